@@ -1,1 +1,36 @@
-fn main() {}
+//! The `tokenward` command: a thin shell over the library crates.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod hunt_cmd;
+mod verify_cmd;
+
+/// Stops forged identity tokens and finds the ones that already got through.
+#[derive(Parser)]
+#[command(name = "tokenward", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify JWS/JWT tokens against a policy that binds every key to its scope.
+    Verify(verify_cmd::VerifyArgs),
+    /// Hunt audit-log exports for forged-token use and Storm-0558 tradecraft.
+    Hunt(hunt_cmd::HuntArgs),
+}
+
+/// Exit status for usage and configuration errors, shared by every subcommand.
+pub const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Verify(args) => verify_cmd::run(args),
+        Command::Hunt(args) => hunt_cmd::run(args),
+    };
+    ExitCode::from(code)
+}

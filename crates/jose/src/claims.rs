@@ -1,0 +1,291 @@
+//! JWT claim sets (RFC 7519 §4) read strictly.
+
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::json::{JsonType, Key, SeenNames, StrictIgnore};
+
+/// Seconds since the epoch, as a JSON number (RFC 7519 §2). Fractions are
+/// allowed by the RFC and kept.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct NumericDate(pub f64);
+
+/// The `aud` claim: one string or an array of strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// `"aud": "x"`.
+    One(String),
+    /// `"aud": ["x", "y"]`.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// Every audience value.
+    pub fn values(&self) -> &[String] {
+        match self {
+            Audience::One(a) => std::slice::from_ref(a),
+            Audience::Many(v) => v,
+        }
+    }
+}
+
+/// The claims a verifier and the access log need, read in one pass with
+/// duplicate names rejected at every depth. A registered claim of the wrong
+/// JSON type is recorded in [`Claims::type_errors`] rather than treated as
+/// absent (CVE-2026-25537 was that confusion).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claims {
+    /// `iss`.
+    pub iss: Option<String>,
+    /// `sub`.
+    pub sub: Option<String>,
+    /// `aud`.
+    pub aud: Option<Audience>,
+    /// `exp`.
+    pub exp: Option<NumericDate>,
+    /// `nbf`.
+    pub nbf: Option<NumericDate>,
+    /// `iat`.
+    pub iat: Option<NumericDate>,
+    /// `jti`.
+    pub jti: Option<String>,
+    /// Entra tenant id `tid`.
+    pub tid: Option<String>,
+    /// Entra object id `oid`.
+    pub oid: Option<String>,
+    /// Entra v1 application id `appid`.
+    pub appid: Option<String>,
+    /// OIDC authorized party / Entra v2 application id `azp`.
+    pub azp: Option<String>,
+    /// RFC 9068 / RFC 8693 `client_id`.
+    pub client_id: Option<String>,
+    /// Entra unique token identifier `uti`.
+    pub uti: Option<String>,
+    /// Session id `sid`.
+    pub sid: Option<String>,
+    /// Registered claims present with the wrong JSON type: (name, what was found).
+    pub type_errors: Vec<(&'static str, &'static str)>,
+    /// Names of every top-level claim present, for required-claim checks.
+    pub present: Vec<String>,
+}
+
+impl Claims {
+    /// Parses a JWT payload. Fails only when the payload is not a UTF-8
+    /// JSON object or has duplicate member names.
+    pub fn parse(payload: &[u8]) -> Result<Claims, String> {
+        if std::str::from_utf8(payload).is_err() {
+            return Err("payload is not UTF-8".into());
+        }
+        let mut de = serde_json::Deserializer::from_slice(payload);
+        let claims = Claims::deserialize(&mut de).map_err(|e| e.to_string())?;
+        de.end().map_err(|e| e.to_string())?;
+        Ok(claims)
+    }
+
+    /// Whether a top-level claim of this name is present.
+    pub fn has(&self, name: &str) -> bool {
+        self.present.iter().any(|p| p == name)
+    }
+}
+
+/// A claim value read without committing to a type.
+enum Loose {
+    Str(String),
+    Num(f64),
+    StrArray(Vec<String>),
+    Other(JsonType),
+}
+
+impl<'de> Deserialize<'de> for Loose {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LooseVisitor)
+    }
+}
+
+struct LooseVisitor;
+
+impl<'de> Visitor<'de> for LooseVisitor {
+    type Value = Loose;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Loose, E> {
+        Ok(Loose::Str(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Loose, E> {
+        Ok(Loose::Str(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Loose, E> {
+        Ok(Loose::Num(v as f64))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Loose, E> {
+        Ok(Loose::Num(v as f64))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Loose, E> {
+        Ok(Loose::Num(v))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Loose, E> {
+        Ok(Loose::Other(JsonType::Bool))
+    }
+    fn visit_unit<E>(self) -> Result<Loose, E> {
+        Ok(Loose::Other(JsonType::Null))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Loose, A::Error> {
+        let mut strings = Vec::new();
+        let mut all_strings = true;
+        while let Some(item) = seq.next_element::<Loose>()? {
+            match item {
+                Loose::Str(s) if all_strings => strings.push(s),
+                _ => all_strings = false,
+            }
+        }
+        Ok(if all_strings {
+            Loose::StrArray(strings)
+        } else {
+            Loose::Other(JsonType::Array)
+        })
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loose, A::Error> {
+        let mut seen = SeenNames::default();
+        while let Some(Key(name)) = map.next_key()? {
+            seen.insert(name)?;
+            map.next_value::<StrictIgnore>()?;
+        }
+        Ok(Loose::Other(JsonType::Object))
+    }
+}
+
+fn found(l: &Loose) -> &'static str {
+    match l {
+        Loose::Str(_) => JsonType::String.name(),
+        Loose::Num(_) => JsonType::Number.name(),
+        Loose::StrArray(_) => JsonType::Array.name(),
+        Loose::Other(t) => t.name(),
+    }
+}
+
+impl<'de> Deserialize<'de> for Claims {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ClaimsVisitor)
+    }
+}
+
+struct ClaimsVisitor;
+
+impl<'de> Visitor<'de> for ClaimsVisitor {
+    type Value = Claims;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claims, A::Error> {
+        let mut c = Claims::default();
+        let mut seen = SeenNames::default();
+        while let Some(Key(name)) = map.next_key()? {
+            let n: &str = &name;
+            c.present.push(n.to_owned());
+            match n {
+                "iss" | "sub" | "jti" | "tid" => {
+                    let label: &'static str = match n {
+                        "iss" => "iss",
+                        "sub" => "sub",
+                        "jti" => "jti",
+                        _ => "tid",
+                    };
+                    match map.next_value::<Loose>()? {
+                        Loose::Str(s) => {
+                            let slot = match label {
+                                "iss" => &mut c.iss,
+                                "sub" => &mut c.sub,
+                                "jti" => &mut c.jti,
+                                _ => &mut c.tid,
+                            };
+                            *slot = Some(s);
+                        }
+                        other => c.type_errors.push((label, found(&other))),
+                    }
+                }
+                "aud" => match map.next_value::<Loose>()? {
+                    Loose::Str(s) => c.aud = Some(Audience::One(s)),
+                    Loose::StrArray(v) => c.aud = Some(Audience::Many(v)),
+                    other => c.type_errors.push(("aud", found(&other))),
+                },
+                "exp" | "nbf" | "iat" => {
+                    let label: &'static str = match n {
+                        "exp" => "exp",
+                        "nbf" => "nbf",
+                        _ => "iat",
+                    };
+                    match map.next_value::<Loose>()? {
+                        Loose::Num(v) if v.is_finite() => {
+                            let slot = match label {
+                                "exp" => &mut c.exp,
+                                "nbf" => &mut c.nbf,
+                                _ => &mut c.iat,
+                            };
+                            *slot = Some(NumericDate(v));
+                        }
+                        other => c.type_errors.push((label, found(&other))),
+                    }
+                }
+                "oid" | "appid" | "azp" | "client_id" | "uti" | "sid" => {
+                    // Informational: kept when they are strings, never
+                    // decisive, so another type is not an error.
+                    if let Loose::Str(s) = map.next_value::<Loose>()? {
+                        let slot = match n {
+                            "oid" => &mut c.oid,
+                            "appid" => &mut c.appid,
+                            "azp" => &mut c.azp,
+                            "client_id" => &mut c.client_id,
+                            "uti" => &mut c.uti,
+                            _ => &mut c.sid,
+                        };
+                        *slot = Some(s);
+                    }
+                }
+                _ => {
+                    map.next_value::<StrictIgnore>()?;
+                }
+            }
+            seen.insert(name)?;
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_registered_claims() {
+        let c = Claims::parse(
+            br#"{"iss":"i","sub":"s","aud":["a","b"],"exp":10,"nbf":1.5,"iat":2,"tid":"t","uti":"u"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.iss.as_deref(), Some("i"));
+        assert_eq!(c.aud.unwrap().values(), ["a", "b"]);
+        assert_eq!(c.exp, Some(NumericDate(10.0)));
+        assert_eq!(c.nbf, Some(NumericDate(1.5)));
+        assert_eq!(c.uti.as_deref(), Some("u"));
+        assert!(c.type_errors.is_empty());
+    }
+
+    #[test]
+    fn wrong_types_are_errors_not_absent() {
+        let c = Claims::parse(br#"{"exp":"9999999999","nbf":null,"aud":[1],"iss":{}}"#).unwrap();
+        let names: Vec<_> = c.type_errors.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["exp", "nbf", "aud", "iss"]);
+        assert!(c.exp.is_none());
+        assert!(c.has("exp"));
+    }
+
+    #[test]
+    fn duplicates_and_non_objects_rejected() {
+        assert!(Claims::parse(br#"{"exp":1,"exp":2}"#).is_err());
+        assert!(Claims::parse(br#"{"x":{"y":1,"y":2}}"#).is_err());
+        assert!(Claims::parse(br#"[1]"#).is_err());
+        assert!(Claims::parse(b"{\"a\":\"\xff\"}").is_err());
+    }
+}

@@ -1,0 +1,175 @@
+//! Compact JWS serialization (RFC 7515 §3.1, §5.2).
+
+use crate::b64::decode_b64url_into;
+use crate::error::{Error, ErrorKind};
+use crate::header::Header;
+
+/// Size limits applied before any decoding, so hostile input costs at most
+/// a bounded scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum length of the whole compact token, in bytes.
+    pub max_token_bytes: usize,
+    /// Maximum length of the encoded protected header, in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    /// 64 KiB for a token is four times the largest Entra access token with
+    /// group claims we have seen; 8 KiB of header is far more than any
+    /// legitimate header needs.
+    fn default() -> Self {
+        Limits {
+            max_token_bytes: 64 * 1024,
+            max_header_bytes: 8 * 1024,
+        }
+    }
+}
+
+/// A parsed compact JWS. The signature has not been checked.
+#[derive(Debug, Clone)]
+pub struct Jws<'a> {
+    /// The protected header.
+    pub header: Header,
+    /// `BASE64URL(header) || '.' || BASE64URL(payload)`, the signed bytes.
+    pub signing_input: &'a str,
+    /// The decoded payload.
+    pub payload: Vec<u8>,
+    /// The decoded signature.
+    pub signature: Vec<u8>,
+}
+
+impl<'a> Jws<'a> {
+    /// Parses a compact JWS: exactly three segments of strict base64url, a
+    /// protected header that is a UTF-8 JSON object without duplicate
+    /// names, a supported `alg`, and no `crit`.
+    pub fn parse(token: &'a str, limits: &Limits) -> Result<Jws<'a>, Error> {
+        let bytes = token.as_bytes();
+        if bytes.len() > limits.max_token_bytes {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "token is {} bytes, the limit is {}",
+                    bytes.len(),
+                    limits.max_token_bytes
+                ),
+            ));
+        }
+        // draft-ietf-oauth-rfc8725bis "Check JWT Format Type": anything but
+        // the base64url alphabet and dots (JSON serialization, whitespace,
+        // padding) is refused before decoding.
+        if let Some(pos) = bytes
+            .iter()
+            .position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'))
+        {
+            return Err(Error::malformed(format!(
+                "character {:?} at offset {pos} is not allowed in a compact JWS",
+                char::from(bytes[pos])
+            )));
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            let dots = memchr_count(bytes);
+            return Err(Error::malformed(format!(
+                "a compact JWS has exactly 3 segments, found {}",
+                dots + 1
+            )));
+        };
+        if h.len() > limits.max_header_bytes {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "header is {} bytes, the limit is {}",
+                    h.len(),
+                    limits.max_header_bytes
+                ),
+            ));
+        }
+        if h.is_empty() {
+            return Err(Error::malformed("header segment is empty"));
+        }
+        let mut header_bytes = Vec::with_capacity(h.len() * 3 / 4);
+        decode_b64url_into(h.as_bytes(), &mut header_bytes)
+            .map_err(|e| Error::malformed(format!("header is not base64url: {e}")))?;
+        let header = Header::parse(&header_bytes)?;
+        let mut payload = Vec::with_capacity(p.len() * 3 / 4);
+        decode_b64url_into(p.as_bytes(), &mut payload)
+            .map_err(|e| Error::malformed(format!("payload is not base64url: {e}")))?;
+        let mut signature = Vec::with_capacity(s.len() * 3 / 4);
+        decode_b64url_into(s.as_bytes(), &mut signature)
+            .map_err(|e| Error::malformed(format!("signature is not base64url: {e}")))?;
+        Ok(Jws {
+            header,
+            signing_input: &token[..h.len() + 1 + p.len()],
+            payload,
+            signature,
+        })
+    }
+}
+
+fn memchr_count(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'.').count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::b64::encode_b64url;
+
+    fn tok(header: &str, payload: &str, sig: &[u8]) -> String {
+        format!(
+            "{}.{}.{}",
+            encode_b64url(header.as_bytes()),
+            encode_b64url(payload.as_bytes()),
+            encode_b64url(sig)
+        )
+    }
+
+    #[test]
+    fn splits_three_segments() {
+        let t = tok(r#"{"alg":"ES256"}"#, r#"{"a":1}"#, b"sig");
+        let jws = Jws::parse(&t, &Limits::default()).unwrap();
+        assert_eq!(jws.payload, br#"{"a":1}"#);
+        assert_eq!(jws.signature, b"sig");
+        assert_eq!(jws.signing_input, &t[..t.rfind('.').unwrap()]);
+    }
+
+    #[test]
+    fn rejects_wrong_segment_counts_and_characters() {
+        let t = tok(r#"{"alg":"ES256"}"#, "{}", b"sig");
+        let limits = Limits::default();
+        let two = t.rsplit_once('.').unwrap().0;
+        assert_eq!(
+            Jws::parse(two, &limits).unwrap_err().kind,
+            ErrorKind::Malformed
+        );
+        assert_eq!(
+            Jws::parse(&format!("{t}.x"), &limits).unwrap_err().kind,
+            ErrorKind::Malformed
+        );
+        assert!(Jws::parse(&format!("{t}="), &limits).is_err());
+        assert!(Jws::parse(&format!(" {t}"), &limits).is_err());
+        assert!(Jws::parse(&t.replacen('.', "+.", 1), &limits).is_err());
+        assert!(Jws::parse("", &limits).is_err());
+    }
+
+    #[test]
+    fn enforces_size_limits() {
+        let limits = Limits {
+            max_token_bytes: 100,
+            max_header_bytes: 20,
+        };
+        let big = tok(r#"{"alg":"ES256"}"#, &"x".repeat(200), b"s");
+        assert_eq!(
+            Jws::parse(&big, &limits).unwrap_err().kind,
+            ErrorKind::TooLarge
+        );
+        let big_header = tok(r#"{"alg":"ES256","kid":"aaaaaaaaaa"}"#, "{}", b"s");
+        assert_eq!(
+            Jws::parse(&big_header, &limits).unwrap_err().kind,
+            ErrorKind::TooLarge
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! The protected JOSE header.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::alg::Algorithm;
+use crate::error::{Error, ErrorKind};
+use crate::json::{JsonType, Key, SeenNames, StrictIgnore};
+
+/// The header members tokenward reads. Keys carried in the header (`jwk`,
+/// `jku`, `x5u`, `x5c`) are only recorded as present: they are never a
+/// source of trust (RFC 8725 §3.10).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Header {
+    /// The algorithm, already checked to be one we implement.
+    pub alg: Option<Algorithm>,
+    /// `kid`, if present.
+    pub kid: Option<String>,
+    /// `typ`, if present.
+    pub typ: Option<String>,
+    /// `cty`, if present.
+    pub cty: Option<String>,
+    /// `x5t` (base64url SHA-1 certificate thumbprint), if present.
+    pub x5t: Option<String>,
+    /// `x5t#S256`, if present.
+    pub x5t_s256: Option<String>,
+    /// Names of embedded-key members present (`jwk`, `jku`, `x5u`, `x5c`).
+    pub embedded_key_members: Vec<&'static str>,
+}
+
+/// What the visitor found before the semantic checks in [`Header::parse`].
+#[derive(Default)]
+struct RawHeader {
+    alg: Option<String>,
+    kid: Option<String>,
+    typ: Option<String>,
+    cty: Option<String>,
+    x5t: Option<String>,
+    x5t_s256: Option<String>,
+    crit_present: bool,
+    b64: Option<bool>,
+    embedded: Vec<&'static str>,
+    type_error: Option<(&'static str, JsonType)>,
+}
+
+impl Header {
+    /// Parses and checks a decoded protected header.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Header, Error> {
+        if std::str::from_utf8(bytes).is_err() {
+            return Err(Error::malformed("header is not UTF-8"));
+        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let raw = RawHeader::deserialize(&mut de)
+            .and_then(|raw| de.end().map(|()| raw))
+            .map_err(|e| Error::malformed(format!("header is not a valid JSON object: {e}")))?;
+        if let Some((name, found)) = raw.type_error {
+            return Err(Error::malformed(format!(
+                "header member \"{name}\" must be a string, found {}",
+                found.name()
+            )));
+        }
+        if raw.crit_present {
+            return Err(Error::new(
+                ErrorKind::CritUnsupported,
+                "header lists critical extensions (\"crit\"); none are supported",
+            ));
+        }
+        if raw.b64 == Some(false) {
+            return Err(Error::new(
+                ErrorKind::CritUnsupported,
+                "unencoded payloads (\"b64\": false) are not supported",
+            ));
+        }
+        let alg = match raw.alg.as_deref() {
+            None => return Err(Error::malformed("header has no \"alg\"")),
+            Some(name) => name.parse::<Algorithm>().map_err(|()| {
+                Error::new(
+                    ErrorKind::AlgNotAllowed,
+                    format!("algorithm {name:?} is not supported"),
+                )
+            })?,
+        };
+        Ok(Header {
+            alg: Some(alg),
+            kid: raw.kid,
+            typ: raw.typ,
+            cty: raw.cty,
+            x5t: raw.x5t,
+            x5t_s256: raw.x5t_s256,
+            embedded_key_members: raw.embedded,
+        })
+    }
+
+    /// The algorithm; always set on a header returned by parsing.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg.expect("parsed headers always carry an algorithm")
+    }
+}
+
+/// Accepts a string, or records the JSON type found instead.
+enum StrOr {
+    Str(String),
+    Other(JsonType),
+}
+
+impl<'de> Deserialize<'de> for StrOr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrOrVisitor)
+    }
+}
+
+struct StrOrVisitor;
+
+impl<'de> Visitor<'de> for StrOrVisitor {
+    type Value = StrOr;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<StrOr, E> {
+        Ok(StrOr::Str(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<StrOr, E> {
+        Ok(StrOr::Str(v))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<StrOr, E> {
+        Ok(StrOr::Other(JsonType::Bool))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<StrOr, E> {
+        Ok(StrOr::Other(JsonType::Number))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<StrOr, E> {
+        Ok(StrOr::Other(JsonType::Number))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<StrOr, E> {
+        Ok(StrOr::Other(JsonType::Number))
+    }
+    fn visit_unit<E>(self) -> Result<StrOr, E> {
+        Ok(StrOr::Other(JsonType::Null))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<StrOr, A::Error> {
+        while seq.next_element::<StrictIgnore>()?.is_some() {}
+        Ok(StrOr::Other(JsonType::Array))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<StrOr, A::Error> {
+        StrictIgnoreMap::drain(map)?;
+        Ok(StrOr::Other(JsonType::Object))
+    }
+}
+
+/// Drains a map through the duplicate-checking skipper.
+struct StrictIgnoreMap;
+
+impl StrictIgnoreMap {
+    fn drain<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+        let mut seen = SeenNames::default();
+        while let Some(Key(name)) = map.next_key()? {
+            seen.insert(name)?;
+            map.next_value::<StrictIgnore>()?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for RawHeader {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RawHeaderVisitor)
+    }
+}
+
+struct RawHeaderVisitor;
+
+impl<'de> Visitor<'de> for RawHeaderVisitor {
+    type Value = RawHeader;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHeader, A::Error> {
+        let mut raw = RawHeader::default();
+        let mut seen = SeenNames::default();
+        while let Some(Key(name)) = map.next_key()? {
+            let name_ref: &str = &name;
+            let slot = match name_ref {
+                "alg" => Some((&mut raw.alg, "alg")),
+                "kid" => Some((&mut raw.kid, "kid")),
+                "typ" => Some((&mut raw.typ, "typ")),
+                "cty" => Some((&mut raw.cty, "cty")),
+                "x5t" => Some((&mut raw.x5t, "x5t")),
+                "x5t#S256" => Some((&mut raw.x5t_s256, "x5t#S256")),
+                _ => None,
+            };
+            match slot {
+                Some((field, label)) => match map.next_value::<StrOr>()? {
+                    StrOr::Str(s) => *field = Some(s),
+                    StrOr::Other(t) => {
+                        raw.type_error.get_or_insert((label, t));
+                    }
+                },
+                None => match name_ref {
+                    "crit" => {
+                        map.next_value::<StrictIgnore>()?;
+                        raw.crit_present = true;
+                    }
+                    "b64" => {
+                        let v = map.next_value::<serde_json::Value>()?;
+                        raw.b64 = Some(v.as_bool().ok_or_else(|| {
+                            de::Error::custom("header member \"b64\" must be a boolean")
+                        })?);
+                    }
+                    "jwk" | "jku" | "x5u" | "x5c" => {
+                        map.next_value::<StrictIgnore>()?;
+                        raw.embedded.push(match name_ref {
+                            "jwk" => "jwk",
+                            "jku" => "jku",
+                            "x5u" => "x5u",
+                            _ => "x5c",
+                        });
+                    }
+                    _ => {
+                        map.next_value::<StrictIgnore>()?;
+                    }
+                },
+            }
+            seen.insert(name)?;
+        }
+        Ok(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_registered_members() {
+        let h = Header::parse(br#"{"alg":"RS256","kid":"k1","typ":"at+jwt","x5t":"abc"}"#).unwrap();
+        assert_eq!(h.algorithm(), Algorithm::RS256);
+        assert_eq!(h.kid.as_deref(), Some("k1"));
+        assert_eq!(h.typ.as_deref(), Some("at+jwt"));
+        assert_eq!(h.x5t.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn rejects_none_crit_b64_duplicates_and_wrong_types() {
+        let kind = |h: &[u8]| Header::parse(h).unwrap_err().kind;
+        assert_eq!(kind(br#"{"alg":"none"}"#), ErrorKind::AlgNotAllowed);
+        assert_eq!(
+            kind(br#"{"alg":"RS256","crit":["exp"]}"#),
+            ErrorKind::CritUnsupported
+        );
+        assert_eq!(
+            kind(br#"{"alg":"RS256","b64":false}"#),
+            ErrorKind::CritUnsupported
+        );
+        assert_eq!(
+            kind(br#"{"alg":"none","alg":"RS256"}"#),
+            ErrorKind::Malformed
+        );
+        assert_eq!(kind(br#"{"alg":"RS256","kid":7}"#), ErrorKind::Malformed);
+        assert_eq!(kind(br#"{"alg":["RS256"]}"#), ErrorKind::Malformed);
+        assert_eq!(kind(br#"{"kid":"x"}"#), ErrorKind::Malformed);
+        assert_eq!(kind(br#"["alg"]"#), ErrorKind::Malformed);
+        assert!(Header::parse(br#"{"alg":"RS256","b64":true}"#).is_ok());
+    }
+
+    #[test]
+    fn embedded_keys_recorded_not_used() {
+        let h = Header::parse(br#"{"alg":"RS256","jwk":{"kty":"RSA"},"jku":"https://x"}"#).unwrap();
+        assert_eq!(h.embedded_key_members, vec!["jwk", "jku"]);
+    }
+}
