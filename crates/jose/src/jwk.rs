@@ -316,6 +316,29 @@ impl Jwks {
     }
 }
 
+impl Jwks {
+    /// Problems that make a whole set unfit as a trust source: two keys with
+    /// the same `kid` (which one verifies is then ambiguous), and secret
+    /// `oct` keys mixed with public keys (a published set must never carry
+    /// secrets, and a secret beside public keys invites HS/RS confusion).
+    pub fn set_problems(keys: &[Jwk]) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut kids: Vec<&str> = keys.iter().filter_map(|k| k.kid.as_deref()).collect();
+        kids.sort_unstable();
+        for pair in kids.windows(2) {
+            if pair[0] == pair[1] && !problems.iter().any(|p: &String| p.contains(pair[0])) {
+                problems.push(format!("duplicate kid \"{}\"", pair[0]));
+            }
+        }
+        let secret = keys.iter().any(|k| matches!(k.material, KeyMaterial::Oct { .. }));
+        let public = keys.iter().any(|k| !matches!(k.material, KeyMaterial::Oct { .. }));
+        if secret && public {
+            problems.push("symmetric (oct) keys mixed with public keys in one set".into());
+        }
+        problems
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
