@@ -1,0 +1,645 @@
+//! The policy file and the key registry built from it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tokenward_jose::{
+    decode_b64url, Algorithm, Jwk, Jwks, KeyFamily, KeyMaterial, Limits, VerifyingKey,
+};
+
+use crate::denylist::{BUILTIN_DENIED_KIDS, BUILTIN_DENIED_THUMBPRINTS};
+use crate::timefmt::parse_rfc3339;
+use crate::{CONSUMER_TENANT, TENANT_PLACEHOLDER};
+
+/// A policy that cannot be used. The message names the file and the entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    /// The file at fault (policy or key set).
+    pub file: PathBuf,
+    /// What is wrong and where.
+    pub message: String,
+}
+
+/// Default clock leeway, in seconds.
+pub const DEFAULT_LEEWAY: i64 = 60;
+/// Largest leeway a policy may set; more would turn `exp` into a suggestion.
+pub const MAX_LEEWAY: i64 = 300;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    leeway_seconds: Option<i64>,
+    #[serde(default)]
+    deny_kids: Vec<String>,
+    #[serde(default)]
+    deny_thumbprints: Vec<String>,
+    max_token_bytes: Option<usize>,
+    #[serde(default)]
+    issuer: Vec<IssuerFile>,
+    #[serde(default)]
+    key: Vec<KeyOverrideFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuerFile {
+    issuer: String,
+    tenants: Option<Vec<String>>,
+    audiences: Option<Vec<String>>,
+    algorithms: Option<Vec<String>>,
+    jwks: Option<String>,
+    secrets: Option<String>,
+    typ: Option<String>,
+    max_lifetime_seconds: Option<i64>,
+    #[serde(default)]
+    required_claims: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyOverrideFile {
+    kid: String,
+    status: Option<KeyStatus>,
+    not_before: Option<String>,
+    not_after: Option<String>,
+    alg: Option<String>,
+}
+
+/// Lifecycle state of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    /// May verify tokens.
+    #[default]
+    Active,
+    /// Rotated out; tokens signed by it are refused.
+    Retired,
+    /// Withdrawn for cause; tokens signed by it are refused.
+    Revoked,
+}
+
+/// Which tenants an issuer entry admits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantRule {
+    /// `["*"]`: any tenant except the consumer tenant, reported at load.
+    Any,
+    /// These tenant GUIDs (lower case).
+    List(Vec<String>),
+    /// No tenant restriction configured (exact issuers only).
+    Unrestricted,
+}
+
+/// One `[[issuer]]` entry, checked.
+#[derive(Debug, Clone)]
+pub struct IssuerEntry {
+    /// The issuer string as configured (exact, or a `{tenantid}` template).
+    pub issuer: String,
+    /// For templates: the text before and after `{tenantid}`.
+    pub template: Option<(String, String)>,
+    /// Tenants admitted.
+    pub tenants: TenantRule,
+    /// Audiences accepted (at least one).
+    pub audiences: Vec<String>,
+    /// Algorithms allowed (at least one).
+    pub algorithms: Vec<Algorithm>,
+    /// Required `typ`, normalised to lower case without `application/`.
+    pub typ: Option<String>,
+    /// Maximum `exp - iat` (or `exp - nbf`), in seconds.
+    pub max_lifetime: Option<i64>,
+    /// Claims that must be present.
+    pub required_claims: Vec<String>,
+}
+
+/// A trusted key with its scope.
+#[derive(Debug)]
+pub struct KeyRecord {
+    /// `kid`.
+    pub kid: String,
+    /// Index of the issuer entry this key may sign for; `None` when the
+    /// key's own `issuer` matches no entry (it is then out of scope for
+    /// every token).
+    pub scope: Option<usize>,
+    /// The key's own `issuer` member, if any.
+    pub key_issuer: Option<String>,
+    /// The one algorithm this key verifies.
+    pub alg: Option<Algorithm>,
+    /// The parsed key, or why it cannot verify.
+    pub verifier: Result<VerifyingKey, String>,
+    /// notBefore (seconds), from the certificate and/or the policy.
+    pub not_before: Option<i64>,
+    /// notAfter (seconds), from the certificate and/or the policy.
+    pub not_after: Option<i64>,
+    /// Lifecycle status.
+    pub status: KeyStatus,
+    /// Why the key is denied, if it is.
+    pub denied: Option<String>,
+    /// Base64url SHA-1 certificate thumbprint (`x5t`), if known.
+    pub x5t: Option<String>,
+    /// The key set file it came from.
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct KeyOverride {
+    pub(crate) status: KeyStatus,
+    pub(crate) not_before: Option<i64>,
+    pub(crate) not_after: Option<i64>,
+    pub(crate) alg: Option<Algorithm>,
+}
+
+/// A loaded, checked verification policy.
+#[derive(Debug)]
+pub struct Policy {
+    pub(crate) leeway: i64,
+    pub(crate) limits: Limits,
+    pub(crate) issuers: Vec<IssuerEntry>,
+    pub(crate) keys: HashMap<String, Vec<KeyRecord>>,
+    pub(crate) deny_kids: HashSet<String>,
+    pub(crate) deny_thumbprints: HashSet<String>,
+    pub(crate) overrides: HashMap<String, KeyOverride>,
+    warnings: Vec<String>,
+}
+
+fn is_guid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+pub(crate) fn is_guid_str(s: &str) -> bool {
+    is_guid(s)
+}
+
+/// The GUID path segment of an exact issuer URL, if it has one.
+pub(crate) fn guid_segment(issuer: &str) -> Option<&str> {
+    issuer.split('/').find(|seg| is_guid(seg))
+}
+
+impl Policy {
+    /// Loads a policy file; key set paths are relative to it.
+    pub fn load(path: &Path) -> Result<Policy, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Policy::from_toml(&text, path)
+    }
+
+    /// Builds a policy from TOML text; `path` names the file in errors and
+    /// anchors relative key set paths.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Policy, ConfigError> {
+        let cfg_err = |message: String| ConfigError {
+            file: path.to_owned(),
+            message,
+        };
+        let file: PolicyFile = toml::from_str(text).map_err(|e| cfg_err(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut warnings = Vec::new();
+
+        let leeway = file.leeway_seconds.unwrap_or(DEFAULT_LEEWAY);
+        if !(0..=MAX_LEEWAY).contains(&leeway) {
+            return Err(cfg_err(format!(
+                "leeway_seconds = {leeway}: must be between 0 and {MAX_LEEWAY}"
+            )));
+        }
+        let mut limits = Limits::default();
+        if let Some(max) = file.max_token_bytes {
+            limits.max_token_bytes = max;
+        }
+        if file.issuer.is_empty() {
+            return Err(cfg_err(
+                "no [[issuer]] entries: nothing could ever be accepted".into(),
+            ));
+        }
+
+        let mut issuers = Vec::new();
+        let mut key_sources: Vec<(usize, PathBuf, bool)> = Vec::new();
+        for (i, entry) in file.issuer.iter().enumerate() {
+            let at = format!("[[issuer]] #{} ({:?})", i + 1, entry.issuer);
+            issuers.push(check_issuer(entry, &at, &mut warnings).map_err(&cfg_err)?);
+            if issuers[..i]
+                .iter()
+                .any(|e: &IssuerEntry| e.issuer == entry.issuer)
+            {
+                return Err(cfg_err(format!(
+                    "{at}: the same issuer is configured twice"
+                )));
+            }
+            if entry.jwks.is_none() && entry.secrets.is_none() {
+                return Err(cfg_err(format!(
+                    "{at}: no \"jwks\" (public keys) or \"secrets\" (HMAC keys): a key scope cannot be empty"
+                )));
+            }
+            for (source, symmetric) in [(&entry.jwks, false), (&entry.secrets, true)] {
+                if let Some(rel) = source {
+                    key_sources.push((i, base.join(rel), symmetric));
+                }
+            }
+        }
+
+        let mut overrides = HashMap::new();
+        for o in &file.key {
+            let at = format!("[[key]] kid {:?}", o.kid);
+            let time = |v: &Option<String>| {
+                v.as_deref()
+                    .map(parse_rfc3339)
+                    .transpose()
+                    .map_err(|e| cfg_err(format!("{at}: {e}")))
+            };
+            let alg = o
+                .alg
+                .as_deref()
+                .map(|a| {
+                    a.parse::<Algorithm>()
+                        .map_err(|()| cfg_err(format!("{at}: unknown algorithm {a:?}")))
+                })
+                .transpose()?;
+            let ov = KeyOverride {
+                status: o.status.unwrap_or_default(),
+                not_before: time(&o.not_before)?,
+                not_after: time(&o.not_after)?,
+                alg,
+            };
+            if overrides.insert(o.kid.clone(), ov).is_some() {
+                return Err(cfg_err(format!("{at}: configured twice")));
+            }
+        }
+
+        let mut deny_kids: HashSet<String> = BUILTIN_DENIED_KIDS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        deny_kids.extend(file.deny_kids.iter().cloned());
+        let mut deny_thumbprints: HashSet<String> = BUILTIN_DENIED_THUMBPRINTS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        for t in &file.deny_thumbprints {
+            let hex = t.chars().all(|c| c.is_ascii_hexdigit()) && (t.len() == 40 || t.len() == 64);
+            // Hex is case-insensitive; an RFC 7638 thumbprint is base64url
+            // and case-sensitive.
+            deny_thumbprints.insert(if hex {
+                t.to_ascii_lowercase()
+            } else {
+                t.clone()
+            });
+        }
+
+        let mut policy = Policy {
+            leeway,
+            limits,
+            issuers,
+            keys: HashMap::new(),
+            deny_kids,
+            deny_thumbprints,
+            overrides,
+            warnings,
+        };
+        policy.load_keys(&key_sources)?;
+        for kid in policy.overrides.keys() {
+            if !policy.keys.contains_key(kid) {
+                policy.warnings.push(format!(
+                    "[[key]] kid {kid:?} matches no key in the key sets (its status still applies if it appears)"
+                ));
+            }
+        }
+        Ok(policy)
+    }
+
+    fn load_keys(&mut self, sources: &[(usize, PathBuf, bool)]) -> Result<(), ConfigError> {
+        // Which issuer entries list each file: a key without its own
+        // `issuer` is only in scope when exactly one entry lists its file.
+        let mut listed_by: HashMap<PathBuf, Vec<usize>> = HashMap::new();
+        for (idx, path, _) in sources {
+            let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            listed_by.entry(canon).or_default().push(*idx);
+        }
+        let mut loaded: HashSet<PathBuf> = HashSet::new();
+        for (_, path, symmetric) in sources {
+            let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            if !loaded.insert(canon.clone()) {
+                continue;
+            }
+            let set_err = |message: String| ConfigError {
+                file: path.clone(),
+                message,
+            };
+            let bytes =
+                std::fs::read(path).map_err(|e| set_err(format!("cannot read key set: {e}")))?;
+            let set = Jwks::parse(&bytes).map_err(|e| set_err(e.0))?;
+            let mut keys = Vec::new();
+            for (i, entry) in set.keys.into_iter().enumerate() {
+                match entry {
+                    Ok(jwk) => keys.push(jwk),
+                    Err(e) => self.warnings.push(format!(
+                        "{}: key #{} ignored: {e}",
+                        path.display(),
+                        i + 1
+                    )),
+                }
+            }
+            if let Some(problem) = Jwks::set_problems(&keys).into_iter().next() {
+                return Err(set_err(problem));
+            }
+            let entries = &listed_by[&canon];
+            for jwk in keys {
+                let is_secret = matches!(jwk.material, KeyMaterial::Oct { .. });
+                if is_secret != *symmetric {
+                    return Err(set_err(if is_secret {
+                        "holds a symmetric (oct) key: HMAC secrets belong in an issuer's \"secrets\" file, never beside public keys".into()
+                    } else {
+                        "is listed as \"secrets\" but holds a public key".into()
+                    }));
+                }
+                let record = self.scope_key(jwk, path, entries)?;
+                self.keys
+                    .entry(record.kid.clone())
+                    .or_default()
+                    .push(record);
+            }
+        }
+        Ok(())
+    }
+
+    fn scope_key(
+        &mut self,
+        jwk: Jwk,
+        path: &Path,
+        entries: &[usize],
+    ) -> Result<KeyRecord, ConfigError> {
+        let set_err = |message: String| ConfigError {
+            file: path.to_owned(),
+            message,
+        };
+        let kid = jwk.kid.clone().ok_or_else(|| {
+            set_err("a key has no \"kid\": tokens could only find it by trying every key, which tokenward never does".into())
+        })?;
+        let at = format!("key {kid:?}");
+        let scope = match &jwk.issuer {
+            Some(own) => {
+                let found = self.issuers.iter().position(|e| &e.issuer == own);
+                if found.is_none() {
+                    self.warnings.push(format!(
+                        "{}: {at} declares issuer {own:?}, which no [[issuer]] entry has: tokens it signs are rejected as key-out-of-scope",
+                        path.display()
+                    ));
+                }
+                found
+            }
+            None => match entries {
+                [only] => Some(*only),
+                _ => {
+                    return Err(set_err(format!(
+                        "{at} has no \"issuer\" member and its key set is listed by {} issuer entries ({}): its scope cannot be determined",
+                        entries.len(),
+                        entries
+                            .iter()
+                            .map(|&i| format!("{:?}", self.issuers[i].issuer))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )))
+                }
+            },
+        };
+        let ov = self.overrides.get(&kid).cloned();
+        let alg = self.key_algorithm(&jwk, scope, ov.as_ref().and_then(|o| o.alg), &at, path)?;
+        let verifier = match alg {
+            Some(a) => VerifyingKey::from_jwk(&jwk, a).map_err(|e| e.0),
+            None => Err("no algorithm fits this key".into()),
+        };
+        if let Err(why) = &verifier {
+            self.warnings.push(format!(
+                "{}: {at} cannot verify tokens: {why}",
+                path.display()
+            ));
+        }
+        let (mut not_before, mut not_after) = (None, None);
+        if let Some(cert) = &jwk.cert {
+            not_before = Some(cert.not_before);
+            not_after = Some(cert.not_after);
+        }
+        if let Some(o) = &ov {
+            // The stricter bound wins when both the certificate and the
+            // policy set one.
+            not_before = max_opt(not_before, o.not_before);
+            not_after = min_opt(not_after, o.not_after);
+        }
+        let denied = self.denial(&kid, &jwk);
+        let x5t = jwk.cert.as_ref().map(|c| {
+            let bytes: Vec<u8> = (0..c.sha1_hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&c.sha1_hex[i..i + 2], 16).unwrap_or(0))
+                .collect();
+            tokenward_jose::encode_b64url(&bytes)
+        });
+        Ok(KeyRecord {
+            kid,
+            scope,
+            key_issuer: jwk.issuer.clone(),
+            alg,
+            verifier,
+            not_before,
+            not_after,
+            status: ov.map(|o| o.status).unwrap_or_default(),
+            denied,
+            x5t: x5t.or(jwk.x5t.clone()),
+            source: path.to_owned(),
+        })
+    }
+
+    /// The one algorithm of a key: the policy override, else the JWK's own
+    /// `alg`, else the single allowed algorithm of its issuer that fits the
+    /// key type. Ambiguity is a configuration error.
+    fn key_algorithm(
+        &self,
+        jwk: &Jwk,
+        scope: Option<usize>,
+        forced: Option<Algorithm>,
+        at: &str,
+        path: &Path,
+    ) -> Result<Option<Algorithm>, ConfigError> {
+        if let Some(a) = forced {
+            return Ok(Some(a));
+        }
+        if let Some(own) = jwk.alg.as_deref() {
+            return Ok(own.parse::<Algorithm>().ok());
+        }
+        let fits = |a: &Algorithm| match (a.family(), &jwk.material) {
+            (KeyFamily::Symmetric, KeyMaterial::Oct { .. }) => true,
+            (KeyFamily::Rsa, KeyMaterial::Rsa { .. }) => true,
+            (KeyFamily::Ec(c), KeyMaterial::Ec { crv, .. }) => c == crv,
+            (KeyFamily::Okp, KeyMaterial::Okp { .. }) => true,
+            _ => false,
+        };
+        let Some(idx) = scope else {
+            return Ok(Algorithm::ALL.into_iter().find(|a| fits(a)));
+        };
+        let candidates: Vec<Algorithm> = self.issuers[idx]
+            .algorithms
+            .iter()
+            .copied()
+            .filter(fits)
+            .collect();
+        match candidates.as_slice() {
+            [one] => Ok(Some(*one)),
+            [] => Ok(None),
+            many => Err(ConfigError {
+                file: path.to_owned(),
+                message: format!(
+                    "{at} has no \"alg\" and could serve {}: set alg in a [[key]] entry so it has exactly one",
+                    many.iter().map(|a| a.name()).collect::<Vec<_>>().join(" or ")
+                ),
+            }),
+        }
+    }
+
+    fn denial(&self, kid: &str, jwk: &Jwk) -> Option<String> {
+        if self.deny_kids.contains(kid) {
+            return Some(format!("kid {kid:?} is on the denylist"));
+        }
+        if let Some(cert) = &jwk.cert {
+            for t in [&cert.sha1_hex, &cert.sha256_hex] {
+                if self.deny_thumbprints.contains(t) {
+                    return Some(format!("certificate thumbprint {t} is on the denylist"));
+                }
+            }
+        }
+        let tp = jwk.thumbprint();
+        if self.deny_thumbprints.contains(&tp) {
+            return Some(format!("JWK thumbprint {tp} is on the denylist"));
+        }
+        None
+    }
+
+    /// Whether a header thumbprint (`x5t` or `x5t#S256`, base64url) names a
+    /// denied certificate.
+    pub(crate) fn header_thumbprint_denied(&self, b64: &str) -> Option<String> {
+        let bytes = decode_b64url(b64.as_bytes()).ok()?;
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        self.deny_thumbprints
+            .contains(&hex)
+            .then(|| format!("certificate thumbprint {hex} is on the denylist"))
+    }
+
+    /// Non-fatal observations made while loading (keys ignored, wildcard
+    /// tenants, overrides for absent keys). Worth showing an operator.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The issuer entries.
+    pub fn issuers(&self) -> &[IssuerEntry] {
+        &self.issuers
+    }
+
+    /// All key records with this `kid`.
+    pub fn keys_with_kid(&self, kid: &str) -> &[KeyRecord] {
+        self.keys.get(kid).map_or(&[], Vec::as_slice)
+    }
+
+    /// Number of key records loaded.
+    pub fn key_count(&self) -> usize {
+        self.keys.values().map(Vec::len).sum()
+    }
+}
+
+fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+fn check_issuer(
+    e: &IssuerFile,
+    at: &str,
+    warnings: &mut Vec<String>,
+) -> Result<IssuerEntry, String> {
+    let placeholders = e.issuer.matches(TENANT_PLACEHOLDER).count();
+    if placeholders > 1 {
+        return Err(format!("{at}: {TENANT_PLACEHOLDER} may appear once"));
+    }
+    let template = (placeholders == 1).then(|| {
+        let (pre, post) = e.issuer.split_once(TENANT_PLACEHOLDER).unwrap_or_default();
+        (pre.to_owned(), post.to_owned())
+    });
+    let tenants = match (&e.tenants, &template) {
+        (None, Some(_)) => {
+            return Err(format!(
+                "{at}: a {TENANT_PLACEHOLDER} issuer needs \"tenants\" (a list of tenant GUIDs, or [\"*\"] for any)"
+            ))
+        }
+        (None, None) => TenantRule::Unrestricted,
+        (Some(list), _) if list.len() == 1 && list[0] == "*" => {
+            warnings.push(format!(
+                "{at}: tenants = [\"*\"] admits any tenant (except the consumer tenant {CONSUMER_TENANT})"
+            ));
+            TenantRule::Any
+        }
+        (Some(list), _) => {
+            if list.is_empty() {
+                return Err(format!("{at}: \"tenants\" is empty: no token could pass"));
+            }
+            for t in list {
+                if !is_guid(t) {
+                    return Err(format!("{at}: tenant {t:?} is not a GUID (\"*\" must stand alone)"));
+                }
+            }
+            TenantRule::List(list.iter().map(|t| t.to_ascii_lowercase()).collect())
+        }
+    };
+    let audiences = e.audiences.clone().unwrap_or_default();
+    if audiences.is_empty() {
+        return Err(format!(
+            "{at}: \"audiences\" is missing or empty: an unscoped audience is never assumed"
+        ));
+    }
+    let names = e.algorithms.clone().unwrap_or_default();
+    if names.is_empty() {
+        return Err(format!("{at}: \"algorithms\" is missing or empty"));
+    }
+    let algorithms = names
+        .iter()
+        .map(|n| {
+            n.parse::<Algorithm>()
+                .map_err(|()| format!("{at}: unknown algorithm {n:?}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(max) = e.max_lifetime_seconds {
+        if max <= 0 {
+            return Err(format!("{at}: max_lifetime_seconds must be positive"));
+        }
+    }
+    Ok(IssuerEntry {
+        issuer: e.issuer.clone(),
+        template,
+        tenants,
+        audiences,
+        algorithms,
+        typ: e.typ.as_deref().map(normalise_typ),
+        max_lifetime: e.max_lifetime_seconds,
+        required_claims: e.required_claims.clone(),
+    })
+}
+
+/// `typ` compares case-insensitively and without the `application/` prefix
+/// (RFC 7515 §4.1.9).
+pub(crate) fn normalise_typ(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    lower
+        .strip_prefix("application/")
+        .map(str::to_owned)
+        .unwrap_or(lower)
+}
