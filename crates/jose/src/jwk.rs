@@ -330,8 +330,12 @@ impl Jwks {
                 problems.push(format!("duplicate kid \"{}\"", pair[0]));
             }
         }
-        let secret = keys.iter().any(|k| matches!(k.material, KeyMaterial::Oct { .. }));
-        let public = keys.iter().any(|k| !matches!(k.material, KeyMaterial::Oct { .. }));
+        let secret = keys
+            .iter()
+            .any(|k| matches!(k.material, KeyMaterial::Oct { .. }));
+        let public = keys
+            .iter()
+            .any(|k| !matches!(k.material, KeyMaterial::Oct { .. }));
         if secret && public {
             problems.push("symmetric (oct) keys mixed with public keys in one set".into());
         }

@@ -29,7 +29,11 @@ fn unhex(s: &str) -> Vec<u8> {
 fn select_key(key_doc: &Value, kid: Option<&str>) -> Result<Jwk, String> {
     if key_doc.get("keys").is_some() {
         let set = Jwks::parse(key_doc.to_string().as_bytes()).map_err(|e| e.0)?;
-        let keys: Vec<Jwk> = set.keys.into_iter().collect::<Result<_, _>>().map_err(|e| e.0)?;
+        let keys: Vec<Jwk> = set
+            .keys
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.0)?;
         let problems = tokenward_jose::Jwks::set_problems(&keys);
         if !problems.is_empty() {
             return Err(problems.join("; "));
@@ -95,14 +99,21 @@ fn run_jose_file(file: &str) -> (usize, usize) {
     for group in doc["testGroups"].as_array().unwrap() {
         let key_doc = group.get("public").unwrap_or(&group["private"]);
         for test in group["tests"].as_array().unwrap() {
-            let tc = test["tcId"].as_str().map(str::to_owned).unwrap_or_else(|| test["tcId"].to_string());
+            let tc = test["tcId"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| test["tcId"].to_string());
             let expected_valid = test["result"] == "valid";
             // JWE and JSON-serialized inputs are not compact JWS strings; a
             // JWT verifier must reject them, which parsing does.
             let input = test
                 .get("jws")
                 .or_else(|| test.get("jwe"))
-                .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string())
+                })
                 .unwrap();
             let is_jwe = test.get("jwe").is_some();
             let verdict = jws_verdict(&input, key_doc);
@@ -122,7 +133,9 @@ fn run_jose_file(file: &str) -> (usize, usize) {
             if verdict.is_ok() != want_accept {
                 failures.push(format!(
                     "tcId {tc} ({}): expected {}, got {:?}",
-                    test["comment"], if want_accept { "accept" } else { "reject" }, verdict
+                    test["comment"],
+                    if want_accept { "accept" } else { "reject" },
+                    verdict
                 ));
             }
         }
@@ -173,7 +186,10 @@ fn run_primitive(file: &str, alg: Algorithm) -> (usize, usize, usize) {
         for test in group["tests"].as_array().unwrap() {
             ran += 1;
             let ok = match &key {
-                Some(Ok(k)) => k.verify(&unhex(test["msg"].as_str().unwrap()), &unhex(test["sig"].as_str().unwrap())),
+                Some(Ok(k)) => k.verify(
+                    &unhex(test["msg"].as_str().unwrap()),
+                    &unhex(test["sig"].as_str().unwrap()),
+                ),
                 _ => false,
             };
             if ok {
@@ -182,7 +198,12 @@ fn run_primitive(file: &str, alg: Algorithm) -> (usize, usize, usize) {
             // "acceptable" (legacy encodings) must be rejected by a strict verifier.
             let want = test["result"] == "valid";
             if ok != want {
-                failures.push(format!("tcId {} ({}): expected {want}, key {:?}", test["tcId"], test["comment"], key.as_ref().map(|k| k.as_ref().err())));
+                failures.push(format!(
+                    "tcId {} ({}): expected {want}, key {:?}",
+                    test["tcId"],
+                    test["comment"],
+                    key.as_ref().map(|k| k.as_ref().err())
+                ));
             }
         }
     }
@@ -197,15 +218,47 @@ fn wycheproof_primitives_through_jwk_import() {
     // asserted inside run_primitive; these totals catch vectors silently
     // dropped.
     let cases = [
-        ("ecdsa_secp256r1_sha256_p1363_test.json", Algorithm::ES256, (252, 169, 10)),
-        ("ecdsa_secp384r1_sha384_p1363_test.json", Algorithm::ES384, (270, 189, 10)),
-        ("ecdsa_secp521r1_sha512_p1363_test.json", Algorithm::ES512, (308, 227, 10)),
+        (
+            "ecdsa_secp256r1_sha256_p1363_test.json",
+            Algorithm::ES256,
+            (252, 169, 10),
+        ),
+        (
+            "ecdsa_secp384r1_sha384_p1363_test.json",
+            Algorithm::ES384,
+            (270, 189, 10),
+        ),
+        (
+            "ecdsa_secp521r1_sha512_p1363_test.json",
+            Algorithm::ES512,
+            (308, 227, 10),
+        ),
         ("ed25519_test.json", Algorithm::EdDSA, (151, 88, 0)),
-        ("rsa_signature_2048_sha256_test.json", Algorithm::RS256, (259, 9, 0)),
-        ("rsa_signature_2048_sha512_test.json", Algorithm::RS512, (259, 8, 0)),
-        ("rsa_pss_2048_sha256_mgf1_32_test.json", Algorithm::PS256, (108, 63, 0)),
-        ("rsa_pss_2048_sha384_mgf1_48_test.json", Algorithm::PS384, (141, 95, 0)),
-        ("rsa_pss_4096_sha512_mgf1_64_test.json", Algorithm::PS512, (179, 132, 0)),
+        (
+            "rsa_signature_2048_sha256_test.json",
+            Algorithm::RS256,
+            (259, 9, 0),
+        ),
+        (
+            "rsa_signature_2048_sha512_test.json",
+            Algorithm::RS512,
+            (259, 8, 0),
+        ),
+        (
+            "rsa_pss_2048_sha256_mgf1_32_test.json",
+            Algorithm::PS256,
+            (108, 63, 0),
+        ),
+        (
+            "rsa_pss_2048_sha384_mgf1_48_test.json",
+            Algorithm::PS384,
+            (141, 95, 0),
+        ),
+        (
+            "rsa_pss_4096_sha512_mgf1_64_test.json",
+            Algorithm::PS512,
+            (179, 132, 0),
+        ),
     ];
     for (file, alg, expected) in cases {
         assert_eq!(run_primitive(file, alg), expected, "{file}");
@@ -233,7 +286,10 @@ fn rfc7520_compact_examples_verify() {
         let (payload, sig) = rest.split_once('.').unwrap();
         let flipped = if payload.starts_with('A') { "B" } else { "A" };
         let tampered = format!("{head}.{flipped}{}.{sig}", &payload[1..]);
-        assert!(jws_verdict(&tampered, &doc["input"]["key"]).is_err(), "{rel} tampered");
+        assert!(
+            jws_verdict(&tampered, &doc["input"]["key"]).is_err(),
+            "{rel} tampered"
+        );
     }
 }
 
@@ -242,7 +298,10 @@ fn rfc7520_non_compact_and_detached_forms_rejected() {
     // Detached content (§4.5): the compact form has an empty payload.
     let doc = cookbook("jws/4_5.signature_with_detached_content.json");
     let detached = doc["output"]["compact"].as_str().unwrap();
-    assert_eq!(jws_verdict(detached, &doc["input"]["key"]), Err("signature-invalid".into()));
+    assert_eq!(
+        jws_verdict(detached, &doc["input"]["key"]),
+        Err("signature-invalid".into())
+    );
     // JSON serializations (§4.6, §4.7, §4.8) are not compact JWS.
     for rel in [
         "jws/4_6.protecting_specific_header_fields.json",
@@ -264,7 +323,10 @@ fn rfc7520_non_compact_and_detached_forms_rejected() {
     assert_eq!(err.kind.code(), "malformed");
     let (head, rest) = compact.split_once('.').unwrap();
     let (payload, sig) = rest.rsplit_once('.').unwrap();
-    let encoded = format!("{head}.{}.{sig}", tokenward_jose::encode_b64url(payload.as_bytes()));
+    let encoded = format!(
+        "{head}.{}.{sig}",
+        tokenward_jose::encode_b64url(payload.as_bytes())
+    );
     let err = Jws::parse(&encoded, &Limits::default()).unwrap_err();
     assert_eq!(err.kind.code(), "crit-unsupported");
 }
