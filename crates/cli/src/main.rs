@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod gateway_cmd;
 mod hunt_cmd;
 mod verify_cmd;
 
@@ -21,6 +22,9 @@ enum Command {
     Verify(verify_cmd::VerifyArgs),
     /// Hunt audit-log exports for forged-token use and Storm-0558 tradecraft.
     Hunt(hunt_cmd::HuntArgs),
+    /// Verifying reverse proxy: nothing reaches the upstream without a token
+    /// that passes policy, and every token use is logged.
+    Gateway(gateway_cmd::GatewayArgs),
 }
 
 /// Exit status for usage and configuration errors, shared by every subcommand.
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Verify(args) => verify_cmd::run(args),
         Command::Hunt(args) => hunt_cmd::run(args),
+        Command::Gateway(args) => gateway_cmd::run(args),
     };
     ExitCode::from(code)
 }

@@ -1,10 +1,149 @@
-//! `tokenward verify`.
+//! `tokenward verify`: check tokens against a policy.
+
+use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+use tokenward_trust::{parse_rfc3339, Policy, Verdict};
+
+use crate::EXIT_USAGE;
 
 /// Arguments of `tokenward verify`.
 #[derive(clap::Args)]
-pub struct VerifyArgs {}
+#[command(
+    after_help = "Exit status: 0 every token accepted, 1 any token rejected, 2 usage or configuration error."
+)]
+pub struct VerifyArgs {
+    /// Policy file (TOML) binding every key to its issuers, tenants,
+    /// audiences, algorithm and validity.
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// The token; `-` or nothing reads one token from standard input.
+    #[arg(value_name = "TOKEN", conflicts_with = "tokens")]
+    token: Option<String>,
+    /// Verify every line of FILE as a token (blank lines are skipped); one
+    /// verdict per line.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// One JSON object per token instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Verification time (RFC 3339), e.g. to replay tokens from a log.
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
+    /// Do not print policy load warnings.
+    #[arg(long, short)]
+    quiet: bool,
+}
 
 /// Verifies the given tokens and returns the process exit status.
-pub fn run(_args: VerifyArgs) -> u8 {
-    crate::EXIT_USAGE
+pub fn run(args: VerifyArgs) -> u8 {
+    match run_inner(&args) {
+        Ok(all_accepted) => u8::from(!all_accepted),
+        Err(message) => {
+            eprintln!("tokenward verify: {message}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn run_inner(args: &VerifyArgs) -> Result<bool, String> {
+    let policy = Policy::load(&args.policy).map_err(|e| e.to_string())?;
+    if !args.quiet {
+        for w in policy.warnings() {
+            eprintln!("warning: {w}");
+        }
+    }
+    let now = match &args.now {
+        Some(t) => parse_rfc3339(t).map_err(|e| format!("--now: {e}"))?,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_secs() as i64,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut all_accepted = true;
+    let mut emit = |token: &str, line: Option<usize>| -> Result<(), String> {
+        let verdict = policy.verify(token, now);
+        all_accepted &= verdict.accepted();
+        let text = if args.json {
+            let mut obj = verdict_json(&verdict);
+            if let Some(n) = line {
+                obj["line"] = json!(n);
+            }
+            obj.to_string()
+        } else {
+            verdict_text(&verdict, line)
+        };
+        writeln!(out, "{text}").map_err(|e| format!("writing output: {e}"))
+    };
+    if let Some(path) = &args.tokens {
+        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+            let token = line.trim();
+            if !token.is_empty() {
+                emit(token, Some(i + 1))?;
+            }
+        }
+    } else {
+        let token = match args.token.as_deref() {
+            Some(t) if t != "-" => t.to_owned(),
+            _ => {
+                let mut buf = String::new();
+                std::io::stdin()
+                    .take(1 << 20)
+                    .read_to_string(&mut buf)
+                    .map_err(|e| format!("reading standard input: {e}"))?;
+                buf.trim().to_owned()
+            }
+        };
+        if token.is_empty() {
+            return Err(
+                "no token given (pass TOKEN, `-` with a token on standard input, or --tokens FILE)"
+                    .into(),
+            );
+        }
+        emit(&token, None)?;
+    }
+    out.flush().map_err(|e| format!("writing output: {e}"))?;
+    Ok(all_accepted)
+}
+
+/// The `--json` object; a contract documented in the README.
+pub fn verdict_json(v: &Verdict) -> Value {
+    let claims = v.claims.as_ref();
+    json!({
+        "verdict": if v.accepted() { "accepted" } else { "rejected" },
+        "reasons": v.reasons,
+        "kid": v.kid,
+        "alg": v.alg.map(|a| a.name()),
+        "x5t": v.x5t,
+        "iss": claims.and_then(|c| c.iss.clone()),
+        "tid": claims.and_then(|c| c.tid.clone()),
+        "aud": claims.and_then(|c| c.aud.as_ref()).map(|a| a.values().to_vec()),
+        "claims": v.claims_json(),
+    })
+}
+
+fn verdict_text(v: &Verdict, line: Option<usize>) -> String {
+    let prefix = line.map(|n| format!("line {n}: ")).unwrap_or_default();
+    let claims = v.claims.as_ref();
+    let ident = format!(
+        "kid={} alg={} iss={} tid={}",
+        v.kid.as_deref().unwrap_or("-"),
+        v.alg.map_or("-", |a| a.name()),
+        claims.and_then(|c| c.iss.as_deref()).unwrap_or("-"),
+        claims.and_then(|c| c.tid.as_deref()).unwrap_or("-"),
+    );
+    if v.accepted() {
+        format!("{prefix}accepted  {ident}")
+    } else {
+        let mut s = format!("{prefix}rejected  {ident}");
+        for r in &v.reasons {
+            s.push_str(&format!("\n  {}: {}", r.code, r.message));
+        }
+        s
+    }
 }

@@ -17,7 +17,9 @@ mod verdict;
 mod verify;
 
 pub use denylist::{BUILTIN_DENIED_KIDS, BUILTIN_DENIED_THUMBPRINTS};
-pub use policy::{ConfigError, IssuerEntry, KeyRecord, KeyStatus, Policy, TenantRule};
+pub use policy::{
+    ConfigError, IssuerEntry, KeyRecord, KeyStatus, Policy, Route, RouteAuth, TenantRule,
+};
 pub use reason::{Reason, ReasonCode};
 pub use timefmt::{format_rfc3339, parse_rfc3339};
 pub use verdict::Verdict;

@@ -40,6 +40,59 @@ struct PolicyFile {
     issuer: Vec<IssuerFile>,
     #[serde(default)]
     key: Vec<KeyOverrideFile>,
+    #[serde(default)]
+    route: Vec<RouteFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    path: String,
+    #[serde(default)]
+    auth: RouteAuth,
+    #[serde(default)]
+    token_exchange: bool,
+    #[serde(default)]
+    refuse_subject_issuers: Vec<String>,
+}
+
+/// Whether a route needs a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteAuth {
+    /// A token that passes policy is required (the default).
+    #[default]
+    Required,
+    /// No token needed (health checks, public documents).
+    None,
+}
+
+/// A `[[route]]` rule for the gateway. Paths are matched exactly, or as a
+/// prefix when they end in `*`; the first matching rule wins and paths no
+/// rule matches require a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Exact path, or prefix followed by `*`.
+    pub path: String,
+    /// Whether a token is needed.
+    pub auth: RouteAuth,
+    /// A token-exchange endpoint (like OWA's `GetAccessTokenForResource`):
+    /// it must not accept, as the subject token, a token issued by one of
+    /// `refuse_subject_issuers` (its own output), which is how Storm-0558
+    /// renewed forged access indefinitely.
+    pub token_exchange: bool,
+    /// Issuers whose tokens this exchange refuses as subject tokens.
+    pub refuse_subject_issuers: Vec<String>,
+}
+
+impl Route {
+    /// Whether this rule applies to a request path.
+    pub fn matches(&self, path: &str) -> bool {
+        match self.path.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == self.path,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -159,6 +212,7 @@ pub struct Policy {
     pub(crate) deny_kids: HashSet<String>,
     pub(crate) deny_thumbprints: HashSet<String>,
     pub(crate) overrides: HashMap<String, KeyOverride>,
+    routes: Vec<Route>,
     warnings: Vec<String>,
 }
 
@@ -290,8 +344,41 @@ impl Policy {
             });
         }
 
+        let mut routes = Vec::new();
+        for (i, r) in file.route.iter().enumerate() {
+            let at = format!("[[route]] #{} ({:?})", i + 1, r.path);
+            if !r.path.starts_with('/') {
+                return Err(cfg_err(format!("{at}: path must start with '/'")));
+            }
+            if r.path[..r.path.len() - 1].contains('*') {
+                return Err(cfg_err(format!("{at}: '*' is only allowed at the end")));
+            }
+            if r.token_exchange && r.auth == RouteAuth::None {
+                return Err(cfg_err(format!(
+                    "{at}: a token-exchange route cannot have auth = \"none\""
+                )));
+            }
+            if !r.refuse_subject_issuers.is_empty() && !r.token_exchange {
+                return Err(cfg_err(format!(
+                    "{at}: refuse_subject_issuers needs token_exchange = true"
+                )));
+            }
+            if r.token_exchange && r.refuse_subject_issuers.is_empty() {
+                return Err(cfg_err(format!(
+                    "{at}: a token-exchange route must name the issuers it refuses as subject tokens (refuse_subject_issuers)"
+                )));
+            }
+            routes.push(Route {
+                path: r.path.clone(),
+                auth: r.auth,
+                token_exchange: r.token_exchange,
+                refuse_subject_issuers: r.refuse_subject_issuers.clone(),
+            });
+        }
+
         let mut policy = Policy {
             leeway,
+            routes,
             limits,
             issuers,
             keys: HashMap::new(),
@@ -530,6 +617,16 @@ impl Policy {
     /// tenants, overrides for absent keys). Worth showing an operator.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// The `[[route]]` rules, in file order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The first route rule matching a request path, if any.
+    pub fn route_for(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(path))
     }
 
     /// The issuer entries.

@@ -177,14 +177,14 @@ impl Policy {
                 let serves = match (rec.scope, &rec.key_issuer) {
                     (Some(i), _) => format!("issuer {:?}", self.issuers[i].issuer),
                     (None, Some(own)) => {
-                        format!("only its own issuer {own:?}, which this policy does not trust")
+                        format!("issuer {own:?}, which no [[issuer]] entry trusts")
                     }
                     (None, None) => "no issuer".to_owned(),
                 };
                 v.fail(
                     R::KeyOutOfScope,
                     format!(
-                        "key {kid:?} may sign for {serves}, not for {:?}",
+                        "key {kid:?} is scoped to {serves}; it may not sign for {:?}",
                         m.entry.issuer
                     ),
                 );

@@ -300,3 +300,27 @@ fn weak_rsa_key_in_a_set_cannot_verify() {
     let v = p.verify(&sign(&env.attacker, "weak-1", &claims()), NOW);
     assert_rejected_with(&v, "key-unusable");
 }
+
+#[test]
+fn route_rules_load_and_match() {
+    let env = Env::with_policy(&format!(
+        "{POLICY}\n[[route]]\npath = \"/healthz\"\nauth = \"none\"\n\
+         [[route]]\npath = \"/owa/GetAccessTokenForResource*\"\ntoken_exchange = true\n\
+         refuse_subject_issuers = [\"https://owa.example\"]\n"
+    ));
+    let p = env.policy();
+    assert_eq!(
+        p.route_for("/healthz").unwrap().auth,
+        tokenward_trust::RouteAuth::None
+    );
+    assert!(p.route_for("/healthz/x").is_none());
+    let ex = p.route_for("/owa/GetAccessTokenForResource?x=1").unwrap();
+    assert!(ex.token_exchange);
+    assert!(p.route_for("/api/orders").is_none());
+    // An exchange route that refuses nothing is a configuration error.
+    let bad = Env::with_policy(&format!(
+        "{POLICY}\n[[route]]\npath = \"/x\"\ntoken_exchange = true\n"
+    ));
+    let err = Policy::load(&bad.policy_path).unwrap_err();
+    assert!(err.to_string().contains("refuse_subject_issuers"), "{err}");
+}

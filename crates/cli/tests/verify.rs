@@ -1,0 +1,138 @@
+//! `tokenward verify` end to end on the bundled Storm-0558 example.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn verify(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tokenward"))
+        .current_dir(repo())
+        .arg("verify")
+        .args([
+            "--policy",
+            "examples/storm-0558/policy.toml",
+            "--now",
+            "2023-06-15T08:05:00Z",
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(repo().join(rel))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn forged_token_is_rejected_as_out_of_scope_and_legit_accepted() {
+    let forged = verify(&["--json", &read("examples/storm-0558/forged.jwt")]);
+    assert_eq!(forged.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&forged.stdout).unwrap();
+    assert_eq!(v["verdict"], "rejected");
+    let codes: Vec<&str> = v["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["key-out-of-scope", "key-expired"]);
+    assert_eq!(v["kid"], "msa-2016-rs256");
+    assert_eq!(v["tid"], "3c1f6a8e-5b7d-4a2e-9f10-2b6c8d4e7a91");
+    assert_eq!(v["claims"]["uti"], "3kVZRE8tFkinHtPA7_EFAA");
+
+    let legit = verify(&["--json", &read("examples/storm-0558/legit.jwt")]);
+    assert_eq!(
+        legit.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&legit.stdout)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&legit.stdout).unwrap();
+    assert_eq!(v["verdict"], "accepted");
+    assert_eq!(v["reasons"], serde_json::json!([]));
+}
+
+#[test]
+fn tokens_file_gives_one_verdict_per_line() {
+    let out = verify(&["--json", "--tokens", "examples/storm-0558/tokens.txt"]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        (lines[0]["line"].as_u64(), lines[0]["verdict"].as_str()),
+        (Some(1), Some("accepted"))
+    );
+    assert_eq!(
+        (lines[1]["line"].as_u64(), lines[1]["verdict"].as_str()),
+        (Some(2), Some("rejected"))
+    );
+}
+
+#[test]
+fn stdin_and_text_output() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+        .current_dir(repo())
+        .args([
+            "verify",
+            "--policy",
+            "examples/storm-0558/policy.toml",
+            "--now",
+            "2023-06-15T08:05:00Z",
+            "-q",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(read("examples/storm-0558/forged.jwt").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("rejected"), "{text}");
+    assert!(text.contains("key-out-of-scope:"), "{text}");
+    assert!(out.stderr.is_empty(), "-q silences load warnings");
+}
+
+#[test]
+fn configuration_and_usage_errors_exit_2_naming_the_file() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+        .args(["verify", "--policy", "/nonexistent/policy.toml", "x.y.z"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/policy.toml"));
+    let bad_now = verify(&["--now", "yesterday", "a.b.c"]);
+    assert_eq!(bad_now.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_now.stderr).contains("--now"));
+    let missing = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2), "clap usage error");
+}
+
+#[test]
+fn garbage_token_is_rejected_not_an_error() {
+    let out = verify(&["--json", "not a token"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["reasons"][0]["code"], "malformed");
+}
