@@ -1,11 +1,208 @@
 //! `tokenward hunt`.
 
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokenward_hunt::output::{self, OutputFormat};
+use tokenward_hunt::{Format, HuntConfig, Options};
+
+/// Exit status when `--fail-on-findings` is given and there are findings.
+const EXIT_FINDINGS: u8 = 1;
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Err("auto is the default; leave the option out".into());
+    }
+    Format::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+        format!("unknown format {s:?}; one of: {}", names.join(", "))
+    })
+}
+
 /// Arguments of `tokenward hunt`.
 #[derive(clap::Args)]
-pub struct HuntArgs {}
+#[command(
+    after_help = "Detections: tw-ioc-ip tw-ioc-useragent tw-ioc-key tw-mail-new-client-app \
+tw-token-without-signin tw-owa-token-for-resource tw-mail-bind-spike tw-mail-throttled \
+tw-mail-sync-unusual-client tw-audit-tampering tw-audit-gap (docs/hunt.md).\n\
+Exit status: 0 success, 1 findings with --fail-on-findings, 2 usage error or unreadable input."
+)]
+pub struct HuntArgs {
+    /// Log files or directories (read recursively; .gz is decompressed).
+    #[arg(required = true, value_name = "PATH")]
+    inputs: Vec<PathBuf>,
+    /// Force the input format instead of detecting it per file
+    /// (ual-json, ual-jsonl, purview-csv, powershell-csv, powershell-json, graph-json,
+    /// azure-monitor-json, azure-monitor-jsonl, log-analytics-json, log-analytics-csv,
+    /// defender-json, jsonl, json, csv).
+    #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+    input_format: Option<Format>,
+    /// Extra indicators: plain lines (IPs, CIDRs, user agents, kids, thumbprints) or a STIX 2.1 bundle. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    ioc: Vec<PathBuf>,
+    /// Do not use the built-in Storm-0558 indicators.
+    #[arg(long)]
+    no_builtin_iocs: bool,
+    /// Write findings to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Findings format: table, csv or jsonl (default: table on a terminal, jsonl otherwise).
+    #[arg(long, value_name = "FORMAT", value_parser = ["table", "csv", "jsonl"])]
+    output_format: Option<String>,
+    /// Write the run summary (files, records, rejections, detection coverage) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+    /// Exit with status 1 when there are findings.
+    #[arg(long)]
+    fail_on_findings: bool,
+    /// Days at the start of the data used as the MailItemsAccessed baseline.
+    #[arg(long, default_value_t = 14, value_name = "DAYS")]
+    baseline_days: u32,
+    /// Shortest audit gap reported, in hours.
+    #[arg(long, default_value_t = 24, value_name = "HOURS")]
+    gap_hours: u32,
+    /// Only report findings of these detection ids (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    only: Vec<String>,
+    /// Drop findings of these detection ids (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    exclude: Vec<String>,
+    /// No progress bar and no terminal summary.
+    #[arg(short, long)]
+    quiet: bool,
+}
 
 /// Runs the hunt and returns the process exit status.
-pub fn run(_args: HuntArgs) -> u8 {
-    eprintln!("tokenward hunt: not built yet");
-    crate::EXIT_USAGE
+pub fn run(args: HuntArgs) -> u8 {
+    for id in args.only.iter().chain(&args.exclude) {
+        if !tokenward_hunt::RULES.iter().any(|r| r.id == id) {
+            eprintln!("tokenward hunt: unknown detection id {id:?}");
+            return crate::EXIT_USAGE;
+        }
+    }
+    let cfg = HuntConfig {
+        inputs: args.inputs.clone(),
+        input_format: args.input_format,
+        ioc_files: args.ioc.clone(),
+        no_builtin_iocs: args.no_builtin_iocs,
+        options: Options {
+            baseline_days: args.baseline_days,
+            gap_hours: args.gap_hours,
+            ..Options::default()
+        },
+    };
+    let total: u64 = args.inputs.iter().map(|p| dir_size(p)).sum();
+    let progress = Arc::new(AtomicU64::new(0));
+    let show_bar = !args.quiet && std::io::stderr().is_terminal();
+    let done = Arc::new(AtomicBool::new(false));
+    let bar_thread = show_bar.then(|| {
+        let (p, d) = (progress.clone(), done.clone());
+        std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_bar} {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            while !d.load(Ordering::Relaxed) {
+                bar.set_position(p.load(Ordering::Relaxed));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        })
+    });
+    let result = tokenward_hunt::run(&cfg, progress);
+    done.store(true, Ordering::Relaxed);
+    if let Some(t) = bar_thread {
+        let _ = t.join();
+    }
+    let mut report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tokenward hunt: {e}");
+            return crate::EXIT_USAGE;
+        }
+    };
+    if !args.only.is_empty() {
+        report
+            .findings
+            .retain(|f| args.only.iter().any(|i| i == f.rule_id));
+    }
+    report
+        .findings
+        .retain(|f| !args.exclude.iter().any(|i| i == f.rule_id));
+
+    let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
+    let fmt = match args.output_format.as_deref() {
+        Some("csv") => OutputFormat::Csv,
+        Some("jsonl") => OutputFormat::Jsonl,
+        Some(_) => OutputFormat::Table,
+        None if to_terminal => OutputFormat::Table,
+        None => OutputFormat::Jsonl,
+    };
+    let write = |w: &mut dyn Write| -> std::io::Result<()> {
+        match fmt {
+            OutputFormat::Table => output::write_table(w, &report.findings)?,
+            OutputFormat::Csv => output::write_csv(w, &report.findings)?,
+            OutputFormat::Jsonl => output::write_jsonl(w, &report.findings)?,
+        }
+        w.flush()
+    };
+    let written = match &args.output {
+        Some(p) => File::create(p)
+            .and_then(|f| write(&mut BufWriter::new(f)))
+            .map_err(|e| format!("{}: {e}", p.display())),
+        None => write(&mut BufWriter::new(std::io::stdout().lock()))
+            .map_err(|e| format!("standard output: {e}")),
+    };
+    if let Err(e) = written {
+        eprintln!("tokenward hunt: cannot write findings: {e}");
+        return crate::EXIT_USAGE;
+    }
+    if let Some(p) = &args.summary_json {
+        let doc = output::summary_json(&report);
+        let res = File::create(p).and_then(|f| {
+            let mut w = BufWriter::new(f);
+            serde_json::to_writer_pretty(&mut w, &doc)?;
+            w.write_all(b"\n")?;
+            w.flush()
+        });
+        if let Err(e) = res {
+            eprintln!("tokenward hunt: cannot write summary {}: {e}", p.display());
+            return crate::EXIT_USAGE;
+        }
+    }
+    if !args.quiet {
+        eprint!("{}", output::terminal_summary(&report));
+    } else {
+        for f in report.files.iter().filter(|f| f.error.is_some()) {
+            eprintln!(
+                "tokenward hunt: {}: {}",
+                f.path,
+                f.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    if report.has_unreadable_input() {
+        return crate::EXIT_USAGE;
+    }
+    if args.fail_on_findings && !report.findings.is_empty() {
+        return EXIT_FINDINGS;
+    }
+    0
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(p)
+            .map(|rd| rd.filter_map(Result::ok).map(|e| dir_size(&e.path())).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
 }

@@ -1,1 +1,25 @@
-//! tokenward hunt
+//! `tokenward hunt`: reads Microsoft 365, Entra ID and Azure audit-log
+//! exports as users actually have them, and hunts them for forged-token use
+//! and Storm-0558 tradecraft.
+//!
+//! Data flows one way: bytes ([`input`], [`split`]) -> records -> events
+//! ([`event`]) -> detections ([`detect`]) -> findings ([`finding`]) ->
+//! outputs ([`output`]). [`engine::run`] drives it.
+
+pub mod detect;
+pub mod engine;
+pub mod event;
+pub mod finding;
+pub mod format;
+pub mod input;
+pub mod ioc;
+pub mod ip;
+pub mod output;
+pub mod split;
+pub mod timefmt;
+
+pub use detect::{Options, RuleStatus, RULES};
+pub use engine::{run, FileReport, HuntConfig, HuntError, Report};
+pub use event::{lookup, lookup_all, Event, EventKind, Locator};
+pub use finding::{Finding, Severity};
+pub use format::Format;

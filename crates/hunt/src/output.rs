@@ -1,0 +1,240 @@
+//! Writing findings (table, CSV, JSON lines) and the run summary.
+
+use std::io::{self, Write};
+
+use serde_json::{json, Value};
+
+use crate::engine::Report;
+use crate::finding::Finding;
+use crate::timefmt::rfc3339;
+
+/// Output format of the findings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Aligned columns for a terminal.
+    Table,
+    /// RFC 4180 CSV with a header row; `evidence` as a JSON string.
+    Csv,
+    /// One JSON object per finding.
+    Jsonl,
+}
+
+/// Column names, in output order.
+pub const COLUMNS: &[&str] = &[
+    "rule_id",
+    "rule_title",
+    "severity",
+    "time",
+    "user",
+    "client_ip",
+    "app_id",
+    "session_id",
+    "token_id",
+    "source_file",
+    "source_locator",
+    "evidence",
+];
+
+fn cells(f: &Finding) -> Vec<String> {
+    let o = |s: &Option<String>| s.clone().unwrap_or_default();
+    vec![
+        f.rule_id.to_string(),
+        f.rule_title.to_string(),
+        f.severity.as_str().to_string(),
+        f.time.map(rfc3339).unwrap_or_default(),
+        o(&f.user),
+        o(&f.client_ip),
+        o(&f.app_id),
+        o(&f.session_id),
+        o(&f.token_id),
+        f.source_file.clone(),
+        f.source_locator.clone(),
+        Value::Object(f.evidence.clone()).to_string(),
+    ]
+}
+
+/// Writes findings as JSON lines.
+pub fn write_jsonl(w: &mut dyn Write, findings: &[Finding]) -> io::Result<()> {
+    for f in findings {
+        serde_json::to_writer(&mut *w, f)?;
+        w.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Writes findings as CSV.
+pub fn write_csv(w: &mut dyn Write, findings: &[Finding]) -> io::Result<()> {
+    let mut c = csv::Writer::from_writer(w);
+    c.write_record(COLUMNS)?;
+    for f in findings {
+        c.write_record(cells(f))?;
+    }
+    c.flush()
+}
+
+fn short(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn evidence_text(f: &Finding) -> String {
+    f.evidence
+        .iter()
+        .filter(|(k, _)| k.as_str() != "why")
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            format!("{k}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Writes findings as an aligned table (the terminal default). Long values
+/// are shortened; use CSV or JSON lines for the full evidence.
+pub fn write_table(w: &mut dyn Write, findings: &[Finding]) -> io::Result<()> {
+    if findings.is_empty() {
+        return writeln!(w, "no findings");
+    }
+    let heads = [
+        "TIME",
+        "SEV",
+        "RULE",
+        "USER",
+        "CLIENT IP",
+        "SOURCE",
+        "EVIDENCE",
+    ];
+    let rows: Vec<[String; 7]> = findings
+        .iter()
+        .map(|f| {
+            let file = f
+                .source_file
+                .rsplit(['/', '\\'])
+                .next()
+                .unwrap_or(&f.source_file);
+            let src = if f.source_locator.is_empty() {
+                String::new()
+            } else {
+                format!("{}:{}", file, f.source_locator)
+            };
+            [
+                f.time.map(rfc3339).unwrap_or_default(),
+                f.severity.as_str().to_string(),
+                f.rule_id.to_string(),
+                short(f.user.as_deref().unwrap_or(""), 28),
+                short(f.client_ip.as_deref().unwrap_or(""), 22),
+                short(&src, 40),
+                short(&evidence_text(f), 100),
+            ]
+        })
+        .collect();
+    let mut widths = heads.map(|h| h.chars().count());
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cols: &[String]| {
+        cols.iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i + 1 == cols.len() {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    writeln!(w, "{}", line(&heads.map(String::from)))?;
+    for r in &rows {
+        writeln!(w, "{}", line(r))?;
+    }
+    Ok(())
+}
+
+/// The `--summary-json` document.
+pub fn summary_json(r: &Report) -> Value {
+    let (read, evaluated, rejected) = r.totals();
+    json!({
+        "tool": "tokenward hunt",
+        "version": env!("CARGO_PKG_VERSION"),
+        "seconds": (r.seconds * 1000.0).round() / 1000.0,
+        "bytes": r.bytes,
+        "records": {"read": read, "evaluated": evaluated, "rejected": rejected},
+        "findings": r.findings.len(),
+        "iocs": {"ips": r.iocs.0, "user_agents": r.iocs.1, "keys": r.iocs.2},
+        "files": r.files,
+        "skipped": r.skipped,
+        "detections": r.detections,
+    })
+}
+
+/// The human summary printed after a run.
+pub fn terminal_summary(r: &Report) -> String {
+    let mut s = String::new();
+    let (read, evaluated, rejected) = r.totals();
+    let mb = r.bytes as f64 / 1e6;
+    s.push_str(&format!(
+        "read {} file(s), {:.1} MB in {:.2}s: {} records, {} evaluated, {} rejected; {} finding(s)\n",
+        r.files.len(),
+        mb,
+        r.seconds,
+        read,
+        evaluated,
+        rejected,
+        r.findings.len()
+    ));
+    for f in &r.files {
+        if let Some(e) = &f.error {
+            s.push_str(&format!("  error: {}: {e}\n", f.path));
+        } else if f.records_rejected > 0 {
+            s.push_str(&format!(
+                "  {}: {} ({}), {} of {} records rejected\n",
+                f.path,
+                f.format.unwrap_or("?"),
+                f.reject_reasons
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                f.records_rejected,
+                f.records_read
+            ));
+            for n in &f.first_rejects {
+                s.push_str(&format!("    {}: {}\n", n.locator, n.reason));
+            }
+        } else if let Some(n) = &f.note {
+            s.push_str(&format!("  {}: {n}\n", f.path));
+        }
+    }
+    if !r.skipped.is_empty() {
+        s.push_str(&format!(
+            "  skipped {} file(s) without a log extension\n",
+            r.skipped.len()
+        ));
+    }
+    s.push_str("detections:\n");
+    for d in &r.detections {
+        let status = if d.status == "blind" {
+            "BLIND".to_string()
+        } else {
+            format!("{} hit(s)", d.hits)
+        };
+        s.push_str(&format!("  {:<28} {:<10}", d.id, status));
+        if let Some(n) = &d.note {
+            s.push_str(&format!(" {n}"));
+        }
+        s.push('\n');
+    }
+    s
+}

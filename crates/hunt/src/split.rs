@@ -1,0 +1,497 @@
+//! Splitting byte streams into records without parsing them: JSON values by
+//! structure (arrays, envelopes, pretty-printed objects) and CSV rows by
+//! quote balance, with resynchronisation after a broken quote.
+
+use std::io::Read;
+
+use memchr::{memchr, memchr2, memchr3};
+
+/// A piece of a JSON stream found by [`JsonSplitter`].
+pub enum Piece<'a> {
+    /// One complete value: a top-level value, or an element of a top-level array.
+    Record {
+        /// The value's bytes.
+        bytes: &'a [u8],
+        /// 1-based line of its first byte.
+        line: u64,
+        /// 1-based record index.
+        index: u64,
+    },
+    /// The stream ended inside a value.
+    Truncated {
+        /// 1-based line where the value started.
+        line: u64,
+        /// 1-based record index.
+        index: u64,
+    },
+    /// A byte that cannot start a JSON value; the splitter skipped to the next line.
+    Garbage {
+        /// 1-based line of the byte.
+        line: u64,
+        /// The byte.
+        byte: u8,
+    },
+}
+
+/// Incremental splitter for JSON arrays and concatenated JSON values.
+///
+/// The state kept between calls is only the one at record boundaries: an
+/// incomplete record is rescanned from its start once more bytes arrive,
+/// which costs nothing for records smaller than the read buffer.
+#[derive(Default)]
+pub struct JsonSplitter {
+    in_array: bool,
+    line: u64,
+    index: u64,
+}
+
+enum Scan {
+    Complete(usize),
+    Incomplete,
+}
+
+fn scan_value(buf: &[u8], start: usize) -> Scan {
+    let (open, close) = match buf[start] {
+        b'{' => (b'{', b'}'),
+        b'[' => (b'[', b']'),
+        b'"' => {
+            return match skip_string(buf, start + 1) {
+                Some(e) => Scan::Complete(e),
+                None => Scan::Incomplete,
+            }
+        }
+        _ => {
+            let mut j = start;
+            while j < buf.len()
+                && !matches!(buf[j], b',' | b']' | b'}' | b' ' | b'\t' | b'\r' | b'\n')
+            {
+                j += 1;
+            }
+            return if j < buf.len() {
+                Scan::Complete(j)
+            } else {
+                Scan::Incomplete
+            };
+        }
+    };
+    // Well-formed JSON closes an object with `}` however many arrays it
+    // holds, so tracking only this bracket pair (and strings) is enough.
+    let mut depth = 0u32;
+    let mut j = start;
+    while let Some(p) = memchr3(b'"', open, close, &buf[j..]) {
+        j += p;
+        match buf[j] {
+            b'"' => match skip_string(buf, j + 1) {
+                Some(e) => {
+                    j = e;
+                    continue;
+                }
+                None => return Scan::Incomplete,
+            },
+            c if c == open => depth += 1,
+            _ => {
+                depth -= 1;
+                if depth == 0 {
+                    return Scan::Complete(j + 1);
+                }
+            }
+        }
+        j += 1;
+    }
+    Scan::Incomplete
+}
+
+/// Returns the offset after the closing quote of a string whose body starts at `j`.
+fn skip_string(buf: &[u8], mut j: usize) -> Option<usize> {
+    loop {
+        let p = memchr2(b'"', b'\\', &buf[j..])?;
+        j += p;
+        if buf[j] == b'\\' {
+            j += 2;
+            if j > buf.len() {
+                return None;
+            }
+        } else {
+            return Some(j + 1);
+        }
+    }
+}
+
+fn count_lines(b: &[u8]) -> u64 {
+    memchr::memchr_iter(b'\n', b).count() as u64
+}
+
+impl JsonSplitter {
+    /// A splitter at the start of a stream.
+    pub fn new() -> JsonSplitter {
+        JsonSplitter {
+            in_array: false,
+            line: 1,
+            index: 0,
+        }
+    }
+
+    /// Emits every complete piece in `buf` and returns how many bytes were
+    /// consumed; the caller keeps `buf[consumed..]` and appends to it.
+    /// With `eof`, an incomplete value is reported as truncated.
+    pub fn feed(&mut self, buf: &[u8], eof: bool, emit: &mut dyn FnMut(Piece<'_>)) -> usize {
+        let mut i = 0;
+        loop {
+            while i < buf.len() {
+                match buf[i] {
+                    b'\n' => self.line += 1,
+                    b' ' | b'\t' | b'\r' => {}
+                    b',' if self.in_array => {}
+                    _ => break,
+                }
+                i += 1;
+            }
+            if i == buf.len() {
+                return i;
+            }
+            match buf[i] {
+                b']' if self.in_array => {
+                    self.in_array = false;
+                    i += 1;
+                    continue;
+                }
+                b'[' if !self.in_array => {
+                    self.in_array = true;
+                    i += 1;
+                    continue;
+                }
+                b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {}
+                other => {
+                    emit(Piece::Garbage {
+                        line: self.line,
+                        byte: other,
+                    });
+                    match memchr(b'\n', &buf[i..]) {
+                        Some(p) => {
+                            i += p;
+                            continue;
+                        }
+                        None if eof => return buf.len(),
+                        None => return i,
+                    }
+                }
+            }
+            match scan_value(buf, i) {
+                Scan::Complete(end) => {
+                    self.index += 1;
+                    emit(Piece::Record {
+                        bytes: &buf[i..end],
+                        line: self.line,
+                        index: self.index,
+                    });
+                    self.line += count_lines(&buf[i..end]);
+                    i = end;
+                }
+                Scan::Incomplete if eof => {
+                    self.index += 1;
+                    emit(Piece::Truncated {
+                        line: self.line,
+                        index: self.index,
+                    });
+                    self.line += count_lines(&buf[i..]);
+                    return buf.len();
+                }
+                Scan::Incomplete => return i,
+            }
+        }
+    }
+}
+
+/// Finds the CSV header: skips a PowerShell `#TYPE` line, picks `,` or `;`
+/// by which occurs more often outside quotes, and splits the header.
+pub fn first_csv_header(text: &str) -> Option<(Vec<String>, bool, u8)> {
+    let mut lines = text.lines();
+    let mut line = lines.next()?;
+    let mut type_line = false;
+    if line.starts_with("#TYPE") {
+        type_line = true;
+        line = lines.next()?;
+    }
+    let (mut commas, mut semis, mut quoted) = (0, 0, false);
+    for c in line.bytes() {
+        match c {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => commas += 1,
+            b';' if !quoted => semis += 1,
+            _ => {}
+        }
+    }
+    if commas == 0 && semis == 0 {
+        return None;
+    }
+    let delim = if semis > commas { b';' } else { b',' };
+    let fields = parse_csv_fields(line.as_bytes(), delim)?;
+    if fields.iter().all(|f| f.trim().is_empty()) {
+        return None;
+    }
+    Some((
+        fields.into_iter().map(|f| f.trim().to_string()).collect(),
+        type_line,
+        delim,
+    ))
+}
+
+fn parse_csv_fields(bytes: &[u8], delim: u8) -> Option<Vec<String>> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delim)
+        .buffer_capacity(1024)
+        .from_reader(bytes);
+    let rec = rdr.records().next()?.ok()?;
+    Some(rec.iter().map(str::to_string).collect())
+}
+
+/// One CSV row, or why a stretch of lines was not one.
+pub enum CsvRow {
+    /// A row's fields and its first line.
+    Row(Vec<String>, u64),
+    /// A rejected line and the reason.
+    Reject(u64, String),
+}
+
+/// Reads CSV rows from a stream, tracking line numbers, allowing quoted
+/// fields with real newlines (Log Analytics exports pretty-print JSON in
+/// cells), and recovering from an unbalanced quote by rejecting the line it
+/// started on and resuming on the next line.
+pub struct CsvReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+    line: u64,
+    delim: u8,
+    /// Header fields (after the optional `#TYPE` line).
+    pub header: Vec<String>,
+}
+
+const MAX_CSV_RECORD: usize = 64 << 20;
+
+impl<R: Read> CsvReader<R> {
+    /// Starts reading; the header is read by the first call to [`CsvReader::next_row`].
+    pub fn new(inner: R, delim: u8) -> Self {
+        CsvReader {
+            inner,
+            buf: Vec::new(),
+            pos: 0,
+            eof: false,
+            line: 1,
+            delim,
+            header: Vec::new(),
+        }
+    }
+
+    fn fill(&mut self) -> std::io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + (1 << 20), 0);
+        let n = self.inner.read(&mut self.buf[old..])?;
+        self.buf.truncate(old + n);
+        if n == 0 {
+            self.eof = true;
+        }
+        Ok(n > 0)
+    }
+
+    /// Finds the next logical record: `(end, end_of_first_line, lines)`.
+    fn logical(&mut self) -> std::io::Result<Option<(usize, usize, u64)>> {
+        loop {
+            let data = &self.buf[self.pos..];
+            let mut quoted = false;
+            let mut off = 0;
+            let mut first_end = None;
+            let mut lines = 0u64;
+            while let Some(p) = memchr2(b'"', b'\n', &data[off..]) {
+                off += p;
+                if data[off] == b'"' {
+                    quoted = !quoted;
+                } else {
+                    lines += 1;
+                    first_end.get_or_insert(off + 1);
+                    if !quoted {
+                        return Ok(Some((
+                            self.pos + off + 1,
+                            self.pos + first_end.unwrap_or(off + 1),
+                            lines,
+                        )));
+                    }
+                }
+                off += 1;
+            }
+            if self.eof {
+                if data.is_empty() {
+                    return Ok(None);
+                }
+                let end = self.buf.len();
+                let fe = first_end.map(|f| self.pos + f).unwrap_or(end);
+                return Ok(Some((end, fe, lines + 1)));
+            }
+            if data.len() > MAX_CSV_RECORD {
+                // Treat an over-long unbalanced stretch as ending here.
+                let end = self.buf.len();
+                let fe = first_end.map(|f| self.pos + f).unwrap_or(end);
+                return Ok(Some((end, fe, lines + 1)));
+            }
+            self.fill()?;
+        }
+    }
+
+    /// The next row (`None` at end of stream). Blank lines are skipped.
+    pub fn next_row(&mut self) -> std::io::Result<Option<CsvRow>> {
+        loop {
+            let Some((end, first_end, lines)) = self.logical()? else {
+                return Ok(None);
+            };
+            let line = self.line;
+            let raw = &self.buf[self.pos..end];
+            let trimmed = trim_eol(raw);
+            if trimmed.iter().all(|b| b.is_ascii_whitespace()) {
+                self.pos = end;
+                self.line += lines;
+                continue;
+            }
+            if self.header.is_empty() && line == 1 && trimmed.starts_with(b"#TYPE") {
+                self.pos = end;
+                self.line += lines;
+                continue;
+            }
+            let fields = parse_csv_fields(trimmed, self.delim).unwrap_or_default();
+            if self.header.is_empty() {
+                self.header = fields.into_iter().map(|f| f.trim().to_string()).collect();
+                self.pos = end;
+                self.line += lines;
+                continue;
+            }
+            let want = self.header.len();
+            if fields.len() == want {
+                self.pos = end;
+                self.line += lines;
+                return Ok(Some(CsvRow::Row(fields, line)));
+            }
+            if lines > 1 {
+                self.pos = first_end;
+                self.line += 1;
+                return Ok(Some(CsvRow::Reject(
+                    line,
+                    format!(
+                        "CSV: unbalanced quote (the quoted field never closes properly: {} fields where the header has {}); line skipped, reading resumes on the next line",
+                        fields.len(),
+                        want
+                    ),
+                )));
+            }
+            self.pos = end;
+            self.line += lines;
+            return Ok(Some(CsvRow::Reject(
+                line,
+                format!(
+                    "CSV: row has {} fields, the header has {}",
+                    fields.len(),
+                    want
+                ),
+            )));
+        }
+    }
+}
+
+fn trim_eol(b: &[u8]) -> &[u8] {
+    let mut e = b.len();
+    while e > 0 && (b[e - 1] == b'\n' || b[e - 1] == b'\r') {
+        e -= 1;
+    }
+    &b[..e]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(s: &str) -> Vec<String> {
+        let mut sp = JsonSplitter::new();
+        let mut out = Vec::new();
+        sp.feed(s.as_bytes(), true, &mut |p| match p {
+            Piece::Record { bytes, line, index } => {
+                out.push(format!("{index}@{line}:{}", String::from_utf8_lossy(bytes)))
+            }
+            Piece::Truncated { line, index } => out.push(format!("{index}@{line}:TRUNC")),
+            Piece::Garbage { line, byte } => out.push(format!("G@{line}:{}", byte as char)),
+        });
+        out
+    }
+
+    #[test]
+    fn arrays_and_streams() {
+        assert_eq!(
+            split("[\n {\"a\":[1,{\"b\":\"}\"}]},\n {\"c\":2}\n]"),
+            vec!["1@2:{\"a\":[1,{\"b\":\"}\"}]}", "2@3:{\"c\":2}"]
+        );
+        assert_eq!(
+            split("{\"a\":1}\n{\"b\":\n2}"),
+            vec!["1@1:{\"a\":1}", "2@2:{\"b\":\n2}"]
+        );
+        assert_eq!(
+            split("[{\"a\":1},{\"b\":\"x"),
+            vec!["1@1:{\"a\":1}", "2@1:TRUNC"]
+        );
+        assert_eq!(split("x\n{\"a\":1}"), vec!["G@1:x", "1@2:{\"a\":1}"]);
+        assert_eq!(
+            split("[{\"e\":\"q\\\"\"}][{\"f\":1}]"),
+            vec!["1@1:{\"e\":\"q\\\"\"}", "2@1:{\"f\":1}"]
+        );
+    }
+
+    #[test]
+    fn incremental_feed_matches_whole() {
+        let s = "[{\"a\":\"xx\"},{\"b\":[1,2,3]},{\"c\":{\"d\":\"}\"}}]";
+        let mut sp = JsonSplitter::new();
+        let mut got = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        for chunk in s.as_bytes().chunks(5) {
+            buf.extend_from_slice(chunk);
+            let used = sp.feed(&buf, false, &mut |p| {
+                if let Piece::Record { bytes, .. } = p {
+                    got.push(String::from_utf8_lossy(bytes).to_string())
+                }
+            });
+            buf.drain(..used);
+        }
+        sp.feed(&buf, true, &mut |_| {});
+        assert_eq!(
+            got,
+            vec!["{\"a\":\"xx\"}", "{\"b\":[1,2,3]}", "{\"c\":{\"d\":\"}\"}}"]
+        );
+    }
+
+    #[test]
+    fn csv_recovers_from_broken_quote() {
+        let data = "a,b,c\n1,2,3\n4,\"5,6\n7,8,9\n\"x\ny\",z,w\n";
+        let mut r = CsvReader::new(data.as_bytes(), b',');
+        let mut out = Vec::new();
+        while let Some(row) = r.next_row().unwrap() {
+            out.push(match row {
+                CsvRow::Row(f, l) => format!("{l}:{}", f.join("|")),
+                CsvRow::Reject(l, why) => format!("{l}:REJECT {}", &why[..20]),
+            });
+        }
+        assert_eq!(
+            out,
+            vec![
+                "2:1|2|3",
+                "3:REJECT CSV: unbalanced quot",
+                "4:7|8|9",
+                "5:x\ny|z|w"
+            ]
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! Timestamp parsing for every shape the Microsoft exports use (logs.md §6).
+//!
+//! Hand-rolled rather than `time::format_description` because one call must
+//! accept ISO 8601 with 0–7 fractional digits, with or without a zone, and the
+//! US-locale forms of the Purview and Log Analytics CSV exports; trying a list
+//! of format descriptions per field would cost several failed parses per record.
+
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+
+/// Parses a timestamp and returns it in UTC.
+///
+/// Accepted: `2015-06-29T20:03:19` (zone-less, taken as UTC, as the UAL
+/// schema specifies), `...Z`, `...±HH:MM`, 0–9 fractional digits, a space
+/// instead of `T`, `9/20/2023 4:05:03 AM`, `4/28/2021, 3:05:26.000 PM`,
+/// `4/28/2021 15:05:26`, and surrounding whitespace.
+pub fn parse_timestamp(s: &str) -> Option<OffsetDateTime> {
+    let s = s.trim();
+    let b = s.as_bytes();
+    if b.len() >= 10 && b[4] == b'-' && b[7] == b'-' {
+        parse_iso(b)
+    } else if b.contains(&b'/') {
+        parse_us(b)
+    } else {
+        None
+    }
+}
+
+fn digits(b: &[u8]) -> Option<u32> {
+    if b.is_empty() || b.len() > 9 {
+        return None;
+    }
+    let mut v: u32 = 0;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u32::from(c - b'0');
+    }
+    Some(v)
+}
+
+fn make(
+    y: u32,
+    mo: u32,
+    d: u32,
+    h: u32,
+    mi: u32,
+    s: u32,
+    nanos: u32,
+    off_secs: i32,
+) -> Option<OffsetDateTime> {
+    let month = Month::try_from(u8::try_from(mo).ok()?).ok()?;
+    let date =
+        Date::from_calendar_date(i32::try_from(y).ok()?, month, u8::try_from(d).ok()?).ok()?;
+    // Leap seconds (`:60`) are folded into the preceding second.
+    let s = s.min(59);
+    let t = Time::from_hms_nano(
+        u8::try_from(h).ok()?,
+        u8::try_from(mi).ok()?,
+        u8::try_from(s).ok()?,
+        nanos,
+    )
+    .ok()?;
+    let off = UtcOffset::from_whole_seconds(off_secs).ok()?;
+    Some(
+        PrimitiveDateTime::new(date, t)
+            .assume_offset(off)
+            .to_offset(UtcOffset::UTC),
+    )
+}
+
+fn frac_nanos(b: &[u8]) -> Option<u32> {
+    if b.is_empty() {
+        return None;
+    }
+    let mut n: u32 = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        if i < 9 {
+            n = n * 10 + u32::from(c - b'0');
+        }
+    }
+    for _ in b.len()..9 {
+        n *= 10;
+    }
+    Some(n)
+}
+
+fn parse_iso(b: &[u8]) -> Option<OffsetDateTime> {
+    let y = digits(&b[0..4])?;
+    let mo = digits(&b[5..7])?;
+    let d = digits(&b[8..10])?;
+    if b.len() == 10 {
+        return make(y, mo, d, 0, 0, 0, 0, 0);
+    }
+    if b.len() < 16 || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') || b[13] != b':' {
+        return None;
+    }
+    let h = digits(&b[11..13])?;
+    let mi = digits(&b[14..16])?;
+    let mut i = 16;
+    let mut s = 0;
+    if b.len() >= 19 && b[16] == b':' {
+        s = digits(&b[17..19])?;
+        i = 19;
+    }
+    let mut nanos = 0;
+    if i < b.len() && (b[i] == b'.' || b[i] == b',') {
+        let start = i + 1;
+        let mut end = start;
+        while end < b.len() && b[end].is_ascii_digit() {
+            end += 1;
+        }
+        nanos = frac_nanos(&b[start..end])?;
+        i = end;
+    }
+    let rest = &b[i..];
+    let off = match rest {
+        [] | [b'Z'] | [b'z'] => 0,
+        [sign @ (b'+' | b'-'), r @ ..] => {
+            let (oh, om) = match r.len() {
+                5 if r[2] == b':' => (digits(&r[0..2])?, digits(&r[3..5])?),
+                4 => (digits(&r[0..2])?, digits(&r[2..4])?),
+                2 => (digits(r)?, 0),
+                _ => return None,
+            };
+            let secs = i32::try_from(oh * 3600 + om * 60).ok()?;
+            if *sign == b'-' {
+                -secs
+            } else {
+                secs
+            }
+        }
+        _ => return None,
+    };
+    make(y, mo, d, h, mi, s, nanos, off)
+}
+
+/// `M/D/YYYY[,] h:mm[:ss[.fff]] [AM|PM]`, as written by en-US exports.
+fn parse_us(b: &[u8]) -> Option<OffsetDateTime> {
+    let s = std::str::from_utf8(b).ok()?;
+    let (date, rest) = match s.find([' ', ',']) {
+        Some(p) => (&s[..p], s[p..].trim_start_matches([',', ' '])),
+        None => (s, ""),
+    };
+    let mut dp = date.split('/');
+    let mo = digits(dp.next()?.as_bytes())?;
+    let d = digits(dp.next()?.as_bytes())?;
+    let y = digits(dp.next()?.as_bytes())?;
+    if dp.next().is_some() || y < 1000 {
+        return None;
+    }
+    if rest.is_empty() {
+        return make(y, mo, d, 0, 0, 0, 0, 0);
+    }
+    let mut parts = rest.split_whitespace();
+    let clock = parts.next()?;
+    let ampm = parts.next();
+    if parts.next().is_some() {
+        return None;
+    }
+    let mut cp = clock.split(':');
+    let mut h = digits(cp.next()?.as_bytes())?;
+    let mi = digits(cp.next()?.as_bytes())?;
+    let (sec, nanos) = match cp.next() {
+        Some(sf) => match sf.split_once('.') {
+            Some((a, f)) => (digits(a.as_bytes())?, frac_nanos(f.as_bytes())?),
+            None => (digits(sf.as_bytes())?, 0),
+        },
+        None => (0, 0),
+    };
+    match ampm.map(|a| a.to_ascii_uppercase()) {
+        Some(a) if a == "AM" => {
+            if h == 12 {
+                h = 0
+            }
+        }
+        Some(a) if a == "PM" => {
+            if h != 12 {
+                h += 12
+            }
+        }
+        Some(_) => return None,
+        None => {}
+    }
+    make(y, mo, d, h, mi, sec, nanos, 0)
+}
+
+/// Formats a time as RFC 3339 in UTC with whole seconds or, when present,
+/// the sub-second digits (`2023-06-20T03:14:07Z`).
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(UtcOffset::UTC);
+    let base = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let n = t.nanosecond();
+    if n == 0 {
+        format!("{base}Z")
+    } else {
+        let frac = format!("{n:09}");
+        format!("{base}.{}Z", frac.trim_end_matches('0'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> String {
+        rfc3339(parse_timestamp(s).unwrap_or_else(|| panic!("no parse: {s}")))
+    }
+
+    #[test]
+    fn all_logs_md_shapes() {
+        assert_eq!(r("2015-06-29T20:03:19"), "2015-06-29T20:03:19Z");
+        assert_eq!(r("2021-08-02T13:32:07.0000000Z"), "2021-08-02T13:32:07Z");
+        assert_eq!(
+            r("2019-03-12T16:02:15.5522137Z"),
+            "2019-03-12T16:02:15.5522137Z"
+        );
+        assert_eq!(
+            r("2019-10-18T04:45:48.0729893-05:00"),
+            "2019-10-18T09:45:48.0729893Z"
+        );
+        assert_eq!(r("2025-05-02T00:32:36Z"), "2025-05-02T00:32:36Z");
+        assert_eq!(
+            r("2025-05-02T09:19:09.286602Z"),
+            "2025-05-02T09:19:09.286602Z"
+        );
+        assert_eq!(r("9/20/2023 4:05:03 AM"), "2023-09-20T04:05:03Z");
+        assert_eq!(r("4/28/2021, 3:05:26.000 PM"), "2021-04-28T15:05:26Z");
+        assert_eq!(r("12/1/2021, 12:00:01.000 AM"), "2021-12-01T00:00:01Z");
+        assert_eq!(r("2026-01-24T06:54:24.0000000Z "), "2026-01-24T06:54:24Z");
+        assert_eq!(r("2025-01-15 14:20:35.456"), "2025-01-15T14:20:35.456Z");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for s in [
+            "",
+            "abc",
+            "2023-13-01T00:00:00Z",
+            "13/45/2021 1:00 PM",
+            "2023-01-01Tx",
+        ] {
+            assert!(parse_timestamp(s).is_none(), "{s}");
+        }
+    }
+}
