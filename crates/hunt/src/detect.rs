@@ -157,6 +157,7 @@ struct TokenCand {
     last: Option<OffsetDateTime>,
     workload: String,
     operations: BTreeSet<String>,
+    tokens: BTreeSet<String>,
     token_tenant: Option<String>,
 }
 
@@ -684,7 +685,9 @@ impl Detector {
             self.token_joined += 1;
             return;
         }
-        let key = token.clone().or_else(|| aad.clone()).unwrap_or_default();
+        // One finding per session (or per token without one): a forged
+        // session typically carries many tokens.
+        let key = aad.clone().or_else(|| token.clone()).unwrap_or_default();
         let issued = ev
             .get_str("AppAccessContext.IssuedAtTime")
             .and_then(|s| parse_timestamp(&s));
@@ -699,10 +702,16 @@ impl Detector {
             last: None,
             workload,
             operations: BTreeSet::new(),
+            tokens: BTreeSet::new(),
             token_tenant: ev.get_str("TokenTenantId"),
         });
         c.count += 1;
         c.last = c.last.max(ev.time);
+        if let Some(t) = &token {
+            if c.tokens.len() < 1000 {
+                c.tokens.insert(t.clone());
+            }
+        }
         if c.operations.len() < 8 {
             if let Some(op) = &ev.operation {
                 c.operations.insert(op.clone());
@@ -1081,6 +1090,10 @@ impl Detector {
                 judged += c.count;
                 continue;
             }
+            if c.tokens.iter().any(|t| self.signin_tokens.contains(t)) {
+                judged += c.count;
+                continue;
+            }
             if !self.covered(c.rep.time, c.issued) {
                 uncovered += c.count;
                 continue;
@@ -1096,6 +1109,7 @@ impl Detector {
                 ("SessionId", opt(&c.exchange_session)),
                 ("IssuedAtTime", c.issued.map(|t| json!(rfc3339(t))).unwrap_or(Value::Null)),
                 ("workload", json!(c.workload)),
+                ("distinct_tokens", json!(c.tokens.len())),
                 ("operations", json!(c.operations)),
                 ("records", json!(c.count)),
                 ("last_seen", c.last.map(|t| json!(rfc3339(t))).unwrap_or(Value::Null)),
