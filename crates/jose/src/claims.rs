@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::json::{JsonType, Key, SeenNames, StrictIgnore};
@@ -67,26 +67,68 @@ pub struct Claims {
     pub sid: Option<String>,
     /// Registered claims present with the wrong JSON type: (name, what was found).
     pub type_errors: Vec<(&'static str, &'static str)>,
-    /// Names of every top-level claim present, for required-claim checks.
-    pub present: Vec<String>,
+    /// Bit i set: `KNOWN[i]` is present (whatever its type).
+    present_known: u32,
+    /// Bit i set: the i-th name passed to [`Claims::parse_noting`] is present.
+    present_extra: u64,
 }
+
+/// Claims whose presence is always recorded. Recording presence as bits
+/// instead of a list of names keeps the hot path free of allocations.
+const KNOWN: [&str; 14] = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "tid",
+    "oid",
+    "appid",
+    "azp",
+    "client_id",
+    "uti",
+    "sid",
+];
+
+/// Most names a caller may ask [`Claims::parse_noting`] to watch for.
+pub const MAX_NOTED_CLAIMS: usize = 64;
 
 impl Claims {
     /// Parses a JWT payload. Fails only when the payload is not a UTF-8
     /// JSON object or has duplicate member names.
     pub fn parse(payload: &[u8]) -> Result<Claims, String> {
-        if std::str::from_utf8(payload).is_err() {
-            return Err("payload is not UTF-8".into());
-        }
+        Claims::parse_noting(payload, &[])
+    }
+
+    /// Like [`Claims::parse`], also recording which of `names` (at most
+    /// [`MAX_NOTED_CLAIMS`]; extra names are ignored) are present, for
+    /// [`Claims::has_noted`].
+    pub fn parse_noting(payload: &[u8], names: &[String]) -> Result<Claims, String> {
+        // serde_json validates UTF-8 inside strings as it reads them, and
+        // all JSON structure outside strings is ASCII, so no separate pass.
         let mut de = serde_json::Deserializer::from_slice(payload);
-        let claims = Claims::deserialize(&mut de).map_err(|e| e.to_string())?;
+        let claims = ClaimsSeed { noted: names }
+            .deserialize(&mut de)
+            .map_err(|e| e.to_string())?;
         de.end().map_err(|e| e.to_string())?;
         Ok(claims)
     }
 
-    /// Whether a top-level claim of this name is present.
+    /// Whether a registered or identity claim (`iss`, `sub`, `aud`, `exp`,
+    /// `nbf`, `iat`, `jti`, `tid`, `oid`, `appid`, `azp`, `client_id`,
+    /// `uti`, `sid`) is present, whatever its type. Other names: false.
     pub fn has(&self, name: &str) -> bool {
-        self.present.iter().any(|p| p == name)
+        KNOWN
+            .iter()
+            .position(|k| *k == name)
+            .is_some_and(|i| self.present_known & (1 << i) != 0)
+    }
+
+    /// Whether the `index`-th name given to [`Claims::parse_noting`] is present.
+    pub fn has_noted(&self, index: usize) -> bool {
+        index < MAX_NOTED_CLAIMS && self.present_extra & (1 << index) != 0
     }
 }
 
@@ -166,15 +208,22 @@ fn found(l: &Loose) -> &'static str {
     }
 }
 
-impl<'de> Deserialize<'de> for Claims {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(ClaimsVisitor)
+struct ClaimsSeed<'n> {
+    noted: &'n [String],
+}
+
+impl<'de> DeserializeSeed<'de> for ClaimsSeed<'_> {
+    type Value = Claims;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Claims, D::Error> {
+        d.deserialize_map(ClaimsVisitor { noted: self.noted })
     }
 }
 
-struct ClaimsVisitor;
+struct ClaimsVisitor<'n> {
+    noted: &'n [String],
+}
 
-impl<'de> Visitor<'de> for ClaimsVisitor {
+impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
     type Value = Claims;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
@@ -184,7 +233,17 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
         let mut seen = SeenNames::default();
         while let Some(Key(name)) = map.next_key()? {
             let n: &str = &name;
-            c.present.push(n.to_owned());
+            if let Some(i) = KNOWN.iter().position(|k| *k == n) {
+                c.present_known |= 1 << i;
+            }
+            if let Some(i) = self
+                .noted
+                .iter()
+                .take(MAX_NOTED_CLAIMS)
+                .position(|k| k == n)
+            {
+                c.present_extra |= 1 << i;
+            }
             match n {
                 "iss" | "sub" | "jti" | "tid" => {
                     let label: &'static str = match n {
@@ -279,6 +338,16 @@ mod tests {
         assert_eq!(names, ["exp", "nbf", "aud", "iss"]);
         assert!(c.exp.is_none());
         assert!(c.has("exp"));
+        assert!(!c.has("sub"));
+    }
+
+    #[test]
+    fn noted_names_are_recorded() {
+        let names = vec!["scp".to_owned(), "roles".to_owned()];
+        let c = Claims::parse_noting(br#"{"scp":"a","x":1}"#, &names).unwrap();
+        assert!(c.has_noted(0));
+        assert!(!c.has_noted(1));
+        assert!(!c.has_noted(99));
     }
 
     #[test]

@@ -55,18 +55,6 @@ impl<'a> Jws<'a> {
                 ),
             ));
         }
-        // draft-ietf-oauth-rfc8725bis "Check JWT Format Type": anything but
-        // the base64url alphabet and dots (JSON serialization, whitespace,
-        // padding) is refused before decoding.
-        if let Some(pos) = bytes
-            .iter()
-            .position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'))
-        {
-            return Err(Error::malformed(format!(
-                "character {:?} at offset {pos} is not allowed in a compact JWS",
-                char::from(bytes[pos])
-            )));
-        }
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -90,16 +78,28 @@ impl<'a> Jws<'a> {
         if h.is_empty() {
             return Err(Error::malformed("header segment is empty"));
         }
-        let mut header_bytes = Vec::with_capacity(h.len() * 3 / 4);
-        decode_b64url_into(h.as_bytes(), &mut header_bytes)
-            .map_err(|e| Error::malformed(format!("header is not base64url: {e}")))?;
-        let header = Header::parse(&header_bytes)?;
-        let mut payload = Vec::with_capacity(p.len() * 3 / 4);
-        decode_b64url_into(p.as_bytes(), &mut payload)
-            .map_err(|e| Error::malformed(format!("payload is not base64url: {e}")))?;
-        let mut signature = Vec::with_capacity(s.len() * 3 / 4);
-        decode_b64url_into(s.as_bytes(), &mut signature)
-            .map_err(|e| Error::malformed(format!("signature is not base64url: {e}")))?;
+        // Strict base64url decoding refuses every byte outside the URL-safe
+        // alphabet (padding, whitespace, '+', '/', '?', JSON braces), which
+        // is draft-ietf-oauth-rfc8725bis "Check JWT Format Type" without a
+        // separate pass over the token.
+        let decode = |seg: &str, what: &str| {
+            let mut out = Vec::with_capacity(seg.len() * 3 / 4 + 3);
+            decode_b64url_into(seg.as_bytes(), &mut out).map_err(|e| {
+                Error::malformed(
+                    match seg.bytes().find(|&b| !COMPACT_ALPHABET[usize::from(b)]) {
+                        Some(b) => format!(
+                            "{what} has character {:?}, not allowed in a compact JWS",
+                            char::from(b)
+                        ),
+                        None => format!("{what} is not base64url: {e}"),
+                    },
+                )
+            })?;
+            Ok::<_, Error>(out)
+        };
+        let header = Header::parse(&decode(h, "header")?)?;
+        let payload = decode(p, "payload")?;
+        let signature = decode(s, "signature")?;
         Ok(Jws {
             header,
             signing_input: &token[..h.len() + 1 + p.len()],
@@ -108,6 +108,18 @@ impl<'a> Jws<'a> {
         })
     }
 }
+
+/// Bytes allowed in a compact JWS: base64url and `.`.
+static COMPACT_ALPHABET: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.';
+        b += 1;
+    }
+    table
+};
 
 fn memchr_count(bytes: &[u8]) -> usize {
     bytes.iter().filter(|&&b| b == b'.').count()

@@ -48,9 +48,8 @@ struct RawHeader {
 impl Header {
     /// Parses and checks a decoded protected header.
     pub(crate) fn parse(bytes: &[u8]) -> Result<Header, Error> {
-        if std::str::from_utf8(bytes).is_err() {
-            return Err(Error::malformed("header is not UTF-8"));
-        }
+        // serde_json checks UTF-8 in strings as it reads them; outside
+        // strings only ASCII is valid JSON, so no separate UTF-8 pass.
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let raw = RawHeader::deserialize(&mut de)
             .and_then(|raw| de.end().map(|()| raw))

@@ -55,15 +55,28 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 /// Tracks member names of one object. Objects in tokens are small, so a
 /// linear scan beats hashing.
+/// Each name is kept with a cheap fingerprint (length and first and last
+/// byte) so most comparisons are one integer compare.
 #[derive(Default)]
-pub(crate) struct SeenNames<'de>(Vec<Cow<'de, str>>);
+pub(crate) struct SeenNames<'de>(Vec<(u32, Cow<'de, str>)>);
+
+fn fingerprint(name: &str) -> u32 {
+    let b = name.as_bytes();
+    let first = b.first().copied().unwrap_or(0);
+    let last = b.last().copied().unwrap_or(0);
+    ((b.len() as u32) << 16) | (u32::from(first) << 8) | u32::from(last)
+}
 
 impl<'de> SeenNames<'de> {
     pub(crate) fn insert<E: de::Error>(&mut self, name: Cow<'de, str>) -> Result<(), E> {
-        if self.0.iter().any(|seen| *seen == name) {
+        let fp = fingerprint(&name);
+        if self.0.iter().any(|(f, seen)| *f == fp && *seen == name) {
             return Err(E::custom(format_args!("duplicate member name \"{name}\"")));
         }
-        self.0.push(name);
+        if self.0.capacity() == 0 {
+            self.0.reserve(24);
+        }
+        self.0.push((fp, name));
         Ok(())
     }
 }

@@ -213,7 +213,11 @@ pub struct Policy {
     pub(crate) deny_thumbprints: HashSet<String>,
     pub(crate) overrides: HashMap<String, KeyOverride>,
     routes: Vec<Route>,
+    /// Every `required_claims` name of every issuer, so the claim parser
+    /// records their presence in one pass.
+    pub(crate) noted_claims: Vec<String>,
     warnings: Vec<String>,
+    key_files: Vec<PathBuf>,
 }
 
 fn is_guid(s: &str) -> bool {
@@ -376,9 +380,24 @@ impl Policy {
             });
         }
 
+        let mut noted_claims: Vec<String> = Vec::new();
+        for entry in &issuers {
+            for name in &entry.required_claims {
+                if !noted_claims.contains(name) {
+                    noted_claims.push(name.clone());
+                }
+            }
+        }
+        if noted_claims.len() > tokenward_jose::MAX_NOTED_CLAIMS {
+            return Err(cfg_err(format!(
+                "more than {} distinct required_claims names",
+                tokenward_jose::MAX_NOTED_CLAIMS
+            )));
+        }
         let mut policy = Policy {
             leeway,
             routes,
+            noted_claims,
             limits,
             issuers,
             keys: HashMap::new(),
@@ -386,6 +405,7 @@ impl Policy {
             deny_thumbprints,
             overrides,
             warnings,
+            key_files: key_sources.iter().map(|(_, p, _)| p.clone()).collect(),
         };
         policy.load_keys(&key_sources)?;
         for kid in policy.overrides.keys() {
@@ -617,6 +637,14 @@ impl Policy {
     /// tenants, overrides for absent keys). Worth showing an operator.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// The key set files (`jwks` and `secrets`) this policy was built from,
+    /// resolved against the policy file's directory, in file order. A
+    /// long-running verifier watches these (with the policy file itself)
+    /// to know when to reload.
+    pub fn key_files(&self) -> &[PathBuf] {
+        &self.key_files
     }
 
     /// The `[[route]]` rules, in file order.

@@ -33,7 +33,7 @@ impl Policy {
         v.kid = jws.header.kid.clone();
         v.alg = jws.header.alg;
         v.x5t = jws.header.x5t.clone();
-        let claims = match Claims::parse(&jws.payload) {
+        let claims = match Claims::parse_noting(&jws.payload, &self.noted_claims) {
             Ok(c) => c,
             Err(e) => {
                 v.fail(
@@ -83,7 +83,8 @@ impl Policy {
             check_audience(m.entry, &claims, &mut v);
             check_typ(m.entry, jws.header.typ.as_deref(), &mut v);
             for name in &m.entry.required_claims {
-                if !claims.has(name) {
+                let noted = self.noted_claims.iter().position(|n| n == name);
+                if !noted.is_some_and(|i| claims.has_noted(i)) {
                     v.fail(
                         R::ClaimMissing,
                         format!("required claim \"{name}\" is absent"),
