@@ -185,18 +185,13 @@ enum Item {
     },
 }
 
+/// A CSV row as a record, or a rejected stretch with its reason.
+type RowResult = Result<(Map<String, Value>, Locator), (Locator, String)>;
+
 enum Batch {
-    Lines {
-        data: Vec<u8>,
-        first_line: u64,
-    },
-    Pieces {
-        data: Vec<u8>,
-        items: Vec<Item>,
-    },
-    Rows {
-        rows: Vec<Result<(Map<String, Value>, Locator), (Locator, String)>>,
-    },
+    Lines { data: Vec<u8>, first_line: u64 },
+    Pieces { data: Vec<u8>, items: Vec<Item> },
+    Rows { rows: Vec<RowResult> },
 }
 
 #[derive(Default)]
@@ -642,17 +637,25 @@ fn encoding_name(e: Encoding) -> &'static str {
 }
 
 struct Shared {
-    detector: Detector,
+    detector: Option<Detector>,
+    collected: Option<Vec<Event>>,
     file: FileReport,
 }
 
 fn absorb(sh: &mut Shared, out: Out) {
     for ev in &out.events {
-        sh.detector.observe(ev);
+        if let Some(d) = sh.detector.as_mut() {
+            d.observe(ev);
+        }
         *sh.file.parsed_by_kind.entry(ev.kind.as_str()).or_default() += 1;
     }
-    sh.detector.observe_light(out.light);
-    sh.detector.observe_uncategorised(out.uncategorised);
+    if let Some(d) = sh.detector.as_mut() {
+        d.observe_light(out.light);
+        d.observe_uncategorised(out.uncategorised);
+    }
+    if let Some(c) = sh.collected.as_mut() {
+        c.extend(out.events);
+    }
     sh.file.records_read += out.read;
     sh.file.records_evaluated += out.evaluated;
     for (loc, why) in out.rejects {
@@ -768,7 +771,8 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
     plan.sort_by_key(|(_, s, _)| !s.as_ref().is_some_and(|s| s.signin_first));
     let detector = Detector::new(Arc::new(iocs), cfg.options.clone());
     let shared = Mutex::new(Shared {
-        detector,
+        detector: Some(detector),
+        collected: None,
         file: FileReport::default(),
     });
     for (path, sn, rep) in plan {
@@ -800,7 +804,7 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
         reports.push(rep);
     }
     let sh = shared.into_inner().expect("no panics while locked");
-    let (findings, detections) = sh.detector.finish();
+    let (findings, detections) = sh.detector.expect("set above").finish();
     reports.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Report {
         findings,
@@ -811,6 +815,61 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
         seconds: started.elapsed().as_secs_f64(),
         iocs: ioc_counts,
     })
+}
+
+/// Reads one file into events, parsing every record (no prefilter, no
+/// detections): the entry point for rule engines and tests. Events come in
+/// no particular order; sort by [`Event::locator`] when order matters.
+pub fn read_events(path: &std::path::Path, forced: Option<Format>) -> (FileReport, Vec<Event>) {
+    let mut rep = FileReport {
+        path: path.display().to_string(),
+        ..Default::default()
+    };
+    let counter = Arc::new(AtomicU64::new(0));
+    let sn = match open(path, counter.clone()) {
+        Ok(mut o) => {
+            rep.gzip = o.gzip;
+            rep.encoding = Some(encoding_name(o.encoding));
+            match sniff(&mut o.reader, forced) {
+                Ok((_, Ok(s))) => s,
+                Ok((_, Err(SniffError::Empty))) => {
+                    rep.note = Some("empty file: no records".into());
+                    return (rep, Vec::new());
+                }
+                Ok((_, Err(e))) => {
+                    rep.error = Some(e.to_string());
+                    return (rep, Vec::new());
+                }
+                Err(e) => {
+                    rep.error = Some(format!("read error: {e}"));
+                    return (rep, Vec::new());
+                }
+            }
+        }
+        Err(e) => {
+            rep.error = Some(e.to_string());
+            return (rep, Vec::new());
+        }
+    };
+    rep.format = Some(sn.format.name());
+    let shared = Mutex::new(Shared {
+        detector: None,
+        collected: Some(Vec::new()),
+        file: rep,
+    });
+    let res = read_one(path, &sn, forced, None, counter, &shared);
+    let sh = shared.into_inner().expect("no panics while locked");
+    let mut rep = sh.file;
+    if let Err(e) = res {
+        rep.error = Some(format!(
+            "read error after {} records: {e}",
+            rep.records_read
+        ));
+    }
+    trim_rejects(&mut rep.first_rejects);
+    let mut evs = sh.collected.unwrap_or_default();
+    evs.sort_by_key(|e| e.locator);
+    (rep, evs)
 }
 
 fn read_one(

@@ -403,10 +403,10 @@ const TIME_FIELDS: &[&str] = &[
     "timestamp",
 ];
 
+// UPN before `UserId`: sign-in tables put the object id in `UserId`.
 const USER_FIELDS: &[&str] = &[
-    "UserId",
     "userPrincipalName",
-    "UserPrincipalName",
+    "UserId",
     "UserIds",
     "AccountUpn",
     "initiatedBy.user.userPrincipalName",
@@ -414,7 +414,9 @@ const USER_FIELDS: &[&str] = &[
     "Caller",
     "caller",
     "UserName",
+    "servicePrincipalName",
     "identity",
+    "sub",
 ];
 
 const IP_FIELDS: &[&str] = &[
@@ -429,6 +431,8 @@ const IP_FIELDS: &[&str] = &[
     "InitiatingIpAddress",
     "initiatedBy.user.ipAddress",
     "InitiatedBy.user.ipAddress",
+    "client_ip",
+    "src_ip",
 ];
 
 /// RecordType names of the UAL enum that matter here (schema doc [S1]).

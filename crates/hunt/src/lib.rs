@@ -19,7 +19,7 @@ pub mod split;
 pub mod timefmt;
 
 pub use detect::{Options, RuleStatus, RULES};
-pub use engine::{run, FileReport, HuntConfig, HuntError, Report};
+pub use engine::{read_events, run, FileReport, HuntConfig, HuntError, Report};
 pub use event::{lookup, lookup_all, Event, EventKind, Locator};
 pub use finding::{Finding, Severity};
 pub use format::Format;

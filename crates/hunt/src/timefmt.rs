@@ -39,6 +39,7 @@ fn digits(b: &[u8]) -> Option<u32> {
     Some(v)
 }
 
+#[allow(clippy::too_many_arguments)] // one argument per calendar/clock field reads clearest
 fn make(
     y: u32,
     mo: u32,
@@ -171,19 +172,11 @@ fn parse_us(b: &[u8]) -> Option<OffsetDateTime> {
         },
         None => (0, 0),
     };
-    match ampm.map(|a| a.to_ascii_uppercase()) {
-        Some(a) if a == "AM" => {
-            if h == 12 {
-                h = 0
-            }
-        }
-        Some(a) if a == "PM" => {
-            if h != 12 {
-                h += 12
-            }
-        }
+    match ampm.map(|a| a.to_ascii_uppercase()).as_deref() {
+        Some("AM") if h == 12 => h = 0,
+        Some("PM") if h != 12 => h += 12,
+        Some("AM" | "PM") | None => {}
         Some(_) => return None,
-        None => {}
     }
     make(y, mo, d, h, mi, sec, nanos, 0)
 }
