@@ -542,7 +542,7 @@ impl Detector {
         }
         if !iocs.keys.is_empty() {
             let mut hits = Vec::new();
-            find_key_values(&ev.record, String::new(), &iocs, &mut hits, 0);
+            find_key_values(&ev.record, &mut Vec::new(), &iocs, &mut hits, 0);
             if let Some((path, value, what, source)) = hits.into_iter().next() {
                 let r = Rep::of(ev);
                 let f = r.finding(
@@ -1274,9 +1274,9 @@ impl Detector {
     }
 }
 
-fn find_key_values(
-    v: &Value,
-    path: String,
+fn find_key_values<'a>(
+    v: &'a Value,
+    path: &mut Vec<&'a str>,
     iocs: &IocSet,
     hits: &mut Vec<(String, String, &'static str, String)>,
     depth: u32,
@@ -1286,10 +1286,11 @@ fn find_key_values(
     }
     match v {
         Value::String(s) => {
-            let t = s.trim();
-            if t.len() < 20 || t.len() > 100 {
+            // kid (27), SHA-1 (40, 59 with colons), SHA-256 (64, 95 with colons).
+            if ![27, 40, 59, 64, 95].contains(&s.trim().len()) {
                 return;
             }
+            let t = s.trim();
             let hex: String = t.chars().filter(|c| *c != ':').collect();
             for k in &iocs.keys {
                 let m = if k.what == "kid" {
@@ -1298,24 +1299,21 @@ fn find_key_values(
                     hex.eq_ignore_ascii_case(&k.value)
                 };
                 if m {
-                    hits.push((path.clone(), t.to_string(), k.what, k.source.clone()));
+                    hits.push((path.join("."), t.to_string(), k.what, k.source.clone()));
                     return;
                 }
             }
         }
         Value::Object(m) => {
             for (k, x) in m {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                find_key_values(x, p, iocs, hits, depth + 1);
+                path.push(k);
+                find_key_values(x, path, iocs, hits, depth + 1);
+                path.pop();
             }
         }
         Value::Array(a) => {
-            for (i, x) in a.iter().enumerate() {
-                find_key_values(x, format!("{path}.{i}"), iocs, hits, depth + 1);
+            for x in a {
+                find_key_values(x, path, iocs, hits, depth + 1);
             }
         }
         _ => {}

@@ -140,11 +140,15 @@ const ROWS_BATCH: usize = 2000;
 
 /// Substrings that make a record worth parsing: each built-in detection's
 /// operations and fields, sign-in and directory-audit shapes, and key ids.
+/// Matched case-sensitively (a SIMD search; the case-insensitive automaton
+/// was the top of the profile), so the spellings seen in exports are listed.
 const DETECTION_LITERALS: &[&str] = &[
     "MailItemsAccessed",
     "UniqueTokenId",
+    "uniqueTokenId",
     "AADSessionId",
     "AccessTokenForResource",
+    "AccessTokenforResource",
     "OWAAuth",
     "\"RecordType\":275",
     "\"RecordType\": 275",
@@ -157,12 +161,18 @@ const DETECTION_LITERALS: &[&str] = &[
     "AuditDelegate",
     "AuditAdmin",
     "diagnosticSettings",
+    "DIAGNOSTICSETTINGS",
+    "diagnosticsettings",
     "createdDateTime",
+    "CreatedDateTime",
     "SignInLogs",
+    "SigninLogs",
     "activityDateTime",
+    "ActivityDateTime",
     "\"kid\"",
     "\"x5t\"",
     "thumbprint",
+    "Thumbprint",
 ];
 
 struct Ctx {
@@ -706,7 +716,6 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
         lits.extend(DETECTION_LITERALS.iter().map(|s| s.to_string()));
         Arc::new(
             AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
                 .match_kind(MatchKind::LeftmostFirst)
                 .build(&lits)
                 .expect("literal patterns build"),

@@ -109,9 +109,26 @@ fn get_ci<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     if let Some(v) = m.get(key) {
         return Some(v);
     }
+    if EXACT_ONLY.with(|c| c.get()) {
+        return None;
+    }
     m.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(key))
         .map(|(_, v)| v)
+}
+
+thread_local! {
+    // Set while normalising: candidate field lists are tried with exact
+    // names first, so the case-insensitive scan only runs when no candidate
+    // matched exactly (it dominated the profile otherwise).
+    static EXACT_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn exact_then_ci<T>(f: impl Fn() -> Option<T>) -> Option<T> {
+    EXACT_ONLY.with(|c| c.set(true));
+    let r = f();
+    EXACT_ONLY.with(|c| c.set(false));
+    r.or_else(f)
 }
 
 /// Looks up a dotted path in a JSON value.
@@ -214,7 +231,7 @@ impl Event {
 
     /// The first of several paths that yields a non-empty scalar.
     pub fn first_str(&self, paths: &[&str]) -> Option<String> {
-        paths.iter().find_map(|p| self.get_str(p))
+        exact_then_ci(|| paths.iter().find_map(|p| self.get_str(p)))
     }
 
     /// Every value reachable by a dotted path (inner record and root).
@@ -290,14 +307,18 @@ impl Event {
     }
 
     fn normalise(&mut self) {
-        self.time = TIME_FIELDS
-            .iter()
-            .filter_map(|p| self.get(p))
-            .find_map(|v| v.as_str().and_then(parse_timestamp));
+        self.time = exact_then_ci(|| {
+            TIME_FIELDS
+                .iter()
+                .filter_map(|p| self.get(p))
+                .find_map(|v| v.as_str().and_then(parse_timestamp))
+        });
         self.user = self.first_str(USER_FIELDS).map(|u| u.to_lowercase());
-        self.client_ip = IP_FIELDS.iter().find_map(|p| {
-            let s = self.get_str(p)?;
-            Some(parse_client_ip(&s).map(|ip| ip.to_string()).unwrap_or(s))
+        self.client_ip = exact_then_ci(|| {
+            IP_FIELDS.iter().find_map(|p| {
+                let s = self.get_str(p)?;
+                Some(parse_client_ip(&s).map(|ip| ip.to_string()).unwrap_or(s))
+            })
         });
         self.app_id =
             self.first_str(&["AppId", "appId", "ApplicationId", "AppAccessContext.APIId"]);
@@ -319,7 +340,7 @@ impl Event {
             "operationName",
             "OperationName",
         ]);
-        self.result = match self.get("status.errorCode").and_then(scalar_str) {
+        self.result = match self.first_str(&["status.errorCode"]) {
             Some(code) if self.kind == EventKind::SignIn => Some(code),
             _ => self.first_str(&[
                 "ResultStatus",
@@ -337,7 +358,7 @@ impl Event {
                 self.name_value("ExtendedProperties", "UserAgent")
                     .or_else(|| self.key_value("additionalDetails", "User-Agent"))
             });
-        self.record_type = self.get("RecordType").and_then(|v| match v {
+        self.record_type = exact_then_ci(|| self.get("RecordType")).and_then(|v| match v {
             Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
             Value::String(s) => s
                 .trim()

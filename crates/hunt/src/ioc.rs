@@ -449,6 +449,10 @@ impl IocSet {
         }
         for ua in &self.user_agents {
             out.push(ua.value.clone());
+            // The screen is case-sensitive; the exact, lower- and upper-case
+            // spellings cover how exports write these values.
+            out.push(ua.value.to_ascii_lowercase());
+            out.push(ua.value.to_ascii_uppercase());
             let esc = serde_json::to_string(&ua.value).unwrap_or_default();
             let esc = esc.trim_matches('"').to_string();
             if esc != ua.value {
@@ -462,6 +466,7 @@ impl IocSet {
         for k in &self.keys {
             out.push(k.value.clone());
             if k.what != "kid" {
+                out.push(k.value.to_ascii_uppercase());
                 let colons: Vec<String> = k
                     .value
                     .as_bytes()
@@ -469,6 +474,7 @@ impl IocSet {
                     .map(|c| String::from_utf8_lossy(c).to_string())
                     .collect();
                 out.push(colons.join(":"));
+                out.push(colons.join(":").to_ascii_uppercase());
             }
         }
         Some(out)
