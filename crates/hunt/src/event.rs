@@ -427,6 +427,7 @@ const TIME_FIELDS: &[&str] = &[
 // UPN before `UserId`: sign-in tables put the object id in `UserId`.
 const USER_FIELDS: &[&str] = &[
     "userPrincipalName",
+    "UserPrincipalName",
     "UserId",
     "UserIds",
     "AccountUpn",
