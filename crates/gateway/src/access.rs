@@ -1,0 +1,318 @@
+//! The access log: one JSON object per request, one per line. The format is
+//! a contract (documented in `docs/gateway.md`; `tokenward hunt` reads it),
+//! so fields are only ever added. Every field is always present, `null` when
+//! it does not apply, so readers never have to guess between "absent" and
+//! "not logged".
+
+use std::io::Write;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// What the gateway decided about a request's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A token passed policy (and the route's rules).
+    Accepted,
+    /// A token was presented and refused.
+    Rejected,
+    /// The route needs a token and none was presented.
+    NoToken,
+    /// The route needs no token (`auth = "none"`).
+    NotRequired,
+    /// The request was refused before any token was looked at (malformed
+    /// path, several `Authorization` headers, token in the query string).
+    BadRequest,
+}
+
+impl Verdict {
+    /// Every verdict, in metric order.
+    pub const ALL: [Verdict; 5] = [
+        Verdict::Accepted,
+        Verdict::Rejected,
+        Verdict::NoToken,
+        Verdict::NotRequired,
+        Verdict::BadRequest,
+    ];
+
+    /// The string in the log's `verdict` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Accepted => "accepted",
+            Verdict::Rejected => "rejected",
+            Verdict::NoToken => "no-token",
+            Verdict::NotRequired => "not-required",
+            Verdict::BadRequest => "bad-request",
+        }
+    }
+}
+
+/// A token-exchange route refused a subject token issued by one of the
+/// issuers it must not accept (the `GetAccessTokenForResource` renewal flaw).
+pub const EXCHANGE_SUBJECT_REFUSED: &str = "exchange-subject-refused";
+/// The route needs a token and the request has none.
+pub const TOKEN_MISSING: &str = "token-missing";
+/// The request carries more than one `Authorization` header.
+pub const AUTHORIZATION_REPEATED: &str = "authorization-repeated";
+/// An `access_token` query parameter (RFC 6750 §2.3), which the gateway does
+/// not accept: the upstream might read it instead of the verified header.
+pub const TOKEN_IN_QUERY: &str = "token-in-query";
+/// The path has dot segments, encoded slashes or dots, backslashes or NUL,
+/// which the upstream might resolve to a path other than the one the route
+/// rules were checked against.
+pub const PATH_NOT_NORMALIZED: &str = "path-not-normalized";
+
+/// Reason codes the gateway adds to the `trust` ones.
+pub const GATEWAY_REASONS: [&str; 5] = [
+    EXCHANGE_SUBJECT_REFUSED,
+    TOKEN_MISSING,
+    AUTHORIZATION_REPEATED,
+    TOKEN_IN_QUERY,
+    PATH_NOT_NORMALIZED,
+];
+
+/// The token-derived fields of a log line. For a rejected token these are
+/// what the token claimed, unverified: exactly what an investigator needs
+/// (which key did the forger name, for which tenant).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TokenFields {
+    /// Header `kid`.
+    pub kid: Option<String>,
+    /// Header `x5t`, else the matched key's certificate thumbprint.
+    pub x5t: Option<String>,
+    /// Header `alg`.
+    pub alg: Option<&'static str>,
+    /// `iss`.
+    pub iss: Option<String>,
+    /// `tid`.
+    pub tid: Option<String>,
+    /// `aud`, always as an array.
+    pub aud: Option<Vec<String>>,
+    /// `sub`.
+    pub sub: Option<String>,
+    /// `oid`.
+    pub oid: Option<String>,
+    /// `appid` (Entra v1).
+    pub appid: Option<String>,
+    /// `azp` (OIDC, Entra v2).
+    pub azp: Option<String>,
+    /// `client_id` (RFC 9068).
+    pub client_id: Option<String>,
+    /// `uti` (Entra unique token id).
+    pub uti: Option<String>,
+    /// `jti`.
+    pub jti: Option<String>,
+    /// `sid`.
+    pub sid: Option<String>,
+    /// `iat`, seconds since the epoch.
+    pub iat: Option<f64>,
+    /// `nbf`, seconds since the epoch.
+    pub nbf: Option<f64>,
+    /// `exp`, seconds since the epoch.
+    pub exp: Option<f64>,
+}
+
+/// One access log line.
+#[derive(Debug, Serialize)]
+pub struct AccessRecord<'a> {
+    /// When the request arrived, RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// The client address (see `docs/gateway.md` for trusted proxies).
+    pub client_ip: String,
+    /// The TCP peer address.
+    pub peer_ip: String,
+    /// The `X-Forwarded-For` entries when the peer is a trusted proxy.
+    pub x_forwarded_for: Option<&'a [String]>,
+    /// HTTP method.
+    pub method: &'a str,
+    /// Request path, without the query string (which may carry secrets),
+    /// cut to 1024 bytes.
+    pub path: &'a str,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Status the upstream answered with; `null` when the request was not
+    /// forwarded or the upstream did not answer.
+    pub upstream_status: Option<u16>,
+    /// Milliseconds from request received to response headers sent.
+    pub latency_ms: f64,
+    /// `accepted`, `rejected`, `no-token`, `not-required` or `bad-request`.
+    pub verdict: &'static str,
+    /// Reason codes, in check order; empty when accepted.
+    pub reasons: &'a [&'static str],
+    /// Whether the verdict came from the cache.
+    pub cached: bool,
+    /// Upstream failure code, when the upstream did not answer.
+    pub error: Option<&'static str>,
+    /// The token's fields.
+    #[serde(flatten)]
+    pub token: &'a TokenFields,
+    /// First 16 hex digits of the SHA-256 of the token: correlates uses of
+    /// one token without logging a credential.
+    pub token_sha256_prefix: Option<&'a str>,
+}
+
+enum Msg {
+    Line(Vec<u8>),
+    Flush(std_mpsc::Sender<()>),
+}
+
+/// Sends lines to the writer thread.
+#[derive(Clone)]
+pub(crate) struct LogSender {
+    tx: mpsc::Sender<Msg>,
+}
+
+/// Lines waiting for the writer at most; past this, requests wait for the
+/// log (backpressure) rather than drop lines: the log is the point.
+const QUEUE: usize = 16 * 1024;
+
+impl LogSender {
+    /// Starts the writer thread. Lines are buffered and flushed whenever the
+    /// queue runs empty, so a quiet gateway's log is current and a busy one
+    /// writes in large blocks.
+    pub(crate) fn start(out: Box<dyn Write + Send>) -> (LogSender, JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
+        let handle = std::thread::Builder::new()
+            .name("tokenward-access-log".into())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+                let mut failed = false;
+                let report = |e: std::io::Error, failed: &mut bool| {
+                    if !*failed {
+                        eprintln!("tokenward gateway: writing the access log failed: {e}");
+                        *failed = true;
+                    }
+                };
+                while let Some(msg) = rx.blocking_recv() {
+                    let mut next = Some(msg);
+                    while let Some(m) = next.take() {
+                        match m {
+                            Msg::Line(l) => {
+                                if let Err(e) = out.write_all(&l) {
+                                    report(e, &mut failed);
+                                }
+                            }
+                            Msg::Flush(done) => {
+                                if let Err(e) = out.flush() {
+                                    report(e, &mut failed);
+                                }
+                                let _ = done.send(());
+                            }
+                        }
+                        next = rx.try_recv().ok();
+                    }
+                    if let Err(e) = out.flush() {
+                        report(e, &mut failed);
+                    }
+                }
+                let _ = out.flush();
+            })
+            .expect("spawning the access log thread");
+        (LogSender { tx }, handle)
+    }
+
+    /// Queues one record.
+    pub(crate) async fn write(&self, record: &AccessRecord<'_>) {
+        let mut line = match serde_json::to_vec(record) {
+            Ok(l) => l,
+            // Serializing plain strings and numbers cannot fail; if it ever
+            // did, losing the line silently would be worse than a note.
+            Err(e) => format!("{{\"error\":\"access log serialization: {e}\"}}").into_bytes(),
+        };
+        line.push(b'\n');
+        let _ = self.tx.send(Msg::Line(line)).await;
+    }
+
+    /// Waits until everything queued so far is written and flushed.
+    pub(crate) async fn flush(&self) {
+        let (done, wait) = std_mpsc::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = tokio::task::spawn_blocking(move || wait.recv()).await;
+        }
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`.
+pub(crate) fn rfc3339_millis(t: std::time::SystemTime) -> String {
+    let dt = time::OffsetDateTime::from(t);
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    dt.format(&fmt)
+        .unwrap_or_else(|_| String::from("invalid-time"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_is_present_even_when_null() {
+        let token = TokenFields::default();
+        let r = AccessRecord {
+            time: rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_500)),
+            client_ip: "127.0.0.1".into(),
+            peer_ip: "127.0.0.1".into(),
+            x_forwarded_for: None,
+            method: "GET",
+            path: "/x",
+            status: 401,
+            upstream_status: None,
+            latency_ms: 0.25,
+            verdict: Verdict::NoToken.as_str(),
+            reasons: &[TOKEN_MISSING],
+            cached: false,
+            error: None,
+            token: &token,
+            token_sha256_prefix: None,
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["time"], "1970-01-01T00:00:01.500Z");
+        assert_eq!(v["reasons"], serde_json::json!(["token-missing"]));
+        for k in [
+            "kid",
+            "x5t",
+            "alg",
+            "iss",
+            "tid",
+            "aud",
+            "sub",
+            "oid",
+            "appid",
+            "azp",
+            "client_id",
+            "uti",
+            "jti",
+            "sid",
+            "iat",
+            "nbf",
+            "exp",
+            "token_sha256_prefix",
+            "upstream_status",
+            "x_forwarded_for",
+            "error",
+        ] {
+            assert!(v.get(k).is_some_and(|x| x.is_null()), "{k}");
+        }
+    }
+
+    #[test]
+    fn truncation_respects_characters() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}

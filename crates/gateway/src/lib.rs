@@ -1,0 +1,374 @@
+//! A verifying reverse proxy: nothing reaches the upstream without a token
+//! that passes the `trust` policy, and every request is logged with the
+//! token facts that Storm-0558's victims could not see (which key signed
+//! it, for which issuer and tenant).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tokenward_gateway::Error> {
+//! use tokenward_gateway::{Config, Gateway};
+//! let config = Config::new(
+//!     "policy.toml".into(),
+//!     "127.0.0.1:8443".parse().unwrap(),
+//!     "http://127.0.0.1:8080".into(),
+//! );
+//! let gateway = Gateway::bind(config).await?;
+//! gateway.run(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+//!
+//! The request path, the log format and the operational behaviour are
+//! described in `docs/gateway.md`.
+
+mod access;
+mod admin;
+mod cache;
+mod metrics;
+mod net;
+mod proxy;
+mod reload;
+mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hyper::header::HeaderValue;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokenward_trust::Policy;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+
+pub use access::{
+    AccessRecord, TokenFields, Verdict, AUTHORIZATION_REPEATED, EXCHANGE_SUBJECT_REFUSED,
+    GATEWAY_REASONS, PATH_NOT_NORMALIZED, TOKEN_IN_QUERY, TOKEN_MISSING,
+};
+pub use net::Cidr;
+pub use proxy::IDENTITY_PREFIX;
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    /// Standard output (the default).
+    Stdout,
+    /// Appended to this file, created if needed.
+    File(PathBuf),
+}
+
+/// TLS for the public listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Everything `tokenward gateway` can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The `trust` policy file; it and its key sets are watched for changes.
+    pub policy: PathBuf,
+    /// Public listener address.
+    pub listen: SocketAddr,
+    /// Upstream base URL, `http://host:port[/prefix]`.
+    pub upstream: String,
+    /// Listener for `/healthz` and `/metrics`; none when `None`.
+    pub admin_listen: Option<SocketAddr>,
+    /// Where the access log goes.
+    pub access_log: AccessLog,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// TLS on the public listener.
+    pub tls: Option<TlsFiles>,
+    /// `realm` in `WWW-Authenticate` challenges.
+    pub realm: String,
+    /// Longest wait for the upstream's response headers.
+    pub upstream_timeout: Duration,
+    /// Longest wait for a TCP connection to the upstream.
+    pub connect_timeout: Duration,
+    /// Longest time a client may take to send its request headers (and the
+    /// TLS handshake).
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; larger
+    /// requests get 431.
+    pub max_header_bytes: usize,
+    /// Most request headers; more get 431.
+    pub max_headers: usize,
+    /// Accepted verdicts kept in the cache at most.
+    pub cache_entries: usize,
+    /// Longest an accepted verdict is reused before the token is verified
+    /// again, whatever its `exp`.
+    pub cache_max_ttl: Duration,
+    /// How often the policy and key files are checked for changes.
+    pub reload_interval: Duration,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// A configuration with the documented defaults.
+    pub fn new(policy: PathBuf, listen: SocketAddr, upstream: String) -> Config {
+        Config {
+            policy,
+            listen,
+            upstream,
+            admin_listen: None,
+            access_log: AccessLog::Stdout,
+            trusted_proxies: Vec::new(),
+            tls: None,
+            realm: "tokenward".into(),
+            upstream_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            // A 64 KiB token (the verifier's limit) plus 16 KiB for the rest.
+            max_header_bytes: 80 * 1024,
+            max_headers: 100,
+            cache_entries: 16 * 1024,
+            cache_max_ttl: Duration::from_secs(300),
+            reload_interval: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the gateway cannot start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration problem: bad option, policy, certificate or address.
+    #[error("{0}")]
+    Config(String),
+    /// A failure while running.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// A gateway with its sockets bound, ready to [`run`](Gateway::run).
+pub struct Gateway {
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shared: Arc<proxy::Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    http: http1::Builder,
+    policy_path: PathBuf,
+    reload_interval: Duration,
+    shutdown_grace: Duration,
+    header_read_timeout: Duration,
+    warnings: Vec<String>,
+}
+
+impl Gateway {
+    /// Loads the policy and TLS material, opens the access log and binds
+    /// the listeners. Every configuration error surfaces here, before any
+    /// traffic is accepted.
+    pub async fn bind(config: Config) -> Result<Gateway, Error> {
+        let cfg = |m: String| Error::Config(m);
+        let policy = Policy::load(&config.policy).map_err(|e| cfg(e.to_string()))?;
+        let warnings = policy.warnings().to_vec();
+        let upstream = proxy::Upstream::parse(&config.upstream).map_err(cfg)?;
+        if config.realm.is_empty()
+            || config
+                .realm
+                .bytes()
+                .any(|b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
+        {
+            return Err(cfg(format!(
+                "--realm {:?}: must be non-empty printable ASCII without quotes or backslashes",
+                config.realm
+            )));
+        }
+        if config.max_header_bytes < 8192 {
+            return Err(cfg("--max-header-bytes must be at least 8192".into()));
+        }
+        let challenge = |extra: &str| {
+            HeaderValue::from_str(&format!("Bearer realm=\"{}\"{extra}", config.realm))
+                .map_err(|e| cfg(e.to_string()))
+        };
+        let tls = match &config.tls {
+            Some(files) => Some(tls::acceptor(files).map_err(cfg)?),
+            None => None,
+        };
+        let out: Box<dyn std::io::Write + Send> = match &config.access_log {
+            AccessLog::Stdout => Box::new(std::io::stdout()),
+            AccessLog::File(p) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| cfg(format!("--access-log {}: {e}", p.display())))?,
+            ),
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| cfg(format!("--listen {}: {e}", config.listen)))?;
+        let admin = match config.admin_listen {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|e| cfg(format!("--admin-listen {a}: {e}")))?,
+            ),
+            None => None,
+        };
+
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+
+        // The writer thread ends on its own once every sender is dropped.
+        let (log, _) = access::LogSender::start(out);
+        let metrics = metrics::Metrics::new();
+        metrics.set_keys(policy.key_count());
+        let shared = Arc::new(proxy::Shared {
+            policy: RwLock::new(proxy::PolicyState {
+                policy: Arc::new(policy),
+                generation: 0,
+            }),
+            cache: cache::VerdictCache::new(config.cache_entries),
+            metrics,
+            log,
+            client,
+            upstream,
+            trusted: config.trusted_proxies.clone(),
+            upstream_timeout: config.upstream_timeout,
+            cache_max_ttl: config.cache_max_ttl.as_secs() as i64,
+            challenge_missing: challenge("")?,
+            challenge_invalid_token: challenge(", error=\"invalid_token\"")?,
+            challenge_invalid_request: challenge(", error=\"invalid_request\"")?,
+        });
+
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_header_size(config.max_header_bytes)
+            .max_buf_size(config.max_header_bytes.max(64 * 1024) + 8192)
+            .max_headers(config.max_headers)
+            .keep_alive(true);
+
+        Ok(Gateway {
+            listener,
+            admin,
+            shared,
+            tls,
+            http,
+            policy_path: config.policy,
+            reload_interval: config.reload_interval,
+            shutdown_grace: config.shutdown_grace,
+            header_read_timeout: config.header_read_timeout,
+            warnings,
+        })
+    }
+
+    /// The bound public address (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The bound admin address, if there is an admin listener.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Non-fatal observations from loading the policy.
+    pub fn policy_warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Whether the public listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets
+    /// in-flight requests finish (up to the grace period), flushes the
+    /// access log and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let graceful = GracefulShutdown::new();
+        let reloader = tokio::spawn(reload::watch(
+            self.shared.clone(),
+            self.policy_path.clone(),
+            self.reload_interval,
+        ));
+        let admin = self
+            .admin
+            .map(|l| tokio::spawn(admin::serve(l, self.shared.clone())));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let watcher = graceful.watcher();
+                        let shared = self.shared.clone();
+                        let http = self.http.clone();
+                        let tls = self.tls.clone();
+                        let handshake_timeout = self.header_read_timeout;
+                        tokio::spawn(async move {
+                            match tls {
+                                None => serve_connection(stream, peer, http, shared, watcher).await,
+                                Some(acceptor) => {
+                                    let hs = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+                                    if let Ok(Ok(tls_stream)) = hs {
+                                        serve_connection(tls_stream, peer, http, shared, watcher).await;
+                                    }
+                                }
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // Usually descriptor exhaustion: back off instead of
+                        // spinning, and keep serving existing connections.
+                        eprintln!("tokenward gateway: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(self.listener);
+        let open = graceful.count();
+        if tokio::time::timeout(self.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "tokenward gateway: {open} connection(s) still busy after the {:?} grace period; closing them",
+                self.shutdown_grace
+            );
+        }
+        reloader.abort();
+        if let Some(a) = admin {
+            a.abort();
+        }
+        self.shared.log.flush().await;
+        Ok(())
+    }
+}
+
+async fn serve_connection<IO>(
+    io: IO,
+    peer: SocketAddr,
+    http: http1::Builder,
+    shared: Arc<proxy::Shared>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| proxy::handle(shared.clone(), peer, req));
+    let conn = http.serve_connection(TokioIo::new(io), svc);
+    // Errors here are the client's (reset, malformed request, timeout):
+    // hyper has already answered what could be answered.
+    let _ = watcher.watch(conn).await;
+}

@@ -1,0 +1,670 @@
+//! One request: decide, forward or refuse, log.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use tokenward_trust::Policy;
+
+use crate::access::{self, AccessRecord, LogSender, TokenFields, Verdict};
+use crate::cache::{TokenHash, VerdictCache};
+use crate::metrics::{Metrics, UpstreamError};
+use crate::net::{Cidr, ClientAddr};
+
+/// Response body: the upstream's, streamed, or a fixed one of our own.
+pub(crate) type Body = Either<Incoming, Full<Bytes>>;
+
+/// The identity headers the gateway sets. Incoming headers with the
+/// `x-tokenward-` prefix are always removed first, so the upstream can trust
+/// every such header it sees.
+pub const IDENTITY_PREFIX: &str = "x-tokenward-";
+
+/// The policy in force and its generation (bumped on every reload, so a
+/// verdict reached under an older policy is never served from the cache).
+pub(crate) struct PolicyState {
+    pub policy: Arc<Policy>,
+    pub generation: u64,
+}
+
+/// The outcome of checking one token, shared through the cache.
+pub(crate) struct Checked {
+    pub reasons: Vec<&'static str>,
+    pub fields: TokenFields,
+    /// `x-tokenward-*` headers to add when forwarding.
+    pub identity: Vec<(HeaderName, HeaderValue)>,
+    pub generation: u64,
+}
+
+impl Checked {
+    fn accepted(&self) -> bool {
+        self.reasons.is_empty()
+    }
+}
+
+/// The scheme, authority and base path of the upstream.
+pub(crate) struct Upstream {
+    pub scheme: hyper::http::uri::Scheme,
+    pub authority: hyper::http::uri::Authority,
+    /// Prefix prepended to every request path, without a trailing `/`.
+    pub base: String,
+}
+
+impl Upstream {
+    pub(crate) fn parse(url: &str) -> Result<Upstream, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("--upstream {url:?}: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return Err(format!(
+                    "--upstream {url:?}: scheme {other:?} is not supported (the upstream is reached over plain HTTP, normally on loopback or a private network)"
+                ))
+            }
+            None => return Err(format!("--upstream {url:?}: needs http://host:port")),
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("--upstream {url:?}: no host"))?;
+        if uri.query().is_some() {
+            return Err(format!("--upstream {url:?}: must not have a query string"));
+        }
+        Ok(Upstream {
+            scheme: hyper::http::uri::Scheme::HTTP,
+            authority,
+            base: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+
+    fn uri_for(&self, original: &Uri) -> Result<Uri, hyper::http::Error> {
+        let pq = original.path_and_query().map_or("/", |p| p.as_str());
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{pq}", self.base))
+            .build()
+    }
+}
+
+/// Everything the request handler needs, shared by all connections.
+pub(crate) struct Shared {
+    pub policy: RwLock<PolicyState>,
+    pub cache: VerdictCache<Checked>,
+    pub metrics: Metrics,
+    pub log: LogSender,
+    pub client: Client<HttpConnector, Incoming>,
+    pub upstream: Upstream,
+    pub trusted: Vec<Cidr>,
+    pub upstream_timeout: Duration,
+    /// Longest time an accepted verdict is reused, whatever the token's `exp`.
+    pub cache_max_ttl: i64,
+    pub challenge_missing: HeaderValue,
+    pub challenge_invalid_token: HeaderValue,
+    pub challenge_invalid_request: HeaderValue,
+}
+
+impl Shared {
+    pub(crate) fn current_policy(&self) -> (Arc<Policy>, u64) {
+        let s = self.policy.read().unwrap_or_else(|p| p.into_inner());
+        (s.policy.clone(), s.generation)
+    }
+}
+
+/// Decrements the in-flight gauge however the request ends (including when
+/// the client goes away and the handler future is dropped).
+struct InFlight<'a>(&'a Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight(-1);
+    }
+}
+
+/// What happened to the request, for the log and the metrics.
+struct Outcome {
+    verdict: Verdict,
+    reasons: Vec<&'static str>,
+    checked: Option<Arc<Checked>>,
+    cached: bool,
+    token_prefix: Option<String>,
+    upstream_status: Option<u16>,
+    error: Option<UpstreamError>,
+}
+
+impl Outcome {
+    fn new(verdict: Verdict) -> Outcome {
+        Outcome {
+            verdict,
+            reasons: Vec::new(),
+            checked: None,
+            cached: false,
+            token_prefix: None,
+            upstream_status: None,
+            error: None,
+        }
+    }
+}
+
+/// Handles one request on the public listener.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let wall = SystemTime::now();
+    shared.metrics.in_flight(1);
+    let _in_flight = InFlight(&shared.metrics);
+    let now = wall
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+
+    let addr = ClientAddr::resolve(peer.ip(), req.headers(), &shared.trusted);
+    let method = req.method().clone();
+    let path = access::truncate(req.uri().path(), 1024).to_owned();
+    sanitize_request_headers(req.headers_mut());
+
+    let (outcome, response) = decide_and_forward(&shared, &addr, req, now).await;
+    let took = start.elapsed();
+
+    let no_fields = TokenFields::default();
+    let checked = outcome.checked.as_deref();
+    let record = AccessRecord {
+        time: access::rfc3339_millis(wall),
+        client_ip: addr.client.to_string(),
+        peer_ip: addr.peer.to_string(),
+        x_forwarded_for: addr.chain.as_deref(),
+        method: method.as_str(),
+        path: &path,
+        status: response.status().as_u16(),
+        upstream_status: outcome.upstream_status,
+        latency_ms: (took.as_secs_f64() * 1e6).round() / 1e3,
+        verdict: outcome.verdict.as_str(),
+        reasons: &outcome.reasons,
+        cached: outcome.cached,
+        error: outcome.error.map(UpstreamError::code),
+        token: checked.map_or(&no_fields, |c| &c.fields),
+        token_sha256_prefix: outcome.token_prefix.as_deref(),
+    };
+    shared.log.write(&record).await;
+    shared
+        .metrics
+        .request(outcome.verdict, &outcome.reasons, took);
+    Ok(response)
+}
+
+async fn decide_and_forward(
+    shared: &Shared,
+    addr: &ClientAddr,
+    mut req: Request<Incoming>,
+    now: i64,
+) -> (Outcome, Response<Body>) {
+    let path = req.uri().path().to_owned();
+    let path = path.as_str();
+    if !path_is_normalized(path) {
+        let mut o = Outcome::new(Verdict::BadRequest);
+        o.reasons.push(access::PATH_NOT_NORMALIZED);
+        return (o, plain(StatusCode::BAD_REQUEST, None));
+    }
+    if req.method() == Method::CONNECT {
+        // Tunnels would carry bytes the gateway never sees.
+        let o = Outcome::new(Verdict::BadRequest);
+        return (o, plain(StatusCode::METHOD_NOT_ALLOWED, None));
+    }
+    let (policy, generation) = shared.current_policy();
+    let exchange = exchange_rule(&policy, path);
+    let required = exchange.is_some()
+        || policy
+            .route_for(path)
+            .is_none_or(|r| r.auth == tokenward_trust::RouteAuth::Required);
+
+    if !required {
+        // A public route: an unverified token must not reach the upstream,
+        // which might act on it.
+        req.headers_mut().remove(header::AUTHORIZATION);
+        return forward(shared, addr, req, Outcome::new(Verdict::NotRequired)).await;
+    }
+    if query_has_access_token(req.uri()) {
+        let mut o = Outcome::new(Verdict::BadRequest);
+        o.reasons.push(access::TOKEN_IN_QUERY);
+        let r = plain(
+            StatusCode::BAD_REQUEST,
+            Some(&shared.challenge_invalid_request),
+        );
+        return (o, r);
+    }
+    let mut auths = req.headers().get_all(header::AUTHORIZATION).iter();
+    let (first, second) = (auths.next(), auths.next());
+    if second.is_some() {
+        let mut o = Outcome::new(Verdict::BadRequest);
+        o.reasons.push(access::AUTHORIZATION_REPEATED);
+        let r = plain(
+            StatusCode::BAD_REQUEST,
+            Some(&shared.challenge_invalid_request),
+        );
+        return (o, r);
+    }
+    let Some(token) = first.and_then(|v| bearer_token(v.as_bytes())) else {
+        // No bearer credentials at all (RFC 6750 §3.1: no error code).
+        let mut o = Outcome::new(Verdict::NoToken);
+        o.reasons.push(access::TOKEN_MISSING);
+        return (
+            o,
+            plain(StatusCode::UNAUTHORIZED, Some(&shared.challenge_missing)),
+        );
+    };
+
+    let hash: TokenHash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token)
+        .as_ref()
+        .try_into()
+        .unwrap_or([0; 32]);
+    let mut outcome = Outcome::new(Verdict::Rejected);
+    outcome.token_prefix = Some(hex_prefix(&hash));
+    let checked = match shared
+        .cache
+        .get(&hash, now)
+        .filter(|c| c.generation == generation)
+    {
+        Some(c) => {
+            outcome.cached = true;
+            shared.metrics.cache(true);
+            c
+        }
+        None => {
+            shared.metrics.cache(false);
+            let text = String::from_utf8_lossy(token);
+            let (c, until) = check(&policy, &text, now, generation, shared.cache_max_ttl);
+            let c = Arc::new(c);
+            if let Some(until) = until {
+                shared.cache.insert(hash, c.clone(), until, now);
+            }
+            c
+        }
+    };
+    outcome.reasons = checked.reasons.clone();
+    if checked.accepted() {
+        if let (Some(rule), Some(iss)) = (exchange, checked.fields.iss.as_deref()) {
+            if rule.refuse_subject_issuers.iter().any(|r| r == iss) {
+                outcome.reasons.push(access::EXCHANGE_SUBJECT_REFUSED);
+            }
+        }
+    }
+    outcome.checked = Some(checked.clone());
+    if !outcome.reasons.is_empty() {
+        return (
+            outcome,
+            plain(
+                StatusCode::UNAUTHORIZED,
+                Some(&shared.challenge_invalid_token),
+            ),
+        );
+    }
+    outcome.verdict = Verdict::Accepted;
+    let headers = req.headers_mut();
+    for (name, value) in &checked.identity {
+        headers.insert(name.clone(), value.clone());
+    }
+    forward(shared, addr, req, outcome).await
+}
+
+/// Sends the request upstream and streams the answer back; any failure is
+/// a gateway error status, never a retry without the checks.
+async fn forward(
+    shared: &Shared,
+    addr: &ClientAddr,
+    mut up: Request<Incoming>,
+    mut outcome: Outcome,
+) -> (Outcome, Response<Body>) {
+    match shared.upstream.uri_for(up.uri()) {
+        Ok(u) => *up.uri_mut() = u,
+        Err(_) => return (outcome, plain(StatusCode::BAD_REQUEST, None)),
+    }
+    // The upstream leg is always HTTP/1.1, whatever the client spoke.
+    *up.version_mut() = Version::HTTP_11;
+    if let Ok(v) = HeaderValue::from_str(&addr.forwarded_for()) {
+        up.headers_mut().insert("x-forwarded-for", v);
+    }
+    let result = tokio::time::timeout(shared.upstream_timeout, shared.client.request(up)).await;
+    match result {
+        Ok(Ok(resp)) => {
+            outcome.upstream_status = Some(resp.status().as_u16());
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            (outcome, Response::from_parts(parts, Either::Left(body)))
+        }
+        Ok(Err(e)) => {
+            let kind = if e.is_connect() {
+                UpstreamError::Unavailable
+            } else {
+                UpstreamError::Failed
+            };
+            shared.metrics.upstream_error(kind);
+            outcome.error = Some(kind);
+            (outcome, plain(StatusCode::BAD_GATEWAY, None))
+        }
+        Err(_) => {
+            shared.metrics.upstream_error(UpstreamError::Timeout);
+            outcome.error = Some(UpstreamError::Timeout);
+            (outcome, plain(StatusCode::GATEWAY_TIMEOUT, None))
+        }
+    }
+}
+
+/// A response of our own: empty body, optional `WWW-Authenticate`.
+fn plain(status: StatusCode, challenge: Option<&HeaderValue>) -> Response<Body> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
+    *r.status_mut() = status;
+    if let Some(c) = challenge {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, c.clone());
+        // A refusal about credentials must not be cached by intermediaries.
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and the proxy credentials, which
+/// belong to this hop and must not travel on.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header
+/// names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+}
+
+/// Prepares incoming headers for forwarding: hop-by-hop headers go, and so
+/// does every `x-tokenward-*` header a client might send to impersonate a
+/// verified identity. Done before the gateway adds its own, so a
+/// `Connection: x-tokenward-sub` trick cannot remove them either.
+pub(crate) fn sanitize_request_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
+        .cloned()
+        .collect();
+    for n in spoofed {
+        headers.remove(n);
+    }
+}
+
+/// Whether the upstream will see the same path the route rules were checked
+/// against. Dot segments, empty segments, encoded `.` `/` `\` and NUL, and
+/// backslashes could all be resolved by the upstream into another path (a
+/// public prefix turned into a protected one, a token-exchange endpoint
+/// reached under another spelling), so such requests are refused.
+pub(crate) fn path_is_normalized(path: &str) -> bool {
+    if !path.starts_with('/') || path.contains('\\') || path.contains("//") {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c", "%00"]
+        .iter()
+        .any(|e| lower.contains(e))
+    {
+        return false;
+    }
+    !path.split('/').any(|seg| {
+        let seg = seg.split(';').next().unwrap_or(seg);
+        seg == "." || seg == ".."
+    })
+}
+
+/// The token-exchange rule that applies to `path`, if any. Matched more
+/// loosely than the other rules (ASCII case, `;parameters` and trailing
+/// slashes ignored), because servers such as IIS treat those spellings as
+/// the same endpoint and a refusal must not be side-stepped by respelling.
+fn exchange_rule<'p>(policy: &'p Policy, path: &str) -> Option<&'p tokenward_trust::Route> {
+    let loose = loosen(path);
+    policy.routes().iter().find(|r| {
+        r.token_exchange
+            && match r.path.strip_suffix('*') {
+                Some(prefix) => loose.starts_with(&prefix.to_ascii_lowercase()),
+                None => loose == loosen(&r.path),
+            }
+    })
+}
+
+fn loosen(path: &str) -> String {
+    let no_params: Vec<&str> = path
+        .split('/')
+        .map(|seg| seg.split(';').next().unwrap_or(seg))
+        .collect();
+    let joined = no_params.join("/").to_ascii_lowercase();
+    let trimmed = joined.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+/// Whether the query string has an `access_token` parameter (RFC 6750
+/// §2.3), which the gateway refuses rather than lets through unverified.
+fn query_has_access_token(uri: &Uri) -> bool {
+    uri.query().is_some_and(|q| {
+        q.split('&').any(|pair| {
+            let name = pair.split('=').next().unwrap_or(pair);
+            name.eq_ignore_ascii_case("access_token") || name.eq_ignore_ascii_case("access%5ftoken")
+        })
+    })
+}
+
+/// The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1;
+/// the scheme name is case-insensitive, RFC 9110 §11.1). `None` for other
+/// schemes or an empty token.
+pub(crate) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer";
+    if value.len() <= SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    let rest = &value[SCHEME.len()..];
+    if rest[0] != b' ' {
+        return None;
+    }
+    let start = rest.iter().position(|&b| b != b' ')?;
+    let token = rest[start..].trim_ascii_end();
+    (!token.is_empty()).then_some(token)
+}
+
+fn hex_prefix(hash: &TokenHash) -> String {
+    hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Header values must be visible ASCII; claim values are arbitrary
+/// Unicode. Anything else, and `%` itself, is percent-encoded (RFC 3986
+/// style, UTF-8 bytes) so the upstream can decode the value unambiguously.
+fn identity_value(s: &str) -> Option<HeaderValue> {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&out).ok()
+}
+
+/// Verifies a token and prepares everything a request needs from it.
+/// Returns the cache expiry (unix seconds) for accepted tokens: the token's
+/// `exp`, the end of its key's validity, or `now + max_ttl`, whichever comes
+/// first.
+pub(crate) fn check(
+    policy: &Policy,
+    token: &str,
+    now: i64,
+    generation: u64,
+    max_ttl: i64,
+) -> (Checked, Option<i64>) {
+    let v = policy.verify(token, now);
+    let reasons: Vec<&'static str> = v.codes().iter().map(|c| c.code()).collect();
+    let mut fields = TokenFields {
+        kid: v.kid.clone(),
+        x5t: v.x5t.clone(),
+        alg: v.alg.map(|a| a.name()),
+        ..TokenFields::default()
+    };
+    if let Some(c) = &v.claims {
+        fields.iss = c.iss.clone();
+        fields.tid = c.tid.clone();
+        fields.aud = c.aud.as_ref().map(|a| a.values().to_vec());
+        fields.sub = c.sub.clone();
+        fields.oid = c.oid.clone();
+        fields.appid = c.appid.clone();
+        fields.azp = c.azp.clone();
+        fields.client_id = c.client_id.clone();
+        fields.uti = c.uti.clone();
+        fields.jti = c.jti.clone();
+        fields.sid = c.sid.clone();
+        fields.iat = c.iat.map(|d| d.0);
+        fields.nbf = c.nbf.map(|d| d.0);
+        fields.exp = c.exp.map(|d| d.0);
+    }
+    let mut identity = Vec::new();
+    let mut until = None;
+    if v.accepted() {
+        for (name, value) in [
+            ("x-tokenward-sub", &fields.sub),
+            ("x-tokenward-tid", &fields.tid),
+            ("x-tokenward-iss", &fields.iss),
+            ("x-tokenward-kid", &fields.kid),
+        ] {
+            if let Some(hv) = value.as_deref().and_then(identity_value) {
+                identity.push((HeaderName::from_static(name), hv));
+            }
+        }
+        let key_end = v.kid.as_deref().and_then(|kid| {
+            policy
+                .keys_with_kid(kid)
+                .iter()
+                .filter_map(|k| k.not_after)
+                .min()
+        });
+        let exp = fields.exp.map(|e| e.floor() as i64);
+        until = [exp, key_end, Some(now.saturating_add(max_ttl))]
+            .into_iter()
+            .flatten()
+            .min();
+        // No `exp` means nothing bounds the verdict: never cache it.
+        if exp.is_none() {
+            until = None;
+        }
+    }
+    (
+        Checked {
+            reasons,
+            fields,
+            identity,
+            generation,
+        },
+        until,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bEaReR   abc  "), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Bearer"), None);
+        assert_eq!(bearer_token(b"Bearer "), None);
+        assert_eq!(bearer_token(b"Bearerabc"), None);
+        assert_eq!(bearer_token(b"Basic dXNlcjpwYXNz"), None);
+    }
+
+    #[test]
+    fn paths_that_could_be_resolved_differently_are_refused() {
+        for ok in ["/", "/orders/1", "/a%20b", "/x;y=1", "/.well-known/openid"] {
+            assert!(path_is_normalized(ok), "{ok}");
+        }
+        for bad in [
+            "/public/../admin",
+            "/public/./x",
+            "/public/..",
+            "/public/%2e%2e/admin",
+            "/public/%2E./admin",
+            "/a%2fb",
+            "/a\\b",
+            "//admin",
+            "/a/..;/b",
+            "/x%00",
+        ] {
+            assert!(!path_is_normalized(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn exchange_paths_are_matched_loosely() {
+        assert_eq!(
+            loosen("/OWA/Service;x=1/GetAccessToken/"),
+            "/owa/service/getaccesstoken"
+        );
+        assert_eq!(loosen("/"), "/");
+    }
+
+    #[test]
+    fn query_tokens_are_detected() {
+        let u: Uri = "/x?a=1&access_token=abc".parse().unwrap();
+        assert!(query_has_access_token(&u));
+        let u: Uri = "/x?Access_Token".parse().unwrap();
+        assert!(query_has_access_token(&u));
+        let u: Uri = "/x?my_access_token=1".parse().unwrap();
+        assert!(!query_has_access_token(&u));
+    }
+
+    #[test]
+    fn identity_values_are_encoded_unambiguously() {
+        assert_eq!(identity_value("user-1").unwrap(), "user-1");
+        assert_eq!(identity_value("a b%\n").unwrap(), "a%20b%25%0A");
+        assert_eq!(identity_value("é").unwrap(), "%C3%A9");
+    }
+
+    #[test]
+    fn hop_by_hop_and_spoofed_identity_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("x-tokenward-sub", "admin".parse().unwrap());
+        h.insert("X-Tokenward-Other", "1".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("accept", "*/*".parse().unwrap());
+        sanitize_request_headers(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("accept"));
+    }
+}
