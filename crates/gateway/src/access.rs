@@ -107,11 +107,24 @@ pub struct TokenFields {
     /// `sid`.
     pub sid: Option<String>,
     /// `iat`, seconds since the epoch.
+    #[serde(serialize_with = "numeric_date")]
     pub iat: Option<f64>,
     /// `nbf`, seconds since the epoch.
+    #[serde(serialize_with = "numeric_date")]
     pub nbf: Option<f64>,
     /// `exp`, seconds since the epoch.
+    #[serde(serialize_with = "numeric_date")]
     pub exp: Option<f64>,
+}
+
+/// A NumericDate as the token had it: an integer when it is one (the
+/// usual case), else the fraction it carried.
+fn numeric_date<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match *v {
+        Some(d) if d.fract() == 0.0 && d.abs() < 9.0e15 => s.serialize_i64(d as i64),
+        Some(d) => s.serialize_f64(d),
+        None => s.serialize_none(),
+    }
 }
 
 /// One access log line.
@@ -282,6 +295,14 @@ mod tests {
         };
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["time"], "1970-01-01T00:00:01.500Z");
+        let dated = TokenFields {
+            iat: Some(1_700_000_000.0),
+            exp: Some(1_700_000_000.5),
+            ..TokenFields::default()
+        };
+        let d = serde_json::to_string(&dated).unwrap();
+        assert!(d.contains("\"iat\":1700000000,"), "{d}");
+        assert!(d.contains("\"exp\":1700000000.5"), "{d}");
         assert_eq!(v["reasons"], serde_json::json!(["token-missing"]));
         for k in [
             "kid",
