@@ -313,6 +313,18 @@ impl Detector {
         self.records += n;
     }
 
+    /// Counts token-bearing audit records that the reader joined to a
+    /// sign-in without parsing them.
+    pub fn observe_token_joined(&mut self, n: u64) {
+        self.token_records += n;
+        self.token_joined += n;
+    }
+
+    /// The sign-in token ids and (lower-cased) session ids seen so far.
+    pub fn joins_snapshot(&self) -> (HashSet<String>, HashSet<String>) {
+        (self.signin_tokens.clone(), self.signin_sessions.clone())
+    }
+
     /// Looks at one parsed event.
     pub fn observe(&mut self, ev: &Event) {
         self.records += 1;

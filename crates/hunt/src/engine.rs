@@ -175,8 +175,22 @@ const DETECTION_LITERALS: &[&str] = &[
     "Thumbprint",
 ];
 
+/// Sign-in token and session ids known once the sign-in files are read.
+pub(crate) type Joins = (
+    std::collections::HashSet<String>,
+    std::collections::HashSet<String>,
+);
+
+/// Where the token-field literals sit among the prefilter's patterns.
+const TOKEN_LITERALS: std::ops::Range<usize> = 1..4;
+
 struct Ctx {
     prefilter: Option<Arc<AhoCorasick>>,
+    /// Pattern ids of the token-field literals.
+    token_ids: std::ops::Range<usize>,
+    /// With this, a record whose only screen hits are token fields and whose
+    /// token or session a sign-in issued is counted as joined without parsing.
+    joins: Option<Arc<Joins>>,
     file: Arc<str>,
     hint: Option<EventKind>,
 }
@@ -212,6 +226,40 @@ struct Out {
     rejects: Vec<(Locator, String)>,
     light: Light,
     uncategorised: u64,
+    token_joined: u64,
+}
+
+/// What the prefilter saw in a record.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Screen {
+    Miss,
+    TokenOnly,
+    Hit,
+}
+
+fn token_finders() -> &'static [memmem::Finder<'static>; 2] {
+    static F: OnceLock<[memmem::Finder<'static>; 2]> = OnceLock::new();
+    F.get_or_init(|| {
+        [
+            memmem::Finder::new(b"\"UniqueTokenId\""),
+            memmem::Finder::new(b"\"AADSessionId\""),
+        ]
+    })
+}
+
+/// The token-join shortcut: `Some(joined workload?)` when the record's token
+/// or session was issued by a sign-in already read.
+fn joined_without_parsing(b: &[u8], joins: &Joins) -> Option<bool> {
+    let [tf, sf] = token_finders();
+    let tok = tf
+        .find(b)
+        .and_then(|p| string_after(b, p + tf.needle().len()));
+    let sess = sf
+        .find(b)
+        .and_then(|p| string_after(b, p + sf.needle().len()));
+    let hit = tok.is_some_and(|t| joins.0.contains(t))
+        || sess.is_some_and(|s| joins.1.contains(&s.to_ascii_lowercase()));
+    hit.then_some(true)
 }
 
 impl Out {
@@ -294,7 +342,7 @@ fn handle_json(
     bytes: &[u8],
     loc: Locator,
     ctx: &Ctx,
-    prefiltered: Option<bool>,
+    prefiltered: Option<Screen>,
     utf8_ok: bool,
     out: &mut Out,
 ) {
@@ -311,13 +359,39 @@ fn handle_json(
         }
     }
     let b = trim(bytes);
-    let interesting = match (prefiltered, &ctx.prefilter) {
-        (_, None) => true,
+    let screen = match (prefiltered, &ctx.prefilter) {
+        (_, None) => Screen::Hit,
         (Some(m), Some(_)) => m,
-        (None, Some(ac)) => ac.is_match(b),
+        (None, Some(ac)) => screen_of(
+            ac.find_iter(b).map(|m| m.pattern().as_usize()),
+            &ctx.token_ids,
+        ),
     };
     let framed = b.first() == Some(&b'{') && b.last() == Some(&b'}');
-    if !interesting && framed && !looks_like_envelope(b) {
+    if screen == Screen::TokenOnly && framed && !looks_like_envelope(b) {
+        if let Some(joins) = &ctx.joins {
+            if joined_without_parsing(b, joins).is_some() {
+                out.read += 1;
+                out.evaluated += 1;
+                let (t, w) = light_fields(b);
+                match w {
+                    Some(w) => {
+                        let wl = w.to_ascii_lowercase();
+                        if wl.contains("exchange")
+                            || wl.contains("sharepoint")
+                            || wl.contains("onedrive")
+                        {
+                            out.token_joined += 1;
+                        }
+                        out.light.add(w, t)
+                    }
+                    None => out.uncategorised += 1,
+                }
+                return;
+            }
+        }
+    }
+    if screen == Screen::Miss && framed && !looks_like_envelope(b) {
         out.read += 1;
         out.evaluated += 1;
         match light_fields(b) {
@@ -337,6 +411,18 @@ fn handle_json(
             out.reject(loc, format!("{kind}: {e}"));
         }
     }
+}
+
+fn screen_of(ids: impl Iterator<Item = usize>, token_ids: &std::ops::Range<usize>) -> Screen {
+    let mut s = Screen::Miss;
+    for id in ids {
+        if token_ids.contains(&id) {
+            s = Screen::TokenOnly;
+        } else {
+            return Screen::Hit;
+        }
+    }
+    s
 }
 
 fn push_value(v: Value, loc: Locator, ctx: &Ctx, out: &mut Out) {
@@ -396,8 +482,11 @@ fn process(batch: Batch, ctx: &Ctx) -> Out {
     match batch {
         Batch::Lines { data, first_line } => {
             let utf8_ok = std::str::from_utf8(&data).is_ok();
-            let matches: Vec<usize> = match &ctx.prefilter {
-                Some(ac) => ac.find_iter(&data).map(|m| m.start()).collect(),
+            let matches: Vec<(usize, usize)> = match &ctx.prefilter {
+                Some(ac) => ac
+                    .find_iter(&data)
+                    .map(|m| (m.start(), m.pattern().as_usize()))
+                    .collect(),
                 None => Vec::new(),
             };
             let mut mi = 0;
@@ -409,11 +498,17 @@ fn process(batch: Batch, ctx: &Ctx) -> Out {
                     .unwrap_or(data.len());
                 let rec = &data[start..end];
                 if !trim(rec).is_empty() {
-                    while mi < matches.len() && matches[mi] < start {
+                    while mi < matches.len() && matches[mi].0 < start {
                         mi += 1;
                     }
-                    let hit = mi < matches.len() && matches[mi] < end;
-                    let pre = ctx.prefilter.as_ref().map(|_| hit);
+                    let mut mj = mi;
+                    while mj < matches.len() && matches[mj].0 < end {
+                        mj += 1;
+                    }
+                    let pre = ctx
+                        .prefilter
+                        .as_ref()
+                        .map(|_| screen_of(matches[mi..mj].iter().map(|m| m.1), &ctx.token_ids));
                     handle_json(
                         rec,
                         Locator { line, record: line },
@@ -662,6 +757,7 @@ fn absorb(sh: &mut Shared, out: Out) {
     if let Some(d) = sh.detector.as_mut() {
         d.observe_light(out.light);
         d.observe_uncategorised(out.uncategorised);
+        d.observe_token_joined(out.token_joined);
     }
     if let Some(c) = sh.collected.as_mut() {
         c.extend(out.events);
@@ -712,8 +808,10 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
     for f in &cfg.ioc_files {
         iocs.load_file(f)?;
     }
-    let prefilter = iocs.literals().map(|mut lits| {
-        lits.extend(DETECTION_LITERALS.iter().map(|s| s.to_string()));
+    let prefilter = iocs.literals().map(|ioc_lits| {
+        // Detection literals first: their pattern ids are fixed (TOKEN_LITERALS).
+        let mut lits: Vec<String> = DETECTION_LITERALS.iter().map(|s| s.to_string()).collect();
+        lits.extend(ioc_lits);
         Arc::new(
             AhoCorasickBuilder::new()
                 .match_kind(MatchKind::LeftmostFirst)
@@ -784,7 +882,12 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
         collected: None,
         file: FileReport::default(),
     });
+    let mut joins: Option<Arc<Joins>> = None;
     for (path, sn, rep) in plan {
+        if joins.is_none() && !sn.as_ref().is_some_and(|s| s.signin_first) {
+            let sh = shared.lock().expect("no panics while locked");
+            joins = sh.detector.as_ref().map(|d| Arc::new(d.joins_snapshot()));
+        }
         let Some(sn) = sn else {
             reports.push(rep);
             continue;
@@ -795,6 +898,7 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
             &sn,
             cfg.input_format,
             prefilter.clone(),
+            joins.clone(),
             progress.clone(),
             &shared,
         );
@@ -866,7 +970,7 @@ pub fn read_events(path: &std::path::Path, forced: Option<Format>) -> (FileRepor
         collected: Some(Vec::new()),
         file: rep,
     });
-    let res = read_one(path, &sn, forced, None, counter, &shared);
+    let res = read_one(path, &sn, forced, None, None, counter, &shared);
     let sh = shared.into_inner().expect("no panics while locked");
     let mut rep = sh.file;
     if let Err(e) = res {
@@ -886,6 +990,7 @@ fn read_one(
     sn: &Sniffed,
     forced: Option<Format>,
     prefilter: Option<Arc<AhoCorasick>>,
+    joins: Option<Arc<Joins>>,
     progress: Arc<AtomicU64>,
     shared: &Mutex<Shared>,
 ) -> std::io::Result<()> {
@@ -893,6 +998,8 @@ fn read_one(
     let (head, _) = sniff(&mut o.reader, forced)?;
     let ctx = Ctx {
         prefilter,
+        token_ids: TOKEN_LITERALS,
+        joins,
         file: Arc::from(path.display().to_string()),
         hint: sn.format.hint(),
     };
