@@ -33,7 +33,8 @@ enum Inner {
         /// before the backend sees them (CVE-2022-21449 class).
         ecdsa_order: Option<&'static [u8]>,
     },
-    Hmac(hmac::Key),
+    /// Boxed: an HMAC context is several times larger than a parsed key.
+    Hmac(Box<hmac::Key>),
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -112,7 +113,7 @@ impl VerifyingKey {
         }
         Ok(VerifyingKey {
             alg,
-            inner: Inner::Hmac(hmac::Key::new(hmac_alg, secret)),
+            inner: Inner::Hmac(Box::new(hmac::Key::new(hmac_alg, secret))),
         })
     }
 

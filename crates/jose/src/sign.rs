@@ -26,7 +26,8 @@ enum Inner {
     Rsa(RsaKeyPair),
     Ecdsa(EcdsaKeyPair),
     Ed25519(Ed25519KeyPair),
-    Hmac(hmac::Key, Vec<u8>),
+    /// Boxed: an HMAC context is several times larger than the other keys.
+    Hmac(Box<hmac::Key>, Vec<u8>),
 }
 
 fn ecdsa_params(alg: Algorithm) -> Option<&'static signature::EcdsaSigningAlgorithm> {
@@ -57,7 +58,7 @@ impl SigningKey {
         } else if let Some(params) = hmac_params(alg) {
             let mut secret = vec![0u8; 64];
             rand::fill(&mut secret).map_err(|_| fail("HMAC"))?;
-            Inner::Hmac(hmac::Key::new(params, &secret), secret)
+            Inner::Hmac(Box::new(hmac::Key::new(params, &secret)), secret)
         } else if alg == Algorithm::EdDSA {
             Inner::Ed25519(Ed25519KeyPair::generate().map_err(|_| fail("Ed25519"))?)
         } else {
@@ -72,7 +73,7 @@ impl SigningKey {
         let inner = if let Some(params) = ecdsa_params(alg) {
             Inner::Ecdsa(EcdsaKeyPair::from_pkcs8(params, der).map_err(|e| fail(&e))?)
         } else if let Some(params) = hmac_params(alg) {
-            Inner::Hmac(hmac::Key::new(params, der), der.to_vec())
+            Inner::Hmac(Box::new(hmac::Key::new(params, der)), der.to_vec())
         } else if alg == Algorithm::EdDSA {
             Inner::Ed25519(Ed25519KeyPair::from_pkcs8(der).map_err(|e| fail(&e))?)
         } else {
