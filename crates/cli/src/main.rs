@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod gateway_cmd;
 mod hunt_cmd;
+mod keys_cmd;
 mod verify_cmd;
 
 /// Stops forged identity tokens and finds the ones that already got through.
@@ -25,6 +26,9 @@ enum Command {
     /// Verifying reverse proxy: nothing reaches the upstream without a token
     /// that passes policy, and every token use is logged.
     Gateway(gateway_cmd::GatewayArgs),
+    /// Audit published key sets (mixed trust domains, expired or stale
+    /// certificates, weak, secret or denied keys) and snapshot them.
+    Keys(keys_cmd::KeysArgs),
 }
 
 /// Exit status for usage and configuration errors, shared by every subcommand.
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify_cmd::run(args),
         Command::Hunt(args) => hunt_cmd::run(args),
         Command::Gateway(args) => gateway_cmd::run(args),
+        Command::Keys(args) => keys_cmd::run(args),
     };
     ExitCode::from(code)
 }

@@ -6,8 +6,8 @@ use std::fmt;
 
 use serde::Serialize;
 use tokenward_jose::{
-    decode_b64url, encode_b64url, has_roca_fingerprint, Algorithm, Jwk, Jwks, KeyMaterial,
-    KeyUse, VerifyingKey,
+    decode_b64url, encode_b64url, has_roca_fingerprint, Algorithm, Jwk, Jwks, KeyMaterial, KeyUse,
+    VerifyingKey,
 };
 
 use crate::source::{DiscoveryDoc, IssuerMatch};
@@ -347,11 +347,7 @@ fn audit_set_level(
             .join(", ")
     };
     if issuers.len() >= 2 {
-        let mut msg = format!(
-            "{} issuers in one key set: {}",
-            issuers.len(),
-            listing()
-        );
+        let mut msg = format!("{} issuers in one key set: {}", issuers.len(), listing());
         if consumer > 0 && consumer < issuers.len() {
             msg.push_str(
                 "; consumer-tenant keys are published beside enterprise keys, \
@@ -421,10 +417,12 @@ fn audit_key(k: &Jwk, config: &AuditConfig, out: &mut Vec<Finding>) {
         }
     }
     if denial.is_none() {
-        if let Some(p) = prints
-            .iter()
-            .find(|p| config.deny_thumbprints.iter().any(|d| d.eq_ignore_ascii_case(p)))
-        {
+        if let Some(p) = prints.iter().find(|p| {
+            config
+                .deny_thumbprints
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(p))
+        }) {
             denial = Some(format!("thumbprint {p} is on the denylist"));
         }
     }
@@ -445,7 +443,10 @@ fn audit_key(k: &Jwk, config: &AuditConfig, out: &mut Vec<Finding>) {
     if let KeyMaterial::Oct { k: secret } = &k.material {
         push(
             FindingCode::SymmetricKeyPublished,
-            format!("key {who} is an oct key: its {}-bit secret is public", secret.len() * 8),
+            format!(
+                "key {who} is an oct key: its {}-bit secret is public",
+                secret.len() * 8
+            ),
         );
     }
 
@@ -587,12 +588,13 @@ fn weaknesses(k: &Jwk) -> Vec<String> {
             if bits < 2048 {
                 out.push(format!("RSA modulus of {bits} bits, under 2048"));
             }
-            let e_val = e
-                .iter()
-                .skip_while(|&&b| b == 0)
-                .fold(0u128, |acc, &b| acc.saturating_mul(256).saturating_add(u128::from(b)));
+            let e_val = e.iter().skip_while(|&&b| b == 0).fold(0u128, |acc, &b| {
+                acc.saturating_mul(256).saturating_add(u128::from(b))
+            });
             if e_val < 3 || e.last().is_some_and(|b| b % 2 == 0) {
-                out.push(format!("RSA public exponent {e_val} is not an odd number of at least 3"));
+                out.push(format!(
+                    "RSA public exponent {e_val} is not an odd number of at least 3"
+                ));
             }
             if has_roca_fingerprint(n) {
                 out.push("RSA modulus has the ROCA (CVE-2017-15361) fingerprint".into());

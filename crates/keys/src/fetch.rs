@@ -336,7 +336,10 @@ mod tests {
         assert_eq!(c.max_age, None);
         let c = CacheDirectives::parse(Some("max-age=-1"), None);
         assert_eq!(c.max_age, None);
-        assert_eq!(CacheDirectives::parse(None, None), CacheDirectives::default());
+        assert_eq!(
+            CacheDirectives::parse(None, None),
+            CacheDirectives::default()
+        );
     }
 
     #[test]

@@ -30,8 +30,8 @@ pub use fetch::{CacheDirectives, FetchConfig, FetchError, Fetched, Fetcher};
 pub use live::{KeySnapshot, LiveConfig, LiveKeySet, LiveStatus, UnknownKid};
 pub use snapshot::{KeyRecord, Snapshot};
 pub use source::{
-    DiscoveryDoc, IssuerMatch, KeySource, Resolved, SourceError, OAUTH_WELL_KNOWN,
-    OIDC_WELL_KNOWN, TENANT_TEMPLATE,
+    DiscoveryDoc, IssuerMatch, KeySource, Resolved, SourceError, OAUTH_WELL_KNOWN, OIDC_WELL_KNOWN,
+    TENANT_TEMPLATE,
 };
 pub use spki::spki_matches;
 pub use timefmt::{format_rfc3339, parse_rfc3339};

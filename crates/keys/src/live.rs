@@ -391,7 +391,10 @@ impl LiveKeySet {
                 i64::try_from(m).unwrap_or(i64::MAX)
             })
         };
-        wanted.clamp(self.config.min_ttl, self.config.max_ttl.max(self.config.min_ttl))
+        wanted.clamp(
+            self.config.min_ttl,
+            self.config.max_ttl.max(self.config.min_ttl),
+        )
     }
 
     /// Checks a fetch result before it may replace the good keys.

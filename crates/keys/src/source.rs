@@ -129,7 +129,9 @@ impl KeySource {
         let lower = text.to_ascii_lowercase();
         if !(lower.starts_with("https://") || lower.starts_with("http://")) {
             if lower.contains("://") {
-                return Err(bad("only https:// URLs and file paths are key sources".into()));
+                return Err(bad(
+                    "only https:// URLs and file paths are key sources".into()
+                ));
             }
             if text.is_empty() {
                 return Err(bad("empty".into()));
@@ -389,13 +391,22 @@ mod tests {
             "jwks"
         );
         assert_eq!(kind("https://www.googleapis.com/oauth2/v3/certs"), "jwks");
-        assert_eq!(kind("https://idp.example/.well-known/jwks.json"), "discovery");
-        assert_eq!(kind("jwks:https://idp.example/.well-known/jwks.json"), "jwks");
+        assert_eq!(
+            kind("https://idp.example/.well-known/jwks.json"),
+            "discovery"
+        );
+        assert_eq!(
+            kind("jwks:https://idp.example/.well-known/jwks.json"),
+            "jwks"
+        );
         assert_eq!(
             kind("https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration"),
             "discovery"
         );
-        assert_eq!(kind("https://login.microsoftonline.com/common/v2.0"), "issuer");
+        assert_eq!(
+            kind("https://login.microsoftonline.com/common/v2.0"),
+            "issuer"
+        );
         assert_eq!(kind("issuer:https://idp.example/keys"), "issuer");
         assert_eq!(kind("file:https-looking-name"), "file");
         assert!(KeySource::parse("ftp://idp.example/keys").is_err());
@@ -409,7 +420,10 @@ mod tests {
             s.discovery_url().unwrap().to_string(),
             "https://idp.example/tenant/v2.0/.well-known/openid-configuration"
         );
-        assert_eq!(s.expected_issuer().unwrap(), "https://idp.example/tenant/v2.0");
+        assert_eq!(
+            s.expected_issuer().unwrap(),
+            "https://idp.example/tenant/v2.0"
+        );
         let d = KeySource::parse("https://idp.example/t/.well-known/openid-configuration").unwrap();
         assert_eq!(d.expected_issuer().unwrap(), "https://idp.example/t");
         let d = KeySource::parse("https://idp.example/.well-known/oauth-authorization-server/t")

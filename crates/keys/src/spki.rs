@@ -115,10 +115,19 @@ mod tests {
 
     #[test]
     fn reads_lengths() {
-        assert_eq!(element(&[0x04, 0x01, 0xaa, 0xbb]), Some((4, &[0xaa][..], &[0xbb][..])));
-        assert_eq!(element(&[0x04, 0x81, 0x01, 0xaa]), Some((4, &[0xaa][..], &[][..])));
+        assert_eq!(
+            element(&[0x04, 0x01, 0xaa, 0xbb]),
+            Some((4, &[0xaa][..], &[0xbb][..]))
+        );
+        assert_eq!(
+            element(&[0x04, 0x81, 0x01, 0xaa]),
+            Some((4, &[0xaa][..], &[][..]))
+        );
         assert_eq!(element(&[0x04, 0x02, 0xaa]), None);
         assert_eq!(element(&[0x04, 0x80]), None);
-        assert_eq!(spki_matches(&[0x30, 0x00], &KeyMaterial::Oct { k: vec![1] }), None);
+        assert_eq!(
+            spki_matches(&[0x30, 0x00], &KeyMaterial::Oct { k: vec![1] }),
+            None
+        );
     }
 }

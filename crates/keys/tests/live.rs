@@ -110,7 +110,11 @@ fn max_age_is_clamped_to_the_configured_bounds() {
     let key = rsa();
     // A server asking for a year of caching is capped at max_ttl (1 h here),
     // so a key removed at the source stops being trusted within an hour.
-    server.jwks("/keys", &set(vec![plain_key(&key, "k")]), "max-age=31536000");
+    server.jwks(
+        "/keys",
+        &set(vec![plain_key(&key, "k")]),
+        "max-age=31536000",
+    );
     let keys = live(&server, "/keys");
     keys.keys(NOW).unwrap();
     keys.keys(NOW + 3599).unwrap();
@@ -366,7 +370,10 @@ fn plain_http_needs_opt_in_even_on_loopback() {
     let server = Server::start();
     let strict = Fetcher::new(FetchConfig::default()).unwrap();
     let url = Url::parse(&server.url("/keys")).unwrap();
-    assert!(matches!(strict.get(&url, None), Err(FetchError::Refused(_))));
+    assert!(matches!(
+        strict.get(&url, None),
+        Err(FetchError::Refused(_))
+    ));
     assert_eq!(server.hits("/keys"), 0);
 }
 
