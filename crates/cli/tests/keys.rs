@@ -47,10 +47,13 @@ fn codes(report: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Path -> (status, body).
+type Routes = Arc<Mutex<HashMap<String, (u16, Vec<u8>)>>>;
+
 /// A loopback HTTP server answering fixed bodies per path; stops on drop.
 struct Server {
     base: String,
-    routes: Arc<Mutex<HashMap<String, (u16, Vec<u8>)>>>,
+    routes: Routes,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -61,7 +64,7 @@ impl Server {
         listener.set_nonblocking(true).unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = Arc::new(AtomicBool::new(false));
-        let routes: Arc<Mutex<HashMap<String, (u16, Vec<u8>)>>> = Arc::default();
+        let routes: Routes = Arc::default();
         let (flag, table) = (stop.clone(), routes.clone());
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::SeqCst) {
@@ -267,9 +270,7 @@ fn snapshot_then_baseline_reports_the_rotation() {
         "--json",
     ]);
     let c = codes(&json_of(&out));
-    assert!(!c
-        .iter()
-        .any(|x| x == "key-added" || x == "key-removed"));
+    assert!(!c.iter().any(|x| x == "key-added" || x == "key-removed"));
 }
 
 #[test]
