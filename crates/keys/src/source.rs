@@ -102,8 +102,9 @@ impl KeySource {
     /// Reads a source as written on a command line or in a policy:
     ///
     /// - `jwks:URL`, `discovery:URL`, `issuer:URL` say what a URL is;
-    /// - an `https://` URL whose path contains `/.well-known/` is a
-    ///   discovery document;
+    /// - an `https://` URL whose path contains
+    ///   `/.well-known/openid-configuration` or
+    ///   `/.well-known/oauth-authorization-server` is a discovery document;
     /// - one whose last path segment is `keys`, `jwks`, `certs` or ends in
     ///   `.json` / `jwks.json` is a JWKS;
     /// - any other `https://` URL is an issuer;
@@ -141,13 +142,15 @@ impl KeySource {
         let u = url(text)?;
         let path = u.path().to_ascii_lowercase();
         let last = path.rsplit('/').find(|s| !s.is_empty()).unwrap_or("");
-        Ok(if path.contains("/.well-known/") {
-            KeySource::Discovery(u)
-        } else if matches!(last, "keys" | "jwks" | "certs") || last.ends_with(".json") {
-            KeySource::Jwks(u)
-        } else {
-            KeySource::Issuer(u)
-        })
+        Ok(
+            if path.contains(OIDC_WELL_KNOWN) || path.contains(OAUTH_WELL_KNOWN) {
+                KeySource::Discovery(u)
+            } else if matches!(last, "keys" | "jwks" | "certs") || last.ends_with(".json") {
+                KeySource::Jwks(u)
+            } else {
+                KeySource::Issuer(u)
+            },
+        )
     }
 
     /// The discovery document URL, for discovery and issuer sources.
@@ -391,8 +394,9 @@ mod tests {
             "jwks"
         );
         assert_eq!(kind("https://www.googleapis.com/oauth2/v3/certs"), "jwks");
+        assert_eq!(kind("https://idp.example/.well-known/jwks.json"), "jwks");
         assert_eq!(
-            kind("https://idp.example/.well-known/jwks.json"),
+            kind("https://idp.example/.well-known/oauth-authorization-server/t"),
             "discovery"
         );
         assert_eq!(
