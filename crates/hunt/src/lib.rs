@@ -15,6 +15,7 @@ pub mod input;
 pub mod ioc;
 pub mod ip;
 pub mod output;
+pub mod sigma;
 pub mod split;
 pub mod timefmt;
 

@@ -1,0 +1,706 @@
+//! Sigma rules in `tokenward hunt` (Sigma specification v2.1).
+//!
+//! [`RuleSet::load`] reads rule files and directories (single and
+//! multi-document YAML), resolves each rule's `logsource` to the log-source
+//! mappings ([`mapping`]) and compiles its detection once per mapping
+//! ([`detect`]). A rule that cannot load is reported with its file, id and
+//! reason ([`LoadIssue`]) and the rest still run. Correlation rules
+//! ([`correlate`]) are resolved across every loaded file.
+//!
+//! During a hunt, [`RuleSet::wants`] tells the reader whether a raw record
+//! can match any rule (an ASCII case-insensitive Aho-Corasick scan for the
+//! literals each rule needs), [`RuleSet::eval`] matches a parsed event in the
+//! worker threads, and [`Sigma`] turns matches into findings and runs the
+//! correlations under the engine's lock.
+
+pub mod cond;
+pub mod correlate;
+pub mod detect;
+pub mod mapping;
+pub mod matcher;
+pub mod yaml;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::event::{Event, EventKind};
+use crate::finding::{Finding, Rep, Severity};
+
+pub use correlate::Sigma;
+use detect::{Detection, EvalCtx, Fields, Placeholders};
+use mapping::Mapping;
+use yaml::Y;
+
+/// Interns a string for the process lifetime. Findings and rule statuses
+/// carry `&'static str` ids and titles; interning keeps repeated loads of
+/// the same rules from growing memory.
+pub fn intern(s: &str) -> &'static str {
+    static SET: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut set = SET
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(&x) = set.get(s) {
+        return x;
+    }
+    let x: &'static str = Box::leak(s.to_string().into_boxed_str());
+    set.insert(x);
+    x
+}
+
+/// The note the Detection Rule License asks findings to carry.
+pub const DRL_NOTE: &str =
+    "Detection Rule License (DRL) 1.1, https://github.com/SigmaHQ/Detection-Rule-License";
+
+/// Rule metadata carried into findings.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleMeta {
+    /// `id` (or the title when the rule has none).
+    pub id: &'static str,
+    /// `name` (used by correlations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `title`.
+    pub title: &'static str,
+    /// `level` as written (`informational` .. `critical`).
+    pub level: String,
+    /// `author`.
+    pub author: String,
+    /// `license`, or the DRL note for rules found next to a DRL licence.
+    pub license: Option<String>,
+    /// File the rule came from.
+    pub file: String,
+    /// 1-based line where the rule's document starts.
+    pub line: usize,
+}
+
+impl RuleMeta {
+    /// The finding severity for the rule's level.
+    pub fn severity(&self) -> Severity {
+        match self.level.as_str() {
+            "high" | "critical" => Severity::High,
+            "medium" => Severity::Medium,
+            _ => Severity::Low,
+        }
+    }
+
+    /// The metadata as finding evidence: rule id, title, level, author and
+    /// licence note, so every finding shows who wrote the rule.
+    pub fn evidence(&self) -> Map<String, Value> {
+        let mut e = Map::new();
+        e.insert("sigma_id".into(), self.id.into());
+        e.insert("sigma_title".into(), self.title.into());
+        e.insert("sigma_level".into(), self.level.clone().into());
+        e.insert("sigma_author".into(), self.author.clone().into());
+        if let Some(l) = &self.license {
+            e.insert("sigma_license".into(), l.clone().into());
+        }
+        e.insert(
+            "sigma_rule_file".into(),
+            format!("{}:{}", self.file, self.line).into(),
+        );
+        e
+    }
+}
+
+/// A loading problem. `error` ones are rules that are wrong; the others are
+/// valid rules that cannot run here (no mapping for their log source,
+/// placeholders without values).
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadIssue {
+    /// File.
+    pub file: String,
+    /// Line where the document starts.
+    pub line: usize,
+    /// Rule id (or name/title) when known.
+    pub rule: Option<String>,
+    /// `error`, `inapplicable` or `needs-placeholders`.
+    pub kind: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+impl std::fmt::Display for LoadIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: ", self.file, self.line)?;
+        if let Some(r) = &self.rule {
+            write!(f, "rule {r}: ")?;
+        }
+        write!(f, "{}: {}", self.kind, self.reason)
+    }
+}
+
+/// A detection rule compiled for its log sources.
+#[derive(Debug)]
+pub struct Rule {
+    /// Metadata.
+    pub meta: RuleMeta,
+    /// (mapping index, compiled detection) per covered log source.
+    pub compiled: Vec<(usize, Detection)>,
+    /// Whether its matches become findings (false when a correlation that
+    /// refers to it does not `generate`).
+    pub output: bool,
+    /// Correlations fed by this rule.
+    pub feeds: Vec<usize>,
+    /// Literals one of which a raw record must contain (None: any record of
+    /// the log source).
+    pub literals: Option<Vec<String>>,
+}
+
+/// Options for loading rules.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Extra mapping files or directories.
+    pub mappings: Vec<PathBuf>,
+    /// A YAML file of placeholder values for `expand` (`name: [values]`).
+    pub placeholders: Option<PathBuf>,
+}
+
+/// A compiled rule set.
+#[derive(Debug)]
+pub struct RuleSet {
+    /// Log-source mappings in use.
+    pub mappings: Vec<Mapping>,
+    /// Resolved fields.
+    pub fields: Fields,
+    /// Detection rules that run.
+    pub rules: Vec<Rule>,
+    /// Correlation rules that run.
+    pub correlations: Vec<correlate::Correlation>,
+    /// Problems found while loading.
+    pub issues: Vec<LoadIssue>,
+    /// Rule files read.
+    pub files: usize,
+    /// Per mapping: rule indexes that apply.
+    buckets: Vec<Vec<usize>>,
+    /// Prefilter over raw records, and whether every record must be parsed.
+    prefilter: Option<AhoCorasick>,
+    parse_all: bool,
+    /// Per mapping: events evaluated (to tell blind rules).
+    seen: Vec<AtomicU64>,
+}
+
+/// `*.yml` / `*.yaml` files under a path (the path itself when a file).
+pub fn yaml_files(p: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if p.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for e in entries {
+            if e.is_dir() {
+                out.extend(yaml_files(&e)?);
+            } else if e
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| x.eq_ignore_ascii_case("yml") || x.eq_ignore_ascii_case("yaml"))
+            {
+                out.push(e);
+            }
+        }
+    } else {
+        std::fs::metadata(p)?;
+        out.push(p.to_path_buf());
+    }
+    Ok(out)
+}
+
+/// Whether a DRL licence file sits in the rule's directory or above it.
+fn drl_near(file: &Path) -> bool {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, bool>>> = OnceLock::new();
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if let Some(&b) = CACHE
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(d)
+        {
+            return b;
+        }
+        let found = [
+            "LICENSE",
+            "LICENSE.md",
+            "LICENSE.txt",
+            "LICENSE.Detection.Rules.md",
+        ]
+        .iter()
+        .any(|n| {
+            std::fs::read_to_string(d.join(n)).is_ok_and(|t| t.contains("Detection Rule License"))
+        });
+        if found {
+            CACHE
+                .get_or_init(Default::default)
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(d.to_path_buf(), true);
+            return true;
+        }
+        dir = d.parent();
+    }
+    false
+}
+
+/// A parsed document before compilation.
+struct Doc {
+    meta: RuleMeta,
+    body: Y,
+}
+
+fn meta_of(y: &Y, file: &str, line: usize, drl: bool) -> RuleMeta {
+    let title = y.get("title").and_then(Y::as_text).unwrap_or_default();
+    let id = y
+        .get("id")
+        .and_then(Y::as_text)
+        .or_else(|| y.get("name").and_then(Y::as_text))
+        .unwrap_or_else(|| title.clone());
+    let author = match y.get("author") {
+        Some(Y::Seq(v)) => v
+            .iter()
+            .filter_map(Y::scalar_text)
+            .collect::<Vec<_>>()
+            .join(", "),
+        Some(a) => a.as_text().unwrap_or_default(),
+        None => String::new(),
+    };
+    RuleMeta {
+        id: intern(&id),
+        name: y.get("name").and_then(Y::as_text),
+        title: intern(&title),
+        level: y
+            .get("level")
+            .and_then(Y::as_text)
+            .map(|s| s.to_lowercase())
+            .unwrap_or_else(|| "medium".into()),
+        author,
+        license: y
+            .get("license")
+            .and_then(Y::as_text)
+            .or_else(|| drl.then(|| DRL_NOTE.to_string())),
+        file: file.to_string(),
+        line,
+    }
+}
+
+impl RuleSet {
+    /// Loads rules from files and directories.
+    pub fn load(paths: &[impl AsRef<Path>], opts: &LoadOptions) -> Result<RuleSet, String> {
+        let mappings = mapping::load(&opts.mappings)?;
+        let placeholders = match &opts.placeholders {
+            Some(p) => load_placeholders(p)?,
+            None => Placeholders::new(),
+        };
+        let mut texts = Vec::new();
+        let mut issues = Vec::new();
+        for p in paths {
+            let p = p.as_ref();
+            match yaml_files(p) {
+                Ok(fs) => {
+                    for f in fs {
+                        match std::fs::read_to_string(&f) {
+                            Ok(t) => texts.push((f.display().to_string(), drl_near(&f), t)),
+                            Err(e) => issues.push(LoadIssue {
+                                file: f.display().to_string(),
+                                line: 0,
+                                rule: None,
+                                kind: "error",
+                                reason: format!("cannot read: {e}"),
+                            }),
+                        }
+                    }
+                }
+                Err(e) => issues.push(LoadIssue {
+                    file: p.display().to_string(),
+                    line: 0,
+                    rule: None,
+                    kind: "error",
+                    reason: format!("cannot read: {e}"),
+                }),
+            }
+        }
+        let mut set = Self::from_texts(
+            texts.iter().map(|(f, d, t)| (f.as_str(), *d, t.as_str())),
+            mappings,
+            &placeholders,
+        );
+        issues.append(&mut set.issues);
+        set.issues = issues;
+        Ok(set)
+    }
+
+    /// Compiles rules given as texts: `(file name, DRL-licensed, YAML)`.
+    pub fn from_texts<'a>(
+        texts: impl IntoIterator<Item = (&'a str, bool, &'a str)>,
+        mappings: Vec<Mapping>,
+        placeholders: &Placeholders,
+    ) -> RuleSet {
+        let mut issues = Vec::new();
+        let mut dets = Vec::new();
+        let mut corrs = Vec::new();
+        let mut files = 0;
+        for (file, drl, text) in texts {
+            files += 1;
+            // A document without a title or detection that only sets keys
+            // (a Sigma v1 "action: global" header) is not supported.
+            for d in yaml::documents(text) {
+                let y = match d.parsed {
+                    Ok(y) => y,
+                    Err(e) => {
+                        issues.push(LoadIssue {
+                            file: file.into(),
+                            line: d.line,
+                            rule: d.raw_id,
+                            kind: "error",
+                            reason: e,
+                        });
+                        continue;
+                    }
+                };
+                let meta = meta_of(&y, file, d.line, drl);
+                let err = |reason: String| LoadIssue {
+                    file: file.into(),
+                    line: d.line,
+                    rule: Some(meta.id.to_string()),
+                    kind: "error",
+                    reason,
+                };
+                if !matches!(y, Y::Map(_)) {
+                    issues.push(err("a rule must be a YAML map".into()));
+                    continue;
+                }
+                if y.get("action").is_some() {
+                    issues.push(err(
+                        "`action` documents (Sigma v1 rule collections) are not Sigma v2".into(),
+                    ));
+                    continue;
+                }
+                if meta.title.is_empty() {
+                    issues.push(err("missing title".into()));
+                    continue;
+                }
+                if y.get("filter").is_some() && y.get("detection").is_none() {
+                    issues.push(LoadIssue {
+                        kind: "inapplicable",
+                        ..err("Sigma filters (meta-filters) are not run by hunt".into())
+                    });
+                    continue;
+                }
+                if y.get("correlation").is_some() {
+                    corrs.push(Doc { meta, body: y });
+                } else if y.get("detection").is_some() {
+                    dets.push(Doc { meta, body: y });
+                } else {
+                    issues.push(err("neither detection nor correlation".into()));
+                }
+            }
+        }
+        let mut fields = Fields::default();
+        let mut rules = Vec::new();
+        for d in dets {
+            let issue = |kind: &'static str, reason: String| LoadIssue {
+                file: d.meta.file.clone(),
+                line: d.meta.line,
+                rule: Some(d.meta.id.to_string()),
+                kind,
+                reason,
+            };
+            let ls = d.body.get("logsource");
+            let key = |k: &str| {
+                ls.and_then(|l| l.get(k))
+                    .and_then(Y::as_text)
+                    .map(|s| s.to_lowercase())
+            };
+            let (p, s, c) = (key("product"), key("service"), key("category"));
+            if ls.is_none() {
+                issues.push(issue("error", "missing logsource".into()));
+                continue;
+            }
+            let covered: Vec<usize> = (0..mappings.len())
+                .filter(|&i| mappings[i].covers(p.as_deref(), s.as_deref(), c.as_deref()))
+                .collect();
+            let det = d.body.get("detection").expect("checked above");
+            if covered.is_empty() {
+                // Still check that the rule itself is valid, against an
+                // identity mapping, so a broken rule is an error either way.
+                let probe = Mapping {
+                    source: String::new(),
+                    title: String::new(),
+                    product: None,
+                    service: None,
+                    category: None,
+                    kinds: vec![EventKind::Other],
+                    require_any: Vec::new(),
+                    raw_any: Vec::new(),
+                    fields: HashMap::new(),
+                };
+                let mut scratch = Fields::default();
+                match detect::compile(det, &mut scratch, 0, &probe, &placeholders.clone()) {
+                    Err(detect::CompileError::Invalid(e)) => {
+                        issues.push(issue("error", e));
+                    }
+                    _ => issues.push(issue(
+                        "inapplicable",
+                        format!(
+                            "no log-source mapping for {}; hunt reads Microsoft 365, Entra ID and Azure logs",
+                            [("product", &p), ("service", &s), ("category", &c)]
+                                .iter()
+                                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}: {v}")))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )),
+                }
+                continue;
+            }
+            let mut compiled = Vec::new();
+            let mut failed = None;
+            for &mi in &covered {
+                match detect::compile(det, &mut fields, mi, &mappings[mi], placeholders) {
+                    Ok(dt) => compiled.push((mi, dt)),
+                    Err(detect::CompileError::Invalid(e)) => {
+                        failed = Some(issue("error", e));
+                        break;
+                    }
+                    Err(detect::CompileError::Placeholder(e)) => {
+                        failed = Some(issue(
+                            "needs-placeholders",
+                            format!("{e}; give values with --sigma-placeholders FILE"),
+                        ));
+                        break;
+                    }
+                }
+            }
+            if let Some(f) = failed {
+                issues.push(f);
+                continue;
+            }
+            // Literals must hold for every mapping's compilation (they are
+            // the same rule text, so the first is representative); without
+            // any, fall back to the log sources' own raw markers.
+            let literals = detect::required_literals(&compiled[0].1).or_else(|| {
+                let mut v = Vec::new();
+                for (mi, _) in &compiled {
+                    if mappings[*mi].raw_any.is_empty() {
+                        return None;
+                    }
+                    v.extend(mappings[*mi].raw_any.iter().cloned());
+                }
+                Some(v)
+            });
+            rules.push(Rule {
+                meta: d.meta,
+                compiled,
+                output: true,
+                feeds: Vec::new(),
+                literals,
+            });
+        }
+        let correlations = correlate::resolve(
+            corrs.into_iter().map(|d| (d.meta, d.body)).collect(),
+            &mut rules,
+            &mut fields,
+            &mappings,
+            &mut issues,
+        );
+        let mut buckets = vec![Vec::new(); mappings.len()];
+        for (ri, r) in rules.iter().enumerate() {
+            for (mi, _) in &r.compiled {
+                buckets[*mi].push(ri);
+            }
+        }
+        let parse_all = rules.iter().any(|r| r.literals.is_none());
+        let lits: Vec<&str> = {
+            let mut v: Vec<&str> = rules
+                .iter()
+                .filter_map(|r| r.literals.as_ref())
+                .flatten()
+                .map(String::as_str)
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let prefilter = (!parse_all && !lits.is_empty()).then(|| {
+            AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .kind(Some(AhoCorasickKind::DFA))
+                .build(&lits)
+                .or_else(|_| {
+                    AhoCorasickBuilder::new()
+                        .ascii_case_insensitive(true)
+                        .build(&lits)
+                })
+                .expect("literal patterns build")
+        });
+        let mappings_len = mappings.len();
+        RuleSet {
+            mappings,
+            fields,
+            rules,
+            correlations,
+            issues,
+            files,
+            buckets,
+            prefilter,
+            parse_all,
+            seen: (0..mappings_len).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Events of a mapping's log source evaluated so far.
+    pub fn seen(&self, mapping: usize) -> u64 {
+        self.seen[mapping].load(Ordering::Relaxed)
+    }
+
+    /// Whether some rule could match a raw record with these bytes.
+    pub fn wants(&self, raw: &[u8]) -> bool {
+        if self.rules.is_empty() {
+            return false;
+        }
+        if self.parse_all {
+            return true;
+        }
+        self.prefilter.as_ref().is_some_and(|ac| ac.is_match(raw))
+    }
+
+    /// Whether any rule runs.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Load problems that are errors (wrong rules).
+    pub fn errors(&self) -> impl Iterator<Item = &LoadIssue> {
+        self.issues.iter().filter(|i| i.kind == "error")
+    }
+
+    /// Matches one event against every rule written for its log source.
+    pub fn eval(&self, ev: &Event, out: &mut Vec<Hit>) {
+        let mut ctx = EvalCtx::new(ev, &self.fields);
+        let mut done: Vec<usize> = Vec::new();
+        for (mi, m) in self.mappings.iter().enumerate() {
+            if self.buckets[mi].is_empty() || !m.kinds.contains(&ev.kind) {
+                continue;
+            }
+            if !m.require_any.is_empty()
+                && !m
+                    .require_any
+                    .iter()
+                    .any(|f| ev.get(f).is_some_and(|v| !v.is_null()))
+            {
+                continue;
+            }
+            self.seen[mi].fetch_add(1, Ordering::Relaxed);
+            for &ri in &self.buckets[mi] {
+                if done.contains(&ri) {
+                    continue;
+                }
+                let rule = &self.rules[ri];
+                let Some((_, det)) = rule.compiled.iter().find(|(i, _)| *i == mi) else {
+                    continue;
+                };
+                if ctx.matches(det) {
+                    done.push(ri);
+                    out.push(self.hit(ri, mi, det, &mut ctx));
+                }
+            }
+        }
+    }
+
+    fn hit(&self, ri: usize, mi: usize, det: &Detection, ctx: &mut EvalCtx<'_, '_>) -> Hit {
+        let rule = &self.rules[ri];
+        let mut fields = BTreeMap::new();
+        for &f in det.fields.iter().take(12) {
+            if let Some(v) = ctx.first_text(f) {
+                let v: String = v.chars().take(300).collect();
+                fields.insert(self.fields.names[f as usize].clone(), v);
+            }
+        }
+        let mut corr = Vec::new();
+        for &ci in &rule.feeds {
+            corr.push(self.correlations[ci].extract(ri, mi, ctx));
+        }
+        let ev = ctx.event();
+        Hit {
+            rule: ri,
+            rep: Rep::of(ev),
+            fields,
+            corr,
+        }
+    }
+
+    /// Finding for a detection-rule hit.
+    pub fn finding(&self, h: &Hit) -> Finding {
+        let r = &self.rules[h.rule];
+        let mut ev = r.meta.evidence();
+        let f: Map<String, Value> = h
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        ev.insert("fields".into(), Value::Object(f));
+        let rule = crate::detect::Rule {
+            id: r.meta.id,
+            title: r.meta.title,
+            needs: "",
+        };
+        h.rep.finding(&rule, r.meta.severity(), ev)
+    }
+
+    /// A short account of what loaded, for summaries.
+    pub fn summary_line(&self) -> String {
+        let count = |k: &str| self.issues.iter().filter(|i| i.kind == k).count();
+        format!(
+            "{} rule files: {} detection rules and {} correlations run; {} errors, {} inapplicable, {} need placeholders",
+            self.files,
+            self.rules.len(),
+            self.correlations.len(),
+            count("error"),
+            count("inapplicable"),
+            count("needs-placeholders"),
+        )
+    }
+}
+
+/// A detection-rule match, made in a worker thread.
+#[derive(Debug)]
+pub struct Hit {
+    /// Rule index.
+    pub rule: usize,
+    /// The event's reporting fields.
+    pub rep: Rep,
+    /// Values of the fields the rule names.
+    pub fields: BTreeMap<String, String>,
+    /// What each correlation fed by the rule needs from the event.
+    pub corr: Vec<correlate::Extract>,
+}
+
+/// Reads a placeholder file: a YAML map of name -> value or list of values.
+pub fn load_placeholders(p: &Path) -> Result<Placeholders, String> {
+    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let mut out = Placeholders::new();
+    for d in yaml::documents(&text) {
+        let y = d.parsed.map_err(|e| format!("{}: {e}", p.display()))?;
+        let Y::Map(m) = y else {
+            return Err(format!(
+                "{}: placeholders must be a map of name: [values]",
+                p.display()
+            ));
+        };
+        for (k, v) in m {
+            out.insert(k.trim_matches('%').to_string(), v.text_list());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
