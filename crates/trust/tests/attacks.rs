@@ -174,13 +174,6 @@ fn ecdsa_psychic_signatures() {
     }
 }
 
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
 #[test]
 fn stripped_and_modified() {
     let env = Env::new();

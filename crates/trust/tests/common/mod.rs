@@ -166,6 +166,14 @@ pub fn raw_token(header: &str, payload: &str, sig: &[u8]) -> String {
     )
 }
 
+/// Decodes lower- or upper-case hex.
+pub fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 pub fn codes(v: &Verdict) -> Vec<&'static str> {
     v.codes().iter().map(|c| c.code()).collect()
 }
