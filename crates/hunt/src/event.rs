@@ -103,6 +103,9 @@ pub struct Event {
     pub source_file: Arc<str>,
     /// Position of the record in that file.
     pub locator: Locator,
+    /// `record` holds only the root fields the built-in detections can read
+    /// ([`Event::from_json_narrow`]); other fields were skipped unparsed.
+    pub narrow: bool,
 }
 
 fn get_ci<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
@@ -214,6 +217,10 @@ impl Event {
     /// Looks up a dotted path: first in the wrapped audit record (`AuditData`,
     /// `RawEventData`, `properties`) when there is one, then from the root.
     pub fn get(&self, path: &str) -> Option<&Value> {
+        debug_assert!(
+            !self.narrow || narrow_reaches(path),
+            "{path:?} is not in NARROW_ROOTS: a narrow event cannot answer it"
+        );
         if let Some(inner) = self.inner {
             if let Some(iv) = self.record.get(inner) {
                 if let Some(v) = lookup(iv, path) {
@@ -236,6 +243,10 @@ impl Event {
 
     /// Every value reachable by a dotted path (inner record and root).
     pub fn get_all(&self, path: &str) -> Vec<&Value> {
+        debug_assert!(
+            !self.narrow || narrow_reaches(path),
+            "{path:?} is not in NARROW_ROOTS: a narrow event cannot answer it"
+        );
         let mut out = Vec::new();
         if let Some(inner) = self.inner {
             if let Some(iv) = self.record.get(inner) {
@@ -301,9 +312,32 @@ impl Event {
             record_type: None,
             source_file,
             locator,
+            narrow: false,
         };
         ev.normalise();
         ev
+    }
+
+    /// Builds an event from a raw JSON object, keeping only the root fields
+    /// that some built-in lookup can reach ([`NARROW_ROOTS`], matched
+    /// case-insensitively as lookups do) and skipping the rest without
+    /// allocating. For the built-in detections the result is the same as
+    /// [`Event::from_record`] over the full parse, except that a scan of
+    /// every string (the signing-key indicator) sees only the kept fields;
+    /// the engine takes this path only when the literal screen found no
+    /// indicator in the record. `None` when the bytes need the full parse:
+    /// not a valid JSON object (the full parse words the rejection), an
+    /// envelope (`records`/`value`), or Log Analytics renamed columns.
+    pub fn from_json_narrow(
+        bytes: &[u8],
+        hint: Option<EventKind>,
+        source_file: Arc<str>,
+        locator: Locator,
+    ) -> Option<Event> {
+        let Narrow(m) = serde_json::from_slice::<Narrow>(bytes).ok()?;
+        let mut ev = Event::from_record(Value::Object(m?), hint, source_file, locator);
+        ev.narrow = true;
+        Some(ev)
     }
 
     fn normalise(&mut self) {
@@ -404,6 +438,204 @@ impl Event {
         self.get_str("MailboxOwnerUPN")
             .map(|s| s.to_lowercase())
             .or_else(|| self.user.clone())
+    }
+}
+
+/// Every root key a built-in lookup (normalisation, classification, the
+/// built-in detections) can reach: each path looked up and each of its
+/// dotted prefixes, since [`lookup`] tries a whole dotted path as one key
+/// before splitting it. A narrow event keeps exactly the root keys equal to
+/// one of these, ignoring ASCII case. Add a path here when a detection
+/// starts reading it (debug builds assert this in [`Event::get`]).
+pub const NARROW_ROOTS: &[&str] = &[
+    // classify
+    "AuditData",
+    "RawEventData",
+    "Type",
+    "category",
+    "properties",
+    "time",
+    "resourceId",
+    "CreationTime",
+    "Operation",
+    "createdDateTime",
+    "userPrincipalName",
+    "appId",
+    "ipAddress",
+    "status",
+    "uniqueTokenIdentifier",
+    "activityDateTime",
+    "activityDisplayName",
+    // normalise (the time, user and IP lists are checked in a test)
+    "TimeGenerated",
+    "Timestamp",
+    "eventTimestamp",
+    "CreatedDateTime",
+    "ActivityDateTime",
+    "DetectedDateTime",
+    "CreationDate",
+    "StartTime",
+    "timestamp",
+    "UserPrincipalName",
+    "UserId",
+    "UserIds",
+    "AccountUpn",
+    "initiatedBy",
+    "initiatedBy.user",
+    "initiatedBy.user.userPrincipalName",
+    "initiatedBy.user.ipAddress",
+    "Caller",
+    "UserName",
+    "servicePrincipalName",
+    "identity",
+    "sub",
+    "ClientIP",
+    "ClientIPAddress",
+    "Client_IPAddress",
+    "ActorIpAddress",
+    "IPAddress",
+    "callerIpAddress",
+    "InitiatingIpAddress",
+    "client_ip",
+    "src_ip",
+    "AppId",
+    "ApplicationId",
+    "AppAccessContext",
+    "AppAccessContext.APIId",
+    "ClientAppId",
+    "AppAccessContext.ClientAppId",
+    "OAuthAppId",
+    "AppAccessContext.AADSessionId",
+    "AADSessionId",
+    "SessionId",
+    "AppAccessContext.UniqueTokenId",
+    "UniqueTokenId",
+    "UniqueTokenIdentifier",
+    "Operations",
+    "ActionType",
+    "OperationNameValue",
+    "operationName",
+    "status.errorCode",
+    "ResultStatus",
+    "ResultType",
+    "result",
+    "ActivityStatusValue",
+    "Workload",
+    "OfficeWorkload",
+    "ClientInfoString",
+    "UserAgent",
+    "ExtendedProperties",
+    "additionalDetails",
+    "RecordType",
+    "sessionId",
+    "MailboxOwnerUPN",
+    // detections
+    "ActorInfoString",
+    "kid",
+    "x5t",
+    "header",
+    "header.kid",
+    "jwt",
+    "jwt.header",
+    "jwt.header.kid",
+    "thumbprint",
+    "OperationProperties",
+    "MailAccessType",
+    "IsThrottled",
+    "OperationCount",
+    "Folders",
+    "Folders.FolderItems",
+    "AppAccessContext.IssuedAtTime",
+    "TokenTenantId",
+    "ResourceURL",
+    "Resource",
+    "Parameters",
+];
+
+/// Whether a narrow event answers `path` like the full record would: the
+/// path and each of its dotted prefixes must be kept root keys.
+fn narrow_reaches(path: &str) -> bool {
+    path.match_indices('.')
+        .map(|(i, _)| &path[..i])
+        .chain(std::iter::once(path))
+        .all(is_narrow_root)
+}
+
+fn is_narrow_root(key: &str) -> bool {
+    // Bucketed by length: most record keys fail on the length alone.
+    static BY_LEN: std::sync::OnceLock<Vec<Vec<&'static str>>> = std::sync::OnceLock::new();
+    let t = BY_LEN.get_or_init(|| {
+        let mut t: Vec<Vec<&'static str>> = Vec::new();
+        for r in NARROW_ROOTS {
+            if t.len() <= r.len() {
+                t.resize(r.len() + 1, Vec::new());
+            }
+            t[r.len()].push(r);
+        }
+        t
+    });
+    t.get(key.len())
+        .is_some_and(|b| b.iter().any(|r| r.eq_ignore_ascii_case(key)))
+}
+
+/// The kept root fields of a JSON object, or `None` when the record must
+/// take the full parse (see [`Event::from_json_narrow`]).
+struct Narrow(Option<Map<String, Value>>);
+
+/// An object key, borrowed from the input when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Narrow {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Narrow;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Narrow, A::Error> {
+                let mut m = Map::new();
+                let mut whole = false;
+                while let Some(Key(k)) = a.next_key::<Key<'de>>()? {
+                    // Envelopes and renamed Log Analytics columns change what
+                    // the record is; leave them to the full parse.
+                    whole |= k == "records"
+                        || k == "value"
+                        || k.ends_with(" [UTC]")
+                        || k.ends_with("_dynamic");
+                    if !whole && is_narrow_root(&k) {
+                        let v = a.next_value::<Value>()?;
+                        m.insert(k.into_owned(), v);
+                    } else {
+                        a.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(Narrow((!whole).then_some(m)))
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
@@ -643,6 +875,68 @@ mod tests {
         assert_eq!(all, vec![&json!(1), &json!(2)]);
         assert_eq!(lookup(&v, "mixed.casekey"), Some(&json!(true)));
         assert_eq!(lookup(&v, "missing.path"), None);
+    }
+
+    #[test]
+    fn narrow_roots_cover_the_normalised_fields() {
+        for p in TIME_FIELDS.iter().chain(USER_FIELDS).chain(IP_FIELDS) {
+            assert!(narrow_reaches(p), "{p} missing from NARROW_ROOTS");
+        }
+    }
+
+    #[test]
+    fn narrow_parse_matches_the_full_parse() {
+        let line = br#"{"CreationTime":"2023-06-19T01:30:00","Id":"x","Operation":"MailItemsAccessed","RecordType":50,"Workload":"Exchange","UserId":"Dan@Contoso.com","ClientIPAddress":"[2001:db8::5]:443","ClientInfoString":"Client=REST;Client=RESTSystem;;","Ignored":{"deep":[1,2,{"a":"b"}]},"clientip":"51.89.156.153","OperationProperties":"[{\"Name\":\"MailAccessType\",\"Value\":\"Bind\"}]","AppAccessContext":{"AADSessionId":"s1","UniqueTokenId":"t1"},"Folders":[{"FolderItems":[{"Id":1},{"Id":2}]}]}"#;
+        let full = Event::from_record(
+            serde_json::from_slice(line).unwrap(),
+            None,
+            Arc::from("f"),
+            Locator::default(),
+        );
+        let narrow =
+            Event::from_json_narrow(line, None, Arc::from("f"), Locator::default()).unwrap();
+        assert!(narrow.narrow);
+        assert!(narrow.record.get("Ignored").is_none());
+        assert_eq!(
+            format!(
+                "{:?}",
+                (
+                    full.kind,
+                    &full.user,
+                    &full.client_ip,
+                    &full.session_id,
+                    &full.token_id,
+                    &full.time,
+                    &full.operation,
+                    &full.record_type
+                )
+            ),
+            format!(
+                "{:?}",
+                (
+                    narrow.kind,
+                    &narrow.user,
+                    &narrow.client_ip,
+                    &narrow.session_id,
+                    &narrow.token_id,
+                    &narrow.time,
+                    &narrow.operation,
+                    &narrow.record_type
+                )
+            )
+        );
+        for p in ["clientip", "OperationProperties", "Folders.FolderItems"] {
+            assert_eq!(full.get_all(p), narrow.get_all(p), "{p}");
+        }
+        // Envelopes, renamed columns and bad JSON take the full parse.
+        for b in [
+            &br#"{"value":[]}"#[..],
+            br#"{"A [UTC]":"x"}"#,
+            br#"{"a":1"#,
+            b"[1]",
+        ] {
+            assert!(Event::from_json_narrow(b, None, Arc::from("f"), Locator::default()).is_none());
+        }
     }
 
     #[test]
