@@ -4,18 +4,20 @@
 #   (b) nginx as a plain reverse proxy in front of it,
 #   (c) tokenward gateway with a valid token (verdict cache warm),
 #   (d) tokenward gateway under a flood of distinct garbage tokens,
-# each at THREADS/CONNS for DURATION (throughput, p50, p99), then (a)-(c)
-# again at LAT_CONNS connections to read the latency the proxy adds when
-# the machine is not saturated. Gateway RSS is read before and after two
-# rounds of (d). Everything binds 127.0.0.1; nothing leaves the machine.
+# (a)-(c) at CONNS connections (throughput, p50, p99) and at LAT_CONNS
+# connections (the latency the proxy adds when the machine is not
+# saturated), in ROUNDS interleaved rounds; then (d) twice at CONNS, with
+# the gateway's RSS read before and after each. Everything binds
+# 127.0.0.1; nothing leaves the machine.
 #
 # Usage: bench/gateway.sh            (installs wrk and nginx with apt if missing)
-# Knobs: DURATION=10s CONNS=32 THREADS=2 LAT_CONNS=4 BASE_PORT=18080
+# Knobs: DURATION=5s ROUNDS=3 CONNS=32 THREADS=2 LAT_CONNS=4 BASE_PORT=18080
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 LAT_CONNS=${LAT_CONNS:-4}
@@ -125,43 +127,54 @@ REPORT=(-s "$ROOT/bench/gateway-report.lua")
 wrk -t1 -c4 -d2s -H "$AUTH" "http://127.0.0.1:$GW/orders" >/dev/null
 wrk -t1 -c4 -d2s -H "$AUTH" "http://127.0.0.1:$NGX/orders" >/dev/null
 
+# The machine is shared, so throughput drifts from minute to minute: (a), (b)
+# and (c) are run in interleaved rounds and each figure is the median of the
+# rounds, and (c)/(b) is also given per round (the same minute for both).
 RESULTS=()
-echo "== throughput, $CONNS connections, $DURATION each" >&2
-RESULTS+=("$(run a-direct "$CONNS" "http://127.0.0.1:$UP/orders" -H "$AUTH" "${REPORT[@]}")")
-RESULTS+=("$(run b-nginx-proxy "$CONNS" "http://127.0.0.1:$NGX/orders" -H "$AUTH" "${REPORT[@]}")")
-RESULTS+=("$(run c-tokenward-valid "$CONNS" "http://127.0.0.1:$GW/orders" -H "$AUTH" "${REPORT[@]}")")
-echo "== latency, $LAT_CONNS connections" >&2
-RESULTS+=("$(run a-direct@$LAT_CONNS "$LAT_CONNS" "http://127.0.0.1:$UP/orders" -H "$AUTH" "${REPORT[@]}")")
-RESULTS+=("$(run b-nginx-proxy@$LAT_CONNS "$LAT_CONNS" "http://127.0.0.1:$NGX/orders" -H "$AUTH" "${REPORT[@]}")")
-RESULTS+=("$(run c-tokenward-valid@$LAT_CONNS "$LAT_CONNS" "http://127.0.0.1:$GW/orders" -H "$AUTH" "${REPORT[@]}")")
+for round in $(seq "$ROUNDS"); do
+    echo "== round $round/$ROUNDS: $CONNS and $LAT_CONNS connections, $DURATION each" >&2
+    for conns in "$CONNS" "$LAT_CONNS"; do
+        RESULTS+=("$(run "a-direct@$conns" "$conns" "http://127.0.0.1:$UP/orders" -H "$AUTH" "${REPORT[@]}")")
+        RESULTS+=("$(run "b-nginx-proxy@$conns" "$conns" "http://127.0.0.1:$NGX/orders" -H "$AUTH" "${REPORT[@]}")")
+        RESULTS+=("$(run "c-tokenward-valid@$conns" "$conns" "http://127.0.0.1:$GW/orders" -H "$AUTH" "${REPORT[@]}")")
+    done
+done
 echo "== garbage-token flood, twice" >&2
 RSS0=$(rss_kib)
-RESULTS+=("$(run d-tokenward-garbage "$CONNS" "http://127.0.0.1:$GW/orders" -s "$ROOT/bench/gateway-garbage.lua")")
+RESULTS+=("$(run "d-tokenward-garbage@$CONNS" "$CONNS" "http://127.0.0.1:$GW/orders" -s "$ROOT/bench/gateway-garbage.lua")")
 RSS1=$(rss_kib)
-RESULTS+=("$(run d-tokenward-garbage-2 "$CONNS" "http://127.0.0.1:$GW/orders" -s "$ROOT/bench/gateway-garbage.lua")")
+RESULTS+=("$(run "d-tokenward-garbage-2@$CONNS" "$CONNS" "http://127.0.0.1:$GW/orders" -s "$ROOT/bench/gateway-garbage.lua")")
 RSS2=$(rss_kib)
 
 METRICS=$(exec 3<>"/dev/tcp/127.0.0.1/$ADMIN" && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && cat <&3)
 LOG_LINES=$(wc -l <"$WORK/access.jsonl")
 
+# field LABEL N: the N-th field (2 rps, 3 p50, 4 p99, 5 errors, 6 non-2xx)
+# of every result with that label, one per line.
+field() { for r in "${RESULTS[@]}"; do read -r -a f <<<"$r"; [[ ${f[0]} == "$1" ]] && echo "${f[$2 - 1]}"; done; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+sum() { awk '{ s += $1 } END { print s + 0 }'; }
+
 echo
-echo "machine: $(nproc) cores, $(uname -sr); wrk -t$THREADS, $DURATION per run"
+echo "machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg); wrk -t$THREADS, $DURATION per run, $ROUNDS interleaved rounds (medians)"
 echo
 echo "| run | conns | requests/s | p50 ms | p99 ms | socket errors | non-2xx |"
 echo "|---|---|---|---|---|---|---|"
-for r in "${RESULTS[@]}"; do
-    read -r label rps p50 p99 err non2xx <<<"$r"
-    conns=$CONNS
-    [[ $label == *@* ]] && conns=${label#*@}
-    echo "| ${label%@*} | $conns | $rps | $p50 | $p99 | $err | $non2xx |"
+for label in "a-direct@$CONNS" "b-nginx-proxy@$CONNS" "c-tokenward-valid@$CONNS" \
+    "a-direct@$LAT_CONNS" "b-nginx-proxy@$LAT_CONNS" "c-tokenward-valid@$LAT_CONNS" \
+    "d-tokenward-garbage@$CONNS" "d-tokenward-garbage-2@$CONNS"; do
+    printf '| %s | %s | %.0f | %s | %s | %s | %s |\n' "${label%@*}" "${label#*@}" \
+        "$(field "$label" 2 | median)" "$(field "$label" 3 | median)" "$(field "$label" 4 | median)" \
+        "$(field "$label" 5 | sum)" "$(field "$label" 6 | sum)"
 done
 echo
-rps() { for r in "${RESULTS[@]}"; do read -r l v _ <<<"$r"; [[ $l == "$1" ]] && echo "$v"; done; }
-p99() { for r in "${RESULTS[@]}"; do read -r l _ _ v _ <<<"$r"; [[ $l == "$1" ]] && echo "$v"; done; }
-awk -v c="$(rps c-tokenward-valid)" -v b="$(rps b-nginx-proxy)" \
-    'BEGIN { printf "(c)/(b) throughput: %.2f (target >= 0.80)\n", c / b }'
-awk -v c="$(p99 c-tokenward-valid@$LAT_CONNS)" -v a="$(p99 a-direct@$LAT_CONNS)" \
-    'BEGIN { printf "p99 added by the gateway at '"$LAT_CONNS"' connections: %.3f ms (target < 1 ms)\n", c - a }'
+RATIOS=$(paste <(field "c-tokenward-valid@$CONNS" 2) <(field "b-nginx-proxy@$CONNS" 2) | awk '{ printf "%.2f\n", $1 / $2 }')
+echo "(c)/(b) throughput per round: $(tr '\n' ' ' <<<"$RATIOS")-> median $(median <<<"$RATIOS") (target >= 0.80)"
+for q in 3 4; do
+    name=$([[ $q == 3 ]] && echo p50 || echo p99)
+    added() { paste <(field "$1@$LAT_CONNS" "$q") <(field "a-direct@$LAT_CONNS" "$q") | awk '{ printf "%.3f\n", $1 - $2 }' | median; }
+    echo "$name added at $LAT_CONNS connections (median of rounds, vs direct): tokenward $(added c-tokenward-valid) ms, nginx $(added b-nginx-proxy) ms (target < 1 ms)"
+done
 echo "gateway RSS: before (d) ${RSS0} KiB, after (d) ${RSS1} KiB, after second (d) ${RSS2} KiB"
 echo "access log lines written: $LOG_LINES"
 grep -E '^tokenward_gateway_(requests_total|verdict_cache_entries|rejections_total\{reason="(signature-invalid|kid-unknown|malformed)"\})' <<<"$METRICS" || true

@@ -4,12 +4,13 @@
 //! it does not apply, so readers never have to guess between "absent" and
 //! "not logged".
 
-use std::io::Write;
-use std::sync::mpsc as std_mpsc;
-use std::thread::JoinHandle;
+use std::io::{BufWriter, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 /// What the gateway decided about a request's credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,84 +167,117 @@ pub struct AccessRecord<'a> {
     pub token_sha256_prefix: Option<&'a str>,
 }
 
-enum Msg {
-    Line(Vec<u8>),
-    Flush(std_mpsc::Sender<()>),
+/// Lines are appended to one shared buffer and written out by a thread in
+/// batches: a request costs a short lock and a copy, not a wake-up of the
+/// writer (which, per line, cost more than the rest of the log).
+struct LogInner {
+    buf: Mutex<Vec<u8>>,
+    /// Wakes the writer early (buffer past `WAKE_AT`, or a flush).
+    wake: Condvar,
+    /// Wakes requests waiting for room (buffer past `MAX_BUFFERED`).
+    room: Notify,
+    out: Mutex<BufWriter<Box<dyn Write + Send>>>,
+    failed: AtomicBool,
 }
 
-/// Sends lines to the writer thread.
+/// The writer drains at least this often, so a quiet gateway's log is
+/// never more than this far behind.
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
+/// Buffered bytes that wake the writer before its next round.
+const WAKE_AT: usize = 256 * 1024;
+/// Buffered bytes past which requests wait for the writer (backpressure)
+/// rather than drop lines or grow memory without bound: the log is the
+/// point.
+const MAX_BUFFERED: usize = 8 * 1024 * 1024;
+
+impl LogInner {
+    /// Writes out everything buffered so far, in order.
+    fn drain(&self) {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let batch = std::mem::take(&mut *self.buf.lock().unwrap_or_else(|p| p.into_inner()));
+        self.room.notify_waiters();
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = out.write_all(&batch).and_then(|()| out.flush()) {
+            if !self.failed.swap(true, Ordering::Relaxed) {
+                eprintln!("tokenward gateway: writing the access log failed: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for LogInner {
+    fn drop(&mut self) {
+        self.drain();
+    }
+}
+
+/// Hands lines to the writer thread.
 #[derive(Clone)]
 pub(crate) struct LogSender {
-    tx: mpsc::Sender<Msg>,
+    inner: Arc<LogInner>,
 }
 
-/// Lines waiting for the writer at most; past this, requests wait for the
-/// log (backpressure) rather than drop lines: the log is the point.
-const QUEUE: usize = 16 * 1024;
-
 impl LogSender {
-    /// Starts the writer thread. Lines are buffered and flushed whenever the
-    /// queue runs empty, so a quiet gateway's log is current and a busy one
-    /// writes in large blocks.
-    pub(crate) fn start(out: Box<dyn Write + Send>) -> (LogSender, JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
-        let handle = std::thread::Builder::new()
+    /// Starts the writer thread. It holds only a weak reference, and ends
+    /// once every sender is gone (the last one drains what is left).
+    pub(crate) fn start(out: Box<dyn Write + Send>) -> LogSender {
+        let inner = Arc::new(LogInner {
+            buf: Mutex::new(Vec::with_capacity(WAKE_AT)),
+            wake: Condvar::new(),
+            room: Notify::new(),
+            out: Mutex::new(BufWriter::with_capacity(64 * 1024, out)),
+            failed: AtomicBool::new(false),
+        });
+        let weak: Weak<LogInner> = Arc::downgrade(&inner);
+        std::thread::Builder::new()
             .name("tokenward-access-log".into())
             .spawn(move || {
-                let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-                let mut failed = false;
-                let report = |e: std::io::Error, failed: &mut bool| {
-                    if !*failed {
-                        eprintln!("tokenward gateway: writing the access log failed: {e}");
-                        *failed = true;
-                    }
-                };
-                while let Some(msg) = rx.blocking_recv() {
-                    let mut next = Some(msg);
-                    while let Some(m) = next.take() {
-                        match m {
-                            Msg::Line(l) => {
-                                if let Err(e) = out.write_all(&l) {
-                                    report(e, &mut failed);
-                                }
-                            }
-                            Msg::Flush(done) => {
-                                if let Err(e) = out.flush() {
-                                    report(e, &mut failed);
-                                }
-                                let _ = done.send(());
-                            }
+                while let Some(inner) = weak.upgrade() {
+                    {
+                        let buf = inner.buf.lock().unwrap_or_else(|p| p.into_inner());
+                        if buf.len() < WAKE_AT {
+                            let _ = inner.wake.wait_timeout(buf, DRAIN_EVERY);
                         }
-                        next = rx.try_recv().ok();
                     }
-                    if let Err(e) = out.flush() {
-                        report(e, &mut failed);
-                    }
+                    inner.drain();
                 }
-                let _ = out.flush();
             })
             .expect("spawning the access log thread");
-        (LogSender { tx }, handle)
+        LogSender { inner }
     }
 
-    /// Queues one record.
+    /// Appends one record.
     pub(crate) async fn write(&self, record: &AccessRecord<'_>) {
-        let mut line = match serde_json::to_vec(record) {
-            Ok(l) => l,
+        let mut line = Vec::with_capacity(768);
+        if let Err(e) = serde_json::to_writer(&mut line, record) {
             // Serializing plain strings and numbers cannot fail; if it ever
             // did, losing the line silently would be worse than a note.
-            Err(e) => format!("{{\"error\":\"access log serialization: {e}\"}}").into_bytes(),
-        };
+            line = format!("{{\"error\":\"access log serialization: {e}\"}}").into_bytes();
+        }
         line.push(b'\n');
-        let _ = self.tx.send(Msg::Line(line)).await;
+        loop {
+            let room = self.inner.room.notified();
+            {
+                let mut buf = self.inner.buf.lock().unwrap_or_else(|p| p.into_inner());
+                if buf.len() < MAX_BUFFERED {
+                    buf.extend_from_slice(&line);
+                    if buf.len() >= WAKE_AT {
+                        self.inner.wake.notify_one();
+                    }
+                    return;
+                }
+                self.inner.wake.notify_one();
+            }
+            room.await;
+        }
     }
 
-    /// Waits until everything queued so far is written and flushed.
+    /// Writes and flushes everything appended so far.
     pub(crate) async fn flush(&self) {
-        let (done, wait) = std_mpsc::channel();
-        if self.tx.send(Msg::Flush(done)).await.is_ok() {
-            let _ = tokio::task::spawn_blocking(move || wait.recv()).await;
-        }
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || inner.drain()).await;
     }
 }
 

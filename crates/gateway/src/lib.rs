@@ -225,8 +225,7 @@ impl Gateway {
             .pool_max_idle_per_host(1024)
             .build(connector);
 
-        // The writer thread ends on its own once every sender is dropped.
-        let (log, _) = access::LogSender::start(out);
+        let log = access::LogSender::start(out);
         let metrics = metrics::Metrics::new();
         metrics.set_keys(policy.key_count());
         let shared = Arc::new(proxy::Shared {
