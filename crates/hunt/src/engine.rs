@@ -43,6 +43,8 @@ pub struct HuntConfig {
     pub no_builtin_iocs: bool,
     /// Detection tunables.
     pub options: Options,
+    /// Sigma rules to run alongside the built-in detections.
+    pub sigma: Option<Arc<crate::sigma::RuleSet>>,
 }
 
 /// Errors that stop a hunt before it reads any log.
@@ -279,6 +281,7 @@ struct Ctx {
     joins: Option<Arc<Joins>>,
     file: Arc<str>,
     hint: Option<EventKind>,
+    sigma: Option<Arc<crate::sigma::RuleSet>>,
 }
 
 enum Item {
@@ -313,6 +316,7 @@ struct Out {
     light: Light,
     uncategorised: u64,
     token_joined: u64,
+    sigma_hits: Vec<crate::sigma::Hit>,
 }
 
 /// What the prefilter saw in a record.
@@ -456,6 +460,11 @@ fn handle_json(
             pf.find_all(b, &mut hits);
             screen_of(hits.iter().map(|h| h.1), &ctx.token_ids)
         }
+    };
+    // A record some Sigma rule could match is parsed in full.
+    let screen = match &ctx.sigma {
+        Some(s) if screen != Screen::Hit && s.wants(b) => Screen::Hit,
+        _ => screen,
     };
     let framed = b.first() == Some(&b'{') && b.last() == Some(&b'}');
     if screen == Screen::TokenOnly && framed && !looks_like_envelope(b) {
@@ -674,6 +683,12 @@ fn process(batch: Batch, ctx: &Ctx) -> Out {
             }
         }
     }
+    // Sigma matching runs here, in the worker, not under the lock.
+    if let Some(s) = &ctx.sigma {
+        for ev in &out.events {
+            s.eval(ev, &mut out.sigma_hits);
+        }
+    }
     out
 }
 
@@ -844,11 +859,15 @@ fn encoding_name(e: Encoding) -> &'static str {
 
 struct Shared {
     detector: Option<Detector>,
+    sigma: Option<crate::sigma::Sigma>,
     collected: Option<Vec<Event>>,
     file: FileReport,
 }
 
 fn absorb(sh: &mut Shared, out: Out) {
+    if let Some(s) = sh.sigma.as_mut() {
+        s.absorb(out.sigma_hits);
+    }
     for ev in &out.events {
         if let Some(d) = sh.detector.as_mut() {
             d.observe(ev);
@@ -975,6 +994,7 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
     let detector = Detector::new(Arc::new(iocs), cfg.options.clone());
     let shared = Mutex::new(Shared {
         detector: Some(detector),
+        sigma: cfg.sigma.clone().map(crate::sigma::Sigma::new),
         collected: None,
         file: FileReport::default(),
     });
@@ -1013,7 +1033,13 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
         reports.push(rep);
     }
     let sh = shared.into_inner().expect("no panics while locked");
-    let (findings, detections) = sh.detector.expect("set above").finish();
+    let (mut findings, mut detections) = sh.detector.expect("set above").finish();
+    if let Some(s) = sh.sigma {
+        let (f, st, _) = s.finish();
+        findings.extend(f);
+        findings.sort_by_key(|f| f.time);
+        detections.extend(st);
+    }
     reports.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Report {
         findings,
@@ -1063,6 +1089,7 @@ pub fn read_events(path: &std::path::Path, forced: Option<Format>) -> (FileRepor
     rep.format = Some(sn.format.name());
     let shared = Mutex::new(Shared {
         detector: None,
+        sigma: None,
         collected: Some(Vec::new()),
         file: rep,
     });
@@ -1098,6 +1125,12 @@ fn read_one(
         joins,
         file: Arc::from(path.display().to_string()),
         hint: sn.format.hint(),
+        sigma: shared
+            .lock()
+            .expect("no panics while locked")
+            .sigma
+            .as_ref()
+            .map(|s| s.rules().clone()),
     };
     let (tx, rx) = sync_channel::<Batch>(4);
     let container = sn.container;
