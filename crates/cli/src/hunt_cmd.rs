@@ -74,12 +74,57 @@ pub struct HuntArgs {
     /// No progress bar and no terminal summary.
     #[arg(short, long)]
     quiet: bool,
+    /// Sigma rules to run too: files or directories of YAML rules. Repeatable.
+    /// Rules that cannot load are reported and the rest run (docs/sigma.md).
+    #[arg(long = "rules", value_name = "PATH")]
+    rules: Vec<PathBuf>,
+    /// Extra Sigma log-source mapping files or directories. Repeatable.
+    #[arg(long = "sigma-mapping", value_name = "PATH")]
+    sigma_mappings: Vec<PathBuf>,
+    /// Values for Sigma `expand` placeholders: a YAML map of name: [values].
+    #[arg(long, value_name = "FILE")]
+    sigma_placeholders: Option<PathBuf>,
+}
+
+/// Loads the Sigma rules given with --rules, reporting load problems.
+fn load_sigma(args: &HuntArgs) -> Result<Option<Arc<tokenward_hunt::sigma::RuleSet>>, String> {
+    if args.rules.is_empty() {
+        return Ok(None);
+    }
+    let opts = tokenward_hunt::sigma::LoadOptions {
+        mappings: args.sigma_mappings.clone(),
+        placeholders: args.sigma_placeholders.clone(),
+    };
+    let set = tokenward_hunt::sigma::RuleSet::load(&args.rules, &opts)?;
+    for i in set.errors() {
+        eprintln!("tokenward hunt: Sigma {i}");
+    }
+    if !args.quiet {
+        eprintln!("tokenward hunt: Sigma: {}", set.summary_line());
+    }
+    Ok(Some(Arc::new(set)))
 }
 
 /// Runs the hunt and returns the process exit status.
 pub fn run(args: HuntArgs) -> u8 {
+    let sigma = match load_sigma(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tokenward hunt: --rules: {e}");
+            return crate::EXIT_USAGE;
+        }
+    };
+    let sigma_ids: Vec<&str> = sigma
+        .iter()
+        .flat_map(|s| {
+            s.rules
+                .iter()
+                .map(|r| r.meta.id)
+                .chain(s.correlations.iter().map(|c| c.meta.id))
+        })
+        .collect();
     for id in args.only.iter().chain(&args.exclude) {
-        if !tokenward_hunt::RULES.iter().any(|r| r.id == id) {
+        if !tokenward_hunt::RULES.iter().any(|r| r.id == id) && !sigma_ids.contains(&id.as_str()) {
             eprintln!("tokenward hunt: unknown detection id {id:?}");
             return crate::EXIT_USAGE;
         }
@@ -94,6 +139,7 @@ pub fn run(args: HuntArgs) -> u8 {
             gap_hours: args.gap_hours,
             ..Options::default()
         },
+        sigma,
     };
     let total: u64 = args.inputs.iter().map(|p| dir_size(p)).sum();
     let progress = Arc::new(AtomicU64::new(0));

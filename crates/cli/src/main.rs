@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod gateway_cmd;
 mod hunt_cmd;
 mod keys_cmd;
+mod rules_cmd;
 mod verify_cmd;
 
 /// Stops forged identity tokens and finds the ones that already got through.
@@ -29,6 +30,8 @@ enum Command {
     /// Audit published key sets (mixed trust domains, expired or stale
     /// certificates, weak, secret or denied keys) and snapshot them.
     Keys(keys_cmd::KeysArgs),
+    /// Check Sigma rules for `hunt --rules`.
+    Rules(rules_cmd::RulesArgs),
 }
 
 /// Exit status for usage and configuration errors, shared by every subcommand.
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Hunt(args) => hunt_cmd::run(args),
         Command::Gateway(args) => gateway_cmd::run(args),
         Command::Keys(args) => keys_cmd::run(args),
+        Command::Rules(args) => rules_cmd::run(args),
     };
     ExitCode::from(code)
 }
