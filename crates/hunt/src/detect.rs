@@ -327,6 +327,10 @@ impl Detector {
 
     /// Looks at one parsed event.
     pub fn observe(&mut self, ev: &Event) {
+        crate::event::as_builtin(|| self.observe_event(ev))
+    }
+
+    fn observe_event(&mut self, ev: &Event) {
         self.records += 1;
         if let Some(k) = gap_key(ev) {
             if let Some(t) = ev.time {

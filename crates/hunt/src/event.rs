@@ -217,10 +217,8 @@ impl Event {
     /// Looks up a dotted path: first in the wrapped audit record (`AuditData`,
     /// `RawEventData`, `properties`) when there is one, then from the root.
     pub fn get(&self, path: &str) -> Option<&Value> {
-        debug_assert!(
-            !self.narrow || narrow_reaches(path),
-            "{path:?} is not in NARROW_ROOTS: a narrow event cannot answer it"
-        );
+        #[cfg(debug_assertions)]
+        check_narrow(self, path);
         if let Some(inner) = self.inner {
             if let Some(iv) = self.record.get(inner) {
                 if let Some(v) = lookup(iv, path) {
@@ -243,10 +241,8 @@ impl Event {
 
     /// Every value reachable by a dotted path (inner record and root).
     pub fn get_all(&self, path: &str) -> Vec<&Value> {
-        debug_assert!(
-            !self.narrow || narrow_reaches(path),
-            "{path:?} is not in NARROW_ROOTS: a narrow event cannot answer it"
-        );
+        #[cfg(debug_assertions)]
+        check_narrow(self, path);
         let mut out = Vec::new();
         if let Some(inner) = self.inner {
             if let Some(iv) = self.record.get(inner) {
@@ -286,10 +282,20 @@ impl Event {
     /// classifies the record and fills the normalised fields. `hint` is the
     /// kind the file format suggests, used when the record itself is ambiguous.
     pub fn from_record(
+        record: Value,
+        hint: Option<EventKind>,
+        source_file: Arc<str>,
+        locator: Locator,
+    ) -> Event {
+        Event::build(record, hint, source_file, locator, false)
+    }
+
+    fn build(
         mut record: Value,
         hint: Option<EventKind>,
         source_file: Arc<str>,
         locator: Locator,
+        narrow: bool,
     ) -> Event {
         expand_nested(&mut record, 3);
         fold_la_columns(&mut record);
@@ -312,7 +318,7 @@ impl Event {
             record_type: None,
             source_file,
             locator,
-            narrow: false,
+            narrow,
         };
         ev.normalise();
         ev
@@ -335,9 +341,11 @@ impl Event {
         locator: Locator,
     ) -> Option<Event> {
         let Narrow(m) = serde_json::from_slice::<Narrow>(bytes).ok()?;
-        let mut ev = Event::from_record(Value::Object(m?), hint, source_file, locator);
-        ev.narrow = true;
-        Some(ev)
+        let m = m?;
+        // Normalisation is a built-in reader too: its paths are checked.
+        Some(as_builtin(|| {
+            Event::build(Value::Object(m), hint, source_file, locator, true)
+        }))
     }
 
     fn normalise(&mut self) {
@@ -551,6 +559,33 @@ pub const NARROW_ROOTS: &[&str] = &[
     "Resource",
     "Parameters",
 ];
+
+#[cfg(debug_assertions)]
+thread_local! {
+    /// Set while the built-in detections look at an event: their lookups on
+    /// a narrow event must stay inside [`NARROW_ROOTS`]. Other callers (rule
+    /// engines) may ask narrow events anything; the answer is just absent.
+    static BUILTIN_LOOKUPS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` as the built-in detections, whose narrow-event lookups debug
+/// builds check against [`NARROW_ROOTS`].
+pub(crate) fn as_builtin<T>(f: impl FnOnce() -> T) -> T {
+    #[cfg(debug_assertions)]
+    BUILTIN_LOOKUPS.with(|c| c.set(true));
+    let r = f();
+    #[cfg(debug_assertions)]
+    BUILTIN_LOOKUPS.with(|c| c.set(false));
+    r
+}
+
+#[cfg(debug_assertions)]
+fn check_narrow(ev: &Event, path: &str) {
+    assert!(
+        !ev.narrow || !BUILTIN_LOOKUPS.with(|c| c.get()) || narrow_reaches(path),
+        "{path:?} is not in NARROW_ROOTS: a narrow event cannot answer it"
+    );
+}
 
 /// Whether a narrow event answers `path` like the full record would: the
 /// path and each of its dotted prefixes must be kept root keys.
