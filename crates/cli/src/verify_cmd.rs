@@ -4,7 +4,7 @@ use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
-use tokenward_trust::{parse_rfc3339, Policy, Verdict};
+use tokenward_trust::{parse_rfc3339, LivePolicy, Verdict};
 
 use crate::EXIT_USAGE;
 
@@ -48,7 +48,15 @@ pub fn run(args: VerifyArgs) -> u8 {
 }
 
 fn run_inner(args: &VerifyArgs) -> Result<bool, String> {
-    let policy = Policy::load(&args.policy).map_err(|e| e.to_string())?;
+    // The key sets are fetched at the real time; --now only moves the
+    // verification clock (replaying old tokens must not make fresh keys
+    // look stale).
+    let wall_clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs() as i64;
+    let live = LivePolicy::load(&args.policy, wall_clock).map_err(|e| e.to_string())?;
+    let policy = live.policy();
     if !args.quiet {
         for w in policy.warnings() {
             eprintln!("warning: {w}");
@@ -56,16 +64,13 @@ fn run_inner(args: &VerifyArgs) -> Result<bool, String> {
     }
     let now = match &args.now {
         Some(t) => parse_rfc3339(t).map_err(|e| format!("--now: {e}"))?,
-        None => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(|e| e.to_string())?
-            .as_secs() as i64,
+        None => wall_clock,
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut all_accepted = true;
     let mut emit = |token: &str, line: Option<usize>| -> Result<(), String> {
-        let verdict = policy.verify(token, now);
+        let verdict = live.verify_at(token, now, wall_clock);
         all_accepted &= verdict.accepted();
         let text = if args.json {
             let mut obj = verdict_json(&verdict);

@@ -228,7 +228,14 @@ impl LiveKeySet {
     pub fn keys(&self, now: i64) -> Result<KeySnapshot, SourceError> {
         let due = {
             let st = lock(&self.state);
-            let expired = st.snapshot.is_none() || now >= st.expires_at;
+            // Keys past max_staleness are due whatever their cache lifetime
+            // says (a max_ttl above max_staleness must not fail closed
+            // without even asking the source).
+            let expired = st
+                .snapshot
+                .as_ref()
+                .is_none_or(|s| s.age(now) > self.config.max_staleness)
+                || now >= st.expires_at;
             let may_retry = st.consecutive_failures == 0
                 || st
                     .last_attempt

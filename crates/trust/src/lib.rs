@@ -10,6 +10,7 @@
 //! [`ReasonCode`].
 
 mod denylist;
+mod live;
 mod policy;
 mod reason;
 mod timefmt;
@@ -17,8 +18,10 @@ mod verdict;
 mod verify;
 
 pub use denylist::{BUILTIN_DENIED_KIDS, BUILTIN_DENIED_THUMBPRINTS};
+pub use live::LivePolicy;
 pub use policy::{
-    ConfigError, IssuerEntry, KeyRecord, KeyStatus, Policy, Route, RouteAuth, TenantRule,
+    ConfigError, IssuerEntry, KeyRecord, KeySourceRef, KeyStatus, Policy, Route, RouteAuth,
+    TenantRule,
 };
 pub use reason::{Reason, ReasonCode};
 pub use timefmt::{format_rfc3339, parse_rfc3339};

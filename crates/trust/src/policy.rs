@@ -8,6 +8,8 @@ use tokenward_jose::{
     decode_b64url, Algorithm, Jwk, Jwks, KeyFamily, KeyMaterial, Limits, VerifyingKey,
 };
 
+use tokenward_keys::{FetchConfig, Fetcher, KeySource, LiveConfig, LiveKeySet, Url};
+
 use crate::denylist::{BUILTIN_DENIED_KIDS, BUILTIN_DENIED_THUMBPRINTS};
 use crate::timefmt::parse_rfc3339;
 use crate::{CONSUMER_TENANT, TENANT_PLACEHOLDER};
@@ -36,6 +38,8 @@ struct PolicyFile {
     #[serde(default)]
     deny_thumbprints: Vec<String>,
     max_token_bytes: Option<usize>,
+    max_staleness_seconds: Option<i64>,
+    unknown_kid_refetch_seconds: Option<i64>,
     #[serde(default)]
     issuer: Vec<IssuerFile>,
     #[serde(default)]
@@ -103,6 +107,7 @@ struct IssuerFile {
     audiences: Option<Vec<String>>,
     algorithms: Option<Vec<String>>,
     jwks: Option<String>,
+    discovery: Option<String>,
     secrets: Option<String>,
     typ: Option<String>,
     max_lifetime_seconds: Option<i64>,
@@ -194,6 +199,28 @@ pub struct KeyRecord {
     pub source: PathBuf,
 }
 
+/// One place keys come from, as the policy names it, with the issuer
+/// entries that list it.
+#[derive(Debug, Clone)]
+pub struct KeySourceRef {
+    /// The source (file, JWKS URL, discovery document or issuer).
+    pub source: KeySource,
+    /// Whether it holds HMAC secrets (`secrets`) rather than public keys.
+    pub symmetric: bool,
+    /// Indices of the issuer entries that list it.
+    pub entries: Vec<usize>,
+}
+
+impl KeySourceRef {
+    /// How errors and warnings name it.
+    pub fn label(&self) -> PathBuf {
+        match &self.source {
+            KeySource::File(p) => p.clone(),
+            other => PathBuf::from(other.to_string()),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct KeyOverride {
     pub(crate) status: KeyStatus,
@@ -217,7 +244,9 @@ pub struct Policy {
     /// records their presence in one pass.
     pub(crate) noted_claims: Vec<String>,
     warnings: Vec<String>,
+    sources: Vec<KeySourceRef>,
     key_files: Vec<PathBuf>,
+    live_config: LiveConfig,
 }
 
 fn is_guid(s: &str) -> bool {
@@ -239,18 +268,43 @@ pub(crate) fn guid_segment(issuer: &str) -> Option<&str> {
 }
 
 impl Policy {
-    /// Loads a policy file; key set paths are relative to it.
+    /// Loads a policy file; key set paths are relative to it. Key sets at
+    /// URLs are fetched once (use [`crate::LivePolicy`] to keep them fresh).
     pub fn load(path: &Path) -> Result<Policy, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_owned(),
-            message: format!("cannot read: {e}"),
-        })?;
+        let text = read_policy_text(path)?;
         Policy::from_toml(&text, path)
     }
 
     /// Builds a policy from TOML text; `path` names the file in errors and
-    /// anchors relative key set paths.
+    /// anchors relative key set paths. URL key sets are fetched once with
+    /// the default fetch rules (HTTPS only).
     pub fn from_toml(text: &str, path: &Path) -> Result<Policy, ConfigError> {
+        let mut policy = Policy::configure(text, path)?;
+        let fetcher = Fetcher::new(FetchConfig::default()).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            message: format!("cannot set up the key fetcher: {e}"),
+        })?;
+        let now = crate::live::system_now();
+        let mut sets = Vec::new();
+        for src in &policy.sources {
+            let live = LiveKeySet::new(
+                src.source.clone(),
+                fetcher.clone(),
+                policy.live_config.clone(),
+            );
+            let snap = live.refresh(now).map_err(|e| ConfigError {
+                file: src.label(),
+                message: format!("cannot read key set: {e}"),
+            })?;
+            sets.push(snap.bytes.clone());
+        }
+        policy.install_keys(&sets)?;
+        Ok(policy)
+    }
+
+    /// Reads and checks everything but the keys: issuers, overrides,
+    /// denylists, routes and the list of key sources.
+    pub(crate) fn configure(text: &str, path: &Path) -> Result<Policy, ConfigError> {
         let cfg_err = |message: String| ConfigError {
             file: path.to_owned(),
             message,
@@ -269,6 +323,21 @@ impl Policy {
         if let Some(max) = file.max_token_bytes {
             limits.max_token_bytes = max;
         }
+        let mut live_config = LiveConfig::default();
+        if let Some(secs) = file.max_staleness_seconds {
+            if secs <= 0 {
+                return Err(cfg_err("max_staleness_seconds must be positive".into()));
+            }
+            live_config.max_staleness = secs;
+        }
+        if let Some(secs) = file.unknown_kid_refetch_seconds {
+            if secs < 1 {
+                return Err(cfg_err(
+                    "unknown_kid_refetch_seconds must be at least 1: an unknown kid must never trigger a fetch per token".into(),
+                ));
+            }
+            live_config.unknown_kid_interval = secs;
+        }
         if file.issuer.is_empty() {
             return Err(cfg_err(
                 "no [[issuer]] entries: nothing could ever be accepted".into(),
@@ -276,7 +345,7 @@ impl Policy {
         }
 
         let mut issuers = Vec::new();
-        let mut key_sources: Vec<(usize, PathBuf, bool)> = Vec::new();
+        let mut sources: Vec<KeySourceRef> = Vec::new();
         for (i, entry) in file.issuer.iter().enumerate() {
             let at = format!("[[issuer]] #{} ({:?})", i + 1, entry.issuer);
             issuers.push(check_issuer(entry, &at, &mut warnings).map_err(&cfg_err)?);
@@ -288,14 +357,57 @@ impl Policy {
                     "{at}: the same issuer is configured twice"
                 )));
             }
-            if entry.jwks.is_none() && entry.secrets.is_none() {
+            if entry.jwks.is_none() && entry.secrets.is_none() && entry.discovery.is_none() {
                 return Err(cfg_err(format!(
-                    "{at}: no \"jwks\" (public keys) or \"secrets\" (HMAC keys): a key scope cannot be empty"
+                    "{at}: no \"jwks\", \"discovery\" (public keys) or \"secrets\" (HMAC keys): a key scope cannot be empty"
                 )));
             }
-            for (source, symmetric) in [(&entry.jwks, false), (&entry.secrets, true)] {
-                if let Some(rel) = source {
-                    key_sources.push((i, base.join(rel), symmetric));
+            if entry.jwks.is_some() && entry.discovery.is_some() {
+                return Err(cfg_err(format!(
+                    "{at}: give \"jwks\" or \"discovery\", not both"
+                )));
+            }
+            let mut listed = Vec::new();
+            if let Some(v) = &entry.jwks {
+                listed.push((
+                    resolve_source(v, base).map_err(|e| cfg_err(format!("{at}: jwks: {e}")))?,
+                    false,
+                ));
+            }
+            if let Some(v) = &entry.discovery {
+                let url =
+                    Url::parse(v).map_err(|e| cfg_err(format!("{at}: discovery: {}", e.0)))?;
+                let src = match KeySource::parse(v) {
+                    Ok(KeySource::Discovery(_)) => KeySource::Discovery(url),
+                    _ => KeySource::Issuer(url),
+                };
+                listed.push((src, false));
+            }
+            if let Some(v) = &entry.secrets {
+                let src =
+                    resolve_source(v, base).map_err(|e| cfg_err(format!("{at}: secrets: {e}")))?;
+                if !matches!(src, KeySource::File(_)) {
+                    return Err(cfg_err(format!(
+                        "{at}: \"secrets\" must be a file: HMAC secrets are never fetched over the network"
+                    )));
+                }
+                listed.push((src, true));
+            }
+            for (source, symmetric) in listed {
+                match sources.iter_mut().find(|s| same_source(&s.source, &source)) {
+                    Some(existing) => {
+                        if existing.symmetric != symmetric {
+                            return Err(cfg_err(format!(
+                                "{at}: {source} is listed both as public keys and as secrets"
+                            )));
+                        }
+                        existing.entries.push(i);
+                    }
+                    None => sources.push(KeySourceRef {
+                        source,
+                        symmetric,
+                        entries: vec![i],
+                    }),
                 }
             }
         }
@@ -394,7 +506,7 @@ impl Policy {
                 tokenward_jose::MAX_NOTED_CLAIMS
             )));
         }
-        let mut policy = Policy {
+        Ok(Policy {
             leeway,
             routes,
             noted_claims,
@@ -405,40 +517,48 @@ impl Policy {
             deny_thumbprints,
             overrides,
             warnings,
-            key_files: key_sources.iter().map(|(_, p, _)| p.clone()).collect(),
-        };
-        policy.load_keys(&key_sources)?;
-        for kid in policy.overrides.keys() {
-            if !policy.keys.contains_key(kid) {
-                policy.warnings.push(format!(
+            key_files: sources
+                .iter()
+                .filter_map(|s| match &s.source {
+                    KeySource::File(p) => Some(p.clone()),
+                    _ => None,
+                })
+                .collect(),
+            sources,
+            live_config,
+        })
+    }
+
+    /// Builds the key registry from the bytes of each source, in the order
+    /// of [`Policy::key_sources`].
+    pub(crate) fn install_keys(
+        &mut self,
+        sets: &[std::sync::Arc<[u8]>],
+    ) -> Result<(), ConfigError> {
+        let sources = self.sources.clone();
+        for (src, bytes) in sources.iter().zip(sets) {
+            self.load_set(src, bytes)?;
+        }
+        for kid in self.overrides.keys() {
+            if !self.keys.contains_key(kid) {
+                self.warnings.push(format!(
                     "[[key]] kid {kid:?} matches no key in the key sets (its status still applies if it appears)"
                 ));
             }
         }
-        Ok(policy)
+        Ok(())
     }
 
-    fn load_keys(&mut self, sources: &[(usize, PathBuf, bool)]) -> Result<(), ConfigError> {
-        // Which issuer entries list each file: a key without its own
-        // `issuer` is only in scope when exactly one entry lists its file.
-        let mut listed_by: HashMap<PathBuf, Vec<usize>> = HashMap::new();
-        for (idx, path, _) in sources {
-            let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-            listed_by.entry(canon).or_default().push(*idx);
-        }
-        let mut loaded: HashSet<PathBuf> = HashSet::new();
-        for (_, path, symmetric) in sources {
-            let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-            if !loaded.insert(canon.clone()) {
-                continue;
-            }
-            let set_err = |message: String| ConfigError {
-                file: path.clone(),
-                message,
-            };
-            let bytes =
-                std::fs::read(path).map_err(|e| set_err(format!("cannot read key set: {e}")))?;
-            let set = Jwks::parse(&bytes).map_err(|e| set_err(e.0))?;
+    fn load_set(&mut self, src: &KeySourceRef, bytes: &[u8]) -> Result<(), ConfigError> {
+        let label = src.label();
+        let set_err = |message: String| ConfigError {
+            file: label.clone(),
+            message,
+        };
+        let path = label.as_path();
+        let symmetric = &src.symmetric;
+        {
+            let set = Jwks::parse(bytes).map_err(|e| set_err(e.0))?;
             let mut keys = Vec::new();
             for (i, entry) in set.keys.into_iter().enumerate() {
                 match entry {
@@ -453,7 +573,7 @@ impl Policy {
             if let Some(problem) = Jwks::set_problems(&keys).into_iter().next() {
                 return Err(set_err(problem));
             }
-            let entries = &listed_by[&canon];
+            let entries = &src.entries;
             for jwk in keys {
                 let is_secret = matches!(jwk.material, KeyMaterial::Oct { .. });
                 if is_secret != *symmetric {
@@ -639,12 +759,23 @@ impl Policy {
         &self.warnings
     }
 
-    /// The key set files (`jwks` and `secrets`) this policy was built from,
-    /// resolved against the policy file's directory, in file order. A
-    /// long-running verifier watches these (with the policy file itself)
-    /// to know when to reload.
+    /// The key set files (`jwks` and `secrets` files) this policy was
+    /// built from, resolved against the policy file's directory. A
+    /// long-running verifier watches these (with the policy file itself) to
+    /// know when to reload; URL sources are kept fresh by
+    /// [`crate::LivePolicy`].
     pub fn key_files(&self) -> &[PathBuf] {
         &self.key_files
+    }
+
+    /// Every key source, in the order keys are installed.
+    pub fn key_sources(&self) -> &[KeySourceRef] {
+        &self.sources
+    }
+
+    /// Fetch and freshness rules for URL key sources.
+    pub fn live_config(&self) -> &LiveConfig {
+        &self.live_config
     }
 
     /// The `[[route]]` rules, in file order.
@@ -670,6 +801,34 @@ impl Policy {
     /// Number of key records loaded.
     pub fn key_count(&self) -> usize {
         self.keys.values().map(Vec::len).sum()
+    }
+}
+
+pub(crate) fn read_policy_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        message: format!("cannot read: {e}"),
+    })
+}
+
+/// A `jwks`/`secrets` value: a URL as written, or a path relative to the
+/// policy file.
+fn resolve_source(value: &str, base: &Path) -> Result<KeySource, String> {
+    match KeySource::parse(value).map_err(|e| e.to_string())? {
+        KeySource::File(rel) => Ok(KeySource::File(base.join(rel))),
+        other => Ok(other),
+    }
+}
+
+/// Two entries naming the same file (through different spellings) or the
+/// same URL share one key set.
+fn same_source(a: &KeySource, b: &KeySource) -> bool {
+    match (a, b) {
+        (KeySource::File(x), KeySource::File(y)) => {
+            let canon = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+            canon(x) == canon(y)
+        }
+        _ => a == b,
     }
 }
 

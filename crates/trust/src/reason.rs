@@ -59,11 +59,14 @@ pub enum ReasonCode {
     CritUnsupported,
     /// `typ` is not the configured token type.
     TypMismatch,
+    /// The issuer's key set could not be refreshed for longer than the
+    /// maximum staleness; the verifier fails closed.
+    KeysStale,
 }
 
 impl ReasonCode {
     /// Every code, in documentation order.
-    pub const ALL: [ReasonCode; 25] = [
+    pub const ALL: [ReasonCode; 26] = [
         ReasonCode::Malformed,
         ReasonCode::TooLarge,
         ReasonCode::AlgNotAllowed,
@@ -89,6 +92,7 @@ impl ReasonCode {
         ReasonCode::ClaimType,
         ReasonCode::CritUnsupported,
         ReasonCode::TypMismatch,
+        ReasonCode::KeysStale,
     ];
 
     /// The stable string code.
@@ -119,6 +123,7 @@ impl ReasonCode {
             ReasonCode::ClaimType => "claim-type",
             ReasonCode::CritUnsupported => "crit-unsupported",
             ReasonCode::TypMismatch => "typ-mismatch",
+            ReasonCode::KeysStale => "keys-stale",
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct Verdict {
     pub claims: Option<Claims>,
     /// Raw payload bytes, kept so the full claim set is built only on demand.
     pub(crate) payload: Vec<u8>,
+    /// The issuer entry `iss` matched, if any.
+    pub(crate) issuer_index: Option<usize>,
 }
 
 impl Verdict {

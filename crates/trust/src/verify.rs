@@ -74,6 +74,7 @@ impl Policy {
         }
 
         let issuer = self.match_issuer(&claims, &mut v);
+        v.issuer_index = issuer.as_ref().map(|m| m.index);
         let record = self.check_key(&jws, issuer.as_ref(), now, denied, &mut v);
         if let (Some(rec), None) = (record, &v.x5t) {
             v.x5t = rec.x5t.clone();
