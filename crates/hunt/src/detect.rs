@@ -2,6 +2,7 @@
 //! by it). Stateless checks report as records stream by; stateful ones keep
 //! per-key aggregates (never whole events) and decide in [`Detector::finish`].
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -427,10 +428,11 @@ impl Detector {
     fn check_iocs(&mut self, ev: &Event) {
         let iocs = self.iocs.clone();
         // IPs: the normalised client IP and the other address fields.
+        // Borrowed, not copied: this runs for every parsed record.
         let mut seen: Vec<IpAddr> = Vec::new();
-        let mut cands: Vec<(String, String)> = Vec::new();
+        let mut cands: Vec<(&'static str, Cow<'_, str>)> = Vec::new();
         if let Some(ip) = &ev.client_ip {
-            cands.push(("client_ip".into(), ip.clone()));
+            cands.push(("client_ip", Cow::Borrowed(ip.as_str())));
         }
         for f in [
             "ClientIPAddress",
@@ -440,8 +442,8 @@ impl Detector {
             "ipAddress",
             "IPAddress",
         ] {
-            if let Some(v) = ev.get_str(f) {
-                cands.push((f.to_string(), v));
+            if let Some(v) = ev.get(f).and_then(scalar_cow) {
+                cands.push((f, v));
             }
         }
         for (field, raw) in cands {
@@ -493,29 +495,27 @@ impl Detector {
         }
         // User agents.
         if !iocs.user_agents.is_empty() {
-            let mut uas: Vec<(String, String)> = Vec::new();
+            let mut uas: Vec<(&'static str, Cow<'_, str>)> = Vec::new();
             for f in [
                 "ClientInfoString",
                 "UserAgent",
                 "userAgent",
                 "ActorInfoString",
             ] {
-                if let Some(v) = ev.get_str(f) {
-                    uas.push((f.to_string(), v));
+                if let Some(v) = ev.get(f).and_then(scalar_cow) {
+                    uas.push((f, v));
                 }
             }
             if let Some(v) = &ev.user_agent {
                 if !uas.iter().any(|(_, u)| u == v) {
-                    uas.push(("user_agent".into(), v.clone()));
+                    uas.push(("user_agent", Cow::Borrowed(v.as_str())));
                 }
             }
             for (field, ua) in uas {
                 let t = ua.trim();
                 let hit = iocs.user_agents.iter().find(|i| {
                     t.eq_ignore_ascii_case(i.value.trim())
-                        || (i.value.len() >= 40
-                            && t.to_ascii_lowercase()
-                                .contains(&i.value.to_ascii_lowercase()))
+                        || (i.value.len() >= 40 && contains_ignore_ascii_case(t, &i.value))
                 });
                 if let Some(hit) = hit {
                     let sev = if hit.common {
@@ -556,7 +556,9 @@ impl Detector {
         {
             self.kid_fields += 1;
         }
-        if !iocs.keys.is_empty() {
+        // A narrow event exists only when the literal screen found no key
+        // indicator in the record's bytes, and it holds a subset of them.
+        if !iocs.keys.is_empty() && !ev.narrow {
             let mut hits = Vec::new();
             find_key_values(&ev.record, &mut Vec::new(), &iocs, &mut hits, 0);
             if let Some((path, value, what, source)) = hits.into_iter().next() {
@@ -594,18 +596,19 @@ impl Detector {
         // Pair baseline.
         let app = ev.app_id.clone().unwrap_or_else(|| "-".into());
         let capp = ev.client_app_id.clone().unwrap_or_else(|| "-".into());
-        let rep = Rep::of(ev);
+        // Representatives are built only when they change: most records
+        // land in an existing aggregate and are later than its first one.
         let e = self
             .pairs
             .entry((mailbox.clone(), app.clone(), capp.clone()))
             .or_insert_with(|| PairSeen {
-                rep: rep.clone(),
+                rep: Rep::of(ev),
                 count: 0,
                 client_info: client.clone(),
             });
         e.count += 1;
-        if rep.earlier_than(&e.rep) {
-            e.rep = rep.clone();
+        if Rep::event_earlier(ev, &e.rep) {
+            e.rep = Rep::of(ev);
             e.client_info = client.clone();
         }
         if let Some(t) = ev.time {
@@ -669,23 +672,26 @@ impl Detector {
                     .or_insert_with(|| BindBucket {
                         items: 0,
                         records: 0,
-                        rep: rep.clone(),
+                        rep: Rep::of(ev),
                     });
                 b.items += items;
                 b.records += 1;
-                if rep.earlier_than(&b.rep) {
-                    b.rep = rep;
+                if Rep::event_earlier(ev, &b.rep) {
+                    b.rep = Rep::of(ev);
                 }
             }
         }
     }
 
     fn token_join(&mut self, ev: &Event) {
-        let workload = ev.workload.clone().unwrap_or_default();
-        let wl = workload.to_ascii_lowercase();
-        if !(wl.contains("exchange") || wl.contains("sharepoint") || wl.contains("onedrive")) {
+        let wl = ev.workload.as_deref().unwrap_or_default();
+        if !["exchange", "sharepoint", "onedrive"]
+            .iter()
+            .any(|w| contains_ignore_ascii_case(wl, w))
+        {
             return;
         }
+        let workload = wl.to_string();
         let token = ev
             .get_str("AppAccessContext.UniqueTokenId")
             .or_else(|| ev.get_str("UniqueTokenId"));
@@ -743,12 +749,18 @@ impl Detector {
         token
             .as_ref()
             .is_some_and(|t| self.signin_tokens.contains(t))
-            || aad
-                .as_ref()
-                .is_some_and(|s| self.signin_sessions.contains(&s.to_ascii_lowercase()))
-            || exch
-                .as_ref()
-                .is_some_and(|s| self.signin_sessions.contains(&s.to_ascii_lowercase()))
+            || aad.as_ref().is_some_and(|s| self.known_session(s))
+            || exch.as_ref().is_some_and(|s| self.known_session(s))
+    }
+
+    /// Whether a sign-in issued this session (ids are kept lower-cased;
+    /// most arrive that way, so the copy is made only when needed).
+    fn known_session(&self, s: &str) -> bool {
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.signin_sessions.contains(&s.to_ascii_lowercase())
+        } else {
+            self.signin_sessions.contains(s)
+        }
     }
 
     fn owa_token(&mut self, ev: &Event) {
@@ -1287,6 +1299,24 @@ impl Detector {
                 ),
             );
         }
+    }
+}
+
+/// `hay` contains `needle`, ignoring ASCII case, without allocating.
+fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+/// A scalar as trimmed text, borrowed when it is a string (as
+/// [`crate::event::scalar_str`], which allocates).
+fn scalar_cow(v: &Value) -> Option<Cow<'_, str>> {
+    match v {
+        Value::String(s) => {
+            let t = s.trim();
+            (!t.is_empty()).then_some(Cow::Borrowed(t))
+        }
+        other => crate::event::scalar_str(other).map(Cow::Owned),
     }
 }
 

@@ -864,7 +864,9 @@ struct Shared {
     file: FileReport,
 }
 
-fn absorb(sh: &mut Shared, out: Out) {
+/// Merges a batch into the shared state; returns the events when nobody
+/// keeps them, so the caller can free them after releasing the lock.
+fn absorb(sh: &mut Shared, out: Out) -> Vec<Event> {
     if let Some(s) = sh.sigma.as_mut() {
         s.absorb(out.sigma_hits);
     }
@@ -879,8 +881,9 @@ fn absorb(sh: &mut Shared, out: Out) {
         d.observe_uncategorised(out.uncategorised);
         d.observe_token_joined(out.token_joined);
     }
+    let mut events = out.events;
     if let Some(c) = sh.collected.as_mut() {
-        c.extend(out.events);
+        c.append(&mut events);
     }
     sh.file.records_read += out.read;
     sh.file.records_evaluated += out.evaluated;
@@ -897,6 +900,7 @@ fn absorb(sh: &mut Shared, out: Out) {
             trim_rejects(&mut sh.file.first_rejects);
         }
     }
+    events
 }
 
 fn reject_key(r: &RejectNote) -> (u64, u64) {
@@ -1145,7 +1149,10 @@ fn read_one(
         rx.into_iter().par_bridge().for_each(|b| {
             let out = process(b, &ctx);
             let mut sh = shared.lock().expect("no panics while locked");
-            absorb(&mut sh, out);
+            let spent = absorb(&mut sh, out);
+            drop(sh);
+            // Freeing a batch's events was a fifth of the time under the lock.
+            drop(spent);
         });
         h.join()
             .unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked")))

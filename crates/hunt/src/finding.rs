@@ -106,6 +106,12 @@ impl Rep {
         }
     }
 
+    /// Whether an event would be an earlier representative than `o`
+    /// ([`Rep::earlier_than`] without building the representative).
+    pub fn event_earlier(ev: &Event, o: &Rep) -> bool {
+        (ev.time, &*ev.source_file, ev.locator) < (o.time, &*o.file, o.locator)
+    }
+
     /// Whether this representative is earlier than another (by time, then position).
     pub fn earlier_than(&self, o: &Rep) -> bool {
         (self.time, &*self.file, self.locator) < (o.time, &*o.file, o.locator)
