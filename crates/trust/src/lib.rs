@@ -13,7 +13,6 @@ mod denylist;
 mod live;
 mod policy;
 mod reason;
-mod timefmt;
 mod verdict;
 mod verify;
 
@@ -24,7 +23,8 @@ pub use policy::{
     TenantRule,
 };
 pub use reason::{Reason, ReasonCode};
-pub use timefmt::{format_rfc3339, parse_rfc3339};
+/// RFC 3339 at the edges, shared with the key fetcher.
+pub use tokenward_keys::{format_rfc3339, parse_rfc3339};
 pub use verdict::Verdict;
 
 /// The Microsoft consumer (MSA) tenant. Tokens from it must never pass for

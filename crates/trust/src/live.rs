@@ -60,7 +60,7 @@ impl LivePolicy {
             let set = Arc::new(LiveKeySet::new(
                 src.source.clone(),
                 fetcher.clone(),
-                proto.live_config().clone(),
+                *proto.live_config(),
             ));
             let snap = set.refresh(now).map_err(|e| ConfigError {
                 file: src.label(),

@@ -11,8 +11,8 @@ use tokenward_jose::{
 use tokenward_keys::{FetchConfig, Fetcher, KeySource, LiveConfig, LiveKeySet, Url};
 
 use crate::denylist::{BUILTIN_DENIED_KIDS, BUILTIN_DENIED_THUMBPRINTS};
-use crate::timefmt::parse_rfc3339;
 use crate::{CONSUMER_TENANT, TENANT_PLACEHOLDER};
+use tokenward_keys::parse_rfc3339;
 
 /// A policy that cannot be used. The message names the file and the entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -287,11 +287,7 @@ impl Policy {
         let now = crate::live::system_now();
         let mut sets = Vec::new();
         for src in &policy.sources {
-            let live = LiveKeySet::new(
-                src.source.clone(),
-                fetcher.clone(),
-                policy.live_config.clone(),
-            );
+            let live = LiveKeySet::new(src.source.clone(), fetcher.clone(), policy.live_config);
             let snap = live.refresh(now).map_err(|e| ConfigError {
                 file: src.label(),
                 message: format!("cannot read key set: {e}"),

@@ -7,9 +7,9 @@ use crate::policy::{
     guid_segment, is_guid_str, normalise_typ, IssuerEntry, KeyRecord, KeyStatus, Policy, TenantRule,
 };
 use crate::reason::ReasonCode as R;
-use crate::timefmt::format_rfc3339;
 use crate::verdict::Verdict;
 use crate::CONSUMER_TENANT;
+use tokenward_keys::format_rfc3339;
 
 /// How a token's `iss` matched an issuer entry.
 struct IssuerMatch<'p> {
