@@ -6,18 +6,20 @@
 #   (d) tokenward gateway under a flood of distinct garbage tokens,
 # (a)-(c) at CONNS connections (throughput, p50, p99) and at LAT_CONNS
 # connections (the latency the proxy adds when the machine is not
-# saturated), in ROUNDS interleaved rounds; then (d) twice at CONNS, with
-# the gateway's RSS read before and after each. Everything binds
+# saturated), in ROUNDS interleaved rounds; then (d) FLOOD_ROUNDS times at
+# CONNS, with the gateway's RSS read before and after each (medians of all
+# rounds in the table). Everything binds
 # 127.0.0.1; nothing leaves the machine.
 #
 # Usage: bench/gateway.sh            (installs wrk and nginx with apt if missing)
-# Knobs: DURATION=5s ROUNDS=3 CONNS=32 THREADS=2 LAT_CONNS=4 BASE_PORT=18080
+# Knobs: DURATION=5s ROUNDS=3 FLOOD_ROUNDS=3 CONNS=32 THREADS=2 LAT_CONNS=4 BASE_PORT=18080
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-3}
+FLOOD_ROUNDS=${FLOOD_ROUNDS:-3}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 LAT_CONNS=${LAT_CONNS:-4}
@@ -136,15 +138,23 @@ for round in $(seq "$ROUNDS"); do
     for conns in "$CONNS" "$LAT_CONNS"; do
         RESULTS+=("$(run "a-direct@$conns" "$conns" "http://127.0.0.1:$UP/orders" -H "$AUTH" "${REPORT[@]}")")
         RESULTS+=("$(run "b-nginx-proxy@$conns" "$conns" "http://127.0.0.1:$NGX/orders" -H "$AUTH" "${REPORT[@]}")")
+        n0=$(wc -l <"$WORK/access.jsonl")
         RESULTS+=("$(run "c-tokenward-valid@$conns" "$conns" "http://127.0.0.1:$GW/orders" -H "$AUTH" "${REPORT[@]}")")
+        if [[ $conns == "$LAT_CONNS" ]]; then
+            # The gateway's own view: latency_ms of this run's log lines
+            # (request in to response headers out, upstream included),
+            # which the load generator's scheduling noise does not reach.
+            sleep 0.2
+            tail -n +"$((n0 + 1))" "$WORK/access.jsonl" | grep -o '"latency_ms":[0-9.]*' | cut -d: -f2 >>"$WORK/latency.txt"
+        fi
     done
 done
-echo "== garbage-token flood, twice" >&2
-RSS0=$(rss_kib)
-RESULTS+=("$(run "d-tokenward-garbage@$CONNS" "$CONNS" "http://127.0.0.1:$GW/orders" -s "$ROOT/bench/gateway-garbage.lua")")
-RSS1=$(rss_kib)
-RESULTS+=("$(run "d-tokenward-garbage-2@$CONNS" "$CONNS" "http://127.0.0.1:$GW/orders" -s "$ROOT/bench/gateway-garbage.lua")")
-RSS2=$(rss_kib)
+echo "== garbage-token flood, $FLOOD_ROUNDS times" >&2
+RSS=("$(rss_kib)")
+for i in $(seq "$FLOOD_ROUNDS"); do
+    RESULTS+=("$(run "d-tokenward-garbage@$CONNS" "$CONNS" "http://127.0.0.1:$GW/orders" -s "$ROOT/bench/gateway-garbage.lua")")
+    RSS+=("$(rss_kib)")
+done
 
 METRICS=$(exec 3<>"/dev/tcp/127.0.0.1/$ADMIN" && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && cat <&3)
 LOG_LINES=$(wc -l <"$WORK/access.jsonl")
@@ -162,7 +172,7 @@ echo "| run | conns | requests/s | p50 ms | p99 ms | socket errors | non-2xx |"
 echo "|---|---|---|---|---|---|---|"
 for label in "a-direct@$CONNS" "b-nginx-proxy@$CONNS" "c-tokenward-valid@$CONNS" \
     "a-direct@$LAT_CONNS" "b-nginx-proxy@$LAT_CONNS" "c-tokenward-valid@$LAT_CONNS" \
-    "d-tokenward-garbage@$CONNS" "d-tokenward-garbage-2@$CONNS"; do
+    "d-tokenward-garbage@$CONNS"; do
     printf '| %s | %s | %.0f | %s | %s | %s | %s |\n' "${label%@*}" "${label#*@}" \
         "$(field "$label" 2 | median)" "$(field "$label" 3 | median)" "$(field "$label" 4 | median)" \
         "$(field "$label" 5 | sum)" "$(field "$label" 6 | sum)"
@@ -175,6 +185,8 @@ for q in 3 4; do
     added() { paste <(field "$1@$LAT_CONNS" "$q") <(field "a-direct@$LAT_CONNS" "$q") | awk '{ printf "%.3f\n", $1 - $2 }' | median; }
     echo "$name added at $LAT_CONNS connections (median of rounds, vs direct): tokenward $(added c-tokenward-valid) ms, nginx $(added b-nginx-proxy) ms (target < 1 ms)"
 done
-echo "gateway RSS: before (d) ${RSS0} KiB, after (d) ${RSS1} KiB, after second (d) ${RSS2} KiB"
+pct() { sort -g "$WORK/latency.txt" | awk -v p="$1" '{ v[NR] = $1 } END { i = int(NR * p / 100); if (i < 1) i = 1; print v[i] }'; }
+echo "in-gateway latency at $LAT_CONNS connections (access log latency_ms, upstream round trip included, $(wc -l <"$WORK/latency.txt") requests): p50 $(pct 50) ms, p99 $(pct 99) ms, p99.9 $(pct 99.9) ms"
+echo "gateway RSS (KiB) before (d) and after each of its $FLOOD_ROUNDS rounds: ${RSS[*]}"
 echo "access log lines written: $LOG_LINES"
 grep -E '^tokenward_gateway_(requests_total|verdict_cache_entries|rejections_total\{reason="(signature-invalid|kid-unknown|malformed)"\})' <<<"$METRICS" || true

@@ -596,6 +596,80 @@ pub(crate) fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokenward_jose::{Algorithm, SigningKey};
+
+    /// A policy with one RS256 key `k1`, optionally ending at `not_after`.
+    fn policy_with_key(not_after: Option<i64>) -> (tempfile::TempDir, Policy, SigningKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate(Algorithm::RS256).unwrap();
+        let jwks = serde_json::json!({"keys": [key.public_jwk("k1")]});
+        std::fs::write(dir.path().join("k.json"), jwks.to_string()).unwrap();
+        let mut text = String::from(
+            "[[issuer]]\nissuer = \"https://iss.example\"\naudiences = [\"api\"]\nalgorithms = [\"RS256\"]\njwks = \"k.json\"\n",
+        );
+        if let Some(t) = not_after {
+            let when = tokenward_trust::format_rfc3339(t);
+            text.push_str(&format!("[[key]]\nkid = \"k1\"\nnot_after = \"{when}\"\n"));
+        }
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, text).unwrap();
+        let policy = Policy::load(&path).unwrap();
+        (dir, policy, key)
+    }
+
+    fn token(key: &SigningKey, now: i64, exp: i64) -> String {
+        key.sign_token(
+            &serde_json::json!({"alg": "RS256", "kid": "k1"}),
+            &serde_json::json!({"iss": "https://iss.example", "aud": "api", "sub": "u",
+                                "iat": now, "exp": exp}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn cached_verdicts_end_with_the_token_the_key_or_the_ttl() {
+        let now = 1_800_000_000;
+        let (_d, policy, key) = policy_with_key(None);
+        // The token's exp comes first.
+        let (c, until) = check(&policy, &token(&key, now, now + 60), now, 7, 300);
+        assert!(c.accepted(), "{:?}", c.reasons);
+        assert_eq!(c.generation, 7);
+        assert_eq!(until, Some(now + 60));
+        // The cache's own bound comes first.
+        let (_, until) = check(&policy, &token(&key, now, now + 3600), now, 0, 300);
+        assert_eq!(until, Some(now + 300));
+        // The key's validity ends first.
+        let (_d2, policy, key) = policy_with_key(Some(now + 100));
+        let (c, until) = check(&policy, &token(&key, now, now + 3600), now, 0, 300);
+        assert!(c.accepted(), "{:?}", c.reasons);
+        assert_eq!(until, Some(now + 100));
+        // Refusals are never cached.
+        let (c, until) = check(&policy, &token(&key, now, now - 3600), now, 0, 300);
+        assert!(!c.accepted());
+        assert_eq!(until, None);
+        assert!(c.identity.is_empty(), "no identity headers for a refusal");
+    }
+
+    #[test]
+    fn identity_headers_carry_the_verified_claims() {
+        let now = 1_800_000_000;
+        let (_d, policy, key) = policy_with_key(None);
+        let (c, _) = check(&policy, &token(&key, now, now + 60), now, 0, 300);
+        let names: Vec<(&str, &str)> = c
+            .identity
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("x-tokenward-sub", "u"),
+                ("x-tokenward-iss", "https://iss.example"),
+                ("x-tokenward-kid", "k1")
+            ],
+            "tid is absent from the token, so its header is too"
+        );
+    }
 
     #[test]
     fn bearer_parsing() {
