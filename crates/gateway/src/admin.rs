@@ -39,12 +39,23 @@ async fn respond<B>(
         (&Method::GET | &Method::HEAD, "/healthz") => {
             // Healthy means a policy is in force; the policy is validated
             // at start and a bad reload never replaces it, so this holds
-            // for as long as the process serves.
+            // for as long as the process serves. Stale key sources are
+            // reported (their issuers' tokens are refused) but do not make
+            // the gateway unhealthy: restarting it would not fix a source.
             let keys = shared.current_policy().0.key_count();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let stale = shared
+                .current_live()
+                .key_sets()
+                .iter()
+                .filter(|s| s.is_stale(now))
+                .count();
             (
                 StatusCode::OK,
                 "text/plain; charset=utf-8",
-                format!("ok keys={keys}\n"),
+                format!("ok keys={keys} stale_sources={stale}\n"),
             )
         }
         (&Method::GET | &Method::HEAD, "/metrics") => (

@@ -40,7 +40,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokenward_trust::Policy;
+use tokenward_trust::LivePolicy;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
@@ -168,7 +168,18 @@ impl Gateway {
     /// traffic is accepted.
     pub async fn bind(config: Config) -> Result<Gateway, Error> {
         let cfg = |m: String| Error::Config(m);
-        let policy = Policy::load(&config.policy).map_err(|e| cfg(e.to_string()))?;
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let live = {
+            let path = config.policy.clone();
+            // Loading may fetch URL key sets: blocking work, off the runtime.
+            tokio::task::spawn_blocking(move || LivePolicy::load(&path, started))
+                .await
+                .map_err(|e| Error::Runtime(e.to_string()))?
+                .map_err(|e| cfg(e.to_string()))?
+        };
+        let policy = live.policy();
         let warnings = policy.warnings().to_vec();
         let upstream = proxy::Upstream::parse(&config.upstream).map_err(cfg)?;
         if config.realm.is_empty()
@@ -230,7 +241,8 @@ impl Gateway {
         metrics.set_keys(policy.key_count());
         let shared = Arc::new(proxy::Shared {
             policy: RwLock::new(proxy::PolicyState {
-                policy: Arc::new(policy),
+                live: Arc::new(live),
+                policy,
                 generation: 0,
             }),
             cache: cache::VerdictCache::new(config.cache_entries),
@@ -244,6 +256,8 @@ impl Gateway {
             challenge_missing: challenge("")?,
             challenge_invalid_token: challenge(", error=\"invalid_token\"")?,
             challenge_invalid_request: challenge(", error=\"invalid_request\"")?,
+            unknown_kid: std::sync::Mutex::new(None),
+            nudge: tokio::sync::Notify::new(),
         });
 
         let mut http = http1::Builder::new();

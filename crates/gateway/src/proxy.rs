@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -11,7 +11,8 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use tokenward_trust::Policy;
+use tokenward_trust::{LivePolicy, Policy, ReasonCode};
+use tokio::sync::Notify;
 
 use crate::access::{self, AccessRecord, LogSender, TokenFields, Verdict};
 use crate::cache::{TokenHash, VerdictCache};
@@ -26,9 +27,15 @@ pub(crate) type Body = Either<Incoming, Full<Bytes>>;
 /// every such header it sees.
 pub const IDENTITY_PREFIX: &str = "x-tokenward-";
 
-/// The policy in force and its generation (bumped on every reload, so a
-/// verdict reached under an older policy is never served from the cache).
+/// The policy in force and its generation (bumped whenever the keys or
+/// their freshness change, so a verdict reached under older keys is never
+/// served from the cache).
 pub(crate) struct PolicyState {
+    /// The policy with its live key sets (files, JWKS URLs, discovery).
+    pub live: Arc<LivePolicy>,
+    /// `live.policy()` as of the last background check. Requests verify
+    /// against this built registry and never fetch: fetching is the
+    /// background task's job, so a slow key source cannot stall requests.
     pub policy: Arc<Policy>,
     pub generation: u64,
 }
@@ -109,12 +116,23 @@ pub(crate) struct Shared {
     pub challenge_missing: HeaderValue,
     pub challenge_invalid_token: HeaderValue,
     pub challenge_invalid_request: HeaderValue,
+    /// A token whose `kid` no key has, for the background task to try once
+    /// against freshly fetched key sets (a key rotated in at the source).
+    /// One slot: a flood of unknown kids queues nothing.
+    pub unknown_kid: Mutex<Option<String>>,
+    /// Wakes the background task early (an unknown kid is waiting).
+    pub nudge: Notify,
 }
 
 impl Shared {
     pub(crate) fn current_policy(&self) -> (Arc<Policy>, u64) {
         let s = self.policy.read().unwrap_or_else(|p| p.into_inner());
         (s.policy.clone(), s.generation)
+    }
+
+    pub(crate) fn current_live(&self) -> Arc<LivePolicy> {
+        let s = self.policy.read().unwrap_or_else(|p| p.into_inner());
+        s.live.clone()
     }
 }
 
@@ -281,7 +299,21 @@ async fn decide_and_forward(
         None => {
             shared.metrics.cache(false);
             let text = String::from_utf8_lossy(token);
-            let (c, until) = check(&policy, &text, now, generation, shared.cache_max_ttl);
+            let (mut c, mut until) = check(&policy, &text, now, generation, shared.cache_max_ttl);
+            if c.accepted() && keys_stale(&shared.current_live(), &policy, &c, now) {
+                // The source of this token's keys has failed for longer than
+                // the policy's max_staleness: the key may have been withdrawn.
+                c.reasons.push(ReasonCode::KeysStale.code());
+                c.identity.clear();
+                until = None;
+            }
+            if c.reasons.contains(&ReasonCode::KidUnknown.code()) {
+                let mut slot = shared.unknown_kid.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.is_none() {
+                    *slot = Some(text.into_owned());
+                    shared.nudge.notify_one();
+                }
+            }
             let c = Arc::new(c);
             if let Some(until) = until {
                 shared.cache.insert(hash, c.clone(), until, now);
@@ -515,6 +547,23 @@ fn identity_value(s: &str) -> Option<HeaderValue> {
         }
     }
     HeaderValue::from_str(&out).ok()
+}
+
+/// Whether a key set serving the issuer of this (accepted) token's key is
+/// past its `max_staleness`. Only reads the sets' state; never fetches.
+fn keys_stale(live: &LivePolicy, policy: &Policy, c: &Checked, now: i64) -> bool {
+    let Some(kid) = c.fields.kid.as_deref() else {
+        return false;
+    };
+    let scopes: Vec<usize> = policy
+        .keys_with_kid(kid)
+        .iter()
+        .filter_map(|k| k.scope)
+        .collect();
+    live.key_sets()
+        .iter()
+        .zip(policy.key_sources())
+        .any(|(set, src)| set.is_stale(now) && src.entries.iter().any(|e| scopes.contains(e)))
 }
 
 /// Verifies a token and prepares everything a request needs from it.
