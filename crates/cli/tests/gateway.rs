@@ -166,7 +166,7 @@ struct Gateway {
 
 impl Gateway {
     fn start(setup: &Setup, upstream: SocketAddr, extra: &[&str]) -> Gateway {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+        let child = Command::new(env!("CARGO_BIN_EXE_tokenward"))
             .arg("gateway")
             .arg("--policy")
             .arg(setup.path("policy.toml"))
@@ -181,8 +181,11 @@ impl Gateway {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        // Owned by a guard at once: a panic while reading the start-up
+        // line must not leave the process running.
+        let mut child = KillOnDrop(Some(child));
         let (tx, rx) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
+        let err = child.0.as_mut().unwrap().stderr.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 let _ = tx.send(line);
@@ -204,7 +207,7 @@ impl Gateway {
         let addr = between("listening on http://", ',');
         let admin = between("admin on http://", ' ');
         Gateway {
-            child,
+            child: child.0.take().unwrap(),
             addr,
             admin,
             stderr: rx,
@@ -228,6 +231,17 @@ impl Gateway {
             }
             assert!(Instant::now() < deadline, "gateway did not exit");
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
