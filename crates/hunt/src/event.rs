@@ -106,6 +106,10 @@ pub struct Event {
     /// `record` holds only the root fields the built-in detections can read
     /// ([`Event::from_json_narrow`]); other fields were skipped unparsed.
     pub narrow: bool,
+    /// For a narrow event, which [`NARROW_ROOTS`] (by [`narrow_root_index`])
+    /// its root keys are: a root lookup that can match none of them is
+    /// answered `None` without scanning the keys case-insensitively.
+    roots: u128,
 }
 
 fn get_ci<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
@@ -226,7 +230,23 @@ impl Event {
                 }
             }
         }
+        if !self.root_may_match(path) {
+            return None;
+        }
         lookup(&self.record, path)
+    }
+
+    /// Whether a lookup of `path` from the root can find anything: always
+    /// for a full record; for a narrow one only when the whole path or one
+    /// of its dotted prefixes names a root key it kept. Most lookups of the
+    /// built-in detections are for fields a mail record lacks, and the
+    /// case-insensitive key scan that proves it was a tenth of the profile.
+    fn root_may_match(&self, path: &str) -> bool {
+        if !self.narrow {
+            return true;
+        }
+        let has = |k: &str| narrow_root_index(k).is_some_and(|i| self.roots & (1u128 << i) != 0);
+        has(path) || path.match_indices('.').any(|(i, _)| has(&path[..i]))
     }
 
     /// [`Event::get`] rendered as a trimmed, non-empty string.
@@ -249,7 +269,7 @@ impl Event {
                 lookup_all(iv, path, &mut out);
             }
         }
-        if out.is_empty() {
+        if out.is_empty() && self.root_may_match(path) {
             lookup_all(&self.record, path, &mut out);
         }
         out
@@ -287,7 +307,7 @@ impl Event {
         source_file: Arc<str>,
         locator: Locator,
     ) -> Event {
-        Event::build(record, hint, source_file, locator, false)
+        Event::build(record, hint, source_file, locator, false, 0)
     }
 
     fn build(
@@ -296,6 +316,7 @@ impl Event {
         source_file: Arc<str>,
         locator: Locator,
         narrow: bool,
+        roots: u128,
     ) -> Event {
         expand_nested(&mut record, 3);
         fold_la_columns(&mut record);
@@ -319,6 +340,7 @@ impl Event {
             source_file,
             locator,
             narrow,
+            roots,
         };
         ev.normalise();
         ev
@@ -341,10 +363,10 @@ impl Event {
         locator: Locator,
     ) -> Option<Event> {
         let Narrow(m) = serde_json::from_slice::<Narrow>(bytes).ok()?;
-        let m = m?;
+        let (m, roots) = m?;
         // Normalisation is a built-in reader too: its paths are checked.
         Some(as_builtin(|| {
-            Event::build(Value::Object(m), hint, source_file, locator, true)
+            Event::build(Value::Object(m), hint, source_file, locator, true, roots)
         }))
     }
 
@@ -587,6 +609,7 @@ fn check_narrow(ev: &Event, path: &str) {
     );
 }
 
+#[cfg(any(test, debug_assertions))]
 /// Whether a narrow event answers `path` like the full record would: the
 /// path and each of its dotted prefixes must be kept root keys.
 fn narrow_reaches(path: &str) -> bool {
@@ -596,26 +619,46 @@ fn narrow_reaches(path: &str) -> bool {
         .all(is_narrow_root)
 }
 
+#[cfg(any(test, debug_assertions))]
 fn is_narrow_root(key: &str) -> bool {
+    narrow_root_index(key).is_some()
+}
+
+// Narrow events record their root keys as bits of a u128.
+const _: () = assert!(NARROW_ROOTS.len() <= 128);
+
+/// Position in [`NARROW_ROOTS`] of the first entry equal to `key` ignoring
+/// ASCII case, so keys that differ only in case share an index.
+fn narrow_root_index(key: &str) -> Option<u8> {
     // Bucketed by length: most record keys fail on the length alone.
-    static BY_LEN: std::sync::OnceLock<Vec<Vec<&'static str>>> = std::sync::OnceLock::new();
+    type Buckets = Vec<Vec<(&'static str, u8)>>;
+    static BY_LEN: std::sync::OnceLock<Buckets> = std::sync::OnceLock::new();
     let t = BY_LEN.get_or_init(|| {
-        let mut t: Vec<Vec<&'static str>> = Vec::new();
-        for r in NARROW_ROOTS {
+        let mut t: Buckets = Vec::new();
+        for (i, r) in NARROW_ROOTS.iter().enumerate() {
             if t.len() <= r.len() {
                 t.resize(r.len() + 1, Vec::new());
             }
-            t[r.len()].push(r);
+            let first = NARROW_ROOTS
+                .iter()
+                .position(|o| o.eq_ignore_ascii_case(r))
+                .unwrap_or(i);
+            if first == i {
+                t[r.len()].push((r, i as u8));
+            }
         }
         t
     });
-    t.get(key.len())
-        .is_some_and(|b| b.iter().any(|r| r.eq_ignore_ascii_case(key)))
+    t.get(key.len())?
+        .iter()
+        .find(|(r, _)| r.eq_ignore_ascii_case(key))
+        .map(|&(_, i)| i)
 }
 
 /// The kept root fields of a JSON object, or `None` when the record must
 /// take the full parse (see [`Event::from_json_narrow`]).
-struct Narrow(Option<Map<String, Value>>);
+/// With the kept roots' bits ([`narrow_root_index`]).
+struct Narrow(Option<(Map<String, Value>, u128)>);
 
 /// An object key, borrowed from the input when it has no escapes.
 struct Key<'de>(std::borrow::Cow<'de, str>);
@@ -652,6 +695,7 @@ impl<'de> serde::Deserialize<'de> for Narrow {
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Narrow, A::Error> {
                 let mut m = Map::new();
+                let mut roots = 0u128;
                 let mut whole = false;
                 while let Some(Key(k)) = a.next_key::<Key<'de>>()? {
                     // Envelopes and renamed Log Analytics columns change what
@@ -660,14 +704,18 @@ impl<'de> serde::Deserialize<'de> for Narrow {
                         || k == "value"
                         || k.ends_with(" [UTC]")
                         || k.ends_with("_dynamic");
-                    if !whole && is_narrow_root(&k) {
-                        let v = a.next_value::<Value>()?;
-                        m.insert(k.into_owned(), v);
-                    } else {
-                        a.next_value::<serde::de::IgnoredAny>()?;
+                    match narrow_root_index(&k).filter(|_| !whole) {
+                        Some(i) => {
+                            roots |= 1u128 << i;
+                            let v = a.next_value::<Value>()?;
+                            m.insert(k.into_owned(), v);
+                        }
+                        None => {
+                            a.next_value::<serde::de::IgnoredAny>()?;
+                        }
                     }
                 }
-                Ok(Narrow((!whole).then_some(m)))
+                Ok(Narrow((!whole).then_some((m, roots))))
             }
         }
         d.deserialize_map(V)
@@ -962,6 +1010,21 @@ mod tests {
         );
         for p in ["clientip", "OperationProperties", "Folders.FolderItems"] {
             assert_eq!(full.get_all(p), narrow.get_all(p), "{p}");
+        }
+        // Root lookups the kept keys rule out are answered without a scan;
+        // present, case-variant, dotted and absent paths all agree.
+        for p in [
+            "CLIENTIP",
+            "clientIPaddress",
+            "appaccesscontext.uniquetokenid",
+            "AppAccessContext.AADSessionId",
+            "status.errorCode",
+            "ActorIpAddress",
+            "kid",
+            "jwt.header.kid",
+            "Folders.0.FolderItems",
+        ] {
+            assert_eq!(full.get(p), narrow.get(p), "{p}");
         }
         // Envelopes, renamed columns and bad JSON take the full parse.
         for b in [
