@@ -34,6 +34,13 @@ enum Command {
     Rules(rules_cmd::RulesArgs),
 }
 
+// `hunt` builds and frees millions of small JSON trees across threads:
+// under glibc malloc, allocation, free and heap consolidation were about a
+// third of its CPU time (docs/hunt.md, Performance); mimalloc's per-thread
+// free lists cut that share. It is compiled from C by the `cc` crate.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for usage and configuration errors, shared by every subcommand.
 pub const EXIT_USAGE: u8 = 2;
 
