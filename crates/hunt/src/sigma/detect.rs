@@ -107,7 +107,7 @@ impl Fields {
 pub enum Leaf {
     /// String test; the number is set when the rule value was an integer,
     /// so `ResultType: 50126` also matches a numeric `50126.0`.
-    Str(StrMatch, Option<f64>),
+    Str(Box<StrMatch>, Option<f64>),
     /// `null`: the field is absent or null.
     Null,
     /// `exists`.
@@ -438,7 +438,7 @@ impl Ctx<'_> {
         }
         if has("re") {
             out.push(Leaf::Str(
-                StrMatch::regex(&text, has("i"), has("m"), has("s"))?,
+                Box::new(StrMatch::regex(&text, has("i"), has("m"), has("s"))?),
                 None,
             ));
             return Ok(());
@@ -509,7 +509,7 @@ impl Ctx<'_> {
             }
         }
         for s in &vals {
-            out.push(Leaf::Str(StrMatch::from_sstr(s, cased)?, num));
+            out.push(Leaf::Str(Box::new(StrMatch::from_sstr(s, cased)?), num));
         }
         Ok(())
     }
@@ -625,6 +625,7 @@ pub struct Fv<'e> {
     /// JSON null.
     pub null: bool,
     lower: OnceCell<String>,
+    ip: OnceCell<Option<std::net::IpAddr>>,
 }
 
 impl<'e> Fv<'e> {
@@ -640,7 +641,15 @@ impl<'e> Fv<'e> {
             text,
             null,
             lower: OnceCell::new(),
+            ip: OnceCell::new(),
         }
+    }
+
+    /// The value as an IP address (port and brackets removed), parsed once.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        *self
+            .ip
+            .get_or_init(|| crate::ip::parse_client_ip(&self.text))
     }
 
     /// The lower-cased text.
@@ -770,7 +779,7 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
                 .iter()
                 .filter_map(|v| as_time(&v.text))
                 .any(|t| c.test(tp.of(t), *n)),
-            Leaf::Cidr(c) => vals.iter().any(|v| c.matches_text(&v.text)),
+            Leaf::Cidr(c) => vals.iter().any(|v| v.ip().is_some_and(|ip| c.contains(ip))),
             Leaf::FieldRef { .. } => false,
         }
     }
@@ -809,7 +818,16 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
 
     /// Evaluates a detection.
     pub fn matches(&mut self, d: &Detection) -> bool {
-        let mut memo: Vec<Option<bool>> = vec![None; d.searches.len()];
+        // Identifiers are tested lazily and at most once; most rules have
+        // few, so the memo lives on the stack.
+        let mut small = [None; 16];
+        let mut big;
+        let memo: &mut [Option<bool>] = if d.searches.len() <= small.len() {
+            &mut small[..]
+        } else {
+            big = vec![None; d.searches.len()];
+            &mut big[..]
+        };
         cond::eval(&d.cond, &mut |i| {
             if let Some(b) = memo[i] {
                 return b;
@@ -821,67 +839,143 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
     }
 }
 
-/// Text fragments that must occur in a record's raw bytes for a detection
-/// to match it (any one of them), or `None` when no such set is known.
-/// Fragments avoid characters exports escape (`"`, `\`, `/`, `'`, `<`, `>`,
-/// `&`, non-ASCII), so they are found in JSON lines, JSON arrays and
-/// JSON-in-a-string alike.
-pub fn required_literals(d: &Detection) -> Option<Vec<String>> {
-    fn frag(s: &str) -> Option<String> {
-        let best = s
-            .split(|c: char| !c.is_ascii() || c.is_ascii_control() || "\"\\/'<>&".contains(c))
-            .max_by_key(|p| p.len())?;
-        (best.len() >= 3).then(|| best.to_string())
+/// One way a record can satisfy a rule: every clause must have one of its
+/// texts in the record's raw bytes.
+pub type Alt = Vec<Vec<String>>;
+
+/// Texts that must occur in a record's raw bytes for a detection to match
+/// it: any one of the alternatives, each an AND of OR-clauses (a field
+/// item needs its key name and every fragment of its value). `None` when
+/// no such condition is known (e.g. a rule that is only a negation).
+/// Fragments avoid characters exports escape (`"`, `\`, `/`, `'`, `<`,
+/// `>`, `&`, non-ASCII), so they are found in JSON lines, JSON arrays and
+/// JSON-in-a-string alike; matching is ASCII case-insensitive.
+pub fn required_literals(d: &Detection, fields: &Fields) -> Option<Vec<Alt>> {
+    fn frags(s: &str) -> Vec<String> {
+        s.split(|c: char| !c.is_ascii() || c.is_ascii_control() || "\"\\/'<>&".contains(c))
+            .filter(|p| p.len() >= 3)
+            .map(str::to_string)
+            .collect()
     }
-    fn leaf(l: &Leaf) -> Option<Vec<String>> {
-        match l {
-            Leaf::Str(sm, num) if num.is_none() => sm.literal().and_then(frag).map(|f| vec![f]),
-            Leaf::Str(sm, Some(n)) if n.fract() == 0.0 => {
-                sm.literal().and_then(frag).map(|f| vec![f])
-            }
+    fn leaf(l: &Leaf) -> Option<Vec<Vec<String>>> {
+        let lit = match l {
+            Leaf::Str(sm, None) => sm.literal().map(str::to_string),
+            Leaf::Str(sm, Some(n)) if n.fract() == 0.0 => sm.literal().map(str::to_string),
+            // Short prefixes ("10.") are kept: a weak filter beats none.
+            Leaf::Cidr(c) => return c.literal().map(|f| vec![vec![f]]),
             _ => None,
-        }
+        }?;
+        let f = frags(&lit);
+        (!f.is_empty()).then(|| f.into_iter().map(|x| vec![x]).collect())
     }
-    fn best(sets: Vec<Option<Vec<String>>>) -> Option<Vec<String>> {
+    // The key a positive match on a field needs in the raw record: the last
+    // plain step of one of its candidate paths.
+    let key = |f: FieldId| -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        for p in &fields.paths[f as usize] {
+            let last = p.steps.last().map(|s| s.2.as_str()).unwrap_or(&p.head);
+            let k = last.rsplit('.').next().unwrap_or(last);
+            if k.len() < 3 || k.chars().any(|c| !c.is_ascii() || "\"\\/'<>&".contains(c)) {
+                return None;
+            }
+            out.push(k.to_string());
+        }
+        (!out.is_empty()).then_some(out)
+    };
+    let weight = |a: &Alt| -> usize {
+        a.iter()
+            .map(|c| c.iter().map(String::len).min().unwrap_or(0))
+            .sum()
+    };
+    let best = |sets: Vec<Option<Vec<Alt>>>| -> Option<Vec<Alt>> {
         sets.into_iter()
             .flatten()
-            .max_by_key(|s| s.iter().map(String::len).min().unwrap_or(0))
-    }
-    fn union(sets: Vec<Option<Vec<String>>>) -> Option<Vec<String>> {
+            .max_by_key(|alts| alts.iter().map(weight).min().unwrap_or(0))
+    };
+    fn union(sets: Vec<Option<Vec<Alt>>>) -> Option<Vec<Alt>> {
         let mut out = Vec::new();
         for s in sets {
             out.extend(s?);
         }
         (!out.is_empty()).then_some(out)
     }
-    fn item(it: &Item) -> Option<Vec<String>> {
+    let item = |it: &Item| -> Option<Vec<Alt>> {
         if it.neq {
             return None;
         }
-        let sets: Vec<_> = it.leaves.iter().map(leaf).collect();
+        let k = match it.field {
+            Some(f) => {
+                if it
+                    .leaves
+                    .iter()
+                    .any(|l| matches!(l, Leaf::Null | Leaf::Exists(false)))
+                {
+                    return None;
+                }
+                Some(key(f))
+            }
+            None => None,
+        };
+        let with_key = |mut a: Alt| -> Alt {
+            if let Some(Some(kc)) = &k {
+                a.push(kc.clone());
+            }
+            a
+        };
+        let leaves: Vec<Option<Vec<Vec<String>>>> = it.leaves.iter().map(leaf).collect();
         if it.all {
-            best(sets)
-        } else {
-            union(sets)
+            let mut a = Vec::new();
+            for l in leaves.into_iter().flatten() {
+                a.extend(l);
+            }
+            let a = with_key(a);
+            return (!a.is_empty()).then(|| vec![a]);
         }
-    }
-    fn search(s: &Search) -> Option<Vec<String>> {
-        match s {
-            Search::And(items) => best(items.iter().map(item).collect()),
-            Search::Or(alts) => union(alts.iter().map(search).collect()),
+        let mut alts = Vec::new();
+        for l in leaves {
+            match l {
+                Some(cl) => alts.push(with_key(cl)),
+                None => {
+                    // A leaf without a literal: only the key is required.
+                    let a = with_key(Vec::new());
+                    if a.is_empty() {
+                        return None;
+                    }
+                    alts.push(a);
+                }
+            }
         }
-    }
-    fn cond(c: &Cond, d: &Detection) -> Option<Vec<String>> {
+        (!alts.is_empty()).then_some(alts)
+    };
+    let search = |s: &Search| -> Option<Vec<Alt>> {
+        fn go(
+            s: &Search,
+            item: &dyn Fn(&Item) -> Option<Vec<Alt>>,
+            best: &dyn Fn(Vec<Option<Vec<Alt>>>) -> Option<Vec<Alt>>,
+        ) -> Option<Vec<Alt>> {
+            match s {
+                Search::And(items) => best(items.iter().map(item).collect()),
+                Search::Or(alts) => union(alts.iter().map(|a| go(a, item, best)).collect()),
+            }
+        }
+        go(s, &item, &best)
+    };
+    fn cond(
+        c: &Cond,
+        d: &Detection,
+        search: &dyn Fn(&Search) -> Option<Vec<Alt>>,
+        best: &dyn Fn(Vec<Option<Vec<Alt>>>) -> Option<Vec<Alt>>,
+    ) -> Option<Vec<Alt>> {
         match c {
             Cond::Id(i) => search(&d.searches[*i]),
             Cond::Not(_) => None,
-            Cond::And(v) => best(v.iter().map(|x| cond(x, d)).collect()),
-            Cond::Or(v) => union(v.iter().map(|x| cond(x, d)).collect()),
+            Cond::And(v) => best(v.iter().map(|x| cond(x, d, search, best)).collect()),
+            Cond::Or(v) => union(v.iter().map(|x| cond(x, d, search, best)).collect()),
             Cond::Of(n, ids) if *n == usize::MAX || ids.len() == 1 => {
                 best(ids.iter().map(|i| search(&d.searches[*i])).collect())
             }
             Cond::Of(_, ids) => union(ids.iter().map(|i| search(&d.searches[*i])).collect()),
         }
     }
-    cond(&d.cond, d)
+    cond(&d.cond, d, &search, &best)
 }

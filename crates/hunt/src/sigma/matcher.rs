@@ -198,9 +198,7 @@ pub fn windash(v: &SStr) -> Vec<SStr> {
                         vec![c]
                     };
                     // Bound the expansion: four flags give 625 variants.
-                    if alts.len() > 1 && outs.len() >= 625 {
-                        push_char(&mut outs, c);
-                    } else if alts.len() == 1 {
+                    if alts.len() == 1 || outs.len() >= 625 {
                         push_char(&mut outs, c);
                     } else {
                         let mut next = Vec::with_capacity(outs.len() * alts.len());
@@ -255,8 +253,8 @@ pub enum StrTest {
     Prefix(String),
     /// Value ends with.
     Suffix(String),
-    /// Value contains.
-    Contains(String),
+    /// Value contains (with its searcher built once).
+    Contains(String, Box<memchr::memmem::Finder<'static>>),
     /// Anything else: an anchored regex (wildcards) or a user regex (`re`).
     Regex(Regex),
 }
@@ -289,7 +287,11 @@ impl StrMatch {
             [Tok::Star] => StrTest::Prefix(String::new()),
             [Tok::Lit(l), Tok::Star] => StrTest::Prefix(norm(l)),
             [Tok::Star, Tok::Lit(l)] => StrTest::Suffix(norm(l)),
-            [Tok::Star, Tok::Lit(l), Tok::Star] => StrTest::Contains(norm(l)),
+            [Tok::Star, Tok::Lit(l), Tok::Star] => {
+                let n = norm(l);
+                let f = Box::new(memchr::memmem::Finder::new(n.as_bytes()).into_owned());
+                StrTest::Contains(n, f)
+            }
             _ => {
                 let mut re = String::from(if cased { "(?s)^" } else { "(?si)^" });
                 for tok in t {
@@ -334,7 +336,7 @@ impl StrMatch {
             StrTest::Exact(s) => v == s,
             StrTest::Prefix(s) => v.starts_with(s.as_str()),
             StrTest::Suffix(s) => v.ends_with(s.as_str()),
-            StrTest::Contains(s) => memchr::memmem::find(v.as_bytes(), s.as_bytes()).is_some(),
+            StrTest::Contains(_, f) => f.find(v.as_bytes()).is_some(),
             StrTest::Regex(r) => r.is_match(orig),
         }
     }
@@ -342,9 +344,10 @@ impl StrMatch {
     /// The literal text this test needs in the value, when there is one.
     pub fn literal(&self) -> Option<&str> {
         match &self.test {
-            StrTest::Exact(s) | StrTest::Prefix(s) | StrTest::Suffix(s) | StrTest::Contains(s) => {
-                Some(s)
-            }
+            StrTest::Exact(s)
+            | StrTest::Prefix(s)
+            | StrTest::Suffix(s)
+            | StrTest::Contains(s, _) => Some(s),
             StrTest::Regex(_) => None,
         }
     }
@@ -461,6 +464,24 @@ impl Cidr {
             }
             _ => false,
         }
+    }
+
+    /// Text every address of an IPv4 network starts with (its whole
+    /// octets), for the raw-record prefilter. IPv6 text has too many
+    /// spellings (zero compression, case) to give one.
+    pub fn literal(&self) -> Option<String> {
+        let IpAddr::V4(a) = self.net else { return None };
+        let whole = usize::from(self.bits / 8);
+        let o = a.octets();
+        let mut s = o[..whole]
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(".");
+        if whole < 4 {
+            s.push('.');
+        }
+        (whole > 0).then_some(s)
     }
 
     /// Tests a field value (an address, possibly with a port).
@@ -608,6 +629,16 @@ mod tests {
         assert!(!c6.matches_text("2001:db9::5"));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("0.0.0.0/0").unwrap().matches_text("1.2.3.4"));
+        assert_eq!(
+            Cidr::parse("10.1.0.0/16").unwrap().literal().as_deref(),
+            Some("10.1.")
+        );
+        assert_eq!(
+            Cidr::parse("1.2.3.4/32").unwrap().literal().as_deref(),
+            Some("1.2.3.4")
+        );
+        assert_eq!(Cidr::parse("10.0.0.0/7").unwrap().literal(), None);
+        assert_eq!(c6.literal(), None);
     }
 
     #[test]

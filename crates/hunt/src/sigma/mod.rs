@@ -148,9 +148,8 @@ pub struct Rule {
     pub output: bool,
     /// Correlations fed by this rule.
     pub feeds: Vec<usize>,
-    /// Literals one of which a raw record must contain (None: any record of
-    /// the log source).
-    pub literals: Option<Vec<String>>,
+    /// What a raw record must contain to possibly match (None: any record).
+    pub literals: Option<Vec<detect::Alt>>,
 }
 
 /// Options for loading rules.
@@ -180,7 +179,7 @@ pub struct RuleSet {
     /// Per mapping: rule indexes that apply.
     buckets: Vec<Vec<usize>>,
     /// Prefilter over raw records, and whether every record must be parsed.
-    prefilter: Option<AhoCorasick>,
+    prefilter: Option<Prefilter>,
     parse_all: bool,
     /// Per mapping: events evaluated (to tell blind rules).
     seen: Vec<AtomicU64>,
@@ -485,13 +484,13 @@ impl RuleSet {
             // Literals must hold for every mapping's compilation (they are
             // the same rule text, so the first is representative); without
             // any, fall back to the log sources' own raw markers.
-            let literals = detect::required_literals(&compiled[0].1).or_else(|| {
+            let literals = detect::required_literals(&compiled[0].1, &fields).or_else(|| {
                 let mut v = Vec::new();
                 for (mi, _) in &compiled {
                     if mappings[*mi].raw_any.is_empty() {
                         return None;
                     }
-                    v.extend(mappings[*mi].raw_any.iter().cloned());
+                    v.extend(mappings[*mi].raw_any.iter().map(|l| vec![vec![l.clone()]]));
                 }
                 Some(v)
             });
@@ -517,30 +516,7 @@ impl RuleSet {
             }
         }
         let parse_all = rules.iter().any(|r| r.literals.is_none());
-        let lits: Vec<&str> = {
-            let mut v: Vec<&str> = rules
-                .iter()
-                .filter_map(|r| r.literals.as_ref())
-                .flatten()
-                .map(String::as_str)
-                .collect();
-            v.sort_unstable();
-            v.dedup();
-            v
-        };
-        let prefilter = (!parse_all && !lits.is_empty()).then(|| {
-            AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .kind(Some(AhoCorasickKind::DFA))
-                .build(&lits)
-                .or_else(|_| {
-                    AhoCorasickBuilder::new()
-                        .ascii_case_insensitive(true)
-                        .build(&lits)
-                })
-                .expect("literal patterns build")
-        });
+        let prefilter = (!parse_all).then(|| Prefilter::new(&rules)).flatten();
         let mappings_len = mappings.len();
         RuleSet {
             mappings,
@@ -569,7 +545,7 @@ impl RuleSet {
         if self.parse_all {
             return true;
         }
-        self.prefilter.as_ref().is_some_and(|ac| ac.is_match(raw))
+        self.prefilter.as_ref().is_some_and(|p| p.wants(raw))
     }
 
     /// Whether any rule runs.
@@ -667,6 +643,111 @@ impl RuleSet {
             count("inapplicable"),
             count("needs-placeholders"),
         )
+    }
+}
+
+/// The raw-record screen. Each alternative has an anchor clause (the one
+/// whose shortest text is longest, so it is rare in records); an ASCII
+/// case-insensitive Aho-Corasick automaton looks for every anchor text, and
+/// only a record with an anchor hit has the alternative's other clauses
+/// checked. Common texts (keys, `true`, `success`) thus never drive the scan.
+#[derive(Debug)]
+struct Prefilter {
+    ac: AhoCorasick,
+    /// Alternative -> its other clauses (lower-case texts, as searchers).
+    rest: Vec<Vec<Vec<memchr::memmem::Finder<'static>>>>,
+    /// Anchor text id -> alternatives it anchors.
+    by_lit: Vec<Vec<u32>>,
+}
+
+impl Prefilter {
+    fn new(rules: &[Rule]) -> Option<Prefilter> {
+        let mut ids: HashMap<String, u32> = HashMap::new();
+        let mut lits: Vec<String> = Vec::new();
+        let mut by_lit: Vec<Vec<u32>> = Vec::new();
+        let mut rest = Vec::new();
+        for r in rules {
+            for alt in r.literals.iter().flatten() {
+                let Some(anchor) = (0..alt.len())
+                    .max_by_key(|&i| alt[i].iter().map(String::len).min().unwrap_or(0))
+                else {
+                    continue;
+                };
+                let ai = rest.len() as u32;
+                rest.push(
+                    alt.iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != anchor)
+                        .map(|(_, c)| {
+                            c.iter()
+                                .map(|l| {
+                                    memchr::memmem::Finder::new(l.to_ascii_lowercase().as_bytes())
+                                        .into_owned()
+                                })
+                                .collect()
+                        })
+                        .collect(),
+                );
+                for l in &alt[anchor] {
+                    let key = l.to_ascii_lowercase();
+                    let id = *ids.entry(key.clone()).or_insert_with(|| {
+                        lits.push(key);
+                        by_lit.push(Vec::new());
+                        (lits.len() - 1) as u32
+                    });
+                    by_lit[id as usize].push(ai);
+                }
+            }
+        }
+        if lits.is_empty() {
+            return None;
+        }
+        let ac = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&lits)
+            .or_else(|_| {
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .build(&lits)
+            })
+            .expect("literal patterns build");
+        Some(Prefilter { ac, rest, by_lit })
+    }
+
+    fn wants(&self, raw: &[u8]) -> bool {
+        thread_local! {
+            // The lower-cased record, reused across records.
+            static LOWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        // Most records hold no anchor: the plain search exits on the first
+        // hit and is cheaper than the overlapping one.
+        if !self.ac.is_match(raw) {
+            return false;
+        }
+        let mut lowered = false;
+        for m in self.ac.find_overlapping_iter(raw) {
+            for &a in &self.by_lit[m.pattern().as_usize()] {
+                let rest = &self.rest[a as usize];
+                if rest.is_empty() {
+                    return true;
+                }
+                let ok = LOWER.with(|b| {
+                    let mut b = b.borrow_mut();
+                    if !lowered {
+                        b.clear();
+                        b.extend(raw.iter().map(u8::to_ascii_lowercase));
+                        lowered = true;
+                    }
+                    rest.iter().all(|c| c.iter().any(|f| f.find(&b).is_some()))
+                });
+                if ok {
+                    return true;
+                }
+            }
+        }
+        false
     }
 }
 

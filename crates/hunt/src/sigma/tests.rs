@@ -478,25 +478,54 @@ fn prefilter_literals() {
     let s = set_of(&rule(
         "    sel:\n        Operation: 'Set-Mailbox'\n        Parameters|contains: 'DeliverToMailboxAndForward'\n    condition: sel",
     ));
+    // The most selective item: its value and its key must both be there.
+    let v = |x: &[&[&str]]| -> Vec<Vec<String>> {
+        x.iter()
+            .map(|c| c.iter().map(|s| s.to_string()).collect())
+            .collect()
+    };
     assert_eq!(
-        s.rules[0].literals.as_deref(),
-        Some(&["delivertomailboxandforward".to_string()][..])
+        s.rules[0].literals,
+        Some(vec![v(&[&["delivertomailboxandforward"], &["Parameters"]])])
     );
     assert!(s.wants(br#"{"Operation":"Set-Mailbox","Parameters":"[{\"Name\":\"DeliverToMailboxAndForward\"}]"}"#));
     assert!(!s.wants(br#"{"Operation":"Set-Mailbox"}"#));
+    assert!(!s.wants(br#"{"Operation":"DeliverToMailboxAndForward"}"#));
     // A rule with no literal of its own falls back to its log source's.
     let s = set_of(&rule("    sel:\n        N|gt: 5\n    condition: sel"));
-    assert_eq!(
-        s.rules[0].literals.as_deref(),
-        Some(&["Operation".to_string()][..])
-    );
+    assert_eq!(s.rules[0].literals, Some(vec![v(&[&["Operation"]])]));
     assert!(s.wants(br#"{"operation": "x"}"#));
     assert!(!s.wants(br#"{"category": "x"}"#));
-    // Fragments skip characters exports escape.
-    let s = set_of(&rule("    sel:\n        A: 'Microsoft.Storage/storageAccounts/listKeys/action'\n    condition: sel"));
+    // Every fragment of a value is required; fragments skip characters
+    // exports escape.
+    let s = set_of(&rule("    sel:\n        Action: 'Microsoft.Storage/storageAccounts/listKeys/action'\n    condition: sel"));
     assert_eq!(
-        s.rules[0].literals.as_deref(),
-        Some(&["microsoft.storage".to_string()][..])
+        s.rules[0].literals,
+        Some(vec![v(&[
+            &["microsoft.storage"],
+            &["storageaccounts"],
+            &["listkeys"],
+            &["action"],
+            &["Action"]
+        ])])
+    );
+    assert!(s.wants(br#"{"Action":"Microsoft.Storage\/storageAccounts\/listKeys\/action"}"#));
+    assert!(!s.wants(br#"{"Action":"Microsoft.Storage/storageAccounts/write"}"#));
+    // IPv4 networks give their whole octets; a negation gives nothing.
+    let s = set_of(&rule(
+        "    sel:\n        ClientIP|cidr: 10.1.0.0/16\n    condition: sel",
+    ));
+    assert_eq!(
+        s.rules[0].literals,
+        Some(vec![v(&[
+            &["10.1."],
+            &[
+                "ClientIP",
+                "ClientIPAddress",
+                "Client_IPAddress",
+                "ActorIpAddress"
+            ]
+        ])])
     );
 }
 
