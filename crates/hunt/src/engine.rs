@@ -317,6 +317,11 @@ struct Out {
     uncategorised: u64,
     token_joined: u64,
     sigma_hits: Vec<crate::sigma::Hit>,
+    /// Per event: no Sigma rule can match it (its raw record lacked every
+    /// rule's texts), so matching is skipped. Filled lazily: events pushed
+    /// since the last record take `sigma_last_skip`.
+    sigma_skip: Vec<bool>,
+    sigma_last_skip: bool,
 }
 
 /// What the prefilter saw in a record.
@@ -462,10 +467,10 @@ fn handle_json(
         }
     };
     // A record some Sigma rule could match is parsed in full.
-    let screen = match &ctx.sigma {
-        Some(s) if screen != Screen::Hit && s.wants(b) => Screen::Hit,
-        _ => screen,
-    };
+    let sigma_wants = ctx.sigma.as_ref().is_some_and(|s| s.wants(b));
+    out.sigma_skip.resize(out.events.len(), out.sigma_last_skip);
+    out.sigma_last_skip = !sigma_wants;
+    let screen = if sigma_wants { Screen::Hit } else { screen };
     let framed = b.first() == Some(&b'{') && b.last() == Some(&b'}');
     if screen == Screen::TokenOnly && framed && !looks_like_envelope(b) {
         if let Some(joins) = &ctx.joins {
@@ -685,8 +690,11 @@ fn process(batch: Batch, ctx: &Ctx) -> Out {
     }
     // Sigma matching runs here, in the worker, not under the lock.
     if let Some(s) = &ctx.sigma {
-        for ev in &out.events {
-            s.eval(ev, &mut out.sigma_hits);
+        out.sigma_skip.resize(out.events.len(), out.sigma_last_skip);
+        for (ev, skip) in out.events.iter().zip(&out.sigma_skip) {
+            if !skip {
+                s.eval(ev, &mut out.sigma_hits);
+            }
         }
     }
     out
