@@ -50,6 +50,7 @@ pub use access::{
 };
 pub use net::Cidr;
 pub use proxy::IDENTITY_PREFIX;
+pub use tokenward_keys::FetchConfig;
 
 /// Where access log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +110,8 @@ pub struct Config {
     pub reload_interval: Duration,
     /// How long in-flight requests may take to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Rules for fetching URL key sets (HTTPS only by default).
+    pub key_fetch: FetchConfig,
 }
 
 impl Config {
@@ -133,6 +136,7 @@ impl Config {
             cache_max_ttl: Duration::from_secs(300),
             reload_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
+            key_fetch: FetchConfig::default(),
         }
     }
 }
@@ -156,6 +160,7 @@ pub struct Gateway {
     tls: Option<tokio_rustls::TlsAcceptor>,
     http: http1::Builder,
     policy_path: PathBuf,
+    key_fetch: FetchConfig,
     reload_interval: Duration,
     shutdown_grace: Duration,
     header_read_timeout: Duration,
@@ -173,8 +178,9 @@ impl Gateway {
             .map_or(0, |d| d.as_secs() as i64);
         let live = {
             let path = config.policy.clone();
+            let fetch = config.key_fetch.clone();
             // Loading may fetch URL key sets: blocking work, off the runtime.
-            tokio::task::spawn_blocking(move || LivePolicy::load(&path, started))
+            tokio::task::spawn_blocking(move || LivePolicy::load_with(&path, fetch, started))
                 .await
                 .map_err(|e| Error::Runtime(e.to_string()))?
                 .map_err(|e| cfg(e.to_string()))?
@@ -275,6 +281,7 @@ impl Gateway {
             tls,
             http,
             policy_path: config.policy,
+            key_fetch: config.key_fetch,
             reload_interval: config.reload_interval,
             shutdown_grace: config.shutdown_grace,
             header_read_timeout: config.header_read_timeout,
@@ -313,6 +320,7 @@ impl Gateway {
             self.shared.clone(),
             self.policy_path.clone(),
             self.reload_interval,
+            self.key_fetch.clone(),
         ));
         let admin = self
             .admin

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokenward_keys::FetchConfig;
 use tokenward_trust::LivePolicy;
 
 use crate::proxy::{PolicyState, Shared};
@@ -64,7 +65,12 @@ fn install(shared: &Shared, live: Arc<LivePolicy>) {
     shared.metrics.reloaded(true, keys);
 }
 
-pub(crate) async fn watch(shared: Arc<Shared>, policy_path: PathBuf, every: Duration) {
+pub(crate) async fn watch(
+    shared: Arc<Shared>,
+    policy_path: PathBuf,
+    every: Duration,
+    fetch: FetchConfig,
+) {
     let mut last = stamps(&policy_path, shared.current_policy().0.key_files());
     let mut stale = staleness(&shared.current_live(), unix_now());
     let mut last_errors: Vec<String> = Vec::new();
@@ -81,8 +87,11 @@ pub(crate) async fn watch(shared: Arc<Shared>, policy_path: PathBuf, every: Dura
             // loading shows up as a difference on the next poll.
             last = now_stamps;
             let path = policy_path.clone();
-            let loaded =
-                tokio::task::spawn_blocking(move || LivePolicy::load(&path, unix_now())).await;
+            let fetch = fetch.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                LivePolicy::load_with(&path, fetch, unix_now())
+            })
+            .await;
             match loaded {
                 Ok(Ok(live)) => {
                     // The new policy may list other key files; stamp those.
