@@ -916,6 +916,8 @@ pub fn required_literals(d: &Detection, fields: &Fields) -> Option<Vec<Alt>> {
             }
             None => None,
         };
+        // The key clause goes last: the prefilter relies on that to anchor
+        // on values rather than on keys.
         let with_key = |mut a: Alt| -> Alt {
             if let Some(Some(kc)) = &k {
                 a.push(kc.clone());

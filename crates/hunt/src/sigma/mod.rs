@@ -668,8 +668,16 @@ impl Prefilter {
         let mut rest = Vec::new();
         for r in rules {
             for alt in r.literals.iter().flatten() {
-                let Some(anchor) = (0..alt.len())
-                    .max_by_key(|&i| alt[i].iter().map(String::len).min().unwrap_or(0))
+                // A field item's key clause comes last (see
+                // `detect::required_literals`); keys recur in every record of
+                // their schema, so the anchor is a value clause when there is one.
+                let cands = if alt.len() > 1 {
+                    alt.len() - 1
+                } else {
+                    alt.len()
+                };
+                let Some(anchor) =
+                    (0..cands).max_by_key(|&i| alt[i].iter().map(String::len).min().unwrap_or(0))
                 else {
                     continue;
                 };
