@@ -442,7 +442,7 @@ impl Detector {
             "ipAddress",
             "IPAddress",
         ] {
-            if let Some(v) = ev.get(f).and_then(scalar_cow) {
+            if let Some(v) = ev.scalar(f) {
                 cands.push((f, v));
             }
         }
@@ -502,7 +502,7 @@ impl Detector {
                 "userAgent",
                 "ActorInfoString",
             ] {
-                if let Some(v) = ev.get(f).and_then(scalar_cow) {
+                if let Some(v) = ev.scalar(f) {
                     uas.push((f, v));
                 }
             }
@@ -552,7 +552,7 @@ impl Detector {
         // Signing keys: any string in the record equal to a key indicator.
         if ["kid", "x5t", "header.kid", "jwt.header.kid", "thumbprint"]
             .iter()
-            .any(|p| ev.get(p).is_some())
+            .any(|p| ev.has(p))
         {
             self.kid_fields += 1;
         }
@@ -654,13 +654,7 @@ impl Detector {
                 }
             } else if a.eq_ignore_ascii_case("Bind") {
                 self.mia_bind += 1;
-                let items = ev
-                    .get("OperationCount")
-                    .and_then(|v| {
-                        v.as_u64()
-                            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-                    })
-                    .unwrap_or_else(|| (ev.get_all("Folders.FolderItems").len() as u64).max(1));
+                let items = ev.bind_items();
                 let sess = ev
                     .session_id
                     .clone()
@@ -1306,18 +1300,6 @@ impl Detector {
 fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
     let (h, n) = (hay.as_bytes(), needle.as_bytes());
     n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
-}
-
-/// A scalar as trimmed text, borrowed when it is a string (as
-/// [`crate::event::scalar_str`], which allocates).
-fn scalar_cow(v: &Value) -> Option<Cow<'_, str>> {
-    match v {
-        Value::String(s) => {
-            let t = s.trim();
-            (!t.is_empty()).then_some(Cow::Borrowed(t))
-        }
-        other => crate::event::scalar_str(other).map(Cow::Owned),
-    }
 }
 
 fn find_key_values<'a>(

@@ -505,7 +505,15 @@ fn handle_json(
         return;
     }
     if screen == Screen::Mail && framed && !looks_like_envelope(b) {
-        if let Some(ev) = Event::from_json_narrow(b, ctx.hint, ctx.file.clone(), loc) {
+        // Fast events have no record tree, so only without Sigma rules
+        // (which read the record) and with the narrow parse as the fallback.
+        let fast = match ctx.sigma {
+            None => Event::from_json_fast(b, ctx.file.clone(), loc),
+            Some(_) => None,
+        };
+        if let Some(ev) =
+            fast.or_else(|| Event::from_json_narrow(b, ctx.hint, ctx.file.clone(), loc))
+        {
             out.read += 1;
             out.evaluated += 1;
             out.events.push(ev);

@@ -5,6 +5,7 @@
 //! `AuditData.AppAccessContext.UniqueTokenId` is a path like any other) plus
 //! the normalised fields every detection and output needs.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -110,6 +111,9 @@ pub struct Event {
     /// its root keys are: a root lookup that can match none of them is
     /// answered `None` without scanning the keys case-insensitively.
     roots: u128,
+    /// A MailItemsAccessed record read by [`Event::from_json_fast`]: no
+    /// record tree; the built-in detections' fields are answered from here.
+    fast: Option<Box<Fast>>,
 }
 
 fn get_ci<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
@@ -251,7 +255,48 @@ impl Event {
 
     /// [`Event::get`] rendered as a trimmed, non-empty string.
     pub fn get_str(&self, path: &str) -> Option<String> {
-        self.get(path).and_then(scalar_str)
+        self.scalar(path).map(Cow::into_owned)
+    }
+
+    /// [`Event::get_str`] borrowed when the value is a string.
+    pub fn scalar(&self, path: &str) -> Option<Cow<'_, str>> {
+        if let Some(f) = &self.fast {
+            return match f.resolve(path) {
+                Fv::Str(s) => nonempty(s).map(Cow::Borrowed),
+                Fv::Num(n) => Some(Cow::Owned(n.to_string())),
+                Fv::Absent | Fv::Other => None,
+            };
+        }
+        match self.get(path)? {
+            Value::String(s) => nonempty(s).map(Cow::Borrowed),
+            other => scalar_str(other).map(Cow::Owned),
+        }
+    }
+
+    /// Whether [`Event::get`] finds a value (`null` included).
+    pub fn has(&self, path: &str) -> bool {
+        match &self.fast {
+            Some(f) => !matches!(f.resolve(path), Fv::Absent),
+            None => self.get(path).is_some(),
+        }
+    }
+
+    /// Items a MailItemsAccessed Bind record covers: `OperationCount`, else
+    /// the number of `Folders.FolderItems` (at least one).
+    pub fn bind_items(&self) -> u64 {
+        if let Some(f) = &self.fast {
+            return f
+                .op_count
+                .as_ref()
+                .and_then(serde_json::Number::as_u64)
+                .unwrap_or((f.folder_items as u64).max(1));
+        }
+        self.get("OperationCount")
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            })
+            .unwrap_or_else(|| (self.get_all("Folders.FolderItems").len() as u64).max(1))
     }
 
     /// The first of several paths that yields a non-empty scalar.
@@ -279,6 +324,17 @@ impl Event {
     /// `OperationProperties`, `Parameters` or `ExtendedProperties`
     /// (names compared case-insensitively).
     pub fn name_value(&self, list: &str, name: &str) -> Option<String> {
+        if let Some(f) = &self.fast {
+            if !list.eq_ignore_ascii_case("OperationProperties") {
+                // Other lists are narrow roots: the fast path refused them.
+                return None;
+            }
+            return f.props.iter().find_map(|&(n, v)| {
+                (f.text(n) == name || f.text(n).eq_ignore_ascii_case(name))
+                    .then(|| nonempty(f.text(v)).map(str::to_string))
+                    .flatten()
+            });
+        }
         let v = self.get(list)?;
         let Value::Array(items) = v else {
             return None;
@@ -308,6 +364,62 @@ impl Event {
         locator: Locator,
     ) -> Event {
         Event::build(record, hint, source_file, locator, false, 0)
+    }
+
+    /// Builds a MailItemsAccessed event from a raw JSON object without any
+    /// record tree: the dozen fields the built-in detections and the
+    /// normalisation read are taken as spans of one string, the rest is
+    /// skipped. `None` (take [`Event::from_json_narrow`]) for anything
+    /// unusual: another operation, a field some built-in lookup could reach
+    /// under another spelling or shape (case variants, JSON carried in a
+    /// string, numbers as strings, duplicates, `null`), envelopes. The event
+    /// answers [`Event::scalar`], [`Event::get_str`], [`Event::has`],
+    /// [`Event::name_value`] and [`Event::bind_items`] as the narrow event
+    /// would (debug builds check every one against it); [`Event::get`]
+    /// finds nothing, so only the built-in detections may see it.
+    pub fn from_json_fast(bytes: &[u8], source_file: Arc<str>, locator: Locator) -> Option<Event> {
+        let FastDe(f) = serde_json::from_slice::<FastDe>(bytes).ok()?;
+        let f = f?;
+        let s = |i: usize| f.roots[i].map(|sp| f.text(sp)).and_then(nonempty);
+        let (time_s, op) = (f.roots[R_CREATION]?, s(R_OPERATION)?);
+        let record_type = f
+            .record_type
+            .as_ref()
+            .and_then(serde_json::Number::as_u64)
+            .and_then(|n| u32::try_from(n).ok());
+        if !op.eq_ignore_ascii_case("MailItemsAccessed") || record_type == Some(275) {
+            return None;
+        }
+        let aac = |i: usize| f.aac[i].map(|sp| f.text(sp)).and_then(nonempty);
+        let ev = Event {
+            kind: EventKind::Audit,
+            record: Value::Object(Map::new()),
+            inner: None,
+            time: parse_timestamp(f.text(time_s)),
+            user: s(R_USER).map(str::to_lowercase),
+            client_ip: s(R_CLIENT_IP).or_else(|| s(R_CLIENT_IP_ADDRESS)).map(|s| {
+                parse_client_ip(s)
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_else(|| s.to_string())
+            }),
+            app_id: s(R_APP).map(str::to_string),
+            client_app_id: s(R_CLIENT_APP).map(str::to_string),
+            session_id: aac(A_SESSION).or_else(|| s(R_SESSION)).map(str::to_string),
+            token_id: aac(A_TOKEN).map(str::to_string),
+            operation: Some(op.to_string()),
+            result: s(R_RESULT).map(str::to_string),
+            workload: s(R_WORKLOAD).map(str::to_string),
+            user_agent: s(R_CLIENT_INFO).map(str::to_string),
+            record_type,
+            source_file,
+            locator,
+            narrow: true,
+            roots: 0,
+            fast: Some(Box::new(f)),
+        };
+        #[cfg(any(test, debug_assertions))]
+        check_fast(&ev, bytes);
+        Some(ev)
     }
 
     fn build(
@@ -341,6 +453,7 @@ impl Event {
             locator,
             narrow,
             roots,
+            fast: None,
         };
         ev.normalise();
         ev
@@ -604,6 +717,10 @@ pub(crate) fn as_builtin<T>(f: impl FnOnce() -> T) -> T {
 #[cfg(debug_assertions)]
 fn check_narrow(ev: &Event, path: &str) {
     assert!(
+        ev.fast.is_none() || !BUILTIN_LOOKUPS.with(|c| c.get()),
+        "{path:?} asked of a fast event through Event::get: use the fast-aware accessors"
+    );
+    assert!(
         !ev.narrow || !BUILTIN_LOOKUPS.with(|c| c.get()) || narrow_reaches(path),
         "{path:?} is not in NARROW_ROOTS: a narrow event cannot answer it"
     );
@@ -720,6 +837,509 @@ impl<'de> serde::Deserialize<'de> for Narrow {
         }
         d.deserialize_map(V)
     }
+}
+
+/// Trimmed, `None` when empty: how [`scalar_str`] renders a string.
+fn nonempty(s: &str) -> Option<&str> {
+    let t = s.trim();
+    (!t.is_empty()).then_some(t)
+}
+
+/// Root string fields the fast path reads, by exact name (see [`Fast`]).
+const FAST_ROOTS: [&str; 13] = [
+    "CreationTime",
+    "Operation",
+    "ResultStatus",
+    "Workload",
+    "ClientIP",
+    "UserId",
+    "AppId",
+    "ClientAppId",
+    "ClientIPAddress",
+    "ClientInfoString",
+    "MailboxOwnerUPN",
+    "SessionId",
+    "TokenTenantId",
+];
+const R_CREATION: usize = 0;
+const R_OPERATION: usize = 1;
+const R_RESULT: usize = 2;
+const R_WORKLOAD: usize = 3;
+const R_CLIENT_IP: usize = 4;
+const R_USER: usize = 5;
+const R_APP: usize = 6;
+const R_CLIENT_APP: usize = 7;
+const R_CLIENT_IP_ADDRESS: usize = 8;
+const R_CLIENT_INFO: usize = 9;
+const R_SESSION: usize = 11;
+/// The other roots the fast path understands, read by shape.
+const FAST_SHAPED: [&str; 5] = [
+    "RecordType",
+    "OperationCount",
+    "AppAccessContext",
+    "OperationProperties",
+    "Folders",
+];
+/// `AppAccessContext` members read, by exact name.
+const AAC_KEYS: [&str; 3] = ["AADSessionId", "UniqueTokenId", "IssuedAtTime"];
+const A_SESSION: usize = 0;
+const A_TOKEN: usize = 1;
+/// `AppAccessContext` members some built-in lookup reaches: any other
+/// spelling of these (or one the fast path does not keep) means fall back.
+const AAC_LOOKED_UP: [&str; 5] = [
+    "AADSessionId",
+    "UniqueTokenId",
+    "IssuedAtTime",
+    "APIId",
+    "ClientAppId",
+];
+
+type Span = (u32, u32);
+
+/// The fields of a MailItemsAccessed record the built-in detections read,
+/// as spans of one string (one allocation per event instead of a tree).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Fast {
+    buf: String,
+    roots: [Option<Span>; 13],
+    aac: [Option<Span>; 3],
+    has_aac: bool,
+    record_type: Option<serde_json::Number>,
+    op_count: Option<serde_json::Number>,
+    /// `OperationProperties` `{Name, Value}` pairs, in order.
+    props: Vec<(Span, Span)>,
+    has_props: bool,
+    /// `FolderItems` across `Folders`.
+    folder_items: usize,
+    has_folders: bool,
+}
+
+/// What a path resolves to in a [`Fast`] record.
+enum Fv<'a> {
+    Absent,
+    Str(&'a str),
+    Num(&'a serde_json::Number),
+    /// An object or array.
+    Other,
+}
+
+impl Fast {
+    fn text(&self, (a, b): Span) -> &str {
+        &self.buf[a as usize..b as usize]
+    }
+
+    /// Keeps a string value; refuses JSON carried in a string, which the
+    /// tree path would have expanded ([`expand_nested`]).
+    fn keep<E: serde::de::Error>(&mut self, s: &str) -> Result<Span, E> {
+        let t = s.trim_start();
+        if (t.starts_with('{') || t.starts_with('['))
+            && serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok()
+        {
+            return Err(E::custom("fast path: nested JSON"));
+        }
+        let a = self.buf.len() as u32;
+        self.buf.push_str(s);
+        Ok((a, self.buf.len() as u32))
+    }
+
+    /// [`lookup`] over the record the narrow path would have kept, whose
+    /// only reachable roots are the ones read here (anything else made the
+    /// fast path refuse the record).
+    fn resolve(&self, path: &str) -> Fv<'_> {
+        if let Some(i) = FAST_ROOTS.iter().position(|r| r.eq_ignore_ascii_case(path)) {
+            return self.roots[i].map_or(Fv::Absent, |sp| Fv::Str(self.text(sp)));
+        }
+        if path.eq_ignore_ascii_case("RecordType") {
+            return self.record_type.as_ref().map_or(Fv::Absent, Fv::Num);
+        }
+        if path.eq_ignore_ascii_case("OperationCount") {
+            return self.op_count.as_ref().map_or(Fv::Absent, Fv::Num);
+        }
+        let shaped = |p: &str, present: bool| p.eq_ignore_ascii_case(path).then_some(present);
+        if let Some(present) = shaped("AppAccessContext", self.has_aac)
+            .or_else(|| shaped("OperationProperties", self.has_props))
+            .or_else(|| shaped("Folders", self.has_folders))
+        {
+            return if present { Fv::Other } else { Fv::Absent };
+        }
+        if let Some((head, rest)) = path.split_once('.') {
+            if head.eq_ignore_ascii_case("AppAccessContext") {
+                if let Some(i) = AAC_KEYS.iter().position(|k| k.eq_ignore_ascii_case(rest)) {
+                    return self.aac[i].map_or(Fv::Absent, |sp| Fv::Str(self.text(sp)));
+                }
+                if AAC_LOOKED_UP.iter().any(|k| k.eq_ignore_ascii_case(rest)) {
+                    // Present members with these names made the path refuse.
+                    return Fv::Absent;
+                }
+            }
+        }
+        // A path through a kept root that is not kept whole cannot be
+        // answered; the built-in detections never ask one (debug check).
+        let reaches_kept = |p: &str| {
+            FAST_ROOTS
+                .iter()
+                .chain(FAST_SHAPED.iter())
+                .any(|r| r.eq_ignore_ascii_case(p))
+        };
+        debug_assert!(
+            !path
+                .match_indices('.')
+                .any(|(i, _)| reaches_kept(&path[..i])),
+            "fast event cannot answer {path:?}"
+        );
+        Fv::Absent
+    }
+}
+
+/// Deserialises a [`Fast`] record; `None` inside when the record needs the
+/// narrow or full path (errors do too: the caller falls back on any).
+struct FastDe(Option<Fast>);
+
+fn refuse<E: serde::de::Error>() -> E {
+    E::custom("fast path: unusual record")
+}
+
+impl<'de> serde::Deserialize<'de> for FastDe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FastDe;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<FastDe, A::Error> {
+                let mut f = Fast::default();
+                while let Some(Key(k)) = a.next_key::<Key<'de>>()? {
+                    if let Some(i) = FAST_ROOTS.iter().position(|r| *r == k) {
+                        let Key(v) = a.next_value::<Key<'de>>()?;
+                        if f.roots[i].is_some() {
+                            return Err(refuse());
+                        }
+                        f.roots[i] = Some(f.keep(&v)?);
+                        continue;
+                    }
+                    match &*k {
+                        "RecordType" | "OperationCount" => {
+                            let n = a.next_value::<serde_json::Number>()?;
+                            let slot = if k == "RecordType" {
+                                &mut f.record_type
+                            } else {
+                                &mut f.op_count
+                            };
+                            if slot.replace(n).is_some() {
+                                return Err(refuse());
+                            }
+                        }
+                        "AppAccessContext" => {
+                            if std::mem::replace(&mut f.has_aac, true) {
+                                return Err(refuse());
+                            }
+                            let AacDe(vals) = a.next_value::<AacDe<'de>>()?;
+                            for (i, v) in vals.iter().enumerate() {
+                                if let Some(v) = v {
+                                    f.aac[i] = Some(f.keep(v)?);
+                                }
+                            }
+                        }
+                        "OperationProperties" => {
+                            if std::mem::replace(&mut f.has_props, true) {
+                                return Err(refuse());
+                            }
+                            let PropsDe(ps) = a.next_value::<PropsDe<'de>>()?;
+                            for (n, v) in ps {
+                                let n = f.keep(&n)?;
+                                let v = f.keep(&v)?;
+                                f.props.push((n, v));
+                            }
+                        }
+                        "Folders" => {
+                            if std::mem::replace(&mut f.has_folders, true) {
+                                return Err(refuse());
+                            }
+                            f.folder_items = a.next_value::<FoldersDe>()?.0;
+                        }
+                        // Envelopes, renamed Log Analytics columns and any
+                        // other field a built-in lookup could reach.
+                        _ if k == "records"
+                            || k == "value"
+                            || k.ends_with(" [UTC]")
+                            || k.ends_with("_dynamic")
+                            || narrow_root_index(&k).is_some() =>
+                        {
+                            return Err(refuse());
+                        }
+                        _ => {
+                            a.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(FastDe(Some(f)))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `AppAccessContext`: the members in [`AAC_KEYS`], strings.
+struct AacDe<'de>([Option<std::borrow::Cow<'de, str>>; 3]);
+
+impl<'de> serde::Deserialize<'de> for AacDe<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AacDe<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<AacDe<'de>, A::Error> {
+                let mut out: [Option<std::borrow::Cow<'de, str>>; 3] = Default::default();
+                while let Some(Key(k)) = a.next_key::<Key<'de>>()? {
+                    if let Some(i) = AAC_KEYS.iter().position(|r| *r == k) {
+                        let Key(v) = a.next_value::<Key<'de>>()?;
+                        if out[i].replace(v).is_some() {
+                            return Err(refuse());
+                        }
+                    } else if AAC_LOOKED_UP.iter().any(|r| r.eq_ignore_ascii_case(&k)) {
+                        return Err(refuse());
+                    } else {
+                        a.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(AacDe(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `OperationProperties`: an array of `{"Name": string, "Value": string}`.
+struct PropsDe<'de>(Vec<(std::borrow::Cow<'de, str>, std::borrow::Cow<'de, str>)>);
+
+impl<'de> serde::Deserialize<'de> for PropsDe<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PropsDe<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<PropsDe<'de>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(PropDe(n, v)) = a.next_element::<PropDe<'de>>()? {
+                    out.push((n, v));
+                }
+                Ok(PropsDe(out))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// One `{"Name": ..., "Value": ...}` pair; both present, exact spellings
+/// (`name_value` also reads lower-case ones: those fall back).
+struct PropDe<'de>(std::borrow::Cow<'de, str>, std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for PropDe<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PropDe<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<PropDe<'de>, A::Error> {
+                let (mut n, mut v) = (None, None);
+                while let Some(Key(k)) = a.next_key::<Key<'de>>()? {
+                    let slot = match &*k {
+                        "Name" => &mut n,
+                        "Value" => &mut v,
+                        _ if k.eq_ignore_ascii_case("name") || k.eq_ignore_ascii_case("value") => {
+                            return Err(refuse())
+                        }
+                        _ => {
+                            a.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    let Key(x) = a.next_value::<Key<'de>>()?;
+                    if slot.replace(x).is_some() {
+                        return Err(refuse());
+                    }
+                }
+                match (n, v) {
+                    (Some(n), Some(v)) => Ok(PropDe(n, v)),
+                    _ => Err(refuse()),
+                }
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `Folders`: an array of objects; counts their `FolderItems` arrays.
+struct FoldersDe(usize);
+
+impl<'de> serde::Deserialize<'de> for FoldersDe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FoldersDe;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<FoldersDe, A::Error> {
+                let mut n = 0;
+                while let Some(FolderDe(k)) = a.next_element::<FolderDe>()? {
+                    n += k;
+                }
+                Ok(FoldersDe(n))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// One folder: the length of its `FolderItems` array (0 without one).
+struct FolderDe(usize);
+
+impl<'de> serde::Deserialize<'de> for FolderDe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FolderDe;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<FolderDe, A::Error> {
+                let mut items: Option<usize> = None;
+                while let Some(Key(k)) = a.next_key::<Key<'de>>()? {
+                    if k == "FolderItems" {
+                        let c = a.next_value::<CountDe>()?.0;
+                        if items.replace(c).is_some() {
+                            return Err(refuse());
+                        }
+                    } else if k.eq_ignore_ascii_case("FolderItems") {
+                        return Err(refuse());
+                    } else {
+                        a.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(FolderDe(items.unwrap_or(0)))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The length of an array, its elements skipped.
+struct CountDe(usize);
+
+impl<'de> serde::Deserialize<'de> for CountDe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CountDe;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<CountDe, A::Error> {
+                let mut n = 0;
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(CountDe(n))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// Every lookup the built-in detections make on a MailItemsAccessed record.
+#[cfg(any(test, debug_assertions))]
+const FAST_CHECKED: &[&str] = &[
+    "ClientIPAddress",
+    "ActorIpAddress",
+    "ClientIP",
+    "callerIpAddress",
+    "ipAddress",
+    "IPAddress",
+    "ClientInfoString",
+    "UserAgent",
+    "userAgent",
+    "ActorInfoString",
+    "kid",
+    "x5t",
+    "header.kid",
+    "jwt.header.kid",
+    "thumbprint",
+    "MailboxOwnerUPN",
+    "MailAccessType",
+    "IsThrottled",
+    "AppAccessContext.UniqueTokenId",
+    "UniqueTokenId",
+    "AppAccessContext.AADSessionId",
+    "AADSessionId",
+    "SessionId",
+    "AppAccessContext.IssuedAtTime",
+    "TokenTenantId",
+    "RecordType",
+    "OperationCount",
+];
+
+/// Debug builds: a fast event must answer like the narrow event of the
+/// same bytes, normalised fields and every detection lookup alike.
+#[cfg(any(test, debug_assertions))]
+fn check_fast(ev: &Event, bytes: &[u8]) {
+    let n = Event::from_json_narrow(bytes, None, ev.source_file.clone(), ev.locator)
+        .expect("a record the fast path reads has a narrow event");
+    let norm = |e: &Event| {
+        format!(
+            "{:?} {:?}",
+            (e.kind, e.inner, e.time, &e.user, &e.client_ip, &e.app_id),
+            (
+                &e.client_app_id,
+                &e.session_id,
+                &e.token_id,
+                &e.operation,
+                &e.result,
+                &e.workload,
+                &e.user_agent,
+                e.record_type,
+            )
+        )
+    };
+    assert_eq!(norm(ev), norm(&n), "normalised fields");
+    for p in FAST_CHECKED {
+        assert_eq!(ev.scalar(p), n.scalar(p), "{p}");
+        assert_eq!(ev.has(p), n.has(p), "{p}");
+    }
+    for name in ["MailAccessType", "IsThrottled", "mailaccesstype"] {
+        assert_eq!(
+            ev.name_value("OperationProperties", name),
+            n.name_value("OperationProperties", name),
+            "{name}"
+        );
+    }
+    assert_eq!(ev.bind_items(), n.bind_items(), "bind items");
+    assert_eq!(ev.mailbox(), n.mailbox(), "mailbox");
 }
 
 /// Time fields in preference order: ISO fields before locale-formatted ones.
@@ -1034,6 +1654,55 @@ mod tests {
             b"[1]",
         ] {
             assert!(Event::from_json_narrow(b, None, Arc::from("f"), Locator::default()).is_none());
+        }
+    }
+
+    #[test]
+    fn fast_mail_path_answers_like_the_narrow_one() {
+        for r in FAST_ROOTS.iter().chain(FAST_SHAPED.iter()) {
+            assert!(is_narrow_root(r), "{r}");
+        }
+        let line = r#"{"CreationTime":"2023-07-13T23:15:31","Id":"e09c","Operation":"MailItemsAccessed","RecordType":50,"ResultStatus":"Succeeded","Workload":"Exchange","ClientIP":"198.51.100.24","UserId":"User1237@Fabrikam.example","AppId":"d3590ed6","ClientAppId":"d3590ed6","ClientIPAddress":"[2001:db8::5]:443","ClientInfoString":"Client=REST;Client=RESTSystem;;","MailboxOwnerUPN":"User1237@fabrikam.example","OperationProperties":[{"Name":"MailAccessType","Value":"Bind"},{"Name":"IsThrottled","Value":"False"}],"SessionId":"f14d","OperationCount":5,"Folders":[{"FolderItems":[{"Id":1},{"Id":2}],"Path":"\\Inbox"},{"Id":"x"}],"AppAccessContext":{"AADSessionId":"","IssuedAtTime":"2023-07-13T23:05:31","UniqueTokenId":"GWT7","Other":{"a":1}}}"#;
+        let f = |l: &str| Event::from_json_fast(l.as_bytes(), Arc::from("f"), Locator::default());
+        // Accepted records are checked against the narrow event inside
+        // from_json_fast (check_fast) in test and debug builds.
+        let ev = f(line).expect("the usual shape takes the fast path");
+        assert_eq!(ev.session_id.as_deref(), Some("f14d"));
+        assert_eq!(ev.client_ip.as_deref(), Some("198.51.100.24"));
+        assert_eq!(ev.bind_items(), 5);
+        assert!(ev.get("ClientIP").is_none(), "no record tree");
+        assert!(f(&line.replace(r#""OperationCount":5,"#, "")).is_some_and(|e| e.bind_items() == 2));
+        assert!(f(&line.replace(r#""ClientIP":"198.51.100.24","#, "")).is_some());
+        // Anything a lookup could see differently falls back.
+        for (from, to) in [
+            (r#""ClientIP":"#, r#""clientip":"#),
+            (
+                r#""Operation":"MailItemsAccessed""#,
+                r#""Operation":"Send""#,
+            ),
+            (r#""RecordType":50"#, r#""RecordType":"50""#),
+            (r#""RecordType":50"#, r#""RecordType":275"#),
+            (r#""SessionId":"f14d""#, r#""SessionId":null"#),
+            (
+                r#""SessionId":"f14d""#,
+                r#""SessionId":"f14d","SessionId":"x""#,
+            ),
+            (
+                r#""ClientInfoString":"Client"#,
+                r#""ClientInfoString":"[1]","x":"Client"#,
+            ),
+            (r#""Name":"IsThrottled""#, r#""name":"IsThrottled""#),
+            (
+                r#""FolderItems":[{"Id":1},{"Id":2}]"#,
+                r#""folderitems":[]"#,
+            ),
+            (r#""UniqueTokenId":"GWT7""#, r#""uniquetokenid":"GWT7""#),
+            (r#""UniqueTokenId":"GWT7""#, r#""APIId":"x""#),
+            (r#""Id":"e09c""#, r#""UserAgent":"x""#),
+            (r#""Id":"e09c""#, r#""value":[]"#),
+        ] {
+            assert!(line.contains(from), "{from}");
+            assert!(f(&line.replacen(from, to, 1)).is_none(), "{to}");
         }
     }
 
