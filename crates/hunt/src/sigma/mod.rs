@@ -646,6 +646,31 @@ impl RuleSet {
     }
 }
 
+/// Texts found in most records of some export: poor prefilter anchors.
+fn is_common(l: &str) -> bool {
+    const COMMON: &[&str] = &[
+        "true",
+        "false",
+        "null",
+        "none",
+        "success",
+        "succeeded",
+        "failure",
+        "failed",
+        "exchange",
+        "sharepoint",
+        "onedrive",
+        "value",
+        "name",
+        "microsoft",
+        "5.0 (windows nt 10.0; win64; x64) applewebkit",
+        "537.36 (khtml, like gecko) chrome",
+        "537.36",
+        "mozilla",
+    ];
+    COMMON.iter().any(|c| c.eq_ignore_ascii_case(l))
+}
+
 /// The raw-record screen. Each alternative has an anchor clause (the one
 /// whose shortest text is longest, so it is rare in records); an ASCII
 /// case-insensitive Aho-Corasick automaton looks for every anchor text, and
@@ -668,17 +693,25 @@ impl Prefilter {
         let mut rest = Vec::new();
         for r in rules {
             for alt in r.literals.iter().flatten() {
-                // A field item's key clause comes last (see
-                // `detect::required_literals`); keys recur in every record of
-                // their schema, so the anchor is a value clause when there is one.
-                let cands = if alt.len() > 1 {
-                    alt.len() - 1
-                } else {
-                    alt.len()
-                };
-                let Some(anchor) =
-                    (0..cands).max_by_key(|&i| alt[i].iter().map(String::len).min().unwrap_or(0))
-                else {
+                // The anchor is the clause least likely to be in every
+                // record: long texts, values before keys (a field item's key
+                // clause comes last, see `detect::required_literals`; keys
+                // recur in every record of their schema), and never texts
+                // known to be everywhere (booleans, result words, the common
+                // browser user-agent prefix).
+                let key_at = (alt.len() > 1).then(|| alt.len() - 1);
+                let Some(anchor) = (0..alt.len()).max_by_key(|&i| {
+                    let w = alt[i]
+                        .iter()
+                        .map(|l| if is_common(l) { 0 } else { l.len() })
+                        .min()
+                        .unwrap_or(0);
+                    if Some(i) == key_at {
+                        w.saturating_sub(2)
+                    } else {
+                        w
+                    }
+                }) else {
                     continue;
                 };
                 let ai = rest.len() as u32;
