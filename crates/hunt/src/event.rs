@@ -872,6 +872,28 @@ const R_CLIENT_APP: usize = 7;
 const R_CLIENT_IP_ADDRESS: usize = 8;
 const R_CLIENT_INFO: usize = 9;
 const R_SESSION: usize = 11;
+/// Index in [`FAST_ROOTS`] of an exact key: a `match` compiles to a
+/// length switch, where comparing every key of every record with each
+/// name in turn was the top `memcmp` caller.
+fn fast_root(k: &str) -> Option<usize> {
+    Some(match k {
+        "CreationTime" => 0,
+        "Operation" => 1,
+        "ResultStatus" => 2,
+        "Workload" => 3,
+        "ClientIP" => 4,
+        "UserId" => 5,
+        "AppId" => 6,
+        "ClientAppId" => 7,
+        "ClientIPAddress" => 8,
+        "ClientInfoString" => 9,
+        "MailboxOwnerUPN" => 10,
+        "SessionId" => 11,
+        "TokenTenantId" => 12,
+        _ => return None,
+    })
+}
+
 /// The other roots the fast path understands, read by shape.
 const FAST_SHAPED: [&str; 5] = [
     "RecordType",
@@ -946,7 +968,9 @@ impl Fast {
     /// only reachable roots are the ones read here (anything else made the
     /// fast path refuse the record).
     fn resolve(&self, path: &str) -> Fv<'_> {
-        if let Some(i) = FAST_ROOTS.iter().position(|r| r.eq_ignore_ascii_case(path)) {
+        if let Some(i) =
+            fast_root(path).or_else(|| FAST_ROOTS.iter().position(|r| r.eq_ignore_ascii_case(path)))
+        {
             return self.roots[i].map_or(Fv::Absent, |sp| Fv::Str(self.text(sp)));
         }
         if path.eq_ignore_ascii_case("RecordType") {
@@ -1010,7 +1034,7 @@ impl<'de> serde::Deserialize<'de> for FastDe {
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<FastDe, A::Error> {
                 let mut f = Fast::default();
                 while let Some(Key(k)) = a.next_key::<Key<'de>>()? {
-                    if let Some(i) = FAST_ROOTS.iter().position(|r| *r == k) {
+                    if let Some(i) = fast_root(&k) {
                         let Key(v) = a.next_value::<Key<'de>>()?;
                         if f.roots[i].is_some() {
                             return Err(refuse());
@@ -1661,6 +1685,9 @@ mod tests {
     fn fast_mail_path_answers_like_the_narrow_one() {
         for r in FAST_ROOTS.iter().chain(FAST_SHAPED.iter()) {
             assert!(is_narrow_root(r), "{r}");
+        }
+        for (i, r) in FAST_ROOTS.iter().enumerate() {
+            assert_eq!(fast_root(r), Some(i), "{r}");
         }
         let line = r#"{"CreationTime":"2023-07-13T23:15:31","Id":"e09c","Operation":"MailItemsAccessed","RecordType":50,"ResultStatus":"Succeeded","Workload":"Exchange","ClientIP":"198.51.100.24","UserId":"User1237@Fabrikam.example","AppId":"d3590ed6","ClientAppId":"d3590ed6","ClientIPAddress":"[2001:db8::5]:443","ClientInfoString":"Client=REST;Client=RESTSystem;;","MailboxOwnerUPN":"User1237@fabrikam.example","OperationProperties":[{"Name":"MailAccessType","Value":"Bind"},{"Name":"IsThrottled","Value":"False"}],"SessionId":"f14d","OperationCount":5,"Folders":[{"FolderItems":[{"Id":1},{"Id":2}],"Path":"\\Inbox"},{"Id":"x"}],"AppAccessContext":{"AADSessionId":"","IssuedAtTime":"2023-07-13T23:05:31","UniqueTokenId":"GWT7","Other":{"a":1}}}"#;
         let f = |l: &str| Event::from_json_fast(l.as_bytes(), Arc::from("f"), Locator::default());
