@@ -1032,7 +1032,13 @@ impl<'de> serde::Deserialize<'de> for FastDe {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<FastDe, A::Error> {
-                let mut f = Fast::default();
+                // Sized for the usual record's kept text: growing from
+                // empty took several reallocations per event.
+                let mut f = Fast {
+                    buf: String::with_capacity(512),
+                    props: Vec::with_capacity(4),
+                    ..Fast::default()
+                };
                 while let Some(Key(k)) = a.next_key::<Key<'de>>()? {
                     if let Some(i) = fast_root(&k) {
                         let Key(v) = a.next_value::<Key<'de>>()?;
