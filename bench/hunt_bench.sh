@@ -3,7 +3,7 @@
 # generated benchmark input: MB/s, records/s, CPU seconds and peak memory
 # (/usr/bin/time -v), RUNS times (default 3) with the load average of each run:
 # on a shared box report the best and the median, and the CPU seconds.
-# Usage: [RUNS=3] bench/hunt_bench.sh [TOTAL_MB] [DATA_DIR]
+# Usage: [RUNS=3] [BIN=tokenward] bench/hunt_bench.sh [TOTAL_MB] [DATA_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MB=${1:-1100}
@@ -12,8 +12,11 @@ TARGET=${CARGO_TARGET_DIR:-target}
 if [ ! -d "$DATA" ]; then
   python3 bench/hunt_gen.py "$MB" "$DATA"
 fi
-cargo build --release -p tokenward >/dev/null
-BIN="$TARGET/release/tokenward"
+# BIN=path measures a saved build (e.g. the previous HEAD) instead.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -p tokenward >/dev/null
+  BIN="$TARGET/release/tokenward"
+fi
 OUT=$(mktemp -d)
 # Warm the page cache so the figure is the tool, not the disk.
 cat "$DATA"/* >/dev/null
