@@ -21,6 +21,8 @@ The intruder uses Storm-0558 infrastructure IPs published by Microsoft
               until erin switches it back on 2023-06-23 12:00.
   2023-06-19  A line-of-business API gateway logs the forged token's
               header: kid of the acquired MSA key.
+  2023-06-19  A second API, behind `tokenward gateway`, refuses a burst of
+              forged tokens from a SoftEther proxy (tokenward-gateway/).
 
 Beyond the published Storm-0558 TTPs, the audit tampering is added so that
 every detection of `tokenward hunt` has something to find.
@@ -346,5 +348,64 @@ with open(os.path.join(OUT, "app-gateway", "jwt-validation.jsonl"), "w", newline
     for r in gateway:
         f.write(json.dumps(r, separators=(",", ":")) + "\n")
 
+# tokenward gateway in front of contoso-hr: its access log (docs/gateway.md).
+# A separate generator, so the files above keep their bytes.
+G = random.Random(5580)
+HR_ISS = f"https://login.microsoftonline.com/{TENANT}/v2.0"
+MSA_ISS = "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0"
+
+
+def gw_line(t, ip, verdict, reasons, kid, user, iss, tid, path="/hr/employees", cached=False):
+    ok = verdict == "accepted"
+    u = upn(user) if user else None
+    return {"time": t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z",
+            "client_ip": ip, "peer_ip": "10.0.0.4", "x_forwarded_for": [ip], "method": "GET",
+            "path": path, "status": 200 if ok else 401, "upstream_status": 200 if ok else None,
+            "latency_ms": round(G.uniform(0.08, 2.5) if ok else G.uniform(0.05, 0.3), 3),
+            "verdict": verdict, "reasons": reasons, "cached": cached, "error": None,
+            "kid": kid, "x5t": None, "alg": "RS256" if kid else None, "iss": iss, "tid": tid,
+            "aud": ["api://contoso-hr"] if kid else None, "sub": u, "oid": None, "appid": None,
+            "azp": OFFICE if kid else None, "client_id": None,
+            "uti": G.randbytes(11).hex() if kid else None, "jti": None,
+            "sid": str(uuid.UUID(int=G.getrandbits(128), version=4)) if kid else None,
+            "iat": int(t.timestamp()) - 300 if kid else None, "nbf": int(t.timestamp()) - 300 if kid else None,
+            "exp": int(t.timestamp()) + 3300 if kid else None,
+            "token_sha256_prefix": G.randbytes(8).hex() if kid else None}
+
+
+access = []
+LEGIT_KIDS = ["-KI3Q9nNR7bRofxmeZoXqbHZGew", "DqUu8gf-nAgcyjP3-SuplNAXAnc"]
+for day in range(14, 28):
+    for name, u in USERS.items():
+        d0 = START + dt.timedelta(days=day)
+        if d0.weekday() >= 5:
+            continue
+        for _ in range(G.randint(2, 6)):
+            t = d0 + dt.timedelta(hours=G.randint(8, 17), minutes=G.randint(0, 59),
+                                  seconds=G.randint(0, 59), milliseconds=G.randint(0, 999))
+            access.append(gw_line(t, u["ip"], "accepted", [], G.choice(LEGIT_KIDS), name, HR_ISS, TENANT))
+        if G.random() < 0.3:
+            # A laptop waking up with an expired token: refused once, then renewed.
+            t = d0 + dt.timedelta(hours=8, minutes=G.randint(0, 59))
+            access.append(gw_line(t, u["ip"], "rejected", ["token-expired"], G.choice(LEGIT_KIDS), name, HR_ISS, TENANT))
+    access.append(gw_line(START + dt.timedelta(days=day, hours=12), "192.0.2.200", "not-required", [], None, None, None, None,
+                          path="/healthz"))
+# The intruder, from a SoftEther proxy: the MSA-signed token for dan, then
+# variations on it (consumer issuer, other victims); all refused.
+t = dt.datetime(2023, 6, 19, 3, 2, 11, tzinfo=dt.timezone.utc)
+for i in range(24):
+    t += dt.timedelta(seconds=G.randint(3, 9), milliseconds=G.randint(0, 999))
+    victim = [VICTIM, "erin.walsh", "alice.nguyen"][i % 3] if i >= 6 else VICTIM
+    if i % 4 == 3:
+        access.append(gw_line(t, PROXY_IPS[0], "rejected", ["issuer-not-allowed"], MSA_KID, victim, MSA_ISS,
+                              "9188040d-6c67-4c5b-b112-36a304b66dad"))
+    else:
+        access.append(gw_line(t, PROXY_IPS[0], "rejected", ["key-out-of-scope"], MSA_KID, victim, HR_ISS, TENANT))
+os.makedirs(os.path.join(OUT, "tokenward-gateway"), exist_ok=True)
+access.sort(key=lambda r: r["time"])
+with open(os.path.join(OUT, "tokenward-gateway", "access.jsonl"), "w", newline="\n") as f:
+    for r in access:
+        f.write(json.dumps(r, separators=(",", ":")) + "\n")
+
 print(f"wrote {OUT}: {len(exchange)} Exchange, {len(sharepoint)} SharePoint, {len(admin)} admin, "
-      f"{len(interactive)} interactive + {len(noninteractive)} non-interactive sign-ins, {len(gateway)} gateway")
+      f"{len(interactive)} interactive + {len(noninteractive)} non-interactive sign-ins, {len(gateway)} gateway, {len(access)} tokenward gateway")

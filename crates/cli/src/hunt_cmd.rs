@@ -28,7 +28,7 @@ fn parse_format(s: &str) -> Result<Format, String> {
 #[command(
     after_help = "Detections: tw-ioc-ip tw-ioc-useragent tw-ioc-key tw-mail-new-client-app \
 tw-token-without-signin tw-owa-token-for-resource tw-mail-bind-spike tw-mail-throttled \
-tw-mail-sync-unusual-client tw-audit-tampering tw-audit-gap (docs/hunt.md).\n\
+tw-mail-sync-unusual-client tw-audit-tampering tw-audit-gap tw-gateway-rejected-burst (docs/hunt.md).\n\
 Exit status: 0 success, 1 findings with --fail-on-findings, 2 usage error or unreadable input."
 )]
 pub struct HuntArgs {
@@ -38,7 +38,7 @@ pub struct HuntArgs {
     /// Force the input format instead of detecting it per file
     /// (ual-json, ual-jsonl, purview-csv, powershell-csv, powershell-json, graph-json,
     /// azure-monitor-json, azure-monitor-jsonl, log-analytics-json, log-analytics-csv,
-    /// defender-json, jsonl, json, csv).
+    /// defender-json, tokenward-gateway, jsonl, json, csv).
     #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
     input_format: Option<Format>,
     /// Extra indicators: plain lines (IPs, CIDRs, user agents, kids, thumbprints) or a STIX 2.1 bundle. Repeatable.

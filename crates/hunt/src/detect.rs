@@ -3,7 +3,7 @@
 //! per-key aggregates (never whole events) and decide in [`Detector::finish`].
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -40,6 +40,7 @@ pub const RULES: &[Rule] = &[
     Rule { id: "tw-mail-sync-unusual-client", title: "Mailbox Sync by a client other than desktop Outlook", needs: "MailItemsAccessed records with MailAccessType" },
     Rule { id: "tw-audit-tampering", title: "Audit logging disabled or bypassed", needs: "Exchange admin audit records (RecordType 1) or Azure Activity" },
     Rule { id: "tw-audit-gap", title: "No records for an active workload", needs: "records of a workload spread over three days or more" },
+    Rule { id: "tw-gateway-rejected-burst", title: "Burst of rejected tokens from one client at the gateway", needs: "tokenward gateway access logs (docs/gateway.md)" },
 ];
 
 fn rule(id: &str) -> &'static Rule {
@@ -64,6 +65,10 @@ pub struct Options {
     pub owa_chain_min: u64,
     /// Margin around an IOC's published first/last-seen dates, in days.
     pub ioc_window_margin_days: i64,
+    /// Rejected gateway requests from one client IP that make a burst...
+    pub gateway_burst_min: u64,
+    /// ...within this many consecutive UTC minutes.
+    pub gateway_burst_minutes: u32,
 }
 
 impl Default for Options {
@@ -75,6 +80,10 @@ impl Default for Options {
             bind_spike_min: 100,
             owa_chain_min: 3,
             ioc_window_margin_days: 30,
+            // A client retrying one expired token stays far below this; a
+            // forger trying keys, tenants or victims does not.
+            gateway_burst_min: 20,
+            gateway_burst_minutes: 5,
         }
     }
 }
@@ -171,6 +180,64 @@ struct OwaAgg {
     session: Option<String>,
 }
 
+/// Rejected gateway requests of one client IP in one UTC minute. Burst
+/// windows are whole minutes, so the state is one entry per active minute
+/// whatever the arrival order of records (batches are parsed in parallel).
+#[derive(Default)]
+struct GwMinute {
+    rejected: u64,
+    first: Option<OffsetDateTime>,
+    last: Option<OffsetDateTime>,
+    rep: Option<Rep>,
+    reasons: BTreeMap<String, u64>,
+    /// `token_sha256_prefix` as a number (16 hex digits).
+    tokens: BTreeSet<u64>,
+    kids: BTreeSet<String>,
+    /// Some detail was not kept ([`GW_DETAIL_BUDGET`]).
+    capped: bool,
+}
+
+/// Accepted gateway requests of one client IP in one UTC minute.
+struct GwAccepted {
+    count: u64,
+    first: Option<OffsetDateTime>,
+    first_user: Option<String>,
+}
+
+/// Most (client IP, minute) entries kept, per verdict class; records beyond
+/// are counted and named in the detection's note.
+const GW_MINUTES_MAX: usize = 250_000;
+/// Most token prefixes, kids and reason codes kept across all entries.
+const GW_DETAIL_BUDGET: usize = 1_000_000;
+/// Longest kid or reason code kept: both are attacker-chosen text.
+const GW_TEXT_MAX: usize = 128;
+/// How long after a burst an accepted request from the same IP is reported.
+const GW_FOLLOW_MINUTES: i64 = 60;
+
+/// The gateway's state for `tw-gateway-rejected-burst`.
+#[derive(Default)]
+struct Gateway {
+    records: u64,
+    rejected: u64,
+    /// Rejected records without a time or a client IP: cannot be placed.
+    unplaced: u64,
+    /// Records not kept because [`GW_MINUTES_MAX`] was reached.
+    untracked: u64,
+    rejected_minutes: HashMap<String, BTreeMap<i64, GwMinute>>,
+    rejected_entries: usize,
+    accepted_minutes: HashMap<String, BTreeMap<i64, GwAccepted>>,
+    accepted_entries: usize,
+    detail: usize,
+}
+
+fn cut_text(s: &str) -> String {
+    let mut end = s.len().min(GW_TEXT_MAX);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 /// The consumer (MSA) tenant: an enterprise resource should never see it in `tid`.
 const CONSUMER_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
 
@@ -208,6 +275,8 @@ pub struct Detector {
     owa_aggs: HashMap<String, OwaAgg>,
     // Tampering coverage.
     admin_records: u64,
+    // Gateway access logs.
+    gateway: Gateway,
 }
 
 fn ev_map(pairs: &[(&str, Value)]) -> Map<String, Value> {
@@ -260,7 +329,8 @@ pub fn gap_key(ev: &Event) -> Option<String> {
         EventKind::SignIn => Some("Entra sign-ins".into()),
         EventKind::DirectoryAudit => Some("Entra audit".into()),
         EventKind::AzureActivity => Some("Azure Activity".into()),
-        EventKind::Other => None,
+        // A quiet gateway means no traffic as often as lost logs.
+        EventKind::Gateway | EventKind::Other => None,
     }
 }
 
@@ -295,6 +365,7 @@ impl Detector {
             owa: 0,
             owa_aggs: HashMap::new(),
             admin_records: 0,
+            gateway: Gateway::default(),
         }
     }
 
@@ -368,6 +439,7 @@ impl Detector {
                 }
                 self.tampering(ev, &op);
             }
+            EventKind::Gateway => self.gateway_request(ev),
             EventKind::AzureActivity => {
                 self.admin_records += 1;
                 let op = ev
@@ -563,16 +635,22 @@ impl Detector {
             find_key_values(&ev.record, &mut Vec::new(), &iocs, &mut hits, 0);
             if let Some((path, value, what, source)) = hits.into_iter().next() {
                 let r = Rep::of(ev);
-                let f = r.finding(
-                    rule("tw-ioc-key"),
-                    Severity::High,
-                    ev_map(&[
-                        ("field", json!(path)),
-                        ("value", json!(value)),
-                        ("key_id_type", json!(what)),
-                        ("source", json!(source)),
-                    ]),
-                );
+                let mut e = ev_map(&[
+                    ("field", json!(path)),
+                    ("value", json!(value)),
+                    ("key_id_type", json!(what)),
+                    ("source", json!(source)),
+                ]);
+                if ev.kind == EventKind::Gateway {
+                    // Whether the gateway let the token through is the
+                    // first question about a known-bad key.
+                    e.insert("verdict".into(), opt(&ev.result));
+                    if let Some(rs) = ev.get("reasons") {
+                        e.insert("reasons".into(), rs.clone());
+                    }
+                    e.insert("operation".into(), opt(&ev.operation));
+                }
+                let f = r.finding(rule("tw-ioc-key"), Severity::High, e);
                 self.findings.push(f);
             }
         }
@@ -799,6 +877,253 @@ impl Detector {
         }
     }
 
+    /// Files one gateway access-log line under its client IP and minute.
+    fn gateway_request(&mut self, ev: &Event) {
+        let g = &mut self.gateway;
+        g.records += 1;
+        let verdict = ev.result.as_deref().unwrap_or_default();
+        let rejected = verdict == "rejected";
+        if rejected {
+            g.rejected += 1;
+        } else if verdict != "accepted" {
+            // no-token, not-required and bad-request lines carry no token.
+            return;
+        }
+        let (Some(ip), Some(t)) = (ev.client_ip.as_deref(), ev.time) else {
+            if rejected {
+                g.unplaced += 1;
+            }
+            return;
+        };
+        let minute = t.unix_timestamp().div_euclid(60);
+        if !rejected {
+            let known = g
+                .accepted_minutes
+                .get(ip)
+                .is_some_and(|m| m.contains_key(&minute));
+            if !known && g.accepted_entries >= GW_MINUTES_MAX {
+                g.untracked += 1;
+                return;
+            }
+            let a = g
+                .accepted_minutes
+                .entry(ip.to_string())
+                .or_default()
+                .entry(minute)
+                .or_insert_with(|| {
+                    g.accepted_entries += 1;
+                    GwAccepted {
+                        count: 0,
+                        first: None,
+                        first_user: None,
+                    }
+                });
+            a.count += 1;
+            if a.first.is_none_or(|f| t < f) {
+                a.first = Some(t);
+                a.first_user = ev.user.clone();
+            }
+            return;
+        }
+        let known = g
+            .rejected_minutes
+            .get(ip)
+            .is_some_and(|m| m.contains_key(&minute));
+        if !known && g.rejected_entries >= GW_MINUTES_MAX {
+            g.untracked += 1;
+            return;
+        }
+        let m = g
+            .rejected_minutes
+            .entry(ip.to_string())
+            .or_default()
+            .entry(minute)
+            .or_insert_with(|| {
+                g.rejected_entries += 1;
+                GwMinute::default()
+            });
+        m.rejected += 1;
+        m.first = Some(m.first.map_or(t, |f| f.min(t)));
+        m.last = Some(m.last.map_or(t, |l| l.max(t)));
+        if m.rep.as_ref().is_none_or(|r| Rep::event_earlier(ev, r)) {
+            m.rep = Some(Rep::of(ev));
+        }
+        let budget = &mut g.detail;
+        let mut keep = |fresh: bool, capped: &mut bool| {
+            if !fresh {
+                return true;
+            }
+            if *budget >= GW_DETAIL_BUDGET {
+                *capped = true;
+                return false;
+            }
+            *budget += 1;
+            true
+        };
+        if let Some(Value::Array(rs)) = ev.get("reasons") {
+            for r in rs.iter().filter_map(Value::as_str) {
+                let r = cut_text(r);
+                let fresh = !m.reasons.contains_key(&r);
+                if keep(fresh, &mut m.capped) {
+                    *m.reasons.entry(r).or_default() += 1;
+                }
+            }
+        }
+        if let Some(tok) = ev
+            .scalar("token_sha256_prefix")
+            .and_then(|s| u64::from_str_radix(&s, 16).ok())
+        {
+            if keep(!m.tokens.contains(&tok), &mut m.capped) {
+                m.tokens.insert(tok);
+            }
+        }
+        if let Some(kid) = ev.scalar("kid") {
+            let kid = cut_text(&kid);
+            if keep(!m.kids.contains(&kid), &mut m.capped) {
+                m.kids.insert(kid);
+            }
+        }
+    }
+
+    fn finish_gateway(&mut self, notes: &mut HashMap<&'static str, (bool, Option<String>)>) {
+        let r = rule("tw-gateway-rejected-burst");
+        let g = std::mem::take(&mut self.gateway);
+        if g.records == 0 {
+            notes.insert(r.id, (true, Some("no tokenward gateway access log given (docs/gateway.md): Microsoft 365 and Entra logs do not record refused tokens".into())));
+            return;
+        }
+        let width = i64::from(self.opts.gateway_burst_minutes.max(1));
+        let min = self.opts.gateway_burst_min.max(1);
+        let mut ips: Vec<&String> = g.rejected_minutes.keys().collect();
+        ips.sort();
+        for ip in ips {
+            let mins: Vec<(i64, &GwMinute)> = g.rejected_minutes[ip]
+                .iter()
+                .map(|(k, v)| (*k, v))
+                .collect();
+            // Windows of `width` minutes starting at each active minute, as
+            // index ranges [i, j); overlapping qualifying windows are one burst.
+            let mut bursts: Vec<(usize, usize)> = Vec::new();
+            let (mut j, mut sum) = (0usize, 0u64);
+            for i in 0..mins.len() {
+                while j < mins.len() && mins[j].0 < mins[i].0 + width {
+                    sum += mins[j].1.rejected;
+                    j += 1;
+                }
+                if sum >= min {
+                    match bursts.last_mut() {
+                        Some(b) if i < b.1 => b.1 = j,
+                        _ => bursts.push((i, j)),
+                    }
+                }
+                sum -= mins[i].1.rejected;
+            }
+            for (a, b) in bursts {
+                let part = &mins[a..b];
+                let mut count = 0u64;
+                let (mut start, mut end) = (None::<OffsetDateTime>, None::<OffsetDateTime>);
+                let mut rep: Option<&Rep> = None;
+                let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
+                let mut tokens: BTreeSet<u64> = BTreeSet::new();
+                let mut kids: BTreeSet<&str> = BTreeSet::new();
+                let mut capped = false;
+                for (_, m) in part {
+                    count += m.rejected;
+                    start = match (start, m.first) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    end = end.max(m.last);
+                    if let Some(r) = &m.rep {
+                        if rep.is_none_or(|x| r.earlier_than(x)) {
+                            rep = Some(r);
+                        }
+                    }
+                    for (k, n) in &m.reasons {
+                        *reasons.entry(k).or_default() += n;
+                    }
+                    tokens.extend(&m.tokens);
+                    kids.extend(m.kids.iter().map(String::as_str));
+                    capped |= m.capped;
+                }
+                let (Some(rep), Some(s), Some(e)) = (rep, start, end) else {
+                    continue;
+                };
+                let (first_min, last_min) = (part[0].0, part[part.len() - 1].0);
+                let mut after = (0u64, None::<OffsetDateTime>, None::<&String>);
+                if let Some(acc) = g.accepted_minutes.get(ip) {
+                    for (_, x) in acc.range(first_min..=last_min + GW_FOLLOW_MINUTES) {
+                        // Only requests at or after the burst's first rejection.
+                        if x.first.is_some_and(|f| f >= s) {
+                            after.0 += x.count;
+                            if after.1.is_none_or(|f| x.first.is_some_and(|y| y < f)) {
+                                after.1 = x.first;
+                                after.2 = x.first_user.as_ref();
+                            }
+                        }
+                    }
+                }
+                let sample: Vec<String> = tokens
+                    .iter()
+                    .take(20)
+                    .map(|t| format!("{t:016x}"))
+                    .collect();
+                let mut ev = ev_map(&[
+                    ("client_ip", json!(ip)),
+                    ("rejected", json!(count)),
+                    ("window_start", json!(rfc3339(s))),
+                    ("window_end", json!(rfc3339(e))),
+                    ("distinct_tokens", json!(tokens.len())),
+                    ("token_sha256_prefixes", json!(sample)),
+                    ("reasons", json!(reasons)),
+                    ("kids", json!(kids)),
+                    ("threshold", json!(format!("{min} rejections within {width} minute(s)"))),
+                    ("why", json!("many refused tokens from one client: a forger trying keys, tenants or victims, or a client replaying stolen tokens")),
+                ]);
+                if capped {
+                    ev.insert(
+                        "note".into(),
+                        json!("detail capped: token prefixes, kids or reasons not all kept"),
+                    );
+                }
+                let sev = if after.0 > 0 {
+                    ev.insert(
+                        "accepted_after".into(),
+                        json!({
+                            "requests": after.0,
+                            "first": after.1.map(rfc3339),
+                            "first_user": after.2,
+                            "why": format!("the same client got a token accepted during the burst or up to {GW_FOLLOW_MINUTES} minutes after: a forgery that finally worked, or a legitimate client behind the same address"),
+                        }),
+                    );
+                    Severity::High
+                } else {
+                    Severity::Medium
+                };
+                self.findings.push(rep.finding(r, sev, ev));
+            }
+        }
+        let mut note = format!(
+            "{} gateway requests, {} rejected, from {} client IP(s)",
+            g.records,
+            g.rejected,
+            g.rejected_minutes.len()
+        );
+        if g.unplaced > 0 {
+            note.push_str(&format!(
+                "; {} rejected without a time or client IP not judged",
+                g.unplaced
+            ));
+        }
+        if g.untracked > 0 {
+            note.push_str(&format!(
+                "; {} requests not tracked past {GW_MINUTES_MAX} (client IP, minute) entries",
+                g.untracked
+            ));
+        }
+        notes.insert(r.id, (false, Some(note)));
+    }
+
     fn tampering(&mut self, ev: &Event, op: &str) {
         let p = |name: &str| ev.name_value("Parameters", name);
         let mut hit: Option<(Severity, String, Map<String, Value>)> = None;
@@ -887,6 +1212,7 @@ impl Detector {
         self.finish_token(&mut notes);
         self.finish_owa(&mut notes);
         self.finish_gap(&mut notes);
+        self.finish_gateway(&mut notes);
         let nothing = self.records == 0;
         let blind_if = |cond: bool, msg: &str| {
             if cond {

@@ -175,6 +175,8 @@ const DETECTION_LITERALS: &[&str] = &[
     "\"x5t\"",
     "thumbprint",
     "Thumbprint",
+    // Gateway access-log lines: every one feeds tw-gateway-rejected-burst.
+    "\"token_sha256_prefix\"",
 ];
 
 /// Sign-in token and session ids known once the sign-in files are read.

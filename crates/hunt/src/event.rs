@@ -29,6 +29,8 @@ pub enum EventKind {
     DirectoryAudit,
     /// An Azure Activity (control-plane) record.
     AzureActivity,
+    /// A request line of the `tokenward gateway` access log.
+    Gateway,
     /// Anything else (risk detections, configuration snapshots, Windows rows).
     Other,
 }
@@ -41,6 +43,7 @@ impl EventKind {
             EventKind::SignIn => "signin",
             EventKind::DirectoryAudit => "directory-audit",
             EventKind::AzureActivity => "azure-activity",
+            EventKind::Gateway => "gateway",
             EventKind::Other => "other",
         }
     }
@@ -544,6 +547,9 @@ impl Event {
                 .or_else(|| record_type_number(s.trim())),
             _ => None,
         });
+        if self.kind == EventKind::Gateway {
+            self.normalise_gateway();
+        }
         if self.kind == EventKind::SignIn {
             // Sign-ins carry their ids under Graph names; read them after the
             // UAL names so a UAL record's AppAccessContext wins there.
@@ -554,6 +560,26 @@ impl Event {
                 self.token_id = self.first_str(&["uniqueTokenIdentifier"]);
             }
         }
+    }
+
+    /// The gateway's access log names its fields after the token claims
+    /// (docs/gateway.md); the generic lists above would take `oid`-less
+    /// `sub` last and miss `azp`, `sid`, `uti`, so they are set here.
+    /// Gateway events are always full parses (classification needs
+    /// `verdict`, which a narrow event never keeps), so any path may be read.
+    fn normalise_gateway(&mut self) {
+        self.user = self.first_str(&["sub", "oid"]).map(|u| u.to_lowercase());
+        self.app_id = self.first_str(&["azp", "appid", "client_id"]);
+        // azp/appid name the calling client, which is what UAL's ClientAppId holds.
+        self.client_app_id = self.app_id.clone();
+        self.session_id = self.first_str(&["sid"]);
+        self.token_id = self.first_str(&["uti", "jti"]);
+        self.operation = match (self.get_str("method"), self.get_str("path")) {
+            (Some(m), Some(p)) => Some(format!("{m} {p}")),
+            (m, p) => m.or(p),
+        };
+        self.result = self.get_str("verdict");
+        self.workload = Some("tokenward gateway".into());
     }
 
     /// Value of a `{key, value}` pair list (Graph `additionalDetails`).
@@ -1530,6 +1556,9 @@ pub fn classify(v: &Value, hint: Option<EventKind>) -> (EventKind, Option<&'stat
     }
     if m.get("RawEventData").is_some_and(Value::is_object) {
         return (EventKind::Audit, Some("RawEventData"));
+    }
+    if crate::format::is_gateway_record(m) {
+        return (EventKind::Gateway, None);
     }
     let table = str_of(m, "Type").unwrap_or("").to_ascii_lowercase();
     let category = str_of(m, "category").unwrap_or("").to_ascii_lowercase();

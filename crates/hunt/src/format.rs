@@ -41,6 +41,9 @@ pub enum Format {
     LogAnalyticsCsv,
     /// Defender XDR `CloudAppEvents` rows.
     DefenderJson,
+    /// The access log of `tokenward gateway`: one JSON object per request
+    /// (docs/gateway.md, "The access log").
+    GatewayJsonLines,
     /// Any other JSON lines.
     JsonLines,
     /// Any other JSON (array or objects).
@@ -63,6 +66,7 @@ impl Format {
         Format::LogAnalyticsJson,
         Format::LogAnalyticsCsv,
         Format::DefenderJson,
+        Format::GatewayJsonLines,
         Format::JsonLines,
         Format::Json,
         Format::Csv,
@@ -82,6 +86,7 @@ impl Format {
             Format::LogAnalyticsJson => "log-analytics-json",
             Format::LogAnalyticsCsv => "log-analytics-csv",
             Format::DefenderJson => "defender-json",
+            Format::GatewayJsonLines => "tokenward-gateway",
             Format::JsonLines => "jsonl",
             Format::Json => "json",
             Format::Csv => "csv",
@@ -122,6 +127,13 @@ fn has(m: &serde_json::Map<String, Value>, k: &str) -> bool {
     m.keys().any(|x| x.eq_ignore_ascii_case(k))
 }
 
+/// Whether an object has the keys only the gateway's access log writes
+/// together: `verdict` and `token_sha256_prefix` (present, `null` included,
+/// since lines without a token carry `null` there).
+pub fn is_gateway_record(m: &serde_json::Map<String, Value>) -> bool {
+    m.contains_key("verdict") && m.contains_key("token_sha256_prefix")
+}
+
 /// Names the format of a JSON file from its first record.
 pub fn json_format(first: &Value, lines: bool) -> Format {
     let Value::Object(m) = first else {
@@ -132,6 +144,10 @@ pub fn json_format(first: &Value, lines: bool) -> Format {
         };
     };
     let pick = |a: Format, b: Format| if lines { b } else { a };
+    // Before the generic shapes: a gateway line also has `time`.
+    if is_gateway_record(m) {
+        return Format::GatewayJsonLines;
+    }
     if m.get("records").is_some_and(Value::is_array) {
         return pick(Format::AzureMonitorJson, Format::AzureMonitorJsonLines);
     }

@@ -189,6 +189,16 @@ fn audit_gap() {
 }
 
 #[test]
+fn gateway_rejected_burst() {
+    let h = fires("tw-gateway-rejected-burst");
+    assert_eq!(h.len(), 1, "one burst, from the proxy");
+    assert_eq!(h[0].client_ip.as_deref(), Some("51.89.156.153"));
+    assert_eq!(h[0].evidence["rejected"], 24);
+    assert_eq!(h[0].evidence["kids"][0], "1LTMzakihiRla_8z2BEJVXeWMqo");
+    assert!(h[0].source_file.ends_with("tokenward-gateway/access.jsonl"));
+}
+
+#[test]
 fn every_rule_is_covered_by_a_test() {
     for r in RULES {
         assert!(

@@ -96,6 +96,7 @@ fn kind_named(s: &str) -> Option<EventKind> {
         EventKind::SignIn,
         EventKind::DirectoryAudit,
         EventKind::AzureActivity,
+        EventKind::Gateway,
         EventKind::Other,
     ]
     .into_iter()
