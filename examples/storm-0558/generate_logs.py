@@ -352,7 +352,6 @@ with open(os.path.join(OUT, "app-gateway", "jwt-validation.jsonl"), "w", newline
 # A separate generator, so the files above keep their bytes.
 G = random.Random(5580)
 HR_ISS = f"https://login.microsoftonline.com/{TENANT}/v2.0"
-MSA_ISS = "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0"
 
 
 def gw_line(t, ip, verdict, reasons, kid, user, iss, tid, path="/hr/employees", cached=False):
@@ -390,17 +389,20 @@ for day in range(14, 28):
             access.append(gw_line(t, u["ip"], "rejected", ["token-expired"], G.choice(LEGIT_KIDS), name, HR_ISS, TENANT))
     access.append(gw_line(START + dt.timedelta(days=day, hours=12), "192.0.2.200", "not-required", [], None, None, None, None,
                           path="/healthz"))
-# The intruder, from a SoftEther proxy: the MSA-signed token for dan, then
-# variations on it (consumer issuer, other victims); all refused.
+# The intruder, from a SoftEther proxy, with dan's forged session: the
+# MSA-signed token (refused: key out of scope), then forgeries naming
+# other keys (unknown kids, the tenant's own kids with a bad signature).
 t = dt.datetime(2023, 6, 19, 3, 2, 11, tzinfo=dt.timezone.utc)
 for i in range(24):
     t += dt.timedelta(seconds=G.randint(3, 9), milliseconds=G.randint(0, 999))
-    victim = [VICTIM, "erin.walsh", "alice.nguyen"][i % 3] if i >= 6 else VICTIM
-    if i % 4 == 3:
-        access.append(gw_line(t, PROXY_IPS[0], "rejected", ["issuer-not-allowed"], MSA_KID, victim, MSA_ISS,
-                              "9188040d-6c67-4c5b-b112-36a304b66dad"))
+    if i < 2:
+        r = gw_line(t, PROXY_IPS[0], "rejected", ["key-out-of-scope"], MSA_KID, VICTIM, HR_ISS, TENANT)
+    elif i % 2:
+        r = gw_line(t, PROXY_IPS[0], "rejected", ["kid-unknown"], G.randbytes(20).hex()[:27], VICTIM, HR_ISS, TENANT)
     else:
-        access.append(gw_line(t, PROXY_IPS[0], "rejected", ["key-out-of-scope"], MSA_KID, victim, HR_ISS, TENANT))
+        r = gw_line(t, PROXY_IPS[0], "rejected", ["signature-invalid"], G.choice(LEGIT_KIDS), VICTIM, HR_ISS, TENANT)
+    r["sid"] = ACTOR_SESSION
+    access.append(r)
 os.makedirs(os.path.join(OUT, "tokenward-gateway"), exist_ok=True)
 access.sort(key=lambda r: r["time"])
 with open(os.path.join(OUT, "tokenward-gateway", "access.jsonl"), "w", newline="\n") as f:

@@ -65,6 +65,12 @@ pub struct HuntArgs {
     /// Shortest audit gap reported, in hours.
     #[arg(long, default_value_t = 24, value_name = "HOURS")]
     gap_hours: u32,
+    /// Rejected gateway requests from one client IP that make a burst (tw-gateway-rejected-burst).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    gateway_burst_min: u64,
+    /// Consecutive UTC minutes those rejections must fall within.
+    #[arg(long, default_value_t = 5, value_name = "MINUTES")]
+    gateway_burst_minutes: u32,
     /// Only report findings of these detection ids (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     only: Vec<String>,
@@ -137,6 +143,8 @@ pub fn run(args: HuntArgs) -> u8 {
         options: Options {
             baseline_days: args.baseline_days,
             gap_hours: args.gap_hours,
+            gateway_burst_min: args.gateway_burst_min,
+            gateway_burst_minutes: args.gateway_burst_minutes,
             ..Options::default()
         },
         sigma,
