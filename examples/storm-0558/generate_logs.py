@@ -30,6 +30,7 @@ every detection of `tokenward hunt` has something to find.
 
 import datetime as dt
 import gzip
+import hashlib
 import json
 import os
 import random
@@ -37,6 +38,12 @@ import uuid
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "logs")
 R = random.Random(558)
+
+
+def stable_id(text):
+    """A GUID derived from text. Python's hash() of a str changes per process
+    (hash randomisation), which made the output differ between runs."""
+    return str(uuid.UUID(bytes=hashlib.sha256(text.encode()).digest()[:16], version=4))
 TENANT = "7c3a1c5e-0f2b-4c7e-9f1a-2b6d3e4f5a60"
 ORG = "contoso.onmicrosoft.com"
 START = dt.datetime(2023, 5, 22, tzinfo=dt.timezone.utc)
@@ -117,7 +124,7 @@ def signin(u, t, app, app_name, resource, interactive_flag, ip=None):
         "createdDateTime": iso_z(t, frac=False),
         "userDisplayName": u.replace(".", " ").title(),
         "userPrincipalName": upn(u),
-        "userId": str(uuid.UUID(int=hash(u) & ((1 << 128) - 1), version=4)),
+        "userId": stable_id(u),
         "appId": app,
         "appDisplayName": app_name,
         "ipAddress": ip or USERS[u]["ip"],
@@ -155,13 +162,13 @@ def mia(u, t, client, access, count, si, ip, folders=("\\Inbox",), throttled=Fal
         "UserType": 0, "Version": 1, "Workload": "Exchange", "ClientIP": ip, "UserId": upn(u),
         "AppId": a, "ClientAppId": c, "ClientIPAddress": ip, "ClientInfoString": ci,
         "ExternalAccess": False, "InternalLogonType": 0, "LogonType": 0, "LogonUserSid": "S-1-5-21-0-0-0-1" + str(len(u)),
-        "MailboxGuid": str(uuid.UUID(int=hash(u + "mbx") & ((1 << 128) - 1), version=4)),
+        "MailboxGuid": stable_id(u + "mbx"),
         "MailboxOwnerSid": "S-1-5-21-0-0-0-1" + str(len(u)), "MailboxOwnerUPN": upn(u),
         "OperationProperties": [{"Name": "MailAccessType", "Value": access},
                                 {"Name": "IsThrottled", "Value": "True" if throttled else "False"}],
         "OrganizationName": ORG, "OriginatingServer": "DM6PR11MB0000 (15.20.6500.000)\r\n",
         "SessionId": si["sessionId"] if si else ACTOR_SESSION,
-        "TokenObjectId": str(uuid.UUID(int=hash(u + "oid") & ((1 << 128) - 1), version=4)), "TokenTenantId": TENANT,
+        "TokenObjectId": stable_id(u + "oid"), "TokenTenantId": TENANT,
         "AppAccessContext": appctx(si) if si else None,
         "OperationCount": count,
         "Folders": [{"Path": f, "FolderItems": items if access == "Bind" else []} for f in folders],
