@@ -92,6 +92,28 @@ const KNOWN: [&str; 14] = [
     "sid",
 ];
 
+/// Position of a name in [`KNOWN`]; a `match` compiles to a length switch
+/// plus one comparison, cheaper than scanning the list for every claim.
+fn known_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "iss" => 0,
+        "sub" => 1,
+        "aud" => 2,
+        "exp" => 3,
+        "nbf" => 4,
+        "iat" => 5,
+        "jti" => 6,
+        "tid" => 7,
+        "oid" => 8,
+        "appid" => 9,
+        "azp" => 10,
+        "client_id" => 11,
+        "uti" => 12,
+        "sid" => 13,
+        _ => return None,
+    })
+}
+
 /// Most names a caller may ask [`Claims::parse_noting`] to watch for.
 pub const MAX_NOTED_CLAIMS: usize = 64;
 
@@ -120,10 +142,7 @@ impl Claims {
     /// `nbf`, `iat`, `jti`, `tid`, `oid`, `appid`, `azp`, `client_id`,
     /// `uti`, `sid`) is present, whatever its type. Other names: false.
     pub fn has(&self, name: &str) -> bool {
-        KNOWN
-            .iter()
-            .position(|k| *k == name)
-            .is_some_and(|i| self.present_known & (1 << i) != 0)
+        known_index(name).is_some_and(|i| self.present_known & (1 << i) != 0)
     }
 
     /// Whether the `index`-th name given to [`Claims::parse_noting`] is present.
@@ -232,78 +251,69 @@ impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
         let mut c = Claims::default();
         let mut seen = SeenNames::default();
         while let Some(Key(name)) = map.next_key()? {
-            let n: &str = &name;
-            if let Some(i) = KNOWN.iter().position(|k| *k == n) {
+            let known = known_index(&name);
+            if let Some(i) = known {
                 c.present_known |= 1 << i;
             }
-            if let Some(i) = self
-                .noted
-                .iter()
-                .take(MAX_NOTED_CLAIMS)
-                .position(|k| k == n)
-            {
-                c.present_extra |= 1 << i;
-            }
-            match n {
-                "iss" | "sub" | "jti" | "tid" => {
-                    let label: &'static str = match n {
-                        "iss" => "iss",
-                        "sub" => "sub",
-                        "jti" => "jti",
-                        _ => "tid",
-                    };
-                    match map.next_value::<Loose>()? {
-                        Loose::Str(s) => {
-                            let slot = match label {
-                                "iss" => &mut c.iss,
-                                "sub" => &mut c.sub,
-                                "jti" => &mut c.jti,
-                                _ => &mut c.tid,
-                            };
-                            *slot = Some(s);
-                        }
-                        other => c.type_errors.push((label, found(&other))),
-                    }
+            if !self.noted.is_empty() {
+                let n: &str = &name;
+                if let Some(i) = self
+                    .noted
+                    .iter()
+                    .take(MAX_NOTED_CLAIMS)
+                    .position(|k| k == n)
+                {
+                    c.present_extra |= 1 << i;
                 }
-                "aud" => match map.next_value::<Loose>()? {
-                    Loose::Str(s) => c.aud = Some(Audience::One(s)),
+            }
+            match known {
+                // iss, sub, jti, tid: strings; another type is an error.
+                Some(i @ (0 | 1 | 6 | 7)) => match map.next_value::<Loose>()? {
+                    Loose::Str(v) => {
+                        let slot = match i {
+                            0 => &mut c.iss,
+                            1 => &mut c.sub,
+                            6 => &mut c.jti,
+                            _ => &mut c.tid,
+                        };
+                        *slot = Some(v);
+                    }
+                    other => c.type_errors.push((KNOWN[i], found(&other))),
+                },
+                Some(2) => match map.next_value::<Loose>()? {
+                    Loose::Str(v) => c.aud = Some(Audience::One(v)),
                     Loose::StrArray(v) => c.aud = Some(Audience::Many(v)),
                     other => c.type_errors.push(("aud", found(&other))),
                 },
-                "exp" | "nbf" | "iat" => {
-                    let label: &'static str = match n {
-                        "exp" => "exp",
-                        "nbf" => "nbf",
-                        _ => "iat",
-                    };
-                    match map.next_value::<Loose>()? {
-                        Loose::Num(v) if v.is_finite() => {
-                            let slot = match label {
-                                "exp" => &mut c.exp,
-                                "nbf" => &mut c.nbf,
-                                _ => &mut c.iat,
-                            };
-                            *slot = Some(NumericDate(v));
-                        }
-                        other => c.type_errors.push((label, found(&other))),
+                // exp, nbf, iat: NumericDate.
+                Some(i @ (3 | 4 | 5)) => match map.next_value::<Loose>()? {
+                    Loose::Num(v) if v.is_finite() => {
+                        let slot = match i {
+                            3 => &mut c.exp,
+                            4 => &mut c.nbf,
+                            _ => &mut c.iat,
+                        };
+                        *slot = Some(NumericDate(v));
                     }
-                }
-                "oid" | "appid" | "azp" | "client_id" | "uti" | "sid" => {
-                    // Informational: kept when they are strings, never
-                    // decisive, so another type is not an error.
-                    if let Loose::Str(s) = map.next_value::<Loose>()? {
-                        let slot = match n {
-                            "oid" => &mut c.oid,
-                            "appid" => &mut c.appid,
-                            "azp" => &mut c.azp,
-                            "client_id" => &mut c.client_id,
-                            "uti" => &mut c.uti,
+                    other => c.type_errors.push((KNOWN[i], found(&other))),
+                },
+                // oid, appid, azp, client_id, uti, sid: informational, kept
+                // when they are strings, never decisive, so another type is
+                // not an error.
+                Some(i) => {
+                    if let Loose::Str(v) = map.next_value::<Loose>()? {
+                        let slot = match i {
+                            8 => &mut c.oid,
+                            9 => &mut c.appid,
+                            10 => &mut c.azp,
+                            11 => &mut c.client_id,
+                            12 => &mut c.uti,
                             _ => &mut c.sid,
                         };
-                        *slot = Some(s);
+                        *slot = Some(v);
                     }
                 }
-                _ => {
+                None => {
                     map.next_value::<StrictIgnore>()?;
                 }
             }
