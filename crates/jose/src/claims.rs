@@ -286,7 +286,7 @@ impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
                     other => c.type_errors.push(("aud", found(&other))),
                 },
                 // exp, nbf, iat: NumericDate.
-                Some(i @ (3 | 4 | 5)) => match map.next_value::<Loose>()? {
+                Some(i @ 3..=5) => match map.next_value::<Loose>()? {
                     Loose::Num(v) if v.is_finite() => {
                         let slot = match i {
                             3 => &mut c.exp,
