@@ -509,12 +509,12 @@ fn handle_json(
         return;
     }
     if screen == Screen::Mail && framed && !looks_like_envelope(b) {
-        // Fast events have no record tree, so only without Sigma rules
-        // (which read the record) and with the narrow parse as the fallback.
-        let fast = match ctx.sigma {
-            None => Event::from_json_fast(b, ctx.file.clone(), loc),
-            Some(_) => None,
-        };
+        // Fast events have no record tree, which Sigma rules read; but a
+        // record reaches here only when no Sigma rule can match it (one
+        // some rule wants is screened `Hit` above), so its event is never
+        // matched. The narrow parse is the fallback.
+        debug_assert!(!sigma_wants);
+        let fast = Event::from_json_fast(b, ctx.file.clone(), loc);
         if let Some(ev) =
             fast.or_else(|| Event::from_json_narrow(b, ctx.hint, ctx.file.clone(), loc))
         {

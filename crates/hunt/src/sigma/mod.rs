@@ -663,12 +663,84 @@ fn is_common(l: &str) -> bool {
         "value",
         "name",
         "microsoft",
+        // Operations that make up much of a mailbox audit log.
+        "mailitemsaccessed",
+        "userloggedin",
         "5.0 (windows nt 10.0; win64; x64) applewebkit",
         "537.36 (khtml, like gecko) chrome",
         "537.36",
         "mozilla",
     ];
     COMMON.iter().any(|c| c.eq_ignore_ascii_case(l))
+}
+
+/// Texts found in the keys and common values of exports (lower case):
+/// four-byte pieces of these make poor screening texts.
+const EXPORT_TEXT: &str = "creationtime id operation organizationid recordtype \
+resultstatus userkey usertype version workload clientip objectid userid \
+clientipaddress clientinfostring client=microsoft outlook externalaccess \
+internallogontype logontype logonusersid mailboxguid mailboxownerupn \
+mailboxowner sid operationcount operationproperties name value \
+mailaccesstype bind sync isthrottled false true null folders folderitems \
+path internetmessageid sessionid appid clientappid useragent mozilla \
+windows nt win64 x64 applewebkit khtml like gecko chrome safari exchange \
+sharepoint onedrive azureactivedirectory userloggedin pageviewed \
+fileaccessed filepreviewed filemodified movetodeleteditems create update \
+send extendedproperties resultstatusdetail requesttype redirect oauth2 \
+authorize actor actorcontextid applicationid devicename interactive \
+intrasystemid supportticketid targetcontextid target type success \
+succeeded failed failure eventsource itemtype file listid \
+listitemuniqueid site siteurl webid sourcefileextension sourcefilename \
+sourcerelativeurl shared documents appaccesscontext aadsessionid \
+issuedattime uniquetokenid uniquetokenidentifier membership live.com \
+fabrikam example inbox sent items deleted items subject attachments \
+createddatetime userdisplayname userprincipalname appdisplayname \
+ipaddress status errorcode additionaldetails devicedetail location city \
+state countryorregion geocoordinates conditionalaccessstatus notapplied \
+authenticationrequirement correlationid resourcedisplayname resourceid \
+tokenissuertype azuread signinlogs noninteractiveusersignins \
+category properties time tenantid resultsignature durationms \
+calleripaddress identity level operationname onmicrosoft.com \
+originatingserver providers/microsoft.aadiam sign-in activity \
+office 365 exchange online mobile apps and desktop clients";
+
+/// Length of the cover texts.
+const GRAM: usize = 4;
+
+/// Short texts (four bytes, or a whole shorter anchor) such that every
+/// anchor contains one: greedily the piece in the most anchors not covered
+/// yet, preferring pieces not in [`EXPORT_TEXT`], then pieces in it once
+/// (such as part of a key only some records have).
+fn cover(lits: &[String]) -> Vec<String> {
+    let mut left: Vec<&str> = lits.iter().map(String::as_str).collect();
+    let mut out = Vec::new();
+    let grams = |l: &str| -> Vec<String> {
+        let b = l.as_bytes();
+        if b.len() <= GRAM {
+            return vec![l.to_string()];
+        }
+        b.windows(GRAM)
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect()
+    };
+    while !left.is_empty() {
+        let mut best: Option<((usize, usize), String)> = None;
+        for l in &left {
+            for g in grams(l) {
+                let score = (
+                    2 - EXPORT_TEXT.matches(g.as_str()).count().min(2),
+                    left.iter().filter(|x| x.contains(g.as_str())).count(),
+                );
+                if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                    best = Some((score, g));
+                }
+            }
+        }
+        let Some((_, g)) = best else { break };
+        left.retain(|x| !x.contains(g.as_str()));
+        out.push(g);
+    }
+    out
 }
 
 /// The raw-record screen. Each alternative has an anchor clause (the one
@@ -679,6 +751,18 @@ fn is_common(l: &str) -> bool {
 #[derive(Debug)]
 struct Prefilter {
     ac: AhoCorasick,
+    /// The same (lower-case) anchor texts in groups of SIMD searchers, run
+    /// over the lower-cased record: a record none of them finds holds no
+    /// anchor, and only one that holds some is searched by `ac`.
+    teddy: Option<Vec<aho_corasick::packed::Searcher>>,
+    /// The cover texts the SIMD searchers look for, 64 to a searcher.
+    grams: Vec<String>,
+    /// Cover text -> the anchor texts holding it, with its offset there.
+    gram_lits: Vec<Vec<(u32, usize)>>,
+    /// First byte -> the cover texts starting with it.
+    by_first: Vec<Vec<u32>>,
+    /// Anchor texts (lower case).
+    lits: Vec<String>,
     /// Alternative -> its other clauses (lower-case texts, as searchers).
     rest: Vec<Vec<Vec<memchr::memmem::Finder<'static>>>>,
     /// Anchor text id -> alternatives it anchors.
@@ -694,7 +778,7 @@ impl Prefilter {
         for r in rules {
             for alt in r.literals.iter().flatten() {
                 // The anchor is the clause least likely to be in every
-                // record: long texts, values before keys (a field item's key
+                // record: values before keys, then long texts (a field item's key
                 // clause comes last, see `detect::required_literals`; keys
                 // recur in every record of their schema), and never texts
                 // known to be everywhere (booleans, result words, the common
@@ -706,11 +790,9 @@ impl Prefilter {
                         .map(|l| if is_common(l) { 0 } else { l.len() })
                         .min()
                         .unwrap_or(0);
-                    if Some(i) == key_at {
-                        w.saturating_sub(2)
-                    } else {
-                        w
-                    }
+                    // A value text that is not common ranks above every
+                    // key: keys are in every record of their schema.
+                    (Some(i) != key_at && w > 0, w)
                 }) else {
                     continue;
                 };
@@ -754,7 +836,71 @@ impl Prefilter {
                     .build(&lits)
             })
             .expect("literal patterns build");
-        Some(Prefilter { ac, rest, by_lit })
+        // Teddy takes at most 64 patterns, so it looks for a few short
+        // texts that cover every anchor (each anchor contains one), and
+        // where one is found, the anchors holding it are compared there;
+        // without it (no SIMD), the automaton screens alone.
+        let grams = cover(&lits);
+        let teddy = grams
+            .chunks(64)
+            .map(|g| {
+                aho_corasick::packed::Config::new()
+                    .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+                    .builder()
+                    .extend(g)
+                    .build()
+            })
+            .collect();
+        let gram_lits = grams
+            .iter()
+            .map(|g| {
+                let mut v = Vec::new();
+                for (li, l) in lits.iter().enumerate() {
+                    for (k, _) in l.match_indices(g.as_str()) {
+                        v.push((li as u32, k));
+                    }
+                }
+                v
+            })
+            .collect();
+        let mut by_first = vec![Vec::new(); 256];
+        for (i, g) in grams.iter().enumerate() {
+            by_first[usize::from(g.as_bytes()[0])].push(i as u32);
+        }
+        Some(Prefilter {
+            ac,
+            teddy,
+            grams,
+            gram_lits,
+            by_first,
+            lits,
+            rest,
+            by_lit,
+        })
+    }
+
+    /// Whether some alternative anchored by anchor text `li` has its other
+    /// clauses in the lower-cased record.
+    fn alt_holds(&self, li: usize, lower: &[u8]) -> bool {
+        self.by_lit[li].iter().any(|&a| {
+            self.rest[a as usize]
+                .iter()
+                .all(|c| c.iter().any(|f| f.find(lower).is_some()))
+        })
+    }
+
+    /// Whether an anchor holding cover text `gi` starts `k` bytes before
+    /// `pos`, with its alternative's other clauses in the record.
+    fn gram_holds(&self, gi: usize, pos: usize, lower: &[u8]) -> bool {
+        let g = self.grams[gi].as_bytes();
+        if !lower[pos..].starts_with(g) {
+            return false;
+        }
+        self.gram_lits[gi].iter().any(|&(li, k)| {
+            pos >= k
+                && lower[pos - k..].starts_with(self.lits[li as usize].as_bytes())
+                && self.alt_holds(li as usize, lower)
+        })
     }
 
     fn wants(&self, raw: &[u8]) -> bool {
@@ -762,33 +908,40 @@ impl Prefilter {
             // The lower-cased record, reused across records.
             static LOWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        // Most records hold no anchor: the plain search exits on the first
-        // hit and is cheaper than the overlapping one.
-        if !self.ac.is_match(raw) {
-            return false;
-        }
-        let mut lowered = false;
-        for m in self.ac.find_overlapping_iter(raw) {
-            for &a in &self.by_lit[m.pattern().as_usize()] {
-                let rest = &self.rest[a as usize];
-                if rest.is_empty() {
-                    return true;
-                }
-                let ok = LOWER.with(|b| {
-                    let mut b = b.borrow_mut();
-                    if !lowered {
-                        b.clear();
-                        b.extend(raw.iter().map(u8::to_ascii_lowercase));
-                        lowered = true;
+        LOWER.with(|b| {
+            let mut b = b.borrow_mut();
+            b.clear();
+            b.extend(raw.iter().map(u8::to_ascii_lowercase));
+            let b = &b[..];
+            if let Some(groups) = &self.teddy {
+                // Every position where some cover text starts: an anchor's
+                // occurrence holds its cover text, so none is missed.
+                for searcher in groups {
+                    let mut at = 0;
+                    while let Some(m) = searcher.find_in(b, aho_corasick::Span::from(at..b.len())) {
+                        let pos = m.start();
+                        // Every cover text starting here (shorter ones
+                        // may start where a longer one was found).
+                        if self.by_first[usize::from(b[pos])]
+                            .iter()
+                            .any(|&gi| self.gram_holds(gi as usize, pos, b))
+                        {
+                            return true;
+                        }
+                        at = pos + 1;
                     }
-                    rest.iter().all(|c| c.iter().any(|f| f.find(&b).is_some()))
-                });
-                if ok {
-                    return true;
                 }
+                return false;
             }
-        }
-        false
+            // Most records hold no anchor: the plain search exits on the
+            // first hit and is cheaper than the overlapping one.
+            if !self.ac.is_match(b) {
+                return false;
+            }
+            self.ac
+                .find_overlapping_iter(b)
+                .any(|m| self.alt_holds(m.pattern().as_usize(), b))
+        })
     }
 }
 
