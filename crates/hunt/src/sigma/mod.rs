@@ -958,15 +958,20 @@ impl Prefilter {
                 }
                 return false;
             }
-            // Most records hold no anchor: the plain search exits on the
-            // first hit and is cheaper than the overlapping one.
-            if !self.ac.is_match(b) {
-                return false;
-            }
-            self.ac
-                .find_overlapping_iter(b)
-                .any(|m| self.alt_holds(m.pattern().as_usize(), b))
+            self.wants_ac(b)
         })
+    }
+
+    /// [`Prefilter::wants`] with the automaton, on the lower-cased record.
+    fn wants_ac(&self, lower: &[u8]) -> bool {
+        // Most records hold no anchor: the plain search exits on the first
+        // hit and is cheaper than the overlapping one.
+        if !self.ac.is_match(lower) {
+            return false;
+        }
+        self.ac
+            .find_overlapping_iter(lower)
+            .any(|m| self.alt_holds(m.pattern().as_usize(), lower))
     }
 }
 

@@ -511,6 +511,33 @@ fn prefilter_literals() {
     );
     assert!(s.wants(br#"{"Action":"Microsoft.Storage\/storageAccounts\/listKeys\/action"}"#));
     assert!(!s.wants(br#"{"Action":"Microsoft.Storage/storageAccounts/write"}"#));
+    // The SIMD screen finds what the automaton finds: any case, anchors
+    // overlapping each other or sharing cover texts, short anchors.
+    let s = set_of(&rule(
+        "    sel:\n        Operation:\n            - 'Add-MailboxPermission'\n            - 'Add-Mailbox'\n            - 'ROPC'\n            - 'BAV2ROPC'\n            - 'box'\n            - 'New-InboxRule'\n    sel2:\n        ClientIP|cidr: 185.236.228.0/24\n    condition: sel or sel2",
+    ));
+    let p = s.prefilter.as_ref().expect("screen");
+    for r in [
+        r#"{"Operation":"ADD-MAILBOXPERMISSION"}"#,
+        r#"{"Operation":"add-mailbox"}"#,
+        r#"{"Operation":"bav2ropc"}"#,
+        r#"{"Operation":"BaV2RoPc"}"#,
+        r#"{"Operation":"xRoPcx"}"#,
+        r#"{"Operation":"inBOX"}"#,
+        r#"{"Operation":"New-InboxRul"}"#,
+        r#"{"Operation":"Add-Mailbo"}"#,
+        r#"{"Operation":"Ad"}"#,
+        r#"{"Operation":"x","ClientIP":"185.236.228.9"}"#,
+        r#"{"Operation":"x","ClientIP":"185.236.229.9"}"#,
+        r#"{"ClientIP":"185.236.228.9"}"#,
+        r#"{"operation":"rop"}"#,
+        r#"{"Operation":"New-InboxRule","N":"185.236.228.1"}"#,
+    ] {
+        let lower = r.to_ascii_lowercase();
+        assert_eq!(s.wants(r.as_bytes()), p.wants_ac(lower.as_bytes()), "{r}");
+    }
+    assert!(s.wants(br#"{"Operation":"BaV2RoPc"}"#));
+    assert!(!s.wants(br#"{"Operation":"Add-Mailbo"}"#));
     // IPv4 networks give their whole octets; a negation gives nothing.
     let s = set_of(&rule(
         "    sel:\n        ClientIP|cidr: 10.1.0.0/16\n    condition: sel",
