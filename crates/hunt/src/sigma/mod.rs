@@ -865,16 +865,21 @@ impl Prefilter {
         // where one is found, the anchors holding it are compared there;
         // without it (no SIMD), the automaton screens alone.
         let grams = cover(&lits);
-        let teddy = grams
-            .chunks(SEARCHER_TEXTS)
-            .map(|g| {
-                aho_corasick::packed::Config::new()
-                    .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
-                    .builder()
-                    .extend(g)
-                    .build()
-            })
-            .collect();
+        // (An empty anchor is in every record: the automaton handles it.)
+        let teddy = if grams.iter().any(String::is_empty) {
+            None
+        } else {
+            grams
+                .chunks(SEARCHER_TEXTS)
+                .map(|g| {
+                    aho_corasick::packed::Config::new()
+                        .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+                        .builder()
+                        .extend(g)
+                        .build()
+                })
+                .collect()
+        };
         let gram_lits = grams
             .iter()
             .map(|g| {
@@ -889,7 +894,9 @@ impl Prefilter {
             .collect();
         let mut by_first = vec![Vec::new(); 256];
         for (i, g) in grams.iter().enumerate() {
-            by_first[usize::from(g.as_bytes()[0])].push(i as u32);
+            if let Some(&c) = g.as_bytes().first() {
+                by_first[usize::from(c)].push(i as u32);
+            }
         }
         Some(Prefilter {
             ac,
