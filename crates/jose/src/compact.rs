@@ -59,7 +59,7 @@ impl<'a> Jws<'a> {
         let (Some(h), Some(p), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            let dots = memchr_count(bytes);
+            let dots = count_dots(bytes);
             return Err(Error::malformed(format!(
                 "a compact JWS has exactly 3 segments, found {}",
                 dots + 1
@@ -121,7 +121,7 @@ static COMPACT_ALPHABET: [bool; 256] = {
     table
 };
 
-fn memchr_count(bytes: &[u8]) -> usize {
+fn count_dots(bytes: &[u8]) -> usize {
     bytes.iter().filter(|&&b| b == b'.').count()
 }
 

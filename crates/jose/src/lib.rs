@@ -22,7 +22,7 @@ mod sign;
 
 pub use alg::{Algorithm, KeyFamily};
 pub use b64::{decode_b64url, encode_b64url};
-pub use cert::CertInfo;
+pub use cert::{to_hex, CertInfo};
 pub use claims::{Audience, Claims, NumericDate, MAX_NOTED_CLAIMS};
 pub use compact::{Jws, Limits};
 pub use error::{Error, ErrorKind};

@@ -6,8 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 use tokenward_jose::{
-    decode_b64url, encode_b64url, has_roca_fingerprint, Algorithm, Jwk, Jwks, KeyMaterial, KeyUse,
-    VerifyingKey,
+    decode_b64url, has_roca_fingerprint, Algorithm, Jwk, Jwks, KeyMaterial, KeyUse, VerifyingKey,
 };
 
 use crate::source::{DiscoveryDoc, IssuerMatch};
@@ -530,10 +529,10 @@ fn audit_key(k: &Jwk, config: &AuditConfig, out: &mut Vec<Finding>) {
     }
 
     // kid-thumbprint-mismatch
-    let sha1 = encode_b64url(&unhex(&cert.sha1_hex));
-    let sha256 = encode_b64url(&unhex(&cert.sha256_hex));
+    let sha1 = &cert.x5t;
+    let sha256 = &cert.x5t_s256;
     if let Some(x5t) = &k.x5t {
-        if *x5t != sha1 {
+        if x5t != sha1 {
             push(
                 FindingCode::KidThumbprintMismatch,
                 format!("key {who}: x5t {x5t} is not the certificate's SHA-1 thumbprint {sha1}"),
@@ -541,7 +540,7 @@ fn audit_key(k: &Jwk, config: &AuditConfig, out: &mut Vec<Finding>) {
         }
     }
     if let Some(x5t) = &k.x5t_s256 {
-        if *x5t != sha256 {
+        if x5t != sha256 {
             push(
                 FindingCode::KidThumbprintMismatch,
                 format!(
@@ -638,12 +637,6 @@ fn weaknesses(k: &Jwk) -> Vec<String> {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
-        .collect()
 }
 
 /// The highest severity among findings, if any.

@@ -49,27 +49,9 @@ impl LivePolicy {
     /// HTTP on loopback; deployments may pin a private CA).
     pub fn load_with(path: &Path, fetch: FetchConfig, now: i64) -> Result<LivePolicy, ConfigError> {
         let text = read_policy_text(path)?;
-        let proto = Policy::configure(&text, path)?;
-        let fetcher = Fetcher::new(fetch).map_err(|e| ConfigError {
-            file: path.to_owned(),
-            message: format!("cannot set up the key fetcher: {e}"),
-        })?;
-        let mut sets = Vec::new();
-        let mut bytes = Vec::new();
-        for src in proto.key_sources() {
-            let set = Arc::new(LiveKeySet::new(
-                src.source.clone(),
-                fetcher.clone(),
-                *proto.live_config(),
-            ));
-            let snap = set.refresh(now).map_err(|e| ConfigError {
-                file: src.label(),
-                message: format!("cannot read key set: {e}"),
-            })?;
-            bytes.push(snap.bytes.clone());
-            sets.push(set);
-        }
-        let policy = build(&text, path, &bytes)?;
+        let mut policy = Policy::configure(&text, path)?;
+        let (sets, bytes) = fetch_key_sets(&policy, path, fetch, now)?;
+        policy.install_keys(&bytes)?;
         Ok(LivePolicy {
             path: path.to_owned(),
             text,
@@ -228,6 +210,39 @@ impl LivePolicy {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Built> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The bytes of one key set, shared with its live set's snapshot.
+type KeyBytes = Arc<[u8]>;
+
+/// Makes one live set per key source of `policy` and fetches each once; a
+/// source that cannot be read fails the load, naming the source.
+pub(crate) fn fetch_key_sets(
+    policy: &Policy,
+    path: &Path,
+    fetch: FetchConfig,
+    now: i64,
+) -> Result<(Vec<Arc<LiveKeySet>>, Vec<KeyBytes>), ConfigError> {
+    let fetcher = Fetcher::new(fetch).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        message: format!("cannot set up the key fetcher: {e}"),
+    })?;
+    let mut sets = Vec::new();
+    let mut bytes = Vec::new();
+    for src in policy.key_sources() {
+        let set = Arc::new(LiveKeySet::new(
+            src.source.clone(),
+            fetcher.clone(),
+            *policy.live_config(),
+        ));
+        let snap = set.refresh(now).map_err(|e| ConfigError {
+            file: src.label(),
+            message: format!("cannot read key set: {e}"),
+        })?;
+        bytes.push(snap.bytes.clone());
+        sets.push(set);
+    }
+    Ok((sets, bytes))
 }
 
 fn build(text: &str, path: &Path, bytes: &[Arc<[u8]>]) -> Result<Policy, ConfigError> {

@@ -8,7 +8,7 @@ use tokenward_jose::{
     decode_b64url, Algorithm, Jwk, Jwks, KeyFamily, KeyMaterial, Limits, VerifyingKey,
 };
 
-use tokenward_keys::{FetchConfig, Fetcher, KeySource, LiveConfig, LiveKeySet, Url};
+use tokenward_keys::{FetchConfig, KeySource, LiveConfig, Url};
 
 use crate::denylist::{BUILTIN_DENIED_KIDS, BUILTIN_DENIED_THUMBPRINTS};
 use crate::{CONSUMER_TENANT, TENANT_PLACEHOLDER};
@@ -280,21 +280,13 @@ impl Policy {
     /// the default fetch rules (HTTPS only).
     pub fn from_toml(text: &str, path: &Path) -> Result<Policy, ConfigError> {
         let mut policy = Policy::configure(text, path)?;
-        let fetcher = Fetcher::new(FetchConfig::default()).map_err(|e| ConfigError {
-            file: path.to_owned(),
-            message: format!("cannot set up the key fetcher: {e}"),
-        })?;
-        let now = crate::live::system_now();
-        let mut sets = Vec::new();
-        for src in &policy.sources {
-            let live = LiveKeySet::new(src.source.clone(), fetcher.clone(), policy.live_config);
-            let snap = live.refresh(now).map_err(|e| ConfigError {
-                file: src.label(),
-                message: format!("cannot read key set: {e}"),
-            })?;
-            sets.push(snap.bytes.clone());
-        }
-        policy.install_keys(&sets)?;
+        let (_, bytes) = crate::live::fetch_key_sets(
+            &policy,
+            path,
+            FetchConfig::default(),
+            crate::live::system_now(),
+        )?;
+        policy.install_keys(&bytes)?;
         Ok(policy)
     }
 
@@ -653,13 +645,7 @@ impl Policy {
             not_after = min_opt(not_after, o.not_after);
         }
         let denied = self.denial(&kid, &jwk);
-        let x5t = jwk.cert.as_ref().map(|c| {
-            let bytes: Vec<u8> = (0..c.sha1_hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&c.sha1_hex[i..i + 2], 16).unwrap_or(0))
-                .collect();
-            tokenward_jose::encode_b64url(&bytes)
-        });
+        let x5t = jwk.cert.as_ref().map(|c| c.x5t.clone());
         Ok(KeyRecord {
             kid,
             scope,
@@ -742,8 +728,7 @@ impl Policy {
     /// Whether a header thumbprint (`x5t` or `x5t#S256`, base64url) names a
     /// denied certificate.
     pub(crate) fn header_thumbprint_denied(&self, b64: &str) -> Option<String> {
-        let bytes = decode_b64url(b64.as_bytes()).ok()?;
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = tokenward_jose::to_hex(&decode_b64url(b64.as_bytes()).ok()?);
         self.deny_thumbprints
             .contains(&hex)
             .then(|| format!("certificate thumbprint {hex} is on the denylist"))
