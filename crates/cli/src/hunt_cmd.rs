@@ -122,15 +122,12 @@ pub fn run(args: HuntArgs) -> u8 {
     };
     let sigma_ids: Vec<&str> = sigma
         .iter()
-        .flat_map(|s| {
-            s.rules
-                .iter()
-                .map(|r| r.meta.id)
-                .chain(s.correlations.iter().map(|c| c.meta.id))
-        })
+        .flat_map(|s| s.metas().map(|m| m.id.as_str()))
         .collect();
     for id in args.only.iter().chain(&args.exclude) {
-        if !tokenward_hunt::RULES.iter().any(|r| r.id == id) && !sigma_ids.contains(&id.as_str()) {
+        if !tokenward_hunt::BUILTINS.iter().any(|b| b.info.id == id)
+            && !sigma_ids.contains(&id.as_str())
+        {
             eprintln!("tokenward hunt: unknown detection id {id:?}");
             return crate::EXIT_USAGE;
         }
@@ -185,11 +182,11 @@ pub fn run(args: HuntArgs) -> u8 {
     if !args.only.is_empty() {
         report
             .findings
-            .retain(|f| args.only.iter().any(|i| i == f.rule_id));
+            .retain(|f| args.only.iter().any(|i| *i == f.rule_id));
     }
     report
         .findings
-        .retain(|f| !args.exclude.iter().any(|i| i == f.rule_id));
+        .retain(|f| !args.exclude.iter().any(|i| *i == f.rule_id));
 
     let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
     let fmt = match args.output_format.as_deref() {

@@ -1,14 +1,22 @@
 //! The pipeline: files -> decoded bytes -> records -> events -> detections.
 //!
+//! Everything the engine does to a record follows from the detections'
+//! [`Needs`]: the literal screen over the raw bytes is the union of their
+//! anchors, each record is parsed only as far as the detections it matters
+//! to read it (a byte scan of its time and workload, a projection of the
+//! declared fields, or the whole record), each event goes only to the
+//! detections whose anchors and kinds it matches, and files whose first
+//! record is a sign-in are read first when some detection reads the
+//! sign-in index.
+//!
 //! One reader thread per file splits the byte stream into batches; rayon
-//! workers turn batches into events (parsing only records a detection can
-//! care about, decided by an Aho-Corasick prefilter over the raw bytes) and
-//! hand them to the detector under a lock. Memory is bounded by the batch
-//! channel and by the detectors' per-key aggregates.
+//! workers screen and parse a batch and let a fresh shard of each
+//! detection observe it, then merge the shards under a lock. Memory is
+//! bounded by the batch channel and by the detections' per-key aggregates.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -21,12 +29,16 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::detect::{Detector, Light, Options, RuleStatus};
-use crate::event::{Event, EventKind, Locator};
+use crate::detect::{
+    builtins, Anchors, Context, Coverage, Detection, Needs, Options, RecordStats, ScreenFn, Setup,
+    SigninIndex,
+};
+use crate::event::{normalised_paths, Event, EventKind, Locator};
 use crate::finding::Finding;
 use crate::format::{Container, Format};
-use crate::input::{discover, open, sniff, Encoding, SniffError, Sniffed};
+use crate::input::{discover, open, sniff, Encoding, Opened, SniffError, Sniffed};
 use crate::ioc::{IocError, IocSet};
+use crate::projection::{forces_full, Projected, Projection};
 use crate::split::{CsvReader, CsvRow, JsonSplitter, Piece};
 use crate::timefmt::parse_timestamp;
 
@@ -88,7 +100,7 @@ pub struct FileReport {
     pub reject_reasons: BTreeMap<String, u64>,
     /// The first rejections, with locators.
     pub first_rejects: Vec<RejectNote>,
-    /// Records parsed in full (a detection could care about them), per event kind.
+    /// Records parsed (some detection reads them), per event kind.
     pub parsed_by_kind: BTreeMap<&'static str, u64>,
     /// Why the file could not be read at all.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,7 +118,7 @@ pub struct Report {
     /// Per input file.
     pub files: Vec<FileReport>,
     /// Per detection.
-    pub detections: Vec<RuleStatus>,
+    pub detections: Vec<Coverage>,
     /// Directory entries skipped because of their extension.
     pub skipped: Vec<String>,
     /// Bytes read from disk.
@@ -140,59 +152,9 @@ const LINES_BATCH: usize = 4 << 20;
 const PIECES_BATCH: usize = 4 << 20;
 const ROWS_BATCH: usize = 2000;
 
-/// Substrings that make a record worth parsing: each built-in detection's
-/// operations and fields, sign-in and directory-audit shapes, and key ids.
-/// Matched case-sensitively (a SIMD search; the case-insensitive automaton
-/// was the top of the profile), so the spellings seen in exports are listed.
-const DETECTION_LITERALS: &[&str] = &[
-    "MailItemsAccessed",
-    "UniqueTokenId",
-    "uniqueTokenId",
-    "AADSessionId",
-    "AccessTokenForResource",
-    "AccessTokenforResource",
-    "OWAAuth",
-    "\"RecordType\":275",
-    "\"RecordType\": 275",
-    "\"RecordType\":\"275\"",
-    "AuditLogConfig",
-    "AuditBypass",
-    "AuditEnabled",
-    "AuditDisabled",
-    "AuditOwner",
-    "AuditDelegate",
-    "AuditAdmin",
-    "diagnosticSettings",
-    "DIAGNOSTICSETTINGS",
-    "diagnosticsettings",
-    "createdDateTime",
-    "CreatedDateTime",
-    "SignInLogs",
-    "SigninLogs",
-    "activityDateTime",
-    "ActivityDateTime",
-    "\"kid\"",
-    "\"x5t\"",
-    "thumbprint",
-    "Thumbprint",
-    // Gateway access-log lines: every one feeds tw-gateway-rejected-burst.
-    "\"token_sha256_prefix\"",
-];
-
-/// Sign-in token and session ids known once the sign-in files are read.
-pub(crate) type Joins = (
-    std::collections::HashSet<String>,
-    std::collections::HashSet<String>,
-);
-
-/// Where the token-field literals sit among the prefilter's patterns.
-const TOKEN_LITERALS: std::ops::Range<usize> = 1..4;
-/// Pattern id of `MailItemsAccessed`.
-const MAIL_LITERAL: usize = 0;
-
 /// Most patterns one SIMD (Teddy) searcher takes; above that aho-corasick
-/// falls back to an automaton that ran at ~430 MB/s here, the top of the
-/// profile. Several Teddy passes (~3-4 GB/s each) are much cheaper.
+/// falls back to an automaton that ran at ~430 MB/s here. Several Teddy
+/// passes (~3-4 GB/s each) are much cheaper.
 const PACKED_MAX: usize = 64;
 /// With more groups than this, one automaton beats the repeated passes.
 const PACKED_GROUPS_MAX: usize = 6;
@@ -203,15 +165,14 @@ enum Group {
     Automaton(AhoCorasick),
 }
 
-/// The screen: every literal that makes a record worth parsing, searched in
-/// groups. Pattern ids are global (the detection literals first, so their
-/// ids are fixed), whatever group a literal lands in.
-pub(crate) struct Prefilter {
+/// Literal search over raw bytes: every pattern, in groups small enough for
+/// SIMD search. Pattern ids are global, whatever group a literal lands in.
+struct Literals {
     groups: Vec<(usize, Group)>,
 }
 
-impl Prefilter {
-    fn new(lits: &[String]) -> Prefilter {
+impl Literals {
+    fn new(lits: &[String]) -> Literals {
         let automaton = |pats: &[String]| {
             Group::Automaton(
                 AhoCorasickBuilder::new()
@@ -220,23 +181,17 @@ impl Prefilter {
                     .expect("literal patterns build"),
             )
         };
-        // Detection literals form the first group on their own: they are
-        // fixed and few, so that group is always SIMD.
-        let mut bounds = vec![(0, DETECTION_LITERALS.len().min(lits.len()))];
-        let mut at = bounds[0].1;
-        while at < lits.len() {
-            let end = (at + PACKED_MAX).min(lits.len());
-            bounds.push((at, end));
-            at = end;
-        }
+        let bounds: Vec<(usize, usize)> = (0..lits.len())
+            .step_by(PACKED_MAX)
+            .map(|a| (a, (a + PACKED_MAX).min(lits.len())))
+            .collect();
         if bounds.len() > PACKED_GROUPS_MAX {
-            return Prefilter {
+            return Literals {
                 groups: vec![(0, automaton(lits))],
             };
         }
         let groups = bounds
             .into_iter()
-            .filter(|(a, b)| a < b)
             .map(|(a, b)| {
                 let pats = &lits[a..b];
                 let packed = aho_corasick::packed::Config::new()
@@ -250,7 +205,7 @@ impl Prefilter {
                 )
             })
             .collect();
-        Prefilter { groups }
+        Literals { groups }
     }
 
     /// Every match as (start, global pattern id), sorted by start.
@@ -274,16 +229,168 @@ impl Prefilter {
     }
 }
 
-struct Ctx {
-    prefilter: Option<Arc<Prefilter>>,
-    /// Pattern ids of the token-field literals.
-    token_ids: std::ops::Range<usize>,
-    /// With this, a record whose only screen hits are token fields and whose
-    /// token or session a sign-in issued is counted as joined without parsing.
-    joins: Option<Arc<Joins>>,
+/// A set of readers (detections, and the sign-in index in the last slot)
+/// as bits.
+type Mask = u64;
+
+/// What the engine derived from the detections' needs.
+struct Plan {
+    needs: Vec<Needs>,
+    /// The literal screen: the union of every reader's `AnyOf` anchors.
+    literals: Option<Literals>,
+    /// Readers each literal pattern stands for.
+    pattern_readers: Vec<Mask>,
+    /// Readers that see every record.
+    every: Mask,
+    /// Readers with a screen of their own.
+    screens: Vec<(usize, ScreenFn)>,
+    /// Readers satisfied by a record's time and workload alone.
+    light: Mask,
+    /// Readers that read whole records.
+    whole: Mask,
+    /// The sign-in index's slot, when some detection reads it.
+    index_slot: Option<usize>,
+    /// Projections built so far, per set of readers.
+    projections: Mutex<HashMap<Mask, Arc<Projection>>>,
+}
+
+impl Plan {
+    fn new(detections: &[Box<dyn Detection>]) -> Plan {
+        let mut needs: Vec<Needs> = detections.iter().map(|d| d.needs()).collect();
+        let index_slot = needs.iter().any(|n| n.signin_index).then(|| {
+            needs.push(SigninIndex::needs());
+            needs.len() - 1
+        });
+        assert!(
+            needs.len() < 64,
+            "at most 63 detections (a Sigma rule set is one)"
+        );
+        let mut lits: Vec<String> = Vec::new();
+        let mut pattern_readers: Vec<Mask> = Vec::new();
+        let mut by_text: HashMap<String, usize> = HashMap::new();
+        let (mut every, mut light, mut whole) = (0, 0, 0);
+        let mut screens = Vec::new();
+        for (i, n) in needs.iter().enumerate() {
+            let bit = 1u64 << i;
+            match &n.anchors {
+                Anchors::Every => every |= bit,
+                Anchors::AnyOf(texts) => {
+                    for t in texts.iter().filter(|t| !t.is_empty()) {
+                        let id = *by_text.entry(t.clone()).or_insert_with(|| {
+                            lits.push(t.clone());
+                            pattern_readers.push(0);
+                            lits.len() - 1
+                        });
+                        pattern_readers[id] |= bit;
+                    }
+                }
+                Anchors::Screen(f) => screens.push((i, f.clone())),
+            }
+            if n.unparsed_time_and_workload && n.fields.is_empty() && !n.whole_record {
+                light |= bit;
+            }
+            if n.whole_record {
+                whole |= bit;
+            }
+        }
+        Plan {
+            literals: (!lits.is_empty()).then(|| Literals::new(&lits)),
+            pattern_readers,
+            every,
+            screens,
+            light,
+            whole,
+            index_slot,
+            needs,
+            projections: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Readers of a record given the literal matches in its bytes.
+    fn readers(&self, matches: &[(usize, usize)], bytes: &[u8], own_screens: bool) -> Mask {
+        let mut m = self.every;
+        for &(_, id) in matches {
+            m |= self.pattern_readers[id];
+        }
+        for (i, f) in &self.screens {
+            if !own_screens || f(bytes) {
+                m |= 1 << i;
+            }
+        }
+        m
+    }
+
+    /// The projection that serves a set of readers: the normalised fields
+    /// and every path they declared.
+    fn projection(&self, readers: Mask) -> Arc<Projection> {
+        let mut cache = self.projections.lock().expect("no panics while locked");
+        cache
+            .entry(readers)
+            .or_insert_with(|| {
+                let mut p = Projection::new(normalised_paths());
+                for (i, n) in self.needs.iter().enumerate() {
+                    if readers & (1 << i) != 0 {
+                        for f in &n.fields {
+                            p.add(f);
+                        }
+                    }
+                }
+                Arc::new(p)
+            })
+            .clone()
+    }
+}
+
+/// The sign-in index as the detections see it: what was read before the
+/// current file, plus what later files added (complete when finishing).
+#[derive(Default)]
+struct Index {
+    frozen: Arc<SigninIndex>,
+    late: SigninIndex,
+}
+
+/// State shared by the workers of a hunt.
+struct Shared {
+    detections: Vec<Box<dyn Detection>>,
+    index: Index,
+    stats: RecordStats,
+    file: FileReport,
+    /// `read_events`: every event is kept instead of observed.
+    collected: Option<Vec<Event>>,
+}
+
+/// What one worker made of one batch.
+struct Out {
+    shards: Vec<Box<dyn Detection>>,
+    index: SigninIndex,
+    stats: RecordStats,
+    read: u64,
+    evaluated: u64,
+    rejects: Vec<(Locator, String)>,
+    parsed_by_kind: BTreeMap<&'static str, u64>,
+    collected: Vec<Event>,
+    /// The batch buffer, handed back to the reader for reuse.
+    spare: Vec<u8>,
+}
+
+impl Out {
+    fn reject(&mut self, loc: Locator, reason: String) {
+        self.read += 1;
+        self.rejects.push((loc, reason));
+    }
+}
+
+/// What every worker of one file reads.
+struct Ctx<'a> {
+    plan: Option<&'a Plan>,
     file: Arc<str>,
     hint: Option<EventKind>,
-    sigma: Option<Arc<crate::sigma::RuleSet>>,
+    /// The sign-in index of the files read before this one.
+    signins: Arc<SigninIndex>,
+    /// The record counts of the files read before this one.
+    stats: Arc<RecordStats>,
+    /// Forks the detections for a batch.
+    fork: &'a (dyn Fn() -> Vec<Box<dyn Detection>> + Sync),
 }
 
 enum Item {
@@ -300,88 +407,37 @@ enum Item {
     },
 }
 
-/// A CSV row as a record, or a rejected stretch with its reason.
-type RowResult = Result<(Map<String, Value>, Locator), (Locator, String)>;
-
 enum Batch {
-    Lines { data: Vec<u8>, first_line: u64 },
-    Pieces { data: Vec<u8>, items: Vec<Item> },
-    Rows { rows: Vec<RowResult> },
+    Lines {
+        data: Vec<u8>,
+        first_line: u64,
+    },
+    Pieces {
+        data: Vec<u8>,
+        items: Vec<Item>,
+    },
+    Rows {
+        header: Arc<Vec<String>>,
+        rows: Vec<CsvRow>,
+        first_index: u64,
+    },
 }
 
-#[derive(Default)]
-struct Out {
-    events: Vec<Event>,
-    read: u64,
-    evaluated: u64,
-    rejects: Vec<(Locator, String)>,
-    light: Light,
-    uncategorised: u64,
-    token_joined: u64,
-    sigma_hits: Vec<crate::sigma::Hit>,
-    /// Per event: no Sigma rule can match it (its raw record lacked every
-    /// rule's texts), so matching is skipped. Filled lazily: events pushed
-    /// since the last record take `sigma_last_skip`.
-    sigma_skip: Vec<bool>,
-    sigma_last_skip: bool,
-    /// The batch buffer, handed back to the reader for reuse.
-    spare: Vec<u8>,
-}
-
-/// What the prefilter saw in a record.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Screen {
-    Miss,
-    TokenOnly,
-    /// `MailItemsAccessed` and perhaps token fields, nothing else: the
-    /// narrow parse ([`Event::from_json_narrow`]) is enough.
-    Mail,
-    Hit,
-}
-
-fn token_finders() -> &'static [memmem::Finder<'static>; 2] {
-    static F: OnceLock<[memmem::Finder<'static>; 2]> = OnceLock::new();
+fn time_finders() -> &'static [memmem::Finder<'static>; 4] {
+    static F: OnceLock<[memmem::Finder<'static>; 4]> = OnceLock::new();
     F.get_or_init(|| {
         [
-            memmem::Finder::new(b"\"UniqueTokenId\""),
-            memmem::Finder::new(b"\"AADSessionId\""),
+            memmem::Finder::new(b"\"CreationTime\""),
+            memmem::Finder::new(b"\"TimeGenerated\""),
+            memmem::Finder::new(b"\"time\""),
+            memmem::Finder::new(b"\"Timestamp\""),
         ]
     })
 }
 
-/// The token-join shortcut: `Some(joined workload?)` when the record's token
-/// or session was issued by a sign-in already read.
-fn joined_without_parsing(b: &[u8], joins: &Joins) -> Option<bool> {
-    let [tf, sf] = token_finders();
-    let tok = tf
-        .find(b)
-        .and_then(|p| string_after(b, p + tf.needle().len()));
-    let sess = sf
-        .find(b)
-        .and_then(|p| string_after(b, p + sf.needle().len()));
-    let hit = tok.is_some_and(|t| joins.0.contains(t))
-        || sess.is_some_and(|s| joins.1.contains(&s.to_ascii_lowercase()));
-    hit.then_some(true)
-}
-
-impl Out {
-    fn reject(&mut self, loc: Locator, reason: String) {
-        self.read += 1;
-        self.rejects.push((loc, reason));
-    }
-}
-
-fn finders() -> &'static [(memmem::Finder<'static>, bool)] {
-    static F: OnceLock<Vec<(memmem::Finder<'static>, bool)>> = OnceLock::new();
-    F.get_or_init(|| {
-        vec![
-            (memmem::Finder::new(b"\"CreationTime\""), true),
-            (memmem::Finder::new(b"\"TimeGenerated\""), true),
-            (memmem::Finder::new(b"\"time\""), true),
-            (memmem::Finder::new(b"\"Timestamp\""), true),
-            (memmem::Finder::new(b"Workload\""), false),
-        ]
-    })
+fn workload_finder() -> &'static memmem::Finder<'static> {
+    static F: OnceLock<memmem::Finder<'static>> = OnceLock::new();
+    F.get_or_init(|| memmem::Finder::new(b"Workload\""))
 }
 
 /// The string value following a key match: skips `:` and spaces, expects a quote.
@@ -397,11 +453,11 @@ fn string_after(b: &[u8], mut i: usize) -> Option<&str> {
     std::str::from_utf8(&b[s..e]).ok()
 }
 
-/// Cheap facts of a record no detection needs parsed: its time and workload.
-fn light_fields(b: &[u8]) -> (Option<OffsetDateTime>, Option<&str>) {
-    let f = finders();
+/// A record's time and workload read off its bytes without parsing it, for
+/// records no detection needs parsed.
+pub(crate) fn light_fields(b: &[u8]) -> (Option<OffsetDateTime>, Option<&str>) {
     let mut time = None;
-    for (finder, _) in f.iter().filter(|(_, is_time)| *is_time) {
+    for finder in time_finders() {
         if let Some(p) = finder.find(b) {
             time = string_after(b, p + finder.needle().len()).and_then(parse_timestamp);
             if time.is_some() {
@@ -409,17 +465,14 @@ fn light_fields(b: &[u8]) -> (Option<OffsetDateTime>, Option<&str>) {
             }
         }
     }
+    let f = workload_finder();
     let wl = f
-        .iter()
-        .find(|(_, t)| !*t)
-        .and_then(|(finder, _)| finder.find(b).map(|p| p + finder.needle().len()))
-        .and_then(|p| string_after(b, p));
+        .find(b)
+        .and_then(|p| string_after(b, p + f.needle().len()));
     (time, wl)
 }
 
 fn looks_like_envelope(b: &[u8]) -> bool {
-    let s = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(0);
-    let b = &b[s..];
     b.starts_with(b"[")
         || b.starts_with(b"{\"records\"")
         || b.starts_with(b"{\"value\"")
@@ -439,296 +492,309 @@ fn trim(b: &[u8]) -> &[u8] {
     &b[s..e.max(s)]
 }
 
-/// Handles one raw JSON record (a line or an array element).
-fn handle_json(
-    bytes: &[u8],
-    loc: Locator,
-    ctx: &Ctx,
-    prefiltered: Option<Screen>,
-    utf8_ok: bool,
-    out: &mut Out,
-) {
-    if !utf8_ok {
-        if let Err(e) = std::str::from_utf8(bytes) {
-            out.reject(
-                loc,
-                format!(
-                    "invalid UTF-8 at byte {} of the record",
-                    e.valid_up_to() + 1
-                ),
-            );
+impl Ctx<'_> {
+    /// Hands an event to the readers it matters to.
+    fn route(&self, ev: Event, readers: Mask, out: &mut Out) {
+        out.read += 1;
+        out.evaluated += 1;
+        out.stats.add(ev.workload.as_deref());
+        *out.parsed_by_kind.entry(ev.kind.as_str()).or_default() += 1;
+        let Some(plan) = self.plan else {
+            out.collected.push(ev);
             return;
+        };
+        let cx = Context {
+            signins: &self.signins,
+            records: &self.stats,
+        };
+        for (i, shard) in out.shards.iter_mut().enumerate() {
+            if readers & (1 << i) != 0 && plan.needs[i].kinds.contains(ev.kind) {
+                shard.observe(&ev, &cx);
+            }
+        }
+        if let Some(slot) = plan.index_slot {
+            if readers & (1 << slot) != 0 && ev.kind == EventKind::SignIn {
+                out.index.observe(&ev);
+            }
         }
     }
-    let b = trim(bytes);
-    let screen = match (prefiltered, &ctx.prefilter) {
-        (_, None) => Screen::Hit,
-        (Some(m), Some(_)) => m,
-        (None, Some(pf)) => {
-            let mut hits = Vec::new();
-            pf.find_all(b, &mut hits);
-            screen_of(hits.iter().map(|h| h.1), &ctx.token_ids)
+
+    /// A record nobody needs parsed: its time and workload go to the
+    /// readers that take them.
+    fn route_light(&self, b: &[u8], readers: Mask, out: &mut Out) {
+        out.read += 1;
+        out.evaluated += 1;
+        let (t, w) = light_fields(b);
+        out.stats.add(w);
+        for (i, shard) in out.shards.iter_mut().enumerate() {
+            if readers & (1 << i) != 0 {
+                shard.observe_unparsed(t, w);
+            }
         }
-    };
-    // A record some Sigma rule could match is parsed in full.
-    let sigma_wants = ctx.sigma.as_ref().is_some_and(|s| s.wants(b));
-    out.sigma_skip.resize(out.events.len(), out.sigma_last_skip);
-    out.sigma_last_skip = !sigma_wants;
-    let screen = if sigma_wants { Screen::Hit } else { screen };
-    let framed = b.first() == Some(&b'{') && b.last() == Some(&b'}');
-    if screen == Screen::TokenOnly && framed && !looks_like_envelope(b) {
-        if let Some(joins) = &ctx.joins {
-            if joined_without_parsing(b, joins).is_some() {
-                out.read += 1;
-                out.evaluated += 1;
-                let (t, w) = light_fields(b);
-                match w {
-                    Some(w) => {
-                        let wl = w.to_ascii_lowercase();
-                        if wl.contains("exchange")
-                            || wl.contains("sharepoint")
-                            || wl.contains("onedrive")
-                        {
-                            out.token_joined += 1;
-                        }
-                        out.light.add(w, t)
-                    }
-                    None => out.uncategorised += 1,
-                }
+    }
+
+    /// Handles one raw JSON record (a line or an array element).
+    fn json(
+        &self,
+        bytes: &[u8],
+        loc: Locator,
+        screened: Option<Mask>,
+        utf8_ok: bool,
+        out: &mut Out,
+    ) {
+        if !utf8_ok {
+            if let Err(e) = std::str::from_utf8(bytes) {
+                out.reject(
+                    loc,
+                    format!(
+                        "invalid UTF-8 at byte {} of the record",
+                        e.valid_up_to() + 1
+                    ),
+                );
                 return;
             }
         }
-    }
-    if screen == Screen::Miss && framed && !looks_like_envelope(b) {
-        out.read += 1;
-        out.evaluated += 1;
-        match light_fields(b) {
-            (t, Some(w)) => out.light.add(w, t),
-            (_, None) => out.uncategorised += 1,
-        }
-        return;
-    }
-    if screen == Screen::Mail && framed && !looks_like_envelope(b) {
-        // Fast events have no record tree, which Sigma rules read; but a
-        // record reaches here only when no Sigma rule can match it (one
-        // some rule wants is screened `Hit` above), so its event is never
-        // matched. The narrow parse is the fallback.
-        debug_assert!(!sigma_wants);
-        let fast = Event::from_json_fast(b, ctx.file.clone(), loc);
-        if let Some(ev) =
-            fast.or_else(|| Event::from_json_narrow(b, ctx.hint, ctx.file.clone(), loc))
-        {
-            out.read += 1;
-            out.evaluated += 1;
-            out.events.push(ev);
-            return;
-        }
-    }
-    match serde_json::from_slice::<Value>(b) {
-        Ok(v) => push_value(v, loc, ctx, out),
-        Err(e) => {
-            let kind = if e.classify() == serde_json::error::Category::Eof {
-                "truncated JSON"
-            } else {
-                "invalid JSON"
-            };
-            out.reject(loc, format!("{kind}: {e}"));
-        }
-    }
-}
-
-fn screen_of(ids: impl Iterator<Item = usize>, token_ids: &std::ops::Range<usize>) -> Screen {
-    let (mut token, mut mail) = (false, false);
-    for id in ids {
-        if token_ids.contains(&id) {
-            token = true;
-        } else if id == MAIL_LITERAL {
-            mail = true;
-        } else {
-            return Screen::Hit;
-        }
-    }
-    match (mail, token) {
-        (true, _) => Screen::Mail,
-        (false, true) => Screen::TokenOnly,
-        (false, false) => Screen::Miss,
-    }
-}
-
-fn push_value(v: Value, loc: Locator, ctx: &Ctx, out: &mut Out) {
-    let elems = match v {
-        Value::Object(mut m) => {
-            let env = ["records", "value"]
-                .into_iter()
-                .find(|k| m.get(*k).is_some_and(Value::is_array));
-            match env {
-                Some(k) => match m.remove(k) {
-                    Some(Value::Array(a)) => a,
-                    _ => Vec::new(),
-                },
-                None => {
-                    out.read += 1;
-                    out.evaluated += 1;
-                    out.events.push(Event::from_record(
-                        Value::Object(m),
-                        ctx.hint,
-                        ctx.file.clone(),
-                        loc,
-                    ));
-                    return;
+        let b = trim(bytes);
+        let framed = b.first() == Some(&b'{') && b.last() == Some(&b'}') && !looks_like_envelope(b);
+        let readers = match (self.plan, screened) {
+            (None, _) => Mask::MAX,
+            (Some(_), Some(m)) => m,
+            (Some(plan), None) => {
+                let mut hits = Vec::new();
+                if let Some(l) = &plan.literals {
+                    l.find_all(b, &mut hits);
                 }
+                plan.readers(&hits, b, true)
             }
-        }
-        Value::Array(a) => a,
-        other => {
-            let t = match other {
-                Value::Null => "null",
-                Value::Bool(_) => "a boolean",
-                Value::Number(_) => "a number",
-                _ => "a string",
-            };
-            out.reject(loc, format!("not a JSON object (found {t})"));
-            return;
-        }
-    };
-    for (i, el) in elems.into_iter().enumerate() {
-        let l = Locator {
-            line: loc.line,
-            record: i as u64 + 1,
         };
-        if el.is_object() {
-            out.read += 1;
-            out.evaluated += 1;
-            out.events
-                .push(Event::from_record(el, ctx.hint, ctx.file.clone(), l));
-        } else {
-            out.reject(l, "not a JSON object (array element)".into());
+        if let Some(plan) = self.plan {
+            if framed && readers & !plan.light == 0 {
+                self.route_light(b, readers, out);
+                return;
+            }
+            if framed && readers & plan.whole == 0 {
+                let projection = plan.projection(readers);
+                match projection.parse(b) {
+                    Ok(Projected::Object(v)) => {
+                        let ev =
+                            Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
+                        self.route(ev, readers, out);
+                        return;
+                    }
+                    // Errors are worded by the full parse below.
+                    Ok(Projected::Full) | Err(_) => {}
+                }
+            }
+        }
+        match serde_json::from_slice::<Value>(b) {
+            Ok(v) => self.value(v, loc, readers, out),
+            Err(e) => {
+                let kind = if e.classify() == serde_json::error::Category::Eof {
+                    "truncated JSON"
+                } else {
+                    "invalid JSON"
+                };
+                out.reject(loc, format!("{kind}: {e}"));
+            }
         }
     }
-}
 
-fn process(batch: Batch, ctx: &Ctx) -> Out {
-    let mut out = Out {
-        events: SPARE.with(|s| std::mem::take(&mut s.borrow_mut().events)),
-        ..Out::default()
-    };
-    match batch {
-        Batch::Lines { data, first_line } => {
-            let utf8_ok = std::str::from_utf8(&data).is_ok();
-            let mut matches = SPARE.with(|s| std::mem::take(&mut s.borrow_mut().matches));
-            if let Some(pf) = &ctx.prefilter {
-                pf.find_all(&data, &mut matches);
-            }
-            let mut mi = 0;
-            let mut line = first_line;
-            let mut start = 0;
-            while start < data.len() {
-                let end = memchr::memchr(b'\n', &data[start..])
-                    .map(|p| start + p)
-                    .unwrap_or(data.len());
-                let rec = &data[start..end];
-                if !trim(rec).is_empty() {
-                    while mi < matches.len() && matches[mi].0 < start {
-                        mi += 1;
+    /// A fully parsed record, or an envelope of records: elements of an
+    /// envelope were not screened on their own, so every reader sees them.
+    fn value(&self, v: Value, loc: Locator, readers: Mask, out: &mut Out) {
+        let elems = match v {
+            Value::Object(mut m) => {
+                let env = ["records", "value"]
+                    .into_iter()
+                    .find(|k| m.get(*k).is_some_and(Value::is_array));
+                match env.and_then(|k| m.remove(k)) {
+                    Some(Value::Array(a)) => a,
+                    _ => {
+                        let ev =
+                            Event::from_record(Value::Object(m), self.hint, self.file.clone(), loc);
+                        self.route(ev, readers, out);
+                        return;
                     }
-                    let mut mj = mi;
-                    while mj < matches.len() && matches[mj].0 < end {
-                        mj += 1;
-                    }
-                    let pre = ctx
-                        .prefilter
-                        .as_ref()
-                        .map(|_| screen_of(matches[mi..mj].iter().map(|m| m.1), &ctx.token_ids));
-                    handle_json(
-                        rec,
-                        Locator { line, record: line },
-                        ctx,
-                        pre,
-                        utf8_ok,
-                        &mut out,
-                    );
                 }
-                line += 1;
-                start = end + 1;
             }
-            out.spare = data;
-            matches.clear();
-            SPARE.with(|s| s.borrow_mut().matches = matches);
+            Value::Array(a) => a,
+            other => {
+                let t = match other {
+                    Value::Null => "null",
+                    Value::Bool(_) => "a boolean",
+                    Value::Number(_) => "a number",
+                    _ => "a string",
+                };
+                out.reject(loc, format!("not a JSON object (found {t})"));
+                return;
+            }
+        };
+        for (i, el) in elems.into_iter().enumerate() {
+            let l = Locator {
+                line: loc.line,
+                record: i as u64 + 1,
+            };
+            if el.is_object() {
+                let ev = Event::from_record(el, self.hint, self.file.clone(), l);
+                self.route(ev, Mask::MAX, out);
+            } else {
+                out.reject(l, "not a JSON object (array element)".into());
+            }
         }
-        Batch::Pieces { data, items } => {
-            for it in items {
-                match it {
-                    Item::Rec {
-                        start,
-                        end,
-                        line,
-                        index,
-                    } => handle_json(
-                        &data[start..end],
-                        Locator {
+    }
+
+    /// A CSV row. The screen reads the row as `"column":value` lines, so
+    /// key and value anchors work as on JSON, and JSON in a cell is
+    /// searched as it is; screens of a detection's own are written for
+    /// JSON text and see every row.
+    fn row(&self, header: &[String], fields: Vec<String>, loc: Locator, out: &mut Out) {
+        let readers = match self.plan {
+            None => Mask::MAX,
+            Some(plan) => {
+                let mut text = Vec::with_capacity(fields.iter().map(|f| f.len() + 24).sum());
+                for (h, f) in header.iter().zip(&fields) {
+                    text.push(b'"');
+                    text.extend_from_slice(h.as_bytes());
+                    text.extend_from_slice(b"\":");
+                    text.extend_from_slice(f.as_bytes());
+                    text.push(b'\n');
+                }
+                let mut hits = Vec::new();
+                if let Some(l) = &plan.literals {
+                    l.find_all(&text, &mut hits);
+                }
+                plan.readers(&hits, &text, false)
+            }
+        };
+        let mut m = Map::with_capacity(fields.len());
+        for (h, f) in header.iter().zip(fields) {
+            m.insert(h.clone(), Value::String(f));
+        }
+        if let Some(plan) = self.plan {
+            // Renamed Log Analytics columns are folded by the full parse.
+            if readers & plan.whole == 0 && !header.iter().any(|h| forces_full(h)) {
+                let projection = plan.projection(readers);
+                let v = projection.project_columns(m);
+                let ev = Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
+                self.route(ev, readers, out);
+                return;
+            }
+        }
+        let ev = Event::from_record(Value::Object(m), self.hint, self.file.clone(), loc);
+        self.route(ev, readers, out);
+    }
+
+    fn process(&self, batch: Batch) -> Out {
+        let mut out = Out {
+            shards: (self.fork)(),
+            index: SigninIndex::default(),
+            stats: RecordStats::default(),
+            read: 0,
+            evaluated: 0,
+            rejects: Vec::new(),
+            parsed_by_kind: BTreeMap::new(),
+            collected: Vec::new(),
+            spare: Vec::new(),
+        };
+        match batch {
+            Batch::Lines { data, first_line } => {
+                let utf8_ok = std::str::from_utf8(&data).is_ok();
+                let mut matches = Vec::new();
+                if let Some(l) = self.plan.and_then(|p| p.literals.as_ref()) {
+                    l.find_all(&data, &mut matches);
+                }
+                let (mut mi, mut line, mut start) = (0, first_line, 0);
+                while start < data.len() {
+                    let end = memchr::memchr(b'\n', &data[start..])
+                        .map(|p| start + p)
+                        .unwrap_or(data.len());
+                    let rec = &data[start..end];
+                    if !trim(rec).is_empty() {
+                        while mi < matches.len() && matches[mi].0 < start {
+                            mi += 1;
+                        }
+                        let mut mj = mi;
+                        while mj < matches.len() && matches[mj].0 < end {
+                            mj += 1;
+                        }
+                        let screened = self
+                            .plan
+                            .map(|p| p.readers(&matches[mi..mj], trim(rec), true));
+                        self.json(
+                            rec,
+                            Locator { line, record: line },
+                            screened,
+                            utf8_ok,
+                            &mut out,
+                        );
+                    }
+                    line += 1;
+                    start = end + 1;
+                }
+                out.spare = data;
+            }
+            Batch::Pieces { data, items } => {
+                for it in items {
+                    match it {
+                        Item::Rec {
+                            start,
+                            end,
                             line,
-                            record: index,
-                        },
-                        ctx,
-                        None,
-                        false,
-                        &mut out,
-                    ),
-                    Item::Bad {
-                        line,
-                        index,
-                        reason,
-                    } => out.reject(
-                        Locator {
+                            index,
+                        } => self.json(
+                            &data[start..end],
+                            Locator {
+                                line,
+                                record: index,
+                            },
+                            None,
+                            false,
+                            &mut out,
+                        ),
+                        Item::Bad {
                             line,
-                            record: index,
-                        },
-                        reason,
-                    ),
-                }
-            }
-        }
-        Batch::Rows { rows } => {
-            for r in rows {
-                match r {
-                    Ok((m, loc)) => {
-                        out.read += 1;
-                        out.evaluated += 1;
-                        out.events.push(Event::from_record(
-                            Value::Object(m),
-                            ctx.hint,
-                            ctx.file.clone(),
-                            loc,
-                        ));
+                            index,
+                            reason,
+                        } => out.reject(
+                            Locator {
+                                line,
+                                record: index,
+                            },
+                            reason,
+                        ),
                     }
-                    Err((loc, why)) => out.reject(loc, why),
+                }
+            }
+            Batch::Rows {
+                header,
+                rows,
+                first_index,
+            } => {
+                for (i, r) in rows.into_iter().enumerate() {
+                    let index = first_index + i as u64;
+                    match r {
+                        CsvRow::Row(fields, line) => self.row(
+                            &header,
+                            fields,
+                            Locator {
+                                line,
+                                record: index,
+                            },
+                            &mut out,
+                        ),
+                        CsvRow::Reject(line, why) => out.reject(
+                            Locator {
+                                line,
+                                record: index,
+                            },
+                            why,
+                        ),
+                    }
                 }
             }
         }
+        out
     }
-    // Sigma matching runs here, in the worker, not under the lock.
-    if let Some(s) = &ctx.sigma {
-        out.sigma_skip.resize(out.events.len(), out.sigma_last_skip);
-        for (ev, skip) in out.events.iter().zip(&out.sigma_skip) {
-            if !skip {
-                s.eval(ev, &mut out.sigma_hits);
-            }
-        }
-    }
-    out
-}
-
-/// A worker's per-batch vectors, kept between batches: grown afresh each
-/// time they cost page faults and zeroing (mimalloc hands freed large
-/// blocks back to the OS), 7 % of the profile.
-#[derive(Default)]
-struct Spare {
-    events: Vec<Event>,
-    matches: Vec<(usize, usize)>,
-}
-
-thread_local! {
-    static SPARE: std::cell::RefCell<Spare> = std::cell::RefCell::new(Spare::default());
 }
 
 fn read_lines(
@@ -783,8 +849,7 @@ fn read_lines(
         }
         line += n;
         // A processed batch's buffer when one is back: a fresh 4 MiB
-        // allocation comes from the OS as pages to fault in and zero (a
-        // tenth of the profile with mimalloc).
+        // allocation comes from the OS as pages to fault in and zero.
         let mut nb = spares
             .try_recv()
             .unwrap_or_else(|_| Vec::with_capacity(LINES_BATCH + 64 * 1024));
@@ -853,43 +918,32 @@ fn read_rows(
 ) -> std::io::Result<()> {
     let mut cr = CsvReader::new(std::io::Cursor::new(head).chain(r), delim);
     let mut rows = Vec::new();
-    let mut index = 0u64;
+    let mut header: Option<Arc<Vec<String>>> = None;
+    let (mut index, mut first_index) = (0u64, 1u64);
     while let Some(row) = cr.next_row()? {
         index += 1;
-        match row {
-            CsvRow::Row(fields, line) => {
-                let mut m = Map::with_capacity(fields.len());
-                for (h, f) in cr.header.iter().zip(fields) {
-                    m.insert(h.clone(), Value::String(f));
-                }
-                rows.push(Ok((
-                    m,
-                    Locator {
-                        line,
-                        record: index,
-                    },
-                )));
+        let h = header
+            .get_or_insert_with(|| Arc::new(cr.header.clone()))
+            .clone();
+        rows.push(row);
+        if rows.len() >= ROWS_BATCH {
+            let b = Batch::Rows {
+                header: h,
+                rows: std::mem::take(&mut rows),
+                first_index,
+            };
+            if tx.send(b).is_err() {
+                return Ok(());
             }
-            CsvRow::Reject(line, why) => rows.push(Err((
-                Locator {
-                    line,
-                    record: index,
-                },
-                why,
-            ))),
-        }
-        if rows.len() >= ROWS_BATCH
-            && tx
-                .send(Batch::Rows {
-                    rows: std::mem::take(&mut rows),
-                })
-                .is_err()
-        {
-            return Ok(());
+            first_index = index + 1;
         }
     }
-    if !rows.is_empty() {
-        let _ = tx.send(Batch::Rows { rows });
+    if let (false, Some(h)) = (rows.is_empty(), header) {
+        let _ = tx.send(Batch::Rows {
+            header: h,
+            rows,
+            first_index,
+        });
     }
     Ok(())
 }
@@ -903,33 +957,18 @@ fn encoding_name(e: Encoding) -> &'static str {
     }
 }
 
-struct Shared {
-    detector: Option<Detector>,
-    sigma: Option<crate::sigma::Sigma>,
-    collected: Option<Vec<Event>>,
-    file: FileReport,
-}
-
-/// Merges a batch into the shared state; returns the events when nobody
-/// keeps them, so the caller can free them after releasing the lock.
-fn absorb(sh: &mut Shared, out: Out) -> Vec<Event> {
-    if let Some(s) = sh.sigma.as_mut() {
-        s.absorb(out.sigma_hits);
+/// Merges a worker's batch into the shared state.
+fn absorb(sh: &mut Shared, out: Out) {
+    for (d, s) in sh.detections.iter_mut().zip(out.shards) {
+        d.merge(s);
     }
-    for ev in &out.events {
-        if let Some(d) = sh.detector.as_mut() {
-            d.observe(ev);
-        }
-        *sh.file.parsed_by_kind.entry(ev.kind.as_str()).or_default() += 1;
-    }
-    if let Some(d) = sh.detector.as_mut() {
-        d.observe_light(out.light);
-        d.observe_uncategorised(out.uncategorised);
-        d.observe_token_joined(out.token_joined);
-    }
-    let mut events = out.events;
+    sh.index.late.merge(out.index);
+    sh.stats.merge(out.stats);
     if let Some(c) = sh.collected.as_mut() {
-        c.append(&mut events);
+        c.extend(out.collected);
+    }
+    for (k, n) in out.parsed_by_kind {
+        *sh.file.parsed_by_kind.entry(k).or_default() += n;
     }
     sh.file.records_read += out.read;
     sh.file.records_evaluated += out.evaluated;
@@ -946,7 +985,6 @@ fn absorb(sh: &mut Shared, out: Out) -> Vec<Event> {
             trim_rejects(&mut sh.file.first_rejects);
         }
     }
-    events
 }
 
 fn reject_key(r: &RejectNote) -> (u64, u64) {
@@ -967,6 +1005,74 @@ fn trim_rejects(v: &mut Vec<RejectNote>) {
     v.truncate(FIRST_REJECTS);
 }
 
+/// A file opened and sniffed, ready to be read.
+struct Ready {
+    opened: Opened,
+    head: Vec<u8>,
+    sniffed: Sniffed,
+}
+
+/// Opens and sniffs a file once. Its report gets the format, or the reason
+/// it cannot be read.
+fn prepare(
+    path: &Path,
+    forced: Option<Format>,
+    progress: Arc<AtomicU64>,
+) -> (FileReport, Option<Ready>) {
+    let mut rep = FileReport {
+        path: path.display().to_string(),
+        ..Default::default()
+    };
+    let mut o = match open(path, progress) {
+        Ok(o) => o,
+        Err(e) => {
+            rep.error = Some(e.to_string());
+            return (rep, None);
+        }
+    };
+    rep.gzip = o.gzip;
+    rep.encoding = Some(encoding_name(o.encoding));
+    match sniff(&mut o.reader, forced) {
+        Ok((head, Ok(s))) => {
+            rep.format = Some(s.format.name());
+            (
+                rep,
+                Some(Ready {
+                    opened: o,
+                    head,
+                    sniffed: s,
+                }),
+            )
+        }
+        Ok((_, Err(SniffError::Empty))) => {
+            rep.note = Some("empty file: no records".into());
+            (rep, None)
+        }
+        Ok((_, Err(e))) => {
+            rep.error = Some(e.to_string());
+            (rep, None)
+        }
+        Err(e) => {
+            rep.error = Some(format!("read error: {e}"));
+            (rep, None)
+        }
+    }
+}
+
+/// The detections that run: the built-ins and the Sigma rule set.
+fn detections(cfg: &HuntConfig, iocs: Arc<IocSet>) -> Vec<Box<dyn Detection>> {
+    let mut ds = builtins(&Setup {
+        iocs,
+        options: cfg.options.clone(),
+    });
+    if let Some(set) = &cfg.sigma {
+        ds.push(Box::new(crate::sigma_detection::SigmaDetection::new(
+            set.clone(),
+        )));
+    }
+    ds
+}
+
 /// Runs a hunt. `progress` is advanced by the bytes read from disk.
 pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntError> {
     let started = Instant::now();
@@ -978,12 +1084,6 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
     for f in &cfg.ioc_files {
         iocs.load_file(f)?;
     }
-    let prefilter = iocs.literals().map(|ioc_lits| {
-        // Detection literals first: their pattern ids are fixed (TOKEN_LITERALS).
-        let mut lits: Vec<String> = DETECTION_LITERALS.iter().map(|s| s.to_string()).collect();
-        lits.extend(ioc_lits);
-        Arc::new(Prefilter::new(&lits))
-    });
     let ioc_counts = (
         iocs.hosts.len() + iocs.networks.len(),
         iocs.user_agents.len(),
@@ -1001,100 +1101,89 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
             ..Default::default()
         });
     }
-    // Sniff every file first so sign-in logs are read before the audit
-    // records that must be joined to them.
-    let mut plan: Vec<(PathBuf, Option<Sniffed>, FileReport)> = Vec::new();
-    let sniff_counter = Arc::new(AtomicU64::new(0));
-    for p in files {
-        let mut rep = FileReport {
-            path: p.display().to_string(),
-            ..Default::default()
-        };
-        let s = match open(&p, sniff_counter.clone()) {
-            Ok(mut o) => {
-                rep.gzip = o.gzip;
-                rep.encoding = Some(encoding_name(o.encoding));
-                match sniff(&mut o.reader, cfg.input_format) {
-                    Ok((_, Ok(s))) => {
-                        rep.format = Some(s.format.name());
-                        Some(s)
-                    }
-                    Ok((_, Err(SniffError::Empty))) => {
-                        rep.note = Some("empty file: no records".into());
-                        None
-                    }
-                    Ok((_, Err(e))) => {
-                        rep.error = Some(e.to_string());
-                        None
-                    }
-                    Err(e) => {
-                        rep.error = Some(format!("read error: {e}"));
-                        None
+    let detections = detections(cfg, Arc::new(iocs));
+    let plan = Plan::new(&detections);
+    let shared = Mutex::new(Shared {
+        detections,
+        index: Index::default(),
+        stats: RecordStats::default(),
+        file: FileReport::default(),
+        collected: None,
+    });
+    if plan.index_slot.is_some() {
+        // Sign-in files first, so the detections that read the index see
+        // the sign-ins before the records they explain. Files are sniffed
+        // first to know; regular files are reopened to be read (a pipe
+        // cannot be, so it is read from the open stream).
+        let mut late = Vec::new();
+        let mut first = Vec::new();
+        for p in files {
+            let (rep, ready) = prepare(&p, cfg.input_format, progress.clone());
+            match ready {
+                None => reports.push(rep),
+                Some(r) => {
+                    let signin = r.sniffed.first_kind == Some(EventKind::SignIn);
+                    let regular = std::fs::metadata(&p).is_ok_and(|m| m.is_file());
+                    let keep = (!regular).then_some(r);
+                    if signin {
+                        first.push((p, rep, keep));
+                    } else {
+                        late.push((p, rep, keep));
                     }
                 }
             }
-            Err(e) => {
-                rep.error = Some(e.to_string());
-                None
+        }
+        let n_first = first.len();
+        for (i, (p, rep, keep)) in first.into_iter().chain(late).enumerate() {
+            if i == n_first {
+                freeze_index(&shared);
             }
-        };
-        plan.push((p, s, rep));
-    }
-    plan.sort_by_key(|(_, s, _)| !s.as_ref().is_some_and(|s| s.signin_first));
-    let detector = Detector::new(Arc::new(iocs), cfg.options.clone());
-    let shared = Mutex::new(Shared {
-        detector: Some(detector),
-        sigma: cfg.sigma.clone().map(crate::sigma::Sigma::new),
-        collected: None,
-        file: FileReport::default(),
-    });
-    let mut joins: Option<Arc<Joins>> = None;
-    for (path, sn, rep) in plan {
-        if joins.is_none() && !sn.as_ref().is_some_and(|s| s.signin_first) {
-            let sh = shared.lock().expect("no panics while locked");
-            joins = sh.detector.as_ref().map(|d| Arc::new(d.joins_snapshot()));
+            let (rep, ready) = match keep {
+                Some(r) => (rep, Some(r)),
+                // The reopened stream's bytes were counted once already.
+                None => prepare(&p, cfg.input_format, Arc::new(AtomicU64::new(0))),
+            };
+            match ready {
+                Some(r) => reports.push(read_file(&p, rep, r, &plan, &shared, &progress)),
+                None => reports.push(rep),
+            }
         }
-        let Some(sn) = sn else {
-            reports.push(rep);
-            continue;
-        };
-        shared.lock().expect("no panics while locked").file = rep;
-        let res = read_one(
-            &path,
-            &sn,
-            cfg.input_format,
-            prefilter.clone(),
-            joins.clone(),
-            progress.clone(),
-            &shared,
-        );
-        let mut sh = shared.lock().expect("no panics while locked");
-        let mut rep = std::mem::take(&mut sh.file);
-        if let Err(e) = res {
-            rep.error = Some(format!(
-                "read error after {} records: {e}",
-                rep.records_read
-            ));
+    } else {
+        for p in files {
+            let (rep, ready) = prepare(&p, cfg.input_format, progress.clone());
+            match ready {
+                Some(r) => reports.push(read_file(&p, rep, r, &plan, &shared, &progress)),
+                None => reports.push(rep),
+            }
         }
-        trim_rejects(&mut rep.first_rejects);
-        if rep.records_read == 0 && rep.error.is_none() && rep.note.is_none() {
-            rep.note = Some("no records".into());
-        }
-        reports.push(rep);
     }
     let sh = shared.into_inner().expect("no panics while locked");
-    let (mut findings, mut detections) = sh.detector.expect("set above").finish();
-    if let Some(s) = sh.sigma {
-        let (f, st, _) = s.finish();
-        findings.extend(f);
-        findings.sort_by_key(|f| f.time);
-        detections.extend(st);
+    let mut index = Arc::try_unwrap(sh.index.frozen).unwrap_or_else(|a| (*a).clone());
+    index.merge(sh.index.late);
+    let cx = Context {
+        signins: &index,
+        records: &sh.stats,
+    };
+    let mut findings = Vec::new();
+    let mut coverage = Vec::new();
+    for d in sh.detections {
+        let o = d.finish(&cx);
+        findings.extend(o.findings);
+        coverage.extend(o.coverage);
     }
+    findings.sort_by(|a, b| {
+        (a.time, &a.rule_id, &a.source_file, &a.source_locator).cmp(&(
+            b.time,
+            &b.rule_id,
+            &b.source_file,
+            &b.source_locator,
+        ))
+    });
     reports.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Report {
         findings,
         files: reports,
-        detections,
+        detections: coverage,
         skipped: skipped.iter().map(|p| p.display().to_string()).collect(),
         bytes: progress.load(std::sync::atomic::Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
@@ -1102,50 +1191,53 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
     })
 }
 
-/// Reads one file into events, parsing every record (no prefilter, no
-/// detections): the entry point for rule engines and tests. Events come in
-/// no particular order; sort by [`Event::locator`] when order matters.
-pub fn read_events(path: &std::path::Path, forced: Option<Format>) -> (FileReport, Vec<Event>) {
-    let mut rep = FileReport {
-        path: path.display().to_string(),
-        ..Default::default()
+/// Makes the sign-ins read so far the index the next files are judged by.
+fn freeze_index(shared: &Mutex<Shared>) {
+    let mut sh = shared.lock().expect("no panics while locked");
+    let late = std::mem::take(&mut sh.index.late);
+    let mut frozen = std::mem::take(&mut sh.index.frozen);
+    Arc::make_mut(&mut frozen).merge(late);
+    sh.index.frozen = frozen;
+}
+
+/// Reads one prepared file through the detections; returns its report.
+fn read_file(
+    path: &Path,
+    rep: FileReport,
+    ready: Ready,
+    plan: &Plan,
+    shared: &Mutex<Shared>,
+    _progress: &Arc<AtomicU64>,
+) -> FileReport {
+    let (signins, stats, forks) = {
+        let mut sh = shared.lock().expect("no panics while locked");
+        sh.file = rep;
+        let forks: Vec<Box<dyn Detection>> = sh.detections.iter().map(|d| d.fork()).collect();
+        (sh.index.frozen.clone(), Arc::new(sh.stats.clone()), forks)
     };
-    let counter = Arc::new(AtomicU64::new(0));
-    let sn = match open(path, counter.clone()) {
-        Ok(mut o) => {
-            rep.gzip = o.gzip;
-            rep.encoding = Some(encoding_name(o.encoding));
-            match sniff(&mut o.reader, forced) {
-                Ok((_, Ok(s))) => s,
-                Ok((_, Err(SniffError::Empty))) => {
-                    rep.note = Some("empty file: no records".into());
-                    return (rep, Vec::new());
-                }
-                Ok((_, Err(e))) => {
-                    rep.error = Some(e.to_string());
-                    return (rep, Vec::new());
-                }
-                Err(e) => {
-                    rep.error = Some(format!("read error: {e}"));
-                    return (rep, Vec::new());
-                }
-            }
-        }
-        Err(e) => {
-            rep.error = Some(e.to_string());
-            return (rep, Vec::new());
-        }
+    // Workers fork from these templates, not from the shared detections,
+    // so forking needs no lock.
+    let templates = Mutex::new(forks);
+    let fork = || {
+        let t = templates.lock().expect("no panics while locked");
+        t.iter().map(|d| d.fork()).collect::<Vec<_>>()
     };
-    rep.format = Some(sn.format.name());
-    let shared = Mutex::new(Shared {
-        detector: None,
-        sigma: None,
-        collected: Some(Vec::new()),
-        file: rep,
-    });
-    let res = read_one(path, &sn, forced, None, None, counter, &shared);
-    let sh = shared.into_inner().expect("no panics while locked");
-    let mut rep = sh.file;
+    let ctx = Ctx {
+        plan: Some(plan),
+        file: Arc::from(path.display().to_string()),
+        hint: ready.sniffed.format.hint(),
+        signins,
+        stats,
+        fork: &fork,
+    };
+    let res = pump(&ctx, ready, shared);
+    let mut sh = shared.lock().expect("no panics while locked");
+    let mut rep = std::mem::take(&mut sh.file);
+    finish_report(&mut rep, res);
+    rep
+}
+
+fn finish_report(rep: &mut FileReport, res: std::io::Result<()>) {
     if let Err(e) = res {
         rep.error = Some(format!(
             "read error after {} records: {e}",
@@ -1153,56 +1245,33 @@ pub fn read_events(path: &std::path::Path, forced: Option<Format>) -> (FileRepor
         ));
     }
     trim_rejects(&mut rep.first_rejects);
-    let mut evs = sh.collected.unwrap_or_default();
-    evs.sort_by_key(|e| e.locator);
-    (rep, evs)
+    if rep.records_read == 0 && rep.error.is_none() && rep.note.is_none() {
+        rep.note = Some("no records".into());
+    }
 }
 
-fn read_one(
-    path: &std::path::Path,
-    sn: &Sniffed,
-    forced: Option<Format>,
-    prefilter: Option<Arc<Prefilter>>,
-    joins: Option<Arc<Joins>>,
-    progress: Arc<AtomicU64>,
-    shared: &Mutex<Shared>,
-) -> std::io::Result<()> {
-    let mut o = open(path, progress)?;
-    let (head, _) = sniff(&mut o.reader, forced)?;
-    let ctx = Ctx {
-        prefilter,
-        token_ids: TOKEN_LITERALS,
-        joins,
-        file: Arc::from(path.display().to_string()),
-        hint: sn.format.hint(),
-        sigma: shared
-            .lock()
-            .expect("no panics while locked")
-            .sigma
-            .as_ref()
-            .map(|s| s.rules().clone()),
-    };
+/// Splits a file into batches on a reader thread and processes them on the
+/// rayon pool.
+fn pump(ctx: &Ctx<'_>, ready: Ready, shared: &Mutex<Shared>) -> std::io::Result<()> {
     let (tx, rx) = sync_channel::<Batch>(4);
     // Line-batch buffers go back to the reader for reuse.
     let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(8);
-    let container = sn.container;
-    let delim = sn.delimiter;
-    let reader = o.reader;
+    let Ready {
+        opened,
+        head,
+        sniffed,
+    } = ready;
+    let reader = opened.reader;
     std::thread::scope(|s| {
-        let h = s.spawn(move || match container {
+        let h = s.spawn(move || match sniffed.container {
             Container::JsonLines => read_lines(reader, head, &tx, &spare_rx),
             Container::JsonStream => read_pieces(reader, head, &tx),
-            Container::Csv => read_rows(reader, head, delim, &tx),
+            Container::Csv => read_rows(reader, head, sniffed.delimiter, &tx),
         });
         rx.into_iter().par_bridge().for_each(|b| {
-            let mut out = process(b, &ctx);
+            let mut out = ctx.process(b);
             let spare = std::mem::take(&mut out.spare);
-            let mut sh = shared.lock().expect("no panics while locked");
-            let mut spent = absorb(&mut sh, out);
-            drop(sh);
-            // Freeing a batch's events was a fifth of the time under the lock.
-            spent.clear();
-            SPARE.with(|s| s.borrow_mut().events = spent);
+            absorb(&mut shared.lock().expect("no panics while locked"), out);
             if spare.capacity() > 0 {
                 // Full or closed: the buffer is simply freed.
                 let _ = spare_tx.try_send(spare);
@@ -1211,4 +1280,37 @@ fn read_one(
         h.join()
             .unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked")))
     })
+}
+
+/// Reads one file into events, parsing every record in full (no screen, no
+/// detections): the entry point for rule engines and tests. Events come in
+/// no particular order; sort by [`Event::locator`] when order matters.
+pub fn read_events(path: &Path, forced: Option<Format>) -> (FileReport, Vec<Event>) {
+    let (rep, ready) = prepare(path, forced, Arc::new(AtomicU64::new(0)));
+    let Some(ready) = ready else {
+        return (rep, Vec::new());
+    };
+    let shared = Mutex::new(Shared {
+        detections: Vec::new(),
+        index: Index::default(),
+        stats: RecordStats::default(),
+        file: rep,
+        collected: Some(Vec::new()),
+    });
+    let no_forks = || Vec::new();
+    let ctx = Ctx {
+        plan: None,
+        file: Arc::from(path.display().to_string()),
+        hint: ready.sniffed.format.hint(),
+        signins: Arc::default(),
+        stats: Arc::default(),
+        fork: &no_forks,
+    };
+    let res = pump(&ctx, ready, &shared);
+    let sh = shared.into_inner().expect("no panics while locked");
+    let mut rep = sh.file;
+    finish_report(&mut rep, res);
+    let mut evs = sh.collected.unwrap_or_default();
+    evs.sort_by_key(|e| e.locator);
+    (rep, evs)
 }

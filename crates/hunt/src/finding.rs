@@ -1,5 +1,6 @@
 //! Findings: what a detection reports, in the shape every output writes.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -42,10 +43,10 @@ fn ser_time<S: serde::Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S:
 /// One detection hit.
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {
-    /// Stable detection id (`tw-...`).
-    pub rule_id: &'static str,
+    /// Stable detection id (`tw-...`, or a Sigma rule's id).
+    pub rule_id: Cow<'static, str>,
     /// Detection title.
-    pub rule_title: &'static str,
+    pub rule_title: Cow<'static, str>,
     /// Severity.
     pub severity: Severity,
     /// Time of the (first) record, RFC 3339 UTC.
@@ -120,13 +121,14 @@ impl Rep {
     /// Turns the representative into a finding.
     pub fn finding(
         &self,
-        rule: &crate::detect::Rule,
+        rule_id: Cow<'static, str>,
+        rule_title: Cow<'static, str>,
         severity: Severity,
         evidence: Map<String, Value>,
     ) -> Finding {
         Finding {
-            rule_id: rule.id,
-            rule_title: rule.title,
+            rule_id,
+            rule_title,
             severity,
             time: self.time,
             user: self.user.clone(),

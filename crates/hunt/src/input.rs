@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::event::EventKind;
 use crate::format::{csv_format, json_format, Container, Format};
 use crate::split::{first_csv_header, JsonSplitter, Piece};
 
@@ -220,9 +221,9 @@ pub struct Sniffed {
     pub container: Container,
     /// CSV delimiter.
     pub delimiter: u8,
-    /// Whether the first record is an Entra sign-in (such files are read
-    /// first, so audit records can be joined to sign-ins as they stream by).
-    pub signin_first: bool,
+    /// The kind of the file's first record, when sniffing could tell (the
+    /// engine orders files by it).
+    pub first_kind: Option<EventKind>,
 }
 
 /// Why a file could not be read as a log at all.
@@ -264,15 +265,14 @@ fn sniff_head(head: &[u8], forced: Option<Format>) -> Result<Sniffed, SniffError
     {
         return Err(SniffError::Binary(pos));
     }
-    let signin_first = |v: &serde_json::Value| {
-        let (k, _) = crate::event::classify(v, None);
-        k == crate::event::EventKind::SignIn
-            || v.get("value").and_then(|a| a.get(0)).is_some_and(|x| {
-                crate::event::classify(x, None).0 == crate::event::EventKind::SignIn
-            })
-            || v.get("records").and_then(|a| a.get(0)).is_some_and(|x| {
-                crate::event::classify(x, None).0 == crate::event::EventKind::SignIn
-            })
+    // The kind of the first record, looking inside `value` and `records`
+    // envelopes.
+    let first_kind = |v: &serde_json::Value| {
+        let inner = v
+            .get("value")
+            .or_else(|| v.get("records"))
+            .and_then(|a| a.get(0));
+        Some(crate::event::classify(inner.unwrap_or(v), None).0)
     };
     let c = head[first];
     if (c == b'[' || c == b'{') && forced.is_none_or(|f| !f.is_csv()) {
@@ -288,7 +288,7 @@ fn sniff_head(head: &[u8], forced: Option<Format>) -> Result<Sniffed, SniffError
                     format: fmt,
                     container: Container::JsonLines,
                     delimiter: b',',
-                    signin_first: signin_first(&v),
+                    first_kind: first_kind(&v),
                 });
             }
         }
@@ -311,7 +311,7 @@ fn sniff_head(head: &[u8], forced: Option<Format>) -> Result<Sniffed, SniffError
             format: fmt,
             container: Container::JsonStream,
             delimiter: b',',
-            signin_first: firstrec.as_ref().is_some_and(signin_first),
+            first_kind: firstrec.as_ref().and_then(first_kind),
         });
     }
     // Delimited text.
@@ -330,15 +330,16 @@ fn sniff_head(head: &[u8], forced: Option<Format>) -> Result<Sniffed, SniffError
     };
     let fmt = forced.unwrap_or_else(|| csv_format(&header, type_line, delimiter));
     let lower: Vec<String> = header.iter().map(|h| h.to_ascii_lowercase()).collect();
-    let signin_first = lower.iter().any(|h| h == "category" || h == "type")
+    let first_kind = (lower.iter().any(|h| h == "category" || h == "type")
         && text
             .lines()
             .nth(1)
-            .is_some_and(|l| l.to_ascii_lowercase().contains("signinlogs"));
+            .is_some_and(|l| l.to_ascii_lowercase().contains("signinlogs")))
+    .then_some(EventKind::SignIn);
     Ok(Sniffed {
         format: fmt,
         container: Container::Csv,
         delimiter,
-        signin_first,
+        first_kind,
     })
 }

@@ -436,17 +436,20 @@ impl IocSet {
         Ok(())
     }
 
-    /// Literal strings whose absence from a record's bytes proves no IOC
-    /// can match it (the prefilter). `None` when a network indicator makes
-    /// literal screening impossible.
-    pub fn literals(&self) -> Option<Vec<String>> {
+    /// Texts whose absence from a record's bytes proves no address
+    /// indicator matches it. `None` when a network indicator makes literal
+    /// screening impossible.
+    pub fn ip_literals(&self) -> Option<Vec<String>> {
         if !self.networks.is_empty() {
             return None;
         }
+        Some(self.hosts.keys().map(|ip| ip.to_string()).collect())
+    }
+
+    /// Texts whose absence from a record's bytes proves no user-agent
+    /// indicator matches it.
+    pub fn user_agent_literals(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for ip in self.hosts.keys() {
-            out.push(ip.to_string());
-        }
         for ua in &self.user_agents {
             out.push(ua.value.clone());
             // The screen is case-sensitive; the exact, lower- and upper-case
@@ -463,6 +466,14 @@ impl IocSet {
                 out.push(ua.value.replace('"', "\"\""));
             }
         }
+        out
+    }
+
+    /// Texts whose absence from a record's bytes proves no key indicator
+    /// matches it: each kid, and each thumbprint in both cases, with and
+    /// without colons.
+    pub fn key_literals(&self) -> Vec<String> {
+        let mut out = Vec::new();
         for k in &self.keys {
             out.push(k.value.clone());
             if k.what != "kid" {
@@ -477,7 +488,7 @@ impl IocSet {
                 out.push(colons.join(":").to_ascii_uppercase());
             }
         }
-        Some(out)
+        out
     }
 }
 
@@ -518,7 +529,7 @@ mod tests {
         assert_eq!(s.user_agents.len(), 2);
         assert_eq!(s.keys.len(), 2);
         assert!(
-            s.literals().is_none(),
+            s.ip_literals().is_none(),
             "a network disables literal screening"
         );
 

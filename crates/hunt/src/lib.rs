@@ -3,8 +3,12 @@
 //! and Storm-0558 tradecraft.
 //!
 //! Data flows one way: bytes ([`input`], [`split`]) -> records -> events
-//! ([`event`]) -> detections ([`detect`]) -> findings ([`finding`]) ->
-//! outputs ([`output`]). [`engine::run`] drives it.
+//! ([`event`], [`projection`]) -> detections ([`detect`], [`sigma`]) ->
+//! findings ([`finding`]) -> outputs ([`output`]). [`engine::run`] drives
+//! it, deriving what it reads from each detection's [`detect::Needs`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod detect;
 pub mod engine;
@@ -15,12 +19,15 @@ pub mod input;
 pub mod ioc;
 pub mod ip;
 pub mod output;
+pub mod projection;
 pub mod sigma;
+mod sigma_detection;
 pub mod split;
 pub mod timefmt;
 
-pub use detect::{Options, RuleStatus, RULES};
+pub use detect::{Coverage, Detection, Needs, Options, Status, BUILTINS};
 pub use engine::{read_events, run, FileReport, HuntConfig, HuntError, Report};
 pub use event::{lookup, lookup_all, Event, EventKind, Locator};
 pub use finding::{Finding, Severity};
 pub use format::Format;
+pub use sigma_detection::SigmaDetection;

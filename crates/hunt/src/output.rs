@@ -225,7 +225,7 @@ pub fn terminal_summary(r: &Report) -> String {
     }
     s.push_str("detections:\n");
     for d in &r.detections {
-        let status = if d.status == "blind" {
+        let status = if d.status == crate::detect::Status::Blind {
             "BLIND".to_string()
         } else {
             format!("{} hit(s)", d.hits)

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tokenward_hunt::timefmt::{parse_timestamp, rfc3339};
-use tokenward_hunt::{read_events, run, EventKind, Finding, Format, HuntConfig, Options, Report};
+use tokenward_hunt::{
+    read_events, run, EventKind, Finding, Format, HuntConfig, Options, Report, Status,
+};
 
 const BURST: &str = "tw-gateway-rejected-burst";
 
@@ -42,7 +44,7 @@ fn hits<'a>(r: &'a Report, id: &str) -> Vec<&'a Finding> {
     r.findings.iter().filter(|f| f.rule_id == id).collect()
 }
 
-fn status<'a>(r: &'a Report, id: &str) -> &'a tokenward_hunt::RuleStatus {
+fn status<'a>(r: &'a Report, id: &str) -> &'a tokenward_hunt::Coverage {
     r.detections.iter().find(|d| d.id == id).unwrap()
 }
 
@@ -186,7 +188,7 @@ fn ioc_key_fires_on_the_storm_0558_kid_in_the_real_sample() {
     assert_eq!(f.evidence["reasons"], json!(["key-denied", "kid-unknown"]));
     // Six refused forgeries in one millisecond are below the default bar...
     let s = status(&r, BURST);
-    assert_eq!((s.status, s.hits), ("ok", 0), "{:?}", s.note);
+    assert_eq!((s.status, s.hits), (Status::Ok, 0), "{:?}", s.note);
     assert_eq!(
         s.note.as_deref(),
         Some("15 gateway requests, 10 rejected, from 5 client IP(s)")
@@ -363,7 +365,7 @@ fn scattered_rejections_do_not_fire() {
     assert_eq!(r.totals(), (125, 125, 0));
     assert!(hits(&r, BURST).is_empty(), "{:#?}", hits(&r, BURST));
     let s = status(&r, BURST);
-    assert_eq!(s.status, "ok");
+    assert_eq!(s.status, Status::Ok);
     assert_eq!(
         s.note.as_deref(),
         Some("125 gateway requests, 125 rejected, from 2 client IP(s)")
@@ -378,7 +380,7 @@ fn blind_without_gateway_logs() {
     let r = hunt(vec![ual], Options::default());
     assert!(r.totals().0 > 0);
     let s = status(&r, BURST);
-    assert_eq!((s.status, s.hits), ("blind", 0));
+    assert_eq!((s.status, s.hits), (Status::Blind, 0));
     assert!(
         s.note
             .as_deref()
@@ -420,7 +422,7 @@ fn malformed_gateway_lines_are_rejected_not_fatal() {
     assert_eq!(r.totals(), (6, 4, 2));
     assert_eq!(r.files[0].format, Some("tokenward-gateway"));
     let s = status(&r, BURST);
-    assert_eq!(s.status, "ok");
+    assert_eq!(s.status, Status::Ok);
     assert_eq!(
         s.note.as_deref(),
         Some("4 gateway requests, 3 rejected, from 1 client IP(s); 2 rejected without a time or client IP not judged")

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
-use tokenward_hunt::{run, Finding, HuntConfig, Report, RULES};
+use tokenward_hunt::{run, Finding, HuntConfig, Report, Status, BUILTINS};
 
 /// The intruder's footprint, as written by examples/storm-0558/generate_logs.py.
 const ATTACKER_IPS: &[&str] = &["195.26.87.219", "51.89.156.153", "45.14.227.212"];
@@ -66,7 +66,7 @@ fn example_reads_cleanly() {
         assert!(formats.contains(&want), "{want} in {formats:?}");
     }
     assert!(
-        r.detections.iter().all(|d| d.status == "ok"),
+        r.detections.iter().all(|d| d.status == Status::Ok),
         "{:#?}",
         r.detections
     );
@@ -201,7 +201,7 @@ fn gateway_rejected_burst() {
 
 #[test]
 fn every_rule_is_covered_by_a_test() {
-    for r in RULES {
+    for r in BUILTINS.iter().map(|b| b.info) {
         assert!(
             !hits(r.id).is_empty(),
             "{} has no finding in the example",
@@ -219,14 +219,14 @@ fn blind_without_signins() {
     };
     let r = run(&cfg, Arc::new(AtomicU64::new(0))).unwrap();
     let st = |id: &str| r.detections.iter().find(|d| d.id == id).unwrap();
-    assert_eq!(st("tw-token-without-signin").status, "blind");
+    assert_eq!(st("tw-token-without-signin").status, Status::Blind);
     assert!(st("tw-token-without-signin")
         .note
         .as_deref()
         .unwrap()
         .contains("no Entra sign-in logs"));
-    assert_eq!(st("tw-owa-token-for-resource").status, "blind");
-    assert_eq!(st("tw-ioc-key").status, "blind");
+    assert_eq!(st("tw-owa-token-for-resource").status, Status::Blind);
+    assert_eq!(st("tw-ioc-key").status, Status::Blind);
     assert!(r
         .findings
         .iter()

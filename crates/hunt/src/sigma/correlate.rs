@@ -17,12 +17,14 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::detect::{EvalCtx, FieldId, Fields};
 use super::mapping::Mapping;
 use super::matcher::Cmp;
+use super::section::{EvalCtx, FieldId, Fields};
 use super::yaml::Y;
 use super::{Hit, LoadIssue, Rule, RuleMeta, RuleSet};
-use crate::detect::RuleStatus;
+use std::borrow::Cow;
+
+use crate::detect::{Coverage, Status};
 use crate::finding::{Finding, Rep};
 use crate::timefmt::rfc3339;
 
@@ -483,7 +485,7 @@ pub(super) fn resolve(
                     if !generate {
                         rule.output = false;
                     }
-                    let mut keys: Vec<&str> = vec![rule.meta.id];
+                    let mut keys: Vec<&str> = vec![rule.meta.id.as_str()];
                     if let Some(n) = &rule.meta.name {
                         keys.push(n);
                     }
@@ -753,8 +755,8 @@ impl Sigma {
             let mut titles: Vec<&str> = Vec::new();
             for e in w {
                 let t = match c.refs.get(e.pos) {
-                    Some(Ref::Rule(r)) => set.rules[*r].meta.title,
-                    Some(Ref::Corr(k)) => set.correlations[*k].meta.title,
+                    Some(Ref::Rule(r)) => set.rules[*r].meta.title.as_str(),
+                    Some(Ref::Corr(k)) => set.correlations[*k].meta.title.as_str(),
                     None => continue,
                 };
                 if !titles.contains(&t) {
@@ -762,19 +764,18 @@ impl Sigma {
                 }
             }
             ev.insert("rules".into(), titles.into());
-            let rule = crate::detect::Rule {
-                id: c.meta.id,
-                title: c.meta.title,
-                needs: "",
-            };
-            self.findings
-                .push(first.finding(&rule, c.meta.severity(), ev));
+            self.findings.push(first.finding(
+                Cow::Owned(c.meta.id.clone()),
+                Cow::Owned(c.meta.title.clone()),
+                c.meta.severity(),
+                ev,
+            ));
         }
         // What outer correlations get: one entry with this group's values.
         let mut feeds = Vec::new();
         for &oc in &c.feeds {
             let o = &set.correlations[oc];
-            let keys: Vec<&str> = std::iter::once(c.meta.id)
+            let keys: Vec<&str> = std::iter::once(c.meta.id.as_str())
                 .chain(c.meta.name.as_deref())
                 .collect();
             let okey = o
@@ -803,7 +804,7 @@ impl Sigma {
 
     /// Decides every remaining window and returns the findings (sorted by
     /// time) and a status line per rule.
-    pub fn finish(mut self) -> (Vec<Finding>, Vec<RuleStatus>, Vec<CorrStats>) {
+    pub fn finish(mut self) -> (Vec<Finding>, Vec<Coverage>, Vec<CorrStats>) {
         // Inner correlations first: their results feed outer ones.
         let order = topo(&self.set.correlations);
         for ci in order {
@@ -822,7 +823,7 @@ impl Sigma {
             // say so without calling the rule blind.
             let (status, note) = if seen == 0 {
                 (
-                    "ok",
+                    Status::Ok,
                     Some(format!(
                         "no {} record reached matching (none in the input, or none carried the rule's texts)",
                         r.compiled
@@ -834,18 +835,18 @@ impl Sigma {
                 )
             } else if !r.output {
                 (
-                    "ok",
+                    Status::Ok,
                     Some(format!(
                         "{} matches feed correlations (generate: false), not reported alone",
                         self.rule_hits[ri]
                     )),
                 )
             } else {
-                ("ok", None)
+                (Status::Ok, None)
             };
-            st.push(RuleStatus {
-                id: r.meta.id,
-                title: r.meta.title,
+            st.push(Coverage {
+                id: Cow::Owned(r.meta.id.clone()),
+                title: Cow::Owned(r.meta.title.clone()),
                 hits: if r.output { self.rule_hits[ri] } else { 0 },
                 status,
                 note,
@@ -863,11 +864,15 @@ impl Sigma {
                     s.late
                 ));
             }
-            st.push(RuleStatus {
-                id: c.meta.id,
-                title: c.meta.title,
+            st.push(Coverage {
+                id: Cow::Owned(c.meta.id.clone()),
+                title: Cow::Owned(c.meta.title.clone()),
                 hits: if c.output { s.hits } else { 0 },
-                status: if s.fed == 0 { "blind" } else { "ok" },
+                status: if s.fed == 0 {
+                    Status::Blind
+                } else {
+                    Status::Ok
+                },
                 note: Some(note),
             });
         }

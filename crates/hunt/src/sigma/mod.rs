@@ -15,12 +15,13 @@
 
 pub mod cond;
 pub mod correlate;
-pub mod detect;
 pub mod mapping;
 pub mod matcher;
+pub mod section;
 pub mod yaml;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -33,26 +34,9 @@ use crate::event::{Event, EventKind};
 use crate::finding::{Finding, Rep, Severity};
 
 pub use correlate::Sigma;
-use detect::{Detection, EvalCtx, Fields, Placeholders};
 use mapping::Mapping;
+use section::{EvalCtx, Fields, Placeholders, Section};
 use yaml::Y;
-
-/// Interns a string for the process lifetime. Findings and rule statuses
-/// carry `&'static str` ids and titles; interning keeps repeated loads of
-/// the same rules from growing memory.
-pub fn intern(s: &str) -> &'static str {
-    static SET: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    let mut set = SET
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(&x) = set.get(s) {
-        return x;
-    }
-    let x: &'static str = Box::leak(s.to_string().into_boxed_str());
-    set.insert(x);
-    x
-}
 
 /// The note the Detection Rule License asks findings to carry.
 pub const DRL_NOTE: &str =
@@ -62,12 +46,12 @@ pub const DRL_NOTE: &str =
 #[derive(Clone, Debug, Serialize)]
 pub struct RuleMeta {
     /// `id` (or the title when the rule has none).
-    pub id: &'static str,
+    pub id: String,
     /// `name` (used by correlations).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// `title`.
-    pub title: &'static str,
+    pub title: String,
     /// `level` as written (`informational` .. `critical`).
     pub level: String,
     /// `author`.
@@ -94,8 +78,8 @@ impl RuleMeta {
     /// licence note, so every finding shows who wrote the rule.
     pub fn evidence(&self) -> Map<String, Value> {
         let mut e = Map::new();
-        e.insert("sigma_id".into(), self.id.into());
-        e.insert("sigma_title".into(), self.title.into());
+        e.insert("sigma_id".into(), self.id.clone().into());
+        e.insert("sigma_title".into(), self.title.clone().into());
         e.insert("sigma_level".into(), self.level.clone().into());
         e.insert("sigma_author".into(), self.author.clone().into());
         if let Some(l) = &self.license {
@@ -142,14 +126,14 @@ pub struct Rule {
     /// Metadata.
     pub meta: RuleMeta,
     /// (mapping index, compiled detection) per covered log source.
-    pub compiled: Vec<(usize, Detection)>,
+    pub compiled: Vec<(usize, Section)>,
     /// Whether its matches become findings (false when a correlation that
     /// refers to it does not `generate`).
     pub output: bool,
     /// Correlations fed by this rule.
     pub feeds: Vec<usize>,
     /// What a raw record must contain to possibly match (None: any record).
-    pub literals: Option<Vec<detect::Alt>>,
+    pub literals: Option<Vec<section::Alt>>,
 }
 
 /// Options for loading rules.
@@ -271,9 +255,9 @@ fn meta_of(y: &Y, file: &str, line: usize, drl: bool) -> RuleMeta {
         None => String::new(),
     };
     RuleMeta {
-        id: intern(&id),
+        id,
         name: y.get("name").and_then(Y::as_text),
-        title: intern(&title),
+        title,
         level: y
             .get("level")
             .and_then(Y::as_text)
@@ -441,8 +425,8 @@ impl RuleSet {
                     fields: HashMap::new(),
                 };
                 let mut scratch = Fields::default();
-                match detect::compile(det, &mut scratch, 0, &probe, &placeholders.clone()) {
-                    Err(detect::CompileError::Invalid(e)) => {
+                match section::compile(det, &mut scratch, 0, &probe, &placeholders.clone()) {
+                    Err(section::CompileError::Invalid(e)) => {
                         issues.push(issue("error", e));
                     }
                     _ => issues.push(issue(
@@ -462,13 +446,13 @@ impl RuleSet {
             let mut compiled = Vec::new();
             let mut failed = None;
             for &mi in &covered {
-                match detect::compile(det, &mut fields, mi, &mappings[mi], placeholders) {
+                match section::compile(det, &mut fields, mi, &mappings[mi], placeholders) {
                     Ok(dt) => compiled.push((mi, dt)),
-                    Err(detect::CompileError::Invalid(e)) => {
+                    Err(section::CompileError::Invalid(e)) => {
                         failed = Some(issue("error", e));
                         break;
                     }
-                    Err(detect::CompileError::Placeholder(e)) => {
+                    Err(section::CompileError::Placeholder(e)) => {
                         failed = Some(issue(
                             "needs-placeholders",
                             format!("{e}; give values with --sigma-placeholders FILE"),
@@ -484,7 +468,7 @@ impl RuleSet {
             // Literals must hold for every mapping's compilation (they are
             // the same rule text, so the first is representative); without
             // any, fall back to the log sources' own raw markers.
-            let literals = detect::required_literals(&compiled[0].1, &fields).or_else(|| {
+            let literals = section::required_literals(&compiled[0].1, &fields).or_else(|| {
                 let mut v = Vec::new();
                 for (mi, _) in &compiled {
                     if mappings[*mi].raw_any.is_empty() {
@@ -548,6 +532,14 @@ impl RuleSet {
         self.prefilter.as_ref().is_some_and(|p| p.wants(raw))
     }
 
+    /// Metadata of every rule and correlation that runs.
+    pub fn metas(&self) -> impl Iterator<Item = &RuleMeta> {
+        self.rules
+            .iter()
+            .map(|r| &r.meta)
+            .chain(self.correlations.iter().map(|c| &c.meta))
+    }
+
     /// Whether any rule runs.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
@@ -591,7 +583,7 @@ impl RuleSet {
         }
     }
 
-    fn hit(&self, ri: usize, mi: usize, det: &Detection, ctx: &mut EvalCtx<'_, '_>) -> Hit {
+    fn hit(&self, ri: usize, mi: usize, det: &Section, ctx: &mut EvalCtx<'_, '_>) -> Hit {
         let rule = &self.rules[ri];
         let mut fields = BTreeMap::new();
         for &f in det.fields.iter().take(12) {
@@ -623,12 +615,12 @@ impl RuleSet {
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect();
         ev.insert("fields".into(), Value::Object(f));
-        let rule = crate::detect::Rule {
-            id: r.meta.id,
-            title: r.meta.title,
-            needs: "",
-        };
-        h.rep.finding(&rule, r.meta.severity(), ev)
+        h.rep.finding(
+            Cow::Owned(r.meta.id.clone()),
+            Cow::Owned(r.meta.title.clone()),
+            r.meta.severity(),
+            ev,
+        )
     }
 
     /// A short account of what loaded, for summaries.
@@ -803,7 +795,7 @@ impl Prefilter {
             for alt in r.literals.iter().flatten() {
                 // The anchor is the clause least likely to be in every
                 // record: values before keys, then long texts (a field item's key
-                // clause comes last, see `detect::required_literals`; keys
+                // clause comes last, see `section::required_literals`; keys
                 // recur in every record of their schema), and never texts
                 // known to be everywhere (booleans, result words, the common
                 // browser user-agent prefix).

@@ -589,7 +589,7 @@ fn login(op: &str, user: &str, ip: &str, min: u32, extra: Value) -> Event {
     )
 }
 
-fn run_corr(s: RuleSet, evs: &[Event]) -> (Vec<Finding>, Vec<crate::detect::RuleStatus>) {
+fn run_corr(s: RuleSet, evs: &[Event]) -> (Vec<Finding>, Vec<crate::detect::Coverage>) {
     let s = Arc::new(s);
     let mut sig = Sigma::new(s.clone());
     for ev in evs {
@@ -790,7 +790,7 @@ fn chained_correlations_and_cross_file_references() {
         }
     }
     let (f, _) = run_corr(s, &evs);
-    let ids: Vec<&str> = f.iter().map(|x| x.rule_id).collect();
+    let ids: Vec<&str> = f.iter().map(|x| x.rule_id.as_ref()).collect();
     // The inner correlation does not report alone (outer has no generate).
     assert_eq!(ids, vec!["c-out"]);
     assert_eq!(f[0].evidence["value_count"], 2.0);

@@ -154,7 +154,7 @@ pub enum Search {
 
 /// A compiled detection section for one log-source mapping.
 #[derive(Clone, Debug)]
-pub struct Detection {
+pub struct Section {
     /// Identifier names, in file order.
     pub names: Vec<String>,
     /// Compiled identifiers.
@@ -566,7 +566,7 @@ pub fn compile(
     mapping_idx: usize,
     mapping: &Mapping,
     placeholders: &Placeholders,
-) -> Result<Detection, CompileError> {
+) -> Result<Section, CompileError> {
     let Y::Map(m) = det else {
         return Err(CompileError::Invalid("detection must be a map".into()));
     };
@@ -610,7 +610,7 @@ pub fn compile(
     } else {
         Cond::Or(parsed)
     };
-    Ok(Detection {
+    Ok(Section {
         names,
         searches,
         cond,
@@ -817,7 +817,7 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
     }
 
     /// Evaluates a detection.
-    pub fn matches(&mut self, d: &Detection) -> bool {
+    pub fn matches(&mut self, d: &Section) -> bool {
         // Identifiers are tested lazily and at most once; most rules have
         // few, so the memo lives on the stack.
         let mut small = [None; 16];
@@ -850,7 +850,7 @@ pub type Alt = Vec<Vec<String>>;
 /// Fragments avoid characters exports escape (`"`, `\`, `/`, `'`, `<`,
 /// `>`, `&`, non-ASCII), so they are found in JSON lines, JSON arrays and
 /// JSON-in-a-string alike; matching is ASCII case-insensitive.
-pub fn required_literals(d: &Detection, fields: &Fields) -> Option<Vec<Alt>> {
+pub fn required_literals(d: &Section, fields: &Fields) -> Option<Vec<Alt>> {
     fn frags(s: &str) -> Vec<String> {
         s.split(|c: char| !c.is_ascii() || c.is_ascii_control() || "\"\\/'<>&".contains(c))
             .filter(|p| p.len() >= 3)
@@ -964,7 +964,7 @@ pub fn required_literals(d: &Detection, fields: &Fields) -> Option<Vec<Alt>> {
     };
     fn cond(
         c: &Cond,
-        d: &Detection,
+        d: &Section,
         search: &dyn Fn(&Search) -> Option<Vec<Alt>>,
         best: &dyn Fn(Vec<Option<Vec<Alt>>>) -> Option<Vec<Alt>>,
     ) -> Option<Vec<Alt>> {

@@ -1,0 +1,84 @@
+//! A Sigma rule set as one detection: its screen is its anchors, it reads
+//! whole records (rules may name any field, keyword rules any text), and its
+//! matches feed correlations in the shared state.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::detect::{shard_of, Anchors, Context, Detection, Kinds, Needs, Outcome};
+use crate::event::Event;
+use crate::sigma::{Hit, RuleSet, Sigma};
+
+/// The detection.
+pub struct SigmaDetection {
+    set: Arc<RuleSet>,
+    /// Correlation windows and findings: only in the detection the shards
+    /// merge into (windows depend on every match, in time order).
+    state: Option<Sigma>,
+    /// A shard's matches, absorbed into `state` when merged.
+    hits: Vec<Hit>,
+}
+
+impl SigmaDetection {
+    /// A detection running `set`.
+    pub fn new(set: Arc<RuleSet>) -> SigmaDetection {
+        SigmaDetection {
+            state: Some(Sigma::new(set.clone())),
+            set,
+            hits: Vec::new(),
+        }
+    }
+}
+
+impl Detection for SigmaDetection {
+    fn ids(&self) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
+        self.set
+            .metas()
+            .map(|m| (Cow::Owned(m.id.clone()), Cow::Owned(m.title.clone())))
+            .collect()
+    }
+
+    fn needs(&self) -> Needs {
+        let set = self.set.clone();
+        Needs {
+            kinds: Kinds::ALL,
+            anchors: Anchors::Screen(Arc::new(move |b: &[u8]| set.wants(b))),
+            fields: Vec::new(),
+            whole_record: true,
+            unparsed_time_and_workload: false,
+            signin_index: false,
+        }
+    }
+
+    fn fork(&self) -> Box<dyn Detection> {
+        Box::new(SigmaDetection {
+            set: self.set.clone(),
+            state: None,
+            hits: Vec::new(),
+        })
+    }
+
+    fn observe(&mut self, ev: &Event, _: &Context<'_>) {
+        self.set.eval(ev, &mut self.hits);
+    }
+
+    fn merge(&mut self, shard: Box<dyn Detection>) {
+        let hits = shard_of::<SigmaDetection>(shard).hits;
+        match self.state.as_mut() {
+            Some(s) => s.absorb(hits),
+            None => self.hits.extend(hits),
+        }
+    }
+
+    fn finish(self: Box<Self>, _: &Context<'_>) -> Outcome {
+        let mut state = self.state.unwrap_or_else(|| Sigma::new(self.set.clone()));
+        state.absorb(self.hits);
+        let (findings, coverage, _) = state.finish();
+        Outcome { findings, coverage }
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
