@@ -294,11 +294,10 @@ impl<R: Read> CsvReader<R> {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        let old = self.buf.len();
-        self.buf.resize(old + (1 << 20), 0);
-        let n = self.inner.read(&mut self.buf[old..])?;
-        self.buf.truncate(old + n);
-        if n == 0 {
+        // read_to_end fills without zeroing the buffer first.
+        let need = 1u64 << 20;
+        let n = (&mut self.inner).take(need).read_to_end(&mut self.buf)? as u64;
+        if n < need {
             self.eof = true;
         }
         Ok(n > 0)
