@@ -1,89 +1,11 @@
 //! Trusted-proxy address ranges and the client address behind them.
 
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use hyper::header::HeaderMap;
 
-/// An address range in CIDR notation (`10.0.0.0/8`, `::1/128`), or a single
-/// address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Whether `ip` is inside the range. An IPv4-mapped IPv6 address (what
-    /// a dual-stack socket reports for an IPv4 peer) is compared as IPv4.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.net, canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = mask32(self.prefix);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = mask128(self.prefix);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-fn mask32(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
-}
-
-fn mask128(prefix: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
-}
-
-/// IPv4-mapped IPv6 addresses as plain IPv4, everything else unchanged.
-pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Cidr, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let net: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IP address or CIDR range"))?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => match p.parse::<u8>() {
-                Ok(n) if n <= max => n,
-                _ => return Err(format!("{s:?}: prefix length must be 0..={max}")),
-            },
-        };
-        Ok(Cidr {
-            net: canonical(net),
-            prefix: if net.is_ipv6() && canonical(net).is_ipv4() {
-                // ::ffff:10.0.0.0/104 is 10.0.0.0/8.
-                prefix.saturating_sub(96)
-            } else {
-                prefix
-            },
-        })
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.net, self.prefix)
-    }
-}
+use tokenward_net::canonical;
+pub use tokenward_net::Cidr;
 
 /// Who sent a request, as far as the gateway can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,32 +15,31 @@
 //! bounded by the batch channel and by the detections' per-key aggregates.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::sync_channel;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use memchr::memmem;
 use rayon::iter::{IntoParallelIterator, ParallelBridge, ParallelIterator};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
 
-use crate::detect::{
-    builtins, Anchors, Context, Coverage, Detection, Needs, Options, RecordStats, ScreenFn, Setup,
+use tokenward_detect::ioc::{IocError, IocSet};
+use tokenward_detect::{
+    builtins, Anchors, Context, Detection, Needs, Options, RecordStats, ScreenFn, Setup,
     SigninIndex,
 };
-use crate::event::{normalised_paths, Event, EventKind, Locator};
-use crate::finding::Finding;
-use crate::format::{Container, Format};
-use crate::input::{discover, open, sniff, Encoding, Opened, SniffError, Sniffed};
-use crate::ioc::{IocError, IocSet};
-use crate::projection::{forces_full, Projected, Projection};
-use crate::split::{CsvReader, CsvRow, JsonSplitter, Piece};
-use crate::timefmt::parse_timestamp;
+use tokenward_event::projection::{forces_full, time_and_workload};
+use tokenward_event::{
+    classify, kind_hint, normalised_paths, Coverage, Event, EventKind, Finding, Locator, Projected,
+    Projection,
+};
+use tokenward_logread::{
+    discover, open, read_batches, sniff, Batch, CsvRow, Encoding, Format, Item, Opened, SniffError,
+    Sniffed,
+};
 
 /// What to hunt and how.
 #[derive(Clone, Debug, Default)]
@@ -56,7 +55,7 @@ pub struct HuntConfig {
     /// Detection tunables.
     pub options: Options,
     /// Sigma rules to run alongside the built-in detections.
-    pub sigma: Option<Arc<crate::sigma::RuleSet>>,
+    pub sigma: Option<Arc<tokenward_sigma::RuleSet>>,
 }
 
 /// Errors that stop a hunt before it reads any log.
@@ -148,9 +147,6 @@ impl Report {
 }
 
 const FIRST_REJECTS: usize = 5;
-const LINES_BATCH: usize = 4 << 20;
-const PIECES_BATCH: usize = 4 << 20;
-const ROWS_BATCH: usize = 2000;
 
 /// Most patterns one SIMD (Teddy) searcher takes; above that aho-corasick
 /// falls back to an automaton that ran at ~430 MB/s here. Several Teddy
@@ -404,85 +400,6 @@ struct Ctx<'a> {
     fork: &'a (dyn Fn() -> Vec<Box<dyn Detection>> + Sync),
 }
 
-enum Item {
-    Rec {
-        start: usize,
-        end: usize,
-        line: u64,
-        index: u64,
-    },
-    Bad {
-        line: u64,
-        index: u64,
-        reason: String,
-    },
-}
-
-enum Batch {
-    Lines {
-        data: Vec<u8>,
-        first_line: u64,
-    },
-    Pieces {
-        data: Vec<u8>,
-        items: Vec<Item>,
-    },
-    Rows {
-        header: Arc<Vec<String>>,
-        rows: Vec<CsvRow>,
-        first_index: u64,
-    },
-}
-
-fn time_finders() -> &'static [memmem::Finder<'static>; 4] {
-    static F: OnceLock<[memmem::Finder<'static>; 4]> = OnceLock::new();
-    F.get_or_init(|| {
-        [
-            memmem::Finder::new(b"\"CreationTime\""),
-            memmem::Finder::new(b"\"TimeGenerated\""),
-            memmem::Finder::new(b"\"time\""),
-            memmem::Finder::new(b"\"Timestamp\""),
-        ]
-    })
-}
-
-fn workload_finder() -> &'static memmem::Finder<'static> {
-    static F: OnceLock<memmem::Finder<'static>> = OnceLock::new();
-    F.get_or_init(|| memmem::Finder::new(b"Workload\""))
-}
-
-/// The string value following a key match: skips `:` and spaces, expects a quote.
-fn string_after(b: &[u8], mut i: usize) -> Option<&str> {
-    while i < b.len() && (b[i] == b' ' || b[i] == b':' || b[i] == b'\t') {
-        i += 1;
-    }
-    if b.get(i) != Some(&b'"') {
-        return None;
-    }
-    let s = i + 1;
-    let e = s + memchr::memchr(b'"', &b[s..])?;
-    std::str::from_utf8(&b[s..e]).ok()
-}
-
-/// A record's time and workload read off its bytes without parsing it, for
-/// records no detection needs parsed.
-pub(crate) fn light_fields(b: &[u8]) -> (Option<OffsetDateTime>, Option<&str>) {
-    let mut time = None;
-    for finder in time_finders() {
-        if let Some(p) = finder.find(b) {
-            time = string_after(b, p + finder.needle().len()).and_then(parse_timestamp);
-            if time.is_some() {
-                break;
-            }
-        }
-    }
-    let f = workload_finder();
-    let wl = f
-        .find(b)
-        .and_then(|p| string_after(b, p + f.needle().len()));
-    (time, wl)
-}
-
 fn looks_like_envelope(b: &[u8]) -> bool {
     b.starts_with(b"[")
         || b.starts_with(b"{\"records\"")
@@ -535,7 +452,7 @@ impl Ctx<'_> {
     fn route_light(&self, b: &[u8], readers: Mask, out: &mut Out) {
         out.read += 1;
         out.evaluated += 1;
-        let (t, w) = light_fields(b);
+        let (t, w) = time_and_workload(b);
         out.stats.add(w);
         for (i, shard) in out.shards.iter_mut().enumerate() {
             if readers & (1 << i) != 0 {
@@ -809,154 +726,6 @@ impl Ctx<'_> {
     }
 }
 
-fn read_lines(
-    mut r: Box<dyn Read + Send>,
-    head: Vec<u8>,
-    tx: &std::sync::mpsc::SyncSender<Batch>,
-    spares: &std::sync::mpsc::Receiver<Vec<u8>>,
-) -> std::io::Result<()> {
-    let mut buf = head;
-    let mut line = 1u64;
-    let mut eof = false;
-    loop {
-        let mut want = LINES_BATCH;
-        loop {
-            if !eof && buf.len() < want {
-                // read_to_end grows the buffer only as far as the data goes
-                // and never zeroes what it fills: a 4 MiB zeroed buffer per
-                // small file was a quarter of the time on hourly exports.
-                let need = (want - buf.len()) as u64;
-                let n = (&mut r).take(need).read_to_end(&mut buf)? as u64;
-                eof = n < need;
-            }
-            if eof || memchr::memrchr(b'\n', &buf).is_some() {
-                break;
-            }
-            want *= 2;
-        }
-        if eof {
-            if !buf.is_empty() {
-                let _ = tx.send(Batch::Lines {
-                    data: buf,
-                    first_line: line,
-                });
-            }
-            return Ok(());
-        }
-        let cut = memchr::memrchr(b'\n', &buf)
-            .map(|p| p + 1)
-            .unwrap_or(buf.len());
-        let rest = buf[cut..].to_vec();
-        buf.truncate(cut);
-        let n = memchr::memchr_iter(b'\n', &buf).count() as u64;
-        if tx
-            .send(Batch::Lines {
-                data: buf,
-                first_line: line,
-            })
-            .is_err()
-        {
-            return Ok(());
-        }
-        line += n;
-        // A processed batch's buffer when one is back: a fresh 4 MiB
-        // allocation comes from the OS as pages to fault in and zero.
-        let mut nb = spares
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(LINES_BATCH + 64 * 1024));
-        nb.clear();
-        nb.extend_from_slice(&rest);
-        buf = nb;
-    }
-}
-
-fn read_pieces(
-    mut r: Box<dyn Read + Send>,
-    head: Vec<u8>,
-    tx: &std::sync::mpsc::SyncSender<Batch>,
-) -> std::io::Result<()> {
-    let mut sp = JsonSplitter::new();
-    let mut buf = head;
-    let mut eof = false;
-    let mut data = Vec::new();
-    let mut items = Vec::new();
-    loop {
-        if !eof {
-            let need = 1u64 << 20;
-            let n = (&mut r).take(need).read_to_end(&mut buf)? as u64;
-            eof = n < need;
-        }
-        let used = sp.feed(&buf, eof, &mut |p| match p {
-            Piece::Record { bytes, line, index } => {
-                let start = data.len();
-                data.extend_from_slice(bytes);
-                items.push(Item::Rec { start, end: data.len(), line, index });
-            }
-            Piece::Truncated { line, index } => items.push(Item::Bad {
-                line,
-                index,
-                reason: "truncated JSON: the file ends inside this record".into(),
-            }),
-            Piece::Garbage { line, byte } => items.push(Item::Bad {
-                line,
-                index: 0,
-                reason: format!("invalid JSON: unexpected {:?} where a record should start; skipped to the next line", byte as char),
-            }),
-        });
-        buf.drain(..used);
-        if data.len() >= PIECES_BATCH || (eof && (!items.is_empty())) {
-            let b = Batch::Pieces {
-                data: std::mem::take(&mut data),
-                items: std::mem::take(&mut items),
-            };
-            if tx.send(b).is_err() {
-                return Ok(());
-            }
-        }
-        if eof {
-            return Ok(());
-        }
-    }
-}
-
-fn read_rows(
-    r: Box<dyn Read + Send>,
-    head: Vec<u8>,
-    delim: u8,
-    tx: &std::sync::mpsc::SyncSender<Batch>,
-) -> std::io::Result<()> {
-    let mut cr = CsvReader::new(std::io::Cursor::new(head).chain(r), delim);
-    let mut rows = Vec::new();
-    let mut header: Option<Arc<Vec<String>>> = None;
-    let (mut index, mut first_index) = (0u64, 1u64);
-    while let Some(row) = cr.next_row()? {
-        index += 1;
-        let h = header
-            .get_or_insert_with(|| Arc::new(cr.header.clone()))
-            .clone();
-        rows.push(row);
-        if rows.len() >= ROWS_BATCH {
-            let b = Batch::Rows {
-                header: h,
-                rows: std::mem::take(&mut rows),
-                first_index,
-            };
-            if tx.send(b).is_err() {
-                return Ok(());
-            }
-            first_index = index + 1;
-        }
-    }
-    if let (false, Some(h)) = (rows.is_empty(), header) {
-        let _ = tx.send(Batch::Rows {
-            header: h,
-            rows,
-            first_index,
-        });
-    }
-    Ok(())
-}
-
 fn encoding_name(e: Encoding) -> &'static str {
     match e {
         Encoding::Utf8 => "utf-8",
@@ -1154,7 +923,11 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
                 reports.push(rep);
                 continue;
             };
-            let signin = r.sniffed.first_kind == Some(EventKind::SignIn);
+            let signin = r.sniffed.signin_rows
+                || r.sniffed
+                    .first_record
+                    .as_ref()
+                    .is_some_and(|v| classify(v, None).0 == EventKind::SignIn);
             let regular = std::fs::metadata(&p).is_ok_and(|m| m.is_file());
             let kept = (!regular).then_some((rep, r));
             if !regular {
@@ -1241,7 +1014,7 @@ fn read_file(
     let ctx = Ctx {
         plan: Some(plan),
         file: Arc::from(path.display().to_string()),
-        hint: ready.sniffed.format.hint(),
+        hint: kind_hint(ready.sniffed.format),
         signins,
         stats,
         fork: &fork,
@@ -1284,10 +1057,15 @@ fn pump(
     } = ready;
     let reader = opened.reader;
     std::thread::scope(|s| {
-        let h = s.spawn(move || match sniffed.container {
-            Container::JsonLines => read_lines(reader, head, &tx, &spare_rx),
-            Container::JsonStream => read_pieces(reader, head, &tx),
-            Container::Csv => read_rows(reader, head, sniffed.delimiter, &tx),
+        let h = s.spawn(move || {
+            read_batches(
+                sniffed.container,
+                sniffed.delimiter,
+                reader,
+                head,
+                &tx,
+                &spare_rx,
+            )
         });
         rx.into_iter().par_bridge().for_each(|b| {
             let mut out = ctx.process(b);
@@ -1322,7 +1100,7 @@ pub fn read_events(path: &Path, forced: Option<Format>) -> (FileReport, Vec<Even
     let ctx = Ctx {
         plan: None,
         file: Arc::from(path.display().to_string()),
-        hint: ready.sniffed.format.hint(),
+        hint: kind_hint(ready.sniffed.format),
         signins: Arc::default(),
         stats: Arc::default(),
         fork: &no_forks,

@@ -5,8 +5,8 @@ use std::io::{self, Write};
 use serde_json::{json, Value};
 
 use crate::engine::Report;
-use crate::finding::Finding;
-use crate::timefmt::rfc3339;
+use tokenward_event::timefmt::rfc3339;
+use tokenward_event::Finding;
 
 /// Output format of the findings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,7 +225,7 @@ pub fn terminal_summary(r: &Report) -> String {
     }
     s.push_str("detections:\n");
     for d in &r.detections {
-        let status = if d.status == crate::detect::Status::Blind {
+        let status = if d.status == tokenward_event::Status::Blind {
             "BLIND".to_string()
         } else {
             format!("{} hit(s)", d.hits)

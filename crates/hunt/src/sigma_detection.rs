@@ -6,9 +6,9 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::detect::{shard_of, Anchors, Context, Detection, Kinds, Needs, Outcome};
-use crate::event::Event;
-use crate::sigma::{Hit, RuleSet, Sigma};
+use tokenward_detect::{shard_of, Anchors, Context, Detection, Kinds, Needs, Outcome};
+use tokenward_event::Event;
+use tokenward_sigma::{Hit, RuleSet, Sigma};
 
 /// The detection.
 pub struct SigmaDetection {

@@ -1,0 +1,226 @@
+//! `tw-ioc-key`: a record naming a known-compromised signing key (the
+//! acquired MSA key's kid and thumbprints, or a user key indicator) in any
+//! field: application and gateway JWT logs record them, Microsoft 365 and
+//! Entra logs never do.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::{
+    evidence, opt, shard_of, Anchors, Builtin, Context, Detection, Info, Kinds, Needs, Outcome,
+    Setup, Verdict,
+};
+use crate::ioc::IocSet;
+use tokenward_event::{Event, EventKind};
+use tokenward_event::{Finding, Severity};
+
+/// Id, title, requirements.
+pub const INFO: Info = Info {
+    id: "tw-ioc-key",
+    title: "Token signed with a known-compromised key",
+    requires: "records carrying token headers (kid/x5t) or key thumbprints; Microsoft 365 and Entra logs never do",
+};
+
+/// Registration.
+pub const BUILTIN: Builtin = Builtin {
+    info: &INFO,
+    make: |s| Box::new(IocKey::new(s)),
+};
+
+/// Fields that show a record carries token headers (coverage).
+const HEADER_FIELDS: &[&str] = &["kid", "x5t", "header.kid", "jwt.header.kid", "thumbprint"];
+/// Texts of those fields, as exports write them.
+const HEADER_TEXTS: &[&str] = &["\"kid\"", "\"x5t\"", "thumbprint", "Thumbprint"];
+
+/// Deepest nesting scanned for key values.
+const SCAN_DEPTH: u32 = 8;
+
+/// The detection.
+pub struct IocKey {
+    iocs: Arc<IocSet>,
+    header_records: u64,
+    findings: Vec<Finding>,
+}
+
+impl IocKey {
+    fn new(s: &Setup) -> IocKey {
+        IocKey {
+            iocs: s.iocs.clone(),
+            header_records: 0,
+            findings: Vec::new(),
+        }
+    }
+}
+
+impl Detection for IocKey {
+    fn ids(&self) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
+        INFO.ids()
+    }
+
+    fn needs(&self) -> Needs {
+        let mut lits = self.iocs.key_literals();
+        lits.extend(HEADER_TEXTS.iter().map(|s| s.to_string()));
+        Needs {
+            kinds: Kinds::ALL,
+            anchors: Anchors::AnyOf(lits),
+            fields: HEADER_FIELDS.to_vec(),
+            // Any string anywhere may hold the key id.
+            whole_record: true,
+            unparsed_time_and_workload: false,
+            signin_index: false,
+        }
+    }
+
+    fn fork(&self) -> Box<dyn Detection> {
+        Box::new(IocKey {
+            iocs: self.iocs.clone(),
+            header_records: 0,
+            findings: Vec::new(),
+        })
+    }
+
+    fn observe(&mut self, ev: &Event, _: &Context<'_>) {
+        if HEADER_FIELDS.iter().any(|p| ev.has(p)) {
+            self.header_records += 1;
+        }
+        if self.iocs.keys.is_empty() {
+            return;
+        }
+        let mut hits = Vec::new();
+        find_key_values(&ev.record, &mut Vec::new(), &self.iocs, &mut hits, 0);
+        let Some((path, value, what, source)) = hits.into_iter().next() else {
+            return;
+        };
+        let mut e = evidence(&[
+            ("field", json!(path)),
+            ("value", json!(value)),
+            ("key_id_type", json!(what)),
+            ("source", json!(source)),
+        ]);
+        if ev.kind == EventKind::Gateway {
+            // Whether the gateway let the token through is the first
+            // question about a known-bad key.
+            e.insert("verdict".into(), opt(&ev.result));
+            if let Some(rs) = ev.get("reasons") {
+                e.insert("reasons".into(), rs.clone());
+            }
+            e.insert("operation".into(), opt(&ev.operation));
+        }
+        self.findings
+            .push(INFO.finding(&tokenward_event::Rep::of(ev), Severity::High, e));
+    }
+
+    fn merge(&mut self, shard: Box<dyn Detection>) {
+        let o = shard_of::<IocKey>(shard);
+        self.header_records += o.header_records;
+        self.findings.extend(o.findings);
+    }
+
+    fn finish(self: Box<Self>, _: &Context<'_>) -> Outcome {
+        let verdict = Verdict::blind_if(
+            self.header_records == 0 && self.findings.is_empty(),
+            "no record carries a token header (kid/x5t): Microsoft 365 and Entra logs never record the signing key; give application or proxy logs of JWT headers",
+        );
+        Outcome::of(&INFO, self.findings, verdict)
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+}
+
+/// The first string in `v` equal to a key indicator: (path, value, kind, source).
+fn find_key_values<'a>(
+    v: &'a Value,
+    path: &mut Vec<&'a str>,
+    iocs: &IocSet,
+    hits: &mut Vec<(String, String, &'static str, String)>,
+    depth: u32,
+) {
+    if depth > SCAN_DEPTH || !hits.is_empty() {
+        return;
+    }
+    match v {
+        Value::String(s) => {
+            // kid (27), SHA-1 (40, 59 with colons), SHA-256 (64, 95 with colons).
+            if ![27, 40, 59, 64, 95].contains(&s.trim().len()) {
+                return;
+            }
+            let t = s.trim();
+            let hex: String = t.chars().filter(|c| *c != ':').collect();
+            for k in &iocs.keys {
+                let m = if k.what == "kid" {
+                    t == k.value
+                } else {
+                    hex.eq_ignore_ascii_case(&k.value)
+                };
+                if m {
+                    hits.push((path.join("."), t.to_string(), k.what, k.source.clone()));
+                    return;
+                }
+            }
+        }
+        Value::Object(m) => {
+            for (k, x) in m {
+                path.push(k);
+                find_key_values(x, path, iocs, hits, depth + 1);
+                path.pop();
+            }
+        }
+        Value::Array(a) => {
+            for x in a {
+                find_key_values(x, path, iocs, hits, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::run;
+    use crate::{Options, Status};
+    use serde_json::json;
+
+    fn det() -> Box<dyn Detection> {
+        (BUILTIN.make)(&Setup {
+            iocs: Arc::new(IocSet::builtin()),
+            options: Options::default(),
+        })
+    }
+
+    #[test]
+    fn the_storm_kid_in_an_application_log_fires() {
+        let out = run(
+            det(),
+            &[
+                json!({"time": "2023-06-10T10:00:00Z", "jwt": {"header": {"kid": "1LTMzakihiRla_8z2BEJVXeWMqo", "alg": "RS256"}}}),
+            ],
+        );
+        assert_eq!(out.findings.len(), 1);
+        assert_eq!(out.findings[0].evidence["field"], json!("jwt.header.kid"));
+        assert_eq!(out.coverage[0].status, Status::Ok);
+    }
+
+    #[test]
+    fn other_kids_do_not_fire_but_give_coverage() {
+        let out = run(
+            det(),
+            &[json!({"time": "2023-06-10T10:00:00Z", "kid": "ent-2023-rs256"})],
+        );
+        assert!(out.findings.is_empty());
+        assert_eq!(out.coverage[0].status, Status::Ok);
+    }
+
+    #[test]
+    fn logs_without_token_headers_are_blind() {
+        let out = run(
+            det(),
+            &[json!({"CreationTime": "2023-06-10T10:00:00", "Operation": "Send"})],
+        );
+        assert_eq!(out.coverage[0].status, Status::Blind);
+    }
+}

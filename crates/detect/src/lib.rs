@@ -1,0 +1,447 @@
+//! The detection interface and tokenward's built-in detections.
+//!
+//! Every detection, built-in or a Sigma rule set, says what it reads in its
+//! [`Needs`]: the event kinds it looks at, the literal texts a record must
+//! contain to matter to it, the paths it reads, whether it needs the whole
+//! record or the sign-in index. The engine derives everything else from
+//! those declarations: the literal screen over the raw bytes, which fields
+//! it extracts from a record (the projection), which records it parses at
+//! all, and the order it reads files in. A detection observes the events
+//! routed to it, can be split into shards that observe batches in parallel
+//! and are merged back, and finishes with findings and its [`Coverage`].
+//!
+//! Adding a built-in detection: write one file with a [`Detection`]
+//! implementation and an [`Info`], and add one line to [`BUILTINS`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use tokenward_event::{Event, EventKind, Finding, Rep, Severity};
+
+use crate::ioc::IocSet;
+
+pub use tokenward_event::{Coverage, Status};
+
+mod aggregate;
+pub mod audit_gap;
+pub mod audit_tampering;
+pub mod gateway_rejected_burst;
+pub mod ioc;
+pub mod ioc_ip;
+pub mod ioc_key;
+pub mod ioc_useragent;
+mod mail;
+pub mod mail_bind_spike;
+pub mod mail_new_client_app;
+pub mod mail_sync_unusual_client;
+pub mod mail_throttled;
+pub mod owa_token_for_resource;
+pub mod signin_index;
+pub mod token_without_signin;
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub use aggregate::Grouped;
+pub use signin_index::SigninIndex;
+
+/// A set of event kinds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kinds(u8);
+
+impl Kinds {
+    /// Every kind.
+    pub const ALL: Kinds = Kinds(0x3f);
+
+    /// The set of the given kinds.
+    pub const fn of(kinds: &[EventKind]) -> Kinds {
+        let mut bits = 0u8;
+        let mut i = 0;
+        while i < kinds.len() {
+            bits |= 1 << kinds[i] as u8;
+            i += 1;
+        }
+        Kinds(bits)
+    }
+
+    /// Whether `k` is in the set.
+    pub fn contains(self, k: EventKind) -> bool {
+        self.0 & (1 << k as u8) != 0
+    }
+}
+
+/// A screen of a detection's own over a record's raw bytes: `true` when the
+/// record may matter to it.
+pub type ScreenFn = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
+/// Which records a detection wants to see, judged on the raw bytes before
+/// any parsing.
+#[derive(Clone)]
+pub enum Anchors {
+    /// Every record.
+    Every,
+    /// Records whose bytes contain at least one of these texts (matched
+    /// case-sensitively, so list the spellings exports use). A record
+    /// without any of them is never shown to the detection: list every
+    /// text without which it could not act on a record.
+    AnyOf(Vec<String>),
+    /// A screen of its own, for anchors that are not a plain list (a Sigma
+    /// rule set's AND/OR texts).
+    Screen(ScreenFn),
+}
+
+impl std::fmt::Debug for Anchors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Anchors::Every => f.write_str("Every"),
+            Anchors::AnyOf(v) => f.debug_tuple("AnyOf").field(v).finish(),
+            Anchors::Screen(_) => f.write_str("Screen(..)"),
+        }
+    }
+}
+
+/// What a detection reads. The engine builds its screen, projection and
+/// file order from the union of every detection's needs.
+#[derive(Clone, Debug)]
+pub struct Needs {
+    /// Kinds of event it observes; others are never routed to it.
+    pub kinds: Kinds,
+    /// Which records matter to it.
+    pub anchors: Anchors,
+    /// Dotted paths it reads with [`Event::get`] and its relatives, beyond
+    /// the normalised fields every event has. A path is looked up in the
+    /// wrapped record (`AuditData`, `RawEventData`, `properties`) first,
+    /// then from the root; JSON carried in strings and Name/Value bags
+    /// (`OperationProperties`, `ExtendedProperties`, `Parameters`) are
+    /// reached through the path of the bag. Test and debug builds check
+    /// every lookup against this list.
+    pub fields: Vec<&'static str>,
+    /// It reads the whole record (a scan of every string, keyword rules):
+    /// records routed to it are parsed in full.
+    pub whole_record: bool,
+    /// For records no detection wants parsed, it takes just their time and
+    /// workload ([`Detection::observe_unparsed`]), which the engine reads
+    /// with a byte scan instead of a parse.
+    pub unparsed_time_and_workload: bool,
+    /// It reads the sign-in index ([`Context::signins`]): the engine reads
+    /// sign-in files first and builds the index before other records.
+    pub signin_index: bool,
+}
+
+impl Needs {
+    /// Needs of a detection that looks at the given kinds of record when
+    /// they contain one of `anchors`, reading `fields`.
+    pub fn anchored(kinds: Kinds, anchors: &[&str], fields: &[&'static str]) -> Needs {
+        Needs {
+            kinds,
+            anchors: Anchors::AnyOf(anchors.iter().map(|s| s.to_string()).collect()),
+            fields: fields.to_vec(),
+            whole_record: false,
+            unparsed_time_and_workload: false,
+            signin_index: false,
+        }
+    }
+}
+
+/// Findings and coverage of one detection (a Sigma rule set reports one
+/// coverage entry per rule).
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Findings, in any order (the engine sorts).
+    pub findings: Vec<Finding>,
+    /// One entry per id the detection reports under.
+    pub coverage: Vec<Coverage>,
+}
+
+impl Outcome {
+    /// The outcome of a built-in detection: its findings, and blind with the
+    /// reason when `blind` is set, else ok with an optional caveat.
+    pub fn of(info: &Info, findings: Vec<Finding>, verdict: Verdict) -> Outcome {
+        let (status, note) = match verdict {
+            Verdict::Ok(note) => (Status::Ok, note),
+            Verdict::Blind(why) => (Status::Blind, Some(why)),
+        };
+        Outcome {
+            coverage: vec![Coverage {
+                id: Cow::Borrowed(info.id),
+                title: Cow::Borrowed(info.title),
+                hits: findings.len(),
+                status,
+                note,
+            }],
+            findings,
+        }
+    }
+}
+
+/// A detection's judgement of its own coverage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// It could judge; with a caveat when there is one.
+    Ok(Option<String>),
+    /// It could not; why.
+    Blind(String),
+}
+
+impl Verdict {
+    /// Blind with `why` when `cond`, else ok.
+    pub fn blind_if(cond: bool, why: &str) -> Verdict {
+        if cond {
+            Verdict::Blind(why.to_string())
+        } else {
+            Verdict::Ok(None)
+        }
+    }
+}
+
+/// What the engine hands a detection besides the event.
+pub struct Context<'a> {
+    /// Sign-ins read so far: while observing, those of the files read
+    /// before this one (sign-in files come first); when finishing, all.
+    pub signins: &'a SigninIndex,
+    /// Counts over every record evaluated, parsed or not (complete when
+    /// finishing), for coverage.
+    pub records: &'a RecordStats,
+}
+
+/// What the engine counted over the records it evaluated.
+#[derive(Clone, Debug, Default)]
+pub struct RecordStats {
+    /// Records evaluated.
+    pub records: u64,
+    /// Records per workload (`Workload`, `OfficeWorkload`, ...), for those
+    /// that name one.
+    pub workloads: std::collections::HashMap<String, u64>,
+}
+
+impl RecordStats {
+    /// Counts one record.
+    pub fn add(&mut self, workload: Option<&str>) {
+        self.records += 1;
+        if let Some(w) = workload {
+            match self.workloads.get_mut(w) {
+                Some(n) => *n += 1,
+                None => {
+                    self.workloads.insert(w.to_string(), 1);
+                }
+            }
+        }
+    }
+
+    /// Folds another count into this one.
+    pub fn merge(&mut self, o: RecordStats) {
+        self.records += o.records;
+        for (w, n) in o.workloads {
+            *self.workloads.entry(w).or_default() += n;
+        }
+    }
+
+    /// Whether some record's workload is `name` (any case).
+    pub fn has_workload(&self, name: &str) -> bool {
+        self.workloads
+            .iter()
+            .any(|(w, n)| *n > 0 && w.eq_ignore_ascii_case(name))
+    }
+}
+
+/// A detection: observes the events routed to it and reports findings.
+///
+/// The engine calls [`Detection::fork`] for an empty shard per batch of
+/// records, lets the shard observe the batch on a worker thread, then
+/// [`Detection::merge`]s it into the detection. Merging must not depend on
+/// the order batches arrive in.
+pub trait Detection: Send + 'static {
+    /// The id and title of every rule it reports under (one for a built-in).
+    fn ids(&self) -> Vec<(Cow<'static, str>, Cow<'static, str>)>;
+    /// What it reads.
+    fn needs(&self) -> Needs;
+    /// An empty shard with the same configuration.
+    fn fork(&self) -> Box<dyn Detection>;
+    /// Looks at one event of a kind it declared, from a record its anchors
+    /// matched.
+    fn observe(&mut self, ev: &Event, cx: &Context<'_>);
+    /// Takes the time and workload of a record nobody needed parsed (only
+    /// called when [`Needs::unparsed_time_and_workload`] is set).
+    fn observe_unparsed(&mut self, _time: Option<OffsetDateTime>, _workload: Option<&str>) {}
+    /// Folds a shard made by [`Detection::fork`] into this one.
+    fn merge(&mut self, shard: Box<dyn Detection>);
+    /// Decides and reports.
+    fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome;
+    /// For [`Detection::merge`]: the shard as `Any`, to take its own type back.
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+}
+
+/// Takes back the concrete type of a shard made by `fork`.
+pub fn shard_of<T: 'static>(shard: Box<dyn Detection>) -> T {
+    *shard
+        .into_any()
+        .downcast::<T>()
+        .expect("a shard merges into the detection that forked it")
+}
+
+/// Id, title and what a built-in detection must see to fire.
+#[derive(Debug)]
+pub struct Info {
+    /// Stable id (`tw-...`): users filter and suppress by it.
+    pub id: &'static str,
+    /// Short title.
+    pub title: &'static str,
+    /// What it needs to see to be able to fire.
+    pub requires: &'static str,
+}
+
+impl Info {
+    /// The `(id, title)` pair of [`Detection::ids`].
+    pub fn ids(&self) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
+        vec![(Cow::Borrowed(self.id), Cow::Borrowed(self.title))]
+    }
+
+    /// A finding of this detection.
+    pub fn finding(&self, rep: &Rep, severity: Severity, evidence: Map<String, Value>) -> Finding {
+        rep.finding(
+            Cow::Borrowed(self.id),
+            Cow::Borrowed(self.title),
+            severity,
+            evidence,
+        )
+    }
+}
+
+/// Tunables of the built-in detections.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Days at the start of the MailItemsAccessed data used as the baseline.
+    pub baseline_days: u32,
+    /// Minimum length of an audit gap, in hours.
+    pub gap_hours: u32,
+    /// A Bind bucket is a spike at this many times the mailbox median...
+    pub bind_spike_factor: u64,
+    /// ...and at least this many items.
+    pub bind_spike_min: u64,
+    /// OWA token issuances in one session that make a renewal chain.
+    pub owa_chain_min: u64,
+    /// Margin around an IOC's published first/last-seen dates, in days.
+    pub ioc_window_margin_days: i64,
+    /// Rejected gateway requests from one client IP that make a burst...
+    pub gateway_burst_min: u64,
+    /// ...within this many consecutive UTC minutes.
+    pub gateway_burst_minutes: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            baseline_days: 14,
+            gap_hours: 24,
+            bind_spike_factor: 10,
+            bind_spike_min: 100,
+            owa_chain_min: 3,
+            ioc_window_margin_days: 30,
+            // A client retrying one expired token stays far below this; a
+            // forger trying keys, tenants or victims does not.
+            gateway_burst_min: 20,
+            gateway_burst_minutes: 5,
+        }
+    }
+}
+
+/// What built-in detections are made from.
+pub struct Setup {
+    /// Indicators in force.
+    pub iocs: Arc<IocSet>,
+    /// Tunables.
+    pub options: Options,
+}
+
+/// A registered built-in detection.
+pub struct Builtin {
+    /// Its id, title and requirements.
+    pub info: &'static Info,
+    /// Makes it for a hunt.
+    pub make: fn(&Setup) -> Box<dyn Detection>,
+}
+
+/// Every built-in detection, in report order.
+pub const BUILTINS: &[Builtin] = &[
+    ioc_ip::BUILTIN,
+    ioc_useragent::BUILTIN,
+    ioc_key::BUILTIN,
+    mail_new_client_app::BUILTIN,
+    token_without_signin::BUILTIN,
+    owa_token_for_resource::BUILTIN,
+    mail_bind_spike::BUILTIN,
+    mail_throttled::BUILTIN,
+    mail_sync_unusual_client::BUILTIN,
+    audit_tampering::BUILTIN,
+    audit_gap::BUILTIN,
+    gateway_rejected_burst::BUILTIN,
+];
+
+/// The built-in detections for a hunt.
+pub fn builtins(setup: &Setup) -> Vec<Box<dyn Detection>> {
+    BUILTINS.iter().map(|b| (b.make)(setup)).collect()
+}
+
+/// Evidence from `(name, value)` pairs, leaving out nulls.
+pub fn evidence(pairs: &[(&str, Value)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// An optional string as a JSON value.
+pub fn opt(s: &Option<String>) -> Value {
+    s.as_ref()
+        .map(|x| Value::String(x.clone()))
+        .unwrap_or(Value::Null)
+}
+
+/// UTC day number of a time (-1 without one), for per-day keys.
+pub fn day(t: Option<OffsetDateTime>) -> i64 {
+    t.map(|t| t.unix_timestamp().div_euclid(86400))
+        .unwrap_or(-1)
+}
+
+/// Widens an optional time range to include `t`.
+pub fn widen(r: &mut Option<(OffsetDateTime, OffsetDateTime)>, t: OffsetDateTime) {
+    *r = Some(match *r {
+        Some((a, b)) => (a.min(t), b.max(t)),
+        None => (t, t),
+    });
+}
+
+/// The union of two optional ranges.
+pub fn union(
+    a: Option<(OffsetDateTime, OffsetDateTime)>,
+    b: Option<(OffsetDateTime, OffsetDateTime)>,
+) -> Option<(OffsetDateTime, OffsetDateTime)> {
+    match (a, b) {
+        (Some((a0, a1)), Some((b0, b1))) => Some((a0.min(b0), a1.max(b1))),
+        (x, y) => x.or(y),
+    }
+}
+
+/// `true`, `1` (any case, trimmed).
+pub fn is_true(s: &str) -> bool {
+    s.trim().eq_ignore_ascii_case("true") || s.trim() == "1"
+}
+
+/// `false`, `0`, `$false` (any case, trimmed).
+pub fn is_false(s: &str) -> bool {
+    s.trim().eq_ignore_ascii_case("false") || s.trim() == "0" || s.trim() == "$false"
+}
+
+/// `hay` contains `needle`, ignoring ASCII case, without allocating.
+pub fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}

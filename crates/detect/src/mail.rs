@@ -1,0 +1,58 @@
+//! What the MailItemsAccessed detections read of a record.
+
+use tokenward_event::{Event, EventKind};
+
+/// The text every MailItemsAccessed record contains.
+pub const ANCHORS: &[&str] = &["MailItemsAccessed"];
+
+/// Paths the mail detections read.
+pub const FIELDS: &[&str] = &[
+    "MailboxOwnerUPN",
+    "OperationProperties",
+    "MailAccessType",
+    "IsThrottled",
+    "ClientInfoString",
+    "OperationCount",
+    "Folders.FolderItems",
+];
+
+/// Whether the event is a MailItemsAccessed audit record.
+pub fn is_mail(ev: &Event) -> bool {
+    ev.kind == EventKind::Audit
+        && ev
+            .operation
+            .as_deref()
+            .is_some_and(|o| o.eq_ignore_ascii_case("MailItemsAccessed"))
+}
+
+/// The mailbox read (owner, else the acting user).
+pub fn mailbox(ev: &Event) -> String {
+    ev.mailbox().unwrap_or_else(|| "(unknown mailbox)".into())
+}
+
+/// `MailAccessType` (`Bind`, `Sync`), in `OperationProperties` or at the root.
+pub fn access_type(ev: &Event) -> Option<String> {
+    ev.name_value("OperationProperties", "MailAccessType")
+        .or_else(|| ev.get_str("MailAccessType"))
+}
+
+/// `IsThrottled`, in `OperationProperties` or at the root.
+pub fn throttled(ev: &Event) -> Option<String> {
+    ev.name_value("OperationProperties", "IsThrottled")
+        .or_else(|| ev.get_str("IsThrottled"))
+}
+
+/// The client (`ClientInfoString`, else the user agent).
+pub fn client(ev: &Event) -> Option<String> {
+    ev.get_str("ClientInfoString")
+        .or_else(|| ev.user_agent.clone())
+}
+
+/// Desktop Outlook: MAPI (`Client=MSExchangeRPC`) on Windows, Outlook for Mac.
+pub fn is_desktop_outlook(client_info: &str) -> bool {
+    let c = client_info.to_ascii_lowercase();
+    c.contains("msexchangerpc")
+        || c.contains("outlook-mac")
+        || c.contains("macoutlook")
+        || c.contains("microsoft outlook")
+}

@@ -1,0 +1,297 @@
+//! `tw-owa-token-for-resource`: OWA `GetAccessTokenForResource` (RecordType
+//! 275 `OWAAuth`) issuances for a session that never signed in, or to an
+//! address that never signed in: how Storm-0558 renewed forged sessions.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use super::{
+    evidence, opt, shard_of, Builtin, Context, Detection, Info, Kinds, Needs, Outcome, Verdict,
+};
+use tokenward_event::timefmt::rfc3339;
+use tokenward_event::{Event, EventKind};
+use tokenward_event::{Rep, Severity};
+
+/// Id, title, requirements.
+pub const INFO: Info = Info {
+    id: "tw-owa-token-for-resource",
+    title: "OWA GetAccessTokenForResource for a session or IP that never signed in",
+    requires: "OWA token-issuance records (RecordType 275 OWAAuth) and Entra sign-in logs",
+};
+
+/// Registration.
+pub const BUILTIN: Builtin = Builtin {
+    info: &INFO,
+    make: |s| Box::new(OwaTokenForResource::new(s.options.owa_chain_min)),
+};
+
+/// Addresses and resources kept per session.
+const KEPT: usize = 16;
+
+struct Issuances {
+    rep: Rep,
+    count: u64,
+    last: Option<OffsetDateTime>,
+    ips: BTreeSet<String>,
+    resources: BTreeSet<String>,
+    session: Option<String>,
+}
+
+/// The detection.
+pub struct OwaTokenForResource {
+    chain_min: u64,
+    records: u64,
+    /// Session (else IP) -> issuances not explained by a sign-in so far.
+    sessions: HashMap<String, Issuances>,
+}
+
+impl OwaTokenForResource {
+    fn new(chain_min: u64) -> OwaTokenForResource {
+        OwaTokenForResource {
+            chain_min,
+            records: 0,
+            sessions: HashMap::new(),
+        }
+    }
+}
+
+/// Whether the event is an OWA token issuance.
+fn is_issuance(ev: &Event) -> bool {
+    let op = ev.operation.as_deref().unwrap_or_default();
+    op.to_ascii_lowercase().contains("accesstokenforresource")
+        || ev.record_type == Some(275)
+        || op.eq_ignore_ascii_case("OWAAuth")
+}
+
+impl Detection for OwaTokenForResource {
+    fn ids(&self) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
+        INFO.ids()
+    }
+
+    fn needs(&self) -> Needs {
+        let mut n = Needs::anchored(
+            Kinds::of(&[EventKind::Audit]),
+            &[
+                "AccessTokenForResource",
+                "AccessTokenforResource",
+                "OWAAuth",
+                "\"RecordType\":275",
+                "\"RecordType\": 275",
+                "\"RecordType\":\"275\"",
+            ],
+            &["SessionId", "ResourceURL", "ResourceUrl", "Resource"],
+        );
+        n.signin_index = true;
+        n
+    }
+
+    fn fork(&self) -> Box<dyn Detection> {
+        Box::new(OwaTokenForResource::new(self.chain_min))
+    }
+
+    fn observe(&mut self, ev: &Event, cx: &Context<'_>) {
+        if !is_issuance(ev) {
+            return;
+        }
+        self.records += 1;
+        let session = ev.session_id.clone().or_else(|| ev.get_str("SessionId"));
+        let ip = ev.client_ip.clone();
+        let known_session = session
+            .as_deref()
+            .is_some_and(|s| cx.signins.has_session(s));
+        let known_ip = ip.as_ref().is_some_and(|i| cx.signins.ips.contains(i));
+        if known_session && known_ip {
+            // Sign-in sets only grow, so this issuance stays explained.
+            return;
+        }
+        let key = session
+            .clone()
+            .or_else(|| ip.clone())
+            .unwrap_or_else(|| "-".into());
+        let a = self.sessions.entry(key).or_insert_with(|| Issuances {
+            rep: Rep::of(ev),
+            count: 0,
+            last: None,
+            ips: BTreeSet::new(),
+            resources: BTreeSet::new(),
+            session: session.clone(),
+        });
+        a.count += 1;
+        a.last = a.last.max(ev.time);
+        if let Some(i) = ip {
+            if a.ips.len() < KEPT {
+                a.ips.insert(i);
+            }
+        }
+        if let Some(r) = ev.first_str(&["ResourceURL", "ResourceUrl", "Resource"]) {
+            if a.resources.len() < KEPT {
+                a.resources.insert(r);
+            }
+        }
+        if Rep::event_earlier(ev, &a.rep) {
+            a.rep = Rep::of(ev);
+        }
+    }
+
+    fn merge(&mut self, shard: Box<dyn Detection>) {
+        let o = shard_of::<OwaTokenForResource>(shard);
+        self.records += o.records;
+        for (k, s) in o.sessions {
+            match self.sessions.get_mut(&k) {
+                Some(m) => {
+                    m.count += s.count;
+                    m.last = m.last.max(s.last);
+                    for i in s.ips {
+                        if m.ips.len() < KEPT {
+                            m.ips.insert(i);
+                        }
+                    }
+                    for r in s.resources {
+                        if m.resources.len() < KEPT {
+                            m.resources.insert(r);
+                        }
+                    }
+                    if s.rep.earlier_than(&m.rep) {
+                        m.rep = s.rep;
+                    }
+                    m.session = m.session.take().or(s.session);
+                }
+                None => {
+                    self.sessions.insert(k, s);
+                }
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome {
+        if self.records == 0 {
+            return Outcome::of(&INFO, Vec::new(), Verdict::Blind("no OWA token-issuance records (RecordType 275 OWAAuth, in the UAL schema since 2024; or operations named GetAccessTokenForResource)".into()));
+        }
+        if cx.signins.signins == 0 {
+            return Outcome::of(
+                &INFO,
+                Vec::new(),
+                Verdict::Blind(
+                    "no Entra sign-in logs given to tell which sessions and IPs signed in".into(),
+                ),
+            );
+        }
+        let mut findings = Vec::new();
+        for (_, a) in self.sessions {
+            let known_session = a
+                .session
+                .as_deref()
+                .is_some_and(|s| cx.signins.has_session(s));
+            let unknown_ips: Vec<&String> = a
+                .ips
+                .iter()
+                .filter(|i| !cx.signins.ips.contains(*i))
+                .collect();
+            if known_session && unknown_ips.is_empty() {
+                continue;
+            }
+            let mut why = Vec::new();
+            if !known_session {
+                why.push("session never signed in".to_string());
+            }
+            if !unknown_ips.is_empty() {
+                why.push("issued to an IP that never signed in".to_string());
+            }
+            if a.count >= self.chain_min {
+                why.push(format!("renewal chain of {} issuances", a.count));
+            }
+            let e = evidence(&[
+                ("session", opt(&a.session)),
+                ("issuances", json!(a.count)),
+                ("ips", json!(a.ips)),
+                ("resources", json!(a.resources)),
+                (
+                    "last_seen",
+                    a.last.map(|t| json!(rfc3339(t))).unwrap_or(Value::Null),
+                ),
+                ("why", json!(why.join("; "))),
+            ]);
+            findings.push(INFO.finding(&a.rep, Severity::High, e));
+        }
+        Outcome::of(&INFO, findings, Verdict::Ok(None))
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{run_with, signins};
+    use crate::{SigninIndex, Status};
+    use serde_json::{json, Value};
+
+    fn owa(minute: u32, session: &str, ip: &str) -> Value {
+        json!({"CreationTime": format!("2023-06-10T10:{minute:02}:00"), "Operation": "GetAccessTokenForResource",
+               "RecordType": 275, "Workload": "Exchange", "UserId": "a@x", "ClientIP": ip,
+               "SessionId": session, "ResourceURL": "https://outlook.office.com"})
+    }
+
+    fn idx() -> SigninIndex {
+        signins(&[
+            json!({"createdDateTime": "2023-06-10T09:00:00Z", "userPrincipalName": "a@x",
+                         "appId": "owa", "ipAddress": "198.51.100.1", "sessionId": "good"}),
+        ])
+    }
+
+    #[test]
+    fn a_renewal_chain_of_a_session_that_never_signed_in_fires() {
+        let det = Box::new(OwaTokenForResource::new(3));
+        let out = run_with(
+            det,
+            &idx(),
+            &[
+                owa(1, "forged", "51.89.156.153"),
+                owa(2, "forged", "51.89.156.153"),
+                owa(3, "forged", "51.89.156.153"),
+            ],
+        );
+        assert_eq!(out.findings.len(), 1);
+        let why = out.findings[0].evidence["why"].as_str().unwrap();
+        assert!(
+            why.contains("session never signed in") && why.contains("renewal chain of 3"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_signed_in_session_from_its_own_address_does_not_fire() {
+        let out = run_with(
+            Box::new(OwaTokenForResource::new(3)),
+            &idx(),
+            &[owa(1, "GOOD", "198.51.100.1")],
+        );
+        assert!(out.findings.is_empty());
+        assert_eq!(out.coverage[0].status, Status::Ok);
+    }
+
+    #[test]
+    fn a_known_session_from_a_new_address_fires() {
+        let out = run_with(
+            Box::new(OwaTokenForResource::new(3)),
+            &idx(),
+            &[owa(1, "good", "203.0.113.9")],
+        );
+        assert_eq!(out.findings.len(), 1);
+    }
+
+    #[test]
+    fn without_sign_ins_it_is_blind() {
+        let out = run_with(
+            Box::new(OwaTokenForResource::new(3)),
+            &SigninIndex::default(),
+            &[owa(1, "x", "203.0.113.9")],
+        );
+        assert_eq!(out.coverage[0].status, Status::Blind);
+    }
+}

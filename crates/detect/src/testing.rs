@@ -1,0 +1,96 @@
+//! Test harness for detections: records go through what the engine does
+//! with them (screened by the detection's anchors, projected to the fields
+//! it declared, routed by kind, observed in two shards that are merged), so
+//! a unit test also proves the declarations complete.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Anchors, Context, Detection, Outcome, RecordStats, SigninIndex};
+use tokenward_event::projection::time_and_workload;
+use tokenward_event::{normalised_paths, Event, Locator, Projected, Projection};
+
+/// A fully parsed event of a JSON record.
+pub fn event(v: Value) -> Event {
+    Event::from_record(v, None, Arc::from("test.jsonl"), Locator::default())
+}
+
+/// A sign-in index of the given sign-in records.
+pub fn signins(records: &[Value]) -> SigninIndex {
+    let mut idx = SigninIndex::default();
+    for r in records {
+        idx.observe(&event(r.clone()));
+    }
+    idx
+}
+
+/// Runs `det` over `records` (with no sign-ins).
+pub fn run(det: Box<dyn Detection>, records: &[Value]) -> Outcome {
+    run_with(det, &SigninIndex::default(), records)
+}
+
+/// Runs `det` over `records`, with `index` as the sign-ins read before.
+pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Value]) -> Outcome {
+    let needs = det.needs();
+    let mut projection = Projection::new(normalised_paths());
+    for f in &needs.fields {
+        projection.add(f);
+    }
+    let projection = Arc::new(projection);
+    let mut stats = RecordStats::default();
+    for r in records {
+        let bytes = serde_json::to_vec(r).expect("JSON");
+        stats.add(time_and_workload(&bytes).1);
+    }
+    let cx = Context {
+        signins: index,
+        records: &stats,
+    };
+    let half = records.len() / 2;
+    for (base, part) in [(0, &records[..half]), (half, &records[half..])] {
+        let mut shard = det.fork();
+        for (i, r) in part.iter().enumerate() {
+            let bytes = serde_json::to_vec(r).expect("JSON");
+            let anchored = match &needs.anchors {
+                Anchors::Every => true,
+                Anchors::AnyOf(lits) => lits
+                    .iter()
+                    .any(|l| memchr::memmem::find(&bytes, l.as_bytes()).is_some()),
+                Anchors::Screen(f) => f(&bytes),
+            };
+            if !anchored {
+                if needs.unparsed_time_and_workload {
+                    let (t, w) = time_and_workload(&bytes);
+                    shard.observe_unparsed(t, w);
+                }
+                continue;
+            }
+            let loc = Locator {
+                line: (base + i) as u64 + 1,
+                record: (base + i) as u64 + 1,
+            };
+            let ev = if needs.whole_record {
+                Event::from_record(r.clone(), None, Arc::from("test.jsonl"), loc)
+            } else {
+                match projection.parse(&bytes).expect("valid JSON") {
+                    Projected::Object(v) => Event::from_projected(
+                        v,
+                        projection.clone(),
+                        None,
+                        Arc::from("test.jsonl"),
+                        loc,
+                    ),
+                    Projected::Full => {
+                        Event::from_record(r.clone(), None, Arc::from("test.jsonl"), loc)
+                    }
+                }
+            };
+            if needs.kinds.contains(ev.kind) {
+                shard.observe(&ev, &cx);
+            }
+        }
+        det.merge(shard);
+    }
+    det.finish(&cx)
+}

@@ -1,0 +1,345 @@
+//! `tw-token-without-signin`: Exchange, SharePoint and OneDrive records
+//! whose token and session no Entra sign-in in the given logs issued.
+//! Forged tokens are never issued by Entra, so they never appear there.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::{json, Value};
+use time::{Duration, OffsetDateTime};
+
+use super::{
+    contains_ignore_ascii_case, evidence, opt, shard_of, Builtin, Context, Detection, Info, Kinds,
+    Needs, Outcome, SigninIndex, Verdict,
+};
+use tokenward_event::timefmt::{parse_timestamp, rfc3339};
+use tokenward_event::{Event, EventKind};
+use tokenward_event::{Rep, Severity};
+
+/// Id, title, requirements.
+pub const INFO: Info = Info {
+    id: "tw-token-without-signin",
+    title: "Audit record with a token no Entra sign-in issued",
+    requires:
+        "audit records with UniqueTokenId/AADSessionId and Entra sign-in logs covering their time",
+};
+
+/// Registration.
+pub const BUILTIN: Builtin = Builtin {
+    info: &INFO,
+    make: |_| Box::new(TokenWithoutSignin::default()),
+};
+
+/// The consumer (MSA) tenant: an enterprise resource should never see it.
+const CONSUMER_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+/// Workloads whose records carry the token that reached them.
+const WORKLOADS: &[&str] = &["exchange", "sharepoint", "onedrive"];
+/// Token ids and operations kept per unexplained session.
+const TOKENS_KEPT: usize = 1000;
+const OPERATIONS_KEPT: usize = 8;
+
+/// An unexplained session (or token without a session).
+struct Candidate {
+    rep: Rep,
+    token: Option<String>,
+    aad_session: Option<String>,
+    exchange_session: Option<String>,
+    issued: Option<OffsetDateTime>,
+    count: u64,
+    last: Option<OffsetDateTime>,
+    workload: String,
+    operations: BTreeSet<String>,
+    tokens: BTreeSet<String>,
+    token_tenant: Option<String>,
+}
+
+/// The detection.
+#[derive(Default)]
+pub struct TokenWithoutSignin {
+    /// Token-bearing records of the workloads above.
+    token_records: u64,
+    /// Of those, explained by a sign-in as they streamed by.
+    joined: u64,
+    candidates: HashMap<String, Candidate>,
+}
+
+impl Detection for TokenWithoutSignin {
+    fn ids(&self) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
+        INFO.ids()
+    }
+
+    fn needs(&self) -> Needs {
+        let mut n = Needs::anchored(
+            Kinds::of(&[EventKind::Audit]),
+            &["UniqueTokenId", "uniqueTokenId", "AADSessionId"],
+            &[
+                "AppAccessContext.UniqueTokenId",
+                "UniqueTokenId",
+                "AppAccessContext.AADSessionId",
+                "AADSessionId",
+                "SessionId",
+                "AppAccessContext.IssuedAtTime",
+                "TokenTenantId",
+            ],
+        );
+        n.signin_index = true;
+        n
+    }
+
+    fn fork(&self) -> Box<dyn Detection> {
+        Box::new(TokenWithoutSignin::default())
+    }
+
+    fn observe(&mut self, ev: &Event, cx: &Context<'_>) {
+        let wl = ev.workload.as_deref().unwrap_or_default();
+        if !WORKLOADS.iter().any(|w| contains_ignore_ascii_case(wl, w)) {
+            return;
+        }
+        let token = ev
+            .get_str("AppAccessContext.UniqueTokenId")
+            .or_else(|| ev.get_str("UniqueTokenId"));
+        let aad = ev
+            .get_str("AppAccessContext.AADSessionId")
+            .or_else(|| ev.get_str("AADSessionId"));
+        if token.is_none() && aad.is_none() {
+            return;
+        }
+        self.token_records += 1;
+        let exch = ev.get_str("SessionId");
+        if cx
+            .signins
+            .issued(token.as_deref(), aad.as_deref(), exch.as_deref())
+        {
+            self.joined += 1;
+            return;
+        }
+        // One finding per session (or per token without one): a forged
+        // session typically carries many tokens.
+        let key = aad.clone().or_else(|| token.clone()).unwrap_or_default();
+        let issued = ev
+            .get_str("AppAccessContext.IssuedAtTime")
+            .and_then(|s| parse_timestamp(&s));
+        let c = self.candidates.entry(key).or_insert_with(|| Candidate {
+            rep: Rep::of(ev),
+            token: token.clone(),
+            aad_session: aad.clone(),
+            exchange_session: exch.clone(),
+            issued,
+            count: 0,
+            last: None,
+            workload: wl.to_string(),
+            operations: BTreeSet::new(),
+            tokens: BTreeSet::new(),
+            token_tenant: ev.get_str("TokenTenantId"),
+        });
+        c.count += 1;
+        c.last = c.last.max(ev.time);
+        if let Some(t) = token {
+            if c.tokens.len() < TOKENS_KEPT {
+                c.tokens.insert(t);
+            }
+        }
+        if c.operations.len() < OPERATIONS_KEPT {
+            if let Some(op) = &ev.operation {
+                c.operations.insert(op.clone());
+            }
+        }
+        if Rep::event_earlier(ev, &c.rep) {
+            c.rep = Rep::of(ev);
+            c.issued = c.issued.or(issued);
+        }
+    }
+
+    fn merge(&mut self, shard: Box<dyn Detection>) {
+        let o = shard_of::<TokenWithoutSignin>(shard);
+        self.token_records += o.token_records;
+        self.joined += o.joined;
+        for (k, c) in o.candidates {
+            match self.candidates.get_mut(&k) {
+                Some(m) => {
+                    m.count += c.count;
+                    m.last = m.last.max(c.last);
+                    for t in c.tokens {
+                        if m.tokens.len() >= TOKENS_KEPT {
+                            break;
+                        }
+                        m.tokens.insert(t);
+                    }
+                    for op in c.operations {
+                        if m.operations.len() >= OPERATIONS_KEPT {
+                            break;
+                        }
+                        m.operations.insert(op);
+                    }
+                    if c.rep.earlier_than(&m.rep) {
+                        m.rep = c.rep;
+                        m.issued = m.issued.or(c.issued);
+                    }
+                }
+                None => {
+                    self.candidates.insert(k, c);
+                }
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome {
+        let idx = cx.signins;
+        if idx.signins == 0 {
+            return Outcome::of(&INFO, Vec::new(), Verdict::Blind("no Entra sign-in logs given: cannot tell issued tokens from forged ones (give interactive and non-interactive sign-ins)".into()));
+        }
+        if self.token_records == 0 {
+            return Outcome::of(&INFO, Vec::new(), Verdict::Blind("no Exchange/SharePoint audit records carry AppAccessContext.UniqueTokenId or AADSessionId".into()));
+        }
+        let (a, b) = idx.range.expect("sign-ins counted");
+        let (mut uncovered, mut judged) = (0u64, self.joined);
+        let mut findings = Vec::new();
+        for (_, c) in self.candidates {
+            // Sign-ins read after the record may explain it.
+            if idx.issued(
+                c.token.as_deref(),
+                c.aad_session.as_deref(),
+                c.exchange_session.as_deref(),
+            ) || c.tokens.iter().any(|t| idx.tokens.contains(t))
+            {
+                judged += c.count;
+                continue;
+            }
+            if !covered(idx, c.rep.time, c.issued) {
+                uncovered += c.count;
+                continue;
+            }
+            judged += c.count;
+            let consumer = c
+                .token_tenant
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case(CONSUMER_TENANT));
+            let mut e = evidence(&[
+                ("UniqueTokenId", opt(&c.token)),
+                ("AADSessionId", opt(&c.aad_session)),
+                ("SessionId", opt(&c.exchange_session)),
+                ("IssuedAtTime", c.issued.map(|t| json!(rfc3339(t))).unwrap_or(Value::Null)),
+                ("workload", json!(c.workload)),
+                ("distinct_tokens", json!(c.tokens.len())),
+                ("operations", json!(c.operations)),
+                ("records", json!(c.count)),
+                ("last_seen", c.last.map(|t| json!(rfc3339(t))).unwrap_or(Value::Null)),
+                ("signin_coverage", json!(format!("{} .. {}", rfc3339(a), rfc3339(b)))),
+                ("why", json!("no sign-in in the given logs issued this token or session; forged tokens are never issued by Entra")),
+            ]);
+            if consumer {
+                e.insert(
+                    "TokenTenantId".into(),
+                    json!(format!("{CONSUMER_TENANT} (consumer MSA tenant)")),
+                );
+            }
+            findings.push(INFO.finding(&c.rep, Severity::High, e));
+        }
+        let note = format!(
+            "sign-ins cover {} .. {}; {} of {} token-bearing records judged, {} outside that coverage",
+            rfc3339(a),
+            rfc3339(b),
+            judged,
+            self.token_records,
+            uncovered
+        );
+        let verdict = if judged == 0 {
+            Verdict::Blind(note)
+        } else {
+            Verdict::Ok(Some(note))
+        };
+        Outcome::of(&INFO, findings, verdict)
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+}
+
+/// Whether the sign-ins cover the time a token was issued: its
+/// `IssuedAtTime`, else up to two hours (a token's lifetime) before the
+/// record.
+fn covered(idx: &SigninIndex, t: Option<OffsetDateTime>, issued: Option<OffsetDateTime>) -> bool {
+    let Some((a, b)) = idx.range else {
+        return false;
+    };
+    match (issued, t) {
+        (Some(i), _) => i >= a && i <= b + Duration::minutes(5),
+        (None, Some(t)) => t - Duration::hours(2) >= a && t <= b + Duration::hours(2),
+        (None, None) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{run_with, signins};
+    use crate::Status;
+    use serde_json::{json, Value};
+
+    fn signin(hour: u32, token: &str, session: &str) -> Value {
+        json!({"createdDateTime": format!("2023-06-10T{hour:02}:00:00Z"), "userPrincipalName": "a@x",
+               "appId": "app", "ipAddress": "198.51.100.1", "uniqueTokenIdentifier": token, "sessionId": session})
+    }
+
+    fn ual(hour: u32, token: &str, session: &str, tenant: &str) -> Value {
+        json!({"CreationTime": format!("2023-06-10T{hour:02}:30:00"), "Operation": "MailItemsAccessed",
+               "Workload": "Exchange", "UserId": "a@x", "TokenTenantId": tenant,
+               "AppAccessContext": {"UniqueTokenId": token, "AADSessionId": session,
+                                    "IssuedAtTime": format!("2023-06-10T{hour:02}:20:00")}})
+    }
+
+    fn idx() -> SigninIndex {
+        signins(&[signin(1, "T1", "S1"), signin(9, "T9", "S9")])
+    }
+
+    #[test]
+    fn a_session_no_sign_in_issued_fires_once_with_its_token_count() {
+        let out = run_with(
+            Box::new(TokenWithoutSignin::default()),
+            &idx(),
+            &[
+                ual(5, "F1", "FORGED", CONSUMER_TENANT),
+                ual(6, "F2", "FORGED", CONSUMER_TENANT),
+            ],
+        );
+        assert_eq!(out.findings.len(), 1);
+        let e = &out.findings[0].evidence;
+        assert_eq!(e["distinct_tokens"], json!(2));
+        assert_eq!(e["records"], json!(2));
+        assert!(e["TokenTenantId"].as_str().unwrap().contains("consumer"));
+    }
+
+    #[test]
+    fn issued_tokens_and_sessions_do_not_fire() {
+        let out = run_with(
+            Box::new(TokenWithoutSignin::default()),
+            &idx(),
+            &[ual(2, "T1", "other", "t"), ual(3, "unknown", "s1", "t")],
+        );
+        assert!(out.findings.is_empty());
+        assert_eq!(out.coverage[0].status, Status::Ok);
+    }
+
+    #[test]
+    fn tokens_issued_outside_the_sign_in_coverage_are_not_judged() {
+        let out = run_with(
+            Box::new(TokenWithoutSignin::default()),
+            &idx(),
+            &[ual(20, "F1", "FORGED", "t")],
+        );
+        assert!(out.findings.is_empty());
+        assert_eq!(out.coverage[0].status, Status::Blind);
+    }
+
+    #[test]
+    fn without_sign_ins_it_is_blind() {
+        let out = run_with(
+            Box::new(TokenWithoutSignin::default()),
+            &SigninIndex::default(),
+            &[ual(5, "F1", "FORGED", "t")],
+        );
+        assert!(out.findings.is_empty());
+        assert_eq!(out.coverage[0].status, Status::Blind);
+    }
+}

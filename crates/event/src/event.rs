@@ -1,0 +1,888 @@
+//! The one event model shared by every input format.
+//!
+//! An [`Event`] keeps the original record as a `serde_json::Value` (with
+//! nested JSON that arrived as strings expanded in place, so
+//! `AuditData.AppAccessContext.UniqueTokenId` is a path like any other) plus
+//! the normalised fields every detection and output needs.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::projection::{Projection, NESTED_DEPTH};
+use crate::timefmt::parse_timestamp;
+use tokenward_logread::Locator;
+use tokenward_net::parse_client_ip;
+
+/// What an event is, independent of the carrier it came in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    /// A Microsoft 365 unified audit log record (any carrier: Management
+    /// Activity API, Purview CSV `AuditData`, Sentinel `OfficeActivity`,
+    /// Defender `CloudAppEvents.RawEventData`).
+    Audit,
+    /// An Entra ID sign-in (interactive, non-interactive, service principal,
+    /// managed identity).
+    SignIn,
+    /// An Entra ID directory audit (`directoryAudit`, `AuditLogs`).
+    DirectoryAudit,
+    /// An Azure Activity (control-plane) record.
+    AzureActivity,
+    /// A request line of the `tokenward gateway` access log.
+    Gateway,
+    /// Anything else (risk detections, configuration snapshots, Windows rows).
+    Other,
+}
+
+impl EventKind {
+    /// Stable lower-case name used in summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Audit => "audit",
+            EventKind::SignIn => "signin",
+            EventKind::DirectoryAudit => "directory-audit",
+            EventKind::AzureActivity => "azure-activity",
+            EventKind::Gateway => "gateway",
+            EventKind::Other => "other",
+        }
+    }
+}
+
+/// One input record, parsed and normalised.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// What the record is.
+    pub kind: EventKind,
+    /// The original record; JSON carried as strings is expanded in place.
+    pub record: Value,
+    /// Key of the object holding the actual audit record inside a wrapper
+    /// (`AuditData`, `RawEventData`, `properties`), looked up before the root.
+    pub inner: Option<&'static str>,
+    /// Event time in UTC.
+    pub time: Option<OffsetDateTime>,
+    /// Acting user, lower-cased (UPNs appear in mixed case in the same log).
+    pub user: Option<String>,
+    /// Client address without port.
+    pub client_ip: Option<String>,
+    /// Application (resource or API) id: `AppId`, `appId`, `ApplicationId`.
+    pub app_id: Option<String>,
+    /// Calling client application id: `ClientAppId`, `AppAccessContext.ClientAppId`.
+    pub client_app_id: Option<String>,
+    /// Entra session: `AppAccessContext.AADSessionId`, Exchange `SessionId`, sign-in `sessionId`.
+    pub session_id: Option<String>,
+    /// Token id: `AppAccessContext.UniqueTokenId`, `UniqueTokenIdentifier`, `uniqueTokenIdentifier`.
+    pub token_id: Option<String>,
+    /// Operation or activity name.
+    pub operation: Option<String>,
+    /// Result (`ResultStatus`, sign-in error code, `result`).
+    pub result: Option<String>,
+    /// Workload / service (`Workload`, `OfficeWorkload`, `category`, table type).
+    pub workload: Option<String>,
+    /// User agent or Exchange `ClientInfoString`.
+    pub user_agent: Option<String>,
+    /// UAL record type as a number when known.
+    pub record_type: Option<u32>,
+    /// File the record came from.
+    pub source_file: Arc<str>,
+    /// Position of the record in that file.
+    pub locator: Locator,
+    /// For a projected event, the fields its record kept: every other
+    /// lookup would answer wrongly, and test and debug builds refuse it.
+    pub projection: Option<Arc<Projection>>,
+}
+
+fn get_ci<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if let Some(v) = m.get(key) {
+        return Some(v);
+    }
+    if EXACT_ONLY.with(|c| c.get()) {
+        return None;
+    }
+    m.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v)
+}
+
+thread_local! {
+    // Set while normalising: candidate field lists are tried with exact
+    // names first, so the case-insensitive scan only runs when no candidate
+    // matched exactly (it dominated the profile otherwise).
+    static EXACT_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn exact_then_ci<T>(f: impl Fn() -> Option<T>) -> Option<T> {
+    EXACT_ONLY.with(|c| c.set(true));
+    let r = f();
+    EXACT_ONLY.with(|c| c.set(false));
+    r.or_else(f)
+}
+
+/// Looks up a dotted path in a JSON value.
+///
+/// Each step matches an object key exactly, then case-insensitively; a key
+/// that itself contains dots is tried whole before the path is split. A
+/// numeric step indexes an array; any other step on an array searches its
+/// elements in order and returns the first hit. Use [`lookup_all`] to get
+/// every hit across arrays.
+pub fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    if path.is_empty() {
+        return Some(v);
+    }
+    match v {
+        Value::Object(m) => {
+            if let Some(x) = get_ci(m, path) {
+                return Some(x);
+            }
+            for (i, _) in path.match_indices('.') {
+                if let Some(child) = get_ci(m, &path[..i]) {
+                    if let Some(r) = lookup(child, &path[i + 1..]) {
+                        return Some(r);
+                    }
+                }
+            }
+            None
+        }
+        Value::Array(a) => {
+            let (head, rest) = path.split_once('.').unwrap_or((path, ""));
+            if let Ok(i) = head.parse::<usize>() {
+                return a.get(i).and_then(|x| lookup(x, rest));
+            }
+            a.iter().find_map(|x| lookup(x, path))
+        }
+        _ => None,
+    }
+}
+
+/// Collects every value reachable by a dotted path, fanning out over arrays
+/// (`Folders.FolderItems.InternetMessageId` yields every message id).
+pub fn lookup_all<'a>(v: &'a Value, path: &str, out: &mut Vec<&'a Value>) {
+    if path.is_empty() {
+        match v {
+            Value::Array(a) => out.extend(a.iter()),
+            _ => out.push(v),
+        }
+        return;
+    }
+    match v {
+        Value::Object(m) => {
+            if let Some(x) = get_ci(m, path) {
+                lookup_all(x, "", out);
+                return;
+            }
+            let (head, rest) = path.split_once('.').unwrap_or((path, ""));
+            if let Some(child) = get_ci(m, head) {
+                lookup_all(child, rest, out);
+            }
+        }
+        Value::Array(a) => {
+            for x in a {
+                lookup_all(x, path, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Renders a scalar JSON value as text (`null`, objects and arrays give `None`).
+pub fn scalar_str(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => {
+            let t = s.trim();
+            (!t.is_empty()).then(|| t.to_string())
+        }
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+impl Event {
+    /// Looks up a dotted path: first in the wrapped audit record (`AuditData`,
+    /// `RawEventData`, `properties`) when there is one, then from the root.
+    pub fn get(&self, path: &str) -> Option<&Value> {
+        self.check_declared(path);
+        if let Some(inner) = self.inner {
+            if let Some(iv) = self.record.get(inner) {
+                if let Some(v) = lookup(iv, path) {
+                    return Some(v);
+                }
+            }
+        }
+        lookup(&self.record, path)
+    }
+
+    /// Test and debug builds: a projected event answers only the paths its
+    /// readers declared (a detection's `Needs::fields`).
+    #[inline]
+    fn check_declared(&self, path: &str) {
+        #[cfg(any(test, debug_assertions))]
+        if let Some(p) = &self.projection {
+            assert!(
+                p.reaches(path),
+                "{path:?} was read but not declared in the reader's Needs::fields"
+            );
+        }
+        #[cfg(not(any(test, debug_assertions)))]
+        let _ = path;
+    }
+
+    /// [`Event::get`] rendered as a trimmed, non-empty string.
+    pub fn get_str(&self, path: &str) -> Option<String> {
+        self.scalar(path).map(Cow::into_owned)
+    }
+
+    /// [`Event::get_str`] borrowed when the value is a string.
+    pub fn scalar(&self, path: &str) -> Option<Cow<'_, str>> {
+        match self.get(path)? {
+            Value::String(s) => nonempty(s).map(Cow::Borrowed),
+            other => scalar_str(other).map(Cow::Owned),
+        }
+    }
+
+    /// Whether [`Event::get`] finds a value (`null` included).
+    pub fn has(&self, path: &str) -> bool {
+        self.get(path).is_some()
+    }
+
+    /// Items a MailItemsAccessed Bind record covers: `OperationCount`, else
+    /// the number of `Folders.FolderItems` (at least one).
+    pub fn bind_items(&self) -> u64 {
+        self.get("OperationCount")
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            })
+            .unwrap_or_else(|| (self.get_all("Folders.FolderItems").len() as u64).max(1))
+    }
+
+    /// The first of several paths that yields a non-empty scalar.
+    pub fn first_str(&self, paths: &[&str]) -> Option<String> {
+        exact_then_ci(|| paths.iter().find_map(|p| self.get_str(p)))
+    }
+
+    /// Every value reachable by a dotted path (inner record and root).
+    pub fn get_all(&self, path: &str) -> Vec<&Value> {
+        self.check_declared(path);
+        let mut out = Vec::new();
+        if let Some(inner) = self.inner {
+            if let Some(iv) = self.record.get(inner) {
+                lookup_all(iv, path, &mut out);
+            }
+        }
+        if out.is_empty() {
+            lookup_all(&self.record, path, &mut out);
+        }
+        out
+    }
+
+    /// Value of a `{Name, Value}` pair in a name/value list such as
+    /// `OperationProperties`, `Parameters` or `ExtendedProperties`
+    /// (names compared case-insensitively).
+    pub fn name_value(&self, list: &str, name: &str) -> Option<String> {
+        let v = self.get(list)?;
+        let Value::Array(items) = v else {
+            return None;
+        };
+        items.iter().find_map(|it| {
+            let n = it
+                .get("Name")
+                .or_else(|| it.get("name"))
+                .and_then(Value::as_str)?;
+            if n.eq_ignore_ascii_case(name) {
+                it.get("Value")
+                    .or_else(|| it.get("value"))
+                    .and_then(scalar_str)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Builds an event from a parsed record: expands JSON carried in strings,
+    /// classifies the record and fills the normalised fields. `hint` is the
+    /// kind the file format suggests, used when the record itself is ambiguous.
+    pub fn from_record(
+        record: Value,
+        hint: Option<EventKind>,
+        source_file: Arc<str>,
+        locator: Locator,
+    ) -> Event {
+        Event::build(record, hint, source_file, locator, None)
+    }
+
+    /// Builds an event from a projected record ([`Projection`]): only the
+    /// declared paths can be looked up.
+    pub fn from_projected(
+        record: Value,
+        projection: Arc<Projection>,
+        hint: Option<EventKind>,
+        source_file: Arc<str>,
+        locator: Locator,
+    ) -> Event {
+        Event::build(record, hint, source_file, locator, Some(projection))
+    }
+
+    fn build(
+        mut record: Value,
+        hint: Option<EventKind>,
+        source_file: Arc<str>,
+        locator: Locator,
+        projection: Option<Arc<Projection>>,
+    ) -> Event {
+        if projection.is_none() {
+            expand_nested(&mut record, NESTED_DEPTH);
+            fold_la_columns(&mut record);
+        }
+        let (kind, inner) = classify(&record, hint);
+        let mut ev = Event {
+            kind,
+            record,
+            inner,
+            time: None,
+            user: None,
+            client_ip: None,
+            app_id: None,
+            client_app_id: None,
+            session_id: None,
+            token_id: None,
+            operation: None,
+            result: None,
+            workload: None,
+            user_agent: None,
+            record_type: None,
+            source_file,
+            locator,
+            projection,
+        };
+        ev.normalise();
+        ev
+    }
+
+    fn normalise(&mut self) {
+        self.time = exact_then_ci(|| {
+            TIME_FIELDS
+                .iter()
+                .filter_map(|p| self.get(p))
+                .find_map(|v| v.as_str().and_then(parse_timestamp))
+        });
+        self.user = self.first_str(USER_FIELDS).map(|u| u.to_lowercase());
+        self.client_ip = exact_then_ci(|| {
+            IP_FIELDS.iter().find_map(|p| {
+                let s = self.get_str(p)?;
+                Some(parse_client_ip(&s).map(|ip| ip.to_string()).unwrap_or(s))
+            })
+        });
+        self.app_id = self.first_str(APP_FIELDS);
+        self.client_app_id = self.first_str(CLIENT_APP_FIELDS);
+        self.session_id = self.first_str(SESSION_FIELDS);
+        self.token_id = self.first_str(TOKEN_FIELDS);
+        self.operation = self.first_str(OPERATION_FIELDS);
+        self.result = match self.first_str(&["status.errorCode"]) {
+            Some(code) if self.kind == EventKind::SignIn => Some(code),
+            _ => self.first_str(RESULT_FIELDS),
+        };
+        self.workload = self.first_str(WORKLOAD_FIELDS);
+        self.user_agent = self.first_str(USER_AGENT_FIELDS).or_else(|| {
+            self.name_value("ExtendedProperties", "UserAgent")
+                .or_else(|| self.key_value("additionalDetails", "User-Agent"))
+        });
+        self.record_type = exact_then_ci(|| self.get("RecordType")).and_then(|v| match v {
+            Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            Value::String(s) => s
+                .trim()
+                .parse()
+                .ok()
+                .or_else(|| record_type_number(s.trim())),
+            _ => None,
+        });
+        if self.kind == EventKind::Gateway {
+            self.normalise_gateway();
+        }
+        if self.kind == EventKind::SignIn {
+            // Sign-ins carry their ids under Graph names; read them after the
+            // UAL names so a UAL record's AppAccessContext wins there.
+            if self.session_id.is_none() {
+                self.session_id = self.first_str(&["sessionId"]);
+            }
+            if self.token_id.is_none() {
+                self.token_id = self.first_str(&["uniqueTokenIdentifier"]);
+            }
+        }
+    }
+
+    /// The gateway's access log names its fields after the token claims
+    /// (docs/gateway.md); the generic lists above would take `oid`-less
+    /// `sub` last and miss `azp`, `sid`, `uti`, so they are set here.
+    /// Gateway events are always full parses (classification needs
+    /// `verdict`, which a narrow event never keeps), so any path may be read.
+    fn normalise_gateway(&mut self) {
+        self.user = self
+            .first_str(&GATEWAY_FIELDS[..2])
+            .map(|u| u.to_lowercase());
+        self.app_id = self.first_str(&GATEWAY_FIELDS[2..5]);
+        // azp/appid name the calling client, which is what UAL's ClientAppId holds.
+        self.client_app_id = self.app_id.clone();
+        self.session_id = self.first_str(&["sid"]);
+        self.token_id = self.first_str(&["uti", "jti"]);
+        self.operation = match (self.get_str("method"), self.get_str("path")) {
+            (Some(m), Some(p)) => Some(format!("{m} {p}")),
+            (m, p) => m.or(p),
+        };
+        self.result = self.get_str("verdict");
+        self.workload = Some("tokenward gateway".into());
+    }
+
+    /// Value of a `{key, value}` pair list (Graph `additionalDetails`).
+    pub fn key_value(&self, list: &str, key: &str) -> Option<String> {
+        let Value::Array(items) = self.get(list)? else {
+            return None;
+        };
+        items.iter().find_map(|it| {
+            let k = it
+                .get("key")
+                .or_else(|| it.get("Key"))
+                .and_then(Value::as_str)?;
+            if k.eq_ignore_ascii_case(key) {
+                it.get("value")
+                    .or_else(|| it.get("Value"))
+                    .and_then(scalar_str)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Mailbox the record is about (`MailboxOwnerUPN`, else the user), lower-cased.
+    pub fn mailbox(&self) -> Option<String> {
+        self.get_str("MailboxOwnerUPN")
+            .map(|s| s.to_lowercase())
+            .or_else(|| self.user.clone())
+    }
+}
+
+const APP_FIELDS: &[&str] = &["AppId", "appId", "ApplicationId", "AppAccessContext.APIId"];
+const CLIENT_APP_FIELDS: &[&str] = &["ClientAppId", "AppAccessContext.ClientAppId", "OAuthAppId"];
+const SESSION_FIELDS: &[&str] = &["AppAccessContext.AADSessionId", "AADSessionId", "SessionId"];
+const TOKEN_FIELDS: &[&str] = &[
+    "AppAccessContext.UniqueTokenId",
+    "UniqueTokenId",
+    "UniqueTokenIdentifier",
+];
+const OPERATION_FIELDS: &[&str] = &[
+    "Operation",
+    "Operations",
+    "activityDisplayName",
+    "ActionType",
+    "OperationNameValue",
+    "operationName",
+    "OperationName",
+];
+const RESULT_FIELDS: &[&str] = &[
+    "ResultStatus",
+    "ResultType",
+    "resultType",
+    "result",
+    "ActivityStatusValue",
+];
+const WORKLOAD_FIELDS: &[&str] = &["Workload", "OfficeWorkload", "category", "Category", "Type"];
+const USER_AGENT_FIELDS: &[&str] = &["ClientInfoString", "UserAgent", "userAgent"];
+/// The gateway access log's claim-named fields, in the order
+/// `normalise_gateway` reads them.
+const GATEWAY_FIELDS: &[&str] = &[
+    "sub",
+    "oid",
+    "azp",
+    "appid",
+    "client_id",
+    "sid",
+    "uti",
+    "jti",
+    "method",
+    "path",
+    "verdict",
+];
+/// Other paths normalisation reads: the sign-in result, user-agent bags,
+/// the record type and the Graph names of sign-in ids.
+const OTHER_NORMALISED: &[&str] = &[
+    "status.errorCode",
+    "ExtendedProperties",
+    "additionalDetails",
+    "RecordType",
+    "sessionId",
+    "uniqueTokenIdentifier",
+];
+/// Root keys [`classify`] reads.
+const CLASSIFY_KEYS: &[&str] = &[
+    "AuditData",
+    "RawEventData",
+    "verdict",
+    "token_sha256_prefix",
+    "Type",
+    "category",
+    "properties",
+    "time",
+    "resourceId",
+    "CreationTime",
+    "Operation",
+    "createdDateTime",
+    "userPrincipalName",
+    "appId",
+    "ipAddress",
+    "status",
+    "uniqueTokenIdentifier",
+    "activityDateTime",
+    "activityDisplayName",
+];
+
+/// Every path classification and normalisation read: a projection keeps
+/// these for every event, whatever else its readers declared.
+pub fn normalised_paths() -> impl Iterator<Item = &'static str> {
+    [
+        TIME_FIELDS,
+        USER_FIELDS,
+        IP_FIELDS,
+        APP_FIELDS,
+        CLIENT_APP_FIELDS,
+        SESSION_FIELDS,
+        TOKEN_FIELDS,
+        OPERATION_FIELDS,
+        RESULT_FIELDS,
+        WORKLOAD_FIELDS,
+        USER_AGENT_FIELDS,
+        GATEWAY_FIELDS,
+        OTHER_NORMALISED,
+        CLASSIFY_KEYS,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+}
+
+/// Trimmed, `None` when empty: how [`scalar_str`] renders a string.
+fn nonempty(s: &str) -> Option<&str> {
+    let t = s.trim();
+    (!t.is_empty()).then_some(t)
+}
+
+/// Time fields in preference order: ISO fields before locale-formatted ones.
+const TIME_FIELDS: &[&str] = &[
+    "CreationTime",
+    "createdDateTime",
+    "activityDateTime",
+    "time",
+    "TimeGenerated",
+    "Timestamp",
+    "eventTimestamp",
+    "CreatedDateTime",
+    "ActivityDateTime",
+    "DetectedDateTime",
+    "CreationDate",
+    "StartTime",
+    "timestamp",
+];
+
+// UPN before `UserId`: sign-in tables put the object id in `UserId`.
+const USER_FIELDS: &[&str] = &[
+    "userPrincipalName",
+    "UserPrincipalName",
+    "UserId",
+    "UserIds",
+    "AccountUpn",
+    "initiatedBy.user.userPrincipalName",
+    "InitiatedBy.user.userPrincipalName",
+    "Caller",
+    "caller",
+    "UserName",
+    "servicePrincipalName",
+    "identity",
+    "sub",
+];
+
+const IP_FIELDS: &[&str] = &[
+    "ClientIP",
+    "ClientIPAddress",
+    "Client_IPAddress",
+    "ActorIpAddress",
+    "ipAddress",
+    "IPAddress",
+    "callerIpAddress",
+    "CallerIpAddress",
+    "InitiatingIpAddress",
+    "initiatedBy.user.ipAddress",
+    "InitiatedBy.user.ipAddress",
+    "client_ip",
+    "src_ip",
+];
+
+/// RecordType names of the UAL enum that matter here (schema doc [S1]).
+pub fn record_type_number(name: &str) -> Option<u32> {
+    const T: &[(&str, u32)] = &[
+        ("ExchangeAdmin", 1),
+        ("ExchangeItem", 2),
+        ("ExchangeItemGroup", 3),
+        ("SharePoint", 4),
+        ("SharePointFileOperation", 6),
+        ("AzureActiveDirectory", 8),
+        ("AzureActiveDirectoryAccountLogon", 9),
+        ("SharePointSharingOperation", 14),
+        ("AzureActiveDirectoryStsLogon", 15),
+        ("SecurityComplianceCenterEOPCmdlet", 18),
+        ("MicrosoftTeams", 25),
+        ("SharePointListOperation", 36),
+        ("SecurityComplianceAlerts", 40),
+        ("ExchangeItemAggregated", 50),
+        ("OWAAuth", 275),
+    ];
+    T.iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|&(_, v)| v)
+}
+
+/// Replaces string values that hold a JSON object or array with the parsed
+/// value (`AuditData`, `Folders`, `OperationProperties`, `Parameters`,
+/// Log Analytics dynamic columns, `modifiedProperties.newValue`, ...).
+pub fn expand_nested(v: &mut Value, depth: u32) {
+    match v {
+        Value::Object(m) => {
+            for (_, x) in m.iter_mut() {
+                expand_value(x, depth);
+            }
+        }
+        Value::Array(a) => {
+            for x in a.iter_mut() {
+                expand_value(x, depth);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// [`expand_nested`] for one value (a string holding JSON is parsed).
+pub(crate) fn expand_value(x: &mut Value, depth: u32) {
+    if let Value::String(s) = x {
+        let t = s.trim_start();
+        if depth > 0 && (t.starts_with('{') || t.starts_with('[')) {
+            if let Ok(parsed) = serde_json::from_str::<Value>(t) {
+                if parsed.is_object() || parsed.is_array() {
+                    *x = parsed;
+                    expand_nested(x, depth - 1);
+                }
+            }
+        }
+    } else {
+        expand_nested(x, depth);
+    }
+}
+
+/// Log Analytics portal exports rename columns: `TimeGenerated [UTC]`, and
+/// dynamic columns split into `X_dynamic` / `X_string`. Expose them under
+/// the table's own names (`TimeGenerated`, `X`) when those are free, so
+/// rules and normalisation see one schema.
+fn fold_la_columns(v: &mut Value) {
+    let Value::Object(m) = v else { return };
+    let renames: Vec<(String, String)> = m
+        .keys()
+        .filter_map(|k| {
+            let base = k
+                .strip_suffix(" [UTC]")
+                .or_else(|| k.strip_suffix("_dynamic"))?;
+            (!base.is_empty() && !m.contains_key(base)).then(|| (k.clone(), base.to_string()))
+        })
+        .collect();
+    for (from, to) in renames {
+        let val = m[&from].clone();
+        let keep = !(val.is_null() || val.as_str().is_some_and(str::is_empty));
+        if keep {
+            m.insert(to, val);
+        } else if let Some(alt) = from
+            .strip_suffix("_dynamic")
+            .map(|b| format!("{b}_string"))
+            .and_then(|s| m.get(&s).cloned())
+        {
+            m.insert(to, alt);
+        }
+    }
+}
+
+fn has(m: &Map<String, Value>, key: &str) -> bool {
+    get_ci(m, key).is_some_and(|v| !v.is_null())
+}
+
+fn str_of<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    get_ci(m, key).and_then(Value::as_str)
+}
+
+/// Decides the event kind and the wrapped-record key from the record's own
+/// keys (logs.md §5), so files that mix tables still classify per record.
+pub fn classify(v: &Value, hint: Option<EventKind>) -> (EventKind, Option<&'static str>) {
+    let Value::Object(m) = v else {
+        return (hint.unwrap_or(EventKind::Other), None);
+    };
+    if m.get("AuditData").is_some_and(Value::is_object) {
+        return (EventKind::Audit, Some("AuditData"));
+    }
+    if m.get("RawEventData").is_some_and(Value::is_object) {
+        return (EventKind::Audit, Some("RawEventData"));
+    }
+    if tokenward_logread::format::is_gateway_record(m) {
+        return (EventKind::Gateway, None);
+    }
+    let table = str_of(m, "Type").unwrap_or("").to_ascii_lowercase();
+    let category = str_of(m, "category").unwrap_or("").to_ascii_lowercase();
+    let inner = m
+        .get("properties")
+        .filter(|p| p.is_object())
+        .map(|_| "properties");
+    if inner.is_some() && has(m, "time") && !category.is_empty() {
+        let k = if category.contains("signinlogs") {
+            EventKind::SignIn
+        } else if category == "auditlogs" {
+            EventKind::DirectoryAudit
+        } else if str_of(m, "resourceId")
+            .is_some_and(|r| r.to_ascii_lowercase().starts_with("/subscriptions/"))
+        {
+            EventKind::AzureActivity
+        } else {
+            EventKind::Other
+        };
+        return (k, inner);
+    }
+    let by_table = match table.as_str() {
+        "officeactivity" | "cloudappevents" => Some(EventKind::Audit),
+        t if t.contains("signinlogs") => Some(EventKind::SignIn),
+        "auditlogs" => Some(EventKind::DirectoryAudit),
+        "azureactivity" => Some(EventKind::AzureActivity),
+        // Unknown tables fall through to the shape checks below.
+        _ => None,
+    };
+    if let Some(k) = by_table {
+        return (k, None);
+    }
+    if has(m, "CreationTime") && has(m, "Operation") {
+        return (EventKind::Audit, None);
+    }
+    if has(m, "createdDateTime")
+        && (has(m, "userPrincipalName") || has(m, "appId"))
+        && (get_ci(m, "ipAddress").is_some()
+            || get_ci(m, "status").is_some()
+            || get_ci(m, "uniqueTokenIdentifier").is_some())
+    {
+        return (EventKind::SignIn, None);
+    }
+    if has(m, "activityDateTime") && has(m, "activityDisplayName") {
+        return (EventKind::DirectoryAudit, None);
+    }
+    if category.contains("signinlogs") {
+        return (EventKind::SignIn, None);
+    }
+    (hint.unwrap_or(EventKind::Other), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dotted_lookup() {
+        let v = json!({"AuditData": {"AppAccessContext": {"UniqueTokenId": "abc"}},
+                       "Folders": [{"Path": "\\Inbox", "FolderItems": [{"Id": 1}, {"Id": 2}]}],
+                       "a.b": 5, "Mixed": {"CaseKey": true}});
+        assert_eq!(
+            lookup(&v, "AuditData.AppAccessContext.UniqueTokenId"),
+            Some(&json!("abc"))
+        );
+        assert_eq!(
+            lookup(&v, "auditdata.appaccesscontext.uniquetokenid"),
+            Some(&json!("abc"))
+        );
+        assert_eq!(lookup(&v, "a.b"), Some(&json!(5)));
+        assert_eq!(lookup(&v, "Folders.0.Path"), Some(&json!("\\Inbox")));
+        assert_eq!(lookup(&v, "Folders.Path"), Some(&json!("\\Inbox")));
+        let mut all = Vec::new();
+        lookup_all(&v, "Folders.FolderItems.Id", &mut all);
+        assert_eq!(all, vec![&json!(1), &json!(2)]);
+        assert_eq!(lookup(&v, "mixed.casekey"), Some(&json!(true)));
+        assert_eq!(lookup(&v, "missing.path"), None);
+    }
+
+    /// The normalised fields of an event depend only on the paths in
+    /// `normalised_paths`: a projection to them alone normalises every
+    /// export shape exactly as the full record does.
+    #[test]
+    fn projected_events_normalise_like_full_ones() {
+        let shapes = [
+            r#"{"RecordId":"1","CreationDate":"9/20/2023 4:05:03 AM","Operation":"MailItemsAccessed","AuditData":"{\"CreationTime\":\"2023-09-20T04:05:03\",\"Operation\":\"MailItemsAccessed\",\"Workload\":\"Exchange\",\"UserId\":\"Alice@Contoso.com\",\"ClientIPAddress\":\"[2001:db8::5]:443\",\"AppAccessContext\":{\"AADSessionId\":\"s1\",\"UniqueTokenId\":\"t1\",\"ClientAppId\":\"c\"},\"RecordType\":50,\"ClientInfoString\":\"Client=REST\"}"}"#,
+            r#"{"id":"x","createdDateTime":"2023-06-10T10:00:00Z","userPrincipalName":"B@x","appId":"a","ipAddress":"198.51.100.1","status":{"errorCode":50126},"uniqueTokenIdentifier":"T","sessionId":"S","userAgent":"UA","noise":[1,2,3]}"#,
+            r#"{"time":"2023-06-10T10:00:00Z","category":"NonInteractiveUserSignInLogs","resourceId":"/tenants/x","operationName":"Sign-in activity","callerIpAddress":"203.0.113.1","properties":{"userPrincipalName":"c@x","appId":"a","ipAddress":"203.0.113.1","uniqueTokenIdentifier":"U","sessionId":"S2","status":{"errorCode":0},"additionalDetails":[{"key":"User-Agent","value":"curl"}]}}"#,
+            r#"{"time":"2023-06-10T10:00:00Z","client_ip":"203.0.113.5","verdict":"rejected","token_sha256_prefix":"00ff","sub":"Victim","azp":"app","sid":"s","uti":"u","method":"GET","path":"/api"}"#,
+            r#"{"TimeGenerated":"2021-04-28T15:05:26Z","Type":"OfficeActivity","OfficeWorkload":"Exchange","Operation":"Send","UserId":"d@x","ClientIP":"1.2.3.4:5","ExtendedProperties":[{"Name":"UserAgent","Value":"Mozilla"}],"ResultStatus":"Succeeded"}"#,
+            r#"{"activityDateTime":"2021-08-02T13:25:12Z","activityDisplayName":"Update application","initiatedBy":{"user":{"userPrincipalName":"E@x","ipAddress":"192.0.2.1"}},"result":"success"}"#,
+        ];
+        let p = Arc::new(Projection::new(normalised_paths()));
+        for s in shapes {
+            let full = Event::from_record(
+                serde_json::from_str(s).unwrap(),
+                None,
+                Arc::from("f"),
+                Locator::default(),
+            );
+            let crate::projection::Projected::Object(v) = p.parse(s.as_bytes()).unwrap() else {
+                panic!("{s}")
+            };
+            let proj =
+                Event::from_projected(v, p.clone(), None, Arc::from("f"), Locator::default());
+            let norm = |e: &Event| {
+                format!(
+                    "{:?} {:?}",
+                    (
+                        e.kind,
+                        e.inner,
+                        e.time,
+                        &e.user,
+                        &e.client_ip,
+                        &e.app_id,
+                        &e.client_app_id
+                    ),
+                    (
+                        &e.session_id,
+                        &e.token_id,
+                        &e.operation,
+                        &e.result,
+                        &e.workload,
+                        &e.user_agent,
+                        e.record_type
+                    ),
+                )
+            };
+            assert_eq!(norm(&full), norm(&proj), "{s}");
+        }
+    }
+
+    #[test]
+    fn nested_strings_expand_and_normalise() {
+        let rec = json!({
+            "RecordId": "1", "CreationDate": "9/20/2023 4:05:03 AM", "Operation": "MailItemsAccessed",
+            "AuditData": "{\"CreationTime\":\"2023-09-20T04:05:03\",\"Operation\":\"MailItemsAccessed\",\"UserId\":\"Alice@Contoso.com\",\"ClientIPAddress\":\"[2001:db8::5]:443\",\"AppAccessContext\":{\"AADSessionId\":\"s1\",\"UniqueTokenId\":\"t1\"},\"OperationProperties\":\"[{\\\"Name\\\":\\\"MailAccessType\\\",\\\"Value\\\":\\\"Bind\\\"}]\",\"RecordType\":50}"
+        });
+        let ev = Event::from_record(rec, None, Arc::from("f"), Locator { line: 2, record: 1 });
+        assert_eq!(ev.kind, EventKind::Audit);
+        assert_eq!(ev.user.as_deref(), Some("alice@contoso.com"));
+        assert_eq!(ev.client_ip.as_deref(), Some("2001:db8::5"));
+        assert_eq!(ev.session_id.as_deref(), Some("s1"));
+        assert_eq!(ev.token_id.as_deref(), Some("t1"));
+        assert_eq!(ev.record_type, Some(50));
+        assert_eq!(
+            ev.name_value("OperationProperties", "mailaccesstype")
+                .as_deref(),
+            Some("Bind")
+        );
+        assert_eq!(
+            crate::timefmt::rfc3339(ev.time.unwrap()),
+            "2023-09-20T04:05:03Z"
+        );
+        assert_eq!(ev.locator.to_string(), "record 1 (line 2)");
+    }
+}

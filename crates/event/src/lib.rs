@@ -1,0 +1,21 @@
+//! The event model: one [`Event`] per record whatever the export format,
+//! projected to the fields its readers declared ([`projection`]), and the
+//! [`Finding`]s and [`Coverage`] detections report about events.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod event;
+pub mod finding;
+pub mod projection;
+pub mod timefmt;
+
+pub use event::{classify, lookup, lookup_all, normalised_paths, Event, EventKind};
+pub use finding::{Coverage, Finding, Rep, Severity, Status};
+pub use projection::{Projected, Projection};
+pub use tokenward_logread::{Format, Locator};
+
+/// The kind of record a file format implies when a record does not say.
+pub fn kind_hint(format: Format) -> Option<EventKind> {
+    format.holds_audit_records().then_some(EventKind::Audit)
+}

@@ -1,0 +1,536 @@
+//! Projection: a record parsed for the fields its readers declared, and
+//! nothing else.
+//!
+//! A [`Projection`] is built from dotted paths (the union of what the
+//! normalisation and the detections a record is routed to declared). One
+//! pass over the record's bytes keeps the object keys on those paths,
+//! matched ignoring ASCII case as [`crate::event::lookup`] matches them,
+//! and skips every other value without building it. JSON carried in a
+//! string (`AuditData`, `OperationProperties`, Log Analytics dynamic
+//! columns) is parsed the same way when a path goes through it, so a
+//! lookup of any declared path answers exactly as on the full record.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::event::expand_value;
+
+/// Keys under which exports wrap the actual record; every path is also
+/// looked up inside them ([`crate::event::Event::get`]).
+pub const WRAPPERS: [&str; 3] = ["AuditData", "RawEventData", "properties"];
+
+/// How many levels of JSON-in-a-string are expanded, as for full records.
+pub const NESTED_DEPTH: u32 = 3;
+
+#[derive(Clone, Debug)]
+enum Slot {
+    /// Keep the value whole.
+    Whole,
+    /// Keep only the listed keys inside.
+    Inner(Box<Node>),
+}
+
+#[derive(Clone, Debug, Default)]
+struct Node {
+    /// Lower-cased key and what to keep of its value.
+    keys: Vec<(String, Slot)>,
+    /// Indices into `keys` by key length: most record keys fail on length.
+    by_len: HashMap<usize, Vec<usize>>,
+}
+
+impl Node {
+    fn find(&self, key: &str) -> Option<&Slot> {
+        let ids = self.by_len.get(&key.len())?;
+        ids.iter()
+            .map(|&i| &self.keys[i])
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, s)| s)
+    }
+
+    fn slot_mut(&mut self, key: &str) -> &mut Slot {
+        let lower = key.to_ascii_lowercase();
+        if let Some(i) = self.keys.iter().position(|(k, _)| *k == lower) {
+            return &mut self.keys[i].1;
+        }
+        self.by_len
+            .entry(lower.len())
+            .or_default()
+            .push(self.keys.len());
+        self.keys.push((lower, Slot::Inner(Box::default())));
+        &mut self.keys.last_mut().expect("just pushed").1
+    }
+
+    /// Adds a path the way [`crate::event::lookup`] walks it: the whole
+    /// path as one key, and every dotted prefix as a key with the rest of
+    /// the path below it.
+    fn insert(&mut self, path: &str) {
+        if path.is_empty() {
+            return;
+        }
+        // A numeric step indexes an array whose elements are projected
+        // with the array's own node: keep such arrays whole.
+        let mut segs = path.split('.');
+        if let Some(pos) = segs.position(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        {
+            let whole: Vec<&str> = path.split('.').take(pos).collect();
+            if whole.is_empty() {
+                return;
+            }
+            self.insert_whole(&whole.join("."));
+            return;
+        }
+        self.insert_whole(path);
+        for (i, _) in path.match_indices('.') {
+            let slot = self.slot_mut(&path[..i]);
+            if let Slot::Inner(n) = slot {
+                n.insert(&path[i + 1..]);
+            }
+        }
+    }
+
+    fn insert_whole(&mut self, path: &str) {
+        *self.slot_mut(path) = Slot::Whole;
+        for (i, _) in path.match_indices('.') {
+            if let Slot::Inner(n) = self.slot_mut(&path[..i]) {
+                n.insert_whole(&path[i + 1..]);
+            }
+        }
+    }
+
+    fn reaches(&self, path: &str) -> bool {
+        if matches!(self.find(path), Some(Slot::Whole)) {
+            return true;
+        }
+        path.match_indices('.')
+            .any(|(i, _)| match self.find(&path[..i]) {
+                Some(Slot::Whole) => true,
+                Some(Slot::Inner(n)) => n.reaches(&path[i + 1..]),
+                None => false,
+            })
+    }
+}
+
+/// The fields to keep of a record.
+#[derive(Clone, Debug, Default)]
+pub struct Projection {
+    root: Node,
+}
+
+/// What projecting a record's bytes gave.
+#[derive(Debug)]
+pub enum Projected {
+    /// The kept fields of a JSON object.
+    Object(Value),
+    /// Not something a projection can answer for: an envelope of records,
+    /// renamed Log Analytics columns, or not a JSON object. Parse it in full.
+    Full,
+}
+
+impl Projection {
+    /// A projection keeping `paths`, each looked up from the root and
+    /// inside every wrapper ([`WRAPPERS`]).
+    pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Projection {
+        let mut p = Projection::default();
+        for path in paths {
+            p.add(path);
+        }
+        p
+    }
+
+    /// Adds one path.
+    pub fn add(&mut self, path: &str) {
+        self.root.insert(path);
+        for w in WRAPPERS {
+            if let Slot::Inner(n) = self.root.slot_mut(w) {
+                n.insert(path);
+            }
+        }
+    }
+
+    /// Whether a lookup of `path` on a projected record answers as on the
+    /// full record (the path, or a prefix of it, is kept whole).
+    pub fn reaches(&self, path: &str) -> bool {
+        self.root.reaches(path)
+    }
+
+    /// Projects a JSON object given as bytes. Errors are the JSON errors a
+    /// full parse would also meet.
+    pub fn parse(&self, bytes: &[u8]) -> Result<Projected, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let out = de.deserialize_any(RootVisitor { node: &self.root })?;
+        de.end()?;
+        Ok(out)
+    }
+
+    /// Projects a record already split into named text columns (CSV).
+    /// Columns that [`forces_full`] are the caller's to avoid.
+    pub fn project_columns(&self, row: Map<String, Value>) -> Value {
+        let mut out = Map::new();
+        for (k, v) in row {
+            match self.root.find(&k) {
+                Some(Slot::Whole) => {
+                    let mut v = v;
+                    expand_value(&mut v, NESTED_DEPTH);
+                    out.insert(k, v);
+                }
+                Some(Slot::Inner(n)) => {
+                    let v = match v {
+                        Value::String(s) => project_str(s, n, NESTED_DEPTH),
+                        other => other,
+                    };
+                    out.insert(k, v);
+                }
+                None => {}
+            }
+        }
+        Value::Object(out)
+    }
+}
+
+/// Keys that change what a record is: envelopes of records and renamed
+/// Log Analytics columns, which the full parse folds.
+pub fn forces_full(k: &str) -> bool {
+    k == "records" || k == "value" || k.ends_with(" [UTC]") || k.ends_with("_dynamic")
+}
+
+/// A string value on a projected path: JSON inside is projected with the
+/// path's node, as a full parse would have expanded it.
+fn project_str(s: String, node: &Node, depth: u32) -> Value {
+    let t = s.trim_start();
+    if depth > 0 && (t.starts_with('{') || t.starts_with('[')) {
+        let mut de = serde_json::Deserializer::from_str(t);
+        let parsed = NodeSeed {
+            node,
+            depth: depth - 1,
+        }
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|_| v));
+        if let Ok(v) = parsed {
+            if v.is_object() || v.is_array() {
+                return v;
+            }
+        }
+    }
+    Value::String(s)
+}
+
+struct RootVisitor<'a> {
+    node: &'a Node,
+}
+
+impl<'de> Visitor<'de> for RootVisitor<'_> {
+    type Value = Projected;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Projected, A::Error> {
+        let mut out = Map::new();
+        let mut full = false;
+        while let Some(key) = a.next_key::<Key<'de>>()? {
+            let k = key.0;
+            full |= forces_full(&k);
+            if full {
+                a.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            keep(&mut a, &mut out, self.node, k, NESTED_DEPTH)?;
+        }
+        Ok(if full {
+            Projected::Full
+        } else {
+            Projected::Object(Value::Object(out))
+        })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Projected, A::Error> {
+        while a.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Projected::Full)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Projected, E> {
+        Ok(Projected::Full)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Projected, E> {
+        Ok(Projected::Full)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Projected, E> {
+        Ok(Projected::Full)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Projected, E> {
+        Ok(Projected::Full)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Projected, E> {
+        Ok(Projected::Full)
+    }
+    fn visit_unit<E>(self) -> Result<Projected, E> {
+        Ok(Projected::Full)
+    }
+}
+
+/// Reads the value of key `k` into `out` when the node keeps it.
+fn keep<'de, A: MapAccess<'de>>(
+    a: &mut A,
+    out: &mut Map<String, Value>,
+    node: &Node,
+    k: std::borrow::Cow<'de, str>,
+    depth: u32,
+) -> Result<(), A::Error> {
+    match node.find(&k) {
+        Some(Slot::Whole) => {
+            let mut v = a.next_value::<Value>()?;
+            expand_value(&mut v, depth);
+            out.insert(k.into_owned(), v);
+        }
+        Some(Slot::Inner(n)) => {
+            let v = a.next_value_seed(NodeSeed { node: n, depth })?;
+            out.insert(k.into_owned(), v);
+        }
+        None => {
+            a.next_value::<IgnoredAny>()?;
+        }
+    }
+    Ok(())
+}
+
+/// A value below a kept key: objects keep their node's keys, arrays
+/// project each element, strings holding JSON are projected too.
+struct NodeSeed<'a> {
+    node: &'a Node,
+    depth: u32,
+}
+
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NodeSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = a.next_key::<Key<'de>>()? {
+            keep(&mut a, &mut out, self.node, key.0, self.depth)?;
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = a.next_element_seed(NodeSeed {
+            node: self.node,
+            depth: self.depth,
+        })? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(project_str(s.to_string(), self.node, self.depth))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(project_str(s, self.node, self.depth))
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+}
+
+/// An object key, borrowed from the input when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+fn time_finders() -> &'static [memchr::memmem::Finder<'static>; 4] {
+    static F: std::sync::OnceLock<[memchr::memmem::Finder<'static>; 4]> =
+        std::sync::OnceLock::new();
+    F.get_or_init(|| {
+        [
+            memchr::memmem::Finder::new(b"\"CreationTime\""),
+            memchr::memmem::Finder::new(b"\"TimeGenerated\""),
+            memchr::memmem::Finder::new(b"\"time\""),
+            memchr::memmem::Finder::new(b"\"Timestamp\""),
+        ]
+    })
+}
+
+fn workload_finder() -> &'static memchr::memmem::Finder<'static> {
+    static F: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+    F.get_or_init(|| memchr::memmem::Finder::new(b"Workload\""))
+}
+
+/// The string value following a key match: skips `:` and spaces, expects a quote.
+fn string_after(b: &[u8], mut i: usize) -> Option<&str> {
+    while i < b.len() && (b[i] == b' ' || b[i] == b':' || b[i] == b'\t') {
+        i += 1;
+    }
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let s = i + 1;
+    let e = s + memchr::memchr(b'"', &b[s..])?;
+    std::str::from_utf8(&b[s..e]).ok()
+}
+
+/// The smallest projection: a JSON record's time (`CreationTime`,
+/// `TimeGenerated`, `time`, `Timestamp`) and workload (`...Workload`) read
+/// off its bytes with a search, without parsing it, for records nobody
+/// needs parsed.
+pub fn time_and_workload(b: &[u8]) -> (Option<time::OffsetDateTime>, Option<&str>) {
+    let mut time = None;
+    for finder in time_finders() {
+        if let Some(p) = finder.find(b) {
+            time = string_after(b, p + finder.needle().len())
+                .and_then(crate::timefmt::parse_timestamp);
+            if time.is_some() {
+                break;
+            }
+        }
+    }
+    let f = workload_finder();
+    let wl = f
+        .find(b)
+        .and_then(|p| string_after(b, p + f.needle().len()));
+    (time, wl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::lookup;
+    use serde_json::json;
+
+    fn full(b: &str) -> Value {
+        let mut v: Value = serde_json::from_str(b).unwrap();
+        crate::event::expand_nested(&mut v, NESTED_DEPTH);
+        v
+    }
+
+    #[test]
+    fn declared_paths_answer_as_on_the_full_record() {
+        let rec = r#"{"CreationTime":"2023-06-19T01:30:00","Operation":"MailItemsAccessed","Skip":{"deep":[1,{"a":"b"}]},"clientip":"51.89.156.153","OperationProperties":"[{\"Name\":\"MailAccessType\",\"Value\":\"Bind\"}]","AppAccessContext":{"AADSessionId":"s1","UniqueTokenId":"t1","Other":"x"},"Folders":[{"Path":"\\Inbox","FolderItems":[{"Id":1},{"Id":2}]}],"a.b":5,"AuditData":"{\"UserId\":\"u@x\",\"Noise\":[1,2,3]}"}"#;
+        let paths = [
+            "CreationTime",
+            "ClientIP",
+            "OperationProperties",
+            "AppAccessContext.UniqueTokenId",
+            "Folders.FolderItems",
+            "Folders.0.Path",
+            "a.b",
+            "UserId",
+        ];
+        let p = Projection::new(paths);
+        let Projected::Object(v) = p.parse(rec.as_bytes()).unwrap() else {
+            panic!("an object projects")
+        };
+        let f = full(rec);
+        for path in paths.iter().chain(&["AuditData.UserId"]) {
+            assert!(p.reaches(path), "{path}");
+            assert_eq!(lookup(&v, path), lookup(&f, path), "{path}");
+        }
+        assert!(v.get("Skip").is_none());
+        assert!(lookup(&v, "AppAccessContext.Other").is_none());
+        assert!(lookup(&v, "AuditData.Noise").is_none());
+        assert!(!p.reaches("Skip"));
+        assert!(!p.reaches("AppAccessContext.Other"));
+    }
+
+    #[test]
+    fn envelopes_columns_and_non_objects_take_the_full_parse() {
+        let p = Projection::new(["CreationTime"]);
+        for b in [
+            r#"{"value":[]}"#,
+            r#"{"A [UTC]":"x"}"#,
+            "[1]",
+            "3",
+            r#""s""#,
+        ] {
+            assert!(
+                matches!(p.parse(b.as_bytes()).unwrap(), Projected::Full),
+                "{b}"
+            );
+        }
+        assert!(p.parse(br#"{"a":1"#).is_err());
+        assert!(p.parse(br#"{"a":1} x"#).is_err());
+    }
+
+    #[test]
+    fn columns_project_json_cells() {
+        let p = Projection::new(["AppAccessContext.UniqueTokenId", "Operation"]);
+        let mut row = Map::new();
+        row.insert("Operation".into(), json!("MailItemsAccessed"));
+        row.insert("Noise".into(), json!("x"));
+        row.insert(
+            "AuditData".into(),
+            json!(r#"{"AppAccessContext":{"UniqueTokenId":"t9","X":1},"Y":2}"#),
+        );
+        let v = p.project_columns(row);
+        assert_eq!(
+            v,
+            json!({"Operation":"MailItemsAccessed","AuditData":{"AppAccessContext":{"UniqueTokenId":"t9"}}})
+        );
+    }
+
+    #[test]
+    fn time_and_workload_off_the_bytes() {
+        let (t, w) = time_and_workload(
+            br#"{"Id":"1","CreationTime": "2023-06-10T10:00:00","Workload":"Exchange"}"#,
+        );
+        assert_eq!(
+            t.map(crate::timefmt::rfc3339).as_deref(),
+            Some("2023-06-10T10:00:00Z")
+        );
+        assert_eq!(w, Some("Exchange"));
+        let (t, w) = time_and_workload(br#"{"TimeGenerated":"bad","time":"2023-06-10T10:00:00Z","OfficeWorkload":"SharePoint"}"#);
+        assert!(
+            t.is_some(),
+            "an unparseable time field falls through to the next"
+        );
+        assert_eq!(w, Some("SharePoint"));
+        assert_eq!(time_and_workload(b"{}"), (None, None));
+    }
+}

@@ -1,0 +1,348 @@
+//! Finding input files, undoing compression and text encodings, and sniffing
+//! each file's format from its first bytes.
+
+use std::fs::File;
+use std::io::{self, Cursor, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::format::{csv_format, json_format, Container, Format};
+use crate::split::{first_csv_header, JsonSplitter, Piece};
+
+/// Extensions read when walking a directory; files named explicitly are
+/// always read, whatever their name.
+const LOG_EXTENSIONS: &[&str] = &["json", "jsonl", "ndjson", "csv", "log", "txt", "gz", "tsv"];
+
+/// Expands the given paths into files: directories recursively (sorted, so
+/// runs are reproducible), keeping only log-like extensions there. Returns
+/// the files and the directory entries that were skipped.
+pub fn discover(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>, Vec<(PathBuf, String)>) {
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    let mut errors = Vec::new();
+    for p in inputs {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => walk(p, &mut files, &mut skipped, &mut errors),
+            Ok(_) => files.push(p.clone()),
+            Err(e) => errors.push((p.clone(), e.to_string())),
+        }
+    }
+    (files, skipped, errors)
+}
+
+fn walk(
+    dir: &Path,
+    files: &mut Vec<PathBuf>,
+    skipped: &mut Vec<PathBuf>,
+    errors: &mut Vec<(PathBuf, String)>,
+) {
+    let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(e) => {
+            errors.push((dir.to_path_buf(), e.to_string()));
+            return;
+        }
+    };
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk(&p, files, skipped, errors);
+        } else {
+            let ext = p
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(|e| e.to_ascii_lowercase())
+                .unwrap_or_default();
+            if LOG_EXTENSIONS.contains(&ext.as_str()) {
+                files.push(p);
+            } else {
+                skipped.push(p);
+            }
+        }
+    }
+}
+
+/// Counts bytes read from the underlying file, for progress reporting.
+struct Counting<R> {
+    inner: R,
+    counter: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Transcodes UTF-16 (with the BOM already removed) to UTF-8, streaming.
+struct Utf16ToUtf8<R> {
+    inner: R,
+    big_endian: bool,
+    pending: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    eof: bool,
+}
+
+impl<R: Read> Read for Utf16ToUtf8<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.out_pos >= self.out.len() {
+            if self.eof {
+                return Ok(0);
+            }
+            self.out.clear();
+            self.out_pos = 0;
+            let mut raw = vec![0u8; 64 * 1024];
+            let n = self.inner.read(&mut raw)?;
+            if n == 0 {
+                self.eof = true;
+                if !self.pending.is_empty() {
+                    // An odd trailing byte or lone surrogate: keep it visible.
+                    self.out.extend_from_slice("\u{FFFD}".as_bytes());
+                    self.pending.clear();
+                }
+                continue;
+            }
+            self.pending.extend_from_slice(&raw[..n]);
+            let even = self.pending.len() & !1;
+            let mut units: Vec<u16> = self.pending[..even]
+                .chunks_exact(2)
+                .map(|c| {
+                    if self.big_endian {
+                        u16::from_be_bytes([c[0], c[1]])
+                    } else {
+                        u16::from_le_bytes([c[0], c[1]])
+                    }
+                })
+                .collect();
+            // Keep a trailing high surrogate for the next chunk.
+            let mut keep = self.pending.len() - even;
+            if let Some(&last) = units.last() {
+                if (0xD800..0xDC00).contains(&last) {
+                    units.pop();
+                    keep += 2;
+                }
+            }
+            for c in char::decode_utf16(units.iter().copied()) {
+                let ch = c.unwrap_or('\u{FFFD}');
+                let mut tmp = [0u8; 4];
+                self.out
+                    .extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
+            }
+            let start = self.pending.len() - keep;
+            self.pending.drain(..start);
+        }
+        let n = buf.len().min(self.out.len() - self.out_pos);
+        buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
+        self.out_pos += n;
+        Ok(n)
+    }
+}
+
+fn read_up_to<R: Read + ?Sized>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(n);
+    r.take(n as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Text encoding found at the start of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// UTF-8 without a byte-order mark.
+    Utf8,
+    /// UTF-8 with a byte-order mark.
+    Utf8Bom,
+    /// UTF-16 little-endian with a BOM.
+    Utf16Le,
+    /// UTF-16 big-endian with a BOM.
+    Utf16Be,
+}
+
+/// A decoded input stream (gzip undone, BOM stripped, UTF-16 transcoded).
+pub struct Opened {
+    /// The UTF-8 byte stream.
+    pub reader: Box<dyn Read + Send>,
+    /// Whether the file was gzip-compressed.
+    pub gzip: bool,
+    /// The text encoding found.
+    pub encoding: Encoding,
+}
+
+/// Opens a file and returns its decoded UTF-8 stream.
+pub fn open(path: &Path, counter: Arc<AtomicU64>) -> io::Result<Opened> {
+    let file = File::open(path)?;
+    let mut raw: Box<dyn Read + Send> = Box::new(Counting {
+        inner: file,
+        counter,
+    });
+    let magic = read_up_to(&mut raw, 2)?;
+    let gzip = magic == [0x1f, 0x8b];
+    let mut stream: Box<dyn Read + Send> = Box::new(Cursor::new(magic).chain(raw));
+    if gzip {
+        stream = Box::new(flate2::read::MultiGzDecoder::new(stream));
+    }
+    let head = read_up_to(&mut stream, 3)?;
+    let (encoding, skip) = match head.as_slice() {
+        [0xEF, 0xBB, 0xBF, ..] => (Encoding::Utf8Bom, 3),
+        [0xFF, 0xFE, ..] => (Encoding::Utf16Le, 2),
+        [0xFE, 0xFF, ..] => (Encoding::Utf16Be, 2),
+        _ => (Encoding::Utf8, 0),
+    };
+    let rest = head[skip..].to_vec();
+    let stream: Box<dyn Read + Send> = Box::new(Cursor::new(rest).chain(stream));
+    let reader: Box<dyn Read + Send> = match encoding {
+        Encoding::Utf16Le | Encoding::Utf16Be => Box::new(Utf16ToUtf8 {
+            inner: stream,
+            big_endian: encoding == Encoding::Utf16Be,
+            pending: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            eof: false,
+        }),
+        _ => stream,
+    };
+    Ok(Opened {
+        reader,
+        gzip,
+        encoding,
+    })
+}
+
+/// What sniffing found out about a file.
+#[derive(Clone, Debug)]
+pub struct Sniffed {
+    /// The format name.
+    pub format: Format,
+    /// How to split it into records.
+    pub container: Container,
+    /// CSV delimiter.
+    pub delimiter: u8,
+    /// The file's first record (the first element of a `value`/`records`
+    /// envelope), when sniffing could parse one: what the file holds.
+    pub first_record: Option<serde_json::Value>,
+    /// A CSV file whose first row is a sign-in (`SigninLogs` in its
+    /// `Category`/`Type` column).
+    pub signin_rows: bool,
+}
+
+/// Why a file could not be read as a log at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SniffError {
+    /// The file holds no bytes (or only whitespace).
+    #[error("empty file")]
+    Empty,
+    /// The file is not text.
+    #[error("binary data at byte {0}, not a log export")]
+    Binary(usize),
+    /// Text that is neither JSON nor delimited text.
+    #[error("not a recognised log format: {0}")]
+    Unknown(String),
+}
+
+const SNIFF_BYTES: usize = 256 * 1024;
+
+/// Reads the start of a decoded stream and decides the format. Returns the
+/// bytes read so the caller can replay them.
+pub fn sniff(
+    reader: &mut dyn Read,
+    forced: Option<Format>,
+) -> io::Result<(Vec<u8>, Result<Sniffed, SniffError>)> {
+    let head = read_up_to(reader, SNIFF_BYTES)?;
+    let res = sniff_head(&head, forced);
+    Ok((head, res))
+}
+
+fn sniff_head(head: &[u8], forced: Option<Format>) -> Result<Sniffed, SniffError> {
+    let first = head.iter().position(|b| !b.is_ascii_whitespace());
+    let Some(first) = first else {
+        return Err(SniffError::Empty);
+    };
+    if let Some(pos) = head
+        .iter()
+        .take(8192)
+        .position(|&b| b == 0 || (b < 0x09) || (0x0e..0x1b).contains(&b))
+    {
+        return Err(SniffError::Binary(pos));
+    }
+    // The first record, looking inside `value` and `records` envelopes.
+    let first_record = |v: &serde_json::Value| {
+        let inner = v
+            .get("value")
+            .or_else(|| v.get("records"))
+            .and_then(|a| a.get(0));
+        Some(inner.unwrap_or(v).clone())
+    };
+    let c = head[first];
+    if (c == b'[' || c == b'{') && forced.is_none_or(|f| !f.is_csv()) {
+        // JSON lines when the first line is a complete value on its own.
+        let line_end = memchr::memchr(b'\n', &head[first..])
+            .map(|p| first + p)
+            .unwrap_or(head.len());
+        let line = &head[first..line_end];
+        if c == b'{' {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
+                let fmt = forced.unwrap_or_else(|| json_format(&v, true));
+                return Ok(Sniffed {
+                    format: fmt,
+                    container: Container::JsonLines,
+                    delimiter: b',',
+                    first_record: first_record(&v),
+                    signin_rows: false,
+                });
+            }
+        }
+        let mut sp = JsonSplitter::new();
+        let mut firstrec = None;
+        sp.feed(head, false, &mut |p: Piece<'_>| {
+            if firstrec.is_none() {
+                if let Piece::Record { bytes, .. } = p {
+                    firstrec = serde_json::from_slice::<serde_json::Value>(bytes).ok();
+                }
+            }
+        });
+        let fmt = forced.unwrap_or_else(|| {
+            firstrec
+                .as_ref()
+                .map(|v| json_format(v, false))
+                .unwrap_or(Format::Json)
+        });
+        return Ok(Sniffed {
+            format: fmt,
+            container: Container::JsonStream,
+            delimiter: b',',
+            first_record: firstrec.as_ref().and_then(first_record),
+            signin_rows: false,
+        });
+    }
+    // Delimited text.
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or("")
+        }
+        Err(e) => return Err(SniffError::Binary(e.valid_up_to())),
+    };
+    let Some((header, type_line, delimiter)) = first_csv_header(text) else {
+        let line: String = text.lines().next().unwrap_or("").chars().take(60).collect();
+        return Err(SniffError::Unknown(format!(
+            "first line is neither JSON nor a CSV header: {line:?}"
+        )));
+    };
+    let fmt = forced.unwrap_or_else(|| csv_format(&header, type_line, delimiter));
+    let lower: Vec<String> = header.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let signin_rows = lower.iter().any(|h| h == "category" || h == "type")
+        && text
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.to_ascii_lowercase().contains("signinlogs"));
+    Ok(Sniffed {
+        format: fmt,
+        container: Container::Csv,
+        delimiter,
+        first_record: None,
+        signin_rows,
+    })
+}

@@ -1,0 +1,973 @@
+//! Correlation rules (Sigma v2): `event_count`, `value_count`, `temporal`,
+//! `temporal_ordered`, `value_sum`, `value_avg`, `value_percentile` and
+//! `value_median`, with `group-by`, `timespan`, `aliases`, `generate` and
+//! chaining (a correlation may refer to correlations).
+//!
+//! Windows slide: each matched event opens a window `[t, t + timespan]`; a
+//! window that meets the condition is reported once, and the next window
+//! starts after its last event (one finding per burst, not one per sliding
+//! step). State holds only the base-rule matches of each group, sorted by
+//! time; windows that can no longer change (older than the newest match
+//! minus the timespan and a lateness allowance for out-of-order input) are
+//! decided and dropped as the hunt goes, the rest at the end.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::mapping::Mapping;
+use super::matcher::Cmp;
+use super::section::{EvalCtx, FieldId, Fields};
+use super::yaml::Y;
+use super::{Hit, LoadIssue, Rule, RuleMeta, RuleSet};
+use std::borrow::Cow;
+
+use tokenward_event::timefmt::rfc3339;
+use tokenward_event::{Coverage, Status};
+use tokenward_event::{Finding, Rep};
+
+/// Out-of-order input tolerated before a window is decided early (ms).
+pub const LATENESS_MS: i64 = 24 * 3600 * 1000;
+
+/// Correlation type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Number of events.
+    EventCount,
+    /// Number of distinct values of `field`.
+    ValueCount,
+    /// All referenced rules within the timespan, any order.
+    Temporal,
+    /// All referenced rules within the timespan, in order.
+    TemporalOrdered,
+    /// Sum of `field`.
+    ValueSum,
+    /// Mean of `field`.
+    ValueAvg,
+    /// A percentile of `field`.
+    ValuePercentile,
+    /// Median of `field`.
+    ValueMedian,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "event_count" => Kind::EventCount,
+            "value_count" => Kind::ValueCount,
+            "temporal" => Kind::Temporal,
+            "temporal_ordered" => Kind::TemporalOrdered,
+            "value_sum" => Kind::ValueSum,
+            "value_avg" => Kind::ValueAvg,
+            "value_percentile" => Kind::ValuePercentile,
+            "value_median" => Kind::ValueMedian,
+            _ => return None,
+        })
+    }
+
+    fn needs_field(self) -> bool {
+        !matches!(
+            self,
+            Kind::EventCount | Kind::Temporal | Kind::TemporalOrdered
+        )
+    }
+}
+
+/// What a correlation refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ref {
+    /// A detection rule (index into [`RuleSet::rules`]).
+    Rule(usize),
+    /// A correlation (index into [`RuleSet::correlations`]).
+    Corr(usize),
+}
+
+/// A condition operator (`neq` as pySigma accepts it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// A comparison.
+    Cmp(Cmp),
+    /// Not equal.
+    Neq,
+}
+
+/// A compiled correlation rule.
+#[derive(Debug)]
+pub struct Correlation {
+    /// Metadata.
+    pub meta: RuleMeta,
+    /// Type.
+    pub kind: Kind,
+    /// Referenced rules, in order.
+    pub refs: Vec<Ref>,
+    /// Group-by names (aliases or field names).
+    pub group_by: Vec<String>,
+    /// Timespan in milliseconds.
+    pub span_ms: i64,
+    /// Condition, AND-linked.
+    pub cond: Vec<(Op, f64)>,
+    /// Field for the value_* types.
+    pub field: Option<String>,
+    /// Percentile for value_percentile.
+    pub percentile: f64,
+    /// Alias -> (rule id or name -> field).
+    pub aliases: HashMap<String, HashMap<String, String>>,
+    /// Whether referenced rules also report their own matches.
+    pub generate: bool,
+    /// Whether this correlation reports (false when an outer correlation
+    /// refers to it without `generate`).
+    pub output: bool,
+    /// Outer correlations fed by this one.
+    pub feeds: Vec<usize>,
+    /// (rule, mapping) -> group-by field ids and the value field id.
+    ext: HashMap<(usize, usize), (Vec<FieldId>, Option<FieldId>)>,
+    /// This correlation's own index.
+    self_index: usize,
+}
+
+/// The group key and values one event gives a correlation.
+#[derive(Debug, Clone)]
+pub struct Extract {
+    /// Correlation index.
+    pub corr: usize,
+    /// Position of the rule among the correlation's references.
+    pub pos: usize,
+    /// Group-by values (None: field absent).
+    pub group: Vec<Option<String>>,
+    /// Values of the correlation's field.
+    pub values: Vec<String>,
+}
+
+impl Correlation {
+    /// Pulls the group key and value from a matching event.
+    pub fn extract(&self, ri: usize, mi: usize, ctx: &mut EvalCtx<'_, '_>) -> Extract {
+        let ci = self.self_index;
+        let pos = self
+            .refs
+            .iter()
+            .position(|r| *r == Ref::Rule(ri))
+            .unwrap_or(0);
+        let (g, v) = self.ext.get(&(ri, mi)).cloned().unwrap_or_default();
+        let group = g.iter().map(|&f| ctx.first_text(f)).collect();
+        let values = v
+            .map(|f| {
+                ctx.values(f)
+                    .iter()
+                    .filter(|x| !x.null)
+                    .map(|x| x.text.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Extract {
+            corr: ci,
+            pos,
+            group,
+            values,
+        }
+    }
+
+    fn field_for(&self, name: &str, rule_keys: &[&str]) -> String {
+        if let Some(a) = self.aliases.get(name) {
+            for k in rule_keys {
+                if let Some(f) = a.get(*k) {
+                    return f.clone();
+                }
+            }
+        }
+        name.to_string()
+    }
+
+    fn holds(&self, x: f64) -> bool {
+        self.cond.iter().all(|(op, n)| match op {
+            Op::Cmp(c) => c.test(x, *n),
+            Op::Neq => x != *n,
+        })
+    }
+}
+
+fn timespan_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let unit = s.chars().last()?;
+    let n: i64 = s[..s.len() - unit.len_utf8()]
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)?;
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        'w' => 604_800,
+        'M' => 2_629_746,
+        'y' => 31_556_952,
+        _ => return None,
+    };
+    n.checked_mul(secs * 1000)
+}
+
+/// Resolves correlation documents against the loaded detection rules.
+pub(super) fn resolve(
+    docs: Vec<(RuleMeta, Y)>,
+    rules: &mut [Rule],
+    fields: &mut Fields,
+    mappings: &[Mapping],
+    issues: &mut Vec<LoadIssue>,
+) -> Vec<Correlation> {
+    let mut out: Vec<Correlation> = Vec::new();
+    // Parse first, resolve references after, so order across files does not
+    // matter and correlations may refer to correlations.
+    let mut parsed: Vec<(Correlation, Vec<String>)> = Vec::new();
+    for (meta, y) in docs {
+        let issue = |reason: String| LoadIssue {
+            file: meta.file.clone(),
+            line: meta.line,
+            rule: Some(meta.id.to_string()),
+            kind: "error",
+            reason,
+        };
+        let c = y.get("correlation").expect("checked by caller");
+        let kind = match c.get("type").and_then(Y::as_text) {
+            Some(t) => match Kind::parse(&t) {
+                Some(k) => k,
+                None => {
+                    issues.push(issue(format!("unknown correlation type `{t}`")));
+                    continue;
+                }
+            },
+            None => {
+                issues.push(issue("correlation without type".into()));
+                continue;
+            }
+        };
+        let refs = c.get("rules").map(Y::text_list).unwrap_or_default();
+        if refs.is_empty() {
+            issues.push(issue("correlation without rules".into()));
+            continue;
+        }
+        let Some(span_ms) = c
+            .get("timespan")
+            .and_then(Y::as_text)
+            .and_then(|t| timespan_ms(&t))
+        else {
+            issues.push(issue(
+                "missing or invalid timespan (number + s, m, h, d, w, M or y)".into(),
+            ));
+            continue;
+        };
+        let group_by = c.get("group-by").map(Y::text_list).unwrap_or_default();
+        let mut cond = Vec::new();
+        let mut field = None;
+        let mut percentile = 50.0;
+        match c.get("condition") {
+            Some(Y::Map(m)) => {
+                let mut bad = None;
+                for (k, v) in m {
+                    let num = match v {
+                        Y::Int(i) => Some(*i as f64),
+                        Y::Float(f) => Some(*f),
+                        _ => None,
+                    };
+                    match k.as_str() {
+                        "field" => field = v.as_text(),
+                        "percentile" => match num {
+                            Some(p) if (0.0..=100.0).contains(&p) => percentile = p,
+                            _ => bad = Some(format!("invalid percentile {v:?}")),
+                        },
+                        op => {
+                            let o = match op {
+                                "gt" => Op::Cmp(Cmp::Gt),
+                                "gte" => Op::Cmp(Cmp::Gte),
+                                "lt" => Op::Cmp(Cmp::Lt),
+                                "lte" => Op::Cmp(Cmp::Lte),
+                                "eq" => Op::Cmp(Cmp::Eq),
+                                "neq" => Op::Neq,
+                                other => {
+                                    bad = Some(format!("unknown condition key `{other}`"));
+                                    continue;
+                                }
+                            };
+                            match num {
+                                Some(n) => cond.push((o, n)),
+                                None => bad = Some(format!("condition `{op}` needs a number")),
+                            }
+                        }
+                    }
+                }
+                if let Some(b) = bad {
+                    issues.push(issue(b));
+                    continue;
+                }
+            }
+            Some(Y::Str(_)) => {
+                issues.push(issue(
+                    "extended (expression) correlation conditions are Sigma v2.2; not supported"
+                        .into(),
+                ));
+                continue;
+            }
+            Some(_) => {
+                issues.push(issue("condition must be a map".into()));
+                continue;
+            }
+            None => {}
+        }
+        if cond.is_empty() {
+            if matches!(kind, Kind::Temporal | Kind::TemporalOrdered) {
+                cond.push((Op::Cmp(Cmp::Gte), refs.len() as f64));
+            } else {
+                issues.push(issue("correlation without condition".into()));
+                continue;
+            }
+        }
+        if kind.needs_field() && field.is_none() {
+            issues.push(issue(format!("{kind:?} correlation needs condition.field")));
+            continue;
+        }
+        let mut aliases = HashMap::new();
+        if let Some(Y::Map(m)) = c.get("aliases") {
+            for (alias, v) in m {
+                let mut per = HashMap::new();
+                if let Y::Map(rm) = v {
+                    for (r, f) in rm {
+                        per.insert(r.clone(), f.as_text().unwrap_or_default());
+                    }
+                }
+                aliases.insert(alias.clone(), per);
+            }
+        }
+        let generate = matches!(c.get("generate"), Some(Y::Bool(true)));
+        parsed.push((
+            Correlation {
+                meta,
+                kind,
+                refs: Vec::new(),
+                group_by,
+                span_ms,
+                cond,
+                field,
+                percentile,
+                aliases,
+                generate,
+                output: true,
+                feeds: Vec::new(),
+                ext: HashMap::new(),
+                self_index: 0,
+            },
+            refs,
+        ));
+    }
+    // Name/id lookup over rules and correlations.
+    let mut by_key: HashMap<String, Ref> = HashMap::new();
+    for (i, r) in rules.iter().enumerate() {
+        by_key.insert(r.meta.id.to_string(), Ref::Rule(i));
+        if let Some(n) = &r.meta.name {
+            by_key.insert(n.clone(), Ref::Rule(i));
+        }
+    }
+    for (i, (c, _)) in parsed.iter().enumerate() {
+        by_key.insert(c.meta.id.to_string(), Ref::Corr(i));
+        if let Some(n) = &c.meta.name {
+            by_key.insert(n.clone(), Ref::Corr(i));
+        }
+    }
+    let mut ok = vec![true; parsed.len()];
+    for (i, (c, refs)) in parsed.iter_mut().enumerate() {
+        for r in refs.iter() {
+            match by_key.get(r) {
+                Some(&x) if x != Ref::Corr(i) => c.refs.push(x),
+                _ => {
+                    issues.push(LoadIssue {
+                        file: c.meta.file.clone(),
+                        line: c.meta.line,
+                        rule: Some(c.meta.id.to_string()),
+                        kind: "error",
+                        reason: format!(
+                            "refers to rule `{r}`, which is not loaded (or could not load)"
+                        ),
+                    });
+                    ok[i] = false;
+                    break;
+                }
+            }
+        }
+    }
+    // Drop broken ones (and, transitively, those that refer to them),
+    // renumbering correlation references.
+    loop {
+        let mut changed = false;
+        for i in 0..parsed.len() {
+            if ok[i]
+                && parsed[i]
+                    .0
+                    .refs
+                    .iter()
+                    .any(|r| matches!(r, Ref::Corr(j) if !ok[*j]))
+            {
+                ok[i] = false;
+                changed = true;
+                let c = &parsed[i].0;
+                issues.push(LoadIssue {
+                    file: c.meta.file.clone(),
+                    line: c.meta.line,
+                    rule: Some(c.meta.id.to_string()),
+                    kind: "error",
+                    reason: "refers to a correlation that could not load".into(),
+                });
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut renum = vec![usize::MAX; parsed.len()];
+    let mut k = 0;
+    for i in 0..parsed.len() {
+        if ok[i] {
+            renum[i] = k;
+            k += 1;
+        }
+    }
+    for (i, (mut c, _)) in parsed.into_iter().enumerate() {
+        if !ok[i] {
+            continue;
+        }
+        for r in c.refs.iter_mut() {
+            if let Ref::Corr(j) = r {
+                *j = renum[*j];
+            }
+        }
+        c.self_index = out.len();
+        out.push(c);
+    }
+    // Cycles would never settle; refuse them.
+    for i in 0..out.len() {
+        let mut seen = vec![false; out.len()];
+        let mut stack = vec![i];
+        let mut cyclic = false;
+        while let Some(x) = stack.pop() {
+            for r in &out[x].refs {
+                if let Ref::Corr(j) = r {
+                    if *j == i {
+                        cyclic = true;
+                    } else if !seen[*j] {
+                        seen[*j] = true;
+                        stack.push(*j);
+                    }
+                }
+            }
+        }
+        if cyclic {
+            issues.push(LoadIssue {
+                file: out[i].meta.file.clone(),
+                line: out[i].meta.line,
+                rule: Some(out[i].meta.id.to_string()),
+                kind: "error",
+                reason: "correlation refers to itself through other correlations".into(),
+            });
+            out[i].refs.clear();
+        }
+    }
+    // Wire rules and correlations together and intern the fields each
+    // (rule, mapping) pair must extract.
+    for ci in 0..out.len() {
+        let refs = out[ci].refs.clone();
+        let generate = out[ci].generate;
+        for r in refs {
+            match r {
+                Ref::Rule(ri) => {
+                    let rule = &mut rules[ri];
+                    if !rule.feeds.contains(&ci) {
+                        rule.feeds.push(ci);
+                    }
+                    if !generate {
+                        rule.output = false;
+                    }
+                    let mut keys: Vec<&str> = vec![rule.meta.id.as_str()];
+                    if let Some(n) = &rule.meta.name {
+                        keys.push(n);
+                    }
+                    for (mi, _) in &rule.compiled {
+                        let g = out[ci]
+                            .group_by
+                            .iter()
+                            .map(|g| {
+                                let f = out[ci].field_for(g, &keys);
+                                fields.intern(*mi, &mappings[*mi], &f)
+                            })
+                            .collect();
+                        let v = out[ci]
+                            .field
+                            .clone()
+                            .map(|f| fields.intern(*mi, &mappings[*mi], &f));
+                        out[ci].ext.insert((ri, *mi), (g, v));
+                    }
+                }
+                Ref::Corr(j) => {
+                    if !out[j].feeds.contains(&ci) {
+                        out[j].feeds.push(ci);
+                    }
+                    if !generate {
+                        out[j].output = false;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[derive(Debug)]
+struct Entry {
+    t: i64,
+    pos: usize,
+    values: Vec<String>,
+    rep: Rep,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    entries: Vec<Entry>,
+    /// No window may start before this time (the last reported window
+    /// ended just before it).
+    skip_until: i64,
+    /// Entries before this time were decided and dropped.
+    flushed_upto: i64,
+}
+
+/// Per-correlation counters.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct CorrStats {
+    /// Matches of referenced rules fed in.
+    pub fed: u64,
+    /// Matches without a time (cannot be placed in a window).
+    pub no_time: u64,
+    /// Matches older than windows already decided.
+    pub late: u64,
+    /// Findings.
+    pub hits: usize,
+}
+
+/// Sigma rules at work in one hunt: turns matches into findings and runs
+/// the correlations (called under the engine's lock).
+#[derive(Debug)]
+pub struct Sigma {
+    set: Arc<RuleSet>,
+    findings: Vec<Finding>,
+    rule_hits: Vec<usize>,
+    stats: Vec<CorrStats>,
+    groups: Vec<HashMap<Vec<Option<String>>, Group>>,
+    newest: Vec<i64>,
+    /// Entries held across every group (for the report).
+    pub peak_entries: usize,
+    held: usize,
+}
+
+impl Sigma {
+    /// Starts a hunt with a rule set.
+    pub fn new(set: Arc<RuleSet>) -> Sigma {
+        let nc = set.correlations.len();
+        Sigma {
+            rule_hits: vec![0; set.rules.len()],
+            stats: vec![CorrStats::default(); nc],
+            groups: (0..nc).map(|_| HashMap::new()).collect(),
+            newest: vec![i64::MIN; nc],
+            findings: Vec::new(),
+            peak_entries: 0,
+            held: 0,
+            set,
+        }
+    }
+
+    /// The rule set.
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.set
+    }
+
+    /// Takes the matches a worker made.
+    pub fn absorb(&mut self, hits: Vec<Hit>) {
+        for h in hits {
+            self.rule_hits[h.rule] += 1;
+            if self.set.rules[h.rule].output {
+                self.findings.push(self.set.finding(&h));
+            }
+            for x in &h.corr {
+                self.feed(
+                    x.corr,
+                    x.group.clone(),
+                    Entry {
+                        t: 0,
+                        pos: x.pos,
+                        values: x.values.clone(),
+                        rep: h.rep.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn feed(&mut self, ci: usize, key: Vec<Option<String>>, mut e: Entry) {
+        self.stats[ci].fed += 1;
+        let Some(t) = e.rep.time else {
+            self.stats[ci].no_time += 1;
+            return;
+        };
+        e.t = (t.unix_timestamp_nanos() / 1_000_000) as i64;
+        let newest = self.newest[ci].max(e.t);
+        self.newest[ci] = newest;
+        let g = self.groups[ci].entry(key.clone()).or_default();
+        if e.t < g.flushed_upto {
+            self.stats[ci].late += 1;
+        }
+        let at = g.entries.partition_point(|x| x.t <= e.t);
+        let in_order = at == g.entries.len();
+        g.entries.insert(at, e);
+        self.held += 1;
+        self.peak_entries = self.peak_entries.max(self.held);
+        // Decide windows that can no longer change once enough has piled up.
+        if in_order && g.entries.len() >= 64 {
+            let span = self.set.correlations[ci].span_ms;
+            let cutoff = newest.saturating_sub(LATENESS_MS);
+            if g.entries[0].t.saturating_add(span) < cutoff {
+                self.decide(ci, &key, Some(cutoff));
+            }
+        }
+    }
+
+    /// Decides the windows of one group: all of them, or (with a cutoff)
+    /// those that end before it, dropping the entries they no longer need.
+    fn decide(&mut self, ci: usize, key: &[Option<String>], cutoff: Option<i64>) {
+        let set = self.set.clone();
+        let c = &set.correlations[ci];
+        let span = c.span_ms;
+        let Some(mut g) = self.groups[ci].remove(key) else {
+            return;
+        };
+        let mut emitted: Vec<(usize, usize, f64)> = Vec::new();
+        let n = g.entries.len();
+        let mut i = g.entries.partition_point(|x| x.t < g.skip_until);
+        let mut j = i;
+        while i < n {
+            let start = g.entries[i].t;
+            if cutoff.is_some_and(|cu| start.saturating_add(span) >= cu) {
+                break;
+            }
+            if j < i {
+                j = i;
+            }
+            while j < n && g.entries[j].t <= start.saturating_add(span) {
+                j += 1;
+            }
+            match window_value(c, &g.entries[i..j]) {
+                Some(v) if c.holds(v) => {
+                    emitted.push((i, j, v));
+                    g.skip_until = g.entries[j - 1].t.saturating_add(1);
+                    i = j;
+                }
+                _ => i += 1,
+            }
+        }
+        let mut outs = Vec::new();
+        for (a, b, v) in emitted {
+            outs.push(self.report(ci, key, &g.entries[a..b], v));
+        }
+        match cutoff {
+            Some(cu) => {
+                let keep_from = cu.saturating_sub(span);
+                let drop = g.entries.partition_point(|x| x.t < keep_from);
+                g.entries.drain(..drop);
+                self.held -= drop;
+                g.flushed_upto = g.flushed_upto.max(keep_from);
+                self.groups[ci].insert(key.to_vec(), g);
+            }
+            None => {
+                self.held -= g.entries.len();
+            }
+        }
+        for (outer_feed, rep, t) in outs {
+            for (oc, okey, values, pos) in outer_feed {
+                let mut r = rep.clone();
+                r.time = t;
+                self.feed(
+                    oc,
+                    okey,
+                    Entry {
+                        t: 0,
+                        pos,
+                        values,
+                        rep: r,
+                    },
+                );
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn report(
+        &mut self,
+        ci: usize,
+        key: &[Option<String>],
+        w: &[Entry],
+        v: f64,
+    ) -> (
+        Vec<(usize, Vec<Option<String>>, Vec<String>, usize)>,
+        Rep,
+        Option<time::OffsetDateTime>,
+    ) {
+        let set = self.set.clone();
+        let c = &set.correlations[ci];
+        self.stats[ci].hits += 1;
+        let first = &w[0].rep;
+        let last_t = w.last().and_then(|e| e.rep.time);
+        if c.output {
+            let mut ev = c.meta.evidence();
+            ev.insert(
+                "correlation_type".into(),
+                serde_json::to_value(c.kind).unwrap_or_default(),
+            );
+            let mut grp = Map::new();
+            for (name, val) in c.group_by.iter().zip(key) {
+                grp.insert(
+                    name.clone(),
+                    val.clone().map(Value::String).unwrap_or(Value::Null),
+                );
+            }
+            ev.insert("group".into(), Value::Object(grp));
+            let label = match c.kind {
+                Kind::EventCount => "event_count",
+                Kind::ValueCount => "value_count",
+                Kind::Temporal | Kind::TemporalOrdered => "rules_matched",
+                Kind::ValueSum => "value_sum",
+                Kind::ValueAvg => "value_avg",
+                Kind::ValuePercentile => "value_percentile",
+                Kind::ValueMedian => "value_median",
+            };
+            ev.insert(label.into(), serde_json::json!(v));
+            ev.insert("events".into(), w.len().into());
+            if let Some(t) = first.time {
+                ev.insert("window_start".into(), rfc3339(t).into());
+            }
+            if let Some(t) = last_t {
+                ev.insert("window_end".into(), rfc3339(t).into());
+            }
+            let mut titles: Vec<&str> = Vec::new();
+            for e in w {
+                let t = match c.refs.get(e.pos) {
+                    Some(Ref::Rule(r)) => set.rules[*r].meta.title.as_str(),
+                    Some(Ref::Corr(k)) => set.correlations[*k].meta.title.as_str(),
+                    None => continue,
+                };
+                if !titles.contains(&t) {
+                    titles.push(t);
+                }
+            }
+            ev.insert("rules".into(), titles.into());
+            self.findings.push(first.finding(
+                Cow::Owned(c.meta.id.clone()),
+                Cow::Owned(c.meta.title.clone()),
+                c.meta.severity(),
+                ev,
+            ));
+        }
+        // What outer correlations get: one entry with this group's values.
+        let mut feeds = Vec::new();
+        for &oc in &c.feeds {
+            let o = &set.correlations[oc];
+            let keys: Vec<&str> = std::iter::once(c.meta.id.as_str())
+                .chain(c.meta.name.as_deref())
+                .collect();
+            let okey = o
+                .group_by
+                .iter()
+                .map(|g| {
+                    let f = o.field_for(g, &keys);
+                    c.group_by
+                        .iter()
+                        .position(|x| *x == f)
+                        .and_then(|p| key.get(p).cloned().flatten())
+                })
+                .collect();
+            let values = o
+                .field
+                .as_ref()
+                .and_then(|f| c.group_by.iter().position(|x| x == f))
+                .and_then(|p| key.get(p).cloned().flatten())
+                .into_iter()
+                .collect();
+            let pos = o.refs.iter().position(|r| *r == Ref::Corr(ci)).unwrap_or(0);
+            feeds.push((oc, okey, values, pos));
+        }
+        (feeds, first.clone(), last_t)
+    }
+
+    /// Decides every remaining window and returns the findings (sorted by
+    /// time) and a status line per rule.
+    pub fn finish(mut self) -> (Vec<Finding>, Vec<Coverage>, Vec<CorrStats>) {
+        // Inner correlations first: their results feed outer ones.
+        let order = topo(&self.set.correlations);
+        for ci in order {
+            let mut keys: Vec<Vec<Option<String>>> = self.groups[ci].keys().cloned().collect();
+            keys.sort();
+            for k in keys {
+                self.decide(ci, &k, None);
+            }
+        }
+        let set = self.set.clone();
+        let mut st = Vec::new();
+        for (ri, r) in set.rules.iter().enumerate() {
+            let seen: u64 = r.compiled.iter().map(|(mi, _)| set.seen(*mi)).sum();
+            // Records the raw screen ruled out are never matched, so no
+            // record reaching matching does not prove the source absent:
+            // say so without calling the rule blind.
+            let (status, note) = if seen == 0 {
+                (
+                    Status::Ok,
+                    Some(format!(
+                        "no {} record reached matching (none in the input, or none carried the rule's texts)",
+                        r.compiled
+                            .iter()
+                            .map(|(mi, _)| set.mappings[*mi].name())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    )),
+                )
+            } else if !r.output {
+                (
+                    Status::Ok,
+                    Some(format!(
+                        "{} matches feed correlations (generate: false), not reported alone",
+                        self.rule_hits[ri]
+                    )),
+                )
+            } else {
+                (Status::Ok, None)
+            };
+            st.push(Coverage {
+                id: Cow::Owned(r.meta.id.clone()),
+                title: Cow::Owned(r.meta.title.clone()),
+                hits: if r.output { self.rule_hits[ri] } else { 0 },
+                status,
+                note,
+            });
+        }
+        for (ci, c) in set.correlations.iter().enumerate() {
+            let s = &self.stats[ci];
+            let mut note = format!("{} matches fed", s.fed);
+            if s.no_time > 0 {
+                note.push_str(&format!(", {} without a time skipped", s.no_time));
+            }
+            if s.late > 0 {
+                note.push_str(&format!(
+                    ", {} arrived after their windows were decided",
+                    s.late
+                ));
+            }
+            st.push(Coverage {
+                id: Cow::Owned(c.meta.id.clone()),
+                title: Cow::Owned(c.meta.title.clone()),
+                hits: if c.output { s.hits } else { 0 },
+                status: if s.fed == 0 {
+                    Status::Blind
+                } else {
+                    Status::Ok
+                },
+                note: Some(note),
+            });
+        }
+        self.findings.sort_by(|a, b| {
+            (a.time, &a.source_file, &a.source_locator).cmp(&(
+                b.time,
+                &b.source_file,
+                &b.source_locator,
+            ))
+        });
+        (self.findings, st, self.stats)
+    }
+}
+
+fn topo(cs: &[Correlation]) -> Vec<usize> {
+    let mut done = vec![false; cs.len()];
+    let mut out = Vec::new();
+    fn visit(i: usize, cs: &[Correlation], done: &mut [bool], out: &mut Vec<usize>) {
+        if done[i] {
+            return;
+        }
+        done[i] = true;
+        for r in &cs[i].refs {
+            if let Ref::Corr(j) = r {
+                visit(*j, cs, done, out);
+            }
+        }
+        out.push(i);
+    }
+    for i in 0..cs.len() {
+        visit(i, cs, &mut done, &mut out);
+    }
+    out
+}
+
+fn numbers(w: &[Entry]) -> Vec<f64> {
+    w.iter()
+        .flat_map(|e| e.values.iter())
+        .filter_map(|v| super::matcher::as_number(v))
+        .collect()
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    // Nearest rank.
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    Some(v[rank.min(v.len()) - 1])
+}
+
+/// The aggregate a window yields (None when it yields nothing to compare,
+/// e.g. no numeric values, or an ordered sequence that is incomplete).
+fn window_value(c: &Correlation, w: &[Entry]) -> Option<f64> {
+    match c.kind {
+        Kind::EventCount => Some(w.len() as f64),
+        Kind::ValueCount => {
+            let mut seen: Vec<String> = w
+                .iter()
+                .flat_map(|e| e.values.iter().map(|v| v.to_lowercase()))
+                .collect();
+            seen.sort_unstable();
+            seen.dedup();
+            Some(seen.len() as f64)
+        }
+        Kind::Temporal => {
+            let mut pos: Vec<usize> = w.iter().map(|e| e.pos).collect();
+            pos.sort_unstable();
+            pos.dedup();
+            Some(pos.len() as f64)
+        }
+        Kind::TemporalOrdered => {
+            // The window opens on the first rule; the others must follow in
+            // the order listed.
+            if w[0].pos != 0 {
+                return None;
+            }
+            let mut want = 1;
+            for e in &w[1..] {
+                if want < c.refs.len() && e.pos == want {
+                    want += 1;
+                }
+            }
+            Some(want as f64)
+        }
+        Kind::ValueSum => {
+            let n = numbers(w);
+            (!n.is_empty()).then(|| n.iter().sum())
+        }
+        Kind::ValueAvg => {
+            let n = numbers(w);
+            (!n.is_empty()).then(|| n.iter().sum::<f64>() / n.len() as f64)
+        }
+        Kind::ValueMedian => percentile(numbers(w), 50.0),
+        Kind::ValuePercentile => percentile(numbers(w), c.percentile),
+    }
+}

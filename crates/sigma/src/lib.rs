@@ -1,0 +1,1014 @@
+//! A Sigma engine (Sigma specification v2.1), usable as a library: parse,
+//! compile, match and correlate SigmaHQ rules over tokenward events.
+//!
+//! [`RuleSet::load`] reads rule files and directories (single and
+//! multi-document YAML), resolves each rule's `logsource` to the log-source
+//! mappings ([`mapping`]) and compiles its detection once per mapping
+//! ([`section`]). A rule that cannot load is reported with its file, id and
+//! reason ([`LoadIssue`]) and the rest still run. Correlation rules
+//! ([`correlate`]) are resolved across every loaded file.
+//!
+//! During a hunt, [`RuleSet::wants`] tells the reader whether a raw record
+//! can match any rule (an ASCII case-insensitive Aho-Corasick scan for the
+//! literals each rule needs), [`RuleSet::eval`] matches a parsed event in the
+//! worker threads, and [`Sigma`] turns matches into findings and runs the
+//! correlations under the engine's lock.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cond;
+pub mod correlate;
+pub mod mapping;
+pub mod matcher;
+pub mod section;
+pub mod yaml;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use tokenward_event::{Event, EventKind};
+use tokenward_event::{Finding, Rep, Severity};
+
+pub use correlate::Sigma;
+use mapping::Mapping;
+use section::{EvalCtx, Fields, Placeholders, Section};
+use yaml::Y;
+
+/// The note the Detection Rule License asks findings to carry.
+pub const DRL_NOTE: &str =
+    "Detection Rule License (DRL) 1.1, https://github.com/SigmaHQ/Detection-Rule-License";
+
+/// Rule metadata carried into findings.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleMeta {
+    /// `id` (or the title when the rule has none).
+    pub id: String,
+    /// `name` (used by correlations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `title`.
+    pub title: String,
+    /// `level` as written (`informational` .. `critical`).
+    pub level: String,
+    /// `author`.
+    pub author: String,
+    /// `license`, or the DRL note for rules found next to a DRL licence.
+    pub license: Option<String>,
+    /// File the rule came from.
+    pub file: String,
+    /// 1-based line where the rule's document starts.
+    pub line: usize,
+}
+
+impl RuleMeta {
+    /// The finding severity for the rule's level.
+    pub fn severity(&self) -> Severity {
+        match self.level.as_str() {
+            "high" | "critical" => Severity::High,
+            "medium" => Severity::Medium,
+            _ => Severity::Low,
+        }
+    }
+
+    /// The metadata as finding evidence: rule id, title, level, author and
+    /// licence note, so every finding shows who wrote the rule.
+    pub fn evidence(&self) -> Map<String, Value> {
+        let mut e = Map::new();
+        e.insert("sigma_id".into(), self.id.clone().into());
+        e.insert("sigma_title".into(), self.title.clone().into());
+        e.insert("sigma_level".into(), self.level.clone().into());
+        e.insert("sigma_author".into(), self.author.clone().into());
+        if let Some(l) = &self.license {
+            e.insert("sigma_license".into(), l.clone().into());
+        }
+        e.insert(
+            "sigma_rule_file".into(),
+            format!("{}:{}", self.file, self.line).into(),
+        );
+        e
+    }
+}
+
+/// A loading problem. `error` ones are rules that are wrong; the others are
+/// valid rules that cannot run here (no mapping for their log source,
+/// placeholders without values).
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadIssue {
+    /// File.
+    pub file: String,
+    /// Line where the document starts.
+    pub line: usize,
+    /// Rule id (or name/title) when known.
+    pub rule: Option<String>,
+    /// `error`, `inapplicable` or `needs-placeholders`.
+    pub kind: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+impl std::fmt::Display for LoadIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: ", self.file, self.line)?;
+        if let Some(r) = &self.rule {
+            write!(f, "rule {r}: ")?;
+        }
+        write!(f, "{}: {}", self.kind, self.reason)
+    }
+}
+
+/// A detection rule compiled for its log sources.
+#[derive(Debug)]
+pub struct Rule {
+    /// Metadata.
+    pub meta: RuleMeta,
+    /// (mapping index, compiled detection) per covered log source.
+    pub compiled: Vec<(usize, Section)>,
+    /// Whether its matches become findings (false when a correlation that
+    /// refers to it does not `generate`).
+    pub output: bool,
+    /// Correlations fed by this rule.
+    pub feeds: Vec<usize>,
+    /// What a raw record must contain to possibly match (None: any record).
+    pub literals: Option<Vec<section::Alt>>,
+}
+
+/// Options for loading rules.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Extra mapping files or directories.
+    pub mappings: Vec<PathBuf>,
+    /// A YAML file of placeholder values for `expand` (`name: [values]`).
+    pub placeholders: Option<PathBuf>,
+}
+
+/// A compiled rule set.
+#[derive(Debug)]
+pub struct RuleSet {
+    /// Log-source mappings in use.
+    pub mappings: Vec<Mapping>,
+    /// Resolved fields.
+    pub fields: Fields,
+    /// Detection rules that run.
+    pub rules: Vec<Rule>,
+    /// Correlation rules that run.
+    pub correlations: Vec<correlate::Correlation>,
+    /// Problems found while loading.
+    pub issues: Vec<LoadIssue>,
+    /// Rule files read.
+    pub files: usize,
+    /// Per mapping: rule indexes that apply.
+    buckets: Vec<Vec<usize>>,
+    /// Prefilter over raw records, and whether every record must be parsed.
+    prefilter: Option<Prefilter>,
+    parse_all: bool,
+    /// Per mapping: events evaluated (to tell blind rules).
+    seen: Vec<AtomicU64>,
+}
+
+/// `*.yml` / `*.yaml` files under a path (the path itself when a file).
+pub fn yaml_files(p: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if p.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for e in entries {
+            if e.is_dir() {
+                out.extend(yaml_files(&e)?);
+            } else if e
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| x.eq_ignore_ascii_case("yml") || x.eq_ignore_ascii_case("yaml"))
+            {
+                out.push(e);
+            }
+        }
+    } else {
+        std::fs::metadata(p)?;
+        out.push(p.to_path_buf());
+    }
+    Ok(out)
+}
+
+/// Whether a DRL licence file sits in the rule's directory or above it.
+fn drl_near(file: &Path) -> bool {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, bool>>> = OnceLock::new();
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if let Some(&b) = CACHE
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(d)
+        {
+            return b;
+        }
+        let found = [
+            "LICENSE",
+            "LICENSE.md",
+            "LICENSE.txt",
+            "LICENSE.Detection.Rules.md",
+        ]
+        .iter()
+        .any(|n| {
+            std::fs::read_to_string(d.join(n)).is_ok_and(|t| t.contains("Detection Rule License"))
+        });
+        if found {
+            CACHE
+                .get_or_init(Default::default)
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(d.to_path_buf(), true);
+            return true;
+        }
+        dir = d.parent();
+    }
+    false
+}
+
+/// A parsed document before compilation.
+struct Doc {
+    meta: RuleMeta,
+    body: Y,
+}
+
+fn meta_of(y: &Y, file: &str, line: usize, drl: bool) -> RuleMeta {
+    let title = y.get("title").and_then(Y::as_text).unwrap_or_default();
+    let id = y
+        .get("id")
+        .and_then(Y::as_text)
+        .or_else(|| y.get("name").and_then(Y::as_text))
+        .unwrap_or_else(|| title.clone());
+    let author = match y.get("author") {
+        Some(Y::Seq(v)) => v
+            .iter()
+            .filter_map(Y::scalar_text)
+            .collect::<Vec<_>>()
+            .join(", "),
+        Some(a) => a.as_text().unwrap_or_default(),
+        None => String::new(),
+    };
+    RuleMeta {
+        id,
+        name: y.get("name").and_then(Y::as_text),
+        title,
+        level: y
+            .get("level")
+            .and_then(Y::as_text)
+            .map(|s| s.to_lowercase())
+            .unwrap_or_else(|| "medium".into()),
+        author,
+        license: y
+            .get("license")
+            .and_then(Y::as_text)
+            .or_else(|| drl.then(|| DRL_NOTE.to_string())),
+        file: file.to_string(),
+        line,
+    }
+}
+
+impl RuleSet {
+    /// Loads rules from files and directories.
+    pub fn load(paths: &[impl AsRef<Path>], opts: &LoadOptions) -> Result<RuleSet, String> {
+        let mappings = mapping::load(&opts.mappings)?;
+        let placeholders = match &opts.placeholders {
+            Some(p) => load_placeholders(p)?,
+            None => Placeholders::new(),
+        };
+        let mut texts = Vec::new();
+        let mut issues = Vec::new();
+        for p in paths {
+            let p = p.as_ref();
+            match yaml_files(p) {
+                Ok(fs) => {
+                    for f in fs {
+                        match std::fs::read_to_string(&f) {
+                            Ok(t) => texts.push((f.display().to_string(), drl_near(&f), t)),
+                            Err(e) => issues.push(LoadIssue {
+                                file: f.display().to_string(),
+                                line: 0,
+                                rule: None,
+                                kind: "error",
+                                reason: format!("cannot read: {e}"),
+                            }),
+                        }
+                    }
+                }
+                Err(e) => issues.push(LoadIssue {
+                    file: p.display().to_string(),
+                    line: 0,
+                    rule: None,
+                    kind: "error",
+                    reason: format!("cannot read: {e}"),
+                }),
+            }
+        }
+        let mut set = Self::from_texts(
+            texts.iter().map(|(f, d, t)| (f.as_str(), *d, t.as_str())),
+            mappings,
+            &placeholders,
+        );
+        issues.append(&mut set.issues);
+        set.issues = issues;
+        Ok(set)
+    }
+
+    /// Compiles rules given as texts: `(file name, DRL-licensed, YAML)`.
+    pub fn from_texts<'a>(
+        texts: impl IntoIterator<Item = (&'a str, bool, &'a str)>,
+        mappings: Vec<Mapping>,
+        placeholders: &Placeholders,
+    ) -> RuleSet {
+        let mut issues = Vec::new();
+        let mut dets = Vec::new();
+        let mut corrs = Vec::new();
+        let mut files = 0;
+        for (file, drl, text) in texts {
+            files += 1;
+            // A document without a title or detection that only sets keys
+            // (a Sigma v1 "action: global" header) is not supported.
+            for d in yaml::documents(text) {
+                let y = match d.parsed {
+                    Ok(y) => y,
+                    Err(e) => {
+                        issues.push(LoadIssue {
+                            file: file.into(),
+                            line: d.line,
+                            rule: d.raw_id,
+                            kind: "error",
+                            reason: e,
+                        });
+                        continue;
+                    }
+                };
+                let meta = meta_of(&y, file, d.line, drl);
+                let err = |reason: String| LoadIssue {
+                    file: file.into(),
+                    line: d.line,
+                    rule: Some(meta.id.to_string()),
+                    kind: "error",
+                    reason,
+                };
+                if !matches!(y, Y::Map(_)) {
+                    issues.push(err("a rule must be a YAML map".into()));
+                    continue;
+                }
+                if y.get("action").is_some() {
+                    issues.push(err(
+                        "`action` documents (Sigma v1 rule collections) are not Sigma v2".into(),
+                    ));
+                    continue;
+                }
+                if meta.title.is_empty() {
+                    issues.push(err("missing title".into()));
+                    continue;
+                }
+                if y.get("filter").is_some() && y.get("detection").is_none() {
+                    issues.push(LoadIssue {
+                        kind: "inapplicable",
+                        ..err("Sigma filters (meta-filters) are not run by hunt".into())
+                    });
+                    continue;
+                }
+                if y.get("correlation").is_some() {
+                    corrs.push(Doc { meta, body: y });
+                } else if y.get("detection").is_some() {
+                    dets.push(Doc { meta, body: y });
+                } else {
+                    issues.push(err("neither detection nor correlation".into()));
+                }
+            }
+        }
+        let mut fields = Fields::default();
+        let mut rules = Vec::new();
+        for d in dets {
+            let issue = |kind: &'static str, reason: String| LoadIssue {
+                file: d.meta.file.clone(),
+                line: d.meta.line,
+                rule: Some(d.meta.id.to_string()),
+                kind,
+                reason,
+            };
+            let ls = d.body.get("logsource");
+            let key = |k: &str| {
+                ls.and_then(|l| l.get(k))
+                    .and_then(Y::as_text)
+                    .map(|s| s.to_lowercase())
+            };
+            let (p, s, c) = (key("product"), key("service"), key("category"));
+            if ls.is_none() {
+                issues.push(issue("error", "missing logsource".into()));
+                continue;
+            }
+            let covered: Vec<usize> = (0..mappings.len())
+                .filter(|&i| mappings[i].covers(p.as_deref(), s.as_deref(), c.as_deref()))
+                .collect();
+            let det = d.body.get("detection").expect("checked above");
+            if covered.is_empty() {
+                // Still check that the rule itself is valid, against an
+                // identity mapping, so a broken rule is an error either way.
+                let probe = Mapping {
+                    source: String::new(),
+                    title: String::new(),
+                    product: None,
+                    service: None,
+                    category: None,
+                    kinds: vec![EventKind::Other],
+                    require_any: Vec::new(),
+                    raw_any: Vec::new(),
+                    fields: HashMap::new(),
+                };
+                let mut scratch = Fields::default();
+                match section::compile(det, &mut scratch, 0, &probe, &placeholders.clone()) {
+                    Err(section::CompileError::Invalid(e)) => {
+                        issues.push(issue("error", e));
+                    }
+                    _ => issues.push(issue(
+                        "inapplicable",
+                        format!(
+                            "no log-source mapping for {}; hunt reads Microsoft 365, Entra ID and Azure logs",
+                            [("product", &p), ("service", &s), ("category", &c)]
+                                .iter()
+                                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}: {v}")))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )),
+                }
+                continue;
+            }
+            let mut compiled = Vec::new();
+            let mut failed = None;
+            for &mi in &covered {
+                match section::compile(det, &mut fields, mi, &mappings[mi], placeholders) {
+                    Ok(dt) => compiled.push((mi, dt)),
+                    Err(section::CompileError::Invalid(e)) => {
+                        failed = Some(issue("error", e));
+                        break;
+                    }
+                    Err(section::CompileError::Placeholder(e)) => {
+                        failed = Some(issue(
+                            "needs-placeholders",
+                            format!("{e}; give values with --sigma-placeholders FILE"),
+                        ));
+                        break;
+                    }
+                }
+            }
+            if let Some(f) = failed {
+                issues.push(f);
+                continue;
+            }
+            // Literals must hold for every mapping's compilation (they are
+            // the same rule text, so the first is representative); without
+            // any, fall back to the log sources' own raw markers.
+            let literals = section::required_literals(&compiled[0].1, &fields).or_else(|| {
+                let mut v = Vec::new();
+                for (mi, _) in &compiled {
+                    if mappings[*mi].raw_any.is_empty() {
+                        return None;
+                    }
+                    v.extend(mappings[*mi].raw_any.iter().map(|l| vec![vec![l.clone()]]));
+                }
+                Some(v)
+            });
+            rules.push(Rule {
+                meta: d.meta,
+                compiled,
+                output: true,
+                feeds: Vec::new(),
+                literals,
+            });
+        }
+        let correlations = correlate::resolve(
+            corrs.into_iter().map(|d| (d.meta, d.body)).collect(),
+            &mut rules,
+            &mut fields,
+            &mappings,
+            &mut issues,
+        );
+        let mut buckets = vec![Vec::new(); mappings.len()];
+        for (ri, r) in rules.iter().enumerate() {
+            for (mi, _) in &r.compiled {
+                buckets[*mi].push(ri);
+            }
+        }
+        let parse_all = rules.iter().any(|r| r.literals.is_none());
+        let prefilter = (!parse_all).then(|| Prefilter::new(&rules)).flatten();
+        let mappings_len = mappings.len();
+        RuleSet {
+            mappings,
+            fields,
+            rules,
+            correlations,
+            issues,
+            files,
+            buckets,
+            prefilter,
+            parse_all,
+            seen: (0..mappings_len).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Events of a mapping's log source evaluated so far.
+    pub fn seen(&self, mapping: usize) -> u64 {
+        self.seen[mapping].load(Ordering::Relaxed)
+    }
+
+    /// Whether some rule could match a raw record with these bytes.
+    pub fn wants(&self, raw: &[u8]) -> bool {
+        if self.rules.is_empty() {
+            return false;
+        }
+        if self.parse_all {
+            return true;
+        }
+        self.prefilter.as_ref().is_some_and(|p| p.wants(raw))
+    }
+
+    /// Metadata of every rule and correlation that runs.
+    pub fn metas(&self) -> impl Iterator<Item = &RuleMeta> {
+        self.rules
+            .iter()
+            .map(|r| &r.meta)
+            .chain(self.correlations.iter().map(|c| &c.meta))
+    }
+
+    /// Whether any rule runs.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Load problems that are errors (wrong rules).
+    pub fn errors(&self) -> impl Iterator<Item = &LoadIssue> {
+        self.issues.iter().filter(|i| i.kind == "error")
+    }
+
+    /// Matches one event against every rule written for its log source.
+    pub fn eval(&self, ev: &Event, out: &mut Vec<Hit>) {
+        let mut ctx = EvalCtx::new(ev, &self.fields);
+        let mut done: Vec<usize> = Vec::new();
+        for (mi, m) in self.mappings.iter().enumerate() {
+            if self.buckets[mi].is_empty() || !m.kinds.contains(&ev.kind) {
+                continue;
+            }
+            if !m.require_any.is_empty()
+                && !m
+                    .require_any
+                    .iter()
+                    .any(|f| ev.get(f).is_some_and(|v| !v.is_null()))
+            {
+                continue;
+            }
+            self.seen[mi].fetch_add(1, Ordering::Relaxed);
+            for &ri in &self.buckets[mi] {
+                if done.contains(&ri) {
+                    continue;
+                }
+                let rule = &self.rules[ri];
+                let Some((_, det)) = rule.compiled.iter().find(|(i, _)| *i == mi) else {
+                    continue;
+                };
+                if ctx.matches(det) {
+                    done.push(ri);
+                    out.push(self.hit(ri, mi, det, &mut ctx));
+                }
+            }
+        }
+    }
+
+    fn hit(&self, ri: usize, mi: usize, det: &Section, ctx: &mut EvalCtx<'_, '_>) -> Hit {
+        let rule = &self.rules[ri];
+        let mut fields = BTreeMap::new();
+        for &f in det.fields.iter().take(12) {
+            if let Some(v) = ctx.first_text(f) {
+                let v: String = v.chars().take(300).collect();
+                fields.insert(self.fields.names[f as usize].clone(), v);
+            }
+        }
+        let mut corr = Vec::new();
+        for &ci in &rule.feeds {
+            corr.push(self.correlations[ci].extract(ri, mi, ctx));
+        }
+        let ev = ctx.event();
+        Hit {
+            rule: ri,
+            rep: Rep::of(ev),
+            fields,
+            corr,
+        }
+    }
+
+    /// Finding for a detection-rule hit.
+    pub fn finding(&self, h: &Hit) -> Finding {
+        let r = &self.rules[h.rule];
+        let mut ev = r.meta.evidence();
+        let f: Map<String, Value> = h
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        ev.insert("fields".into(), Value::Object(f));
+        h.rep.finding(
+            Cow::Owned(r.meta.id.clone()),
+            Cow::Owned(r.meta.title.clone()),
+            r.meta.severity(),
+            ev,
+        )
+    }
+
+    /// A short account of what loaded, for summaries.
+    pub fn summary_line(&self) -> String {
+        let count = |k: &str| self.issues.iter().filter(|i| i.kind == k).count();
+        format!(
+            "{} rule files: {} detection rules and {} correlations run; {} errors, {} inapplicable, {} need placeholders",
+            self.files,
+            self.rules.len(),
+            self.correlations.len(),
+            count("error"),
+            count("inapplicable"),
+            count("needs-placeholders"),
+        )
+    }
+}
+
+/// Texts found in most records of some export: poor prefilter anchors.
+fn is_common(l: &str) -> bool {
+    const COMMON: &[&str] = &[
+        "true",
+        "false",
+        "null",
+        "none",
+        "success",
+        "succeeded",
+        "failure",
+        "failed",
+        "exchange",
+        "sharepoint",
+        "onedrive",
+        "value",
+        "name",
+        "microsoft",
+        // Operations that make up much of a mailbox audit log.
+        "mailitemsaccessed",
+        "userloggedin",
+        "5.0 (windows nt 10.0; win64; x64) applewebkit",
+        "537.36 (khtml, like gecko) chrome",
+        "537.36",
+        "mozilla",
+    ];
+    COMMON.iter().any(|c| c.eq_ignore_ascii_case(l))
+}
+
+/// Texts found in the keys and common values of exports (lower case):
+/// four-byte pieces of these make poor screening texts.
+const EXPORT_TEXT: &str = "creationtime id operation organizationid recordtype \
+resultstatus userkey usertype version workload clientip objectid userid \
+clientipaddress clientinfostring client=microsoft outlook externalaccess \
+internallogontype logontype logonusersid mailboxguid mailboxownerupn \
+mailboxowner sid operationcount operationproperties name value \
+mailaccesstype bind sync isthrottled false true null folders folderitems \
+path internetmessageid sessionid appid clientappid useragent mozilla \
+windows nt win64 x64 applewebkit khtml like gecko chrome safari exchange \
+sharepoint onedrive azureactivedirectory userloggedin pageviewed \
+fileaccessed filepreviewed filemodified movetodeleteditems create update \
+send extendedproperties resultstatusdetail requesttype redirect oauth2 \
+authorize actor actorcontextid applicationid devicename interactive \
+intrasystemid supportticketid targetcontextid target type success \
+succeeded failed failure eventsource itemtype file listid \
+listitemuniqueid site siteurl webid sourcefileextension sourcefilename \
+sourcerelativeurl shared documents appaccesscontext aadsessionid \
+issuedattime uniquetokenid uniquetokenidentifier membership live.com \
+fabrikam example inbox sent items deleted items subject attachments \
+createddatetime userdisplayname userprincipalname appdisplayname \
+ipaddress status errorcode additionaldetails devicedetail location city \
+state countryorregion geocoordinates conditionalaccessstatus notapplied \
+authenticationrequirement correlationid resourcedisplayname resourceid \
+tokenissuertype azuread signinlogs noninteractiveusersignins \
+category properties time tenantid resultsignature durationms \
+calleripaddress identity level operationname onmicrosoft.com \
+originatingserver providers/microsoft.aadiam sign-in activity \
+office 365 exchange online mobile apps and desktop clients \
+modifiedproperties newvalue oldvalue operatingsystem browser report \
+.docx .xlsx .pptx .pdf chrome/114.0.0.0 safari/537.36 edg/ \
+203.0.113.100 198.51.100.100 192.0.2.100";
+
+/// Cover texts per SIMD searcher: Teddy takes at most 64, but fewer per
+/// searcher verify fewer false candidates; on the bench set four searchers
+/// of about 21 ran faster than two of 64 or eleven of 8.
+const SEARCHER_TEXTS: usize = 21;
+
+/// Length of the cover texts.
+const GRAM: usize = 4;
+
+/// Short texts (four bytes, or a whole shorter anchor) such that every
+/// anchor contains one: greedily the piece in the most anchors not covered
+/// yet, preferring pieces not in [`EXPORT_TEXT`], then pieces in it fewer
+/// times (such as part of one key only some records have).
+fn cover(lits: &[String]) -> Vec<String> {
+    // Every candidate piece, its tier and the anchors holding it.
+    let mut cands: Vec<&str> = lits
+        .iter()
+        .flat_map(|l| {
+            let n = l.len().saturating_sub(GRAM) + 1;
+            (0..n).filter_map(move |i| l.get(i..(i + GRAM).min(l.len())))
+        })
+        .collect();
+    cands.sort_unstable();
+    cands.dedup();
+    let tier: Vec<usize> = cands
+        .iter()
+        .map(|g| 3 - EXPORT_TEXT.matches(g).count().min(3))
+        .collect();
+    let holders: Vec<Vec<usize>> = cands
+        .iter()
+        .map(|g| (0..lits.len()).filter(|&i| lits[i].contains(g)).collect())
+        .collect();
+    let mut left = vec![true; lits.len()];
+    let mut out = Vec::new();
+    while left.contains(&true) {
+        let Some((best, _)) = cands
+            .iter()
+            .enumerate()
+            .map(|(c, _)| {
+                (
+                    c,
+                    (tier[c], holders[c].iter().filter(|&&i| left[i]).count()),
+                )
+            })
+            .filter(|(_, (_, n))| *n > 0)
+            .max_by_key(|&(c, score)| (score, std::cmp::Reverse(c)))
+        else {
+            break;
+        };
+        for &i in &holders[best] {
+            left[i] = false;
+        }
+        out.push(cands[best].to_string());
+    }
+    out
+}
+
+/// The raw-record screen. Each alternative has an anchor clause (a value
+/// text before a key, then the one whose shortest text is longest, so it is
+/// rare in records). The record is lower-cased and SIMD (Teddy) searchers
+/// look for short cover texts, every anchor holding one; at each place one
+/// is found, the anchors holding it are compared, and only a record with an
+/// anchor has the alternative's other clauses checked. Common texts (keys,
+/// `true`, `success`) thus never drive the scan. Without SIMD an ASCII
+/// case-insensitive Aho-Corasick automaton looks for the anchors instead.
+#[derive(Debug)]
+struct Prefilter {
+    ac: AhoCorasick,
+    /// The same (lower-case) anchor texts in groups of SIMD searchers, run
+    /// over the lower-cased record: a record none of them finds holds no
+    /// anchor, and only one that holds some is searched by `ac`.
+    teddy: Option<Vec<aho_corasick::packed::Searcher>>,
+    /// The cover texts the SIMD searchers look for, [`SEARCHER_TEXTS`] to
+    /// a searcher.
+    grams: Vec<String>,
+    /// Cover text -> the anchor texts holding it, with its offset there.
+    gram_lits: Vec<Vec<(u32, usize)>>,
+    /// First byte -> the cover texts starting with it.
+    by_first: Vec<Vec<u32>>,
+    /// Anchor texts (lower case).
+    lits: Vec<String>,
+    /// Alternative -> its other clauses (lower-case texts, as searchers).
+    rest: Vec<Vec<Vec<memchr::memmem::Finder<'static>>>>,
+    /// Anchor text id -> alternatives it anchors.
+    by_lit: Vec<Vec<u32>>,
+}
+
+impl Prefilter {
+    fn new(rules: &[Rule]) -> Option<Prefilter> {
+        let mut ids: HashMap<String, u32> = HashMap::new();
+        let mut lits: Vec<String> = Vec::new();
+        let mut by_lit: Vec<Vec<u32>> = Vec::new();
+        let mut rest = Vec::new();
+        for r in rules {
+            for alt in r.literals.iter().flatten() {
+                // The anchor is the clause least likely to be in every
+                // record: values before keys, then long texts (a field item's key
+                // clause comes last, see `section::required_literals`; keys
+                // recur in every record of their schema), and never texts
+                // known to be everywhere (booleans, result words, the common
+                // browser user-agent prefix).
+                let key_at = (alt.len() > 1).then(|| alt.len() - 1);
+                let Some(anchor) = (0..alt.len()).max_by_key(|&i| {
+                    let w = alt[i]
+                        .iter()
+                        .map(|l| if is_common(l) { 0 } else { l.len() })
+                        .min()
+                        .unwrap_or(0);
+                    // A value text that is not common ranks above every
+                    // key: keys are in every record of their schema.
+                    (Some(i) != key_at && w > 0, w)
+                }) else {
+                    continue;
+                };
+                let ai = rest.len() as u32;
+                rest.push(
+                    alt.iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != anchor)
+                        .map(|(_, c)| {
+                            c.iter()
+                                .map(|l| {
+                                    memchr::memmem::Finder::new(l.to_ascii_lowercase().as_bytes())
+                                        .into_owned()
+                                })
+                                .collect()
+                        })
+                        .collect(),
+                );
+                for l in &alt[anchor] {
+                    let key = l.to_ascii_lowercase();
+                    let id = *ids.entry(key.clone()).or_insert_with(|| {
+                        lits.push(key);
+                        by_lit.push(Vec::new());
+                        (lits.len() - 1) as u32
+                    });
+                    by_lit[id as usize].push(ai);
+                }
+            }
+        }
+        if lits.is_empty() {
+            return None;
+        }
+        let ac = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&lits)
+            .or_else(|_| {
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .build(&lits)
+            })
+            .expect("literal patterns build");
+        // Teddy takes at most 64 patterns, so it looks for a few short
+        // texts that cover every anchor (each anchor contains one), and
+        // where one is found, the anchors holding it are compared there;
+        // without it (no SIMD), the automaton screens alone.
+        let grams = cover(&lits);
+        // (An empty anchor is in every record: the automaton handles it.)
+        let teddy = if grams.iter().any(String::is_empty) {
+            None
+        } else {
+            grams
+                .chunks(SEARCHER_TEXTS)
+                .map(|g| {
+                    aho_corasick::packed::Config::new()
+                        .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+                        .builder()
+                        .extend(g)
+                        .build()
+                })
+                .collect()
+        };
+        let gram_lits = grams
+            .iter()
+            .map(|g| {
+                let mut v = Vec::new();
+                for (li, l) in lits.iter().enumerate() {
+                    for (k, _) in l.match_indices(g.as_str()) {
+                        v.push((li as u32, k));
+                    }
+                }
+                v
+            })
+            .collect();
+        let mut by_first = vec![Vec::new(); 256];
+        for (i, g) in grams.iter().enumerate() {
+            if let Some(&c) = g.as_bytes().first() {
+                by_first[usize::from(c)].push(i as u32);
+            }
+        }
+        Some(Prefilter {
+            ac,
+            teddy,
+            grams,
+            gram_lits,
+            by_first,
+            lits,
+            rest,
+            by_lit,
+        })
+    }
+
+    /// Whether some alternative anchored by anchor text `li` has its other
+    /// clauses in the lower-cased record.
+    fn alt_holds(&self, li: usize, lower: &[u8]) -> bool {
+        self.by_lit[li].iter().any(|&a| {
+            self.rest[a as usize]
+                .iter()
+                .all(|c| c.iter().any(|f| f.find(lower).is_some()))
+        })
+    }
+
+    /// Whether an anchor holding cover text `gi` starts `k` bytes before
+    /// `pos`, with its alternative's other clauses in the record.
+    fn gram_holds(&self, gi: usize, pos: usize, lower: &[u8]) -> bool {
+        let g = self.grams[gi].as_bytes();
+        if !lower[pos..].starts_with(g) {
+            return false;
+        }
+        self.gram_lits[gi].iter().any(|&(li, k)| {
+            pos >= k
+                && lower[pos - k..].starts_with(self.lits[li as usize].as_bytes())
+                && self.alt_holds(li as usize, lower)
+        })
+    }
+
+    fn wants(&self, raw: &[u8]) -> bool {
+        thread_local! {
+            // The lower-cased record, reused across records.
+            static LOWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        LOWER.with(|b| {
+            let mut b = b.borrow_mut();
+            b.clear();
+            b.extend_from_slice(raw);
+            b.make_ascii_lowercase();
+            let b = &b[..];
+            if let Some(groups) = &self.teddy {
+                // Every position where some cover text starts: an anchor's
+                // occurrence holds its cover text, so none is missed.
+                for searcher in groups {
+                    let mut at = 0;
+                    while let Some(m) = searcher.find_in(b, aho_corasick::Span::from(at..b.len())) {
+                        let pos = m.start();
+                        // Every cover text starting here (shorter ones
+                        // may start where a longer one was found).
+                        if self.by_first[usize::from(b[pos])]
+                            .iter()
+                            .any(|&gi| self.gram_holds(gi as usize, pos, b))
+                        {
+                            return true;
+                        }
+                        at = pos + 1;
+                    }
+                }
+                return false;
+            }
+            self.wants_ac(b)
+        })
+    }
+
+    /// [`Prefilter::wants`] with the automaton, on the lower-cased record.
+    fn wants_ac(&self, lower: &[u8]) -> bool {
+        // Most records hold no anchor: the plain search exits on the first
+        // hit and is cheaper than the overlapping one.
+        if !self.ac.is_match(lower) {
+            return false;
+        }
+        self.ac
+            .find_overlapping_iter(lower)
+            .any(|m| self.alt_holds(m.pattern().as_usize(), lower))
+    }
+}
+
+/// A detection-rule match, made in a worker thread.
+#[derive(Debug)]
+pub struct Hit {
+    /// Rule index.
+    pub rule: usize,
+    /// The event's reporting fields.
+    pub rep: Rep,
+    /// Values of the fields the rule names.
+    pub fields: BTreeMap<String, String>,
+    /// What each correlation fed by the rule needs from the event.
+    pub corr: Vec<correlate::Extract>,
+}
+
+/// Reads a placeholder file: a YAML map of name -> value or list of values.
+pub fn load_placeholders(p: &Path) -> Result<Placeholders, String> {
+    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let mut out = Placeholders::new();
+    for d in yaml::documents(&text) {
+        let y = d.parsed.map_err(|e| format!("{}: {e}", p.display()))?;
+        let Y::Map(m) = y else {
+            return Err(format!(
+                "{}: placeholders must be a map of name: [values]",
+                p.display()
+            ));
+        };
+        for (k, v) in m {
+            out.insert(k.trim_matches('%').to_string(), v.text_list());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,984 @@
+//! Detection sections: search identifiers compiled to matchers, and their
+//! evaluation over an event with every field value looked up once.
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::cond::{self, Cond};
+use super::mapping::Mapping;
+use super::matcher::{
+    as_number, as_time, base64, base64offset, cidr_literal, utf16, windash, Cidr, Cmp, SStr,
+    StrMatch, TimePart,
+};
+use super::yaml::Y;
+use tokenward_event::{lookup_all, Event};
+
+/// Index of a resolved field in [`Fields`].
+pub type FieldId = u32;
+
+/// One candidate path, split at `[key=value]` selectors.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PathSpec {
+    /// Plain dotted path, then (selector key, value, rest path) steps.
+    pub head: String,
+    /// Selector steps.
+    pub steps: Vec<(String, String, String)>,
+}
+
+impl PathSpec {
+    fn parse(p: &str) -> PathSpec {
+        let mut steps = Vec::new();
+        let (head, mut rest) = match p.find('[') {
+            Some(i) => (p[..i].to_string(), &p[i..]),
+            None => {
+                return PathSpec {
+                    head: p.to_string(),
+                    steps,
+                }
+            }
+        };
+        while let Some(r) = rest.strip_prefix('[') {
+            let Some(close) = r.find(']') else { break };
+            let sel = &r[..close];
+            let (k, v) = sel.split_once('=').unwrap_or((sel, ""));
+            let after = r[close + 1..].trim_start_matches('.');
+            let next = after.find('[').unwrap_or(after.len());
+            steps.push((k.to_string(), v.to_string(), after[..next].to_string()));
+            rest = &after[next..];
+        }
+        PathSpec { head, steps }
+    }
+
+    fn resolve<'e>(&self, ev: &'e Event, out: &mut Vec<&'e Value>) {
+        let mut cur = ev.get_all(&self.head);
+        for (k, v, rest) in &self.steps {
+            let mut next = Vec::new();
+            for x in cur {
+                let hit = x.as_object().is_some_and(|m| {
+                    m.iter().any(|(mk, mv)| {
+                        mk.eq_ignore_ascii_case(k)
+                            && mv.as_str().is_some_and(|s| s.eq_ignore_ascii_case(v))
+                    })
+                });
+                if hit {
+                    lookup_all(x, rest, &mut next);
+                }
+            }
+            cur = next;
+        }
+        out.extend(cur);
+    }
+}
+
+/// Every field a rule set reads, each as its candidate paths.
+#[derive(Debug, Default)]
+pub struct Fields {
+    /// Candidate paths by id.
+    pub paths: Vec<Vec<PathSpec>>,
+    /// Sigma name by id (for evidence).
+    pub names: Vec<String>,
+    index: HashMap<(usize, String), FieldId>,
+}
+
+impl Fields {
+    /// The id of a Sigma field name under a mapping (interned).
+    pub fn intern(&mut self, mapping_idx: usize, mapping: &Mapping, name: &str) -> FieldId {
+        if let Some(&id) = self.index.get(&(mapping_idx, name.to_string())) {
+            return id;
+        }
+        let id = self.paths.len() as FieldId;
+        self.paths.push(
+            mapping
+                .paths(name)
+                .iter()
+                .map(|p| PathSpec::parse(p))
+                .collect(),
+        );
+        self.names.push(name.to_string());
+        self.index.insert((mapping_idx, name.to_string()), id);
+        id
+    }
+}
+
+/// A leaf test on one value.
+#[derive(Clone, Debug)]
+pub enum Leaf {
+    /// String test; the number is set when the rule value was an integer,
+    /// so `ResultType: 50126` also matches a numeric `50126.0`.
+    Str(Box<StrMatch>, Option<f64>),
+    /// `null`: the field is absent or null.
+    Null,
+    /// `exists`.
+    Exists(bool),
+    /// `gt`/`gte`/`lt`/`lte` on a number.
+    Num(Cmp, f64),
+    /// A time-part modifier, with a comparison.
+    Time(TimePart, Cmp, f64),
+    /// `cidr`.
+    Cidr(Cidr),
+    /// `fieldref`: compare with another field's values.
+    FieldRef {
+        /// The other field.
+        other: FieldId,
+        /// 0 equal, 1 startswith, 2 endswith, 3 contains.
+        how: u8,
+        /// Case-sensitive.
+        cased: bool,
+    },
+}
+
+/// A detection item: one field (or the whole event, for keywords) and its
+/// values, OR-linked unless `all`.
+#[derive(Clone, Debug)]
+pub struct Item {
+    /// `None` for keyword searches.
+    pub field: Option<FieldId>,
+    /// The tests.
+    pub leaves: Vec<Leaf>,
+    /// Every value must match.
+    pub all: bool,
+    /// `neq`: the field is present and matches none of the values.
+    pub neq: bool,
+}
+
+/// A search identifier.
+#[derive(Clone, Debug)]
+pub enum Search {
+    /// A map: every item.
+    And(Vec<Item>),
+    /// A list: any element.
+    Or(Vec<Search>),
+}
+
+/// A compiled detection section for one log-source mapping.
+#[derive(Clone, Debug)]
+pub struct Section {
+    /// Identifier names, in file order.
+    pub names: Vec<String>,
+    /// Compiled identifiers.
+    pub searches: Vec<Search>,
+    /// The condition (a list of conditions is their `or`).
+    pub cond: Cond,
+    /// Fields the rule names, for evidence.
+    pub fields: Vec<FieldId>,
+}
+
+/// What compiling a value can run into.
+#[derive(Debug)]
+pub enum CompileError {
+    /// The rule is wrong.
+    Invalid(String),
+    /// A placeholder has no values (the rule is fine but cannot run).
+    Placeholder(String),
+}
+
+impl From<String> for CompileError {
+    fn from(s: String) -> Self {
+        CompileError::Invalid(s)
+    }
+}
+
+/// Placeholder values for `expand` (`%name%` -> values).
+pub type Placeholders = HashMap<String, Vec<String>>;
+
+struct Ctx<'a> {
+    fields: &'a mut Fields,
+    mapping_idx: usize,
+    mapping: &'a Mapping,
+    placeholders: &'a Placeholders,
+    used: Vec<FieldId>,
+}
+
+const MODIFIERS: &[&str] = &[
+    "contains",
+    "startswith",
+    "endswith",
+    "all",
+    "re",
+    "i",
+    "m",
+    "s",
+    "cidr",
+    "base64",
+    "base64offset",
+    "utf16le",
+    "utf16be",
+    "utf16",
+    "wide",
+    "windash",
+    "exists",
+    "fieldref",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "neq",
+    "expand",
+    "cased",
+    "minute",
+    "hour",
+    "day",
+    "week",
+    "month",
+    "year",
+];
+
+fn expand(s: &str, ph: &Placeholders) -> Result<Vec<String>, CompileError> {
+    // Split into literal text and %name% placeholders; `\%` is a literal %.
+    let mut parts: Vec<Result<String, String>> = Vec::new();
+    let mut lit = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' && chars.peek() == Some(&'%') {
+            // Keep the escape for the wildcard parser? `%` is not a
+            // wildcard, so the plain character is enough.
+            lit.push('%');
+            chars.next();
+        } else if c == '%' {
+            let mut name = String::new();
+            let mut closed = false;
+            for n in chars.by_ref() {
+                if n == '%' {
+                    closed = true;
+                    break;
+                }
+                name.push(n);
+            }
+            if !closed {
+                lit.push('%');
+                lit.push_str(&name);
+            } else {
+                parts.push(Ok(std::mem::take(&mut lit)));
+                parts.push(Err(name));
+            }
+        } else {
+            lit.push(c);
+        }
+    }
+    parts.push(Ok(lit));
+    let mut outs = vec![String::new()];
+    for p in parts {
+        match p {
+            Ok(l) => outs.iter_mut().for_each(|o| o.push_str(&l)),
+            Err(name) => {
+                let vals = ph.get(&name).ok_or_else(|| {
+                    CompileError::Placeholder(format!("placeholder %{name}% has no values"))
+                })?;
+                if vals.is_empty() {
+                    return Err(CompileError::Placeholder(format!(
+                        "placeholder %{name}% has no values"
+                    )));
+                }
+                outs = outs
+                    .iter()
+                    .flat_map(|o| vals.iter().map(move |v| format!("{o}{v}")))
+                    .collect();
+            }
+        }
+    }
+    Ok(outs)
+}
+
+fn cmp_of(m: &str) -> Option<Cmp> {
+    Some(match m {
+        "gt" => Cmp::Gt,
+        "gte" => Cmp::Gte,
+        "lt" => Cmp::Lt,
+        "lte" => Cmp::Lte,
+        _ => return None,
+    })
+}
+
+fn time_of(m: &str) -> Option<TimePart> {
+    Some(match m {
+        "minute" => TimePart::Minute,
+        "hour" => TimePart::Hour,
+        "day" => TimePart::Day,
+        "week" => TimePart::Week,
+        "month" => TimePart::Month,
+        "year" => TimePart::Year,
+        _ => return None,
+    })
+}
+
+fn number_of(v: &Y) -> Option<f64> {
+    match v {
+        Y::Int(i) => Some(*i as f64),
+        Y::Float(f) => Some(*f),
+        Y::Str(s) => as_number(s),
+        _ => None,
+    }
+}
+
+impl Ctx<'_> {
+    fn field(&mut self, name: &str) -> FieldId {
+        let id = self.fields.intern(self.mapping_idx, self.mapping, name);
+        if !self.used.contains(&id) {
+            self.used.push(id);
+        }
+        id
+    }
+
+    fn item(&mut self, key: &str, val: &Y) -> Result<Item, CompileError> {
+        let mut parts = key.split('|');
+        let fname = parts.next().unwrap_or("");
+        let mods: Vec<&str> = parts.collect();
+        for m in &mods {
+            if !MODIFIERS.contains(m) {
+                return Err(CompileError::Invalid(format!(
+                    "unknown modifier `{m}` in `{key}`"
+                )));
+            }
+            if matches!(*m, "i" | "m" | "s") && !mods.contains(&"re") {
+                return Err(CompileError::Invalid(format!(
+                    "modifier `{m}` is a regex flag and needs `re` (in `{key}`)"
+                )));
+            }
+        }
+        let has = |m: &str| mods.contains(&m);
+        let field = if fname.is_empty() {
+            None
+        } else {
+            Some(self.field(fname))
+        };
+        let values: Vec<&Y> = match val {
+            Y::Seq(v) => v.iter().collect(),
+            other => vec![other],
+        };
+        if values.is_empty() {
+            return Err(CompileError::Invalid(format!(
+                "`{key}` has an empty value list"
+            )));
+        }
+        if has("all") && values.len() < 2 && field.is_some() {
+            return Err(CompileError::Invalid(format!(
+                "`all` needs a list of at least two values (in `{key}`)"
+            )));
+        }
+        let cased = has("cased");
+        let mut leaves = Vec::new();
+        for v in values {
+            self.leaves(key, field, &mods, cased, v, &mut leaves)?;
+        }
+        Ok(Item {
+            field,
+            leaves,
+            all: has("all"),
+            neq: has("neq"),
+        })
+    }
+
+    fn leaves(
+        &mut self,
+        key: &str,
+        field: Option<FieldId>,
+        mods: &[&str],
+        cased: bool,
+        v: &Y,
+        out: &mut Vec<Leaf>,
+    ) -> Result<(), CompileError> {
+        let has = |m: &str| mods.contains(&m);
+        if has("exists") {
+            let Y::Bool(b) = v else {
+                return Err(CompileError::Invalid(format!(
+                    "`{key}`: exists takes true or false"
+                )));
+            };
+            if field.is_none() {
+                return Err(CompileError::Invalid("exists needs a field".into()));
+            }
+            out.push(Leaf::Exists(*b));
+            return Ok(());
+        }
+        if matches!(v, Y::Null) {
+            if field.is_none() {
+                return Err(CompileError::Invalid("a keyword cannot be null".into()));
+            }
+            out.push(Leaf::Null);
+            return Ok(());
+        }
+        if let Some(tp) = mods.iter().find_map(|m| time_of(m)) {
+            let cmp = mods.iter().find_map(|m| cmp_of(m)).unwrap_or(Cmp::Eq);
+            let n = number_of(v).ok_or_else(|| format!("`{key}`: {v:?} is not a number"))?;
+            out.push(Leaf::Time(tp, cmp, n));
+            return Ok(());
+        }
+        if let Some(cmp) = mods.iter().find_map(|m| cmp_of(m)) {
+            let n = number_of(v).ok_or_else(|| format!("`{key}`: {v:?} is not a number"))?;
+            out.push(Leaf::Num(cmp, n));
+            return Ok(());
+        }
+        let text = match v {
+            Y::Seq(_) | Y::Map(_) => {
+                return Err(CompileError::Invalid(format!(
+                    "`{key}`: values must be scalars"
+                )))
+            }
+            other => other.scalar_text().unwrap_or_default(),
+        };
+        if has("fieldref") {
+            let other = self.field(&text);
+            let how = if has("startswith") {
+                1
+            } else if has("endswith") {
+                2
+            } else if has("contains") {
+                3
+            } else {
+                0
+            };
+            out.push(Leaf::FieldRef { other, how, cased });
+            return Ok(());
+        }
+        if has("cidr") {
+            out.push(Leaf::Cidr(Cidr::parse(&text)?));
+            return Ok(());
+        }
+        if has("re") {
+            out.push(Leaf::Str(
+                Box::new(StrMatch::regex(&text, has("i"), has("m"), has("s"))?),
+                None,
+            ));
+            return Ok(());
+        }
+        let num = match v {
+            Y::Int(i) => Some(*i as f64),
+            _ => None,
+        };
+        let texts = if has("expand") {
+            expand(&text, self.placeholders)?
+        } else {
+            vec![text]
+        };
+        let mut vals: Vec<SStr> = texts.iter().map(|t| SStr::parse(t)).collect();
+        for m in mods {
+            vals = match *m {
+                "contains" => vals
+                    .into_iter()
+                    .map(|mut s| {
+                        s.star_front();
+                        s.star_back();
+                        s
+                    })
+                    .collect(),
+                "startswith" => vals
+                    .into_iter()
+                    .map(|mut s| {
+                        s.star_back();
+                        s
+                    })
+                    .collect(),
+                "endswith" => vals
+                    .into_iter()
+                    .map(|mut s| {
+                        s.star_front();
+                        s
+                    })
+                    .collect(),
+                "windash" => vals.iter().flat_map(windash).collect(),
+                "base64" => vals.iter().map(base64).collect::<Result<_, _>>()?,
+                "base64offset" => {
+                    let mut o = Vec::new();
+                    for s in &vals {
+                        o.extend(base64offset(s)?);
+                    }
+                    o
+                }
+                "utf16le" | "wide" => vals
+                    .iter()
+                    .map(|s| utf16(s, false, false))
+                    .collect::<Result<_, _>>()?,
+                "utf16be" => vals
+                    .iter()
+                    .map(|s| utf16(s, true, false))
+                    .collect::<Result<_, _>>()?,
+                "utf16" => vals
+                    .iter()
+                    .map(|s| utf16(s, false, true))
+                    .collect::<Result<_, _>>()?,
+                _ => vals,
+            };
+        }
+        if field.is_none() {
+            // Keywords search the whole event: an unbounded match.
+            for s in vals.iter_mut() {
+                s.star_front();
+                s.star_back();
+            }
+        }
+        for s in &vals {
+            out.push(Leaf::Str(Box::new(StrMatch::from_sstr(s, cased)?), num));
+        }
+        Ok(())
+    }
+
+    fn search(&mut self, name: &str, v: &Y) -> Result<Search, CompileError> {
+        match v {
+            Y::Map(m) => {
+                if m.is_empty() {
+                    return Err(CompileError::Invalid(format!("`{name}` is empty")));
+                }
+                let mut items = Vec::new();
+                for (k, val) in m {
+                    items.push(self.item(k, val)?);
+                }
+                Ok(Search::And(items))
+            }
+            Y::Seq(list) => {
+                if list.is_empty() {
+                    return Err(CompileError::Invalid(format!("`{name}` is an empty list")));
+                }
+                // Plain values form one keyword item; maps are alternatives.
+                let mut alts = Vec::new();
+                let mut kws = Vec::new();
+                for x in list {
+                    match x {
+                        Y::Map(_) => alts.push(self.search(name, x)?),
+                        Y::Seq(_) => {
+                            return Err(CompileError::Invalid(format!(
+                                "`{name}`: nested lists are not Sigma"
+                            )))
+                        }
+                        other => kws.push(other.clone()),
+                    }
+                }
+                if !kws.is_empty() {
+                    alts.push(Search::And(vec![self.item("", &Y::Seq(kws))?]));
+                }
+                Ok(if alts.len() == 1 {
+                    alts.remove(0)
+                } else {
+                    Search::Or(alts)
+                })
+            }
+            Y::Null => Err(CompileError::Invalid(format!("`{name}` has no value"))),
+            scalar => Ok(Search::And(vec![self.item("", scalar)?])),
+        }
+    }
+}
+
+/// Compiles a rule's `detection` section under one mapping.
+pub fn compile(
+    det: &Y,
+    fields: &mut Fields,
+    mapping_idx: usize,
+    mapping: &Mapping,
+    placeholders: &Placeholders,
+) -> Result<Section, CompileError> {
+    let Y::Map(m) = det else {
+        return Err(CompileError::Invalid("detection must be a map".into()));
+    };
+    let mut ctx = Ctx {
+        fields,
+        mapping_idx,
+        mapping,
+        placeholders,
+        used: Vec::new(),
+    };
+    let mut names = Vec::new();
+    let mut searches = Vec::new();
+    let mut condition = None;
+    for (k, v) in m {
+        if k == "condition" {
+            condition = Some(v);
+            continue;
+        }
+        if k == "timeframe" {
+            return Err(CompileError::Invalid(
+                "`timeframe` is Sigma v1 aggregation; use a correlation rule".into(),
+            ));
+        }
+        searches.push(ctx.search(k, v)?);
+        names.push(k.clone());
+    }
+    let condition = condition.ok_or_else(|| CompileError::Invalid("missing condition".into()))?;
+    let conds: Vec<String> = match condition {
+        Y::Seq(v) => v.iter().filter_map(Y::scalar_text).collect(),
+        other => other.scalar_text().into_iter().collect(),
+    };
+    if conds.is_empty() {
+        return Err(CompileError::Invalid("empty condition".into()));
+    }
+    let mut parsed = conds
+        .iter()
+        .map(|c| cond::parse(c, &names).map_err(|e| format!("condition `{c}`: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cond = if parsed.len() == 1 {
+        parsed.remove(0)
+    } else {
+        Cond::Or(parsed)
+    };
+    Ok(Section {
+        names,
+        searches,
+        cond,
+        fields: ctx.used,
+    })
+}
+
+/// One field value of an event, with its lower-cased form made on demand.
+pub struct Fv<'e> {
+    /// The value as text (objects and arrays as compact JSON).
+    pub text: Cow<'e, str>,
+    /// JSON null.
+    pub null: bool,
+    lower: OnceCell<String>,
+    ip: OnceCell<Option<std::net::IpAddr>>,
+}
+
+impl<'e> Fv<'e> {
+    fn of(v: &'e Value) -> Fv<'e> {
+        let (text, null) = match v {
+            Value::String(s) => (Cow::Borrowed(s.as_str()), false),
+            Value::Null => (Cow::Borrowed(""), true),
+            Value::Bool(b) => (Cow::Borrowed(if *b { "true" } else { "false" }), false),
+            Value::Number(n) => (Cow::Owned(n.to_string()), false),
+            other => (Cow::Owned(other.to_string()), false),
+        };
+        Fv {
+            text,
+            null,
+            lower: OnceCell::new(),
+            ip: OnceCell::new(),
+        }
+    }
+
+    /// The value as an IP address (port and brackets removed), parsed once.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        *self
+            .ip
+            .get_or_init(|| tokenward_net::parse_client_ip(&self.text))
+    }
+
+    /// The lower-cased text.
+    pub fn lower(&self) -> &str {
+        self.lower.get_or_init(|| self.text.to_lowercase())
+    }
+}
+
+/// Per-event evaluation state: field values resolved once, on first use.
+pub struct EvalCtx<'e, 'f> {
+    ev: &'e Event,
+    fields: &'f Fields,
+    cache: Vec<(FieldId, Vec<Fv<'e>>)>,
+    words: Option<Vec<Fv<'e>>>,
+}
+
+fn scalars<'e>(v: &'e Value, out: &mut Vec<Fv<'e>>) {
+    match v {
+        Value::Object(m) => m.values().for_each(|x| scalars(x, out)),
+        Value::Array(a) => a.iter().for_each(|x| scalars(x, out)),
+        Value::Null => {}
+        other => out.push(Fv::of(other)),
+    }
+}
+
+impl<'e, 'f> EvalCtx<'e, 'f> {
+    /// A fresh context for an event.
+    pub fn new(ev: &'e Event, fields: &'f Fields) -> Self {
+        EvalCtx {
+            ev,
+            fields,
+            cache: Vec::new(),
+            words: None,
+        }
+    }
+
+    /// The event.
+    pub fn event(&self) -> &'e Event {
+        self.ev
+    }
+
+    fn slot(&mut self, id: FieldId) -> usize {
+        if let Some(i) = self.cache.iter().position(|(f, _)| *f == id) {
+            return i;
+        }
+        let mut raw = Vec::new();
+        for p in &self.fields.paths[id as usize] {
+            p.resolve(self.ev, &mut raw);
+            if !raw.is_empty() {
+                break;
+            }
+        }
+        let vals = raw.into_iter().map(Fv::of).collect();
+        self.cache.push((id, vals));
+        self.cache.len() - 1
+    }
+
+    /// The values of a field (empty when absent).
+    pub fn values(&mut self, id: FieldId) -> &[Fv<'e>] {
+        let i = self.slot(id);
+        &self.cache[i].1
+    }
+
+    /// The first non-null value of a field as text.
+    pub fn first_text(&mut self, id: FieldId) -> Option<String> {
+        self.values(id)
+            .iter()
+            .find(|v| !v.null)
+            .map(|v| v.text.to_string())
+    }
+
+    fn words(&mut self) -> &[Fv<'e>] {
+        if self.words.is_none() {
+            let mut w = Vec::new();
+            scalars(&self.ev.record, &mut w);
+            self.words = Some(w);
+        }
+        self.words.as_deref().unwrap_or_default()
+    }
+
+    fn leaf_on(&mut self, leaf: &Leaf, vals_of: Option<FieldId>) -> bool {
+        // FieldRef needs two fields at once: resolve the other first.
+        if let Leaf::FieldRef { other, how, cased } = leaf {
+            let Some(f) = vals_of else { return false };
+            let os = self.slot(*other);
+            let fs = self.slot(f);
+            let others = &self.cache[os].1;
+            let mine = &self.cache[fs].1;
+            return mine.iter().filter(|v| !v.null).any(|v| {
+                others.iter().filter(|o| !o.null).any(|o| {
+                    let (a, b) = if *cased {
+                        (v.text.as_ref(), o.text.as_ref())
+                    } else {
+                        (v.lower(), o.lower())
+                    };
+                    match how {
+                        1 => a.starts_with(b),
+                        2 => a.ends_with(b),
+                        3 => a.contains(b),
+                        _ => a == b,
+                    }
+                })
+            });
+        }
+        let vals: &[Fv<'e>] = match vals_of {
+            Some(f) => {
+                let i = self.slot(f);
+                &self.cache[i].1
+            }
+            None => {
+                self.words();
+                self.words.as_deref().unwrap_or_default()
+            }
+        };
+        match leaf {
+            Leaf::Null => vals.is_empty() || vals.iter().any(|v| v.null),
+            Leaf::Exists(b) => vals.is_empty() != *b,
+            Leaf::Str(sm, num) => vals.iter().filter(|v| !v.null).any(|v| {
+                sm.is_match(&v.text, v.lower())
+                    || num.is_some_and(|n| as_number(&v.text) == Some(n))
+            }),
+            Leaf::Num(c, n) => vals
+                .iter()
+                .filter_map(|v| as_number(&v.text))
+                .any(|x| c.test(x, *n)),
+            Leaf::Time(tp, c, n) => vals
+                .iter()
+                .filter_map(|v| as_time(&v.text))
+                .any(|t| c.test(tp.of(t), *n)),
+            Leaf::Cidr(c) => vals.iter().any(|v| v.ip().is_some_and(|ip| c.contains(ip))),
+            Leaf::FieldRef { .. } => false,
+        }
+    }
+
+    fn item(&mut self, it: &Item) -> bool {
+        if let Some(f) = it.field {
+            // An absent field matches only `null` and `exists: false`
+            // items; everything else is simply false, so it never breaks
+            // an `or` that another branch satisfies.
+            let absent = self.values(f).is_empty();
+            if absent
+                && !it
+                    .leaves
+                    .iter()
+                    .any(|l| matches!(l, Leaf::Null | Leaf::Exists(false)))
+            {
+                return false;
+            }
+        }
+        if it.neq {
+            return !it.leaves.iter().any(|l| self.leaf_on(l, it.field));
+        }
+        if it.all {
+            it.leaves.iter().all(|l| self.leaf_on(l, it.field))
+        } else {
+            it.leaves.iter().any(|l| self.leaf_on(l, it.field))
+        }
+    }
+
+    fn search(&mut self, s: &Search) -> bool {
+        match s {
+            Search::And(items) => items.iter().all(|i| self.item(i)),
+            Search::Or(alts) => alts.iter().any(|a| self.search(a)),
+        }
+    }
+
+    /// Evaluates a detection.
+    pub fn matches(&mut self, d: &Section) -> bool {
+        // Identifiers are tested lazily and at most once; most rules have
+        // few, so the memo lives on the stack.
+        let mut small = [None; 16];
+        let mut big;
+        let memo: &mut [Option<bool>] = if d.searches.len() <= small.len() {
+            &mut small[..]
+        } else {
+            big = vec![None; d.searches.len()];
+            &mut big[..]
+        };
+        cond::eval(&d.cond, &mut |i| {
+            if let Some(b) = memo[i] {
+                return b;
+            }
+            let b = self.search(&d.searches[i]);
+            memo[i] = Some(b);
+            b
+        })
+    }
+}
+
+/// One way a record can satisfy a rule: every clause must have one of its
+/// texts in the record's raw bytes.
+pub type Alt = Vec<Vec<String>>;
+
+/// Texts that must occur in a record's raw bytes for a detection to match
+/// it: any one of the alternatives, each an AND of OR-clauses (a field
+/// item needs its key name and every fragment of its value). `None` when
+/// no such condition is known (e.g. a rule that is only a negation).
+/// Fragments avoid characters exports escape (`"`, `\`, `/`, `'`, `<`,
+/// `>`, `&`, non-ASCII), so they are found in JSON lines, JSON arrays and
+/// JSON-in-a-string alike; matching is ASCII case-insensitive.
+pub fn required_literals(d: &Section, fields: &Fields) -> Option<Vec<Alt>> {
+    fn frags(s: &str) -> Vec<String> {
+        s.split(|c: char| !c.is_ascii() || c.is_ascii_control() || "\"\\/'<>&".contains(c))
+            .filter(|p| p.len() >= 3)
+            .map(str::to_string)
+            .collect()
+    }
+    fn leaf(l: &Leaf) -> Option<Vec<Vec<String>>> {
+        let lit = match l {
+            Leaf::Str(sm, None) => sm.literal().map(str::to_string),
+            Leaf::Str(sm, Some(n)) if n.fract() == 0.0 => sm.literal().map(str::to_string),
+            // Short prefixes ("10.") are kept: a weak filter beats none.
+            Leaf::Cidr(c) => return cidr_literal(c).map(|f| vec![vec![f]]),
+            _ => None,
+        }?;
+        let f = frags(&lit);
+        (!f.is_empty()).then(|| f.into_iter().map(|x| vec![x]).collect())
+    }
+    // The key a positive match on a field needs in the raw record: the last
+    // plain step of one of its candidate paths.
+    let key = |f: FieldId| -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        for p in &fields.paths[f as usize] {
+            let last = p.steps.last().map(|s| s.2.as_str()).unwrap_or(&p.head);
+            let k = last.rsplit('.').next().unwrap_or(last);
+            if k.len() < 3 || k.chars().any(|c| !c.is_ascii() || "\"\\/'<>&".contains(c)) {
+                return None;
+            }
+            out.push(k.to_string());
+        }
+        (!out.is_empty()).then_some(out)
+    };
+    let weight = |a: &Alt| -> usize {
+        a.iter()
+            .map(|c| c.iter().map(String::len).min().unwrap_or(0))
+            .sum()
+    };
+    let best = |sets: Vec<Option<Vec<Alt>>>| -> Option<Vec<Alt>> {
+        sets.into_iter()
+            .flatten()
+            .max_by_key(|alts| alts.iter().map(weight).min().unwrap_or(0))
+    };
+    fn union(sets: Vec<Option<Vec<Alt>>>) -> Option<Vec<Alt>> {
+        let mut out = Vec::new();
+        for s in sets {
+            out.extend(s?);
+        }
+        (!out.is_empty()).then_some(out)
+    }
+    let item = |it: &Item| -> Option<Vec<Alt>> {
+        if it.neq {
+            return None;
+        }
+        let k = match it.field {
+            Some(f) => {
+                if it
+                    .leaves
+                    .iter()
+                    .any(|l| matches!(l, Leaf::Null | Leaf::Exists(false)))
+                {
+                    return None;
+                }
+                Some(key(f))
+            }
+            None => None,
+        };
+        // The key clause goes last: the prefilter relies on that to anchor
+        // on values rather than on keys.
+        let with_key = |mut a: Alt| -> Alt {
+            if let Some(Some(kc)) = &k {
+                a.push(kc.clone());
+            }
+            a
+        };
+        let leaves: Vec<Option<Vec<Vec<String>>>> = it.leaves.iter().map(leaf).collect();
+        if it.all {
+            let mut a = Vec::new();
+            for l in leaves.into_iter().flatten() {
+                a.extend(l);
+            }
+            let a = with_key(a);
+            return (!a.is_empty()).then(|| vec![a]);
+        }
+        let mut alts = Vec::new();
+        for l in leaves {
+            match l {
+                Some(cl) => alts.push(with_key(cl)),
+                None => {
+                    // A leaf without a literal: only the key is required.
+                    let a = with_key(Vec::new());
+                    if a.is_empty() {
+                        return None;
+                    }
+                    alts.push(a);
+                }
+            }
+        }
+        (!alts.is_empty()).then_some(alts)
+    };
+    let search = |s: &Search| -> Option<Vec<Alt>> {
+        fn go(
+            s: &Search,
+            item: &dyn Fn(&Item) -> Option<Vec<Alt>>,
+            best: &dyn Fn(Vec<Option<Vec<Alt>>>) -> Option<Vec<Alt>>,
+        ) -> Option<Vec<Alt>> {
+            match s {
+                Search::And(items) => best(items.iter().map(item).collect()),
+                Search::Or(alts) => union(alts.iter().map(|a| go(a, item, best)).collect()),
+            }
+        }
+        go(s, &item, &best)
+    };
+    fn cond(
+        c: &Cond,
+        d: &Section,
+        search: &dyn Fn(&Search) -> Option<Vec<Alt>>,
+        best: &dyn Fn(Vec<Option<Vec<Alt>>>) -> Option<Vec<Alt>>,
+    ) -> Option<Vec<Alt>> {
+        match c {
+            Cond::Id(i) => search(&d.searches[*i]),
+            Cond::Not(_) => None,
+            Cond::And(v) => best(v.iter().map(|x| cond(x, d, search, best)).collect()),
+            Cond::Or(v) => union(v.iter().map(|x| cond(x, d, search, best)).collect()),
+            Cond::Of(n, ids) if *n == usize::MAX || ids.len() == 1 => {
+                best(ids.iter().map(|i| search(&d.searches[*i])).collect())
+            }
+            Cond::Of(_, ids) => union(ids.iter().map(|i| search(&d.searches[*i])).collect()),
+        }
+    }
+    cond(&d.cond, d, &search, &best)
+}

@@ -1,0 +1,880 @@
+//! Semantics tests: each modifier, condition form, null/absent-field case
+//! and correlation type, with events that must match and events that must
+//! not.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::*;
+use tokenward_event::{Event, Locator};
+
+/// A rule over m365/audit with the given detection (YAML, indented by 4).
+fn rule(detection: &str) -> String {
+    format!(
+        "title: t\nid: r1\nauthor: someone\nlevel: high\nlogsource:\n    product: m365\n    service: audit\ndetection:\n{detection}\n"
+    )
+}
+
+fn set_of(text: &str) -> RuleSet {
+    set_with(text, &Placeholders::new())
+}
+
+fn set_with(text: &str, ph: &Placeholders) -> RuleSet {
+    let s = RuleSet::from_texts([("t.yml", false, text)], mapping::builtin(), ph);
+    let errs: Vec<String> = s.errors().map(|e| e.to_string()).collect();
+    assert!(errs.is_empty(), "{errs:?}");
+    s
+}
+
+fn audit(v: Value) -> Event {
+    let mut v = v;
+    let m = v.as_object_mut().expect("object");
+    m.entry("CreationTime")
+        .or_insert(json!("2023-06-15T10:00:00"));
+    m.entry("Operation").or_insert(json!("Op"));
+    Event::from_record(v, None, Arc::from("f"), Locator { line: 1, record: 1 })
+}
+
+fn hits(s: &RuleSet, ev: &Event) -> usize {
+    let mut out = Vec::new();
+    s.eval(ev, &mut out);
+    out.len()
+}
+
+/// Asserts which of the events a detection matches.
+fn check(detection: &str, yes: &[Value], no: &[Value]) {
+    let s = set_of(&rule(detection));
+    assert_eq!(s.rules.len(), 1, "rule did not load: {:?}", s.issues);
+    for v in yes {
+        assert_eq!(
+            hits(&s, &audit(v.clone())),
+            1,
+            "should match: {v}\n{detection}"
+        );
+    }
+    for v in no {
+        assert_eq!(
+            hits(&s, &audit(v.clone())),
+            0,
+            "should not match: {v}\n{detection}"
+        );
+    }
+}
+
+#[test]
+fn plain_values_are_case_insensitive_and_lists_are_or() {
+    check(
+        "    sel:\n        A: Foo\n        B:\n            - x\n            - 'y'\n    condition: sel",
+        &[json!({"A": "FOO", "B": "y"}), json!({"A": "foo", "B": "X"})],
+        &[json!({"A": "foo", "B": "z"}), json!({"A": "foox", "B": "x"}), json!({"B": "x"})],
+    );
+}
+
+#[test]
+fn cased() {
+    check(
+        "    sel:\n        A|cased: Foo\n    condition: sel",
+        &[json!({"A": "Foo"})],
+        &[json!({"A": "foo"})],
+    );
+}
+
+#[test]
+fn contains_startswith_endswith_all() {
+    check(
+        "    sel:\n        A|contains: mid\n        B|startswith: pre\n        C|endswith: post\n    condition: sel",
+        &[json!({"A": "aMIDb", "B": "PREfix", "C": "a-post"})],
+        &[
+            json!({"A": "aMIb", "B": "prefix", "C": "a-post"}),
+            json!({"A": "mid", "B": "xpre", "C": "post"}),
+            json!({"A": "mid", "B": "pre", "C": "postx"}),
+        ],
+    );
+    check(
+        "    sel:\n        A|contains|all:\n            - one\n            - two\n    condition: sel",
+        &[json!({"A": "two and one"})],
+        &[json!({"A": "one only"})],
+    );
+}
+
+#[test]
+fn wildcards_and_escapes_in_values() {
+    check(
+        "    sel:\n        A: 'a*c?e'\n        B: 'lit\\*'\n    condition: sel",
+        &[json!({"A": "abbbcde", "B": "lit*"})],
+        &[
+            json!({"A": "abbbce", "B": "lit*"}),
+            json!({"A": "abcde", "B": "litx"}),
+        ],
+    );
+}
+
+#[test]
+fn regex_with_flags() {
+    check(
+        "    sel:\n        A|re: '^ab[0-9]+$'\n    condition: sel",
+        &[json!({"A": "ab12"})],
+        &[json!({"A": "AB12"}), json!({"A": "xab12"})],
+    );
+    check(
+        "    sel:\n        A|re|i: '^ab[0-9]+$'\n    condition: sel",
+        &[json!({"A": "AB12"})],
+        &[json!({"A": "AB"})],
+    );
+    check(
+        "    sel:\n        A|re|m: '^two$'\n    condition: sel",
+        &[json!({"A": "one\ntwo"})],
+        &[json!({"A": "one two"})],
+    );
+    check(
+        "    sel:\n        A|re|s: 'one.two'\n    condition: sel",
+        &[json!({"A": "one\ntwo"})],
+        &[json!({"A": "one\n\ntwo"})],
+    );
+}
+
+#[test]
+fn cidr() {
+    check(
+        "    sel:\n        ClientIP|cidr:\n            - 10.0.0.0/8\n            - 2001:db8::/32\n    condition: sel",
+        &[json!({"ClientIP": "10.2.3.4"}), json!({"ClientIP": "[2001:db8::1]:443"}), json!({"ClientIPAddress": "10.9.9.9"})],
+        &[json!({"ClientIP": "11.2.3.4"}), json!({"ClientIP": "garbage"})],
+    );
+}
+
+#[test]
+fn base64_and_offsets_and_utf16() {
+    check(
+        "    sel:\n        A|base64: cmd\n    condition: sel",
+        &[json!({"A": "Y21k"})],
+        &[json!({"A": "cmd"})],
+    );
+    check(
+        "    sel:\n        A|base64offset|contains: 'http://'\n    condition: sel",
+        &[
+            json!({"A": "aHR0cDovL2V4YW1wbGU="}),
+            json!({"A": "eGh0dHA6Ly9leGFtcGxl"}),
+            json!({"A": "eHlodHRwOi8vZXhhbXBsZQ=="}),
+        ],
+        &[json!({"A": "aHR0cHM6Ly9leGFtcGxl"})],
+    );
+    for m in ["utf16le", "wide"] {
+        check(
+            &format!("    sel:\n        A|{m}|base64offset|contains: 'cmd'\n    condition: sel"),
+            &[json!({"A": "YwBtAGQA"})],
+            &[json!({"A": "Y21k"})],
+        );
+    }
+    check(
+        "    sel:\n        A|utf16be|base64: 'cmd'\n    condition: sel",
+        &[json!({"A": "AGMAbQBk"})],
+        &[json!({"A": "YwBtAGQA"})],
+    );
+    check(
+        "    sel:\n        A|utf16|base64: 'cmd'\n    condition: sel",
+        &[json!({"A": "//5jAG0AZAA="})],
+        &[json!({"A": "YwBtAGQA"})],
+    );
+}
+
+#[test]
+fn windash() {
+    check(
+        "    sel:\n        A|windash|contains: ' -exec '\n    condition: sel",
+        &[
+            json!({"A": "x /exec y"}),
+            json!({"A": "x \u{2014}exec y"}),
+            json!({"A": "x -exec y"}),
+        ],
+        &[json!({"A": "x exec y"})],
+    );
+}
+
+#[test]
+fn exists() {
+    check(
+        "    sel:\n        A|exists: true\n    condition: sel",
+        &[json!({"A": ""}), json!({"A": null})],
+        &[json!({"B": 1})],
+    );
+    check(
+        "    sel:\n        A|exists: false\n    condition: sel",
+        &[json!({"B": 1})],
+        &[json!({"A": "x"})],
+    );
+}
+
+#[test]
+fn fieldref() {
+    check(
+        "    sel:\n        A|fieldref: B\n    condition: sel",
+        &[json!({"A": "Same", "B": "same"})],
+        &[json!({"A": "x", "B": "y"}), json!({"A": "x"})],
+    );
+    check(
+        "    sel:\n        A|fieldref|neq: B\n    condition: sel",
+        &[json!({"A": "x", "B": "y"})],
+        &[json!({"A": "x", "B": "x"})],
+    );
+    check(
+        "    sel:\n        A|fieldref|startswith: B\n    condition: sel",
+        &[json!({"A": "prefix-rest", "B": "prefix"})],
+        &[json!({"A": "rest", "B": "prefix"})],
+    );
+}
+
+#[test]
+fn numeric_comparisons() {
+    check(
+        "    sel:\n        N|gt: 10\n        M|lte: 5\n    condition: sel",
+        &[json!({"N": 11, "M": 5}), json!({"N": "10.5", "M": "-1"})],
+        &[
+            json!({"N": 10, "M": 5}),
+            json!({"N": 11, "M": 6}),
+            json!({"N": "abc", "M": 1}),
+        ],
+    );
+    check(
+        "    sel:\n        N|gte: 10\n        M|lt: 5\n    condition: sel",
+        &[json!({"N": 10, "M": 4})],
+        &[json!({"N": 9, "M": 4}), json!({"N": 10, "M": 5})],
+    );
+}
+
+#[test]
+fn neq() {
+    check(
+        "    sel:\n        A|neq:\n            - x\n            - y\n    condition: sel",
+        &[json!({"A": "z"})],
+        &[json!({"A": "X"}), json!({"A": "y"}), json!({"B": "z"})],
+    );
+    check(
+        "    sel:\n        N|neq: 5\n    condition: sel",
+        &[json!({"N": 6})],
+        &[json!({"N": 5})],
+    );
+}
+
+#[test]
+fn expand_placeholders() {
+    let mut ph = Placeholders::new();
+    ph.insert("Admins".into(), vec!["alice@*".into(), "bob@x".into()]);
+    let s = set_with(
+        &rule("    sel:\n        UserId|expand: '%Admins%'\n    condition: sel"),
+        &ph,
+    );
+    assert_eq!(hits(&s, &audit(json!({"UserId": "alice@contoso"}))), 1);
+    assert_eq!(hits(&s, &audit(json!({"UserId": "BOB@x"}))), 1);
+    assert_eq!(hits(&s, &audit(json!({"UserId": "carol@x"}))), 0);
+    // Without values the rule loads but cannot run, and says why.
+    let s = RuleSet::from_texts(
+        [(
+            "t.yml",
+            false,
+            rule("    sel:\n        UserId|expand: '%Admins%'\n    condition: sel").as_str(),
+        )],
+        mapping::builtin(),
+        &Placeholders::new(),
+    );
+    assert!(s.rules.is_empty());
+    assert_eq!(s.issues.len(), 1);
+    assert_eq!(s.issues[0].kind, "needs-placeholders");
+    assert!(s.issues[0].reason.contains("%Admins%"));
+    // Without `expand`, %name% is literal.
+    check(
+        "    sel:\n        A: '%Admins%'\n    condition: sel",
+        &[json!({"A": "%admins%"})],
+        &[json!({"A": "alice@x"})],
+    );
+}
+
+#[test]
+fn time_parts() {
+    check(
+        "    sel:\n        CreationTime|hour|gte: 22\n    condition: sel",
+        &[json!({"CreationTime": "2023-06-15T23:10:00"})],
+        &[json!({"CreationTime": "2023-06-15T10:00:00"})],
+    );
+    for (m, v) in [
+        ("minute", 7),
+        ("day", 15),
+        ("week", 24),
+        ("month", 6),
+        ("year", 2023),
+    ] {
+        check(
+            &format!("    sel:\n        CreationTime|{m}: {v}\n    condition: sel"),
+            &[json!({"CreationTime": "2023-06-15T22:07:09Z"})],
+            &[json!({"CreationTime": "2022-07-16T21:08:09Z"})],
+        );
+    }
+}
+
+#[test]
+fn null_and_empty_and_absent() {
+    // null: absent or JSON null; '' only the empty string.
+    check(
+        "    sel:\n        A: null\n    condition: sel",
+        &[json!({"A": null}), json!({"B": "x"})],
+        &[json!({"A": ""}), json!({"A": "x"})],
+    );
+    check(
+        "    sel:\n        A: ''\n    condition: sel",
+        &[json!({"A": ""})],
+        &[json!({"A": null}), json!({"B": 1}), json!({"A": "x"})],
+    );
+    // An absent field never breaks an `or`: the other branch still matches.
+    check(
+        "    a:\n        Missing: x\n    b:\n        B: y\n    condition: a or b",
+        &[json!({"B": "y"})],
+        &[json!({"B": "z"})],
+    );
+    // ...and `not` over an absent field is true.
+    check(
+        "    sel:\n        B: y\n    f:\n        Missing: x\n    condition: sel and not f",
+        &[json!({"B": "y"})],
+        &[json!({"B": "y", "Missing": "X"})],
+    );
+    // Lists of maps: alternatives, one with an absent field.
+    check(
+        "    sel:\n        - Missing: x\n        - B|startswith: y\n    condition: sel",
+        &[json!({"B": "yes"})],
+        &[json!({"B": "no"})],
+    );
+}
+
+#[test]
+fn condition_forms() {
+    let d = "    selection_a:\n        A: 1\n    selection_b:\n        B: 1\n    filter_x:\n        F: 1\n    _private:\n        P: 1\n";
+    check(
+        &format!("{d}    condition: 1 of selection_* and not 1 of filter_*"),
+        &[json!({"A": 1}), json!({"B": "1"})],
+        &[json!({"A": 1, "F": 1}), json!({"C": 1})],
+    );
+    check(
+        &format!("{d}    condition: all of selection_*"),
+        &[json!({"A": 1, "B": 1})],
+        &[json!({"A": 1})],
+    );
+    check(
+        &format!("{d}    condition: all of them"),
+        &[json!({"A": 1, "B": 1, "F": 1})],
+        &[json!({"A": 1, "B": 1})],
+    );
+    check(
+        &format!("{d}    condition: 1 of them"),
+        &[json!({"F": 1})],
+        &[json!({"P": 1})],
+    );
+    check(
+        &format!("{d}    condition: (selection_a or selection_b) and not (filter_x or _private)"),
+        &[json!({"B": 1})],
+        &[json!({"B": 1, "P": 1})],
+    );
+    check(
+        &format!("{d}    condition:\n        - selection_a and filter_x\n        - _private"),
+        &[json!({"A": 1, "F": 1}), json!({"P": 1})],
+        &[json!({"A": 1})],
+    );
+}
+
+#[test]
+fn keywords() {
+    check(
+        "    keywords:\n        - 'listKeys/action'\n        - 'snapshots/write'\n    condition: keywords",
+        &[json!({"Nested": {"Deep": ["Microsoft.Storage/storageAccounts/LISTKEYS/action"]}})],
+        &[json!({"X": "listKeys"})],
+    );
+    check(
+        "    keywords:\n        '|all':\n            - 'alpha'\n            - 'beta'\n    condition: keywords",
+        &[json!({"X": "alpha", "Y": "xBETAx"})],
+        &[json!({"X": "alpha"})],
+    );
+}
+
+#[test]
+fn nested_paths_and_selectors() {
+    check(
+        "    sel:\n        AppAccessContext.ClientAppId: abc\n        Parameters|contains: 'ForwardTo'\n    condition: sel",
+        &[json!({"AppAccessContext": {"ClientAppId": "ABC"}, "Parameters": [{"Name": "ForwardTo", "Value": "x@y"}]})],
+        &[json!({"AppAccessContext": {"ClientAppId": "abd"}, "Parameters": [{"Name": "ForwardTo"}]})],
+    );
+}
+
+#[test]
+fn logsource_scopes_rules() {
+    let s = set_of(&rule("    sel:\n        Operation: Op\n    condition: sel"));
+    assert_eq!(hits(&s, &audit(json!({}))), 1);
+    // A sign-in with the same field is not an m365/audit record.
+    let signin = Event::from_record(
+        json!({"createdDateTime": "2023-06-15T10:00:00Z", "userPrincipalName": "a@b", "status": {"errorCode": 0}, "Operation": "Op"}),
+        None,
+        Arc::from("f"),
+        Locator::default(),
+    );
+    assert_eq!(signin.kind, EventKind::SignIn);
+    assert_eq!(hits(&s, &signin), 0);
+}
+
+#[test]
+fn signin_fields_resolve_across_formats() {
+    let s = RuleSet::from_texts(
+        [(
+            "t.yml",
+            false,
+            "title: t\nid: s1\nlogsource:\n    product: azure\n    service: signinlogs\ndetection:\n    sel:\n        ResultType: 50126\n    condition: sel\n",
+        )],
+        mapping::builtin(),
+        &Placeholders::new(),
+    );
+    let graph = json!({"createdDateTime": "2023-06-15T10:00:00Z", "userPrincipalName": "a@b", "status": {"errorCode": 50126}});
+    let monitor = json!({"time": "2023-06-15T10:00:00Z", "category": "SignInLogs", "resultType": "50126", "properties": {"createdDateTime": "2023-06-15T10:00:00Z", "status": {"errorCode": 50126}}});
+    let la = json!({"TimeGenerated": "2023-06-15T10:00:00Z", "Type": "SigninLogs", "ResultType": "50126"});
+    for v in [graph, monitor, la] {
+        let ev = Event::from_record(v.clone(), None, Arc::from("f"), Locator::default());
+        assert_eq!(hits(&s, &ev), 1, "{v}");
+    }
+    let ok = json!({"createdDateTime": "2023-06-15T10:00:00Z", "userPrincipalName": "a@b", "status": {"errorCode": 0}});
+    let ev = Event::from_record(ok, None, Arc::from("f"), Locator::default());
+    assert_eq!(hits(&s, &ev), 0);
+}
+
+#[test]
+fn load_errors_name_file_rule_and_reason() {
+    let text = format!(
+        "{}---\ntitle: bad\nid: bad-1\nlogsource: {{product: m365, service: audit}}\ndetection:\n    sel:\n        A|nosuch: x\n    condition: sel\n---\ntitle: bad2\nid: bad-2\nlogsource: {{product: m365, service: audit}}\ndetection:\n    sel:\n        A: x\n    condition: sel and nothere\n---\ntitle: win\nid: w-1\nlogsource: {{product: windows, category: process_creation}}\ndetection:\n    sel:\n        Image|endswith: '\\\\cmd.exe'\n    condition: sel\n---\nid: y-1\ntitle: [broken\n",
+        rule("    sel:\n        A: x\n    condition: sel")
+    );
+    let s = RuleSet::from_texts(
+        [("rules.yml", false, text.as_str())],
+        mapping::builtin(),
+        &Placeholders::new(),
+    );
+    assert_eq!(s.rules.len(), 1, "the good rule still runs");
+    let by_rule = |id: &str| {
+        s.issues
+            .iter()
+            .find(|i| i.rule.as_deref() == Some(id))
+            .unwrap()
+    };
+    assert!(by_rule("bad-1")
+        .reason
+        .contains("unknown modifier `nosuch`"));
+    assert_eq!(by_rule("bad-1").kind, "error");
+    assert_eq!(by_rule("bad-1").file, "rules.yml");
+    assert!(by_rule("bad-2")
+        .reason
+        .contains("unknown search identifier `nothere`"));
+    assert_eq!(by_rule("w-1").kind, "inapplicable");
+    assert!(by_rule("w-1").reason.contains("product: windows"));
+    assert_eq!(by_rule("y-1").kind, "error");
+    assert!(by_rule("y-1").reason.contains("YAML error"));
+    assert_eq!(s.errors().count(), 3);
+}
+
+#[test]
+fn prefilter_literals() {
+    let s = set_of(&rule(
+        "    sel:\n        Operation: 'Set-Mailbox'\n        Parameters|contains: 'DeliverToMailboxAndForward'\n    condition: sel",
+    ));
+    // The most selective item: its value and its key must both be there.
+    let v = |x: &[&[&str]]| -> Vec<Vec<String>> {
+        x.iter()
+            .map(|c| c.iter().map(|s| s.to_string()).collect())
+            .collect()
+    };
+    assert_eq!(
+        s.rules[0].literals,
+        Some(vec![v(&[&["delivertomailboxandforward"], &["Parameters"]])])
+    );
+    assert!(s.wants(br#"{"Operation":"Set-Mailbox","Parameters":"[{\"Name\":\"DeliverToMailboxAndForward\"}]"}"#));
+    assert!(!s.wants(br#"{"Operation":"Set-Mailbox"}"#));
+    assert!(!s.wants(br#"{"Operation":"DeliverToMailboxAndForward"}"#));
+    // A rule with no literal of its own falls back to its log source's.
+    let s = set_of(&rule("    sel:\n        N|gt: 5\n    condition: sel"));
+    assert_eq!(s.rules[0].literals, Some(vec![v(&[&["Operation"]])]));
+    assert!(s.wants(br#"{"operation": "x"}"#));
+    assert!(!s.wants(br#"{"category": "x"}"#));
+    // Every fragment of a value is required; fragments skip characters
+    // exports escape.
+    let s = set_of(&rule("    sel:\n        Action: 'Microsoft.Storage/storageAccounts/listKeys/action'\n    condition: sel"));
+    assert_eq!(
+        s.rules[0].literals,
+        Some(vec![v(&[
+            &["microsoft.storage"],
+            &["storageaccounts"],
+            &["listkeys"],
+            &["action"],
+            &["Action"]
+        ])])
+    );
+    assert!(s.wants(br#"{"Action":"Microsoft.Storage\/storageAccounts\/listKeys\/action"}"#));
+    assert!(!s.wants(br#"{"Action":"Microsoft.Storage/storageAccounts/write"}"#));
+    // The SIMD screen finds what the automaton finds: any case, anchors
+    // overlapping each other or sharing cover texts, short anchors.
+    let s = set_of(&rule(
+        "    sel:\n        Operation:\n            - 'Add-MailboxPermission'\n            - 'Add-Mailbox'\n            - 'ROPC'\n            - 'BAV2ROPC'\n            - 'box'\n            - 'New-InboxRule'\n    sel2:\n        ClientIP|cidr: 185.236.228.0/24\n    condition: sel or sel2",
+    ));
+    let p = s.prefilter.as_ref().expect("screen");
+    for r in [
+        r#"{"Operation":"ADD-MAILBOXPERMISSION"}"#,
+        r#"{"Operation":"add-mailbox"}"#,
+        r#"{"Operation":"bav2ropc"}"#,
+        r#"{"Operation":"BaV2RoPc"}"#,
+        r#"{"Operation":"xRoPcx"}"#,
+        r#"{"Operation":"inBOX"}"#,
+        r#"{"Operation":"New-InboxRul"}"#,
+        r#"{"Operation":"Add-Mailbo"}"#,
+        r#"{"Operation":"Ad"}"#,
+        r#"{"Operation":"x","ClientIP":"185.236.228.9"}"#,
+        r#"{"Operation":"x","ClientIP":"185.236.229.9"}"#,
+        r#"{"ClientIP":"185.236.228.9"}"#,
+        r#"{"operation":"rop"}"#,
+        r#"{"Operation":"New-InboxRule","N":"185.236.228.1"}"#,
+    ] {
+        let lower = r.to_ascii_lowercase();
+        assert_eq!(s.wants(r.as_bytes()), p.wants_ac(lower.as_bytes()), "{r}");
+    }
+    assert!(s.wants(br#"{"Operation":"BaV2RoPc"}"#));
+    assert!(!s.wants(br#"{"Operation":"Add-Mailbo"}"#));
+    // IPv4 networks give their whole octets; a negation gives nothing.
+    let s = set_of(&rule(
+        "    sel:\n        ClientIP|cidr: 10.1.0.0/16\n    condition: sel",
+    ));
+    assert_eq!(
+        s.rules[0].literals,
+        Some(vec![v(&[
+            &["10.1."],
+            &[
+                "ClientIP",
+                "ClientIPAddress",
+                "Client_IPAddress",
+                "ActorIpAddress"
+            ]
+        ])])
+    );
+}
+
+fn corr_set(base: &str, corr: &str) -> RuleSet {
+    let text = format!("{base}---\n{corr}");
+    let s = RuleSet::from_texts(
+        [("c.yml", false, text.as_str())],
+        mapping::builtin(),
+        &Placeholders::new(),
+    );
+    let errs: Vec<String> = s.errors().map(|e| e.to_string()).collect();
+    assert!(errs.is_empty(), "{errs:?}");
+    s
+}
+
+const FAIL: &str = "title: failed\nid: fail-1\nname: failed_login\nlogsource:\n    product: m365\n    service: audit\ndetection:\n    sel:\n        Operation: UserLoginFailed\n    condition: sel\n";
+const OK: &str = "title: ok\nid: ok-1\nname: good_login\nlogsource:\n    product: m365\n    service: audit\ndetection:\n    sel:\n        Operation: UserLoggedIn\n    condition: sel\n";
+
+fn login(op: &str, user: &str, ip: &str, min: u32, extra: Value) -> Event {
+    let mut v = json!({"CreationTime": format!("2023-06-15T10:{min:02}:00"), "Operation": op, "UserId": user, "ClientIP": ip});
+    if let (Some(m), Some(x)) = (v.as_object_mut(), extra.as_object()) {
+        for (k, val) in x {
+            m.insert(k.clone(), val.clone());
+        }
+    }
+    Event::from_record(
+        v,
+        None,
+        Arc::from("f"),
+        Locator {
+            line: min as u64 + 1,
+            record: min as u64 + 1,
+        },
+    )
+}
+
+fn run_corr(s: RuleSet, evs: &[Event]) -> (Vec<Finding>, Vec<tokenward_event::Coverage>) {
+    let s = Arc::new(s);
+    let mut sig = Sigma::new(s.clone());
+    for ev in evs {
+        let mut hits = Vec::new();
+        s.eval(ev, &mut hits);
+        sig.absorb(hits);
+    }
+    let (f, st, _) = sig.finish();
+    (f, st)
+}
+
+#[test]
+fn event_count_per_group_within_timespan() {
+    let s = corr_set(
+        FAIL,
+        "title: many failures\nid: c-1\nlevel: high\ncorrelation:\n    type: event_count\n    rules: [failed_login]\n    group-by: [UserId]\n    timespan: 10m\n    condition:\n        gte: 3\n",
+    );
+    let mut evs = Vec::new();
+    // alice: 3 failures in 4 minutes -> one finding; bob: 3 spread over 30
+    // minutes -> none; carol: 2 -> none.
+    for m in [0, 2, 4] {
+        evs.push(login("UserLoginFailed", "alice", "1.1.1.1", m, json!({})));
+    }
+    for m in [0, 15, 30] {
+        evs.push(login("UserLoginFailed", "bob", "1.1.1.1", m, json!({})));
+    }
+    for m in [1, 2] {
+        evs.push(login("UserLoginFailed", "carol", "1.1.1.1", m, json!({})));
+    }
+    let (f, st) = run_corr(s, &evs);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].rule_id, "c-1");
+    assert_eq!(f[0].evidence["group"]["UserId"], "alice");
+    assert_eq!(f[0].evidence["event_count"], 3.0);
+    // The base rule does not report alone (generate defaults to false).
+    let base = st.iter().find(|s| s.id == "fail-1").unwrap();
+    assert_eq!(base.hits, 0);
+    assert!(base.note.as_deref().unwrap().contains("8 matches"));
+}
+
+#[test]
+fn event_count_generate_true_reports_base_matches() {
+    let s = corr_set(
+        FAIL,
+        "title: c\nid: c-1\ncorrelation:\n    type: event_count\n    rules: [fail-1]\n    generate: true\n    group-by: [UserId]\n    timespan: 1h\n    condition:\n        gte: 2\n",
+    );
+    let evs: Vec<Event> = [0, 1]
+        .iter()
+        .map(|&m| login("UserLoginFailed", "a", "1.1.1.1", m, json!({})))
+        .collect();
+    let (f, _) = run_corr(s, &evs);
+    assert_eq!(f.iter().filter(|x| x.rule_id == "fail-1").count(), 2);
+    assert_eq!(f.iter().filter(|x| x.rule_id == "c-1").count(), 1);
+}
+
+#[test]
+fn value_count_distinct_values() {
+    let s = corr_set(
+        FAIL,
+        "title: spray\nid: c-2\ncorrelation:\n    type: value_count\n    rules: [failed_login]\n    group-by: [ClientIP]\n    timespan: 1h\n    condition:\n        field: UserId\n        gt: 2\n",
+    );
+    let mut evs = Vec::new();
+    for (i, u) in ["a", "b", "c", "A"].iter().enumerate() {
+        evs.push(login("UserLoginFailed", u, "9.9.9.9", i as u32, json!({})));
+    }
+    // Same user four times from another IP: one distinct value.
+    for i in 0..4 {
+        evs.push(login("UserLoginFailed", "a", "8.8.8.8", i, json!({})));
+    }
+    let (f, _) = run_corr(s, &evs);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].evidence["group"]["ClientIP"], "9.9.9.9");
+    assert_eq!(f[0].evidence["value_count"], 3.0);
+}
+
+#[test]
+fn temporal_any_order_and_ordered() {
+    let corr = |t: &str| {
+        format!("title: fail then ok\nid: c-3\ncorrelation:\n    type: {t}\n    rules: [failed_login, good_login]\n    group-by: [UserId]\n    timespan: 5m\n")
+    };
+    let evs = vec![
+        // alice: success then failure (any order only)
+        login("UserLoggedIn", "alice", "1.1.1.1", 0, json!({})),
+        login("UserLoginFailed", "alice", "1.1.1.1", 1, json!({})),
+        // bob: failure then success (both)
+        login("UserLoginFailed", "bob", "1.1.1.1", 0, json!({})),
+        login("UserLoggedIn", "bob", "1.1.1.1", 2, json!({})),
+        // carol: failure, success 20 minutes later (neither)
+        login("UserLoginFailed", "carol", "1.1.1.1", 0, json!({})),
+        login("UserLoggedIn", "carol", "1.1.1.1", 20, json!({})),
+    ];
+    let (f, _) = run_corr(
+        corr_set(&format!("{FAIL}---\n{OK}"), &corr("temporal")),
+        &evs,
+    );
+    let users: Vec<&Value> = f.iter().map(|x| &x.evidence["group"]["UserId"]).collect();
+    assert_eq!(users, vec!["alice", "bob"]);
+    let (f, _) = run_corr(
+        corr_set(&format!("{FAIL}---\n{OK}"), &corr("temporal_ordered")),
+        &evs,
+    );
+    let users: Vec<&Value> = f.iter().map(|x| &x.evidence["group"]["UserId"]).collect();
+    assert_eq!(users, vec!["bob"]);
+}
+
+#[test]
+fn temporal_aliases_join_different_fields() {
+    // The failure names the user in UserId, the success in UserKey.
+    let s = corr_set(
+        &format!("{FAIL}---\n{OK}"),
+        "title: c\nid: c-4\ncorrelation:\n    type: temporal\n    rules: [failed_login, good_login]\n    group-by: [who]\n    timespan: 5m\n    aliases:\n        who:\n            failed_login: UserId\n            good_login: UserKey\n",
+    );
+    let evs = vec![
+        login("UserLoginFailed", "alice", "1.1.1.1", 0, json!({})),
+        login(
+            "UserLoggedIn",
+            "someone-else",
+            "1.1.1.1",
+            1,
+            json!({"UserKey": "alice"}),
+        ),
+        login("UserLoginFailed", "bob", "1.1.1.1", 0, json!({})),
+        login(
+            "UserLoggedIn",
+            "bob",
+            "1.1.1.1",
+            1,
+            json!({"UserKey": "not-bob"}),
+        ),
+    ];
+    let (f, _) = run_corr(s, &evs);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].evidence["group"]["who"], "alice");
+}
+
+#[test]
+fn value_sum_avg_median_percentile() {
+    let base = "title: download\nid: d-1\nname: dl\nlogsource:\n    product: m365\n    service: audit\ndetection:\n    sel:\n        Operation: FileDownloaded\n    condition: sel\n";
+    let sizes = [10, 20, 30, 1000];
+    let evs: Vec<Event> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            login(
+                "FileDownloaded",
+                "u",
+                "1.1.1.1",
+                i as u32,
+                json!({"Size": s}),
+            )
+        })
+        .collect();
+    // Windows open at each event, so the one opened by the first event
+    // holds all four values: sum 1060, mean 265, median (nearest rank) 20.
+    let cases = [
+        ("value_sum", "gte: 1060", 1060.0, "gt: 1060"),
+        ("value_avg", "gte: 265", 265.0, "gt: 1000"),
+        ("value_median", "lte: 20", 20.0, "lt: 10"),
+    ];
+    for (t, cond, val, cond_no) in cases {
+        let c = |cond: &str| {
+            format!("title: c\nid: c-5\ncorrelation:\n    type: {t}\n    rules: [dl]\n    group-by: [UserId]\n    timespan: 1h\n    condition:\n        field: Size\n        {cond}\n")
+        };
+        let (f, _) = run_corr(corr_set(base, &c(cond)), &evs);
+        assert_eq!(f.len(), 1, "{t}");
+        assert_eq!(f[0].evidence[t], val, "{t}");
+        let (f, _) = run_corr(corr_set(base, &c(cond_no)), &evs);
+        assert!(f.is_empty(), "{t} with {cond_no}");
+    }
+    let p = "title: c\nid: c-6\ncorrelation:\n    type: value_percentile\n    rules: [dl]\n    group-by: [UserId]\n    timespan: 1h\n    condition:\n        field: Size\n        percentile: 75\n        gte: 30\n";
+    let (f, _) = run_corr(corr_set(base, p), &evs);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].evidence["value_percentile"], 30.0);
+    let (f, _) = run_corr(corr_set(base, &p.replace("gte: 30", "gt: 1000")), &evs);
+    assert!(f.is_empty());
+}
+
+#[test]
+fn chained_correlations_and_cross_file_references() {
+    // The base rule sits in another file; the outer correlation counts
+    // users that had a burst of failures.
+    let inner = "title: burst\nid: c-in\nname: burst\ncorrelation:\n    type: event_count\n    rules: [failed_login]\n    group-by: [UserId, ClientIP]\n    timespan: 10m\n    condition:\n        gte: 2\n";
+    let outer = "title: many users bursting from one IP\nid: c-out\ncorrelation:\n    type: value_count\n    rules: [burst]\n    group-by: [ClientIP]\n    timespan: 1h\n    condition:\n        field: UserId\n        gte: 2\n";
+    // value_count's field must be in the inner group: UserId is.
+    let s = RuleSet::from_texts(
+        [
+            ("base.yml", false, FAIL),
+            ("corr.yml", false, &*format!("{inner}---\n{outer}")),
+        ],
+        mapping::builtin(),
+        &Placeholders::new(),
+    );
+    assert!(s.errors().next().is_none(), "{:?}", s.issues);
+    let mut evs = Vec::new();
+    for u in ["a", "b"] {
+        for m in [0, 1] {
+            evs.push(login("UserLoginFailed", u, "7.7.7.7", m, json!({})));
+        }
+    }
+    let (f, _) = run_corr(s, &evs);
+    let ids: Vec<&str> = f.iter().map(|x| x.rule_id.as_ref()).collect();
+    // The inner correlation does not report alone (outer has no generate).
+    assert_eq!(ids, vec!["c-out"]);
+    assert_eq!(f[0].evidence["value_count"], 2.0);
+}
+
+#[test]
+fn correlation_errors() {
+    let bad = [
+        ("correlation:\n    type: event_count\n    rules: [nope]\n    group-by: [A]\n    timespan: 1h\n    condition:\n        gte: 2\n", "not loaded"),
+        ("correlation:\n    type: event_count\n    rules: [fail-1]\n    timespan: 1x\n    condition:\n        gte: 2\n", "timespan"),
+        ("correlation:\n    type: value_count\n    rules: [fail-1]\n    timespan: 1h\n    condition:\n        gte: 2\n", "field"),
+        ("correlation:\n    type: bogus\n    rules: [fail-1]\n    timespan: 1h\n", "unknown correlation type"),
+        ("correlation:\n    type: event_count\n    rules: [fail-1]\n    timespan: 1h\n", "without condition"),
+    ];
+    for (c, why) in bad {
+        let text = format!("{FAIL}---\ntitle: c\nid: cx\n{c}");
+        let s = RuleSet::from_texts(
+            [("c.yml", false, text.as_str())],
+            mapping::builtin(),
+            &Placeholders::new(),
+        );
+        let e: Vec<&LoadIssue> = s.errors().collect();
+        assert_eq!(e.len(), 1, "{c}");
+        assert!(e[0].reason.contains(why), "{} vs {why}", e[0].reason);
+        assert_eq!(e[0].rule.as_deref(), Some("cx"));
+        assert!(s.correlations.is_empty());
+        assert_eq!(s.rules.len(), 1);
+    }
+}
+
+#[test]
+fn correlation_state_is_flushed_as_windows_close() {
+    let s = corr_set(
+        FAIL,
+        "title: c\nid: c-1\ncorrelation:\n    type: event_count\n    rules: [failed_login]\n    group-by: [UserId]\n    timespan: 1m\n    condition:\n        gte: 2\n",
+    );
+    let s = Arc::new(s);
+    let mut sig = Sigma::new(s.clone());
+    // Two failures a minute apart each hour for ten days, in time order.
+    for h in 0..240i64 {
+        for m in [0, 1] {
+            let t = time::OffsetDateTime::from_unix_timestamp(1_686_787_200 + h * 3600 + m * 30)
+                .unwrap();
+            let ev = Event::from_record(
+                json!({"CreationTime": tokenward_event::timefmt::rfc3339(t), "Operation": "UserLoginFailed", "UserId": "a"}),
+                None,
+                Arc::from("f"),
+                Locator::default(),
+            );
+            let mut hits = Vec::new();
+            s.eval(&ev, &mut hits);
+            sig.absorb(hits);
+        }
+    }
+    // A day of lateness allowance plus the window is all that is held.
+    assert!(sig.peak_entries < 120, "held {}", sig.peak_entries);
+    let (f, _, stats) = sig.finish();
+    assert_eq!(f.len(), 240);
+    assert_eq!(stats[0].late, 0);
+}
+
+#[test]
+fn findings_carry_author_and_licence_note() {
+    let s = RuleSet::from_texts(
+        [(
+            "sigmahq/r.yml",
+            true,
+            rule("    sel:\n        Operation: Op\n    condition: sel").as_str(),
+        )],
+        mapping::builtin(),
+        &Placeholders::new(),
+    );
+    let s = Arc::new(s);
+    let mut sig = Sigma::new(s.clone());
+    let mut h = Vec::new();
+    s.eval(&audit(json!({})), &mut h);
+    sig.absorb(h);
+    let (f, st, _) = sig.finish();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].rule_id, "r1");
+    assert_eq!(f[0].severity, Severity::High);
+    assert_eq!(f[0].evidence["sigma_author"], "someone");
+    assert_eq!(f[0].evidence["sigma_level"], "high");
+    assert_eq!(f[0].evidence["sigma_license"], DRL_NOTE);
+    assert_eq!(f[0].evidence["fields"]["Operation"], "Op");
+    assert_eq!(st[0].hits, 1);
+}
