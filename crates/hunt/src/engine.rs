@@ -871,6 +871,21 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
         iocs.user_agents.len(),
         iocs.keys.len(),
     );
+    let detections = detections(cfg, Arc::new(iocs));
+    let mut report = run_detections(cfg, detections, progress)?;
+    report.iocs = ioc_counts;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Runs a hunt with the given detections instead of the built-ins and
+/// `cfg.sigma` (which are ignored, as are the indicator settings).
+pub fn run_detections(
+    cfg: &HuntConfig,
+    detections: Vec<Box<dyn Detection>>,
+    progress: Arc<AtomicU64>,
+) -> Result<Report, HuntError> {
+    let started = Instant::now();
     let (files, skipped, errors) = discover(&cfg.inputs);
     if files.is_empty() && errors.is_empty() {
         return Err(HuntError::NoInputs);
@@ -883,7 +898,6 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
             ..Default::default()
         });
     }
-    let detections = detections(cfg, Arc::new(iocs));
     let plan = Plan::new(&detections);
     let shared = Mutex::new(Shared {
         detections,
@@ -978,7 +992,7 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
         skipped: skipped.iter().map(|p| p.display().to_string()).collect(),
         bytes: progress.load(std::sync::atomic::Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
-        iocs: ioc_counts,
+        iocs: (0, 0, 0),
     })
 }
 
@@ -1112,4 +1126,286 @@ pub fn read_events(path: &Path, forced: Option<Format>) -> (FileReport, Vec<Even
     let mut evs = sh.collected.unwrap_or_default();
     evs.sort_by_key(|e| e.locator);
     (rep, evs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+    use std::io::Write;
+    use std::sync::atomic::AtomicUsize;
+
+    use time::OffsetDateTime;
+    use tokenward_detect::{shard_of, Kinds, Outcome, Verdict};
+
+    /// Everything a probe detection saw, shared with the test.
+    #[derive(Default)]
+    struct Seen {
+        observed: Vec<(EventKind, String)>,
+        unparsed: Vec<(Option<String>, Option<OffsetDateTime>)>,
+        /// Sign-ins in the index when each event was observed.
+        index_sizes: Vec<u64>,
+    }
+
+    /// A detection that records what the engine hands it.
+    struct Probe {
+        needs: fn() -> Needs,
+        /// Path read on each event (must be declared).
+        read: Option<&'static str>,
+        seen: Seen,
+        sink: Arc<Mutex<Seen>>,
+        forks: Arc<AtomicUsize>,
+    }
+
+    impl Probe {
+        fn boxed(
+            needs: fn() -> Needs,
+            read: Option<&'static str>,
+        ) -> (Box<dyn Detection>, Arc<Mutex<Seen>>) {
+            let sink = Arc::new(Mutex::new(Seen::default()));
+            let p = Probe {
+                needs,
+                read,
+                seen: Seen::default(),
+                sink: sink.clone(),
+                forks: Arc::new(AtomicUsize::new(0)),
+            };
+            (Box::new(p), sink)
+        }
+    }
+
+    impl Detection for Probe {
+        fn ids(&self) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
+            vec![(Cow::Borrowed("probe"), Cow::Borrowed("probe"))]
+        }
+        fn needs(&self) -> Needs {
+            (self.needs)()
+        }
+        fn fork(&self) -> Box<dyn Detection> {
+            self.forks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Box::new(Probe {
+                needs: self.needs,
+                read: self.read,
+                seen: Seen::default(),
+                sink: self.sink.clone(),
+                forks: self.forks.clone(),
+            })
+        }
+        fn observe(&mut self, ev: &Event, cx: &Context<'_>) {
+            let v = self.read.and_then(|p| ev.get_str(p)).unwrap_or_default();
+            self.seen.observed.push((ev.kind, v));
+            self.seen.index_sizes.push(cx.signins.signins);
+        }
+        fn observe_unparsed(&mut self, t: Option<OffsetDateTime>, w: Option<&str>) {
+            self.seen.unparsed.push((w.map(str::to_string), t));
+        }
+        fn merge(&mut self, shard: Box<dyn Detection>) {
+            let o = shard_of::<Probe>(shard).seen;
+            let mut s = self.sink.lock().unwrap();
+            s.observed.extend(o.observed);
+            s.unparsed.extend(o.unparsed);
+            s.index_sizes.extend(o.index_sizes);
+        }
+        fn finish(self: Box<Self>, _: &Context<'_>) -> Outcome {
+            let info = tokenward_detect::Info {
+                id: "probe",
+                title: "probe",
+                requires: "",
+            };
+            Outcome::of(&info, Vec::new(), Verdict::Ok(None))
+        }
+        fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+            self
+        }
+    }
+
+    fn dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::File::create(d.path().join(name))
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        d
+    }
+
+    fn hunt(d: &tempfile::TempDir, ds: Vec<Box<dyn Detection>>) -> Report {
+        let cfg = HuntConfig {
+            inputs: vec![d.path().to_path_buf()],
+            ..Default::default()
+        };
+        run_detections(&cfg, ds, Arc::new(AtomicU64::new(0))).unwrap()
+    }
+
+    const UAL: &str = r#"{"CreationTime":"2023-06-10T10:00:00","Operation":"Send","Workload":"Exchange","UserId":"a@x","Marker":{"Inner":"m1"}}"#;
+    const UAL_NEEDLE: &str = r#"{"CreationTime":"2023-06-10T11:00:00","Operation":"NEEDLE","Workload":"SharePoint","UserId":"b@x","Marker":{"Inner":"m2"}}"#;
+    const SIGNIN: &str = r#"{"createdDateTime":"2023-06-10T09:00:00Z","userPrincipalName":"a@x","appId":"a","ipAddress":"198.51.100.1","uniqueTokenIdentifier":"T1"}"#;
+
+    fn anchored_needle() -> Needs {
+        Needs::anchored(Kinds::ALL, &["NEEDLE"], &["Marker.Inner"])
+    }
+
+    #[test]
+    fn a_detection_sees_exactly_the_records_its_anchors_match_with_its_declared_fields() {
+        let d = dir(&[("a.jsonl", &format!("{UAL}\n{UAL_NEEDLE}\n{UAL}\n"))]);
+        let (p, seen) = Probe::boxed(anchored_needle, Some("Marker.Inner"));
+        let r = hunt(&d, vec![p]);
+        let s = seen.lock().unwrap();
+        assert_eq!(s.observed, vec![(EventKind::Audit, "m2".to_string())]);
+        assert_eq!(r.totals(), (3, 3, 0));
+    }
+
+    #[test]
+    fn records_nobody_needs_parsed_give_their_time_and_workload() {
+        fn light() -> Needs {
+            Needs {
+                kinds: Kinds::ALL,
+                anchors: Anchors::Every,
+                fields: Vec::new(),
+                whole_record: false,
+                unparsed_time_and_workload: true,
+                signin_index: false,
+            }
+        }
+        let d = dir(&[("a.jsonl", &format!("{UAL}\n{UAL_NEEDLE}\n"))]);
+        let (light_probe, light_seen) = Probe::boxed(light, None);
+        let (needle_probe, _) = Probe::boxed(anchored_needle, Some("Marker.Inner"));
+        hunt(&d, vec![light_probe, needle_probe]);
+        let s = light_seen.lock().unwrap();
+        // The NEEDLE record is parsed for the other detection, so the light
+        // one gets it as an event; the other comes off the bytes.
+        assert_eq!(s.observed.len(), 1);
+        assert_eq!(s.unparsed.len(), 1);
+        assert_eq!(s.unparsed[0].0.as_deref(), Some("Exchange"));
+        assert!(s.unparsed[0].1.is_some());
+    }
+
+    #[test]
+    fn kinds_route_events() {
+        fn signins_only() -> Needs {
+            let mut n = Needs::anchored(Kinds::of(&[EventKind::SignIn]), &[], &[]);
+            n.anchors = Anchors::Every;
+            n
+        }
+        let d = dir(&[("a.jsonl", &format!("{UAL}\n{SIGNIN}\n"))]);
+        let (p, seen) = Probe::boxed(signins_only, None);
+        hunt(&d, vec![p]);
+        let kinds: Vec<EventKind> = seen.lock().unwrap().observed.iter().map(|o| o.0).collect();
+        assert_eq!(kinds, vec![EventKind::SignIn]);
+    }
+
+    #[test]
+    fn sign_in_files_are_read_first_when_a_detection_reads_the_index() {
+        fn with_index() -> Needs {
+            let mut n = Needs::anchored(Kinds::of(&[EventKind::Audit]), &["Send"], &[]);
+            n.signin_index = true;
+            n
+        }
+        // "a-" sorts before "z-": without the ordering the audit file
+        // would be read first, before any sign-in is indexed.
+        let d = dir(&[
+            ("a-ual.jsonl", &format!("{UAL}\n")),
+            ("z-signins.jsonl", &format!("{SIGNIN}\n")),
+        ]);
+        let (p, seen) = Probe::boxed(with_index, None);
+        hunt(&d, vec![p]);
+        assert_eq!(seen.lock().unwrap().index_sizes, vec![1]);
+    }
+
+    #[test]
+    fn every_record_is_read_evaluated_or_rejected_in_every_container() {
+        let lines = format!("{UAL}\n{{not json\n\"a string\"\n\n{UAL_NEEDLE}\n{{\"a\":1\n");
+        let mut bad_utf8 = format!("{UAL}\n").into_bytes();
+        bad_utf8.extend_from_slice(b"{\"Operation\":\"\xff\"}\n");
+        let array = format!("[{UAL}, 5, {UAL_NEEDLE}]");
+        let csv = "RecordId,CreationDate,RecordType,Operation,UserId,AuditData\n1,2023-06-10T10:00:00Z,2,Send,a@x,\"{\"\"CreationTime\"\":\"\"2023-06-10T10:00:00\"\",\"\"Operation\"\":\"\"Send\"\"}\"\n2,x,2\n";
+        let d = dir(&[
+            ("lines.jsonl", &lines),
+            ("array.json", &array),
+            ("audit.csv", csv),
+        ]);
+        std::fs::write(d.path().join("utf8.jsonl"), bad_utf8).unwrap();
+        let (p, _) = Probe::boxed(anchored_needle, None);
+        let r = hunt(&d, vec![p]);
+        for f in &r.files {
+            assert_eq!(
+                f.records_read,
+                f.records_evaluated + f.records_rejected,
+                "{}: {f:?}",
+                f.path
+            );
+        }
+        let by = |name: &str| r.files.iter().find(|f| f.path.ends_with(name)).unwrap();
+        assert_eq!(
+            (
+                by("lines.jsonl").records_read,
+                by("lines.jsonl").records_rejected
+            ),
+            (5, 3)
+        );
+        assert_eq!(
+            (
+                by("array.json").records_read,
+                by("array.json").records_rejected
+            ),
+            (3, 1)
+        );
+        assert_eq!(
+            (
+                by("utf8.jsonl").records_read,
+                by("utf8.jsonl").records_rejected
+            ),
+            (2, 1)
+        );
+        assert_eq!(by("audit.csv").records_read, 2);
+        assert_eq!(by("audit.csv").records_rejected, 1);
+    }
+
+    #[test]
+    fn shards_are_forked_per_batch_and_merged_into_one_result() {
+        // Enough records for several batches of one file.
+        let mut text = String::new();
+        for i in 0..60_000 {
+            text.push_str(&UAL_NEEDLE.replace("m2", &format!("m{i}")));
+            text.push('\n');
+        }
+        let d = dir(&[("big.jsonl", &text)]);
+        let (p, seen) = Probe::boxed(anchored_needle, Some("Marker.Inner"));
+        let r = hunt(&d, vec![p]);
+        let s = seen.lock().unwrap();
+        assert_eq!(s.observed.len(), 60_000);
+        let distinct: std::collections::HashSet<&String> =
+            s.observed.iter().map(|o| &o.1).collect();
+        assert_eq!(distinct.len(), 60_000, "each record observed once");
+        assert_eq!(r.totals(), (60_000, 60_000, 0));
+    }
+
+    #[test]
+    fn the_plan_unites_anchors_and_keeps_their_readers() {
+        fn a() -> Needs {
+            Needs::anchored(Kinds::ALL, &["X", "Y"], &[])
+        }
+        fn b() -> Needs {
+            Needs::anchored(Kinds::ALL, &["Y"], &["Deep.Path"])
+        }
+        let (pa, _) = Probe::boxed(a, None);
+        let (pb, _) = Probe::boxed(b, None);
+        let plan = Plan::new(&[pa, pb]);
+        let mut hits = Vec::new();
+        plan.literals
+            .as_ref()
+            .unwrap()
+            .find_all(b"..Y..", &mut hits);
+        assert_eq!(plan.readers(&hits, b"..Y..", true), 0b11);
+        plan.literals
+            .as_ref()
+            .unwrap()
+            .find_all(b"..X..", &mut hits);
+        assert_eq!(plan.readers(&hits, b"..X..", true), 0b01);
+        assert!(plan.projection(0b10).reaches("Deep.Path"));
+        assert!(!plan.projection(0b01).reaches("Deep.Path"));
+        assert!(plan.index_slot.is_none());
+    }
 }

@@ -17,7 +17,7 @@ pub mod engine;
 pub mod output;
 mod sigma_detection;
 
-pub use engine::{read_events, run, FileReport, HuntConfig, HuntError, Report};
+pub use engine::{read_events, run, run_detections, FileReport, HuntConfig, HuntError, Report};
 pub use sigma_detection::SigmaDetection;
 pub use tokenward_detect::{ioc, Detection, Needs, Options, BUILTINS};
 pub use tokenward_event::{
