@@ -65,7 +65,7 @@ impl Detection for IocKey {
         Needs {
             kinds: Kinds::ALL,
             anchors: Anchors::AnyOf(lits),
-            fields: HEADER_FIELDS.to_vec(),
+            fields: HEADER_FIELDS.iter().map(|f| Cow::Borrowed(*f)).collect(),
             // Any string anywhere may hold the key id.
             whole_record: true,
             unparsed_time_and_workload: false,

@@ -122,7 +122,7 @@ pub struct Needs {
     /// (`OperationProperties`, `ExtendedProperties`, `Parameters`) are
     /// reached through the path of the bag. Test and debug builds check
     /// every lookup against this list.
-    pub fields: Vec<&'static str>,
+    pub fields: Vec<Cow<'static, str>>,
     /// It reads the whole record (a scan of every string, keyword rules):
     /// records routed to it are parsed in full.
     pub whole_record: bool,
@@ -142,7 +142,7 @@ impl Needs {
         Needs {
             kinds,
             anchors: Anchors::AnyOf(anchors.iter().map(|s| s.to_string()).collect()),
-            fields: fields.to_vec(),
+            fields: fields.iter().map(|f| Cow::Borrowed(*f)).collect(),
             whole_record: false,
             unparsed_time_and_workload: false,
             signin_index: false,

@@ -35,7 +35,7 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
     let needs = det.needs();
     let mut projection = Projection::new(normalised_paths());
     for f in &needs.fields {
-        projection.add(f);
+        projection.add(f.as_ref());
     }
     let projection = Arc::new(projection);
     let mut stats = RecordStats::default();

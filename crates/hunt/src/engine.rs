@@ -37,8 +37,8 @@ use tokenward_event::{
     Projection,
 };
 use tokenward_logread::{
-    discover, open, read_batches, sniff, Batch, CsvRow, Encoding, Format, Item, Opened, SniffError,
-    Sniffed,
+    discover, open, read_batches, sniff, Batch, BufferPool, CsvRow, Encoding, Format, Item, Opened,
+    SniffError, Sniffed,
 };
 
 /// What to hunt and how.
@@ -246,6 +246,8 @@ struct Plan {
     whole: Mask,
     /// The sign-in index's slot, when some detection reads it.
     index_slot: Option<usize>,
+    /// Batch buffers shared by every file.
+    pool: BufferPool,
     /// Projections built so far, per set of readers.
     projections: Mutex<HashMap<Mask, Arc<Projection>>>,
 }
@@ -297,6 +299,7 @@ impl Plan {
             light,
             whole,
             index_slot,
+            pool: BufferPool::default(),
             needs,
             projections: Mutex::new(HashMap::new()),
         }
@@ -327,7 +330,7 @@ impl Plan {
                 for (i, n) in self.needs.iter().enumerate() {
                     if readers & (1 << i) != 0 {
                         for f in &n.fields {
-                            p.add(f);
+                            p.add(f.as_ref());
                         }
                     }
                 }
@@ -398,6 +401,8 @@ struct Ctx<'a> {
     stats: Arc<RecordStats>,
     /// Forks the detections for a batch.
     fork: &'a (dyn Fn() -> Vec<Box<dyn Detection>> + Sync),
+    /// Batch buffers shared by every file.
+    pool: &'a BufferPool,
 }
 
 fn looks_like_envelope(b: &[u8]) -> bool {
@@ -693,6 +698,7 @@ impl Ctx<'_> {
                         ),
                     }
                 }
+                out.spare = data;
             }
             Batch::Rows {
                 header,
@@ -1032,6 +1038,7 @@ fn read_file(
         signins,
         stats,
         fork: &fork,
+        pool: &plan.pool,
     };
     let file = Mutex::new(rep);
     let res = pump(&ctx, ready, shared, &file);
@@ -1062,8 +1069,6 @@ fn pump(
     file: &Mutex<FileReport>,
 ) -> std::io::Result<()> {
     let (tx, rx) = sync_channel::<Batch>(4);
-    // Line-batch buffers go back to the reader for reuse.
-    let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(8);
     let Ready {
         opened,
         head,
@@ -1078,17 +1083,14 @@ fn pump(
                 reader,
                 head,
                 &tx,
-                &spare_rx,
+                ctx.pool,
             )
         });
         rx.into_iter().par_bridge().for_each(|b| {
             let mut out = ctx.process(b);
             let spare = std::mem::take(&mut out.spare);
             absorb(shared, file, out);
-            if spare.capacity() > 0 {
-                // Full or closed: the buffer is simply freed.
-                let _ = spare_tx.try_send(spare);
-            }
+            ctx.pool.give(spare);
         });
         h.join()
             .unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked")))
@@ -1111,6 +1113,7 @@ pub fn read_events(path: &Path, forced: Option<Format>) -> (FileReport, Vec<Even
     });
     let file = Mutex::new(rep);
     let no_forks = || Vec::new();
+    let pool = BufferPool::default();
     let ctx = Ctx {
         plan: None,
         file: Arc::from(path.display().to_string()),
@@ -1118,6 +1121,7 @@ pub fn read_events(path: &Path, forced: Option<Format>) -> (FileReport, Vec<Even
         signins: Arc::default(),
         stats: Arc::default(),
         fork: &no_forks,
+        pool: &pool,
     };
     let res = pump(&ctx, ready, &shared, &file);
     let sh = shared.into_inner().expect("no panics while locked");

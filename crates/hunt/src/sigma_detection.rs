@@ -1,6 +1,7 @@
 //! A Sigma rule set as one detection: its screen is its anchors, it reads
-//! whole records (rules may name any field, keyword rules any text), and its
-//! matches feed correlations in the shared state.
+//! the paths its rules' fields map to (whole records only when a rule
+//! searches keywords), and its matches feed correlations in the shared
+//! state.
 
 use std::any::Any;
 use std::borrow::Cow;
@@ -44,8 +45,8 @@ impl Detection for SigmaDetection {
         Needs {
             kinds: Kinds::ALL,
             anchors: Anchors::Screen(Arc::new(move |b: &[u8]| set.wants(b))),
-            fields: Vec::new(),
-            whole_record: true,
+            fields: self.set.paths().into_iter().map(Cow::Owned).collect(),
+            whole_record: self.set.reads_whole_records(),
             unparsed_time_and_workload: false,
             signin_index: false,
         }

@@ -15,7 +15,7 @@ pub mod split;
 
 pub use format::{Container, Format};
 pub use input::{discover, open, sniff, Encoding, Opened, SniffError, Sniffed};
-pub use records::{read_batches, Batch, Item};
+pub use records::{read_batches, Batch, BufferPool, Item};
 pub use split::CsvRow;
 
 /// Where a record sits in its file: 1-based line of its first byte when the

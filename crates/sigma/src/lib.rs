@@ -536,6 +536,42 @@ impl RuleSet {
         self.prefilter.as_ref().is_some_and(|p| p.wants(raw))
     }
 
+    /// The record paths matching reads: every candidate path of every
+    /// field a rule or correlation names (kept whole: selectors and array
+    /// fan-out work below them) and the mappings' `require_any` fields.
+    pub fn paths(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .fields
+            .paths
+            .iter()
+            .flatten()
+            .map(|p| p.head.clone())
+            .chain(
+                self.mappings
+                    .iter()
+                    .flat_map(|m| m.require_any.iter().cloned()),
+            )
+            .filter(|p| !p.is_empty())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Whether matching may read anything in a record: some rule searches
+    /// keywords, or a field's path starts at the record itself.
+    pub fn reads_whole_records(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.compiled.iter().any(|(_, s)| s.has_keywords()))
+            || self
+                .fields
+                .paths
+                .iter()
+                .flatten()
+                .any(|p| p.head.is_empty())
+    }
+
     /// Metadata of every rule and correlation that runs.
     pub fn metas(&self) -> impl Iterator<Item = &RuleMeta> {
         self.rules

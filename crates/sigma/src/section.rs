@@ -166,6 +166,23 @@ pub struct Section {
     pub fields: Vec<FieldId>,
 }
 
+impl Search {
+    fn has_keywords(&self) -> bool {
+        match self {
+            Search::And(items) => items.iter().any(|i| i.field.is_none()),
+            Search::Or(v) => v.iter().any(Search::has_keywords),
+        }
+    }
+}
+
+impl Section {
+    /// Whether a search of the section matches text anywhere in a record
+    /// (keywords) rather than in named fields.
+    pub fn has_keywords(&self) -> bool {
+        self.searches.iter().any(Search::has_keywords)
+    }
+}
+
 /// What compiling a value can run into.
 #[derive(Debug)]
 pub enum CompileError {
