@@ -237,14 +237,69 @@ pub fn first_csv_header(text: &str) -> Option<(Vec<String>, bool, u8)> {
 }
 
 fn parse_csv_fields(bytes: &[u8], delim: u8) -> Option<Vec<String>> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(delim)
-        .buffer_capacity(1024)
-        .from_reader(bytes);
-    let rec = rdr.records().next()?.ok()?;
-    Some(rec.iter().map(str::to_string).collect())
+    FieldSplitter::new(delim).split(bytes)
+}
+
+/// Splits one logical CSV record into its fields, with the csv crate's
+/// state machine built once per file: building one per row was 40 % of the
+/// time on Purview exports.
+struct FieldSplitter {
+    core: csv_core::Reader,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl FieldSplitter {
+    fn new(delim: u8) -> FieldSplitter {
+        FieldSplitter {
+            core: csv_core::ReaderBuilder::new().delimiter(delim).build(),
+            out: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
+
+    /// The fields of `bytes` (one record), `None` when a field is not UTF-8.
+    fn split(&mut self, bytes: &[u8]) -> Option<Vec<String>> {
+        use csv_core::ReadRecordResult;
+        self.core.reset();
+        // Unquoting only shortens: the output never outgrows the input.
+        self.out.resize(bytes.len() + 1, 0);
+        if self.ends.len() < 16 {
+            self.ends.resize(16, 0);
+        }
+        let (mut input, mut nout, mut nends) = (bytes, 0, 0);
+        loop {
+            let (res, nin, o, e) =
+                self.core
+                    .read_record(input, &mut self.out[nout..], &mut self.ends[nends..]);
+            input = &input[nin..];
+            nout += o;
+            nends += e;
+            match res {
+                // An empty input tells the reader the record ended.
+                ReadRecordResult::InputEmpty => {}
+                ReadRecordResult::OutputFull => {
+                    let n = self.out.len() * 2;
+                    self.out.resize(n, 0);
+                }
+                ReadRecordResult::OutputEndsFull => {
+                    let n = self.ends.len() * 2;
+                    self.ends.resize(n, 0);
+                }
+                ReadRecordResult::Record | ReadRecordResult::End => break,
+            }
+        }
+        if nends == 0 {
+            return None;
+        }
+        let mut fields = Vec::with_capacity(nends);
+        let mut start = 0;
+        for &end in &self.ends[..nends] {
+            fields.push(std::str::from_utf8(&self.out[start..end]).ok()?.to_string());
+            start = end;
+        }
+        Some(fields)
+    }
 }
 
 /// One CSV row, or why a stretch of lines was not one.
@@ -265,7 +320,7 @@ pub struct CsvReader<R> {
     pos: usize,
     eof: bool,
     line: u64,
-    delim: u8,
+    fields: FieldSplitter,
     /// Header fields (after the optional `#TYPE` line).
     pub header: Vec<String>,
 }
@@ -281,7 +336,7 @@ impl<R: Read> CsvReader<R> {
             pos: 0,
             eof: false,
             line: 1,
-            delim,
+            fields: FieldSplitter::new(delim),
             header: Vec::new(),
         }
     }
@@ -365,7 +420,7 @@ impl<R: Read> CsvReader<R> {
                 self.line += lines;
                 continue;
             }
-            let fields = parse_csv_fields(trimmed, self.delim).unwrap_or_default();
+            let fields = self.fields.split(trimmed).unwrap_or_default();
             if self.header.is_empty() {
                 self.header = fields.into_iter().map(|f| f.trim().to_string()).collect();
                 self.pos = end;
