@@ -94,6 +94,25 @@ pub struct Event {
 }
 
 fn get_ci<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    // Projected records are small: one pass that compares lengths first
+    // answers both the exact and the case-insensitive question, where a
+    // tree search and then a scan did each string comparison twice.
+    if m.len() <= SMALL_MAP {
+        let exact_only = EXACT_ONLY.with(|c| c.get());
+        let mut folded = None;
+        for (k, v) in m {
+            if k.len() != key.len() {
+                continue;
+            }
+            if k == key {
+                return Some(v);
+            }
+            if folded.is_none() && !exact_only && k.eq_ignore_ascii_case(key) {
+                folded = Some(v);
+            }
+        }
+        return folded;
+    }
     if let Some(v) = m.get(key) {
         return Some(v);
     }
@@ -104,6 +123,9 @@ fn get_ci<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
         .find(|(k, _)| k.eq_ignore_ascii_case(key))
         .map(|(_, v)| v)
 }
+
+/// Maps up to this size are searched with one linear pass.
+const SMALL_MAP: usize = 24;
 
 thread_local! {
     // Set while normalising: candidate field lists are tried with exact
@@ -379,10 +401,11 @@ impl Event {
         self.session_id = self.first_str(SESSION_FIELDS);
         self.token_id = self.first_str(TOKEN_FIELDS);
         self.operation = self.first_str(OPERATION_FIELDS);
-        self.result = match self.first_str(&["status.errorCode"]) {
-            Some(code) if self.kind == EventKind::SignIn => Some(code),
-            _ => self.first_str(RESULT_FIELDS),
-        };
+        // A sign-in's result is its error code; only sign-ins are asked.
+        let sign_in_code = (self.kind == EventKind::SignIn)
+            .then(|| self.first_str(&["status.errorCode"]))
+            .flatten();
+        self.result = sign_in_code.or_else(|| self.first_str(RESULT_FIELDS));
         self.workload = self.first_str(WORKLOAD_FIELDS);
         self.user_agent = self.first_str(USER_AGENT_FIELDS).or_else(|| {
             self.name_value("ExtendedProperties", "UserAgent")
