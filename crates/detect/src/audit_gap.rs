@@ -203,10 +203,6 @@ impl Detection for AuditGap {
         );
         Outcome::of(&INFO, findings, verdict)
     }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
-        self
-    }
 }
 
 #[cfg(test)]

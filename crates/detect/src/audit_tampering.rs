@@ -89,10 +89,6 @@ impl Detection for AuditTampering {
         );
         Outcome::of(&INFO, self.findings, verdict)
     }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
-        self
-    }
 }
 
 type Hit = (Severity, String, Map<String, Value>);

@@ -344,10 +344,6 @@ impl Detection for GatewayRejectedBurst {
         }
         Outcome::of(&INFO, findings, Verdict::Ok(Some(note)))
     }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
-        self
-    }
 }
 
 /// Windows of `width` minutes starting at each active minute, as index

@@ -125,10 +125,6 @@ impl Detection for IocKey {
         );
         Outcome::of(&INFO, self.findings, verdict)
     }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
-        self
-    }
 }
 
 /// The first string in `v` equal to a key indicator: (path, value, kind, source).

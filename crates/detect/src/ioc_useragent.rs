@@ -129,10 +129,6 @@ impl Detection for IocUserAgent {
         let verdict = Verdict::blind_if(cx.records.records == 0, "no records");
         Outcome::of(&INFO, self.hits.findings(&INFO), verdict)
     }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
-        self
-    }
 }
 
 #[cfg(test)]

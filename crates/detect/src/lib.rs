@@ -257,7 +257,7 @@ impl RecordStats {
 /// records, lets the shard observe the batch on a worker thread, then
 /// [`Detection::merge`]s it into the detection. Merging must not depend on
 /// the order batches arrive in.
-pub trait Detection: Send + 'static {
+pub trait Detection: IntoAny + Send {
     /// The id and title of every rule it reports under (one for a built-in).
     fn ids(&self) -> Vec<(Cow<'static, str>, Cow<'static, str>)>;
     /// What it reads.
@@ -274,8 +274,19 @@ pub trait Detection: Send + 'static {
     fn merge(&mut self, shard: Box<dyn Detection>);
     /// Decides and reports.
     fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome;
-    /// For [`Detection::merge`]: the shard as `Any`, to take its own type back.
+}
+
+/// A boxed value as `Any`, so [`Detection::merge`] can take a shard's own
+/// type back ([`shard_of`]). Every `'static` type has it.
+pub trait IntoAny: Any {
+    /// The value as `Box<dyn Any>`.
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
+}
+
+impl<T: Any> IntoAny for T {
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
 }
 
 /// Takes back the concrete type of a shard made by `fork`.

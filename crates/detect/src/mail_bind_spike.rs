@@ -170,10 +170,6 @@ impl Detection for MailBindSpike {
         };
         Outcome::of(&INFO, findings, verdict)
     }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
-        self
-    }
 }
 
 #[cfg(test)]

@@ -193,10 +193,6 @@ impl Detection for MailNewClientApp {
         );
         Outcome::of(&INFO, findings, Verdict::Ok(Some(note)))
     }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
-        self
-    }
 }
 
 #[cfg(test)]

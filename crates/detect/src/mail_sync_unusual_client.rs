@@ -92,10 +92,6 @@ impl Detection for MailSyncUnusualClient {
         );
         Outcome::of(&INFO, self.hits.findings(&INFO), verdict)
     }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
-        self
-    }
 }
 
 #[cfg(test)]

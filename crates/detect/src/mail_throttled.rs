@@ -86,10 +86,6 @@ impl Detection for MailThrottled {
         );
         Outcome::of(&INFO, self.hits.findings(&INFO), verdict)
     }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
-        self
-    }
 }
 
 #[cfg(test)]

@@ -218,10 +218,6 @@ impl Detection for OwaTokenForResource {
         }
         Outcome::of(&INFO, findings, Verdict::Ok(None))
     }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
-        self
-    }
 }
 
 #[cfg(test)]

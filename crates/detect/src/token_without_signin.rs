@@ -250,10 +250,6 @@ impl Detection for TokenWithoutSignin {
         };
         Outcome::of(&INFO, findings, verdict)
     }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
-        self
-    }
 }
 
 /// Whether the sign-ins cover the time a token was issued: its

@@ -1219,9 +1219,6 @@ mod tests {
             };
             Outcome::of(&info, Vec::new(), Verdict::Ok(None))
         }
-        fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
-            self
-        }
     }
 
     fn dir(files: &[(&str, &str)]) -> tempfile::TempDir {

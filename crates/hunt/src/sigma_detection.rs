@@ -3,7 +3,6 @@
 //! searches keywords), and its matches feed correlations in the shared
 //! state.
 
-use std::any::Any;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -77,9 +76,5 @@ impl Detection for SigmaDetection {
         state.absorb(self.hits);
         let (findings, coverage, _) = state.finish();
         Outcome { findings, coverage }
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
     }
 }

@@ -16,48 +16,80 @@ const LOG_EXTENSIONS: &[&str] = &["json", "jsonl", "ndjson", "csv", "log", "txt"
 
 /// Expands the given paths into files: directories recursively (sorted, so
 /// runs are reproducible), keeping only log-like extensions there. Returns
-/// the files and the directory entries that were skipped.
+/// the files, the directory entries that were skipped, and the inputs that
+/// could not be read.
+///
+/// A directory walk reads each file once however many links lead to it,
+/// enters each directory once (a symlink loop ends there), and leaves out
+/// what is not a regular file (a FIFO would block the hunt forever, a
+/// device never end). A path named on the command line is read whatever it
+/// is: `/dev/stdin` and pipes work.
 pub fn discover(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>, Vec<(PathBuf, String)>) {
-    let mut files = Vec::new();
-    let mut skipped = Vec::new();
-    let mut errors = Vec::new();
+    let mut w = Walk::default();
     for p in inputs {
         match std::fs::metadata(p) {
-            Ok(m) if m.is_dir() => walk(p, &mut files, &mut skipped, &mut errors),
-            Ok(_) => files.push(p.clone()),
-            Err(e) => errors.push((p.clone(), e.to_string())),
+            Ok(m) if m.is_dir() => w.dir(p),
+            Ok(_) => {
+                if w.first_visit(p) {
+                    w.files.push(p.clone());
+                }
+            }
+            Err(e) => w.errors.push((p.clone(), e.to_string())),
         }
     }
-    (files, skipped, errors)
+    (w.files, w.skipped, w.errors)
 }
 
-fn walk(
-    dir: &Path,
-    files: &mut Vec<PathBuf>,
-    skipped: &mut Vec<PathBuf>,
-    errors: &mut Vec<(PathBuf, String)>,
-) {
-    let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-        Err(e) => {
-            errors.push((dir.to_path_buf(), e.to_string()));
+#[derive(Default)]
+struct Walk {
+    files: Vec<PathBuf>,
+    skipped: Vec<PathBuf>,
+    errors: Vec<(PathBuf, String)>,
+    /// Canonical paths of the files and directories met so far.
+    seen: std::collections::HashSet<PathBuf>,
+}
+
+impl Walk {
+    /// Whether `p` (through any links) has not been met before.
+    fn first_visit(&mut self, p: &Path) -> bool {
+        match std::fs::canonicalize(p) {
+            Ok(c) => self.seen.insert(c),
+            // Unresolvable: reading it will say why.
+            Err(_) => true,
+        }
+    }
+
+    fn dir(&mut self, dir: &Path) {
+        if !self.first_visit(dir) {
+            self.skipped.push(dir.to_path_buf());
             return;
         }
-    };
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            walk(&p, files, skipped, errors);
-        } else {
+        let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(e) => {
+                self.errors.push((dir.to_path_buf(), e.to_string()));
+                return;
+            }
+        };
+        entries.sort();
+        for p in entries {
+            let meta = std::fs::metadata(&p);
+            if meta.as_ref().is_ok_and(|m| m.is_dir()) {
+                self.dir(&p);
+                continue;
+            }
             let ext = p
                 .extension()
                 .and_then(|e| e.to_str())
                 .map(|e| e.to_ascii_lowercase())
                 .unwrap_or_default();
-            if LOG_EXTENSIONS.contains(&ext.as_str()) {
-                files.push(p);
+            let regular = meta.as_ref().is_ok_and(|m| m.is_file());
+            if !LOG_EXTENSIONS.contains(&ext.as_str()) || (meta.is_ok() && !regular) {
+                self.skipped.push(p);
+            } else if self.first_visit(&p) {
+                self.files.push(p);
             } else {
-                skipped.push(p);
+                self.skipped.push(p);
             }
         }
     }

@@ -118,6 +118,43 @@ pub enum Batch {
     },
 }
 
+/// Longest record read: a longer one is rejected with its locator and
+/// skipped, so one crafted line (a gzip bomb inflates to one endless line)
+/// cannot exhaust memory.
+pub const MAX_RECORD: usize = 64 << 20;
+
+/// Fills `buf` from `r` with up to `need` more bytes. A read error ends the
+/// stream (the bytes before it are kept, and the error is kept for the
+/// end): a truncated gzip member still yields every record before the cut.
+fn fill(
+    r: &mut dyn Read,
+    buf: &mut Vec<u8>,
+    need: usize,
+    failed: &mut Option<std::io::Error>,
+) -> bool {
+    // read_to_end grows the buffer only as far as the data goes and never
+    // zeroes what it fills.
+    match r.take(need as u64).read_to_end(buf) {
+        Ok(n) => n < need,
+        Err(e) => {
+            *failed = Some(e);
+            true
+        }
+    }
+}
+
+/// A rejected stretch as a batch of its own.
+fn rejection(line: u64, index: u64, reason: String) -> Batch {
+    Batch::Pieces {
+        data: Vec::new(),
+        items: vec![Item::Bad {
+            line,
+            index,
+            reason,
+        }],
+    }
+}
+
 fn read_lines(
     mut r: Box<dyn Read + Send>,
     head: Vec<u8>,
@@ -128,19 +165,36 @@ fn read_lines(
     buf.extend_from_slice(&head);
     let mut line = 1u64;
     let mut eof = false;
+    let mut failed = None;
     loop {
         let mut want = LINES_BATCH;
         loop {
             if !eof && buf.len() < want {
-                // read_to_end grows the buffer only as far as the data goes
-                // and never zeroes what it fills: a 4 MiB zeroed buffer per
-                // small file was a quarter of the time on hourly exports.
-                let need = (want - buf.len()) as u64;
-                let n = (&mut r).take(need).read_to_end(&mut buf)? as u64;
-                eof = n < need;
+                let need = want - buf.len();
+                eof = fill(&mut r, &mut buf, need, &mut failed);
             }
             if eof || memchr::memrchr(b'\n', &buf).is_some() {
                 break;
+            }
+            if want >= MAX_RECORD {
+                // No line end in MAX_RECORD bytes: all of `buf` is one line.
+                let ended = skip_line(&mut r, &mut buf, &mut failed);
+                let reason = format!(
+                    "record larger than {} MiB{}: skipped",
+                    MAX_RECORD >> 20,
+                    if ended {
+                        ""
+                    } else {
+                        " (the file ends inside it)"
+                    }
+                );
+                if tx.send(rejection(line, line, reason)).is_err() {
+                    return Ok(());
+                }
+                line += 1;
+                eof = !ended;
+                want = LINES_BATCH;
+                continue;
             }
             want *= 2;
         }
@@ -151,12 +205,13 @@ fn read_lines(
                     first_line: line,
                 });
             }
-            return Ok(());
+            return failed.map_or(Ok(()), Err);
         }
         let cut = memchr::memrchr(b'\n', &buf)
             .map(|p| p + 1)
             .unwrap_or(buf.len());
-        let rest = buf[cut..].to_vec();
+        let mut nb = pool.take();
+        nb.extend_from_slice(&buf[cut..]);
         buf.truncate(cut);
         let n = memchr::memchr_iter(b'\n', &buf).count() as u64;
         if tx
@@ -169,11 +224,23 @@ fn read_lines(
             return Ok(());
         }
         line += n;
-        // A processed batch's buffer when one is back: a fresh 4 MiB
-        // allocation comes from the OS as pages to fault in and zero.
-        let mut nb = pool.take();
-        nb.extend_from_slice(&rest);
         buf = nb;
+    }
+}
+
+/// Discards the rest of an oversized line; `buf` keeps what follows its
+/// line end. `false` when the stream ended first.
+fn skip_line(r: &mut dyn Read, buf: &mut Vec<u8>, failed: &mut Option<std::io::Error>) -> bool {
+    loop {
+        if let Some(p) = memchr::memchr(b'\n', buf) {
+            buf.drain(..=p);
+            return true;
+        }
+        buf.clear();
+        if fill(r, buf, 1 << 20, failed) && memchr::memchr(b'\n', buf).is_none() {
+            buf.clear();
+            return false;
+        }
     }
 }
 
@@ -188,11 +255,10 @@ fn read_pieces(
     let mut eof = false;
     let mut data = pool.take();
     let mut items = Vec::new();
+    let mut failed = None;
     loop {
         if !eof {
-            let need = 1u64 << 20;
-            let n = (&mut r).take(need).read_to_end(&mut buf)? as u64;
-            eof = n < need;
+            eof = fill(&mut r, &mut buf, 1 << 20, &mut failed);
         }
         let used = sp.feed(&buf, eof, &mut |p| match p {
             Piece::Record { bytes, line, index } => {
@@ -222,7 +288,7 @@ fn read_pieces(
             }
         }
         if eof {
-            return Ok(());
+            return failed.map_or(Ok(()), Err);
         }
     }
 }
@@ -262,5 +328,5 @@ fn read_rows(
             first_index,
         });
     }
-    Ok(())
+    cr.take_error().map_or(Ok(()), Err)
 }

@@ -321,6 +321,8 @@ pub struct CsvReader<R> {
     eof: bool,
     line: u64,
     fields: FieldSplitter,
+    /// The read error that ended the stream, if one did.
+    failed: Option<std::io::Error>,
     /// Header fields (after the optional `#TYPE` line).
     pub header: Vec<String>,
 }
@@ -337,8 +339,15 @@ impl<R: Read> CsvReader<R> {
             eof: false,
             line: 1,
             fields: FieldSplitter::new(delim),
+            failed: None,
             header: Vec::new(),
         }
+    }
+
+    /// The read error that ended the stream early, once the rows before it
+    /// have been read.
+    pub fn take_error(&mut self) -> Option<std::io::Error> {
+        self.failed.take()
     }
 
     fn fill(&mut self) -> std::io::Result<bool> {
@@ -349,13 +358,19 @@ impl<R: Read> CsvReader<R> {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        // read_to_end fills without zeroing the buffer first.
+        // read_to_end fills without zeroing the buffer first. A read error
+        // ends the stream; the bytes before it are still read as rows.
         let need = 1u64 << 20;
-        let n = (&mut self.inner).take(need).read_to_end(&mut self.buf)? as u64;
-        if n < need {
-            self.eof = true;
+        let before = self.buf.len();
+        match (&mut self.inner).take(need).read_to_end(&mut self.buf) {
+            Ok(n) if (n as u64) < need => self.eof = true,
+            Ok(_) => {}
+            Err(e) => {
+                self.failed = Some(e);
+                self.eof = true;
+            }
         }
-        Ok(n > 0)
+        Ok(self.buf.len() > before)
     }
 
     /// Finds the next logical record: `(end, end_of_first_line, lines)`.
