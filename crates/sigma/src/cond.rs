@@ -67,9 +67,15 @@ pub fn pattern_match(pat: &str, name: &str) -> bool {
     go(pat.as_bytes(), name.as_bytes())
 }
 
+/// Deepest nesting of parentheses and `not` a condition may have. SigmaHQ
+/// rules nest two or three levels.
+pub const MAX_DEPTH: usize = 64;
+
 struct P<'a> {
     toks: Vec<T>,
     pos: usize,
+    /// Current nesting of parentheses and `not`.
+    depth: usize,
     names: &'a [String],
 }
 
@@ -108,10 +114,25 @@ impl P<'_> {
         })
     }
 
+    /// Enters a nested level; refuses past [`MAX_DEPTH`], so parsing,
+    /// evaluating and dropping a condition never recurse without bound.
+    fn deeper(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!(
+                "condition nested deeper than {MAX_DEPTH} levels (parentheses and `not`)"
+            ));
+        }
+        Ok(())
+    }
+
     fn not(&mut self) -> Result<Cond, String> {
         if kw(self.peek(), "not") {
             self.pos += 1;
-            return Ok(Cond::Not(Box::new(self.not()?)));
+            self.deeper()?;
+            let inner = self.not()?;
+            self.depth -= 1;
+            return Ok(Cond::Not(Box::new(inner)));
         }
         self.atom()
     }
@@ -120,7 +141,9 @@ impl P<'_> {
         match self.toks.get(self.pos).cloned() {
             Some(T::Open) => {
                 self.pos += 1;
+                self.deeper()?;
                 let c = self.or()?;
+                self.depth -= 1;
                 if self.peek() != Some(&T::Close) {
                     return Err("missing `)`".into());
                 }
@@ -180,6 +203,7 @@ pub fn parse(s: &str, names: &[String]) -> Result<Cond, String> {
     let mut p = P {
         toks: lex(s)?,
         pos: 0,
+        depth: 0,
         names,
     };
     if p.toks.is_empty() {
@@ -279,5 +303,22 @@ mod tests {
         assert!(parse("(selection", &n).is_err());
         assert!(parse("selection | count() > 5", &n).is_err());
         assert!(parse("selection selection_b", &n).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let deep = format!("{}selection{}", "(".repeat(20_000), ")".repeat(20_000));
+        let e = parse(&deep, &names()).unwrap_err();
+        assert!(e.contains("nested deeper than 64"), "{e}");
+        let nots = format!("{}selection", "not ".repeat(20_000));
+        assert!(parse(&nots, &names())
+            .unwrap_err()
+            .contains("nested deeper"));
+        let ok = format!(
+            "{}selection{}",
+            "(".repeat(MAX_DEPTH),
+            ")".repeat(MAX_DEPTH)
+        );
+        assert!(parse(&ok, &names()).is_ok(), "the limit itself is allowed");
     }
 }

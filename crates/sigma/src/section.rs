@@ -621,7 +621,14 @@ pub fn compile(
     }
     let mut parsed = conds
         .iter()
-        .map(|c| cond::parse(c, &names).map_err(|e| format!("condition `{c}`: {e}")))
+        .map(|c| {
+            cond::parse(c, &names).map_err(|e| {
+                // The rule is the attacker's text: quote a bounded part.
+                let shown: String = c.chars().take(80).collect();
+                let more = if shown.len() < c.len() { "..." } else { "" };
+                format!("condition `{shown}{more}`: {e}")
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let cond = if parsed.len() == 1 {
         parsed.remove(0)
