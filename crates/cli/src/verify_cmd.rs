@@ -85,11 +85,23 @@ fn run_inner(args: &VerifyArgs) -> Result<bool, String> {
     };
     if let Some(path) = &args.tokens {
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
-            let token = line.trim();
+        let mut reader = std::io::BufReader::new(file);
+        // One byte over the limit is enough for the verifier to say
+        // `too-large`; the rest of a longer line is skipped unread, so an
+        // endless line (`/dev/zero`) costs no memory.
+        let keep = policy.max_token_bytes() + 1;
+        let mut line = Vec::new();
+        let mut n = 0usize;
+        while next_line(&mut reader, keep, &mut line)
+            .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?
+        {
+            n += 1;
+            // Not UTF-8 is not a token: the verifier rejects the replacement
+            // characters as `malformed`, and the next lines are still read.
+            let text = String::from_utf8_lossy(&line);
+            let token = text.trim();
             if !token.is_empty() {
-                emit(token, Some(i + 1))?;
+                emit(token, Some(n))?;
             }
         }
     } else {
@@ -114,6 +126,34 @@ fn run_inner(args: &VerifyArgs) -> Result<bool, String> {
     }
     out.flush().map_err(|e| format!("writing output: {e}"))?;
     Ok(all_accepted)
+}
+
+/// Reads the next line into `line`, keeping at most `keep` bytes of it and
+/// consuming the rest. `false` at the end of the input.
+fn next_line(r: &mut impl BufRead, keep: usize, line: &mut Vec<u8>) -> std::io::Result<bool> {
+    line.clear();
+    let mut any = false;
+    loop {
+        let avail = r.fill_buf()?;
+        if avail.is_empty() {
+            return Ok(any);
+        }
+        any = true;
+        let (take, used, done) = match memchr_newline(avail) {
+            Some(p) => (p, p + 1, true),
+            None => (avail.len(), avail.len(), false),
+        };
+        let room = keep.saturating_sub(line.len());
+        line.extend_from_slice(&avail[..take.min(room)]);
+        r.consume(used);
+        if done {
+            return Ok(true);
+        }
+    }
+}
+
+fn memchr_newline(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'\n')
 }
 
 /// The `--json` object; a contract documented in the README.

@@ -1,7 +1,8 @@
 //! `tokenward verify` end to end on the bundled Storm-0558 example.
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -135,4 +136,81 @@ fn garbage_token_is_rejected_not_an_error() {
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["reasons"][0]["code"], "malformed");
+}
+
+/// A line that is not UTF-8 is one rejected token; the lines after it are
+/// still verified.
+#[test]
+fn invalid_utf8_line_is_rejected_and_the_rest_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let legit = read("examples/storm-0558/legit.jwt");
+    let mut text = format!("{}\n{}\n", legit.trim(), legit.trim()).into_bytes();
+    text.extend_from_slice(b"eyJ\xff\xfe.bad\n");
+    text.extend_from_slice(format!("{}\n", legit.trim()).as_bytes());
+    let f = dir.path().join("tokens.txt");
+    std::fs::write(&f, text).unwrap();
+    let out = verify(&["--json", "--tokens", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "one rejected token");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[2]["line"], 3);
+    assert_eq!(lines[2]["verdict"], "rejected");
+    assert_eq!(lines[2]["reasons"][0]["code"], "malformed");
+    assert_eq!(lines[3]["verdict"], "accepted");
+}
+
+/// An endless line (`/dev/zero`) is read in bounded memory: the first line
+/// is `too-large` and the read goes on; here a 300 MiB line stands in.
+#[test]
+fn an_overlong_line_is_too_large_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("long.txt");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&f).unwrap());
+        let chunk = vec![b'A'; 1 << 20];
+        for _ in 0..300 {
+            w.write_all(&chunk).unwrap();
+        }
+        w.write_all(b"\n").unwrap();
+        w.write_all(read("examples/storm-0558/legit.jwt").trim().as_bytes())
+            .unwrap();
+        w.write_all(b"\n").unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+        .args(["verify", "--policy"])
+        .arg(repo().join("examples/storm-0558/policy.toml"))
+        .args(["--now", "2023-06-15T08:05:00Z", "--json", "-q", "--tokens"])
+        .arg(&f)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Peak resident memory, polled from /proc while it runs.
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(s) = std::fs::read_to_string(&status) {
+            if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                peak_kib =
+                    peak_kib.max(v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0));
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0]["reasons"][0]["code"], "too-large");
+    assert_eq!(lines[1]["verdict"], "accepted");
+    assert!(peak_kib > 0, "memory was sampled");
+    assert!(
+        peak_kib < 100 * 1024,
+        "peak RSS {peak_kib} KiB for a 300 MiB line"
+    );
 }

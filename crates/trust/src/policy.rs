@@ -268,6 +268,11 @@ pub(crate) fn guid_segment(issuer: &str) -> Option<&str> {
 }
 
 impl Policy {
+    /// Longest token the policy accepts, in bytes (`max_token_bytes`).
+    pub fn max_token_bytes(&self) -> usize {
+        self.limits.max_token_bytes
+    }
+
     /// Loads a policy file; key set paths are relative to it. Key sets at
     /// URLs are fetched once (use [`crate::LivePolicy`] to keep them fresh).
     pub fn load(path: &Path) -> Result<Policy, ConfigError> {
