@@ -214,3 +214,37 @@ fn an_overlong_line_is_too_large_in_bounded_memory() {
         "peak RSS {peak_kib} KiB for a 300 MiB line"
     );
 }
+
+/// A key set that never ends (`/dev/urandom`) is refused at the file cap,
+/// not read into memory.
+#[test]
+fn an_endless_key_set_file_is_refused_at_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = std::fs::read_to_string(repo().join("examples/storm-0558/policy.toml")).unwrap();
+    let patched: String = policy
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("jwks") {
+                "jwks = \"/dev/urandom\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(patched.contains("/dev/urandom"));
+    let p = dir.path().join("policy.toml");
+    std::fs::write(&p, patched).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+        .args(["verify", "--policy"])
+        .arg(&p)
+        .arg(read("examples/storm-0558/legit.jwt"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/dev/urandom") && err.contains("limit"),
+        "{err}"
+    );
+}

@@ -15,6 +15,7 @@
 //! it); denylists are passed in through [`AuditConfig`].
 
 mod audit;
+mod capped;
 mod fetch;
 mod live;
 pub mod snapshot;
@@ -26,6 +27,7 @@ mod url;
 pub use audit::{
     audit_key_set, worst, AuditConfig, Finding, FindingCode, Severity, MSA_CONSUMER_TENANT,
 };
+pub use capped::{read_capped, MAX_FILE_BYTES};
 pub use fetch::{CacheDirectives, FetchConfig, FetchError, Fetched, Fetcher};
 pub use live::{KeySnapshot, LiveConfig, LiveKeySet, LiveStatus, UnknownKid};
 pub use snapshot::{KeyRecord, Snapshot};

@@ -206,9 +206,11 @@ impl KeySource {
         };
         match self {
             KeySource::File(path) => {
-                let bytes = std::fs::read(path).map_err(|e| SourceError::File {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
+                let bytes = crate::read_capped(path, crate::MAX_FILE_BYTES).map_err(|e| {
+                    SourceError::File {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    }
                 })?;
                 Ok(Resolved {
                     origin: path.display().to_string(),

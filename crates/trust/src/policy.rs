@@ -791,10 +791,13 @@ impl Policy {
 }
 
 pub(crate) fn read_policy_text(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let err = |message: String| ConfigError {
         file: path.to_owned(),
-        message: format!("cannot read: {e}"),
-    })
+        message,
+    };
+    let bytes = tokenward_keys::read_capped(path, tokenward_keys::MAX_FILE_BYTES)
+        .map_err(|e| err(format!("cannot read: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| err(format!("cannot read: not UTF-8 ({e})")))
 }
 
 /// A `jwks`/`secrets` value: a URL as written, or a path relative to the
