@@ -529,7 +529,10 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Group {
+    /// Matches in arrival order; sorted by time before windows are decided.
     entries: Vec<Entry>,
+    /// A match arrived older than the newest one: sort before deciding.
+    unsorted: bool,
     /// No window may start before this time (the last reported window
     /// ended just before it).
     skip_until: i64,
@@ -621,9 +624,12 @@ impl Sigma {
         if e.t < g.flushed_upto {
             self.stats[ci].late += 1;
         }
-        let at = g.entries.partition_point(|x| x.t <= e.t);
-        let in_order = at == g.entries.len();
-        g.entries.insert(at, e);
+        // Appended, not inserted in place: matches from parallel batches
+        // and files arrive out of order, and inserting each into a sorted
+        // vector made a large group quadratic. Sorted once when decided.
+        let in_order = g.entries.last().is_none_or(|x| x.t <= e.t);
+        g.unsorted |= !in_order;
+        g.entries.push(e);
         self.held += 1;
         self.peak_entries = self.peak_entries.max(self.held);
         // Decide windows that can no longer change once enough has piled up.
@@ -645,28 +651,41 @@ impl Sigma {
         let Some(mut g) = self.groups[ci].remove(key) else {
             return;
         };
+        if g.unsorted {
+            // Stable: matches at the same time keep their arrival order.
+            g.entries.sort_by_key(|x| x.t);
+            g.unsorted = false;
+        }
         let mut emitted: Vec<(usize, usize, f64)> = Vec::new();
         let n = g.entries.len();
         let mut i = g.entries.partition_point(|x| x.t < g.skip_until);
         let mut j = i;
+        // The window [i, j) slides forward; counting kinds keep running
+        // tallies, so each entry is added and removed once.
+        let mut tally = Tally::default();
         while i < n {
             let start = g.entries[i].t;
             if cutoff.is_some_and(|cu| start.saturating_add(span) >= cu) {
                 break;
             }
-            if j < i {
-                j = i;
-            }
             while j < n && g.entries[j].t <= start.saturating_add(span) {
+                tally.add(c, &g.entries[j]);
                 j += 1;
             }
-            match window_value(c, &g.entries[i..j]) {
+            let v = tally.value(c).or_else(|| window_value(c, &g.entries[i..j]));
+            match v {
                 Some(v) if c.holds(v) => {
                     emitted.push((i, j, v));
                     g.skip_until = g.entries[j - 1].t.saturating_add(1);
+                    for e in &g.entries[i..j] {
+                        tally.remove(c, e);
+                    }
                     i = j;
                 }
-                _ => i += 1,
+                _ => {
+                    tally.remove(c, &g.entries[i]);
+                    i += 1;
+                }
             }
         }
         let mut outs = Vec::new();
@@ -923,6 +942,61 @@ fn percentile(mut v: Vec<f64>, p: f64) -> Option<f64> {
     // Nearest rank.
     let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
     Some(v[rank.min(v.len()) - 1])
+}
+
+/// Running aggregates of a sliding window for the kinds that count:
+/// distinct values (`value_count`) and distinct referenced rules
+/// (`temporal`). The others are computed over the window
+/// ([`window_value`]).
+#[derive(Default)]
+struct Tally {
+    /// Lower-cased value -> entries in the window holding it.
+    values: HashMap<String, u32>,
+    /// Referenced rule position -> entries in the window.
+    rules: HashMap<usize, u32>,
+}
+
+impl Tally {
+    fn add(&mut self, c: &Correlation, e: &Entry) {
+        match c.kind {
+            Kind::ValueCount => {
+                for v in &e.values {
+                    *self.values.entry(v.to_lowercase()).or_default() += 1;
+                }
+            }
+            Kind::Temporal => *self.rules.entry(e.pos).or_default() += 1,
+            _ => {}
+        }
+    }
+
+    fn remove(&mut self, c: &Correlation, e: &Entry) {
+        fn dec<K: std::hash::Hash + Eq>(m: &mut HashMap<K, u32>, k: K) {
+            if let Some(n) = m.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&k);
+                }
+            }
+        }
+        match c.kind {
+            Kind::ValueCount => {
+                for v in &e.values {
+                    dec(&mut self.values, v.to_lowercase());
+                }
+            }
+            Kind::Temporal => dec(&mut self.rules, e.pos),
+            _ => {}
+        }
+    }
+
+    /// The window's aggregate when the kind is tallied.
+    fn value(&self, c: &Correlation) -> Option<f64> {
+        match c.kind {
+            Kind::ValueCount => Some(self.values.len() as f64),
+            Kind::Temporal => Some(self.rules.len() as f64),
+            _ => None,
+        }
+    }
 }
 
 /// The aggregate a window yields (None when it yields nothing to compare,
