@@ -536,15 +536,15 @@ const OTHER_NORMALISED: &[&str] = &[
     "sessionId",
     "uniqueTokenIdentifier",
 ];
-/// Root keys [`classify`] reads.
+/// Root keys [`classify`] reads. The wrappers (`AuditData`, `RawEventData`,
+/// `properties`) are kept by every projection with only the declared paths
+/// inside, and `status` with `errorCode`: listing them here would keep them
+/// whole, which is most of a sign-in or a Purview row.
 const CLASSIFY_KEYS: &[&str] = &[
-    "AuditData",
-    "RawEventData",
     "verdict",
     "token_sha256_prefix",
     "Type",
     "category",
-    "properties",
     "time",
     "resourceId",
     "CreationTime",
@@ -553,7 +553,6 @@ const CLASSIFY_KEYS: &[&str] = &[
     "userPrincipalName",
     "appId",
     "ipAddress",
-    "status",
     "uniqueTokenIdentifier",
     "activityDateTime",
     "activityDisplayName",
