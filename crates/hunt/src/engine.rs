@@ -101,6 +101,10 @@ pub struct FileReport {
     pub first_rejects: Vec<RejectNote>,
     /// Records parsed (some detection reads them), per event kind.
     pub parsed_by_kind: BTreeMap<&'static str, u64>,
+    /// Evaluated records without a time that could be read (no time field,
+    /// or one in no known format): windows, baselines and gaps cannot place
+    /// them.
+    pub records_without_time: u64,
     /// Why the file could not be read at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -364,6 +368,7 @@ struct Out {
     stats: RecordStats,
     read: u64,
     evaluated: u64,
+    without_time: u64,
     rejects: Vec<(Locator, String)>,
     parsed_by_kind: BTreeMap<&'static str, u64>,
     collected: Vec<Event>,
@@ -430,6 +435,7 @@ impl Ctx<'_> {
     fn route(&self, ev: Event, readers: Mask, out: &mut Out) {
         out.read += 1;
         out.evaluated += 1;
+        out.without_time += u64::from(ev.time.is_none());
         out.stats.add(ev.workload.as_deref());
         *out.parsed_by_kind.entry(ev.kind.as_str()).or_default() += 1;
         let Some(plan) = self.plan else {
@@ -458,6 +464,7 @@ impl Ctx<'_> {
         out.read += 1;
         out.evaluated += 1;
         let (t, w) = time_and_workload(b);
+        out.without_time += u64::from(t.is_none());
         out.stats.add(w);
         for (i, shard) in out.shards.iter_mut().enumerate() {
             if readers & (1 << i) != 0 {
@@ -624,6 +631,7 @@ impl Ctx<'_> {
             stats: RecordStats::default(),
             read: 0,
             evaluated: 0,
+            without_time: 0,
             rejects: Vec::new(),
             parsed_by_kind: BTreeMap::new(),
             collected: Vec::new(),
@@ -760,6 +768,7 @@ fn absorb(shared: &Mutex<Shared>, file: &Mutex<FileReport>, out: Out) {
     }
     file.records_read += out.read;
     file.records_evaluated += out.evaluated;
+    file.records_without_time += out.without_time;
     for (loc, why) in out.rejects {
         file.records_rejected += 1;
         let class = why.split(':').next().unwrap_or("rejected").to_string();
@@ -1362,6 +1371,18 @@ mod tests {
         );
         assert_eq!(by("audit.csv").records_read, 2);
         assert_eq!(by("audit.csv").records_rejected, 1);
+    }
+
+    #[test]
+    fn records_without_a_readable_time_are_counted_parsed_or_not() {
+        let bad = UAL_NEEDLE.replace("2023-06-10T11:00:00", "yesterday");
+        let none = r#"{"Operation":"Send","Workload":"Exchange"}"#;
+        let d = dir(&[("a.jsonl", &format!("{UAL}\n{bad}\n{none}\n"))]);
+        let (p, _) = Probe::boxed(anchored_needle, None);
+        let r = hunt(&d, vec![p]);
+        // `bad` is parsed (NEEDLE), `none` only scanned: both counted.
+        assert_eq!(r.files[0].records_without_time, 2);
+        assert_eq!(r.totals(), (3, 3, 0));
     }
 
     #[test]

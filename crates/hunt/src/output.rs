@@ -216,6 +216,12 @@ pub fn terminal_summary(r: &Report) -> String {
         } else if let Some(n) = &f.note {
             s.push_str(&format!("  {}: {n}\n", f.path));
         }
+        if f.records_without_time > 0 {
+            s.push_str(&format!(
+                "  {}: {} of {} evaluated records have no readable time\n",
+                f.path, f.records_without_time, f.records_evaluated
+            ));
+        }
     }
     if !r.skipped.is_empty() {
         s.push_str(&format!(
