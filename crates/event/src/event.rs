@@ -303,18 +303,29 @@ impl Event {
     /// `OperationProperties`, `Parameters` or `ExtendedProperties`
     /// (names compared case-insensitively).
     pub fn name_value(&self, list: &str, name: &str) -> Option<String> {
-        let v = self.get(list)?;
-        let Value::Array(items) = v else {
+        self.pair_value(list, ["Name", "name"], name, ["Value", "value"])
+    }
+
+    /// The value of the pair whose name (under either spelling of
+    /// `names`) equals `name` ignoring case, in a list of pair objects.
+    fn pair_value(
+        &self,
+        list: &str,
+        names: [&str; 2],
+        name: &str,
+        values: [&str; 2],
+    ) -> Option<String> {
+        let Value::Array(items) = self.get(list)? else {
             return None;
         };
         items.iter().find_map(|it| {
             let n = it
-                .get("Name")
-                .or_else(|| it.get("name"))
+                .get(names[0])
+                .or_else(|| it.get(names[1]))
                 .and_then(Value::as_str)?;
             if n.eq_ignore_ascii_case(name) {
-                it.get("Value")
-                    .or_else(|| it.get("value"))
+                it.get(values[0])
+                    .or_else(|| it.get(values[1]))
                     .and_then(scalar_str)
             } else {
                 None
@@ -459,22 +470,7 @@ impl Event {
 
     /// Value of a `{key, value}` pair list (Graph `additionalDetails`).
     pub fn key_value(&self, list: &str, key: &str) -> Option<String> {
-        let Value::Array(items) = self.get(list)? else {
-            return None;
-        };
-        items.iter().find_map(|it| {
-            let k = it
-                .get("key")
-                .or_else(|| it.get("Key"))
-                .and_then(Value::as_str)?;
-            if k.eq_ignore_ascii_case(key) {
-                it.get("value")
-                    .or_else(|| it.get("Value"))
-                    .and_then(scalar_str)
-            } else {
-                None
-            }
-        })
+        self.pair_value(list, ["key", "Key"], key, ["value", "Value"])
     }
 
     /// Mailbox the record is about (`MailboxOwnerUPN`, else the user), lower-cased.
