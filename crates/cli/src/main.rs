@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod gateway_cmd;
 mod hunt_cmd;
@@ -45,7 +45,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command()
+        .mut_subcommand("hunt", |c| c.after_help(hunt_cmd::after_help()))
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let code = match cli.command {
         Command::Verify(args) => verify_cmd::run(args),
         Command::Hunt(args) => hunt_cmd::run(args),

@@ -42,6 +42,7 @@ pub mod mail_bind_spike;
 pub mod mail_new_client_app;
 pub mod mail_sync_unusual_client;
 pub mod mail_throttled;
+pub mod mailbox_export;
 pub mod owa_token_for_resource;
 pub mod signin_index;
 pub mod token_without_signin;
@@ -393,6 +394,7 @@ pub const BUILTINS: &[Builtin] = &[
     audit_tampering::BUILTIN,
     audit_gap::BUILTIN,
     gateway_rejected_burst::BUILTIN,
+    mailbox_export::BUILTIN,
 ];
 
 /// The built-in detections for a hunt.

@@ -201,7 +201,15 @@ fn gateway_rejected_burst() {
 
 #[test]
 fn every_rule_is_covered_by_a_test() {
+    // Tradecraft the simulated intrusion does not include (Storm-0558 read
+    // mail through OWA; it did not export mailboxes): these must stay
+    // silent on the example, and their unit tests show them firing.
+    const NOT_IN_SCENARIO: &[&str] = &["tw-mailbox-export"];
     for r in BUILTINS.iter().map(|b| b.info) {
+        if NOT_IN_SCENARIO.contains(&r.id) {
+            assert!(hits(r.id).is_empty(), "{} fired on the example", r.id);
+            continue;
+        }
         assert!(
             !hits(r.id).is_empty(),
             "{} has no finding in the example",
