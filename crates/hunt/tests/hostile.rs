@@ -131,3 +131,34 @@ fn an_oversized_line_is_rejected_with_its_line_and_the_rest_is_read() {
     assert_eq!(rep.first_rejects[0].locator, "line 2");
     assert!(rep.first_rejects[0].reason.contains("larger than 64 MiB"));
 }
+
+#[test]
+fn an_oversized_array_element_is_rejected_and_the_others_read() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("big.json");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&f).unwrap());
+    w.write_all(format!("[\n{UAL},\n{{\"a\":[\"").as_bytes())
+        .unwrap();
+    // 80 MiB of one string (with escaped quotes and brackets inside), past
+    // the 64 MiB record limit.
+    let chunk = "x\\\"]}[{".repeat((1 << 20) / 7).into_bytes();
+    for _ in 0..80 {
+        w.write_all(&chunk).unwrap();
+    }
+    w.write_all(format!("\"]}},\n{UAL},\n{UAL}\n]\n").as_bytes())
+        .unwrap();
+    drop(w);
+    let r = hunt(&[&f]);
+    let rep = &r.files[0];
+    assert_eq!(
+        (
+            rep.records_read,
+            rep.records_evaluated,
+            rep.records_rejected
+        ),
+        (4, 3, 1),
+        "{rep:?}"
+    );
+    assert_eq!(rep.first_rejects[0].locator, "record 2 (line 3)");
+    assert!(rep.first_rejects[0].reason.contains("larger than 64 MiB"));
+}

@@ -5,7 +5,7 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 
 use crate::format::Container;
-use crate::split::{CsvReader, CsvRow, JsonSplitter, Piece};
+use crate::split::{CsvReader, CsvRow, JsonSplitter, Piece, ValueEnd};
 
 const LINES_BATCH: usize = 4 << 20;
 const PIECES_BATCH: usize = 4 << 20;
@@ -278,6 +278,43 @@ fn read_pieces(
             }),
         });
         buf.drain(..used);
+        if buf.len() > MAX_RECORD {
+            // `buf` starts with one record that is already too large:
+            // skip to its end keeping only its nesting state.
+            let mut end = ValueEnd::default();
+            let mut lines = 0u64;
+            let ended = loop {
+                if let Some(n) = end.scan(&buf) {
+                    lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+                    buf.drain(..n);
+                    break true;
+                }
+                lines += memchr::memchr_iter(b'\n', &buf).count() as u64;
+                buf.clear();
+                if eof {
+                    break false;
+                }
+                eof = fill(&mut r, &mut buf, 1 << 20, &mut failed);
+                if eof && buf.is_empty() {
+                    break false;
+                }
+            };
+            let (line, index) = sp.skipped(lines);
+            items.push(Item::Bad {
+                line,
+                index,
+                reason: format!(
+                    "record larger than {} MiB{}: skipped",
+                    MAX_RECORD >> 20,
+                    if ended {
+                        ""
+                    } else {
+                        " (the file ends inside it)"
+                    }
+                ),
+            });
+            continue;
+        }
         if data.len() >= PIECES_BATCH || (eof && (!items.is_empty())) {
             let b = Batch::Pieces {
                 data: std::mem::replace(&mut data, pool.take()),

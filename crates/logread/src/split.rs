@@ -101,6 +101,66 @@ fn scan_value(buf: &[u8], start: usize) -> Scan {
     Scan::Incomplete
 }
 
+/// Finds where a JSON value ends across chunks, keeping only its nesting
+/// state: an oversized record is skipped without being held.
+#[derive(Default)]
+pub struct ValueEnd {
+    depth: u64,
+    in_string: bool,
+    escaped: bool,
+    started: bool,
+    scalar: bool,
+}
+
+impl ValueEnd {
+    /// Scans the next chunk of the value; `Some(n)` when it ends after the
+    /// first `n` bytes of `chunk`.
+    pub fn scan(&mut self, chunk: &[u8]) -> Option<usize> {
+        for (i, &b) in chunk.iter().enumerate() {
+            if !self.started {
+                self.started = true;
+                match b {
+                    b'{' | b'[' => self.depth = 1,
+                    b'"' => self.in_string = true,
+                    _ => self.scalar = true,
+                }
+                continue;
+            }
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                    if self.depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+                continue;
+            }
+            if self.scalar {
+                if matches!(b, b',' | b']' | b'}' | b' ' | b'\t' | b'\r' | b'\n') {
+                    return Some(i);
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
 /// Returns the offset after the closing quote of a string whose body starts at `j`.
 fn skip_string(buf: &[u8], mut j: usize) -> Option<usize> {
     loop {
@@ -129,6 +189,16 @@ impl JsonSplitter {
             line: 1,
             index: 0,
         }
+    }
+
+    /// Accounts for a record the caller skipped without handing it to
+    /// [`JsonSplitter::feed`] (it was too large to hold): returns its line
+    /// and index, and moves past the `lines` line ends it spanned.
+    pub fn skipped(&mut self, lines: u64) -> (u64, u64) {
+        self.index += 1;
+        let at = (self.line, self.index);
+        self.line += lines;
+        at
     }
 
     /// Emits every complete piece in `buf` and returns how many bytes were
