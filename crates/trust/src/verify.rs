@@ -106,15 +106,23 @@ impl Policy {
             }
             return None;
         };
+        // An exact entry wins over a template that also matches: a policy
+        // may trust the enterprise `{tenantid}` template and, separately,
+        // the consumer tenant's exact issuer, whose keys are scoped to it.
+        if let Some((index, entry)) = self
+            .issuers
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.template.is_none() && e.issuer == iss)
+        {
+            return Some(IssuerMatch {
+                index,
+                entry,
+                tenant_in_iss: None,
+            });
+        }
         for (index, entry) in self.issuers.iter().enumerate() {
             match &entry.template {
-                None if entry.issuer == iss => {
-                    return Some(IssuerMatch {
-                        index,
-                        entry,
-                        tenant_in_iss: None,
-                    })
-                }
                 Some((pre, post)) => {
                     if let Some(mid) = iss
                         .strip_prefix(pre.as_str())
