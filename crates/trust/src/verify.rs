@@ -122,22 +122,21 @@ impl Policy {
             });
         }
         for (index, entry) in self.issuers.iter().enumerate() {
-            match &entry.template {
-                Some((pre, post)) => {
-                    if let Some(mid) = iss
-                        .strip_prefix(pre.as_str())
-                        .and_then(|r| r.strip_suffix(post.as_str()))
-                    {
-                        if !mid.is_empty() && !mid.contains('/') {
-                            return Some(IssuerMatch {
-                                index,
-                                entry,
-                                tenant_in_iss: Some(mid.to_owned()),
-                            });
-                        }
-                    }
-                }
-                None => {}
+            let Some((pre, post)) = &entry.template else {
+                continue;
+            };
+            let Some(mid) = iss
+                .strip_prefix(pre.as_str())
+                .and_then(|r| r.strip_suffix(post.as_str()))
+            else {
+                continue;
+            };
+            if !mid.is_empty() && !mid.contains('/') {
+                return Some(IssuerMatch {
+                    index,
+                    entry,
+                    tenant_in_iss: Some(mid.to_owned()),
+                });
             }
         }
         v.fail(
