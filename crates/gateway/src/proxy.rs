@@ -27,6 +27,10 @@ pub(crate) type Body = Either<Incoming, Full<Bytes>>;
 /// every such header it sees.
 pub const IDENTITY_PREFIX: &str = "x-tokenward-";
 
+/// Request headers in which a client claims an address; never forwarded as
+/// the client sent them (compared with `_` read as `-`).
+const CLIENT_ADDRESS_CLAIMS: &[&str] = &["x-real-ip", "forwarded", "x-forwarded-for"];
+
 /// The policy in force and its generation (bumped whenever the keys or
 /// their freshness change, so a verdict reached under older keys is never
 /// served from the cache).
@@ -439,11 +443,20 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// does every `x-tokenward-*` header a client might send to impersonate a
 /// verified identity. Done before the gateway adds its own, so a
 /// `Connection: x-tokenward-sub` trick cannot remove them either.
+///
+/// Names are compared with `_` read as `-`: WSGI, CGI and many frameworks
+/// map `X_Tokenward_Sub` to the same variable as `X-Tokenward-Sub`. The
+/// client's own address claims (`X-Real-IP`, `Forwarded`, and spellings of
+/// `X-Forwarded-For` the gateway would not overwrite) go too: the gateway
+/// sets `X-Forwarded-For` itself from what it can vouch for.
 pub(crate) fn sanitize_request_headers(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
+        .filter(|k| {
+            let name = k.as_str().replace('_', "-");
+            name.starts_with(IDENTITY_PREFIX) || CLIENT_ADDRESS_CLAIMS.contains(&name.as_str())
+        })
         .cloned()
         .collect();
     for n in spoofed {
@@ -504,13 +517,36 @@ fn loosen(path: &str) -> String {
 
 /// Whether the query string has an `access_token` parameter (RFC 6750
 /// §2.3), which the gateway refuses rather than lets through unverified.
+/// Parameter names are percent-decoded first (`%61ccess_token` is
+/// `access_token` to the upstream's query parser).
 fn query_has_access_token(uri: &Uri) -> bool {
     uri.query().is_some_and(|q| {
         q.split('&').any(|pair| {
             let name = pair.split('=').next().unwrap_or(pair);
-            name.eq_ignore_ascii_case("access_token") || name.eq_ignore_ascii_case("access%5ftoken")
+            percent_decode(name).eq_ignore_ascii_case(b"access_token")
         })
     })
+}
+
+/// `%XX` escapes decoded (malformed ones kept as they are); `+` is a space
+/// in a query.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    out
 }
 
 /// The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1;
@@ -768,6 +804,19 @@ mod tests {
         assert!(query_has_access_token(&u));
         let u: Uri = "/x?my_access_token=1".parse().unwrap();
         assert!(!query_has_access_token(&u));
+        // Percent-encoded names are what the upstream's parser decodes.
+        for q in [
+            "/x?%61ccess_token=x",
+            "/x?access%5Ftoken=x",
+            "/x?%41CCESS%5ftoken=x",
+        ] {
+            let u: Uri = q.parse().unwrap();
+            assert!(query_has_access_token(&u), "{q}");
+        }
+        let u: Uri = "/x?%61ccess_tokens=x&%zz=1&a=%61ccess_token"
+            .parse()
+            .unwrap();
+        assert!(!query_has_access_token(&u), "only parameter names count");
     }
 
     #[test]
@@ -786,8 +835,16 @@ mod tests {
         h.insert("X-Tokenward-Other", "1".parse().unwrap());
         h.insert("upgrade", "websocket".parse().unwrap());
         h.insert("accept", "*/*".parse().unwrap());
+        // Underscore spellings reach WSGI/CGI apps as the same variable.
+        h.insert("x_tokenward_sub", "admin".parse().unwrap());
+        h.insert("X_TOKENWARD_TID", "t".parse().unwrap());
+        // Address claims the client makes about itself.
+        h.insert("x-real-ip", "10.0.0.1".parse().unwrap());
+        h.insert("forwarded", "for=10.0.0.1".parse().unwrap());
+        h.insert("x_forwarded_for", "10.0.0.1".parse().unwrap());
+        h.insert("x-request-id", "r1".parse().unwrap());
         sanitize_request_headers(&mut h);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert!(h.contains_key("accept"));
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert!(h.contains_key("accept") && h.contains_key("x-request-id"));
     }
 }
