@@ -172,14 +172,9 @@ fn exchange(ev: &Event) -> Option<Hit> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::run;
+    use crate::testing::{cmdlet, run};
     use crate::Status;
     use serde_json::json;
-
-    fn cmdlet(op: &str, params: Value) -> Value {
-        json!({"CreationTime": "2023-06-10T10:00:00", "Operation": op, "RecordType": 1,
-               "Workload": "Exchange", "UserId": "admin@x", "Parameters": params})
-    }
 
     #[test]
     fn switching_off_unified_audit_ingestion_is_high() {

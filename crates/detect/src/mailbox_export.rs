@@ -96,14 +96,9 @@ impl Detection for MailboxExport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::run;
+    use crate::testing::{cmdlet, run};
     use crate::Status;
-    use serde_json::{json, Value};
-
-    fn cmdlet(op: &str, params: Value) -> Value {
-        json!({"CreationTime": "2023-06-10T10:00:00", "Operation": op, "RecordType": 1,
-               "Workload": "Exchange", "UserId": "admin@x", "Parameters": params})
-    }
+    use serde_json::json;
 
     #[test]
     fn an_export_request_to_a_pst_is_high() {

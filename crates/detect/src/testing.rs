@@ -94,3 +94,9 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
     }
     det.finish(&cx)
 }
+
+/// An Exchange admin audit record of `op` with its `Parameters` list.
+pub fn cmdlet(op: &str, params: Value) -> Value {
+    serde_json::json!({"CreationTime": "2023-06-10T10:00:00", "Operation": op, "RecordType": 1,
+           "Workload": "Exchange", "UserId": "admin@x", "Parameters": params})
+}
