@@ -747,50 +747,66 @@ const SEARCHER_TEXTS: usize = 21;
 /// Length of the cover texts.
 const GRAM: usize = 4;
 
+/// Most anchors screened with a DFA.
+const DFA_ANCHORS_MAX: usize = 10_000;
+
+/// Most anchors one cover text may stand for before the SIMD screen gives
+/// way to the automaton.
+const GRAM_HOLDERS_MAX: usize = 256;
+
 /// Short texts (four bytes, or a whole shorter anchor) such that every
 /// anchor contains one: greedily the piece in the most anchors not covered
 /// yet, preferring pieces not in [`EXPORT_TEXT`], then pieces in it fewer
 /// times (such as part of one key only some records have).
 fn cover(lits: &[String]) -> Vec<String> {
-    // Every candidate piece, its tier and the anchors holding it.
-    let mut cands: Vec<&str> = lits
-        .iter()
-        .flat_map(|l| {
-            let n = l.len().saturating_sub(GRAM) + 1;
-            (0..n).filter_map(move |i| l.get(i..(i + GRAM).min(l.len())))
-        })
-        .collect();
-    cands.sort_unstable();
-    cands.dedup();
+    // Every candidate piece and the anchors holding it, in one pass over
+    // the anchors (a rule may list 100,000 values).
+    let mut holders: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, l) in lits.iter().enumerate() {
+        let n = l.len().saturating_sub(GRAM) + 1;
+        for g in (0..n).filter_map(|k| l.get(k..(k + GRAM).min(l.len()))) {
+            let h = holders.entry(g).or_default();
+            if h.last() != Some(&i) {
+                h.push(i);
+            }
+        }
+    }
+    // A whole anchor shorter than a piece is also found inside longer
+    // anchors; such anchors are few.
+    let short: Vec<&str> = holders.keys().copied().filter(|g| g.len() < GRAM).collect();
+    for g in short {
+        let h: Vec<usize> = (0..lits.len()).filter(|&i| lits[i].contains(g)).collect();
+        holders.insert(g, h);
+    }
+    let mut cands: Vec<(&str, Vec<usize>)> = holders.into_iter().collect();
+    cands.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let tier: Vec<usize> = cands
         .iter()
-        .map(|g| 3 - EXPORT_TEXT.matches(g).count().min(3))
+        .map(|(g, _)| 3 - EXPORT_TEXT.matches(g).count().min(3))
         .collect();
-    let holders: Vec<Vec<usize>> = cands
+    // Greedy set cover, lazily: a candidate's stored count only falls as
+    // anchors get covered, so the top of the heap, once its count is
+    // recomputed and unchanged, is the best piece (ties: the first piece).
+    let mut heap: std::collections::BinaryHeap<(usize, usize, std::cmp::Reverse<usize>)> = cands
         .iter()
-        .map(|g| (0..lits.len()).filter(|&i| lits[i].contains(g)).collect())
+        .enumerate()
+        .map(|(c, (_, h))| (tier[c], h.len(), std::cmp::Reverse(c)))
         .collect();
     let mut left = vec![true; lits.len()];
     let mut out = Vec::new();
-    while left.contains(&true) {
-        let Some((best, _)) = cands
-            .iter()
-            .enumerate()
-            .map(|(c, _)| {
-                (
-                    c,
-                    (tier[c], holders[c].iter().filter(|&&i| left[i]).count()),
-                )
-            })
-            .filter(|(_, (_, n))| *n > 0)
-            .max_by_key(|&(c, score)| (score, std::cmp::Reverse(c)))
-        else {
-            break;
-        };
-        for &i in &holders[best] {
+    while let Some((t, n, std::cmp::Reverse(c))) = heap.pop() {
+        let now = cands[c].1.iter().filter(|&&i| left[i]).count();
+        if now == 0 {
+            continue;
+        }
+        if now < n {
+            heap.push((t, now, std::cmp::Reverse(c)));
+            continue;
+        }
+        for &i in &cands[c].1 {
             left[i] = false;
         }
-        out.push(cands[best].to_string());
+        out.push(cands[c].0.to_string());
     }
     out
 }
@@ -881,10 +897,17 @@ impl Prefilter {
         if lits.is_empty() {
             return None;
         }
+        // A DFA of tens of thousands of anchors takes hundreds of MiB; the
+        // contiguous NFA a fraction, at some speed.
+        let kind = if lits.len() > DFA_ANCHORS_MAX {
+            AhoCorasickKind::ContiguousNFA
+        } else {
+            AhoCorasickKind::DFA
+        };
         let ac = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::DFA))
+            .kind(Some(kind))
             .build(&lits)
             .or_else(|_| {
                 AhoCorasickBuilder::new()
@@ -912,7 +935,7 @@ impl Prefilter {
                 })
                 .collect()
         };
-        let gram_lits = grams
+        let gram_lits: Vec<Vec<(u32, usize)>> = grams
             .iter()
             .map(|g| {
                 let mut v = Vec::new();
@@ -924,6 +947,14 @@ impl Prefilter {
                 v
             })
             .collect();
+        // A cover text many anchors hold (a rule listing 100,000 user names
+        // has `user` in all of them) makes every find compare them all: the
+        // automaton alone is the faster screen then.
+        let teddy = teddy.filter(|_| {
+            gram_lits
+                .iter()
+                .all(|h: &Vec<(u32, usize)>| h.len() <= GRAM_HOLDERS_MAX)
+        });
         let mut by_first = vec![Vec::new(); 256];
         for (i, g) in grams.iter().enumerate() {
             if let Some(&c) = g.as_bytes().first() {

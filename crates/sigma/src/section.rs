@@ -11,7 +11,7 @@ use super::cond::{self, Cond};
 use super::mapping::Mapping;
 use super::matcher::{
     as_number, as_time, base64, base64offset, cidr_literal, utf16, windash, Cidr, Cmp, SStr,
-    StrMatch, TimePart,
+    StrMatch, StrTest, TimePart,
 };
 use super::yaml::Y;
 use tokenward_event::{lookup_all, Event};
@@ -142,6 +142,67 @@ pub struct Item {
     pub all: bool,
     /// `neq`: the field is present and matches none of the values.
     pub neq: bool,
+    /// Many plain values, looked up in sets rather than tried one by one.
+    pub exact: Option<Box<ExactSet>>,
+}
+
+/// The exact (wildcard-free) string values of a long value list, in hash
+/// sets: a rule listing 100,000 user names costs one lookup per field
+/// value, not 100,000 comparisons. Only for items matching any value.
+#[derive(Clone, Debug, Default)]
+pub struct ExactSet {
+    cased: std::collections::HashSet<String>,
+    folded: std::collections::HashSet<String>,
+    /// `contains` values (wildcards on both sides), as one automaton each
+    /// for cased and case-folded values.
+    contains_cased: Option<aho_corasick::AhoCorasick>,
+    contains_folded: Option<aho_corasick::AhoCorasick>,
+    /// The other leaves, tried one by one.
+    rest: Vec<usize>,
+}
+
+/// Value lists shorter than this are tried one by one.
+const EXACT_SET_MIN: usize = 16;
+
+impl ExactSet {
+    fn of(leaves: &[Leaf], all: bool) -> Option<Box<ExactSet>> {
+        if all {
+            return None;
+        }
+        let mut x = ExactSet::default();
+        let (mut cc, mut cf): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+        for (i, l) in leaves.iter().enumerate() {
+            match l {
+                Leaf::Str(sm, None) => match &sm.test {
+                    StrTest::Exact(v) if sm.cased => {
+                        x.cased.insert(v.clone());
+                    }
+                    StrTest::Exact(v) => {
+                        x.folded.insert(v.clone());
+                    }
+                    StrTest::Contains(v, _) if sm.cased => cc.push(v),
+                    StrTest::Contains(v, _) => cf.push(v),
+                    _ => x.rest.push(i),
+                },
+                _ => x.rest.push(i),
+            }
+        }
+        let n = x.cased.len() + x.folded.len() + cc.len() + cf.len();
+        if n < EXACT_SET_MIN {
+            return None;
+        }
+        let automaton = |pats: &[&str]| {
+            (!pats.is_empty()).then(|| {
+                aho_corasick::AhoCorasick::builder()
+                    .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
+                    .build(pats)
+                    .expect("literal patterns build")
+            })
+        };
+        x.contains_cased = automaton(&cc);
+        x.contains_folded = automaton(&cf);
+        Some(Box::new(x))
+    }
 }
 
 /// A search identifier.
@@ -380,11 +441,13 @@ impl Ctx<'_> {
         for v in values {
             self.leaves(key, field, &mods, cased, v, &mut leaves)?;
         }
+        let exact = ExactSet::of(&leaves, has("all"));
         Ok(Item {
             field,
             leaves,
             all: has("all"),
             neq: has("neq"),
+            exact,
         })
     }
 
@@ -823,6 +886,35 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
             {
                 return false;
             }
+        }
+        if let Some(x) = &it.exact {
+            let in_sets = {
+                let vals: &[Fv<'e>] = match it.field {
+                    Some(f) => {
+                        let i = self.slot(f);
+                        &self.cache[i].1
+                    }
+                    None => {
+                        self.words();
+                        self.words.as_deref().unwrap_or_default()
+                    }
+                };
+                vals.iter().filter(|v| !v.null).any(|v| {
+                    x.cased.contains(v.text.as_ref())
+                        || x.folded.contains(v.lower())
+                        || x.contains_cased
+                            .as_ref()
+                            .is_some_and(|a| a.is_match(v.text.as_ref()))
+                        || x.contains_folded
+                            .as_ref()
+                            .is_some_and(|a| a.is_match(v.lower()))
+                })
+            };
+            let hit = in_sets
+                || x.rest
+                    .iter()
+                    .any(|&i| self.leaf_on(&it.leaves[i], it.field));
+            return hit != it.neq;
         }
         if it.neq {
             return !it.leaves.iter().any(|l| self.leaf_on(l, it.field));
