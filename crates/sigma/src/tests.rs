@@ -878,3 +878,49 @@ fn findings_carry_author_and_licence_note() {
     assert_eq!(f[0].evidence["fields"]["Operation"], "Op");
     assert_eq!(st[0].hits, 1);
 }
+
+/// Long value lists are looked up in sets and automata: the same events
+/// match as with a short list tried value by value (case folding, cased,
+/// contains, wildcards that are neither, numbers, `neq`).
+#[test]
+fn long_value_lists_match_like_short_ones() {
+    let many: String = (0..40)
+        .map(|i| format!("            - 'user{i}@x'\n"))
+        .collect();
+    let contains: String = (0..40)
+        .map(|i| format!("            - 'tok{i}'\n"))
+        .collect();
+    check(
+        &format!(
+            "    sel:\n        A:\n{many}            - 'b*d'\n            - 5\n    condition: sel"
+        ),
+        &[
+            json!({"A": "USER7@X"}),
+            json!({"A": "user39@x"}),
+            json!({"A": "bxxd"}),
+            json!({"A": 5}),
+            json!({"A": ["none", "user3@x"]}),
+        ],
+        &[
+            json!({"A": "user40@x"}),
+            json!({"A": "xuser7@x"}),
+            json!({"A": "bxx"}),
+            json!({}),
+        ],
+    );
+    check(
+        &format!("    sel:\n        A|cased:\n{many}    condition: sel"),
+        &[json!({"A": "user7@x"})],
+        &[json!({"A": "USER7@X"})],
+    );
+    check(
+        &format!("    sel:\n        A|contains:\n{contains}    condition: sel"),
+        &[json!({"A": "a TOK12 b"}), json!({"A": "tok0"})],
+        &[json!({"A": "to k1"}), json!({"A": "tok"})],
+    );
+    check(
+        &format!("    sel:\n        A|neq:\n{many}    condition: sel"),
+        &[json!({"A": "other"})],
+        &[json!({"A": "user3@x"})],
+    );
+}
