@@ -31,6 +31,10 @@ use tokenward_event::{Finding, Rep};
 /// Out-of-order input tolerated before a window is decided early (ms).
 pub const LATENESS_MS: i64 = 24 * 3600 * 1000;
 
+/// Most matches one correlation holds at once (about 200 MiB): past it,
+/// matches are counted and reported in the correlation's note, not placed.
+pub const HELD_MAX: usize = 400_000;
+
 /// Correlation type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -549,6 +553,8 @@ pub struct CorrStats {
     pub no_time: u64,
     /// Matches older than windows already decided.
     pub late: u64,
+    /// Matches not held because the correlation held [`HELD_MAX`] already.
+    pub over_budget: u64,
     /// Findings.
     pub hits: usize,
 }
@@ -566,6 +572,10 @@ pub struct Sigma {
     /// Entries held across every group (for the report).
     pub peak_entries: usize,
     held: usize,
+    /// Entries held per correlation.
+    held_by: Vec<usize>,
+    /// Most entries one correlation may hold ([`HELD_MAX`] by default).
+    held_max: usize,
 }
 
 impl Sigma {
@@ -580,8 +590,16 @@ impl Sigma {
             findings: Vec::new(),
             peak_entries: 0,
             held: 0,
+            held_by: vec![0; nc],
+            held_max: HELD_MAX,
             set,
         }
+    }
+
+    /// Sets the most matches one correlation holds at once (default
+    /// [`HELD_MAX`]).
+    pub fn set_held_max(&mut self, n: usize) {
+        self.held_max = n;
     }
 
     /// The rule set.
@@ -618,6 +636,10 @@ impl Sigma {
             return;
         };
         e.t = (t.unix_timestamp_nanos() / 1_000_000) as i64;
+        if self.held_by[ci] >= self.held_max {
+            self.stats[ci].over_budget += 1;
+            return;
+        }
         let newest = self.newest[ci].max(e.t);
         self.newest[ci] = newest;
         let g = self.groups[ci].entry(key.clone()).or_default();
@@ -631,6 +653,7 @@ impl Sigma {
         g.unsorted |= !in_order;
         g.entries.push(e);
         self.held += 1;
+        self.held_by[ci] += 1;
         self.peak_entries = self.peak_entries.max(self.held);
         // Decide windows that can no longer change once enough has piled up.
         if in_order && g.entries.len() >= 64 {
@@ -698,11 +721,13 @@ impl Sigma {
                 let drop = g.entries.partition_point(|x| x.t < keep_from);
                 g.entries.drain(..drop);
                 self.held -= drop;
+                self.held_by[ci] -= drop;
                 g.flushed_upto = g.flushed_upto.max(keep_from);
                 self.groups[ci].insert(key.to_vec(), g);
             }
             None => {
                 self.held -= g.entries.len();
+                self.held_by[ci] -= g.entries.len();
             }
         }
         for (outer_feed, rep, t) in outs {
@@ -881,6 +906,12 @@ impl Sigma {
                 note.push_str(&format!(
                     ", {} arrived after their windows were decided",
                     s.late
+                ));
+            }
+            if s.over_budget > 0 {
+                note.push_str(&format!(
+                    ", {} not placed in a window because {} matches were held at once (its windows may count fewer than happened)",
+                    s.over_budget, self.held_max
                 ));
             }
             st.push(Coverage {

@@ -924,3 +924,36 @@ fn long_value_lists_match_like_short_ones() {
         &[json!({"A": "user3@x"})],
     );
 }
+
+/// Past its budget a correlation counts matches it cannot hold and says so
+/// in its note; the matches it held are still judged.
+#[test]
+fn a_correlation_over_its_budget_reports_what_it_did_not_hold() {
+    let s = Arc::new(corr_set(
+        FAIL,
+        "title: many failures\nid: c-1\nlevel: high\ncorrelation:\n    type: event_count\n    rules: [failed_login]\n    group-by: [UserId]\n    timespan: 1h\n    condition:\n        gte: 3\n",
+    ));
+    let mut sig = Sigma::new(s.clone());
+    sig.set_held_max(5);
+    for m in 0..12 {
+        let mut hits = Vec::new();
+        s.eval(
+            &login("UserLoginFailed", "alice", "1.1.1.1", m, json!({})),
+            &mut hits,
+        );
+        sig.absorb(hits);
+    }
+    let (f, st, stats) = sig.finish();
+    assert_eq!(stats[0].over_budget, 7);
+    let c = st.iter().find(|c| c.id == "c-1").unwrap();
+    let note = c.note.as_deref().unwrap();
+    assert!(
+        note.contains("7 not placed") && note.contains("5 matches were held"),
+        "{note}"
+    );
+    assert_eq!(
+        f.iter().filter(|x| x.rule_id == "c-1").count(),
+        1,
+        "the five held matches still make a window"
+    );
+}
