@@ -159,6 +159,7 @@ impl Projection {
     /// Projects a JSON object given as bytes. Errors are the JSON errors a
     /// full parse would also meet.
     pub fn parse(&self, bytes: &[u8]) -> Result<Projected, serde_json::Error> {
+        DUPLICATE.with(|d| d.set(false));
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let out = de.deserialize_any(RootVisitor { node: &self.root })?;
         de.end()?;
@@ -272,6 +273,20 @@ impl<'de> Visitor<'de> for RootVisitor<'_> {
     }
 }
 
+thread_local! {
+    /// Set when the last [`Projection::parse`] on this thread met a kept
+    /// key twice in one object.
+    static DUPLICATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the last [`Projection::parse`] on this thread met a key some
+/// reader keeps twice in one object. Like a full parse, the projection
+/// keeps the last copy; a record that says two things under one name may be
+/// meant to read differently in different tools, so it is counted.
+pub fn last_parse_had_duplicate_keys() -> bool {
+    DUPLICATE.with(|d| d.get())
+}
+
 /// Reads the value of key `k` into `out` when the node keeps it.
 fn keep<'de, A: MapAccess<'de>>(
     a: &mut A,
@@ -284,11 +299,15 @@ fn keep<'de, A: MapAccess<'de>>(
         Some(Slot::Whole) => {
             let mut v = a.next_value::<Value>()?;
             expand_value(&mut v, depth);
-            out.insert(k.into_owned(), v);
+            if out.insert(k.into_owned(), v).is_some() {
+                DUPLICATE.with(|d| d.set(true));
+            }
         }
         Some(Slot::Inner(n)) => {
             let v = a.next_value_seed(NodeSeed { node: n, depth })?;
-            out.insert(k.into_owned(), v);
+            if out.insert(k.into_owned(), v).is_some() {
+                DUPLICATE.with(|d| d.set(true));
+            }
         }
         None => {
             a.next_value::<IgnoredAny>()?;
@@ -532,5 +551,25 @@ mod tests {
         );
         assert_eq!(w, Some("SharePoint"));
         assert_eq!(time_and_workload(b"{}"), (None, None));
+    }
+
+    #[test]
+    fn duplicate_kept_keys_are_flagged() {
+        let p = Projection::new(["UserId", "AppAccessContext.UniqueTokenId"]);
+        p.parse(br#"{"UserId":"a","X":1,"X":2}"#).unwrap();
+        assert!(
+            !last_parse_had_duplicate_keys(),
+            "keys nobody reads do not count"
+        );
+        let Projected::Object(v) = p.parse(br#"{"UserId":"a","UserId":"b"}"#).unwrap() else {
+            panic!()
+        };
+        assert!(last_parse_had_duplicate_keys());
+        assert_eq!(v["UserId"], "b", "the last copy wins, as in a full parse");
+        p.parse(br#"{"AppAccessContext":{"UniqueTokenId":"t","UniqueTokenId":"u"}}"#)
+            .unwrap();
+        assert!(last_parse_had_duplicate_keys(), "nested keys too");
+        p.parse(br#"{"UserId":"a"}"#).unwrap();
+        assert!(!last_parse_had_duplicate_keys(), "reset by each parse");
     }
 }

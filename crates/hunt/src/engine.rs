@@ -105,6 +105,10 @@ pub struct FileReport {
     /// or one in no known format): windows, baselines and gaps cannot place
     /// them.
     pub records_without_time: u64,
+    /// Records naming a field some detection reads twice in one object (the
+    /// last copy is used, as JSON parsers usually do; other tools may read
+    /// the first).
+    pub records_with_duplicate_keys: u64,
     /// Why the file could not be read at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -369,6 +373,7 @@ struct Out {
     read: u64,
     evaluated: u64,
     without_time: u64,
+    duplicate_keys: u64,
     rejects: Vec<(Locator, String)>,
     parsed_by_kind: BTreeMap<&'static str, u64>,
     collected: Vec<Event>,
@@ -516,6 +521,8 @@ impl Ctx<'_> {
                 let projection = out.projection(plan, readers);
                 match projection.parse(b) {
                     Ok(Projected::Object(v)) => {
+                        out.duplicate_keys +=
+                            u64::from(tokenward_event::projection::last_parse_had_duplicate_keys());
                         let ev =
                             Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
                         self.route(ev, readers, out);
@@ -632,6 +639,7 @@ impl Ctx<'_> {
             read: 0,
             evaluated: 0,
             without_time: 0,
+            duplicate_keys: 0,
             rejects: Vec::new(),
             parsed_by_kind: BTreeMap::new(),
             collected: Vec::new(),
@@ -769,6 +777,7 @@ fn absorb(shared: &Mutex<Shared>, file: &Mutex<FileReport>, out: Out) {
     file.records_read += out.read;
     file.records_evaluated += out.evaluated;
     file.records_without_time += out.without_time;
+    file.records_with_duplicate_keys += out.duplicate_keys;
     for (loc, why) in out.rejects {
         file.records_rejected += 1;
         let class = why.split(':').next().unwrap_or("rejected").to_string();
@@ -1383,6 +1392,17 @@ mod tests {
         // `bad` is parsed (NEEDLE), `none` only scanned: both counted.
         assert_eq!(r.files[0].records_without_time, 2);
         assert_eq!(r.totals(), (3, 3, 0));
+    }
+
+    #[test]
+    fn records_naming_a_read_field_twice_are_counted() {
+        let dup = UAL_NEEDLE.replace(r#""UserId":"b@x""#, r#""UserId":"b@x","UserId":"evil@x""#);
+        let unread = UAL.replace(r#""UserId":"a@x""#, r#""UserId":"a@x","UserId":"c@x""#);
+        let d = dir(&[("a.jsonl", &format!("{dup}\n{unread}\n{UAL_NEEDLE}\n"))]);
+        let (p, _) = Probe::boxed(anchored_needle, None);
+        let r = hunt(&d, vec![p]);
+        // Only the parsed record is judged: nobody read the other one.
+        assert_eq!(r.files[0].records_with_duplicate_keys, 1);
     }
 
     #[test]

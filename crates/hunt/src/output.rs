@@ -216,6 +216,12 @@ pub fn terminal_summary(r: &Report) -> String {
         } else if let Some(n) = &f.note {
             s.push_str(&format!("  {}: {n}\n", f.path));
         }
+        if f.records_with_duplicate_keys > 0 {
+            s.push_str(&format!(
+                "  {}: {} record(s) name a field twice (the last copy was used)\n",
+                f.path, f.records_with_duplicate_keys
+            ));
+        }
         if f.records_without_time > 0 {
             s.push_str(&format!(
                 "  {}: {} of {} evaluated records have no readable time\n",
