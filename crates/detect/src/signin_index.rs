@@ -76,12 +76,18 @@ impl SigninIndex {
             || [aad, exch]
                 .into_iter()
                 .flatten()
-                .any(|s| self.sessions.contains(&s.to_ascii_lowercase()))
+                .any(|s| self.has_session(s))
     }
 
-    /// Whether a session id (any case) signed in.
+    /// Whether a session id (any case) signed in. Ids are kept lower-cased
+    /// and most arrive that way: the copy is made only when needed (this
+    /// runs for every token-bearing audit record).
     pub fn has_session(&self, s: &str) -> bool {
-        self.sessions.contains(&s.to_ascii_lowercase())
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.sessions.contains(&s.to_ascii_lowercase())
+        } else {
+            self.sessions.contains(s)
+        }
     }
 }
 
