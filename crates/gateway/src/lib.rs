@@ -387,9 +387,17 @@ async fn serve_connection<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let log_to = shared.clone();
     let svc = service_fn(move |req| proxy::handle(shared.clone(), peer, req));
     let conn = http.serve_connection(TokioIo::new(io), svc);
     // Errors here are the client's (reset, malformed request, timeout):
-    // hyper has already answered what could be answered.
-    let _ = watcher.watch(conn).await;
+    // hyper has already answered what could be answered. A request hyper
+    // refused to parse (a smuggling attempt: Content-Length with
+    // Transfer-Encoding, bad framing, oversized headers) never reached the
+    // handler, so it is logged here: every refused request leaves a line.
+    if let Err(e) = watcher.watch(conn).await {
+        if e.is_parse() || e.is_parse_too_large() {
+            proxy::log_unparsed(&log_to, peer, e.is_parse_too_large()).await;
+        }
+    }
 }

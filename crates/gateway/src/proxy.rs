@@ -439,6 +439,33 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Logs a request hyper refused before it reached [`handle`]: the peer is
+/// all that is known (no method, path or token was read).
+pub(crate) async fn log_unparsed(shared: &Shared, peer: SocketAddr, too_large: bool) {
+    let no_fields = TokenFields::default();
+    let record = AccessRecord {
+        time: access::rfc3339_millis(SystemTime::now()),
+        client_ip: peer.ip().to_string(),
+        peer_ip: peer.ip().to_string(),
+        x_forwarded_for: None,
+        method: "-",
+        path: "-",
+        status: if too_large { 431 } else { 400 },
+        upstream_status: None,
+        latency_ms: 0.0,
+        verdict: Verdict::BadRequest.as_str(),
+        reasons: &["malformed-request"],
+        cached: false,
+        error: None,
+        token: &no_fields,
+        token_sha256_prefix: None,
+    };
+    shared.log.write(&record).await;
+    shared
+        .metrics
+        .request(Verdict::BadRequest, &["malformed-request"], Duration::ZERO);
+}
+
 /// Prepares incoming headers for forwarding: hop-by-hop headers go, and so
 /// does every `x-tokenward-*` header a client might send to impersonate a
 /// verified identity. Done before the gateway adds its own, so a

@@ -235,6 +235,34 @@ async fn ambiguous_credentials_and_paths_are_bad_requests() {
     gw.stop().await;
 }
 
+/// A request the HTTP layer refuses before the gateway sees it (request
+/// smuggling: Content-Length beside Transfer-Encoding) still leaves an
+/// access-log line, and nothing reaches the upstream.
+#[tokio::test]
+async fn requests_refused_by_the_http_parser_are_logged() {
+    let env = Env::new();
+    let up = Upstream::start().await;
+    let mut gw = Running::start(&env, &format!("http://{}", up.addr), |_| {}).await;
+    let t = env.legit();
+    let r = raw(
+        gw.addr,
+        &format!(
+            "POST /orders HTTP/1.1\nhost: a\nauthorization: Bearer {t}\ncontent-length: 5\ntransfer-encoding: chunked\ntransfer-encoding: identity"
+        ),
+        b"0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(up.count(), 0);
+    let lines = gw.log_lines(1).await;
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["verdict"], "bad-request");
+    assert_eq!(lines[0]["reasons"][0], "malformed-request");
+    assert_eq!(lines[0]["status"], 400);
+    assert_eq!(lines[0]["peer_ip"], "127.0.0.1");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn token_exchange_refuses_its_own_issuers_subject_tokens() {
     let env = Env::new();
