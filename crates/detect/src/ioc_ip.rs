@@ -11,7 +11,7 @@ use time::Duration;
 
 use super::{
     day, evidence, opt, shard_of, Anchors, Builtin, Context, Detection, Grouped, Info, Kinds,
-    Needs, Outcome, Setup, Verdict,
+    Needs, Outcome, Verdict,
 };
 use crate::ioc::IocSet;
 use tokenward_event::Event;
@@ -27,7 +27,7 @@ pub const INFO: Info = Info {
 /// Registration.
 pub const BUILTIN: Builtin = Builtin {
     info: &INFO,
-    make: |s| Box::new(IocIp::new(s)),
+    make: |s| Box::new(IocIp::new(s.iocs.clone(), s.options.ioc_window_margin_days)),
 };
 
 /// Address fields besides the normalised client address.
@@ -48,10 +48,10 @@ pub struct IocIp {
 }
 
 impl IocIp {
-    fn new(s: &Setup) -> IocIp {
+    fn new(iocs: Arc<IocSet>, margin_days: i64) -> IocIp {
         IocIp {
-            iocs: s.iocs.clone(),
-            margin_days: s.options.ioc_window_margin_days,
+            iocs,
+            margin_days,
             hits: Grouped::default(),
         }
     }
@@ -73,11 +73,7 @@ impl Detection for IocIp {
     }
 
     fn fork(&self) -> Box<dyn Detection> {
-        Box::new(IocIp {
-            iocs: self.iocs.clone(),
-            margin_days: self.margin_days,
-            hits: Grouped::default(),
-        })
+        Box::new(IocIp::new(self.iocs.clone(), self.margin_days))
     }
 
     fn observe(&mut self, ev: &Event, _: &Context<'_>) {
@@ -156,15 +152,12 @@ impl Detection for IocIp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::run;
-    use crate::{Options, Status};
+    use crate::testing::{make_with, run};
+    use crate::Status;
     use serde_json::{json, Value};
 
     fn det(iocs: IocSet) -> Box<dyn Detection> {
-        (BUILTIN.make)(&Setup {
-            iocs: Arc::new(iocs),
-            options: Options::default(),
-        })
+        make_with(&BUILTIN, iocs)
     }
 
     fn ual(ip: &str, time: &str, user: &str) -> Value {

@@ -177,15 +177,12 @@ fn find_key_values<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::run;
-    use crate::{Options, Status};
+    use crate::testing::{make, run};
+    use crate::Status;
     use serde_json::json;
 
     fn det() -> Box<dyn Detection> {
-        (BUILTIN.make)(&Setup {
-            iocs: Arc::new(IocSet::builtin()),
-            options: Options::default(),
-        })
+        make(&BUILTIN)
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{
     contains_ignore_ascii_case, day, evidence, opt, shard_of, Anchors, Builtin, Context, Detection,
-    Grouped, Info, Kinds, Needs, Outcome, Setup, Verdict,
+    Grouped, Info, Kinds, Needs, Outcome, Verdict,
 };
 use crate::ioc::IocSet;
 use tokenward_event::Event;
@@ -24,7 +24,7 @@ pub const INFO: Info = Info {
 /// Registration.
 pub const BUILTIN: Builtin = Builtin {
     info: &INFO,
-    make: |s| Box::new(IocUserAgent::new(s)),
+    make: |s| Box::new(IocUserAgent::new(s.iocs.clone())),
 };
 
 /// User-agent fields besides the normalised one.
@@ -45,9 +45,9 @@ pub struct IocUserAgent {
 }
 
 impl IocUserAgent {
-    fn new(s: &Setup) -> IocUserAgent {
+    fn new(iocs: Arc<IocSet>) -> IocUserAgent {
         IocUserAgent {
-            iocs: s.iocs.clone(),
+            iocs,
             hits: Grouped::default(),
         }
     }
@@ -65,10 +65,7 @@ impl Detection for IocUserAgent {
     }
 
     fn fork(&self) -> Box<dyn Detection> {
-        Box::new(IocUserAgent {
-            iocs: self.iocs.clone(),
-            hits: Grouped::default(),
-        })
+        Box::new(IocUserAgent::new(self.iocs.clone()))
     }
 
     fn observe(&mut self, ev: &Event, _: &Context<'_>) {
@@ -134,15 +131,11 @@ impl Detection for IocUserAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::run;
-    use crate::Options;
+    use crate::testing::{make, run};
     use serde_json::{json, Value};
 
     fn det() -> Box<dyn Detection> {
-        (BUILTIN.make)(&Setup {
-            iocs: Arc::new(IocSet::builtin()),
-            options: Options::default(),
-        })
+        make(&BUILTIN)
     }
 
     fn ual(ua: &str, user: &str) -> Value {

@@ -207,8 +207,8 @@ pub struct Context<'a> {
     /// Sign-ins read so far: while observing, those of the files read
     /// before this one (sign-in files come first); when finishing, all.
     pub signins: &'a SigninIndex,
-    /// Counts over every record evaluated, parsed or not (complete when
-    /// finishing), for coverage.
+    /// Counts over every record evaluated, parsed or not, for coverage:
+    /// given when finishing (empty while observing).
     pub records: &'a RecordStats,
 }
 

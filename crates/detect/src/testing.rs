@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{Anchors, Context, Detection, Outcome, RecordStats, SigninIndex};
+use super::{
+    Anchors, Builtin, Context, Detection, Options, Outcome, RecordStats, Setup, SigninIndex,
+};
+use crate::ioc::IocSet;
 use tokenward_event::projection::time_and_workload;
 use tokenward_event::{normalised_paths, Event, Locator, Projected, Projection};
 
@@ -99,4 +102,17 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
 pub fn cmdlet(op: &str, params: Value) -> Value {
     serde_json::json!({"CreationTime": "2023-06-10T10:00:00", "Operation": op, "RecordType": 1,
            "Workload": "Exchange", "UserId": "admin@x", "Parameters": params})
+}
+
+/// A built-in made with `iocs` and the default options.
+pub fn make_with(b: &Builtin, iocs: IocSet) -> Box<dyn Detection> {
+    (b.make)(&Setup {
+        iocs: Arc::new(iocs),
+        options: Options::default(),
+    })
+}
+
+/// A built-in made with the built-in indicators and the default options.
+pub fn make(b: &Builtin) -> Box<dyn Detection> {
+    make_with(b, IocSet::builtin())
 }

@@ -407,8 +407,8 @@ struct Ctx<'a> {
     hint: Option<EventKind>,
     /// The sign-in index of the files read before this one.
     signins: Arc<SigninIndex>,
-    /// The record counts of the files read before this one.
-    stats: Arc<RecordStats>,
+    /// No counts: they are complete, and read, only when detections finish.
+    stats: RecordStats,
     /// Forks the detections for a batch.
     fork: &'a (dyn Fn() -> Vec<Box<dyn Detection>> + Sync),
     /// Batch buffers shared by every file.
@@ -1037,10 +1037,10 @@ fn read_file(
     plan: &Plan,
     shared: &Mutex<Shared>,
 ) -> FileReport {
-    let (signins, stats, forks) = {
+    let (signins, forks) = {
         let sh = shared.lock().expect("no panics while locked");
         let forks: Vec<Box<dyn Detection>> = sh.detections.iter().map(|d| d.fork()).collect();
-        (sh.index.frozen.clone(), Arc::new(sh.stats.clone()), forks)
+        (sh.index.frozen.clone(), forks)
     };
     // Workers fork from these templates, not from the shared detections,
     // so forking needs no lock.
@@ -1054,7 +1054,7 @@ fn read_file(
         file: Arc::from(path.display().to_string()),
         hint: kind_hint(ready.sniffed.format),
         signins,
-        stats,
+        stats: RecordStats::default(),
         fork: &fork,
         pool: &plan.pool,
     };
@@ -1137,7 +1137,7 @@ pub fn read_events(path: &Path, forced: Option<Format>) -> (FileReport, Vec<Even
         file: Arc::from(path.display().to_string()),
         hint: kind_hint(ready.sniffed.format),
         signins: Arc::default(),
-        stats: Arc::default(),
+        stats: RecordStats::default(),
         fork: &no_forks,
         pool: &pool,
     };

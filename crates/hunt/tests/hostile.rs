@@ -3,7 +3,7 @@
 //! read twice, memory stays bounded.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -17,6 +17,33 @@ fn hunt(inputs: &[&Path]) -> Report {
         ..Default::default()
     };
     run(&cfg, Arc::new(AtomicU64::new(0))).unwrap()
+}
+
+/// Writes `head`, about 80 MiB of `filler` repeated (past the 64 MiB
+/// record limit), then `tail` to `f`, and hunts it: the one oversized
+/// record must be rejected at `locator` and the 3 others read.
+fn assert_oversized_record_skipped(f: &Path, head: &str, filler: &str, tail: &str, locator: &str) {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(f).unwrap());
+    w.write_all(head.as_bytes()).unwrap();
+    let chunk = filler.repeat((1 << 20) / filler.len()).into_bytes();
+    for _ in 0..80 {
+        w.write_all(&chunk).unwrap();
+    }
+    w.write_all(tail.as_bytes()).unwrap();
+    drop(w);
+    let r = hunt(&[f]);
+    let rep = &r.files[0];
+    assert_eq!(
+        (
+            rep.records_read,
+            rep.records_evaluated,
+            rep.records_rejected
+        ),
+        (4, 3, 1),
+        "{rep:?}"
+    );
+    assert_eq!(rep.first_rejects[0].locator, locator);
+    assert!(rep.first_rejects[0].reason.contains("larger than 64 MiB"));
 }
 
 fn lines(n: usize) -> String {
@@ -105,60 +132,24 @@ fn a_truncated_gzip_keeps_every_record_before_the_cut_and_says_so() {
 #[test]
 fn an_oversized_line_is_rejected_with_its_line_and_the_rest_is_read() {
     let d = tempfile::tempdir().unwrap();
-    let f: PathBuf = d.path().join("big.jsonl");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&f).unwrap());
-    w.write_all(format!("{UAL}\n").as_bytes()).unwrap();
-    // One 80 MiB line, past the 64 MiB record limit.
-    w.write_all(b"{\"a\":\"").unwrap();
-    let chunk = vec![b'x'; 1 << 20];
-    for _ in 0..80 {
-        w.write_all(&chunk).unwrap();
-    }
-    w.write_all(b"\"}\n").unwrap();
-    w.write_all(format!("{UAL}\n{UAL}\n").as_bytes()).unwrap();
-    drop(w);
-    let r = hunt(&[&f]);
-    let rep = &r.files[0];
-    assert_eq!(
-        (
-            rep.records_read,
-            rep.records_evaluated,
-            rep.records_rejected
-        ),
-        (4, 3, 1),
-        "{rep:?}"
+    assert_oversized_record_skipped(
+        &d.path().join("big.jsonl"),
+        &format!("{UAL}\n{{\"a\":\""),
+        "x",
+        &format!("\"}}\n{UAL}\n{UAL}\n"),
+        "line 2",
     );
-    assert_eq!(rep.first_rejects[0].locator, "line 2");
-    assert!(rep.first_rejects[0].reason.contains("larger than 64 MiB"));
 }
 
 #[test]
 fn an_oversized_array_element_is_rejected_and_the_others_read() {
     let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("big.json");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&f).unwrap());
-    w.write_all(format!("[\n{UAL},\n{{\"a\":[\"").as_bytes())
-        .unwrap();
-    // 80 MiB of one string (with escaped quotes and brackets inside), past
-    // the 64 MiB record limit.
-    let chunk = "x\\\"]}[{".repeat((1 << 20) / 7).into_bytes();
-    for _ in 0..80 {
-        w.write_all(&chunk).unwrap();
-    }
-    w.write_all(format!("\"]}},\n{UAL},\n{UAL}\n]\n").as_bytes())
-        .unwrap();
-    drop(w);
-    let r = hunt(&[&f]);
-    let rep = &r.files[0];
-    assert_eq!(
-        (
-            rep.records_read,
-            rep.records_evaluated,
-            rep.records_rejected
-        ),
-        (4, 3, 1),
-        "{rep:?}"
+    // One string with escaped quotes and brackets inside.
+    assert_oversized_record_skipped(
+        &d.path().join("big.json"),
+        &format!("[\n{UAL},\n{{\"a\":[\""),
+        "x\\\"]}[{",
+        &format!("\"]}},\n{UAL},\n{UAL}\n]\n"),
+        "record 2 (line 3)",
     );
-    assert_eq!(rep.first_rejects[0].locator, "record 2 (line 3)");
-    assert!(rep.first_rejects[0].reason.contains("larger than 64 MiB"));
 }
