@@ -7,6 +7,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 mod gateway_cmd;
 mod hunt_cmd;
 mod keys_cmd;
+mod probe_cmd;
 mod rules_cmd;
 mod verify_cmd;
 
@@ -32,6 +33,9 @@ enum Command {
     Keys(keys_cmd::KeysArgs),
     /// Check Sigma rules for `hunt --rules`.
     Rules(rules_cmd::RulesArgs),
+    /// Send forged variants of a legitimate token at your own endpoint and
+    /// report which attack classes it accepted.
+    Probe(probe_cmd::ProbeArgs),
 }
 
 // `hunt` builds and frees millions of small JSON trees across threads:
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Command::Gateway(args) => gateway_cmd::run(args),
         Command::Keys(args) => keys_cmd::run(args),
         Command::Rules(args) => rules_cmd::run(args),
+        Command::Probe(args) => probe_cmd::run(args),
     };
     ExitCode::from(code)
 }

@@ -536,3 +536,57 @@ fn sample_access_log_matches_a_real_run() {
         }
     }
 }
+
+/// `tokenward probe` against the gateway with every option that enables a
+/// class, including the consumer key of the same `common` set: nothing
+/// forged gets through, and the probe shows it reached every class.
+#[test]
+fn probe_finds_no_forged_token_the_gateway_accepts() {
+    let setup = Setup::new();
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&setup, upstream.addr, &[]);
+    let pem = |name: &str, key: &SigningKey| {
+        std::fs::write(
+            setup.path(name),
+            pem::encode(&pem::Pem::new("PRIVATE KEY", key.to_pkcs8().unwrap())),
+        )
+        .unwrap();
+    };
+    pem("ent.pem", &setup.enterprise);
+    pem("msa.pem", &setup.consumer);
+    let token = setup.token(
+        &setup.enterprise,
+        "ent-2024-1",
+        setup.claims(TENANT, "alice"),
+    );
+    std::fs::write(setup.path("token.jwt"), token).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+        .arg("probe")
+        .arg(format!("http://{}/orders/1", gateway.addr))
+        .arg("--token-file")
+        .arg(setup.path("token.jwt"))
+        .arg("--jwks")
+        .arg(setup.path("common.json"))
+        .arg("--key")
+        .arg(setup.path("ent.pem"))
+        .arg("--foreign-key")
+        .arg(setup.path("msa.pem"))
+        .args(["--json", "--quiet", "--rate", "500"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["accepted"], json!([]));
+    assert_eq!(report["skipped"], json!([]), "{report:#}");
+    for class in report["classes"].as_array().unwrap() {
+        assert_eq!(class["verdict"], "refused", "{class}");
+    }
+    assert_eq!(
+        report["baseline"]["resigned_with_key"]["verdict"],
+        "accepted"
+    );
+    // Only the baseline's legitimate requests (and the re-signed control)
+    // reached the upstream.
+    assert_eq!(upstream.count.load(Ordering::SeqCst), 4, "{report:#}");
+}

@@ -60,6 +60,37 @@ impl KeyMaterial {
         }
     }
 
+    /// The public key as an X.509 SubjectPublicKeyInfo (DER), the form
+    /// PEM public-key files hold; `None` for secrets and unusable material.
+    pub fn spki_der(&self) -> Option<Vec<u8>> {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::signature::{self, ParsedPublicKey};
+        match self {
+            KeyMaterial::Rsa { n, e } => {
+                let components = aws_lc_rs::rsa::PublicKeyComponents { n, e };
+                Some(components.as_der().ok()?.as_ref().to_vec())
+            }
+            KeyMaterial::Ec { crv, x, y } => {
+                let alg: &'static dyn signature::VerificationAlgorithm = match crv.as_str() {
+                    "P-256" => &signature::ECDSA_P256_SHA256_FIXED,
+                    "P-384" => &signature::ECDSA_P384_SHA384_FIXED,
+                    "P-521" => &signature::ECDSA_P521_SHA512_FIXED,
+                    _ => return None,
+                };
+                let mut point = vec![4u8];
+                point.extend_from_slice(x);
+                point.extend_from_slice(y);
+                let key = ParsedPublicKey::new(alg, &point).ok()?;
+                Some(key.as_der().ok()?.as_ref().to_vec())
+            }
+            KeyMaterial::Okp { crv, x } if crv == "Ed25519" => {
+                let key = ParsedPublicKey::new(&signature::ED25519, x).ok()?;
+                Some(key.as_der().ok()?.as_ref().to_vec())
+            }
+            KeyMaterial::Okp { .. } | KeyMaterial::Oct { .. } => None,
+        }
+    }
+
     /// Key size in bits: RSA modulus length without leading zeros, curve
     /// size, or secret length.
     pub fn bits(&self) -> usize {

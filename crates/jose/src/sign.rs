@@ -3,12 +3,12 @@
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::{KeySize, PublicKeyComponents};
+use aws_lc_rs::rsa::{KeyPairComponents, KeySize, PublicKeyComponents};
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use aws_lc_rs::{hmac, rand};
 use serde_json::{json, Value};
 
-use crate::alg::Algorithm;
+use crate::alg::{Algorithm, KeyFamily};
 use crate::b64::encode_b64url;
 
 /// Why a signing key could not be made or used.
@@ -80,6 +80,95 @@ impl SigningKey {
             Inner::Rsa(RsaKeyPair::from_pkcs8(der).map_err(|e| fail(&e))?)
         };
         Ok(SigningKey { alg, inner })
+    }
+
+    /// Loads a DER private key in any of the encodings keys are found in:
+    /// PKCS#8 for every family, PKCS#1 `RSAPrivateKey` for RSA, SEC 1
+    /// (RFC 5915) for ECDSA. The key must suit `alg`.
+    pub fn from_der(alg: Algorithm, der: &[u8]) -> Result<SigningKey, SignError> {
+        let fail = |e: &dyn std::fmt::Display| SignError(format!("key rejected for {alg}: {e}"));
+        let inner = if let Some(params) = ecdsa_params(alg) {
+            Inner::Ecdsa(EcdsaKeyPair::from_private_key_der(params, der).map_err(|e| fail(&e))?)
+        } else if hmac_params(alg).is_some() {
+            return SigningKey::from_pkcs8(alg, der);
+        } else if alg == Algorithm::EdDSA {
+            Inner::Ed25519(Ed25519KeyPair::from_pkcs8(der).map_err(|e| fail(&e))?)
+        } else {
+            Inner::Rsa(
+                RsaKeyPair::from_pkcs8(der)
+                    .or_else(|_| RsaKeyPair::from_der(der))
+                    .map_err(|e| fail(&e))?,
+            )
+        };
+        Ok(SigningKey { alg, inner })
+    }
+
+    /// Loads a private JWK (RFC 7518 §6): RSA with `d`, `p`, `q`, `dp`,
+    /// `dq`, `qi`; EC with `d`, `x`, `y`; `oct` with `k`. The key type must
+    /// suit `alg`; a public-only JWK is refused by name.
+    pub fn from_private_jwk(alg: Algorithm, jwk: &Value) -> Result<SigningKey, SignError> {
+        let field = |name: &str| -> Result<Vec<u8>, SignError> {
+            let text = jwk
+                .get(name)
+                .and_then(Value::as_str)
+                .ok_or_else(|| SignError(format!("private JWK has no \"{name}\"")))?;
+            crate::b64::decode_b64url(text.as_bytes())
+                .map_err(|_| SignError(format!("private JWK \"{name}\" is not base64url")))
+        };
+        let kty = jwk.get("kty").and_then(Value::as_str).unwrap_or("");
+        let family = alg.family();
+        let fail = |e: &dyn std::fmt::Display| SignError(format!("key rejected for {alg}: {e}"));
+        let inner = match (kty, family) {
+            ("oct", KeyFamily::Symmetric) => {
+                let secret = field("k")?;
+                let params = hmac_params(alg).expect("symmetric family has HMAC parameters");
+                Inner::Hmac(Box::new(hmac::Key::new(params, &secret)), secret)
+            }
+            ("RSA", KeyFamily::Rsa) => {
+                let components = KeyPairComponents {
+                    public_key: PublicKeyComponents {
+                        n: field("n")?,
+                        e: field("e")?,
+                    },
+                    d: field("d")?,
+                    p: field("p")?,
+                    q: field("q")?,
+                    dP: field("dp")?,
+                    dQ: field("dq")?,
+                    qInv: field("qi")?,
+                };
+                Inner::Rsa(RsaKeyPair::from_components(&components).map_err(|e| fail(&e))?)
+            }
+            ("EC", KeyFamily::Ec(curve)) => {
+                let crv = jwk.get("crv").and_then(Value::as_str).unwrap_or("");
+                if crv != curve {
+                    return Err(SignError(format!(
+                        "EC key on curve {crv:?} cannot sign {alg} (needs {curve})"
+                    )));
+                }
+                let mut point = vec![4u8];
+                point.extend(field("x")?);
+                point.extend(field("y")?);
+                let params = ecdsa_params(alg).expect("EC family has ECDSA parameters");
+                Inner::Ecdsa(
+                    EcdsaKeyPair::from_private_key_and_public_key(params, &field("d")?, &point)
+                        .map_err(|e| fail(&e))?,
+                )
+            }
+            _ => return Err(SignError(format!("a {kty:?} JWK cannot sign {alg}"))),
+        };
+        Ok(SigningKey { alg, inner })
+    }
+
+    /// The public key as an X.509 SubjectPublicKeyInfo (DER); `None` for
+    /// HMAC secrets.
+    pub fn public_spki_der(&self) -> Option<Vec<u8>> {
+        match &self.inner {
+            Inner::Rsa(k) => Some(k.public_key().as_der().ok()?.as_ref().to_vec()),
+            Inner::Ecdsa(k) => Some(k.public_key().as_der().ok()?.as_ref().to_vec()),
+            Inner::Ed25519(k) => Some(k.public_key().as_der().ok()?.as_ref().to_vec()),
+            Inner::Hmac(..) => None,
+        }
     }
 
     /// The private key as PKCS#8 DER (the raw secret for HS*), so generated

@@ -351,3 +351,73 @@ fn rfc7520_keys() {
     let enc = Jwk::from_value(&cookbook("jwk/3_6.symmetric_key_encryption.json")).unwrap();
     assert!(VerifyingKey::from_jwk(&enc, Algorithm::HS256).is_err());
 }
+
+/// The probe loads users' private keys as JWKs: the RFC 7520 private keys
+/// must sign exactly (RSA v1.5 is deterministic) or verifiably (ECDSA), and
+/// a public-only JWK or a key of the wrong family must be refused by name.
+#[test]
+fn private_jwks_from_the_cookbook_sign_like_the_rfc() {
+    use tokenward_jose::{encode_b64url, SigningKey};
+    let rsa = fixture("jose-cookbook/jws/4_1.rsa_v15_signature.json");
+    let key = SigningKey::from_private_jwk(Algorithm::RS256, &rsa["input"]["key"]).unwrap();
+    let input = rsa["signing"]["sig-input"].as_str().unwrap();
+    let sig = key.sign_raw(input.as_bytes()).unwrap();
+    assert_eq!(encode_b64url(&sig), rsa["signing"]["sig"].as_str().unwrap());
+
+    let ec = fixture("jose-cookbook/jws/4_3.ecdsa_signature.json");
+    let key = SigningKey::from_private_jwk(Algorithm::ES512, &ec["input"]["key"]).unwrap();
+    let sig = key.sign_raw(b"probe").unwrap();
+    let public = Jwk::from_value(&ec["input"]["key"]).unwrap();
+    let verifier = VerifyingKey::from_jwk(&public, Algorithm::ES512).unwrap();
+    assert!(verifier.verify(b"probe", &sig));
+    assert!(key.public_spki_der().is_some());
+
+    let err = SigningKey::from_private_jwk(Algorithm::ES256, &ec["input"]["key"])
+        .err()
+        .unwrap();
+    assert!(err.0.contains("P-521"), "{err}");
+    let mut public_only = rsa["input"]["key"].clone();
+    public_only.as_object_mut().unwrap().remove("d");
+    let err = SigningKey::from_private_jwk(Algorithm::RS256, &public_only)
+        .err()
+        .unwrap();
+    assert!(err.0.contains("\"d\""), "{err}");
+    let err = SigningKey::from_private_jwk(Algorithm::HS256, &rsa["input"]["key"])
+        .err()
+        .unwrap();
+    assert!(err.0.contains("cannot sign HS256"), "{err}");
+}
+
+/// Private keys come as PKCS#8, PKCS#1 or SEC 1 DER; all load.
+#[test]
+fn private_keys_load_from_every_der_encoding() {
+    use tokenward_jose::SigningKey;
+    for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::ES384] {
+        let key = SigningKey::generate(alg).unwrap();
+        let der = key.to_pkcs8().unwrap();
+        let again = SigningKey::from_der(alg, &der).unwrap();
+        assert_eq!(again.public_spki_der(), key.public_spki_der(), "{alg}");
+        assert!(
+            SigningKey::from_der(Algorithm::ES512, &der).is_err(),
+            "{alg}"
+        );
+    }
+}
+
+/// A public JWK's SubjectPublicKeyInfo is the one its private key has.
+#[test]
+fn public_jwk_spki_matches_the_private_key() {
+    use tokenward_jose::SigningKey;
+    for alg in [
+        Algorithm::RS256,
+        Algorithm::ES256,
+        Algorithm::ES512,
+        Algorithm::EdDSA,
+    ] {
+        let key = SigningKey::generate(alg).unwrap();
+        let jwk = Jwk::from_value(&key.public_jwk("k")).unwrap();
+        assert_eq!(jwk.material.spki_der(), key.public_spki_der(), "{alg}");
+    }
+    let secret = Jwk::from_value(&serde_json::json!({"kty": "oct", "k": "AAAA"})).unwrap();
+    assert_eq!(secret.material.spki_der(), None);
+}
