@@ -294,13 +294,14 @@ fn print_table(report: &Report) {
         } else {
             c.verdict
         };
-        println!(
+        let line = format!(
             "{:<20} {:>8}  {:<12} {}",
             c.class.id(),
             c.attempts,
             verdict,
             c.fix.unwrap_or("")
         );
+        println!("{}", line.trim_end());
     }
     let accepted: Vec<_> = report.attempts.iter().filter(|a| a.accepted).collect();
     if !accepted.is_empty() {
