@@ -39,6 +39,8 @@ def load_args():
     p.add_argument("--tenant", required=True)
     p.add_argument("--public-pem")
     p.add_argument("--hs-dir")
+    p.add_argument("--refuse-with-200", action="store_true",
+                   help="answer refusals with 200 and an error page, as some sites do")
     return p.parse_args()
 
 
@@ -214,14 +216,22 @@ if ARGS.mode == "kid-sql":
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         auth = self.headers.get("Authorization", "")
+        cookie = self.headers.get("Cookie", "")
         try:
-            if not auth.startswith("Bearer "):
+            if auth.startswith("Bearer "):
+                token = auth[len("Bearer "):]
+            elif "session=" in cookie:
+                token = cookie.split("session=", 1)[1].split(";", 1)[0]
+            else:
                 raise Refused("no token")
-            claims = VERIFY(auth[len("Bearer "):])
+            claims = VERIFY(token)
             status, body = 200, {"mailbox": claims.get("sub"), "messages": 3,
                                  "folders": ["Inbox", "Sent Items"]}
         except Exception as e:  # every failure is a refusal, as in real services
             status, body = 401, {"error": "invalid_token", "detail": type(e).__name__}
+            if ARGS.refuse_with_200:
+                status, body = 200, {"error": "Your session has expired. Please sign in again.",
+                                     "help": "https://contoso.example/support"}
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

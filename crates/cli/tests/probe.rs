@@ -143,6 +143,10 @@ impl Drop for Service {
 }
 
 fn start(world: &World, mode: &str) -> Service {
+    start_with(world, mode, &[])
+}
+
+fn start_with(world: &World, mode: &str, extra: &[&str]) -> Service {
     let mut child = Command::new(python())
         .arg(repo().join("tests/probe/services.py"))
         .arg(mode)
@@ -153,6 +157,7 @@ fn start(world: &World, mode: &str) -> Service {
         .arg(world.path("ent-public.pem"))
         .arg("--hs-dir")
         .arg(world.path("hs"))
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -348,17 +353,8 @@ fn a_refused_legitimate_token_stops_the_probe_with_exit_2() {
         .enterprise
         .sign_token(&json!({"alg": "RS256", "kid": "ent-1"}), &claims)
         .unwrap();
-    std::fs::write(world.path("token.jwt"), &token).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tokenward"))
-        .arg("probe")
-        .arg(format!("http://127.0.0.1:{}/api/mail", service.1))
-        .arg("--token-file")
-        .arg(world.path("token.jwt"))
-        .args(["--quiet", "--rate", "500"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = probe_raw(&world, &service, &token, &[]);
+    assert_eq!(code, 2);
     assert!(stderr.contains("legitimate token was refused"), "{stderr}");
 }
 
@@ -382,4 +378,68 @@ fn the_request_budget_is_never_exceeded() {
             .any(|s| s["needs"] == "a larger --max-requests"),
         "{report:#}"
     );
+}
+
+/// jwt_tool #87: a site that refuses with "200 OK" and an error page. The
+/// status says nothing; the body decides, and the canary agrees.
+#[test]
+fn refusals_served_as_200_are_judged_by_the_body() {
+    let world = World::new();
+    let service = start_with(&world, "none-any-case", &["--refuse-with-200"]);
+    let options = rs_options(&world);
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    let (code, report) = probe(&world, &service, &world.rs_token(), &options);
+    assert_eq!(accepted(&report), set(&["alg-none"]), "{report:#}");
+    assert_eq!(code, 1);
+    assert_eq!(report["baseline"]["no_token"]["status"], 200);
+    assert_eq!(report["baseline"]["no_token"]["verdict"], "refused");
+    assert_decisive("refuse-with-200", &report);
+    let mut with_canary = options.clone();
+    with_canary.extend(["--canary", "Sent Items"]);
+    let (_, report) = probe(&world, &service, &world.rs_token(), &with_canary);
+    assert_eq!(accepted(&report), set(&["alg-none"]), "{report:#}");
+    // A canary the legitimate answer lacks is a usage problem, not a guess.
+    let (code, _) = probe_raw(
+        &world,
+        &service,
+        &world.rs_token(),
+        &["--canary", "not on the page"],
+    );
+    assert_eq!(code, 2);
+}
+
+/// The token can travel in a cookie; the no-token request then sends no
+/// cookie at all.
+#[test]
+fn the_token_can_be_placed_in_a_cookie() {
+    let world = World::new();
+    let service = start(&world, "header-jwk");
+    let (code, report) = probe(
+        &world,
+        &service,
+        &world.rs_token(),
+        &["--header", "Cookie: session=", "-H", "Cookie: theme=dark"],
+    );
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["target"]["token_header"], "Cookie");
+    assert_eq!(report["baseline"]["legitimate"][0]["status"], 200);
+    assert_eq!(report["baseline"]["no_token"]["status"], 401);
+    assert_eq!(accepted(&report), set(&["header-jwk"]));
+}
+
+fn probe_raw(world: &World, service: &Service, token: &str, extra: &[&str]) -> (i32, String) {
+    std::fs::write(world.path("token.jwt"), token).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+        .arg("probe")
+        .arg(format!("http://127.0.0.1:{}/api/mail", service.1))
+        .arg("--token-file")
+        .arg(world.path("token.jwt"))
+        .args(["--quiet", "--rate", "500"])
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
