@@ -57,9 +57,13 @@ pub struct HuntArgs {
     /// Findings format: table, csv or jsonl (default: table on a terminal, jsonl otherwise).
     #[arg(long, value_name = "FORMAT", value_parser = ["table", "csv", "jsonl"])]
     output_format: Option<String>,
-    /// Write the run summary (files, records, rejections, detection coverage) as JSON to FILE.
+    /// Write the run summary (files, records, rejections, detection coverage, incidents) as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
+    /// Write the incident report, one self-contained HTML file, to FILE
+    /// (docs/report.md). `tokenward report` rebuilds it from saved outputs.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
     /// Exit with status 1 when there are findings.
     #[arg(long)]
     fail_on_findings: bool,
@@ -192,6 +196,8 @@ pub fn run(args: HuntArgs) -> u8 {
         .findings
         .retain(|f| !args.exclude.iter().any(|i| *i == f.rule_id));
 
+    let incidents = tokenward_incident::build(&report.findings);
+
     let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
     let fmt = match args.output_format.as_deref() {
         Some("csv") => OutputFormat::Csv,
@@ -219,11 +225,30 @@ pub fn run(args: HuntArgs) -> u8 {
         eprintln!("tokenward hunt: cannot write findings: {e}");
         return crate::EXIT_USAGE;
     }
+    if to_terminal && fmt == OutputFormat::Table && !args.quiet {
+        print!("{}", crate::report_cmd::incident_summary(&incidents, 10));
+    }
+    let summary = {
+        let mut doc = output::summary_json(&report);
+        doc["incidents"] = serde_json::to_value(&incidents).unwrap_or_default();
+        doc
+    };
+    if let Some(p) = &args.report {
+        let html = tokenward_report::render(&tokenward_report::Input {
+            findings: &report.findings,
+            incidents: &incidents,
+            summary: &summary,
+        });
+        if let Err(e) = std::fs::write(p, html) {
+            eprintln!("tokenward hunt: cannot write report {}: {e}", p.display());
+            return crate::EXIT_USAGE;
+        }
+    }
     if let Some(p) = &args.summary_json {
-        let doc = output::summary_json(&report);
+        let doc = &summary;
         let res = File::create(p).and_then(|f| {
             let mut w = BufWriter::new(f);
-            serde_json::to_writer_pretty(&mut w, &doc)?;
+            serde_json::to_writer_pretty(&mut w, doc)?;
             w.write_all(b"\n")?;
             w.flush()
         });

@@ -8,6 +8,7 @@ mod gateway_cmd;
 mod hunt_cmd;
 mod keys_cmd;
 mod probe_cmd;
+mod report_cmd;
 mod rules_cmd;
 mod verify_cmd;
 
@@ -36,6 +37,8 @@ enum Command {
     /// Send forged variants of a legitimate token at your own endpoint and
     /// report which attack classes it accepted.
     Probe(probe_cmd::ProbeArgs),
+    /// Rebuild the HTML incident report from a hunt's saved findings and summary.
+    Report(report_cmd::ReportArgs),
 }
 
 // `hunt` builds and frees millions of small JSON trees across threads:
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Keys(args) => keys_cmd::run(args),
         Command::Rules(args) => rules_cmd::run(args),
         Command::Probe(args) => probe_cmd::run(args),
+        Command::Report(args) => report_cmd::run(args),
     };
     ExitCode::from(code)
 }

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use super::{
     evidence, shard_of, Anchors, Builtin, Context, Detection, Info, Kinds, Needs, Outcome, Verdict,
+    Weight,
 };
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Event, EventKind};
@@ -20,6 +21,8 @@ pub const INFO: Info = Info {
     id: "tw-audit-gap",
     title: "No records for an active workload",
     requires: "records of a workload spread over three days or more",
+    attack: &["T1562.008"],
+    weight: Weight::Weak,
 };
 
 /// Registration.

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     evidence, is_false, is_true, opt, shard_of, Builtin, Context, Detection, Info, Kinds, Needs,
-    Outcome, Verdict,
+    Outcome, Verdict, Weight,
 };
 use tokenward_event::{Event, EventKind};
 use tokenward_event::{Finding, Rep, Severity};
@@ -19,6 +19,8 @@ pub const INFO: Info = Info {
     id: "tw-audit-tampering",
     title: "Audit logging disabled or bypassed",
     requires: "Exchange admin audit records (RecordType 1) or Azure Activity",
+    attack: &["T1562.008"],
+    weight: Weight::Strong,
 };
 
 /// Registration.

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::{
-    evidence, shard_of, Builtin, Context, Detection, Info, Kinds, Needs, Outcome, Verdict,
+    evidence, shard_of, Builtin, Context, Detection, Info, Kinds, Needs, Outcome, Verdict, Weight,
 };
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Event, EventKind};
@@ -25,6 +25,8 @@ pub const INFO: Info = Info {
     id: "tw-gateway-rejected-burst",
     title: "Burst of rejected tokens from one client at the gateway",
     requires: "tokenward gateway access logs (docs/gateway.md)",
+    attack: &["T1606"],
+    weight: Weight::Weak,
 };
 
 /// Registration.

@@ -11,7 +11,7 @@ use time::Duration;
 
 use super::{
     day, evidence, opt, shard_of, Anchors, Builtin, Context, Detection, Grouped, Info, Kinds,
-    Needs, Outcome, Verdict,
+    Needs, Outcome, Verdict, Weight,
 };
 use crate::ioc::IocSet;
 use tokenward_event::Event;
@@ -22,6 +22,8 @@ pub const INFO: Info = Info {
     id: "tw-ioc-ip",
     title: "Storm-0558 / user IOC IP address",
     requires: "records with a client IP",
+    attack: &["T1078.004"],
+    weight: Weight::Moderate,
 };
 
 /// Registration.

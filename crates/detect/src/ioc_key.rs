@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::{
     evidence, opt, shard_of, Anchors, Builtin, Context, Detection, Info, Kinds, Needs, Outcome,
-    Setup, Verdict,
+    Setup, Verdict, Weight,
 };
 use crate::ioc::IocSet;
 use tokenward_event::{Event, EventKind};
@@ -21,6 +21,8 @@ pub const INFO: Info = Info {
     id: "tw-ioc-key",
     title: "Token signed with a known-compromised key",
     requires: "records carrying token headers (kid/x5t) or key thumbprints; Microsoft 365 and Entra logs never do",
+    attack: &["T1606"],
+    weight: Weight::Strong,
 };
 
 /// Registration.

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{
     contains_ignore_ascii_case, day, evidence, opt, shard_of, Anchors, Builtin, Context, Detection,
-    Grouped, Info, Kinds, Needs, Outcome, Verdict,
+    Grouped, Info, Kinds, Needs, Outcome, Verdict, Weight,
 };
 use crate::ioc::IocSet;
 use tokenward_event::Event;
@@ -19,6 +19,8 @@ pub const INFO: Info = Info {
     id: "tw-ioc-useragent",
     title: "Storm-0558 / user IOC user agent",
     requires: "records with a user agent or ClientInfoString",
+    attack: &[],
+    weight: Weight::Weak,
 };
 
 /// Registration.

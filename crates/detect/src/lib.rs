@@ -307,6 +307,45 @@ pub struct Info {
     pub title: &'static str,
     /// What it needs to see to be able to fire.
     pub requires: &'static str,
+    /// MITRE ATT&CK technique ids its findings point at.
+    pub attack: &'static [&'static str],
+    /// How much one finding says on its own, when findings are weighed
+    /// together into an incident.
+    pub weight: Weight,
+}
+
+/// How much a detection's finding says on its own. An incident is "high"
+/// only when independent detections corroborate each other
+/// (docs/incidents.md): a lone weak signal, such as a new client app that a
+/// rollout also produces, never is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Weight {
+    /// Common in benign activity too: new client apps, user agents,
+    /// unusual sync clients, throttling, audit gaps, refused attempts.
+    Weak,
+    /// Suspicious but explainable alone: an IOC IP (infrastructure gets
+    /// reused), a Bind spike, a mailbox export.
+    Moderate,
+    /// Hard to explain benignly: a compromised key, a token no sign-in
+    /// issued, an OWA token minted for a session that never signed in,
+    /// audit logging switched off.
+    Strong,
+}
+
+impl Weight {
+    /// Points towards an incident's score.
+    pub fn points(self) -> u32 {
+        match self {
+            Weight::Weak => 1,
+            Weight::Moderate => 2,
+            Weight::Strong => 3,
+        }
+    }
+}
+
+/// The [`Info`] of a built-in detection by id.
+pub fn builtin_info(id: &str) -> Option<&'static Info> {
+    BUILTINS.iter().map(|b| b.info).find(|i| i.id == id)
 }
 
 impl Info {

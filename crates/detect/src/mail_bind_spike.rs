@@ -9,6 +9,7 @@ use serde_json::json;
 use super::mail::{self, is_mail};
 use super::{
     day, evidence, shard_of, Builtin, Context, Detection, Info, Kinds, Needs, Outcome, Verdict,
+    Weight,
 };
 use tokenward_event::{Event, EventKind};
 use tokenward_event::{Rep, Severity};
@@ -18,6 +19,8 @@ pub const INFO: Info = Info {
     id: "tw-mail-bind-spike",
     title: "Mail Bind volume far above the mailbox baseline",
     requires: "MailItemsAccessed Bind records, several sessions/days per mailbox",
+    attack: &["T1114.002"],
+    weight: Weight::Moderate,
 };
 
 /// Registration.

@@ -11,7 +11,7 @@ use time::{Duration, OffsetDateTime};
 use super::mail::{self, is_mail};
 use super::{
     evidence, opt, shard_of, union, widen, Builtin, Context, Detection, Info, Kinds, Needs,
-    Outcome, Verdict,
+    Outcome, Verdict, Weight,
 };
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Event, EventKind};
@@ -22,6 +22,8 @@ pub const INFO: Info = Info {
     id: "tw-mail-new-client-app",
     title: "Mailbox accessed by a new (AppId, ClientAppId) pair",
     requires: "MailItemsAccessed records spanning more than the baseline window",
+    attack: &["T1550.001"],
+    weight: Weight::Weak,
 };
 
 /// Registration.

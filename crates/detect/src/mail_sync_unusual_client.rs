@@ -9,7 +9,7 @@ use serde_json::json;
 use super::mail::{self, is_desktop_outlook, is_mail};
 use super::{
     day, evidence, shard_of, Builtin, Context, Detection, Grouped, Info, Kinds, Needs, Outcome,
-    Verdict,
+    Verdict, Weight,
 };
 use tokenward_event::Severity;
 use tokenward_event::{Event, EventKind};
@@ -19,6 +19,8 @@ pub const INFO: Info = Info {
     id: "tw-mail-sync-unusual-client",
     title: "Mailbox Sync by a client other than desktop Outlook",
     requires: "MailItemsAccessed records with MailAccessType",
+    attack: &["T1114.002"],
+    weight: Weight::Weak,
 };
 
 /// Registration.

@@ -9,7 +9,7 @@ use time::Duration;
 use super::mail::{self, is_mail};
 use super::{
     day, evidence, is_true, shard_of, Builtin, Context, Detection, Grouped, Info, Kinds, Needs,
-    Outcome, Verdict,
+    Outcome, Verdict, Weight,
 };
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::Severity;
@@ -20,6 +20,8 @@ pub const INFO: Info = Info {
     id: "tw-mail-throttled",
     title: "MailItemsAccessed throttled: 24 h of access went unlogged",
     requires: "MailItemsAccessed records with IsThrottled",
+    attack: &["T1114.002"],
+    weight: Weight::Weak,
 };
 
 /// Registration.

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{
     evidence, opt, shard_of, Builtin, Context, Detection, Info, Kinds, Needs, Outcome, Verdict,
+    Weight,
 };
 use tokenward_event::{Event, EventKind, Finding, Rep, Severity};
 
@@ -18,6 +19,8 @@ pub const INFO: Info = Info {
     id: "tw-mailbox-export",
     title: "Mailbox exported through an export request or compliance search",
     requires: "Exchange admin audit records (RecordType 1) or Purview compliance-search records",
+    attack: &["T1114.002"],
+    weight: Weight::Moderate,
 };
 
 /// Registration.

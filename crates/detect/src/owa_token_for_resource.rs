@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use super::{
     evidence, opt, shard_of, Builtin, Context, Detection, Info, Kinds, Needs, Outcome, Verdict,
+    Weight,
 };
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Event, EventKind};
@@ -20,6 +21,8 @@ pub const INFO: Info = Info {
     id: "tw-owa-token-for-resource",
     title: "OWA GetAccessTokenForResource for a session or IP that never signed in",
     requires: "OWA token-issuance records (RecordType 275 OWAAuth) and Entra sign-in logs",
+    attack: &["T1550.001"],
+    weight: Weight::Strong,
 };
 
 /// Registration.

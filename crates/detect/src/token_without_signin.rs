@@ -10,7 +10,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::{
     contains_ignore_ascii_case, evidence, opt, shard_of, Builtin, Context, Detection, Info, Kinds,
-    Needs, Outcome, SigninIndex, Verdict,
+    Needs, Outcome, SigninIndex, Verdict, Weight,
 };
 use tokenward_event::timefmt::{parse_timestamp, rfc3339};
 use tokenward_event::{Event, EventKind};
@@ -22,6 +22,8 @@ pub const INFO: Info = Info {
     title: "Audit record with a token no Entra sign-in issued",
     requires:
         "audit records with UniqueTokenId/AADSessionId and Entra sign-in logs covering their time",
+    attack: &["T1606", "T1550.001"],
+    weight: Weight::Strong,
 };
 
 /// Registration.

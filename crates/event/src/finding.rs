@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
@@ -12,7 +12,7 @@ use crate::timefmt::rfc3339;
 use tokenward_logread::Locator;
 
 /// How urgent a finding is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Context worth a look.
@@ -34,6 +34,16 @@ impl Severity {
     }
 }
 
+fn de_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    match text {
+        None => Ok(None),
+        Some(t) => crate::timefmt::parse_timestamp(&t)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("unreadable time {t:?}"))),
+    }
+}
+
 fn ser_time<S: serde::Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => s.serialize_str(&rfc3339(*t)),
@@ -42,7 +52,7 @@ fn ser_time<S: serde::Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S:
 }
 
 /// One detection hit.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Finding {
     /// Stable detection id (`tw-...`, or a Sigma rule's id).
     pub rule_id: Cow<'static, str>,
@@ -51,7 +61,7 @@ pub struct Finding {
     /// Severity.
     pub severity: Severity,
     /// Time of the (first) record, RFC 3339 UTC.
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "ser_time", deserialize_with = "de_time", default)]
     pub time: Option<OffsetDateTime>,
     /// Acting user.
     pub user: Option<String>,

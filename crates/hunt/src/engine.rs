@@ -109,12 +109,29 @@ pub struct FileReport {
     /// last copy is used, as JSON parsers usually do; other tools may read
     /// the first).
     pub records_with_duplicate_keys: u64,
+    /// Earliest time among the records a detection read (records no
+    /// detection needed are not parsed, so their times are not known).
+    #[serde(serialize_with = "ser_time", skip_serializing_if = "Option::is_none")]
+    pub first_time: Option<time::OffsetDateTime>,
+    /// Latest time among the records a detection read.
+    #[serde(serialize_with = "ser_time", skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<time::OffsetDateTime>,
     /// Why the file could not be read at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// A remark (e.g. empty file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+fn ser_time<S: serde::Serializer>(
+    t: &Option<time::OffsetDateTime>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&tokenward_event::timefmt::rfc3339(*t)),
+        None => s.serialize_none(),
+    }
 }
 
 /// The result of a hunt.
@@ -374,6 +391,8 @@ struct Out {
     evaluated: u64,
     without_time: u64,
     duplicate_keys: u64,
+    /// Earliest and latest record time seen.
+    span: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
     rejects: Vec<(Locator, String)>,
     parsed_by_kind: BTreeMap<&'static str, u64>,
     collected: Vec<Event>,
@@ -392,6 +411,15 @@ impl Out {
         let p = plan.projection(readers);
         self.projections.push((readers, p.clone()));
         p
+    }
+
+    fn saw_time(&mut self, t: Option<time::OffsetDateTime>) {
+        if let Some(t) = t {
+            self.span = Some(match self.span {
+                Some((a, b)) => (a.min(t), b.max(t)),
+                None => (t, t),
+            });
+        }
     }
 
     fn reject(&mut self, loc: Locator, reason: String) {
@@ -441,6 +469,7 @@ impl Ctx<'_> {
         out.read += 1;
         out.evaluated += 1;
         out.without_time += u64::from(ev.time.is_none());
+        out.saw_time(ev.time);
         out.stats.add(ev.workload.as_deref());
         *out.parsed_by_kind.entry(ev.kind.as_str()).or_default() += 1;
         let Some(plan) = self.plan else {
@@ -470,6 +499,7 @@ impl Ctx<'_> {
         out.evaluated += 1;
         let (t, w) = time_and_workload(b);
         out.without_time += u64::from(t.is_none());
+        out.saw_time(t);
         out.stats.add(w);
         for (i, shard) in out.shards.iter_mut().enumerate() {
             if readers & (1 << i) != 0 {
@@ -640,6 +670,7 @@ impl Ctx<'_> {
             evaluated: 0,
             without_time: 0,
             duplicate_keys: 0,
+            span: None,
             rejects: Vec::new(),
             parsed_by_kind: BTreeMap::new(),
             collected: Vec::new(),
@@ -778,6 +809,10 @@ fn absorb(shared: &Mutex<Shared>, file: &Mutex<FileReport>, out: Out) {
     file.records_evaluated += out.evaluated;
     file.records_without_time += out.without_time;
     file.records_with_duplicate_keys += out.duplicate_keys;
+    if let Some((a, b)) = out.span {
+        file.first_time = Some(file.first_time.map_or(a, |t| t.min(a)));
+        file.last_time = Some(file.last_time.map_or(b, |t| t.max(b)));
+    }
     for (loc, why) in out.rejects {
         file.records_rejected += 1;
         let class = why.split(':').next().unwrap_or("rejected").to_string();
@@ -1234,6 +1269,8 @@ mod tests {
                 id: "probe",
                 title: "probe",
                 requires: "",
+                attack: &[],
+                weight: tokenward_detect::Weight::Weak,
             };
             Outcome::of(&info, Vec::new(), Verdict::Ok(None))
         }
