@@ -18,19 +18,23 @@ use tokenward_event::{Finding, Severity};
 use tokenward_incident::{headline, Incident};
 
 /// Incidents shown in full (the table lists them all).
-pub const MAX_DETAILED_INCIDENTS: usize = 50;
+pub const MAX_DETAILED_INCIDENTS: usize = 20;
 /// Findings listed inside one incident.
-pub const MAX_FINDINGS_PER_INCIDENT: usize = 100;
+pub const MAX_FINDINGS_PER_INCIDENT: usize = 50;
 /// Findings in the all-findings table.
-pub const MAX_FINDINGS_LISTED: usize = 2_000;
+pub const MAX_FINDINGS_LISTED: usize = 1_000;
 /// Rows in each pivot table.
-pub const MAX_PIVOT_ROWS: usize = 500;
+pub const MAX_PIVOT_ROWS: usize = 200;
 /// Characters of evidence JSON shown per finding.
-pub const MAX_EVIDENCE_CHARS: usize = 800;
+pub const MAX_EVIDENCE_CHARS: usize = 400;
 /// Rows (users) in a timeline chart.
 pub const MAX_TIMELINE_ROWS: usize = 12;
+/// Findings marked in one timeline (evenly sampled past it).
+pub const MAX_TIMELINE_MARKS: usize = 400;
+/// Unlogged windows listed (and shaded) per incident.
+pub const MAX_UNLOGGED: usize = 50;
 /// Incidents in the verdict table.
-pub const MAX_INCIDENT_ROWS: usize = 1_000;
+pub const MAX_INCIDENT_ROWS: usize = 500;
 
 const STYLE: &str = include_str!("style.css");
 const SCRIPT: &str = include_str!("sort.js");
@@ -213,17 +217,30 @@ fn verdict(out: &mut String, input: &Input<'_>, left_out: &mut Vec<String>) {
     out.push_str("</section>");
 }
 
+/// The first `max` values and how many more there are, as plain text.
+fn names(values: &[String], max: usize) -> String {
+    if values.is_empty() {
+        return "no named user".into();
+    }
+    let mut s = values
+        .iter()
+        .take(max)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if values.len() > max {
+        let _ = write!(s, " and {} more", values.len() - max);
+    }
+    s
+}
+
 /// The incident in one or two plain sentences.
 fn story(inc: &Incident) -> String {
     let mut s = format!(
         "{} finding(s) from {} detection(s) about {}",
         inc.findings,
         inc.detections.len(),
-        if inc.users.is_empty() {
-            "no named user".to_owned()
-        } else {
-            inc.users.join(", ")
-        }
+        names(&inc.users, 5)
     );
     if !inc.client_ips.is_empty() {
         let _ = write!(s, " from {} client IP(s)", inc.client_ips.len());
@@ -323,7 +340,7 @@ fn incident(out: &mut String, inc: &Incident, findings: &[Finding]) {
     );
     if !inc.unlogged.is_empty() {
         out.push_str("<h4>Unlogged windows</h4><ul class=\"unlogged\">");
-        for u in &inc.unlogged {
+        for u in inc.unlogged.iter().take(MAX_UNLOGGED) {
             let when = match &u.end {
                 Some(end) => format!("{} → {}", u.start.as_deref().unwrap_or("?"), end),
                 None => format!("from {}", u.start.as_deref().unwrap_or("?")),
@@ -335,6 +352,13 @@ fn incident(out: &mut String, inc: &Incident, findings: &[Finding]) {
                 escape(&u.detail),
                 escape(&u.detection),
                 kind = u.kind,
+            );
+        }
+        if inc.unlogged.len() > MAX_UNLOGGED {
+            let _ = write!(
+                out,
+                "<li class=\"left-out\">and {} more windows</li>",
+                inc.unlogged.len() - MAX_UNLOGGED
             );
         }
         out.push_str("</ul>");
@@ -387,7 +411,7 @@ fn timeline(out: &mut String, inc: &Incident, findings: &[Finding]) {
         "<svg class=\"timeline\" viewBox=\"0 0 980 {height}\" role=\"img\" aria-label=\"Timeline of {}\" xmlns=\"http://www.w3.org/2000/svg\">",
         escape(&inc.id)
     );
-    for u in &inc.unlogged {
+    for u in inc.unlogged.iter().take(MAX_UNLOGGED) {
         let parse = |s: &Option<String>| s.as_deref().and_then(parse_timestamp);
         if let Some(s) = parse(&u.start) {
             let e = parse(&u.end).unwrap_or(s);
@@ -414,7 +438,8 @@ fn timeline(out: &mut String, inc: &Incident, findings: &[Finding]) {
             left + width
         );
     }
-    for f in members.iter().take(2_000) {
+    let step = members.len().div_ceil(MAX_TIMELINE_MARKS).max(1);
+    for f in members.iter().step_by(step) {
         let Some(t) = f.time else { continue };
         let r = f
             .user
