@@ -12,6 +12,7 @@ use super::{
     evidence, opt, shard_of, Builtin, Context, Detection, Info, Kinds, Needs, Outcome, Verdict,
     Weight,
 };
+use crate::signin_index::{tenant_of, Cover, AUDIT_TENANT_FIELDS};
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Event, EventKind};
 use tokenward_event::{Rep, Severity};
@@ -41,6 +42,8 @@ struct Issuances {
     ips: BTreeSet<String>,
     resources: BTreeSet<String>,
     session: Option<String>,
+    /// The tenant the records belong to (`OrganizationId`).
+    tenant: Option<String>,
 }
 
 /// The detection.
@@ -85,7 +88,13 @@ impl Detection for OwaTokenForResource {
                 "\"RecordType\": 275",
                 "\"RecordType\":\"275\"",
             ],
-            &["SessionId", "ResourceURL", "ResourceUrl", "Resource"],
+            &[
+                "SessionId",
+                "ResourceURL",
+                "ResourceUrl",
+                "Resource",
+                "OrganizationId",
+            ],
         );
         n.signin_index = true;
         n
@@ -121,6 +130,7 @@ impl Detection for OwaTokenForResource {
             ips: BTreeSet::new(),
             resources: BTreeSet::new(),
             session: session.clone(),
+            tenant: tenant_of(ev, AUDIT_TENANT_FIELDS),
         });
         a.count += 1;
         a.last = a.last.max(ev.time);
@@ -183,7 +193,14 @@ impl Detection for OwaTokenForResource {
             );
         }
         let mut findings = Vec::new();
+        let mut not_judged = 0u64;
         for (_, a) in self.sessions {
+            // "Never signed in" is a claim only the sign-ins of the same
+            // tenant, on the day the chain began, can support.
+            if cx.signins.covers(a.tenant.as_deref(), a.rep.time, None) != Cover::Covered {
+                not_judged += a.count;
+                continue;
+            }
             let known_session = a
                 .session
                 .as_deref()
@@ -216,10 +233,25 @@ impl Detection for OwaTokenForResource {
                     a.last.map(|t| json!(rfc3339(t))).unwrap_or(Value::Null),
                 ),
                 ("why", json!(why.join("; "))),
+                (
+                    "signin_coverage",
+                    json!(cx.signins.describe(a.tenant.as_deref())),
+                ),
             ]);
             findings.push(INFO.finding(&a.rep, Severity::High, e));
         }
-        Outcome::of(&INFO, findings, Verdict::Ok(None))
+        // Issuances explained by a sign-in as they streamed by were judged.
+        let judged = self.records - not_judged;
+        let note = format!(
+            "{judged} of {} issuances judged; {not_judged} began where the sign-ins given do not cover their tenant and day",
+            self.records
+        );
+        let verdict = if judged == 0 {
+            Verdict::Blind(note)
+        } else {
+            Verdict::Ok(Some(note))
+        };
+        Outcome::of(&INFO, findings, verdict)
     }
 }
 
@@ -261,6 +293,27 @@ mod tests {
             why.contains("session never signed in") && why.contains("renewal chain of 3"),
             "{why}"
         );
+    }
+
+    /// Entra keeps sign-ins for 30 days, the UAL longer: a chain that
+    /// began before the sign-in logs do is not "never signed in".
+    #[test]
+    fn chains_before_the_sign_in_logs_begin_are_not_judged() {
+        let early: Vec<Value> = (1..=3)
+            .map(|m| {
+                let text = owa(m, "OLD", "203.0.113.9")
+                    .to_string()
+                    .replace("2023-06-10", "2023-05-01");
+                serde_json::from_str(&text).unwrap()
+            })
+            .collect();
+        let out = run_with(Box::new(OwaTokenForResource::new(3)), &idx(), &early);
+        assert!(out.findings.is_empty(), "{:?}", out.findings);
+        assert_eq!(out.coverage[0].status, Status::Blind);
+        let with_covered = [early, vec![owa(1, "NEW", "203.0.113.9")]].concat();
+        let out = run_with(Box::new(OwaTokenForResource::new(3)), &idx(), &with_covered);
+        assert_eq!(out.findings.len(), 1);
+        assert_eq!(out.findings[0].evidence["session"], "NEW");
     }
 
     #[test]

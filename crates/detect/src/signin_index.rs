@@ -5,9 +5,9 @@
 //! before the others so that audit records already explained by a sign-in
 //! are settled as they stream by.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use super::{widen, Kinds, Needs};
 use tokenward_event::{Event, EventKind};
@@ -25,6 +25,42 @@ pub struct SigninIndex {
     pub ips: HashSet<String>,
     /// First and last sign-in time.
     pub range: Option<(OffsetDateTime, OffsetDateTime)>,
+    /// Per tenant (lower-cased; empty when the sign-in names none), the UTC
+    /// days that have sign-ins. Coverage has holes: sign-ins on two days
+    /// months apart do not cover the months between.
+    pub days: HashMap<String, BTreeSet<i64>>,
+}
+
+/// Fields naming the tenant of a sign-in, in the export shapes seen
+/// (Graph `resourceTenantId`, Azure Monitor `tenantId`, Log Analytics
+/// `AADTenantId`); names match in any case.
+pub const SIGNIN_TENANT_FIELDS: &[&str] = &["resourceTenantId", "tenantId", "AADTenantId"];
+
+/// Fields naming the tenant an audit record belongs to.
+pub const AUDIT_TENANT_FIELDS: &[&str] = &["OrganizationId"];
+
+/// The first tenant id `ev` names among `fields`, lower-cased.
+pub fn tenant_of(ev: &Event, fields: &[&str]) -> Option<String> {
+    fields
+        .iter()
+        .find_map(|f| ev.scalar(f))
+        .map(|t| t.to_ascii_lowercase())
+}
+
+fn day_of(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp().div_euclid(86_400)
+}
+
+/// What the sign-ins say about one moment of one tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cover {
+    /// Sign-ins of the tenant exist on the days around the moment.
+    Covered,
+    /// The tenant has sign-ins, but not around that moment.
+    Hole,
+    /// No sign-in names the tenant (or, with several tenants, the record
+    /// names none).
+    OtherTenant,
 }
 
 impl SigninIndex {
@@ -39,7 +75,7 @@ impl SigninIndex {
                 "SignInLogs",
                 "SigninLogs",
             ],
-            &[],
+            SIGNIN_TENANT_FIELDS,
         )
     }
 
@@ -57,6 +93,14 @@ impl SigninIndex {
         }
         if let Some(t) = ev.time {
             widen(&mut self.range, t);
+            let tenant = tenant_of(ev, SIGNIN_TENANT_FIELDS).unwrap_or_default();
+            let days = self.days.entry(tenant).or_default();
+            // Sign-ins arrive mostly in time order: skip the set insert
+            // when the day is the last one added.
+            let day = day_of(t);
+            if days.last() != Some(&day) {
+                days.insert(day);
+            }
         }
     }
 
@@ -67,6 +111,82 @@ impl SigninIndex {
         self.sessions.extend(o.sessions);
         self.ips.extend(o.ips);
         self.range = super::union(self.range, o.range);
+        for (tenant, days) in o.days {
+            self.days.entry(tenant).or_default().extend(days);
+        }
+    }
+
+    /// The days with sign-ins that can speak for a record of `tenant`:
+    /// that tenant's, plus those of sign-ins that name no tenant. A record
+    /// that names no tenant is judged only when the sign-ins are of one
+    /// tenant.
+    fn days_for(&self, tenant: Option<&str>) -> Vec<&BTreeSet<i64>> {
+        let anonymous = self.days.get("");
+        let named: Vec<(&String, &BTreeSet<i64>)> =
+            self.days.iter().filter(|(k, _)| !k.is_empty()).collect();
+        let mut out: Vec<&BTreeSet<i64>> = anonymous.into_iter().collect();
+        match tenant {
+            Some(t) => {
+                if let Some(d) = self.days.get(&t.to_ascii_lowercase()) {
+                    out.push(d);
+                }
+            }
+            None if named.len() == 1 => out.push(named[0].1),
+            None => {}
+        }
+        out
+    }
+
+    /// Whether the sign-ins of `tenant` cover the issuance of a token used
+    /// at `used` (issued at `issued`, when the record says): the day of
+    /// issuance has sign-ins, and so does the day before when the token
+    /// could have been issued then (up to two hours, an access token's
+    /// lifetime, before its use).
+    pub fn covers(
+        &self,
+        tenant: Option<&str>,
+        used: Option<OffsetDateTime>,
+        issued: Option<OffsetDateTime>,
+    ) -> Cover {
+        let sets = self.days_for(tenant);
+        if sets.is_empty() {
+            return Cover::OtherTenant;
+        }
+        let has = |t: OffsetDateTime| sets.iter().any(|d| d.contains(&day_of(t)));
+        let ok = match (issued, used) {
+            (Some(i), _) => has(i),
+            (None, Some(u)) => has(u) && has(u - Duration::hours(2)),
+            (None, None) => false,
+        };
+        if ok {
+            Cover::Covered
+        } else {
+            Cover::Hole
+        }
+    }
+
+    /// The coverage of `tenant` in words, for notes and evidence.
+    pub fn describe(&self, tenant: Option<&str>) -> String {
+        let sets = self.days_for(tenant);
+        let days: BTreeSet<i64> = sets.into_iter().flatten().copied().collect();
+        let (Some(first), Some(last)) = (days.first(), days.last()) else {
+            return format!("no sign-ins of tenant {}", tenant.unwrap_or("(unnamed)"));
+        };
+        let date = |d: i64| {
+            OffsetDateTime::from_unix_timestamp(d * 86_400)
+                .map(|t| t.date().to_string())
+                .unwrap_or_default()
+        };
+        let span = last - first + 1;
+        format!(
+            "sign-ins on {} of the {span} day(s) {} .. {}{}",
+            days.len(),
+            date(*first),
+            date(*last),
+            tenant
+                .map(|t| format!(" for tenant {t}"))
+                .unwrap_or_default()
+        )
     }
 
     /// Whether a sign-in issued this token, or signed in this Entra or

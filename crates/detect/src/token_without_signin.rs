@@ -6,12 +6,13 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Value};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 use super::{
     contains_ignore_ascii_case, evidence, opt, shard_of, Builtin, Context, Detection, Info, Kinds,
-    Needs, Outcome, SigninIndex, Verdict, Weight,
+    Needs, Outcome, Verdict, Weight,
 };
+use crate::signin_index::{tenant_of, Cover, AUDIT_TENANT_FIELDS};
 use tokenward_event::timefmt::{parse_timestamp, rfc3339};
 use tokenward_event::{Event, EventKind};
 use tokenward_event::{Rep, Severity};
@@ -53,6 +54,8 @@ struct Candidate {
     operations: BTreeSet<String>,
     tokens: BTreeSet<String>,
     token_tenant: Option<String>,
+    /// The tenant the record belongs to (`OrganizationId`).
+    tenant: Option<String>,
 }
 
 /// The detection.
@@ -62,6 +65,9 @@ pub struct TokenWithoutSignin {
     token_records: u64,
     /// Of those, explained by a sign-in as they streamed by.
     joined: u64,
+    /// Of those, carrying app-only tokens, which user sign-in logs never
+    /// show (they appear in service-principal sign-ins, if anywhere).
+    app_only: u64,
     candidates: HashMap<String, Candidate>,
 }
 
@@ -82,6 +88,8 @@ impl Detection for TokenWithoutSignin {
                 "SessionId",
                 "AppAccessContext.IssuedAtTime",
                 "TokenTenantId",
+                "OrganizationId",
+                "UserType",
             ],
         );
         n.signin_index = true;
@@ -107,6 +115,10 @@ impl Detection for TokenWithoutSignin {
             return;
         }
         self.token_records += 1;
+        if is_app_only(ev) {
+            self.app_only += 1;
+            return;
+        }
         let exch = ev.get_str("SessionId");
         if cx
             .signins
@@ -133,6 +145,7 @@ impl Detection for TokenWithoutSignin {
             operations: BTreeSet::new(),
             tokens: BTreeSet::new(),
             token_tenant: ev.get_str("TokenTenantId"),
+            tenant: tenant_of(ev, AUDIT_TENANT_FIELDS),
         });
         c.count += 1;
         c.last = c.last.max(ev.time);
@@ -156,6 +169,7 @@ impl Detection for TokenWithoutSignin {
         let o = shard_of::<TokenWithoutSignin>(shard);
         self.token_records += o.token_records;
         self.joined += o.joined;
+        self.app_only += o.app_only;
         for (k, c) in o.candidates {
             match self.candidates.get_mut(&k) {
                 Some(m) => {
@@ -193,8 +207,7 @@ impl Detection for TokenWithoutSignin {
         if self.token_records == 0 {
             return Outcome::of(&INFO, Vec::new(), Verdict::Blind("no Exchange/SharePoint audit records carry AppAccessContext.UniqueTokenId or AADSessionId".into()));
         }
-        let (a, b) = idx.range.expect("sign-ins counted");
-        let (mut uncovered, mut judged) = (0u64, self.joined);
+        let (mut holes, mut other_tenant, mut judged) = (0u64, 0u64, self.joined);
         let mut findings = Vec::new();
         for (_, c) in self.candidates {
             // Sign-ins read after the record may explain it.
@@ -207,9 +220,16 @@ impl Detection for TokenWithoutSignin {
                 judged += c.count;
                 continue;
             }
-            if !covered(idx, c.rep.time, c.issued) {
-                uncovered += c.count;
-                continue;
+            match idx.covers(c.tenant.as_deref(), c.rep.time, c.issued) {
+                Cover::Covered => {}
+                Cover::Hole => {
+                    holes += c.count;
+                    continue;
+                }
+                Cover::OtherTenant => {
+                    other_tenant += c.count;
+                    continue;
+                }
             }
             judged += c.count;
             let consumer = c
@@ -226,7 +246,7 @@ impl Detection for TokenWithoutSignin {
                 ("operations", json!(c.operations)),
                 ("records", json!(c.count)),
                 ("last_seen", c.last.map(|t| json!(rfc3339(t))).unwrap_or(Value::Null)),
-                ("signin_coverage", json!(format!("{} .. {}", rfc3339(a), rfc3339(b)))),
+                ("signin_coverage", json!(idx.describe(c.tenant.as_deref()))),
                 ("why", json!("no sign-in in the given logs issued this token or session; forged tokens are never issued by Entra")),
             ]);
             if consumer {
@@ -237,13 +257,17 @@ impl Detection for TokenWithoutSignin {
             }
             findings.push(INFO.finding(&c.rep, Severity::High, e));
         }
+        let (a, b) = idx.range.expect("sign-ins counted");
         let note = format!(
-            "sign-ins cover {} .. {}; {} of {} token-bearing records judged, {} outside that coverage",
+            "sign-ins {} .. {} ({} tenant(s)); {} of {} token-bearing records judged; not judged: {} on days without sign-ins of their tenant, {} of tenants with no sign-ins given, {} with app-only tokens",
             rfc3339(a),
             rfc3339(b),
+            idx.days.keys().filter(|k| !k.is_empty()).count().max(1),
             judged,
             self.token_records,
-            uncovered
+            holes,
+            other_tenant,
+            self.app_only
         );
         let verdict = if judged == 0 {
             Verdict::Blind(note)
@@ -254,24 +278,24 @@ impl Detection for TokenWithoutSignin {
     }
 }
 
-/// Whether the sign-ins cover the time a token was issued: its
-/// `IssuedAtTime`, else up to two hours (a token's lifetime) before the
-/// record.
-fn covered(idx: &SigninIndex, t: Option<OffsetDateTime>, issued: Option<OffsetDateTime>) -> bool {
-    let Some((a, b)) = idx.range else {
-        return false;
-    };
-    match (issued, t) {
-        (Some(i), _) => i >= a && i <= b + Duration::minutes(5),
-        (None, Some(t)) => t - Duration::hours(2) >= a && t <= b + Duration::hours(2),
-        (None, None) => false,
-    }
+/// App-only tokens (an application acting as itself): `UserType` 5
+/// (Application) or 6 (ServicePrincipal), or SharePoint's `app@sharepoint`.
+fn is_app_only(ev: &Event) -> bool {
+    let user_type = ev.scalar("UserType");
+    matches!(
+        user_type.as_deref(),
+        Some("5" | "6" | "Application" | "ServicePrincipal")
+    ) || ev
+        .user
+        .as_deref()
+        .is_some_and(|u| u.eq_ignore_ascii_case("app@sharepoint"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::{run_with, signins};
+    use crate::SigninIndex;
     use crate::Status;
     use serde_json::{json, Value};
 
@@ -285,6 +309,13 @@ mod tests {
                "Workload": "Exchange", "UserId": "a@x", "TokenTenantId": tenant,
                "AppAccessContext": {"UniqueTokenId": token, "AADSessionId": session,
                                     "IssuedAtTime": format!("2023-06-10T{hour:02}:20:00")}})
+    }
+
+    /// The same record on another day.
+    fn on_day(mut record: Value, day: &str) -> Value {
+        let text = record.to_string().replace("2023-06-10", day);
+        record = serde_json::from_str(&text).unwrap();
+        record
     }
 
     fn idx() -> SigninIndex {
@@ -324,10 +355,68 @@ mod tests {
         let out = run_with(
             Box::new(TokenWithoutSignin::default()),
             &idx(),
-            &[ual(20, "F1", "FORGED", "t")],
+            &[on_day(ual(5, "F1", "FORGED", "t"), "2023-06-12")],
         );
         assert!(out.findings.is_empty());
         assert_eq!(out.coverage[0].status, Status::Blind);
+        let note = out.coverage[0].note.as_deref().unwrap();
+        assert!(note.contains("1 on days without sign-ins"), "{note}");
+    }
+
+    /// Coverage is per tenant and has holes: sign-ins of tenant A on two
+    /// days a month apart say nothing about the days between, nor about
+    /// tenant B; an app-only token is never in user sign-ins.
+    #[test]
+    fn coverage_is_per_tenant_with_holes_and_app_tokens_are_not_judged() {
+        let signin = |day: &str, tenant: &str| {
+            json!({"createdDateTime": format!("{day}T09:00:00Z"), "userPrincipalName": "a@x",
+                   "ipAddress": "198.51.100.1", "uniqueTokenIdentifier": format!("T-{day}"),
+                   "sessionId": format!("S-{day}"), "resourceTenantId": tenant})
+        };
+        let idx = signins(&[
+            signin("2023-06-01", "tenant-a"),
+            signin("2023-07-01", "tenant-a"),
+        ]);
+        let record = |day: &str, org: &str, user: &str| {
+            let mut r = on_day(
+                ual(
+                    10,
+                    &format!("F-{day}-{org}"),
+                    &format!("X-{day}-{org}"),
+                    "t",
+                ),
+                day,
+            );
+            r["OrganizationId"] = json!(org);
+            r["UserId"] = json!(user);
+            r
+        };
+        let out = run_with(
+            Box::new(TokenWithoutSignin::default()),
+            &idx,
+            &[
+                record("2023-06-01", "TENANT-A", "a@x"), // covered: fires
+                record("2023-06-15", "tenant-a", "a@x"), // a hole
+                record("2023-06-01", "tenant-b", "b@x"), // another tenant
+                record("2023-07-01", "tenant-a", "app@sharepoint"), // app-only
+            ],
+        );
+        assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
+        assert_eq!(
+            out.findings[0].evidence["AADSessionId"],
+            "X-2023-06-01-TENANT-A"
+        );
+        let coverage = out.findings[0].evidence["signin_coverage"]
+            .as_str()
+            .unwrap();
+        assert!(coverage.contains("2 of the 31 day(s)"), "{coverage}");
+        let note = out.coverage[0].note.as_deref().unwrap();
+        assert!(
+            note.contains("1 on days without sign-ins")
+                && note.contains("1 of tenants with no sign-ins")
+                && note.contains("1 with app-only tokens"),
+            "{note}"
+        );
     }
 
     #[test]
