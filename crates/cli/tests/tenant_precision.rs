@@ -189,6 +189,15 @@ fn only_the_victim_forms_a_high_incident_despite_retention_and_a_rollout() {
         .filter_map(|f| f["user"].as_str())
         .collect();
     assert!(new_app.len() >= USERS / 2, "new client app for {new_app:?}");
+    // ... and recognised as a rollout: no benign user's finding is "high".
+    for f in findings
+        .iter()
+        .filter(|f| f["rule_id"] == "tw-mail-new-client-app")
+    {
+        if f["AppId"] == NEW_CLIENT || f["evidence"]["AppId"] == NEW_CLIENT {
+            assert_eq!(f["severity"], "low", "{f}");
+        }
+    }
     // ... but nothing claims a benign session never signed in, although
     // the first 15 days of OWA activity predate the sign-in logs.
     for f in &findings {

@@ -3,7 +3,7 @@
 //! MailItemsAccessed data).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
@@ -25,6 +25,10 @@ pub const INFO: Info = Info {
     attack: &["T1550.001"],
     weight: Weight::Weak,
 };
+
+/// Mailboxes taking up one client app after the baseline that make it a
+/// rollout (at least this many, and a quarter of the mailboxes seen).
+pub const ROLLOUT_MIN_MAILBOXES: usize = 5;
 
 /// Registration.
 pub const BUILTIN: Builtin = Builtin {
@@ -156,6 +160,19 @@ impl Detection for MailNewClientApp {
             return Outcome::of(&INFO, Vec::new(), Verdict::Blind(why));
         }
         let cut = start + baseline;
+        // A client app that many mailboxes take up after the baseline is a
+        // rollout (a change many users made), not one account's tokens in
+        // a stranger's hands: its findings stay, at low severity.
+        let mut adopters: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut mailboxes: HashSet<&str> = HashSet::new();
+        for ((mailbox, app, capp), seen) in &self.pairs {
+            mailboxes.insert(mailbox);
+            if seen.rep.time.is_some_and(|t| t >= cut) {
+                *adopters.entry((app, capp)).or_default() += 1;
+            }
+        }
+        let rollout_min = ROLLOUT_MIN_MAILBOXES.max(mailboxes.len().div_ceil(4));
+        let mut rollouts = 0usize;
         let mut findings = Vec::new();
         for ((mailbox, app, capp), seen) in &self.pairs {
             let Some(t) = seen.rep.time else { continue };
@@ -164,7 +181,15 @@ impl Detection for MailNewClientApp {
             }
             let tenant_first = self.tenant_pairs.get(&(app.clone(), capp.clone())).copied();
             let new_to_tenant = tenant_first.is_none_or(|f| f >= cut);
-            let sev = if new_to_tenant {
+            let adopted_by = adopters
+                .get(&(app.as_str(), capp.as_str()))
+                .copied()
+                .unwrap_or(0);
+            let rollout = adopted_by >= rollout_min;
+            rollouts += usize::from(rollout);
+            let sev = if rollout {
+                Severity::Low
+            } else if new_to_tenant {
                 Severity::High
             } else {
                 Severity::Medium
@@ -176,22 +201,26 @@ impl Detection for MailNewClientApp {
                 ("ClientInfoString", opt(&seen.client_info)),
                 ("records", json!(seen.count)),
                 ("baseline_end", json!(rfc3339(cut))),
+                ("mailboxes_taking_it_up", json!(adopted_by)),
                 (
                     "why",
-                    json!(if new_to_tenant {
-                        "pair never seen in the tenant during the baseline"
+                    json!(if rollout {
+                        format!("{adopted_by} mailboxes took up this pair after the baseline: a rollout many users made, low severity on its own")
+                    } else if new_to_tenant {
+                        "pair never seen in the tenant during the baseline".to_owned()
                     } else {
-                        "pair seen on other mailboxes, but new for this one"
+                        "pair seen on other mailboxes, but new for this one".to_owned()
                     }),
                 ),
             ]);
             findings.push(INFO.finding(&seen.rep, sev, e));
         }
         let note = format!(
-            "baseline {} .. {} (first {} days of the data)",
+            "baseline {} .. {} (first {} days of the data); {rollouts} finding(s) lowered as rollouts (a pair taken up by {rollout_min} or more of {} mailboxes)",
             rfc3339(start),
             rfc3339(cut),
-            self.baseline_days
+            self.baseline_days,
+            mailboxes.len()
         );
         Outcome::of(&INFO, findings, Verdict::Ok(Some(note)))
     }
@@ -249,6 +278,37 @@ mod tests {
         );
         assert_eq!(out.findings.len(), 1);
         assert_eq!(out.findings[0].severity, Severity::Medium);
+    }
+
+    /// A new client app that eight of ten mailboxes take up is a rollout:
+    /// each mailbox still gets its finding, at low severity, while the one
+    /// mailbox with an app nobody else uses stays high.
+    #[test]
+    fn a_rollout_many_mailboxes_take_up_is_low() {
+        let mut records: Vec<Value> = (0..10)
+            .map(|i| mia(1, &format!("u{i}@x"), "outlook"))
+            .collect();
+        records.extend((0..8).map(|i| mia(20, &format!("u{i}@x"), "new-outlook")));
+        records.push(mia(21, "u9@x", "evil"));
+        let out = run(det(), &records);
+        assert_eq!(out.findings.len(), 9);
+        for f in &out.findings {
+            let expected = if f.evidence["AppId"] == "evil" {
+                Severity::High
+            } else {
+                Severity::Low
+            };
+            assert_eq!(f.severity, expected, "{:?}", f.evidence);
+        }
+        let note = out.coverage[0].note.as_deref().unwrap();
+        assert!(note.contains("8 finding(s) lowered as rollouts"), "{note}");
+        // Below the threshold (4 of 10 mailboxes < 5) it is not a rollout.
+        let mut records: Vec<Value> = (0..10)
+            .map(|i| mia(1, &format!("u{i}@x"), "outlook"))
+            .collect();
+        records.extend((0..4).map(|i| mia(20, &format!("u{i}@x"), "new-outlook")));
+        let out = run(det(), &records);
+        assert!(out.findings.iter().all(|f| f.severity == Severity::High));
     }
 
     #[test]
