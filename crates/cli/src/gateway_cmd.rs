@@ -24,8 +24,19 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
     /// Upstream base URL, http://host:port[/prefix].
-    #[arg(long, value_name = "URL")]
-    upstream: String,
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "authz",
+        conflicts_with = "authz"
+    )]
+    upstream: Option<String>,
+    /// Authorization mode: answer the auth sub-requests of nginx
+    /// (auth_request), caddy (forward_auth) or envoy (ext_authz HTTP) in
+    /// front of the API, instead of proxying: 200 with the identity headers,
+    /// or 401 with the RFC 6750 challenge (docs/gateway.md).
+    #[arg(long, value_name = "PROXY", value_parser = ["nginx", "caddy", "envoy"])]
+    authz: Option<String>,
     /// Address for /healthz and /metrics (Prometheus); off when absent.
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
@@ -85,7 +96,11 @@ fn secs(name: &str, v: f64) -> Result<Duration, String> {
 }
 
 fn config(args: GatewayArgs) -> Result<(Config, bool), String> {
-    let mut c = Config::new(args.policy, args.listen, args.upstream);
+    let mut c = Config::new(args.policy, args.listen, args.upstream.unwrap_or_default());
+    c.authz = args
+        .authz
+        .as_deref()
+        .and_then(tokenward_gateway::AuthzProtocol::parse);
     c.admin_listen = args.admin_listen;
     c.access_log = args.access_log.map_or(AccessLog::Stdout, AccessLog::File);
     c.trusted_proxies = args
@@ -135,7 +150,10 @@ pub fn run(args: GatewayArgs) -> u8 {
         }
     };
     runtime.block_on(async move {
-        let upstream = config.upstream.clone();
+        let upstream = match config.authz {
+            Some(p) => format!("authz for {}", format!("{p:?}").to_lowercase()),
+            None => format!("upstream {}", config.upstream),
+        };
         let gateway = match Gateway::bind(config).await {
             Ok(g) => g,
             Err(e) => {
@@ -152,7 +170,7 @@ pub fn run(args: GatewayArgs) -> u8 {
                 .admin_addr()
                 .map_or(String::new(), |a| format!(", admin on http://{a}"));
             eprintln!(
-                "tokenward gateway: listening on {scheme}://{}, upstream {upstream}{admin}",
+                "tokenward gateway: listening on {scheme}://{}, {upstream}{admin}",
                 gateway.local_addr()
             );
         }

@@ -121,6 +121,8 @@ refuse_subject_issuers = ["https://owa.contoso.example"]
 struct Upstream {
     addr: SocketAddr,
     count: Arc<AtomicUsize>,
+    /// Request heads received, lower-cased.
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Upstream {
@@ -128,11 +130,14 @@ impl Upstream {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let count = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
         let c = count.clone();
+        let h = heads.clone();
         std::thread::spawn(move || {
             for s in l.incoming() {
                 let Ok(mut s) = s else { continue };
                 let c = c.clone();
+                let h = h.clone();
                 std::thread::spawn(move || {
                     let mut head = Vec::new();
                     let mut b = [0u8; 1];
@@ -142,6 +147,9 @@ impl Upstream {
                         }
                         head.push(b[0]);
                     }
+                    h.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&head).to_ascii_lowercase());
                     c.fetch_add(1, Ordering::SeqCst);
                     if head.starts_with(b"GET /slow ") {
                         std::thread::sleep(Duration::from_millis(500));
@@ -152,7 +160,7 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, count }
+        Upstream { addr, count, heads }
     }
 }
 
@@ -166,13 +174,22 @@ struct Gateway {
 
 impl Gateway {
     fn start(setup: &Setup, upstream: SocketAddr, extra: &[&str]) -> Gateway {
+        let mode = ["--upstream".to_owned(), format!("http://{upstream}")];
+        Gateway::start_mode(setup, &mode, extra)
+    }
+
+    /// In authz mode for `proxy` (nginx, caddy, envoy).
+    fn start_authz(setup: &Setup, proxy: &str) -> Gateway {
+        Gateway::start_mode(setup, &["--authz".to_owned(), proxy.to_owned()], &[])
+    }
+
+    fn start_mode(setup: &Setup, mode: &[String], extra: &[&str]) -> Gateway {
         let child = Command::new(env!("CARGO_BIN_EXE_tokenward"))
             .arg("gateway")
             .arg("--policy")
             .arg(setup.path("policy.toml"))
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .arg("--upstream")
-            .arg(format!("http://{upstream}"))
+            .args(mode)
             .arg("--access-log")
             .arg(setup.path("access.jsonl"))
             .args(extra)
@@ -589,4 +606,323 @@ fn probe_finds_no_forged_token_the_gateway_accepts() {
     // Only the baseline's legitimate requests (and the re-signed control)
     // reached the upstream.
     assert_eq!(upstream.count.load(Ordering::SeqCst), 4, "{report:#}");
+}
+
+/// A reverse proxy people already run (nginx, Caddy) as a child process,
+/// killed on drop.
+struct FrontProxy {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for FrontProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl FrontProxy {
+    fn wait_ready(mut self) -> FrontProxy {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(self.addr).is_err() {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("front proxy exited at start: {status}");
+            }
+            assert!(Instant::now() < deadline, "front proxy did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self
+    }
+
+    /// nginx with `auth_request` to the gateway, configured as
+    /// docs/gateway.md shows.
+    fn nginx(dir: &Path, gateway: SocketAddr, upstream: SocketAddr) -> FrontProxy {
+        let addr = free_port();
+        let d = dir.display();
+        let snippet =
+            std::fs::read_to_string(repo().join("docs/examples/nginx-authz.conf")).unwrap();
+        let snippet = snippet
+            .replace("127.0.0.1:8080", &addr.to_string())
+            .replace("127.0.0.1:9000", &gateway.to_string())
+            .replace("127.0.0.1:3000", &upstream.to_string());
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/nginx-error.log;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 64; }}\nhttp {{\n access_log off;\n client_body_temp_path {d}/nb;\n proxy_temp_path {d}/np;\n\
+             fastcgi_temp_path {d}/nf;\n uwsgi_temp_path {d}/nu;\n scgi_temp_path {d}/ns;\n{snippet}\n}}\n"
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("nginx (Debian package nginx; .ci/run installs it)");
+        FrontProxy { child, addr }.wait_ready()
+    }
+
+    /// Caddy with `forward_auth` to the gateway, configured as
+    /// docs/gateway.md shows.
+    fn caddy(dir: &Path, gateway: SocketAddr, upstream: SocketAddr) -> FrontProxy {
+        let addr = free_port();
+        let snippet =
+            std::fs::read_to_string(repo().join("docs/examples/Caddyfile-authz")).unwrap();
+        let conf = format!(
+            "{{\n admin off\n auto_https off\n}}\n{}",
+            snippet
+                .replace(":8080", &format!(":{}", addr.port()))
+                .replace("127.0.0.1:9000", &gateway.to_string())
+                .replace("127.0.0.1:3000", &upstream.to_string())
+        );
+        std::fs::write(dir.join("Caddyfile"), conf).unwrap();
+        let child = Command::new("/usr/bin/caddy")
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(dir.join("Caddyfile"))
+            .env("HOME", dir)
+            .env("XDG_DATA_HOME", dir)
+            .env("XDG_CONFIG_HOME", dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("caddy (Debian package caddy; .ci/run installs it)");
+        FrontProxy { child, addr }.wait_ready()
+    }
+}
+
+/// What a front proxy in authz mode must show: a legitimate token arrives
+/// with its identity and without the client's spoofed one; forged, missing
+/// and query tokens never reach the upstream; public routes carry no
+/// identity at all; every decision is in the gateway's access log.
+fn authz_through(front: &str) {
+    let setup = Setup::new();
+    let upstream = Upstream::start();
+    let gateway = Gateway::start_authz(&setup, front);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = match front {
+        "nginx" => FrontProxy::nginx(dir.path(), gateway.addr, upstream.addr),
+        _ => FrontProxy::caddy(dir.path(), gateway.addr, upstream.addr),
+    };
+    let legit = setup.token(
+        &setup.enterprise,
+        "ent-2024-1",
+        setup.claims(TENANT, "alice"),
+    );
+    // Storm-0558: the consumer key, claiming Contoso.
+    let forged = setup.token(
+        &setup.consumer,
+        "msa-2016-rs256",
+        setup.claims(TENANT, "mallory"),
+    );
+    let heads = || upstream.heads.lock().unwrap().clone();
+
+    let (status, body) = request(
+        proxy.addr,
+        "/orders/1?x=1",
+        &[
+            ("authorization", &bearer(&legit)),
+            ("x-tokenward-sub", "admin"),
+        ],
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "ok\n"),
+        "{front}: legitimate token; upstream saw {:?}",
+        heads()
+    );
+    let seen = heads();
+    assert_eq!(seen.len(), 1, "{front}");
+    assert!(
+        seen[0].starts_with("get /orders/1?x=1 "),
+        "{front}: {}",
+        seen[0]
+    );
+    assert!(
+        seen[0].contains("x-tokenward-sub: alice\r\n"),
+        "{front}: {}",
+        seen[0]
+    );
+    assert!(
+        seen[0].contains("x-tokenward-tid: "),
+        "{front}: {}",
+        seen[0]
+    );
+    assert!(
+        !seen[0].contains("admin"),
+        "{front}: the client's spoofed identity reached the upstream: {}",
+        seen[0]
+    );
+
+    for (what, headers, path) in [
+        (
+            "forged token",
+            vec![("authorization", bearer(&forged))],
+            "/orders/1",
+        ),
+        ("no token", vec![], "/orders/1"),
+        ("token in the query", vec![], "/orders/1?%61ccess_token=abc"),
+        (
+            "spoofed identity alone",
+            vec![("x-tokenward-sub".to_owned(), "admin".to_owned())]
+                .into_iter()
+                .map(|(a, b)| (a.leak() as &str, b))
+                .collect(),
+            "/orders/1",
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let (status, _) = request(proxy.addr, path, &headers);
+        assert!(status == 401 || status == 403, "{front}: {what}: {status}");
+        assert_eq!(heads().len(), 1, "{front}: {what} reached the upstream");
+    }
+
+    // The refusal carries the RFC 6750 challenge through the proxy.
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /orders/1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let answer = answer.to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 401"), "{front}: {answer}");
+    assert!(
+        answer.contains("www-authenticate: bearer realm=\"tokenward\""),
+        "{front}: {answer}"
+    );
+
+    // A public route: passes, without any identity, spoofed or not.
+    let (status, _) = request(proxy.addr, "/healthz", &[("x-tokenward-sub", "admin")]);
+    assert_eq!(status, 200, "{front}: public route");
+    let seen = heads();
+    assert_eq!(seen.len(), 2);
+    // No identity: absent (nginx) or empty (Caddy copies every header of
+    // the answer; the gateway sends them empty rather than let Caddy 2.6
+    // send its placeholder text).
+    for line in seen[1].lines().filter(|l| l.starts_with("x-tokenward-")) {
+        assert!(
+            line.ends_with(':') || line.ends_with(": "),
+            "{front}: {line:?}"
+        );
+    }
+    assert!(!seen[1].contains("admin"), "{front}: {}", seen[1]);
+
+    // The gateway logged every decision with the original path.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let lines = log_lines(&setup.path("access.jsonl"));
+        if lines.len() >= 6 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let verdicts: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["path"].as_str().unwrap(), l["verdict"].as_str().unwrap()))
+        .collect();
+    assert!(
+        verdicts.contains(&("/orders/1", "accepted")),
+        "{front}: {verdicts:?}"
+    );
+    assert!(
+        verdicts.contains(&("/orders/1", "rejected")),
+        "{front}: {verdicts:?}"
+    );
+    assert!(
+        verdicts.contains(&("/healthz", "not-required")),
+        "{front}: {verdicts:?}"
+    );
+    let rejected = lines.iter().find(|l| l["verdict"] == "rejected").unwrap();
+    assert_eq!(
+        rejected["kid"], "msa-2016-rs256",
+        "{front}: the forged key is named in the log"
+    );
+    drop(proxy);
+}
+
+#[test]
+fn authz_mode_behind_real_nginx_auth_request() {
+    authz_through("nginx");
+}
+
+#[test]
+fn authz_mode_behind_real_caddy_forward_auth() {
+    authz_through("caddy");
+}
+
+/// Envoy is not packaged in Debian, so this is a request-shape test, not an
+/// Envoy run: requests shaped as Envoy's `ext_authz` HTTP service sends
+/// them (the original method and path, the allowed headers, `x-envoy-*`),
+/// per its documentation. Headers another proxy would set carry no weight.
+#[test]
+fn authz_mode_for_envoy_request_shape() {
+    let setup = Setup::new();
+    let gateway = Gateway::start_authz(&setup, "envoy");
+    let legit = setup.token(
+        &setup.enterprise,
+        "ent-2024-1",
+        setup.claims(TENANT, "alice"),
+    );
+    let raw = |head: String| -> String {
+        let mut s = TcpStream::connect(gateway.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        buf.to_ascii_lowercase()
+    };
+    let ok = raw(format!(
+        "GET /orders/1 HTTP/1.1\r\nhost: orders.contoso.example\r\nauthorization: Bearer {legit}\r\nx-envoy-expected-rq-timeout-ms: 200\r\nx-forwarded-proto: https\r\nx-tokenward-sub: admin\r\nconnection: close\r\n\r\n"
+    ));
+    assert!(ok.starts_with("http/1.1 200"), "{ok}");
+    assert!(
+        ok.contains("x-tokenward-sub: alice\r\n") && !ok.contains("admin"),
+        "{ok}"
+    );
+    // Without a token, 401 with the RFC 6750 challenge, which Envoy relays.
+    let denied = raw("GET /orders/1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into());
+    assert!(denied.starts_with("http/1.1 401"), "{denied}");
+    assert!(
+        denied.contains("www-authenticate: bearer realm="),
+        "{denied}"
+    );
+    // A client's X-Original-URI pointing at a public route is not believed.
+    let spoofed = raw("GET /orders/1 HTTP/1.1\r\nhost: x\r\nx-original-uri: /healthz\r\nx-original-method: GET\r\nconnection: close\r\n\r\n".into());
+    assert!(spoofed.starts_with("http/1.1 401"), "{spoofed}");
+    let public = raw("GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into());
+    assert!(public.starts_with("http/1.1 200"), "{public}");
+}
+
+/// nginx's auth sub-request without the X-Original-* headers (a
+/// misconfigured location) is refused with 403, never judged as the
+/// auth location's own path.
+#[test]
+fn authz_mode_refuses_sub_requests_without_the_original_request() {
+    let setup = Setup::new();
+    let gateway = Gateway::start_authz(&setup, "nginx");
+    let (status, _) = request(gateway.addr, "/healthz", &[]);
+    assert_eq!(status, 403);
+    let (status, _) = request(
+        gateway.addr,
+        "/_tokenward",
+        &[
+            ("x-original-uri", "http://evil.example/healthz"),
+            ("x-original-method", "GET"),
+        ],
+    );
+    assert_eq!(status, 403, "an absolute URI is not a path");
+    let (status, _) = request(
+        gateway.addr,
+        "/_tokenward",
+        &[("x-original-uri", "/healthz"), ("x-original-method", "GET")],
+    );
+    assert_eq!(status, 200);
 }

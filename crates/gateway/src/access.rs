@@ -55,6 +55,10 @@ impl Verdict {
 pub const EXCHANGE_SUBJECT_REFUSED: &str = "exchange-subject-refused";
 /// The route needs a token and the request has none.
 pub const TOKEN_MISSING: &str = "token-missing";
+/// An authz sub-request without the original method and URI its proxy
+/// must send (`X-Original-*` for nginx, `X-Forwarded-*` for Caddy), or
+/// with them malformed or repeated.
+pub const AUTHZ_ORIGINAL_MISSING: &str = "authz-original-missing";
 /// The request carries more than one `Authorization` header.
 pub const AUTHORIZATION_REPEATED: &str = "authorization-repeated";
 /// An `access_token` query parameter (RFC 6750 §2.3), which the gateway does
@@ -66,12 +70,13 @@ pub const TOKEN_IN_QUERY: &str = "token-in-query";
 pub const PATH_NOT_NORMALIZED: &str = "path-not-normalized";
 
 /// Reason codes the gateway adds to the `trust` ones.
-pub const GATEWAY_REASONS: [&str; 5] = [
+pub const GATEWAY_REASONS: [&str; 6] = [
     EXCHANGE_SUBJECT_REFUSED,
     TOKEN_MISSING,
     AUTHORIZATION_REPEATED,
     TOKEN_IN_QUERY,
     PATH_NOT_NORMALIZED,
+    AUTHZ_ORIGINAL_MISSING,
 ];
 
 /// The token-derived fields of a log line. For a rejected token these are

@@ -45,14 +45,43 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 pub use access::{
-    AccessRecord, TokenFields, Verdict, AUTHORIZATION_REPEATED, EXCHANGE_SUBJECT_REFUSED,
-    GATEWAY_REASONS, PATH_NOT_NORMALIZED, TOKEN_IN_QUERY, TOKEN_MISSING,
+    AccessRecord, TokenFields, Verdict, AUTHORIZATION_REPEATED, AUTHZ_ORIGINAL_MISSING,
+    EXCHANGE_SUBJECT_REFUSED, GATEWAY_REASONS, PATH_NOT_NORMALIZED, TOKEN_IN_QUERY, TOKEN_MISSING,
 };
 pub use net::Cidr;
 pub use proxy::IDENTITY_PREFIX;
 pub use tokenward_keys::FetchConfig;
 
 /// Where access log lines go.
+/// Whose authorization sub-requests the gateway answers in authz mode. The
+/// protocol decides where the original request's method and URI are read
+/// from, and nothing else: a header one proxy sets is never believed from
+/// another, whose clients could set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthzProtocol {
+    /// nginx `auth_request`: `X-Original-Method` and `X-Original-URI`, set
+    /// with `proxy_set_header` in the auth location.
+    Nginx,
+    /// Caddy `forward_auth`: `X-Forwarded-Method` and `X-Forwarded-Uri`,
+    /// which Caddy sets itself.
+    Caddy,
+    /// Envoy `ext_authz` (HTTP service): the sub-request carries the
+    /// original method and path itself.
+    Envoy,
+}
+
+impl AuthzProtocol {
+    /// Parses `nginx`, `caddy` or `envoy`.
+    pub fn parse(name: &str) -> Option<AuthzProtocol> {
+        match name {
+            "nginx" => Some(AuthzProtocol::Nginx),
+            "caddy" => Some(AuthzProtocol::Caddy),
+            "envoy" => Some(AuthzProtocol::Envoy),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLog {
     /// Standard output (the default).
@@ -77,8 +106,12 @@ pub struct Config {
     pub policy: PathBuf,
     /// Public listener address.
     pub listen: SocketAddr,
-    /// Upstream base URL, `http://host:port[/prefix]`.
+    /// Upstream base URL, `http://host:port[/prefix]`. Unused in
+    /// [`Config::authz`] mode.
     pub upstream: String,
+    /// Answer another proxy's authorization sub-requests instead of
+    /// proxying (docs/gateway.md, "Authorization mode").
+    pub authz: Option<AuthzProtocol>,
     /// Listener for `/healthz` and `/metrics`; none when `None`.
     pub admin_listen: Option<SocketAddr>,
     /// Where the access log goes.
@@ -121,6 +154,7 @@ impl Config {
             policy,
             listen,
             upstream,
+            authz: None,
             admin_listen: None,
             access_log: AccessLog::Stdout,
             trusted_proxies: Vec::new(),
@@ -187,7 +221,10 @@ impl Gateway {
         };
         let policy = live.policy();
         let warnings = policy.warnings().to_vec();
-        let upstream = proxy::Upstream::parse(&config.upstream).map_err(cfg)?;
+        let upstream = match config.authz {
+            Some(_) => None,
+            None => Some(proxy::Upstream::parse(&config.upstream).map_err(cfg)?),
+        };
         if config.realm.is_empty()
             || config
                 .realm
@@ -256,6 +293,7 @@ impl Gateway {
             log,
             client,
             upstream,
+            authz: config.authz,
             trusted: config.trusted_proxies.clone(),
             upstream_timeout: config.upstream_timeout,
             cache_max_ttl: config.cache_max_ttl.as_secs() as i64,

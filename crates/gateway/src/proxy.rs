@@ -27,6 +27,15 @@ pub(crate) type Body = Either<Incoming, Full<Bytes>>;
 /// every such header it sees.
 pub const IDENTITY_PREFIX: &str = "x-tokenward-";
 
+/// The identity headers an accepted request carries, in this order: the
+/// token's `sub`, `tid`, `iss` and `kid`.
+pub const IDENTITY_HEADERS: [&str; 4] = [
+    "x-tokenward-sub",
+    "x-tokenward-tid",
+    "x-tokenward-iss",
+    "x-tokenward-kid",
+];
+
 /// Request headers in which a client claims an address; never forwarded as
 /// the client sent them (compared with `_` read as `-`).
 const CLIENT_ADDRESS_CLAIMS: &[&str] = &["x-real-ip", "forwarded", "x-forwarded-for"];
@@ -112,7 +121,10 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     pub log: LogSender,
     pub client: Client<HttpConnector, Incoming>,
-    pub upstream: Upstream,
+    /// Where accepted requests go; `None` in authz mode.
+    pub upstream: Option<Upstream>,
+    /// Answer sub-requests of this proxy instead of forwarding.
+    pub authz: Option<crate::AuthzProtocol>,
     pub trusted: Vec<Cidr>,
     pub upstream_timeout: Duration,
     /// Longest time an accepted verdict is reused, whatever the token's `exp`.
@@ -190,11 +202,40 @@ pub(crate) async fn handle(
         .map_or(0, |d| d.as_secs() as i64);
 
     let addr = ClientAddr::resolve(peer.ip(), req.headers(), &shared.trusted);
+    // In authz mode the request to judge is the one the proxy received:
+    // its method and URI come from where that proxy puts them.
+    let original = match shared.authz {
+        Some(protocol) => original_request(protocol, &req),
+        None => Ok(None),
+    };
+    let mut unusable = false;
+    match original {
+        Ok(Some((m, u))) => {
+            *req.method_mut() = m;
+            *req.uri_mut() = u;
+        }
+        Ok(None) => {}
+        Err(()) => unusable = true,
+    }
     let method = req.method().clone();
     let path = access::truncate(req.uri().path(), 1024).to_owned();
     sanitize_request_headers(req.headers_mut());
 
-    let (outcome, response) = decide_and_forward(&shared, &addr, req, now).await;
+    let (outcome, mut response) = if unusable {
+        let mut o = Outcome::new(Verdict::BadRequest);
+        o.reasons.push(access::AUTHZ_ORIGINAL_MISSING);
+        (o, plain(StatusCode::FORBIDDEN, None))
+    } else {
+        decide_and_forward(&shared, &addr, req, now).await
+    };
+    if shared.authz.is_some() {
+        // nginx's auth_request understands 2xx, 401 and 403 only; any other
+        // refusal would become a 500 there.
+        let status = response.status();
+        if status != StatusCode::OK && status != StatusCode::UNAUTHORIZED {
+            *response.status_mut() = StatusCode::FORBIDDEN;
+        }
+    }
     let took = start.elapsed();
 
     let no_fields = TokenFields::default();
@@ -359,7 +400,25 @@ async fn forward(
     mut up: Request<Incoming>,
     mut outcome: Outcome,
 ) -> (Outcome, Response<Body>) {
-    match shared.upstream.uri_for(up.uri()) {
+    let Some(upstream) = &shared.upstream else {
+        // Authz mode: allow, with the identity headers the proxy copies
+        // onto the request it forwards.
+        let mut r = plain(StatusCode::OK, None);
+        // Every identity header, empty when there is no identity (a public
+        // route, a claim the token lacks): a proxy that copies headers
+        // from this answer then overwrites the client's copy with nothing.
+        // Caddy 2.6 otherwise sends the literal placeholder text upstream.
+        for name in IDENTITY_HEADERS {
+            let value = up
+                .headers()
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static(""));
+            r.headers_mut().insert(name, value);
+        }
+        return (outcome, r);
+    };
+    match upstream.uri_for(up.uri()) {
         Ok(u) => *up.uri_mut() = u,
         Err(_) => return (outcome, plain(StatusCode::BAD_REQUEST, None)),
     }
@@ -392,6 +451,36 @@ async fn forward(
             (outcome, plain(StatusCode::GATEWAY_TIMEOUT, None))
         }
     }
+}
+
+/// The original method and URI of an authz sub-request: `Ok(None)` when
+/// the sub-request is the original (Envoy), `Err` when the headers the
+/// protocol needs are missing or malformed.
+fn original_request(
+    protocol: crate::AuthzProtocol,
+    req: &Request<Incoming>,
+) -> Result<Option<(Method, Uri)>, ()> {
+    let (method_header, uri_header) = match protocol {
+        crate::AuthzProtocol::Envoy => return Ok(None),
+        crate::AuthzProtocol::Nginx => ("x-original-method", "x-original-uri"),
+        crate::AuthzProtocol::Caddy => ("x-forwarded-method", "x-forwarded-uri"),
+    };
+    let one = |name: &str| {
+        let mut values = req.headers().get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => v.to_str().ok().map(str::to_owned),
+            _ => None,
+        }
+    };
+    let method = one(method_header)
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .ok_or(())?;
+    let uri: Uri = one(uri_header).and_then(|u| u.parse().ok()).ok_or(())?;
+    // Only a path and query: an absolute URI here would be a confusion.
+    if uri.scheme().is_some() || uri.authority().is_some() || !uri.path().starts_with('/') {
+        return Err(());
+    }
+    Ok(Some((method, uri)))
 }
 
 /// A response of our own: empty body, optional `WWW-Authenticate`.
@@ -667,12 +756,11 @@ pub(crate) fn check(
     let mut identity = Vec::new();
     let mut until = None;
     if v.accepted() {
-        for (name, value) in [
-            ("x-tokenward-sub", &fields.sub),
-            ("x-tokenward-tid", &fields.tid),
-            ("x-tokenward-iss", &fields.iss),
-            ("x-tokenward-kid", &fields.kid),
-        ] {
+        for (name, value) in
+            IDENTITY_HEADERS
+                .into_iter()
+                .zip([&fields.sub, &fields.tid, &fields.iss, &fields.kid])
+        {
             if let Some(hv) = value.as_deref().and_then(identity_value) {
                 identity.push((HeaderName::from_static(name), hv));
             }
