@@ -4,7 +4,9 @@
 #   (b) nginx as a plain reverse proxy in front of it,
 #   (c) tokenward gateway with a valid token (verdict cache warm),
 #   (d) tokenward gateway under a flood of distinct garbage tokens,
-# (a)-(c) at CONNS connections (throughput, p50, p99) and at LAT_CONNS
+#   (e) nginx with auth_request to tokenward in authz mode (--authz nginx),
+#       the configuration of docs/examples/nginx-authz.conf,
+# (a)-(c) and (e) at CONNS connections (throughput, p50, p99) and at LAT_CONNS
 # connections (the latency the proxy adds when the machine is not
 # saturated), in ROUNDS interleaved rounds; then (d) FLOOD_ROUNDS times at
 # CONNS, with the gateway's RSS read before and after each (medians of all
@@ -28,6 +30,8 @@ UP=$BASE_PORT
 NGX=$((BASE_PORT + 1))
 GW=$((BASE_PORT + 2))
 ADMIN=$((BASE_PORT + 3))
+AUTHZ=$((BASE_PORT + 4))
+NGX_AUTHZ=$((BASE_PORT + 5))
 
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
     echo "== installing wrk and nginx" >&2
@@ -75,6 +79,30 @@ http {
         access_log off;
         location / { return 200 "ok\n"; }
     }
+    # (e): nginx asking tokenward (authz mode) before proxying.
+    upstream tokenward_authz { server 127.0.0.1:$AUTHZ; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NGX_AUTHZ;
+        access_log $WORK/nginx/access-authz.log;
+        location = /_tokenward {
+            internal;
+            proxy_pass http://tokenward_authz;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URI \$request_uri;
+            proxy_set_header X-Original-Method \$request_method;
+        }
+        location / {
+            auth_request /_tokenward;
+            auth_request_set \$tw_sub \$upstream_http_x_tokenward_sub;
+            proxy_set_header X-Tokenward-Sub \$tw_sub;
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
     # (b): a plain reverse proxy, logging each request as nginx does by
     # default (the gateway logs every request too).
     server {
@@ -96,6 +124,9 @@ PIDS+=($!)
     --upstream "http://127.0.0.1:$UP" --access-log "$WORK/access.jsonl" --quiet &
 GW_PID=$!
 PIDS+=("$GW_PID")
+"$TARGET/release/tokenward" gateway --policy "$WORK/policy.toml" \
+    --listen "127.0.0.1:$AUTHZ" --authz nginx --access-log "$WORK/access-authz.jsonl" --quiet &
+PIDS+=($!)
 
 wait_port() {
     for _ in $(seq 100); do
@@ -108,6 +139,8 @@ wait_port() {
 wait_port "$UP"
 wait_port "$NGX"
 wait_port "$GW"
+wait_port "$AUTHZ"
+wait_port "$NGX_AUTHZ"
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$GW_PID/status"; }
 
@@ -128,6 +161,7 @@ REPORT=(-s "$ROOT/bench/gateway-report.lua")
 # Warm-up: the gateway's verdict cache and connection pools, nginx's too.
 wrk -t1 -c4 -d2s -H "$AUTH" "http://127.0.0.1:$GW/orders" >/dev/null
 wrk -t1 -c4 -d2s -H "$AUTH" "http://127.0.0.1:$NGX/orders" >/dev/null
+wrk -t1 -c4 -d2s -H "$AUTH" "http://127.0.0.1:$NGX_AUTHZ/orders" >/dev/null
 
 # The machine is shared, so throughput drifts from minute to minute: (a), (b)
 # and (c) are run in interleaved rounds and each figure is the median of the
@@ -140,6 +174,7 @@ for round in $(seq "$ROUNDS"); do
         RESULTS+=("$(run "b-nginx-proxy@$conns" "$conns" "http://127.0.0.1:$NGX/orders" -H "$AUTH" "${REPORT[@]}")")
         n0=$(wc -l <"$WORK/access.jsonl")
         RESULTS+=("$(run "c-tokenward-valid@$conns" "$conns" "http://127.0.0.1:$GW/orders" -H "$AUTH" "${REPORT[@]}")")
+        RESULTS+=("$(run "e-nginx-authz-tokenward@$conns" "$conns" "http://127.0.0.1:$NGX_AUTHZ/orders" -H "$AUTH" "${REPORT[@]}")")
         if [[ $conns == "$LAT_CONNS" ]]; then
             # The gateway's own view: latency_ms of this run's log lines
             # (request in to response headers out, upstream included),
@@ -170,8 +205,8 @@ echo "machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /pro
 echo
 echo "| run | conns | requests/s | p50 ms | p99 ms | socket errors | non-2xx |"
 echo "|---|---|---|---|---|---|---|"
-for label in "a-direct@$CONNS" "b-nginx-proxy@$CONNS" "c-tokenward-valid@$CONNS" \
-    "a-direct@$LAT_CONNS" "b-nginx-proxy@$LAT_CONNS" "c-tokenward-valid@$LAT_CONNS" \
+for label in "a-direct@$CONNS" "b-nginx-proxy@$CONNS" "c-tokenward-valid@$CONNS" "e-nginx-authz-tokenward@$CONNS" \
+    "a-direct@$LAT_CONNS" "b-nginx-proxy@$LAT_CONNS" "c-tokenward-valid@$LAT_CONNS" "e-nginx-authz-tokenward@$LAT_CONNS" \
     "d-tokenward-garbage@$CONNS"; do
     printf '| %s | %s | %.0f | %s | %s | %s | %s |\n' "${label%@*}" "${label#*@}" \
         "$(field "$label" 2 | median)" "$(field "$label" 3 | median)" "$(field "$label" 4 | median)" \
@@ -180,10 +215,12 @@ done
 echo
 RATIOS=$(paste <(field "c-tokenward-valid@$CONNS" 2) <(field "b-nginx-proxy@$CONNS" 2) | awk '{ printf "%.2f\n", $1 / $2 }')
 echo "(c)/(b) throughput per round: $(tr '\n' ' ' <<<"$RATIOS")-> median $(median <<<"$RATIOS") (target >= 0.80)"
+RATIOS_E=$(paste <(field "e-nginx-authz-tokenward@$CONNS" 2) <(field "b-nginx-proxy@$CONNS" 2) | awk '{ printf "%.2f\n", $1 / $2 }')
+echo "(e)/(b) throughput per round (nginx + authz sub-request vs nginx alone): $(tr '\n' ' ' <<<"$RATIOS_E")-> median $(median <<<"$RATIOS_E")"
 for q in 3 4; do
     name=$([[ $q == 3 ]] && echo p50 || echo p99)
     added() { paste <(field "$1@$LAT_CONNS" "$q") <(field "a-direct@$LAT_CONNS" "$q") | awk '{ printf "%.3f\n", $1 - $2 }' | median; }
-    echo "$name added at $LAT_CONNS connections (median of rounds, vs direct): tokenward $(added c-tokenward-valid) ms, nginx $(added b-nginx-proxy) ms (target < 1 ms)"
+    echo "$name added at $LAT_CONNS connections (median of rounds, vs direct): tokenward $(added c-tokenward-valid) ms, nginx $(added b-nginx-proxy) ms, nginx+authz $(added e-nginx-authz-tokenward) ms (target < 1 ms)"
 done
 pct() { sort -g "$WORK/latency.txt" | awk -v p="$1" '{ v[NR] = $1 } END { i = int(NR * p / 100); if (i < 1) i = 1; print v[i] }'; }
 echo "in-gateway latency at $LAT_CONNS connections (access log latency_ms, upstream round trip included, $(wc -l <"$WORK/latency.txt") requests): p50 $(pct 50) ms, p99 $(pct 99) ms, p99.9 $(pct 99.9) ms"
