@@ -19,6 +19,9 @@
 //! The request path, the log format and the operational behaviour are
 //! described in `docs/gateway.md`.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod access;
 mod admin;
 mod cache;
@@ -52,7 +55,6 @@ pub use net::Cidr;
 pub use proxy::IDENTITY_PREFIX;
 pub use tokenward_keys::FetchConfig;
 
-/// Where access log lines go.
 /// Whose authorization sub-requests the gateway answers in authz mode. The
 /// protocol decides where the original request's method and URI are read
 /// from, and nothing else: a header one proxy sets is never believed from
@@ -82,6 +84,7 @@ impl AuthzProtocol {
     }
 }
 
+/// Where access log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLog {
     /// Standard output (the default).

@@ -7,6 +7,9 @@
 //! corroborate it, so one weak signal alone is never "high". The rules are
 //! written out in docs/incidents.md so a user can argue with them.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;

@@ -7,6 +7,9 @@
 //! the `tokenward-trust` crate; this crate only answers "is this well formed"
 //! and "does this key verify this signature".
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod alg;
 mod b64;
 mod cert;

@@ -14,6 +14,9 @@
 //! This crate does not depend on `tokenward-trust` (the policy builds on
 //! it); denylists are passed in through [`AuditConfig`].
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod audit;
 mod capped;
 mod fetch;

@@ -8,6 +8,9 @@
 //! go only to the target URL; the target may in turn call the probe's
 //! [`listener::Listener`] for `jku`/`x5u` documents.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod class;
 pub mod client;
 pub mod forge;

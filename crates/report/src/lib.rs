@@ -7,6 +7,9 @@
 //! inline SVG written here. What is embedded is bounded (see the `MAX_*`
 //! constants) and the page says what it left out.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 

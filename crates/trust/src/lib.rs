@@ -9,6 +9,9 @@
 //! [`Verdict`] listing every check that failed, each with a stable
 //! [`ReasonCode`].
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod denylist;
 mod live;
 mod policy;
