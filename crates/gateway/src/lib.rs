@@ -38,7 +38,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::header::HeaderValue;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -196,6 +196,7 @@ pub struct Gateway {
     shared: Arc<proxy::Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     http: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     policy_path: PathBuf,
     key_fetch: FetchConfig,
     reload_interval: Duration,
@@ -315,12 +316,19 @@ impl Gateway {
             .max_headers(config.max_headers)
             .keep_alive(true);
 
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(128);
+
         Ok(Gateway {
             listener,
             admin,
             shared,
             tls,
             http,
+            http2,
             policy_path: config.policy,
             key_fetch: config.key_fetch,
             reload_interval: config.reload_interval,
@@ -376,6 +384,7 @@ impl Gateway {
                         let watcher = graceful.watcher();
                         let shared = self.shared.clone();
                         let http = self.http.clone();
+                        let http2 = self.http2.clone();
                         let tls = self.tls.clone();
                         let handshake_timeout = self.header_read_timeout;
                         tokio::spawn(async move {
@@ -384,7 +393,11 @@ impl Gateway {
                                 Some(acceptor) => {
                                     let hs = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
                                     if let Ok(Ok(tls_stream)) = hs {
-                                        serve_connection(tls_stream, peer, http, shared, watcher).await;
+                                        if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                            serve_h2(tls_stream, peer, http2, shared, watcher).await;
+                                        } else {
+                                            serve_connection(tls_stream, peer, http, shared, watcher).await;
+                                        }
                                     }
                                 }
                             }
@@ -417,6 +430,23 @@ impl Gateway {
         self.shared.log.flush().await;
         Ok(())
     }
+}
+
+/// An HTTP/2 connection (TLS with ALPN `h2`): each stream is one request
+/// through the same handler. Protocol errors are the client's; requests
+/// that never became a request have no path to log.
+async fn serve_h2<IO>(
+    io: IO,
+    peer: SocketAddr,
+    http2: http2::Builder<TokioExecutor>,
+    shared: Arc<proxy::Shared>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| proxy::handle(shared.clone(), peer, req));
+    let conn = http2.serve_connection(TokioIo::new(io), svc);
+    let _ = watcher.watch(conn).await;
 }
 
 async fn serve_connection<IO>(

@@ -418,6 +418,17 @@ async fn forward(
         }
         return (outcome, r);
     };
+    // HTTP/2 carries the host in the URI (`:authority`), not a header:
+    // keep it for the HTTP/1.1 upstream as an HTTP/1.1 client's would be.
+    if !up.headers().contains_key(header::HOST) {
+        if let Some(v) = up
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            up.headers_mut().insert(header::HOST, v);
+        }
+    }
     match upstream.uri_for(up.uri()) {
         Ok(u) => *up.uri_mut() = u,
         Err(_) => return (outcome, plain(StatusCode::BAD_REQUEST, None)),

@@ -728,6 +728,69 @@ async fn tls_listener_with_rustls() {
     gw.stop().await;
 }
 
+/// HTTP/2 over TLS (ALPN `h2`), with curl (Debian's, built with nghttp2)
+/// as the client and a test CA made here: the same verdicts as HTTP/1.1,
+/// the upstream still reached over HTTP/1.1, with the client's host.
+#[tokio::test]
+async fn http2_over_tls_with_alpn() {
+    let env = Env::new();
+    let up = Upstream::start().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_path = env.dir.path().join("cert.pem");
+    let key_path = env.dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let mut gw = Running::start(&env, &format!("http://{}", up.addr), |c| {
+        c.tls = Some(tokenward_gateway::TlsFiles {
+            cert: cert_path.clone(),
+            key: key_path.clone(),
+        });
+    })
+    .await;
+    let port = gw.addr.port();
+    let curl = |token: String| {
+        let cert_path = cert_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "--http2",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_version} %{http_code}",
+                ])
+                .arg("--cacert")
+                .arg(&cert_path)
+                .arg("--resolve")
+                .arg(format!("localhost:{port}:127.0.0.1"))
+                .arg("-H")
+                .arg(format!("authorization: Bearer {token}"))
+                .arg(format!("https://localhost:{port}/orders"))
+                .output()
+                .expect("curl (Debian package)");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        })
+    };
+    assert_eq!(curl(env.legit()).await.unwrap(), "2 200");
+    assert_eq!(up.count(), 1);
+    assert_eq!(curl("not.a.token".into()).await.unwrap(), "2 401");
+    assert_eq!(
+        up.count(),
+        1,
+        "a refused HTTP/2 request reached the upstream"
+    );
+    gw.stop().await;
+    let log = gw.log_text();
+    assert_eq!(log.lines().count(), 2);
+    assert!(log.contains("\"verdict\":\"accepted\"") && log.contains("\"verdict\":\"rejected\""));
+}
+
 async fn raw_plain_probe(addr: std::net::SocketAddr) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
