@@ -23,7 +23,11 @@ pub struct GatewayArgs {
     /// Address to listen on, e.g. 0.0.0.0:8443.
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
-    /// Upstream base URL, http://host:port[/prefix].
+    /// Extra CA certificate (PEM) trusted for an https:// upstream, besides
+    /// the Mozilla roots; repeatable. Verification cannot be turned off.
+    #[arg(long, value_name = "FILE", conflicts_with = "authz")]
+    upstream_ca: Vec<PathBuf>,
+    /// Upstream base URL, http://host:port[/prefix] or https://host:port[/prefix].
     #[arg(
         long,
         value_name = "URL",

@@ -112,6 +112,10 @@ pub struct Config {
     /// Upstream base URL, `http://host:port[/prefix]`. Unused in
     /// [`Config::authz`] mode.
     pub upstream: String,
+    /// Extra trust anchors (PEM files) for an `https://` upstream, besides
+    /// the webpki (Mozilla) roots. Certificates are always verified,
+    /// host name included.
+    pub upstream_ca: Vec<PathBuf>,
     /// Answer another proxy's authorization sub-requests instead of
     /// proxying (docs/gateway.md, "Authorization mode").
     pub authz: Option<AuthzProtocol>,
@@ -157,6 +161,7 @@ impl Config {
             policy,
             listen,
             upstream,
+            upstream_ca: Vec::new(),
             authz: None,
             admin_listen: None,
             access_log: AccessLog::Stdout,
@@ -276,7 +281,13 @@ impl Gateway {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.enforce_http(true);
+        // https:// upstreams go through rustls below.
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls::upstream_client(&config.upstream_ca).map_err(cfg)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))

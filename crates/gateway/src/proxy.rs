@@ -81,15 +81,20 @@ impl Upstream {
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("--upstream {url:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let scheme = match uri.scheme_str() {
+            Some("http") => hyper::http::uri::Scheme::HTTP,
+            Some("https") => hyper::http::uri::Scheme::HTTPS,
             Some(other) => {
                 return Err(format!(
-                    "--upstream {url:?}: scheme {other:?} is not supported (the upstream is reached over plain HTTP, normally on loopback or a private network)"
+                    "--upstream {url:?}: scheme {other:?} is not supported (http:// or https://)"
                 ))
             }
-            None => return Err(format!("--upstream {url:?}: needs http://host:port")),
-        }
+            None => {
+                return Err(format!(
+                    "--upstream {url:?}: needs http://host:port or https://host:port"
+                ))
+            }
+        };
         let authority = uri
             .authority()
             .cloned()
@@ -98,7 +103,7 @@ impl Upstream {
             return Err(format!("--upstream {url:?}: must not have a query string"));
         }
         Ok(Upstream {
-            scheme: hyper::http::uri::Scheme::HTTP,
+            scheme,
             authority,
             base: uri.path().trim_end_matches('/').to_owned(),
         })
@@ -120,7 +125,7 @@ pub(crate) struct Shared {
     pub cache: VerdictCache<Checked>,
     pub metrics: Metrics,
     pub log: LogSender,
-    pub client: Client<HttpConnector, Incoming>,
+    pub client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Incoming>,
     /// Where accepted requests go; `None` in authz mode.
     pub upstream: Option<Upstream>,
     /// Answer sub-requests of this proxy instead of forwarding.

@@ -34,3 +34,36 @@ pub(crate) fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
+
+/// The TLS client for an `https://` upstream: the webpki (Mozilla) roots
+/// plus the CA files given, certificate and host name always checked. There
+/// is deliberately no option to skip verification: a test upstream gets a
+/// CA file instead.
+pub(crate) fn upstream_client(
+    ca_files: &[std::path::PathBuf],
+) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for path in ca_files {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("--upstream-ca {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "--upstream-ca {}: no CERTIFICATE in the file",
+                path.display()
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("--upstream-ca {}: {e}", path.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}

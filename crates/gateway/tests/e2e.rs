@@ -831,3 +831,106 @@ async fn bad_configuration_is_reported_before_listening() {
     .await);
     assert!(e.contains("--tls-cert"), "{e}");
 }
+
+/// An HTTPS upstream whose certificate a test CA made here signed for
+/// `localhost`: reached with the CA given, refused (502, nothing sent)
+/// without it or under another host name. Verification cannot be skipped.
+#[tokio::test]
+async fn tls_upstream_is_verified_against_the_given_ca() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+
+    let env = Env::new();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let ca_path = env.dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca.as_ref().pem()).unwrap();
+
+    // The upstream: TLS with the leaf certificate, counting requests.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_port = listener.local_addr().unwrap().port();
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if tls.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = tls
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\ntls\n",
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    let count = || served.load(std::sync::atomic::Ordering::SeqCst);
+    let get = |addr| {
+        let head = format!(
+            "GET /orders HTTP/1.1\nhost: api\nauthorization: Bearer {}",
+            env.legit()
+        );
+        async move { raw(addr, &head, b"").await }
+    };
+
+    let ca = ca_path.clone();
+    let mut gw = Running::start(&env, &format!("https://localhost:{up_port}"), |c| {
+        c.upstream_ca = vec![ca];
+    })
+    .await;
+    let r = get(gw.addr).await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"tls\n"[..]));
+    assert_eq!(count(), 1);
+    gw.stop().await;
+
+    // Without the CA: the certificate is unknown, nothing is sent.
+    let mut gw = Running::start(&env, &format!("https://localhost:{up_port}"), |_| {}).await;
+    assert_eq!(get(gw.addr).await.status, 502);
+    assert_eq!(count(), 1);
+    gw.stop().await;
+
+    // The right CA, the wrong name: 127.0.0.1 is not in the certificate.
+    let ca = ca_path.clone();
+    let mut gw = Running::start(&env, &format!("https://127.0.0.1:{up_port}"), |c| {
+        c.upstream_ca = vec![ca];
+    })
+    .await;
+    assert_eq!(get(gw.addr).await.status, 502);
+    assert_eq!(count(), 1);
+    gw.stop().await;
+}
