@@ -55,6 +55,9 @@ impl Verdict {
 pub const EXCHANGE_SUBJECT_REFUSED: &str = "exchange-subject-refused";
 /// The route needs a token and the request has none.
 pub const TOKEN_MISSING: &str = "token-missing";
+/// A token-exchange request whose form body is over 64 KiB or did not
+/// arrive in time: its `subject_token` could not be inspected.
+pub const EXCHANGE_BODY_UNREADABLE: &str = "exchange-body-unreadable";
 /// An authz sub-request without the original method and URI its proxy
 /// must send (`X-Original-*` for nginx, `X-Forwarded-*` for Caddy), or
 /// with them malformed or repeated.
@@ -70,8 +73,9 @@ pub const TOKEN_IN_QUERY: &str = "token-in-query";
 pub const PATH_NOT_NORMALIZED: &str = "path-not-normalized";
 
 /// Reason codes the gateway adds to the `trust` ones.
-pub const GATEWAY_REASONS: [&str; 6] = [
+pub const GATEWAY_REASONS: [&str; 7] = [
     EXCHANGE_SUBJECT_REFUSED,
+    EXCHANGE_BODY_UNREADABLE,
     TOKEN_MISSING,
     AUTHORIZATION_REPEATED,
     TOKEN_IN_QUERY,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{Either, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
@@ -125,7 +125,7 @@ pub(crate) struct Shared {
     pub cache: VerdictCache<Checked>,
     pub metrics: Metrics,
     pub log: LogSender,
-    pub client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Incoming>,
+    pub client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
     /// Where accepted requests go; `None` in authz mode.
     pub upstream: Option<Upstream>,
     /// Answer sub-requests of this proxy instead of forwarding.
@@ -298,6 +298,7 @@ async fn decide_and_forward(
         // A public route: an unverified token must not reach the upstream,
         // which might act on it.
         req.headers_mut().remove(header::AUTHORIZATION);
+        let req = req.map(Either::Left);
         return forward(shared, addr, req, Outcome::new(Verdict::NotRequired)).await;
     }
     if query_has_access_token(req.uri()) {
@@ -380,6 +381,41 @@ async fn decide_and_forward(
         }
     }
     outcome.checked = Some(checked.clone());
+    let mut req = req.map(Either::Left);
+    if let (Some(rule), true) = (exchange, outcome.reasons.is_empty()) {
+        // RFC 8693: the token to exchange may travel in a form body.
+        let form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/x-www-form-urlencoded")
+            });
+        if form {
+            let (parts, body) = req.into_parts();
+            let Either::Left(body) = body else {
+                unreachable!("the request body is the client's stream here")
+            };
+            let limited = http_body_util::Limited::new(body, EXCHANGE_BODY_MAX);
+            let read = tokio::time::timeout(shared.upstream_timeout, limited.collect()).await;
+            let bytes = match read {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                _ => {
+                    outcome.verdict = Verdict::BadRequest;
+                    outcome.reasons.push(access::EXCHANGE_BODY_UNREADABLE);
+                    return (outcome, plain(StatusCode::PAYLOAD_TOO_LARGE, None));
+                }
+            };
+            if form_subject_issuer(&bytes)
+                .is_some_and(|iss| rule.refuse_subject_issuers.contains(&iss))
+            {
+                outcome.reasons.push(access::EXCHANGE_SUBJECT_REFUSED);
+            }
+            req = Request::from_parts(parts, Either::Right(Full::new(bytes)));
+        }
+    }
     if !outcome.reasons.is_empty() {
         return (
             outcome,
@@ -402,7 +438,7 @@ async fn decide_and_forward(
 async fn forward(
     shared: &Shared,
     addr: &ClientAddr,
-    mut up: Request<Incoming>,
+    mut up: Request<Body>,
     mut outcome: Outcome,
 ) -> (Outcome, Response<Body>) {
     let Some(upstream) = &shared.upstream else {
@@ -658,6 +694,25 @@ fn query_has_access_token(uri: &Uri) -> bool {
             percent_decode(name).eq_ignore_ascii_case(b"access_token")
         })
     })
+}
+
+/// Largest form body read on a token-exchange route to find its
+/// `subject_token`; longer bodies are refused (413).
+pub(crate) const EXCHANGE_BODY_MAX: usize = 64 * 1024;
+
+/// The `iss` a form body's `subject_token` claims (unverified: the guard
+/// refuses issuers, it does not vouch for any).
+fn form_subject_issuer(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let token = text.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        (percent_decode(name) == b"subject_token").then(|| percent_decode(value))
+    })?;
+    let token = String::from_utf8(token).ok()?;
+    let payload = token.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&tokenward_jose::decode_b64url(payload.as_bytes()).ok()?).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
 }
 
 /// `%XX` escapes decoded (malformed ones kept as they are); `+` is a space

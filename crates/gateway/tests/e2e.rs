@@ -934,3 +934,52 @@ async fn tls_upstream_is_verified_against_the_given_ca() {
     assert_eq!(count(), 1);
     gw.stop().await;
 }
+
+/// RFC 8693 puts the token to exchange in a form field: the guard reads it
+/// there too (bounded), and an allowed exchange reaches the upstream with
+/// its body intact.
+#[tokio::test]
+async fn token_exchange_inspects_subject_tokens_in_form_bodies() {
+    let env = Env::new();
+    let up = Upstream::start().await;
+    let mut gw = Running::start(&env, &format!("http://{}", up.addr), |_| {}).await;
+    let send = |subject: String| {
+        let addr = gw.addr;
+        let legit = env.legit();
+        async move {
+            let body = format!(
+                "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={subject}"
+            );
+            let head = format!(
+                "POST {EXCHANGE_PATH} HTTP/1.1\nhost: api\nauthorization: Bearer {legit}\ncontent-type: application/x-www-form-urlencoded\ncontent-length: {}",
+                body.len()
+            );
+            (raw(addr, &head, body.as_bytes()).await, body.len())
+        }
+    };
+    // The bearer is fine; the subject token is the exchange's own output.
+    let (r, _) = send(env.as_token()).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(up.count(), 0, "a refused exchange reached the upstream");
+    // An allowed subject token: forwarded, every byte of the body with it.
+    let (r, len) = send(env.legit()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.count(), 1);
+    assert_eq!(up.last().body_len, len);
+    // A body past the bound is refused, not forwarded unread.
+    let (r, _) = send("x".repeat(70 * 1024)).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(up.count(), 1);
+
+    let lines = gw.log_lines(3).await;
+    assert_eq!(
+        lines[0]["reasons"],
+        serde_json::json!(["exchange-subject-refused"])
+    );
+    assert_eq!(lines[1]["verdict"], "accepted");
+    assert_eq!(
+        lines[2]["reasons"],
+        serde_json::json!(["exchange-body-unreadable"])
+    );
+    gw.stop().await;
+}
