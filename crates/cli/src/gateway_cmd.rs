@@ -105,6 +105,7 @@ fn config(args: GatewayArgs) -> Result<(Config, bool), String> {
         .authz
         .as_deref()
         .and_then(tokenward_gateway::AuthzProtocol::parse);
+    c.upstream_ca = args.upstream_ca;
     c.admin_listen = args.admin_listen;
     c.access_log = args.access_log.map_or(AccessLog::Stdout, AccessLog::File);
     c.trusted_proxies = args

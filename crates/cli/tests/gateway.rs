@@ -402,8 +402,19 @@ fn configuration_errors_exit_2_before_listening() {
         "--listen",
         "127.0.0.1:0",
         "--upstream",
-        "https://api.example",
+        "ftp://api.example",
     ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not supported"), "{err}");
+    let (code, err) = run(&[
+        &["--policy", policy, "--upstream-ca", "/nonexistent-ca.pem"][..],
+        &base,
+    ]
+    .concat());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--upstream-ca"), "{err}");
+    // One mode at a time: proxying and answering sub-requests exclude each other.
+    let (code, err) = run(&[&["--policy", policy, "--authz", "nginx"][..], &base].concat());
     assert_eq!(code, Some(2), "{err}");
     let (code, err) = run(&[&["--policy", policy, "--upstream-timeout", "0"][..], &base].concat());
     assert_eq!(code, Some(2), "{err}");
