@@ -59,28 +59,37 @@ fn tokenward(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-#[test]
-fn the_example_report_shows_one_high_incident_with_its_victim_and_blind_spots() {
-    let dir = tempfile::tempdir().unwrap();
-    let page = dir.path().join("report.html");
-    let summary = dir.path().join("summary.json");
-    let out = tokenward(&[
-        "hunt",
-        "examples/storm-0558/logs",
-        "--quiet",
-        "--output-format",
-        "jsonl",
-        "--summary-json",
-        summary.to_str().unwrap(),
-        "--report",
-        page.to_str().unwrap(),
-    ]);
+/// Runs tokenward, which must succeed, then renders `page` in Chromium.
+fn render_after(args: &[&str], page: &Path, profile: &Path) -> String {
+    let out = tokenward(args);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let dom = rendered_dom(&page, &dir.path().join("profile"));
+    rendered_dom(page, profile)
+}
+
+#[test]
+fn the_example_report_shows_one_high_incident_with_its_victim_and_blind_spots() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("report.html");
+    let summary = dir.path().join("summary.json");
+    let dom = render_after(
+        &[
+            "hunt",
+            "examples/storm-0558/logs",
+            "--quiet",
+            "--output-format",
+            "jsonl",
+            "--summary-json",
+            summary.to_str().unwrap(),
+            "--report",
+            page.to_str().unwrap(),
+        ],
+        &page,
+        &dir.path().join("profile"),
+    );
 
     assert!(
         dom.contains("data-script=\"ran\""),
@@ -155,19 +164,17 @@ fn hostile_log_values_stay_text_and_nothing_runs() {
     });
     std::fs::write(&findings, format!("{finding}\n")).unwrap();
     let page = dir.path().join("report.html");
-    let out = tokenward(&[
-        "report",
-        "--findings",
-        findings.to_str().unwrap(),
-        "-o",
-        page.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let dom = render_after(
+        &[
+            "report",
+            "--findings",
+            findings.to_str().unwrap(),
+            "-o",
+            page.to_str().unwrap(),
+        ],
+        &page,
+        &dir.path().join("profile"),
     );
-    let dom = rendered_dom(&page, &dir.path().join("profile"));
     // The hostile values would mark <body> if they ran; the page's own
     // script marks it too, proving scripts were not simply all blocked.
     let body_tag = &dom[dom.find("<body").unwrap()..];

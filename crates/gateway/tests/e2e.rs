@@ -678,6 +678,29 @@ async fn shutdown_finishes_in_flight_requests_then_stops_accepting() {
     assert!(text.contains("\"path\":\"/slow\""));
 }
 
+/// A gateway with TLS on its listener, under a self-signed certificate for
+/// `localhost` (returned, with its PEM file, for clients to trust).
+async fn start_tls(
+    env: &Env,
+    up: &Upstream,
+) -> (
+    rcgen::CertifiedKey<rcgen::KeyPair>,
+    std::path::PathBuf,
+    Running,
+) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_path = env.dir.path().join("cert.pem");
+    let key_path = env.dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let files = tokenward_gateway::TlsFiles {
+        cert: cert_path.clone(),
+        key: key_path,
+    };
+    let gw = Running::start(env, &format!("http://{}", up.addr), |c| c.tls = Some(files)).await;
+    (cert, cert_path, gw)
+}
+
 #[tokio::test]
 async fn tls_listener_with_rustls() {
     use std::sync::Arc;
@@ -686,18 +709,7 @@ async fn tls_listener_with_rustls() {
 
     let env = Env::new();
     let up = Upstream::start().await;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let cert_path = env.dir.path().join("cert.pem");
-    let key_path = env.dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let mut gw = Running::start(&env, &format!("http://{}", up.addr), |c| {
-        c.tls = Some(tokenward_gateway::TlsFiles {
-            cert: cert_path.clone(),
-            key: key_path.clone(),
-        });
-    })
-    .await;
+    let (cert, _, mut gw) = start_tls(&env, &up).await;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
@@ -735,18 +747,7 @@ async fn tls_listener_with_rustls() {
 async fn http2_over_tls_with_alpn() {
     let env = Env::new();
     let up = Upstream::start().await;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let cert_path = env.dir.path().join("cert.pem");
-    let key_path = env.dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let mut gw = Running::start(&env, &format!("http://{}", up.addr), |c| {
-        c.tls = Some(tokenward_gateway::TlsFiles {
-            cert: cert_path.clone(),
-            key: key_path.clone(),
-        });
-    })
-    .await;
+    let (_, cert_path, mut gw) = start_tls(&env, &up).await;
     let port = gw.addr.port();
     let curl = |token: String| {
         let cert_path = cert_path.clone();
@@ -816,8 +817,13 @@ async fn bad_configuration_is_reported_before_listening() {
     let err = |r: Result<tokenward_gateway::Gateway, tokenward_gateway::Error>| {
         r.err().expect("should fail").to_string()
     };
-    let e = err(bind(Box::new(|c| c.upstream = "https://up.example".into())).await);
+    let e = err(bind(Box::new(|c| c.upstream = "ftp://up.example".into())).await);
     assert!(e.contains("not supported"), "{e}");
+    let e = err(bind(Box::new(|c| {
+        c.upstream_ca = vec!["/nonexistent-ca.pem".into()]
+    }))
+    .await);
+    assert!(e.contains("--upstream-ca"), "{e}");
     let e = err(bind(Box::new(|c| c.realm = "a\"b".into())).await);
     assert!(e.contains("--realm"), "{e}");
     let e = err(bind(Box::new(|c| c.policy = "/nonexistent/policy.toml".into())).await);
