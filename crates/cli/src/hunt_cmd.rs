@@ -13,7 +13,7 @@ use tokenward_hunt::{Format, HuntConfig, Options};
 /// Exit status when `--fail-on-findings` is given and there are findings.
 const EXIT_FINDINGS: u8 = 1;
 
-fn parse_format(s: &str) -> Result<Format, String> {
+pub(crate) fn parse_format(s: &str) -> Result<Format, String> {
     if s.eq_ignore_ascii_case("auto") {
         return Err("auto is the default; leave the option out".into());
     }
@@ -154,32 +154,9 @@ pub fn run(args: HuntArgs) -> u8 {
         },
         sigma,
     };
-    let total: u64 = args.inputs.iter().map(|p| dir_size(p)).sum();
-    let progress = Arc::new(AtomicU64::new(0));
-    let show_bar = !args.quiet && std::io::stderr().is_terminal();
-    let done = Arc::new(AtomicBool::new(false));
-    let bar_thread = show_bar.then(|| {
-        let (p, d) = (progress.clone(), done.clone());
-        std::thread::spawn(move || {
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_bar} {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            while !d.load(Ordering::Relaxed) {
-                bar.set_position(p.load(Ordering::Relaxed));
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            bar.finish_and_clear();
-        })
+    let result = with_progress(&args.inputs, args.quiet, |progress| {
+        tokenward_hunt::run(&cfg, progress)
     });
-    let result = tokenward_hunt::run(&cfg, progress);
-    done.store(true, Ordering::Relaxed);
-    if let Some(t) = bar_thread {
-        let _ = t.join();
-    }
     let mut report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -275,6 +252,42 @@ pub fn run(args: HuntArgs) -> u8 {
         return EXIT_FINDINGS;
     }
     0
+}
+
+/// Runs `work` with a byte counter that a progress bar on standard error
+/// shows (on a terminal, unless `quiet`) until it returns.
+pub(crate) fn with_progress<T>(
+    inputs: &[PathBuf],
+    quiet: bool,
+    work: impl FnOnce(Arc<AtomicU64>) -> T,
+) -> T {
+    let total: u64 = inputs.iter().map(|p| dir_size(p)).sum();
+    let progress = Arc::new(AtomicU64::new(0));
+    let show_bar = !quiet && std::io::stderr().is_terminal();
+    let done = Arc::new(AtomicBool::new(false));
+    let bar_thread = show_bar.then(|| {
+        let (p, d) = (progress.clone(), done.clone());
+        std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_bar} {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            while !d.load(Ordering::Relaxed) {
+                bar.set_position(p.load(Ordering::Relaxed));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        })
+    });
+    let result = work(progress);
+    done.store(true, Ordering::Relaxed);
+    if let Some(t) = bar_thread {
+        let _ = t.join();
+    }
+    result
 }
 
 fn dir_size(p: &std::path::Path) -> u64 {

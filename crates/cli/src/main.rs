@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+mod events_cmd;
 mod gateway_cmd;
 mod hunt_cmd;
 mod keys_cmd;
@@ -39,6 +40,9 @@ enum Command {
     Probe(probe_cmd::ProbeArgs),
     /// Rebuild the HTML incident report from a hunt's saved findings and summary.
     Report(report_cmd::ReportArgs),
+    /// Write every record hunt reads as one normalised event per line, for
+    /// ClickHouse, Spark or another warehouse.
+    Events(events_cmd::EventsArgs),
 }
 
 // `hunt` builds and frees millions of small JSON trees across threads:
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Rules(args) => rules_cmd::run(args),
         Command::Probe(args) => probe_cmd::run(args),
         Command::Report(args) => report_cmd::run(args),
+        Command::Events(args) => events_cmd::run(args),
     };
     ExitCode::from(code)
 }

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod engine;
+pub mod export;
 pub mod output;
 mod sigma_detection;
 

@@ -1,0 +1,168 @@
+//! `tokenward events`: every record hunt reads, as one normalised event per
+//! line, for engines that run the detections elsewhere (ClickHouse, Spark:
+//! docs/scale.md). It is a detection like any other to the engine, one that
+//! needs every record whole and keeps nothing: each worker writes the lines
+//! of its batch into a buffer that is flushed to the output when the batch
+//! is merged, so memory stays bounded by the batch size.
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use tokenward_detect::{
+    shard_of, Anchors, Context, Detection, Info, Kinds, Needs, Outcome, Verdict, Weight,
+};
+use tokenward_event::timefmt::rfc3339;
+use tokenward_event::Event;
+
+use crate::engine::{run_detections, HuntConfig, HuntError, Report};
+
+const INFO: Info = Info {
+    id: "tw-events-export",
+    title: "Normalised event export",
+    requires: "any records",
+    attack: &[],
+    weight: Weight::Weak,
+};
+
+/// The output shared by every shard, and the first write error.
+struct Sink {
+    out: Box<dyn Write + Send>,
+    error: Option<std::io::Error>,
+    events: u64,
+}
+
+/// Writes each event it observes as one JSON line.
+pub struct EventsExport {
+    sink: Arc<Mutex<Sink>>,
+    buf: Vec<u8>,
+    events: u64,
+}
+
+/// The columns of an exported event, in order; `tokenward sql --schema`
+/// and docs/scale.md use the same names.
+pub const COLUMNS: [&str; 14] = [
+    "time",
+    "log_kind",
+    "user",
+    "client_ip",
+    "app_id",
+    "session_id",
+    "token_id",
+    "operation",
+    "workload",
+    "result",
+    "user_agent",
+    "raw",
+    "source_file",
+    "source_locator",
+];
+
+/// One event as the JSON object written for it.
+pub fn event_json(ev: &Event) -> Value {
+    json!({
+        "time": ev.time.map(rfc3339),
+        "log_kind": ev.kind.as_str(),
+        "user": ev.user,
+        "client_ip": ev.client_ip,
+        "app_id": ev.app_id,
+        "session_id": ev.session_id,
+        "token_id": ev.token_id,
+        "operation": ev.operation,
+        "workload": ev.workload,
+        "result": ev.result,
+        "user_agent": ev.user_agent,
+        // The record as hunt read it (UAL AuditData merged), as a string,
+        // so engines that take a fixed schema can still reach every field.
+        "raw": ev.record.to_string(),
+        "source_file": &*ev.source_file,
+        "source_locator": ev.locator.to_string(),
+    })
+}
+
+impl Detection for EventsExport {
+    fn ids(&self) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
+        INFO.ids()
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            kinds: Kinds::ALL,
+            anchors: Anchors::Every,
+            fields: Vec::new(),
+            whole_record: true,
+            unparsed_time_and_workload: false,
+            signin_index: false,
+        }
+    }
+
+    fn fork(&self) -> Box<dyn Detection> {
+        Box::new(EventsExport {
+            sink: self.sink.clone(),
+            buf: Vec::new(),
+            events: 0,
+        })
+    }
+
+    fn observe(&mut self, ev: &Event, _: &Context<'_>) {
+        // Serialising a Value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.buf, &event_json(ev));
+        self.buf.push(b'\n');
+        self.events += 1;
+    }
+
+    fn merge(&mut self, shard: Box<dyn Detection>) {
+        let o = shard_of::<EventsExport>(shard);
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        if sink.error.is_none() {
+            if let Err(e) = sink.out.write_all(&o.buf) {
+                sink.error = Some(e);
+            }
+        }
+        sink.events += o.events;
+    }
+
+    fn finish(self: Box<Self>, _: &Context<'_>) -> Outcome {
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        if sink.error.is_none() {
+            if let Err(e) = sink
+                .out
+                .write_all(&self.buf)
+                .and_then(|()| sink.out.flush())
+            {
+                sink.error = Some(e);
+            }
+        }
+        let note = format!("{} events written", sink.events + self.events);
+        Outcome::of(&INFO, Vec::new(), Verdict::Ok(Some(note)))
+    }
+}
+
+/// Reads the inputs of `cfg` and writes every event to `out`; returns the
+/// run's report (files, records read, evaluated and rejected) and the
+/// events written, or the write error.
+pub fn export_events(
+    cfg: &HuntConfig,
+    out: Box<dyn Write + Send>,
+    progress: Arc<AtomicU64>,
+) -> Result<(Report, Result<u64, std::io::Error>), HuntError> {
+    let sink = Arc::new(Mutex::new(Sink {
+        out,
+        error: None,
+        events: 0,
+    }));
+    let export = EventsExport {
+        sink: sink.clone(),
+        buf: Vec::new(),
+        events: 0,
+    };
+    let report = run_detections(cfg, vec![Box::new(export)], progress)?;
+    let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+    let written = match sink.error.take() {
+        Some(e) => Err(e),
+        None => Ok(sink.events),
+    };
+    Ok((report, written))
+}
