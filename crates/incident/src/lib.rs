@@ -72,7 +72,7 @@ pub struct DetectionPart {
     /// Its weight here (`weak`, `moderate`, `strong`).
     pub weight: &'static str,
     /// ATT&CK techniques.
-    pub attack: Vec<&'static str>,
+    pub attack: Vec<String>,
 }
 
 /// A group of findings that tell one story.
@@ -107,7 +107,7 @@ pub struct Incident {
     /// Per detection: count, weight, ATT&CK.
     pub detection_parts: Vec<DetectionPart>,
     /// ATT&CK techniques of the detections involved.
-    pub attack: Vec<&'static str>,
+    pub attack: Vec<String>,
     /// What was read.
     pub read: Read,
     /// Windows that went unlogged.
@@ -422,9 +422,7 @@ fn summarise(findings: &[Finding], mut members: Vec<usize>, attached: Vec<usize>
             title: title.clone(),
             findings: *count,
             weight: weight_name(*w),
-            attack: builtin_info(id)
-                .map(|i| i.attack.to_vec())
-                .unwrap_or_default(),
+            attack: attack_of(id, findings, &members),
         })
         .collect();
     detection_parts.sort_by(|a, b| {
@@ -438,9 +436,9 @@ fn summarise(findings: &[Finding], mut members: Vec<usize>, attached: Vec<usize>
             .then(b.findings.cmp(&a.findings))
             .then(a.id.cmp(&b.id))
     });
-    let attack: BTreeSet<&'static str> = detection_parts
+    let attack: BTreeSet<String> = detection_parts
         .iter()
-        .flat_map(|p| p.attack.iter().copied())
+        .flat_map(|p| p.attack.iter().cloned())
         .collect();
     let findings_count = members.len() + attached.len();
     members.extend(attached);
@@ -465,6 +463,23 @@ fn summarise(findings: &[Finding], mut members: Vec<usize>, attached: Vec<usize>
         findings: findings_count,
         members,
     }
+}
+
+/// The ATT&CK techniques of detection `id`: declared by a built-in, or
+/// carried in its findings' evidence (`attack`, from Sigma rule tags).
+fn attack_of(id: &str, findings: &[Finding], members: &[usize]) -> Vec<String> {
+    if let Some(info) = builtin_info(id) {
+        return info.attack.iter().map(|t| (*t).to_owned()).collect();
+    }
+    let mut out = BTreeSet::new();
+    for &i in members {
+        if findings[i].rule_id == id {
+            if let Some(Value::Array(tags)) = findings[i].evidence.get("attack") {
+                out.extend(tags.iter().filter_map(Value::as_str).map(str::to_owned));
+            }
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// One sentence for the top of a report or the terminal.
@@ -624,7 +639,9 @@ mod tests {
             "{kinds:?}"
         );
         assert_eq!(inc.findings, 7);
-        assert!(inc.attack.contains(&"T1606") && inc.attack.contains(&"T1562.008"));
+        assert!(
+            inc.attack.iter().any(|t| t == "T1606") && inc.attack.iter().any(|t| t == "T1562.008")
+        );
     }
 
     /// A tenant-wide rollout of a new mail client: every user gets a "high"
@@ -702,6 +719,13 @@ mod tests {
             f("e5f6-third-sigma-rule", High, t, "a").done(),
         ]);
         assert_eq!(sigma[0].severity, Medium, "{:#?}", sigma[0]);
+        // A Sigma rule's ATT&CK tags (carried in its evidence) reach the
+        // incident.
+        let tagged = build(&[f("b1f2-some-sigma-rule", High, t, "a")
+            .evidence(json!({"attack": ["T1114.002"]}))
+            .done()]);
+        assert_eq!(tagged[0].attack, ["T1114.002"]);
+        assert_eq!(tagged[0].detection_parts[0].attack, ["T1114.002"]);
     }
 
     /// A user's findings days apart, with nothing shared, are separate

@@ -66,6 +66,22 @@ pub struct RuleMeta {
     pub file: String,
     /// 1-based line where the rule's document starts.
     pub line: usize,
+    /// MITRE ATT&CK technique ids from the rule's `attack.tNNNN[.NNN]` tags,
+    /// upper-cased (`T1114.002`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attack: Vec<String>,
+}
+
+/// The ATT&CK technique of a Sigma tag (`attack.t1114.002` → `T1114.002`);
+/// tactics (`attack.collection`) and other tags are not techniques.
+fn attack_technique(tag: &str) -> Option<String> {
+    let rest = tag.strip_prefix("attack.t")?;
+    let (main, sub) = rest.split_once('.').unwrap_or((rest, ""));
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(main, 4) || !(sub.is_empty() || digits(sub, 3)) {
+        return None;
+    }
+    Some(format!("T{rest}"))
 }
 
 impl RuleMeta {
@@ -93,6 +109,9 @@ impl RuleMeta {
             "sigma_rule_file".into(),
             format!("{}:{}", self.file, self.line).into(),
         );
+        if !self.attack.is_empty() {
+            e.insert("attack".into(), self.attack.clone().into());
+        }
         e
     }
 }
@@ -274,6 +293,14 @@ fn meta_of(y: &Y, file: &str, line: usize, drl: bool) -> RuleMeta {
             .or_else(|| drl.then(|| DRL_NOTE.to_string())),
         file: file.to_string(),
         line,
+        attack: match y.get("tags") {
+            Some(Y::Seq(tags)) => tags
+                .iter()
+                .filter_map(Y::scalar_text)
+                .filter_map(|t| attack_technique(&t.to_ascii_lowercase()))
+                .collect(),
+            _ => Vec::new(),
+        },
     }
 }
 

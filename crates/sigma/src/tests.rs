@@ -957,3 +957,15 @@ fn a_correlation_over_its_budget_reports_what_it_did_not_hold() {
         "the five held matches still make a window"
     );
 }
+
+#[test]
+fn attack_tags_become_technique_ids() {
+    let yaml = "title: t\nid: r-attack\nlevel: high\ntags:\n    - attack.collection\n    - attack.t1114.002\n    - attack.T1078\n    - attack.t12\n    - cve.2023-1234\nlogsource:\n    product: m365\n    service: audit\ndetection:\n    sel:\n        Operation: X\n    condition: sel\n";
+    let set = set_of(yaml);
+    let meta = set.metas().next().unwrap();
+    assert_eq!(meta.attack, ["T1114.002", "T1078"]);
+    assert_eq!(
+        meta.evidence()["attack"],
+        serde_json::json!(["T1114.002", "T1078"])
+    );
+}
