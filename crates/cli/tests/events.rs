@@ -2,23 +2,12 @@
 //! each, with exactly the locators hunt's findings carry, and rejected
 //! records counted as in hunt.
 
+mod common;
+use common::tokenward;
+
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::process::Command;
 
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn tokenward(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tokenward"))
-        .current_dir(repo())
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 const COLUMNS: [&str; 14] = [
     "time",

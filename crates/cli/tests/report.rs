@@ -6,12 +6,11 @@
 //!
 //! `TOKENWARD_CHROMIUM` names another browser binary.
 
+mod common;
+use common::tokenward;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn chromium() -> PathBuf {
     if let Some(p) = std::env::var_os("TOKENWARD_CHROMIUM") {
@@ -49,14 +48,6 @@ fn rendered_dom(page: &Path, profile: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn tokenward(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tokenward"))
-        .current_dir(repo())
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// Runs tokenward, which must succeed, then renders `page` in Chromium.

@@ -166,3 +166,26 @@ pub fn export_events(
     };
     Ok((report, written))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The written object has exactly the documented columns.
+    #[test]
+    fn an_event_has_exactly_the_columns() {
+        let ev = Event::from_record(
+            json!({"CreationTime": "2024-01-01T00:00:00", "Operation": "Send", "UserId": "a@x"}),
+            None,
+            Arc::from("f.jsonl"),
+            tokenward_event::Locator { line: 3, record: 3 },
+        );
+        let v = event_json(&ev);
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want = COLUMNS.to_vec();
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        assert_eq!(v["source_locator"], "line 3");
+        assert_eq!(v["operation"], "Send");
+    }
+}
