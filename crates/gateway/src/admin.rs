@@ -43,9 +43,7 @@ async fn respond<B>(
             // reported (their issuers' tokens are refused) but do not make
             // the gateway unhealthy: restarting it would not fix a source.
             let keys = shared.current_policy().0.key_count();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
+            let now = crate::unix_seconds(&shared.clock);
             let stale = shared
                 .current_live()
                 .key_sets()

@@ -152,6 +152,45 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Rules for fetching URL key sets (HTTPS only by default).
     pub key_fetch: FetchConfig,
+    /// The gateway's one source of "now": token times, key staleness,
+    /// reload checks and log timestamps all read it. The wall clock by
+    /// default; tests set another.
+    pub clock: Clock,
+}
+
+/// A source of the current time, cheap to clone.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> std::time::SystemTime + Send + Sync>);
+
+impl Clock {
+    /// A clock that asks `now`.
+    pub fn new(now: impl Fn() -> std::time::SystemTime + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(now))
+    }
+
+    /// The wall clock.
+    pub fn system() -> Clock {
+        Clock::new(std::time::SystemTime::now)
+    }
+
+    /// The current time.
+    pub fn now(&self) -> std::time::SystemTime {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+/// Seconds since the epoch on `clock`.
+pub(crate) fn unix_seconds(clock: &Clock) -> i64 {
+    clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Config {
@@ -179,6 +218,7 @@ impl Config {
             reload_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
             key_fetch: FetchConfig::default(),
+            clock: Clock::system(),
         }
     }
 }
@@ -216,9 +256,7 @@ impl Gateway {
     /// traffic is accepted.
     pub async fn bind(config: Config) -> Result<Gateway, Error> {
         let cfg = |m: String| Error::Config(m);
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let started = unix_seconds(&config.clock);
         let live = {
             let path = config.policy.clone();
             let fetch = config.key_fetch.clone();
@@ -316,6 +354,7 @@ impl Gateway {
             challenge_invalid_token: challenge(", error=\"invalid_token\"")?,
             challenge_invalid_request: challenge(", error=\"invalid_request\"")?,
             unknown_kid: std::sync::Mutex::new(None),
+            clock: config.clock.clone(),
             nudge: tokio::sync::Notify::new(),
         });
 

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full};
@@ -143,6 +143,8 @@ pub(crate) struct Shared {
     pub unknown_kid: Mutex<Option<String>>,
     /// Wakes the background task early (an unknown kid is waiting).
     pub nudge: Notify,
+    /// The gateway's clock ([`crate::Config::clock`]).
+    pub clock: crate::Clock,
 }
 
 impl Shared {
@@ -199,7 +201,7 @@ pub(crate) async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
-    let wall = SystemTime::now();
+    let wall = shared.clock.now();
     shared.metrics.in_flight(1);
     let _in_flight = InFlight(&shared.metrics);
     let now = wall
@@ -585,7 +587,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub(crate) async fn log_unparsed(shared: &Shared, peer: SocketAddr, too_large: bool) {
     let no_fields = TokenFields::default();
     let record = AccessRecord {
-        time: access::rfc3339_millis(SystemTime::now()),
+        time: access::rfc3339_millis(shared.clock.now()),
         client_ip: peer.ip().to_string(),
         peer_ip: peer.ip().to_string(),
         x_forwarded_for: None,

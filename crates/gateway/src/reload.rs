@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use tokenward_keys::FetchConfig;
 use tokenward_trust::LivePolicy;
@@ -35,12 +35,6 @@ fn stamps(policy_path: &Path, key_files: &[PathBuf]) -> Vec<Stamp> {
             (p.to_owned(), stamp)
         })
         .collect()
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn staleness(live: &LivePolicy, now: i64) -> Vec<bool> {
@@ -71,6 +65,8 @@ pub(crate) async fn watch(
     every: Duration,
     fetch: FetchConfig,
 ) {
+    let clock = shared.clock.clone();
+    let unix_now = || crate::unix_seconds(&clock);
     let mut last = stamps(&policy_path, shared.current_policy().0.key_files());
     let mut stale = staleness(&shared.current_live(), unix_now());
     let mut last_errors: Vec<String> = Vec::new();
@@ -88,10 +84,10 @@ pub(crate) async fn watch(
             last = now_stamps;
             let path = policy_path.clone();
             let fetch = fetch.clone();
-            let loaded = tokio::task::spawn_blocking(move || {
-                LivePolicy::load_with(&path, fetch, unix_now())
-            })
-            .await;
+            let started = unix_now();
+            let loaded =
+                tokio::task::spawn_blocking(move || LivePolicy::load_with(&path, fetch, started))
+                    .await;
             match loaded {
                 Ok(Ok(live)) => {
                     // The new policy may list other key files; stamp those.
@@ -127,8 +123,8 @@ pub(crate) async fn watch(
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let worker = live.clone();
+        let now = unix_now();
         let refreshed = tokio::task::spawn_blocking(move || {
-            let now = unix_now();
             let errors = worker.refresh(now);
             if let Some(token) = pending {
                 // Rate-limited inside LivePolicy: at most one refetch per

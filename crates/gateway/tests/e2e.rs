@@ -989,3 +989,42 @@ async fn token_exchange_inspects_subject_tokens_in_form_bodies() {
     );
     gw.stop().await;
 }
+
+/// The gateway reads time from one injectable clock: a token valid ten days
+/// ago is accepted by a gateway whose clock says it is then, refused by one
+/// on the wall clock, and the access log is stamped with the clock's time.
+#[tokio::test]
+async fn one_injectable_clock_decides_token_times_and_log_stamps() {
+    let env = Env::new();
+    let up = Upstream::start().await;
+    let then = now() - 10 * 86_400;
+    let mut old = claims();
+    old["iat"] = serde_json::json!(then - 60);
+    old["nbf"] = serde_json::json!(then - 60);
+    old["exp"] = serde_json::json!(then + 3600);
+    let token = sign(&env.enterprise, "ent-1", &old);
+    let head = format!("GET /orders HTTP/1.1\nhost: api\nauthorization: Bearer {token}");
+
+    let at_then = std::time::UNIX_EPOCH + Duration::from_secs(then as u64);
+    let mut gw = Running::start(&env, &format!("http://{}", up.addr), |c| {
+        c.clock = tokenward_gateway::Clock::new(move || at_then);
+    })
+    .await;
+    assert_eq!(raw(gw.addr, &head, b"").await.status, 200);
+    let lines = gw.log_lines(1).await;
+    let day = time::OffsetDateTime::from_unix_timestamp(then)
+        .unwrap()
+        .date()
+        .to_string();
+    assert!(
+        lines[0]["time"].as_str().unwrap().starts_with(&day),
+        "{}",
+        lines[0]
+    );
+    gw.stop().await;
+
+    let mut gw = Running::start(&env, &format!("http://{}", up.addr), |_| {}).await;
+    assert_eq!(raw(gw.addr, &head, b"").await.status, 401);
+    gw.stop().await;
+    assert_eq!(up.count(), 1);
+}
