@@ -5,7 +5,7 @@
 #
 # Needs the Python venv that .ci/run makes (PyJWT signs the demo token and
 # runs the flawed service): run .ci/run once, or
-#   python3 -m venv .ci/venv && .ci/venv/bin/pip install -r tests/probe/requirements.txt
+#   python3 -m venv .ci/venv && .ci/venv/bin/pip install -r tests/requirements.txt
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${TOKENWARD_PYTHON:-.ci/venv/bin/python}

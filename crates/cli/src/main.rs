@@ -11,6 +11,7 @@ mod keys_cmd;
 mod probe_cmd;
 mod report_cmd;
 mod rules_cmd;
+mod sql_cmd;
 mod verify_cmd;
 
 /// Stops forged identity tokens and finds the ones that already got through.
@@ -43,6 +44,8 @@ enum Command {
     /// Write every record hunt reads as one normalised event per line, for
     /// ClickHouse, Spark or another warehouse.
     Events(events_cmd::EventsArgs),
+    /// The events table for ClickHouse or Spark (`--schema`).
+    Sql(sql_cmd::SqlArgs),
 }
 
 // `hunt` builds and frees millions of small JSON trees across threads:
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => probe_cmd::run(args),
         Command::Report(args) => report_cmd::run(args),
         Command::Events(args) => events_cmd::run(args),
+        Command::Sql(args) => sql_cmd::run(args),
     };
     ExitCode::from(code)
 }

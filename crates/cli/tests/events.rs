@@ -6,25 +6,11 @@ mod common;
 use common::tokenward;
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 
 use serde_json::Value;
 
-const COLUMNS: [&str; 14] = [
-    "time",
-    "log_kind",
-    "user",
-    "client_ip",
-    "app_id",
-    "session_id",
-    "token_id",
-    "operation",
-    "workload",
-    "result",
-    "user_agent",
-    "raw",
-    "source_file",
-    "source_locator",
-];
+use tokenward_hunt::export::COLUMNS;
 
 #[test]
 fn every_record_hunt_reads_becomes_one_event_with_hunts_locator() {
@@ -57,7 +43,7 @@ fn every_record_hunt_reads_becomes_one_event_with_hunts_locator() {
     assert_eq!(doc["records"]["rejected"], 0);
     for l in &lines {
         let keys: Vec<&str> = l.as_object().unwrap().keys().map(String::as_str).collect();
-        for c in COLUMNS {
+        for c in COLUMNS.map(|c| c.name) {
             assert!(keys.contains(&c), "{c} missing in {l}");
         }
         let raw: Value = serde_json::from_str(l["raw"].as_str().unwrap()).unwrap();
@@ -136,4 +122,74 @@ fn rejected_records_are_counted_and_write_errors_exit_2() {
     let out = tokenward(&["events", input.to_str().unwrap(), "-q", "-o", "/dev/full"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write"));
+}
+
+/// The ClickHouse table `tokenward sql --schema` prints takes the export as
+/// is, in a real engine (chDB, embedded ClickHouse, installed by `.ci/run`):
+/// every row loads, every time parses, every locator stays distinct.
+#[test]
+fn events_load_into_clickhouse_through_the_printed_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let out = tokenward(&[
+        "events",
+        "examples/storm-0558/logs",
+        "-q",
+        "-o",
+        events.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let lines: Vec<Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let schema = tokenward(&["sql", "--dialect", "clickhouse", "--schema"]);
+    assert!(schema.status.success());
+    let schema_file = dir.path().join("schema.sql");
+    std::fs::write(&schema_file, &schema.stdout).unwrap();
+
+    let python = std::env::var_os("TOKENWARD_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::repo().join(".ci/venv/bin/python"));
+    assert!(
+        python.exists(),
+        "{}: run .ci/run (it installs chdb)",
+        python.display()
+    );
+    let out = std::process::Command::new(python)
+        .arg(common::repo().join("tests/sql/load_events_chdb.py"))
+        .arg(&schema_file)
+        .arg(&events)
+        .arg(dir.path().join("chdb"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = |v: &Value| {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap()
+    };
+    assert_eq!(n(&counts["rows"]), lines.len() as u64, "{counts}");
+    assert_eq!(n(&counts["located"]), lines.len() as u64, "{counts}");
+    let timed = lines.iter().filter(|l| !l["time"].is_null()).count() as u64;
+    assert_eq!(n(&counts["timed"]), timed, "{counts}");
+    let signins = lines.iter().filter(|l| l["log_kind"] == "signin").count() as u64;
+    assert_eq!(n(&counts["signins"]), signins, "{counts}");
+    let mail = lines
+        .iter()
+        .filter(|l| {
+            l["raw"]
+                .as_str()
+                .unwrap()
+                .contains("\"Operation\":\"MailItemsAccessed\"")
+        })
+        .count() as u64;
+    assert_eq!(n(&counts["mail"]), mail, "{counts}");
+    assert!(mail > 0 && signins > 0);
 }

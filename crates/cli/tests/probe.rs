@@ -4,7 +4,7 @@
 //! must name exactly the mistake's classes and nothing else.
 //!
 //! The services need Python with PyJWT and cryptography: `.ci/run`
-//! installs them into `.ci/venv` (`tests/probe/requirements.txt`);
+//! installs them into `.ci/venv` (`tests/requirements.txt`);
 //! `TOKENWARD_PYTHON` names another interpreter.
 
 use std::collections::BTreeSet;

@@ -41,24 +41,84 @@ pub struct EventsExport {
     events: u64,
 }
 
-/// The columns of an exported event, in order; `tokenward sql --schema`
-/// and docs/scale.md use the same names.
-pub const COLUMNS: [&str; 14] = [
-    "time",
-    "log_kind",
-    "user",
-    "client_ip",
-    "app_id",
-    "session_id",
-    "token_id",
-    "operation",
-    "workload",
-    "result",
-    "user_agent",
-    "raw",
-    "source_file",
-    "source_locator",
+/// One column of the exported events: its name and its type in the
+/// engines the events are loaded into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Column {
+    /// Name, as written in each JSON line.
+    pub name: &'static str,
+    /// ClickHouse type.
+    pub clickhouse: &'static str,
+    /// Spark SQL type.
+    pub spark: &'static str,
+}
+
+const fn text(name: &'static str) -> Column {
+    Column {
+        name,
+        clickhouse: "Nullable(String)",
+        spark: "STRING",
+    }
+}
+
+const fn required(name: &'static str) -> Column {
+    Column {
+        name,
+        clickhouse: "String",
+        spark: "STRING",
+    }
+}
+
+/// The columns of an exported event, in order: the contract that
+/// `tokenward sql --schema` and docs/hunt.md state.
+pub const COLUMNS: [Column; 14] = [
+    Column {
+        name: "time",
+        clickhouse: "Nullable(DateTime64(3, 'UTC'))",
+        spark: "TIMESTAMP",
+    },
+    Column {
+        name: "log_kind",
+        clickhouse: "LowCardinality(String)",
+        spark: "STRING",
+    },
+    text("user"),
+    text("client_ip"),
+    text("app_id"),
+    text("session_id"),
+    text("token_id"),
+    text("operation"),
+    text("workload"),
+    text("result"),
+    text("user_agent"),
+    required("raw"),
+    required("source_file"),
+    required("source_locator"),
 ];
+
+/// `CREATE TABLE` for the events in ClickHouse. Load with
+/// `INSERT INTO t FORMAT JSONEachRow` and the setting
+/// `date_time_input_format = 'best_effort'` (times are RFC 3339).
+pub fn clickhouse_schema(table: &str) -> String {
+    let cols: Vec<String> = COLUMNS
+        .iter()
+        .map(|c| format!("    `{}` {}", c.name, c.clickhouse))
+        .collect();
+    format!(
+        "CREATE TABLE {table}\n(\n{}\n)\nENGINE = MergeTree\nORDER BY (log_kind, source_file, source_locator);\n",
+        cols.join(",\n")
+    )
+}
+
+/// The schema string Spark's `DataFrameReader.schema()` accepts.
+pub fn spark_schema() -> String {
+    COLUMNS
+        .iter()
+        .map(|c| format!("{} {}", c.name, c.spark))
+        .collect::<Vec<_>>()
+        .join(", ")
+        + "\n"
+}
 
 /// One event as the JSON object written for it.
 pub fn event_json(ev: &Event) -> Value {
@@ -182,7 +242,7 @@ mod tests {
         );
         let v = event_json(&ev);
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        let mut want = COLUMNS.to_vec();
+        let mut want: Vec<&str> = COLUMNS.iter().map(|c| c.name).collect();
         want.sort_unstable();
         assert_eq!(keys, want);
         assert_eq!(v["source_locator"], "line 3");
