@@ -124,11 +124,13 @@ fn rejected_records_are_counted_and_write_errors_exit_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write"));
 }
 
-/// The ClickHouse table `tokenward sql --schema` prints takes the export as
-/// is, in a real engine (chDB, embedded ClickHouse, installed by `.ci/run`):
-/// every row loads, every time parses, every locator stays distinct.
+/// The table `tokenward sql --schema` prints takes the export as is, in
+/// real engines installed by `.ci/run`: chDB (embedded ClickHouse) through
+/// the `CREATE TABLE`, and PySpark (local mode, Java 17) through the schema
+/// string with FAILFAST parsing. Every row loads, every time parses, every
+/// locator stays distinct, and `raw` still answers JSON queries.
 #[test]
-fn events_load_into_clickhouse_through_the_printed_schema() {
+fn events_load_into_clickhouse_and_spark_through_the_printed_schema() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
     let out = tokenward(&[
@@ -144,43 +146,8 @@ fn events_load_into_clickhouse_through_the_printed_schema() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let schema = tokenward(&["sql", "--dialect", "clickhouse", "--schema"]);
-    assert!(schema.status.success());
-    let schema_file = dir.path().join("schema.sql");
-    std::fs::write(&schema_file, &schema.stdout).unwrap();
-
-    let python = std::env::var_os("TOKENWARD_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::repo().join(".ci/venv/bin/python"));
-    assert!(
-        python.exists(),
-        "{}: run .ci/run (it installs chdb)",
-        python.display()
-    );
-    let out = std::process::Command::new(python)
-        .arg(common::repo().join("tests/sql/load_events_chdb.py"))
-        .arg(&schema_file)
-        .arg(&events)
-        .arg(dir.path().join("chdb"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let counts: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let n = |v: &Value| {
-        v.as_u64()
-            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            .unwrap()
-    };
-    assert_eq!(n(&counts["rows"]), lines.len() as u64, "{counts}");
-    assert_eq!(n(&counts["located"]), lines.len() as u64, "{counts}");
     let timed = lines.iter().filter(|l| !l["time"].is_null()).count() as u64;
-    assert_eq!(n(&counts["timed"]), timed, "{counts}");
     let signins = lines.iter().filter(|l| l["log_kind"] == "signin").count() as u64;
-    assert_eq!(n(&counts["signins"]), signins, "{counts}");
     let mail = lines
         .iter()
         .filter(|l| {
@@ -190,6 +157,49 @@ fn events_load_into_clickhouse_through_the_printed_schema() {
                 .contains("\"Operation\":\"MailItemsAccessed\"")
         })
         .count() as u64;
-    assert_eq!(n(&counts["mail"]), mail, "{counts}");
     assert!(mail > 0 && signins > 0);
+
+    let python = std::env::var_os("TOKENWARD_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::repo().join(".ci/venv/bin/python"));
+    assert!(
+        python.exists(),
+        "{}: run .ci/run (it installs chdb and pyspark)",
+        python.display()
+    );
+    for (dialect, script) in [
+        ("clickhouse", "load_events_chdb.py"),
+        ("spark", "load_events_spark.py"),
+    ] {
+        let schema = tokenward(&["sql", "--dialect", dialect, "--schema"]);
+        assert!(schema.status.success());
+        let schema_file = dir.path().join(format!("{dialect}.schema"));
+        std::fs::write(&schema_file, &schema.stdout).unwrap();
+        let mut cmd = std::process::Command::new(&python);
+        cmd.arg(common::repo().join("tests/sql").join(script))
+            .arg(&schema_file)
+            .arg(&events);
+        if dialect == "clickhouse" {
+            cmd.arg(dir.path().join("chdb"));
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{dialect}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let counts: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{dialect}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+        let n = |k: &str| {
+            let v = &counts[k];
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .unwrap_or_else(|| panic!("{dialect}: {counts}"))
+        };
+        assert_eq!(n("rows"), lines.len() as u64, "{dialect}: {counts}");
+        assert_eq!(n("located"), lines.len() as u64, "{dialect}: {counts}");
+        assert_eq!(n("timed"), timed, "{dialect}: {counts}");
+        assert_eq!(n("signins"), signins, "{dialect}: {counts}");
+        assert_eq!(n("mail"), mail, "{dialect}: {counts}");
+    }
 }
