@@ -173,8 +173,6 @@ pub fn run(args: HuntArgs) -> u8 {
         .findings
         .retain(|f| !args.exclude.iter().any(|i| *i == f.rule_id));
 
-    let incidents = tokenward_incident::build(&report.findings);
-
     let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
     let fmt = match args.output_format.as_deref() {
         Some("csv") => OutputFormat::Csv,
@@ -182,6 +180,13 @@ pub fn run(args: HuntArgs) -> u8 {
         Some(_) => OutputFormat::Table,
         None if to_terminal => OutputFormat::Table,
         None => OutputFormat::Jsonl,
+    };
+    // Incidents only for the outputs that show them.
+    let summarise = to_terminal && fmt == OutputFormat::Table && !args.quiet;
+    let incidents = if summarise || args.report.is_some() || args.summary_json.is_some() {
+        tokenward_incident::build(&report.findings)
+    } else {
+        Vec::new()
     };
     let write = |w: &mut dyn Write| -> std::io::Result<()> {
         match fmt {
@@ -202,7 +207,7 @@ pub fn run(args: HuntArgs) -> u8 {
         eprintln!("tokenward hunt: cannot write findings: {e}");
         return crate::EXIT_USAGE;
     }
-    if to_terminal && fmt == OutputFormat::Table && !args.quiet {
+    if summarise {
         print!("{}", crate::report_cmd::incident_summary(&incidents, 10));
     }
     let summary = {

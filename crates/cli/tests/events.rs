@@ -12,29 +12,37 @@ use serde_json::Value;
 
 use tokenward_hunt::export::COLUMNS;
 
-#[test]
-fn every_record_hunt_reads_becomes_one_event_with_hunts_locator() {
-    let dir = tempfile::tempdir().unwrap();
-    let (events, summary) = (dir.path().join("events.jsonl"), dir.path().join("s.json"));
-    let out = tokenward(&[
+/// Exports the bundled example into DIR/events.jsonl; returns the path and
+/// the events.
+fn export_example(dir: &std::path::Path, extra: &[&str]) -> (PathBuf, Vec<Value>) {
+    let events = dir.join("events.jsonl");
+    let mut args = vec![
         "events",
         "examples/storm-0558/logs",
         "-q",
         "-o",
         events.to_str().unwrap(),
-        "--summary-json",
-        summary.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = tokenward(&args);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<Value> = std::fs::read_to_string(&events)
+    let lines = std::fs::read_to_string(&events)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    (events, lines)
+}
+
+#[test]
+fn every_record_hunt_reads_becomes_one_event_with_hunts_locator() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("s.json");
+    let (_, lines) = export_example(dir.path(), &["--summary-json", summary.to_str().unwrap()]);
     let doc: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     assert_eq!(
         lines.len() as u64,
@@ -132,20 +140,7 @@ fn rejected_records_are_counted_and_write_errors_exit_2() {
 #[test]
 fn events_load_into_clickhouse_and_spark_through_the_printed_schema() {
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.jsonl");
-    let out = tokenward(&[
-        "events",
-        "examples/storm-0558/logs",
-        "-q",
-        "-o",
-        events.to_str().unwrap(),
-    ]);
-    assert!(out.status.success());
-    let lines: Vec<Value> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (events, lines) = export_example(dir.path(), &[]);
     let timed = lines.iter().filter(|l| !l["time"].is_null()).count() as u64;
     let signins = lines.iter().filter(|l| l["log_kind"] == "signin").count() as u64;
     let mail = lines

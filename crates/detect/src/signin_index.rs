@@ -93,13 +93,20 @@ impl SigninIndex {
         }
         if let Some(t) = ev.time {
             widen(&mut self.range, t);
-            let tenant = tenant_of(ev, SIGNIN_TENANT_FIELDS).unwrap_or_default();
-            let days = self.days.entry(tenant).or_default();
-            // Sign-ins arrive mostly in time order: skip the set insert
-            // when the day is the last one added.
             let day = day_of(t);
-            if days.last() != Some(&day) {
+            let tenant = SIGNIN_TENANT_FIELDS.iter().find_map(|f| ev.scalar(f));
+            let tenant = tenant.as_deref().unwrap_or("");
+            // This runs for every sign-in: the tenant id is copied only when
+            // it is new or not lower-case (exports write it lower-case).
+            if tenant.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.days
+                    .entry(tenant.to_ascii_lowercase())
+                    .or_default()
+                    .insert(day);
+            } else if let Some(days) = self.days.get_mut(tenant) {
                 days.insert(day);
+            } else {
+                self.days.insert(tenant.to_owned(), BTreeSet::from([day]));
             }
         }
     }

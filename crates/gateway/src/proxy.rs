@@ -301,7 +301,7 @@ async fn decide_and_forward(
         // which might act on it.
         req.headers_mut().remove(header::AUTHORIZATION);
         let req = req.map(Either::Left);
-        return forward(shared, addr, req, Outcome::new(Verdict::NotRequired)).await;
+        return deliver(shared, addr, req, Outcome::new(Verdict::NotRequired)).await;
     }
     if query_has_access_token(req.uri()) {
         let mut o = Outcome::new(Verdict::BadRequest);
@@ -383,41 +383,23 @@ async fn decide_and_forward(
         }
     }
     outcome.checked = Some(checked.clone());
-    let mut req = req.map(Either::Left);
-    if let (Some(rule), true) = (exchange, outcome.reasons.is_empty()) {
+    let mut req = match exchange {
         // RFC 8693: the token to exchange may travel in a form body.
-        let form = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("application/x-www-form-urlencoded")
-            });
-        if form {
-            let (parts, body) = req.into_parts();
-            let Either::Left(body) = body else {
-                unreachable!("the request body is the client's stream here")
+        Some(rule) if outcome.reasons.is_empty() && is_form(req.headers()) => {
+            let Some((req, body)) = buffered(shared, req).await else {
+                outcome.verdict = Verdict::BadRequest;
+                outcome.reasons.push(access::EXCHANGE_BODY_UNREADABLE);
+                return (outcome, plain(StatusCode::PAYLOAD_TOO_LARGE, None));
             };
-            let limited = http_body_util::Limited::new(body, EXCHANGE_BODY_MAX);
-            let read = tokio::time::timeout(shared.upstream_timeout, limited.collect()).await;
-            let bytes = match read {
-                Ok(Ok(collected)) => collected.to_bytes(),
-                _ => {
-                    outcome.verdict = Verdict::BadRequest;
-                    outcome.reasons.push(access::EXCHANGE_BODY_UNREADABLE);
-                    return (outcome, plain(StatusCode::PAYLOAD_TOO_LARGE, None));
-                }
-            };
-            if form_subject_issuer(&bytes)
+            if form_subject_issuer(&body)
                 .is_some_and(|iss| rule.refuse_subject_issuers.contains(&iss))
             {
                 outcome.reasons.push(access::EXCHANGE_SUBJECT_REFUSED);
             }
-            req = Request::from_parts(parts, Either::Right(Full::new(bytes)));
+            req
         }
-    }
+        _ => req.map(Either::Left),
+    };
     if !outcome.reasons.is_empty() {
         return (
             outcome,
@@ -432,35 +414,74 @@ async fn decide_and_forward(
     for (name, value) in &checked.identity {
         headers.insert(name.clone(), value.clone());
     }
-    forward(shared, addr, req, outcome).await
+    deliver(shared, addr, req, outcome).await
+}
+
+/// Whether the body is a URL-encoded form.
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
+}
+
+/// Reads a request body whole (at most [`EXCHANGE_BODY_MAX`] bytes, within
+/// the upstream timeout) so it can be inspected and still forwarded.
+async fn buffered(shared: &Shared, req: Request<Incoming>) -> Option<(Request<Body>, Bytes)> {
+    let (parts, body) = req.into_parts();
+    let limited = http_body_util::Limited::new(body, EXCHANGE_BODY_MAX);
+    let read = tokio::time::timeout(shared.upstream_timeout, limited.collect()).await;
+    let bytes = read.ok()?.ok()?.to_bytes();
+    Some((
+        Request::from_parts(parts, Either::Right(Full::new(bytes.clone()))),
+        bytes,
+    ))
+}
+
+/// Lets an allowed request through: to the upstream in proxy mode, as the
+/// authz answer otherwise.
+async fn deliver(
+    shared: &Shared,
+    addr: &ClientAddr,
+    req: Request<Body>,
+    outcome: Outcome,
+) -> (Outcome, Response<Body>) {
+    match &shared.upstream {
+        Some(upstream) => forward(shared, upstream, addr, req, outcome).await,
+        None => (outcome, authz_allow(req.headers())),
+    }
+}
+
+/// The authz answer for an allowed request: 200 with every identity header,
+/// empty when there is no identity (a public route, a claim the token
+/// lacks), so a proxy that copies headers from this answer overwrites the
+/// client's copies with nothing. Caddy 2.6 otherwise sends the literal
+/// placeholder text upstream.
+fn authz_allow(request: &HeaderMap) -> Response<Body> {
+    let mut r = plain(StatusCode::OK, None);
+    for name in IDENTITY_HEADERS {
+        let value = request
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static(""));
+        r.headers_mut().insert(name, value);
+    }
+    r
 }
 
 /// Sends the request upstream and streams the answer back; any failure is
 /// a gateway error status, never a retry without the checks.
 async fn forward(
     shared: &Shared,
+    upstream: &Upstream,
     addr: &ClientAddr,
     mut up: Request<Body>,
     mut outcome: Outcome,
 ) -> (Outcome, Response<Body>) {
-    let Some(upstream) = &shared.upstream else {
-        // Authz mode: allow, with the identity headers the proxy copies
-        // onto the request it forwards.
-        let mut r = plain(StatusCode::OK, None);
-        // Every identity header, empty when there is no identity (a public
-        // route, a claim the token lacks): a proxy that copies headers
-        // from this answer then overwrites the client's copy with nothing.
-        // Caddy 2.6 otherwise sends the literal placeholder text upstream.
-        for name in IDENTITY_HEADERS {
-            let value = up
-                .headers()
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| HeaderValue::from_static(""));
-            r.headers_mut().insert(name, value);
-        }
-        return (outcome, r);
-    };
     // HTTP/2 carries the host in the URI (`:authority`), not a header:
     // keep it for the HTTP/1.1 upstream as an HTTP/1.1 client's would be.
     if !up.headers().contains_key(header::HOST) {

@@ -160,14 +160,24 @@ fn weight_name(w: Weight) -> &'static str {
     }
 }
 
+/// The kind of unlogged window a detection's findings show, if any.
+fn unlogged_kind(rule_id: &str) -> Option<&'static str> {
+    match rule_id {
+        "tw-mail-throttled" => Some("throttled"),
+        "tw-audit-gap" => Some("audit-gap"),
+        "tw-audit-tampering" => Some("tampering"),
+        _ => None,
+    }
+}
+
 /// What kind of unlogged window a finding shows, if any.
 fn unlogged_of(f: &Finding) -> Option<Unlogged> {
     let ev = &f.evidence;
     let text = |k: &str| ev.get(k).and_then(Value::as_str).map(str::to_owned);
+    let kind = unlogged_kind(&f.rule_id)?;
     let start = f.time.map(rfc3339);
-    let (kind, end, detail) = match &*f.rule_id {
-        "tw-mail-throttled" => (
-            "throttled",
+    let (end, detail) = match kind {
+        "throttled" => (
             text("unlogged_until"),
             format!(
                 "MailItemsAccessed throttled for {}: access in the next 24 h was not logged",
@@ -176,8 +186,7 @@ fn unlogged_of(f: &Finding) -> Option<Unlogged> {
                     .unwrap_or_default()
             ),
         ),
-        "tw-audit-gap" => (
-            "audit-gap",
+        "audit-gap" => (
             text("gap_end"),
             format!(
                 "no {} records for {} hours",
@@ -185,14 +194,12 @@ fn unlogged_of(f: &Finding) -> Option<Unlogged> {
                 ev.get("hours").map(|h| h.to_string()).unwrap_or_default()
             ),
         ),
-        "tw-audit-tampering" => (
-            "tampering",
+        _ => (
             None,
             text("why").unwrap_or_else(|| "audit logging disabled or bypassed".into()),
         ),
-        _ => return None,
     };
-    let start = if f.rule_id == "tw-audit-gap" {
+    let start = if kind == "audit-gap" {
         text("gap_start").or(start)
     } else {
         start
@@ -277,7 +284,7 @@ pub fn build(findings: &[Finding]) -> Vec<Incident> {
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut floating = Vec::new();
     for (i, f) in findings.iter().enumerate() {
-        if is_floating(f) && unlogged_of(f).is_some() {
+        if is_floating(f) && unlogged_kind(&f.rule_id).is_some() {
             floating.push(i);
         } else {
             groups.entry(dsu.find(i)).or_default().push(i);

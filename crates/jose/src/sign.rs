@@ -244,11 +244,18 @@ impl SigningKey {
     /// Builds and signs a compact JWS from a header and a payload object.
     /// The header is used as given (the caller decides `alg`, which lets the
     /// probe write deliberately wrong headers).
-    pub fn sign_token(&self, header: &Value, payload: &Value) -> Result<String, SignError> {
+    pub fn sign_token(
+        &self,
+        header: &impl serde::Serialize,
+        payload: &impl serde::Serialize,
+    ) -> Result<String, SignError> {
+        let json = |bytes: serde_json::Result<Vec<u8>>| {
+            bytes.map_err(|e| SignError(format!("token part is not JSON: {e}")))
+        };
         let input = format!(
             "{}.{}",
-            encode_b64url(header.to_string().as_bytes()),
-            encode_b64url(payload.to_string().as_bytes())
+            encode_b64url(&json(serde_json::to_vec(header))?),
+            encode_b64url(&json(serde_json::to_vec(payload))?)
         );
         let sig = self.sign_raw(input.as_bytes())?;
         Ok(format!("{input}.{}", encode_b64url(&sig)))

@@ -71,6 +71,15 @@ impl Class {
         Class::CrossIssuerKey,
     ];
 
+    /// The classes that change one claim and re-sign with `--key`.
+    pub const NEEDS_KEY: [Class; 5] = [
+        Class::Expired,
+        Class::NotYetValid,
+        Class::WrongAudience,
+        Class::WrongIssuer,
+        Class::WrongTenant,
+    ];
+
     /// The stable id.
     pub fn id(self) -> &'static str {
         match self {

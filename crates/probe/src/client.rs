@@ -59,6 +59,16 @@ pub enum Outcome {
     Failed(String),
 }
 
+impl Outcome {
+    /// The HTTP status, when the target answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Outcome::Answered(a) => Some(a.status),
+            Outcome::Failed(_) => None,
+        }
+    }
+}
+
 /// Largest part of a response body kept for comparison.
 const BODY_LIMIT: u64 = 256 * 1024;
 

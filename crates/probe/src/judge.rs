@@ -199,6 +199,18 @@ impl Judge {
         w
     }
 
+    /// The verdict on one request: its answer judged, or inconclusive when
+    /// there was none.
+    pub fn judge_outcome(&self, outcome: &crate::client::Outcome) -> Judgement {
+        match outcome {
+            crate::client::Outcome::Answered(a) => self.judge(a),
+            crate::client::Outcome::Failed(e) => Judgement {
+                verdict: Verdict::Inconclusive,
+                reason: format!("no answer: {e}"),
+            },
+        }
+    }
+
     /// The verdict on one answer.
     pub fn judge(&self, answer: &Answer) -> Judgement {
         let legit = self.accepted.status;

@@ -207,18 +207,22 @@ fn fingerprint(token: &str) -> String {
 
 fn baseline_answer(outcome: &Outcome, judgement: Option<&Judgement>) -> BaselineAnswer {
     match outcome {
-        Outcome::Answered(a) => BaselineAnswer {
-            status: Some(a.status),
-            bytes: a.body.len(),
-            verdict: judgement.map(|j| j.verdict),
-            reason: judgement.map(|j| j.reason.clone()),
-        },
+        Outcome::Answered(a) => answer_summary(a, judgement),
         Outcome::Failed(e) => BaselineAnswer {
             status: None,
             bytes: 0,
             verdict: judgement.map(|j| j.verdict),
             reason: Some(e.clone()),
         },
+    }
+}
+
+fn answer_summary(a: &Answer, judgement: Option<&Judgement>) -> BaselineAnswer {
+    BaselineAnswer {
+        status: Some(a.status),
+        bytes: a.body.len(),
+        verdict: judgement.map(|j| j.verdict),
+        reason: judgement.map(|j| j.reason.clone()),
     }
 }
 
@@ -294,17 +298,10 @@ pub fn probe(
         config.canary.as_deref(),
     )
     .map_err(|e| ProbeError::Baseline(e.0))?;
-    let as_outcome = |a: &Answer| Outcome::Answered(a.clone());
     let mut baseline = Baseline {
-        legitimate: legit
-            .iter()
-            .map(|a| baseline_answer(&as_outcome(a), None))
-            .collect(),
-        no_token: baseline_answer(&as_outcome(&no_token), Some(&base.no_token)),
-        broken_signature: baseline_answer(
-            &as_outcome(&broken_answer),
-            Some(&base.broken_signature),
-        ),
+        legitimate: legit.iter().map(|a| answer_summary(a, None)).collect(),
+        no_token: answer_summary(&no_token, Some(&base.no_token)),
+        broken_signature: answer_summary(&broken_answer, Some(&base.broken_signature)),
         resigned_with_key: None,
         legitimate_after: None,
     };
@@ -346,27 +343,14 @@ pub fn probe(
 
     if let (Some(resigned), false) = (&resign, forged.is_empty()) {
         let outcome = step(&mut sender, Some(resigned));
-        let judgement = outcome.as_ref().map(|o| match o {
-            Outcome::Answered(a) => judge.judge(a),
-            Outcome::Failed(e) => Judgement {
-                verdict: Verdict::Inconclusive,
-                reason: format!("no answer: {e}"),
-            },
-        });
+        let judgement = outcome.as_ref().map(|o| judge.judge_outcome(o));
         if let Some(outcome) = &outcome {
             baseline.resigned_with_key = Some(baseline_answer(outcome, judgement.as_ref()));
         }
         if judgement.as_ref().map(|j| j.verdict) != Some(Verdict::Accepted) {
             let reason = judgement.map_or("the request budget ran out".into(), |j| j.reason);
-            let claim_classes = [
-                Class::Expired,
-                Class::NotYetValid,
-                Class::WrongAudience,
-                Class::WrongIssuer,
-                Class::WrongTenant,
-            ];
-            forged.retain(|f| !claim_classes.contains(&f.class));
-            for class in claim_classes {
+            forged.retain(|f| !Class::NEEDS_KEY.contains(&f.class));
+            for class in Class::NEEDS_KEY {
                 if !skipped.iter().any(|s| s.class == class)
                     && (config.only.is_empty() || config.only.contains(&class))
                 {
@@ -387,13 +371,7 @@ pub fn probe(
             out_of_budget.push(f.class);
             continue;
         };
-        let mut judgement = match &outcome {
-            Outcome::Answered(a) => judge.judge(a),
-            Outcome::Failed(e) => Judgement {
-                verdict: Verdict::Inconclusive,
-                reason: format!("no answer: {e}"),
-            },
-        };
+        let mut judgement = judge.judge_outcome(&outcome);
         if let Some(path) = &f.callback {
             if listener.was_hit(path) {
                 if f.class == Class::KidInjection {
@@ -414,10 +392,7 @@ pub fn probe(
             sent: f.sent.clone(),
             accepted: judgement.verdict == Verdict::Accepted,
             verdict: judgement.verdict,
-            status: match &outcome {
-                Outcome::Answered(a) => Some(a.status),
-                Outcome::Failed(_) => None,
-            },
+            status: outcome.status(),
             reason: judgement.reason,
         });
     }
@@ -459,13 +434,7 @@ pub fn probe(
     if !forged.is_empty() {
         match step(&mut sender, Some(&config.token)) {
             Some(outcome) => {
-                let judgement = match &outcome {
-                    Outcome::Answered(a) => judge.judge(a),
-                    Outcome::Failed(e) => Judgement {
-                        verdict: Verdict::Inconclusive,
-                        reason: format!("no answer: {e}"),
-                    },
-                };
+                let judgement = judge.judge_outcome(&outcome);
                 if judgement.verdict != Verdict::Accepted {
                     warnings.push(format!(
                         "the legitimate token was no longer accepted after the battery ({}): the target may have blocked the probe, so refusals prove less",

@@ -497,7 +497,7 @@ fn timeline(out: &mut String, inc: &Incident, findings: &[Finding]) {
 
 fn evidence_text(f: &Finding) -> String {
     cut(
-        &Value::Object(f.evidence.clone()).to_string(),
+        &serde_json::to_string(&f.evidence).unwrap_or_default(),
         MAX_EVIDENCE_CHARS,
     )
 }
