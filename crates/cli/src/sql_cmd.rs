@@ -1,6 +1,7 @@
-//! `tokenward sql`: the events table for engines that run the detections
-//! beyond one machine. Only `--schema` exists so far: compiling the
-//! detections themselves to SQL is issue #13's next step.
+//! `tokenward sql`: the detections as one SQL script for ClickHouse or
+//! Spark, and the events table they read (docs/scale.md).
+
+use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
@@ -18,29 +19,41 @@ pub enum Dialect {
 #[derive(Args)]
 #[command(after_help = "Load events written by `tokenward events`:\n  \
 ClickHouse: INSERT INTO tokenward_events FORMAT JSONEachRow with date_time_input_format = 'best_effort'\n  \
-Spark: spark.read.schema(\"<this output>\").json(\"events.jsonl\")\n\n\
-Exit status: 0 printed, 2 usage error.")]
+Spark: spark.read.schema(\"<--schema output>\").json(\"events.jsonl\").createOrReplaceTempView(\"tokenward_events\")\n\n\
+The script's last statement is a SELECT whose rows are findings, with the columns of hunt's JSONL\n\
+findings. Rules and detections that cannot be expressed with hunt's exact semantics are listed on\n\
+standard error with the reason and left out.\n\n\
+Exit status: 0 printed, everything compiled; 1 printed, something refused; 2 usage error.")]
 pub struct SqlArgs {
     /// The engine.
     #[arg(long, value_enum)]
     dialect: Dialect,
-    /// Print the events table: CREATE TABLE for ClickHouse, the schema
-    /// string DataFrameReader.schema() takes for Spark.
+    /// Print the events table instead: CREATE TABLE for ClickHouse, the
+    /// schema string DataFrameReader.schema() takes for Spark.
     #[arg(long)]
     schema: bool,
-    /// Table name (ClickHouse).
+    /// The events table.
     #[arg(long, default_value = "tokenward_events", value_name = "NAME")]
     table: String,
+    /// Sigma rules to compile: files or directories of YAML rules. Repeatable.
+    #[arg(long = "rules", value_name = "PATH")]
+    rules: Vec<PathBuf>,
+    /// Extra Sigma log-source mapping files or directories. Repeatable.
+    #[arg(long = "sigma-mapping", value_name = "PATH")]
+    sigma_mappings: Vec<PathBuf>,
+    /// Values for Sigma `expand` placeholders: a YAML map of name: [values].
+    #[arg(long = "sigma-placeholders", value_name = "FILE")]
+    sigma_placeholders: Option<PathBuf>,
+    /// Leave out the built-in detections.
+    #[arg(long)]
+    no_builtin: bool,
+    /// Say nothing on standard error but errors and refusals.
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 /// Runs `tokenward sql`.
 pub fn run(args: SqlArgs) -> u8 {
-    if !args.schema {
-        eprintln!(
-            "tokenward sql: only --schema is available so far; compiling the detections to SQL is not built yet"
-        );
-        return EXIT_USAGE;
-    }
     let valid = !args.table.is_empty()
         && args
             .table
@@ -53,9 +66,56 @@ pub fn run(args: SqlArgs) -> u8 {
         );
         return EXIT_USAGE;
     }
-    match args.dialect {
-        Dialect::Clickhouse => print!("{}", tokenward_hunt::export::clickhouse_schema(&args.table)),
-        Dialect::Spark => print!("{}", tokenward_hunt::export::spark_schema()),
+    if args.schema {
+        match args.dialect {
+            Dialect::Clickhouse => {
+                print!("{}", tokenward_hunt::export::clickhouse_schema(&args.table))
+            }
+            Dialect::Spark => print!("{}", tokenward_hunt::export::spark_schema()),
+        }
+        return 0;
     }
-    0
+    let opts = tokenward_hunt::sigma::LoadOptions {
+        mappings: args.sigma_mappings.clone(),
+        placeholders: args.sigma_placeholders.clone(),
+    };
+    let set = match tokenward_hunt::sigma::RuleSet::load(&args.rules, &opts) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tokenward sql: --rules: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    for i in set.errors() {
+        eprintln!("tokenward sql: Sigma {i}");
+    }
+    let dialect = match args.dialect {
+        Dialect::Clickhouse => tokenward_sql::Dialect::ClickHouse,
+        Dialect::Spark => tokenward_sql::Dialect::Spark,
+    };
+    let script = tokenward_sql::compile(
+        &set,
+        &tokenward_sql::Options {
+            dialect,
+            table: args.table.clone(),
+            builtin: !args.no_builtin,
+        },
+    );
+    print!("{}", script.sql);
+    for r in &script.refused {
+        eprintln!("tokenward sql: refused for {}: {r}", dialect.name());
+    }
+    if !args.quiet {
+        eprintln!(
+            "tokenward sql: {} detections compiled for {}, {} refused",
+            script.compiled.len(),
+            dialect.name(),
+            script.refused.len()
+        );
+    }
+    if script.refused.is_empty() {
+        0
+    } else {
+        1
+    }
 }

@@ -7,11 +7,13 @@
 
 pub mod event;
 pub mod finding;
+pub mod flat;
 pub mod projection;
 pub mod timefmt;
 
 pub use event::{classify, lookup, lookup_all, normalised_paths, Event, EventKind};
 pub use finding::{Coverage, Finding, Rep, Severity, Status};
+pub use flat::PathValues;
 pub use projection::{Projected, Projection};
 pub use tokenward_logread::{Format, Locator};
 

@@ -15,7 +15,7 @@ use tokenward_detect::{
     shard_of, Anchors, Context, Detection, Info, Kinds, Needs, Outcome, Verdict, Weight,
 };
 use tokenward_event::timefmt::rfc3339;
-use tokenward_event::Event;
+use tokenward_event::{Event, PathValues};
 
 use crate::engine::{run_detections, HuntConfig, HuntError, Report};
 
@@ -71,7 +71,7 @@ const fn required(name: &'static str) -> Column {
 
 /// The columns of an exported event, in order: the contract that
 /// `tokenward sql --schema` and docs/hunt.md state.
-pub const COLUMNS: [Column; 14] = [
+pub const COLUMNS: [Column; 17] = [
     Column {
         name: "time",
         clickhouse: "Nullable(DateTime64(3, 'UTC'))",
@@ -94,6 +94,17 @@ pub const COLUMNS: [Column; 14] = [
     required("raw"),
     required("source_file"),
     required("source_locator"),
+    required("inner"),
+    Column {
+        name: "fields",
+        clickhouse: "Map(String, Array(Nullable(String)))",
+        spark: "MAP<STRING, ARRAY<STRING>>",
+    },
+    Column {
+        name: "objects",
+        clickhouse: "Map(String, Array(String))",
+        spark: "MAP<STRING, ARRAY<STRING>>",
+    },
 ];
 
 /// `CREATE TABLE` for the events in ClickHouse. Load with
@@ -122,6 +133,7 @@ pub fn spark_schema() -> String {
 
 /// One event as the JSON object written for it.
 pub fn event_json(ev: &Event) -> Value {
+    let paths = PathValues::of(&ev.record);
     json!({
         "time": ev.time.map(rfc3339),
         "log_kind": ev.kind.as_str(),
@@ -139,6 +151,12 @@ pub fn event_json(ev: &Event) -> Value {
         "raw": ev.record.to_string(),
         "source_file": &*ev.source_file,
         "source_locator": ev.locator.to_string(),
+        // What the compiled detections read (tokenward sql): the record's
+        // paths with the values hunt's lookups find there, and the wrapper
+        // key hunt looks in first ("" when none), lower-cased like the paths.
+        "inner": ev.inner.unwrap_or("").to_ascii_lowercase(),
+        "fields": paths.scalars,
+        "objects": paths.objects,
     })
 }
 

@@ -254,7 +254,10 @@ pub enum StrTest {
     Suffix(String),
     /// Value contains (with its searcher built once).
     Contains(String, Box<memchr::memmem::Finder<'static>>),
-    /// Anything else: an anchored regex (wildcards) or a user regex (`re`).
+    /// Other wildcard patterns, as an anchored regex and the tokens it was
+    /// built from (engines that are not Rust rebuild it in their syntax).
+    Wildcard(Regex, Vec<Tok>),
+    /// A user regex (`re`).
     Regex(Regex),
 }
 
@@ -301,7 +304,7 @@ impl StrMatch {
                     }
                 }
                 re.push('$');
-                StrTest::Regex(Regex::new(&re).map_err(|e| e.to_string())?)
+                StrTest::Wildcard(Regex::new(&re).map_err(|e| e.to_string())?, t.clone())
             }
         };
         Ok(StrMatch { test, cased })
@@ -336,7 +339,7 @@ impl StrMatch {
             StrTest::Prefix(s) => v.starts_with(s.as_str()),
             StrTest::Suffix(s) => v.ends_with(s.as_str()),
             StrTest::Contains(_, f) => f.find(v.as_bytes()).is_some(),
-            StrTest::Regex(r) => r.is_match(orig),
+            StrTest::Wildcard(r, _) | StrTest::Regex(r) => r.is_match(orig),
         }
     }
 
@@ -347,7 +350,7 @@ impl StrMatch {
             | StrTest::Prefix(s)
             | StrTest::Suffix(s)
             | StrTest::Contains(s, _) => Some(s),
-            StrTest::Regex(_) => None,
+            StrTest::Wildcard(..) | StrTest::Regex(_) => None,
         }
     }
 }

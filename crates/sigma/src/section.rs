@@ -29,7 +29,8 @@ pub struct PathSpec {
 }
 
 impl PathSpec {
-    fn parse(p: &str) -> PathSpec {
+    /// Parses a mapping path.
+    pub fn parse(p: &str) -> PathSpec {
         let mut steps = Vec::new();
         let (head, mut rest) = match p.find('[') {
             Some(i) => (p[..i].to_string(), &p[i..]),

@@ -1,0 +1,319 @@
+//! What differs between the engines: literals, function names, lambdas.
+//! Everything the compiler writes goes through here, so a value from a rule
+//! reaches SQL only as an escaped string literal.
+
+/// SQL engines tokenward writes for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// ClickHouse (and chDB).
+    ClickHouse,
+    /// Apache Spark SQL (and Databricks).
+    Spark,
+}
+
+impl Dialect {
+    /// Name used in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::ClickHouse => "clickhouse",
+            Dialect::Spark => "spark",
+        }
+    }
+
+    /// A string literal holding exactly `s`. Both engines read backslash
+    /// escapes inside literals, so backslashes and quotes are escaped and
+    /// control characters written as escapes; other characters, Unicode
+    /// included, are written as they are (scripts are UTF-8).
+    pub fn lit(self, s: &str) -> String {
+        let mut o = String::with_capacity(s.len() + 2);
+        o.push('\'');
+        for c in s.chars() {
+            match c {
+                '\'' => o.push_str("\\'"),
+                '\\' => o.push_str("\\\\"),
+                '\n' => o.push_str("\\n"),
+                '\r' => o.push_str("\\r"),
+                '\t' => o.push_str("\\t"),
+                c if (c as u32) < 0x20 || c == '\u{7f}' => match self {
+                    Dialect::ClickHouse => o.push_str(&format!("\\x{:02X}", c as u32)),
+                    Dialect::Spark => o.push_str(&format!("\\u{:04X}", c as u32)),
+                },
+                c => o.push(c),
+            }
+        }
+        o.push('\'');
+        o
+    }
+
+    /// A quoted identifier (column names such as `user` are keywords in
+    /// some engines).
+    pub fn ident(self, name: &str) -> String {
+        format!("`{}`", name.replace('`', "``"))
+    }
+
+    /// A floating-point constant, exactly.
+    pub fn float(self, n: f64) -> String {
+        match self {
+            Dialect::ClickHouse => format!("toFloat64({})", self.lit(&format!("{n:e}"))),
+            Dialect::Spark => format!("CAST({} AS DOUBLE)", self.lit(&format!("{n:e}"))),
+        }
+    }
+
+    /// The empty array of nullable strings.
+    pub fn empty_array(self) -> &'static str {
+        match self {
+            Dialect::ClickHouse => "CAST([], 'Array(Nullable(String))')",
+            Dialect::Spark => "CAST(array() AS ARRAY<STRING>)",
+        }
+    }
+
+    /// The values at map key `key` (an SQL string expression) of a map
+    /// column, empty when the key is absent.
+    pub fn map_get(self, map: &str, key: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("CAST({map}[{key}], 'Array(Nullable(String))')"),
+            Dialect::Spark => format!("coalesce({map}[{key}], {})", self.empty_array()),
+        }
+    }
+
+    /// Two arrays joined.
+    pub fn concat(self, a: &str, b: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("arrayConcat({a}, {b})"),
+            Dialect::Spark => format!("concat({a}, {b})"),
+        }
+    }
+
+    /// Whether an array has elements.
+    pub fn not_empty(self, a: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("notEmpty({a})"),
+            Dialect::Spark => format!("(size({a}) > 0)"),
+        }
+    }
+
+    /// `if c then a else b`.
+    pub fn if_(self, c: &str, a: &str, b: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("if({c}, {a}, {b})"),
+            Dialect::Spark => format!("(CASE WHEN {c} THEN {a} ELSE {b} END)"),
+        }
+    }
+
+    /// Strings joined.
+    pub fn concat_str(self, parts: &[&str]) -> String {
+        format!("concat({})", parts.join(", "))
+    }
+
+    /// The non-null elements of an array of nullable strings, as an array
+    /// whose elements string functions take without null checks.
+    pub fn non_null(self, a: &str) -> String {
+        match self {
+            Dialect::ClickHouse => {
+                format!("CAST(arrayFilter(x -> isNotNull(x), {a}), 'Array(String)')")
+            }
+            Dialect::Spark => format!("filter({a}, x -> x IS NOT NULL)"),
+        }
+    }
+
+    /// Whether `pred` (over the variable `var`) holds for an element of
+    /// array `a`. A null predicate counts as false.
+    pub fn any(self, a: &str, var: &str, pred: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("arrayExists({var} -> ifNull({pred}, 0), {a})"),
+            Dialect::Spark => format!("exists({a}, {var} -> coalesce({pred}, false))"),
+        }
+    }
+
+    /// `f` (over the variable `var`) applied to every element of `a`.
+    pub fn map(self, a: &str, var: &str, f: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("arrayMap({var} -> {f}, {a})"),
+            Dialect::Spark => format!("transform({a}, {var} -> {f})"),
+        }
+    }
+
+    /// Whether an array of nullable strings holds a null.
+    pub fn has_null(self, a: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("arrayExists(x -> isNull(x), {a})"),
+            Dialect::Spark => format!("exists({a}, x -> x IS NULL)"),
+        }
+    }
+
+    /// Every scalar value of a map column's arrays, nulls included.
+    pub fn all_values(self, map: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("arrayFlatten(mapValues({map}))"),
+            Dialect::Spark => format!("flatten(map_values({map}))"),
+        }
+    }
+
+    /// Lower case (Unicode).
+    pub fn lower(self, x: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("lowerUTF8({x})"),
+            Dialect::Spark => format!("lower({x})"),
+        }
+    }
+
+    /// `x` starts with `p`.
+    pub fn starts_with(self, x: &str, p: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("startsWith({x}, {p})"),
+            Dialect::Spark => format!("startswith({x}, {p})"),
+        }
+    }
+
+    /// `x` ends with `p`.
+    pub fn ends_with(self, x: &str, p: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("endsWith({x}, {p})"),
+            Dialect::Spark => format!("endswith({x}, {p})"),
+        }
+    }
+
+    /// `x` contains `p`.
+    pub fn contains(self, x: &str, p: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("(position({x}, {p}) > 0)"),
+            Dialect::Spark => format!("contains({x}, {p})"),
+        }
+    }
+
+    /// `x` is one of the string literals `set` (already escaped).
+    pub fn in_set(self, x: &str, set: &[String]) -> String {
+        match self {
+            Dialect::ClickHouse => format!("has([{}], {x})", set.join(", ")),
+            Dialect::Spark => format!("({x} IN ({}))", set.join(", ")),
+        }
+    }
+
+    /// `x` matches the regular expression `re` somewhere. Patterns come
+    /// from [`Dialect::wildcard_regex`], in the subset both engines read
+    /// alike.
+    pub fn regex(self, x: &str, re: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("match({x}, {})", self.lit(re)),
+            Dialect::Spark => format!("({x} RLIKE {})", self.lit(re)),
+        }
+    }
+
+    /// The regular expression of a Sigma wildcard pattern: anchored at both
+    /// ends of the whole value, `.` across newlines, and case-insensitive
+    /// by Unicode rules unless `cased`. `\z` rather than `$`: Java's `$`
+    /// also matches before a final newline.
+    pub fn wildcard_regex(self, toks: &[tokenward_sigma::matcher::Tok], cased: bool) -> String {
+        use tokenward_sigma::matcher::Tok;
+        let flags = match (self, cased) {
+            (_, true) => "(?s)",
+            (Dialect::ClickHouse, false) => "(?si)",
+            // Java folds only ASCII case unless told `u`.
+            (Dialect::Spark, false) => "(?siu)",
+        };
+        let mut re = format!("{flags}^");
+        for t in toks {
+            match t {
+                Tok::Lit(l) => {
+                    for c in l.chars() {
+                        // Escaping every ASCII punctuation character makes
+                        // it literal in RE2 and in Java alike; letters,
+                        // digits and other characters stand for themselves.
+                        if c.is_ascii_punctuation() || c == ' ' {
+                            re.push('\\');
+                        }
+                        re.push(c);
+                    }
+                }
+                Tok::Star => re.push_str(".*"),
+                Tok::One => re.push('.'),
+            }
+        }
+        re.push_str("\\z");
+        re
+    }
+
+    /// A number parsed from text the way hunt parses one (surrounding
+    /// white space allowed, decimal with optional exponent), or null.
+    pub fn number(self, x: &str) -> String {
+        const NUM: &str = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$";
+        match self {
+            Dialect::ClickHouse => format!(
+                "if(match({x}, {}), toFloat64OrNull(replaceRegexpAll({x}, {}, '')), NULL)",
+                self.lit(NUM),
+                self.lit(r"^\s+|\s+$")
+            ),
+            Dialect::Spark => format!(
+                "(CASE WHEN {x} RLIKE {} THEN try_cast(trim({x}) AS DOUBLE) END)",
+                self.lit(NUM)
+            ),
+        }
+    }
+
+    /// The IPv4 address in text the way hunt reads a client address
+    /// (`a.b.c.d`, with a port, or IPv4-mapped `::ffff:a.b.c.d` with or
+    /// without brackets), as a number; null otherwise.
+    pub fn ipv4_number(self, x: &str) -> String {
+        const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])";
+        let quad = format!("{OCTET}\\.{OCTET}\\.{OCTET}\\.{OCTET}");
+        let re = format!(
+            "^\\s*(?:{quad}(?::[0-9]*)?|(?i:::ffff:){quad}|\\[(?i:::ffff:){quad}\\].*)\\s*$"
+        );
+        let lit = self.lit(&re);
+        // Groups 1-4, 5-8 or 9-12 hold the octets, by form; the others
+        // are empty.
+        let part = |i: usize| {
+            match self {
+            Dialect::ClickHouse => format!(
+                "toUInt64OrZero(concat(g[{}], g[{}], g[{}]))",
+                i,
+                i + 4,
+                i + 8
+            ),
+            Dialect::Spark => format!(
+                "CAST(concat(regexp_extract({x}, {lit}, {}), regexp_extract({x}, {lit}, {}), regexp_extract({x}, {lit}, {})) AS BIGINT)",
+                i,
+                i + 4,
+                i + 8
+            ),
+        }
+        };
+        let sum = format!(
+            "({} * 16777216 + {} * 65536 + {} * 256 + {})",
+            part(1),
+            part(2),
+            part(3),
+            part(4)
+        );
+        match self {
+            Dialect::ClickHouse => format!(
+                "if(match({x}, {lit}), arrayMap(g -> {sum}, [extractGroups({x}, {lit})])[1], NULL)"
+            ),
+            Dialect::Spark => format!("(CASE WHEN {x} RLIKE {lit} THEN {sum} END)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_escape_quotes_backslashes_and_controls() {
+        let d = Dialect::ClickHouse;
+        assert_eq!(d.lit("it's"), r"'it\'s'");
+        assert_eq!(d.lit(r"a\b"), r"'a\\b'");
+        assert_eq!(d.lit("a\nb\u{1}"), r"'a\nb\x01'");
+        assert_eq!(Dialect::Spark.lit("\u{1}"), r"'\u0001'");
+        assert_eq!(d.lit("100%_é"), "'100%_é'");
+    }
+
+    #[test]
+    fn wildcards_become_anchored_patterns_with_literal_punctuation() {
+        use tokenward_sigma::matcher::parse_wild;
+        let re = Dialect::Spark.wildcard_regex(&parse_wild("a.b*c?(d)"), false);
+        assert_eq!(re, r"(?siu)^a\.b.*c.\(d\)\z");
+        let re = Dialect::ClickHouse.wildcard_regex(&parse_wild("x y"), true);
+        assert_eq!(re, r"(?s)^x\ y\z");
+    }
+}

@@ -1,0 +1,420 @@
+//! Sigma detection rules as SQL predicates over the events table, with the
+//! embedded engine's semantics: the same log-source mappings and candidate
+//! paths (first that has a value wins, the wrapped record before the root),
+//! the same string, number, null, `exists`, `cidr` and `fieldref` tests, and
+//! the same condition logic. Whatever would behave differently is refused.
+
+use std::collections::BTreeMap;
+
+use tokenward_event::flat::{SELECTOR_KEYS, SELECTOR_VALUE_MAX};
+use tokenward_sigma::cond::Cond;
+use tokenward_sigma::matcher::{Cmp, StrTest};
+use tokenward_sigma::section::{FieldId, Item, Leaf, PathSpec, Search, Section};
+use tokenward_sigma::RuleSet;
+
+use crate::dialect::Dialect;
+
+/// Compiles the rules of one set; field expressions are collected once per
+/// field and become columns (`f_<id>`) of the scan.
+pub(crate) struct SigmaCompiler<'a> {
+    pub(crate) d: Dialect,
+    pub(crate) set: &'a RuleSet,
+    /// Field id -> its value-array expression.
+    pub(crate) columns: BTreeMap<FieldId, String>,
+    /// Whether some rule searches keywords (the `words` column).
+    pub(crate) words: bool,
+    /// Candidate path key -> (column number, event kinds it is read for,
+    /// as SQL literals).
+    keys: BTreeMap<String, (usize, Vec<String>)>,
+    /// Event kinds (SQL literals) of the mapping being compiled.
+    kinds: Vec<String>,
+}
+
+/// The map key hunt's flattened paths use for a mapping path
+/// (tokenward_event::flat), or why the path cannot be reached that way.
+pub(crate) fn path_key(p: &PathSpec) -> Result<String, String> {
+    if p.head.is_empty() {
+        return Err("a mapping path that starts at the record itself".into());
+    }
+    let mut key = p.head.to_ascii_lowercase();
+    for (i, (k, v, rest)) in p.steps.iter().enumerate() {
+        let k = k.to_ascii_lowercase();
+        if !SELECTOR_KEYS.contains(&k.as_str()) {
+            return Err(format!(
+                "selector `[{k}=...]`: the export writes selectors on {} only",
+                SELECTOR_KEYS.join(", ")
+            ));
+        }
+        if v.len() > SELECTOR_VALUE_MAX {
+            return Err(format!(
+                "selector value longer than {SELECTOR_VALUE_MAX} bytes"
+            ));
+        }
+        if rest.is_empty() && i + 1 < p.steps.len() {
+            return Err("two selectors on one object".into());
+        }
+        key.push_str(&format!("[{k}={}]", v.to_ascii_lowercase()));
+        if !rest.is_empty() {
+            key.push('.');
+            key.push_str(&rest.to_ascii_lowercase());
+        }
+    }
+    Ok(key)
+}
+
+impl<'a> SigmaCompiler<'a> {
+    pub(crate) fn new(d: Dialect, set: &'a RuleSet) -> Self {
+        SigmaCompiler {
+            d,
+            set,
+            columns: BTreeMap::new(),
+            words: false,
+            keys: BTreeMap::new(),
+            kinds: Vec::new(),
+        }
+    }
+
+    /// The column holding the values of one candidate path (`k_<n>`),
+    /// computed for events of the given kinds only.
+    fn key_column(&mut self, key: String, kinds: &[String]) -> String {
+        let n = self.keys.len();
+        let entry = self.keys.entry(key).or_insert_with(|| (n, Vec::new()));
+        for k in kinds {
+            if !entry.1.contains(k) {
+                entry.1.push(k.clone());
+            }
+        }
+        format!("k_{}", entry.0)
+    }
+
+    /// Values of a field under a mapping: its first candidate path that
+    /// has any.
+    fn field_expr(&mut self, paths: &[PathSpec], kinds: &[String]) -> Result<String, String> {
+        let keys = paths.iter().map(path_key).collect::<Result<Vec<_>, _>>()?;
+        let cols: Vec<String> = keys
+            .into_iter()
+            .map(|k| self.key_column(k, kinds))
+            .collect();
+        let mut it = cols.iter().rev();
+        let mut expr = it.next().ok_or("a field without paths")?.clone();
+        for c in it {
+            expr = self.d.if_(&self.d.not_empty(c), c, &expr);
+        }
+        Ok(expr)
+    }
+
+    fn column(&mut self, id: FieldId) -> Result<String, String> {
+        if !self.columns.contains_key(&id) {
+            let e = self.field_expr(&self.set.fields.paths[id as usize], &self.kinds.clone())?;
+            self.columns.insert(id, e);
+        }
+        Ok(format!("f_{id}"))
+    }
+
+    /// The scan's derived columns, in the order they must be computed:
+    /// per candidate path its values in the wrapped record (`w_`) and at
+    /// the root (`r_`), then which of them counts (`k_`), then the fields
+    /// (`f_`) and the keyword values. Each level is one step of the query.
+    pub(crate) fn levels(&self) -> Vec<Vec<(String, String)>> {
+        let d = self.d;
+        let at = |key: &str| {
+            d.concat(
+                &d.map_get(&d.ident("fields"), key),
+                &d.map_get(&d.ident("objects"), key),
+            )
+        };
+        let inner = d.ident("inner");
+        let kind = d.ident("log_kind");
+        let mut lookups = Vec::new();
+        let mut chosen = Vec::new();
+        let mut keys: Vec<(&String, &(usize, Vec<String>))> = self.keys.iter().collect();
+        keys.sort_by_key(|(_, (n, _))| *n);
+        for (key, (n, kinds)) in keys {
+            // Values are looked up only for events some rule reading them
+            // applies to.
+            let only = format!("{kind} IN ({})", kinds.join(", "));
+            let wrapped = at(&d.concat_str(&[&inner, "'.'", &d.lit(key)]));
+            lookups.push((
+                format!("w_{n}"),
+                d.if_(
+                    &format!("{only} AND {inner} <> ''"),
+                    &wrapped,
+                    d.empty_array(),
+                ),
+            ));
+            lookups.push((
+                format!("r_{n}"),
+                d.if_(&only, &at(&d.lit(key)), d.empty_array()),
+            ));
+            chosen.push((
+                format!("k_{n}"),
+                d.if_(
+                    &d.not_empty(&format!("w_{n}")),
+                    &format!("w_{n}"),
+                    &format!("r_{n}"),
+                ),
+            ));
+        }
+        let mut fields: Vec<(String, String)> = self
+            .columns
+            .iter()
+            .map(|(id, e)| (format!("f_{id}"), e.clone()))
+            .collect();
+        if self.words {
+            fields.push((
+                "words".into(),
+                d.non_null(&d.all_values(&d.ident("fields"))),
+            ));
+        }
+        vec![lookups, chosen, fields]
+    }
+
+    /// The rule's predicate over one event: any of its log sources whose
+    /// records the event is, with the detection compiled for that source.
+    pub(crate) fn rule(&mut self, compiled: &[(usize, Section)]) -> Result<String, String> {
+        let mut alts = Vec::new();
+        for (mi, sec) in compiled {
+            let m = &self.set.mappings[*mi];
+            let kinds: Vec<String> = m.kinds.iter().map(|k| self.d.lit(k.as_str())).collect();
+            self.kinds = kinds.clone();
+            let mut parts = vec![format!(
+                "{} IN ({})",
+                self.d.ident("log_kind"),
+                kinds.join(", ")
+            )];
+            if !m.require_any.is_empty() {
+                let mut any = Vec::new();
+                for f in &m.require_any {
+                    let v = self.field_expr(&[PathSpec::parse(f)], &kinds)?;
+                    any.push(self.d.any(&v, "x", "x IS NOT NULL"));
+                }
+                parts.push(format!("({})", any.join(" OR ")));
+            }
+            parts.push(self.cond(&sec.cond, sec)?);
+            alts.push(format!("({})", parts.join(" AND ")));
+        }
+        Ok(format!("({})", alts.join(" OR ")))
+    }
+
+    fn cond(&mut self, c: &Cond, sec: &Section) -> Result<String, String> {
+        Ok(match c {
+            Cond::Id(i) => self.search(&sec.searches[*i])?,
+            Cond::Not(x) => format!("(NOT {})", self.cond(x, sec)?),
+            Cond::And(v) => self.join(v, sec, " AND ")?,
+            Cond::Or(v) => self.join(v, sec, " OR ")?,
+            Cond::Of(n, ids) => {
+                let parts = ids
+                    .iter()
+                    .map(|i| self.search(&sec.searches[*i]))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if *n == usize::MAX {
+                    format!("({})", parts.join(" AND "))
+                } else if *n <= 1 {
+                    format!("({})", parts.join(" OR "))
+                } else {
+                    let ints: Vec<String> = parts.iter().map(|p| self.d.if_(p, "1", "0")).collect();
+                    format!("(({}) >= {n})", ints.join(" + "))
+                }
+            }
+        })
+    }
+
+    fn join(&mut self, v: &[Cond], sec: &Section, op: &str) -> Result<String, String> {
+        let parts = v
+            .iter()
+            .map(|x| self.cond(x, sec))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(format!("({})", parts.join(op)))
+    }
+
+    fn search(&mut self, s: &Search) -> Result<String, String> {
+        match s {
+            Search::And(items) => {
+                let parts = items
+                    .iter()
+                    .map(|i| self.item(i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(format!("({})", parts.join(" AND ")))
+            }
+            Search::Or(alts) => {
+                let parts = alts
+                    .iter()
+                    .map(|a| self.search(a))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(format!("({})", parts.join(" OR ")))
+            }
+        }
+    }
+
+    fn item(&mut self, it: &Item) -> Result<String, String> {
+        let d = self.d;
+        let vals = match it.field {
+            Some(f) => self.column(f)?,
+            None => {
+                self.words = true;
+                "words".to_string()
+            }
+        };
+        let nn = match it.field {
+            Some(_) => d.non_null(&vals),
+            // The keyword values hold no nulls.
+            None => vals.clone(),
+        };
+        let mut tests = Vec::new();
+        // Plain values of a long list become one set lookup per case mode,
+        // as the embedded engine's hash sets do.
+        let (mut cased, mut folded, mut ranges) = (Vec::new(), Vec::new(), Vec::new());
+        for l in &it.leaves {
+            if !it.all {
+                if let Leaf::Cidr(c) = l {
+                    ranges.push(ipv4_range(c)?);
+                    continue;
+                }
+                if let Leaf::Str(sm, None) = l {
+                    if let StrTest::Exact(s) = &sm.test {
+                        if sm.cased {
+                            cased.push(d.lit(s));
+                        } else {
+                            folded.push(d.lit(s));
+                        }
+                        continue;
+                    }
+                }
+            }
+            tests.push(self.leaf(l, &vals, &nn)?);
+        }
+        for (set, is_cased) in [(cased, true), (folded, false)] {
+            let x = if is_cased {
+                "x".to_string()
+            } else {
+                d.lower("x")
+            };
+            match set.len() {
+                0 => {}
+                1 => tests.push(d.any(&nn, "x", &format!("{x} = {}", set[0]))),
+                _ => tests.push(d.any(&nn, "x", &d.in_set(&x, &set))),
+            }
+        }
+        if !ranges.is_empty() {
+            // Each value is read as an address once, then tried against
+            // every range.
+            let within: Vec<String> = ranges
+                .iter()
+                .map(|(lo, hi)| format!("n BETWEEN {lo} AND {hi}"))
+                .collect();
+            tests.push(d.any(
+                &d.map(&nn, "x", &d.ipv4_number("x")),
+                "n",
+                &within.join(" OR "),
+            ));
+        }
+        let body = if it.neq {
+            format!("(NOT ({}))", tests.join(" OR "))
+        } else if it.all {
+            format!("({})", tests.join(" AND "))
+        } else {
+            format!("({})", tests.join(" OR "))
+        };
+        let absent_can_match = it
+            .leaves
+            .iter()
+            .any(|l| matches!(l, Leaf::Null | Leaf::Exists(false)));
+        Ok(if it.field.is_some() && !absent_can_match {
+            // An absent field fails every other test, `neq` included.
+            format!("({} AND {body})", d.not_empty(&vals))
+        } else {
+            body
+        })
+    }
+
+    fn leaf(&mut self, l: &Leaf, vals: &str, nn: &str) -> Result<String, String> {
+        let d = self.d;
+        Ok(match l {
+            Leaf::Str(sm, num) => {
+                let x = if sm.cased {
+                    "x".to_string()
+                } else {
+                    d.lower("x")
+                };
+                let mut t = match &sm.test {
+                    StrTest::Exact(s) => format!("{x} = {}", d.lit(s)),
+                    StrTest::Prefix(s) => d.starts_with(&x, &d.lit(s)),
+                    StrTest::Suffix(s) => d.ends_with(&x, &d.lit(s)),
+                    StrTest::Contains(s, _) => d.contains(&x, &d.lit(s)),
+                    StrTest::Wildcard(_, toks) => d.regex("x", &d.wildcard_regex(toks, sm.cased)),
+                    StrTest::Regex(r) => {
+                        return Err(format!(
+                            "regular expression {:?}: Rust, RE2 and Java regex syntax and semantics differ, so it is not converted",
+                            r.as_str()
+                        ))
+                    }
+                };
+                if let Some(n) = num {
+                    t = format!("({t} OR {} = {})", d.number("x"), d.float(*n));
+                }
+                d.any(nn, "x", &t)
+            }
+            Leaf::Null => format!("(NOT {} OR {})", d.not_empty(vals), d.has_null(vals)),
+            Leaf::Exists(true) => d.not_empty(vals),
+            Leaf::Exists(false) => format!("(NOT {})", d.not_empty(vals)),
+            Leaf::Num(c, n) => d.any(
+                nn,
+                "x",
+                &format!("{} {} {}", d.number("x"), cmp_op(*c), d.float(*n)),
+            ),
+            Leaf::Time(..) => {
+                return Err(
+                    "time-part modifiers (minute..year) read times with tokenward's timestamp parser, which the engines do not share"
+                        .into(),
+                )
+            }
+            Leaf::Cidr(c) => {
+                let range = ipv4_range(c)?;
+                d.any(
+                    &d.map(nn, "x", &d.ipv4_number("x")),
+                    "n",
+                    &format!("n BETWEEN {} AND {}", range.0, range.1),
+                )
+            }
+            Leaf::FieldRef { other, how, cased } => {
+                let o = self.column(*other)?;
+                let (a, b) = if *cased {
+                    ("x".to_string(), "y".to_string())
+                } else {
+                    (d.lower("x"), d.lower("y"))
+                };
+                let t = match how {
+                    1 => d.starts_with(&a, &b),
+                    2 => d.ends_with(&a, &b),
+                    3 => d.contains(&a, &b),
+                    _ => format!("{a} = {b}"),
+                };
+                d.any(nn, "x", &d.any(&d.non_null(&o), "y", &t))
+            }
+        })
+    }
+}
+
+/// The IPv4 range of a `cidr` value as numbers, first and last address.
+fn ipv4_range(c: &tokenward_sigma::matcher::Cidr) -> Result<(u64, u64), String> {
+    let std::net::IpAddr::V4(a) = c.addr() else {
+        return Err(format!(
+            "IPv6 range {}/{}: only IPv4 ranges are compiled",
+            c.addr(),
+            c.prefix()
+        ));
+    };
+    let bits = 32 - u32::from(c.prefix());
+    let lo = (u64::from(u32::from(a)) >> bits) << bits;
+    Ok((lo, lo + ((1u64 << bits) - 1)))
+}
+
+fn cmp_op(c: Cmp) -> &'static str {
+    match c {
+        Cmp::Lt => "<",
+        Cmp::Lte => "<=",
+        Cmp::Gt => ">",
+        Cmp::Gte => ">=",
+        Cmp::Eq => "=",
+    }
+}

@@ -1,0 +1,31 @@
+"""Runs a `tokenward sql --dialect spark` script in Apache Spark (local
+mode) over `tokenward events` output read through the printed schema
+(FAILFAST), and prints each finding row as one JSON line.
+
+usage: findings_spark.py SCHEMA.txt EVENTS.jsonl SCRIPT.sql
+"""
+import json
+import sys
+
+from pyspark.sql import SparkSession
+
+schema_file, events, script_file = sys.argv[1:4]
+spark = (
+    SparkSession.builder.master("local[2]")
+    .appName("tokenward-sql")
+    .config("spark.ui.enabled", "false")
+    .config("spark.sql.session.timeZone", "UTC")
+    .getOrCreate()
+)
+spark.sparkContext.setLogLevel("ERROR")
+df = spark.read.schema(open(schema_file).read().strip()).option("mode", "FAILFAST").json(events)
+df.createOrReplaceTempView("tokenward_events")
+statements = [x.strip() for x in open(script_file).read().split(";\n") if x.strip()]
+for st in statements[:-1]:
+    spark.sql(st)
+for row in spark.sql(statements[-1]).toLocalIterator():
+    d = row.asDict()
+    if d.get("time") is not None:
+        d["time"] = d["time"].isoformat()
+    print(json.dumps(d))
+spark.stop()
