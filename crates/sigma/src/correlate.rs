@@ -173,6 +173,15 @@ impl Correlation {
         }
     }
 
+    /// The fields an event matched by rule `rule` under mapping `mapping`
+    /// gives this correlation: its group-by fields, in order, and the
+    /// value field of the value_* kinds.
+    pub fn extraction(&self, rule: usize, mapping: usize) -> Option<(&[FieldId], Option<FieldId>)> {
+        self.ext
+            .get(&(rule, mapping))
+            .map(|(g, v)| (g.as_slice(), *v))
+    }
+
     fn field_for(&self, name: &str, rule_keys: &[&str]) -> String {
         if let Some(a) = self.aliases.get(name) {
             for k in rule_keys {
@@ -542,6 +551,11 @@ struct Group {
     skip_until: i64,
     /// Entries before this time were decided and dropped.
     flushed_upto: i64,
+    /// The newest match of the group. Lateness is measured per group:
+    /// measured across groups, one file of recent records read before an
+    /// older file decided the older file's windows before their matches
+    /// arrived.
+    newest: Option<i64>,
 }
 
 /// Per-correlation counters.
@@ -568,7 +582,6 @@ pub struct Sigma {
     rule_hits: Vec<usize>,
     stats: Vec<CorrStats>,
     groups: Vec<HashMap<Vec<Option<String>>, Group>>,
-    newest: Vec<i64>,
     /// Entries held across every group (for the report).
     pub peak_entries: usize,
     held: usize,
@@ -586,7 +599,6 @@ impl Sigma {
             rule_hits: vec![0; set.rules.len()],
             stats: vec![CorrStats::default(); nc],
             groups: (0..nc).map(|_| HashMap::new()).collect(),
-            newest: vec![i64::MIN; nc],
             findings: Vec::new(),
             peak_entries: 0,
             held: 0,
@@ -640,9 +652,9 @@ impl Sigma {
             self.stats[ci].over_budget += 1;
             return;
         }
-        let newest = self.newest[ci].max(e.t);
-        self.newest[ci] = newest;
         let g = self.groups[ci].entry(key.clone()).or_default();
+        let newest = g.newest.map_or(e.t, |n| n.max(e.t));
+        g.newest = Some(newest);
         if e.t < g.flushed_upto {
             self.stats[ci].late += 1;
         }

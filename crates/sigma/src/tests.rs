@@ -969,3 +969,46 @@ fn attack_tags_become_technique_ids() {
         serde_json::json!(["T1114.002", "T1078"])
     );
 }
+
+/// A group's windows are decided early only by that group's own newest
+/// match: a file of later records for another user, read first, must not
+/// decide an older user's windows before that user's matches arrive.
+#[test]
+fn lateness_is_per_group_so_file_order_does_not_change_windows() {
+    let s = corr_set(
+        FAIL,
+        "title: many failures\nid: c-late\nlevel: high\ncorrelation:\n    type: event_count\n    rules: [failed_login]\n    group-by: [UserId]\n    timespan: 10m\n    condition:\n        gte: 3\n",
+    );
+    let mut line = 0u64;
+    let mut at = |user: &str, day: u32, hour: u32, min: u32| {
+        line += 1;
+        Event::from_record(
+            json!({"CreationTime": format!("2023-06-{day:02}T{hour:02}:{min:02}:00"), "Operation": "UserLoginFailed", "UserId": user}),
+            None,
+            Arc::from("f"),
+            Locator { line, record: line },
+        )
+    };
+    let mut evs = Vec::new();
+    // A later file first: another user, weeks later.
+    for m in 0..70 {
+        evs.push(at("later", 28, 10, m % 60));
+    }
+    // Alice: 62 failures twenty minutes apart (no burst), then a burst of
+    // three in two minutes. Measured against the other user's newest
+    // match, the 64th match decided alice's windows early: the burst's
+    // first two were judged (and dropped) before the third arrived.
+    for k in 0..62 {
+        evs.push(at("alice", 5, k * 20 / 60, k * 20 % 60));
+    }
+    for m in [0, 1, 2] {
+        evs.push(at("alice", 5, 21, m));
+    }
+    let (f, _) = run_corr(s, &evs);
+    let alice: Vec<_> = f
+        .iter()
+        .filter(|x| x.evidence["group"]["UserId"] == "alice")
+        .collect();
+    assert_eq!(alice.len(), 1, "{alice:?}");
+    assert_eq!(alice[0].evidence["event_count"], 3.0);
+}

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod corr;
 pub mod dialect;
 mod sigma;
 
@@ -81,13 +82,14 @@ struct Source {
     predicate: String,
 }
 
-/// Compiles a Sigma rule set (its detection rules that report findings;
-/// correlations are refused for now) into one findings query.
+/// Compiles a Sigma rule set (its detection rules that report findings,
+/// and its correlations) into one findings query.
 pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
     let d = opts.dialect;
     let mut sc = sigma::SigmaCompiler::new(d, rules);
     let mut sources = Vec::new();
     let mut refused = Vec::new();
+    let mut compiled_corrs = Vec::new();
     for r in &rules.rules {
         if !r.output {
             continue;
@@ -106,12 +108,19 @@ pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
             }),
         }
     }
-    for c in &rules.correlations {
-        refused.push(Refusal {
-            id: c.meta.id.clone(),
-            origin: format!("{}:{}", c.meta.file, c.meta.line),
-            reason: "correlation rules are not compiled yet".into(),
-        });
+    let mut corrs = Vec::new();
+    for (ci, c) in rules.correlations.iter().enumerate() {
+        match corr::compile(&mut sc, ci, SCAN) {
+            Ok(x) => {
+                corrs.push(x);
+                compiled_corrs.push(c.meta.id.clone());
+            }
+            Err(reason) => refused.push(Refusal {
+                id: c.meta.id.clone(),
+                origin: format!("{}:{}", c.meta.file, c.meta.line),
+                reason,
+            }),
+        }
     }
     if opts.builtin {
         for b in tokenward_detect::BUILTINS {
@@ -122,35 +131,42 @@ pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
             });
         }
     }
-    let sql = script(d, &opts.table, &sc.levels(), &sources);
+    let sql = script(d, &opts.table, &sc.levels(), &sources, &corrs);
+    let mut compiled: Vec<String> = sources.into_iter().map(|s| s.id).collect();
+    compiled.extend(compiled_corrs);
     Script {
         sql,
-        compiled: sources.into_iter().map(|s| s.id).collect(),
+        compiled,
         refused,
     }
 }
 
-fn script(d: Dialect, table: &str, levels: &[Vec<(String, String)>], sources: &[Source]) -> String {
+/// The scan step the detections read: the last of the levels
+/// [`sigma::SigmaCompiler::levels`] gives (lookups, chosen paths, fields).
+const SCAN: &str = "e2";
+
+fn script(
+    d: Dialect,
+    table: &str,
+    levels: &[Vec<(String, String)>],
+    sources: &[Source],
+    corrs: &[corr::Compiled],
+) -> String {
     let event_cols: Vec<String> = FINDING_COLUMNS[3..].iter().map(|c| d.ident(c)).collect();
     // One query step per level of derived columns: each reads the
     // columns of the step before.
-    let mut steps = String::new();
+    let mut steps: Vec<(String, String)> = Vec::new();
     let mut from = table.to_string();
     for (i, level) in levels.iter().enumerate() {
         let mut cols = vec!["*".to_string()];
         cols.extend(level.iter().map(|(n, e)| format!("{e} AS {n}")));
-        steps.push_str(&format!(
-            "{}e{i} AS (\n  SELECT {}\n  FROM {from}\n)",
-            if i == 0 { "WITH " } else { ",\n" },
-            cols.join(",\n    ")
+        steps.push((
+            format!("e{i}"),
+            format!("  SELECT {}\n  FROM {from}", cols.join(",\n    ")),
         ));
         from = format!("e{i}");
     }
-    let header = format!(
-        "-- tokenward sql --dialect {}: {} detections over {table}\n",
-        d.name(),
-        sources.len()
-    );
+    debug_assert_eq!(from, SCAN);
     let select_cols = |r: &str| -> String {
         let mut v = vec![
             format!("{r}rule_id AS rule_id"),
@@ -160,7 +176,7 @@ fn script(d: Dialect, table: &str, levels: &[Vec<(String, String)>], sources: &[
         v.extend(event_cols.iter().cloned());
         v.join(", ")
     };
-    match d {
+    let single = match d {
         Dialect::ClickHouse => {
             let tuples: Vec<String> = sources
                 .iter()
@@ -180,7 +196,7 @@ fn script(d: Dialect, table: &str, levels: &[Vec<(String, String)>], sources: &[
                 format!("[\n{}\n]", tuples.join(",\n"))
             };
             format!(
-                "{header}{steps}\nSELECT {}\nFROM (\n  SELECT *, arrayJoin(arrayFilter(r -> r.1 != '', {list})) AS hit\n  FROM {from}\n);\n",
+                "SELECT {}\nFROM (\n  SELECT *, arrayJoin(arrayFilter(r -> r.1 != '', {list})) AS hit\n  FROM {from}\n)",
                 select_cols("hit.")
                     .replace("hit.rule_id", "hit.1")
                     .replace("hit.rule_title", "hit.2")
@@ -208,12 +224,35 @@ fn script(d: Dialect, table: &str, levels: &[Vec<(String, String)>], sources: &[
                     structs.join(",\n")
                 )
             };
-            format!(
-                "{header}{steps},\nm AS (\n  SELECT {from}.*, explode({list}) AS hit\n  FROM {from}\n)\nSELECT {}\nFROM m;\n",
-                select_cols("hit."),
-            )
+            steps.push((
+                "m".into(),
+                format!("  SELECT {from}.*, explode({list}) AS hit\n  FROM {from}"),
+            ));
+            format!("SELECT {}\nFROM m", select_cols("hit."))
         }
+    };
+    let mut selects = vec![single];
+    for c in corrs {
+        steps.extend(c.steps.iter().cloned());
+        selects.push(c.select.clone());
     }
+    let with: Vec<String> = steps
+        .iter()
+        .map(|(n, b)| format!("{n} AS (\n{b}\n)"))
+        .collect();
+    // A rule set compiles to one large query; ClickHouse's default limits
+    // on query size and syntax-tree size are for hand-written queries.
+    let settings = match d {
+        Dialect::ClickHouse => "SET max_query_size = 268435456, max_ast_elements = 50000000, max_expanded_ast_elements = 50000000;\n",
+        Dialect::Spark => "",
+    };
+    format!(
+        "-- tokenward sql --dialect {}: {} detections over {table}\n{settings}WITH {}\n{};\n",
+        d.name(),
+        sources.len() + corrs.len(),
+        with.join(",\n"),
+        selects.join("\nUNION ALL\n")
+    )
 }
 
 #[cfg(test)]

@@ -172,11 +172,20 @@ impl<'a> SigmaCompiler<'a> {
     /// The rule's predicate over one event: any of its log sources whose
     /// records the event is, with the detection compiled for that source.
     pub(crate) fn rule(&mut self, compiled: &[(usize, Section)]) -> Result<String, String> {
+        let alts = self.per_mapping(compiled)?;
+        Ok(format!("({})", alts.join(" OR ")))
+    }
+
+    /// Per log source of a rule, the predicate that the event is a record
+    /// of it and matches the detection compiled for it.
+    pub(crate) fn per_mapping(
+        &mut self,
+        compiled: &[(usize, Section)],
+    ) -> Result<Vec<String>, String> {
         let mut alts = Vec::new();
         for (mi, sec) in compiled {
             let m = &self.set.mappings[*mi];
-            let kinds: Vec<String> = m.kinds.iter().map(|k| self.d.lit(k.as_str())).collect();
-            self.kinds = kinds.clone();
+            let kinds = self.enter(*mi);
             let mut parts = vec![format!(
                 "{} IN ({})",
                 self.d.ident("log_kind"),
@@ -193,7 +202,23 @@ impl<'a> SigmaCompiler<'a> {
             parts.push(self.cond(&sec.cond, sec)?);
             alts.push(format!("({})", parts.join(" AND ")));
         }
-        Ok(format!("({})", alts.join(" OR ")))
+        Ok(alts)
+    }
+
+    /// Compiles what follows for the log source of mapping `mi`; returns
+    /// its event kinds as SQL literals.
+    pub(crate) fn enter(&mut self, mi: usize) -> Vec<String> {
+        self.kinds = self.set.mappings[mi]
+            .kinds
+            .iter()
+            .map(|k| self.d.lit(k.as_str()))
+            .collect();
+        self.kinds.clone()
+    }
+
+    /// The column of a field (`f_<id>`), for the mapping entered last.
+    pub(crate) fn field_column(&mut self, id: FieldId) -> Result<String, String> {
+        self.column(id)
     }
 
     fn cond(&mut self, c: &Cond, sec: &Section) -> Result<String, String> {
