@@ -50,6 +50,10 @@ impl EventKind {
     }
 }
 
+/// Keys of the objects that wrap the actual record in some exports
+/// ([`Event::inner`]).
+pub const WRAPPERS: [&str; 3] = ["AuditData", "RawEventData", "properties"];
+
 /// One input record, parsed and normalised.
 #[derive(Clone, Debug)]
 pub struct Event {

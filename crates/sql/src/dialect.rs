@@ -133,6 +133,19 @@ impl Dialect {
         }
     }
 
+    /// The entries of a map column whose key is one of `keys` (escaped
+    /// literals). Map lookups scan a row's keys one by one in both
+    /// engines; narrowing each row's map once makes every later lookup
+    /// cheap.
+    pub fn map_only(self, map: &str, keys: &[String]) -> String {
+        match self {
+            Dialect::ClickHouse => {
+                format!("mapFilter((k, v) -> has([{}], k), {map})", keys.join(", "))
+            }
+            Dialect::Spark => format!("map_filter({map}, (k, v) -> k IN ({}))", keys.join(", ")),
+        }
+    }
+
     /// Whether an array of nullable strings holds a null.
     pub fn has_null(self, a: &str) -> String {
         match self {

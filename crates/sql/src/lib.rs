@@ -17,6 +17,7 @@ mod sigma;
 
 pub use dialect::Dialect;
 
+use tokenward_event::EventKind;
 use tokenward_sigma::RuleSet;
 
 /// The finding columns, in order, as hunt's JSONL findings name them.
@@ -74,13 +75,37 @@ pub struct Script {
     pub refused: Vec<Refusal>,
 }
 
-/// One compiled finding source: its id, title, severity and predicate.
+/// One compiled finding source: its id, title, severity and predicates
+/// (per log source, with the event kinds of its records).
 struct Source {
     id: String,
     title: String,
     severity: &'static str,
-    predicate: String,
+    alts: Vec<(Vec<EventKind>, String)>,
 }
+
+impl Source {
+    /// The predicate for events of kind `k`, if the rule reads them.
+    fn predicate(&self, k: EventKind) -> Option<String> {
+        let ps: Vec<&str> = self
+            .alts
+            .iter()
+            .filter(|(kinds, _)| kinds.contains(&k))
+            .map(|(_, p)| p.as_str())
+            .collect();
+        (!ps.is_empty()).then(|| format!("({})", ps.join(" OR ")))
+    }
+}
+
+/// Every event kind, in the order the script tests them.
+const KINDS: [EventKind; 6] = [
+    EventKind::Audit,
+    EventKind::SignIn,
+    EventKind::DirectoryAudit,
+    EventKind::AzureActivity,
+    EventKind::Gateway,
+    EventKind::Other,
+];
 
 /// Compiles a Sigma rule set (its detection rules that report findings,
 /// and its correlations) into one findings query.
@@ -99,7 +124,7 @@ pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
                 id: r.meta.id.clone(),
                 title: r.meta.title.clone(),
                 severity: r.meta.severity().as_str(),
-                predicate: p,
+                alts: p,
             }),
             Err(reason) => refused.push(Refusal {
                 id: r.meta.id.clone(),
@@ -142,8 +167,9 @@ pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
 }
 
 /// The scan step the detections read: the last of the levels
-/// [`sigma::SigmaCompiler::levels`] gives (lookups, chosen paths, fields).
-const SCAN: &str = "e2";
+/// [`sigma::SigmaCompiler::levels`] gives (maps narrowed to the keys read,
+/// lookups, chosen paths, fields, their non-null and lower-cased values).
+const SCAN: &str = "e4";
 
 fn script(
     d: Dialect,
@@ -176,52 +202,84 @@ fn script(
         v.extend(event_cols.iter().cloned());
         v.join(", ")
     };
+    // Rules are grouped by the kind of event they read, so each event is
+    // tested only against the rules of its kind (CASE and multiIf evaluate
+    // only the branch taken).
+    let per_kind = |hit: &dyn Fn(&Source, String) -> String| -> Vec<(EventKind, Vec<String>)> {
+        KINDS
+            .iter()
+            .map(|&k| {
+                let hits = sources
+                    .iter()
+                    .filter_map(|s| s.predicate(k).map(|p| hit(s, p)))
+                    .collect::<Vec<_>>();
+                (k, hits)
+            })
+            .filter(|(_, h)| !h.is_empty())
+            .collect()
+    };
+    let kind = d.ident("log_kind");
     let single = match d {
         Dialect::ClickHouse => {
-            let tuples: Vec<String> = sources
+            let groups = per_kind(&|s: &Source, p: String| {
+                format!(
+                    "    if({p}, tuple({}, {}, {}), tuple('', '', ''))",
+                    d.lit(&s.id),
+                    d.lit(&s.title),
+                    d.lit(s.severity)
+                )
+            });
+            let cols = select_cols("hit.")
+                .replace("hit.rule_id", "hit.1")
+                .replace("hit.rule_title", "hit.2")
+                .replace("hit.severity", "hit.3");
+            // One branch per event kind, filtered before the rules run:
+            // ClickHouse evaluates every argument of a multiIf.
+            let branches: Vec<String> = groups
                 .iter()
-                .map(|s| {
+                .map(|(k, hits)| {
                     format!(
-                        "  if({}, tuple({}, {}, {}), tuple('', '', ''))",
-                        s.predicate,
-                        d.lit(&s.id),
-                        d.lit(&s.title),
-                        d.lit(s.severity)
+                        "SELECT {cols}\nFROM (\n  SELECT *, arrayJoin(arrayFilter(r -> r.1 != '', [\n{}\n  ])) AS hit\n  FROM {from}\n  WHERE {kind} = {}\n)",
+                        hits.join(",\n"),
+                        d.lit(k.as_str())
                     )
                 })
                 .collect();
-            let list = if tuples.is_empty() {
-                "CAST([], 'Array(Tuple(String, String, String))')".to_string()
+            if branches.is_empty() {
+                format!(
+                    "SELECT {cols}\nFROM (SELECT *, arrayJoin(CAST([], 'Array(Tuple(String, String, String))')) AS hit FROM {from})"
+                )
             } else {
-                format!("[\n{}\n]", tuples.join(",\n"))
-            };
-            format!(
-                "SELECT {}\nFROM (\n  SELECT *, arrayJoin(arrayFilter(r -> r.1 != '', {list})) AS hit\n  FROM {from}\n)",
-                select_cols("hit.")
-                    .replace("hit.rule_id", "hit.1")
-                    .replace("hit.rule_title", "hit.2")
-                    .replace("hit.severity", "hit.3"),
-            )
+                branches.join("\nUNION ALL\n")
+            }
         }
         Dialect::Spark => {
-            let structs: Vec<String> = sources
+            let empty =
+                "CAST(array() AS ARRAY<STRUCT<rule_id: STRING, rule_title: STRING, severity: STRING>>)";
+            let groups = per_kind(&|s: &Source, p: String| {
+                format!(
+                    "    IF({p}, named_struct('rule_id', {}, 'rule_title', {}, 'severity', {}), NULL)",
+                    d.lit(&s.id),
+                    d.lit(&s.title),
+                    d.lit(s.severity)
+                )
+            });
+            let branches: Vec<String> = groups
                 .iter()
-                .map(|s| {
+                .map(|(k, hits)| {
                     format!(
-                        "  IF({}, named_struct('rule_id', {}, 'rule_title', {}, 'severity', {}), NULL)",
-                        s.predicate,
-                        d.lit(&s.id),
-                        d.lit(&s.title),
-                        d.lit(s.severity)
+                        "  WHEN {kind} = {} THEN array(\n{}\n  )",
+                        d.lit(k.as_str()),
+                        hits.join(",\n")
                     )
                 })
                 .collect();
-            let list = if structs.is_empty() {
-                "filter(array(named_struct('rule_id', '', 'rule_title', '', 'severity', '')), r -> false)".to_string()
+            let list = if groups.is_empty() {
+                empty.to_string()
             } else {
                 format!(
-                    "filter(array(\n{}\n), r -> r IS NOT NULL)",
-                    structs.join(",\n")
+                    "filter(CASE\n{}\n  ELSE {empty} END, r -> r IS NOT NULL)",
+                    branches.join("\n")
                 )
             };
             steps.push((

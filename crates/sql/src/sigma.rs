@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use tokenward_event::flat::{SELECTOR_KEYS, SELECTOR_VALUE_MAX};
+use tokenward_event::EventKind;
 use tokenward_sigma::cond::Cond;
 use tokenward_sigma::matcher::{Cmp, StrTest};
 use tokenward_sigma::section::{FieldId, Item, Leaf, PathSpec, Search, Section};
@@ -119,10 +120,29 @@ impl<'a> SigmaCompiler<'a> {
         let d = self.d;
         let at = |key: &str| {
             d.concat(
-                &d.map_get(&d.ident("fields"), key),
-                &d.map_get(&d.ident("objects"), key),
+                &d.map_get("fields_read", key),
+                &d.map_get("objects_read", key),
             )
         };
+        // Every key a lookup may ask for: each candidate path, at the root
+        // and under each wrapper.
+        let mut wanted = Vec::new();
+        for key in self.keys.keys() {
+            wanted.push(d.lit(key));
+            for w in tokenward_event::event::WRAPPERS {
+                wanted.push(d.lit(&format!("{}.{key}", w.to_ascii_lowercase())));
+            }
+        }
+        let narrowed = vec![
+            (
+                "fields_read".to_string(),
+                d.map_only(&d.ident("fields"), &wanted),
+            ),
+            (
+                "objects_read".to_string(),
+                d.map_only(&d.ident("objects"), &wanted),
+            ),
+        ];
         let inner = d.ident("inner");
         let kind = d.ident("log_kind");
         let mut lookups = Vec::new();
@@ -155,25 +175,40 @@ impl<'a> SigmaCompiler<'a> {
                 ),
             ));
         }
-        let mut fields: Vec<(String, String)> = self
+        let fields: Vec<(String, String)> = self
             .columns
             .iter()
             .map(|(id, e)| (format!("f_{id}"), e.clone()))
             .collect();
-        if self.words {
-            fields.push((
-                "words".into(),
-                d.non_null(&d.all_values(&d.ident("fields"))),
+        let mut derived = Vec::new();
+        for id in self.columns.keys() {
+            derived.push((format!("n_{id}"), d.non_null(&format!("f_{id}"))));
+            derived.push((
+                format!("l_{id}"),
+                d.map(&d.non_null(&format!("f_{id}")), "x", &d.lower("x")),
             ));
         }
-        vec![lookups, chosen, fields]
+        if self.words {
+            let words = d.non_null(&d.all_values(&d.ident("fields")));
+            derived.push(("words".into(), words.clone()));
+            derived.push(("words_l".into(), d.map(&words, "x", &d.lower("x"))));
+        }
+        vec![narrowed, lookups, chosen, fields, derived]
     }
 
-    /// The rule's predicate over one event: any of its log sources whose
-    /// records the event is, with the detection compiled for that source.
-    pub(crate) fn rule(&mut self, compiled: &[(usize, Section)]) -> Result<String, String> {
-        let alts = self.per_mapping(compiled)?;
-        Ok(format!("({})", alts.join(" OR ")))
+    /// The rule's predicates, one per log source, each with the event kinds
+    /// its records are: an event matches when it matches the predicate of
+    /// a source whose records it is.
+    pub(crate) fn rule(
+        &mut self,
+        compiled: &[(usize, Section)],
+    ) -> Result<Vec<(Vec<EventKind>, String)>, String> {
+        let preds = self.per_mapping(compiled)?;
+        Ok(compiled
+            .iter()
+            .zip(preds)
+            .map(|((mi, _), p)| (self.set.mappings[*mi].kinds.clone(), p))
+            .collect())
     }
 
     /// Per log source of a rule, the predicate that the event is a record
@@ -280,10 +315,12 @@ impl<'a> SigmaCompiler<'a> {
                 "words".to_string()
             }
         };
-        let nn = match it.field {
-            Some(_) => d.non_null(&vals),
+        // Non-null values, and the same lower-cased, computed once per
+        // field in the scan rather than once per value tested.
+        let (nn, low) = match it.field {
+            Some(f) => (format!("n_{f}"), format!("l_{f}")),
             // The keyword values hold no nulls.
-            None => vals.clone(),
+            None => ("words".to_string(), "words_l".to_string()),
         };
         let mut tests = Vec::new();
         // Plain values of a long list become one set lookup per case mode,
@@ -306,18 +343,13 @@ impl<'a> SigmaCompiler<'a> {
                     }
                 }
             }
-            tests.push(self.leaf(l, &vals, &nn)?);
+            tests.push(self.leaf(l, &vals, &nn, &low)?);
         }
-        for (set, is_cased) in [(cased, true), (folded, false)] {
-            let x = if is_cased {
-                "x".to_string()
-            } else {
-                d.lower("x")
-            };
+        for (set, arr) in [(cased, &nn), (folded, &low)] {
             match set.len() {
                 0 => {}
-                1 => tests.push(d.any(&nn, "x", &format!("{x} = {}", set[0]))),
-                _ => tests.push(d.any(&nn, "x", &d.in_set(&x, &set))),
+                1 => tests.push(d.any(arr, "x", &format!("x = {}", set[0]))),
+                _ => tests.push(d.any(arr, "x", &d.in_set("x", &set))),
             }
         }
         if !ranges.is_empty() {
@@ -352,20 +384,23 @@ impl<'a> SigmaCompiler<'a> {
         })
     }
 
-    fn leaf(&mut self, l: &Leaf, vals: &str, nn: &str) -> Result<String, String> {
+    fn leaf(&mut self, l: &Leaf, vals: &str, nn: &str, low: &str) -> Result<String, String> {
         let d = self.d;
         Ok(match l {
             Leaf::Str(sm, num) => {
-                let x = if sm.cased {
-                    "x".to_string()
-                } else {
-                    d.lower("x")
+                // Uncased tests run on the lower-cased values (the rule's
+                // text is lower-cased already); patterns carry their own
+                // case flag and run on the values as written.
+                let arr = match (&sm.test, sm.cased) {
+                    (StrTest::Wildcard(..), _) | (_, true) => nn,
+                    _ => low,
                 };
+                let x = "x";
                 let mut t = match &sm.test {
                     StrTest::Exact(s) => format!("{x} = {}", d.lit(s)),
-                    StrTest::Prefix(s) => d.starts_with(&x, &d.lit(s)),
-                    StrTest::Suffix(s) => d.ends_with(&x, &d.lit(s)),
-                    StrTest::Contains(s, _) => d.contains(&x, &d.lit(s)),
+                    StrTest::Prefix(s) => d.starts_with(x, &d.lit(s)),
+                    StrTest::Suffix(s) => d.ends_with(x, &d.lit(s)),
+                    StrTest::Contains(s, _) => d.contains(x, &d.lit(s)),
                     StrTest::Wildcard(_, toks) => d.regex("x", &d.wildcard_regex(toks, sm.cased)),
                     StrTest::Regex(r) => {
                         return Err(format!(
@@ -375,9 +410,10 @@ impl<'a> SigmaCompiler<'a> {
                     }
                 };
                 if let Some(n) = num {
+                    // Lower-casing leaves a number's text a number.
                     t = format!("({t} OR {} = {})", d.number("x"), d.float(*n));
                 }
-                d.any(nn, "x", &t)
+                d.any(arr, "x", &t)
             }
             Leaf::Null => format!("(NOT {} OR {})", d.not_empty(vals), d.has_null(vals)),
             Leaf::Exists(true) => d.not_empty(vals),
@@ -402,19 +438,19 @@ impl<'a> SigmaCompiler<'a> {
                 )
             }
             Leaf::FieldRef { other, how, cased } => {
-                let o = self.column(*other)?;
-                let (a, b) = if *cased {
-                    ("x".to_string(), "y".to_string())
+                self.column(*other)?;
+                let (mine, others) = if *cased {
+                    (nn.to_string(), format!("n_{other}"))
                 } else {
-                    (d.lower("x"), d.lower("y"))
+                    (low.to_string(), format!("l_{other}"))
                 };
                 let t = match how {
-                    1 => d.starts_with(&a, &b),
-                    2 => d.ends_with(&a, &b),
-                    3 => d.contains(&a, &b),
-                    _ => format!("{a} = {b}"),
+                    1 => d.starts_with("x", "y"),
+                    2 => d.ends_with("x", "y"),
+                    3 => d.contains("x", "y"),
+                    _ => "x = y".to_string(),
                 };
-                d.any(nn, "x", &d.any(&d.non_null(&o), "y", &t))
+                d.any(&mine, "x", &d.any(&others, "y", &t))
             }
         })
     }
