@@ -330,8 +330,10 @@ fn write_tenant(dir: &Path) -> (PathBuf, BTreeMap<&'static str, usize>) {
     expect.insert("corr-temporal", 1);
     // One throttled mail access.
     expect.insert("4d7f1b83-2a6e-4c9d-8e35-5f0b2a7c1d96", 1);
-    // Five mailboxes with auditing switched off.
+    // Five mailboxes with auditing switched off: the Sigma rule and the
+    // built-in detection.
     expect.insert("7c1e9a46-3f2b-4d8e-a5c7-0b6d4e2f9a38", 5);
+    expect.insert("tw-audit-tampering", 5);
     // Audit switched off for five mailboxes among routine changes.
     for i in 0..20 {
         let off = i % 4 == 0;
@@ -343,6 +345,34 @@ fn write_tenant(dir: &Path) -> (PathBuf, BTreeMap<&'static str, usize>) {
                            {"Name": if off { "AuditEnabled" } else { "RetainDeletedItemsFor" }, "Value": if off { "False" } else { "30" }}]
         }));
     }
+    // A mailbox exported to a PST, a compliance search exported, one not
+    // exported ($false) and one without the parameter.
+    let exports = [
+        (
+            "New-MailboxExportRequest",
+            json!([{"Name": "Mailbox", "Value": "ceo"}]),
+        ),
+        (
+            "New-ComplianceSearchAction",
+            json!([{"Name": "Export", "Value": " True "}]),
+        ),
+        (
+            "New-ComplianceSearchAction",
+            json!([{"Name": "Export", "Value": "$false"}]),
+        ),
+        (
+            "New-ComplianceSearchAction",
+            json!([{"Name": "Purge", "Value": "True"}]),
+        ),
+    ];
+    for (i, (op, params)) in exports.iter().enumerate() {
+        push(json!({
+            "CreationTime": format!("2023-06-13T08:{i:02}:00"), "Id": format!("export-{i}"),
+            "Operation": op, "OrganizationId": tenants[1], "RecordType": 1,
+            "UserId": "admin@tenant1.example", "Workload": "Exchange", "Parameters": params
+        }));
+    }
+    expect.insert("tw-mailbox-export", 2);
     // The hostile values, each with the near miss a wrong escape would hit.
     let comments: &[(&str, Option<&'static str>)] = &[
         ("IT'S 100%_DONE", Some("hostile-exact")),
@@ -511,16 +541,23 @@ fn compiled_rules_find_what_hunt_finds_in_chdb_and_spark() {
     assert!(tokenward(&args).status.success());
 
     for dialect in ["clickhouse", "spark"] {
-        let mut args = vec!["sql", "--dialect", dialect, "--no-builtin", "-q"];
+        let mut args = vec!["sql", "--dialect", dialect, "-q"];
         args.extend(rule_args);
         let sql = tokenward(&args);
         let stderr = String::from_utf8_lossy(&sql.stderr).to_string();
-        // Refused: only what the note lists; everything else is compiled.
+        // Refused: only built-in detections not compiled yet; every rule
+        // and correlation is compiled.
         let refused: Vec<&str> = stderr.lines().filter(|l| l.contains("refused")).collect();
         assert!(
-            refused.is_empty(),
+            refused.iter().all(|l| l.contains(": built-in: ")),
             "{dialect}: unexpected refusals:\n{stderr}"
         );
+        for compiled in ["tw-audit-tampering", "tw-mailbox-export"] {
+            assert!(
+                !refused.iter().any(|l| l.contains(compiled)),
+                "{dialect}: {stderr}"
+            );
+        }
         let compiled_ids: BTreeSet<String> = hunt_findings
             .iter()
             .map(|f| f["rule_id"].as_str().unwrap().to_owned())
@@ -554,10 +591,6 @@ fn compiled_rules_find_what_hunt_finds_in_chdb_and_spark() {
         let want: BTreeSet<Key> = hunt_findings
             .iter()
             .filter(|f| compiled_ids.contains(f["rule_id"].as_str().unwrap()))
-            .filter(|f| {
-                f["evidence"]["sigma_id"].is_string()
-                    || f["evidence"]["correlation_type"].is_string()
-            })
             .map(key)
             .collect();
         let missing: Vec<&Key> = want.difference(&engine).collect();

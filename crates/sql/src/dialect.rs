@@ -146,6 +146,30 @@ impl Dialect {
         }
     }
 
+    /// The first value of an array of nullable strings that is not null
+    /// and not blank, trimmed; null when there is none (hunt's
+    /// `scalar_str` of the first such value).
+    pub fn first_trimmed(self, a: &str) -> String {
+        let trimmed = self.map(
+            &self.non_null(a),
+            "x",
+            &format!("regexp_replace(x, {}, '')", self.lit(r"^\s+|\s+$")),
+        );
+        let trimmed = match self {
+            // ClickHouse names it replaceRegexpAll.
+            Dialect::ClickHouse => trimmed.replace("regexp_replace(", "replaceRegexpAll("),
+            Dialect::Spark => trimmed,
+        };
+        let kept = match self {
+            Dialect::ClickHouse => format!("arrayFilter(x -> x != '', {trimmed})"),
+            Dialect::Spark => format!("filter({trimmed}, x -> x <> '')"),
+        };
+        match self {
+            Dialect::ClickHouse => format!("if(notEmpty({kept}), {kept}[1], NULL)"),
+            Dialect::Spark => format!("IF(size({kept}) > 0, element_at({kept}, 1), NULL)"),
+        }
+    }
+
     /// Whether an array of nullable strings holds a null.
     pub fn has_null(self, a: &str) -> String {
         match self {

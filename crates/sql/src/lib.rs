@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod builtin;
 mod corr;
 pub mod dialect;
 mod sigma;
@@ -80,7 +81,8 @@ pub struct Script {
 struct Source {
     id: String,
     title: String,
-    severity: &'static str,
+    /// An SQL expression (a built-in may grade its findings).
+    severity: String,
     alts: Vec<(Vec<EventKind>, String)>,
 }
 
@@ -123,7 +125,7 @@ pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
             Ok(p) => sources.push(Source {
                 id: r.meta.id.clone(),
                 title: r.meta.title.clone(),
-                severity: r.meta.severity().as_str(),
+                severity: d.lit(r.meta.severity().as_str()),
                 alts: p,
             }),
             Err(reason) => refused.push(Refusal {
@@ -148,12 +150,24 @@ pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
         }
     }
     if opts.builtin {
+        let setup = tokenward_detect::Setup {
+            iocs: std::sync::Arc::new(tokenward_detect::ioc::IocSet::builtin()),
+            options: Default::default(),
+        };
         for b in tokenward_detect::BUILTINS {
-            refused.push(Refusal {
-                id: b.info.id.to_string(),
-                origin: "built-in".into(),
-                reason: "built-in detections are not compiled yet".into(),
-            });
+            match builtin::compile(&mut sc, b.info.id, &setup) {
+                Ok(c) => sources.push(Source {
+                    id: b.info.id.to_string(),
+                    title: b.info.title.to_string(),
+                    severity: c.severity,
+                    alts: c.alts,
+                }),
+                Err(reason) => refused.push(Refusal {
+                    id: b.info.id.to_string(),
+                    origin: "built-in".into(),
+                    reason,
+                }),
+            }
         }
     }
     let sql = script(d, &opts.table, &sc.levels(), &sources, &corrs);
@@ -226,7 +240,7 @@ fn script(
                     "    if({p}, tuple({}, {}, {}), tuple('', '', ''))",
                     d.lit(&s.id),
                     d.lit(&s.title),
-                    d.lit(s.severity)
+                    s.severity
                 )
             });
             let cols = select_cols("hit.")
@@ -261,7 +275,7 @@ fn script(
                     "    IF({p}, named_struct('rule_id', {}, 'rule_title', {}, 'severity', {}), NULL)",
                     d.lit(&s.id),
                     d.lit(&s.title),
-                    d.lit(s.severity)
+                    s.severity
                 )
             });
             let branches: Vec<String> = groups

@@ -88,6 +88,13 @@ impl<'a> SigmaCompiler<'a> {
         format!("k_{}", entry.0)
     }
 
+    /// The column of the values at a flattened path (inner record first),
+    /// read for events of `kinds`: what `Event::get_all` finds there.
+    pub(crate) fn path_values(&mut self, key: &str, kinds: &[EventKind]) -> String {
+        let kinds: Vec<String> = kinds.iter().map(|k| self.d.lit(k.as_str())).collect();
+        self.key_column(key.to_string(), &kinds)
+    }
+
     /// Values of a field under a mapping: its first candidate path that
     /// has any.
     fn field_expr(&mut self, paths: &[PathSpec], kinds: &[String]) -> Result<String, String> {
