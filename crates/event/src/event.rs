@@ -37,6 +37,16 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Audit,
+        EventKind::SignIn,
+        EventKind::DirectoryAudit,
+        EventKind::AzureActivity,
+        EventKind::Gateway,
+        EventKind::Other,
+    ];
+
     /// Stable lower-case name used in summaries.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -51,6 +51,22 @@ fn ser_time<S: serde::Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S:
     }
 }
 
+/// The columns of a finding other than its evidence, in output order:
+/// CSV timelines, JSONL findings and the SQL scripts' result name them so.
+pub const COLUMNS: [&str; 11] = [
+    "rule_id",
+    "rule_title",
+    "severity",
+    "time",
+    "user",
+    "client_ip",
+    "app_id",
+    "session_id",
+    "token_id",
+    "source_file",
+    "source_locator",
+];
+
 /// One detection hit.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Finding {

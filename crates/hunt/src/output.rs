@@ -19,21 +19,17 @@ pub enum OutputFormat {
     Jsonl,
 }
 
-/// Column names, in output order.
-pub const COLUMNS: &[&str] = &[
-    "rule_id",
-    "rule_title",
-    "severity",
-    "time",
-    "user",
-    "client_ip",
-    "app_id",
-    "session_id",
-    "token_id",
-    "source_file",
-    "source_locator",
-    "evidence",
-];
+/// Column names, in output order: a finding's columns, then its evidence.
+pub const COLUMNS: [&str; 12] = {
+    let mut c = [""; 12];
+    let mut i = 0;
+    while i < tokenward_event::finding::COLUMNS.len() {
+        c[i] = tokenward_event::finding::COLUMNS[i];
+        i += 1;
+    }
+    c[11] = "evidence";
+    c
+};
 
 fn cells(f: &Finding) -> Vec<String> {
     let o = |s: &Option<String>| s.clone().unwrap_or_default();

@@ -91,16 +91,9 @@ pub struct Mapping {
 }
 
 fn kind_named(s: &str) -> Option<EventKind> {
-    [
-        EventKind::Audit,
-        EventKind::SignIn,
-        EventKind::DirectoryAudit,
-        EventKind::AzureActivity,
-        EventKind::Gateway,
-        EventKind::Other,
-    ]
-    .into_iter()
-    .find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
+    EventKind::ALL
+        .into_iter()
+        .find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
 }
 
 impl Mapping {

@@ -20,17 +20,10 @@ pub(crate) struct Compiled {
 
 /// The kinds of event a declaration routes to the detection.
 fn kinds_of(needs: &Needs) -> Vec<EventKind> {
-    [
-        EventKind::Audit,
-        EventKind::SignIn,
-        EventKind::DirectoryAudit,
-        EventKind::AzureActivity,
-        EventKind::Gateway,
-        EventKind::Other,
-    ]
-    .into_iter()
-    .filter(|k| needs.kinds.contains(*k))
-    .collect()
+    EventKind::ALL
+        .into_iter()
+        .filter(|k| needs.kinds.contains(*k))
+        .collect()
 }
 
 /// The declaration's raw-text screen over the `raw` column (texts matched

@@ -29,16 +29,12 @@ use crate::sigma::SigmaCompiler;
 const CLICKHOUSE_SPAN_MAX_MS: i64 = i32::MAX as i64;
 
 /// The event columns a finding carries, after rule id, title, severity.
-const EVENT_COLUMNS: [&str; 8] = [
-    "time",
-    "user",
-    "client_ip",
-    "app_id",
-    "session_id",
-    "token_id",
-    "source_file",
-    "source_locator",
-];
+const EVENT_COLUMNS: [&str; 8] = {
+    let all = crate::FINDING_COLUMNS;
+    [
+        all[3], all[4], all[5], all[6], all[7], all[8], all[9], all[10],
+    ]
+};
 
 /// One compiled correlation: its query steps (name, body) and the SELECT
 /// of its findings.

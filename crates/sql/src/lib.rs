@@ -21,20 +21,9 @@ pub use dialect::Dialect;
 use tokenward_event::EventKind;
 use tokenward_sigma::RuleSet;
 
-/// The finding columns, in order, as hunt's JSONL findings name them.
-pub const FINDING_COLUMNS: [&str; 11] = [
-    "rule_id",
-    "rule_title",
-    "severity",
-    "time",
-    "user",
-    "client_ip",
-    "app_id",
-    "session_id",
-    "token_id",
-    "source_file",
-    "source_locator",
-];
+/// The finding columns, in order, as hunt's JSONL findings name them
+/// (every column of a finding but its evidence).
+pub const FINDING_COLUMNS: [&str; 11] = tokenward_event::finding::COLUMNS;
 
 /// A rule or detection left out of the script, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,16 +87,6 @@ impl Source {
         (!ps.is_empty()).then(|| format!("({})", ps.join(" OR ")))
     }
 }
-
-/// Every event kind, in the order the script tests them.
-const KINDS: [EventKind; 6] = [
-    EventKind::Audit,
-    EventKind::SignIn,
-    EventKind::DirectoryAudit,
-    EventKind::AzureActivity,
-    EventKind::Gateway,
-    EventKind::Other,
-];
 
 /// Compiles a Sigma rule set (its detection rules that report findings,
 /// and its correlations) into one findings query.
@@ -220,7 +199,7 @@ fn script(
     // tested only against the rules of its kind (CASE and multiIf evaluate
     // only the branch taken).
     let per_kind = |hit: &dyn Fn(&Source, String) -> String| -> Vec<(EventKind, Vec<String>)> {
-        KINDS
+        EventKind::ALL
             .iter()
             .map(|&k| {
                 let hits = sources
