@@ -328,8 +328,32 @@ fn write_tenant(dir: &Path) -> (PathBuf, BTreeMap<&'static str, usize>) {
     // Nearest rank: the 5th of five (12), the 4th of four (10).
     expect.insert("corr-value-percentile", 1);
     expect.insert("corr-temporal", 1);
-    // One throttled mail access.
-    expect.insert("4d7f1b83-2a6e-4c9d-8e35-5f0b2a7c1d96", 1);
+    // Throttling: the background's one record, then one mailbox throttled
+    // twice on one day (the flag at the root) and once the next day (in
+    // OperationProperties): three mailbox-days for the built-in, two
+    // records for the Sigma rule, which reads OperationProperties only.
+    let throttled = [
+        ("2023-06-22T11:00:00", json!({"IsThrottled": "True"})),
+        ("2023-06-22T10:00:00", json!({"IsThrottled": " true"})),
+        (
+            "2023-06-23T09:00:00",
+            json!({"OperationProperties": [{"Name": "IsThrottled", "Value": "true"}]}),
+        ),
+        ("2023-06-23T09:30:00", json!({"IsThrottled": "False"})),
+    ];
+    for (i, (t, extra)) in throttled.iter().enumerate() {
+        let mut v = json!({
+            "CreationTime": t, "Id": format!("throttled-{i}"), "Operation": "MailItemsAccessed",
+            "OrganizationId": tenants[1], "RecordType": 50, "UserId": "reader@tenant1.example",
+            "MailboxOwnerUPN": "Victim@Tenant1.example", "Workload": "Exchange"
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        push(v);
+    }
+    expect.insert("4d7f1b83-2a6e-4c9d-8e35-5f0b2a7c1d96", 2);
+    expect.insert("tw-mail-throttled", 3);
     // Five mailboxes with auditing switched off: the Sigma rule and the
     // built-in detection.
     expect.insert("7c1e9a46-3f2b-4d8e-a5c7-0b6d4e2f9a38", 5);
@@ -552,7 +576,11 @@ fn compiled_rules_find_what_hunt_finds_in_chdb_and_spark() {
             refused.iter().all(|l| l.contains(": built-in: ")),
             "{dialect}: unexpected refusals:\n{stderr}"
         );
-        for compiled in ["tw-audit-tampering", "tw-mailbox-export"] {
+        for compiled in [
+            "tw-audit-tampering",
+            "tw-mailbox-export",
+            "tw-mail-throttled",
+        ] {
             assert!(
                 !refused.iter().any(|l| l.contains(compiled)),
                 "{dialect}: {stderr}"

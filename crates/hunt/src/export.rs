@@ -71,7 +71,7 @@ const fn required(name: &'static str) -> Column {
 
 /// The columns of an exported event, in order: the contract that
 /// `tokenward sql --schema` and docs/hunt.md state.
-pub const COLUMNS: [Column; 17] = [
+pub const COLUMNS: [Column; 19] = [
     Column {
         name: "time",
         clickhouse: "Nullable(DateTime64(3, 'UTC'))",
@@ -94,6 +94,18 @@ pub const COLUMNS: [Column; 17] = [
     required("raw"),
     required("source_file"),
     required("source_locator"),
+    // The locator's parts as numbers, so engines order records within a
+    // file as hunt does (the text sorts "line 100" before "line 99").
+    Column {
+        name: "source_line",
+        clickhouse: "UInt64",
+        spark: "BIGINT",
+    },
+    Column {
+        name: "source_record",
+        clickhouse: "UInt64",
+        spark: "BIGINT",
+    },
     required("inner"),
     Column {
         name: "fields",
@@ -151,6 +163,8 @@ pub fn event_json(ev: &Event) -> Value {
         "raw": ev.record.to_string(),
         "source_file": &*ev.source_file,
         "source_locator": ev.locator.to_string(),
+        "source_line": ev.locator.line,
+        "source_record": ev.locator.record,
         // What the compiled detections read (tokenward sql): the record's
         // paths with the values hunt's lookups find there, and the wrapper
         // key hunt looks in first ("" when none), lower-cased like the paths.

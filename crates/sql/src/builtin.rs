@@ -11,11 +11,20 @@ use tokenward_event::EventKind;
 use crate::dialect::Dialect;
 use crate::sigma::SigmaCompiler;
 
-/// A compiled built-in: predicates per event kind, and the severity as an
-/// SQL expression (a detection may grade its findings).
-pub(crate) struct Compiled {
-    pub(crate) alts: Vec<(Vec<EventKind>, String)>,
-    pub(crate) severity: String,
+/// A compiled built-in.
+pub(crate) enum Compiled {
+    /// One finding per matching record: predicates per event kind, and the
+    /// severity as an SQL expression (a detection may grade its findings).
+    PerRecord {
+        alts: Vec<(Vec<EventKind>, String)>,
+        severity: String,
+    },
+    /// One finding per group of matching records, represented by its
+    /// earliest record: query steps and the findings SELECT.
+    Grouped {
+        steps: Vec<(String, String)>,
+        select: String,
+    },
 }
 
 /// The kinds of event a declaration routes to the detection.
@@ -48,6 +57,7 @@ pub(crate) fn compile(
     sc: &mut SigmaCompiler<'_>,
     id: &str,
     setup: &Setup,
+    from: &str,
 ) -> Result<Compiled, String> {
     let Some(b) = tokenward_detect::BUILTINS.iter().find(|b| b.info.id == id) else {
         return Err("unknown built-in detection".into());
@@ -57,6 +67,7 @@ pub(crate) fn compile(
     match id {
         "tw-audit-tampering" => audit_tampering(sc, &needs),
         "tw-mailbox-export" => mailbox_export(sc, &needs),
+        "tw-mail-throttled" => mail_throttled(sc, &needs, b.info, from),
         _ => Err(not_yet(id).into()),
     }
 }
@@ -75,8 +86,8 @@ fn not_yet(id: &str) -> &'static str {
         }
         "tw-mail-bind-spike" => "not compiled yet: needs each mailbox's median per bucket",
         "tw-audit-gap" => "not compiled yet: needs per-source time coverage",
-        "tw-mail-throttled" | "tw-mail-sync-unusual-client" => {
-            "not compiled yet: groups its findings per mailbox and day"
+        "tw-mail-sync-unusual-client" => {
+            "not compiled yet: judges each mailbox's sync clients against its desktop clients"
         }
         "tw-gateway-rejected-burst" => "not compiled yet: needs per-address minute buckets",
         _ => "not compiled yet",
@@ -120,7 +131,7 @@ fn mailbox_export(sc: &mut SigmaCompiler<'_>, needs: &Needs) -> Result<Compiled,
         .into_iter()
         .map(|k| (vec![k], format!("({screen} AND ({request} OR {search}))")))
         .collect();
-    Ok(Compiled {
+    Ok(Compiled::PerRecord {
         alts,
         severity: d.if_(&request, "'high'", "'medium'"),
     })
@@ -191,5 +202,106 @@ fn audit_tampering(sc: &mut SigmaCompiler<'_>, needs: &Needs) -> Result<Compiled
         "'medium'",
         "'high'",
     );
-    Ok(Compiled { alts, severity })
+    Ok(Compiled::PerRecord { alts, severity })
+}
+
+/// `Event::get_str(path)`: the value at a path, trimmed, when not blank.
+fn get_str(sc: &mut SigmaCompiler<'_>, path: &str, kinds: &[EventKind]) -> String {
+    let vals = sc.path_values(&path.to_ascii_lowercase(), kinds);
+    sc.d.first_trimmed(&vals)
+}
+
+/// `tw-mail-throttled` (crates/detect/src/mail_throttled.rs): throttled
+/// MailItemsAccessed records, one finding per mailbox and UTC day,
+/// represented by the day's earliest record (time, then file and
+/// position, as `aggregate::Grouped` picks it).
+fn mail_throttled(
+    sc: &mut SigmaCompiler<'_>,
+    needs: &Needs,
+    info: &tokenward_detect::Info,
+    from: &str,
+) -> Result<Compiled, String> {
+    let d = sc.d;
+    let audit = [EventKind::Audit];
+    let screen = screen(d, needs)?;
+    let op = d.lower(&format!("coalesce({}, '')", d.ident("operation")));
+    // mail::throttled: OperationProperties' IsThrottled, else the field.
+    let in_bag = {
+        let vals = sc.path_values("operationproperties[name=isthrottled].value", &audit);
+        d.first_trimmed(&vals)
+    };
+    let at_root = get_str(sc, "IsThrottled", &audit);
+    let throttled = format!("coalesce({in_bag}, {at_root})");
+    // mail::mailbox: the owner, lower-cased, else the acting user.
+    let owner = get_str(sc, "MailboxOwnerUPN", &audit);
+    let mailbox = format!("coalesce({}, {})", d.lower(&owner), d.ident("user"));
+    let time = d.ident("time");
+    let ms = match d {
+        Dialect::ClickHouse => format!("toUnixTimestamp64Milli({time})"),
+        Dialect::Spark => format!("unix_millis({time})"),
+    };
+    let day = format!("coalesce(CAST(floor({ms} / 86400000) AS BIGINT), -1)");
+    let name = "b_mail_throttled";
+    let mut steps = vec![(
+        format!("{name}_m"),
+        format!(
+            "  SELECT *, {mailbox} AS g_mailbox, {day} AS g_day, coalesce({ms}, 0) AS g_ms\n  FROM {from}\n  WHERE {} = 'audit' AND {screen} AND {op} = 'mailitemsaccessed' AND {}",
+            d.ident("log_kind"),
+            is_true(d, &throttled)
+        ),
+    )];
+    let ev: Vec<String> = crate::corr::EVENT_COLUMNS
+        .iter()
+        .map(|c| d.ident(c))
+        .collect();
+    let order = [
+        format!("{time} IS NOT NULL"),
+        "g_ms".to_string(),
+        d.ident("source_file"),
+        d.ident("source_line"),
+        d.ident("source_record"),
+    ];
+    let (pick, cols) = match d {
+        Dialect::ClickHouse => (
+            format!(
+                "argMin(tuple({}), tuple({}))",
+                ev.join(", "),
+                order.join(", ")
+            ),
+            (0..ev.len())
+                .map(|i| format!("w.{} AS {}", i + 1, ev[i]))
+                .collect::<Vec<_>>(),
+        ),
+        Dialect::Spark => (
+            format!(
+                "min_by(named_struct({}), named_struct({}))",
+                crate::corr::EVENT_COLUMNS
+                    .iter()
+                    .map(|c| format!("'{c}', {}", d.ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                order
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| format!("'o{i}', {o}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            crate::corr::EVENT_COLUMNS
+                .iter()
+                .map(|c| format!("w.{c} AS {}", d.ident(c)))
+                .collect::<Vec<_>>(),
+        ),
+    };
+    steps.push((
+        format!("{name}_f"),
+        format!("  SELECT {pick} AS w\n  FROM {name}_m\n  GROUP BY g_mailbox, g_day"),
+    ));
+    let select = format!(
+        "SELECT {} AS rule_id, {} AS rule_title, 'high' AS severity, {}\nFROM {name}_f",
+        d.lit(info.id),
+        d.lit(info.title),
+        cols.join(", ")
+    );
+    Ok(Compiled::Grouped { steps, select })
 }

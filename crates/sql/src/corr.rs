@@ -5,7 +5,7 @@
 //! may only open after its last match.
 //!
 //! In SQL that is three steps. Matches are ordered by time in
-//! milliseconds, then file and locator. Window functions give, for the
+//! milliseconds, then file and position (line, record). Window functions give, for the
 //! window each match opens, its aggregate and where it ends. A fold over
 //! each group's matches, in order, then picks the windows exactly as the
 //! greedy scan does: a match may open a reported window only past the end
@@ -29,7 +29,7 @@ use crate::sigma::SigmaCompiler;
 const CLICKHOUSE_SPAN_MAX_MS: i64 = i32::MAX as i64;
 
 /// The event columns a finding carries, after rule id, title, severity.
-const EVENT_COLUMNS: [&str; 8] = {
+pub(crate) const EVENT_COLUMNS: [&str; 8] = {
     let all = crate::FINDING_COLUMNS;
     [
         all[3], all[4], all[5], all[6], all[7], all[8], all[9], all[10],
@@ -98,7 +98,11 @@ pub(crate) fn compile(
                 .extraction(ri, *mi)
                 .ok_or("a referenced rule without extracted fields")?;
             sc.enter(*mi);
-            let mut cols: Vec<String> = EVENT_COLUMNS.iter().map(|x| d.ident(x)).collect();
+            let mut cols: Vec<String> = EVENT_COLUMNS
+                .iter()
+                .chain(&["source_line", "source_record"])
+                .map(|x| d.ident(x))
+                .collect();
             cols.push(format!("{pos} AS pos"));
             for (i, g) in gids.iter().enumerate() {
                 let f = sc.field_column(*g)?;
@@ -231,10 +235,11 @@ pub(crate) fn compile(
     steps.push((
         name("w"),
         format!(
-            "  SELECT *, row_number() OVER ({}ORDER BY ms, {}, {}) AS rn,\n    count(*) OVER ({}ORDER BY ms RANGE BETWEEN UNBOUNDED PRECEDING AND {reach} FOLLOWING) AS wend\n  FROM {}",
+            "  SELECT *, row_number() OVER ({}ORDER BY ms, {}, {}, {}) AS rn,\n    count(*) OVER ({}ORDER BY ms RANGE BETWEEN UNBOUNDED PRECEDING AND {reach} FOLLOWING) AS wend\n  FROM {}",
             part_by(&[]),
             d.ident("source_file"),
-            d.ident("source_locator"),
+            d.ident("source_line"),
+            d.ident("source_record"),
             part_by(&[]),
             name("k")
         ),

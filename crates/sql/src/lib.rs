@@ -95,7 +95,7 @@ pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
     let mut sc = sigma::SigmaCompiler::new(d, rules);
     let mut sources = Vec::new();
     let mut refused = Vec::new();
-    let mut compiled_corrs = Vec::new();
+    let mut compiled_by_steps = Vec::new();
     for r in &rules.rules {
         if !r.output {
             continue;
@@ -119,7 +119,7 @@ pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
         match corr::compile(&mut sc, ci, SCAN) {
             Ok(x) => {
                 corrs.push(x);
-                compiled_corrs.push(c.meta.id.clone());
+                compiled_by_steps.push(c.meta.id.clone());
             }
             Err(reason) => refused.push(Refusal {
                 id: c.meta.id.clone(),
@@ -134,13 +134,17 @@ pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
             options: Default::default(),
         };
         for b in tokenward_detect::BUILTINS {
-            match builtin::compile(&mut sc, b.info.id, &setup) {
-                Ok(c) => sources.push(Source {
+            match builtin::compile(&mut sc, b.info.id, &setup, SCAN) {
+                Ok(builtin::Compiled::PerRecord { alts, severity }) => sources.push(Source {
                     id: b.info.id.to_string(),
                     title: b.info.title.to_string(),
-                    severity: c.severity,
-                    alts: c.alts,
+                    severity,
+                    alts,
                 }),
+                Ok(builtin::Compiled::Grouped { steps, select }) => {
+                    corrs.push(corr::Compiled { steps, select });
+                    compiled_by_steps.push(b.info.id.to_string());
+                }
                 Err(reason) => refused.push(Refusal {
                     id: b.info.id.to_string(),
                     origin: "built-in".into(),
@@ -151,7 +155,7 @@ pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
     }
     let sql = script(d, &opts.table, &sc.levels(), &sources, &corrs);
     let mut compiled: Vec<String> = sources.into_iter().map(|s| s.id).collect();
-    compiled.extend(compiled_corrs);
+    compiled.extend(compiled_by_steps);
     Script {
         sql,
         compiled,
