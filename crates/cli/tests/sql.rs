@@ -354,6 +354,60 @@ fn write_tenant(dir: &Path) -> (PathBuf, BTreeMap<&'static str, usize>) {
     }
     expect.insert("4d7f1b83-2a6e-4c9d-8e35-5f0b2a7c1d96", 2);
     expect.insert("tw-mail-throttled", 3);
+    // Sync by clients other than desktop Outlook: two records of one
+    // session (one finding), another session, a client known only by its
+    // user agent; desktop Outlook and Bind access beside them.
+    let syncs = [
+        (
+            "2023-06-24T10:05:00",
+            "s1",
+            json!({"ClientInfoString": "Client=OWA;Action=ViaProxy"}),
+            "Sync",
+        ),
+        (
+            "2023-06-24T10:00:00",
+            "s1",
+            json!({"ClientInfoString": "Client=OWA;Action=ViaProxy"}),
+            "Sync",
+        ),
+        (
+            "2023-06-24T13:00:00",
+            "s2",
+            json!({"ClientInfoString": "Client=OWA;Action=ViaProxy"}),
+            "Sync",
+        ),
+        (
+            "2023-06-24T16:00:00",
+            "s3",
+            json!({"ClientInfoString": "Client=MSExchangeRPC"}),
+            "Sync",
+        ),
+        (
+            "2023-06-24T19:00:00",
+            "s4",
+            json!({"ClientInfoString": "Client=OWA"}),
+            "Bind",
+        ),
+        (
+            "2023-06-24T22:00:00",
+            "s5",
+            json!({"UserAgent": "python-requests/2.31"}),
+            " sync",
+        ),
+    ];
+    for (i, (t, session, extra, access)) in syncs.iter().enumerate() {
+        let mut v = json!({
+            "CreationTime": t, "Id": format!("sync-{i}"), "Operation": "MailItemsAccessed",
+            "OrganizationId": tenants[0], "RecordType": 50, "UserId": "syncer@tenant0.example",
+            "MailboxOwnerUPN": "Boss@tenant0.example", "Workload": "Exchange", "SessionId": session,
+            "OperationProperties": [{"Name": "MailAccessType", "Value": access}]
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        push(v);
+    }
+    expect.insert("tw-mail-sync-unusual-client", 3);
     // Five mailboxes with auditing switched off: the Sigma rule and the
     // built-in detection.
     expect.insert("7c1e9a46-3f2b-4d8e-a5c7-0b6d4e2f9a38", 5);

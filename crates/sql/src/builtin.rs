@@ -68,6 +68,7 @@ pub(crate) fn compile(
         "tw-audit-tampering" => audit_tampering(sc, &needs),
         "tw-mailbox-export" => mailbox_export(sc, &needs),
         "tw-mail-throttled" => mail_throttled(sc, &needs, b.info, from),
+        "tw-mail-sync-unusual-client" => mail_sync_unusual_client(sc, &needs, b.info, from),
         _ => Err(not_yet(id).into()),
     }
 }
@@ -86,9 +87,6 @@ fn not_yet(id: &str) -> &'static str {
         }
         "tw-mail-bind-spike" => "not compiled yet: needs each mailbox's median per bucket",
         "tw-audit-gap" => "not compiled yet: needs per-source time coverage",
-        "tw-mail-sync-unusual-client" => {
-            "not compiled yet: judges each mailbox's sync clients against its desktop clients"
-        }
         "tw-gateway-rejected-burst" => "not compiled yet: needs per-address minute buckets",
         _ => "not compiled yet",
     }
@@ -211,43 +209,81 @@ fn get_str(sc: &mut SigmaCompiler<'_>, path: &str, kinds: &[EventKind]) -> Strin
     sc.d.first_trimmed(&vals)
 }
 
-/// `tw-mail-throttled` (crates/detect/src/mail_throttled.rs): throttled
-/// MailItemsAccessed records, one finding per mailbox and UTC day,
-/// represented by the day's earliest record (time, then file and
-/// position, as `aggregate::Grouped` picks it).
-fn mail_throttled(
-    sc: &mut SigmaCompiler<'_>,
-    needs: &Needs,
-    info: &tokenward_detect::Info,
-    from: &str,
-) -> Result<Compiled, String> {
-    let d = sc.d;
-    let audit = [EventKind::Audit];
-    let screen = screen(d, needs)?;
-    let op = d.lower(&format!("coalesce({}, '')", d.ident("operation")));
-    // mail::throttled: OperationProperties' IsThrottled, else the field.
-    let in_bag = {
-        let vals = sc.path_values("operationproperties[name=isthrottled].value", &audit);
-        d.first_trimmed(&vals)
-    };
-    let at_root = get_str(sc, "IsThrottled", &audit);
-    let throttled = format!("coalesce({in_bag}, {at_root})");
-    // mail::mailbox: the owner, lower-cased, else the acting user.
-    let owner = get_str(sc, "MailboxOwnerUPN", &audit);
-    let mailbox = format!("coalesce({}, {})", d.lower(&owner), d.ident("user"));
+/// What the mail detections read of a MailItemsAccessed record
+/// (crates/detect/src/mail.rs), as SQL over the scan.
+struct Mail {
+    /// The record is a MailItemsAccessed audit record the screen lets by.
+    is_mail: String,
+    /// `mail::mailbox`: the owner, lower-cased, else the acting user.
+    mailbox: String,
+}
+
+impl Mail {
+    fn new(sc: &mut SigmaCompiler<'_>, needs: &Needs) -> Result<Mail, String> {
+        let d = sc.d;
+        let screen = screen(d, needs)?;
+        let op = d.lower(&format!("coalesce({}, '')", d.ident("operation")));
+        let owner = get_str(sc, "MailboxOwnerUPN", &[EventKind::Audit]);
+        Ok(Mail {
+            is_mail: format!(
+                "{} = 'audit' AND {screen} AND {op} = 'mailitemsaccessed'",
+                d.ident("log_kind")
+            ),
+            mailbox: format!("coalesce({}, {})", d.lower(&owner), d.ident("user")),
+        })
+    }
+
+    /// `OperationProperties`' pair `name`, else the field `name`.
+    fn property(sc: &mut SigmaCompiler<'_>, name: &str) -> String {
+        let audit = [EventKind::Audit];
+        let key = format!(
+            "operationproperties[name={}].value",
+            name.to_ascii_lowercase()
+        );
+        let vals = sc.path_values(&key, &audit);
+        let in_bag = sc.d.first_trimmed(&vals);
+        let at_root = get_str(sc, name, &audit);
+        format!("coalesce({in_bag}, {at_root})")
+    }
+}
+
+/// The UTC day of the event, -1 without a time (`detect::day`).
+fn utc_day(d: Dialect) -> (String, String) {
     let time = d.ident("time");
     let ms = match d {
         Dialect::ClickHouse => format!("toUnixTimestamp64Milli({time})"),
         Dialect::Spark => format!("unix_millis({time})"),
     };
-    let day = format!("coalesce(CAST(floor({ms} / 86400000) AS BIGINT), -1)");
-    let name = "b_mail_throttled";
+    (
+        format!("coalesce(CAST(floor({ms} / 86400000) AS BIGINT), -1)"),
+        ms,
+    )
+}
+
+/// One finding per group of matching records, represented by the group's
+/// earliest record (time, then file and position), as `aggregate::Grouped`
+/// picks it.
+fn grouped(
+    d: Dialect,
+    name: &str,
+    info: &tokenward_detect::Info,
+    from: &str,
+    matching: &str,
+    groups: &[String],
+    severity: &str,
+) -> Compiled {
+    let time = d.ident("time");
+    let (_, ms) = utc_day(d);
+    let keys: Vec<String> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| format!("{g} AS g{i}"))
+        .collect();
     let mut steps = vec![(
         format!("{name}_m"),
         format!(
-            "  SELECT *, {mailbox} AS g_mailbox, {day} AS g_day, coalesce({ms}, 0) AS g_ms\n  FROM {from}\n  WHERE {} = 'audit' AND {screen} AND {op} = 'mailitemsaccessed' AND {}",
-            d.ident("log_kind"),
-            is_true(d, &throttled)
+            "  SELECT *, {}, coalesce({ms}, 0) AS g_ms\n  FROM {from}\n  WHERE {matching}",
+            keys.join(", ")
         ),
     )];
     let ev: Vec<String> = crate::corr::EVENT_COLUMNS
@@ -293,15 +329,90 @@ fn mail_throttled(
                 .collect::<Vec<_>>(),
         ),
     };
+    let group_by: Vec<String> = (0..groups.len()).map(|i| format!("g{i}")).collect();
     steps.push((
         format!("{name}_f"),
-        format!("  SELECT {pick} AS w\n  FROM {name}_m\n  GROUP BY g_mailbox, g_day"),
+        format!(
+            "  SELECT {pick} AS w\n  FROM {name}_m\n  GROUP BY {}",
+            group_by.join(", ")
+        ),
     ));
     let select = format!(
-        "SELECT {} AS rule_id, {} AS rule_title, 'high' AS severity, {}\nFROM {name}_f",
+        "SELECT {} AS rule_id, {} AS rule_title, {} AS severity, {}\nFROM {name}_f",
         d.lit(info.id),
         d.lit(info.title),
+        d.lit(severity),
         cols.join(", ")
     );
-    Ok(Compiled::Grouped { steps, select })
+    Compiled::Grouped { steps, select }
+}
+
+/// `tw-mail-throttled` (crates/detect/src/mail_throttled.rs): throttled
+/// MailItemsAccessed records, one finding per mailbox and UTC day.
+fn mail_throttled(
+    sc: &mut SigmaCompiler<'_>,
+    needs: &Needs,
+    info: &tokenward_detect::Info,
+    from: &str,
+) -> Result<Compiled, String> {
+    let d = sc.d;
+    let mail = Mail::new(sc, needs)?;
+    let throttled = Mail::property(sc, "IsThrottled");
+    let matching = format!("{} AND {}", mail.is_mail, is_true(d, &throttled));
+    Ok(grouped(
+        d,
+        "b_mail_throttled",
+        info,
+        from,
+        &matching,
+        &[mail.mailbox, utc_day(d).0],
+        "high",
+    ))
+}
+
+/// `tw-mail-sync-unusual-client` (crates/detect/src/mail_sync_unusual_client.rs):
+/// Sync access by a client other than desktop Outlook, one finding per
+/// mailbox, session, client and UTC day.
+fn mail_sync_unusual_client(
+    sc: &mut SigmaCompiler<'_>,
+    needs: &Needs,
+    info: &tokenward_detect::Info,
+    from: &str,
+) -> Result<Compiled, String> {
+    let d = sc.d;
+    let mail = Mail::new(sc, needs)?;
+    let access = Mail::property(sc, "MailAccessType");
+    // mail::client: ClientInfoString, else the user agent.
+    let info_string = get_str(sc, "ClientInfoString", &[EventKind::Audit]);
+    let client = format!("coalesce({info_string}, {}, '')", d.ident("user_agent"));
+    let lower = d.lower(&client);
+    let desktop: Vec<String> = [
+        "msexchangerpc",
+        "outlook-mac",
+        "macoutlook",
+        "microsoft outlook",
+    ]
+    .iter()
+    .map(|m| d.contains(&lower, &d.lit(m)))
+    .collect();
+    let matching = format!(
+        "{} AND coalesce({} = 'sync', false) AND NOT ({})",
+        mail.is_mail,
+        d.lower(&access),
+        desktop.join(" OR ")
+    );
+    Ok(grouped(
+        d,
+        "b_mail_sync",
+        info,
+        from,
+        &matching,
+        &[
+            mail.mailbox,
+            format!("coalesce({}, '')", d.ident("session_id")),
+            client,
+            utc_day(d).0,
+        ],
+        "high",
+    ))
 }
