@@ -272,9 +272,13 @@ fn write_tenant(dir: &Path) -> (PathBuf, BTreeMap<&'static str, usize>) {
     let mut expect = BTreeMap::new();
     // Background mail access from both tenants, a few through REST.
     let mut rest = 0;
+    // The REST client is an indicator too (a common one): one finding per
+    // user and day.
+    let mut rest_user_days = BTreeSet::new();
     for i in 0..400 {
         let t = tenants[i % 2];
-        let client = if next() % 57 == 0 {
+        let is_rest = next() % 57 == 0;
+        let client = if is_rest {
             rest += 1;
             "Client=REST;Client=RESTSystem;;"
         } else {
@@ -282,6 +286,9 @@ fn write_tenant(dir: &Path) -> (PathBuf, BTreeMap<&'static str, usize>) {
         };
         // Each user reads mail from one address.
         let u = next() % 40;
+        if is_rest {
+            rest_user_days.insert((u, i % 2, 1 + i % 28));
+        }
         push(json!({
             "CreationTime": format!("2023-06-{:02}T{:02}:{:02}:00", 1 + i % 28, i % 24, i % 60),
             "Id": format!("00000000-0000-0000-0000-{i:012}"),
@@ -408,6 +415,24 @@ fn write_tenant(dir: &Path) -> (PathBuf, BTreeMap<&'static str, usize>) {
         push(v);
     }
     expect.insert("tw-mail-sync-unusual-client", 3);
+    // Indicator user agents: a long one inside a longer string (twice in
+    // one day: one finding), a near miss, and one with quotes, exactly.
+    let chrome92 = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/92.0.4515.159 Safari/537.36";
+    let agents = [
+        format!("Wrapper/1.0 {chrome92} extra"),
+        format!("wrapper/2.0 {}", chrome92.to_uppercase()),
+        chrome92.replace("Chrome/92", "Chrome/93"),
+        "\"Microsoft Edge\";v=\"113\", \"Chromium\";v=\"113\", \"Not-A.Brand\";v=\"24\""
+            .to_string(),
+    ];
+    for (i, ua) in agents.iter().enumerate() {
+        push(json!({
+            "CreationTime": format!("2023-06-25T0{i}:00:00"), "Id": format!("ua-{i}"),
+            "Operation": "FileAccessed", "OrganizationId": tenants[0], "RecordType": 6,
+            "UserId": "browser@tenant0.example", "Workload": "SharePoint", "UserAgent": ua
+        }));
+    }
+    expect.insert("tw-ioc-useragent", rest_user_days.len() + 2);
     // Five mailboxes with auditing switched off: the Sigma rule and the
     // built-in detection.
     expect.insert("7c1e9a46-3f2b-4d8e-a5c7-0b6d4e2f9a38", 5);

@@ -68,6 +68,7 @@ pub(crate) fn compile(
         "tw-audit-tampering" => audit_tampering(sc, &needs),
         "tw-mailbox-export" => mailbox_export(sc, &needs),
         "tw-mail-throttled" => mail_throttled(sc, &needs, b.info, from),
+        "tw-ioc-useragent" => ioc_useragent(sc, &needs, b.info, from, &setup.iocs),
         "tw-mail-sync-unusual-client" => mail_sync_unusual_client(sc, &needs, b.info, from),
         _ => Err(not_yet(id).into()),
     }
@@ -76,7 +77,7 @@ pub(crate) fn compile(
 /// Why a built-in is not compiled yet: what it needs across records.
 fn not_yet(id: &str) -> &'static str {
     match id {
-        "tw-ioc-ip" | "tw-ioc-useragent" | "tw-ioc-key" => {
+        "tw-ioc-ip" | "tw-ioc-key" => {
             "not compiled yet: its indicator list with per-indicator time windows would be a table joined in"
         }
         "tw-mail-new-client-app" => {
@@ -262,7 +263,8 @@ fn utc_day(d: Dialect) -> (String, String) {
 
 /// One finding per group of matching records, represented by the group's
 /// earliest record (time, then file and position), as `aggregate::Grouped`
-/// picks it.
+/// picks it. `severity` is an SQL expression that depends only on the
+/// group's keys.
 fn grouped(
     d: Dialect,
     name: &str,
@@ -274,11 +276,14 @@ fn grouped(
 ) -> Compiled {
     let time = d.ident("time");
     let (_, ms) = utc_day(d);
-    let keys: Vec<String> = groups
+    let mut keys: Vec<String> = groups
         .iter()
         .enumerate()
         .map(|(i, g)| format!("{g} AS g{i}"))
         .collect();
+    // The severity is the same for every record of a group (it depends
+    // only on group keys), so it is carried as one more key.
+    keys.push(format!("{severity} AS g_severity"));
     let mut steps = vec![(
         format!("{name}_m"),
         format!(
@@ -329,19 +334,19 @@ fn grouped(
                 .collect::<Vec<_>>(),
         ),
     };
-    let group_by: Vec<String> = (0..groups.len()).map(|i| format!("g{i}")).collect();
+    let mut group_by: Vec<String> = (0..groups.len()).map(|i| format!("g{i}")).collect();
+    group_by.push("g_severity".into());
     steps.push((
         format!("{name}_f"),
         format!(
-            "  SELECT {pick} AS w\n  FROM {name}_m\n  GROUP BY {}",
+            "  SELECT {pick} AS w, g_severity\n  FROM {name}_m\n  GROUP BY {}",
             group_by.join(", ")
         ),
     ));
     let select = format!(
-        "SELECT {} AS rule_id, {} AS rule_title, {} AS severity, {}\nFROM {name}_f",
+        "SELECT {} AS rule_id, {} AS rule_title, g_severity AS severity, {}\nFROM {name}_f",
         d.lit(info.id),
         d.lit(info.title),
-        d.lit(severity),
         cols.join(", ")
     );
     Compiled::Grouped { steps, select }
@@ -366,7 +371,7 @@ fn mail_throttled(
         from,
         &matching,
         &[mail.mailbox, utc_day(d).0],
-        "high",
+        "'high'",
     ))
 }
 
@@ -413,6 +418,105 @@ fn mail_sync_unusual_client(
             client,
             utc_day(d).0,
         ],
-        "high",
+        "'high'",
+    ))
+}
+
+/// `tw-ioc-useragent` (crates/detect/src/ioc_useragent.rs): a user agent
+/// or client-info string that is an indicator (equal ignoring case, or
+/// containing one of 40 bytes or more), one finding per indicator, user,
+/// session and UTC day; low when the indicator is also common in benign
+/// traffic.
+fn ioc_useragent(
+    sc: &mut SigmaCompiler<'_>,
+    needs: &Needs,
+    info: &tokenward_detect::Info,
+    from: &str,
+    iocs: &tokenward_detect::ioc::IocSet,
+) -> Result<Compiled, String> {
+    let d = sc.d;
+    if iocs.user_agents.is_empty() {
+        return Err("no user-agent indicators".into());
+    }
+    let screen = screen(d, needs)?;
+    let kinds = kinds_of(needs);
+    // The candidates, in the detection's order; the normalised user agent
+    // last (a duplicate of an earlier one changes nothing).
+    let mut cands: Vec<String> = [
+        "ClientInfoString",
+        "UserAgent",
+        "userAgent",
+        "ActorInfoString",
+    ]
+    .iter()
+    .map(|f| get_str(sc, f, &kinds))
+    .collect();
+    // The normalised user agent is trimmed and non-blank already.
+    cands.push(d.ident("user_agent"));
+    // Per candidate, the 1-based index of the first indicator it matches.
+    let index_of = |c: &str| -> String {
+        let lc = d.lower(c);
+        let arms: Vec<(String, String)> = iocs
+            .user_agents
+            .iter()
+            .enumerate()
+            .map(|(i, ioc)| {
+                let mut m = format!("{lc} = {}", d.lit(&ioc.value.trim().to_ascii_lowercase()));
+                // SUBSTRING_MIN in the detection: long indicators also
+                // match inside a longer string.
+                if ioc.value.len() >= 40 {
+                    m = format!(
+                        "({m} OR {})",
+                        d.contains(&lc, &d.lit(&ioc.value.to_ascii_lowercase()))
+                    );
+                }
+                (format!("coalesce({m}, false)"), (i + 1).to_string())
+            })
+            .collect();
+        d.first_of(&arms, "0")
+    };
+    let firsts: Vec<(String, String)> = cands
+        .iter()
+        .map(|c| {
+            let ix = index_of(c);
+            (format!("{ix} > 0"), ix)
+        })
+        .collect();
+    let hit = d.first_of(&firsts, "0");
+    let values: Vec<String> = iocs.user_agents.iter().map(|u| d.lit(&u.value)).collect();
+    let common: Vec<String> = iocs
+        .user_agents
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| u.common)
+        .map(|(i, _)| (i + 1).to_string())
+        .collect();
+    let value = match d {
+        Dialect::ClickHouse => format!("[{}][{hit}]", values.join(", ")),
+        Dialect::Spark => format!("element_at(array({}), {hit})", values.join(", ")),
+    };
+    let severity = if common.is_empty() {
+        "'high'".to_string()
+    } else {
+        d.if_(
+            &format!("{hit} IN ({})", common.join(", ")),
+            "'low'",
+            "'high'",
+        )
+    };
+    let matching = format!("{screen} AND {hit} > 0");
+    Ok(grouped(
+        d,
+        "b_ioc_useragent",
+        info,
+        from,
+        &matching,
+        &[
+            value,
+            format!("coalesce({}, '')", d.ident("user")),
+            format!("coalesce({}, '')", d.ident("session_id")),
+            utc_day(d).0,
+        ],
+        &severity,
     ))
 }

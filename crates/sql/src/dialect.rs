@@ -100,6 +100,26 @@ impl Dialect {
         }
     }
 
+    /// The value of the first arm whose condition holds, else `otherwise`.
+    pub fn first_of(self, arms: &[(String, String)], otherwise: &str) -> String {
+        match self {
+            Dialect::ClickHouse => {
+                let mut parts = Vec::new();
+                for (c, v) in arms {
+                    parts.push(format!("{c}, {v}"));
+                }
+                format!("multiIf({}, {otherwise})", parts.join(", "))
+            }
+            Dialect::Spark => {
+                let mut parts = String::new();
+                for (c, v) in arms {
+                    parts.push_str(&format!(" WHEN {c} THEN {v}"));
+                }
+                format!("(CASE{parts} ELSE {otherwise} END)")
+            }
+        }
+    }
+
     /// Strings joined.
     pub fn concat_str(self, parts: &[&str]) -> String {
         format!("concat({})", parts.join(", "))
