@@ -15,6 +15,9 @@ spark = (
     .appName("tokenward-sql")
     .config("spark.ui.enabled", "false")
     .config("spark.sql.session.timeZone", "UTC")
+    # A compiled rule set is one large plan; its text is only for logs.
+    .config("spark.driver.memory", "2g")
+    .config("spark.sql.maxPlanStringLength", "100000")
     .getOrCreate()
 )
 spark.sparkContext.setLogLevel("ERROR")

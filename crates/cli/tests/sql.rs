@@ -547,6 +547,9 @@ fn write_tenant(dir: &Path) -> (PathBuf, BTreeMap<&'static str, usize>) {
     // Sign-ins in Graph shape, a few from an IOC address in the forms a
     // client address takes, and near misses.
     let mut ioc = 0;
+    // The built-in detection reports each address once per user and day;
+    // the three spellings are one address.
+    let mut ioc_user_days = BTreeSet::new();
     for i in 0..150 {
         let ip = match i % 30 {
             3 => "195.26.87.219".to_string(),
@@ -559,6 +562,7 @@ fn write_tenant(dir: &Path) -> (PathBuf, BTreeMap<&'static str, usize>) {
         };
         if matches!(i % 30, 3 | 7 | 11) {
             ioc += 1;
+            ioc_user_days.insert((i % 40, i % 2, 1 + i % 28));
         }
         push(json!({
             "id": format!("s-{i}"), "createdDateTime": format!("2023-06-{:02}T11:00:00Z", 1 + i % 28),
@@ -570,6 +574,20 @@ fn write_tenant(dir: &Path) -> (PathBuf, BTreeMap<&'static str, usize>) {
         }));
     }
     expect.insert("2f0c7a44-8d1b-4c55-a0e6-6b93f1d2c7e8", ioc);
+    // An indicator address two years after its published window (medium),
+    // and one record with two indicator addresses (two findings).
+    push(json!({
+        "CreationTime": "2025-06-01T10:00:00", "Id": "ioc-late", "Operation": "UserLoggedIn",
+        "OrganizationId": tenants[0], "RecordType": 15, "UserId": "late@tenant0.example",
+        "Workload": "AzureActiveDirectory", "ClientIP": "195.26.87.219"
+    }));
+    push(json!({
+        "CreationTime": "2023-06-26T10:00:00", "Id": "ioc-two", "Operation": "UserLoggedIn",
+        "OrganizationId": tenants[0], "RecordType": 15, "UserId": "two@tenant0.example",
+        "Workload": "AzureActiveDirectory", "ClientIP": "195.26.87.219",
+        "ActorIpAddress": "185.236.228.183"
+    }));
+    expect.insert("tw-ioc-ip", ioc_user_days.len() + 3);
     let path = dir.join("tenant.jsonl");
     std::fs::write(&path, out).unwrap();
     (path, expect)

@@ -69,6 +69,7 @@ pub(crate) fn compile(
         "tw-mailbox-export" => mailbox_export(sc, &needs),
         "tw-mail-throttled" => mail_throttled(sc, &needs, b.info, from),
         "tw-ioc-useragent" => ioc_useragent(sc, &needs, b.info, from, &setup.iocs),
+        "tw-ioc-ip" => ioc_ip(sc, &needs, b.info, from, setup),
         "tw-mail-sync-unusual-client" => mail_sync_unusual_client(sc, &needs, b.info, from),
         _ => Err(not_yet(id).into()),
     }
@@ -77,8 +78,8 @@ pub(crate) fn compile(
 /// Why a built-in is not compiled yet: what it needs across records.
 fn not_yet(id: &str) -> &'static str {
     match id {
-        "tw-ioc-ip" | "tw-ioc-key" => {
-            "not compiled yet: its indicator list with per-indicator time windows would be a table joined in"
+        "tw-ioc-key" => {
+            "not compiled yet: it searches every value of every record for key ids and thumbprints"
         }
         "tw-mail-new-client-app" => {
             "not compiled yet: needs each mailbox's 14-day baseline and the rollout test across mailboxes"
@@ -265,12 +266,14 @@ fn utc_day(d: Dialect) -> (String, String) {
 /// earliest record (time, then file and position), as `aggregate::Grouped`
 /// picks it. `severity` is an SQL expression that depends only on the
 /// group's keys.
+#[allow(clippy::too_many_arguments)]
 fn grouped(
     d: Dialect,
     name: &str,
     info: &tokenward_detect::Info,
     from: &str,
     matching: &str,
+    explode: Option<&str>,
     groups: &[String],
     severity: &str,
 ) -> Compiled {
@@ -284,13 +287,30 @@ fn grouped(
     // The severity is the same for every record of a group (it depends
     // only on group keys), so it is carried as one more key.
     keys.push(format!("{severity} AS g_severity"));
-    let mut steps = vec![(
+    // A record may give several hits (one per value in `explode`, as `x`):
+    // they are rows of their own before the keys are computed.
+    let mut steps = Vec::new();
+    let (source, filter) = match explode {
+        Some(arr) => {
+            let f = match d {
+                Dialect::ClickHouse => "arrayJoin",
+                Dialect::Spark => "explode",
+            };
+            steps.push((
+                format!("{name}_j"),
+                format!("  SELECT *, {f}({arr}) AS x\n  FROM {from}\n  WHERE {matching}"),
+            ));
+            (format!("{name}_j"), "true".to_string())
+        }
+        None => (from.to_string(), matching.to_string()),
+    };
+    steps.push((
         format!("{name}_m"),
         format!(
-            "  SELECT *, {}, coalesce({ms}, 0) AS g_ms\n  FROM {from}\n  WHERE {matching}",
+            "  SELECT *, {}, coalesce({ms}, 0) AS g_ms\n  FROM {source}\n  WHERE {filter}",
             keys.join(", ")
         ),
-    )];
+    ));
     let ev: Vec<String> = crate::corr::EVENT_COLUMNS
         .iter()
         .map(|c| d.ident(c))
@@ -370,6 +390,7 @@ fn mail_throttled(
         info,
         from,
         &matching,
+        None,
         &[mail.mailbox, utc_day(d).0],
         "'high'",
     ))
@@ -412,6 +433,7 @@ fn mail_sync_unusual_client(
         info,
         from,
         &matching,
+        None,
         &[
             mail.mailbox,
             format!("coalesce({}, '')", d.ident("session_id")),
@@ -511,11 +533,136 @@ fn ioc_useragent(
         info,
         from,
         &matching,
+        None,
         &[
             value,
             format!("coalesce({}, '')", d.ident("user")),
             format!("coalesce({}, '')", d.ident("session_id")),
             utc_day(d).0,
+        ],
+        &severity,
+    ))
+}
+
+/// Days since 1970-01-01 of a date.
+fn epoch_day(date: time::Date) -> i64 {
+    i64::from(date.to_julian_day()) - 2_440_588
+}
+
+/// `tw-ioc-ip` (crates/detect/src/ioc_ip.rs): an address that is an
+/// indicator, in the client address or an address field; one finding per
+/// address, user, session and UTC day; medium outside the indicator's
+/// published window (widened by the margin), high inside it or without one.
+fn ioc_ip(
+    sc: &mut SigmaCompiler<'_>,
+    needs: &Needs,
+    info: &tokenward_detect::Info,
+    from: &str,
+    setup: &Setup,
+) -> Result<Compiled, String> {
+    let d = sc.d;
+    let iocs = &setup.iocs;
+    let margin = setup.options.ioc_window_margin_days;
+    let screen = screen(d, needs)?;
+    let kinds = kinds_of(needs);
+    // Hosts first (an address's own entry), then networks in order, as
+    // IocSet::match_ip looks.
+    let mut hosts: Vec<&tokenward_detect::ioc::IpIoc> = iocs.hosts.values().collect();
+    hosts.sort_by_key(|h| h.net.addr());
+    let ordered: Vec<&tokenward_detect::ioc::IpIoc> =
+        hosts.into_iter().chain(iocs.networks.iter()).collect();
+    if ordered.is_empty() {
+        return Err("no address indicators".into());
+    }
+    // (first address, last address, indicator number) per indicator.
+    let mut ranges = Vec::new();
+    let mut windows = Vec::new();
+    for (i, ioc) in ordered.iter().enumerate() {
+        let std::net::IpAddr::V4(a) = ioc.net.addr() else {
+            return Err(format!(
+                "IPv6 indicator {}: only IPv4 indicators are compiled",
+                ioc.net.addr()
+            ));
+        };
+        let bits = 32 - u32::from(ioc.net.prefix());
+        let lo = (u64::from(u32::from(a)) >> bits) << bits;
+        let hi = lo + ((1u64 << bits) - 1);
+        ranges.push((lo, hi, i + 1));
+        if let (Some(first), Some(last)) = (ioc.first_seen, ioc.last_seen) {
+            windows.push((i + 1, epoch_day(first) - margin, epoch_day(last) + margin));
+        }
+    }
+    // The number of the first indicator holding the address `v`, or 0.
+    let index_of = |v: &str| {
+        let arms: Vec<(String, String)> = ranges
+            .iter()
+            .map(|(lo, hi, i)| {
+                (
+                    format!("coalesce({v} BETWEEN {lo} AND {hi}, false)"),
+                    i.to_string(),
+                )
+            })
+            .collect();
+        d.first_of(&arms, "0")
+    };
+    let index = index_of("n");
+    // Candidates: the normalised client address, then the address fields.
+    let mut cands = vec![d.ident("client_ip")];
+    for f in [
+        "ClientIPAddress",
+        "ActorIpAddress",
+        "ClientIP",
+        "callerIpAddress",
+        "ipAddress",
+        "IPAddress",
+    ] {
+        cands.push(get_str(sc, f, &kinds));
+    }
+    let nums: Vec<String> = cands.iter().map(|c| d.ipv4_number(c)).collect();
+    let distinct = match d {
+        Dialect::ClickHouse => format!(
+            "arrayDistinct(arrayFilter(n -> isNotNull(n), [{}]))",
+            nums.join(", ")
+        ),
+        Dialect::Spark => format!(
+            "array_distinct(filter(array({}), n -> n IS NOT NULL))",
+            nums.join(", ")
+        ),
+    };
+    let hits = match d {
+        Dialect::ClickHouse => format!("arrayFilter(n -> {index} > 0, {distinct})"),
+        Dialect::Spark => format!("filter({distinct}, n -> {index} > 0)"),
+    };
+    // A record without a hit explodes to no rows.
+    let matching = screen;
+    let x_index = index_of("x");
+    let (day, _) = utc_day(d);
+    let outside: Vec<String> = windows
+        .iter()
+        .map(|(i, a, b)| {
+            format!(
+                "({x_index} = {i} AND {} IS NOT NULL AND NOT ({day} BETWEEN {a} AND {b}))",
+                d.ident("time")
+            )
+        })
+        .collect();
+    let severity = if outside.is_empty() {
+        "'high'".to_string()
+    } else {
+        d.if_(&outside.join(" OR "), "'medium'", "'high'")
+    };
+    Ok(grouped(
+        d,
+        "b_ioc_ip",
+        info,
+        from,
+        &matching,
+        Some(&hits),
+        &[
+            "x".to_string(),
+            format!("coalesce({}, '')", d.ident("user")),
+            format!("coalesce({}, '')", d.ident("session_id")),
+            day,
         ],
         &severity,
     ))
