@@ -33,7 +33,7 @@ pub const BUILTIN: Builtin = Builtin {
 };
 
 /// Address fields besides the normalised client address.
-const FIELDS: &[&str] = &[
+pub const FIELDS: &[&str] = &[
     "ClientIPAddress",
     "ActorIpAddress",
     "ClientIP",

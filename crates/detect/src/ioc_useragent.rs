@@ -30,7 +30,7 @@ pub const BUILTIN: Builtin = Builtin {
 };
 
 /// User-agent fields besides the normalised one.
-const FIELDS: &[&str] = &[
+pub const FIELDS: &[&str] = &[
     "ClientInfoString",
     "UserAgent",
     "userAgent",
@@ -38,7 +38,7 @@ const FIELDS: &[&str] = &[
 ];
 
 /// Indicators this long also match inside a longer user agent.
-const SUBSTRING_MIN: usize = 40;
+pub const SUBSTRING_MIN: usize = 40;
 
 /// The detection.
 pub struct IocUserAgent {

@@ -37,7 +37,7 @@ pub mod ioc;
 pub mod ioc_ip;
 pub mod ioc_key;
 pub mod ioc_useragent;
-mod mail;
+pub mod mail;
 pub mod mail_bind_spike;
 pub mod mail_new_client_app;
 pub mod mail_sync_unusual_client;

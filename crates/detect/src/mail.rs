@@ -48,11 +48,17 @@ pub fn client(ev: &Event) -> Option<String> {
         .or_else(|| ev.user_agent.clone())
 }
 
-/// Desktop Outlook: MAPI (`Client=MSExchangeRPC`) on Windows, Outlook for Mac.
+/// Texts (lower case) that mark desktop Outlook in a client string: MAPI
+/// (`Client=MSExchangeRPC`) on Windows, Outlook for Mac.
+pub const DESKTOP_OUTLOOK_MARKERS: [&str; 4] = [
+    "msexchangerpc",
+    "outlook-mac",
+    "macoutlook",
+    "microsoft outlook",
+];
+
+/// Desktop Outlook: a client string with one of [`DESKTOP_OUTLOOK_MARKERS`].
 pub fn is_desktop_outlook(client_info: &str) -> bool {
     let c = client_info.to_ascii_lowercase();
-    c.contains("msexchangerpc")
-        || c.contains("outlook-mac")
-        || c.contains("macoutlook")
-        || c.contains("microsoft outlook")
+    DESKTOP_OUTLOOK_MARKERS.iter().any(|m| c.contains(m))
 }

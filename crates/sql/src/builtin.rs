@@ -412,15 +412,10 @@ fn mail_sync_unusual_client(
     let info_string = get_str(sc, "ClientInfoString", &[EventKind::Audit]);
     let client = format!("coalesce({info_string}, {}, '')", d.ident("user_agent"));
     let lower = d.lower(&client);
-    let desktop: Vec<String> = [
-        "msexchangerpc",
-        "outlook-mac",
-        "macoutlook",
-        "microsoft outlook",
-    ]
-    .iter()
-    .map(|m| d.contains(&lower, &d.lit(m)))
-    .collect();
+    let desktop: Vec<String> = tokenward_detect::mail::DESKTOP_OUTLOOK_MARKERS
+        .iter()
+        .map(|m| d.contains(&lower, &d.lit(m)))
+        .collect();
     let matching = format!(
         "{} AND coalesce({} = 'sync', false) AND NOT ({})",
         mail.is_mail,
@@ -464,15 +459,10 @@ fn ioc_useragent(
     let kinds = kinds_of(needs);
     // The candidates, in the detection's order; the normalised user agent
     // last (a duplicate of an earlier one changes nothing).
-    let mut cands: Vec<String> = [
-        "ClientInfoString",
-        "UserAgent",
-        "userAgent",
-        "ActorInfoString",
-    ]
-    .iter()
-    .map(|f| get_str(sc, f, &kinds))
-    .collect();
+    let mut cands: Vec<String> = tokenward_detect::ioc_useragent::FIELDS
+        .iter()
+        .map(|f| get_str(sc, f, &kinds))
+        .collect();
     // The normalised user agent is trimmed and non-blank already.
     cands.push(d.ident("user_agent"));
     // Per candidate, the 1-based index of the first indicator it matches.
@@ -486,7 +476,7 @@ fn ioc_useragent(
                 let mut m = format!("{lc} = {}", d.lit(&ioc.value.trim().to_ascii_lowercase()));
                 // SUBSTRING_MIN in the detection: long indicators also
                 // match inside a longer string.
-                if ioc.value.len() >= 40 {
+                if ioc.value.len() >= tokenward_detect::ioc_useragent::SUBSTRING_MIN {
                     m = format!(
                         "({m} OR {})",
                         d.contains(&lc, &d.lit(&ioc.value.to_ascii_lowercase()))
@@ -608,14 +598,7 @@ fn ioc_ip(
     let index = index_of("n");
     // Candidates: the normalised client address, then the address fields.
     let mut cands = vec![d.ident("client_ip")];
-    for f in [
-        "ClientIPAddress",
-        "ActorIpAddress",
-        "ClientIP",
-        "callerIpAddress",
-        "ipAddress",
-        "IPAddress",
-    ] {
+    for f in tokenward_detect::ioc_ip::FIELDS {
         cands.push(get_str(sc, f, &kinds));
     }
     let nums: Vec<String> = cands.iter().map(|c| d.ipv4_number(c)).collect();
