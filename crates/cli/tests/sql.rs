@@ -415,6 +415,47 @@ fn write_tenant(dir: &Path) -> (PathBuf, BTreeMap<&'static str, usize>) {
         push(v);
     }
     expect.insert("tw-mail-sync-unusual-client", 3);
+    // Bind: one mailbox with six ordinary days (10 items each, counted by
+    // OperationCount), a day counted by its folder items, and a spike of
+    // 150; another mailbox with a spike but only three days (not judged).
+    let mut binds: Vec<(String, &str, Value)> = Vec::new();
+    for day in 1..=6 {
+        binds.push((
+            format!("2023-07-0{day}T09:00:00"),
+            "spiky@tenant1.example",
+            json!({"OperationCount": "10"}),
+        ));
+    }
+    binds.push((
+        "2023-07-07T09:00:00".into(),
+        "spiky@tenant1.example",
+        json!({"Folders": [{"FolderItems": [{"Id": "a"}, {"Id": "b"}, {"Id": "c"}]}]}),
+    ));
+    binds.push((
+        "2023-07-08T09:00:00".into(),
+        "spiky@tenant1.example",
+        json!({"OperationCount": 150}),
+    ));
+    for (day, n) in [(1, 10), (2, 10), (3, 500)] {
+        binds.push((
+            format!("2023-07-0{day}T12:00:00"),
+            "young@tenant1.example",
+            json!({"OperationCount": n}),
+        ));
+    }
+    for (i, (t, owner, extra)) in binds.iter().enumerate() {
+        let mut v = json!({
+            "CreationTime": t, "Id": format!("bind-{i}"), "Operation": "MailItemsAccessed",
+            "OrganizationId": tenants[1], "RecordType": 50, "UserId": owner,
+            "MailboxOwnerUPN": owner, "Workload": "Exchange", "SessionId": format!("bs-{owner}"),
+            "OperationProperties": [{"Name": "MailAccessType", "Value": "Bind"}]
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        push(v);
+    }
+    expect.insert("tw-mail-bind-spike", 1);
     // Indicator user agents: a long one inside a longer string (twice in
     // one day: one finding), a near miss, and one with quotes, exactly.
     let chrome92 = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/92.0.4515.159 Safari/537.36";

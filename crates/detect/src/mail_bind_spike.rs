@@ -35,7 +35,7 @@ pub const BUILTIN: Builtin = Builtin {
 };
 
 /// Session-days a mailbox needs before its median means anything.
-const MIN_SESSION_DAYS: usize = 5;
+pub const MIN_SESSION_DAYS: usize = 5;
 
 struct Bucket {
     items: u64,

@@ -70,6 +70,7 @@ pub(crate) fn compile(
         "tw-mail-throttled" => mail_throttled(sc, &needs, b.info, from),
         "tw-ioc-useragent" => ioc_useragent(sc, &needs, b.info, from, &setup.iocs),
         "tw-ioc-ip" => ioc_ip(sc, &needs, b.info, from, setup),
+        "tw-mail-bind-spike" => mail_bind_spike(sc, &needs, b.info, from, setup),
         "tw-mail-sync-unusual-client" => mail_sync_unusual_client(sc, &needs, b.info, from),
         _ => Err(not_yet(id).into()),
     }
@@ -87,7 +88,6 @@ fn not_yet(id: &str) -> &'static str {
         "tw-token-without-signin" | "tw-owa-token-for-resource" => {
             "not compiled yet: needs the sign-in join per tenant and day of sign-in coverage"
         }
-        "tw-mail-bind-spike" => "not compiled yet: needs each mailbox's median per bucket",
         "tw-audit-gap" => "not compiled yet: needs per-source time coverage",
         "tw-gateway-rejected-burst" => "not compiled yet: needs per-address minute buckets",
         _ => "not compiled yet",
@@ -649,4 +649,129 @@ fn ioc_ip(
         ],
         &severity,
     ))
+}
+
+/// `tw-mail-bind-spike` (crates/detect/src/mail_bind_spike.rs): items bound
+/// per mailbox, session (else client address) and UTC day; a bucket at
+/// `factor` times its mailbox's median bucket (and at least `min` items)
+/// is a spike, judged only for mailboxes with five buckets or more.
+fn mail_bind_spike(
+    sc: &mut SigmaCompiler<'_>,
+    needs: &Needs,
+    info: &tokenward_detect::Info,
+    from: &str,
+    setup: &Setup,
+) -> Result<Compiled, String> {
+    let d = sc.d;
+    let audit = [EventKind::Audit];
+    let mail = Mail::new(sc, needs)?;
+    let access = Mail::property(sc, "MailAccessType");
+    // Event::bind_items: OperationCount as a whole number, else the number
+    // of folder items (at least 1).
+    let count_vals = sc.path_values("operationcount", &audit);
+    let folder_items = sc.path_values("folders.folderitems", &audit);
+    let first = match d {
+        Dialect::ClickHouse => format!("{count_vals}[1]"),
+        Dialect::Spark => format!("element_at({count_vals}, 1)"),
+    };
+    let whole = d.lit(r"^\s*\+?[0-9]+\s*$");
+    let parsed = match d {
+        Dialect::ClickHouse => format!(
+            "if(notEmpty({count_vals}) AND match(ifNull({first}, ''), {whole}), toUInt64OrNull(replaceRegexpAll(assumeNotNull({first}), '[^0-9]', '')), NULL)"
+        ),
+        Dialect::Spark => format!(
+            "(CASE WHEN size({count_vals}) > 0 AND coalesce({first}, '') RLIKE {whole} THEN try_cast(regexp_replace({first}, '[^0-9]', '') AS BIGINT) END)"
+        ),
+    };
+    let len = match d {
+        Dialect::ClickHouse => format!("length({folder_items})"),
+        Dialect::Spark => format!("size({folder_items})"),
+    };
+    let items = format!("coalesce({parsed}, greatest({len}, 1))");
+    let session = format!(
+        "coalesce({}, {}, '-')",
+        d.ident("session_id"),
+        d.ident("client_ip")
+    );
+    let mailbox = format!("coalesce({}, '(unknown mailbox)')", mail.mailbox);
+    let (day, ms) = utc_day(d);
+    let time = d.ident("time");
+    let name = "b_bind_spike";
+    let matching = format!(
+        "{} AND coalesce({} = 'bind', false)",
+        mail.is_mail,
+        d.lower(&access)
+    );
+    let mut steps = vec![(
+        format!("{name}_m"),
+        format!(
+            "  SELECT *, {mailbox} AS g0, {session} AS g1, {day} AS g2, {items} AS n, coalesce({ms}, 0) AS g_ms\n  FROM {from}\n  WHERE {matching}"
+        ),
+    )];
+    let ev: Vec<String> = crate::corr::EVENT_COLUMNS
+        .iter()
+        .map(|c| d.ident(c))
+        .collect();
+    let order = [
+        format!("{time} IS NOT NULL"),
+        "g_ms".to_string(),
+        d.ident("source_file"),
+        d.ident("source_line"),
+        d.ident("source_record"),
+    ];
+    let (pick, cols, median) = match d {
+        Dialect::ClickHouse => (
+            format!(
+                "argMin(tuple({}), tuple({}))",
+                ev.join(", "),
+                order.join(", ")
+            ),
+            (0..ev.len())
+                .map(|i| format!("b.w.{} AS {}", i + 1, ev[i]))
+                .collect::<Vec<_>>(),
+            "arraySort(groupArray(items))[intDiv(count(), 2) + 1]".to_string(),
+        ),
+        Dialect::Spark => (
+            format!(
+                "min_by(named_struct({}), named_struct({}))",
+                crate::corr::EVENT_COLUMNS
+                    .iter()
+                    .map(|c| format!("'{c}', {}", d.ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                order
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| format!("'o{i}', {o}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            crate::corr::EVENT_COLUMNS
+                .iter()
+                .map(|c| format!("b.w.{c} AS {}", d.ident(c)))
+                .collect::<Vec<_>>(),
+            "element_at(array_sort(collect_list(items)), CAST(floor(count(*) / 2) AS INT) + 1)"
+                .to_string(),
+        ),
+    };
+    steps.push((
+        format!("{name}_b"),
+        format!("  SELECT g0, g1, g2, sum(n) AS items, {pick} AS w\n  FROM {name}_m\n  GROUP BY g0, g1, g2"),
+    ));
+    steps.push((
+        format!("{name}_med"),
+        format!(
+            "  SELECT g0, count(*) AS buckets, {median} AS med\n  FROM {name}_b\n  GROUP BY g0"
+        ),
+    ));
+    let judged = tokenward_detect::mail_bind_spike::MIN_SESSION_DAYS;
+    let factor = setup.options.bind_spike_factor;
+    let min = setup.options.bind_spike_min;
+    let select = format!(
+        "SELECT {} AS rule_id, {} AS rule_title, 'high' AS severity, {}\nFROM {name}_b AS b INNER JOIN {name}_med AS m ON b.g0 = m.g0\nWHERE m.buckets >= {judged} AND b.items >= greatest(greatest(m.med, 1) * {factor}, {min})",
+        d.lit(info.id),
+        d.lit(info.title),
+        cols.join(", ")
+    );
+    Ok(Compiled::Grouped { steps, select })
 }
