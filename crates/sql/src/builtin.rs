@@ -262,6 +262,52 @@ fn utc_day(d: Dialect) -> (String, String) {
     )
 }
 
+/// The aggregate that picks a group's earliest record (time, then file
+/// and position, as `aggregate::Grouped` does), and the finding's event
+/// columns read from its result, named `w` in a step and reached as `at`.
+fn earliest(d: Dialect, at: &str) -> (String, Vec<String>) {
+    let ev = crate::corr::EVENT_COLUMNS;
+    let time = d.ident("time");
+    let order = [
+        format!("{time} IS NOT NULL"),
+        "g_ms".to_string(),
+        d.ident("source_file"),
+        d.ident("source_line"),
+        d.ident("source_record"),
+    ];
+    match d {
+        Dialect::ClickHouse => (
+            format!(
+                "argMin(tuple({}), tuple({}))",
+                ev.iter().map(|c| d.ident(c)).collect::<Vec<_>>().join(", "),
+                order.join(", ")
+            ),
+            ev.iter()
+                .enumerate()
+                .map(|(i, c)| format!("{at}.{} AS {}", i + 1, d.ident(c)))
+                .collect(),
+        ),
+        Dialect::Spark => (
+            format!(
+                "min_by(named_struct({}), named_struct({}))",
+                ev.iter()
+                    .map(|c| format!("'{c}', {}", d.ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                order
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| format!("'o{i}', {o}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            ev.iter()
+                .map(|c| format!("{at}.{c} AS {}", d.ident(c)))
+                .collect(),
+        ),
+    }
+}
+
 /// One finding per group of matching records, represented by the group's
 /// earliest record (time, then file and position), as `aggregate::Grouped`
 /// picks it. `severity` is an SQL expression that depends only on the
@@ -277,7 +323,6 @@ fn grouped(
     groups: &[String],
     severity: &str,
 ) -> Compiled {
-    let time = d.ident("time");
     let (_, ms) = utc_day(d);
     let mut keys: Vec<String> = groups
         .iter()
@@ -311,49 +356,7 @@ fn grouped(
             keys.join(", ")
         ),
     ));
-    let ev: Vec<String> = crate::corr::EVENT_COLUMNS
-        .iter()
-        .map(|c| d.ident(c))
-        .collect();
-    let order = [
-        format!("{time} IS NOT NULL"),
-        "g_ms".to_string(),
-        d.ident("source_file"),
-        d.ident("source_line"),
-        d.ident("source_record"),
-    ];
-    let (pick, cols) = match d {
-        Dialect::ClickHouse => (
-            format!(
-                "argMin(tuple({}), tuple({}))",
-                ev.join(", "),
-                order.join(", ")
-            ),
-            (0..ev.len())
-                .map(|i| format!("w.{} AS {}", i + 1, ev[i]))
-                .collect::<Vec<_>>(),
-        ),
-        Dialect::Spark => (
-            format!(
-                "min_by(named_struct({}), named_struct({}))",
-                crate::corr::EVENT_COLUMNS
-                    .iter()
-                    .map(|c| format!("'{c}', {}", d.ident(c)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                order
-                    .iter()
-                    .enumerate()
-                    .map(|(i, o)| format!("'o{i}', {o}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            crate::corr::EVENT_COLUMNS
-                .iter()
-                .map(|c| format!("w.{c} AS {}", d.ident(c)))
-                .collect::<Vec<_>>(),
-        ),
-    };
+    let (pick, cols) = earliest(d, "w");
     let mut group_by: Vec<String> = (0..groups.len()).map(|i| format!("g{i}")).collect();
     group_by.push("g_severity".into());
     steps.push((
@@ -695,7 +698,6 @@ fn mail_bind_spike(
     );
     let mailbox = format!("coalesce({}, '(unknown mailbox)')", mail.mailbox);
     let (day, ms) = utc_day(d);
-    let time = d.ident("time");
     let name = "b_bind_spike";
     let matching = format!(
         "{} AND coalesce({} = 'bind', false)",
@@ -708,51 +710,12 @@ fn mail_bind_spike(
             "  SELECT *, {mailbox} AS g0, {session} AS g1, {day} AS g2, {items} AS n, coalesce({ms}, 0) AS g_ms\n  FROM {from}\n  WHERE {matching}"
         ),
     )];
-    let ev: Vec<String> = crate::corr::EVENT_COLUMNS
-        .iter()
-        .map(|c| d.ident(c))
-        .collect();
-    let order = [
-        format!("{time} IS NOT NULL"),
-        "g_ms".to_string(),
-        d.ident("source_file"),
-        d.ident("source_line"),
-        d.ident("source_record"),
-    ];
-    let (pick, cols, median) = match d {
-        Dialect::ClickHouse => (
-            format!(
-                "argMin(tuple({}), tuple({}))",
-                ev.join(", "),
-                order.join(", ")
-            ),
-            (0..ev.len())
-                .map(|i| format!("b.w.{} AS {}", i + 1, ev[i]))
-                .collect::<Vec<_>>(),
-            "arraySort(groupArray(items))[intDiv(count(), 2) + 1]".to_string(),
-        ),
-        Dialect::Spark => (
-            format!(
-                "min_by(named_struct({}), named_struct({}))",
-                crate::corr::EVENT_COLUMNS
-                    .iter()
-                    .map(|c| format!("'{c}', {}", d.ident(c)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                order
-                    .iter()
-                    .enumerate()
-                    .map(|(i, o)| format!("'o{i}', {o}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            crate::corr::EVENT_COLUMNS
-                .iter()
-                .map(|c| format!("b.w.{c} AS {}", d.ident(c)))
-                .collect::<Vec<_>>(),
+    let (pick, cols) = earliest(d, "b.w");
+    let median = match d {
+        Dialect::ClickHouse => "arraySort(groupArray(items))[intDiv(count(), 2) + 1]",
+        Dialect::Spark => {
             "element_at(array_sort(collect_list(items)), CAST(floor(count(*) / 2) AS INT) + 1)"
-                .to_string(),
-        ),
+        }
     };
     steps.push((
         format!("{name}_b"),
