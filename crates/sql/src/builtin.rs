@@ -94,11 +94,21 @@ fn not_yet(id: &str) -> &'static str {
     }
 }
 
-/// `Event::name_value("Parameters", name)` for events of `kinds`.
-fn parameter(sc: &mut SigmaCompiler<'_>, name: &str, kinds: &[EventKind]) -> String {
-    let key = format!("parameters[name={}].value", name.to_ascii_lowercase());
+/// `Event::name_value(bag, name)` for events of `kinds`: the first pair
+/// named `name` (ASCII case ignored) with a non-blank scalar value.
+fn name_value(sc: &mut SigmaCompiler<'_>, bag: &str, name: &str, kinds: &[EventKind]) -> String {
+    let key = format!(
+        "{}[name={}].value",
+        bag.to_ascii_lowercase(),
+        name.to_ascii_lowercase()
+    );
     let vals = sc.path_values(&key, kinds);
     sc.d.first_trimmed(&vals)
+}
+
+/// `Event::name_value("Parameters", name)` for events of `kinds`.
+fn parameter(sc: &mut SigmaCompiler<'_>, name: &str, kinds: &[EventKind]) -> String {
+    name_value(sc, "Parameters", name, kinds)
 }
 
 /// `is_false`: `false`, `0`, `$false`, any case, trimmed (the value is
@@ -238,12 +248,7 @@ impl Mail {
     /// `OperationProperties`' pair `name`, else the field `name`.
     fn property(sc: &mut SigmaCompiler<'_>, name: &str) -> String {
         let audit = [EventKind::Audit];
-        let key = format!(
-            "operationproperties[name={}].value",
-            name.to_ascii_lowercase()
-        );
-        let vals = sc.path_values(&key, &audit);
-        let in_bag = sc.d.first_trimmed(&vals);
+        let in_bag = name_value(sc, "OperationProperties", name, &audit);
         let at_root = get_str(sc, name, &audit);
         format!("coalesce({in_bag}, {at_root})")
     }

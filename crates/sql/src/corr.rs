@@ -105,13 +105,13 @@ pub(crate) fn compile(
                 .collect();
             cols.push(format!("{pos} AS pos"));
             for (i, g) in gids.iter().enumerate() {
-                let f = sc.field_column(*g)?;
+                let f = sc.column(*g)?;
                 let nn = d.non_null(&f);
                 cols.push(format!("{} AS g{i}", first_or_null(d, &nn)));
             }
             let vals = match vid {
                 Some(v) => {
-                    let f = sc.field_column(v)?;
+                    let f = sc.column(v)?;
                     let nn = d.non_null(&f);
                     match c.kind {
                         Kind::ValueCount => d.map(&nn, "x", &d.lower("x")),

@@ -173,13 +173,8 @@ impl Dialect {
         let trimmed = self.map(
             &self.non_null(a),
             "x",
-            &format!("regexp_replace(x, {}, '')", self.lit(r"^\s+|\s+$")),
+            &self.replace_all("x", r"^\s+|\s+$", ""),
         );
-        let trimmed = match self {
-            // ClickHouse names it replaceRegexpAll.
-            Dialect::ClickHouse => trimmed.replace("regexp_replace(", "replaceRegexpAll("),
-            Dialect::Spark => trimmed,
-        };
         let kept = match self {
             Dialect::ClickHouse => format!("arrayFilter(x -> x != '', {trimmed})"),
             Dialect::Spark => format!("filter({trimmed}, x -> x <> '')"),
@@ -187,6 +182,21 @@ impl Dialect {
         match self {
             Dialect::ClickHouse => format!("if(notEmpty({kept}), {kept}[1], NULL)"),
             Dialect::Spark => format!("IF(size({kept}) > 0, element_at({kept}, 1), NULL)"),
+        }
+    }
+
+    /// `x` with every match of the regular expression `re` replaced by
+    /// `with` (both plain text, escaped here).
+    pub fn replace_all(self, x: &str, re: &str, with: &str) -> String {
+        match self {
+            Dialect::ClickHouse => {
+                format!(
+                    "replaceRegexpAll({x}, {}, {})",
+                    self.lit(re),
+                    self.lit(with)
+                )
+            }
+            Dialect::Spark => format!("regexp_replace({x}, {}, {})", self.lit(re), self.lit(with)),
         }
     }
 
@@ -296,9 +306,9 @@ impl Dialect {
         const NUM: &str = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$";
         match self {
             Dialect::ClickHouse => format!(
-                "if(match({x}, {}), toFloat64OrNull(replaceRegexpAll({x}, {}, '')), NULL)",
+                "if(match({x}, {}), toFloat64OrNull({}), NULL)",
                 self.lit(NUM),
-                self.lit(r"^\s+|\s+$")
+                self.replace_all(x, r"^\s+|\s+$", "")
             ),
             Dialect::Spark => format!(
                 "(CASE WHEN {x} RLIKE {} THEN try_cast(trim({x}) AS DOUBLE) END)",

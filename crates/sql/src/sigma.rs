@@ -111,7 +111,8 @@ impl<'a> SigmaCompiler<'a> {
         Ok(expr)
     }
 
-    fn column(&mut self, id: FieldId) -> Result<String, String> {
+    /// The column of a field (`f_<id>`), for the mapping entered last.
+    pub(crate) fn column(&mut self, id: FieldId) -> Result<String, String> {
         if !self.columns.contains_key(&id) {
             let e = self.field_expr(&self.set.fields.paths[id as usize], &self.kinds.clone())?;
             self.columns.insert(id, e);
@@ -256,11 +257,6 @@ impl<'a> SigmaCompiler<'a> {
             .map(|k| self.d.lit(k.as_str()))
             .collect();
         self.kinds.clone()
-    }
-
-    /// The column of a field (`f_<id>`), for the mapping entered last.
-    pub(crate) fn field_column(&mut self, id: FieldId) -> Result<String, String> {
-        self.column(id)
     }
 
     fn cond(&mut self, c: &Cond, sec: &Section) -> Result<String, String> {
