@@ -11,8 +11,24 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-/// A finding as compared: rule, where, and what it says about the event.
-type Key = (String, String, String, String, Option<String>);
+/// A finding as compared: rule, where, when, and what it says about the
+/// event.
+type Key = (String, String, String, String, String, Option<String>);
+
+/// A time as digits, to the millisecond (the events table keeps
+/// milliseconds), whatever the writer's format: hunt's RFC 3339 with `Z`,
+/// ClickHouse's `2023-06-05 08:07:28.431`, Python's ISO format.
+fn time_digits(t: &str) -> String {
+    let end = t
+        .char_indices()
+        .skip(19)
+        .find(|(_, c)| matches!(c, 'Z' | '+' | '-'))
+        .map_or(t.len(), |(i, _)| i);
+    let digits: String = t[..end].chars().filter(char::is_ascii_digit).collect();
+    let (whole, frac) = digits.split_at(digits.len().min(14));
+    let frac = &frac[..frac.len().min(3)];
+    format!("{whole}.{}", frac.trim_end_matches('0'))
+}
 
 fn key(f: &Value) -> Key {
     let s = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
@@ -20,6 +36,7 @@ fn key(f: &Value) -> Key {
         s("rule_id"),
         s("source_file"),
         s("source_locator"),
+        time_digits(&s("time")),
         s("severity"),
         f["user"].as_str().map(str::to_owned),
     )
@@ -634,10 +651,300 @@ fn write_tenant(dir: &Path) -> (PathBuf, BTreeMap<&'static str, usize>) {
     (path, expect)
 }
 
+/// Writes a third tenant's sign-ins and, in another file (as exports
+/// come), its Exchange records with tokens and OWA token issuances;
+/// returns both files and the findings the sign-in join must give. The
+/// sign-ins cover 2024-07-10, 11 and 14 only; issuance times come in
+/// every form hunt reads, with near misses a lax reading would judge on
+/// another day.
+fn write_storm(dir: &Path) -> (Vec<PathBuf>, BTreeMap<&'static str, usize>) {
+    const TENANT: &str = "c0ffee00-1111-4222-8333-944445555666";
+    const NO_SIGNINS: &str = "d00dfeed-1111-4222-8333-944445555666";
+    let mut signins = String::new();
+    for (i, (day, tenant)) in [
+        ("2024-07-10", TENANT),
+        ("2024-07-11", &TENANT.to_uppercase()),
+        ("2024-07-14", TENANT),
+    ]
+    .iter()
+    .enumerate()
+    {
+        signins.push_str(
+            &json!({
+                "id": format!("storm-signin-{i}"), "createdDateTime": format!("{day}T09:00:00Z"),
+                "userPrincipalName": "victim@tenant2.example", "appId": "owa",
+                "ipAddress": format!("198.18.0.{}", i + 1), "tenantId": tenant,
+                "uniqueTokenIdentifier": format!("good-tok-{i}"),
+                "sessionId": format!("Good-Session-{i}"), "status": {"errorCode": 0}
+            })
+            .to_string(),
+        );
+        signins.push('\n');
+    }
+    let mut audit = String::new();
+    let mut n = 0;
+    let mut push = |v: Value| {
+        n += 1;
+        let mut v = v;
+        v["Id"] = json!(format!("storm-{n}"));
+        audit.push_str(&v.to_string());
+        audit.push('\n');
+    };
+    let mailbox = |time: &str, token: &str, aad: &str, issued: Option<&str>| {
+        let mut ctx = json!({"UniqueTokenId": token, "AADSessionId": aad});
+        if let Some(t) = issued {
+            ctx["IssuedAtTime"] = json!(t);
+        }
+        json!({"CreationTime": time, "Operation": "MailItemsAccessed", "RecordType": 50,
+               "Workload": "Exchange", "UserId": "victim@tenant2.example",
+               "OrganizationId": TENANT, "ClientIPAddress": "203.0.113.60",
+               "AppAccessContext": ctx})
+    };
+    // A forged session with a consumer-tenant token: three records, one
+    // finding.
+    for (k, minute) in [30, 10, 20].iter().enumerate() {
+        let mut v = mailbox(
+            &format!("2024-07-10T12:{minute}:00"),
+            &format!("fa{k}"),
+            "F-A",
+            Some("2024-07-10T11:50:00Z"),
+        );
+        v["TokenTenantId"] = json!("9188040d-6c67-4c5b-b112-36a304b66dad");
+        push(v);
+    }
+    // Explained: by token, by Entra session in another case, by Exchange
+    // session; app-only tokens; another workload.
+    push(mailbox(
+        "2024-07-10T12:00:00",
+        "good-tok-0",
+        "unrelated-1",
+        None,
+    ));
+    push(mailbox("2024-07-10T12:00:00", "x1", "GOOD-SESSION-1", None));
+    let mut v = mailbox("2024-07-10T12:00:00", "x2", "unrelated-2", None);
+    v["SessionId"] = json!("good-session-2");
+    push(v);
+    let mut v = mailbox("2024-07-10T12:00:00", "x3", "app-1", None);
+    v["UserType"] = json!(5);
+    push(v);
+    let mut v = mailbox("2024-07-10T12:00:00", "x4", "app-2", None);
+    v["UserId"] = json!("APP@SharePoint");
+    v["Workload"] = json!("SharePoint");
+    push(v);
+    let mut v = mailbox("2024-07-10T12:00:00", "x5", "other-workload", None);
+    v["Workload"] = json!("AzureActiveDirectory");
+    push(v);
+    // Not judged: a day the sign-ins do not cover, a tenant without
+    // sign-ins, a record that names no tenant (sign-ins of several
+    // tenants are given).
+    push(mailbox(
+        "2024-07-12T12:00:00",
+        "x6",
+        "hole",
+        Some("2024-07-12T11:00:00Z"),
+    ));
+    let mut v = mailbox("2024-07-10T12:00:00", "x7", "tenant-d", None);
+    v["OrganizationId"] = json!(NO_SIGNINS);
+    push(v);
+    let mut v = mailbox("2024-07-10T12:00:00", "x8", "no-tenant", None);
+    v.as_object_mut().unwrap().remove("OrganizationId");
+    push(v);
+    // Issuance times: (text, whether the day hunt reads is covered).
+    let issued = [
+        ("2024-07-11T23:30:00-02:00", false), // 12 July in UTC
+        ("2024-07-12T01:30:00+03:00", true),  // 11 July in UTC
+        ("7/11/2024 11:30:00 PM", true),
+        ("7/12/2024 12:30 AM", false),
+        ("2024-06-31T10:00:00Z", true), // no such day: the day of use
+        ("2024-07-12T24:00:00Z", true), // no such hour
+        ("2024-07-13T10:00:00+26:00", true), // no such offset
+        ("2024-07-12", false),
+        ("2024-07-14t05:00:00.1234567890z", true),
+        ("7/14/2024, 5:00", true),
+        ("garbage", true),
+        ("2024-07-12T05:00:00.Z", true), // a point without digits
+        ("7/12/2024 5:00 XM", true),
+        ("12/7/2024", false),
+    ];
+    let mut tokens = 0;
+    for (i, (text, fires)) in issued.iter().enumerate() {
+        push(mailbox(
+            "2024-07-10T12:00:00",
+            &format!("t-issued-{i}"),
+            &format!("issued-{i}"),
+            Some(text),
+        ));
+        tokens += usize::from(*fires);
+    }
+    // Without an issuance time: the day of use and two hours before.
+    push(mailbox("2024-07-11T01:00:00", "t-early", "early", None));
+    push(mailbox(
+        "2024-07-14T01:00:00",
+        "t-early-hole",
+        "early-hole",
+        None,
+    ));
+    tokens += 1;
+    // The earliest record speaks for its session: the later one, written
+    // first, names an uncovered issuance day.
+    push(mailbox(
+        "2024-07-10T15:00:00",
+        "o2",
+        "F-ORDER",
+        Some("2024-07-12T10:00:00Z"),
+    ));
+    push(mailbox(
+        "2024-07-10T14:00:00",
+        "o1",
+        "F-ORDER",
+        Some("2024-07-10T10:00:00Z"),
+    ));
+    tokens += 1;
+
+    // OWA token issuances.
+    let owa = |time: &str, session: Option<&str>, ip: &str| {
+        let mut v = json!({"CreationTime": time, "Operation": "GetAccessTokenForResource",
+                           "RecordType": 275, "Workload": "Exchange",
+                           "UserId": "victim@tenant2.example", "OrganizationId": TENANT,
+                           "ClientIP": ip, "ResourceURL": "https://outlook.office.com"});
+        if let Some(s) = session {
+            v["SessionId"] = json!(s);
+        }
+        v
+    };
+    // A renewal chain of a session that never signed in: one finding.
+    for minute in [5, 1, 3] {
+        push(owa(
+            &format!("2024-07-10T13:0{minute}:00"),
+            Some("owa-forged"),
+            "203.0.113.50",
+        ));
+    }
+    // A signed-in session from its own address, and from a new one.
+    push(owa(
+        "2024-07-10T13:00:00",
+        Some("GOOD-SESSION-0"),
+        "198.18.0.1",
+    ));
+    push(owa(
+        "2024-07-10T13:00:00",
+        Some("good-session-0"),
+        "203.0.113.51",
+    ));
+    // No session: by address.
+    push(owa("2024-07-10T13:00:00", None, "203.0.113.52"));
+    // Issuances known by record type or operation name, and a near miss.
+    let mut v = owa("2024-07-10T13:00:00", Some("owa-by-type"), "198.18.0.1");
+    v["Operation"] = json!("TokenIssued");
+    v["RecordType"] = json!("275");
+    push(v);
+    let mut v = owa("2024-07-10T13:00:00", Some("owa-by-name"), "198.18.0.1");
+    v["Operation"] = json!("OWAAuth");
+    v["RecordType"] = json!(50);
+    push(v);
+    // The name in another case passes the detection's test but not its
+    // screen, which reads the bytes as exports write them.
+    let mut v = owa(
+        "2024-07-10T13:00:00",
+        Some("owa-by-name-cased"),
+        "198.18.0.1",
+    );
+    v["Operation"] = json!("owaauth");
+    v["RecordType"] = json!(50);
+    push(v);
+    let mut v = owa("2024-07-10T13:00:00", Some("owa-near-miss"), "198.18.0.1");
+    v["Operation"] = json!("MailItemsAccessed");
+    v["RecordType"] = json!(2750);
+    push(v);
+    // Not judged: a hole, early on a day after a hole, another tenant.
+    push(owa("2024-07-12T13:00:00", Some("owa-hole"), "203.0.113.50"));
+    push(owa(
+        "2024-07-14T01:00:00",
+        Some("owa-early-hole"),
+        "203.0.113.50",
+    ));
+    let mut v = owa("2024-07-10T13:00:00", Some("owa-tenant-d"), "203.0.113.50");
+    v["OrganizationId"] = json!(NO_SIGNINS);
+    push(v);
+    // Early on a day whose day before is covered too.
+    push(owa(
+        "2024-07-11T01:00:00",
+        Some("owa-early"),
+        "203.0.113.50",
+    ));
+    let signin_file = dir.join("storm-signins.jsonl");
+    let audit_file = dir.join("storm-audit.jsonl");
+    std::fs::write(&signin_file, signins).unwrap();
+    std::fs::write(&audit_file, audit).unwrap();
+    let expect = BTreeMap::from([
+        ("tw-token-without-signin", tokens + 1),
+        ("tw-owa-token-for-resource", 6),
+    ]);
+    (vec![signin_file, audit_file], expect)
+}
+
+/// Writes a tokenward gateway access log with bursts of refused tokens;
+/// returns it and the bursts the built-in must find.
+fn write_gateway(dir: &Path) -> (PathBuf, BTreeMap<&'static str, usize>) {
+    let mut out = String::new();
+    let mut n = 0;
+    // (client address, minute after 2024-08-01T10:00, second, verdict, how many)
+    let mut line = |ip: Option<&str>, minute: u32, second: u32, verdict: &str, count: u32| {
+        for k in 0..count {
+            n += 1;
+            let mut v = json!({
+                "time": format!("2024-08-01T{:02}:{:02}:{second:02}.{k:03}Z", 10 + minute / 60, minute % 60),
+                "method": "GET", "path": "/api/mail", "status": if verdict == "accepted" { 200 } else { 401 },
+                "verdict": verdict, "reasons": if verdict == "rejected" { json!(["key-out-of-scope"]) } else { json!([]) },
+                "kid": "1LTMzakihiRla_8z2BEJVXeWMqo", "sub": format!("user{k}@tenant0.example"),
+                "token_sha256_prefix": format!("{n:016x}")
+            });
+            if let Some(ip) = ip {
+                v["client_ip"] = json!(ip);
+            }
+            out.push_str(&v.to_string());
+            out.push('\n');
+        }
+    };
+    let a = Some("203.0.113.70");
+    // Three minutes of eight in five minutes open a burst; the next
+    // window (8 + 8 + 5) extends it; the last window alone and 19 at
+    // minute 12 do not.
+    line(a, 0, 10, "rejected", 8);
+    line(a, 2, 10, "rejected", 8);
+    line(a, 4, 10, "rejected", 8);
+    line(a, 6, 10, "rejected", 5);
+    line(a, 12, 10, "rejected", 19);
+    // A burst whose minute had an accepted token before its first
+    // refusal only: medium.
+    line(a, 30, 5, "accepted", 1);
+    line(a, 30, 10, "rejected", 20);
+    // A burst followed by an accepted token an hour after its last
+    // minute (high), and one a minute later that does not count.
+    line(a, 100, 10, "rejected", 10);
+    line(a, 104, 10, "rejected", 10);
+    line(a, 164, 59, "accepted", 1);
+    line(a, 165, 0, "accepted", 1);
+    // Another address just under the threshold, and refusals without an
+    // address (not placed).
+    line(Some("203.0.113.71"), 0, 0, "rejected", 19);
+    line(None, 0, 0, "rejected", 30);
+    let path = dir.join("gateway.jsonl");
+    std::fs::write(&path, out).unwrap();
+    (path, BTreeMap::from([("tw-gateway-rejected-burst", 3)]))
+}
+
 #[test]
 fn compiled_rules_find_what_hunt_finds_in_chdb_and_spark() {
     let dir = tempfile::tempdir().unwrap();
     let (tenant, expect) = write_tenant(dir.path());
+    let (mut storm, mut storm_expect) = write_storm(dir.path());
+    let (gateway, gateway_expect) = write_gateway(dir.path());
+    storm.push(gateway);
+    storm_expect.extend(gateway_expect);
+    let generated: Vec<&str> = std::iter::once(tenant.to_str().unwrap())
+        .chain(storm.iter().map(|p| p.to_str().unwrap()))
+        .collect();
     let hostile = dir.path().join("hostile.yml");
     std::fs::write(&hostile, HOSTILE_RULES).unwrap();
     let placeholders = dir.path().join("placeholders.yml");
@@ -648,11 +955,8 @@ fn compiled_rules_find_what_hunt_finds_in_chdb_and_spark() {
          HomeTenantID: ['7c3a1c5e-0f2b-4c7e-9f1a-2b6d3e4f5a60']\nApprovedUsers: [admin]\nApprovedInviters: [admin]\n",
     )
     .unwrap();
-    let inputs = [
-        "examples/storm-0558/logs",
-        "tests/fixtures/logs",
-        tenant.to_str().unwrap(),
-    ];
+    let mut inputs = vec!["examples/storm-0558/logs", "tests/fixtures/logs"];
+    inputs.extend(&generated);
     let rule_args = [
         "--rules",
         "rules",
@@ -666,7 +970,7 @@ fn compiled_rules_find_what_hunt_finds_in_chdb_and_spark() {
 
     // hunt, the reference.
     let mut args = vec!["hunt", "-q", "--output-format", "jsonl"];
-    args.extend(inputs);
+    args.extend(&inputs);
     args.extend(rule_args);
     let hunt = tokenward(&args);
     assert!(
@@ -676,30 +980,56 @@ fn compiled_rules_find_what_hunt_finds_in_chdb_and_spark() {
     );
     let hunt_findings = lines(&hunt.stdout);
 
-    // The known answer, first from hunt itself.
-    let mut per_rule: BTreeMap<String, usize> = BTreeMap::new();
-    for f in &hunt_findings {
-        if f["source_file"].as_str() == tenant.to_str() {
-            *per_rule
-                .entry(f["rule_id"].as_str().unwrap().to_owned())
-                .or_default() += 1;
+    // The known answer, first from hunt itself: per generated file set.
+    for (files, expect) in [
+        (vec![tenant.clone()], &expect),
+        (storm.clone(), &storm_expect),
+    ] {
+        let mut per_rule: BTreeMap<String, usize> = BTreeMap::new();
+        for f in &hunt_findings {
+            if files
+                .iter()
+                .any(|p| f["source_file"].as_str() == p.to_str())
+            {
+                *per_rule
+                    .entry(f["rule_id"].as_str().unwrap().to_owned())
+                    .or_default() += 1;
+            }
+        }
+        for (rule, n) in expect {
+            assert_eq!(
+                per_rule.get(*rule).copied().unwrap_or(0),
+                *n,
+                "hunt on the generated tenants, rule {rule}: {:#?}",
+                hunt_findings
+                    .iter()
+                    .filter(|f| f["rule_id"] == *rule)
+                    .collect::<Vec<_>>()
+            );
         }
     }
-    for (rule, n) in &expect {
-        assert_eq!(
-            per_rule.get(*rule).copied().unwrap_or(0),
-            *n,
-            "hunt on the tenant, rule {rule}: {:#?}",
-            hunt_findings
-                .iter()
-                .filter(|f| f["rule_id"] == *rule)
-                .collect::<Vec<_>>()
+
+    // Every built-in detection finds something here, so that its
+    // equality below is not that of two empty sets.
+    let help = String::from_utf8_lossy(&tokenward(&["hunt", "--help"]).stdout).to_string();
+    let builtins: Vec<&str> = help
+        .lines()
+        .find_map(|l| l.strip_prefix("Detections: "))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter(|w| w.starts_with("tw-"))
+        .collect();
+    assert!(builtins.len() >= 13, "{help}");
+    for id in &builtins {
+        assert!(
+            hunt_findings.iter().any(|f| f["rule_id"] == *id),
+            "no finding of {id} to compare"
         );
     }
 
     let events = dir.path().join("events.jsonl");
     let mut args = vec!["events", "-q", "-o", events.to_str().unwrap()];
-    args.extend(inputs);
+    args.extend(&inputs);
     assert!(tokenward(&args).status.success());
 
     for dialect in ["clickhouse", "spark"] {
@@ -707,23 +1037,10 @@ fn compiled_rules_find_what_hunt_finds_in_chdb_and_spark() {
         args.extend(rule_args);
         let sql = tokenward(&args);
         let stderr = String::from_utf8_lossy(&sql.stderr).to_string();
-        // Refused: only built-in detections not compiled yet; every rule
-        // and correlation is compiled.
+        // Nothing refused: every rule, correlation and built-in detection
+        // is compiled.
         let refused: Vec<&str> = stderr.lines().filter(|l| l.contains("refused")).collect();
-        assert!(
-            refused.iter().all(|l| l.contains(": built-in: ")),
-            "{dialect}: unexpected refusals:\n{stderr}"
-        );
-        for compiled in [
-            "tw-audit-tampering",
-            "tw-mailbox-export",
-            "tw-mail-throttled",
-        ] {
-            assert!(
-                !refused.iter().any(|l| l.contains(compiled)),
-                "{dialect}: {stderr}"
-            );
-        }
+        assert!(refused.is_empty(), "{dialect}: refusals:\n{stderr}");
         let compiled_ids: BTreeSet<String> = hunt_findings
             .iter()
             .map(|f| f["rule_id"].as_str().unwrap().to_owned())
@@ -753,19 +1070,35 @@ fn compiled_rules_find_what_hunt_finds_in_chdb_and_spark() {
             "{dialect}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let engine: BTreeSet<Key> = lines(&out.stdout).iter().map(key).collect();
-        let want: BTreeSet<Key> = hunt_findings
-            .iter()
-            .filter(|f| compiled_ids.contains(f["rule_id"].as_str().unwrap()))
-            .map(key)
-            .collect();
-        let missing: Vec<&Key> = want.difference(&engine).collect();
-        let extra: Vec<&Key> = engine.difference(&want).collect();
+        // Findings are counted, not only told apart: a gap of two
+        // workloads at the same hour is two findings with one key.
+        let count = |fs: &mut dyn Iterator<Item = &Value>| {
+            let mut m: BTreeMap<Key, usize> = BTreeMap::new();
+            for f in fs {
+                *m.entry(key(f)).or_default() += 1;
+            }
+            m
+        };
+        let engine_lines = lines(&out.stdout);
+        let engine = count(&mut engine_lines.iter());
+        let want = count(
+            &mut hunt_findings
+                .iter()
+                .filter(|f| compiled_ids.contains(f["rule_id"].as_str().unwrap())),
+        );
+        let differ = |a: &BTreeMap<Key, usize>, b: &BTreeMap<Key, usize>| -> Vec<(Key, usize)> {
+            a.iter()
+                .filter(|(k, n)| b.get(*k) != Some(n))
+                .map(|(k, n)| (k.clone(), *n))
+                .collect()
+        };
+        let missing = differ(&want, &engine);
+        let extra = differ(&engine, &want);
         assert!(
             missing.is_empty() && extra.is_empty(),
-            "{dialect}: {} findings from hunt, {} from the engine\nmissing: {missing:#?}\nextra: {extra:#?}",
-            want.len(),
-            engine.len()
+            "{dialect}: {} findings from hunt, {} from the engine\nmissing (with hunt's count): {missing:#?}\nextra (with the engine's count): {extra:#?}",
+            want.values().sum::<usize>(),
+            engine.values().sum::<usize>()
         );
         assert!(want.len() > 40, "{dialect}: only {} findings", want.len());
     }

@@ -32,9 +32,9 @@ pub const BUILTIN: Builtin = Builtin {
 };
 
 /// A workload is judged when its records span this many hours...
-const SPAN_HOURS_MIN: i64 = 72;
+pub const SPAN_HOURS_MIN: i64 = 72;
 /// ...over at least this many distinct hours.
-const ACTIVE_HOURS_MIN: usize = 24;
+pub const ACTIVE_HOURS_MIN: usize = 24;
 
 /// The detection.
 pub struct AuditGap {
@@ -75,19 +75,26 @@ impl AuditGap {
     }
 }
 
-/// The series an event counts in: its workload, or its log for Entra and
-/// Azure. A quiet gateway means no traffic as often as lost logs.
-fn series(ev: &Event) -> Option<Cow<'_, str>> {
-    match ev.kind {
-        EventKind::Audit => Some(
-            ev.workload
-                .as_deref()
-                .map_or(Cow::Borrowed("Audit"), Cow::Borrowed),
-        ),
-        EventKind::SignIn => Some(Cow::Borrowed("Entra sign-ins")),
-        EventKind::DirectoryAudit => Some(Cow::Borrowed("Entra audit")),
-        EventKind::AzureActivity => Some(Cow::Borrowed("Azure Activity")),
+/// The series events of a kind count in: the log's name for Entra and
+/// Azure; for audit records, the name of those without a workload (the
+/// others count in their workload's). None for gateway and other logs: a
+/// quiet gateway means no traffic as often as lost logs.
+pub fn series_of_kind(kind: EventKind) -> Option<&'static str> {
+    match kind {
+        EventKind::Audit => Some("Audit"),
+        EventKind::SignIn => Some("Entra sign-ins"),
+        EventKind::DirectoryAudit => Some("Entra audit"),
+        EventKind::AzureActivity => Some("Azure Activity"),
         EventKind::Gateway | EventKind::Other => None,
+    }
+}
+
+/// The series an event counts in: its workload, or its log for Entra and
+/// Azure.
+fn series(ev: &Event) -> Option<Cow<'_, str>> {
+    match (ev.kind, ev.workload.as_deref()) {
+        (EventKind::Audit, Some(w)) => Some(Cow::Borrowed(w)),
+        (kind, _) => series_of_kind(kind).map(Cow::Borrowed),
     }
 }
 

@@ -47,7 +47,11 @@ pub const DETAIL_BUDGET: usize = 1_000_000;
 /// Longest kid or reason code kept: both are attacker-chosen text.
 const TEXT_MAX: usize = 128;
 /// How long after a burst an accepted request from the same IP is reported.
-const FOLLOW_MINUTES: i64 = 60;
+pub const FOLLOW_MINUTES: i64 = 60;
+/// The gateway's verdicts on a request with a token (docs/gateway.md).
+pub const REJECTED: &str = "rejected";
+/// See [`REJECTED`].
+pub const ACCEPTED: &str = "accepted";
 
 /// Rejected requests of one client IP in one UTC minute.
 #[derive(Default)]
@@ -154,10 +158,10 @@ impl Detection for GatewayRejectedBurst {
     fn observe(&mut self, ev: &Event, _: &Context<'_>) {
         self.records += 1;
         let verdict = ev.result.as_deref().unwrap_or_default();
-        let rejected = verdict == "rejected";
+        let rejected = verdict == REJECTED;
         if rejected {
             self.rejected += 1;
-        } else if verdict != "accepted" {
+        } else if verdict != ACCEPTED {
             // no-token, not-required and bad-request lines carry no token.
             return;
         }

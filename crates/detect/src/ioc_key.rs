@@ -31,13 +31,23 @@ pub const BUILTIN: Builtin = Builtin {
     make: |s| Box::new(IocKey::new(s)),
 };
 
+/// The `what` of key-id indicators, matched exactly; the others are hex
+/// thumbprints, matched with colons removed and ASCII case ignored.
+pub const KID: &str = "kid";
+
 /// Fields that show a record carries token headers (coverage).
 const HEADER_FIELDS: &[&str] = &["kid", "x5t", "header.kid", "jwt.header.kid", "thumbprint"];
 /// Texts of those fields, as exports write them.
 const HEADER_TEXTS: &[&str] = &["\"kid\"", "\"x5t\"", "thumbprint", "Thumbprint"];
 
-/// Deepest nesting scanned for key values.
-const SCAN_DEPTH: u32 = 8;
+/// Deepest nesting scanned for key values: deeper than any record can be
+/// (the JSON parser refuses nesting past 128, and JSON held in strings is
+/// expanded at most `NESTED_DEPTH` more times), so every string of every
+/// record is searched, as the SQL of this detection searches every value.
+const SCAN_DEPTH: u32 = 128 * (tokenward_event::projection::NESTED_DEPTH + 1);
+/// Lengths of the values searched: kid (27), SHA-1 (40, 59 with colons),
+/// SHA-256 (64, 95 with colons), in bytes once trimmed.
+pub const VALUE_LENGTHS: [usize; 5] = [27, 40, 59, 64, 95];
 
 /// The detection.
 pub struct IocKey {
@@ -142,14 +152,13 @@ fn find_key_values<'a>(
     }
     match v {
         Value::String(s) => {
-            // kid (27), SHA-1 (40, 59 with colons), SHA-256 (64, 95 with colons).
-            if ![27, 40, 59, 64, 95].contains(&s.trim().len()) {
+            if !VALUE_LENGTHS.contains(&s.trim().len()) {
                 return;
             }
             let t = s.trim();
             let hex: String = t.chars().filter(|c| *c != ':').collect();
             for k in &iocs.keys {
-                let m = if k.what == "kid" {
+                let m = if k.what == KID {
                     t == k.value
                 } else {
                     hex.eq_ignore_ascii_case(&k.value)

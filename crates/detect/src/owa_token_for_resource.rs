@@ -42,7 +42,11 @@ struct Issuances {
     ips: BTreeSet<String>,
     resources: BTreeSet<String>,
     session: Option<String>,
-    /// The tenant the records belong to (`OrganizationId`).
+    /// An address that had not signed in when its issuance was read, kept
+    /// even when `ips` is full, so the verdict never hangs on which
+    /// addresses the evidence kept.
+    unknown_ip: Option<String>,
+    /// The tenant of the earliest record (`OrganizationId`).
     tenant: Option<String>,
 }
 
@@ -64,12 +68,18 @@ impl OwaTokenForResource {
     }
 }
 
+/// An operation containing this (ASCII case ignored) issues a token.
+pub const ISSUANCE_OPERATION: &str = "accesstokenforresource";
+/// The UAL record type of OWA token issuances, and its name (also seen as
+/// the operation).
+pub const OWA_AUTH: (u32, &str) = (275, "OWAAuth");
+
 /// Whether the event is an OWA token issuance.
 fn is_issuance(ev: &Event) -> bool {
     let op = ev.operation.as_deref().unwrap_or_default();
-    op.to_ascii_lowercase().contains("accesstokenforresource")
-        || ev.record_type == Some(275)
-        || op.eq_ignore_ascii_case("OWAAuth")
+    op.to_ascii_lowercase().contains(ISSUANCE_OPERATION)
+        || ev.record_type == Some(OWA_AUTH.0)
+        || op.eq_ignore_ascii_case(OWA_AUTH.1)
 }
 
 impl Detection for OwaTokenForResource {
@@ -130,11 +140,19 @@ impl Detection for OwaTokenForResource {
             ips: BTreeSet::new(),
             resources: BTreeSet::new(),
             session: session.clone(),
+            unknown_ip: None,
             tenant: tenant_of(ev, AUDIT_TENANT_FIELDS),
         });
         a.count += 1;
         a.last = a.last.max(ev.time);
         if let Some(i) = ip {
+            let kept_is_known = a
+                .unknown_ip
+                .as_ref()
+                .is_none_or(|k| cx.signins.ips.contains(k));
+            if !known_ip && kept_is_known {
+                a.unknown_ip = Some(i.clone());
+            }
             if a.ips.len() < KEPT {
                 a.ips.insert(i);
             }
@@ -146,6 +164,7 @@ impl Detection for OwaTokenForResource {
         }
         if Rep::event_earlier(ev, &a.rep) {
             a.rep = Rep::of(ev);
+            a.tenant = tenant_of(ev, AUDIT_TENANT_FIELDS);
         }
     }
 
@@ -169,8 +188,10 @@ impl Detection for OwaTokenForResource {
                     }
                     if s.rep.earlier_than(&m.rep) {
                         m.rep = s.rep;
+                        m.tenant = s.tenant;
                     }
                     m.session = m.session.take().or(s.session);
+                    m.unknown_ip = m.unknown_ip.take().or(s.unknown_ip);
                 }
                 None => {
                     self.sessions.insert(k, s);
@@ -205,9 +226,10 @@ impl Detection for OwaTokenForResource {
                 .session
                 .as_deref()
                 .is_some_and(|s| cx.signins.has_session(s));
-            let unknown_ips: Vec<&String> = a
+            let unknown_ips: BTreeSet<&String> = a
                 .ips
                 .iter()
+                .chain(&a.unknown_ip)
                 .filter(|i| !cx.signins.ips.contains(*i))
                 .collect();
             if known_session && unknown_ips.is_empty() {
@@ -335,6 +357,49 @@ mod tests {
             &[owa(1, "good", "203.0.113.9")],
         );
         assert_eq!(out.findings.len(), 1);
+    }
+
+    /// The verdict does not hang on which addresses the evidence kept: a
+    /// signed-in session that reached a new address after more than
+    /// `KEPT` known ones still fires.
+    #[test]
+    fn a_new_address_past_the_kept_ones_still_fires() {
+        let known: Vec<Value> = (0..=KEPT)
+            .map(|i| {
+                json!({"createdDateTime": "2023-06-10T09:00:00Z", "userPrincipalName": "a@x",
+                            "ipAddress": format!("198.51.100.{i}"), "sessionId": "good"})
+            })
+            .collect();
+        let idx = signins(&known);
+        let mut records: Vec<Value> = (0..=KEPT)
+            .map(|i| owa(1, "good", &format!("198.51.100.{i}")))
+            .collect();
+        records.push(owa(2, "good", "203.0.113.9"));
+        let out = run_with(Box::new(OwaTokenForResource::new(3)), &idx, &records);
+        assert_eq!(out.findings.len(), 1, "{:?}", out.coverage);
+        let why = out.findings[0].evidence["why"].as_str().unwrap();
+        assert!(why.contains("IP that never signed in"), "{why}");
+        // Without the new address, nothing to say.
+        records.pop();
+        let out = run_with(Box::new(OwaTokenForResource::new(3)), &idx, &records);
+        assert!(out.findings.is_empty());
+    }
+
+    /// The earliest issuance's tenant decides coverage, whatever the order.
+    #[test]
+    fn the_earliest_issuance_names_the_tenant() {
+        let idx = signins(&[
+            json!({"createdDateTime": "2023-06-10T09:00:00Z", "userPrincipalName": "a@x",
+                                   "ipAddress": "198.51.100.1", "sessionId": "good", "tenantId": "tenant-a"}),
+        ]);
+        let mut first = owa(1, "forged", "203.0.113.9");
+        first["OrganizationId"] = json!("TENANT-A");
+        let mut second = owa(2, "forged", "203.0.113.9");
+        second["OrganizationId"] = json!("tenant-b");
+        for records in [[first.clone(), second.clone()], [second, first]] {
+            let out = run_with(Box::new(OwaTokenForResource::new(3)), &idx, &records);
+            assert_eq!(out.findings.len(), 1);
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Forged tokens are never issued by Entra, so they never appear there.
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Value};
@@ -35,27 +36,39 @@ pub const BUILTIN: Builtin = Builtin {
 
 /// The consumer (MSA) tenant: an enterprise resource should never see it.
 const CONSUMER_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
-/// Workloads whose records carry the token that reached them.
-const WORKLOADS: &[&str] = &["exchange", "sharepoint", "onedrive"];
+/// Workloads whose records carry the token that reached them (the
+/// workload contains one, ASCII case ignored).
+pub const WORKLOADS: &[&str] = &["exchange", "sharepoint", "onedrive"];
+/// `UserType` values of app-only tokens: Application, ServicePrincipal.
+pub const APP_ONLY_USER_TYPES: &[&str] = &["5", "6", "Application", "ServicePrincipal"];
+/// The user SharePoint names for an app acting as itself.
+pub const APP_ONLY_USER: &str = "app@sharepoint";
 /// Token ids and operations kept per unexplained session.
 const TOKENS_KEPT: usize = 1000;
 const OPERATIONS_KEPT: usize = 8;
 
-/// An unexplained session (or token without a session).
-struct Candidate {
-    rep: Rep,
+/// What the earliest record of an unexplained session says of it. The
+/// earliest record speaks for the session (not the first one read), so
+/// the answer does not depend on the order files and shards are read in.
+struct Said {
     token: Option<String>,
     aad_session: Option<String>,
     exchange_session: Option<String>,
     issued: Option<OffsetDateTime>,
-    count: u64,
-    last: Option<OffsetDateTime>,
     workload: String,
-    operations: BTreeSet<String>,
-    tokens: BTreeSet<String>,
     token_tenant: Option<String>,
     /// The tenant the record belongs to (`OrganizationId`).
     tenant: Option<String>,
+}
+
+/// An unexplained session (or token without a session).
+struct Candidate {
+    rep: Rep,
+    said: Said,
+    count: u64,
+    last: Option<OffsetDateTime>,
+    operations: BTreeSet<String>,
+    tokens: BTreeSet<String>,
 }
 
 /// The detection.
@@ -130,23 +143,35 @@ impl Detection for TokenWithoutSignin {
         // One finding per session (or per token without one): a forged
         // session typically carries many tokens.
         let key = aad.clone().or_else(|| token.clone()).unwrap_or_default();
-        let issued = ev
-            .get_str("AppAccessContext.IssuedAtTime")
-            .and_then(|s| parse_timestamp(&s));
-        let c = self.candidates.entry(key).or_insert_with(|| Candidate {
-            rep: Rep::of(ev),
+        let said = || Said {
             token: token.clone(),
             aad_session: aad.clone(),
             exchange_session: exch.clone(),
-            issued,
-            count: 0,
-            last: None,
+            issued: ev
+                .get_str("AppAccessContext.IssuedAtTime")
+                .and_then(|s| parse_timestamp(&s)),
             workload: wl.to_string(),
-            operations: BTreeSet::new(),
-            tokens: BTreeSet::new(),
             token_tenant: ev.get_str("TokenTenantId"),
             tenant: tenant_of(ev, AUDIT_TENANT_FIELDS),
-        });
+        };
+        let c = match self.candidates.entry(key) {
+            Entry::Occupied(o) => {
+                let c = o.into_mut();
+                if Rep::event_earlier(ev, &c.rep) {
+                    c.rep = Rep::of(ev);
+                    c.said = said();
+                }
+                c
+            }
+            Entry::Vacant(v) => v.insert(Candidate {
+                rep: Rep::of(ev),
+                said: said(),
+                count: 0,
+                last: None,
+                operations: BTreeSet::new(),
+                tokens: BTreeSet::new(),
+            }),
+        };
         c.count += 1;
         c.last = c.last.max(ev.time);
         if let Some(t) = token {
@@ -158,10 +183,6 @@ impl Detection for TokenWithoutSignin {
             if let Some(op) = &ev.operation {
                 c.operations.insert(op.clone());
             }
-        }
-        if Rep::event_earlier(ev, &c.rep) {
-            c.rep = Rep::of(ev);
-            c.issued = c.issued.or(issued);
         }
     }
 
@@ -189,7 +210,7 @@ impl Detection for TokenWithoutSignin {
                     }
                     if c.rep.earlier_than(&m.rep) {
                         m.rep = c.rep;
-                        m.issued = m.issued.or(c.issued);
+                        m.said = c.said;
                     }
                 }
                 None => {
@@ -212,15 +233,15 @@ impl Detection for TokenWithoutSignin {
         for (_, c) in self.candidates {
             // Sign-ins read after the record may explain it.
             if idx.issued(
-                c.token.as_deref(),
-                c.aad_session.as_deref(),
-                c.exchange_session.as_deref(),
+                c.said.token.as_deref(),
+                c.said.aad_session.as_deref(),
+                c.said.exchange_session.as_deref(),
             ) || c.tokens.iter().any(|t| idx.tokens.contains(t))
             {
                 judged += c.count;
                 continue;
             }
-            match idx.covers(c.tenant.as_deref(), c.rep.time, c.issued) {
+            match idx.covers(c.said.tenant.as_deref(), c.rep.time, c.said.issued) {
                 Cover::Covered => {}
                 Cover::Hole => {
                     holes += c.count;
@@ -233,20 +254,21 @@ impl Detection for TokenWithoutSignin {
             }
             judged += c.count;
             let consumer = c
+                .said
                 .token_tenant
                 .as_deref()
                 .is_some_and(|t| t.eq_ignore_ascii_case(CONSUMER_TENANT));
             let mut e = evidence(&[
-                ("UniqueTokenId", opt(&c.token)),
-                ("AADSessionId", opt(&c.aad_session)),
-                ("SessionId", opt(&c.exchange_session)),
-                ("IssuedAtTime", c.issued.map(|t| json!(rfc3339(t))).unwrap_or(Value::Null)),
-                ("workload", json!(c.workload)),
+                ("UniqueTokenId", opt(&c.said.token)),
+                ("AADSessionId", opt(&c.said.aad_session)),
+                ("SessionId", opt(&c.said.exchange_session)),
+                ("IssuedAtTime", c.said.issued.map(|t| json!(rfc3339(t))).unwrap_or(Value::Null)),
+                ("workload", json!(c.said.workload)),
                 ("distinct_tokens", json!(c.tokens.len())),
                 ("operations", json!(c.operations)),
                 ("records", json!(c.count)),
                 ("last_seen", c.last.map(|t| json!(rfc3339(t))).unwrap_or(Value::Null)),
-                ("signin_coverage", json!(idx.describe(c.tenant.as_deref()))),
+                ("signin_coverage", json!(idx.describe(c.said.tenant.as_deref()))),
                 ("why", json!("no sign-in in the given logs issued this token or session; forged tokens are never issued by Entra")),
             ]);
             if consumer {
@@ -281,14 +303,12 @@ impl Detection for TokenWithoutSignin {
 /// App-only tokens (an application acting as itself): `UserType` 5
 /// (Application) or 6 (ServicePrincipal), or SharePoint's `app@sharepoint`.
 fn is_app_only(ev: &Event) -> bool {
-    let user_type = ev.scalar("UserType");
-    matches!(
-        user_type.as_deref(),
-        Some("5" | "6" | "Application" | "ServicePrincipal")
-    ) || ev
-        .user
-        .as_deref()
-        .is_some_and(|u| u.eq_ignore_ascii_case("app@sharepoint"))
+    ev.scalar("UserType")
+        .is_some_and(|t| APP_ONLY_USER_TYPES.contains(&&*t))
+        || ev
+            .user
+            .as_deref()
+            .is_some_and(|u| u.eq_ignore_ascii_case(APP_ONLY_USER))
 }
 
 #[cfg(test)]
@@ -417,6 +437,29 @@ mod tests {
                 && note.contains("1 with app-only tokens"),
             "{note}"
         );
+    }
+
+    /// The earliest record speaks for a session whatever the order records
+    /// arrive in: here it says its token was issued on a day the sign-ins
+    /// cover, and a later record, read first, names a day they do not.
+    #[test]
+    fn the_earliest_record_speaks_for_its_session_in_any_read_order() {
+        let mut later = ual(7, "F2", "FORGED", "t");
+        later["AppAccessContext"]["IssuedAtTime"] = json!("2023-06-12T06:00:00");
+        let earlier = ual(5, "F1", "FORGED", "t");
+        for records in [
+            [later.clone(), earlier.clone()],
+            [earlier.clone(), later.clone()],
+        ] {
+            let out = run_with(Box::new(TokenWithoutSignin::default()), &idx(), &records);
+            assert_eq!(out.findings.len(), 1, "{:?}", out.coverage);
+            let e = &out.findings[0].evidence;
+            assert_eq!(e["UniqueTokenId"], "F1");
+            assert_eq!(e["IssuedAtTime"], "2023-06-10T05:20:00Z");
+        }
+        // Alone, the later record is judged by its own issuance day.
+        let out = run_with(Box::new(TokenWithoutSignin::default()), &idx(), &[later]);
+        assert!(out.findings.is_empty());
     }
 
     #[test]

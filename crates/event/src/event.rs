@@ -496,7 +496,9 @@ impl Event {
 }
 
 const APP_FIELDS: &[&str] = &["AppId", "appId", "ApplicationId", "AppAccessContext.APIId"];
-const CLIENT_APP_FIELDS: &[&str] = &["ClientAppId", "AppAccessContext.ClientAppId", "OAuthAppId"];
+/// Fields naming the client app of a record, first found wins.
+pub const CLIENT_APP_FIELDS: &[&str] =
+    &["ClientAppId", "AppAccessContext.ClientAppId", "OAuthAppId"];
 const SESSION_FIELDS: &[&str] = &["AppAccessContext.AADSessionId", "AADSessionId", "SessionId"];
 const TOKEN_FIELDS: &[&str] = &[
     "AppAccessContext.UniqueTokenId",

@@ -28,7 +28,7 @@ pub(crate) enum Compiled {
 }
 
 /// The kinds of event a declaration routes to the detection.
-fn kinds_of(needs: &Needs) -> Vec<EventKind> {
+pub(crate) fn kinds_of(needs: &Needs) -> Vec<EventKind> {
     EventKind::ALL
         .into_iter()
         .filter(|k| needs.kinds.contains(*k))
@@ -37,7 +37,7 @@ fn kinds_of(needs: &Needs) -> Vec<EventKind> {
 
 /// The declaration's raw-text screen over the `raw` column (texts matched
 /// case-sensitively, as hunt screens the record's bytes).
-fn screen(d: Dialect, needs: &Needs) -> Result<String, String> {
+pub(crate) fn screen(d: Dialect, needs: &Needs) -> Result<String, String> {
     match &needs.anchors {
         Anchors::Every => Ok("true".into()),
         Anchors::AnyOf(texts) => Ok(format!(
@@ -53,8 +53,14 @@ fn screen(d: Dialect, needs: &Needs) -> Result<String, String> {
 }
 
 /// Compiles the built-in `id`, or says why it is not.
+/// Compiles the built-in `id`, or says why it is not. A detection of one
+/// finding per record reads the shared scan through `record`; one that
+/// groups records reads `grouped`, a scan of only the values the grouped
+/// built-ins read, named `from`: engines inline a step at every use, and
+/// the grouped built-ins use their scan many times.
 pub(crate) fn compile(
-    sc: &mut SigmaCompiler<'_>,
+    record: &mut SigmaCompiler<'_>,
+    grouped: &mut SigmaCompiler<'_>,
     id: &str,
     setup: &Setup,
     from: &str,
@@ -64,33 +70,26 @@ pub(crate) fn compile(
     };
     let det: Box<dyn Detection> = (b.make)(setup);
     let needs = det.needs();
+    let gc = grouped;
     match id {
-        "tw-audit-tampering" => audit_tampering(sc, &needs),
-        "tw-mailbox-export" => mailbox_export(sc, &needs),
-        "tw-mail-throttled" => mail_throttled(sc, &needs, b.info, from),
-        "tw-ioc-useragent" => ioc_useragent(sc, &needs, b.info, from, &setup.iocs),
-        "tw-ioc-ip" => ioc_ip(sc, &needs, b.info, from, setup),
-        "tw-mail-bind-spike" => mail_bind_spike(sc, &needs, b.info, from, setup),
-        "tw-mail-sync-unusual-client" => mail_sync_unusual_client(sc, &needs, b.info, from),
-        _ => Err(not_yet(id).into()),
-    }
-}
-
-/// Why a built-in is not compiled yet: what it needs across records.
-fn not_yet(id: &str) -> &'static str {
-    match id {
-        "tw-ioc-key" => {
-            "not compiled yet: it searches every value of every record for key ids and thumbprints"
+        "tw-audit-tampering" => audit_tampering(record, &needs),
+        "tw-mailbox-export" => mailbox_export(record, &needs),
+        "tw-ioc-key" => ioc_key(record, &needs, &setup.iocs),
+        "tw-mail-throttled" => mail_throttled(gc, &needs, b.info, from),
+        "tw-ioc-useragent" => ioc_useragent(gc, &needs, b.info, from, &setup.iocs),
+        "tw-ioc-ip" => ioc_ip(gc, &needs, b.info, from, setup),
+        "tw-mail-bind-spike" => mail_bind_spike(gc, &needs, b.info, from, setup),
+        "tw-mail-sync-unusual-client" => mail_sync_unusual_client(gc, &needs, b.info, from),
+        "tw-token-without-signin" => crate::signin::token_without_signin(gc, &needs, b.info, from),
+        "tw-owa-token-for-resource" => {
+            crate::signin::owa_token_for_resource(gc, &needs, b.info, from)
         }
-        "tw-mail-new-client-app" => {
-            "not compiled yet: needs each mailbox's 14-day baseline and the rollout test across mailboxes"
+        "tw-mail-new-client-app" => mail_new_client_app(gc, &needs, b.info, from, setup),
+        "tw-audit-gap" => crate::buckets::audit_gap(gc.d, &needs, b.info, from, setup),
+        "tw-gateway-rejected-burst" => {
+            crate::buckets::gateway_rejected_burst(gc.d, &needs, b.info, from, setup)
         }
-        "tw-token-without-signin" | "tw-owa-token-for-resource" => {
-            "not compiled yet: needs the sign-in join per tenant and day of sign-in coverage"
-        }
-        "tw-audit-gap" => "not compiled yet: needs per-source time coverage",
-        "tw-gateway-rejected-burst" => "not compiled yet: needs per-address minute buckets",
-        _ => "not compiled yet",
+        _ => Err("not compiled: no SQL is written for this built-in yet".into()),
     }
 }
 
@@ -216,7 +215,7 @@ fn audit_tampering(sc: &mut SigmaCompiler<'_>, needs: &Needs) -> Result<Compiled
 }
 
 /// `Event::get_str(path)`: the value at a path, trimmed, when not blank.
-fn get_str(sc: &mut SigmaCompiler<'_>, path: &str, kinds: &[EventKind]) -> String {
+pub(crate) fn get_str(sc: &mut SigmaCompiler<'_>, path: &str, kinds: &[EventKind]) -> String {
     let vals = sc.path_values(&path.to_ascii_lowercase(), kinds);
     sc.d.first_trimmed(&vals)
 }
@@ -255,7 +254,7 @@ impl Mail {
 }
 
 /// The UTC day of the event, -1 without a time (`detect::day`).
-fn utc_day(d: Dialect) -> (String, String) {
+pub(crate) fn utc_day(d: Dialect) -> (String, String) {
     let time = d.ident("time");
     let ms = match d {
         Dialect::ClickHouse => format!("toUnixTimestamp64Milli({time})"),
@@ -270,7 +269,10 @@ fn utc_day(d: Dialect) -> (String, String) {
 /// The aggregate that picks a group's earliest record (time, then file
 /// and position, as `aggregate::Grouped` does), and the finding's event
 /// columns read from its result, named `w` in a step and reached as `at`.
-fn earliest(d: Dialect, at: &str) -> (String, Vec<String>) {
+/// The `extra` expressions ride along after the event columns (the
+/// caller names them: element `9 + i` in ClickHouse, field `x<i>` in
+/// Spark).
+pub(crate) fn earliest(d: Dialect, at: &str, extra: &[String]) -> (String, Vec<String>) {
     let ev = crate::corr::EVENT_COLUMNS;
     let time = d.ident("time");
     let order = [
@@ -284,7 +286,11 @@ fn earliest(d: Dialect, at: &str) -> (String, Vec<String>) {
         Dialect::ClickHouse => (
             format!(
                 "argMin(tuple({}), tuple({}))",
-                ev.iter().map(|c| d.ident(c)).collect::<Vec<_>>().join(", "),
+                ev.iter()
+                    .map(|c| d.ident(c))
+                    .chain(extra.iter().cloned())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 order.join(", ")
             ),
             ev.iter()
@@ -297,6 +303,12 @@ fn earliest(d: Dialect, at: &str) -> (String, Vec<String>) {
                 "min_by(named_struct({}), named_struct({}))",
                 ev.iter()
                     .map(|c| format!("'{c}', {}", d.ident(c)))
+                    .chain(
+                        extra
+                            .iter()
+                            .enumerate()
+                            .map(|(i, e)| format!("'x{i}', {e}"))
+                    )
                     .collect::<Vec<_>>()
                     .join(", "),
                 order
@@ -361,7 +373,7 @@ fn grouped(
             keys.join(", ")
         ),
     ));
-    let (pick, cols) = earliest(d, "w");
+    let (pick, cols) = earliest(d, "w", &[]);
     let mut group_by: Vec<String> = (0..groups.len()).map(|i| format!("g{i}")).collect();
     group_by.push("g_severity".into());
     steps.push((
@@ -542,6 +554,66 @@ fn ioc_useragent(
     ))
 }
 
+/// `tw-ioc-key` (crates/detect/src/ioc_key.rs): a record with a string
+/// value, anywhere in it, that is a compromised key's id (exactly, once
+/// trimmed) or thumbprint (colons removed, ASCII case ignored). Numbers
+/// are never that long, so searching every scalar value is searching
+/// every string.
+fn ioc_key(
+    sc: &mut SigmaCompiler<'_>,
+    needs: &Needs,
+    iocs: &tokenward_detect::ioc::IocSet,
+) -> Result<Compiled, String> {
+    use tokenward_detect::ioc_key::{KID, VALUE_LENGTHS};
+    let d = sc.d;
+    if iocs.keys.is_empty() {
+        return Err("no key indicators".into());
+    }
+    let screen = screen(d, needs)?;
+    let (kids, prints): (Vec<_>, Vec<_>) = iocs.keys.iter().partition(|k| k.what == KID);
+    let kids: Vec<String> = kids.iter().map(|k| d.lit(&k.value)).collect();
+    let prints: Vec<String> = prints
+        .iter()
+        .map(|k| d.lit(&k.value.to_ascii_lowercase()))
+        .collect();
+    let bytes = match d {
+        Dialect::ClickHouse => "length(t)",
+        Dialect::Spark => "octet_length(t)",
+    };
+    let lengths: Vec<String> = VALUE_LENGTHS.iter().map(|n| n.to_string()).collect();
+    let mut tests = Vec::new();
+    if !kids.is_empty() {
+        tests.push(d.in_set("t", &kids));
+    }
+    if !prints.is_empty() {
+        let hex = d.lower_ascii(&d.replace_all("t", ":", ""));
+        tests.push(d.in_set(&hex, &prints));
+    }
+    let values = d.all_values(&d.ident("fields"));
+    let trimmed = d.map(
+        &d.non_null(&values),
+        "v",
+        &d.replace_all("v", r"^\s+|\s+$", ""),
+    );
+    let hit = d.any(
+        &trimmed,
+        "t",
+        &format!(
+            "{bytes} IN ({}) AND ({})",
+            lengths.join(", "),
+            tests.join(" OR ")
+        ),
+    );
+    let alts = kinds_of(needs)
+        .into_iter()
+        .map(|k| (vec![k], format!("({screen} AND {hit})")))
+        .collect();
+    Ok(Compiled::PerRecord {
+        alts,
+        severity: "'high'".into(),
+    })
+}
+
 /// Days since 1970-01-01 of a date.
 fn epoch_day(date: time::Date) -> i64 {
     i64::from(date.to_julian_day()) - 2_440_588
@@ -659,6 +731,101 @@ fn ioc_ip(
     ))
 }
 
+/// `tw-mail-new-client-app` (crates/detect/src/mail_new_client_app.rs):
+/// per mailbox, the (AppId, ClientAppId) pairs whose first use falls after
+/// the baseline (the first days of the MailItemsAccessed records); high
+/// when the pair is new to every mailbox, medium when only to this one,
+/// low when so many mailboxes took it up after the baseline that it is a
+/// rollout.
+fn mail_new_client_app(
+    sc: &mut SigmaCompiler<'_>,
+    needs: &Needs,
+    info: &tokenward_detect::Info,
+    from: &str,
+    setup: &Setup,
+) -> Result<Compiled, String> {
+    use tokenward_detect::mail_new_client_app::ROLLOUT_MIN_MAILBOXES;
+    let d = sc.d;
+    let audit = [EventKind::Audit];
+    let mail = Mail::new(sc, needs)?;
+    let client_app: Vec<String> = tokenward_event::event::CLIENT_APP_FIELDS
+        .iter()
+        .map(|f| get_str(sc, f, &audit))
+        .collect();
+    let (_, ms) = utc_day(d);
+    let name = "b_new_client_app";
+    let baseline_ms = i64::from(setup.options.baseline_days) * 86_400_000;
+    let (pick, cols) = earliest(d, "w", &[]);
+    // The time of the earliest record, the first element of `w`.
+    let rep_ms = match d {
+        Dialect::ClickHouse => "toUnixTimestamp64Milli(w.1)",
+        Dialect::Spark => "unix_millis(w.time)",
+    };
+    let steps = vec![
+        (
+            format!("{name}_m"),
+            format!(
+                "  SELECT *, coalesce({}, '(unknown mailbox)') AS mb, coalesce({}, '-') AS app, coalesce({}, '-') AS capp, {ms} AS t_ms, coalesce({ms}, 0) AS g_ms\n  FROM {from}\n  WHERE {}",
+                mail.mailbox,
+                d.ident("app_id"),
+                client_app.join(", "),
+                mail.is_mail
+            ),
+        ),
+        // The data's span and the end of its baseline.
+        (
+            format!("{name}_r"),
+            format!(
+                "  SELECT min(t_ms) + {baseline_ms} AS cut, max(t_ms) - min(t_ms) > {baseline_ms} AS judged\n  FROM {name}_m"
+            ),
+        ),
+        // A pair's first use on each mailbox (its earliest record).
+        (
+            format!("{name}_p"),
+            format!(
+                "  SELECT mb, app, capp, {pick} AS w\n  FROM {name}_m\n  GROUP BY mb, app, capp"
+            ),
+        ),
+        (
+            format!("{name}_e"),
+            format!(
+                "  SELECT mb, app, capp, {}, {rep_ms} AS rep_ms\n  FROM {name}_p",
+                cols.join(", ")
+            ),
+        ),
+        // A pair's first use on any mailbox.
+        (
+            format!("{name}_t"),
+            format!("  SELECT app, capp, min(t_ms) AS tenant_first\n  FROM {name}_m\n  GROUP BY app, capp"),
+        ),
+        (
+            format!("{name}_n"),
+            format!(
+                "  SELECT greatest({ROLLOUT_MIN_MAILBOXES}, CAST(ceil(count(DISTINCT mb) / 4) AS BIGINT)) AS rollout_min\n  FROM {name}_m"
+            ),
+        ),
+        // First uses after the baseline, and how many mailboxes took the
+        // pair up then.
+        (
+            format!("{name}_a"),
+            format!(
+                "  SELECT e.*, r.cut AS cut, count(*) OVER (PARTITION BY e.app, e.capp) AS adopters\n  FROM {name}_e AS e CROSS JOIN {name}_r AS r\n  WHERE r.judged AND e.rep_ms IS NOT NULL AND e.rep_ms >= r.cut"
+            ),
+        ),
+    ];
+    let ev: Vec<String> = crate::corr::EVENT_COLUMNS
+        .iter()
+        .map(|c| format!("a.{}", d.ident(c)))
+        .collect();
+    let select = format!(
+        "SELECT {} AS rule_id, {} AS rule_title, CASE WHEN a.adopters >= n.rollout_min THEN 'low' WHEN t.tenant_first IS NULL OR t.tenant_first >= a.cut THEN 'high' ELSE 'medium' END AS severity, {}\nFROM {name}_a AS a\nINNER JOIN {name}_t AS t ON t.app = a.app AND t.capp = a.capp\nCROSS JOIN {name}_n AS n",
+        d.lit(info.id),
+        d.lit(info.title),
+        ev.join(", ")
+    );
+    Ok(Compiled::Grouped { steps, select })
+}
+
 /// `tw-mail-bind-spike` (crates/detect/src/mail_bind_spike.rs): items bound
 /// per mailbox, session (else client address) and UTC day; a bucket at
 /// `factor` times its mailbox's median bucket (and at least `min` items)
@@ -715,7 +882,7 @@ fn mail_bind_spike(
             "  SELECT *, {mailbox} AS g0, {session} AS g1, {day} AS g2, {items} AS n, coalesce({ms}, 0) AS g_ms\n  FROM {from}\n  WHERE {matching}"
         ),
     )];
-    let (pick, cols) = earliest(d, "b.w");
+    let (pick, cols) = earliest(d, "b.w", &[]);
     let median = match d {
         Dialect::ClickHouse => "arraySort(groupArray(items))[intDiv(count(), 2) + 1]",
         Dialect::Spark => {

@@ -224,6 +224,132 @@ impl Dialect {
         }
     }
 
+    /// Lower case of ASCII letters only, as Rust's `to_ascii_lowercase`
+    /// (hunt keys session and tenant ids so).
+    pub fn lower_ascii(self, x: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("lower({x})"),
+            Dialect::Spark => format!(
+                "translate({x}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+            ),
+        }
+    }
+
+    /// `a` divided by `b`, rounded down; both non-negative integers.
+    fn div(self, a: &str, b: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("intDiv({a}, {b})"),
+            Dialect::Spark => format!("(({a}) DIV ({b}))"),
+        }
+    }
+
+    /// The text of a regular expression's groups, evaluated once as the
+    /// array `g` for `body` when `x` matches (null otherwise). Groups that
+    /// take no part in the match are empty.
+    fn with_groups(self, x: &str, re: &str, groups: usize, body: &str) -> String {
+        let lit = self.lit(re);
+        match self {
+            Dialect::ClickHouse => format!(
+                "if(match({x}, {lit}), arrayMap(g -> {body}, [extractGroups({x}, {lit})])[1], NULL)"
+            ),
+            Dialect::Spark => {
+                let parts: Vec<String> = (1..=groups)
+                    .map(|i| format!("regexp_extract({x}, {lit}, {i})"))
+                    .collect();
+                format!(
+                    "(CASE WHEN {x} RLIKE {lit} THEN element_at(transform(array(array({})), g -> {body}), 1) END)",
+                    parts.join(", ")
+                )
+            }
+        }
+    }
+
+    /// Group `i` (from 1) of the array `g` of [`Dialect::with_groups`].
+    fn group(self, i: usize) -> String {
+        match self {
+            Dialect::ClickHouse => format!("g[{i}]"),
+            Dialect::Spark => format!("element_at(g, {i})"),
+        }
+    }
+
+    /// Group `i` as a whole number, null when empty.
+    fn group_int(self, i: usize) -> String {
+        match self {
+            Dialect::ClickHouse => format!("toInt64OrNull(g[{i}])"),
+            Dialect::Spark => format!("try_cast(element_at(g, {i}) AS BIGINT)"),
+        }
+    }
+
+    /// Days since 1970-01-01 of a valid proleptic Gregorian date (year 0
+    /// or later), by integer arithmetic both engines do alike.
+    fn civil_day(self, y: &str, m: &str, d: &str) -> String {
+        let yp = format!("({y} - CASE WHEN {m} <= 2 THEN 1 ELSE 0 END)");
+        let era = self.div(
+            &format!("CASE WHEN {yp} >= 0 THEN {yp} ELSE {yp} - 399 END"),
+            "400",
+        );
+        let yoe = format!("({yp} - {era} * 400)");
+        let mp = format!("CASE WHEN {m} > 2 THEN {m} - 3 ELSE {m} + 9 END");
+        let doy = format!(
+            "({} + {d} - 1)",
+            self.div(&format!("153 * ({mp}) + 2"), "5")
+        );
+        let doe = format!(
+            "({yoe} * 365 + {} - {} + {doy})",
+            self.div(&yoe, "4"),
+            self.div(&yoe, "100")
+        );
+        format!("({era} * 146097 + {doe} - 719468)")
+    }
+
+    /// Whether `d` is a day of month `m` of year `y`.
+    fn valid_date(self, y: &str, m: &str, d: &str) -> String {
+        let leap = format!("(({y} % 4 = 0 AND {y} % 100 <> 0) OR {y} % 400 = 0)");
+        format!(
+            "({m} BETWEEN 1 AND 12 AND {d} >= 1 AND {d} <= CASE WHEN {m} = 2 THEN CASE WHEN {leap} THEN 29 ELSE 28 END WHEN {m} IN (4, 6, 9, 11) THEN 30 ELSE 31 END)"
+        )
+    }
+
+    /// The UTC day (days since 1970-01-01) of a time written in text, as
+    /// hunt's `parse_timestamp` reads one, or null where hunt reads none:
+    /// ISO 8601 / RFC 3339 (`T`, `t` or a space; seconds, fraction and
+    /// offset optional; offsets within ±25:59) and en-US exports'
+    /// `M/D/YYYY[,] h:mm[:ss[.fff]] [AM|PM]`. Seconds never move a day, so
+    /// only their form is checked. The text is trimmed already.
+    pub fn text_utc_day(self, x: &str) -> String {
+        const ISO: &str = "^([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[Tt ]([0-9]{2}):([0-9]{2})(?::[0-9]{2})?(?:[.,][0-9]+)?(Z|z|[+]([0-9]{2})(?::?([0-9]{2}))?|-([0-9]{2})(?::?([0-9]{2}))?)?)?$";
+        // Hunt splits the clock on ':' and reads the first three parts
+        // only, so anything after a third part's digits is let by.
+        const US: &str = "^([0-9]{1,9})/([0-9]{1,9})/([0-9]{1,9})(?:[ ,]+[ \t]*([0-9]{1,9}):([0-9]{1,9})(?::[0-9]{1,9}(?:[.][0-9]+)?(?::[^ \t]*)?)?(?:[ \t]+([AaPp][Mm]))?|[ ,]*)$";
+        let n = |i: usize| format!("coalesce({}, 0)", self.group_int(i));
+        let (y, m, d) = (self.group_int(1), self.group_int(2), self.group_int(3));
+        let (h, mi) = (n(4), n(5));
+        let east = format!("({} * 3600 + {} * 60)", n(7), n(8));
+        let west = format!("({} * 3600 + {} * 60)", n(9), n(10));
+        let iso = format!(
+            "CASE WHEN {} AND {h} < 24 AND {mi} < 60 AND {east} <= 93599 AND {west} <= 93599 THEN {} + {} - 2 END",
+            self.valid_date(&y, &m, &d),
+            self.civil_day(&y, &m, &d),
+            self.div(&format!("{h} * 3600 + {mi} * 60 - {east} + {west} + 172800"), "86400")
+        );
+        // US order: month, day, year.
+        let (m, d, y) = (self.group_int(1), self.group_int(2), self.group_int(3));
+        let ampm = format!("upper({})", self.group(6));
+        let hour = format!(
+            "CASE WHEN {ampm} = 'AM' AND {h} = 12 THEN 0 WHEN {ampm} = 'PM' AND {h} <> 12 THEN {h} + 12 ELSE {h} END"
+        );
+        let us = format!(
+            "CASE WHEN {y} BETWEEN 1000 AND 9999 AND {} AND {hour} < 24 AND {mi} < 60 THEN {} END",
+            self.valid_date(&y, &m, &d),
+            self.civil_day(&y, &m, &d)
+        );
+        format!(
+            "coalesce({}, {})",
+            self.with_groups(x, ISO, 10, &iso),
+            self.with_groups(x, US, 6, &us)
+        )
+    }
+
     /// `x` starts with `p`.
     pub fn starts_with(self, x: &str, p: &str) -> String {
         match self {

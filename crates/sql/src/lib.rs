@@ -11,10 +11,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod buckets;
 mod builtin;
 mod corr;
 pub mod dialect;
 mod sigma;
+mod signin;
 
 pub use dialect::Dialect;
 
@@ -93,6 +95,9 @@ impl Source {
 pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
     let d = opts.dialect;
     let mut sc = sigma::SigmaCompiler::new(d, rules);
+    let no_rules = RuleSet::from_texts([], Vec::new(), &Default::default());
+    let mut gc = sigma::SigmaCompiler::new(d, &no_rules);
+    let mut grouped_scan = false;
     let mut sources = Vec::new();
     let mut refused = Vec::new();
     let mut compiled_by_steps = Vec::new();
@@ -134,7 +139,7 @@ pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
             options: Default::default(),
         };
         for b in tokenward_detect::BUILTINS {
-            match builtin::compile(&mut sc, b.info.id, &setup, SCAN) {
+            match builtin::compile(&mut sc, &mut gc, b.info.id, &setup, GROUPED_SCAN) {
                 Ok(builtin::Compiled::PerRecord { alts, severity }) => sources.push(Source {
                     id: b.info.id.to_string(),
                     title: b.info.title.to_string(),
@@ -142,6 +147,7 @@ pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
                     alts,
                 }),
                 Ok(builtin::Compiled::Grouped { steps, select }) => {
+                    grouped_scan = true;
                     corrs.push(corr::Compiled { steps, select });
                     compiled_by_steps.push(b.info.id.to_string());
                 }
@@ -153,7 +159,11 @@ pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
             }
         }
     }
-    let sql = script(d, &opts.table, &sc.levels(), &sources, &corrs);
+    let mut scans = vec![("e", sc.levels())];
+    if grouped_scan {
+        scans.push(("g", gc.levels()));
+    }
+    let sql = script(d, &opts.table, &scans, &sources, &corrs);
     let mut compiled: Vec<String> = sources.into_iter().map(|s| s.id).collect();
     compiled.extend(compiled_by_steps);
     Script {
@@ -168,10 +178,17 @@ pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
 /// lookups, chosen paths, fields, their non-null and lower-cased values).
 const SCAN: &str = "e4";
 
+/// Steps of derived columns, each a list of (name, expression).
+type Levels = Vec<Vec<(String, String)>>;
+
+/// The scan the grouped built-ins read: the same levels, over only the
+/// values they read, so that the many uses of it stay small.
+const GROUPED_SCAN: &str = "g4";
+
 fn script(
     d: Dialect,
     table: &str,
-    levels: &[Vec<(String, String)>],
+    scans: &[(&str, Levels)],
     sources: &[Source],
     corrs: &[corr::Compiled],
 ) -> String {
@@ -179,17 +196,23 @@ fn script(
     // One query step per level of derived columns: each reads the
     // columns of the step before.
     let mut steps: Vec<(String, String)> = Vec::new();
-    let mut from = table.to_string();
-    for (i, level) in levels.iter().enumerate() {
-        let mut cols = vec!["*".to_string()];
-        cols.extend(level.iter().map(|(n, e)| format!("{e} AS {n}")));
-        steps.push((
-            format!("e{i}"),
-            format!("  SELECT {}\n  FROM {from}", cols.join(",\n    ")),
-        ));
-        from = format!("e{i}");
+    let mut last = Vec::new();
+    for (prefix, levels) in scans {
+        let mut from = table.to_string();
+        for (i, level) in levels.iter().enumerate() {
+            let mut cols = vec!["*".to_string()];
+            cols.extend(level.iter().map(|(n, e)| format!("{e} AS {n}")));
+            steps.push((
+                format!("{prefix}{i}"),
+                format!("  SELECT {}\n  FROM {from}", cols.join(",\n    ")),
+            ));
+            from = format!("{prefix}{i}");
+        }
+        last.push(from);
     }
-    debug_assert_eq!(from, SCAN);
+    debug_assert_eq!(last[0], SCAN);
+    debug_assert!(last.len() < 2 || last[1] == GROUPED_SCAN);
+    let from = SCAN.to_string();
     let select_cols = |r: &str| -> String {
         let mut v = vec![
             format!("{r}rule_id AS rule_id"),
@@ -288,7 +311,14 @@ fn script(
     };
     let mut selects = vec![single];
     for c in corrs {
-        steps.extend(c.steps.iter().cloned());
+        for (name, body) in &c.steps {
+            // Shared steps (the sign-in index) are emitted by every
+            // detection that reads them, alike; one copy is kept.
+            match steps.iter().find(|(n, _)| n == name) {
+                Some((_, kept)) => debug_assert_eq!(kept, body, "step {name} differs"),
+                None => steps.push((name.clone(), body.clone())),
+            }
+        }
         selects.push(c.select.clone());
     }
     let with: Vec<String> = steps
