@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The compiled Sigma rules (tests/fixtures/sigma + rules/) on chDB against
-# `tokenward hunt` with the same rules, on bench/gen_matrix.py tenants made
-# of three shapes in equal parts (sign-ins, UAL mixed, MailItemsAccessed
-# heavy), at each size given. Per size: hunt wall time, `tokenward events`
-# export time and size, chDB load and query times, and whether the Sigma
-# findings (rule id + source_file:source_locator) are the same.
+# The compiled detections (the Sigma rules of tests/fixtures/sigma and
+# rules/, and every built-in) on chDB against `tokenward hunt` with the
+# same rules, on bench/gen_matrix.py tenants made of three shapes in equal
+# parts (sign-ins, UAL mixed, MailItemsAccessed heavy), at each size
+# given. Per size: hunt wall time, `tokenward events` export time and
+# size, chDB load and query times, and whether the findings are the same
+# (rule id, source_file:source_locator and severity, counted).
 #
 # Usage: bench/sql_bench.sh [SIZES_MB...]   (default: 100 1000)
 # Data: /work/bench-data/sql-SIZE (generated when missing).
@@ -15,10 +16,11 @@ BIN=${BIN:-$PWD/target/release/tokenward}
 PY=${PY:-$PWD/.ci/venv/bin/python}
 SIZES=${*:-100 1000}
 RULES=(--rules tests/fixtures/sigma --rules rules)
+mkdir -p /work/bench-data
 work=$(mktemp -d /work/bench-data/sqlbench.XXXX)
 trap 'rm -rf "$work"' EXIT
 "$BIN" sql --dialect clickhouse --schema > "$work/schema.sql"
-"$BIN" sql --dialect clickhouse "${RULES[@]}" --no-builtin -q > "$work/script.sql"
+"$BIN" sql --dialect clickhouse "${RULES[@]}" -q > "$work/script.sql"
 echo "| input | records | hunt (Sigma + built-ins) | events export | events size | chDB load | chDB query | same findings |"
 echo "|---|---|---|---|---|---|---|---|"
 for size in $SIZES; do
@@ -39,16 +41,13 @@ for size in $SIZES; do
   rm -f "$work/events.jsonl"
   same=$(python3 - "$work/hunt.jsonl" "$work/chdb.jsonl" <<'PY'
 import json, sys
-def keys(p, sigma_only):
-    out = set()
-    for l in open(p):
-        f = json.loads(l)
-        if sigma_only and "sigma_id" not in f.get("evidence", {}):
-            continue
-        out.add((f["rule_id"], f["source_file"], f["source_locator"]))
-    return out
-h, c = keys(sys.argv[1], True), keys(sys.argv[2], False)
-print("yes (%d)" % len(h) if h == c else "NO: %d hunt, %d chdb, %d differ" % (len(h), len(c), len(h ^ c)))
+from collections import Counter
+def keys(p):
+    return Counter((f["rule_id"], f["source_file"], f["source_locator"], f["severity"])
+                   for f in map(json.loads, open(p)))
+h, c = keys(sys.argv[1]), keys(sys.argv[2])
+n = sum(h.values())
+print("yes (%d)" % n if h == c else "NO: %d hunt, %d chdb, %d differ" % (n, sum(c.values()), sum(((h - c) + (c - h)).values())))
 PY
 )
   records=$(python3 -c "import json;print(json.load(open('$work/summary.json'))['records']['read'])")

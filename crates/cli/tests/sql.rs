@@ -222,6 +222,26 @@ correlation:
     generate: true
 level: medium
 ---
+title: Comment, then typed records
+id: corr-temporal-ordered
+status: test
+correlation:
+    type: temporal_ordered
+    rules: [hostile_comment, hostile-typed]
+    timespan: 2d
+    generate: true
+level: medium
+---
+title: Typed records, then a comment
+id: corr-temporal-ordered-reversed
+status: test
+correlation:
+    type: temporal_ordered
+    rules: [hostile-typed, hostile_comment]
+    timespan: 2d
+    generate: true
+level: medium
+---
 title: Many items in a day
 id: corr-value-sum
 status: test
@@ -352,6 +372,10 @@ fn write_tenant(dir: &Path) -> (PathBuf, BTreeMap<&'static str, usize>) {
     // Nearest rank: the 5th of five (12), the 4th of four (10).
     expect.insert("corr-value-percentile", 1);
     expect.insert("corr-temporal", 1);
+    // The comments come a day before the typed records: in that order
+    // once, never the other way round.
+    expect.insert("corr-temporal-ordered", 1);
+    expect.insert("corr-temporal-ordered-reversed", 0);
     // Throttling: the background's one record, then one mailbox throttled
     // twice on one day (the flag at the root) and once the next day (in
     // OperationProperties): three mailbox-days for the built-in, two

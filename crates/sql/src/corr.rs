@@ -68,9 +68,6 @@ pub(crate) fn compile(
             "feeds another correlation (correlations of correlations are not compiled yet)".into(),
         );
     }
-    if c.kind == Kind::TemporalOrdered {
-        return Err("temporal_ordered is not compiled yet".into());
-    }
     if d == Dialect::ClickHouse && c.span_ms > CLICKHOUSE_SPAN_MAX_MS {
         return Err(
             "timespan longer than 2^31-1 ms (24.8 days): ClickHouse RANGE frames take 32-bit offsets"
@@ -230,7 +227,18 @@ pub(crate) fn compile(
                 "NULL",
             )
         }
-        (Kind::TemporalOrdered, _) => unreachable!("refused above"),
+        // The window must open on the first rule; the others count when
+        // they follow in the order listed, each taken at its first match
+        // after the one before. The frame's rows after this one (by `rn`:
+        // the RANGE frame also holds earlier ties) are folded in order.
+        (Kind::TemporalOrdered, Dialect::ClickHouse) => format!(
+            "if(pos = 0, toFloat64(arrayFold((acc, x) -> if(x.1 > rn AND acc < {n} AND x.2 = acc, acc + 1, acc), arraySort(x -> x.1, groupArray(tuple(rn, pos)) OVER {frame}), toUInt64(1))), NULL)",
+            n = c.refs.len()
+        ),
+        (Kind::TemporalOrdered, Dialect::Spark) => format!(
+            "IF(pos = 0, CAST(aggregate(array_sort(collect_list(named_struct('rn', rn, 'pos', pos)) OVER {frame}), CAST(1 AS BIGINT), (acc, x) -> IF(x.rn > rn AND acc < {n} AND x.pos = acc, acc + 1, acc)) AS DOUBLE), NULL)",
+            n = c.refs.len()
+        ),
     };
     steps.push((
         name("w"),
