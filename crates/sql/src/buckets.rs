@@ -13,10 +13,7 @@ use crate::dialect::Dialect;
 
 /// Milliseconds since the epoch of the event's time (null without one).
 fn time_ms(d: Dialect) -> String {
-    match d {
-        Dialect::ClickHouse => format!("toUnixTimestamp64Milli({})", d.ident("time")),
-        Dialect::Spark => format!("unix_millis({})", d.ident("time")),
-    }
+    d.millis(&d.ident("time"))
 }
 
 /// Whole `unit`s of milliseconds since the epoch, rounded down.
@@ -154,7 +151,7 @@ pub(crate) fn gateway_rejected_burst(
     setup: &Setup,
 ) -> Result<Compiled, String> {
     let screen = screen(d, needs)?;
-    let kinds: Vec<String> = kinds_of(needs).iter().map(|k| d.lit(k.as_str())).collect();
+    let kinds = d.kind_in(&kinds_of(needs));
     let width = u64::from(setup.options.gateway_burst_minutes.max(1));
     let min = setup.options.gateway_burst_min.max(1);
     let name = "b_gateway_burst";
@@ -166,10 +163,8 @@ pub(crate) fn gateway_rejected_burst(
         (
             format!("{name}_r"),
             format!(
-                "  SELECT *, {ip} AS ip, {} AS m, {ms} AS g_ms\n  FROM {from}\n  WHERE {} IN ({}) AND {screen} AND {result} IN ({}, {}) AND {ip} IS NOT NULL AND {time} IS NOT NULL",
+                "  SELECT *, {ip} AS ip, {} AS m, {ms} AS g_ms\n  FROM {from}\n  WHERE {kinds} AND {screen} AND {result} IN ({}, {}) AND {ip} IS NOT NULL AND {time} IS NOT NULL",
                 bucket(&ms, 60_000),
-                d.ident("log_kind"),
-                kinds.join(", "),
                 d.lit(burst::REJECTED),
                 d.lit(burst::ACCEPTED),
             ),

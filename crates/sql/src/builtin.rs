@@ -256,10 +256,7 @@ impl Mail {
 /// The UTC day of the event, -1 without a time (`detect::day`).
 pub(crate) fn utc_day(d: Dialect) -> (String, String) {
     let time = d.ident("time");
-    let ms = match d {
-        Dialect::ClickHouse => format!("toUnixTimestamp64Milli({time})"),
-        Dialect::Spark => format!("unix_millis({time})"),
-    };
+    let ms = d.millis(&time);
     (
         format!("coalesce(CAST(floor({ms} / 86400000) AS BIGINT), -1)"),
         ms,
@@ -757,10 +754,10 @@ fn mail_new_client_app(
     let baseline_ms = i64::from(setup.options.baseline_days) * 86_400_000;
     let (pick, cols) = earliest(d, "w", &[]);
     // The time of the earliest record, the first element of `w`.
-    let rep_ms = match d {
-        Dialect::ClickHouse => "toUnixTimestamp64Milli(w.1)",
-        Dialect::Spark => "unix_millis(w.time)",
-    };
+    let rep_ms = d.millis(match d {
+        Dialect::ClickHouse => "w.1",
+        Dialect::Spark => "w.time",
+    });
     let steps = vec![
         (
             format!("{name}_m"),

@@ -224,6 +224,20 @@ impl Dialect {
         }
     }
 
+    /// Milliseconds since the epoch of a time (null for a null time).
+    pub fn millis(self, time: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("toUnixTimestamp64Milli({time})"),
+            Dialect::Spark => format!("unix_millis({time})"),
+        }
+    }
+
+    /// The event is of one of `kinds`.
+    pub fn kind_in(self, kinds: &[tokenward_event::EventKind]) -> String {
+        let kinds: Vec<String> = kinds.iter().map(|k| self.lit(k.as_str())).collect();
+        format!("{} IN ({})", self.ident("log_kind"), kinds.join(", "))
+    }
+
     /// Lower case of ASCII letters only, as Rust's `to_ascii_lowercase`
     /// (hunt keys session and tenant ids so).
     pub fn lower_ascii(self, x: &str) -> String {

@@ -178,10 +178,7 @@ pub(crate) fn token_without_signin(
         d.lower_ascii(&d.ident("user")),
         d.lit(tws::APP_ONLY_USER)
     );
-    let kind_filter: Vec<String> = kinds
-        .iter()
-        .map(|k| format!("{} = {}", d.ident("log_kind"), d.lit(k.as_str())))
-        .collect();
+    let kind_filter = d.kind_in(&kinds);
     let (_, ms) = utc_day(d);
     let name = "b_token_signin";
     steps.push((
@@ -190,7 +187,7 @@ pub(crate) fn token_without_signin(
             "  SELECT *, {token} AS t_token, {aad} AS t_aad, {exch} AS t_exch, {} AS t_issued_day, {} AS t_tenant, coalesce({ms}, 0) AS g_ms\n  FROM {from}\n  WHERE ({}) AND {screen} AND ({})",
             d.text_utc_day(&issued),
             d.lower_ascii(&tenant),
-            kind_filter.join(" OR "),
+            kind_filter,
             workloads.join(" OR "),
         ),
     ));
@@ -221,10 +218,7 @@ pub(crate) fn token_without_signin(
     steps.push((format!("{name}_g"), group_step));
     // The days that must have sign-ins: the issuance day when the record
     // gives one, else the day of use and the day two hours before it.
-    let time_ms = match d {
-        Dialect::ClickHouse => format!("toUnixTimestamp64Milli({})", d.ident("time")),
-        Dialect::Spark => format!("unix_millis({})", d.ident("time")),
-    };
+    let time_ms = d.millis(&d.ident("time"));
     let day1 = format!("coalesce(c_issued_day, {})", day_of_ms(&time_ms));
     let day2 = format!(
         "coalesce(c_issued_day, {})",
@@ -286,10 +280,7 @@ pub(crate) fn owa_token_for_resource(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let kind_filter: Vec<String> = kinds
-        .iter()
-        .map(|k| format!("{} = {}", d.ident("log_kind"), d.lit(k.as_str())))
-        .collect();
+    let kind_filter = d.kind_in(&kinds);
     let (_, ms) = utc_day(d);
     let name = "b_owa_token";
     steps.push((
@@ -298,7 +289,7 @@ pub(crate) fn owa_token_for_resource(
             "  SELECT *, {session} AS o_session, {} AS o_session_l, {} AS t_tenant, coalesce({ms}, 0) AS g_ms\n  FROM {from}\n  WHERE ({}) AND {screen} AND {issuance}",
             d.lower_ascii(&session),
             d.lower_ascii(&tenant),
-            kind_filter.join(" OR "),
+            kind_filter,
         ),
     ));
     // Issuances not explained by a signed-in session from a signed-in
@@ -317,10 +308,7 @@ pub(crate) fn owa_token_for_resource(
     let (group_step, names) =
         earliest_per_group(d, &format!("{name}_u"), &[("c_tenant", "t_tenant")]);
     steps.push((format!("{name}_g"), group_step));
-    let time_ms = match d {
-        Dialect::ClickHouse => format!("toUnixTimestamp64Milli({})", d.ident("time")),
-        Dialect::Spark => format!("unix_millis({})", d.ident("time")),
-    };
+    let time_ms = d.millis(&d.ident("time"));
     steps.push((
         format!("{name}_d"),
         format!(
