@@ -40,14 +40,19 @@ pub(crate) fn kinds_of(needs: &Needs) -> Vec<EventKind> {
 pub(crate) fn screen(d: Dialect, needs: &Needs) -> Result<String, String> {
     match &needs.anchors {
         Anchors::Every => Ok("true".into()),
-        Anchors::AnyOf(texts) => Ok(format!(
-            "({})",
-            texts
-                .iter()
-                .map(|t| d.contains(&d.ident("raw"), &d.lit(t)))
-                .collect::<Vec<_>>()
-                .join(" OR ")
-        )),
+        Anchors::AnyOf(texts) => {
+            // Sorted: some declarations list texts from hash maps, and the
+            // same rules should print the same script.
+            let texts: std::collections::BTreeSet<&String> = texts.iter().collect();
+            Ok(format!(
+                "({})",
+                texts
+                    .iter()
+                    .map(|t| d.contains(&d.ident("raw"), &d.lit(t)))
+                    .collect::<Vec<_>>()
+                    .join(" OR ")
+            ))
+        }
         Anchors::Screen(_) => Err("its screen is code, not texts".into()),
     }
 }

@@ -99,6 +99,35 @@ fn coverage_step(name: &str, groups: &str, columns: &[String]) -> (String, Strin
     )
 }
 
+/// The steps after grouping (the step `<name>_g`, whose columns are
+/// `names`): the two days each group needs sign-ins on (the same day twice
+/// when one is enough), whether the sign-ins cover them, and the findings
+/// SELECT of the groups covered.
+fn judge_groups(
+    d: Dialect,
+    info: &Info,
+    name: &str,
+    day1: &str,
+    day2: &str,
+    names: &[String],
+    steps: &mut Vec<(String, String)>,
+) -> String {
+    steps.push((
+        format!("{name}_d"),
+        format!("  SELECT *, {day1} AS c_day1, {day2} AS c_day2\n  FROM {name}_g"),
+    ));
+    steps.push(coverage_step(
+        &format!("{name}_c"),
+        &format!("{name}_d"),
+        names,
+    ));
+    let event_cols: Vec<String> = crate::corr::EVENT_COLUMNS
+        .iter()
+        .map(|c| d.ident(c))
+        .collect();
+    findings_select(d, info, &format!("{name}_c"), &event_cols)
+}
+
 /// The day of a time in milliseconds, as `utc_day` reckons it.
 fn day_of_ms(ms: &str) -> String {
     format!("CAST(floor(({ms}) / 86400000) AS BIGINT)")
@@ -224,20 +253,7 @@ pub(crate) fn token_without_signin(
         "coalesce(c_issued_day, {})",
         day_of_ms(&format!("{time_ms} - 7200000"))
     );
-    steps.push((
-        format!("{name}_d"),
-        format!("  SELECT *, {day1} AS c_day1, {day2} AS c_day2\n  FROM {name}_g"),
-    ));
-    steps.push(coverage_step(
-        &format!("{name}_c"),
-        &format!("{name}_d"),
-        &names,
-    ));
-    let event_cols: Vec<String> = crate::corr::EVENT_COLUMNS
-        .iter()
-        .map(|c| d.ident(c))
-        .collect();
-    let select = findings_select(d, info, &format!("{name}_c"), &event_cols);
+    let select = judge_groups(d, info, name, &day1, &day2, &names, &mut steps);
     Ok(Compiled::Grouped { steps, select })
 }
 
@@ -309,23 +325,14 @@ pub(crate) fn owa_token_for_resource(
         earliest_per_group(d, &format!("{name}_u"), &[("c_tenant", "t_tenant")]);
     steps.push((format!("{name}_g"), group_step));
     let time_ms = d.millis(&d.ident("time"));
-    steps.push((
-        format!("{name}_d"),
-        format!(
-            "  SELECT *, {} AS c_day1, {} AS c_day2\n  FROM {name}_g",
-            day_of_ms(&time_ms),
-            day_of_ms(&format!("{time_ms} - 7200000"))
-        ),
-    ));
-    steps.push(coverage_step(
-        &format!("{name}_c"),
-        &format!("{name}_d"),
+    let select = judge_groups(
+        d,
+        info,
+        name,
+        &day_of_ms(&time_ms),
+        &day_of_ms(&format!("{time_ms} - 7200000")),
         &names,
-    ));
-    let event_cols: Vec<String> = crate::corr::EVENT_COLUMNS
-        .iter()
-        .map(|c| d.ident(c))
-        .collect();
-    let select = findings_select(d, info, &format!("{name}_c"), &event_cols);
+        &mut steps,
+    );
     Ok(Compiled::Grouped { steps, select })
 }
