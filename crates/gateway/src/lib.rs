@@ -28,6 +28,9 @@ mod cache;
 mod metrics;
 mod net;
 mod proxy;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use proxy::fuzz_request_checks;
 mod reload;
 mod tls;
 

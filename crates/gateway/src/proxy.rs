@@ -776,6 +776,50 @@ pub(crate) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
+/// The request checks on one fuzzed request, with the properties they
+/// promise asserted (built only by `cargo fuzz`, see `fuzz/`).
+#[cfg(fuzzing)]
+pub fn fuzz_request_checks(
+    path_and_query: &str,
+    authorization: &[u8],
+    headers: &[(&[u8], &[u8])],
+    body: &[u8],
+) {
+    if path_is_normalized(path_and_query) {
+        // What the upstream resolves must be what the rules were checked
+        // against: no dot segment appears once escapes are decoded.
+        let decoded = percent_decode(path_and_query);
+        let decoded = String::from_utf8_lossy(&decoded);
+        assert!(
+            !decoded.split('/').any(|s| {
+                let s = s.split(';').next().unwrap_or(s);
+                s == "." || s == ".."
+            }),
+            "{path_and_query:?} passed as normalised"
+        );
+        let _ = loosen(path_and_query);
+    }
+    if let Ok(uri) = path_and_query.parse::<Uri>() {
+        let _ = query_has_access_token(&uri);
+    }
+    if let Some(t) = bearer_token(authorization) {
+        assert!(!t.is_empty() && !t.starts_with(b" ") && !t.ends_with(b" "));
+    }
+    let _ = form_subject_issuer(body);
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            map.append(n, v);
+        }
+    }
+    sanitize_request_headers(&mut map);
+    for name in map.keys() {
+        let name = name.as_str().replace('_', "-");
+        assert!(!name.starts_with(IDENTITY_PREFIX), "{name} survived");
+        assert!(!HOP_BY_HOP.contains(&name.as_str()), "{name} survived");
+    }
+}
+
 fn hex_prefix(hash: &TokenHash) -> String {
     hash[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
