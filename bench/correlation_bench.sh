@@ -1,15 +1,32 @@
 #!/usr/bin/env bash
-# Time of one Sigma value_count correlation (distinct UserId per Workload,
-# 24 h window) as the number of matching events grows: 10k, 100k, 1M (or the
-# counts given). Doubling the events should roughly double the time.
-# Usage: [BIN=target/release/tokenward] bench/correlation_bench.sh [COUNT...]
+# Time of one Sigma correlation over one group (per Workload, 24 h window,
+# a condition never met, so every window is looked at) as the number of
+# matching events grows: 10k, 100k, 1M (or the counts given). Doubling the
+# events should roughly double the time. TYPE picks the correlation:
+# value_count (distinct UserId, the default), value_sum, value_avg,
+# value_median, value_percentile (of Size), event_count, temporal or
+# temporal_ordered (a failure, then a success that never comes).
+# Usage: [BIN=target/release/tokenward] [TYPE=value_count] bench/correlation_bench.sh [COUNT...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/tokenward}
 COUNTS=${*:-10000 100000 1000000}
+TYPE=${TYPE:-value_count}
+case $TYPE in
+  value_count) RULES=failed_logon; COND="field: UserId
+    gte: 1000000000" ;;
+  value_sum | value_avg | value_median) RULES=failed_logon; COND="field: Size
+    gte: 1000000000000" ;;
+  value_percentile) RULES=failed_logon; COND="field: Size
+    percentile: 90
+    gte: 1000000000000" ;;
+  event_count) RULES=failed_logon; COND="gte: 1000000000" ;;
+  temporal | temporal_ordered) RULES="failed_logon, logged_in"; COND="gte: 2" ;;
+  *) echo "unknown TYPE $TYPE" >&2; exit 2 ;;
+esac
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-cat > "$WORK/rules.yml" <<'YAML'
+cat > "$WORK/rules.yml" <<YAML
 title: failed logon
 id: 5f1c0000-0000-4000-8000-000000000001
 name: failed_logon
@@ -19,16 +36,24 @@ detection:
   condition: selection
 level: low
 ---
+title: logon
+id: 5f1c0000-0000-4000-8000-000000000003
+name: logged_in
+logsource: {product: m365, service: audit}
+detection:
+  selection: {Operation: UserLoggedIn}
+  condition: selection
+level: low
+---
 title: many users failing per workload
 id: 5f1c0000-0000-4000-8000-000000000002
 correlation:
-  type: value_count
-  rules: [failed_logon]
+  type: $TYPE
+  rules: [$RULES]
   group-by: [Workload]
   timespan: 24h
   condition:
-    field: UserId
-    gte: 1000000000
+    $COND
 level: high
 YAML
 for n in $COUNTS; do
@@ -37,12 +62,12 @@ import sys
 n = int(sys.argv[1])
 for i in range(n):
     s = i % 86400
-    print('{"CreationTime":"2024-03-01T%02d:%02d:%02d","Operation":"UserLoginFailed","Workload":"AzureActiveDirectory","UserId":"user%d@contoso.example","ClientIP":"198.51.100.%d"}'
-          % (s // 3600, s % 3600 // 60, s % 60, i % 50000, i % 250))
+    print('{"CreationTime":"2024-03-01T%02d:%02d:%02d","Operation":"UserLoginFailed","Workload":"AzureActiveDirectory","UserId":"user%d@contoso.example","ClientIP":"198.51.100.%d","Size":%d}'
+          % (s // 3600, s % 3600 // 60, s % 60, i % 50000, i % 250, (i * 7919) % 100003))
 PY
   /usr/bin/time -f "%e %U %S %M" "$BIN" hunt -q --output-format jsonl -o /dev/null \
     --rules "$WORK/rules.yml" "$WORK/logs.jsonl" 2> "$WORK/time.txt" || true
   read -r wall user sys rss < <(tail -1 "$WORK/time.txt")
-  printf '%8d events: wall %6.2f s, CPU %6.2f s, peak RSS %5d MiB\n' "$n" "$wall" \
+  printf '%-16s %8d events: wall %6.2f s, CPU %6.2f s, peak RSS %5d MiB\n' "$TYPE" "$n" "$wall" \
     "$(echo "$user + $sys" | bc)" "$((rss / 1024))"
 done

@@ -695,30 +695,29 @@ impl Sigma {
         let n = g.entries.len();
         let mut i = g.entries.partition_point(|x| x.t < g.skip_until);
         let mut j = i;
-        // The window [i, j) slides forward; counting kinds keep running
-        // tallies, so each entry is added and removed once.
-        let mut tally = Tally::default();
+        // The window [i, j) slides forward over running tallies, so each
+        // entry is added and removed once.
+        let mut tally = Tally::new(c, &g.entries, i);
         while i < n {
             let start = g.entries[i].t;
             if cutoff.is_some_and(|cu| start.saturating_add(span) >= cu) {
                 break;
             }
             while j < n && g.entries[j].t <= start.saturating_add(span) {
-                tally.add(c, &g.entries[j]);
+                tally.add(c, &g.entries, j);
                 j += 1;
             }
-            let v = tally.value(c).or_else(|| window_value(c, &g.entries[i..j]));
-            match v {
+            match tally.value(c, i) {
                 Some(v) if c.holds(v) => {
                     emitted.push((i, j, v));
                     g.skip_until = g.entries[j - 1].t.saturating_add(1);
-                    for e in &g.entries[i..j] {
-                        tally.remove(c, e);
+                    for k in i..j {
+                        tally.remove(c, &g.entries, k);
                     }
                     i = j;
                 }
                 _ => {
-                    tally.remove(c, &g.entries[i]);
+                    tally.remove(c, &g.entries, i);
                     i += 1;
                 }
             }
@@ -970,121 +969,448 @@ fn topo(cs: &[Correlation]) -> Vec<usize> {
     out
 }
 
-fn numbers(w: &[Entry]) -> Vec<f64> {
-    w.iter()
-        .flat_map(|e| e.values.iter())
-        .filter_map(|v| super::matcher::as_number(v))
-        .collect()
-}
-
-fn percentile(mut v: Vec<f64>, p: f64) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    // Nearest rank.
-    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
-    Some(v[rank.min(v.len()) - 1])
-}
-
-/// Running aggregates of a sliding window for the kinds that count:
-/// distinct values (`value_count`) and distinct referenced rules
-/// (`temporal`). The others are computed over the window
-/// ([`window_value`]).
-#[derive(Default)]
+/// Running aggregates of a sliding window, so that each entry is added
+/// and removed once and every window's value costs O(log n) at most:
+/// distinct values (`value_count`), distinct referenced rules
+/// (`temporal`), the next occurrence of each rule (`temporal_ordered`), a
+/// running sum (`value_sum`, `value_avg`) and counts over the ranks of the
+/// values (`value_median`, `value_percentile`).
+///
+/// Built over the entries a decision looks at (`base..`); indices passed
+/// in are positions in the group's entries.
 struct Tally {
+    base: usize,
+    /// Entries in the window.
+    len: usize,
     /// Lower-cased value -> entries in the window holding it.
     values: HashMap<String, u32>,
     /// Referenced rule position -> entries in the window.
     rules: HashMap<usize, u32>,
+    /// `temporal_ordered`: for each entry from `base` (and one past the
+    /// end), the index of the next entry of each referenced rule, flat.
+    next: Vec<u32>,
+    /// Numbers of each entry, flat, with each entry's start in `starts`.
+    numbers: Vec<f64>,
+    starts: Vec<usize>,
+    /// Sum of the window's numbers: integers exactly, the rest with
+    /// Neumaier's compensation, so removing a value undoes adding it.
+    sum: ExactSum,
+    /// Numbers in the window.
+    count: usize,
+    /// Rank of each number among the distinct numbers, and a Fenwick tree
+    /// of how many of the window's numbers have each rank.
+    ranks: Vec<u32>,
+    distinct: Vec<f64>,
+    fenwick: Vec<u32>,
 }
 
 impl Tally {
-    fn add(&mut self, c: &Correlation, e: &Entry) {
+    fn new(c: &Correlation, entries: &[Entry], base: usize) -> Tally {
+        let mut t = Tally {
+            base,
+            len: 0,
+            values: HashMap::new(),
+            rules: HashMap::new(),
+            next: Vec::new(),
+            numbers: Vec::new(),
+            starts: Vec::new(),
+            sum: ExactSum::default(),
+            count: 0,
+            ranks: Vec::new(),
+            distinct: Vec::new(),
+            fenwick: Vec::new(),
+        };
+        let tail = &entries[base..];
         match c.kind {
-            Kind::ValueCount => {
-                for v in &e.values {
-                    *self.values.entry(v.to_lowercase()).or_default() += 1;
+            Kind::TemporalOrdered => {
+                let r = c.refs.len();
+                let end = tail.len() as u32;
+                t.next = vec![end; (tail.len() + 1) * r];
+                for k in (0..tail.len()).rev() {
+                    let (here, after) = t.next.split_at_mut((k + 1) * r);
+                    here[k * r..].copy_from_slice(&after[..r]);
+                    if tail[k].pos < r {
+                        here[k * r + tail[k].pos] = k as u32;
+                    }
                 }
             }
-            Kind::Temporal => *self.rules.entry(e.pos).or_default() += 1,
+            Kind::ValueSum | Kind::ValueAvg | Kind::ValueMedian | Kind::ValuePercentile => {
+                for e in tail {
+                    t.starts.push(t.numbers.len());
+                    t.numbers
+                        .extend(e.values.iter().filter_map(|v| super::matcher::as_number(v)));
+                }
+                t.starts.push(t.numbers.len());
+                if matches!(c.kind, Kind::ValueMedian | Kind::ValuePercentile) {
+                    t.distinct = t.numbers.clone();
+                    t.distinct.sort_by(|a, b| a.total_cmp(b));
+                    t.distinct.dedup_by(|a, b| a.total_cmp(b).is_eq());
+                    t.ranks = t
+                        .numbers
+                        .iter()
+                        .map(|x| {
+                            t.distinct.binary_search_by(|d| d.total_cmp(x)).unwrap_or(0) as u32
+                        })
+                        .collect();
+                    t.fenwick = vec![0; t.distinct.len() + 1];
+                }
+            }
             _ => {}
         }
+        t
     }
 
-    fn remove(&mut self, c: &Correlation, e: &Entry) {
-        fn dec<K: std::hash::Hash + Eq>(m: &mut HashMap<K, u32>, k: K) {
-            if let Some(n) = m.get_mut(&k) {
+    fn numbers_of(&self, k: usize) -> std::ops::Range<usize> {
+        let k = k - self.base;
+        self.starts[k]..self.starts[k + 1]
+    }
+
+    fn add(&mut self, c: &Correlation, entries: &[Entry], k: usize) {
+        self.len += 1;
+        self.step(c, entries, k, true);
+    }
+
+    fn remove(&mut self, c: &Correlation, entries: &[Entry], k: usize) {
+        self.len -= 1;
+        self.step(c, entries, k, false);
+    }
+
+    fn step(&mut self, c: &Correlation, entries: &[Entry], k: usize, add: bool) {
+        fn change<K: std::hash::Hash + Eq>(m: &mut HashMap<K, u32>, key: K, add: bool) {
+            if add {
+                *m.entry(key).or_default() += 1;
+            } else if let Some(n) = m.get_mut(&key) {
                 *n -= 1;
                 if *n == 0 {
-                    m.remove(&k);
+                    m.remove(&key);
                 }
             }
         }
+        let e = &entries[k];
         match c.kind {
             Kind::ValueCount => {
                 for v in &e.values {
-                    dec(&mut self.values, v.to_lowercase());
+                    change(&mut self.values, v.to_lowercase(), add);
                 }
             }
-            Kind::Temporal => dec(&mut self.rules, e.pos),
-            _ => {}
+            Kind::Temporal => change(&mut self.rules, e.pos, add),
+            Kind::ValueSum | Kind::ValueAvg => {
+                for i in self.numbers_of(k) {
+                    let x = self.numbers[i];
+                    if add {
+                        self.sum.add(x);
+                        self.count += 1;
+                    } else {
+                        self.sum.add(-x);
+                        self.count -= 1;
+                    }
+                }
+                if self.count == 0 {
+                    // Nothing left to drift from.
+                    self.sum = ExactSum::default();
+                }
+            }
+            Kind::ValueMedian | Kind::ValuePercentile => {
+                for i in self.numbers_of(k) {
+                    let mut r = self.ranks[i] as usize + 1;
+                    while r < self.fenwick.len() {
+                        if add {
+                            self.fenwick[r] += 1;
+                        } else {
+                            self.fenwick[r] -= 1;
+                        }
+                        r += r & r.wrapping_neg();
+                    }
+                    if add {
+                        self.count += 1;
+                    } else {
+                        self.count -= 1;
+                    }
+                }
+            }
+            Kind::EventCount | Kind::TemporalOrdered => {}
         }
     }
 
-    /// The window's aggregate when the kind is tallied.
-    fn value(&self, c: &Correlation) -> Option<f64> {
+    /// The `rank`-th smallest number in the window (1-based).
+    fn nth(&self, rank: usize) -> f64 {
+        let mut pos = 0;
+        let mut left = rank as u32;
+        let mut step = (self.fenwick.len() - 1).next_power_of_two();
+        while step > 0 {
+            let next = pos + step;
+            if next < self.fenwick.len() && self.fenwick[next] < left {
+                pos = next;
+                left -= self.fenwick[next];
+            }
+            step /= 2;
+        }
+        self.distinct[pos]
+    }
+
+    /// The aggregate of the window `[first, first + len)` (None when it
+    /// yields nothing to compare, e.g. no numeric values, or an ordered
+    /// sequence that is incomplete).
+    fn value(&self, c: &Correlation, first: usize) -> Option<f64> {
         match c.kind {
+            Kind::EventCount => Some(self.len as f64),
             Kind::ValueCount => Some(self.values.len() as f64),
             Kind::Temporal => Some(self.rules.len() as f64),
-            _ => None,
+            Kind::TemporalOrdered => {
+                // The window opens on the first rule; the others must
+                // follow in the order listed (each taken at its first
+                // occurrence after the one before).
+                let r = c.refs.len();
+                let (start, end) = (first - self.base, first - self.base + self.len);
+                if self.len == 0 || self.next[start * r] as usize != start {
+                    return None;
+                }
+                let mut want = 1;
+                let mut at = start;
+                while want < r {
+                    let found = self.next[(at + 1) * r + want] as usize;
+                    if found >= end {
+                        break;
+                    }
+                    at = found;
+                    want += 1;
+                }
+                Some(want as f64)
+            }
+            Kind::ValueSum => (self.count > 0).then(|| self.sum.value()),
+            Kind::ValueAvg => (self.count > 0).then(|| self.sum.value() / self.count as f64),
+            Kind::ValueMedian | Kind::ValuePercentile => {
+                if self.count == 0 {
+                    return None;
+                }
+                let p = if c.kind == Kind::ValueMedian {
+                    50.0
+                } else {
+                    c.percentile
+                };
+                // Nearest rank.
+                let rank = ((p / 100.0) * self.count as f64).ceil().max(1.0) as usize;
+                Some(self.nth(rank.min(self.count)))
+            }
         }
     }
 }
 
-/// The aggregate a window yields (None when it yields nothing to compare,
-/// e.g. no numeric values, or an ordered sequence that is incomplete).
-fn window_value(c: &Correlation, w: &[Entry]) -> Option<f64> {
-    match c.kind {
-        Kind::EventCount => Some(w.len() as f64),
-        Kind::ValueCount => {
-            let mut seen: Vec<String> = w
-                .iter()
-                .flat_map(|e| e.values.iter().map(|v| v.to_lowercase()))
-                .collect();
-            seen.sort_unstable();
-            seen.dedup();
-            Some(seen.len() as f64)
+/// A sum values are added to and taken from: integral values (the usual
+/// byte and item counts) exactly, others with Neumaier's compensation.
+#[derive(Default)]
+struct ExactSum {
+    integers: i128,
+    floats: f64,
+    compensation: f64,
+}
+
+impl ExactSum {
+    fn add(&mut self, x: f64) {
+        if x.fract() == 0.0 && x.abs() < 9.0e18 {
+            self.integers += x as i128;
+            return;
         }
-        Kind::Temporal => {
-            let mut pos: Vec<usize> = w.iter().map(|e| e.pos).collect();
-            pos.sort_unstable();
-            pos.dedup();
-            Some(pos.len() as f64)
-        }
-        Kind::TemporalOrdered => {
-            // The window opens on the first rule; the others must follow in
-            // the order listed.
-            if w[0].pos != 0 {
+        let t = self.floats + x;
+        self.compensation += if self.floats.abs() >= x.abs() {
+            (self.floats - t) + x
+        } else {
+            (x - t) + self.floats
+        };
+        self.floats = t;
+    }
+
+    fn value(&self) -> f64 {
+        self.integers as f64 + (self.floats + self.compensation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenward_event::Locator;
+
+    /// The aggregate of a window computed from scratch: what the running
+    /// tallies must agree with.
+    fn recomputed(c: &Correlation, w: &[Entry]) -> Option<f64> {
+        let numbers = || -> Vec<f64> {
+            w.iter()
+                .flat_map(|e| e.values.iter())
+                .filter_map(|v| super::super::matcher::as_number(v))
+                .collect()
+        };
+        let percentile = |mut v: Vec<f64>, p: f64| {
+            if v.is_empty() {
                 return None;
             }
-            let mut want = 1;
-            for e in &w[1..] {
-                if want < c.refs.len() && e.pos == want {
-                    want += 1;
+            v.sort_by(|a, b| a.total_cmp(b));
+            let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+            Some(v[rank.min(v.len()) - 1])
+        };
+        match c.kind {
+            Kind::EventCount => Some(w.len() as f64),
+            Kind::ValueCount => {
+                let mut seen: Vec<String> = w
+                    .iter()
+                    .flat_map(|e| e.values.iter().map(|v| v.to_lowercase()))
+                    .collect();
+                seen.sort_unstable();
+                seen.dedup();
+                Some(seen.len() as f64)
+            }
+            Kind::Temporal => {
+                let mut pos: Vec<usize> = w.iter().map(|e| e.pos).collect();
+                pos.sort_unstable();
+                pos.dedup();
+                Some(pos.len() as f64)
+            }
+            Kind::TemporalOrdered => {
+                if w.first()?.pos != 0 {
+                    return None;
+                }
+                let mut want = 1;
+                for e in &w[1..] {
+                    if want < c.refs.len() && e.pos == want {
+                        want += 1;
+                    }
+                }
+                Some(want as f64)
+            }
+            Kind::ValueSum => {
+                let n = numbers();
+                (!n.is_empty()).then(|| n.iter().sum())
+            }
+            Kind::ValueAvg => {
+                let n = numbers();
+                (!n.is_empty()).then(|| n.iter().sum::<f64>() / n.len() as f64)
+            }
+            Kind::ValueMedian => percentile(numbers(), 50.0),
+            Kind::ValuePercentile => percentile(numbers(), c.percentile),
+        }
+    }
+
+    fn correlation(kind: &str, extra: &str) -> RuleSet {
+        let base = |n: &str| {
+            format!("title: {n}\nid: {n}-id\nname: {n}\nlogsource:\n    product: m365\n    service: audit\ndetection:\n    sel:\n        Operation: {n}\n    condition: sel\n---\n")
+        };
+        let text = format!(
+            "{}{}{}title: corr\nid: corr\ncorrelation:\n    type: {kind}\n    rules: [a, b, c]\n    group-by: [UserId]\n    timespan: 1h\n    condition:\n{extra}        gte: 1\n",
+            base("a"),
+            base("b"),
+            base("c")
+        );
+        let set = RuleSet::from_texts(
+            [("t.yml", false, text.as_str())],
+            super::super::mapping::builtin(),
+            &Default::default(),
+        );
+        assert!(
+            set.errors().next().is_none(),
+            "{:?}",
+            set.errors().map(|e| e.to_string()).collect::<Vec<_>>()
+        );
+        set
+    }
+
+    fn entries(n: usize, seed: u64) -> Vec<Entry> {
+        let mut x = seed;
+        let mut next = move || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        (0..n)
+            .map(|i| {
+                let values = (0..next() % 3)
+                    .map(|_| match next() % 5 {
+                        0 => format!("{}", next() % 40),
+                        1 => format!("{}.{}", next() % 40, next() % 100),
+                        2 => format!("-{}", next() % 7),
+                        3 => format!("User{}", next() % 4),
+                        _ => format!("user{}", next() % 4),
+                    })
+                    .collect();
+                Entry {
+                    t: i as i64,
+                    pos: (next() % 3) as usize,
+                    values,
+                    rep: Rep {
+                        time: None,
+                        user: None,
+                        client_ip: None,
+                        app_id: None,
+                        session_id: None,
+                        token_id: None,
+                        file: Arc::from("f"),
+                        locator: Locator { line: 1, record: 1 },
+                    },
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_window_tally_equals_the_window_recomputed() {
+        let kinds = [
+            ("event_count", ""),
+            ("value_count", "        field: UserId\n"),
+            ("temporal", ""),
+            ("temporal_ordered", ""),
+            ("value_sum", "        field: Size\n"),
+            ("value_avg", "        field: Size\n"),
+            ("value_median", "        field: Size\n"),
+            (
+                "value_percentile",
+                "        field: Size\n        percentile: 90\n",
+            ),
+        ];
+        for (kind, extra) in kinds {
+            let set = correlation(kind, extra);
+            let c = &set.correlations[0];
+            for seed in 0..20 {
+                let es = entries(40, seed);
+                let base = (seed % 5) as usize;
+                // Every window [i, j) from `base` on, reached as decide
+                // reaches them: entries added at the right, removed at the
+                // left.
+                for i in base..es.len() {
+                    let mut t = Tally::new(c, &es, base);
+                    for k in base..i {
+                        t.add(c, &es, k);
+                    }
+                    for k in base..i {
+                        t.remove(c, &es, k);
+                    }
+                    for j in i..es.len() {
+                        t.add(c, &es, j);
+                        let (got, want) = (t.value(c, i), recomputed(c, &es[i..=j]));
+                        match (got, want) {
+                            (Some(g), Some(w)) => {
+                                assert!(
+                                    (g - w).abs() <= 1e-9 * w.abs().max(1.0),
+                                    "{kind} seed {seed} [{i}, {j}]: {g} vs {w}"
+                                )
+                            }
+                            _ => assert_eq!(got, want, "{kind} seed {seed} [{i}, {j}]"),
+                        }
+                    }
                 }
             }
-            Some(want as f64)
         }
-        Kind::ValueSum => {
-            let n = numbers(w);
-            (!n.is_empty()).then(|| n.iter().sum())
+    }
+
+    #[test]
+    fn integer_sums_stay_exact_past_float_precision() {
+        let mut s = ExactSum::default();
+        for x in [9.0e15, 1.0, 1.0, -9.0e15] {
+            s.add(x);
         }
-        Kind::ValueAvg => {
-            let n = numbers(w);
-            (!n.is_empty()).then(|| n.iter().sum::<f64>() / n.len() as f64)
-        }
-        Kind::ValueMedian => percentile(numbers(w), 50.0),
-        Kind::ValuePercentile => percentile(numbers(w), c.percentile),
+        // In f64, 9e15 + 1 + 1 loses the ones.
+        assert_eq!(s.value(), 2.0);
+        s.add(0.1);
+        s.add(0.2);
+        s.add(-0.1);
+        assert!((s.value() - 2.2).abs() < 1e-12);
     }
 }
