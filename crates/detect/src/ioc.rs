@@ -44,6 +44,11 @@ pub struct KeyIoc {
     pub source: String,
 }
 
+/// How an indicator detection names a field whose match was in the
+/// earlier copy of a key the record names twice (the record keeps the last
+/// copy; see `tokenward_event::shadow`).
+pub const SHADOWED_COPY: &str = "earlier copy of a key named twice";
+
 /// Every indicator in force for a run.
 #[derive(Clone, Debug, Default)]
 pub struct IocSet {

@@ -13,7 +13,7 @@ use super::{
     day, evidence, opt, shard_of, Anchors, Builtin, Context, Detection, Grouped, Info, Kinds,
     Needs, Outcome, Verdict, Weight,
 };
-use crate::ioc::IocSet;
+use crate::ioc::{IocSet, SHADOWED_COPY};
 use tokenward_event::Event;
 use tokenward_event::Severity;
 
@@ -80,13 +80,19 @@ impl Detection for IocIp {
 
     fn observe(&mut self, ev: &Event, _: &Context<'_>) {
         let mut seen: Vec<IpAddr> = Vec::new();
-        let mut cands: Vec<(&'static str, Cow<'_, str>)> = Vec::new();
+        let mut cands: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
         if let Some(ip) = &ev.client_ip {
-            cands.push(("client_ip", Cow::Borrowed(ip.as_str())));
+            cands.push((Cow::Borrowed("client_ip"), Cow::Borrowed(ip.as_str())));
         }
         for f in FIELDS {
             if let Some(v) = ev.scalar(f) {
-                cands.push((f, v));
+                cands.push((Cow::Borrowed(*f), v));
+            }
+        }
+        // An address hidden in the earlier copy of a key named twice.
+        for paths in [FIELDS, tokenward_event::event::IP_FIELDS] {
+            for (k, v) in ev.shadowed_scalars(paths) {
+                cands.push((Cow::Owned(format!("{k} ({SHADOWED_COPY})")), v));
             }
         }
         for (field, raw) in cands {

@@ -12,7 +12,7 @@ use super::{
     evidence, opt, shard_of, Anchors, Builtin, Context, Detection, Info, Kinds, Needs, Outcome,
     Setup, Verdict, Weight,
 };
-use crate::ioc::IocSet;
+use crate::ioc::{IocSet, SHADOWED_COPY};
 use tokenward_event::{Event, EventKind};
 use tokenward_event::{Finding, Severity};
 
@@ -102,6 +102,14 @@ impl Detection for IocKey {
         }
         let mut hits = Vec::new();
         find_key_values(&ev.record, &mut Vec::new(), &self.iocs, &mut hits, 0);
+        // A key id hidden in the earlier copy of a key named twice.
+        for (k, v) in &ev.shadowed {
+            if !hits.is_empty() {
+                break;
+            }
+            let label = format!("{k} ({SHADOWED_COPY})");
+            find_key_values(v, &mut vec![label.as_str()], &self.iocs, &mut hits, 0);
+        }
         let Some((path, value, what, source)) = hits.into_iter().next() else {
             return;
         };

@@ -10,7 +10,7 @@ use super::{
     contains_ignore_ascii_case, day, evidence, opt, shard_of, Anchors, Builtin, Context, Detection,
     Grouped, Info, Kinds, Needs, Outcome, Verdict, Weight,
 };
-use crate::ioc::IocSet;
+use crate::ioc::{IocSet, SHADOWED_COPY};
 use tokenward_event::Event;
 use tokenward_event::Severity;
 
@@ -71,16 +71,20 @@ impl Detection for IocUserAgent {
     }
 
     fn observe(&mut self, ev: &Event, _: &Context<'_>) {
-        let mut uas: Vec<(&'static str, Cow<'_, str>)> = Vec::new();
+        let mut uas: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
         for f in FIELDS {
             if let Some(v) = ev.scalar(f) {
-                uas.push((f, v));
+                uas.push((Cow::Borrowed(*f), v));
             }
         }
         if let Some(v) = &ev.user_agent {
             if !uas.iter().any(|(_, u)| u == v) {
-                uas.push(("user_agent", Cow::Borrowed(v.as_str())));
+                uas.push((Cow::Borrowed("user_agent"), Cow::Borrowed(v.as_str())));
             }
+        }
+        // A user agent hidden in the earlier copy of a key named twice.
+        for (k, v) in ev.shadowed_scalars(FIELDS) {
+            uas.push((Cow::Owned(format!("{k} ({SHADOWED_COPY})")), v));
         }
         for (field, ua) in uas {
             let t = ua.trim();

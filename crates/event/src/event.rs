@@ -105,6 +105,11 @@ pub struct Event {
     /// For a projected event, the fields its record kept: every other
     /// lookup would answer wrongly, and test and debug builds refuse it.
     pub projection: Option<Arc<Projection>>,
+    /// Earlier copies of keys the record names twice in one object, as
+    /// (key, value): [`Event::record`] keeps the last copy, as most JSON
+    /// parsers do, and indicator detections search these too
+    /// ([`crate::shadow`]). Empty for almost every record.
+    pub shadowed: Vec<(String, Value)>,
 }
 
 fn get_ci<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
@@ -277,6 +282,30 @@ impl Event {
         }
     }
 
+    /// Scalar texts of the earlier copies of duplicate keys
+    /// ([`Event::shadowed`]) named like the last segment of one of `paths`
+    /// (ASCII case ignored, as lookups fall back to), with the key.
+    pub fn shadowed_scalars<'a>(
+        &'a self,
+        paths: &'a [&'a str],
+    ) -> impl Iterator<Item = (&'a str, Cow<'a, str>)> + 'a {
+        self.shadowed.iter().filter_map(move |(k, v)| {
+            let named = paths.iter().any(|p| {
+                p.rsplit('.')
+                    .next()
+                    .is_some_and(|last| last.eq_ignore_ascii_case(k))
+            });
+            if !named {
+                return None;
+            }
+            let text = match v {
+                Value::String(s) => nonempty(s).map(Cow::Borrowed),
+                other => scalar_str(other).map(Cow::Owned),
+            }?;
+            Some((k.as_str(), text))
+        })
+    }
+
     /// Whether [`Event::get`] finds a value (`null` included).
     pub fn has(&self, path: &str) -> bool {
         self.get(path).is_some()
@@ -402,6 +431,7 @@ impl Event {
             source_file,
             locator,
             projection,
+            shadowed: Vec::new(),
         };
         ev.normalise();
         ev
@@ -522,7 +552,8 @@ const RESULT_FIELDS: &[&str] = &[
     "ActivityStatusValue",
 ];
 const WORKLOAD_FIELDS: &[&str] = &["Workload", "OfficeWorkload", "category", "Category", "Type"];
-const USER_AGENT_FIELDS: &[&str] = &["ClientInfoString", "UserAgent", "userAgent"];
+/// Fields naming the user agent, first found wins.
+pub const USER_AGENT_FIELDS: &[&str] = &["ClientInfoString", "UserAgent", "userAgent"];
 /// The gateway access log's claim-named fields, in the order
 /// `normalise_gateway` reads them.
 const GATEWAY_FIELDS: &[&str] = &[
@@ -634,7 +665,8 @@ const USER_FIELDS: &[&str] = &[
     "sub",
 ];
 
-const IP_FIELDS: &[&str] = &[
+/// Fields naming the client address, first found wins.
+pub const IP_FIELDS: &[&str] = &[
     "ClientIP",
     "ClientIPAddress",
     "Client_IPAddress",
@@ -698,7 +730,7 @@ pub(crate) fn expand_value(x: &mut Value, depth: u32) {
     if let Value::String(s) = x {
         let t = s.trim_start();
         if depth > 0 && (t.starts_with('{') || t.starts_with('[')) {
-            if let Ok(parsed) = serde_json::from_str::<Value>(t) {
+            if let Ok(parsed) = crate::shadow::parse_str(t) {
                 if parsed.is_object() || parsed.is_array() {
                     *x = parsed;
                     expand_nested(x, depth - 1);

@@ -9,6 +9,7 @@ pub mod event;
 pub mod finding;
 pub mod flat;
 pub mod projection;
+pub mod shadow;
 pub mod timefmt;
 
 pub use event::{classify, lookup, lookup_all, normalised_paths, Event, EventKind};

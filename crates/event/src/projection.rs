@@ -159,7 +159,7 @@ impl Projection {
     /// Projects a JSON object given as bytes. Errors are the JSON errors a
     /// full parse would also meet.
     pub fn parse(&self, bytes: &[u8]) -> Result<Projected, serde_json::Error> {
-        DUPLICATE.with(|d| d.set(false));
+        crate::shadow::reset();
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let out = de.deserialize_any(RootVisitor { node: &self.root })?;
         de.end()?;
@@ -273,18 +273,11 @@ impl<'de> Visitor<'de> for RootVisitor<'_> {
     }
 }
 
-thread_local! {
-    /// Set when the last [`Projection::parse`] on this thread met a kept
-    /// key twice in one object.
-    static DUPLICATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// Whether the last [`Projection::parse`] on this thread met a key some
-/// reader keeps twice in one object. Like a full parse, the projection
-/// keeps the last copy; a record that says two things under one name may be
-/// meant to read differently in different tools, so it is counted.
+/// reader keeps twice in one object ([`crate::shadow`]: the last copy is
+/// kept, the earlier ones noted).
 pub fn last_parse_had_duplicate_keys() -> bool {
-    DUPLICATE.with(|d| d.get())
+    crate::shadow::any()
 }
 
 /// Reads the value of key `k` into `out` when the node keeps it.
@@ -297,16 +290,16 @@ fn keep<'de, A: MapAccess<'de>>(
 ) -> Result<(), A::Error> {
     match node.find(&k) {
         Some(Slot::Whole) => {
-            let mut v = a.next_value::<Value>()?;
+            let mut v = a.next_value_seed(crate::shadow::Whole)?;
             expand_value(&mut v, depth);
-            if out.insert(k.into_owned(), v).is_some() {
-                DUPLICATE.with(|d| d.set(true));
+            if let Some(old) = out.insert(k.to_string(), v) {
+                crate::shadow::note(&k, old);
             }
         }
         Some(Slot::Inner(n)) => {
             let v = a.next_value_seed(NodeSeed { node: n, depth })?;
-            if out.insert(k.into_owned(), v).is_some() {
-                DUPLICATE.with(|d| d.set(true));
+            if let Some(old) = out.insert(k.to_string(), v) {
+                crate::shadow::note(&k, old);
             }
         }
         None => {

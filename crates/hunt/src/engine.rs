@@ -32,6 +32,7 @@ use tokenward_detect::{
     SigninIndex,
 };
 use tokenward_event::projection::{forces_full, time_and_workload};
+use tokenward_event::shadow;
 use tokenward_event::{
     classify, kind_hint, normalised_paths, Coverage, Event, EventKind, Finding, Locator, Projected,
     Projection,
@@ -403,6 +404,15 @@ struct Out {
     spare: Vec<u8>,
 }
 
+/// Attaches the copies of duplicate keys that building `ev` overwrote
+/// (parsing it, and expanding JSON carried in its strings) and counts the
+/// record when there were any.
+fn with_shadowed(mut ev: Event, out: &mut Out) -> Event {
+    ev.shadowed = shadow::take();
+    out.duplicate_keys += u64::from(!ev.shadowed.is_empty());
+    ev
+}
+
 impl Out {
     fn projection(&mut self, plan: &Plan, readers: Mask) -> Arc<Projection> {
         if let Some((_, p)) = self.projections.iter().find(|(m, _)| *m == readers) {
@@ -551,11 +561,9 @@ impl Ctx<'_> {
                 let projection = out.projection(plan, readers);
                 match projection.parse(b) {
                     Ok(Projected::Object(v)) => {
-                        out.duplicate_keys +=
-                            u64::from(tokenward_event::projection::last_parse_had_duplicate_keys());
                         let ev =
                             Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
-                        self.route(ev, readers, out);
+                        self.route(with_shadowed(ev, out), readers, out);
                         return;
                     }
                     // Errors are worded by the full parse below.
@@ -563,7 +571,8 @@ impl Ctx<'_> {
                 }
             }
         }
-        match serde_json::from_slice::<Value>(b) {
+        shadow::reset();
+        match shadow::parse_slice(b) {
             Ok(v) => self.value(v, loc, readers, out),
             Err(e) => {
                 let kind = if e.classify() == serde_json::error::Category::Eof {
@@ -589,7 +598,7 @@ impl Ctx<'_> {
                     _ => {
                         let ev =
                             Event::from_record(Value::Object(m), self.hint, self.file.clone(), loc);
-                        self.route(ev, readers, out);
+                        self.route(with_shadowed(ev, out), readers, out);
                         return;
                     }
                 }
@@ -606,6 +615,9 @@ impl Ctx<'_> {
                 return;
             }
         };
+        // Copies overwritten inside a one-line envelope cannot be told
+        // apart by element: the line is counted, its copies not searched.
+        out.duplicate_keys += u64::from(!shadow::take().is_empty());
         for (i, el) in elems.into_iter().enumerate() {
             let l = Locator {
                 line: loc.line,
@@ -643,6 +655,7 @@ impl Ctx<'_> {
                 plan.readers(&hits, &text, false)
             }
         };
+        shadow::reset();
         let mut m = Map::with_capacity(fields.len());
         for (h, f) in header.iter().zip(fields) {
             m.insert(h.clone(), Value::String(f));
@@ -653,12 +666,12 @@ impl Ctx<'_> {
                 let projection = out.projection(plan, readers);
                 let v = projection.project_columns(m);
                 let ev = Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
-                self.route(ev, readers, out);
+                self.route(with_shadowed(ev, out), readers, out);
                 return;
             }
         }
         let ev = Event::from_record(Value::Object(m), self.hint, self.file.clone(), loc);
-        self.route(ev, readers, out);
+        self.route(with_shadowed(ev, out), readers, out);
     }
 
     fn process(&self, batch: Batch) -> Out {

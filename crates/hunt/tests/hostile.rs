@@ -153,3 +153,151 @@ fn an_oversized_array_element_is_rejected_and_the_others_read() {
         "record 2 (line 3)",
     );
 }
+
+const STORM_UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/92.0.4515.159 Safari/537.36";
+
+/// Hunts `text` written to `name` (with Sigma rules when given) and returns
+/// the indicator findings as (rule, field) and the duplicate-key count.
+fn indicator_fields(name: &str, text: &str, rules: Option<&str>) -> (Vec<(String, String)>, u64) {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join(name);
+    std::fs::write(&f, text).unwrap();
+    let mut cfg = HuntConfig {
+        inputs: vec![f],
+        ..Default::default()
+    };
+    if let Some(r) = rules {
+        let p = d.path().join("rules.yml");
+        std::fs::write(&p, r).unwrap();
+        let set = tokenward_hunt::sigma::RuleSet::load(&[p], &Default::default()).unwrap();
+        cfg.sigma = Some(Arc::new(set));
+    }
+    let r = run(&cfg, Arc::new(AtomicU64::new(0))).unwrap();
+    assert_eq!(r.totals().2, 0, "{:?}", r.files);
+    let mut found: Vec<(String, String)> = r
+        .findings
+        .iter()
+        .filter(|f| f.rule_id.starts_with("tw-ioc-"))
+        .map(|f| {
+            let field = f
+                .evidence
+                .get("field")
+                .and_then(|v| v.as_str())
+                .unwrap_or("");
+            (f.rule_id.to_string(), field.to_string())
+        })
+        .collect();
+    found.sort();
+    (found, r.files[0].records_with_duplicate_keys)
+}
+
+/// Records with an indicator (address, user agent, key id) in the first of
+/// two copies of a key, and a benign value in the last copy that a
+/// last-copy reading (ours, most parsers') keeps.
+fn hidden_in_first_copies() -> Vec<String> {
+    vec![
+        UAL.replace(
+            r#""ClientIP":"195.26.87.219""#,
+            r#""ClientIP":"195.26.87.219","ClientIP":"10.0.0.1""#,
+        ),
+        format!(
+            r#"{{"CreationTime":"2023-06-10T10:01:00","Operation":"MailItemsAccessed","Workload":"Exchange","UserId":"b@x","ClientIPAddress":"10.0.0.2","ClientInfoString":"{STORM_UA}","ClientInfoString":"Outlook-iOS/2.0"}}"#
+        ),
+        r#"{"time":"2023-06-10T10:02:00Z","kid":"1LTMzakihiRla_8z2BEJVXeWMqo","kid":"benign-kid","verdict":"accepted","client_ip":"10.0.0.3"}"#.to_string(),
+    ]
+}
+
+const HIDDEN_FOUND: [(&str, &str); 3] = [
+    ("tw-ioc-ip", "ClientIP (earlier copy of a key named twice)"),
+    ("tw-ioc-key", "kid (earlier copy of a key named twice)"),
+    (
+        "tw-ioc-useragent",
+        "ClientInfoString (earlier copy of a key named twice)",
+    ),
+];
+
+fn expected() -> Vec<(String, String)> {
+    HIDDEN_FOUND
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn an_indicator_in_the_earlier_copy_of_a_duplicate_key_is_found_in_json_lines() {
+    let text = hidden_in_first_copies().join("\n");
+    let (found, dups) = indicator_fields("a.jsonl", &text, None);
+    assert_eq!(found, expected());
+    assert_eq!(dups, 3);
+}
+
+#[test]
+fn an_indicator_in_the_earlier_copy_is_found_when_records_are_read_whole() {
+    // A keyword rule makes the engine parse whole records, not projections.
+    let keyword = "title: k\nid: k-1\nlogsource:\n    product: m365\n    service: audit\ndetection:\n    keywords:\n        - 'never-present-text'\n    condition: keywords\n";
+    let text = hidden_in_first_copies().join("\n");
+    let (found, dups) = indicator_fields("a.jsonl", &text, Some(keyword));
+    assert_eq!(found, expected());
+    assert_eq!(dups, 3);
+}
+
+#[test]
+fn an_indicator_in_the_earlier_copy_is_found_in_a_json_array_and_in_csv_audit_data() {
+    let text = format!("[{}]", hidden_in_first_copies().join(",\n"));
+    let (found, _) = indicator_fields("a.json", &text, None);
+    assert_eq!(found, expected());
+    // Purview CSV: the duplicate sits in the AuditData column's JSON.
+    let audit = r#"{"CreationTime":"2023-06-10T10:00:00","Operation":"Send","Workload":"Exchange","UserId":"a@x","ClientIP":"195.26.87.219","ClientIP":"10.0.0.1"}"#;
+    let csv = format!(
+        "CreationDate,UserIds,Operations,AuditData\n2023-06-10T10:00:00.0000000Z,a@x,Send,\"{}\"\n",
+        audit.replace('"', "\"\"")
+    );
+    let (found, dups) = indicator_fields("a.csv", &csv, None);
+    assert_eq!(
+        found,
+        vec![("tw-ioc-ip".to_string(), HIDDEN_FOUND[0].1.to_string())]
+    );
+    assert_eq!(dups, 1);
+}
+
+#[test]
+fn benign_duplicates_and_indicators_in_the_last_copy_read_as_before() {
+    // The same records with the copies swapped: the indicator is the value
+    // kept, found under the plain field name.
+    let swapped: Vec<String> = hidden_in_first_copies()
+        .iter()
+        .map(|r| {
+            r.replace(
+                r#""ClientIP":"195.26.87.219","ClientIP":"10.0.0.1""#,
+                r#""ClientIP":"10.0.0.1","ClientIP":"195.26.87.219""#,
+            )
+            .replace(
+                &format!(r#""ClientInfoString":"{STORM_UA}","ClientInfoString":"Outlook-iOS/2.0""#),
+                &format!(r#""ClientInfoString":"Outlook-iOS/2.0","ClientInfoString":"{STORM_UA}""#),
+            )
+            .replace(
+                r#""kid":"1LTMzakihiRla_8z2BEJVXeWMqo","kid":"benign-kid""#,
+                r#""kid":"benign-kid","kid":"1LTMzakihiRla_8z2BEJVXeWMqo""#,
+            )
+        })
+        .collect();
+    let (found, dups) = indicator_fields("a.jsonl", &swapped.join("\n"), None);
+    let fields: Vec<&str> = found.iter().map(|(_, f)| f.as_str()).collect();
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(
+        fields.iter().all(|f| !f.contains("earlier copy")),
+        "{fields:?}"
+    );
+    assert_eq!(dups, 3);
+    // Duplicates without any indicator: counted, nothing found.
+    let benign: Vec<String> = hidden_in_first_copies()
+        .iter()
+        .map(|r| {
+            r.replace("195.26.87.219", "10.9.9.9")
+                .replace(STORM_UA, "Outlook-Android/2.0")
+                .replace("1LTMzakihiRla_8z2BEJVXeWMqo", "another-kid")
+        })
+        .collect();
+    let (found, _) = indicator_fields("a.jsonl", &benign.join("\n"), None);
+    assert_eq!(found, vec![]);
+}
