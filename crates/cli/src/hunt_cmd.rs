@@ -92,12 +92,8 @@ pub struct HuntArgs {
     /// Rules that cannot load are reported and the rest run (docs/sigma.md).
     #[arg(long = "rules", value_name = "PATH")]
     rules: Vec<PathBuf>,
-    /// Extra Sigma log-source mapping files or directories. Repeatable.
-    #[arg(long = "sigma-mapping", value_name = "PATH")]
-    sigma_mappings: Vec<PathBuf>,
-    /// Values for Sigma `expand` placeholders: a YAML map of name: [values].
-    #[arg(long, value_name = "FILE")]
-    sigma_placeholders: Option<PathBuf>,
+    #[command(flatten)]
+    sigma: crate::sigma_args::SigmaLoadArgs,
 }
 
 /// Loads the Sigma rules given with --rules, reporting load problems.
@@ -105,10 +101,7 @@ fn load_sigma(args: &HuntArgs) -> Result<Option<Arc<tokenward_hunt::sigma::RuleS
     if args.rules.is_empty() {
         return Ok(None);
     }
-    let opts = tokenward_hunt::sigma::LoadOptions {
-        mappings: args.sigma_mappings.clone(),
-        placeholders: args.sigma_placeholders.clone(),
-    };
+    let opts = args.sigma.load_options();
     let set = tokenward_hunt::sigma::RuleSet::load(&args.rules, &opts)?;
     for i in set.errors() {
         eprintln!("tokenward hunt: Sigma {i}");

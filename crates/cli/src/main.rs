@@ -11,6 +11,7 @@ mod keys_cmd;
 mod probe_cmd;
 mod report_cmd;
 mod rules_cmd;
+mod sigma_args;
 mod sql_cmd;
 mod verify_cmd;
 

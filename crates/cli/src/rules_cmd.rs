@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use tokenward_hunt::sigma::{LoadOptions, RuleSet};
+use tokenward_hunt::sigma::RuleSet;
 
 /// Arguments of `tokenward rules`.
 #[derive(clap::Args)]
@@ -25,12 +25,8 @@ struct CheckArgs {
     /// Sigma rule files or directories (*.yml, *.yaml, read recursively).
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
-    /// Extra log-source mapping files or directories (see docs/sigma.md).
-    #[arg(long = "sigma-mapping", value_name = "PATH")]
-    mappings: Vec<PathBuf>,
-    /// Values for `expand` placeholders: a YAML map of name: [values].
-    #[arg(long, value_name = "FILE")]
-    sigma_placeholders: Option<PathBuf>,
+    #[command(flatten)]
+    sigma: crate::sigma_args::SigmaLoadArgs,
     /// Print the issues as JSON lines instead of text.
     #[arg(long)]
     json: bool,
@@ -39,10 +35,7 @@ struct CheckArgs {
 /// Runs the subcommand and returns the exit status.
 pub fn run(args: RulesArgs) -> u8 {
     let RulesCommand::Check(a) = args.command;
-    let opts = LoadOptions {
-        mappings: a.mappings,
-        placeholders: a.sigma_placeholders,
-    };
+    let opts = a.sigma.load_options();
     let set = match RuleSet::load(&a.paths, &opts) {
         Ok(s) => s,
         Err(e) => {

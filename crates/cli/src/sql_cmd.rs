@@ -38,12 +38,8 @@ pub struct SqlArgs {
     /// Sigma rules to compile: files or directories of YAML rules. Repeatable.
     #[arg(long = "rules", value_name = "PATH")]
     rules: Vec<PathBuf>,
-    /// Extra Sigma log-source mapping files or directories. Repeatable.
-    #[arg(long = "sigma-mapping", value_name = "PATH")]
-    sigma_mappings: Vec<PathBuf>,
-    /// Values for Sigma `expand` placeholders: a YAML map of name: [values].
-    #[arg(long = "sigma-placeholders", value_name = "FILE")]
-    sigma_placeholders: Option<PathBuf>,
+    #[command(flatten)]
+    sigma: crate::sigma_args::SigmaLoadArgs,
     /// Leave out the built-in detections.
     #[arg(long)]
     no_builtin: bool,
@@ -75,10 +71,7 @@ pub fn run(args: SqlArgs) -> u8 {
         }
         return 0;
     }
-    let opts = tokenward_hunt::sigma::LoadOptions {
-        mappings: args.sigma_mappings.clone(),
-        placeholders: args.sigma_placeholders.clone(),
-    };
+    let opts = args.sigma.load_options();
     let set = match tokenward_hunt::sigma::RuleSet::load(&args.rules, &opts) {
         Ok(s) => s,
         Err(e) => {

@@ -60,3 +60,38 @@ fn a_pipe_is_read_whole() {
         assert_eq!(s["records"]["rejected"], serde_json::json!(0));
     }
 }
+
+#[test]
+fn sigma_rule_memory_budget_is_a_flag_and_refuses_the_rule_past_it() {
+    let d = tempfile::tempdir().unwrap();
+    let values: String = (0..20_000)
+        .map(|i| format!("            - 'user{i}@contoso.example'\n"))
+        .collect();
+    let f = d.path().join("big.yml");
+    std::fs::write(
+        &f,
+        format!("title: many users\nid: big-rule\nlogsource:\n    product: m365\n    service: audit\ndetection:\n    sel:\n        UserId:\n{values}    condition: sel\nlevel: high\n"),
+    )
+    .unwrap();
+    let path = f.to_str().unwrap();
+    let tokenward = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tokenward"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = tokenward(&["rules", "check", "--sigma-rule-memory", "1", path]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("big-rule") && text.contains("per-rule memory budget of 1 MiB"),
+        "{text}"
+    );
+    let out = tokenward(&["rules", "check", path]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

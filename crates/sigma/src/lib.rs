@@ -159,6 +159,32 @@ pub struct Rule {
     pub literals: Option<Vec<section::Alt>>,
 }
 
+impl Rule {
+    /// About how many bytes the compiled rule holds on the heap
+    /// ([`Section::heap_bytes`] for each log source, plus its screen
+    /// literals): what the per-rule budget ([`LoadOptions::rule_memory_max`])
+    /// is checked against.
+    pub fn heap_bytes(&self) -> usize {
+        let literals = self.literals.as_ref().map_or(0, |alts| {
+            alts.iter()
+                .flatten()
+                .flatten()
+                .map(|l| std::mem::size_of::<String>() + l.len())
+                .sum::<usize>()
+                + alts.iter().map(|a| a.len() * 24 + 24).sum::<usize>()
+        });
+        // Metadata, names and small vectors, about the same for any rule.
+        const FIXED: usize = 2048;
+        FIXED
+            + self
+                .compiled
+                .iter()
+                .map(|(_, s)| s.heap_bytes())
+                .sum::<usize>()
+            + literals
+    }
+}
+
 /// Options for loading rules.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
@@ -166,6 +192,38 @@ pub struct LoadOptions {
     pub mappings: Vec<PathBuf>,
     /// A YAML file of placeholder values for `expand` (`name: [values]`).
     pub placeholders: Option<PathBuf>,
+    /// Most heap one compiled rule may hold ([`Rule::heap_bytes`]), in
+    /// bytes; [`RULE_MEMORY_MAX`] when `None`. A rule past it is refused.
+    pub rule_memory_max: Option<usize>,
+}
+
+/// Default per-rule memory budget: 256 MiB, about 2.5 million plain
+/// values or 12,000 wildcard patterns in one rule.
+pub const RULE_MEMORY_MAX: usize = 256 << 20;
+
+/// Largest rule file read; a longer one is refused unread (pipes are read
+/// only up to it).
+pub const RULE_FILE_MAX: u64 = 256 << 20;
+
+/// Reads a rule file, refusing one longer than [`RULE_FILE_MAX`].
+fn read_rule_file(f: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(f).map_err(|e| format!("cannot read: {e}"))?;
+    let too_long = || format!("larger than {} MiB, not read", RULE_FILE_MAX >> 20);
+    if file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() > RULE_FILE_MAX)
+    {
+        return Err(too_long());
+    }
+    let mut text = String::new();
+    file.take(RULE_FILE_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if text.len() as u64 > RULE_FILE_MAX {
+        return Err(too_long());
+    }
+    Ok(text)
 }
 
 /// A compiled rule set.
@@ -319,14 +377,14 @@ impl RuleSet {
             match yaml_files(p) {
                 Ok(fs) => {
                     for f in fs {
-                        match std::fs::read_to_string(&f) {
+                        match read_rule_file(&f) {
                             Ok(t) => texts.push((f.display().to_string(), drl_near(&f), t)),
-                            Err(e) => issues.push(LoadIssue {
+                            Err(reason) => issues.push(LoadIssue {
                                 file: f.display().to_string(),
                                 line: 0,
                                 rule: None,
                                 kind: "error",
-                                reason: format!("cannot read: {e}"),
+                                reason,
                             }),
                         }
                     }
@@ -340,21 +398,35 @@ impl RuleSet {
                 }),
             }
         }
-        let mut set = Self::from_texts(
+        let mut set = Self::from_texts_within(
             texts.iter().map(|(f, d, t)| (f.as_str(), *d, t.as_str())),
             mappings,
             &placeholders,
+            opts.rule_memory_max.unwrap_or(RULE_MEMORY_MAX),
         );
         issues.append(&mut set.issues);
         set.issues = issues;
         Ok(set)
     }
 
-    /// Compiles rules given as texts: `(file name, DRL-licensed, YAML)`.
+    /// Compiles rules given as texts: `(file name, DRL-licensed, YAML)`,
+    /// within the default per-rule budget ([`RULE_MEMORY_MAX`]).
     pub fn from_texts<'a>(
         texts: impl IntoIterator<Item = (&'a str, bool, &'a str)>,
         mappings: Vec<Mapping>,
         placeholders: &Placeholders,
+    ) -> RuleSet {
+        Self::from_texts_within(texts, mappings, placeholders, RULE_MEMORY_MAX)
+    }
+
+    /// [`RuleSet::from_texts`] with a per-rule memory budget in bytes: a
+    /// rule whose compiled form would hold more ([`Rule::heap_bytes`]) is
+    /// refused with a load error naming its size, and the others run.
+    pub fn from_texts_within<'a>(
+        texts: impl IntoIterator<Item = (&'a str, bool, &'a str)>,
+        mappings: Vec<Mapping>,
+        placeholders: &Placeholders,
+        rule_memory_max: usize,
     ) -> RuleSet {
         let mut issues = Vec::new();
         let mut dets = Vec::new();
@@ -509,13 +581,29 @@ impl RuleSet {
                 }
                 Some(v)
             });
-            rules.push(Rule {
+            let rule = Rule {
                 meta: d.meta,
                 compiled,
                 output: true,
                 feeds: Vec::new(),
                 literals,
-            });
+            };
+            let bytes = rule.heap_bytes();
+            if bytes > rule_memory_max {
+                issues.push(LoadIssue {
+                    file: rule.meta.file.clone(),
+                    line: rule.meta.line,
+                    rule: Some(rule.meta.id.to_string()),
+                    kind: "error",
+                    reason: format!(
+                        "compiled, it would hold about {} MiB, over the per-rule memory budget of {} MiB (--sigma-rule-memory)",
+                        bytes.div_ceil(1 << 20),
+                        rule_memory_max >> 20
+                    ),
+                });
+                continue;
+            }
+            rules.push(rule);
         }
         let correlations = correlate::resolve(
             corrs.into_iter().map(|d| (d.meta, d.body)).collect(),

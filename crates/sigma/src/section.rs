@@ -11,7 +11,7 @@ use super::cond::{self, Cond};
 use super::mapping::Mapping;
 use super::matcher::{
     as_number, as_time, base64, base64offset, cidr_literal, utf16, windash, Cidr, Cmp, SStr,
-    StrMatch, StrTest, TimePart,
+    StrMatch, StrTest, TimePart, Tok,
 };
 use super::yaml::Y;
 use tokenward_event::{lookup_all, Event};
@@ -206,6 +206,16 @@ impl ExactSet {
     }
 }
 
+/// Estimated heap bytes of one compiled regex of this pattern: the
+/// compiled program grows with the pattern, and each regex carries a cache
+/// pool and its own prefilter.
+fn regex_bytes(pattern: &str) -> usize {
+    REGEX_BASE_BYTES + REGEX_BYTES_PER_PATTERN_BYTE * pattern.len()
+}
+
+const REGEX_BASE_BYTES: usize = 6 * 1024;
+const REGEX_BYTES_PER_PATTERN_BYTE: usize = 64;
+
 /// A search identifier.
 #[derive(Clone, Debug)]
 pub enum Search {
@@ -238,6 +248,81 @@ impl Search {
 }
 
 impl Section {
+    /// About how many bytes the compiled section holds on the heap: its
+    /// value lists, sets, automata and regexes. An estimate (regexes do not
+    /// report their size; they are counted by pattern length, calibrated
+    /// against allocation counts in `tests/rule_memory.rs`), used for the
+    /// per-rule budget at load time.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        fn string(s: &str) -> usize {
+            s.len()
+        }
+        fn leaf(l: &Leaf) -> usize {
+            match l {
+                Leaf::Str(sm, _) => {
+                    size_of::<StrMatch>()
+                        + match &sm.test {
+                            StrTest::Exact(v) | StrTest::Prefix(v) | StrTest::Suffix(v) => {
+                                string(v)
+                            }
+                            // The finder owns a copy of the needle and its tables.
+                            StrTest::Contains(v, _) => 2 * string(v) + 320,
+                            StrTest::Wildcard(re, toks) => {
+                                regex_bytes(re.as_str())
+                                    + toks.len() * size_of::<Tok>()
+                                    + toks
+                                        .iter()
+                                        .map(|t| match t {
+                                            Tok::Lit(x) => string(x),
+                                            _ => 0,
+                                        })
+                                        .sum::<usize>()
+                            }
+                            StrTest::Regex(re) => regex_bytes(re.as_str()),
+                        }
+                }
+                _ => 0,
+            }
+        }
+        fn set(s: &std::collections::HashSet<String>) -> usize {
+            s.capacity() * (size_of::<String>() + 1) + s.iter().map(|x| string(x)).sum::<usize>()
+        }
+        fn item(i: &Item) -> usize {
+            let mut n =
+                i.leaves.capacity() * size_of::<Leaf>() + i.leaves.iter().map(leaf).sum::<usize>();
+            if let Some(x) = &i.exact {
+                n += size_of::<ExactSet>()
+                    + set(&x.cased)
+                    + set(&x.folded)
+                    + x.rest.capacity() * size_of::<usize>();
+                for a in [&x.contains_cased, &x.contains_folded]
+                    .into_iter()
+                    .flatten()
+                {
+                    n += a.memory_usage();
+                }
+            }
+            n
+        }
+        fn search(s: &Search) -> usize {
+            match s {
+                Search::And(items) => {
+                    items.capacity() * size_of::<Item>() + items.iter().map(item).sum::<usize>()
+                }
+                Search::Or(v) => {
+                    v.capacity() * size_of::<Search>() + v.iter().map(search).sum::<usize>()
+                }
+            }
+        }
+        self.searches.iter().map(search).sum::<usize>()
+            + self
+                .names
+                .iter()
+                .map(|n| size_of::<String>() + string(n))
+                .sum::<usize>()
+    }
+
     /// Whether a search of the section matches text anywhere in a record
     /// (keywords) rather than in named fields.
     pub fn has_keywords(&self) -> bool {
