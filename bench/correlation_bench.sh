@@ -6,12 +6,16 @@
 # value_count (distinct UserId, the default), value_sum, value_avg,
 # value_median, value_percentile (of Size), event_count, temporal or
 # temporal_ordered (a failure, then a success that never comes).
-# Usage: [BIN=target/release/tokenward] [TYPE=value_count] bench/correlation_bench.sh [COUNT...]
+# DAYS (default 1) spreads the events over that many days, so windows are
+# decided while the hunt goes (24 h behind the newest match) rather than at
+# the end.
+# Usage: [BIN=target/release/tokenward] [TYPE=value_count] [DAYS=1] bench/correlation_bench.sh [COUNT...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/tokenward}
 COUNTS=${*:-10000 100000 1000000}
 TYPE=${TYPE:-value_count}
+DAYS=${DAYS:-1}
 case $TYPE in
   value_count) RULES=failed_logon; COND="field: UserId
     gte: 1000000000" ;;
@@ -57,17 +61,18 @@ correlation:
 level: high
 YAML
 for n in $COUNTS; do
-  python3 - "$n" > "$WORK/logs.jsonl" <<'PY'
-import sys
-n = int(sys.argv[1])
+  python3 - "$n" "$DAYS" > "$WORK/logs.jsonl" <<'PY'
+import sys, datetime
+n, days = int(sys.argv[1]), int(sys.argv[2])
+start = datetime.datetime(2024, 3, 1)
 for i in range(n):
-    s = i % 86400
-    print('{"CreationTime":"2024-03-01T%02d:%02d:%02d","Operation":"UserLoginFailed","Workload":"AzureActiveDirectory","UserId":"user%d@contoso.example","ClientIP":"198.51.100.%d","Size":%d}'
-          % (s // 3600, s % 3600 // 60, s % 60, i % 50000, i % 250, (i * 7919) % 100003))
+    t = start + datetime.timedelta(seconds=(i % 86400) if days == 1 else i * 86400 * days // n)
+    print('{"CreationTime":"%s","Operation":"UserLoginFailed","Workload":"AzureActiveDirectory","UserId":"user%d@contoso.example","ClientIP":"198.51.100.%d","Size":%d}'
+          % (t.strftime("%Y-%m-%dT%H:%M:%S"), i % 50000, i % 250, (i * 7919) % 100003))
 PY
   /usr/bin/time -f "%e %U %S %M" "$BIN" hunt -q --output-format jsonl -o /dev/null \
     --rules "$WORK/rules.yml" "$WORK/logs.jsonl" 2> "$WORK/time.txt" || true
   read -r wall user sys rss < <(tail -1 "$WORK/time.txt")
-  printf '%-16s %8d events: wall %6.2f s, CPU %6.2f s, peak RSS %5d MiB\n' "$TYPE" "$n" "$wall" \
+  printf '%-16s %3s d %8d events: wall %6.2f s, CPU %6.2f s, peak RSS %5d MiB\n' "$TYPE" "$DAYS" "$n" "$wall" \
     "$(echo "$user + $sys" | bc)" "$((rss / 1024))"
 done

@@ -117,14 +117,14 @@ impl<'de> Visitor<'de> for FullVisitor {
     }
 }
 
-/// Inserts, handing back the key and the copy it replaced.
+/// Inserts, handing back the key and the copy it replaced (one lookup).
 fn insert(m: &mut Map<String, Value>, k: String, v: Value) -> Option<(String, Value)> {
-    match m.get_mut(&k) {
-        Some(slot) => Some((k, std::mem::replace(slot, v))),
-        None => {
-            m.insert(k, v);
+    match m.entry(k) {
+        serde_json::map::Entry::Vacant(e) => {
+            e.insert(v);
             None
         }
+        serde_json::map::Entry::Occupied(mut e) => Some((e.key().clone(), e.insert(v))),
     }
 }
 

@@ -55,16 +55,33 @@ fn lex(s: &str) -> Result<Vec<T>, String> {
     Ok(out)
 }
 
-/// Matches an identifier pattern with `*` wildcards.
+/// Matches an identifier pattern with `*` wildcards. Greedy with one
+/// backtrack point (the last `*`), so time is at most pattern × name and
+/// nothing recurses: trying every split at every `*` was exponential in
+/// the number of stars (`1 of ******…x` hung rule loading; found by the
+/// `sigma_condition` fuzz target).
 pub fn pattern_match(pat: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match p.split_first() {
-            None => n.is_empty(),
-            Some((b'*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
-            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+    let (p, n) = (pat.as_bytes(), name.as_bytes());
+    let (mut pi, mut ni) = (0, 0);
+    // Where the last `*` was, and the name position it now stands for.
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == n[ni] {
+            pi += 1;
+            ni += 1;
+        } else if let Some((sp, sn)) = star {
+            // Let the last star take one more byte and retry after it.
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
         }
     }
-    go(pat.as_bytes(), name.as_bytes())
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// Deepest nesting of parentheses and `not` a condition may have. SigmaHQ
@@ -245,6 +262,48 @@ pub fn eval(c: &Cond, test: &mut dyn FnMut(usize) -> bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every split at every star: the definition `pattern_match` must agree
+    /// with (exponential, so only for short inputs).
+    fn reference(p: &[u8], n: &[u8]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some((b'*', rest)) => (0..=n.len()).any(|i| reference(rest, &n[i..])),
+            Some((c, rest)) => n.first() == Some(c) && reference(rest, &n[1..]),
+        }
+    }
+
+    #[test]
+    fn identifier_patterns_match_as_every_split_would() {
+        let alphabet = [b'a', b'b', b'_', b'*'];
+        let mut x: u64 = 7;
+        let mut next = move || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as usize
+        };
+        for _ in 0..20_000 {
+            let p: Vec<u8> = (0..next() % 7).map(|_| alphabet[next() % 4]).collect();
+            let n: Vec<u8> = (0..next() % 7).map(|_| alphabet[next() % 3]).collect();
+            let (ps, ns) = (String::from_utf8(p).unwrap(), String::from_utf8(n).unwrap());
+            assert_eq!(
+                pattern_match(&ps, &ns),
+                reference(ps.as_bytes(), ns.as_bytes()),
+                "{ps:?} on {ns:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pattern_of_many_stars_is_refused_or_matched_at_once() {
+        // The fuzz input that hung: 100 stars then text no name has.
+        let c = format!("selection and not 1 of {}fi(el", "*".repeat(100));
+        let names = vec!["selection".to_string(), "filter".to_string()];
+        assert!(parse(&c, &names).is_err());
+        let c = format!("selection and not 1 of {}er", "*".repeat(100));
+        assert!(parse(&c, &names).is_ok());
+    }
 
     fn names() -> Vec<String> {
         [

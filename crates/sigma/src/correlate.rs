@@ -556,6 +556,11 @@ struct Group {
     /// older file decided the older file's windows before their matches
     /// arrived.
     newest: Option<i64>,
+    /// Windows are decided early again only once the group holds this
+    /// many matches: twice what the last early decision kept. Deciding at
+    /// every new match re-read the kept span each time, which made a dense
+    /// group over many days quadratic; doubling makes it amortised linear.
+    decide_at: usize,
 }
 
 /// Per-correlation counters.
@@ -668,7 +673,7 @@ impl Sigma {
         self.held_by[ci] += 1;
         self.peak_entries = self.peak_entries.max(self.held);
         // Decide windows that can no longer change once enough has piled up.
-        if in_order && g.entries.len() >= 64 {
+        if in_order && g.entries.len() >= g.decide_at.max(64) {
             let span = self.set.correlations[ci].span_ms;
             let cutoff = newest.saturating_sub(LATENESS_MS);
             if g.entries[0].t.saturating_add(span) < cutoff {
@@ -697,7 +702,10 @@ impl Sigma {
         let mut j = i;
         // The window [i, j) slides forward over running tallies, so each
         // entry is added and removed once.
-        let mut tally = Tally::new(c, &g.entries, i);
+        // Windows decided now end before the cutoff: only the matches
+        // before it can be in them.
+        let end = cutoff.map_or(n, |cu| g.entries.partition_point(|x| x.t < cu));
+        let mut tally = Tally::new(c, &g.entries[..end.max(i)], i);
         while i < n {
             let start = g.entries[i].t;
             if cutoff.is_some_and(|cu| start.saturating_add(span) >= cu) {
@@ -734,6 +742,7 @@ impl Sigma {
                 self.held -= drop;
                 self.held_by[ci] -= drop;
                 g.flushed_upto = g.flushed_upto.max(keep_from);
+                g.decide_at = 2 * g.entries.len();
                 self.groups[ci].insert(key.to_vec(), g);
             }
             None => {
@@ -1076,6 +1085,8 @@ impl Tally {
     }
 
     fn step(&mut self, c: &Correlation, entries: &[Entry], k: usize, add: bool) {
+        #[cfg(test)]
+        TALLY_STEPS.with(|n| n.set(n.get() + 1));
         fn change<K: std::hash::Hash + Eq>(m: &mut HashMap<K, u32>, key: K, add: bool) {
             if add {
                 *m.entry(key).or_default() += 1;
@@ -1194,6 +1205,13 @@ impl Tally {
             }
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Matches added to or removed from a window's tally on this thread:
+    /// tests check that the work grows linearly with the matches.
+    pub(crate) static TALLY_STEPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// A sum values are added to and taken from: integral values (the usual

@@ -602,6 +602,42 @@ fn run_corr(s: RuleSet, evs: &[Event]) -> (Vec<Finding>, Vec<tokenward_event::Co
 }
 
 #[test]
+fn a_dense_group_over_many_days_costs_linear_work() {
+    // One group, a match a minute for 20 days, a condition never met:
+    // windows are decided while the hunt goes. Each match must enter and
+    // leave a window's tally a bounded number of times, whatever the
+    // number of matches in a timespan (deciding at every new match re-read
+    // the whole kept day: 1,440 matches, each time).
+    let c = "title: c\nid: c-lin\ncorrelation:\n    type: value_count\n    rules: [failed_login]\n    group-by: [Workload]\n    timespan: 1d\n    condition:\n        field: UserId\n        gte: 100000\n";
+    let s = Arc::new(corr_set(FAIL, c));
+    let n = 20 * 1440;
+    let mut sig = Sigma::new(s.clone());
+    super::correlate::TALLY_STEPS.with(|c| c.set(0));
+    let start = time::macros::datetime!(2023-06-01 00:00 UTC);
+    for i in 0..n {
+        let t = start + time::Duration::minutes(i);
+        let ev = Event::from_record(
+            json!({"CreationTime": tokenward_event::timefmt::rfc3339(t), "Operation": "UserLoginFailed",
+                   "Workload": "AzureActiveDirectory", "UserId": format!("u{}", i % 500)}),
+            None,
+            Arc::from("f"),
+            Locator {
+                line: i as u64 + 1,
+                record: i as u64 + 1,
+            },
+        );
+        let mut hits = Vec::new();
+        s.eval(&ev, &mut hits);
+        sig.absorb(hits);
+    }
+    let (f, _, stats) = sig.finish();
+    assert!(f.is_empty());
+    assert_eq!(stats[0].fed, n as u64);
+    let steps = super::correlate::TALLY_STEPS.with(|c| c.get());
+    assert!(steps <= 8 * n as u64, "{steps} tally steps for {n} matches");
+}
+
+#[test]
 fn event_count_per_group_within_timespan() {
     let s = corr_set(
         FAIL,
