@@ -10,30 +10,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokenward_jose::{Algorithm, SigningKey};
 
-const TENANT: &str = "3c1f6a8e-5b7d-4a2e-9f10-2b6c8d4e7a91";
-const OTHER_TENANT: &str = "7d2e9b14-0c3a-4f5e-8b61-9a0d2c4e6f83";
-const CONSUMER: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
-const TEMPLATE: &str = "https://login.microsoftonline.com/{tenantid}/v2.0";
-const STORM_KID: &str = "1LTMzakihiRla_8z2BEJVXeWMqo";
+use tokenward_testkit::{
+    issuer_for as iss, unix_now as now, CONSUMER, STORM_KID, TEMPLATE, TENANT_A as TENANT,
+    TENANT_B as OTHER_TENANT,
+};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn iss(tenant: &str) -> String {
-    TEMPLATE.replace("{tenantid}", tenant)
 }
 
 struct Setup {

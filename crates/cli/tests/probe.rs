@@ -11,14 +11,11 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use tokenward_jose::{encode_b64url, Algorithm, SigningKey};
 
-const TENANT: &str = "3c1f6a8e-5b7d-4a2e-9f10-2b6c8d4e7a91";
-const CONSUMER: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
-const TEMPLATE: &str = "https://login.microsoftonline.com/{tenantid}/v2.0";
+use tokenward_testkit::{unix_now as now, CONSUMER, TEMPLATE, TENANT_A as TENANT};
 const AUDIENCE: &str = "api://contoso-mail";
 
 fn repo() -> PathBuf {
@@ -36,13 +33,6 @@ fn python() -> PathBuf {
         venv.display()
     );
     venv
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 fn pem_file(path: &Path, tag: &str, der: Vec<u8>) {

@@ -258,7 +258,7 @@ fn forgeries(env: &Env) -> Vec<(String, String, &'static str)> {
             env.es
                 .sign_token(
                     &json!({"alg": "ES256", "kid": "as-1", "typ": typ}),
-                    &as_claims(),
+                    &as_claims(now()),
                 )
                 .unwrap(),
             "typ-mismatch",

@@ -48,7 +48,7 @@ fn valid_ms(issuer: &str) -> Value {
 
 #[test]
 fn mixed_trust_domains() {
-    let mixed = set(vec![valid_ms(TEMPLATE), valid_ms(&consumer_issuer())]);
+    let mixed = key_set(vec![valid_ms(TEMPLATE), valid_ms(&consumer_issuer())]);
     let f = assert_has(&mixed, FindingCode::MixedTrustDomains);
     assert_eq!(f.severity, Severity::High);
     assert!(f.message.contains("consumer-tenant keys"), "{}", f.message);
@@ -56,23 +56,23 @@ fn mixed_trust_domains() {
     let mut bare = valid_ms(TEMPLATE);
     bare.as_object_mut().unwrap().remove("issuer");
     assert_has(
-        &set(vec![bare, valid_ms(&consumer_issuer())]),
+        &key_set(vec![bare, valid_ms(&consumer_issuer())]),
         FindingCode::MixedTrustDomains,
     );
     // Two enterprise issuers are two trust domains as well.
     assert_has(
-        &set(vec![
+        &key_set(vec![
             valid_ms("https://a.example"),
             valid_ms("https://b.example"),
         ]),
         FindingCode::MixedTrustDomains,
     );
     assert_lacks(
-        &set(vec![valid_ms(TEMPLATE), valid_ms(TEMPLATE)]),
+        &key_set(vec![valid_ms(TEMPLATE), valid_ms(TEMPLATE)]),
         FindingCode::MixedTrustDomains,
     );
     assert_lacks(
-        &set(vec![plain_key(&rsa(), "a"), plain_key(&rsa(), "b")]),
+        &key_set(vec![plain_key(&rsa(), "a"), plain_key(&rsa(), "b")]),
         FindingCode::MixedTrustDomains,
     );
 }
@@ -83,13 +83,13 @@ fn key_without_issuer() {
     bare.as_object_mut().unwrap().remove("issuer");
     let kid = bare["kid"].as_str().unwrap().to_owned();
     let f = assert_has(
-        &set(vec![valid_ms(TEMPLATE), bare]),
+        &key_set(vec![valid_ms(TEMPLATE), bare]),
         FindingCode::KeyWithoutIssuer,
     );
     assert_eq!(f.kid.as_deref(), Some(kid.as_str()));
     // A set for one issuer whose keys carry no issuer is the normal case.
     assert_lacks(
-        &set(vec![plain_key(&rsa(), "a"), plain_key(&rsa(), "b")]),
+        &key_set(vec![plain_key(&rsa(), "a"), plain_key(&rsa(), "b")]),
         FindingCode::KeyWithoutIssuer,
     );
     // A templated discovery issuer means the set serves many issuers.
@@ -102,7 +102,7 @@ fn key_without_issuer() {
         jwks_uri: url,
     };
     let f = run(
-        &set(vec![plain_key(&rsa(), "a")]),
+        &key_set(vec![plain_key(&rsa(), "a")]),
         Some(&doc),
         &AuditConfig::new(NOW),
     );
@@ -112,26 +112,32 @@ fn key_without_issuer() {
 #[test]
 fn cert_expired() {
     let old = ms_key(&rsa(), TEMPLATE, (2016, 4, 5), (2021, 4, 4));
-    let f = assert_has(&set(vec![old]), FindingCode::CertExpired);
+    let f = assert_has(&key_set(vec![old]), FindingCode::CertExpired);
     assert!(f.message.contains("2021-04-04"), "{}", f.message);
-    assert_lacks(&set(vec![valid_ms(TEMPLATE)]), FindingCode::CertExpired);
+    assert_lacks(&key_set(vec![valid_ms(TEMPLATE)]), FindingCode::CertExpired);
 }
 
 #[test]
 fn cert_not_yet_valid() {
     let future = ms_key(&rsa(), TEMPLATE, (2025, 1, 1), (2026, 1, 1));
-    assert_has(&set(vec![future]), FindingCode::CertNotYetValid);
-    assert_lacks(&set(vec![valid_ms(TEMPLATE)]), FindingCode::CertNotYetValid);
+    assert_has(&key_set(vec![future]), FindingCode::CertNotYetValid);
+    assert_lacks(
+        &key_set(vec![valid_ms(TEMPLATE)]),
+        FindingCode::CertNotYetValid,
+    );
 }
 
 #[test]
 fn cert_long_lived() {
     let long = ms_key(&rsa(), TEMPLATE, (2023, 1, 1), (2028, 1, 1));
-    let f = assert_has(&set(vec![long]), FindingCode::CertLongLived);
+    let f = assert_has(&key_set(vec![long]), FindingCode::CertLongLived);
     assert_eq!(f.severity, Severity::Low);
-    assert_lacks(&set(vec![valid_ms(TEMPLATE)]), FindingCode::CertLongLived);
+    assert_lacks(
+        &key_set(vec![valid_ms(TEMPLATE)]),
+        FindingCode::CertLongLived,
+    );
     // The threshold is configurable.
-    let long = set(vec![ms_key(&rsa(), TEMPLATE, (2023, 1, 1), (2028, 1, 1))]);
+    let long = key_set(vec![ms_key(&rsa(), TEMPLATE, (2023, 1, 1), (2028, 1, 1))]);
     let mut lenient = AuditConfig::new(NOW);
     lenient.max_cert_validity = 6 * 365 * 86400;
     assert!(!has(
@@ -143,11 +149,11 @@ fn cert_long_lived() {
 #[test]
 fn key_stale() {
     let old = ms_key(&rsa(), TEMPLATE, (2021, 1, 1), (2024, 1, 1));
-    assert_has(&set(vec![old]), FindingCode::KeyStale);
-    assert_lacks(&set(vec![valid_ms(TEMPLATE)]), FindingCode::KeyStale);
+    assert_has(&key_set(vec![old]), FindingCode::KeyStale);
+    assert_lacks(&key_set(vec![valid_ms(TEMPLATE)]), FindingCode::KeyStale);
     let mut lenient = AuditConfig::new(NOW);
     lenient.rotation_max_age = 3 * 365 * 86400;
-    let old = set(vec![ms_key(&rsa(), TEMPLATE, (2021, 1, 1), (2024, 1, 1))]);
+    let old = key_set(vec![ms_key(&rsa(), TEMPLATE, (2021, 1, 1), (2024, 1, 1))]);
     assert!(!has(&run(&old, None, &lenient), FindingCode::KeyStale));
 }
 
@@ -156,15 +162,24 @@ fn kid_thumbprint_mismatch() {
     // x5t that is not the certificate's.
     let mut wrong_x5t = valid_ms(TEMPLATE);
     wrong_x5t["x5t"] = json!(encode_b64url(&[7u8; 20]));
-    assert_has(&set(vec![wrong_x5t]), FindingCode::KidThumbprintMismatch);
+    assert_has(
+        &key_set(vec![wrong_x5t]),
+        FindingCode::KidThumbprintMismatch,
+    );
     // A thumbprint-shaped kid that is not the certificate's.
     let mut wrong_kid = valid_ms(TEMPLATE);
     wrong_kid["kid"] = json!(encode_b64url(&[9u8; 20]));
-    assert_has(&set(vec![wrong_kid]), FindingCode::KidThumbprintMismatch);
+    assert_has(
+        &key_set(vec![wrong_kid]),
+        FindingCode::KidThumbprintMismatch,
+    );
     // x5t#S256 that is not the certificate's.
     let mut wrong_s256 = valid_ms(TEMPLATE);
     wrong_s256["x5t#S256"] = json!(encode_b64url(&[1u8; 32]));
-    assert_has(&set(vec![wrong_s256]), FindingCode::KidThumbprintMismatch);
+    assert_has(
+        &key_set(vec![wrong_s256]),
+        FindingCode::KidThumbprintMismatch,
+    );
     // The certificate of another key inside this key's JWK.
     let (key, other) = (rsa(), rsa());
     let mut swapped = ms_key(&key, TEMPLATE, VALID.0, VALID.1);
@@ -172,20 +187,20 @@ fn kid_thumbprint_mismatch() {
     swapped["x5c"] = other_jwk["x5c"].clone();
     swapped["x5t"] = other_jwk["x5t"].clone();
     swapped["kid"] = other_jwk["kid"].clone();
-    let f = assert_has(&set(vec![swapped]), FindingCode::KidThumbprintMismatch);
+    let f = assert_has(&key_set(vec![swapped]), FindingCode::KidThumbprintMismatch);
     assert!(f.message.contains("different public key"), "{}", f.message);
     // Consistent keys, and free-form kids, are fine.
     assert_lacks(
-        &set(vec![valid_ms(TEMPLATE)]),
+        &key_set(vec![valid_ms(TEMPLATE)]),
         FindingCode::KidThumbprintMismatch,
     );
     let mut named = valid_ms(TEMPLATE);
     named["kid"] = json!("signing-2023");
-    assert_lacks(&set(vec![named]), FindingCode::KidThumbprintMismatch);
+    assert_lacks(&key_set(vec![named]), FindingCode::KidThumbprintMismatch);
     // EC keys are compared too.
     let ec = SigningKey::generate(Algorithm::ES256).unwrap();
     assert_lacks(
-        &set(vec![ms_key(&ec, TEMPLATE, VALID.0, VALID.1)]),
+        &key_set(vec![ms_key(&ec, TEMPLATE, VALID.0, VALID.1)]),
         FindingCode::KidThumbprintMismatch,
     );
 }
@@ -193,12 +208,12 @@ fn kid_thumbprint_mismatch() {
 #[test]
 fn duplicate_kid() {
     let f = assert_has(
-        &set(vec![plain_key(&rsa(), "a"), plain_key(&rsa(), "a")]),
+        &key_set(vec![plain_key(&rsa(), "a"), plain_key(&rsa(), "a")]),
         FindingCode::DuplicateKid,
     );
     assert_eq!(f.kid.as_deref(), Some("a"));
     assert_lacks(
-        &set(vec![plain_key(&rsa(), "a"), plain_key(&rsa(), "b")]),
+        &key_set(vec![plain_key(&rsa(), "a"), plain_key(&rsa(), "b")]),
         FindingCode::DuplicateKid,
     );
 }
@@ -210,24 +225,24 @@ fn weak_key() {
     n[127] = 0x01;
     let small = json!({"kty": "RSA", "kid": "small", "alg": "RS256", "use": "sig",
                        "n": encode_b64url(&n), "e": "AQAB"});
-    let f = assert_has(&set(vec![small]), FindingCode::WeakKey);
+    let f = assert_has(&key_set(vec![small]), FindingCode::WeakKey);
     assert!(f.message.contains("1024 bits"), "{}", f.message);
     // Exponent 1.
     let mut e1 = plain_key(&rsa(), "e1");
     e1["e"] = json!("AQ");
-    assert_has(&set(vec![e1]), FindingCode::WeakKey);
+    assert_has(&key_set(vec![e1]), FindingCode::WeakKey);
     // An unknown curve.
     let curve = json!({"kty": "EC", "kid": "k1", "alg": "ES256K", "crv": "secp256k1",
                        "x": encode_b64url(&[1; 32]), "y": encode_b64url(&[2; 32])});
-    assert_has(&set(vec![curve]), FindingCode::WeakKey);
+    assert_has(&key_set(vec![curve]), FindingCode::WeakKey);
     // A P-256 point that is not on the curve.
     let mut off = plain_key(&SigningKey::generate(Algorithm::ES256).unwrap(), "off");
     off["y"] = json!(encode_b64url(&[3; 32]));
-    let f = assert_has(&set(vec![off]), FindingCode::WeakKey);
+    let f = assert_has(&key_set(vec![off]), FindingCode::WeakKey);
     assert!(f.message.contains("refused"), "{}", f.message);
     for alg in [Algorithm::RS256, Algorithm::ES384, Algorithm::EdDSA] {
         let k = SigningKey::generate(alg).unwrap();
-        assert_lacks(&set(vec![plain_key(&k, "ok")]), FindingCode::WeakKey);
+        assert_lacks(&key_set(vec![plain_key(&k, "ok")]), FindingCode::WeakKey);
     }
 }
 
@@ -236,11 +251,11 @@ fn private_key_published() {
     let mut private = plain_key(&rsa(), "p");
     private["d"] = json!("AQAB");
     private["p"] = json!("AQAB");
-    let f = assert_has(&set(vec![private]), FindingCode::PrivateKeyPublished);
+    let f = assert_has(&key_set(vec![private]), FindingCode::PrivateKeyPublished);
     assert_eq!(f.severity, Severity::Critical);
     assert!(f.message.contains("d, p"), "{}", f.message);
     assert_lacks(
-        &set(vec![plain_key(&rsa(), "p")]),
+        &key_set(vec![plain_key(&rsa(), "p")]),
         FindingCode::PrivateKeyPublished,
     );
 }
@@ -249,44 +264,47 @@ fn private_key_published() {
 fn symmetric_key_published() {
     let hs = SigningKey::generate(Algorithm::HS256).unwrap();
     let f = assert_has(
-        &set(vec![plain_key(&hs, "h")]),
+        &key_set(vec![plain_key(&hs, "h")]),
         FindingCode::SymmetricKeyPublished,
     );
     assert_eq!(f.severity, Severity::Critical);
     assert_lacks(
-        &set(vec![plain_key(&rsa(), "r")]),
+        &key_set(vec![plain_key(&rsa(), "r")]),
         FindingCode::SymmetricKeyPublished,
     );
 }
 
 #[test]
 fn alg_missing() {
-    let f = assert_has(&set(vec![valid_ms(TEMPLATE)]), FindingCode::AlgMissing);
+    let f = assert_has(&key_set(vec![valid_ms(TEMPLATE)]), FindingCode::AlgMissing);
     assert_eq!(f.severity, Severity::Low);
-    assert_lacks(&set(vec![plain_key(&rsa(), "a")]), FindingCode::AlgMissing);
+    assert_lacks(
+        &key_set(vec![plain_key(&rsa(), "a")]),
+        FindingCode::AlgMissing,
+    );
 }
 
 #[test]
 fn use_not_sig() {
     let mut enc = plain_key(&rsa(), "enc");
     enc["use"] = json!("enc");
-    assert_has(&set(vec![enc]), FindingCode::UseNotSig);
+    assert_has(&key_set(vec![enc]), FindingCode::UseNotSig);
     let mut ops = plain_key(&rsa(), "ops");
     ops["key_ops"] = json!(["encrypt", "wrapKey"]);
-    assert_has(&set(vec![ops]), FindingCode::UseNotSig);
+    assert_has(&key_set(vec![ops]), FindingCode::UseNotSig);
     let mut oaep = plain_key(&rsa(), "oaep");
     oaep["alg"] = json!("RSA-OAEP");
-    assert_has(&set(vec![oaep]), FindingCode::UseNotSig);
+    assert_has(&key_set(vec![oaep]), FindingCode::UseNotSig);
     let mut verify = plain_key(&rsa(), "v");
     verify["key_ops"] = json!(["verify"]);
-    assert_lacks(&set(vec![verify]), FindingCode::UseNotSig);
+    assert_lacks(&key_set(vec![verify]), FindingCode::UseNotSig);
 }
 
 #[test]
 fn key_denied() {
     let mut config = AuditConfig::new(NOW);
     config.deny_kids = vec![STORM_KID.to_owned()];
-    let storm = set(vec![plain_key(&rsa(), STORM_KID)]);
+    let storm = key_set(vec![plain_key(&rsa(), STORM_KID)]);
     let f = run(&storm, None, &config);
     let denied = f.iter().find(|f| f.code == FindingCode::KeyDenied).unwrap();
     assert_eq!(denied.severity, Severity::Critical);
@@ -303,7 +321,7 @@ fn key_denied() {
     jwk["x5c"] = json!([b64(&der)]);
     config.deny_thumbprints = vec![sha1];
     assert!(has(
-        &run(&set(vec![jwk]), None, &config),
+        &run(&key_set(vec![jwk]), None, &config),
         FindingCode::KeyDenied
     ));
     // By RFC 7638 thumbprint.
@@ -313,11 +331,11 @@ fn key_denied() {
         .thumbprint();
     config.deny_thumbprints = vec![tp];
     assert!(has(
-        &run(&set(vec![other]), None, &config),
+        &run(&key_set(vec![other]), None, &config),
         FindingCode::KeyDenied
     ));
     assert!(!has(
-        &run(&set(vec![plain_key(&rsa(), "fine")]), None, &config),
+        &run(&key_set(vec![plain_key(&rsa(), "fine")]), None, &config),
         FindingCode::KeyDenied
     ));
 }
@@ -331,7 +349,7 @@ fn issuer_mismatch() {
         expected_issuer: Some("https://idp.example/tenant".into()),
         jwks_uri: Url::parse("https://idp.example/tenant/keys").unwrap(),
     };
-    let keys = set(vec![plain_key(&rsa(), "a")]);
+    let keys = key_set(vec![plain_key(&rsa(), "a")]);
     let config = AuditConfig::new(NOW);
     let f = run(&keys, Some(&doc("https://other.example/tenant")), &config);
     let m = f
@@ -355,7 +373,7 @@ fn key_unreadable() {
     let bad = json!({"keys": [{"kty": "RSA", "kid": "broken"}, plain_key(&rsa(), "ok")]});
     assert_has(&bad, FindingCode::KeyUnreadable);
     assert_lacks(
-        &set(vec![plain_key(&rsa(), "ok")]),
+        &key_set(vec![plain_key(&rsa(), "ok")]),
         FindingCode::KeyUnreadable,
     );
     assert!(audit_key_set(b"{\"nokeys\":1}", None, &AuditConfig::new(NOW)).is_err());
@@ -369,7 +387,7 @@ fn snap(v: &Value) -> Snapshot {
 #[test]
 fn baseline_added_removed_changed() {
     let (a, b, c, swapped) = (rsa(), rsa(), rsa(), rsa());
-    let base = snap(&set(vec![
+    let base = snap(&key_set(vec![
         plain_key(&a, "a"),
         plain_key(&b, "b"),
         plain_key(&c, "c"),
@@ -378,7 +396,7 @@ fn baseline_added_removed_changed() {
     let base = Snapshot::parse(&base.to_json()).unwrap();
     let mut c_scoped = plain_key(&c, "c");
     c_scoped["issuer"] = json!(consumer_issuer());
-    let now = snap(&set(vec![
+    let now = snap(&key_set(vec![
         plain_key(&a, "a"),
         plain_key(&swapped, "b"),
         c_scoped,
@@ -399,7 +417,7 @@ fn baseline_added_removed_changed() {
         .contains("issuer"));
     assert!(!f.iter().any(|x| x.kid.as_deref() == Some("a")));
     // Removing a key.
-    let fewer = snap(&set(vec![plain_key(&a, "a")]));
+    let fewer = snap(&key_set(vec![plain_key(&a, "a")]));
     let f = snapshot::compare(&base, &fewer);
     assert_eq!(
         f.iter()

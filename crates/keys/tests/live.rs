@@ -63,7 +63,7 @@ fn issuer_server() -> (Server, tokenward_jose::SigningKey) {
     );
     server.jwks(
         "/tenant/keys",
-        &set(vec![plain_key(&key, "k1")]),
+        &key_set(vec![plain_key(&key, "k1")]),
         "max-age=60",
     );
     (server, key)
@@ -89,11 +89,19 @@ fn issuer_url_reads_discovery_then_keys() {
 fn rotation_is_picked_up_when_the_cache_expires() {
     let server = Server::start();
     let (old, new) = (rsa(), rsa());
-    server.jwks("/keys", &set(vec![plain_key(&old, "old")]), "max-age=60");
+    server.jwks(
+        "/keys",
+        &key_set(vec![plain_key(&old, "old")]),
+        "max-age=60",
+    );
     let keys = live(&server, "/keys");
     assert!(keys.keys(NOW).unwrap().has_kid("old"));
 
-    server.jwks("/keys", &set(vec![plain_key(&new, "new")]), "max-age=60");
+    server.jwks(
+        "/keys",
+        &key_set(vec![plain_key(&new, "new")]),
+        "max-age=60",
+    );
     // Still cached: the old set is served without a request.
     assert!(keys.keys(NOW + 30).unwrap().has_kid("old"));
     assert_eq!(server.hits("/keys"), 1);
@@ -112,7 +120,7 @@ fn max_age_is_clamped_to_the_configured_bounds() {
     // so a key removed at the source stops being trusted within an hour.
     server.jwks(
         "/keys",
-        &set(vec![plain_key(&key, "k")]),
+        &key_set(vec![plain_key(&key, "k")]),
         "max-age=31536000",
     );
     let keys = live(&server, "/keys");
@@ -122,7 +130,7 @@ fn max_age_is_clamped_to_the_configured_bounds() {
     keys.keys(NOW + 3600).unwrap();
     assert_eq!(server.hits("/keys"), 2);
     // no-cache is floored at min_ttl (10 s): no refetch per token.
-    server.jwks("/nc/keys", &set(vec![plain_key(&key, "k")]), "no-cache");
+    server.jwks("/nc/keys", &key_set(vec![plain_key(&key, "k")]), "no-cache");
     let nc = live(&server, "/nc/keys");
     nc.keys(NOW).unwrap();
     nc.keys(NOW + 9).unwrap();
@@ -135,7 +143,7 @@ fn max_age_is_clamped_to_the_configured_bounds() {
 fn etag_revalidation_gets_304_and_keeps_the_keys() {
     let server = Server::start();
     let key = rsa();
-    server.jwks("/keys", &set(vec![plain_key(&key, "k")]), "max-age=60");
+    server.jwks("/keys", &key_set(vec![plain_key(&key, "k")]), "max-age=60");
     let keys = live(&server, "/keys");
     let first = keys.keys(NOW).unwrap();
     let second = keys.keys(NOW + 100).unwrap();
@@ -150,7 +158,11 @@ fn etag_revalidation_gets_304_and_keeps_the_keys() {
 fn unknown_kid_refetch_is_rate_limited() {
     let server = Server::start();
     let (k1, k2) = (rsa(), rsa());
-    server.jwks("/keys", &set(vec![plain_key(&k1, "k1")]), "max-age=3600");
+    server.jwks(
+        "/keys",
+        &key_set(vec![plain_key(&k1, "k1")]),
+        "max-age=3600",
+    );
     let keys = live(&server, "/keys");
     keys.keys(NOW).unwrap();
 
@@ -168,7 +180,7 @@ fn unknown_kid_refetch_is_rate_limited() {
     // A real rotation after the interval is found by the next unknown kid.
     server.jwks(
         "/keys",
-        &set(vec![plain_key(&k1, "k1"), plain_key(&k2, "k2")]),
+        &key_set(vec![plain_key(&k1, "k1"), plain_key(&k2, "k2")]),
         "max-age=3600",
     );
     match keys.refresh_for_unknown_kid("k2", NOW + 301).unwrap() {
@@ -191,7 +203,11 @@ fn unknown_kid_refetch_is_rate_limited() {
 fn concurrent_unknown_kids_make_one_fetch() {
     let server = Server::start();
     let key = rsa();
-    server.jwks("/keys", &set(vec![plain_key(&key, "k")]), "max-age=3600");
+    server.jwks(
+        "/keys",
+        &key_set(vec![plain_key(&key, "k")]),
+        "max-age=3600",
+    );
     let keys = Arc::new(live(&server, "/keys"));
     keys.keys(NOW).unwrap();
     let threads: Vec<_> = (0..16)
@@ -216,7 +232,7 @@ fn concurrent_unknown_kids_make_one_fetch() {
 fn server_down_serves_last_known_good_then_fails_closed() {
     let mut server = Server::start();
     let key = rsa();
-    server.jwks("/keys", &set(vec![plain_key(&key, "k")]), "max-age=60");
+    server.jwks("/keys", &key_set(vec![plain_key(&key, "k")]), "max-age=60");
     let keys = live(&server, "/keys");
     keys.keys(NOW).unwrap();
     server.stop();
@@ -255,7 +271,7 @@ fn server_down_serves_last_known_good_then_fails_closed() {
 fn a_bad_response_never_replaces_good_keys() {
     let server = Server::start();
     let key = rsa();
-    server.jwks("/keys", &set(vec![plain_key(&key, "k")]), "max-age=60");
+    server.jwks("/keys", &key_set(vec![plain_key(&key, "k")]), "max-age=60");
     let keys = live(&server, "/keys");
     keys.keys(NOW).unwrap();
     for bad in [
@@ -354,7 +370,7 @@ fn redirects_to_plain_http_are_refused() {
 fn redirects_are_followed_a_few_times_only() {
     let server = Server::start();
     let key = rsa();
-    server.jwks("/real", &set(vec![plain_key(&key, "k")]), "max-age=60");
+    server.jwks("/real", &key_set(vec![plain_key(&key, "k")]), "max-age=60");
     server.reply("/moved/keys", Reply::redirect("/real"));
     assert!(live(&server, "/moved/keys").keys(NOW).unwrap().has_kid("k"));
     assert_eq!(server.hits("/real"), 1);
@@ -388,7 +404,11 @@ fn discovery_naming_another_issuer_is_refused() {
             "jwks_uri": server.url("/t/keys"),
         })),
     );
-    server.jwks("/t/keys", &set(vec![plain_key(&key, "k")]), "max-age=60");
+    server.jwks(
+        "/t/keys",
+        &key_set(vec![plain_key(&key, "k")]),
+        "max-age=60",
+    );
     let keys = live(&server, "/t/.well-known/openid-configuration");
     assert!(matches!(
         keys.keys(NOW).unwrap_err(),
@@ -418,10 +438,10 @@ fn file_sources_reload_and_keep_last_good() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.json");
     let (a, b) = (rsa(), rsa());
-    std::fs::write(&path, set(vec![plain_key(&a, "a")]).to_string()).unwrap();
+    std::fs::write(&path, key_set(vec![plain_key(&a, "a")]).to_string()).unwrap();
     let keys = LiveKeySet::new(KeySource::File(path.clone()), fetcher(), config());
     assert!(keys.keys(NOW).unwrap().has_kid("a"));
-    std::fs::write(&path, set(vec![plain_key(&b, "b")]).to_string()).unwrap();
+    std::fs::write(&path, key_set(vec![plain_key(&b, "b")]).to_string()).unwrap();
     // default_ttl (600 s) decides when a file is read again.
     assert!(keys.keys(NOW + 599).unwrap().has_kid("a"));
     assert!(keys.keys(NOW + 600).unwrap().has_kid("b"));

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -20,29 +20,18 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokenward_gateway::{AccessLog, Config, Gateway};
-use tokenward_jose::{encode_b64url, Algorithm, SigningKey};
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify};
 
-pub const TEMPLATE: &str = "https://login.microsoftonline.com/{tenantid}/v2.0";
-pub const TENANT_A: &str = "3c1f6a8e-5b7d-4a2e-9f10-2b6c8d4e7a91";
-pub const TENANT_B: &str = "7d2e9b14-0c3a-4f5e-8b61-9a0d2c4e6f83";
-pub const CONSUMER: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
-pub const AUD: &str = "api://orders";
-pub const STORM_KID: &str = "1LTMzakihiRla_8z2BEJVXeWMqo";
-pub const AS_ISSUER: &str = "https://as.example.com";
+pub use tokenward_testkit::*;
+
 pub const EXCHANGE_PATH: &str = "/owa/service/GetAccessTokenForResource";
 
+/// Tokens are minted for the real clock: the gateway verifies at its own.
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-pub fn issuer_for(tenant: &str) -> String {
-    TEMPLATE.replace("{tenantid}", tenant)
+    unix_now()
 }
 
 pub const POLICY: &str = r#"
@@ -84,90 +73,32 @@ token_exchange = true
 refuse_subject_issuers = ["https://as.example.com"]
 "#;
 
-pub struct Env {
-    pub dir: tempfile::TempDir,
-    pub enterprise: SigningKey,
-    pub consumer: SigningKey,
-    pub revoked: SigningKey,
-    pub expired_cert: SigningKey,
-    pub es: SigningKey,
-    pub hs: SigningKey,
-    pub attacker: SigningKey,
-    pub policy_path: PathBuf,
+/// The gateway tests' view of the shared setup: [`POLICY`] by default,
+/// tokens minted for the real clock (the gateway verifies at the current
+/// time).
+pub trait GatewayEnv {
+    /// The setup with [`POLICY`].
+    fn new() -> Self;
+    /// A legitimate enterprise access token for TENANT_A.
+    fn legit(&self) -> String;
+    /// A legitimate RFC 9068 token from the exchange's own issuer.
+    fn as_token(&self) -> String;
 }
 
-/// A self-signed certificate for `key` valid between two dates, base64 DER.
-pub fn cert_b64(key: &SigningKey, not_before: (i32, u8, u8), not_after: (i32, u8, u8)) -> String {
-    let der = key.to_pkcs8().unwrap();
-    let kp = rcgen::KeyPair::try_from(der.as_slice()).unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["sts.example".into()]).unwrap();
-    params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
-    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
-    let cert = params.self_signed(&kp).unwrap();
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(cert.der())
-}
-
-impl Env {
-    pub fn new() -> Env {
+impl GatewayEnv for Env {
+    fn new() -> Self {
         Env::with_policy(POLICY)
     }
 
-    pub fn with_policy(policy: &str) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let rs = || SigningKey::generate(Algorithm::RS256).unwrap();
-        let env = Env {
-            enterprise: rs(),
-            consumer: rs(),
-            revoked: rs(),
-            expired_cert: rs(),
-            es: SigningKey::generate(Algorithm::ES256).unwrap(),
-            hs: SigningKey::generate(Algorithm::HS256).unwrap(),
-            attacker: rs(),
-            policy_path: dir.path().join("policy.toml"),
-            dir,
-        };
-        let with_issuer = |mut jwk: Value, iss: &str| {
-            jwk["issuer"] = json!(iss);
-            jwk
-        };
-        let mut expired = with_issuer(env.expired_cert.public_jwk("old-1"), TEMPLATE);
-        expired["x5c"] = json!([cert_b64(&env.expired_cert, (2016, 4, 5), (2021, 4, 4))]);
-        let common = json!({"keys": [
-            with_issuer(env.enterprise.public_jwk("ent-1"), TEMPLATE),
-            with_issuer(env.consumer.public_jwk("msa-1"), &issuer_for(CONSUMER)),
-            with_issuer(env.revoked.public_jwk("revoked-1"), TEMPLATE),
-            expired,
-        ]});
-        env.write("common.json", &common);
-        env.write("as.json", &json!({"keys": [env.es.public_jwk("as-1")]}));
-        env.write(
-            "secrets.json",
-            &json!({"keys": [env.hs.public_jwk("hs-1")]}),
-        );
-        std::fs::write(&env.policy_path, policy).unwrap();
-        env
-    }
-
-    pub fn write(&self, name: &str, v: &Value) {
-        std::fs::write(
-            self.dir.path().join(name),
-            serde_json::to_vec_pretty(v).unwrap(),
-        )
-        .unwrap();
-    }
-
-    /// A legitimate enterprise access token for TENANT_A.
-    pub fn legit(&self) -> String {
+    fn legit(&self) -> String {
         sign(&self.enterprise, "ent-1", &claims())
     }
 
-    /// A legitimate RFC 9068 token from the exchange's own issuer.
-    pub fn as_token(&self) -> String {
+    fn as_token(&self) -> String {
         self.es
             .sign_token(
                 &json!({"alg": "ES256", "kid": "as-1", "typ": "at+jwt"}),
-                &as_claims(),
+                &as_claims(now()),
             )
             .unwrap()
     }
@@ -175,36 +106,7 @@ impl Env {
 
 /// Claims of a legitimate enterprise access token for TENANT_A, valid now.
 pub fn claims() -> Value {
-    let now = now();
-    json!({
-        "iss": issuer_for(TENANT_A), "tid": TENANT_A, "aud": AUD,
-        "sub": "user-1", "oid": "0b7a", "uti": "AAAA-token-1", "sid": "sess-1",
-        "azp": "app-1", "iat": now - 60, "nbf": now - 60, "exp": now + 3600,
-    })
-}
-
-pub fn as_claims() -> Value {
-    let now = now();
-    json!({"iss": AS_ISSUER, "aud": AUD, "sub": "svc-1", "client_id": "c-1",
-           "jti": "j-1", "iat": now, "exp": now + 300})
-}
-
-pub fn sign(key: &SigningKey, kid: &str, claims: &Value) -> String {
-    key.sign_token(
-        &json!({"alg": key.algorithm().name(), "kid": kid, "typ": "JWT"}),
-        claims,
-    )
-    .unwrap()
-}
-
-/// A token from raw header and payload JSON text with a given signature.
-pub fn raw_token(header: &str, payload: &str, sig: &[u8]) -> String {
-    format!(
-        "{}.{}.{}",
-        encode_b64url(header.as_bytes()),
-        encode_b64url(payload.as_bytes()),
-        encode_b64url(sig)
-    )
+    enterprise_claims(now())
 }
 
 /// What the upstream received.

@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use base64::Engine;
-use serde_json::{json, Value};
-use tokenward_jose::{encode_b64url, Algorithm, SigningKey};
+use serde_json::Value;
+use tokenward_jose::encode_b64url;
+
+pub use tokenward_testkit::*;
 
 /// A request as the handler sees it.
 #[derive(Debug, Clone)]
@@ -249,61 +250,4 @@ fn serve(
         }
     }
     let _ = stream.flush();
-}
-
-pub const TEMPLATE: &str = "https://login.microsoftonline.com/{tenantid}/v2.0";
-pub const CONSUMER: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
-pub const STORM_KID: &str = "1LTMzakihiRla_8z2BEJVXeWMqo";
-
-pub fn consumer_issuer() -> String {
-    TEMPLATE.replace("{tenantid}", CONSUMER)
-}
-
-pub fn rsa() -> SigningKey {
-    SigningKey::generate(Algorithm::RS256).unwrap()
-}
-
-/// A self-signed certificate for `key`, DER.
-pub fn cert_der(key: &SigningKey, from: (i32, u8, u8), to: (i32, u8, u8)) -> Vec<u8> {
-    let der = key.to_pkcs8().unwrap();
-    let kp = rcgen::KeyPair::try_from(der.as_slice()).unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "sts.example");
-    params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
-    params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
-    params.self_signed(&kp).unwrap().der().to_vec()
-}
-
-pub fn b64(der: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(der)
-}
-
-pub fn sha1_b64url(der: &[u8]) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
-    encode_b64url(d.as_ref())
-}
-
-/// A JWK the way Microsoft publishes one: kid = x5t = SHA-1 of the
-/// certificate, an issuer, x5c, no alg.
-pub fn ms_key(key: &SigningKey, issuer: &str, from: (i32, u8, u8), to: (i32, u8, u8)) -> Value {
-    let der = cert_der(key, from, to);
-    let t = sha1_b64url(&der);
-    let mut jwk = key.public_jwk(&t);
-    jwk["x5t"] = json!(t);
-    jwk["x5c"] = json!([b64(&der)]);
-    jwk["issuer"] = json!(issuer);
-    jwk
-}
-
-/// A plain signing JWK with alg and kid.
-pub fn plain_key(key: &SigningKey, kid: &str) -> Value {
-    let mut jwk = key.public_jwk(kid);
-    jwk["alg"] = json!(key.algorithm().name());
-    jwk
-}
-
-pub fn set(keys: Vec<Value>) -> Value {
-    json!({ "keys": keys })
 }
