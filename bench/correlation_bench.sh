@@ -9,13 +9,15 @@
 # DAYS (default 1) spreads the events over that many days, so windows are
 # decided while the hunt goes (24 h behind the newest match) rather than at
 # the end.
-# Usage: [BIN=target/release/tokenward] [TYPE=value_count] [DAYS=1] bench/correlation_bench.sh [COUNT...]
+# SPAN (default 24h) is the correlation's timespan.
+# Usage: [BIN=target/release/tokenward] [TYPE=value_count] [DAYS=1] [SPAN=24h] bench/correlation_bench.sh [COUNT...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/tokenward}
 COUNTS=${*:-10000 100000 1000000}
 TYPE=${TYPE:-value_count}
 DAYS=${DAYS:-1}
+SPAN=${SPAN:-24h}
 case $TYPE in
   value_count) RULES=failed_logon; COND="field: UserId
     gte: 1000000000" ;;
@@ -55,7 +57,7 @@ correlation:
   type: $TYPE
   rules: [$RULES]
   group-by: [Workload]
-  timespan: 24h
+  timespan: $SPAN
   condition:
     $COND
 level: high
@@ -73,6 +75,6 @@ PY
   /usr/bin/time -f "%e %U %S %M" "$BIN" hunt -q --output-format jsonl -o /dev/null \
     --rules "$WORK/rules.yml" "$WORK/logs.jsonl" 2> "$WORK/time.txt" || true
   read -r wall user sys rss < <(tail -1 "$WORK/time.txt")
-  printf '%-16s %3s d %8d events: wall %6.2f s, CPU %6.2f s, peak RSS %5d MiB\n' "$TYPE" "$DAYS" "$n" "$wall" \
+  printf '%-16s %4s span %3s d %8d events: wall %6.2f s, CPU %6.2f s, peak RSS %5d MiB\n' "$TYPE" "$SPAN" "$DAYS" "$n" "$wall" \
     "$(echo "$user + $sys" | bc)" "$((rss / 1024))"
 done
