@@ -57,6 +57,11 @@ pub struct GatewayArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// On a plain (non-TLS) listener, also serve HTTP/2 to clients that
+    /// open with its preface (h2c with prior knowledge), as load balancers
+    /// may. HTTP/1.1 is served either way; over TLS, HTTP/2 is chosen by ALPN.
+    #[arg(long, conflicts_with = "tls_cert")]
+    h2c: bool,
     /// Realm named in WWW-Authenticate challenges.
     #[arg(long, value_name = "NAME", default_value = "tokenward")]
     realm: String,
@@ -106,6 +111,7 @@ fn config(args: GatewayArgs) -> Result<(Config, bool), String> {
         .as_deref()
         .and_then(tokenward_gateway::AuthzProtocol::parse);
     c.upstream_ca = args.upstream_ca;
+    c.h2c = args.h2c;
     c.admin_listen = args.admin_listen;
     c.access_log = args.access_log.map_or(AccessLog::Stdout, AccessLog::File);
     c.trusted_proxies = args

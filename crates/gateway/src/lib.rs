@@ -130,6 +130,10 @@ pub struct Config {
     pub trusted_proxies: Vec<Cidr>,
     /// TLS on the public listener.
     pub tls: Option<TlsFiles>,
+    /// On a plain listener, also speak HTTP/2 to clients that open with its
+    /// preface (h2c with prior knowledge, RFC 9113 §3.3), as a load
+    /// balancer in front of the gateway may. HTTP/1.1 is served either way.
+    pub h2c: bool,
     /// `realm` in `WWW-Authenticate` challenges.
     pub realm: String,
     /// Longest wait for the upstream's response headers.
@@ -209,6 +213,7 @@ impl Config {
             access_log: AccessLog::Stdout,
             trusted_proxies: Vec::new(),
             tls: None,
+            h2c: false,
             realm: "tokenward".into(),
             upstream_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
@@ -243,6 +248,7 @@ pub struct Gateway {
     admin: Option<TcpListener>,
     shared: Arc<proxy::Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    h2c: bool,
     http: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     policy_path: PathBuf,
@@ -387,6 +393,7 @@ impl Gateway {
             reload_interval: config.reload_interval,
             shutdown_grace: config.shutdown_grace,
             header_read_timeout: config.header_read_timeout,
+            h2c: config.h2c,
             warnings,
         })
     }
@@ -439,9 +446,13 @@ impl Gateway {
                         let http = self.http.clone();
                         let http2 = self.http2.clone();
                         let tls = self.tls.clone();
+                        let h2c = self.h2c;
                         let handshake_timeout = self.header_read_timeout;
                         tokio::spawn(async move {
                             match tls {
+                                None if h2c && opens_with_h2_preface(&stream, handshake_timeout).await => {
+                                    serve_h2(stream, peer, http2, shared, watcher).await;
+                                }
                                 None => serve_connection(stream, peer, http, shared, watcher).await,
                                 Some(acceptor) => {
                                     let hs = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
@@ -485,7 +496,34 @@ impl Gateway {
     }
 }
 
-/// An HTTP/2 connection (TLS with ALPN `h2`): each stream is one request
+/// HTTP/2's connection preface (RFC 9113 §3.4). A client speaking h2c with
+/// prior knowledge opens with it; no HTTP/1 request line can (`PRI` is not
+/// a method the gateway serves).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the client's first bytes are the HTTP/2 preface, looked at
+/// without consuming them. A client that sends less within `timeout` is
+/// left to HTTP/1's own header timeout.
+async fn opens_with_h2_preface(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            _ => return false,
+        };
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            return false;
+        }
+        if n == H2_PREFACE.len() {
+            return true;
+        }
+        // Part of the preface so far: peek would return it again at once.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// An HTTP/2 connection (TLS with ALPN `h2`, or h2c): each stream is one request
 /// through the same handler. Protocol errors are the client's; requests
 /// that never became a request have no path to log.
 async fn serve_h2<IO>(

@@ -792,6 +792,63 @@ async fn http2_over_tls_with_alpn() {
     assert!(log.contains("\"verdict\":\"accepted\"") && log.contains("\"verdict\":\"rejected\""));
 }
 
+/// curl's answer (`http_version http_code`) for GET /orders on a plain
+/// listener, with HTTP/2 prior knowledge or HTTP/1.1.
+async fn curl_plain(port: u16, token: String, h2: bool) -> String {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+            ])
+            .arg(if h2 {
+                "--http2-prior-knowledge"
+            } else {
+                "--http1.1"
+            })
+            .arg("-H")
+            .arg(format!("authorization: Bearer {token}"))
+            .arg(format!("http://127.0.0.1:{port}/orders"))
+            .output()
+            .expect("curl (Debian package)");
+        String::from_utf8(out.stdout).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// h2c with prior knowledge on a plain listener (`--h2c`): the same
+/// verdicts as HTTP/1.1, which the same listener still serves; without the
+/// option, an HTTP/2 preface gets nothing through.
+#[tokio::test]
+async fn h2c_prior_knowledge_on_a_plain_listener() {
+    let env = Env::new();
+    let up = Upstream::start().await;
+    let mut gw = Running::start(&env, &format!("http://{}", up.addr), |c| c.h2c = true).await;
+    let port = gw.addr.port();
+    assert_eq!(curl_plain(port, env.legit(), true).await, "2 200");
+    assert_eq!(up.count(), 1);
+    assert_eq!(curl_plain(port, "not.a.token".into(), true).await, "2 401");
+    let forged = sign(&env.attacker, "ent-1", &claims());
+    assert_eq!(curl_plain(port, forged, true).await, "2 401");
+    assert_eq!(up.count(), 1, "a refused h2c request reached the upstream");
+    assert_eq!(curl_plain(port, env.legit(), false).await, "1.1 200");
+    assert_eq!(up.count(), 2);
+    gw.stop().await;
+    assert_eq!(gw.log_text().lines().count(), 4);
+
+    let mut plain = Running::start(&env, &format!("http://{}", up.addr), |_| {}).await;
+    let answer = curl_plain(plain.addr.port(), env.legit(), true).await;
+    assert!(!answer.ends_with("200"), "{answer}");
+    assert_eq!(up.count(), 2);
+    plain.stop().await;
+}
+
 async fn raw_plain_probe(addr: std::net::SocketAddr) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
