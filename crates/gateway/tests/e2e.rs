@@ -481,6 +481,17 @@ async fn oversized_request_heads_get_431_before_anything_else() {
     assert_eq!(r.status, 431);
     assert_eq!(up.count(), 0);
     gw.stop().await;
+    // Refused by the HTTP layer, before any path or token was read: still
+    // one log line each.
+    let log = gw.log_text();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("\"status\":431") && l.contains("malformed-request")),
+        "{log}"
+    );
 }
 
 #[tokio::test]
