@@ -408,19 +408,22 @@ pub(super) fn resolve(
         }
     }
     // Drop broken ones (and, transitively, those that refer to them),
-    // renumbering correlation references.
-    loop {
-        let mut changed = false;
-        for i in 0..parsed.len() {
-            if ok[i]
-                && parsed[i]
-                    .0
-                    .refs
-                    .iter()
-                    .any(|r| matches!(r, Ref::Corr(j) if !ok[*j]))
-            {
+    // renumbering correlation references. A worklist over who refers to
+    // whom: a long chain is dropped in one pass, not one link per pass.
+    let mut referrers: Vec<Vec<usize>> = vec![Vec::new(); parsed.len()];
+    for (i, (c, _)) in parsed.iter().enumerate() {
+        for r in &c.refs {
+            if let Ref::Corr(j) = r {
+                referrers[*j].push(i);
+            }
+        }
+    }
+    let mut broken: Vec<usize> = (0..parsed.len()).filter(|&i| !ok[i]).collect();
+    while let Some(j) = broken.pop() {
+        for &i in &referrers[j] {
+            if ok[i] {
                 ok[i] = false;
-                changed = true;
+                broken.push(i);
                 let c = &parsed[i].0;
                 issues.push(LoadIssue {
                     file: c.meta.file.clone(),
@@ -430,9 +433,6 @@ pub(super) fn resolve(
                     reason: "refers to a correlation that could not load".into(),
                 });
             }
-        }
-        if !changed {
-            break;
         }
     }
     let mut renum = vec![usize::MAX; parsed.len()];
@@ -455,23 +455,20 @@ pub(super) fn resolve(
         c.self_index = out.len();
         out.push(c);
     }
-    // Cycles would never settle; refuse them.
-    for i in 0..out.len() {
-        let mut seen = vec![false; out.len()];
-        let mut stack = vec![i];
-        let mut cyclic = false;
-        while let Some(x) = stack.pop() {
-            for r in &out[x].refs {
-                if let Ref::Corr(j) = r {
-                    if *j == i {
-                        cyclic = true;
-                    } else if !seen[*j] {
-                        seen[*j] = true;
-                        stack.push(*j);
-                    }
-                }
-            }
-        }
+    // Cycles would never settle; refuse every correlation on one.
+    let graph: Vec<Vec<usize>> = out
+        .iter()
+        .map(|c| {
+            c.refs
+                .iter()
+                .filter_map(|r| match r {
+                    Ref::Corr(j) => Some(*j),
+                    Ref::Rule(_) => None,
+                })
+                .collect()
+        })
+        .collect();
+    for (i, cyclic) in on_cycles(&graph).into_iter().enumerate() {
         if cyclic {
             issues.push(LoadIssue {
                 file: out[i].meta.file.clone(),
@@ -492,7 +489,8 @@ pub(super) fn resolve(
             match r {
                 Ref::Rule(ri) => {
                     let rule = &mut rules[ri];
-                    if !rule.feeds.contains(&ci) {
+                    // Correlations are wired in order, so a repeat is the last one.
+                    if rule.feeds.last() != Some(&ci) {
                         rule.feeds.push(ci);
                     }
                     if !generate {
@@ -519,7 +517,7 @@ pub(super) fn resolve(
                     }
                 }
                 Ref::Corr(j) => {
-                    if !out[j].feeds.contains(&ci) {
+                    if out[j].feeds.last() != Some(&ci) {
                         out[j].feeds.push(ci);
                     }
                     if !generate {
@@ -957,25 +955,96 @@ impl Sigma {
     }
 }
 
+/// Correlations in an order where every correlation comes after those it
+/// refers to. Iterative: a chain of correlations in a rule file may be
+/// arbitrarily long.
 fn topo(cs: &[Correlation]) -> Vec<usize> {
     let mut done = vec![false; cs.len()];
-    let mut out = Vec::new();
-    fn visit(i: usize, cs: &[Correlation], done: &mut [bool], out: &mut Vec<usize>) {
-        if done[i] {
-            return;
+    let mut out = Vec::with_capacity(cs.len());
+    // (correlation, next reference to look at)
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for root in 0..cs.len() {
+        if done[root] {
+            continue;
         }
-        done[i] = true;
-        for r in &cs[i].refs {
-            if let Ref::Corr(j) = r {
-                visit(*j, cs, done, out);
+        done[root] = true;
+        stack.push((root, 0));
+        while let Some(&mut (i, ref mut next)) = stack.last_mut() {
+            match cs[i].refs.get(*next) {
+                Some(r) => {
+                    *next += 1;
+                    if let Ref::Corr(j) = *r {
+                        if !done[j] {
+                            done[j] = true;
+                            stack.push((j, 0));
+                        }
+                    }
+                }
+                None => {
+                    out.push(i);
+                    stack.pop();
+                }
             }
         }
-        out.push(i);
-    }
-    for i in 0..cs.len() {
-        visit(i, cs, &mut done, &mut out);
     }
     out
+}
+
+/// Which correlations lie on a cycle of references (a strongly connected
+/// component of two or more; self-references are dropped earlier), by
+/// Tarjan's algorithm without recursion: linear in correlations and
+/// references.
+fn on_cycles(refs: &[Vec<usize>]) -> Vec<bool> {
+    let n = refs.len();
+    const UNSEEN: usize = usize::MAX;
+    let mut index = vec![UNSEEN; n];
+    let mut low = vec![0; n];
+    let mut on_stack = vec![false; n];
+    let mut component: Vec<usize> = Vec::new();
+    let mut cyclic = vec![false; n];
+    let mut next_index = 0;
+    let mut calls: Vec<(usize, usize)> = Vec::new();
+    for root in 0..n {
+        if index[root] != UNSEEN {
+            continue;
+        }
+        calls.push((root, 0));
+        index[root] = next_index;
+        low[root] = next_index;
+        next_index += 1;
+        component.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (v, ref mut k)) = calls.last_mut() {
+            if let Some(&w) = refs[v].get(*k) {
+                *k += 1;
+                if index[w] == UNSEEN {
+                    index[w] = next_index;
+                    low[w] = next_index;
+                    next_index += 1;
+                    component.push(w);
+                    on_stack[w] = true;
+                    calls.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+                continue;
+            }
+            calls.pop();
+            if let Some(&(parent, _)) = calls.last() {
+                low[parent] = low[parent].min(low[v]);
+            }
+            if low[v] == index[v] {
+                let at = component.iter().rposition(|&x| x == v).unwrap_or(0);
+                let members = component.split_off(at);
+                let cycle = members.len() > 1;
+                for m in members {
+                    on_stack[m] = false;
+                    cyclic[m] = cycle;
+                }
+            }
+        }
+    }
+    cyclic
 }
 
 /// Running aggregates of a sliding window, so that each entry is added

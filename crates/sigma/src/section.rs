@@ -251,7 +251,7 @@ impl Section {
     /// About how many bytes the compiled section holds on the heap: its
     /// value lists, sets, automata and regexes. An estimate (regexes do not
     /// report their size; they are counted by pattern length, calibrated
-    /// against allocation counts in `tests/rule_memory.rs`), used for the
+    /// against allocation counts in `tests/hostile_rules.rs`), used for the
     /// per-rule budget at load time.
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;

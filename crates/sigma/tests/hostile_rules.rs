@@ -1,6 +1,8 @@
-//! The per-rule memory estimate (`Rule::heap_bytes`) against what the
-//! compiled rule really holds, counted by the allocator: the budget at load
-//! time is only as good as the estimate.
+//! Rules shaped to exhaust the loader. The per-rule memory estimate
+//! (`Rule::heap_bytes`) is checked against what the compiled rule really
+//! holds, counted by the allocator (the budget at load time is only as good
+//! as the estimate); a rule past the budget is refused; a long chain of
+//! correlations loads and runs without deep recursion or quadratic work.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -152,4 +154,57 @@ fn a_rule_over_the_budget_is_refused_by_name_and_the_others_run() {
     );
     assert_eq!(set.errors().count(), 0);
     assert_eq!(set.rules.len(), 2);
+}
+
+/// A chain of correlations, each counting the one before it, plus a cycle
+/// of two and a correlation that refers to the cycle.
+fn chained(n: usize) -> String {
+    let mut t = String::from("title: base\nid: base\nname: c0\nlogsource:\n    product: m365\n    service: audit\ndetection:\n    sel:\n        Operation: Send\n    condition: sel\nlevel: low\n");
+    // Outermost first, so that ordering them inner-first must go deep.
+    for i in (1..=n).rev() {
+        t.push_str(&format!(
+            "---\ntitle: c{i}\nid: c{i}\nname: c{i}\ncorrelation:\n    type: event_count\n    rules: [c{}]\n    group-by: [UserId]\n    timespan: 1h\n    condition:\n        gte: 1\n",
+            i - 1
+        ));
+    }
+    for (me, other) in [("x", "y"), ("y", "x"), ("z", "x")] {
+        t.push_str(&format!(
+            "---\ntitle: {me}\nid: {me}\nname: {me}\ncorrelation:\n    type: event_count\n    rules: [{other}]\n    group-by: [UserId]\n    timespan: 1h\n    condition:\n        gte: 1\n"
+        ));
+    }
+    t
+}
+
+#[test]
+fn a_long_chain_of_correlations_loads_without_deep_recursion_and_cycles_are_refused() {
+    // 20,000 links: ordering them recursively took 20,000 nested calls,
+    // and the cycle check walked the chain again from every link.
+    let n = 20_000;
+    let text = chained(n);
+    let set = std::thread::Builder::new()
+        // Less stack than a test thread has: loading must not need depth.
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let set = std::sync::Arc::new(RuleSet::from_texts(
+                [("chain.yml", false, text.as_str())],
+                mapping::builtin(),
+                &Placeholders::new(),
+            ));
+            // Finishing decides the correlations inner first.
+            let _ = tokenward_sigma::Sigma::new(set.clone()).finish();
+            set
+        })
+        .unwrap()
+        .join()
+        .expect("loading a long chain overflowed the stack");
+    let errors: Vec<String> = set.errors().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e.contains("refers to itself")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("rule x")) && errors.iter().any(|e| e.contains("rule y"))
+    );
+    assert_eq!(set.correlations.len(), n + 3);
 }
