@@ -7,8 +7,16 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use tokenward_event::{Event, EventKind, Locator};
+use tokenward_sigma::mapping::{self, Mapping};
 use tokenward_sigma::section::Placeholders;
-use tokenward_sigma::{mapping, RuleSet, Sigma};
+use tokenward_sigma::{RuleSet, Sigma};
+
+/// The shipped mappings, parsed once (parsing them per input was most of
+/// the time of an execution).
+fn mappings() -> Vec<Mapping> {
+    static MAPPINGS: OnceLock<Vec<Mapping>> = OnceLock::new();
+    MAPPINGS.get_or_init(mapping::builtin).clone()
+}
 
 fn events() -> &'static [Event] {
     static EVENTS: OnceLock<Vec<Event>> = OnceLock::new();
@@ -44,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let set = Arc::new(RuleSet::from_texts(
         [("fuzz.yml", false, text)],
-        mapping::builtin(),
+        mappings(),
         &Placeholders::new(),
     ));
     for issue in set.errors() {
