@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (or those named) for SECONDS each (default 600),
-# one after another on one core, starting from the committed seeds plus
-# whatever earlier runs left in fuzz/corpus/. Prints, per target, the runs,
+# one after another on one core, starting from the committed seeds, the
+# committed minimised corpora (fuzz/corpora/) and whatever earlier runs left
+# in fuzz/corpus/. Prints, per target, the runs,
 # the edge coverage and features at the end, and whether it crashed.
 # The toolchain is stable: RUSTC_BOOTSTRAP lets cargo-fuzz pass its
 # sanitizer flags. Usage: fuzz/run.sh [SECONDS] [TARGET...]
@@ -16,6 +17,10 @@ mkdir -p out
 status=0
 for t in $TARGETS; do
   mkdir -p "corpus/$t" "artifacts/$t"
+  # Start from the committed, minimised corpus of earlier runs.
+  if [ -f "corpora/$t.tar.gz" ] && [ -z "$(ls -A "corpus/$t")" ]; then
+    tar -C "corpus/$t" -xzf "corpora/$t.tar.gz"
+  fi
   log="out/$t.log"
   cargo fuzz run -O --debug-assertions "$t" "corpus/$t" "seeds/$t" -- \
     -max_total_time="$SECONDS_EACH" -max_len=65536 -rss_limit_mb=2048 -timeout=20 \
