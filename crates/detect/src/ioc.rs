@@ -46,8 +46,11 @@ pub struct KeyIoc {
 
 /// How an indicator detection names a field whose match was in the
 /// earlier copy of a key the record names twice (the record keeps the last
-/// copy; see `tokenward_event::shadow`).
-pub const SHADOWED_COPY: &str = "earlier copy of a key named twice";
+/// copy; see `tokenward_event::shadow`): `ClientIP (earlier copy of a key
+/// named twice)`.
+pub fn shadowed_field(key: &str) -> String {
+    format!("{key} (earlier copy of a key named twice)")
+}
 
 /// Every indicator in force for a run.
 #[derive(Clone, Debug, Default)]

@@ -13,7 +13,7 @@ use super::{
     day, evidence, opt, shard_of, Anchors, Builtin, Context, Detection, Grouped, Info, Kinds,
     Needs, Outcome, Verdict, Weight,
 };
-use crate::ioc::{IocSet, SHADOWED_COPY};
+use crate::ioc::{shadowed_field, IocSet};
 use tokenward_event::Event;
 use tokenward_event::Severity;
 
@@ -92,7 +92,7 @@ impl Detection for IocIp {
         // An address hidden in the earlier copy of a key named twice.
         for paths in [FIELDS, tokenward_event::event::IP_FIELDS] {
             for (k, v) in ev.shadowed_scalars(paths) {
-                cands.push((Cow::Owned(format!("{k} ({SHADOWED_COPY})")), v));
+                cands.push((Cow::Owned(shadowed_field(k)), v));
             }
         }
         for (field, raw) in cands {

@@ -12,7 +12,7 @@ use super::{
     evidence, opt, shard_of, Anchors, Builtin, Context, Detection, Info, Kinds, Needs, Outcome,
     Setup, Verdict, Weight,
 };
-use crate::ioc::{IocSet, SHADOWED_COPY};
+use crate::ioc::{shadowed_field, IocSet};
 use tokenward_event::{Event, EventKind};
 use tokenward_event::{Finding, Severity};
 
@@ -107,7 +107,7 @@ impl Detection for IocKey {
             if !hits.is_empty() {
                 break;
             }
-            let label = format!("{k} ({SHADOWED_COPY})");
+            let label = shadowed_field(k);
             find_key_values(v, &mut vec![label.as_str()], &self.iocs, &mut hits, 0);
         }
         let Some((path, value, what, source)) = hits.into_iter().next() else {

@@ -10,7 +10,7 @@ use super::{
     contains_ignore_ascii_case, day, evidence, opt, shard_of, Anchors, Builtin, Context, Detection,
     Grouped, Info, Kinds, Needs, Outcome, Verdict, Weight,
 };
-use crate::ioc::{IocSet, SHADOWED_COPY};
+use crate::ioc::{shadowed_field, IocSet};
 use tokenward_event::Event;
 use tokenward_event::Severity;
 
@@ -84,7 +84,7 @@ impl Detection for IocUserAgent {
         }
         // A user agent hidden in the earlier copy of a key named twice.
         for (k, v) in ev.shadowed_scalars(FIELDS) {
-            uas.push((Cow::Owned(format!("{k} ({SHADOWED_COPY})")), v));
+            uas.push((Cow::Owned(shadowed_field(k)), v));
         }
         for (field, ua) in uas {
             let t = ua.trim();
