@@ -121,10 +121,8 @@ pub(crate) fn audit_gap(
     ];
     let null = null_text(d);
     let select = format!(
-        "SELECT {} AS rule_id, {} AS rule_title, {} AS severity, {start} AS {}, {null} AS {}, {null} AS {}, {null} AS {}, {null} AS {}, {null} AS {}, '' AS {}, '' AS {}\nFROM {name}_r AS r\nINNER JOIN {name}_s AS j ON j.s = r.s\nINNER JOIN {name}_t AS t ON t.s = r.s\nWHERE r.len >= t.threshold",
-        d.lit(info.id),
-        d.lit(info.title),
-        d.lit(Severity::Medium.as_str()),
+        "{}, {start} AS {}, {null} AS {}, {null} AS {}, {null} AS {}, {null} AS {}, {null} AS {}, '' AS {}, '' AS {}\nFROM {name}_r AS r\nINNER JOIN {name}_s AS j ON j.s = r.s\nINNER JOIN {name}_t AS t ON t.s = r.s\nWHERE r.len >= t.threshold",
+        crate::corr::finding_head(d, info.id, info.title, &d.lit(Severity::Medium.as_str())),
         d.ident("time"),
         d.ident("user"),
         d.ident("client_ip"),
@@ -230,9 +228,8 @@ pub(crate) fn gateway_rejected_burst(
         ),
     ];
     let select = format!(
-        "SELECT {} AS rule_id, {} AS rule_title, CASE WHEN h.high = 1 THEN 'high' ELSE 'medium' END AS severity, {}\nFROM (\n  SELECT f.w AS w, f.ip AS ip, f.burst AS burst\n  FROM {name}_f AS f\n) AS p\nINNER JOIN {name}_h AS h ON h.ip = p.ip AND h.burst = p.burst",
-        d.lit(info.id),
-        d.lit(info.title),
+        "{}, {}\nFROM (\n  SELECT f.w AS w, f.ip AS ip, f.burst AS burst\n  FROM {name}_f AS f\n) AS p\nINNER JOIN {name}_h AS h ON h.ip = p.ip AND h.burst = p.burst",
+        crate::corr::finding_head(d, info.id, info.title, "CASE WHEN h.high = 1 THEN 'high' ELSE 'medium' END"),
         cols.join(", ")
     );
     Ok(Compiled::Grouped { steps, select })

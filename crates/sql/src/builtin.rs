@@ -386,9 +386,8 @@ fn grouped(
         ),
     ));
     let select = format!(
-        "SELECT {} AS rule_id, {} AS rule_title, g_severity AS severity, {}\nFROM {name}_f",
-        d.lit(info.id),
-        d.lit(info.title),
+        "{}, {}\nFROM {name}_f",
+        crate::corr::finding_head(d, info.id, info.title, "g_severity"),
         cols.join(", ")
     );
     Compiled::Grouped { steps, select }
@@ -820,9 +819,13 @@ fn mail_new_client_app(
         .map(|c| format!("a.{}", d.ident(c)))
         .collect();
     let select = format!(
-        "SELECT {} AS rule_id, {} AS rule_title, CASE WHEN a.adopters >= n.rollout_min THEN 'low' WHEN t.tenant_first IS NULL OR t.tenant_first >= a.cut THEN 'high' ELSE 'medium' END AS severity, {}\nFROM {name}_a AS a\nINNER JOIN {name}_t AS t ON t.app = a.app AND t.capp = a.capp\nCROSS JOIN {name}_n AS n",
-        d.lit(info.id),
-        d.lit(info.title),
+        "{}, {}\nFROM {name}_a AS a\nINNER JOIN {name}_t AS t ON t.app = a.app AND t.capp = a.capp\nCROSS JOIN {name}_n AS n",
+        crate::corr::finding_head(
+            d,
+            info.id,
+            info.title,
+            "CASE WHEN a.adopters >= n.rollout_min THEN 'low' WHEN t.tenant_first IS NULL OR t.tenant_first >= a.cut THEN 'high' ELSE 'medium' END",
+        ),
         ev.join(", ")
     );
     Ok(Compiled::Grouped { steps, select })
@@ -905,9 +908,8 @@ fn mail_bind_spike(
     let factor = setup.options.bind_spike_factor;
     let min = setup.options.bind_spike_min;
     let select = format!(
-        "SELECT {} AS rule_id, {} AS rule_title, 'high' AS severity, {}\nFROM {name}_b AS b INNER JOIN {name}_med AS m ON b.g0 = m.g0\nWHERE m.buckets >= {judged} AND b.items >= greatest(greatest(m.med, 1) * {factor}, {min})",
-        d.lit(info.id),
-        d.lit(info.title),
+        "{}, {}\nFROM {name}_b AS b INNER JOIN {name}_med AS m ON b.g0 = m.g0\nWHERE m.buckets >= {judged} AND b.items >= greatest(greatest(m.med, 1) * {factor}, {min})",
+        crate::corr::finding_head(d, info.id, info.title, "'high'"),
         cols.join(", ")
     );
     Ok(Compiled::Grouped { steps, select })

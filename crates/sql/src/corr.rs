@@ -28,6 +28,16 @@ use crate::sigma::SigmaCompiler;
 /// Longest timespan ClickHouse takes as a RANGE frame offset.
 const CLICKHOUSE_SPAN_MAX_MS: i64 = i32::MAX as i64;
 
+/// The head of a findings `SELECT`: the rule's id and title and the
+/// severity (an SQL expression), named as in hunt's JSONL findings.
+pub(crate) fn finding_head(d: Dialect, id: &str, title: &str, severity: &str) -> String {
+    format!(
+        "SELECT {} AS rule_id, {} AS rule_title, {severity} AS severity",
+        d.lit(id),
+        d.lit(title)
+    )
+}
+
 /// The event columns a finding carries, after rule id, title, severity.
 pub(crate) const EVENT_COLUMNS: [&str; 8] = {
     let all = crate::FINDING_COLUMNS;
@@ -305,10 +315,13 @@ pub(crate) fn compile(
     };
     steps.push((name("f"), pick));
     let select = format!(
-        "SELECT {} AS rule_id, {} AS rule_title, {} AS severity, {}\nFROM {}",
-        d.lit(&c.meta.id),
-        d.lit(&c.meta.title),
-        d.lit(c.meta.severity().as_str()),
+        "{}, {}\nFROM {}",
+        finding_head(
+            d,
+            &c.meta.id,
+            &c.meta.title,
+            &d.lit(c.meta.severity().as_str())
+        ),
         select_cols.join(", "),
         name("f")
     );

@@ -136,9 +136,8 @@ fn day_of_ms(ms: &str) -> String {
 /// The finding columns of a step whose rows are findings.
 fn findings_select(d: Dialect, info: &Info, from: &str, columns: &[String]) -> String {
     format!(
-        "SELECT {} AS rule_id, {} AS rule_title, 'high' AS severity, {}\nFROM {from}\nWHERE covered",
-        d.lit(info.id),
-        d.lit(info.title),
+        "{}, {}\nFROM {from}\nWHERE covered",
+        crate::corr::finding_head(d, info.id, info.title, "'high'"),
         columns.join(", ")
     )
 }
