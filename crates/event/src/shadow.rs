@@ -23,7 +23,7 @@ pub fn reset() {
 }
 
 /// Notes that `key`'s earlier copy `value` was overwritten.
-pub(crate) fn note(key: &str, value: Value) {
+fn note(key: &str, value: Value) {
     SHADOWED.with(|s| s.borrow_mut().push((key.to_owned(), value)));
 }
 
@@ -109,22 +109,22 @@ impl<'de> Visitor<'de> for FullVisitor {
         let mut out = Map::new();
         while let Some(k) = a.next_key::<String>()? {
             let v = a.next_value_seed(Whole)?;
-            if let Some((k, old)) = insert(&mut out, k, v) {
-                note(&k, old);
-            }
+            insert_noting(&mut out, k, v);
         }
         Ok(Value::Object(out))
     }
 }
 
-/// Inserts, handing back the key and the copy it replaced (one lookup).
-fn insert(m: &mut Map<String, Value>, k: String, v: Value) -> Option<(String, Value)> {
+/// Inserts `v` under `k` (one lookup), noting the copy it replaces.
+pub(crate) fn insert_noting(m: &mut Map<String, Value>, k: String, v: Value) {
     match m.entry(k) {
         serde_json::map::Entry::Vacant(e) => {
             e.insert(v);
-            None
         }
-        serde_json::map::Entry::Occupied(mut e) => Some((e.key().clone(), e.insert(v))),
+        serde_json::map::Entry::Occupied(mut e) => {
+            let old = e.insert(v);
+            note(e.key(), old);
+        }
     }
 }
 
