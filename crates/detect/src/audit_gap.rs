@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::{
     evidence, shard_of, Anchors, Builtin, Context, Detection, Info, Kinds, Needs, Outcome, Verdict,
-    Weight,
+    Weight, WholeRecord,
 };
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Event, EventKind};
@@ -108,7 +108,7 @@ impl Detection for AuditGap {
             kinds: Kinds::ALL,
             anchors: Anchors::Every,
             fields: Vec::new(),
-            whole_record: false,
+            whole_record: WholeRecord::Never,
             unparsed_time_and_workload: true,
             signin_index: false,
         }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::{
     evidence, opt, shard_of, Anchors, Builtin, Context, Detection, Info, Kinds, Needs, Outcome,
-    Setup, Verdict, Weight,
+    Setup, Verdict, Weight, WholeRecord,
 };
 use crate::ioc::{shadowed_field, IocSet};
 use tokenward_event::{Event, EventKind};
@@ -79,7 +79,7 @@ impl Detection for IocKey {
             anchors: Anchors::AnyOf(lits),
             fields: HEADER_FIELDS.iter().map(|f| Cow::Borrowed(*f)).collect(),
             // Any string anywhere may hold the key id.
-            whole_record: true,
+            whole_record: WholeRecord::Always,
             unparsed_time_and_workload: false,
             signin_index: false,
         }

@@ -124,9 +124,9 @@ pub struct Needs {
     /// reached through the path of the bag. Test and debug builds check
     /// every lookup against this list.
     pub fields: Vec<Cow<'static, str>>,
-    /// It reads the whole record (a scan of every string, keyword rules):
-    /// records routed to it are parsed in full.
-    pub whole_record: bool,
+    /// Which of its records it reads whole (a scan of every string, as
+    /// keyword rules do): those are parsed in full, the others projected.
+    pub whole_record: WholeRecord,
     /// For records no detection wants parsed, it takes just their time and
     /// workload ([`Detection::observe_unparsed`]), which the engine reads
     /// with a byte scan instead of a parse.
@@ -144,9 +144,41 @@ impl Needs {
             kinds,
             anchors: Anchors::AnyOf(anchors.iter().map(|s| s.to_string()).collect()),
             fields: fields.iter().map(|f| Cow::Borrowed(*f)).collect(),
-            whole_record: false,
+            whole_record: WholeRecord::Never,
             unparsed_time_and_workload: false,
             signin_index: false,
+        }
+    }
+}
+
+/// Which records a detection reads whole rather than through its declared
+/// paths ([`Needs::whole_record`]).
+#[derive(Clone)]
+pub enum WholeRecord {
+    /// None: it reads only the paths it declared.
+    Never,
+    /// Every record routed to it.
+    Always,
+    /// Only the records whose raw bytes pass this screen. The others may
+    /// reach it projected ([`Event::projection`] set): it must then read
+    /// only its declared paths, which the screen promises is enough (a
+    /// Sigma rule set whose keyword rules' anchors are not in the record).
+    When(ScreenFn),
+}
+
+impl WholeRecord {
+    /// Whether some record routed to the detection is read whole.
+    pub fn ever(&self) -> bool {
+        !matches!(self, WholeRecord::Never)
+    }
+}
+
+impl std::fmt::Debug for WholeRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WholeRecord::Never => f.write_str("Never"),
+            WholeRecord::Always => f.write_str("Always"),
+            WholeRecord::When(_) => f.write_str("When(..)"),
         }
     }
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::{
     Anchors, Builtin, Context, Detection, Options, Outcome, RecordStats, Setup, SigninIndex,
+    WholeRecord,
 };
 use crate::ioc::IocSet;
 use tokenward_event::projection::time_and_workload;
@@ -73,10 +74,18 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
                 line: (base + i) as u64 + 1,
                 record: (base + i) as u64 + 1,
             };
-            let ev = if needs.whole_record {
+            let whole = match &needs.whole_record {
+                WholeRecord::Never => false,
+                WholeRecord::Always => true,
+                WholeRecord::When(f) => f(&bytes),
+            };
+            let ev = if whole {
                 Event::from_record(r.clone(), None, Arc::from("test.jsonl"), loc)
             } else {
-                match projection.parse(&bytes).expect("valid JSON") {
+                match projection
+                    .parse(std::str::from_utf8(&bytes).expect("UTF-8"))
+                    .expect("valid JSON")
+                {
                     Projected::Object(v) => Event::from_projected(
                         v,
                         projection.clone(),

@@ -113,34 +113,68 @@ pub struct Event {
 }
 
 fn get_ci<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    let exact_only = EXACT_ONLY.with(|c| c.get());
     // Projected records are small: one pass that compares lengths first
     // answers both the exact and the case-insensitive question, where a
     // tree search and then a scan did each string comparison twice.
     if m.len() <= SMALL_MAP {
-        let exact_only = EXACT_ONLY.with(|c| c.get());
         let mut folded = None;
         for (k, v) in m {
-            if k.len() != key.len() {
-                continue;
+            match key_match(k, key) {
+                KeyMatch::Exact => return Some(v),
+                KeyMatch::Folded if folded.is_none() => folded = Some(v),
+                _ => {}
             }
-            if k == key {
-                return Some(v);
-            }
-            if folded.is_none() && !exact_only && k.eq_ignore_ascii_case(key) {
-                folded = Some(v);
-            }
+        }
+        if exact_only && folded.is_some() {
+            FOLDED_SEEN.with(|c| c.set(true));
+            return None;
         }
         return folded;
     }
     if let Some(v) = m.get(key) {
         return Some(v);
     }
-    if EXACT_ONLY.with(|c| c.get()) {
+    if exact_only {
+        // Not scanned: a folded match may be there.
+        FOLDED_SEEN.with(|c| c.set(true));
         return None;
     }
     m.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(key))
         .map(|(_, v)| v)
+}
+
+#[derive(PartialEq)]
+enum KeyMatch {
+    Exact,
+    /// Equal but for ASCII case.
+    Folded,
+    Different,
+}
+
+/// Compares a record key with a looked-up name in one pass (keys are
+/// short: a call to `memcmp` and then a case-folding compare cost more).
+#[inline]
+fn key_match(k: &str, key: &str) -> KeyMatch {
+    let (k, key) = (k.as_bytes(), key.as_bytes());
+    if k.len() != key.len() {
+        return KeyMatch::Different;
+    }
+    let mut exact = true;
+    for (a, b) in k.iter().zip(key) {
+        if a != b {
+            if !a.eq_ignore_ascii_case(b) {
+                return KeyMatch::Different;
+            }
+            exact = false;
+        }
+    }
+    if exact {
+        KeyMatch::Exact
+    } else {
+        KeyMatch::Folded
+    }
 }
 
 /// Maps up to this size are searched with one linear pass.
@@ -151,13 +185,21 @@ thread_local! {
     // names first, so the case-insensitive scan only runs when no candidate
     // matched exactly (it dominated the profile otherwise).
     static EXACT_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    // Set when an exact-only lookup passed over a key that matches but for
+    // case (or a map too large to have been scanned). Without one, the
+    // case-insensitive pass would follow the same steps and find nothing.
+    static FOLDED_SEEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn exact_then_ci<T>(f: impl Fn() -> Option<T>) -> Option<T> {
     EXACT_ONLY.with(|c| c.set(true));
+    FOLDED_SEEN.with(|c| c.set(false));
     let r = f();
     EXACT_ONLY.with(|c| c.set(false));
-    r.or_else(f)
+    if r.is_some() || !FOLDED_SEEN.with(|c| c.get()) {
+        return r;
+    }
+    f()
 }
 
 /// Looks up a dotted path in a JSON value.
@@ -176,7 +218,9 @@ pub fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
             if let Some(x) = get_ci(m, path) {
                 return Some(x);
             }
-            for (i, _) in path.match_indices('.') {
+            // Paths are short: a byte loop beats a searcher's set-up.
+            let dots = path.bytes().enumerate().filter(|(_, b)| *b == b'.');
+            for (i, _) in dots {
                 if let Some(child) = get_ci(m, &path[..i]) {
                     if let Some(r) = lookup(child, &path[i + 1..]) {
                         return Some(r);
@@ -874,6 +918,51 @@ mod tests {
         assert_eq!(lookup(&v, "missing.path"), None);
     }
 
+    /// Normalising tries every candidate name exactly before any
+    /// case-insensitively, and skips the second pass only when the first
+    /// passed over no key that differs from a candidate in case alone.
+    #[test]
+    fn normalising_prefers_exact_names_and_still_finds_folded_ones() {
+        let ev = |v: Value| Event::from_record(v, None, Arc::from("t"), Locator::default());
+        // Only folded spellings: found by the second pass, in small and
+        // in large (unscanned) maps.
+        let small = ev(json!({"USERID": "A@x", "sessionid": "s"}));
+        assert_eq!(small.user.as_deref(), Some("a@x"));
+        assert_eq!(small.session_id.as_deref(), Some("s"));
+        let mut big = Map::new();
+        for i in 0..40 {
+            big.insert(format!("noise{i}"), json!(i));
+        }
+        big.insert("CLIENTIPADDRESS".into(), json!("192.0.2.7"));
+        assert!(big.len() > SMALL_MAP);
+        assert_eq!(
+            ev(Value::Object(big)).client_ip.as_deref(),
+            Some("192.0.2.7")
+        );
+        // A later candidate spelled exactly wins over an earlier one that
+        // matches only in case (`AADSessionId` before `SessionId`).
+        let both = ev(json!({"aadsessionid": "folded", "SessionId": "exact"}));
+        assert_eq!(both.session_id.as_deref(), Some("exact"));
+        // A folded key below an exactly named parent.
+        let nested = ev(json!({"AppAccessContext": {"uniquetokenid": "t"}}));
+        assert_eq!(nested.token_id.as_deref(), Some("t"));
+        // Nothing to fold: nothing found.
+        let none = ev(json!({"other": 1}));
+        assert_eq!(
+            (none.user, none.session_id, none.token_id),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn key_match_grades_exact_folded_and_different() {
+        assert!(key_match("UserId", "UserId") == KeyMatch::Exact);
+        assert!(key_match("userid", "UserId") == KeyMatch::Folded);
+        assert!(key_match("UserIds", "UserId") == KeyMatch::Different);
+        assert!(key_match("UserIe", "UserId") == KeyMatch::Different);
+        assert!(key_match("", "") == KeyMatch::Exact);
+    }
+
     /// The normalised fields of an event depend only on the paths in
     /// `normalised_paths`: a projection to them alone normalises every
     /// export shape exactly as the full record does.
@@ -895,7 +984,7 @@ mod tests {
                 Arc::from("f"),
                 Locator::default(),
             );
-            let crate::projection::Projected::Object(v) = p.parse(s.as_bytes()).unwrap() else {
+            let crate::projection::Projected::Object(v) = p.parse(s).unwrap() else {
                 panic!("{s}")
             };
             let proj =

@@ -10,7 +10,6 @@
 //! columns) is parsed the same way when a path goes through it, so a
 //! lookup of any declared path answers exactly as on the full record.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -37,13 +36,14 @@ enum Slot {
 struct Node {
     /// Lower-cased key and what to keep of its value.
     keys: Vec<(String, Slot)>,
-    /// Indices into `keys` by key length: most record keys fail on length.
-    by_len: HashMap<usize, Vec<usize>>,
+    /// Indices into `keys` by key length (the vector's index): most
+    /// record keys fail on length, without hashing anything.
+    by_len: Vec<Vec<usize>>,
 }
 
 impl Node {
     fn find(&self, key: &str) -> Option<&Slot> {
-        let ids = self.by_len.get(&key.len())?;
+        let ids = self.by_len.get(key.len())?;
         ids.iter()
             .map(|&i| &self.keys[i])
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
@@ -55,10 +55,10 @@ impl Node {
         if let Some(i) = self.keys.iter().position(|(k, _)| *k == lower) {
             return &mut self.keys[i].1;
         }
-        self.by_len
-            .entry(lower.len())
-            .or_default()
-            .push(self.keys.len());
+        if self.by_len.len() <= lower.len() {
+            self.by_len.resize_with(lower.len() + 1, Vec::new);
+        }
+        self.by_len[lower.len()].push(self.keys.len());
         self.keys.push((lower, Slot::Inner(Box::default())));
         &mut self.keys.last_mut().expect("just pushed").1
     }
@@ -156,11 +156,11 @@ impl Projection {
         self.root.reaches(path)
     }
 
-    /// Projects a JSON object given as bytes. Errors are the JSON errors a
+    /// Projects a JSON object given as text. Errors are the JSON errors a
     /// full parse would also meet.
-    pub fn parse(&self, bytes: &[u8]) -> Result<Projected, serde_json::Error> {
+    pub fn parse(&self, text: &str) -> Result<Projected, serde_json::Error> {
         crate::shadow::reset();
-        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let mut de = serde_json::Deserializer::from_str(text);
         let out = de.deserialize_any(RootVisitor { node: &self.root })?;
         de.end()?;
         Ok(out)
@@ -465,7 +465,7 @@ mod tests {
             "UserId",
         ];
         let p = Projection::new(paths);
-        let Projected::Object(v) = p.parse(rec.as_bytes()).unwrap() else {
+        let Projected::Object(v) = p.parse(rec).unwrap() else {
             panic!("an object projects")
         };
         let f = full(rec);
@@ -490,13 +490,10 @@ mod tests {
             "3",
             r#""s""#,
         ] {
-            assert!(
-                matches!(p.parse(b.as_bytes()).unwrap(), Projected::Full),
-                "{b}"
-            );
+            assert!(matches!(p.parse(b).unwrap(), Projected::Full), "{b}");
         }
-        assert!(p.parse(br#"{"a":1"#).is_err());
-        assert!(p.parse(br#"{"a":1} x"#).is_err());
+        assert!(p.parse(r#"{"a":1"#).is_err());
+        assert!(p.parse(r#"{"a":1} x"#).is_err());
     }
 
     #[test]
@@ -538,17 +535,17 @@ mod tests {
     #[test]
     fn duplicate_kept_keys_are_flagged() {
         let p = Projection::new(["UserId", "AppAccessContext.UniqueTokenId"]);
-        p.parse(br#"{"UserId":"a","X":1,"X":2}"#).unwrap();
+        p.parse(r#"{"UserId":"a","X":1,"X":2}"#).unwrap();
         assert!(!crate::shadow::any(), "keys nobody reads do not count");
-        let Projected::Object(v) = p.parse(br#"{"UserId":"a","UserId":"b"}"#).unwrap() else {
+        let Projected::Object(v) = p.parse(r#"{"UserId":"a","UserId":"b"}"#).unwrap() else {
             panic!()
         };
         assert!(crate::shadow::any());
         assert_eq!(v["UserId"], "b", "the last copy wins, as in a full parse");
-        p.parse(br#"{"AppAccessContext":{"UniqueTokenId":"t","UniqueTokenId":"u"}}"#)
+        p.parse(r#"{"AppAccessContext":{"UniqueTokenId":"t","UniqueTokenId":"u"}}"#)
             .unwrap();
         assert!(crate::shadow::any(), "nested keys too");
-        p.parse(br#"{"UserId":"a"}"#).unwrap();
+        p.parse(r#"{"UserId":"a"}"#).unwrap();
         assert!(!crate::shadow::any(), "reset by each parse");
     }
 }

@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 use tokenward_detect::ioc::{IocError, IocSet};
 use tokenward_detect::{
     builtins, Anchors, Context, Detection, Needs, Options, RecordStats, ScreenFn, Setup,
-    SigninIndex,
+    SigninIndex, WholeRecord,
 };
 use tokenward_event::projection::{forces_full, time_and_workload};
 use tokenward_event::shadow;
@@ -268,8 +268,10 @@ struct Plan {
     screens: Vec<(usize, ScreenFn)>,
     /// Readers satisfied by a record's time and workload alone.
     light: Mask,
-    /// Readers that read whole records.
+    /// Readers that read every record whole.
     whole: Mask,
+    /// Readers that read whole only the records their screen passes.
+    whole_screens: Vec<(usize, ScreenFn)>,
     /// The sign-in index's slot, when some detection reads it.
     index_slot: Option<usize>,
     /// Batch buffers shared by every file.
@@ -294,6 +296,7 @@ impl Plan {
         let mut by_text: HashMap<String, usize> = HashMap::new();
         let (mut every, mut light, mut whole) = (0, 0, 0);
         let mut screens = Vec::new();
+        let mut whole_screens = Vec::new();
         for (i, n) in needs.iter().enumerate() {
             let bit = 1u64 << i;
             match &n.anchors {
@@ -310,11 +313,13 @@ impl Plan {
                 }
                 Anchors::Screen(f) => screens.push((i, f.clone())),
             }
-            if n.unparsed_time_and_workload && n.fields.is_empty() && !n.whole_record {
+            if n.unparsed_time_and_workload && n.fields.is_empty() && !n.whole_record.ever() {
                 light |= bit;
             }
-            if n.whole_record {
-                whole |= bit;
+            match &n.whole_record {
+                WholeRecord::Never => {}
+                WholeRecord::Always => whole |= bit,
+                WholeRecord::When(f) => whole_screens.push((i, f.clone())),
             }
         }
         Plan {
@@ -324,6 +329,7 @@ impl Plan {
             screens,
             light,
             whole,
+            whole_screens,
             index_slot,
             pool: BufferPool::default(),
             needs,
@@ -343,6 +349,18 @@ impl Plan {
             }
         }
         m
+    }
+
+    /// Whether a record these readers see is parsed whole: one of them
+    /// reads every record whole, or one's whole-record screen passes the
+    /// record's bytes (`None`: the bytes are not the record's own, as a CSV
+    /// row's are not, and any such screen counts as passing).
+    fn reads_whole(&self, readers: Mask, bytes: Option<&[u8]>) -> bool {
+        readers & self.whole != 0
+            || self
+                .whole_screens
+                .iter()
+                .any(|(i, f)| readers & (1 << i) != 0 && bytes.is_none_or(|b| f(b)))
     }
 
     /// The projection that serves a set of readers: the normalised fields
@@ -519,16 +537,12 @@ impl Ctx<'_> {
     }
 
     /// Handles one raw JSON record (a line or an array element).
-    fn json(
-        &self,
-        bytes: &[u8],
-        loc: Locator,
-        screened: Option<Mask>,
-        utf8_ok: bool,
-        out: &mut Out,
-    ) {
-        if !utf8_ok {
-            if let Err(e) = std::str::from_utf8(bytes) {
+    fn json(&self, bytes: &[u8], loc: Locator, screened: Option<Mask>, out: &mut Out) {
+        // Checked once per record, so that the parsers take text and do not
+        // check every string inside again.
+        let text = match std::str::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
                 out.reject(
                     loc,
                     format!(
@@ -538,8 +552,9 @@ impl Ctx<'_> {
                 );
                 return;
             }
-        }
-        let b = trim(bytes);
+        };
+        let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
+        let b = text.as_bytes();
         let framed = b.first() == Some(&b'{') && b.last() == Some(&b'}') && !looks_like_envelope(b);
         let readers = match (self.plan, screened) {
             (None, _) => Mask::MAX,
@@ -557,9 +572,9 @@ impl Ctx<'_> {
                 self.route_light(b, readers, out);
                 return;
             }
-            if framed && readers & plan.whole == 0 {
+            if framed && !plan.reads_whole(readers, Some(b)) {
                 let projection = out.projection(plan, readers);
-                match projection.parse(b) {
+                match projection.parse(text) {
                     Ok(Projected::Object(v)) => {
                         let ev =
                             Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
@@ -572,7 +587,7 @@ impl Ctx<'_> {
             }
         }
         shadow::reset();
-        match shadow::parse_slice(b) {
+        match shadow::parse_str(text) {
             Ok(v) => self.value(v, loc, readers, out),
             Err(e) => {
                 let kind = if e.classify() == serde_json::error::Category::Eof {
@@ -662,7 +677,7 @@ impl Ctx<'_> {
         }
         if let Some(plan) = self.plan {
             // Renamed Log Analytics columns are folded by the full parse.
-            if readers & plan.whole == 0 && !header.iter().any(|h| forces_full(h)) {
+            if !plan.reads_whole(readers, None) && !header.iter().any(|h| forces_full(h)) {
                 let projection = out.projection(plan, readers);
                 let v = projection.project_columns(m);
                 let ev = Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
@@ -692,7 +707,6 @@ impl Ctx<'_> {
         };
         match batch {
             Batch::Lines { data, first_line } => {
-                let utf8_ok = std::str::from_utf8(&data).is_ok();
                 let mut matches = Vec::new();
                 if let Some(l) = self.plan.and_then(|p| p.literals.as_ref()) {
                     l.find_all(&data, &mut matches);
@@ -714,13 +728,7 @@ impl Ctx<'_> {
                         let screened = self
                             .plan
                             .map(|p| p.readers(&matches[mi..mj], trim(rec), true));
-                        self.json(
-                            rec,
-                            Locator { line, record: line },
-                            screened,
-                            utf8_ok,
-                            &mut out,
-                        );
+                        self.json(rec, Locator { line, record: line }, screened, &mut out);
                     }
                     line += 1;
                     start = end + 1;
@@ -742,7 +750,6 @@ impl Ctx<'_> {
                                 record: index,
                             },
                             None,
-                            false,
                             &mut out,
                         ),
                         Item::Bad {
@@ -1215,6 +1222,8 @@ mod tests {
         unparsed: Vec<(Option<String>, Option<OffsetDateTime>)>,
         /// Sign-ins in the index when each event was observed.
         index_sizes: Vec<u64>,
+        /// Per observed event: whether it was projected (not parsed whole).
+        projected: Vec<bool>,
     }
 
     /// A detection that records what the engine hands it.
@@ -1266,6 +1275,7 @@ mod tests {
             let v = self.read.and_then(|p| ev.get_str(p)).unwrap_or_default();
             self.seen.observed.push((ev.kind, v));
             self.seen.index_sizes.push(cx.signins.signins);
+            self.seen.projected.push(ev.projection.is_some());
         }
         fn observe_unparsed(&mut self, t: Option<OffsetDateTime>, w: Option<&str>) {
             self.seen.unparsed.push((w.map(str::to_string), t));
@@ -1276,6 +1286,7 @@ mod tests {
             s.observed.extend(o.observed);
             s.unparsed.extend(o.unparsed);
             s.index_sizes.extend(o.index_sizes);
+            s.projected.extend(o.projected);
         }
         fn finish(self: Box<Self>, _: &Context<'_>) -> Outcome {
             let info = tokenward_detect::Info {
@@ -1333,7 +1344,7 @@ mod tests {
                 kinds: Kinds::ALL,
                 anchors: Anchors::Every,
                 fields: Vec::new(),
-                whole_record: false,
+                whole_record: WholeRecord::Never,
                 unparsed_time_and_workload: true,
                 signin_index: false,
             }
@@ -1349,6 +1360,40 @@ mod tests {
         assert_eq!(s.unparsed.len(), 1);
         assert_eq!(s.unparsed[0].0.as_deref(), Some("Exchange"));
         assert!(s.unparsed[0].1.is_some());
+    }
+
+    #[test]
+    fn records_are_parsed_whole_only_where_a_whole_record_screen_passes() {
+        fn sometimes_whole() -> Needs {
+            let mut n = Needs::anchored(Kinds::ALL, &["Operation"], &["Marker.Inner"]);
+            n.whole_record = WholeRecord::When(Arc::new(|b: &[u8]| {
+                memchr::memmem::find(b, b"NEEDLE").is_some()
+            }));
+            n
+        }
+        fn always_whole() -> Needs {
+            let mut n = sometimes_whole();
+            n.whole_record = WholeRecord::Always;
+            n
+        }
+        let d = dir(&[("a.jsonl", &format!("{UAL}\n{UAL_NEEDLE}\n"))]);
+        let (p, seen) = Probe::boxed(sometimes_whole, Some("Marker.Inner"));
+        hunt(&d, vec![p]);
+        let s = seen.lock().unwrap();
+        let mut got: Vec<(String, bool)> = s
+            .observed
+            .iter()
+            .map(|o| o.1.clone())
+            .zip(s.projected.iter().copied())
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![("m1".to_string(), true), ("m2".to_string(), false)]
+        );
+        let (p, seen) = Probe::boxed(always_whole, Some("Marker.Inner"));
+        hunt(&d, vec![p]);
+        assert_eq!(seen.lock().unwrap().projected, vec![false, false]);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 use tokenward_detect::{
     shard_of, Anchors, Context, Detection, Info, Kinds, Needs, Outcome, Verdict, Weight,
+    WholeRecord,
 };
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Event, PathValues};
@@ -184,7 +185,7 @@ impl Detection for EventsExport {
             kinds: Kinds::ALL,
             anchors: Anchors::Every,
             fields: Vec::new(),
-            whole_record: true,
+            whole_record: WholeRecord::Always,
             unparsed_time_and_workload: false,
             signin_index: false,
         }

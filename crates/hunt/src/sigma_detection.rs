@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use tokenward_detect::{shard_of, Anchors, Context, Detection, Kinds, Needs, Outcome};
+use tokenward_detect::{shard_of, Anchors, Context, Detection, Kinds, Needs, Outcome, WholeRecord};
 use tokenward_event::Event;
 use tokenward_sigma::{Hit, RuleSet, Sigma};
 
@@ -45,7 +45,12 @@ impl Detection for SigmaDetection {
             kinds: Kinds::ALL,
             anchors: Anchors::Screen(Arc::new(move |b: &[u8]| set.wants(b))),
             fields: self.set.paths().into_iter().map(Cow::Owned).collect(),
-            whole_record: self.set.reads_whole_records(),
+            whole_record: if self.set.reads_whole_records() {
+                let set = self.set.clone();
+                WholeRecord::When(Arc::new(move |b: &[u8]| set.wants_whole(b)))
+            } else {
+                WholeRecord::Never
+            },
             unparsed_time_and_workload: false,
             signin_index: false,
         }

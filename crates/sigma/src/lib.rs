@@ -246,6 +246,10 @@ pub struct RuleSet {
     /// Prefilter over raw records, and whether every record must be parsed.
     prefilter: Option<Prefilter>,
     parse_all: bool,
+    /// Which records some rule reads beyond [`RuleSet::paths`].
+    whole: WholeScreen,
+    /// Per rule: it searches keywords (reads every string of a record).
+    keyword_rules: Vec<bool>,
     /// Per mapping: events evaluated (to tell blind rules).
     seen: Vec<AtomicU64>,
 }
@@ -620,6 +624,23 @@ impl RuleSet {
         }
         let parse_all = rules.iter().any(|r| r.literals.is_none());
         let prefilter = (!parse_all).then(|| Prefilter::new(&rules)).flatten();
+        let keyword_rules: Vec<bool> = rules
+            .iter()
+            .map(|r| r.compiled.iter().any(|(_, s)| s.has_keywords()))
+            .collect();
+        let keyword_set = || rules.iter().zip(&keyword_rules).filter(|(_, k)| **k);
+        let whole = if fields.paths.iter().flatten().any(|p| p.head.is_empty())
+            || keyword_set().any(|(r, _)| r.literals.is_none())
+        {
+            WholeScreen::All
+        } else {
+            match Prefilter::new(keyword_set().map(|(r, _)| r)) {
+                Some(p) => WholeScreen::Anchored(p),
+                // Keyword rules without anchor texts would have no literals.
+                None if keyword_set().next().is_some() => WholeScreen::All,
+                None => WholeScreen::None,
+            }
+        };
         let mappings_len = mappings.len();
         RuleSet {
             mappings,
@@ -631,6 +652,8 @@ impl RuleSet {
             buckets,
             prefilter,
             parse_all,
+            whole,
+            keyword_rules,
             seen: (0..mappings_len).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -676,15 +699,21 @@ impl RuleSet {
     /// Whether matching may read anything in a record: some rule searches
     /// keywords, or a field's path starts at the record itself.
     pub fn reads_whole_records(&self) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.compiled.iter().any(|(_, s)| s.has_keywords()))
-            || self
-                .fields
-                .paths
-                .iter()
-                .flatten()
-                .any(|p| p.head.is_empty())
+        !matches!(self.whole, WholeScreen::None)
+    }
+
+    /// Whether matching may read more of this raw record than
+    /// [`RuleSet::paths`]: a rule that searches keywords could match it, or
+    /// a field's path starts at the record itself. Hand [`RuleSet::eval`]
+    /// an event projected to those paths ([`Event::projection`] set) only
+    /// for records this refuses: it skips keyword rules on such events, as
+    /// they cannot match the record.
+    pub fn wants_whole(&self, raw: &[u8]) -> bool {
+        match &self.whole {
+            WholeScreen::None => false,
+            WholeScreen::All => true,
+            WholeScreen::Anchored(p) => p.wants(raw),
+        }
     }
 
     /// Metadata of every rule and correlation that runs.
@@ -724,6 +753,11 @@ impl RuleSet {
             self.seen[mi].fetch_add(1, Ordering::Relaxed);
             for &ri in &self.buckets[mi] {
                 if done.contains(&ri) {
+                    continue;
+                }
+                if self.keyword_rules[ri] && ev.projection.is_some() {
+                    // Screened out by `wants_whole`: none of its anchors
+                    // is in the record.
                     continue;
                 }
                 let rule = &self.rules[ri];
@@ -934,6 +968,18 @@ fn cover(lits: &[String]) -> Vec<String> {
 /// anchor has the alternative's other clauses checked. Common texts (keys,
 /// `true`, `success`) thus never drive the scan. Without SIMD an ASCII
 /// case-insensitive Aho-Corasick automaton looks for the anchors instead.
+/// Which records some rule reads whole ([`RuleSet::wants_whole`]).
+#[derive(Debug)]
+enum WholeScreen {
+    /// None: every rule reads only its fields' paths.
+    None,
+    /// Every record (a keyword rule without anchors, or a field path that
+    /// starts at the record).
+    All,
+    /// Records holding an anchor of some keyword rule.
+    Anchored(Prefilter),
+}
+
 #[derive(Debug)]
 struct Prefilter {
     ac: AhoCorasick,
@@ -957,7 +1003,7 @@ struct Prefilter {
 }
 
 impl Prefilter {
-    fn new(rules: &[Rule]) -> Option<Prefilter> {
+    fn new<'r>(rules: impl IntoIterator<Item = &'r Rule>) -> Option<Prefilter> {
         let mut ids: HashMap<String, u32> = HashMap::new();
         let mut lits: Vec<String> = Vec::new();
         let mut by_lit: Vec<Vec<u32>> = Vec::new();

@@ -393,6 +393,89 @@ fn keywords() {
     );
 }
 
+/// Records a keyword rule cannot match are screened out by
+/// `wants_whole`, so hunt projects them; every rule then answers on the
+/// projected event as on the full one.
+#[test]
+fn keyword_rules_need_whole_records_only_where_their_anchors_are() {
+    let keyword = rule("    keywords:\n        - 'listKeys/action'\n    condition: keywords");
+    let negated = rule(
+        "    selection:\n        Operation: 'Set-Mailbox'\n    keywords:\n        - 'trusted-change'\n    condition: selection and not keywords",
+    )
+    .replace("id: r1", "id: r2");
+    let field = rule("    selection:\n        Operation: 'FileDeleted'\n    condition: selection")
+        .replace("id: r1", "id: r3");
+    let s = set_of(&format!("{keyword}---\n{negated}---\n{field}"));
+    assert_eq!(s.rules.len(), 3, "{:?}", s.issues);
+    assert!(s.reads_whole_records());
+    let mut projection = tokenward_event::Projection::new(tokenward_event::normalised_paths());
+    for p in s.paths() {
+        projection.add(&p);
+    }
+    let projection = Arc::new(projection);
+    let ids = |ev: &Event| {
+        let mut out = Vec::new();
+        s.eval(ev, &mut out);
+        let mut ids: Vec<String> = out
+            .iter()
+            .map(|h| s.rules[h.rule].meta.id.to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let records = [
+        (json!({"Operation": "FileDeleted"}), false, vec!["r3"]),
+        (
+            json!({"Operation": "FileDeleted", "Target": "x/LISTKEYS/ACTION"}),
+            true,
+            vec!["r1", "r3"],
+        ),
+        (
+            json!({"Operation": "Set-Mailbox", "Note": "ordinary"}),
+            true,
+            vec!["r2"],
+        ),
+        (
+            json!({"Operation": "Set-Mailbox", "Note": "trusted-change"}),
+            true,
+            vec![],
+        ),
+        (
+            json!({"Operation": "Other", "Note": "trusted-change"}),
+            false,
+            vec![],
+        ),
+    ];
+    for (v, whole, want) in records {
+        let mut v = v;
+        v["CreationTime"] = json!("2023-06-15T10:00:00");
+        let text = v.to_string();
+        assert_eq!(s.wants_whole(text.as_bytes()), whole, "{text}");
+        let full = audit(v.clone());
+        assert_eq!(ids(&full), want, "full {text}");
+        if !whole {
+            let tokenward_event::Projected::Object(p) = projection.parse(&text).unwrap() else {
+                panic!("an object projects")
+            };
+            let ev =
+                Event::from_projected(p, projection.clone(), None, Arc::from("f"), full.locator);
+            assert_eq!(ids(&ev), want, "projected {text}");
+        }
+    }
+    // A set without keyword rules never needs whole records.
+    let fields_only = set_of(&rule(
+        "    selection:\n        Operation: 'FileDeleted'\n    condition: selection",
+    ));
+    assert!(!fields_only.reads_whole_records());
+    assert!(!fields_only.wants_whole(br#"{"Operation":"FileDeleted","X":"listKeys/action"}"#));
+    // A keyword without an anchor text (too short to screen for) makes
+    // every record whole.
+    let unanchored = set_of(&rule(
+        "    keywords:\n        - 'ab'\n    condition: keywords",
+    ));
+    assert!(unanchored.wants_whole(br#"{"Operation":"FileDeleted"}"#));
+}
+
 #[test]
 fn nested_paths_and_selectors() {
     check(
