@@ -70,6 +70,7 @@ pub struct Event {
     /// What the record is.
     pub kind: EventKind,
     /// The original record; JSON carried as strings is expanded in place.
+    /// Read-only once built: lookups go through key filters built from it.
     pub record: Value,
     /// Key of the object holding the actual audit record inside a wrapper
     /// (`AuditData`, `RawEventData`, `properties`), looked up before the root.
@@ -110,6 +111,62 @@ pub struct Event {
     /// parsers do, and indicator detections search these too
     /// ([`crate::shadow`]). Empty for almost every record.
     pub shadowed: Vec<(String, Value)>,
+    /// Key filters of the wrapped record and of the root, built with the
+    /// event: lookups skip a map that cannot hold the path's first step.
+    keys: (KeyFilter, KeyFilter),
+}
+
+/// Which keys an object has, as a 256-bit filter over (length, first and
+/// last byte, ASCII case ignored): a key that equals a path step, exactly
+/// or but for case, sets that step's bit. Most candidate names of the
+/// normalised fields are absent from any one export, and most lookups of
+/// them end here instead of scanning the map.
+#[derive(Clone, Copy, Debug)]
+struct KeyFilter([u64; 4]);
+
+impl KeyFilter {
+    /// Passes every path: not an object, or not known.
+    const ANY: KeyFilter = KeyFilter([u64::MAX; 4]);
+
+    fn of(v: Option<&Value>) -> KeyFilter {
+        let Some(Value::Object(m)) = v else {
+            return KeyFilter::ANY;
+        };
+        let mut f = KeyFilter([0; 4]);
+        for k in m.keys() {
+            let b = key_bit(k.as_bytes());
+            f.0[b >> 6] |= 1 << (b & 63);
+        }
+        f
+    }
+
+    /// Whether a lookup of `path` in the object may find something: it
+    /// holds the whole path as one key, or a key for the part before some
+    /// dot (the steps [`lookup`] and [`lookup_all`] try first).
+    fn may_hold(&self, path: &str) -> bool {
+        let b = path.as_bytes();
+        let has = |step: &[u8]| {
+            let i = key_bit(step);
+            self.0[i >> 6] & (1 << (i & 63)) != 0
+        };
+        b.is_empty()
+            || has(b)
+            || b.iter()
+                .enumerate()
+                .any(|(i, &c)| c == b'.' && has(&b[..i]))
+    }
+}
+
+/// The filter bit of a key or path step.
+#[inline]
+fn key_bit(k: &[u8]) -> usize {
+    let (first, last) = match (k.first(), k.last()) {
+        (Some(f), Some(l)) => (f.to_ascii_lowercase(), l.to_ascii_lowercase()),
+        _ => (0, 0),
+    };
+    let h = (k.len() as u64 | u64::from(first) << 16 | u64::from(last) << 24)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> 56) as usize
 }
 
 fn get_ci<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
@@ -288,12 +345,15 @@ impl Event {
     /// `RawEventData`, `properties`) when there is one, then from the root.
     pub fn get(&self, path: &str) -> Option<&Value> {
         self.check_declared(path);
-        if let Some(inner) = self.inner {
+        if let Some(inner) = self.inner.filter(|_| self.keys.0.may_hold(path)) {
             if let Some(iv) = self.record.get(inner) {
                 if let Some(v) = lookup(iv, path) {
                     return Some(v);
                 }
             }
+        }
+        if !self.keys.1.may_hold(path) {
+            return None;
         }
         lookup(&self.record, path)
     }
@@ -375,12 +435,12 @@ impl Event {
     pub fn get_all(&self, path: &str) -> Vec<&Value> {
         self.check_declared(path);
         let mut out = Vec::new();
-        if let Some(inner) = self.inner {
+        if let Some(inner) = self.inner.filter(|_| self.keys.0.may_hold(path)) {
             if let Some(iv) = self.record.get(inner) {
                 lookup_all(iv, path, &mut out);
             }
         }
-        if out.is_empty() {
+        if out.is_empty() && self.keys.1.may_hold(path) {
             lookup_all(&self.record, path, &mut out);
         }
         out
@@ -456,6 +516,10 @@ impl Event {
             fold_la_columns(&mut record);
         }
         let (kind, inner) = classify(&record, hint);
+        let keys = (
+            KeyFilter::of(inner.and_then(|k| record.get(k))),
+            KeyFilter::of(Some(&record)),
+        );
         let mut ev = Event {
             kind,
             record,
@@ -476,6 +540,7 @@ impl Event {
             locator,
             projection,
             shadowed: Vec::new(),
+            keys,
         };
         ev.normalise();
         ev
@@ -952,6 +1017,77 @@ mod tests {
             (none.user, none.session_id, none.token_id),
             (None, None, None)
         );
+    }
+
+    /// The key filters only skip lookups that would find nothing: on
+    /// random records and paths (dotted keys, case variants, wrappers,
+    /// arrays), `get` and `get_all` answer as the plain lookups do.
+    #[test]
+    fn key_filters_never_change_an_answer() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let steps = [
+            "a",
+            "A",
+            "ab",
+            "aB",
+            "b",
+            "x.y",
+            "X.y",
+            "properties",
+            "Properties",
+            "id",
+            "ID",
+            "ba",
+        ];
+        let mut checked = 0;
+        for _ in 0..3000 {
+            let mut root = Map::new();
+            for _ in 0..next(6) {
+                let k = steps[next(steps.len())].to_string();
+                let v = match next(4) {
+                    0 => json!(next(9)),
+                    1 => {
+                        json!({ steps[next(steps.len())]: next(9), steps[next(steps.len())]: "s" })
+                    }
+                    2 => json!([{ steps[next(steps.len())]: 1 }, 2]),
+                    _ => json!("v"),
+                };
+                root.insert(k, v);
+            }
+            let ev = Event::from_record(
+                Value::Object(root),
+                None,
+                Arc::from("t"),
+                Locator::default(),
+            );
+            for _ in 0..8 {
+                let path = (0..1 + next(3))
+                    .map(|_| steps[next(steps.len())])
+                    .collect::<Vec<_>>()
+                    .join(".");
+                let inner = ev.inner.and_then(|k| ev.record.get(k));
+                let want = inner
+                    .and_then(|iv| lookup(iv, &path))
+                    .or_else(|| lookup(&ev.record, &path));
+                assert_eq!(ev.get(&path), want, "{path} in {}", ev.record);
+                let mut all = Vec::new();
+                if let Some(iv) = inner {
+                    lookup_all(iv, &path, &mut all);
+                }
+                if all.is_empty() {
+                    lookup_all(&ev.record, &path, &mut all);
+                }
+                assert_eq!(ev.get_all(&path), all, "{path} in {}", ev.record);
+                checked += usize::from(want.is_some());
+            }
+        }
+        assert!(checked > 1000, "too few paths found: {checked}");
     }
 
     #[test]
