@@ -51,6 +51,13 @@ pub struct GatewayArgs {
     /// or comma-separated), e.g. 10.0.0.0/8.
     #[arg(long, value_name = "CIDR", value_delimiter = ',')]
     trusted_proxy: Vec<String>,
+    /// Request headers whose names hold `_`, which WSGI, CGI and many
+    /// frameworks read as the `-` spelling: refuse the request (400),
+    /// drop them as nginx does, or forward them. Identity look-alikes
+    /// (X_Tokenward_Sub) are removed in every mode, and refuse the request
+    /// in authz mode, where the front proxy forwards them anyway.
+    #[arg(long, value_name = "MODE", default_value = "refuse", value_parser = ["refuse", "drop", "forward"])]
+    underscore_headers: String,
     /// PEM certificate chain: serve TLS on the listener.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -112,6 +119,8 @@ fn config(args: GatewayArgs) -> Result<(Config, bool), String> {
         .and_then(tokenward_gateway::AuthzProtocol::parse);
     c.upstream_ca = args.upstream_ca;
     c.h2c = args.h2c;
+    c.underscore_headers = tokenward_gateway::UnderscoreHeaders::parse(&args.underscore_headers)
+        .ok_or_else(|| format!("--underscore-headers {}", args.underscore_headers))?;
     c.admin_listen = args.admin_listen;
     c.access_log = args.access_log.map_or(AccessLog::Stdout, AccessLog::File);
     c.trusted_proxies = args

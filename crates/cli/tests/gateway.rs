@@ -724,6 +724,28 @@ fn authz_through(front: &str) {
     );
     let heads = || upstream.heads.lock().unwrap().clone();
 
+    // WSGI and CGI read X_Tokenward_Sub as X-Tokenward-Sub. nginx drops
+    // underscore headers itself; Caddy forwards them, and the gateway
+    // refuses the sub-request. Either way the upstream never sees "admin".
+    let (status, _) = request(
+        proxy.addr,
+        "/orders/1",
+        &[
+            ("authorization", &bearer(&legit)),
+            ("X_Tokenward_Sub", "admin"),
+        ],
+    );
+    let seen = heads();
+    assert!(
+        seen.iter().all(|h| !h.contains("admin")),
+        "{front}: an underscore identity header reached the upstream ({status}): {seen:?}"
+    );
+    match front {
+        "nginx" => assert_eq!(status, 200, "{front}: nginx drops the header"),
+        _ => assert_eq!(status, 403, "{front}: the gateway refuses it"),
+    }
+    upstream.heads.lock().unwrap().clear();
+
     let (status, body) = request(
         proxy.addr,
         "/orders/1?x=1",
@@ -898,6 +920,13 @@ fn authz_mode_for_envoy_request_shape() {
     assert!(spoofed.starts_with("http/1.1 401"), "{spoofed}");
     let public = raw("GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into());
     assert!(public.starts_with("http/1.1 200"), "{public}");
+    // Envoy forwards the client's request whatever the answer's headers
+    // say: an identity look-alike with underscores refuses it, valid token
+    // or not.
+    let underscored = raw(format!(
+        "GET /orders/1 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {legit}\r\nx_tokenward_sub: admin\r\nconnection: close\r\n\r\n"
+    ));
+    assert!(underscored.starts_with("http/1.1 403"), "{underscored}");
 }
 
 /// nginx's auth sub-request without the X-Original-* headers (a

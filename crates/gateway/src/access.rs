@@ -72,8 +72,14 @@ pub const TOKEN_IN_QUERY: &str = "token-in-query";
 /// rules were checked against.
 pub const PATH_NOT_NORMALIZED: &str = "path-not-normalized";
 
+/// A request header name holds `_` (refused under the default
+/// [`crate::UnderscoreHeaders::Refuse`], and always in authz mode when the
+/// name reads as an identity header with `_` as `-`): WSGI, CGI and many
+/// frameworks read `X_Tokenward_Sub` as `X-Tokenward-Sub`.
+pub const HEADER_NAME_UNDERSCORE: &str = "header-name-underscore";
+
 /// Reason codes the gateway adds to the `trust` ones.
-pub const GATEWAY_REASONS: [&str; 7] = [
+pub const GATEWAY_REASONS: [&str; 8] = [
     EXCHANGE_SUBJECT_REFUSED,
     EXCHANGE_BODY_UNREADABLE,
     TOKEN_MISSING,
@@ -81,6 +87,7 @@ pub const GATEWAY_REASONS: [&str; 7] = [
     TOKEN_IN_QUERY,
     PATH_NOT_NORMALIZED,
     AUTHZ_ORIGINAL_MISSING,
+    HEADER_NAME_UNDERSCORE,
 ];
 
 /// The token-derived fields of a log line. For a rejected token these are

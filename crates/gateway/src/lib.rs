@@ -52,7 +52,8 @@ use tokio::net::TcpListener;
 
 pub use access::{
     AccessRecord, TokenFields, Verdict, AUTHORIZATION_REPEATED, AUTHZ_ORIGINAL_MISSING,
-    EXCHANGE_SUBJECT_REFUSED, GATEWAY_REASONS, PATH_NOT_NORMALIZED, TOKEN_IN_QUERY, TOKEN_MISSING,
+    EXCHANGE_SUBJECT_REFUSED, GATEWAY_REASONS, HEADER_NAME_UNDERSCORE, PATH_NOT_NORMALIZED,
+    TOKEN_IN_QUERY, TOKEN_MISSING,
 };
 pub use net::Cidr;
 pub use proxy::IDENTITY_PREFIX;
@@ -82,6 +83,39 @@ impl AuthzProtocol {
             "nginx" => Some(AuthzProtocol::Nginx),
             "caddy" => Some(AuthzProtocol::Caddy),
             "envoy" => Some(AuthzProtocol::Envoy),
+            _ => None,
+        }
+    }
+}
+
+/// What the gateway does with request headers whose names hold `_`.
+/// Frameworks that map header names to variables (WSGI, CGI, PHP, Rack)
+/// read `X_Tokenward_Sub` and `X-Tokenward-Sub` as one, so such a header
+/// can pose as an identity the gateway set. nginx ignores them by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnderscoreHeaders {
+    /// Refuse the request (400; 403 in authz mode), with an access-log
+    /// line. The default: nothing ambiguous reaches the upstream, and in
+    /// authz mode the gateway cannot remove headers from the request the
+    /// front proxy forwards.
+    #[default]
+    Refuse,
+    /// Remove them before forwarding, as nginx does by default. In authz
+    /// mode a request with one that reads as an identity header is still
+    /// refused, since the front proxy forwards it anyway.
+    Drop,
+    /// Forward them, except those that read as identity headers (which are
+    /// removed; refused in authz mode).
+    Forward,
+}
+
+impl UnderscoreHeaders {
+    /// Parses `refuse`, `drop` or `forward`.
+    pub fn parse(name: &str) -> Option<UnderscoreHeaders> {
+        match name {
+            "refuse" => Some(UnderscoreHeaders::Refuse),
+            "drop" => Some(UnderscoreHeaders::Drop),
+            "forward" => Some(UnderscoreHeaders::Forward),
             _ => None,
         }
     }
@@ -128,6 +162,8 @@ pub struct Config {
     pub access_log: AccessLog,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// Request headers whose names hold `_`.
+    pub underscore_headers: UnderscoreHeaders,
     /// TLS on the public listener.
     pub tls: Option<TlsFiles>,
     /// On a plain listener, also speak HTTP/2 to clients that open with its
@@ -212,6 +248,7 @@ impl Config {
             admin_listen: None,
             access_log: AccessLog::Stdout,
             trusted_proxies: Vec::new(),
+            underscore_headers: UnderscoreHeaders::default(),
             tls: None,
             h2c: false,
             realm: "tokenward".into(),
@@ -357,6 +394,7 @@ impl Gateway {
             upstream,
             authz: config.authz,
             trusted: config.trusted_proxies.clone(),
+            underscore_headers: config.underscore_headers,
             upstream_timeout: config.upstream_timeout,
             cache_max_ttl: config.cache_max_ttl.as_secs() as i64,
             challenge_missing: challenge("")?,

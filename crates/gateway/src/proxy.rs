@@ -131,6 +131,7 @@ pub(crate) struct Shared {
     /// Answer sub-requests of this proxy instead of forwarding.
     pub authz: Option<crate::AuthzProtocol>,
     pub trusted: Vec<Cidr>,
+    pub underscore_headers: crate::UnderscoreHeaders,
     pub upstream_timeout: Duration,
     /// Longest time an accepted verdict is reused, whatever the token's `exp`.
     pub cache_max_ttl: i64,
@@ -226,12 +227,21 @@ pub(crate) async fn handle(
     }
     let method = req.method().clone();
     let path = access::truncate(req.uri().path(), 1024).to_owned();
+    let underscored = screen_underscore_headers(
+        req.headers_mut(),
+        shared.underscore_headers,
+        shared.authz.is_some(),
+    );
     sanitize_request_headers(req.headers_mut());
 
     let (outcome, mut response) = if unusable {
         let mut o = Outcome::new(Verdict::BadRequest);
         o.reasons.push(access::AUTHZ_ORIGINAL_MISSING);
         (o, plain(StatusCode::FORBIDDEN, None))
+    } else if underscored {
+        let mut o = Outcome::new(Verdict::BadRequest);
+        o.reasons.push(access::HEADER_NAME_UNDERSCORE);
+        (o, plain(StatusCode::BAD_REQUEST, None))
     } else {
         decide_and_forward(&shared, &addr, req, now).await
     };
@@ -630,6 +640,43 @@ pub(crate) async fn log_unparsed(shared: &Shared, peer: SocketAddr, too_large: b
         .request(Verdict::BadRequest, &["malformed-request"], Duration::ZERO);
 }
 
+/// Applies the [`crate::UnderscoreHeaders`] mode to request headers whose
+/// names hold `_`: true when the request must be refused, else the headers
+/// the mode drops are gone. In authz mode the front proxy forwards the
+/// client's headers whatever the gateway removes here, so one that reads
+/// as an identity header refuses the request in every mode.
+pub(crate) fn screen_underscore_headers(
+    headers: &mut HeaderMap,
+    mode: crate::UnderscoreHeaders,
+    authz: bool,
+) -> bool {
+    use crate::UnderscoreHeaders::{Drop, Forward, Refuse};
+    let underscored: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    if underscored.is_empty() {
+        return false;
+    }
+    let poses_as_identity = || {
+        underscored
+            .iter()
+            .any(|k| k.as_str().replace('_', "-").starts_with(IDENTITY_PREFIX))
+    };
+    match mode {
+        Refuse => true,
+        Drop | Forward if authz && poses_as_identity() => true,
+        Drop => {
+            for k in underscored {
+                headers.remove(k);
+            }
+            false
+        }
+        Forward => false,
+    }
+}
+
 /// Prepares incoming headers for forwarding: hop-by-hop headers go, and so
 /// does every `x-tokenward-*` header a client might send to impersonate a
 /// verified identity. Done before the gateway adds its own, so a
@@ -810,6 +857,29 @@ pub fn fuzz_request_checks(
     for (name, value) in headers {
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
             map.append(n, v);
+        }
+    }
+    for mode in [
+        crate::UnderscoreHeaders::Refuse,
+        crate::UnderscoreHeaders::Drop,
+        crate::UnderscoreHeaders::Forward,
+    ] {
+        for authz in [false, true] {
+            let mut m = map.clone();
+            if screen_underscore_headers(&mut m, mode, authz) {
+                continue;
+            }
+            for name in m.keys().map(|k| k.as_str()) {
+                assert!(
+                    mode == crate::UnderscoreHeaders::Forward || !name.contains('_'),
+                    "{name} passed {mode:?}"
+                );
+                let read_as = name.replace('_', "-");
+                assert!(
+                    !authz || !read_as.starts_with(IDENTITY_PREFIX),
+                    "{name} passed authz"
+                );
+            }
         }
     }
     sanitize_request_headers(&mut map);
@@ -1077,6 +1147,56 @@ mod tests {
         assert_eq!(identity_value("user-1").unwrap(), "user-1");
         assert_eq!(identity_value("a b%\n").unwrap(), "a%20b%25%0A");
         assert_eq!(identity_value("é").unwrap(), "%C3%A9");
+    }
+
+    #[test]
+    fn underscore_header_names_are_refused_dropped_or_forwarded() {
+        use crate::UnderscoreHeaders::{Drop, Forward, Refuse};
+        let headers = |names: &[&str]| {
+            let mut h = HeaderMap::new();
+            for n in names {
+                h.insert(
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    "v".parse().unwrap(),
+                );
+            }
+            h
+        };
+        let names = |h: &HeaderMap| {
+            let mut v: Vec<String> = h.keys().map(|k| k.to_string()).collect();
+            v.sort();
+            v
+        };
+        // Without underscores, no mode touches anything.
+        for mode in [Refuse, Drop, Forward] {
+            for authz in [false, true] {
+                let mut h = headers(&["accept", "x-tokenward-sub"]);
+                assert!(!screen_underscore_headers(&mut h, mode, authz));
+                assert_eq!(h.len(), 2);
+            }
+        }
+        // An ordinary underscore header.
+        let mut h = headers(&["accept", "x_request_id"]);
+        assert!(screen_underscore_headers(&mut h, Refuse, false));
+        let mut h = headers(&["accept", "x_request_id"]);
+        assert!(!screen_underscore_headers(&mut h, Drop, true));
+        assert_eq!(names(&h), ["accept"]);
+        let mut h = headers(&["accept", "x_request_id"]);
+        assert!(!screen_underscore_headers(&mut h, Forward, true));
+        assert_eq!(names(&h), ["accept", "x_request_id"]);
+        // One that reads as an identity header: proxy mode can remove it
+        // (sanitize_request_headers does under Forward), authz mode cannot.
+        for mode in [Refuse, Drop, Forward] {
+            let mut h = headers(&["x_tokenward_sub"]);
+            assert!(screen_underscore_headers(&mut h, mode, true), "{mode:?}");
+        }
+        let mut h = headers(&["x_tokenward_sub"]);
+        assert!(!screen_underscore_headers(&mut h, Drop, false));
+        assert!(h.is_empty());
+        let mut h = headers(&["x_tokenward_sub", "accept"]);
+        assert!(!screen_underscore_headers(&mut h, Forward, false));
+        sanitize_request_headers(&mut h);
+        assert_eq!(names(&h), ["accept"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
+use tokenward_gateway::UnderscoreHeaders;
 
 /// Every field of the documented log format.
 const LOG_FIELDS: [&str; 32] = [
@@ -379,6 +380,57 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     assert_eq!(lines[2]["client_ip"], "127.0.0.1");
     assert!(lines[2]["x_forwarded_for"].is_null());
     gw.stop().await;
+}
+
+/// `X_Tokenward_Sub` reads as `X-Tokenward-Sub` to WSGI, CGI and many
+/// frameworks. By default any underscore header name refuses the request;
+/// `drop` removes such headers as nginx does; `forward` keeps all but the
+/// identity look-alikes.
+#[tokio::test]
+async fn underscore_header_names_are_refused_by_default_and_never_pose_as_identity() {
+    let env = Env::new();
+    let up = Upstream::start().await;
+    let request = |token: &str| {
+        format!(
+            "GET /orders HTTP/1.1\nhost: a\nauthorization: Bearer {token}\nX_Tokenward_Sub: admin\nx_request_id: r-1"
+        )
+    };
+    let mut gw = Running::start(&env, &format!("http://{}", up.addr), |_| {}).await;
+    let r = raw(gw.addr, &request(&env.legit()), b"").await;
+    assert_eq!(r.status, 400);
+    // The legitimate request without them still passes.
+    let r = get(gw.addr, "/orders", Some(&env.legit())).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.count(), 1, "the refused request reached the upstream");
+    let lines = gw.log_lines(2).await;
+    assert_complete(&lines[0]);
+    assert_eq!(lines[0]["verdict"], "bad-request");
+    assert_eq!(
+        lines[0]["reasons"],
+        serde_json::json!(["header-name-underscore"])
+    );
+    gw.stop().await;
+
+    for (mode, request_id_kept) in [
+        (UnderscoreHeaders::Drop, false),
+        (UnderscoreHeaders::Forward, true),
+    ] {
+        let mut gw = Running::start(&env, &format!("http://{}", up.addr), |c| {
+            c.underscore_headers = mode;
+        })
+        .await;
+        let r = raw(gw.addr, &request(&env.legit()), b"").await;
+        assert_eq!(r.status, 200, "{mode:?}");
+        let seen = up.last();
+        let names: Vec<&str> = seen.headers.keys().map(|k| k.as_str()).collect();
+        assert!(!names.contains(&"x_tokenward_sub"), "{mode:?}: {names:?}");
+        assert_eq!(seen.headers["x-tokenward-sub"], "user-1", "{mode:?}");
+        assert_eq!(names.contains(&"x_request_id"), request_id_kept, "{mode:?}");
+        // Forged tokens stay refused whatever the mode.
+        let r = raw(gw.addr, &request("forged"), b"").await;
+        assert_eq!(r.status, 401, "{mode:?}");
+        gw.stop().await;
+    }
 }
 
 #[tokio::test]
