@@ -3,7 +3,8 @@
 //! the jsonwebtoken crate's `decode` of the same token (aws-lc-rs backend,
 //! issuer and audience configured).
 //!
-//! `cargo bench -p tokenward-trust --bench verify`
+//! `cargo bench -p tokenward-trust --bench verify` (`ALG=RS256` for one
+//! algorithm)
 //!
 //! Benchmarks are interleaved round by round so machine noise (other jobs
 //! on a 2-core box) hits every contender alike; the median round is kept.
@@ -191,7 +192,12 @@ fn main() {
         return;
     }
     let rounds = 15;
+    // ALG=RS256 (or ES256) runs one algorithm, e.g. under a profiler.
+    let only = std::env::var("ALG").ok();
     for alg in [Algorithm::RS256, Algorithm::ES256] {
+        if only.as_deref().is_some_and(|a| a != alg.name()) {
+            continue;
+        }
         let cases = setup(alg);
         // Size batches to ~20 ms so each round is long enough to time.
         let per = time_batch(&cases[0], 200).max(Duration::from_nanos(100));
