@@ -165,6 +165,9 @@ pub fn run(args: HuntArgs) -> u8 {
     report
         .findings
         .retain(|f| !args.exclude.iter().any(|i| *i == f.rule_id));
+    // The process ends after this: freeing a million findings one by one
+    // would only delay the exit (it was a visible share of short hunts).
+    let report = std::mem::ManuallyDrop::new(report);
 
     let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
     let fmt = match args.output_format.as_deref() {
@@ -176,11 +179,13 @@ pub fn run(args: HuntArgs) -> u8 {
     };
     // Incidents only for the outputs that show them.
     let summarise = to_terminal && fmt == OutputFormat::Table && !args.quiet;
-    let incidents = if summarise || args.report.is_some() || args.summary_json.is_some() {
-        tokenward_incident::build(&report.findings)
-    } else {
-        Vec::new()
-    };
+    let incidents = std::mem::ManuallyDrop::new(
+        if summarise || args.report.is_some() || args.summary_json.is_some() {
+            tokenward_incident::build(&report.findings)
+        } else {
+            Vec::new()
+        },
+    );
     let write = |w: &mut dyn Write| -> std::io::Result<()> {
         match fmt {
             OutputFormat::Table => output::write_table(w, &report.findings)?,
@@ -205,7 +210,7 @@ pub fn run(args: HuntArgs) -> u8 {
     }
     let summary = {
         let mut doc = output::summary_json(&report);
-        doc["incidents"] = serde_json::to_value(&incidents).unwrap_or_default();
+        doc["incidents"] = serde_json::to_value(&*incidents).unwrap_or_default();
         doc
     };
     if let Some(p) = &args.report {

@@ -1005,30 +1005,39 @@ pub fn run_detections(
     if plan.index_slot.is_some() {
         // Sign-in files first, so the detections that read the index see
         // the sign-ins before the records they explain. Files are sniffed
-        // first to know; regular files are reopened to be read (their
-        // bytes counted again), a pipe is read from the stream it was
-        // sniffed on.
+        // first to know, on every core (an export of hundreds of daily
+        // files otherwise waits on one core opening them one by one). A
+        // regular file is closed again at once and reopened to be read (so
+        // its sniffed bytes are not counted, and few files are open at
+        // once); a pipe is read on from the stream it was sniffed on.
         let (mut first, mut late) = (Vec::new(), Vec::new());
-        let sniffed_bytes = Arc::new(AtomicU64::new(0));
-        for p in files {
-            let (rep, ready) = prepare(&p, forced, sniffed_bytes.clone());
-            let Some(r) = ready else {
+        let prepared: Vec<_> = files
+            .into_par_iter()
+            .map(|p| {
+                let regular = std::fs::metadata(&p).is_ok_and(|m| m.is_file());
+                let counter = if regular {
+                    Arc::new(AtomicU64::new(0))
+                } else {
+                    progress.clone()
+                };
+                let (rep, ready) = prepare(&p, forced, counter);
+                let Some(r) = ready else {
+                    return (p, rep, None);
+                };
+                let signin = r.sniffed.signin_rows
+                    || r.sniffed
+                        .first_record
+                        .as_ref()
+                        .is_some_and(|v| classify(v, None).0 == EventKind::SignIn);
+                (p, rep, Some((signin, (!regular).then_some(r))))
+            })
+            .collect();
+        for (p, rep, sniffed) in prepared {
+            let Some((signin, kept)) = sniffed else {
                 reports.push(rep);
                 continue;
             };
-            let signin = r.sniffed.signin_rows
-                || r.sniffed
-                    .first_record
-                    .as_ref()
-                    .is_some_and(|v| classify(v, None).0 == EventKind::SignIn);
-            let regular = std::fs::metadata(&p).is_ok_and(|m| m.is_file());
-            let kept = (!regular).then_some((rep, r));
-            if !regular {
-                progress.fetch_add(
-                    sniffed_bytes.swap(0, std::sync::atomic::Ordering::Relaxed),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-            }
+            let kept = kept.map(|r| (rep, r));
             if signin {
                 first.push((p, kept));
             } else {
