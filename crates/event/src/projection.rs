@@ -36,16 +36,27 @@ enum Slot {
 struct Node {
     /// Lower-cased key and what to keep of its value.
     keys: Vec<(String, Slot)>,
-    /// Indices into `keys` by key length (the vector's index): most
-    /// record keys fail on length, without hashing anything.
-    by_len: Vec<Vec<usize>>,
+    /// By key length (the vector's index): the key's first and last byte
+    /// and its index in `keys`. Most record keys fail on length, and most
+    /// of the rest on those two bytes, without a call or a hash.
+    by_len: Vec<Vec<(u8, u8, usize)>>,
+}
+
+/// First and last byte of a lower-cased key (0 for an empty one).
+fn ends(k: &[u8]) -> (u8, u8) {
+    match (k.first(), k.last()) {
+        (Some(f), Some(l)) => (f.to_ascii_lowercase(), l.to_ascii_lowercase()),
+        _ => (0, 0),
+    }
 }
 
 impl Node {
     fn find(&self, key: &str) -> Option<&Slot> {
         let ids = self.by_len.get(key.len())?;
+        let (first, last) = ends(key.as_bytes());
         ids.iter()
-            .map(|&i| &self.keys[i])
+            .filter(|&&(f, l, _)| f == first && l == last)
+            .map(|&(_, _, i)| &self.keys[i])
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
             .map(|(_, s)| s)
     }
@@ -58,7 +69,8 @@ impl Node {
         if self.by_len.len() <= lower.len() {
             self.by_len.resize_with(lower.len() + 1, Vec::new);
         }
-        self.by_len[lower.len()].push(self.keys.len());
+        let (first, last) = ends(lower.as_bytes());
+        self.by_len[lower.len()].push((first, last, self.keys.len()));
         self.keys.push((lower, Slot::Inner(Box::default())));
         &mut self.keys.last_mut().expect("just pushed").1
     }
