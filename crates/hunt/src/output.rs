@@ -51,7 +51,7 @@ fn cells(f: &Finding) -> Vec<String> {
 
 /// Findings serialised per task when writing: big enough to amortise a
 /// task, small enough that a wave of them is a few MiB.
-const SERIALISE_CHUNK: usize = 1024;
+const SERIALISE_CHUNK: usize = 512;
 
 /// Serialises findings on every core, a wave of chunks at a time, and
 /// writes the chunks in order: an export with a rule that fires on most
@@ -64,7 +64,7 @@ fn write_parallel(
     serialise: impl Fn(&[Finding], &mut Vec<u8>) -> io::Result<()> + Sync,
 ) -> io::Result<()> {
     use rayon::prelude::*;
-    let wave = SERIALISE_CHUNK * rayon::current_num_threads().max(1) * 2;
+    let wave = SERIALISE_CHUNK * rayon::current_num_threads().max(1);
     for group in findings.chunks(wave) {
         let texts: Vec<io::Result<Vec<u8>>> = group
             .par_chunks(SERIALISE_CHUNK)
@@ -314,7 +314,7 @@ mod tests {
     /// writer would have written them, across chunk and wave boundaries.
     #[test]
     fn parallel_writing_matches_one_writer() {
-        let wave = SERIALISE_CHUNK * rayon::current_num_threads().max(1) * 2;
+        let wave = SERIALISE_CHUNK * rayon::current_num_threads().max(1);
         for n in [0, 1, SERIALISE_CHUNK, SERIALISE_CHUNK + 1, wave + 3] {
             let fs = findings(n);
             let mut want = Vec::new();
