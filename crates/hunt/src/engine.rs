@@ -337,14 +337,15 @@ impl Plan {
         }
     }
 
-    /// Readers of a record given the literal matches in its bytes.
-    fn readers(&self, matches: &[(usize, usize)], bytes: &[u8], own_screens: bool) -> Mask {
+    /// Readers of a record given the literal matches in its bytes (a JSON
+    /// text, or a CSV row written as `"column":value` lines).
+    fn readers(&self, matches: &[(usize, usize)], bytes: &[u8]) -> Mask {
         let mut m = self.every;
         for &(_, id) in matches {
             m |= self.pattern_readers[id];
         }
         for (i, f) in &self.screens {
-            if !own_screens || f(bytes) {
+            if f(bytes) {
                 m |= 1 << i;
             }
         }
@@ -353,14 +354,13 @@ impl Plan {
 
     /// Whether a record these readers see is parsed whole: one of them
     /// reads every record whole, or one's whole-record screen passes the
-    /// record's bytes (`None`: the bytes are not the record's own, as a CSV
-    /// row's are not, and any such screen counts as passing).
-    fn reads_whole(&self, readers: Mask, bytes: Option<&[u8]>) -> bool {
+    /// record's bytes.
+    fn reads_whole(&self, readers: Mask, bytes: &[u8]) -> bool {
         readers & self.whole != 0
             || self
                 .whole_screens
                 .iter()
-                .any(|(i, f)| readers & (1 << i) != 0 && bytes.is_none_or(|b| f(b)))
+                .any(|(i, f)| readers & (1 << i) != 0 && f(bytes))
     }
 
     /// The projection that serves a set of readers: the normalised fields
@@ -564,7 +564,7 @@ impl Ctx<'_> {
                 if let Some(l) = &plan.literals {
                     l.find_all(b, &mut hits);
                 }
-                plan.readers(&hits, b, true)
+                plan.readers(&hits, b)
             }
         };
         if let Some(plan) = self.plan {
@@ -572,7 +572,7 @@ impl Ctx<'_> {
                 self.route_light(b, readers, out);
                 return;
             }
-            if framed && !plan.reads_whole(readers, Some(b)) {
+            if framed && !plan.reads_whole(readers, b) {
                 let projection = out.projection(plan, readers);
                 match projection.parse(text) {
                     Ok(Projected::Object(v)) => {
@@ -647,37 +647,38 @@ impl Ctx<'_> {
         }
     }
 
-    /// A CSV row. The screen reads the row as `"column":value` lines, so
-    /// key and value anchors work as on JSON, and JSON in a cell is
-    /// searched as it is; screens of a detection's own are written for
-    /// JSON text and see every row.
+    /// A CSV row. The screens read the row as `"column":value` lines:
+    /// every key of the row's record is a column name or a key of the JSON
+    /// in a cell, and every string value is a cell or a string in such
+    /// JSON, as written, so key and value anchors (which avoid the
+    /// characters JSON and CSV escape) hold in this text whenever they hold
+    /// in the record, as on a JSON line.
     fn row(&self, header: &[String], fields: Vec<String>, loc: Locator, out: &mut Out) {
-        let readers = match self.plan {
-            None => Mask::MAX,
-            Some(plan) => {
-                let mut text = Vec::with_capacity(fields.iter().map(|f| f.len() + 24).sum());
-                for (h, f) in header.iter().zip(&fields) {
-                    text.push(b'"');
-                    text.extend_from_slice(h.as_bytes());
-                    text.extend_from_slice(b"\":");
-                    text.extend_from_slice(f.as_bytes());
-                    text.push(b'\n');
-                }
-                let mut hits = Vec::new();
-                if let Some(l) = &plan.literals {
-                    l.find_all(&text, &mut hits);
-                }
-                plan.readers(&hits, &text, false)
+        let screened = self.plan.map(|plan| {
+            let mut text = Vec::with_capacity(fields.iter().map(|f| f.len() + 24).sum());
+            for (h, f) in header.iter().zip(&fields) {
+                text.push(b'"');
+                text.extend_from_slice(h.as_bytes());
+                text.extend_from_slice(b"\":");
+                text.extend_from_slice(f.as_bytes());
+                text.push(b'\n');
             }
-        };
+            let mut hits = Vec::new();
+            if let Some(l) = &plan.literals {
+                l.find_all(&text, &mut hits);
+            }
+            let readers = plan.readers(&hits, &text);
+            (readers, plan.reads_whole(readers, &text))
+        });
+        let readers = screened.map_or(Mask::MAX, |(r, _)| r);
         shadow::reset();
         let mut m = Map::with_capacity(fields.len());
         for (h, f) in header.iter().zip(fields) {
             m.insert(h.clone(), Value::String(f));
         }
-        if let Some(plan) = self.plan {
+        if let (Some(plan), Some((_, whole))) = (self.plan, screened) {
             // Renamed Log Analytics columns are folded by the full parse.
-            if !plan.reads_whole(readers, None) && !header.iter().any(|h| forces_full(h)) {
+            if !whole && !header.iter().any(|h| forces_full(h)) {
                 let projection = out.projection(plan, readers);
                 let v = projection.project_columns(m);
                 let ev = Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
@@ -725,9 +726,7 @@ impl Ctx<'_> {
                         while mj < matches.len() && matches[mj].0 < end {
                             mj += 1;
                         }
-                        let screened = self
-                            .plan
-                            .map(|p| p.readers(&matches[mi..mj], trim(rec), true));
+                        let screened = self.plan.map(|p| p.readers(&matches[mi..mj], trim(rec)));
                         self.json(rec, Locator { line, record: line }, screened, &mut out);
                     }
                     line += 1;
@@ -1405,6 +1404,45 @@ mod tests {
         assert_eq!(seen.lock().unwrap().projected, vec![false, false]);
     }
 
+    /// A CSV row is screened as `"column":value` lines: a detection's own
+    /// screen and its whole-record screen see the columns and the JSON in
+    /// cells as written, as on a JSON line.
+    #[test]
+    fn csv_rows_pass_through_detections_own_screens() {
+        fn screened() -> Needs {
+            let mut n = Needs::anchored(Kinds::ALL, &[], &["Marker.Inner"]);
+            n.anchors = Anchors::Screen(Arc::new(|b: &[u8]| {
+                memchr::memmem::find(b, b"\"Operation\":").is_some()
+                    && memchr::memmem::find(b, b"Marker").is_some()
+            }));
+            n.whole_record = WholeRecord::When(Arc::new(|b: &[u8]| {
+                memchr::memmem::find(b, b"NEEDLE").is_some()
+            }));
+            n
+        }
+        let csv = "RecordId,CreationDate,Operation,AuditData\n\
+            1,2023-06-10T10:00:00Z,Send,\"{\"\"CreationTime\"\":\"\"2023-06-10T10:00:00\"\",\"\"Marker\"\":{\"\"Inner\"\":\"\"m1\"\"}}\"\n\
+            2,2023-06-10T11:00:00Z,NEEDLE,\"{\"\"CreationTime\"\":\"\"2023-06-10T11:00:00\"\",\"\"Marker\"\":{\"\"Inner\"\":\"\"m2\"\"}}\"\n\
+            3,2023-06-10T12:00:00Z,Send,\"{\"\"CreationTime\"\":\"\"2023-06-10T12:00:00\"\"}\"\n";
+        let d = dir(&[("audit.csv", csv)]);
+        let (p, seen) = Probe::boxed(screened, Some("Marker.Inner"));
+        let r = hunt(&d, vec![p]);
+        assert_eq!(r.totals(), (3, 3, 0));
+        let s = seen.lock().unwrap();
+        let mut got: Vec<(String, bool)> = s
+            .observed
+            .iter()
+            .map(|o| o.1.clone())
+            .zip(s.projected.iter().copied())
+            .collect();
+        got.sort();
+        // Row 3 has no Marker: screened out. Row 2 names NEEDLE: whole.
+        assert_eq!(
+            got,
+            vec![("m1".to_string(), true), ("m2".to_string(), false)]
+        );
+    }
+
     #[test]
     fn kinds_route_events() {
         fn signins_only() -> Needs {
@@ -1544,12 +1582,12 @@ mod tests {
             .as_ref()
             .unwrap()
             .find_all(b"..Y..", &mut hits);
-        assert_eq!(plan.readers(&hits, b"..Y..", true), 0b11);
+        assert_eq!(plan.readers(&hits, b"..Y.."), 0b11);
         plan.literals
             .as_ref()
             .unwrap()
             .find_all(b"..X..", &mut hits);
-        assert_eq!(plan.readers(&hits, b"..X..", true), 0b01);
+        assert_eq!(plan.readers(&hits, b"..X.."), 0b01);
         assert!(plan.projection(0b10).reaches("Deep.Path"));
         assert!(!plan.projection(0b01).reaches("Deep.Path"));
         assert!(plan.index_slot.is_none());
