@@ -208,11 +208,7 @@ pub fn run(args: HuntArgs) -> u8 {
     if summarise {
         print!("{}", crate::report_cmd::incident_summary(&incidents, 10));
     }
-    let summary = {
-        let mut doc = output::summary_json(&report);
-        doc["incidents"] = serde_json::to_value(&*incidents).unwrap_or_default();
-        doc
-    };
+    let summary = output::summary_json(&report);
     if let Some(p) = &args.report {
         let html = tokenward_report::render(&tokenward_report::Input {
             findings: &report.findings,
@@ -225,10 +221,13 @@ pub fn run(args: HuntArgs) -> u8 {
         }
     }
     if let Some(p) = &args.summary_json {
-        let doc = &summary;
+        let doc = WithIncidents {
+            summary: &summary,
+            incidents: &incidents,
+        };
         let res = File::create(p).and_then(|f| {
             let mut w = BufWriter::new(f);
-            serde_json::to_writer_pretty(&mut w, doc)?;
+            serde_json::to_writer_pretty(&mut w, &doc)?;
             w.write_all(b"\n")?;
             w.flush()
         });
@@ -255,6 +254,48 @@ pub fn run(args: HuntArgs) -> u8 {
         return EXIT_FINDINGS;
     }
     0
+}
+
+/// The summary document with its `incidents` member, written as if it had
+/// been inserted into the summary's map (keys in order, each incident's
+/// keys sorted) without holding every incident as a JSON tree at once:
+/// with a rule that fires on most records, that tree was the largest
+/// allocation of the run.
+struct WithIncidents<'a> {
+    summary: &'a serde_json::Value,
+    incidents: &'a [tokenward_incident::Incident],
+}
+
+impl serde::Serialize for WithIncidents<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeMap, SerializeSeq};
+        struct OneAtATime<'a>(&'a [tokenward_incident::Incident]);
+        impl serde::Serialize for OneAtATime<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for inc in self.0 {
+                    seq.serialize_element(&serde_json::to_value(inc).map_err(S::Error::custom)?)?;
+                }
+                seq.end()
+            }
+        }
+        const KEY: &str = "incidents";
+        let empty = serde_json::Map::new();
+        let base = self.summary.as_object().unwrap_or(&empty);
+        let mut m = s.serialize_map(Some(base.len() + 1))?;
+        let mut placed = false;
+        for (k, v) in base.iter().filter(|(k, _)| k.as_str() != KEY) {
+            if !placed && k.as_str() > KEY {
+                m.serialize_entry(KEY, &OneAtATime(self.incidents))?;
+                placed = true;
+            }
+            m.serialize_entry(k, v)?;
+        }
+        if !placed {
+            m.serialize_entry(KEY, &OneAtATime(self.incidents))?;
+        }
+        m.end()
+    }
 }
 
 /// Runs `work` with a byte counter that a progress bar on standard error
@@ -300,5 +341,59 @@ fn dir_size(p: &std::path::Path) -> u64 {
             .unwrap_or(0),
         Ok(m) => m.len(),
         Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tokenward_event::{Finding, Severity};
+
+    /// The summary written with its incidents streamed is the same text as
+    /// the summary with the incidents inserted as a JSON tree.
+    #[test]
+    fn incidents_streamed_into_the_summary_read_as_inserted() {
+        let finding = |user: &str, session: &str| Finding {
+            rule_id: "tw-token-without-signin".into(),
+            rule_title: "t".into(),
+            severity: Severity::High,
+            time: tokenward_event::timefmt::parse_timestamp("2023-06-10T10:00:00Z"),
+            user: Some(user.into()),
+            client_ip: Some("203.0.113.9".into()),
+            app_id: None,
+            session_id: Some(session.into()),
+            token_id: None,
+            source_file: "f.jsonl".into(),
+            source_locator: "line 1".into(),
+            evidence: serde_json::Map::new(),
+        };
+        let findings = vec![
+            finding("a@x", "s1"),
+            finding("b@x", "s2"),
+            finding("a@x", "s1"),
+        ];
+        let incidents = tokenward_incident::build(&findings);
+        assert!(!incidents.is_empty());
+        // Keys before and after "incidents", as the real summary has.
+        let summary =
+            json!({"bytes": 1, "detections": [], "files": [{"path": "f"}], "version": "x"});
+        let mut inserted = summary.clone();
+        inserted["incidents"] = serde_json::to_value(&incidents).unwrap();
+        let want = serde_json::to_string_pretty(&inserted).unwrap();
+        let got = serde_json::to_string_pretty(&WithIncidents {
+            summary: &summary,
+            incidents: &incidents,
+        })
+        .unwrap();
+        assert_eq!(got, want);
+        let none = WithIncidents {
+            summary: &json!({"a": 1}),
+            incidents: &[],
+        };
+        assert_eq!(
+            serde_json::to_string(&none).unwrap(),
+            r#"{"a":1,"incidents":[]}"#
+        );
     }
 }
