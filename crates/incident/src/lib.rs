@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
@@ -318,8 +319,10 @@ pub fn build(findings: &[Finding]) -> Vec<Incident> {
             attached.push(Vec::new());
         }
     }
+    // Groups are summarised on every core: a rule that fires on most
+    // records of a large export makes tens of thousands of them.
     let mut incidents: Vec<Incident> = spans
-        .into_iter()
+        .into_par_iter()
         .zip(attached)
         .map(|((members, _, _), extra)| summarise(findings, members, extra))
         .collect();
