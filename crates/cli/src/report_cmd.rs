@@ -49,7 +49,7 @@ pub fn run(args: ReportArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let mut summary = match &args.summary {
+    let summary = match &args.summary {
         Some(p) => match std::fs::read(p).map_err(|e| e.to_string()).and_then(|b| {
             serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
         }) {
@@ -62,8 +62,9 @@ pub fn run(args: ReportArgs) -> u8 {
         None => serde_json::json!({"tool": "tokenward hunt", "files": [], "detections": [],
                                    "records": {"read": "?", "evaluated": "?", "rejected": "?"}}),
     };
+    // The page takes the incidents beside the summary; putting them into
+    // the summary as a JSON tree only cost memory.
     let incidents = tokenward_incident::build(&findings);
-    summary["incidents"] = serde_json::to_value(&incidents).unwrap_or_default();
     let html = tokenward_report::render(&tokenward_report::Input {
         findings: &findings,
         incidents: &incidents,
