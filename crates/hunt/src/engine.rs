@@ -1234,6 +1234,21 @@ mod tests {
         projected: Vec<bool>,
     }
 
+    impl Seen {
+        /// Per observed event, sorted: the value read and whether the event
+        /// was projected.
+        fn read_and_projected(&self) -> Vec<(String, bool)> {
+            let mut v: Vec<(String, bool)> = self
+                .observed
+                .iter()
+                .map(|o| o.1.clone())
+                .zip(self.projected.iter().copied())
+                .collect();
+            v.sort();
+            v
+        }
+    }
+
     /// A detection that records what the engine hands it.
     struct Probe {
         needs: fn() -> Needs,
@@ -1387,14 +1402,7 @@ mod tests {
         let d = dir(&[("a.jsonl", &format!("{UAL}\n{UAL_NEEDLE}\n"))]);
         let (p, seen) = Probe::boxed(sometimes_whole, Some("Marker.Inner"));
         hunt(&d, vec![p]);
-        let s = seen.lock().unwrap();
-        let mut got: Vec<(String, bool)> = s
-            .observed
-            .iter()
-            .map(|o| o.1.clone())
-            .zip(s.projected.iter().copied())
-            .collect();
-        got.sort();
+        let got = seen.lock().unwrap().read_and_projected();
         assert_eq!(
             got,
             vec![("m1".to_string(), true), ("m2".to_string(), false)]
@@ -1428,14 +1436,7 @@ mod tests {
         let (p, seen) = Probe::boxed(screened, Some("Marker.Inner"));
         let r = hunt(&d, vec![p]);
         assert_eq!(r.totals(), (3, 3, 0));
-        let s = seen.lock().unwrap();
-        let mut got: Vec<(String, bool)> = s
-            .observed
-            .iter()
-            .map(|o| o.1.clone())
-            .zip(s.projected.iter().copied())
-            .collect();
-        got.sort();
+        let got = seen.lock().unwrap().read_and_projected();
         // Row 3 has no Marker: screened out. Row 2 names NEEDLE: whole.
         assert_eq!(
             got,
