@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use tokenward_detect::{shard_of, Anchors, Context, Detection, Kinds, Needs, Outcome, WholeRecord};
-use tokenward_event::Event;
+use tokenward_event::{Event, Finding};
 use tokenward_sigma::{Hit, RuleSet, Sigma};
 
 /// The detection.
@@ -18,6 +18,9 @@ pub struct SigmaDetection {
     state: Option<Sigma>,
     /// A shard's matches, absorbed into `state` when merged.
     hits: Vec<Hit>,
+    /// The findings of those matches, built in the worker: merging holds
+    /// the engine's lock, and building them there made workers queue.
+    findings: Vec<Finding>,
 }
 
 impl SigmaDetection {
@@ -27,6 +30,7 @@ impl SigmaDetection {
             state: Some(Sigma::new(set.clone())),
             set,
             hits: Vec::new(),
+            findings: Vec::new(),
         }
     }
 }
@@ -61,24 +65,34 @@ impl Detection for SigmaDetection {
             set: self.set.clone(),
             state: None,
             hits: Vec::new(),
+            findings: Vec::new(),
         })
     }
 
     fn observe(&mut self, ev: &Event, _: &Context<'_>) {
+        let before = self.hits.len();
         self.set.eval(ev, &mut self.hits);
+        for h in &self.hits[before..] {
+            if self.set.rules[h.rule].output {
+                self.findings.push(self.set.finding(h));
+            }
+        }
     }
 
     fn merge(&mut self, shard: Box<dyn Detection>) {
-        let hits = shard_of::<SigmaDetection>(shard).hits;
+        let shard = shard_of::<SigmaDetection>(shard);
         match self.state.as_mut() {
-            Some(s) => s.absorb(hits),
-            None => self.hits.extend(hits),
+            Some(s) => s.absorb_found(shard.hits, shard.findings),
+            None => {
+                self.hits.extend(shard.hits);
+                self.findings.extend(shard.findings);
+            }
         }
     }
 
     fn finish(self: Box<Self>, _: &Context<'_>) -> Outcome {
         let mut state = self.state.unwrap_or_else(|| Sigma::new(self.set.clone()));
-        state.absorb(self.hits);
+        state.absorb_found(self.hits, self.findings);
         let (findings, coverage, _) = state.finish();
         Outcome { findings, coverage }
     }

@@ -624,11 +624,22 @@ impl Sigma {
 
     /// Takes the matches a worker made.
     pub fn absorb(&mut self, hits: Vec<Hit>) {
+        let findings = hits
+            .iter()
+            .filter(|h| self.set.rules[h.rule].output)
+            .map(|h| self.set.finding(h))
+            .collect();
+        self.absorb_found(hits, findings);
+    }
+
+    /// [`Sigma::absorb`] for matches whose findings the worker already
+    /// built ([`RuleSet::finding`] of each hit of a rule whose matches are
+    /// output, in order): building them is most of the cost, and this way
+    /// it runs outside whatever guards the shared state.
+    pub fn absorb_found(&mut self, hits: Vec<Hit>, findings: Vec<Finding>) {
+        self.findings.extend(findings);
         for h in hits {
             self.rule_hits[h.rule] += 1;
-            if self.set.rules[h.rule].output {
-                self.findings.push(self.set.finding(&h));
-            }
             for x in &h.corr {
                 self.feed(
                     x.corr,
