@@ -160,10 +160,7 @@ impl KeyFilter {
 /// The filter bit of a key or path step.
 #[inline]
 fn key_bit(k: &[u8]) -> usize {
-    let (first, last) = match (k.first(), k.last()) {
-        (Some(f), Some(l)) => (f.to_ascii_lowercase(), l.to_ascii_lowercase()),
-        _ => (0, 0),
-    };
+    let (first, last) = crate::projection::ends(k);
     let h = (k.len() as u64 | u64::from(first) << 16 | u64::from(last) << 24)
         .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (h >> 56) as usize

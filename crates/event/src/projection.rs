@@ -42,8 +42,9 @@ struct Node {
     by_len: Vec<Vec<(u8, u8, usize)>>,
 }
 
-/// First and last byte of a lower-cased key (0 for an empty one).
-fn ends(k: &[u8]) -> (u8, u8) {
+/// First and last byte of a key, lower-cased (0 for an empty one): with
+/// the length, what key lookups compare before the whole key.
+pub(crate) fn ends(k: &[u8]) -> (u8, u8) {
     match (k.first(), k.last()) {
         (Some(f), Some(l)) => (f.to_ascii_lowercase(), l.to_ascii_lowercase()),
         _ => (0, 0),

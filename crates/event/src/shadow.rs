@@ -39,19 +39,10 @@ pub fn take() -> Vec<(String, Value)> {
 }
 
 /// Parses a whole JSON value as `serde_json` does, noting overwritten
-/// copies of duplicate keys. Does not [`reset`] first.
-pub fn parse_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
-    parse(serde_json::Deserializer::from_slice(bytes))
-}
-
-/// [`parse_slice`] for text, which is already UTF-8 and is not checked again.
+/// copies of duplicate keys. Does not [`reset`] first. Takes text, which
+/// is already UTF-8, so no string inside is checked again.
 pub fn parse_str(text: &str) -> Result<Value, serde_json::Error> {
-    parse(serde_json::Deserializer::from_str(text))
-}
-
-fn parse<'de, R: serde_json::de::Read<'de>>(
-    mut de: serde_json::Deserializer<R>,
-) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
     let v = Whole.deserialize(&mut de)?;
     de.end()?;
     Ok(v)

@@ -662,7 +662,7 @@ pub(crate) fn screen_underscore_headers(
     let poses_as_identity = || {
         underscored
             .iter()
-            .any(|k| k.as_str().replace('_', "-").starts_with(IDENTITY_PREFIX))
+            .any(|k| read_as_dashes(k.as_str()).starts_with(IDENTITY_PREFIX))
     };
     match mode {
         Refuse => true,
@@ -674,6 +674,16 @@ pub(crate) fn screen_underscore_headers(
             false
         }
         Forward => false,
+    }
+}
+
+/// A header name as WSGI, CGI and many frameworks read it: `_` as `-`
+/// (borrowed when there is none, as in almost every request).
+fn read_as_dashes(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains('_') {
+        std::borrow::Cow::Owned(name.replace('_', "-"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
     }
 }
 
@@ -692,8 +702,8 @@ pub(crate) fn sanitize_request_headers(headers: &mut HeaderMap) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
         .filter(|k| {
-            let name = k.as_str().replace('_', "-");
-            name.starts_with(IDENTITY_PREFIX) || CLIENT_ADDRESS_CLAIMS.contains(&name.as_str())
+            let name = read_as_dashes(k.as_str());
+            name.starts_with(IDENTITY_PREFIX) || CLIENT_ADDRESS_CLAIMS.contains(&&*name)
         })
         .cloned()
         .collect();
@@ -874,9 +884,8 @@ pub fn fuzz_request_checks(
                     mode == crate::UnderscoreHeaders::Forward || !name.contains('_'),
                     "{name} passed {mode:?}"
                 );
-                let read_as = name.replace('_', "-");
                 assert!(
-                    !authz || !read_as.starts_with(IDENTITY_PREFIX),
+                    !authz || !read_as_dashes(name).starts_with(IDENTITY_PREFIX),
                     "{name} passed authz"
                 );
             }
@@ -884,9 +893,9 @@ pub fn fuzz_request_checks(
     }
     sanitize_request_headers(&mut map);
     for name in map.keys() {
-        let name = name.as_str().replace('_', "-");
+        let name = read_as_dashes(name.as_str());
         assert!(!name.starts_with(IDENTITY_PREFIX), "{name} survived");
-        assert!(!HOP_BY_HOP.contains(&name.as_str()), "{name} survived");
+        assert!(!HOP_BY_HOP.contains(&&*name), "{name} survived");
     }
 }
 

@@ -813,37 +813,23 @@ async fn http2_over_tls_with_alpn() {
     let (_, cert_path, mut gw) = start_tls(&env, &up).await;
     let port = gw.addr.port();
     let curl = |token: String| {
-        let cert_path = cert_path.clone();
-        tokio::task::spawn_blocking(move || {
-            let out = std::process::Command::new("curl")
-                .args([
-                    "-sS",
-                    "--http2",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_version} %{http_code}",
-                ])
-                .arg("--cacert")
-                .arg(&cert_path)
-                .arg("--resolve")
-                .arg(format!("localhost:{port}:127.0.0.1"))
-                .arg("-H")
-                .arg(format!("authorization: Bearer {token}"))
-                .arg(format!("https://localhost:{port}/orders"))
-                .output()
-                .expect("curl (Debian package)");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        })
+        let args = vec![
+            "--http2".into(),
+            "--cacert".into(),
+            cert_path.display().to_string(),
+            "--resolve".into(),
+            format!("localhost:{port}:127.0.0.1"),
+        ];
+        curl_orders(
+            args,
+            token,
+            format!("https://localhost:{port}/orders"),
+            true,
+        )
     };
-    assert_eq!(curl(env.legit()).await.unwrap(), "2 200");
+    assert_eq!(curl(env.legit()).await, "2 200");
     assert_eq!(up.count(), 1);
-    assert_eq!(curl("not.a.token".into()).await.unwrap(), "2 401");
+    assert_eq!(curl("not.a.token".into()).await, "2 401");
     assert_eq!(
         up.count(),
         1,
@@ -855,34 +841,40 @@ async fn http2_over_tls_with_alpn() {
     assert!(log.contains("\"verdict\":\"accepted\"") && log.contains("\"verdict\":\"rejected\""));
 }
 
-/// curl's answer (`http_version http_code`) for GET /orders on a plain
-/// listener, with HTTP/2 prior knowledge or HTTP/1.1.
-async fn curl_plain(port: u16, token: String, h2: bool) -> String {
+/// curl's answer (`http_version http_code`) for GET `url` with the bearer
+/// `token` and the extra `args`; when `must_succeed`, curl itself must.
+async fn curl_orders(args: Vec<String>, token: String, url: String, must_succeed: bool) -> String {
     tokio::task::spawn_blocking(move || {
         let out = std::process::Command::new("curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "10",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_version} %{http_code}",
-            ])
-            .arg(if h2 {
-                "--http2-prior-knowledge"
-            } else {
-                "--http1.1"
-            })
+            .args(["-sS", "--max-time", "10", "-o", "/dev/null"])
+            .args(["-w", "%{http_version} %{http_code}"])
+            .args(args)
             .arg("-H")
             .arg(format!("authorization: Bearer {token}"))
-            .arg(format!("http://127.0.0.1:{port}/orders"))
+            .arg(url)
             .output()
             .expect("curl (Debian package)");
+        assert!(
+            !must_succeed || out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     })
     .await
     .unwrap()
+}
+
+/// curl's answer for GET /orders on a plain listener, with HTTP/2 prior
+/// knowledge or HTTP/1.1.
+async fn curl_plain(port: u16, token: String, h2: bool) -> String {
+    let version = if h2 {
+        "--http2-prior-knowledge"
+    } else {
+        "--http1.1"
+    };
+    let url = format!("http://127.0.0.1:{port}/orders");
+    curl_orders(vec![version.into()], token, url, false).await
 }
 
 /// h2c with prior knowledge on a plain listener (`--h2c`): the same

@@ -72,11 +72,8 @@ impl Detection for SigmaDetection {
     fn observe(&mut self, ev: &Event, _: &Context<'_>) {
         let before = self.hits.len();
         self.set.eval(ev, &mut self.hits);
-        for h in &self.hits[before..] {
-            if self.set.rules[h.rule].output {
-                self.findings.push(self.set.finding(h));
-            }
-        }
+        self.findings
+            .extend(self.set.findings_of(&self.hits[before..]));
     }
 
     fn merge(&mut self, shard: Box<dyn Detection>) {

@@ -624,18 +624,13 @@ impl Sigma {
 
     /// Takes the matches a worker made.
     pub fn absorb(&mut self, hits: Vec<Hit>) {
-        let findings = hits
-            .iter()
-            .filter(|h| self.set.rules[h.rule].output)
-            .map(|h| self.set.finding(h))
-            .collect();
+        let findings = self.set.findings_of(&hits).collect();
         self.absorb_found(hits, findings);
     }
 
     /// [`Sigma::absorb`] for matches whose findings the worker already
-    /// built ([`RuleSet::finding`] of each hit of a rule whose matches are
-    /// output, in order): building them is most of the cost, and this way
-    /// it runs outside whatever guards the shared state.
+    /// built with [`RuleSet::findings_of`]: building them is most of the
+    /// cost, and this way it runs outside whatever guards the shared state.
     pub fn absorb_found(&mut self, hits: Vec<Hit>, findings: Vec<Finding>) {
         self.findings.extend(findings);
         for h in hits {

@@ -794,6 +794,14 @@ impl RuleSet {
         }
     }
 
+    /// The findings of `hits`, in order: one for each hit of a rule whose
+    /// matches are output (not one a correlation keeps to itself).
+    pub fn findings_of<'h>(&'h self, hits: &'h [Hit]) -> impl Iterator<Item = Finding> + 'h {
+        hits.iter()
+            .filter(|h| self.rules[h.rule].output)
+            .map(|h| self.finding(h))
+    }
+
     /// Finding for a detection-rule hit.
     pub fn finding(&self, h: &Hit) -> Finding {
         let r = &self.rules[h.rule];
@@ -960,14 +968,6 @@ fn cover(lits: &[String]) -> Vec<String> {
     out
 }
 
-/// The raw-record screen. Each alternative has an anchor clause (a value
-/// text before a key, then the one whose shortest text is longest, so it is
-/// rare in records). The record is lower-cased and SIMD (Teddy) searchers
-/// look for short cover texts, every anchor holding one; at each place one
-/// is found, the anchors holding it are compared, and only a record with an
-/// anchor has the alternative's other clauses checked. Common texts (keys,
-/// `true`, `success`) thus never drive the scan. Without SIMD an ASCII
-/// case-insensitive Aho-Corasick automaton looks for the anchors instead.
 /// Which records some rule reads whole ([`RuleSet::wants_whole`]).
 #[derive(Debug)]
 enum WholeScreen {
@@ -980,6 +980,14 @@ enum WholeScreen {
     Anchored(Prefilter),
 }
 
+/// The raw-record screen. Each alternative has an anchor clause (a value
+/// text before a key, then the one whose shortest text is longest, so it is
+/// rare in records). The record is lower-cased and SIMD (Teddy) searchers
+/// look for short cover texts, every anchor holding one; at each place one
+/// is found, the anchors holding it are compared, and only a record with an
+/// anchor has the alternative's other clauses checked. Common texts (keys,
+/// `true`, `success`) thus never drive the scan. Without SIMD an ASCII
+/// case-insensitive Aho-Corasick automaton looks for the anchors instead.
 #[derive(Debug)]
 struct Prefilter {
     ac: AhoCorasick,
