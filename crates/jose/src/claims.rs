@@ -5,7 +5,7 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::json::{JsonType, Key, SeenNames, StrictIgnore};
+use crate::json::{utf8_text, JsonType, Key, SeenNames, StrictIgnore};
 
 /// Seconds since the epoch, as a JSON number (RFC 7519 §2). Fractions are
 /// allowed by the RFC and kept.
@@ -128,9 +128,7 @@ impl Claims {
     /// [`MAX_NOTED_CLAIMS`]; extra names are ignored) are present, for
     /// [`Claims::has_noted`].
     pub fn parse_noting(payload: &[u8], names: &[String]) -> Result<Claims, String> {
-        // serde_json validates UTF-8 inside strings as it reads them, and
-        // all JSON structure outside strings is ASCII, so no separate pass.
-        let mut de = serde_json::Deserializer::from_slice(payload);
+        let mut de = serde_json::Deserializer::from_str(utf8_text(payload)?);
         let claims = ClaimsSeed { noted: names }
             .deserialize(&mut de)
             .map_err(|e| e.to_string())?;
@@ -252,9 +250,6 @@ impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
         let mut seen = SeenNames::default();
         while let Some(Key(name)) = map.next_key()? {
             let known = known_index(&name);
-            if let Some(i) = known {
-                c.present_known |= 1 << i;
-            }
             if !self.noted.is_empty() {
                 let n: &str = &name;
                 if let Some(i) = self
@@ -265,6 +260,17 @@ impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
                 {
                     c.present_extra |= 1 << i;
                 }
+            }
+            // A registered name's bit doubles as its duplicate check, so
+            // only other names go through `seen`.
+            match known {
+                Some(i) if c.present_known & (1 << i) != 0 => {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "duplicate member name \"{name}\""
+                    )));
+                }
+                Some(i) => c.present_known |= 1 << i,
+                None => seen.insert(name)?,
             }
             match known {
                 // iss, sub, jti, tid: strings; another type is an error.
@@ -317,7 +323,6 @@ impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
                     map.next_value::<StrictIgnore>()?;
                 }
             }
-            seen.insert(name)?;
         }
         Ok(c)
     }

@@ -55,10 +55,7 @@ impl<'a> Jws<'a> {
                 ),
             ));
         }
-        let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let Some((h, p, s)) = split_three(token) else {
             let dots = count_dots(bytes);
             return Err(Error::malformed(format!(
                 "a compact JWS has exactly 3 segments, found {}",
@@ -107,6 +104,20 @@ impl<'a> Jws<'a> {
             signature,
         })
     }
+}
+
+/// The three dot-separated segments, when there are exactly three.
+/// memchr finds the dots with SIMD; `str::split` looked at a word at a time
+/// and cost more than decoding the header.
+fn split_three(token: &str) -> Option<(&str, &str, &str)> {
+    let first = memchr::memchr(b'.', token.as_bytes())?;
+    let rest = &token[first + 1..];
+    let second = memchr::memchr(b'.', rest.as_bytes())?;
+    let signature = &rest[second + 1..];
+    if memchr::memchr(b'.', signature.as_bytes()).is_some() {
+        return None;
+    }
+    Some((&token[..first], &rest[..second], signature))
 }
 
 /// Bytes allowed in a compact JWS: base64url and `.`.

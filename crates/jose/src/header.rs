@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::alg::Algorithm;
 use crate::error::{Error, ErrorKind};
-use crate::json::{JsonType, Key, SeenNames, StrictIgnore};
+use crate::json::{utf8_text, JsonType, Key, SeenNames, StrictIgnore};
 
 /// The header members tokenward reads. Keys carried in the header (`jwk`,
 /// `jku`, `x5u`, `x5c`) are only recorded as present: they are never a
@@ -48,9 +48,9 @@ struct RawHeader {
 impl Header {
     /// Parses and checks a decoded protected header.
     pub(crate) fn parse(bytes: &[u8]) -> Result<Header, Error> {
-        // serde_json checks UTF-8 in strings as it reads them; outside
-        // strings only ASCII is valid JSON, so no separate UTF-8 pass.
-        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let text = utf8_text(bytes)
+            .map_err(|e| Error::malformed(format!("header is not a valid JSON object: {e}")))?;
+        let mut de = serde_json::Deserializer::from_str(text);
         let raw = RawHeader::deserialize(&mut de)
             .and_then(|raw| de.end().map(|()| raw))
             .map_err(|e| Error::malformed(format!("header is not a valid JSON object: {e}")))?;

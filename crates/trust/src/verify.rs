@@ -30,9 +30,7 @@ impl Policy {
                 return v;
             }
         };
-        v.kid = jws.header.kid.clone();
         v.alg = jws.header.alg;
-        v.x5t = jws.header.x5t.clone();
         let claims = match Claims::parse_noting(&jws.payload, &self.noted_claims) {
             Ok(c) => c,
             Err(e) => {
@@ -76,9 +74,6 @@ impl Policy {
         let issuer = self.match_issuer(&claims, &mut v);
         v.issuer_index = issuer.as_ref().map(|m| m.index);
         let record = self.check_key(&jws, issuer.as_ref(), now, denied, &mut v);
-        if let (Some(rec), None) = (record, &v.x5t) {
-            v.x5t = rec.x5t.clone();
-        }
         if let Some(m) = &issuer {
             self.check_tenant(m, &claims, &mut v);
             check_audience(m.entry, &claims, &mut v);
@@ -94,6 +89,12 @@ impl Policy {
             }
         }
         self.check_times(issuer.as_ref().map(|m| m.entry), &claims, now, &mut v);
+        // Moved, not cloned, once every check has read the header.
+        v.kid = jws.header.kid;
+        v.x5t = jws
+            .header
+            .x5t
+            .or_else(|| record.and_then(|rec| rec.x5t.clone()));
         v.claims = Some(claims);
         v.payload = jws.payload;
         v
