@@ -366,7 +366,7 @@ mod tests {
             token_id: None,
             source_file: "f.jsonl".into(),
             source_locator: "line 1".into(),
-            evidence: serde_json::Map::new(),
+            evidence: Default::default(),
         };
         let findings = vec![
             finding("a@x", "s1"),

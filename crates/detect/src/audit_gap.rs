@@ -203,7 +203,7 @@ impl Detection for AuditGap {
                     token_id: None,
                     source_file: String::new(),
                     source_locator: String::new(),
-                    evidence: e,
+                    evidence: e.into(),
                 });
             }
         }

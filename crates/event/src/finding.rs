@@ -4,10 +4,11 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+
 use time::OffsetDateTime;
 
 use crate::event::Event;
+use crate::evidence::Evidence;
 use crate::timefmt::rfc3339;
 use tokenward_logread::Locator;
 
@@ -94,7 +95,7 @@ pub struct Finding {
     /// Locator of the (first) record in that file.
     pub source_locator: String,
     /// The fields that matched and the reasoning values.
-    pub evidence: Map<String, Value>,
+    pub evidence: Evidence,
 }
 
 /// The parts of an event a stateful detection keeps until it decides,
@@ -151,7 +152,7 @@ impl Rep {
         rule_id: Cow<'static, str>,
         rule_title: Cow<'static, str>,
         severity: Severity,
-        evidence: Map<String, Value>,
+        evidence: impl Into<Evidence>,
     ) -> Finding {
         Finding {
             rule_id,
@@ -165,7 +166,7 @@ impl Rep {
             token_id: self.token_id.clone(),
             source_file: self.file.to_string(),
             source_locator: self.locator.to_string(),
-            evidence,
+            evidence: evidence.into(),
         }
     }
 }

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod event;
+pub mod evidence;
 pub mod finding;
 pub mod flat;
 pub mod projection;
@@ -13,6 +14,7 @@ pub mod shadow;
 pub mod timefmt;
 
 pub use event::{classify, lookup, lookup_all, normalised_paths, Event, EventKind};
+pub use evidence::Evidence;
 pub use finding::{Coverage, Finding, Rep, Severity, Status};
 pub use flat::PathValues;
 pub use projection::{Projected, Projection};

@@ -45,7 +45,7 @@ fn cells(f: &Finding) -> Vec<String> {
         o(&f.token_id),
         f.source_file.clone(),
         f.source_locator.clone(),
-        Value::Object(f.evidence.clone()).to_string(),
+        serde_json::to_string(&f.evidence).unwrap_or_default(),
     ]
 }
 
@@ -305,7 +305,7 @@ mod tests {
                 token_id: None,
                 source_file: "f.jsonl".into(),
                 source_locator: format!("line {}", i + 1),
-                evidence: serde_json::Map::from_iter([("n".to_string(), json!(i))]),
+                evidence: serde_json::Map::from_iter([("n".to_string(), json!(i))]).into(),
             })
             .collect()
     }

@@ -602,7 +602,7 @@ mod tests {
                 token_id: None,
                 source_file: "x.jsonl".into(),
                 source_locator: "line 1".into(),
-                evidence,
+                evidence: evidence.into(),
             }
         }
     }

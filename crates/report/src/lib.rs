@@ -671,7 +671,7 @@ fn iocs(out: &mut String, findings: &[Finding], left_out: &mut Vec<String>) {
         let ev = &f.evidence;
         let indicator = ["indicator", "ip", "user_agent", "value"]
             .iter()
-            .find_map(|k| ev.get(*k).and_then(Value::as_str))
+            .find_map(|k| ev.get(k).and_then(Value::as_str))
             .unwrap_or("");
         let _ = write!(
             out,

@@ -28,14 +28,14 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use tokenward_event::{Event, EventKind};
-use tokenward_event::{Finding, Rep, Severity};
+use tokenward_event::{Evidence, Finding, Rep, Severity};
 
 pub use correlate::Sigma;
 use mapping::Mapping;
@@ -70,6 +70,9 @@ pub struct RuleMeta {
     /// upper-cased (`T1114.002`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attack: Vec<String>,
+    /// [`RuleMeta::evidence`], built once for every finding to share.
+    #[serde(skip)]
+    shared_evidence: OnceLock<Arc<Map<String, Value>>>,
 }
 
 /// The ATT&CK technique of a Sigma tag (`attack.t1114.002` → `T1114.002`);
@@ -113,6 +116,14 @@ impl RuleMeta {
             e.insert("attack".into(), self.attack.clone().into());
         }
         e
+    }
+
+    /// [`RuleMeta::evidence`], built on first use and shared by every
+    /// finding of the rule (a noisy rule can make one per record).
+    pub fn shared_evidence(&self) -> Arc<Map<String, Value>> {
+        self.shared_evidence
+            .get_or_init(|| Arc::new(self.evidence()))
+            .clone()
     }
 }
 
@@ -363,6 +374,7 @@ fn meta_of(y: &Y, file: &str, line: usize, drl: bool) -> RuleMeta {
                 .collect(),
             _ => Vec::new(),
         },
+        shared_evidence: OnceLock::new(),
     }
 }
 
@@ -805,13 +817,13 @@ impl RuleSet {
     /// Finding for a detection-rule hit.
     pub fn finding(&self, h: &Hit) -> Finding {
         let r = &self.rules[h.rule];
-        let mut ev = r.meta.evidence();
         let f: Map<String, Value> = h
             .fields
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect();
-        ev.insert("fields".into(), Value::Object(f));
+        let own = Map::from_iter([("fields".to_owned(), Value::Object(f))]);
+        let ev = Evidence::with_shared(r.meta.shared_evidence(), own);
         h.rep.finding(
             Cow::Owned(r.meta.id.clone()),
             Cow::Owned(r.meta.title.clone()),

@@ -1,0 +1,201 @@
+//! A finding's evidence: the fields that matched and the reasoning values.
+
+use std::sync::Arc;
+
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A finding's evidence, read as one JSON object.
+///
+/// Part of it may be shared by every finding of one rule (a Sigma rule's
+/// id, title, level, author, licence, file and ATT&CK tags): the hunt over
+/// 500 MB of sign-ins made 71,169 Sigma findings, and a copy of those seven
+/// entries in each was most of their memory. Shared entries are held once,
+/// behind an [`Arc`]; every reader sees one object, in key order, with the
+/// finding's own entries taking precedence over shared ones of the same
+/// name.
+///
+/// The finding's own entries are a vector kept in key order, not a map: a
+/// map's first node holds room for eleven entries, and most findings have
+/// one to five.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Evidence {
+    own: Vec<(String, Value)>,
+    shared: Option<Arc<Map<String, Value>>>,
+}
+
+impl Evidence {
+    /// Evidence of `own` entries on top of entries `shared` with other
+    /// findings.
+    pub fn with_shared(shared: Arc<Map<String, Value>>, own: Map<String, Value>) -> Evidence {
+        Evidence {
+            shared: Some(shared),
+            ..Evidence::from(own)
+        }
+    }
+
+    /// The value of one entry.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self.own.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
+            Ok(i) => Some(&self.own[i].1),
+            Err(_) => self.shared.as_deref().and_then(|s| s.get(key)),
+        }
+    }
+
+    /// Whether an entry is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Sets one of the finding's own entries.
+    pub fn insert(&mut self, key: String, value: Value) {
+        match self.own.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => self.own[i].1 = value,
+            Err(i) => self.own.insert(i, (key, value)),
+        }
+    }
+
+    /// Every entry, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
+        let shared = self.shared.as_deref().into_iter().flatten();
+        Merged {
+            own: self.own.iter().map(|(k, v)| (k, v)).peekable(),
+            shared: shared.peekable(),
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.own.is_empty() && self.shared.as_deref().is_none_or(Map::is_empty)
+    }
+
+    /// The entries as one JSON object.
+    pub fn to_map(&self) -> Map<String, Value> {
+        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// Two key-ordered entry lists read as one; on equal keys the first
+/// (the finding's own) wins and the other is skipped.
+struct Merged<A: Iterator, B: Iterator> {
+    own: std::iter::Peekable<A>,
+    shared: std::iter::Peekable<B>,
+}
+
+impl<'a, A, B> Iterator for Merged<A, B>
+where
+    A: Iterator<Item = (&'a String, &'a Value)>,
+    B: Iterator<Item = (&'a String, &'a Value)>,
+{
+    type Item = (&'a String, &'a Value);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match (self.own.peek(), self.shared.peek()) {
+            (Some((a, _)), Some((b, _))) => {
+                if a < b {
+                    self.own.next()
+                } else if b < a {
+                    self.shared.next()
+                } else {
+                    self.shared.next();
+                    self.own.next()
+                }
+            }
+            (Some(_), None) => self.own.next(),
+            (None, _) => self.shared.next(),
+        }
+    }
+}
+
+impl From<Map<String, Value>> for Evidence {
+    fn from(own: Map<String, Value>) -> Evidence {
+        let mut own: Vec<(String, Value)> = own.into_iter().collect();
+        // Already in order unless serde_json keeps insertion order (its
+        // `preserve_order` feature); then this puts it in order.
+        own.sort_by(|a, b| a.0.cmp(&b.0));
+        Evidence { own, shared: None }
+    }
+}
+
+impl std::ops::Index<&str> for Evidence {
+    type Output = Value;
+
+    /// The entry's value, or `null` when there is none (as indexing a
+    /// [`Value`] does).
+    fn index(&self, key: &str) -> &Value {
+        static NULL: Value = Value::Null;
+        self.get(key).unwrap_or(&NULL)
+    }
+}
+
+impl Serialize for Evidence {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.iter() {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Evidence {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Evidence, D::Error> {
+        Map::deserialize(d).map(Evidence::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn shared_entries_read_as_one_object_in_key_order() {
+        let shared = Arc::new(map(json!({"b": 2, "d": 4, "sigma_id": "x"})));
+        let e = Evidence::with_shared(shared, map(json!({"a": 1, "c": 3, "e": 5})));
+        let keys: Vec<&str> = e.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "b", "c", "d", "e", "sigma_id"]);
+        assert_eq!(e.len(), 6);
+        assert_eq!(e["d"], json!(4));
+        assert_eq!(e["missing"], Value::Null);
+        assert!(e.contains_key("sigma_id"));
+        // The same bytes as the one object written out.
+        let whole = json!({"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "sigma_id": "x"});
+        assert_eq!(serde_json::to_string(&e).unwrap(), whole.to_string());
+        assert_eq!(Value::Object(e.to_map()), whole);
+    }
+
+    #[test]
+    fn own_entries_win_over_shared_ones() {
+        let shared = Arc::new(map(json!({"fields": "shared", "z": 0})));
+        let mut e = Evidence::with_shared(shared, map(json!({"fields": "own"})));
+        e.insert("zz".into(), json!(2));
+        e.insert("a".into(), json!(0));
+        e.insert("a".into(), json!(1));
+        assert_eq!(e["fields"], json!("own"));
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"a":1,"fields":"own","z":0,"zz":2}"#
+        );
+    }
+
+    #[test]
+    fn reads_back_as_written() {
+        let shared = Arc::new(map(json!({"k": [1, 2]})));
+        let e = Evidence::with_shared(shared, map(json!({"j": {"x": "y"}})));
+        let text = serde_json::to_string(&e).unwrap();
+        let back: Evidence = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.to_map(), e.to_map());
+        assert!(Evidence::default().is_empty());
+    }
+}
