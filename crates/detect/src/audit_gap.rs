@@ -201,7 +201,7 @@ impl Detection for AuditGap {
                     app_id: None,
                     session_id: None,
                     token_id: None,
-                    source_file: String::new(),
+                    source_file: "".into(),
                     source_locator: String::new(),
                     evidence: e.into(),
                 });

@@ -90,8 +90,9 @@ pub struct Finding {
     pub session_id: Option<String>,
     /// Token id.
     pub token_id: Option<String>,
-    /// File of the (first) record.
-    pub source_file: String,
+    /// File of the (first) record, shared with every finding and event
+    /// from that file.
+    pub source_file: Arc<str>,
     /// Locator of the (first) record in that file.
     pub source_locator: String,
     /// The fields that matched and the reasoning values.
@@ -164,7 +165,7 @@ impl Rep {
             app_id: self.app_id.clone(),
             session_id: self.session_id.clone(),
             token_id: self.token_id.clone(),
-            source_file: self.file.to_string(),
+            source_file: self.file.clone(),
             source_locator: self.locator.to_string(),
             evidence: evidence.into(),
         }

@@ -43,7 +43,7 @@ fn cells(f: &Finding) -> Vec<String> {
         o(&f.app_id),
         o(&f.session_id),
         o(&f.token_id),
-        f.source_file.clone(),
+        f.source_file.to_string(),
         f.source_locator.clone(),
         serde_json::to_string(&f.evidence).unwrap_or_default(),
     ]
