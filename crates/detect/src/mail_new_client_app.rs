@@ -293,7 +293,11 @@ mod tests {
         let out = run(det(), &records);
         assert_eq!(out.findings.len(), 9);
         for f in &out.findings {
-            let expected = if f.evidence["AppId"] == "evil" {
+            let app = f
+                .evidence
+                .get("AppId")
+                .expect("every finding names its app");
+            let expected = if app == "evil" {
                 Severity::High
             } else {
                 Severity::Low

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 /// The finding's own entries are a vector kept in key order, not a map: a
 /// map's first node holds room for eleven entries, and most findings have
 /// one to five.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Default)]
 pub struct Evidence {
     own: Vec<(String, Value)>,
     shared: Option<Arc<Map<String, Value>>>,
@@ -29,6 +29,9 @@ impl Evidence {
     /// Evidence of `own` entries on top of entries `shared` with other
     /// findings.
     pub fn with_shared(shared: Arc<Map<String, Value>>, own: Map<String, Value>) -> Evidence {
+        // Merging reads both parts in key order; a `Map` iterates so unless
+        // serde_json's `preserve_order` is on (a test below fails then).
+        debug_assert!(shared.keys().zip(shared.keys().skip(1)).all(|(a, b)| a < b));
         Evidence {
             shared: Some(shared),
             ..Evidence::from(own)
@@ -113,6 +116,20 @@ where
     }
 }
 
+/// Equal when they read as the same object, however it is split.
+impl PartialEq for Evidence {
+    fn eq(&self, other: &Evidence) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+/// Written as the object it reads as.
+impl std::fmt::Debug for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
 impl From<Map<String, Value>> for Evidence {
     fn from(own: Map<String, Value>) -> Evidence {
         let mut own: Vec<(String, Value)> = own.into_iter().collect();
@@ -187,6 +204,26 @@ mod tests {
             serde_json::to_string(&e).unwrap(),
             r#"{"a":1,"fields":"own","z":0,"zz":2}"#
         );
+    }
+
+    /// The merge needs a shared `Map` to iterate in key order, which
+    /// serde_json's `preserve_order` feature (switched on by any crate in
+    /// the build) would change.
+    #[test]
+    fn serde_json_maps_iterate_in_key_order() {
+        let m = map(json!({"b": 1, "a": 2, "c": 3}));
+        let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn equal_and_shown_as_the_object_they_read_as() {
+        let shared = Arc::new(map(json!({"b": 2})));
+        let split = Evidence::with_shared(shared, map(json!({"a": 1})));
+        let whole = Evidence::from(map(json!({"a": 1, "b": 2})));
+        assert_eq!(split, whole);
+        assert_ne!(split, Evidence::from(map(json!({"a": 1}))));
+        assert_eq!(format!("{split:?}"), r#"{"a": Number(1), "b": Number(2)}"#);
     }
 
     #[test]

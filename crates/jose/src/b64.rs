@@ -49,7 +49,8 @@ pub(crate) fn decode_b64url_into(input: &[u8], out: &mut Vec<u8>) -> Result<(), 
 fn why_not_b64url(input: &[u8]) -> String {
     match STRICT_URL.decode(input) {
         Err(e) => e.to_string(),
-        Ok(_) => "not canonical base64url".to_owned(),
+        // Unreachable while the two decoders agree (a test holds them to it).
+        Ok(_) => "refused by the SIMD decoder, accepted by the reference one".to_owned(),
     }
 }
 
@@ -84,12 +85,12 @@ mod tests {
 
     /// The SIMD decoder must accept and produce exactly what the `base64`
     /// crate's strict engine does, on strings built to hit its edges: every
-    /// length modulo 4, padding, whitespace, the standard alphabet's `+/`,
-    /// and random trailing bits.
+    /// length modulo 4, lengths that take several passes of its SIMD loop,
+    /// random trailing bits, and one foreign byte of any value (padding,
+    /// whitespace, `+/`, controls, bytes above 0x7F) at any position.
     #[test]
     fn agrees_with_the_strict_base64_engine() {
-        const CHARS: &[u8] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_AQgw=+/ .";
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut next = move || {
             state ^= state << 13;
@@ -98,22 +99,20 @@ mod tests {
             state
         };
         let mut accepted = 0;
-        for _ in 0..20_000 {
-            let len = (next() % 90) as usize;
-            let foreign = next() % 8 == 0;
-            let text: Vec<u8> = (0..len)
-                .map(|_| {
-                    let n = if foreign { CHARS.len() } else { 64 };
-                    CHARS[(next() % n as u64) as usize]
-                })
-                .collect();
+        for _ in 0..30_000 {
+            let len = (next() % 220) as usize;
+            let mut text: Vec<u8> = (0..len).map(|_| ALPHABET[(next() % 64) as usize]).collect();
+            if len > 0 && next() % 4 == 0 {
+                let at = (next() % len as u64) as usize;
+                text[at] = (next() % 256) as u8;
+            }
             let simd = decode_b64url(&text).ok();
             let reference = STRICT_URL.decode(&text).ok();
             assert_eq!(simd, reference, "{:?}", String::from_utf8_lossy(&text));
             accepted += usize::from(simd.is_some());
         }
         // Both outcomes must be well represented, or the test shows nothing.
-        assert!((2_000..18_000).contains(&accepted), "{accepted} accepted");
+        assert!((3_000..27_000).contains(&accepted), "{accepted} accepted");
     }
 
     #[test]

@@ -368,6 +368,13 @@ mod tests {
     #[test]
     fn duplicates_and_non_objects_rejected() {
         assert!(Claims::parse(br#"{"exp":1,"exp":2}"#).is_err());
+        // A registered name spelt with an escape is the same name.
+        assert!(Claims::parse(br#"{"iss":"a","\u0069ss":"b"}"#).is_err());
+        assert!(Claims::parse(br#"{"x":1,"x":2}"#).is_err());
+        assert!(Claims::parse(br#"{"x":1,"\u0078":2}"#).is_err());
+        // Under an unregistered claim, through the strict skip.
+        assert!(Claims::parse(br#"{"ext":{"a":1,"b":{"c":1,"c":2}}}"#).is_err());
+        assert!(Claims::parse(br#"{"iss":"a","x":1,"\u0069s":2,"y":[{"z":1}]}"#).is_ok());
         assert!(Claims::parse(br#"{"x":{"y":1,"y":2}}"#).is_err());
         assert!(Claims::parse(br#"[1]"#).is_err());
         assert!(Claims::parse(b"{\"a\":\"\xff\"}").is_err());

@@ -235,23 +235,42 @@ impl JsonType {
 mod tests {
     use super::*;
 
-    /// With more names than the filter has bits, every filter bit is set
-    /// and collisions are certain: a duplicate anywhere is still found, and
-    /// distinct names are never taken for one.
+    /// `SeenNames` itself, on names built to stress its filter: 300 names
+    /// over many lengths and first and last bytes, so every filter bit is
+    /// set and bits collide, and runs of names with one fingerprint (same
+    /// length, first and last byte) that only a full comparison tells
+    /// apart. A duplicate anywhere is found; distinct names never are.
     #[test]
-    fn duplicates_found_among_many_names() {
-        let names: Vec<String> = (0..100).map(|i| format!("claim_{i}")).collect();
-        let object = |names: &[&String]| {
-            let members: Vec<String> = names.iter().map(|n| format!("\"{n}\":1")).collect();
-            format!("{{{}}}", members.join(","))
+    fn seen_names_find_every_duplicate_and_nothing_else() {
+        let mut names: Vec<String> = (0..200)
+            .map(|i| {
+                let first = char::from(b'a' + (i % 26) as u8);
+                let last = char::from(b'A' + (i / 7 % 26) as u8);
+                format!("{first}{}{last}", "m".repeat(i % 11))
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        // One fingerprint: length 5, 'x' first, 'z' last.
+        names.extend((0..100).map(|i| format!("x{i:03}z")));
+        let insert_all = |list: &[&String]| -> Result<(), serde_json::Error> {
+            let mut seen = SeenNames::default();
+            for n in list {
+                seen.insert::<serde_json::Error>(Cow::Borrowed(n.as_str()))?;
+            }
+            Ok(())
         };
         let distinct: Vec<&String> = names.iter().collect();
-        assert!(parse_strict_value(object(&distinct).as_bytes()).is_ok());
-        for repeated in [0, 37, 99] {
+        assert!(insert_all(&distinct).is_ok());
+        assert_eq!(
+            insert_all(&distinct).map(|()| distinct.len()).unwrap(),
+            names.len()
+        );
+        for repeated in [0, 1, names.len() / 2, names.len() - 50, names.len() - 1] {
             let mut with_duplicate = distinct.clone();
             with_duplicate.push(&names[repeated]);
-            let err = parse_strict_value(object(&with_duplicate).as_bytes()).unwrap_err();
-            assert!(err.0.contains(&names[repeated]), "{err}");
+            let err = insert_all(&with_duplicate).unwrap_err();
+            assert!(err.to_string().contains(names[repeated].as_str()), "{err}");
         }
     }
 

@@ -46,7 +46,8 @@ use yaml::Y;
 pub const DRL_NOTE: &str =
     "Detection Rule License (DRL) 1.1, https://github.com/SigmaHQ/Detection-Rule-License";
 
-/// Rule metadata carried into findings.
+/// Rule metadata carried into findings. Read-only once the rule is loaded:
+/// [`RuleMeta::shared_evidence`] is built from it on first use and kept.
 #[derive(Clone, Debug, Serialize)]
 pub struct RuleMeta {
     /// `id` (or the title when the rule has none).

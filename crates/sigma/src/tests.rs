@@ -1126,7 +1126,12 @@ fn lateness_is_per_group_so_file_order_does_not_change_windows() {
     let (f, _) = run_corr(s, &evs);
     let alice: Vec<_> = f
         .iter()
-        .filter(|x| x.evidence["group"]["UserId"] == "alice")
+        .filter(|x| {
+            x.evidence
+                .get("group")
+                .expect("a correlation names its group")["UserId"]
+                == "alice"
+        })
         .collect();
     assert_eq!(alice.len(), 1, "{alice:?}");
     assert_eq!(alice[0].evidence["event_count"], 3.0);

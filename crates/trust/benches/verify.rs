@@ -220,7 +220,8 @@ fn main() {
     let rounds: usize = std::env::var("ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
+        .unwrap_or(15)
+        .max(1);
     // ALG=RS256 (or ES256) runs one algorithm, e.g. under a profiler.
     let only = std::env::var("ALG").ok();
     for alg in [Algorithm::RS256, Algorithm::ES256] {
@@ -251,7 +252,7 @@ fn main() {
         );
         for (c, m) in cases.iter().zip(&medians) {
             println!(
-                "  {:<24} {:>9.2} us   {:>8.0} tokens/s   {:.3}x raw",
+                "  {:<26} {:>9.2} us   {:>8.0} tokens/s   {:.3}x raw",
                 c.name,
                 m.as_secs_f64() * 1e6,
                 1.0 / m.as_secs_f64(),

@@ -274,6 +274,20 @@ fn duplicate_names() {
     let sig = env.enterprise.sign_raw(input.as_bytes()).unwrap();
     let v = env.verify(&format!("{input}.{}", encode_b64url(&sig)));
     assert_rejected_with(&v, "malformed");
+    // The same, with the second `iss` spelt with an escape: a parser that
+    // compares names before unescaping would see two different claims.
+    let escaped = format!(
+        "{},\"\\u0069ss\":\"https://evil.example/\"}}",
+        &body[..body.len() - 1]
+    );
+    let input = format!(
+        "{}.{}",
+        encode_b64url(header.as_bytes()),
+        encode_b64url(escaped.as_bytes())
+    );
+    let sig = env.enterprise.sign_raw(input.as_bytes()).unwrap();
+    let v = env.verify(&format!("{input}.{}", encode_b64url(&sig)));
+    assert_rejected_with(&v, "malformed");
     // Duplicate header member.
     let header = r#"{"alg":"none","alg":"RS256","kid":"ent-1"}"#;
     let input = format!(
