@@ -6,6 +6,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use aho_corasick::AhoCorasick;
+
 use serde_json::{json, Value};
 
 use super::{
@@ -72,14 +74,24 @@ impl Detection for IocKey {
     }
 
     fn needs(&self) -> Needs {
-        let mut lits = self.iocs.key_literals();
+        let key_lits = self.iocs.key_literals();
+        let mut lits = key_lits.clone();
         lits.extend(HEADER_TEXTS.iter().map(|s| s.to_string()));
+        // Any string anywhere may hold a key indicator, so a record that
+        // holds one of their texts is read whole. One that passes the
+        // screen only by a header text (`servicePrincipalCredentialThumbprint`
+        // is in a third of Entra sign-ins) is read for the header fields
+        // alone: no indicator can match where none of their texts is.
+        let whole_record = if key_lits.is_empty() {
+            WholeRecord::Never
+        } else {
+            WholeRecord::When(literal_screen(&key_lits))
+        };
         Needs {
             kinds: Kinds::ALL,
             anchors: Anchors::AnyOf(lits),
             fields: HEADER_FIELDS.iter().map(|f| Cow::Borrowed(*f)).collect(),
-            // Any string anywhere may hold the key id.
-            whole_record: WholeRecord::Always,
+            whole_record,
             unparsed_time_and_workload: false,
             signin_index: false,
         }
@@ -193,6 +205,25 @@ fn find_key_values<'a>(
     }
 }
 
+/// Whether bytes hold any of `texts`: the indicator spellings the
+/// detection's anchors already take (as given, upper case, with colons),
+/// so a record read whole is one its anchors admitted by an indicator and
+/// not only by a header text. A SIMD searcher (Teddy) where the CPU has
+/// one; the automaton's default rare-byte prefilter stopped at nearly every
+/// byte (hex digits and colons are in every record) and cost more than the
+/// whole-record parse this screen avoids.
+fn literal_screen(texts: &[String]) -> crate::ScreenFn {
+    if let Some(teddy) = aho_corasick::packed::Searcher::new(texts.iter()) {
+        return Arc::new(move |b: &[u8]| teddy.find(b).is_some());
+    }
+    let automaton = AhoCorasick::builder()
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .prefilter(false)
+        .build(texts)
+        .expect("literal patterns build");
+    Arc::new(move |b: &[u8]| automaton.is_match(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +255,32 @@ mod tests {
             &[json!({"time": "2023-06-10T10:00:00Z", "kid": "ent-2023-rs256"})],
         );
         assert!(out.findings.is_empty());
+        assert_eq!(out.coverage[0].status, Status::Ok);
+    }
+
+    /// A record holding a header text but no indicator text is read for
+    /// its header fields only, and still counts for coverage; one holding
+    /// an indicator's text is read whole, wherever the text sits.
+    #[test]
+    fn only_records_holding_an_indicator_text_are_read_whole() {
+        let needs = det().needs();
+        let WholeRecord::When(whole) = &needs.whole_record else {
+            panic!(
+                "expected a whole-record screen, got {:?}",
+                needs.whole_record
+            );
+        };
+        let signin = json!({"createdDateTime": "2024-03-01T00:00:00Z",
+            "servicePrincipalCredentialThumbprint": "1EE0618970A9503219CFA43D0780CE01CFE8EC0F"});
+        assert!(!whole(&serde_json::to_vec(&signin).unwrap()));
+        let deep = json!({"time": "2023-06-10T10:00:00Z",
+            "a": {"b": ["x", {"c": "D4:B4:CC:CD:A9:22:86:24:65:6B:FF:33:D8:11:09:55:77:96:32:AA"}]}});
+        assert!(whole(&serde_json::to_vec(&deep).unwrap()));
+        let out = run(det(), &[signin, deep.clone()]);
+        assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
+        assert_eq!(out.findings[0].evidence["field"], json!("a.b.c"));
+        let kid_only = json!({"time": "2023-06-10T10:00:00Z", "thumbprint": "AB"});
+        let out = run(det(), &[kid_only]);
         assert_eq!(out.coverage[0].status, Status::Ok);
     }
 
