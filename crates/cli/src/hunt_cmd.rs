@@ -208,7 +208,12 @@ pub fn run(args: HuntArgs) -> u8 {
     if summarise {
         print!("{}", crate::report_cmd::incident_summary(&incidents, 10));
     }
-    let summary = output::summary_json(&report);
+    // Only the page and the summary file read it.
+    let summary = if args.report.is_some() || args.summary_json.is_some() {
+        output::summary_json(&report)
+    } else {
+        serde_json::Value::Null
+    };
     if let Some(p) = &args.report {
         let html = tokenward_report::render(&tokenward_report::Input {
             findings: &report.findings,
@@ -284,7 +289,8 @@ impl serde::Serialize for WithIncidents<'_> {
         let base = self.summary.as_object().unwrap_or(&empty);
         let mut m = s.serialize_map(Some(base.len() + 1))?;
         let mut placed = false;
-        for (k, v) in base.iter().filter(|(k, _)| k.as_str() != KEY) {
+        // `summary_json` has no `incidents` member of its own.
+        for (k, v) in base {
             if !placed && k.as_str() > KEY {
                 m.serialize_entry(KEY, &OneAtATime(self.incidents))?;
                 placed = true;

@@ -62,8 +62,6 @@ pub fn run(args: ReportArgs) -> u8 {
         None => serde_json::json!({"tool": "tokenward hunt", "files": [], "detections": [],
                                    "records": {"read": "?", "evaluated": "?", "rejected": "?"}}),
     };
-    // The page takes the incidents beside the summary; putting them into
-    // the summary as a JSON tree only cost memory.
     let incidents = tokenward_incident::build(&findings);
     let html = tokenward_report::render(&tokenward_report::Input {
         findings: &findings,

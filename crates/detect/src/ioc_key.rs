@@ -6,8 +6,6 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use aho_corasick::AhoCorasick;
-
 use serde_json::{json, Value};
 
 use super::{
@@ -82,16 +80,11 @@ impl Detection for IocKey {
         // screen only by a header text (`servicePrincipalCredentialThumbprint`
         // is in a third of Entra sign-ins) is read for the header fields
         // alone: no indicator can match where none of their texts is.
-        let whole_record = if key_lits.is_empty() {
-            WholeRecord::Never
-        } else {
-            WholeRecord::When(literal_screen(&key_lits))
-        };
         Needs {
             kinds: Kinds::ALL,
             anchors: Anchors::AnyOf(lits),
             fields: HEADER_FIELDS.iter().map(|f| Cow::Borrowed(*f)).collect(),
-            whole_record,
+            whole_record: WholeRecord::WhenAnyOf(key_lits),
             unparsed_time_and_workload: false,
             signin_index: false,
         }
@@ -205,25 +198,6 @@ fn find_key_values<'a>(
     }
 }
 
-/// Whether bytes hold any of `texts`: the indicator spellings the
-/// detection's anchors already take (as given, upper case, with colons),
-/// so a record read whole is one its anchors admitted by an indicator and
-/// not only by a header text. A SIMD searcher (Teddy) where the CPU has
-/// one; the automaton's default rare-byte prefilter stopped at nearly every
-/// byte (hex digits and colons are in every record) and cost more than the
-/// whole-record parse this screen avoids.
-fn literal_screen(texts: &[String]) -> crate::ScreenFn {
-    if let Some(teddy) = aho_corasick::packed::Searcher::new(texts.iter()) {
-        return Arc::new(move |b: &[u8]| teddy.find(b).is_some());
-    }
-    let automaton = AhoCorasick::builder()
-        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-        .prefilter(false)
-        .build(texts)
-        .expect("literal patterns build");
-    Arc::new(move |b: &[u8]| automaton.is_match(b))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,11 +238,16 @@ mod tests {
     #[test]
     fn only_records_holding_an_indicator_text_are_read_whole() {
         let needs = det().needs();
-        let WholeRecord::When(whole) = &needs.whole_record else {
+        let WholeRecord::WhenAnyOf(texts) = &needs.whole_record else {
             panic!(
                 "expected a whole-record screen, got {:?}",
                 needs.whole_record
             );
+        };
+        let whole = |b: &[u8]| {
+            texts
+                .iter()
+                .any(|t| memchr::memmem::find(b, t.as_bytes()).is_some())
         };
         let signin = json!({"createdDateTime": "2024-03-01T00:00:00Z",
             "servicePrincipalCredentialThumbprint": "1EE0618970A9503219CFA43D0780CE01CFE8EC0F"});

@@ -164,12 +164,20 @@ pub enum WholeRecord {
     /// only its declared paths, which the screen promises is enough (a
     /// Sigma rule set whose keyword rules' anchors are not in the record).
     When(ScreenFn),
+    /// Only the records whose raw bytes hold one of these texts; the others
+    /// may reach it projected, as with `When`. The engine finds these texts
+    /// in the one literal pass that finds every [`Anchors::AnyOf`] text.
+    WhenAnyOf(Vec<String>),
 }
 
 impl WholeRecord {
     /// Whether some record routed to the detection is read whole.
     pub fn ever(&self) -> bool {
-        !matches!(self, WholeRecord::Never)
+        match self {
+            WholeRecord::Never => false,
+            WholeRecord::WhenAnyOf(texts) => !texts.is_empty(),
+            WholeRecord::Always | WholeRecord::When(_) => true,
+        }
     }
 }
 
@@ -179,6 +187,7 @@ impl std::fmt::Debug for WholeRecord {
             WholeRecord::Never => f.write_str("Never"),
             WholeRecord::Always => f.write_str("Always"),
             WholeRecord::When(_) => f.write_str("When(..)"),
+            WholeRecord::WhenAnyOf(texts) => f.debug_tuple("WhenAnyOf").field(texts).finish(),
         }
     }
 }

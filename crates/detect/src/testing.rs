@@ -78,6 +78,9 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
                 WholeRecord::Never => false,
                 WholeRecord::Always => true,
                 WholeRecord::When(f) => f(&bytes),
+                WholeRecord::WhenAnyOf(texts) => texts
+                    .iter()
+                    .any(|t| memchr::memmem::find(&bytes, t.as_bytes()).is_some()),
             };
             let ev = if whole {
                 Event::from_record(r.clone(), None, Arc::from("test.jsonl"), loc)

@@ -255,6 +255,16 @@ impl Literals {
 /// as bits.
 type Mask = u64;
 
+/// What the literal pass and the readers' own screens found in a record.
+#[derive(Clone, Copy)]
+struct Screened {
+    /// The readers it goes to.
+    readers: Mask,
+    /// Readers that read it whole if they see it: those that read every
+    /// record whole, and those with a whole-record text in it.
+    whole: Mask,
+}
+
 /// What the engine derived from the detections' needs.
 struct Plan {
     needs: Vec<Needs>,
@@ -262,6 +272,9 @@ struct Plan {
     literals: Option<Literals>,
     /// Readers each literal pattern stands for.
     pattern_readers: Vec<Mask>,
+    /// Readers that read a record whole when it holds the pattern
+    /// ([`WholeRecord::WhenAnyOf`]).
+    pattern_whole: Vec<Mask>,
     /// Readers that see every record.
     every: Mask,
     /// Readers with a screen of their own.
@@ -293,7 +306,20 @@ impl Plan {
         );
         let mut lits: Vec<String> = Vec::new();
         let mut pattern_readers: Vec<Mask> = Vec::new();
+        let mut pattern_whole: Vec<Mask> = Vec::new();
         let mut by_text: HashMap<String, usize> = HashMap::new();
+        // One pattern per distinct text, whether an anchor of some readers,
+        // a whole-record text of others, or both.
+        let mut add_pattern = |t: &String, readers: Mask, whole: Mask| {
+            let id = *by_text.entry(t.clone()).or_insert_with(|| {
+                lits.push(t.clone());
+                pattern_readers.push(0);
+                pattern_whole.push(0);
+                lits.len() - 1
+            });
+            pattern_readers[id] |= readers;
+            pattern_whole[id] |= whole;
+        };
         let (mut every, mut light, mut whole) = (0, 0, 0);
         let mut screens = Vec::new();
         let mut whole_screens = Vec::new();
@@ -303,12 +329,7 @@ impl Plan {
                 Anchors::Every => every |= bit,
                 Anchors::AnyOf(texts) => {
                     for t in texts.iter().filter(|t| !t.is_empty()) {
-                        let id = *by_text.entry(t.clone()).or_insert_with(|| {
-                            lits.push(t.clone());
-                            pattern_readers.push(0);
-                            lits.len() - 1
-                        });
-                        pattern_readers[id] |= bit;
+                        add_pattern(t, bit, 0);
                     }
                 }
                 Anchors::Screen(f) => screens.push((i, f.clone())),
@@ -320,11 +341,17 @@ impl Plan {
                 WholeRecord::Never => {}
                 WholeRecord::Always => whole |= bit,
                 WholeRecord::When(f) => whole_screens.push((i, f.clone())),
+                WholeRecord::WhenAnyOf(texts) => {
+                    for t in texts.iter().filter(|t| !t.is_empty()) {
+                        add_pattern(t, 0, bit);
+                    }
+                }
             }
         }
         Plan {
             literals: (!lits.is_empty()).then(|| Literals::new(&lits)),
             pattern_readers,
+            pattern_whole,
             every,
             screens,
             light,
@@ -339,28 +366,32 @@ impl Plan {
 
     /// Readers of a record given the literal matches in its bytes (a JSON
     /// text, or a CSV row written as `"column":value` lines).
-    fn readers(&self, matches: &[(usize, usize)], bytes: &[u8]) -> Mask {
-        let mut m = self.every;
+    fn readers(&self, matches: &[(usize, usize)], bytes: &[u8]) -> Screened {
+        let mut s = Screened {
+            readers: self.every,
+            whole: self.whole,
+        };
         for &(_, id) in matches {
-            m |= self.pattern_readers[id];
+            s.readers |= self.pattern_readers[id];
+            s.whole |= self.pattern_whole[id];
         }
         for (i, f) in &self.screens {
             if f(bytes) {
-                m |= 1 << i;
+                s.readers |= 1 << i;
             }
         }
-        m
+        s
     }
 
-    /// Whether a record these readers see is parsed whole: one of them
-    /// reads every record whole, or one's whole-record screen passes the
-    /// record's bytes.
-    fn reads_whole(&self, readers: Mask, bytes: &[u8]) -> bool {
-        readers & self.whole != 0
+    /// Whether a screened record is parsed whole: one of its readers reads
+    /// every record whole or found one of its whole-record texts, or one's
+    /// whole-record screen passes the record's bytes.
+    fn reads_whole(&self, s: Screened, bytes: &[u8]) -> bool {
+        s.readers & s.whole != 0
             || self
                 .whole_screens
                 .iter()
-                .any(|(i, f)| readers & (1 << i) != 0 && f(bytes))
+                .any(|(i, f)| s.readers & (1 << i) != 0 && f(bytes))
     }
 
     /// The projection that serves a set of readers: the normalised fields
@@ -537,7 +568,7 @@ impl Ctx<'_> {
     }
 
     /// Handles one raw JSON record (a line or an array element).
-    fn json(&self, bytes: &[u8], loc: Locator, screened: Option<Mask>, out: &mut Out) {
+    fn json(&self, bytes: &[u8], loc: Locator, screened: Option<Screened>, out: &mut Out) {
         // Checked once per record, so that the parsers take text and do not
         // check every string inside again.
         let text = match std::str::from_utf8(bytes) {
@@ -556,23 +587,24 @@ impl Ctx<'_> {
         let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
         let b = text.as_bytes();
         let framed = b.first() == Some(&b'{') && b.last() == Some(&b'}') && !looks_like_envelope(b);
-        let readers = match (self.plan, screened) {
-            (None, _) => Mask::MAX,
-            (Some(_), Some(m)) => m,
+        let screened = match (self.plan, screened) {
+            (None, _) => None,
+            (Some(_), Some(s)) => Some(s),
             (Some(plan), None) => {
                 let mut hits = Vec::new();
                 if let Some(l) = &plan.literals {
                     l.find_all(b, &mut hits);
                 }
-                plan.readers(&hits, b)
+                Some(plan.readers(&hits, b))
             }
         };
-        if let Some(plan) = self.plan {
+        let readers = screened.map_or(Mask::MAX, |s| s.readers);
+        if let (Some(plan), Some(screened)) = (self.plan, screened) {
             if framed && readers & !plan.light == 0 {
                 self.route_light(b, readers, out);
                 return;
             }
-            if framed && !plan.reads_whole(readers, b) {
+            if framed && !plan.reads_whole(screened, b) {
                 let projection = out.projection(plan, readers);
                 match projection.parse(text) {
                     Ok(Projected::Object(v)) => {
@@ -654,6 +686,9 @@ impl Ctx<'_> {
     /// characters JSON and CSV escape) hold in this text whenever they hold
     /// in the record, as on a JSON line.
     fn row(&self, header: &[String], fields: Vec<String>, loc: Locator, out: &mut Out) {
+        // Renamed Log Analytics columns are folded by the full parse, so no
+        // whole-record screen needs to run on such a row.
+        let full = header.iter().any(|h| forces_full(h));
         let screened = self.plan.map(|plan| {
             let mut text = Vec::with_capacity(fields.iter().map(|f| f.len() + 24).sum());
             for (h, f) in header.iter().zip(&fields) {
@@ -667,8 +702,8 @@ impl Ctx<'_> {
             if let Some(l) = &plan.literals {
                 l.find_all(&text, &mut hits);
             }
-            let readers = plan.readers(&hits, &text);
-            (readers, plan.reads_whole(readers, &text))
+            let s = plan.readers(&hits, &text);
+            (s.readers, full || plan.reads_whole(s, &text))
         });
         let readers = screened.map_or(Mask::MAX, |(r, _)| r);
         shadow::reset();
@@ -677,8 +712,7 @@ impl Ctx<'_> {
             m.insert(h.clone(), Value::String(f));
         }
         if let (Some(plan), Some((_, whole))) = (self.plan, screened) {
-            // Renamed Log Analytics columns are folded by the full parse.
-            if !whole && !header.iter().any(|h| forces_full(h)) {
+            if !whole {
                 let projection = out.projection(plan, readers);
                 let v = projection.project_columns(m);
                 let ev = Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
@@ -1412,6 +1446,38 @@ mod tests {
         assert_eq!(seen.lock().unwrap().projected, vec![false, false]);
     }
 
+    /// Whole-record texts are found in the literal pass: a record holding
+    /// one is read whole for the reader that declared it, and another
+    /// reader's text does not make it whole for a reader that sees it
+    /// without that other reader.
+    #[test]
+    fn whole_record_texts_are_found_in_the_literal_pass() {
+        fn whole_on_needle() -> Needs {
+            let mut n = Needs::anchored(Kinds::ALL, &["Operation"], &["Marker.Inner"]);
+            n.whole_record = WholeRecord::WhenAnyOf(vec!["NEEDLE".into()]);
+            n
+        }
+        fn elsewhere_whole_on_needle() -> Needs {
+            let mut n = whole_on_needle();
+            n.anchors = Anchors::AnyOf(vec!["NOT-IN-ANY-RECORD".into()]);
+            n
+        }
+        fn never_whole() -> Needs {
+            Needs::anchored(Kinds::ALL, &["Operation"], &["Marker.Inner"])
+        }
+        let d = dir(&[("a.jsonl", &format!("{UAL}\n{UAL_NEEDLE}\n"))]);
+        let (p, seen) = Probe::boxed(whole_on_needle, Some("Marker.Inner"));
+        hunt(&d, vec![p]);
+        assert_eq!(
+            seen.lock().unwrap().read_and_projected(),
+            vec![("m1".to_string(), true), ("m2".to_string(), false)]
+        );
+        let (never, seen) = Probe::boxed(never_whole, Some("Marker.Inner"));
+        let (elsewhere, _) = Probe::boxed(elsewhere_whole_on_needle, Some("Marker.Inner"));
+        hunt(&d, vec![never, elsewhere]);
+        assert_eq!(seen.lock().unwrap().projected, vec![true, true]);
+    }
+
     /// A CSV row is screened as `"column":value` lines: a detection's own
     /// screen and its whole-record screen see the columns and the JSON in
     /// cells as written, as on a JSON line.
@@ -1440,6 +1506,18 @@ mod tests {
         // Row 3 has no Marker: screened out. Row 2 names NEEDLE: whole.
         assert_eq!(
             got,
+            vec![("m1".to_string(), true), ("m2".to_string(), false)]
+        );
+        // The same with the whole-record text found by the literal pass.
+        fn texts() -> Needs {
+            let mut n = screened();
+            n.whole_record = WholeRecord::WhenAnyOf(vec!["NEEDLE".into()]);
+            n
+        }
+        let (p, seen) = Probe::boxed(texts, Some("Marker.Inner"));
+        hunt(&d, vec![p]);
+        assert_eq!(
+            seen.lock().unwrap().read_and_projected(),
             vec![("m1".to_string(), true), ("m2".to_string(), false)]
         );
     }
@@ -1583,12 +1661,12 @@ mod tests {
             .as_ref()
             .unwrap()
             .find_all(b"..Y..", &mut hits);
-        assert_eq!(plan.readers(&hits, b"..Y.."), 0b11);
+        assert_eq!(plan.readers(&hits, b"..Y..").readers, 0b11);
         plan.literals
             .as_ref()
             .unwrap()
             .find_all(b"..X..", &mut hits);
-        assert_eq!(plan.readers(&hits, b"..X.."), 0b01);
+        assert_eq!(plan.readers(&hits, b"..X..").readers, 0b01);
         assert!(plan.projection(0b10).reaches("Deep.Path"));
         assert!(!plan.projection(0b01).reaches("Deep.Path"));
         assert!(plan.index_slot.is_none());
