@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokenward_hunt::output::{self, OutputFormat};
-use tokenward_hunt::{Format, HuntConfig, Options};
+use tokenward_hunt::{Finding, Format, HuntConfig, Options};
 
 /// Exit status when `--fail-on-findings` is given and there are findings.
 const EXIT_FINDINGS: u8 = 1;
@@ -85,6 +85,11 @@ pub struct HuntArgs {
     /// Drop findings of these detection ids (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     exclude: Vec<String>,
+    /// Findings held in memory before the rest spill, sorted, to a
+    /// temporary directory ($TMPDIR) and are merged back for output, so a
+    /// rule that fires on most records does not grow memory with the input.
+    #[arg(long, default_value_t = 32, value_name = "MIB")]
+    findings_memory: usize,
     /// No progress bar and no terminal summary.
     #[arg(short, long)]
     quiet: bool,
@@ -146,6 +151,9 @@ pub fn run(args: HuntArgs) -> u8 {
             ..Options::default()
         },
         sigma,
+        only: args.only.clone(),
+        exclude: args.exclude.clone(),
+        findings_memory: Some(args.findings_memory.saturating_mul(1 << 20)),
     };
     let result = with_progress(&args.inputs, args.quiet, |progress| {
         tokenward_hunt::run(&cfg, progress)
@@ -157,18 +165,6 @@ pub fn run(args: HuntArgs) -> u8 {
             return crate::EXIT_USAGE;
         }
     };
-    if !args.only.is_empty() {
-        report
-            .findings
-            .retain(|f| args.only.iter().any(|i| *i == f.rule_id));
-    }
-    report
-        .findings
-        .retain(|f| !args.exclude.iter().any(|i| *i == f.rule_id));
-    // The process ends after this: freeing a million findings one by one
-    // would only delay the exit (it was a visible share of short hunts).
-    let report = std::mem::ManuallyDrop::new(report);
-
     let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
     let fmt = match args.output_format.as_deref() {
         Some("csv") => OutputFormat::Csv,
@@ -179,13 +175,45 @@ pub fn run(args: HuntArgs) -> u8 {
     };
     // Incidents only for the outputs that show them.
     let summarise = to_terminal && fmt == OutputFormat::Table && !args.quiet;
-    let incidents = std::mem::ManuallyDrop::new(
-        if summarise || args.report.is_some() || args.summary_json.is_some() {
-            tokenward_incident::build(&report.findings)
-        } else {
-            Vec::new()
-        },
-    );
+    // Incidents weigh findings against each other, so they hold every
+    // finding: cut down to what grouping reads, unless the page (which
+    // lists them) is written too (docs/limits.md). The findings outputs
+    // stream them.
+    let needs_all = summarise || args.report.is_some() || args.summary_json.is_some();
+    let held = if args.report.is_some() {
+        std::mem::take(&mut report.findings)
+            .into_held()
+            .map(|all| report.findings = all)
+            .map(|()| Vec::new())
+    } else if needs_all {
+        report.findings.iter().and_then(|all| {
+            all.map(|f| f.map(|f| tokenward_incident::slim(&f)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+    } else {
+        Ok(Vec::new())
+    };
+    let slim = match held {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tokenward hunt: {e}");
+            return crate::EXIT_USAGE;
+        }
+    };
+    // The process ends after this: freeing a million findings one by one
+    // would only delay the exit (it was a visible share of short hunts).
+    let report = std::mem::ManuallyDrop::new(report);
+    let slim = std::mem::ManuallyDrop::new(slim);
+    let all: &[Finding] = match &args.report {
+        Some(_) => report.findings.as_slice().unwrap_or_default(),
+        None => &slim,
+    };
+
+    let incidents = std::mem::ManuallyDrop::new(if needs_all {
+        tokenward_incident::build(all)
+    } else {
+        Vec::new()
+    });
     let write = |w: &mut dyn Write| -> std::io::Result<()> {
         match fmt {
             OutputFormat::Table => output::write_table(w, &report.findings)?,
@@ -216,7 +244,7 @@ pub fn run(args: HuntArgs) -> u8 {
     };
     if let Some(p) = &args.report {
         let html = tokenward_report::render(&tokenward_report::Input {
-            findings: &report.findings,
+            findings: all,
             incidents: &incidents,
             summary: &summary,
         });

@@ -314,6 +314,14 @@ pub trait Detection: IntoAny + Send {
     fn observe_unparsed(&mut self, _time: Option<OffsetDateTime>, _workload: Option<&str>) {}
     /// Folds a shard made by [`Detection::fork`] into this one.
     fn merge(&mut self, shard: Box<dyn Detection>);
+    /// Findings already decided (no later record can change them), handed
+    /// over as they are made: the engine spills them to disk beyond its
+    /// memory budget, where this detection would hold every one until
+    /// [`Detection::finish`]. Called after each merge; what it returns is
+    /// not reported again by `finish`.
+    fn take_findings(&mut self) -> Vec<Finding> {
+        Vec::new()
+    }
     /// Decides and reports.
     fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome;
 }

@@ -78,9 +78,49 @@ impl Evidence {
         self.own.is_empty() && self.shared.as_deref().is_none_or(Map::is_empty)
     }
 
+    /// The same evidence with only the own entries named in `keys` (shared
+    /// entries stay shared): what a reader of a few entries keeps.
+    pub fn only(&self, keys: &[&str]) -> Evidence {
+        Evidence {
+            own: self
+                .own
+                .iter()
+                .filter(|(k, _)| keys.contains(&k.as_str()))
+                .cloned()
+                .collect(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// About how many heap bytes the finding's own entries take (shared
+    /// entries are not counted: every finding of the rule holds them once).
+    /// What a holder of many findings budgets its memory by.
+    pub fn own_heap_bytes(&self) -> usize {
+        const ENTRY: usize = std::mem::size_of::<(String, Value)>();
+        self.own
+            .iter()
+            .map(|(k, v)| ENTRY + k.len() + value_heap_bytes(v))
+            .sum()
+    }
+
     /// The entries as one JSON object.
     pub fn to_map(&self) -> Map<String, Value> {
         self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// About how many heap bytes a JSON value holds beyond its own slot.
+fn value_heap_bytes(v: &Value) -> usize {
+    const SLOT: usize = std::mem::size_of::<Value>();
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(a) => a.iter().map(|x| SLOT + value_heap_bytes(x)).sum(),
+        // A map node per entry, about: key, value and links.
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, x)| 2 * SLOT + k.len() + value_heap_bytes(x))
+            .sum(),
+        _ => 0,
     }
 }
 

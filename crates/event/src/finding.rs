@@ -99,6 +99,42 @@ pub struct Finding {
     pub evidence: Evidence,
 }
 
+impl Finding {
+    /// About how many bytes this finding holds in memory (its own heap
+    /// text and evidence, and its slot): what a holder of many findings
+    /// budgets by. Shared parts (the source file name, a rule's shared
+    /// evidence) are not counted.
+    pub fn approx_bytes(&self) -> usize {
+        let owned = |c: &Cow<'static, str>| match c {
+            Cow::Owned(s) => s.len(),
+            Cow::Borrowed(_) => 0,
+        };
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        std::mem::size_of::<Finding>()
+            + owned(&self.rule_id)
+            + owned(&self.rule_title)
+            + text(&self.user)
+            + text(&self.client_ip)
+            + text(&self.app_id)
+            + text(&self.session_id)
+            + text(&self.token_id)
+            + self.source_locator.len()
+            + self.evidence.own_heap_bytes()
+    }
+
+    /// The order findings are reported in: by time (those without one
+    /// first), then detection, source file and place in it.
+    pub fn report_order(&self, o: &Finding) -> std::cmp::Ordering {
+        (
+            self.time,
+            &self.rule_id,
+            &self.source_file,
+            &self.source_locator,
+        )
+            .cmp(&(o.time, &o.rule_id, &o.source_file, &o.source_locator))
+    }
+}
+
 /// The parts of an event a stateful detection keeps until it decides,
 /// instead of the whole record (bounded memory).
 #[derive(Clone, Debug)]

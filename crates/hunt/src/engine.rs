@@ -21,6 +21,7 @@ use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::findings::{Findings, SpillError, DEFAULT_MEMORY};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use rayon::iter::{IntoParallelIterator, ParallelBridge, ParallelIterator};
 use serde::Serialize;
@@ -57,6 +58,13 @@ pub struct HuntConfig {
     pub options: Options,
     /// Sigma rules to run alongside the built-in detections.
     pub sigma: Option<Arc<tokenward_sigma::RuleSet>>,
+    /// Report only findings of these detection ids (empty: all).
+    pub only: Vec<String>,
+    /// Drop findings of these detection ids.
+    pub exclude: Vec<String>,
+    /// Bytes of findings held in memory before they spill to disk
+    /// (`None`: [`crate::findings::DEFAULT_MEMORY`]).
+    pub findings_memory: Option<usize>,
 }
 
 /// Errors that stop a hunt before it reads any log.
@@ -68,6 +76,9 @@ pub enum HuntError {
     /// Nothing to read.
     #[error("no input files found")]
     NoInputs,
+    /// Findings over the memory budget could not be spilled or read back.
+    #[error(transparent)]
+    Spill(#[from] SpillError),
 }
 
 /// A rejected record.
@@ -138,8 +149,8 @@ fn ser_time<S: serde::Serializer>(
 /// The result of a hunt.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// Findings, sorted by time.
-    pub findings: Vec<Finding>,
+    /// Findings, in report order ([`Finding::report_order`]).
+    pub findings: Findings,
     /// Per input file.
     pub files: Vec<FileReport>,
     /// Per detection.
@@ -430,6 +441,53 @@ struct Shared {
     stats: RecordStats,
     /// `read_events`: every event is kept instead of observed.
     collected: Option<Vec<Event>>,
+    /// Findings handed over by the detections so far.
+    found: Found,
+}
+
+impl Shared {
+    fn new(detections: Vec<Box<dyn Detection>>, findings: Findings) -> Shared {
+        Shared {
+            detections,
+            index: Index::default(),
+            stats: RecordStats::default(),
+            collected: None,
+            found: Found {
+                findings,
+                only: Vec::new(),
+                exclude: Vec::new(),
+                spill_error: None,
+            },
+        }
+    }
+}
+
+/// The findings detections handed over, and which are kept.
+struct Found {
+    findings: Findings,
+    /// Detection ids reported (empty: all) and dropped.
+    only: Vec<String>,
+    exclude: Vec<String>,
+    /// The first spill that failed: the hunt stops with it at the end.
+    spill_error: Option<SpillError>,
+}
+
+impl Found {
+    fn hand_over(&mut self, found: Vec<Finding>) {
+        for f in found {
+            if self.spill_error.is_some() {
+                return;
+            }
+            let id = &*f.rule_id;
+            if (self.only.is_empty() || self.only.iter().any(|o| o == id))
+                && !self.exclude.iter().any(|e| e == id)
+            {
+                if let Err(e) = self.findings.push(f) {
+                    self.spill_error = Some(e);
+                }
+            }
+        }
+    }
 }
 
 /// What one worker made of one batch.
@@ -845,9 +903,12 @@ fn encoding_name(e: Encoding) -> &'static str {
 fn absorb(shared: &Mutex<Shared>, file: &Mutex<FileReport>, out: Out) {
     {
         let mut sh = shared.lock().expect("no panics while locked");
+        let mut found = Vec::new();
         for (d, s) in sh.detections.iter_mut().zip(out.shards) {
             d.merge(s);
+            found.append(&mut d.take_findings());
         }
+        sh.found.hand_over(found);
         sh.index.late.merge(out.index);
         sh.stats.merge(out.stats);
         if let Some(c) = sh.collected.as_mut() {
@@ -1011,12 +1072,13 @@ pub fn run_detections(
         });
     }
     let plan = Plan::new(&detections);
-    let shared = Mutex::new(Shared {
+    let mut shared = Shared::new(
         detections,
-        index: Index::default(),
-        stats: RecordStats::default(),
-        collected: None,
-    });
+        Findings::with_budget(cfg.findings_memory.unwrap_or(DEFAULT_MEMORY)),
+    );
+    shared.found.only.clone_from(&cfg.only);
+    shared.found.exclude.clone_from(&cfg.exclude);
+    let shared = Mutex::new(shared);
     let forced = cfg.input_format;
     // Files are read in parallel (exports often come as many small files),
     // and each file's batches in parallel too.
@@ -1083,28 +1145,25 @@ pub fn run_detections(
     } else {
         reports.extend(read_all(files.into_iter().map(|p| (p, None)).collect()));
     }
-    let sh = shared.into_inner().expect("no panics while locked");
+    let mut sh = shared.into_inner().expect("no panics while locked");
     let mut index = Arc::try_unwrap(sh.index.frozen).unwrap_or_else(|a| (*a).clone());
     index.merge(sh.index.late);
     let cx = Context {
         signins: &index,
         records: &sh.stats,
     };
-    let mut findings = Vec::new();
     let mut coverage = Vec::new();
-    for d in sh.detections {
+    let detections = std::mem::take(&mut sh.detections);
+    for d in detections {
         let o = d.finish(&cx);
-        findings.extend(o.findings);
+        sh.found.hand_over(o.findings);
         coverage.extend(o.coverage);
     }
-    findings.sort_by(|a, b| {
-        (a.time, &a.rule_id, &a.source_file, &a.source_locator).cmp(&(
-            b.time,
-            &b.rule_id,
-            &b.source_file,
-            &b.source_locator,
-        ))
-    });
+    if let Some(e) = sh.found.spill_error {
+        return Err(e.into());
+    }
+    let mut findings = sh.found.findings;
+    findings.seal();
     reports.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Report {
         findings,
@@ -1220,12 +1279,9 @@ pub fn read_events(path: &Path, forced: Option<Format>) -> (FileReport, Vec<Even
     let Some(ready) = ready else {
         return (rep, Vec::new());
     };
-    let shared = Mutex::new(Shared {
-        detections: Vec::new(),
-        index: Index::default(),
-        stats: RecordStats::default(),
-        collected: Some(Vec::new()),
-    });
+    let mut shared = Shared::new(Vec::new(), Findings::default());
+    shared.collected = Some(Vec::new());
+    let shared = Mutex::new(shared);
     let file = Mutex::new(rep);
     let no_forks = || Vec::new();
     let pool = BufferPool::default();

@@ -15,10 +15,12 @@
 
 pub mod engine;
 pub mod export;
+pub mod findings;
 pub mod output;
 mod sigma_detection;
 
 pub use engine::{read_events, run, run_detections, FileReport, HuntConfig, HuntError, Report};
+pub use findings::{Findings, SpillError};
 pub use sigma_detection::SigmaDetection;
 pub use tokenward_detect::{ioc, Detection, Needs, Options, BUILTINS};
 pub use tokenward_event::{

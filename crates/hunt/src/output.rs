@@ -1,10 +1,12 @@
 //! Writing findings (table, CSV, JSON lines) and the run summary.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 use serde_json::{json, Value};
 
 use crate::engine::Report;
+use crate::findings::Findings;
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::Finding;
 
@@ -57,15 +59,23 @@ const SERIALISE_CHUNK: usize = 512;
 /// writes the chunks in order: an export with a rule that fires on most
 /// records has as many findings as records, and one core formatting them
 /// after the parallel read was a large part of the wall time. Memory stays
-/// bounded by one wave of text.
+/// bounded by one wave of findings and their text.
 fn write_parallel(
     w: &mut dyn Write,
-    findings: &[Finding],
-    serialise: impl Fn(&[Finding], &mut Vec<u8>) -> io::Result<()> + Sync,
+    findings: &Findings,
+    serialise: impl Fn(&[Cow<'_, Finding>], &mut Vec<u8>) -> io::Result<()> + Sync,
 ) -> io::Result<()> {
     use rayon::prelude::*;
     let wave = SERIALISE_CHUNK * rayon::current_num_threads().max(1);
-    for group in findings.chunks(wave) {
+    let mut all = findings.iter()?;
+    loop {
+        let group = all
+            .by_ref()
+            .take(wave)
+            .collect::<Result<Vec<Cow<'_, Finding>>, _>>()?;
+        if group.is_empty() {
+            return Ok(());
+        }
         let texts: Vec<io::Result<Vec<u8>>> = group
             .par_chunks(SERIALISE_CHUNK)
             .map(|chunk| {
@@ -78,14 +88,13 @@ fn write_parallel(
             w.write_all(&t?)?;
         }
     }
-    Ok(())
 }
 
 /// Writes findings as JSON lines.
-pub fn write_jsonl(w: &mut dyn Write, findings: &[Finding]) -> io::Result<()> {
+pub fn write_jsonl(w: &mut dyn Write, findings: &Findings) -> io::Result<()> {
     write_parallel(w, findings, |chunk, buf| {
         for f in chunk {
-            serde_json::to_writer(&mut *buf, f)?;
+            serde_json::to_writer(&mut *buf, &**f)?;
             buf.push(b'\n');
         }
         Ok(())
@@ -93,7 +102,7 @@ pub fn write_jsonl(w: &mut dyn Write, findings: &[Finding]) -> io::Result<()> {
 }
 
 /// Writes findings as CSV.
-pub fn write_csv(w: &mut dyn Write, findings: &[Finding]) -> io::Result<()> {
+pub fn write_csv(w: &mut dyn Write, findings: &Findings) -> io::Result<()> {
     let mut header = csv::Writer::from_writer(&mut *w);
     header.write_record(COLUMNS)?;
     header.flush()?;
@@ -133,8 +142,9 @@ fn evidence_text(f: &Finding) -> String {
 }
 
 /// Writes findings as an aligned table (the terminal default). Long values
-/// are shortened; use CSV or JSON lines for the full evidence.
-pub fn write_table(w: &mut dyn Write, findings: &[Finding]) -> io::Result<()> {
+/// are shortened; use CSV or JSON lines for the full evidence. Two passes
+/// over the findings (column widths, then rows), so none is held.
+pub fn write_table(w: &mut dyn Write, findings: &Findings) -> io::Result<()> {
     if findings.is_empty() {
         return writeln!(w, "no findings");
     }
@@ -147,33 +157,30 @@ pub fn write_table(w: &mut dyn Write, findings: &[Finding]) -> io::Result<()> {
         "SOURCE",
         "EVIDENCE",
     ];
-    let rows: Vec<[String; 7]> = findings
-        .iter()
-        .map(|f| {
-            let file = f
-                .source_file
-                .rsplit(['/', '\\'])
-                .next()
-                .unwrap_or(&f.source_file);
-            let src = if f.source_locator.is_empty() {
-                String::new()
-            } else {
-                format!("{}:{}", file, f.source_locator)
-            };
-            [
-                f.time.map(rfc3339).unwrap_or_default(),
-                f.severity.as_str().to_string(),
-                f.rule_id.to_string(),
-                short(f.user.as_deref().unwrap_or(""), 28),
-                short(f.client_ip.as_deref().unwrap_or(""), 22),
-                short(&src, 40),
-                short(&evidence_text(f), 100),
-            ]
-        })
-        .collect();
+    let row = |f: &Finding| -> [String; 7] {
+        let file = f
+            .source_file
+            .rsplit(['/', '\\'])
+            .next()
+            .unwrap_or(&f.source_file);
+        let src = if f.source_locator.is_empty() {
+            String::new()
+        } else {
+            format!("{}:{}", file, f.source_locator)
+        };
+        [
+            f.time.map(rfc3339).unwrap_or_default(),
+            f.severity.as_str().to_string(),
+            f.rule_id.to_string(),
+            short(f.user.as_deref().unwrap_or(""), 28),
+            short(f.client_ip.as_deref().unwrap_or(""), 22),
+            short(&src, 40),
+            short(&evidence_text(f), 100),
+        ]
+    };
     let mut widths = heads.map(|h| h.chars().count());
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
+    for f in findings.iter()? {
+        for (i, c) in row(&*f?).iter().enumerate() {
             widths[i] = widths[i].max(c.chars().count());
         }
     }
@@ -191,8 +198,8 @@ pub fn write_table(w: &mut dyn Write, findings: &[Finding]) -> io::Result<()> {
             .join("  ")
     };
     writeln!(w, "{}", line(&heads.map(String::from)))?;
-    for r in &rows {
-        writeln!(w, "{}", line(r))?;
+    for f in findings.iter()? {
+        writeln!(w, "{}", line(&row(&*f?)))?;
     }
     Ok(())
 }
@@ -317,13 +324,14 @@ mod tests {
         let wave = SERIALISE_CHUNK * rayon::current_num_threads().max(1);
         for n in [0, 1, SERIALISE_CHUNK, SERIALISE_CHUNK + 1, wave + 3] {
             let fs = findings(n);
+            let store = Findings::from_sorted(fs.clone());
             let mut want = Vec::new();
             for f in &fs {
                 serde_json::to_writer(&mut want, f).unwrap();
                 want.push(b'\n');
             }
             let mut got = Vec::new();
-            write_jsonl(&mut got, &fs).unwrap();
+            write_jsonl(&mut got, &store).unwrap();
             assert!(got == want, "jsonl differs for {n} findings");
 
             let mut c = csv::Writer::from_writer(Vec::new());
@@ -333,7 +341,7 @@ mod tests {
             }
             let want = c.into_inner().unwrap();
             let mut got = Vec::new();
-            write_csv(&mut got, &fs).unwrap();
+            write_csv(&mut got, &store).unwrap();
             assert!(got == want, "csv differs for {n} findings");
         }
     }

@@ -18,8 +18,9 @@ pub struct SigmaDetection {
     state: Option<Sigma>,
     /// A shard's matches, absorbed into `state` when merged.
     hits: Vec<Hit>,
-    /// The findings of those matches, built in the worker: merging holds
-    /// the engine's lock, and building them there made workers queue.
+    /// The findings of those matches, built in the worker (merging holds
+    /// the engine's lock, and building them there made workers queue)
+    /// until the engine takes them.
     findings: Vec<Finding>,
 }
 
@@ -78,13 +79,18 @@ impl Detection for SigmaDetection {
 
     fn merge(&mut self, shard: Box<dyn Detection>) {
         let shard = shard_of::<SigmaDetection>(shard);
+        // A rule match's finding depends on no other record (correlations,
+        // which do, are decided in `finish`): it waits here only until the
+        // engine takes it.
+        self.findings.extend(shard.findings);
         match self.state.as_mut() {
-            Some(s) => s.absorb_found(shard.hits, shard.findings),
-            None => {
-                self.hits.extend(shard.hits);
-                self.findings.extend(shard.findings);
-            }
+            Some(s) => s.absorb_found(shard.hits, Vec::new()),
+            None => self.hits.extend(shard.hits),
         }
+    }
+
+    fn take_findings(&mut self) -> Vec<Finding> {
+        std::mem::take(&mut self.findings)
     }
 
     fn finish(self: Box<Self>, _: &Context<'_>) -> Outcome {

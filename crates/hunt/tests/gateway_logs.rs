@@ -41,7 +41,12 @@ fn hunt(inputs: Vec<PathBuf>, options: Options) -> Report {
 }
 
 fn hits<'a>(r: &'a Report, id: &str) -> Vec<&'a Finding> {
-    r.findings.iter().filter(|f| f.rule_id == id).collect()
+    r.findings
+        .as_slice()
+        .unwrap()
+        .iter()
+        .filter(|f| f.rule_id == id)
+        .collect()
 }
 
 fn status<'a>(r: &'a Report, id: &str) -> &'a tokenward_hunt::Coverage {

@@ -65,6 +65,8 @@ fn symlink_loops_end_and_linked_files_are_read_once() {
     assert_eq!(r.files.len(), 1);
     let ioc = r
         .findings
+        .as_slice()
+        .unwrap()
         .iter()
         .find(|f| f.rule_id == "tw-ioc-ip")
         .unwrap();
@@ -176,6 +178,8 @@ fn indicator_fields(name: &str, text: &str, rules: Option<&str>) -> (Vec<(String
     assert_eq!(r.totals().2, 0, "{:?}", r.files);
     let mut found: Vec<(String, String)> = r
         .findings
+        .as_slice()
+        .unwrap()
         .iter()
         .filter(|f| f.rule_id.starts_with("tw-ioc-"))
         .map(|f| {

@@ -28,7 +28,7 @@ fn hunt(inputs: &[&str], rules: &[&str]) -> Report {
 /// Findings per (rule title, input file name).
 fn tally(r: &Report, sigma_only: bool) -> BTreeMap<(String, String), usize> {
     let mut m = BTreeMap::new();
-    for f in &r.findings {
+    for f in r.findings.as_slice().unwrap() {
         if sigma_only && f.rule_id.starts_with("tw-") {
             continue;
         }
@@ -107,7 +107,13 @@ fn sigmahq_rules_over_the_real_samples() {
     .collect();
     assert_eq!(got, want);
     // Every Sigma finding names its rule's author and the DRL.
-    for f in r.findings.iter().filter(|f| !f.rule_id.starts_with("tw-")) {
+    for f in r
+        .findings
+        .as_slice()
+        .unwrap()
+        .iter()
+        .filter(|f| !f.rule_id.starts_with("tw-"))
+    {
         assert!(!f.evidence["sigma_author"].as_str().unwrap().is_empty());
         assert_eq!(f.evidence["sigma_license"], DRL_NOTE);
     }
@@ -148,6 +154,8 @@ fn our_rules_and_sigmahq_over_the_example_intrusion() {
     // The correlation finds exactly the forged session.
     let corr: Vec<_> = r
         .findings
+        .as_slice()
+        .unwrap()
         .iter()
         .filter(|f| f.rule_title == "OWA Token Session Renewed From Several Addresses")
         .collect();
@@ -164,14 +172,73 @@ fn our_rules_and_sigmahq_over_the_example_intrusion() {
     assert_eq!(got.values().sum::<usize>(), 31 + 1 + 22 + 1 + 1 + 2 + 1);
     assert!(r
         .findings
+        .as_slice()
+        .unwrap()
         .iter()
         .any(|f| f.rule_id == "tw-token-without-signin"));
     // Our own rules carry their licence, not the DRL.
     let ip = r
         .findings
+        .as_slice()
+        .unwrap()
         .iter()
         .find(|f| f.rule_title.starts_with("Storm-0558 IP"))
         .unwrap();
     assert_eq!(ip.evidence["sigma_license"], "Apache-2.0");
     assert_eq!(ip.evidence["sigma_author"], "tokenward");
+}
+
+/// Findings spilled to disk (a small budget spills every few) come back
+/// byte for byte as when held in memory, in the same order, with the same
+/// coverage; and the only/exclude filters apply before anything is held.
+#[test]
+fn spilled_findings_are_the_findings_held_in_memory() {
+    let rules = vec![root().join("tests/fixtures/sigma"), root().join("rules")];
+    let set = Arc::new(RuleSet::load(&rules, &LoadOptions::default()).unwrap());
+    let run_with = |memory: Option<usize>, exclude: Vec<String>| {
+        let cfg = HuntConfig {
+            inputs: vec![
+                root().join("tests/fixtures/logs"),
+                root().join("examples/storm-0558"),
+            ],
+            sigma: Some(set.clone()),
+            findings_memory: memory,
+            exclude,
+            ..Default::default()
+        };
+        run(&cfg, Arc::new(AtomicU64::new(0))).unwrap()
+    };
+    let jsonl = |r: &Report| {
+        let mut out = Vec::new();
+        tokenward_hunt::output::write_jsonl(&mut out, &r.findings).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let held = run_with(None, Vec::new());
+    assert_eq!(held.findings.spilled_runs(), 0);
+    let spilled = run_with(Some(20_000), Vec::new());
+    assert!(spilled.findings.spilled_runs() > 0);
+    assert!(held.findings.len() > 100, "{}", held.findings.len());
+    assert_eq!(spilled.findings.len(), held.findings.len());
+    assert_eq!(jsonl(&spilled), jsonl(&held));
+    assert_eq!(
+        serde_json::to_string(&spilled.detections).unwrap(),
+        serde_json::to_string(&held.detections).unwrap()
+    );
+
+    let ids: std::collections::BTreeSet<String> = held
+        .findings
+        .as_slice()
+        .unwrap()
+        .iter()
+        .map(|f| f.rule_id.to_string())
+        .collect();
+    let dropped = ids.iter().next().unwrap().clone();
+    let filtered = run_with(Some(20_000), vec![dropped.clone()]);
+    let want: Vec<String> = jsonl(&held)
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{{\"rule_id\":\"{dropped}\"")))
+        .map(str::to_owned)
+        .collect();
+    assert!(want.len() < held.findings.len() as usize);
+    assert_eq!(jsonl(&filtered).lines().collect::<Vec<_>>(), want);
 }

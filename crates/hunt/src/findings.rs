@@ -1,0 +1,525 @@
+//! The findings of a hunt, held in memory up to a budget and spilled to
+//! sorted runs on disk beyond it, then read back merged in report order.
+//!
+//! A Sigma rule that fires on most records (sign-ins from non-compliant
+//! devices, say) makes about as many findings as the export has records:
+//! 71,169 over 500 MB of sign-ins, about 2 KB each in memory. Held whole,
+//! they grow with the input; spilled, memory stays at the budget whatever
+//! the input size. A run is sorted before it is written, and reading
+//! merges the runs and the findings still held, so the order is exactly
+//! that of sorting every finding at once (ties keep the order findings
+//! arrived in).
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::ser::{Error as _, SerializeSeq};
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokenward_event::Finding;
+
+/// Findings held in memory before they spill to disk, by
+/// [`Finding::approx_bytes`]: with allocator overhead the findings then
+/// take about twice this.
+pub const DEFAULT_MEMORY: usize = 32 << 20;
+
+/// This many runs of one size are merged into one, as the digits of a
+/// counter carry: reading holds at most this many files open per size
+/// (sizes grow by this factor), and each finding is rewritten once per
+/// size, whatever the budget and the input size.
+const MERGE_FAN: usize = 32;
+
+/// A spill file could not be written or read back.
+#[derive(Debug, thiserror::Error)]
+#[error("findings spilled to {path}: {reason}")]
+pub struct SpillError {
+    /// The file.
+    pub path: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+impl SpillError {
+    fn at(path: &Path, reason: impl ToString) -> SpillError {
+        SpillError {
+            path: path.display().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<SpillError> for io::Error {
+    fn from(e: SpillError) -> io::Error {
+        io::Error::other(e)
+    }
+}
+
+/// The findings of a hunt in report order ([`Finding::report_order`]).
+#[derive(Debug)]
+pub struct Findings {
+    budget: usize,
+    /// Not yet spilled, in arrival order until [`Findings::seal`] sorts them.
+    held: Vec<Finding>,
+    held_bytes: usize,
+    /// Spilled runs, each sorted, in the order their findings arrived,
+    /// with how many merges made each (nondecreasing from the last).
+    runs: Vec<(PathBuf, u32)>,
+    dir: Option<tempfile::TempDir>,
+    /// Runs written so far (names them).
+    spills: u64,
+    len: u64,
+    sealed: bool,
+}
+
+impl Default for Findings {
+    fn default() -> Findings {
+        Findings::with_budget(DEFAULT_MEMORY)
+    }
+}
+
+impl Findings {
+    /// An empty set that holds about `budget` bytes of findings in memory
+    /// before spilling them to a temporary directory (in `TMPDIR`).
+    pub fn with_budget(budget: usize) -> Findings {
+        Findings {
+            budget,
+            held: Vec::new(),
+            held_bytes: 0,
+            runs: Vec::new(),
+            dir: None,
+            spills: 0,
+            len: 0,
+            sealed: false,
+        }
+    }
+
+    /// Findings already in report order, held in memory.
+    pub fn from_sorted(findings: Vec<Finding>) -> Findings {
+        Findings {
+            len: findings.len() as u64,
+            held: findings,
+            sealed: true,
+            ..Findings::with_budget(usize::MAX)
+        }
+    }
+
+    /// Adds a finding, spilling the held ones first when they are over
+    /// the budget.
+    pub fn push(&mut self, f: Finding) -> Result<(), SpillError> {
+        debug_assert!(!self.sealed, "findings added after sealing");
+        self.held_bytes += f.approx_bytes();
+        self.held.push(f);
+        self.len += 1;
+        if self.held_bytes > self.budget {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Puts the held findings in report order; reading needs it.
+    pub fn seal(&mut self) {
+        self.held.sort_by(Finding::report_order);
+        self.sealed = true;
+    }
+
+    /// Number of findings.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many sorted runs went to disk (0: all in memory).
+    pub fn spilled_runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    fn spill(&mut self) -> Result<(), SpillError> {
+        if self.dir.is_none() {
+            let dir = tempfile::Builder::new()
+                .prefix("tokenward-findings-")
+                .tempdir()
+                .map_err(|e| SpillError::at(&std::env::temp_dir(), e))?;
+            self.dir = Some(dir);
+        }
+        let dir = self.dir.as_ref().expect("made above").path();
+        self.spills += 1;
+        let path = dir.join(format!("run-{:05}-0.jsonl", self.spills));
+        self.held.sort_by(Finding::report_order);
+        let write = || -> io::Result<()> {
+            let mut w = BufWriter::with_capacity(1 << 16, File::create(&path)?);
+            for f in &self.held {
+                write_spilled(&mut w, f)?;
+            }
+            w.flush()
+        };
+        write().map_err(|e| SpillError::at(&path, e))?;
+        self.runs.push((path, 0));
+        self.held.clear();
+        self.held.shrink_to_fit();
+        self.held_bytes = 0;
+        while let Some(level) = self.full_level() {
+            self.merge_last_runs(level)?;
+        }
+        Ok(())
+    }
+
+    /// The level of the last [`MERGE_FAN`] runs, when they share one.
+    fn full_level(&self) -> Option<u32> {
+        let tail = self.runs.get(self.runs.len().checked_sub(MERGE_FAN)?..)?;
+        let level = tail[0].1;
+        tail.iter().all(|r| r.1 == level).then_some(level)
+    }
+
+    /// Merges the last [`MERGE_FAN`] runs into one a level up, in their
+    /// place (held findings are none just after a spill), and removes them.
+    fn merge_last_runs(&mut self, level: u32) -> Result<(), SpillError> {
+        debug_assert!(self.held.is_empty());
+        let first = self.runs.len() - MERGE_FAN;
+        let dir = self.dir.as_ref().expect("runs live in it").path();
+        let path = dir.join(format!("run-{:05}-{}.jsonl", self.spills, level + 1));
+        let mut w = BufWriter::with_capacity(
+            1 << 16,
+            File::create(&path).map_err(|e| SpillError::at(&path, e))?,
+        );
+        for f in merged(&self.runs[first..], &[])? {
+            write_spilled(&mut w, &*f?).map_err(|e| SpillError::at(&path, e))?;
+        }
+        w.flush().map_err(|e| SpillError::at(&path, e))?;
+        for (old, _) in self.runs.drain(first..) {
+            std::fs::remove_file(&old).map_err(|e| SpillError::at(&old, e))?;
+        }
+        self.runs.push((path, level + 1));
+        Ok(())
+    }
+
+    /// Every finding in report order. Spilled ones are read back from
+    /// disk (each read is a fresh pass), held ones are lent.
+    pub fn iter(&self) -> Result<Iter<'_>, SpillError> {
+        debug_assert!(self.sealed, "findings read before sealing");
+        merged(&self.runs, &self.held)
+    }
+
+    /// Every finding, in report order, in memory: for callers that need
+    /// them all at once (and so hold them all).
+    pub fn to_vec(&self) -> Result<Vec<Finding>, SpillError> {
+        self.iter()?.map(|f| f.map(Cow::into_owned)).collect()
+    }
+
+    /// Every finding in report order, when none was spilled.
+    pub fn as_slice(&self) -> Option<&[Finding]> {
+        debug_assert!(self.sealed, "findings read before sealing");
+        self.runs.is_empty().then_some(&self.held[..])
+    }
+
+    /// The same findings, all held in memory (read back when spilled).
+    pub fn into_held(self) -> Result<Findings, SpillError> {
+        if self.runs.is_empty() {
+            return Ok(self);
+        }
+        self.to_vec().map(Findings::from_sorted)
+    }
+}
+
+/// `runs` and then `held` (each sorted, in the order they arrived) merged
+/// in report order.
+fn merged<'a>(runs: &'a [(PathBuf, u32)], held: &'a [Finding]) -> Result<Iter<'a>, SpillError> {
+    let mut heap = BinaryHeap::with_capacity(runs.len());
+    let mut readers = Vec::with_capacity(runs.len());
+    for (i, (path, _)) in runs.iter().enumerate() {
+        let file = File::open(path).map_err(|e| SpillError::at(path, e))?;
+        let mut r = RunReader {
+            path,
+            lines: BufReader::with_capacity(1 << 16, file),
+            line: String::new(),
+            number: 0,
+        };
+        if let Some(f) = r.next()? {
+            heap.push(Head { f, source: i });
+        }
+        readers.push(r);
+    }
+    Ok(Iter {
+        held,
+        next_held: 0,
+        readers,
+        heap,
+    })
+}
+
+/// A spilled finding: its time as exact nanoseconds (JSON holds it as
+/// RFC 3339 text, which the merge must not have to parse), a tab, and the
+/// finding as JSON.
+fn write_spilled(w: &mut impl Write, f: &Finding) -> io::Result<()> {
+    match f.time {
+        Some(t) => write!(w, "{}\t", t.unix_timestamp_nanos())?,
+        None => w.write_all(b"-\t")?,
+    }
+    serde_json::to_writer(&mut *w, f)?;
+    w.write_all(b"\n")
+}
+
+struct RunReader<'a> {
+    path: &'a Path,
+    lines: BufReader<File>,
+    line: String,
+    number: u64,
+}
+
+impl RunReader<'_> {
+    fn next(&mut self) -> Result<Option<Finding>, SpillError> {
+        self.line.clear();
+        let n = self
+            .lines
+            .read_line(&mut self.line)
+            .map_err(|e| SpillError::at(self.path, e))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.number += 1;
+        let bad = |why: String| SpillError::at(self.path, format!("line {}: {why}", self.number));
+        let (time, json) = self
+            .line
+            .trim_end_matches('\n')
+            .split_once('\t')
+            .ok_or_else(|| bad("no time column".into()))?;
+        let mut f: Finding = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+        f.time = match time {
+            "-" => None,
+            n => {
+                let nanos: i128 = n.parse().map_err(|_| bad(format!("time {n:?}")))?;
+                Some(
+                    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+                        .map_err(|e| bad(e.to_string()))?,
+                )
+            }
+        };
+        Ok(Some(f))
+    }
+}
+
+/// The next finding of one source: a spilled run (its index), or the held
+/// findings (index `runs.len()`, after every run: they arrived last).
+struct Head {
+    f: Finding,
+    source: usize,
+}
+
+impl Ord for Head {
+    /// Reversed, so the max-heap yields the first finding; equal findings
+    /// come from the earlier source first.
+    fn cmp(&self, o: &Head) -> Ordering {
+        self.f
+            .report_order(&o.f)
+            .then(self.source.cmp(&o.source))
+            .reverse()
+    }
+}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, o: &Head) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl PartialEq for Head {
+    fn eq(&self, o: &Head) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+
+impl Eq for Head {}
+
+/// Findings in report order: see [`Findings::iter`].
+pub struct Iter<'a> {
+    held: &'a [Finding],
+    next_held: usize,
+    readers: Vec<RunReader<'a>>,
+    heap: BinaryHeap<Head>,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = Result<Cow<'a, Finding>, SpillError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let held = self.held.get(self.next_held);
+        let Some(top) = self.heap.peek() else {
+            self.next_held += 1;
+            return held.map(|f| Ok(Cow::Borrowed(f)));
+        };
+        // Held findings arrived after every spilled one: on a tie the run
+        // goes first.
+        if let Some(h) = held {
+            if h.report_order(&top.f) == Ordering::Less {
+                self.next_held += 1;
+                return Some(Ok(Cow::Borrowed(h)));
+            }
+        }
+        let Head { f, source } = self.heap.pop().expect("peeked");
+        match self.readers[source].next() {
+            Ok(Some(next)) => self.heap.push(Head { f: next, source }),
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        Some(Ok(Cow::Owned(f)))
+    }
+}
+
+/// Written as a JSON array, in report order.
+impl Serialize for Findings {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(usize::try_from(self.len).ok())?;
+        for f in self.iter().map_err(S::Error::custom)? {
+            seq.serialize_element(&*f.map_err(S::Error::custom)?)?;
+        }
+        seq.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tokenward_event::{Evidence, Severity};
+
+    fn finding(rule: &str, secs: Option<i64>, locator: &str, note: f64) -> Finding {
+        let mut evidence = Evidence::default();
+        evidence.insert("note".into(), serde_json::json!(note));
+        evidence.insert(
+            "why".into(),
+            serde_json::json!(format!("{rule} at {locator}")),
+        );
+        Finding {
+            rule_id: Cow::Owned(rule.into()),
+            rule_title: Cow::Borrowed("title"),
+            severity: Severity::Medium,
+            time: secs.map(|s| {
+                OffsetDateTime::from_unix_timestamp_nanos(
+                    i128::from(s) * 1_000_000_000 + 123_456_789,
+                )
+                .unwrap()
+            }),
+            user: Some(format!("user{locator}")),
+            client_ip: None,
+            app_id: None,
+            session_id: Some("s".into()),
+            token_id: None,
+            source_file: Arc::from("f.jsonl"),
+            source_locator: locator.into(),
+            evidence,
+        }
+    }
+
+    /// A few hundred findings in a scrambled order, some without time and
+    /// some tied on every sort key (told apart by their evidence).
+    fn scrambled() -> Vec<Finding> {
+        (0..300u32)
+            .map(|i| {
+                let k = (i * 7919) % 300;
+                let secs = (k % 17 != 0).then_some(i64::from(k / 3));
+                let rule = if k % 2 == 0 { "b" } else { "a" };
+                finding(rule, secs, &format!("line {}", k / 2), f64::from(i) * 0.1)
+            })
+            .collect()
+    }
+
+    fn json_lines<'a>(it: impl Iterator<Item = &'a Finding>) -> Vec<String> {
+        it.map(|f| serde_json::to_string(f).unwrap()).collect()
+    }
+
+    #[test]
+    fn spilled_findings_read_back_as_one_stable_sort() {
+        let mut want = scrambled();
+        want.sort_by(Finding::report_order);
+        let want = json_lines(want.iter());
+        for budget in [0, 2_000, 20_000, usize::MAX] {
+            let mut store = Findings::with_budget(budget);
+            for f in scrambled() {
+                store.push(f).unwrap();
+            }
+            store.seal();
+            assert_eq!(store.len(), 300);
+            match budget {
+                usize::MAX => assert_eq!(store.spilled_runs(), 0),
+                // One run per finding, merged 32 at a time.
+                0 => assert!(store.spilled_runs() < 2 * MERGE_FAN, "runs are merged"),
+                _ => assert!(store.spilled_runs() > 1, "budget {budget} must spill"),
+            }
+            let got: Vec<Finding> = store.to_vec().unwrap();
+            assert_eq!(json_lines(got.iter()), want, "budget {budget}");
+            // Times survive exactly, nanoseconds included.
+            let mut sorted = scrambled();
+            sorted.sort_by(Finding::report_order);
+            assert!(got.iter().zip(&sorted).all(|(a, b)| a.time == b.time));
+            // Reading twice gives the same.
+            assert_eq!(store.to_vec().unwrap().len(), 300);
+        }
+    }
+
+    #[test]
+    fn runs_merge_like_a_counter_carries() {
+        let mut store = Findings::with_budget(0);
+        let n = MERGE_FAN * MERGE_FAN + 2 * MERGE_FAN + 3;
+        for i in 0..n {
+            store
+                .push(finding("a", Some(i as i64), "line 1", 0.0))
+                .unwrap();
+        }
+        store.seal();
+        // One run of 32 * 32, two of 32, three of one: like 1023 in base 32.
+        let levels: Vec<u32> = store.runs.iter().map(|r| r.1).collect();
+        assert_eq!(levels, [2, 1, 1, 0, 0, 0]);
+        let dir = store.dir.as_ref().unwrap().path();
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), levels.len());
+        let got = store.to_vec().unwrap();
+        assert_eq!(got.len(), n);
+        assert!(got.windows(2).all(|w| w[0].time < w[1].time));
+    }
+
+    #[test]
+    fn spill_files_go_when_the_findings_do() {
+        let mut store = Findings::with_budget(0);
+        store.push(finding("a", Some(1), "line 1", 0.5)).unwrap();
+        store.seal();
+        let dir = store.dir.as_ref().unwrap().path().to_path_buf();
+        assert!(dir.join("run-00001-0.jsonl").is_file());
+        drop(store);
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn a_damaged_spill_file_is_an_error_naming_file_and_line() {
+        let mut store = Findings::with_budget(0);
+        store.push(finding("a", Some(1), "line 1", 0.5)).unwrap();
+        store.push(finding("a", Some(2), "line 2", 0.5)).unwrap();
+        store.seal();
+        let run = store.runs[1].0.clone();
+        std::fs::write(&run, "12\t{not json\n").unwrap();
+        let err = store.to_vec().unwrap_err();
+        assert!(err.path.ends_with("run-00002-0.jsonl"), "{err}");
+        assert!(err.reason.starts_with("line 1: "), "{err}");
+    }
+
+    #[test]
+    fn serialises_as_one_array_in_order() {
+        let mut store = Findings::with_budget(0);
+        store.push(finding("a", Some(5), "line 2", 1.0)).unwrap();
+        store.push(finding("a", Some(1), "line 1", 2.0)).unwrap();
+        store.seal();
+        let v = serde_json::to_value(&store).unwrap();
+        let locs: Vec<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["source_locator"].as_str().unwrap())
+            .collect();
+        assert_eq!(locs, ["line 1", "line 2"]);
+    }
+}
