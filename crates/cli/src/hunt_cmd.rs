@@ -28,7 +28,7 @@ pub(crate) fn parse_format(s: &str) -> Result<Format, String> {
 pub fn after_help() -> String {
     let ids: Vec<&str> = tokenward_hunt::BUILTINS.iter().map(|b| b.info.id).collect();
     format!(
-        "Detections: {} (docs/hunt.md).\nExit status: 0 success, 1 findings with --fail-on-findings, 2 usage error or unreadable input.",
+        "Detections: {} (docs/hunt.md).\nExit status: 0 success, 1 findings with --fail-on-findings, 2 usage error, unreadable input, or findings that could not be spilled to or read back from $TMPDIR.",
         ids.join(" ")
     )
 }
@@ -165,6 +165,9 @@ pub fn run(args: HuntArgs) -> u8 {
             return crate::EXIT_USAGE;
         }
     };
+    // The report is never dropped (below), so its spill directory is
+    // removed on every way out of this function by a guard.
+    let _spill_dir = RemoveOnExit(report.findings.spill_dir().map(PathBuf::from));
     let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
     let fmt = match args.output_format.as_deref() {
         Some("csv") => OutputFormat::Csv,
@@ -287,6 +290,18 @@ pub fn run(args: HuntArgs) -> u8 {
         return EXIT_FINDINGS;
     }
     0
+}
+
+/// Removes a directory when dropped, if it is still there.
+struct RemoveOnExit(Option<PathBuf>);
+
+impl Drop for RemoveOnExit {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            // Gone already when the findings were read into memory.
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// The summary document with its `incidents` member, written as if it had

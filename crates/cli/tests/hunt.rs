@@ -95,3 +95,72 @@ fn sigma_rule_memory_budget_is_a_flag_and_refuses_the_rule_past_it() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `--findings-memory 0` spills every finding to `$TMPDIR` and writes the
+/// same findings, summary and page as a hunt that holds them; a `$TMPDIR`
+/// that cannot take them stops the hunt with status 2, naming it.
+#[test]
+fn findings_spilled_to_tmpdir_are_written_as_held_ones() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let d = tempfile::tempdir().unwrap();
+    let hunt = |memory: &str, tmp: &std::path::Path, tag: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+            .args([
+                "hunt",
+                "-q",
+                "--output-format",
+                "csv",
+                "--findings-memory",
+                memory,
+            ])
+            .arg(root.join("examples/storm-0558/logs"))
+            .arg("--rules")
+            .arg(root.join("tests/fixtures/sigma/rules"))
+            .arg("-o")
+            .arg(d.path().join(format!("{tag}.csv")))
+            .arg("--summary-json")
+            .arg(d.path().join(format!("{tag}.json")))
+            .env("TMPDIR", tmp)
+            .output()
+            .unwrap();
+        let read = |ext: &str| std::fs::read_to_string(d.path().join(format!("{tag}.{ext}")));
+        (out, read("csv"), read("json"))
+    };
+    let tmp = d.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let (held, held_csv, held_summary) = hunt("32", &tmp, "held");
+    assert!(
+        held.status.success(),
+        "{}",
+        String::from_utf8_lossy(&held.stderr)
+    );
+    let (spilled, spilled_csv, spilled_summary) = hunt("0", &tmp, "spilled");
+    assert!(
+        spilled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&spilled.stderr)
+    );
+    let held_csv = held_csv.unwrap();
+    assert!(held_csv.lines().count() > 20, "{held_csv}");
+    assert_eq!(spilled_csv.unwrap(), held_csv);
+    let without_seconds = |s: std::io::Result<String>| {
+        let mut v: serde_json::Value = serde_json::from_str(&s.unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("seconds");
+        v
+    };
+    assert_eq!(
+        without_seconds(spilled_summary),
+        without_seconds(held_summary)
+    );
+    // The spill directory went with the run.
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+
+    let gone = d.path().join("no-such-dir");
+    let (failed, _, _) = hunt("0", &gone, "failed");
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no-such-dir") && err.contains("findings spilled to"),
+        "{err}"
+    );
+}

@@ -136,6 +136,12 @@ impl Findings {
         self.len == 0
     }
 
+    /// The temporary directory spilled runs are in, once there is one. It
+    /// is removed when these findings are dropped.
+    pub fn spill_dir(&self) -> Option<&Path> {
+        self.dir.as_ref().map(tempfile::TempDir::path)
+    }
+
     /// How many sorted runs went to disk (0: all in memory).
     pub fn spilled_runs(&self) -> usize {
         self.runs.len()
