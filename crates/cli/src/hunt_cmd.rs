@@ -153,7 +153,13 @@ pub fn run(args: HuntArgs) -> u8 {
         sigma,
         only: args.only.clone(),
         exclude: args.exclude.clone(),
-        findings_memory: Some(args.findings_memory.saturating_mul(1 << 20)),
+        // The page holds every finding whole anyway: spilling them first
+        // would only add the disk round trip (and unshare their evidence).
+        findings_memory: Some(if args.report.is_some() {
+            usize::MAX
+        } else {
+            args.findings_memory.saturating_mul(1 << 20)
+        }),
     };
     let result = with_progress(&args.inputs, args.quiet, |progress| {
         tokenward_hunt::run(&cfg, progress)

@@ -80,7 +80,7 @@ impl Evidence {
 
     /// The same evidence with only the own entries named in `keys` (shared
     /// entries stay shared): what a reader of a few entries keeps.
-    pub fn only(&self, keys: &[&str]) -> Evidence {
+    pub fn subset(&self, keys: &[&str]) -> Evidence {
         Evidence {
             own: self
                 .own

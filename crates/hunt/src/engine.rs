@@ -67,7 +67,8 @@ pub struct HuntConfig {
     pub findings_memory: Option<usize>,
 }
 
-/// Errors that stop a hunt before it reads any log.
+/// Errors that stop a hunt: before it reads any log, or (a spill) once
+/// everything was read.
 #[derive(Debug, thiserror::Error)]
 pub enum HuntError {
     /// An indicator file could not be used.

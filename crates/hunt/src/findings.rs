@@ -66,7 +66,8 @@ pub struct Findings {
     held: Vec<Finding>,
     held_bytes: usize,
     /// Spilled runs, each sorted, in the order their findings arrived,
-    /// with how many merges made each (nondecreasing from the last).
+    /// with how many merges made each (levels never rise from the first
+    /// run to the last).
     runs: Vec<(PathBuf, u32)>,
     dir: Option<tempfile::TempDir>,
     /// Runs written so far (names them).
@@ -159,18 +160,17 @@ impl Findings {
         self.spills += 1;
         let path = dir.join(format!("run-{:05}-0.jsonl", self.spills));
         self.held.sort_by(Finding::report_order);
+        let held = std::mem::take(&mut self.held);
+        self.held_bytes = 0;
         let write = || -> io::Result<()> {
             let mut w = BufWriter::with_capacity(1 << 16, File::create(&path)?);
-            for f in &self.held {
+            for f in held {
                 write_spilled(&mut w, f)?;
             }
             w.flush()
         };
         write().map_err(|e| SpillError::at(&path, e))?;
         self.runs.push((path, 0));
-        self.held.clear();
-        self.held.shrink_to_fit();
-        self.held_bytes = 0;
         while let Some(level) = self.full_level() {
             self.merge_last_runs(level)?;
         }
@@ -196,13 +196,16 @@ impl Findings {
             File::create(&path).map_err(|e| SpillError::at(&path, e))?,
         );
         for f in merged(&self.runs[first..], &[])? {
-            write_spilled(&mut w, &*f?).map_err(|e| SpillError::at(&path, e))?;
+            write_spilled(&mut w, f?.into_owned()).map_err(|e| SpillError::at(&path, e))?;
         }
         w.flush().map_err(|e| SpillError::at(&path, e))?;
-        for (old, _) in self.runs.drain(first..) {
-            std::fs::remove_file(&old).map_err(|e| SpillError::at(&old, e))?;
-        }
+        let old: Vec<(PathBuf, u32)> = self.runs.drain(first..).collect();
         self.runs.push((path, level + 1));
+        for (old, _) in old {
+            // Its findings are in the merged run now; a file that stays is
+            // removed with the directory.
+            let _ = std::fs::remove_file(&old);
+        }
         Ok(())
     }
 
@@ -260,15 +263,16 @@ fn merged<'a>(runs: &'a [(PathBuf, u32)], held: &'a [Finding]) -> Result<Iter<'a
     })
 }
 
-/// A spilled finding: its time as exact nanoseconds (JSON holds it as
-/// RFC 3339 text, which the merge must not have to parse), a tab, and the
-/// finding as JSON.
-fn write_spilled(w: &mut impl Write, f: &Finding) -> io::Result<()> {
-    match f.time {
+/// A spilled finding: its time as exact nanoseconds, a tab, and the
+/// finding as JSON without its time. RFC 3339 text would lose nothing but
+/// cannot always be read back: a year before 1 (which a hostile record's
+/// offset can make) is written `-001-...`, which no parser takes.
+fn write_spilled(w: &mut impl Write, mut f: Finding) -> io::Result<()> {
+    match f.time.take() {
         Some(t) => write!(w, "{}\t", t.unix_timestamp_nanos())?,
         None => w.write_all(b"-\t")?,
     }
-    serde_json::to_writer(&mut *w, f)?;
+    serde_json::to_writer(&mut *w, &f)?;
     w.write_all(b"\n")
 }
 
@@ -311,8 +315,9 @@ impl RunReader<'_> {
     }
 }
 
-/// The next finding of one source: a spilled run (its index), or the held
-/// findings (index `runs.len()`, after every run: they arrived last).
+/// The next finding of a spilled run (by index: earlier runs hold
+/// findings that arrived earlier). Held findings are not in the heap;
+/// [`Iter::next`] weighs them against its top.
 struct Head {
     f: Finding,
     source: usize,
@@ -487,6 +492,20 @@ mod tests {
         let got = store.to_vec().unwrap();
         assert_eq!(got.len(), n);
         assert!(got.windows(2).all(|w| w[0].time < w[1].time));
+    }
+
+    #[test]
+    fn a_time_before_year_one_survives_a_spill() {
+        let mut early = finding("a", Some(0), "line 1", 0.0);
+        // 0000-01-01T00:00:00+01:00 is year -1 in UTC.
+        early.time = Some(time::macros::datetime!(0000-01-01 00:00 +1));
+        let want = serde_json::to_string(&early).unwrap();
+        let mut store = Findings::with_budget(0);
+        store.push(early).unwrap();
+        store.seal();
+        assert_eq!(store.spilled_runs(), 1);
+        let got = store.to_vec().unwrap();
+        assert_eq!(serde_json::to_string(&got[0]).unwrap(), want);
     }
 
     #[test]
