@@ -39,8 +39,8 @@ use tokenward_event::{
     Projection,
 };
 use tokenward_logread::{
-    discover, open, read_batches, sniff, Batch, BufferPool, CsvRow, Encoding, Format, Item, Opened,
-    SniffError, Sniffed,
+    discover, open, read_batches, read_head, sniff, Batch, BufferPool, CsvRow, Encoding, Format,
+    Item, Opened, SniffError, Sniffed,
 };
 
 /// What to hunt and how.
@@ -968,12 +968,24 @@ struct Ready {
     sniffed: Sniffed,
 }
 
-/// Opens and sniffs a file once. Its report gets the format, or the reason
-/// it cannot be read.
+/// What reading a file starts from.
+enum Pending {
+    /// Nothing known yet: open and sniff it.
+    Unsniffed,
+    /// Sniffed before and closed again (a regular file): reopen it and
+    /// read it as sniffed, without judging its head a second time.
+    Sniffed(Sniffed),
+    /// Open where sniffing left it (a pipe cannot be reopened).
+    Open(Box<(FileReport, Ready)>),
+}
+
+/// Opens and sniffs a file once (or trusts what an earlier sniff of it
+/// found). Its report gets the format, or the reason it cannot be read.
 fn prepare(
     path: &Path,
     forced: Option<Format>,
     progress: Arc<AtomicU64>,
+    known: Option<Sniffed>,
 ) -> (FileReport, Option<Ready>) {
     let mut rep = FileReport {
         path: path.display().to_string(),
@@ -988,6 +1000,23 @@ fn prepare(
     };
     rep.gzip = o.gzip;
     rep.encoding = Some(encoding_name(o.encoding));
+    if let Some(s) = known {
+        return match read_head(&mut o.reader) {
+            Ok(head) => {
+                rep.format = Some(s.format.name());
+                let ready = Ready {
+                    opened: o,
+                    head,
+                    sniffed: s,
+                };
+                (rep, Some(ready))
+            }
+            Err(e) => {
+                rep.error = Some(format!("read error: {e}"));
+                (rep, None)
+            }
+        };
+    }
     match sniff(&mut o.reader, forced) {
         Ok((head, Ok(s))) => {
             rep.format = Some(s.format.name());
@@ -1083,13 +1112,14 @@ pub fn run_detections(
     let forced = cfg.input_format;
     // Files are read in parallel (exports often come as many small files),
     // and each file's batches in parallel too.
-    let read_all = |paths: Vec<(PathBuf, Option<(FileReport, Ready)>)>| -> Vec<FileReport> {
+    let read_all = |paths: Vec<(PathBuf, Pending)>| -> Vec<FileReport> {
         paths
             .into_par_iter()
-            .map(|(p, kept)| {
-                let (rep, ready) = match kept {
-                    Some((rep, r)) => (rep, Some(r)),
-                    None => prepare(&p, forced, progress.clone()),
+            .map(|(p, pending)| {
+                let (rep, ready) = match pending {
+                    Pending::Open(open) => (open.0, Some(open.1)),
+                    Pending::Sniffed(s) => prepare(&p, forced, progress.clone(), Some(s)),
+                    Pending::Unsniffed => prepare(&p, forced, progress.clone(), None),
                 };
                 match ready {
                     Some(r) => read_file(&p, rep, r, &plan, &shared),
@@ -1103,9 +1133,10 @@ pub fn run_detections(
         // the sign-ins before the records they explain. Files are sniffed
         // first to know, on every core (an export of hundreds of daily
         // files otherwise waits on one core opening them one by one). A
-        // regular file is closed again at once and reopened to be read (so
-        // its sniffed bytes are not counted, and few files are open at
-        // once); a pipe is read on from the stream it was sniffed on.
+        // regular file is closed again at once and reopened to be read as
+        // sniffed (so its sniffed bytes are not counted, and few files are
+        // open at once); a pipe is read on from the stream it was sniffed
+        // on.
         let (mut first, mut late) = (Vec::new(), Vec::new());
         let prepared: Vec<_> = files
             .into_par_iter()
@@ -1116,24 +1147,31 @@ pub fn run_detections(
                 } else {
                     progress.clone()
                 };
-                let (rep, ready) = prepare(&p, forced, counter);
-                let Some(r) = ready else {
-                    return (p, rep, None);
+                let (rep, ready) = prepare(&p, forced, counter, None);
+                let Some(mut r) = ready else {
+                    return (p, Err(rep));
                 };
                 let signin = r.sniffed.signin_rows
                     || r.sniffed
                         .first_record
-                        .as_ref()
-                        .is_some_and(|v| classify(v, None).0 == EventKind::SignIn);
-                (p, rep, Some((signin, (!regular).then_some(r))))
+                        .take()
+                        .is_some_and(|v| classify(&v, None).0 == EventKind::SignIn);
+                let pending = if regular {
+                    Pending::Sniffed(r.sniffed)
+                } else {
+                    Pending::Open(Box::new((rep, r)))
+                };
+                (p, Ok((signin, pending)))
             })
             .collect();
-        for (p, rep, sniffed) in prepared {
-            let Some((signin, kept)) = sniffed else {
-                reports.push(rep);
-                continue;
+        for (p, sniffed) in prepared {
+            let (signin, kept) = match sniffed {
+                Ok(s) => s,
+                Err(unreadable) => {
+                    reports.push(unreadable);
+                    continue;
+                }
             };
-            let kept = kept.map(|r| (rep, r));
             if signin {
                 first.push((p, kept));
             } else {
@@ -1144,7 +1182,9 @@ pub fn run_detections(
         freeze_index(&shared);
         reports.extend(read_all(late));
     } else {
-        reports.extend(read_all(files.into_iter().map(|p| (p, None)).collect()));
+        reports.extend(read_all(
+            files.into_iter().map(|p| (p, Pending::Unsniffed)).collect(),
+        ));
     }
     let mut sh = shared.into_inner().expect("no panics while locked");
     let mut index = Arc::try_unwrap(sh.index.frozen).unwrap_or_else(|a| (*a).clone());
@@ -1276,7 +1316,7 @@ fn pump(
 /// detections): the entry point for rule engines and tests. Events come in
 /// no particular order; sort by [`Event::locator`] when order matters.
 pub fn read_events(path: &Path, forced: Option<Format>) -> (FileReport, Vec<Event>) {
-    let (rep, ready) = prepare(path, forced, Arc::new(AtomicU64::new(0)));
+    let (rep, ready) = prepare(path, forced, Arc::new(AtomicU64::new(0)), None);
     let Some(ready) = ready else {
         return (rep, Vec::new());
     };

@@ -282,9 +282,15 @@ pub fn sniff(
     reader: &mut dyn Read,
     forced: Option<Format>,
 ) -> io::Result<(Vec<u8>, Result<Sniffed, SniffError>)> {
-    let head = read_up_to(reader, SNIFF_BYTES)?;
+    let head = read_head(reader)?;
     let res = sniff_head(&head, forced);
     Ok((head, res))
+}
+
+/// Reads the bytes [`sniff`] reads, without judging them: for a file
+/// reopened after it was sniffed, whose records start in them.
+pub fn read_head(reader: &mut dyn Read) -> io::Result<Vec<u8>> {
+    read_up_to(reader, SNIFF_BYTES)
 }
 
 /// Control bytes no text export holds (NUL to backspace, shift-out to
