@@ -195,8 +195,9 @@ pub fn run(args: HuntArgs) -> u8 {
             .map(|all| report.findings = all)
             .map(|()| Vec::new())
     } else if needs_all {
+        let mut slimmer = tokenward_incident::Slimmer::default();
         report.findings.iter().and_then(|all| {
-            all.map(|f| f.map(|f| tokenward_incident::slim(&f)))
+            all.map(|f| f.map(|f| slimmer.slim(&f)))
                 .collect::<Result<Vec<_>, _>>()
         })
     } else {
@@ -213,15 +214,15 @@ pub fn run(args: HuntArgs) -> u8 {
     // would only delay the exit (it was a visible share of short hunts).
     let report = std::mem::ManuallyDrop::new(report);
     let slim = std::mem::ManuallyDrop::new(slim);
+    // Every finding, whole, for the page only.
     let all: &[Finding] = match &args.report {
         Some(_) => report.findings.as_slice().unwrap_or_default(),
-        None => &slim,
+        None => &[],
     };
-
-    let incidents = std::mem::ManuallyDrop::new(if needs_all {
-        tokenward_incident::build(all)
-    } else {
-        Vec::new()
+    let incidents = std::mem::ManuallyDrop::new(match &args.report {
+        Some(_) => tokenward_incident::build(all),
+        None if needs_all => tokenward_incident::build(&slim),
+        None => Vec::new(),
     });
     let write = |w: &mut dyn Write| -> std::io::Result<()> {
         match fmt {

@@ -10,7 +10,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -18,7 +19,7 @@ use serde_json::Value;
 use time::{Duration, OffsetDateTime};
 use tokenward_detect::{builtin_info, Weight};
 use tokenward_event::timefmt::{parse_timestamp, rfc3339};
-use tokenward_event::{Finding, Severity};
+use tokenward_event::{Evidence, Finding, Severity};
 
 /// Findings of one user closer than this are one story.
 pub const SAME_USER_WINDOW: Duration = Duration::hours(24);
@@ -141,13 +142,13 @@ impl Dsu {
 /// The weight of a detection's finding: the detection's own, capped by the
 /// finding's severity (a detection that downgraded its finding meant it).
 /// Sigma rules weigh by level: high or critical is moderate, others weak.
-pub fn weight_of(f: &Finding) -> Weight {
-    let by_severity = match f.severity {
+pub fn weight_of(f: &impl Member) -> Weight {
+    let by_severity = match f.severity() {
         Severity::High => Weight::Strong,
         Severity::Medium => Weight::Moderate,
         Severity::Low => Weight::Weak,
     };
-    match builtin_info(&f.rule_id) {
+    match builtin_info(f.rule_id()) {
         Some(info) => info.weight.min(by_severity),
         None => by_severity.min(Weight::Moderate),
     }
@@ -172,17 +173,17 @@ fn unlogged_kind(rule_id: &str) -> Option<&'static str> {
 }
 
 /// What kind of unlogged window a finding shows, if any.
-fn unlogged_of(f: &Finding) -> Option<Unlogged> {
+fn unlogged_of(f: &impl Member) -> Option<Unlogged> {
     let text = |k: &str| evidence(f, k).and_then(Value::as_str).map(str::to_owned);
-    let kind = unlogged_kind(&f.rule_id)?;
-    let start = f.time.map(rfc3339);
+    let kind = unlogged_kind(f.rule_id())?;
+    let start = f.time().map(rfc3339);
     let (end, detail) = match kind {
         "throttled" => (
             text("unlogged_until"),
             format!(
                 "MailItemsAccessed throttled for {}: access in the next 24 h was not logged",
                 text("mailbox")
-                    .or_else(|| f.user.clone())
+                    .or_else(|| f.user().map(str::to_owned))
                     .unwrap_or_default()
             ),
         ),
@@ -210,39 +211,45 @@ fn unlogged_of(f: &Finding) -> Option<Unlogged> {
         kind,
         start,
         end,
-        detection: f.rule_id.to_string(),
+        detection: f.rule_id().to_string(),
         detail,
     })
 }
 
 /// A finding that carries no identity at all, only a time window (an audit
 /// gap): it joins incidents by time, not by shared values.
-fn is_floating(f: &Finding) -> bool {
-    f.user.is_none() && f.session_id.is_none() && f.token_id.is_none() && f.client_ip.is_none()
+fn is_floating(f: &impl Member) -> bool {
+    f.user().is_none()
+        && f.session_id().is_none()
+        && f.token_id().is_none()
+        && f.client_ip().is_none()
 }
 
 /// Client IPs that a finding implicates on its own: those of IOC-IP
 /// findings and of strong detections. Benign shared addresses (office NAT)
 /// therefore never join unrelated users.
-fn implicated_ips(findings: &[Finding]) -> BTreeSet<&str> {
+fn implicated_ips<M: Member>(findings: &[M]) -> BTreeSet<&str> {
     findings
         .iter()
-        .filter(|f| f.rule_id == "tw-ioc-ip" || weight_of(f) == Weight::Strong)
-        .filter_map(|f| f.client_ip.as_deref())
+        .filter(|f| f.rule_id() == "tw-ioc-ip" || weight_of(*f) == Weight::Strong)
+        .filter_map(|f| f.client_ip())
         .collect()
 }
 
-fn window_of(f: &Finding) -> (Option<OffsetDateTime>, Option<OffsetDateTime>) {
+fn window_of(f: &impl Member) -> (Option<OffsetDateTime>, Option<OffsetDateTime>) {
     let parse = |k: &str| {
         evidence(f, k)
             .and_then(Value::as_str)
             .and_then(parse_timestamp)
     };
-    (parse("gap_start").or(f.time), parse("gap_end").or(f.time))
+    (
+        parse("gap_start").or(f.time()),
+        parse("gap_end").or(f.time()),
+    )
 }
 
 /// The evidence entries [`build`] reads.
-const EVIDENCE_READ: [&str; 10] = [
+pub const EVIDENCE_READ: [&str; 10] = [
     "attack",
     "folders",
     "gap_end",
@@ -258,47 +265,183 @@ const EVIDENCE_READ: [&str; 10] = [
 /// One entry of a finding's evidence, as [`build`] reads every one: a key
 /// missing from [`EVIDENCE_READ`] would be gone from [`slim`] findings, so
 /// reading one fails every debug build's tests.
-fn evidence<'a>(f: &'a Finding, key: &str) -> Option<&'a Value> {
+fn evidence<'a>(f: &'a impl Member, key: &str) -> Option<&'a Value> {
     debug_assert!(
         EVIDENCE_READ.contains(&key),
         "incidents read evidence {key:?}: add it to EVIDENCE_READ"
     );
-    f.evidence.get(key)
+    f.evidence_entry(key)
 }
 
-/// A finding cut down to what [`build`] reads (its identities, time and
-/// detection, and the evidence entries incidents summarise), for a caller
-/// that keeps every finding only to group them: a Sigma finding shrinks
-/// from about 2 KB to a quarter of that. `build` over slim findings makes
-/// the same incidents as over whole ones.
-pub fn slim(f: &Finding) -> Finding {
-    Finding {
-        rule_id: f.rule_id.clone(),
-        rule_title: f.rule_title.clone(),
-        severity: f.severity,
-        time: f.time,
-        user: f.user.clone(),
-        client_ip: f.client_ip.clone(),
-        app_id: f.app_id.clone(),
-        session_id: f.session_id.clone(),
-        token_id: f.token_id.clone(),
-        source_file: f.source_file.clone(),
-        source_locator: String::new(),
-        evidence: f.evidence.subset(&EVIDENCE_READ),
+/// What grouping reads of a finding: a whole [`Finding`], or a [`Slim`]
+/// copy a caller keeps only to group.
+pub trait Member: Sync {
+    /// Detection id.
+    fn rule_id(&self) -> &str;
+    /// Detection title.
+    fn rule_title(&self) -> &str;
+    /// Severity.
+    fn severity(&self) -> Severity;
+    /// Time.
+    fn time(&self) -> Option<OffsetDateTime>;
+    /// Acting user.
+    fn user(&self) -> Option<&str>;
+    /// Client address.
+    fn client_ip(&self) -> Option<&str>;
+    /// Application id.
+    fn app_id(&self) -> Option<&str>;
+    /// Session id.
+    fn session_id(&self) -> Option<&str>;
+    /// Token id.
+    fn token_id(&self) -> Option<&str>;
+    /// One evidence entry; grouping asks only for those in
+    /// [`EVIDENCE_READ`].
+    fn evidence_entry(&self, key: &str) -> Option<&Value>;
+}
+
+impl Member for Finding {
+    fn rule_id(&self) -> &str {
+        &self.rule_id
+    }
+    fn rule_title(&self) -> &str {
+        &self.rule_title
+    }
+    fn severity(&self) -> Severity {
+        self.severity
+    }
+    fn time(&self) -> Option<OffsetDateTime> {
+        self.time
+    }
+    fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+    fn client_ip(&self) -> Option<&str> {
+        self.client_ip.as_deref()
+    }
+    fn app_id(&self) -> Option<&str> {
+        self.app_id.as_deref()
+    }
+    fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+    fn token_id(&self) -> Option<&str> {
+        self.token_id.as_deref()
+    }
+    fn evidence_entry(&self, key: &str) -> Option<&Value> {
+        self.evidence.get(key)
+    }
+}
+
+/// A finding cut down to what [`build`] reads, for a caller that keeps
+/// every finding only to group them ([`Slimmer`] makes them). A Sigma
+/// finding over sign-ins took about 800 bytes as a cut-down [`Finding`];
+/// this shares its detection's names and the users, addresses and apps
+/// many findings repeat, and keeps only the evidence entries grouping
+/// reads. `build` over slim findings makes the same incidents as over
+/// whole ones.
+#[derive(Clone, Debug)]
+pub struct Slim {
+    /// Detection id and title, one copy per detection.
+    rule: Arc<(String, String)>,
+    severity: Severity,
+    time: Option<OffsetDateTime>,
+    user: Option<Arc<str>>,
+    client_ip: Option<Arc<str>>,
+    app_id: Option<Arc<str>>,
+    /// Session and token ids are mostly one per finding: not shared.
+    session_id: Option<Box<str>>,
+    token_id: Option<Box<str>>,
+    evidence: Evidence,
+}
+
+impl Member for Slim {
+    fn rule_id(&self) -> &str {
+        &self.rule.0
+    }
+    fn rule_title(&self) -> &str {
+        &self.rule.1
+    }
+    fn severity(&self) -> Severity {
+        self.severity
+    }
+    fn time(&self) -> Option<OffsetDateTime> {
+        self.time
+    }
+    fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+    fn client_ip(&self) -> Option<&str> {
+        self.client_ip.as_deref()
+    }
+    fn app_id(&self) -> Option<&str> {
+        self.app_id.as_deref()
+    }
+    fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+    fn token_id(&self) -> Option<&str> {
+        self.token_id.as_deref()
+    }
+    fn evidence_entry(&self, key: &str) -> Option<&Value> {
+        self.evidence.get(key)
+    }
+}
+
+/// Makes [`Slim`] findings, holding one copy of each detection's names and
+/// of each user, client address and app id it has seen.
+#[derive(Default)]
+pub struct Slimmer {
+    rules: HashMap<String, Arc<(String, String)>>,
+    texts: HashSet<Arc<str>>,
+}
+
+impl Slimmer {
+    /// The slim copy of `f`.
+    pub fn slim(&mut self, f: &Finding) -> Slim {
+        let rule = match self.rules.get(&*f.rule_id) {
+            Some(r) => r.clone(),
+            None => {
+                let r = Arc::new((f.rule_id.to_string(), f.rule_title.to_string()));
+                self.rules.insert(f.rule_id.to_string(), r.clone());
+                r
+            }
+        };
+        let mut shared = |t: &Option<String>| -> Option<Arc<str>> {
+            let t = t.as_deref()?;
+            Some(match self.texts.get(t) {
+                Some(a) => a.clone(),
+                None => {
+                    let a: Arc<str> = Arc::from(t);
+                    self.texts.insert(a.clone());
+                    a
+                }
+            })
+        };
+        Slim {
+            rule,
+            severity: f.severity,
+            time: f.time,
+            user: shared(&f.user),
+            client_ip: shared(&f.client_ip),
+            app_id: shared(&f.app_id),
+            session_id: f.session_id.as_deref().map(Box::from),
+            token_id: f.token_id.as_deref().map(Box::from),
+            evidence: f.evidence.subset(&EVIDENCE_READ),
+        }
     }
 }
 
 /// Groups findings into incidents, most severe first.
-pub fn build(findings: &[Finding]) -> Vec<Incident> {
+pub fn build<M: Member>(findings: &[M]) -> Vec<Incident> {
     let n = findings.len();
     let mut dsu = Dsu((0..n).collect());
     let ips = implicated_ips(findings);
     let mut first_by: HashMap<(u8, &str), usize> = HashMap::new();
     for (i, f) in findings.iter().enumerate() {
         let keys = [
-            (0u8, f.session_id.as_deref()),
-            (1, f.token_id.as_deref()),
-            (2, f.client_ip.as_deref().filter(|ip| ips.contains(ip))),
+            (0u8, f.session_id()),
+            (1, f.token_id()),
+            (2, f.client_ip().filter(|ip| ips.contains(ip))),
         ];
         for (tag, key) in keys {
             if let Some(key) = key.filter(|k| !k.is_empty()) {
@@ -313,16 +456,15 @@ pub fn build(findings: &[Finding]) -> Vec<Incident> {
     }
     // One user's findings within a day of each other.
     let mut by_user: Vec<usize> = (0..n)
-        .filter(|&i| findings[i].user.is_some() && findings[i].time.is_some())
+        .filter(|&i| findings[i].user().is_some() && findings[i].time().is_some())
         .collect();
     by_user.sort_by(|&a, &b| {
-        (findings[a].user.as_deref(), findings[a].time)
-            .cmp(&(findings[b].user.as_deref(), findings[b].time))
+        (findings[a].user(), findings[a].time()).cmp(&(findings[b].user(), findings[b].time()))
     });
     for pair in by_user.windows(2) {
         let (a, b) = (&findings[pair[0]], &findings[pair[1]]);
-        if a.user == b.user {
-            if let (Some(ta), Some(tb)) = (a.time, b.time) {
+        if a.user() == b.user() {
+            if let (Some(ta), Some(tb)) = (a.time(), b.time()) {
                 if tb - ta <= SAME_USER_WINDOW {
                     dsu.join(pair[0], pair[1]);
                 }
@@ -332,7 +474,7 @@ pub fn build(findings: &[Finding]) -> Vec<Incident> {
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut floating = Vec::new();
     for (i, f) in findings.iter().enumerate() {
-        if is_floating(f) && unlogged_kind(&f.rule_id).is_some() {
+        if is_floating(f) && unlogged_kind(f.rule_id()).is_some() {
             floating.push(i);
         } else {
             groups.entry(dsu.find(i)).or_default().push(i);
@@ -341,7 +483,7 @@ pub fn build(findings: &[Finding]) -> Vec<Incident> {
     let mut spans: Vec<(Vec<usize>, Option<OffsetDateTime>, Option<OffsetDateTime>)> = groups
         .into_values()
         .map(|members| {
-            let times = members.iter().filter_map(|&i| findings[i].time);
+            let times = members.iter().filter_map(|&i| findings[i].time());
             let first = times.clone().min();
             let last = times.max();
             (members, first, last)
@@ -362,7 +504,7 @@ pub fn build(findings: &[Finding]) -> Vec<Incident> {
             }
         }
         if !placed {
-            spans.push((vec![i], findings[i].time, findings[i].time));
+            spans.push((vec![i], findings[i].time(), findings[i].time()));
             attached.push(Vec::new());
         }
     }
@@ -386,20 +528,20 @@ pub fn build(findings: &[Finding]) -> Vec<Incident> {
     incidents
 }
 
-fn summarise(findings: &[Finding], mut members: Vec<usize>, attached: Vec<usize>) -> Incident {
-    members.sort_by_key(|&i| (findings[i].time, i));
-    let set = |get: &dyn Fn(&Finding) -> Option<&str>| -> Vec<String> {
+fn summarise<M: Member>(findings: &[M], mut members: Vec<usize>, attached: Vec<usize>) -> Incident {
+    members.sort_by_key(|&i| (findings[i].time(), i));
+    let set = |get: &dyn Fn(&M) -> Option<&str>| -> Vec<String> {
         let s: BTreeSet<&str> = members.iter().filter_map(|&i| get(&findings[i])).collect();
         s.into_iter().map(str::to_owned).collect()
     };
-    let users = set(&|f| f.user.as_deref());
+    let users = set(&|f| f.user());
     let mailboxes = set(&|f| evidence(f, "mailbox").and_then(Value::as_str));
-    let client_ips = set(&|f| f.client_ip.as_deref());
-    let apps = set(&|f| f.app_id.as_deref());
-    let sessions = set(&|f| f.session_id.as_deref());
-    let tokens = set(&|f| f.token_id.as_deref());
-    let first = members.iter().filter_map(|&i| findings[i].time).min();
-    let last = members.iter().filter_map(|&i| findings[i].time).max();
+    let client_ips = set(&|f| f.client_ip());
+    let apps = set(&|f| f.app_id());
+    let sessions = set(&|f| f.session_id());
+    let tokens = set(&|f| f.token_id());
+    let first = members.iter().filter_map(|&i| findings[i].time()).min();
+    let last = members.iter().filter_map(|&i| findings[i].time()).max();
 
     let mut parts: BTreeMap<&str, (String, usize, Weight)> = BTreeMap::new();
     let mut read = Read::default();
@@ -409,11 +551,11 @@ fn summarise(findings: &[Finding], mut members: Vec<usize>, attached: Vec<usize>
         let f = &findings[i];
         let w = weight_of(f);
         let e = parts
-            .entry(&f.rule_id)
-            .or_insert_with(|| (f.rule_title.to_string(), 0, w));
+            .entry(f.rule_id())
+            .or_insert_with(|| (f.rule_title().to_string(), 0, w));
         e.1 += 1;
         e.2 = e.2.max(w);
-        match &*f.rule_id {
+        match f.rule_id() {
             "tw-mail-bind-spike" => {
                 read.items_bound += evidence(f, "items_bound_that_day")
                     .and_then(Value::as_u64)
@@ -522,13 +664,13 @@ fn summarise(findings: &[Finding], mut members: Vec<usize>, attached: Vec<usize>
 
 /// The ATT&CK techniques of detection `id`: declared by a built-in, or
 /// carried in its findings' evidence (`attack`, from Sigma rule tags).
-fn attack_of(id: &str, findings: &[Finding], members: &[usize]) -> Vec<String> {
+fn attack_of<M: Member>(id: &str, findings: &[M], members: &[usize]) -> Vec<String> {
     if let Some(info) = builtin_info(id) {
         return info.attack.iter().map(|t| (*t).to_owned()).collect();
     }
     let mut out = BTreeSet::new();
     for &i in members {
-        if findings[i].rule_id == id {
+        if findings[i].rule_id() == id {
             if let Some(Value::Array(tags)) = evidence(&findings[i], "attack") {
                 out.extend(tags.iter().filter_map(Value::as_str).map(str::to_owned));
             }
@@ -814,13 +956,18 @@ mod tests {
                 .evidence(json!({"attack": ["T1114.002"], "fields": {"Operation": noise}}))
                 .done(),
         ];
-        let slim: Vec<Finding> = findings.iter().map(slim).collect();
-        assert!(slim[0].evidence.get("raw").is_none());
-        assert!(slim[4].evidence.get("fields").is_none());
+        let mut slimmer = Slimmer::default();
+        let slim: Vec<Slim> = findings.iter().map(|f| slimmer.slim(f)).collect();
+        assert!(slim[0].evidence_entry("raw").is_none());
+        assert!(slim[4].evidence_entry("fields").is_none());
         assert_eq!(
             slim[1].evidence,
             findings[1].evidence.subset(&EVIDENCE_READ)
         );
+        // One copy of a user and of a detection's names for all.
+        let (u1, u2) = (slim[1].user.as_ref(), slim[2].user.as_ref());
+        assert!(Arc::ptr_eq(u1.unwrap(), u2.unwrap()));
+        assert!(Arc::ptr_eq(&slim[1].rule, &slimmer.slim(&findings[1]).rule));
         let (whole, cut) = (build(&findings), build(&slim));
         assert_eq!(
             serde_json::to_value(&cut).unwrap(),
