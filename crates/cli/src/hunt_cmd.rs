@@ -88,7 +88,8 @@ pub struct HuntArgs {
     /// Findings held in memory before the rest spill, sorted, to a
     /// temporary directory ($TMPDIR) and are merged back for output, so a
     /// rule that fires on most records does not grow memory with the input.
-    #[arg(long, default_value_t = 32, value_name = "MIB")]
+    /// Not used with --report, whose page holds every finding.
+    #[arg(long, default_value_t = tokenward_hunt::findings::DEFAULT_MEMORY >> 20, value_name = "MIB")]
     findings_memory: usize,
     /// No progress bar and no terminal summary.
     #[arg(short, long)]
@@ -189,7 +190,7 @@ pub fn run(args: HuntArgs) -> u8 {
     // lists them) is written too (docs/limits.md). The findings outputs
     // stream them.
     let needs_all = summarise || args.report.is_some() || args.summary_json.is_some();
-    let held = if args.report.is_some() {
+    let kept = if args.report.is_some() {
         std::mem::take(&mut report.findings)
             .into_held()
             .map(|all| report.findings = all)
@@ -203,7 +204,7 @@ pub fn run(args: HuntArgs) -> u8 {
     } else {
         Ok(Vec::new())
     };
-    let slim = match held {
+    let slim = match kept {
         Ok(s) => s,
         Err(e) => {
             eprintln!("tokenward hunt: {e}");
@@ -216,7 +217,7 @@ pub fn run(args: HuntArgs) -> u8 {
     let slim = std::mem::ManuallyDrop::new(slim);
     // Every finding, whole, for the page only.
     let all: &[Finding] = match &args.report {
-        Some(_) => report.findings.as_slice().unwrap_or_default(),
+        Some(_) => report.findings.as_slice().expect("held in memory above"),
         None => &[],
     };
     let incidents = std::mem::ManuallyDrop::new(match &args.report {
@@ -305,7 +306,7 @@ struct RemoveOnExit(Option<PathBuf>);
 impl Drop for RemoveOnExit {
     fn drop(&mut self) {
         if let Some(dir) = &self.0 {
-            // Gone already when the findings were read into memory.
+            // Already gone if the findings it held were dropped.
             let _ = std::fs::remove_dir_all(dir);
         }
     }

@@ -443,7 +443,7 @@ struct Shared {
     /// `read_events`: every event is kept instead of observed.
     collected: Option<Vec<Event>>,
     /// Findings handed over by the detections so far.
-    found: Found,
+    intake: Intake,
 }
 
 impl Shared {
@@ -453,7 +453,7 @@ impl Shared {
             index: Index::default(),
             stats: RecordStats::default(),
             collected: None,
-            found: Found {
+            intake: Intake {
                 findings,
                 only: Vec::new(),
                 exclude: Vec::new(),
@@ -464,7 +464,7 @@ impl Shared {
 }
 
 /// The findings detections handed over, and which are kept.
-struct Found {
+struct Intake {
     findings: Findings,
     /// Detection ids reported (empty: all) and dropped.
     only: Vec<String>,
@@ -473,7 +473,7 @@ struct Found {
     spill_error: Option<SpillError>,
 }
 
-impl Found {
+impl Intake {
     fn hand_over(&mut self, found: Vec<Finding>) {
         for f in found {
             if self.spill_error.is_some() {
@@ -909,7 +909,7 @@ fn absorb(shared: &Mutex<Shared>, file: &Mutex<FileReport>, out: Out) {
             d.merge(s);
             found.append(&mut d.take_findings());
         }
-        sh.found.hand_over(found);
+        sh.intake.hand_over(found);
         sh.index.late.merge(out.index);
         sh.stats.merge(out.stats);
         if let Some(c) = sh.collected.as_mut() {
@@ -1002,6 +1002,11 @@ fn prepare(
     rep.encoding = Some(encoding_name(o.encoding));
     if let Some(s) = known {
         return match read_head(&mut o.reader) {
+            // Emptied since it was sniffed: said as a sniff would say it.
+            Ok(head) if head.iter().all(u8::is_ascii_whitespace) => {
+                rep.note = Some("empty file: no records".into());
+                (rep, None)
+            }
             Ok(head) => {
                 rep.format = Some(s.format.name());
                 let ready = Ready {
@@ -1106,8 +1111,8 @@ pub fn run_detections(
         detections,
         Findings::with_budget(cfg.findings_memory.unwrap_or(DEFAULT_MEMORY)),
     );
-    shared.found.only.clone_from(&cfg.only);
-    shared.found.exclude.clone_from(&cfg.exclude);
+    shared.intake.only.clone_from(&cfg.only);
+    shared.intake.exclude.clone_from(&cfg.exclude);
     let shared = Mutex::new(shared);
     let forced = cfg.input_format;
     // Files are read in parallel (exports often come as many small files),
@@ -1197,13 +1202,13 @@ pub fn run_detections(
     let detections = std::mem::take(&mut sh.detections);
     for d in detections {
         let o = d.finish(&cx);
-        sh.found.hand_over(o.findings);
+        sh.intake.hand_over(o.findings);
         coverage.extend(o.coverage);
     }
-    if let Some(e) = sh.found.spill_error {
+    if let Some(e) = sh.intake.spill_error {
         return Err(e.into());
     }
-    let mut findings = sh.found.findings;
+    let mut findings = sh.intake.findings;
     findings.seal();
     reports.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Report {

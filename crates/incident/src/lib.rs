@@ -263,7 +263,7 @@ pub const EVIDENCE_READ: [&str; 10] = [
 ];
 
 /// One entry of a finding's evidence, as [`build`] reads every one: a key
-/// missing from [`EVIDENCE_READ`] would be gone from [`slim`] findings, so
+/// missing from [`EVIDENCE_READ`] would be gone from [`Slim`] findings, so
 /// reading one fails every debug build's tests.
 fn evidence<'a>(f: &'a impl Member, key: &str) -> Option<&'a Value> {
     debug_assert!(
@@ -391,18 +391,24 @@ impl Member for Slim {
 /// of each user, client address and app id it has seen.
 #[derive(Default)]
 pub struct Slimmer {
-    rules: HashMap<String, Arc<(String, String)>>,
+    /// By id: Sigma ids are not checked unique (a copied rule keeps its
+    /// id), so each title of an id is its own entry.
+    rules: HashMap<String, Vec<Arc<(String, String)>>>,
     texts: HashSet<Arc<str>>,
 }
 
 impl Slimmer {
     /// The slim copy of `f`.
     pub fn slim(&mut self, f: &Finding) -> Slim {
-        let rule = match self.rules.get(&*f.rule_id) {
+        if !self.rules.contains_key(&*f.rule_id) {
+            self.rules.insert(f.rule_id.to_string(), Vec::new());
+        }
+        let titles = self.rules.get_mut(&*f.rule_id).expect("inserted above");
+        let rule = match titles.iter().find(|r| r.1 == f.rule_title) {
             Some(r) => r.clone(),
             None => {
                 let r = Arc::new((f.rule_id.to_string(), f.rule_title.to_string()));
-                self.rules.insert(f.rule_id.to_string(), r.clone());
+                titles.push(r.clone());
                 r
             }
         };
@@ -968,6 +974,16 @@ mod tests {
         let (u1, u2) = (slim[1].user.as_ref(), slim[2].user.as_ref());
         assert!(Arc::ptr_eq(u1.unwrap(), u2.unwrap()));
         assert!(Arc::ptr_eq(&slim[1].rule, &slimmer.slim(&findings[1]).rule));
+        // A copied Sigma rule keeps its id under another title: both stay.
+        let copied = Finding {
+            rule_title: "a copy".into(),
+            ..findings[4].clone()
+        };
+        assert_eq!(slimmer.slim(&copied).rule_title(), "a copy");
+        assert_eq!(
+            slimmer.slim(&findings[4]).rule_title(),
+            findings[4].rule_title
+        );
         let (whole, cut) = (build(&findings), build(&slim));
         assert_eq!(
             serde_json::to_value(&cut).unwrap(),
