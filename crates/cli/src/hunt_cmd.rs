@@ -165,7 +165,7 @@ pub fn run(args: HuntArgs) -> u8 {
     let result = with_progress(&args.inputs, args.quiet, |progress| {
         tokenward_hunt::run(&cfg, progress)
     });
-    let mut report = match result {
+    let report = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tokenward hunt: {e}");
@@ -190,12 +190,7 @@ pub fn run(args: HuntArgs) -> u8 {
     // lists them) is written too (docs/limits.md). The findings outputs
     // stream them.
     let needs_all = summarise || args.report.is_some() || args.summary_json.is_some();
-    let kept = if args.report.is_some() {
-        std::mem::take(&mut report.findings)
-            .into_held()
-            .map(|all| report.findings = all)
-            .map(|()| Vec::new())
-    } else if needs_all {
+    let kept = if needs_all && args.report.is_none() {
         let mut slimmer = tokenward_incident::Slimmer::default();
         report.findings.iter().and_then(|all| {
             all.map(|f| f.map(|f| slimmer.slim(&f)))
@@ -215,9 +210,10 @@ pub fn run(args: HuntArgs) -> u8 {
     // would only delay the exit (it was a visible share of short hunts).
     let report = std::mem::ManuallyDrop::new(report);
     let slim = std::mem::ManuallyDrop::new(slim);
-    // Every finding, whole, for the page only.
+    // Every finding, whole, for the page only (a hunt with --report does
+    // not spill).
     let all: &[Finding] = match &args.report {
-        Some(_) => report.findings.as_slice().expect("held in memory above"),
+        Some(_) => report.findings.as_slice().expect("--report never spills"),
         None => &[],
     };
     let incidents = std::mem::ManuallyDrop::new(match &args.report {
@@ -306,7 +302,7 @@ struct RemoveOnExit(Option<PathBuf>);
 impl Drop for RemoveOnExit {
     fn drop(&mut self) {
         if let Some(dir) = &self.0 {
-            // Already gone if the findings it held were dropped.
+            // Best effort: a directory left behind is only disk in $TMPDIR.
             let _ = std::fs::remove_dir_all(dir);
         }
     }

@@ -39,7 +39,7 @@ use tokenward_event::{
     Projection,
 };
 use tokenward_logread::{
-    discover, open, read_batches, read_head, sniff, Batch, BufferPool, CsvRow, Encoding, Format,
+    discover, open, read_batches, sniff, sniff_known, Batch, BufferPool, CsvRow, Encoding, Format,
     Item, Opened, SniffError, Sniffed,
 };
 
@@ -447,18 +447,13 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(detections: Vec<Box<dyn Detection>>, findings: Findings) -> Shared {
+    fn new(detections: Vec<Box<dyn Detection>>, intake: Intake) -> Shared {
         Shared {
             detections,
             index: Index::default(),
             stats: RecordStats::default(),
             collected: None,
-            intake: Intake {
-                findings,
-                only: Vec::new(),
-                exclude: Vec::new(),
-                spill_error: None,
-            },
+            intake,
         }
     }
 }
@@ -474,6 +469,16 @@ struct Intake {
 }
 
 impl Intake {
+    /// The intake a hunt configured so starts with.
+    fn new(cfg: &HuntConfig) -> Intake {
+        Intake {
+            findings: Findings::with_budget(cfg.findings_memory.unwrap_or(DEFAULT_MEMORY)),
+            only: cfg.only.clone(),
+            exclude: cfg.exclude.clone(),
+            spill_error: None,
+        }
+    }
+
     fn hand_over(&mut self, found: Vec<Finding>) {
         for f in found {
             if self.spill_error.is_some() {
@@ -1000,29 +1005,11 @@ fn prepare(
     };
     rep.gzip = o.gzip;
     rep.encoding = Some(encoding_name(o.encoding));
-    if let Some(s) = known {
-        return match read_head(&mut o.reader) {
-            // Emptied since it was sniffed: said as a sniff would say it.
-            Ok(head) if head.iter().all(u8::is_ascii_whitespace) => {
-                rep.note = Some("empty file: no records".into());
-                (rep, None)
-            }
-            Ok(head) => {
-                rep.format = Some(s.format.name());
-                let ready = Ready {
-                    opened: o,
-                    head,
-                    sniffed: s,
-                };
-                (rep, Some(ready))
-            }
-            Err(e) => {
-                rep.error = Some(format!("read error: {e}"));
-                (rep, None)
-            }
-        };
-    }
-    match sniff(&mut o.reader, forced) {
+    let sniffed = match known {
+        Some(s) => sniff_known(&mut o.reader, s),
+        None => sniff(&mut o.reader, forced),
+    };
+    match sniffed {
         Ok((head, Ok(s))) => {
             rep.format = Some(s.format.name());
             (
@@ -1107,13 +1094,7 @@ pub fn run_detections(
         });
     }
     let plan = Plan::new(&detections);
-    let mut shared = Shared::new(
-        detections,
-        Findings::with_budget(cfg.findings_memory.unwrap_or(DEFAULT_MEMORY)),
-    );
-    shared.intake.only.clone_from(&cfg.only);
-    shared.intake.exclude.clone_from(&cfg.exclude);
-    let shared = Mutex::new(shared);
+    let shared = Mutex::new(Shared::new(detections, Intake::new(cfg)));
     let forced = cfg.input_format;
     // Files are read in parallel (exports often come as many small files),
     // and each file's batches in parallel too.
@@ -1325,7 +1306,7 @@ pub fn read_events(path: &Path, forced: Option<Format>) -> (FileReport, Vec<Even
     let Some(ready) = ready else {
         return (rep, Vec::new());
     };
-    let mut shared = Shared::new(Vec::new(), Findings::default());
+    let mut shared = Shared::new(Vec::new(), Intake::new(&HuntConfig::default()));
     shared.collected = Some(Vec::new());
     let shared = Mutex::new(shared);
     let file = Mutex::new(rep);

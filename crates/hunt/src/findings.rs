@@ -70,8 +70,6 @@ pub struct Findings {
     /// run to the last).
     runs: Vec<(PathBuf, u32)>,
     dir: Option<tempfile::TempDir>,
-    /// Runs written so far (names them).
-    spills: u64,
     len: u64,
     sealed: bool,
 }
@@ -92,7 +90,6 @@ impl Findings {
             held_bytes: 0,
             runs: Vec::new(),
             dir: None,
-            spills: 0,
             len: 0,
             sealed: false,
         }
@@ -158,8 +155,9 @@ impl Findings {
             self.dir = Some(dir);
         }
         let dir = self.dir.as_ref().expect("made above").path();
-        self.spills += 1;
-        let path = dir.join(format!("run-{:05}-0.jsonl", self.spills));
+        // Named by the findings so far and the level: a spill follows a
+        // new finding, and its merges each rise a level.
+        let path = dir.join(format!("run-{:05}-0.jsonl", self.len));
         self.held.sort_by(Finding::report_order);
         let held = std::mem::take(&mut self.held);
         self.held_bytes = 0;
@@ -191,7 +189,7 @@ impl Findings {
         debug_assert!(self.held.is_empty());
         let first = self.runs.len() - MERGE_FAN;
         let dir = self.dir.as_ref().expect("runs live in it").path();
-        let path = dir.join(format!("run-{:05}-{}.jsonl", self.spills, level + 1));
+        let path = dir.join(format!("run-{:05}-{}.jsonl", self.len, level + 1));
         let mut w = BufWriter::with_capacity(
             1 << 16,
             File::create(&path).map_err(|e| SpillError::at(&path, e))?,
@@ -227,14 +225,6 @@ impl Findings {
     pub fn as_slice(&self) -> Option<&[Finding]> {
         debug_assert!(self.sealed, "findings read before sealing");
         self.runs.is_empty().then_some(&self.held[..])
-    }
-
-    /// The same findings, all held in memory (read back when spilled).
-    pub fn into_held(self) -> Result<Findings, SpillError> {
-        if self.runs.is_empty() {
-            return Ok(self);
-        }
-        self.to_vec().map(Findings::from_sorted)
     }
 }
 

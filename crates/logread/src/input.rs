@@ -282,15 +282,26 @@ pub fn sniff(
     reader: &mut dyn Read,
     forced: Option<Format>,
 ) -> io::Result<(Vec<u8>, Result<Sniffed, SniffError>)> {
-    let head = read_head(reader)?;
+    let head = read_up_to(reader, SNIFF_BYTES)?;
     let res = sniff_head(&head, forced);
     Ok((head, res))
 }
 
-/// Reads the bytes [`sniff`] reads, without judging them: for a file
-/// reopened after it was sniffed, whose records start in them.
-pub fn read_head(reader: &mut dyn Read) -> io::Result<Vec<u8>> {
-    read_up_to(reader, SNIFF_BYTES)
+/// [`sniff`] for a file reopened after an earlier sniff found `known`:
+/// reads the same head and trusts that finding instead of judging the
+/// head again (a second parse of its first record), unless the file has
+/// been emptied since.
+pub fn sniff_known(
+    reader: &mut dyn Read,
+    known: Sniffed,
+) -> io::Result<(Vec<u8>, Result<Sniffed, SniffError>)> {
+    let head = read_up_to(reader, SNIFF_BYTES)?;
+    let res = if head.iter().all(u8::is_ascii_whitespace) {
+        Err(SniffError::Empty)
+    } else {
+        Ok(known)
+    };
+    Ok((head, res))
 }
 
 /// Control bytes no text export holds (NUL to backspace, shift-out to

@@ -14,7 +14,7 @@ pub mod records;
 pub mod split;
 
 pub use format::{Container, Format};
-pub use input::{discover, open, read_head, sniff, Encoding, Opened, SniffError, Sniffed};
+pub use input::{discover, open, sniff, sniff_known, Encoding, Opened, SniffError, Sniffed};
 pub use records::{read_batches, Batch, BufferPool, Item};
 pub use split::CsvRow;
 
