@@ -4,6 +4,7 @@ use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
+use tokenward_jose::Claims;
 use tokenward_trust::{parse_rfc3339, LivePolicy, Verdict};
 
 use crate::EXIT_USAGE;
@@ -165,9 +166,9 @@ pub fn verdict_json(v: &Verdict) -> Value {
         "kid": v.kid,
         "alg": v.alg.map(|a| a.name()),
         "x5t": v.x5t,
-        "iss": claims.and_then(|c| c.iss.clone()),
-        "tid": claims.and_then(|c| c.tid.clone()),
-        "aud": claims.and_then(|c| c.aud.as_ref()).map(|a| a.values().to_vec()),
+        "iss": claims.and_then(Claims::iss),
+        "tid": claims.and_then(Claims::tid),
+        "aud": claims.and_then(Claims::aud).map(|a| a.to_vec()),
         "claims": v.claims_json(),
     })
 }
@@ -179,8 +180,8 @@ fn verdict_text(v: &Verdict, line: Option<usize>) -> String {
         "kid={} alg={} iss={} tid={}",
         v.kid.as_deref().unwrap_or("-"),
         v.alg.map_or("-", |a| a.name()),
-        claims.and_then(|c| c.iss.as_deref()).unwrap_or("-"),
-        claims.and_then(|c| c.tid.as_deref()).unwrap_or("-"),
+        claims.and_then(Claims::iss).unwrap_or("-"),
+        claims.and_then(Claims::tid).unwrap_or("-"),
     );
     if v.accepted() {
         format!("{prefix}accepted  {ident}")

@@ -955,17 +955,17 @@ pub(crate) fn check(
         ..TokenFields::default()
     };
     if let Some(c) = &v.claims {
-        fields.iss = c.iss.clone();
-        fields.tid = c.tid.clone();
-        fields.aud = c.aud.as_ref().map(|a| a.values().to_vec());
-        fields.sub = c.sub.clone();
-        fields.oid = c.oid.clone();
-        fields.appid = c.appid.clone();
-        fields.azp = c.azp.clone();
-        fields.client_id = c.client_id.clone();
-        fields.uti = c.uti.clone();
-        fields.jti = c.jti.clone();
-        fields.sid = c.sid.clone();
+        fields.iss = c.iss().map(str::to_owned);
+        fields.tid = c.tid().map(str::to_owned);
+        fields.aud = c.aud().map(|a| a.to_vec());
+        fields.sub = c.sub().map(str::to_owned);
+        fields.oid = c.oid().map(str::to_owned);
+        fields.appid = c.appid().map(str::to_owned);
+        fields.azp = c.azp().map(str::to_owned);
+        fields.client_id = c.client_id().map(str::to_owned);
+        fields.uti = c.uti().map(str::to_owned);
+        fields.jti = c.jti().map(str::to_owned);
+        fields.sid = c.sid().map(str::to_owned);
         fields.iat = c.iat.map(|d| d.0);
         fields.nbf = c.nbf.map(|d| d.0);
         fields.exp = c.exp.map(|d| d.0);

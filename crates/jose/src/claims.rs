@@ -3,7 +3,6 @@
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 
 use crate::json::{utf8_text, JsonType, Key, SeenNames, StrictIgnore};
 
@@ -12,65 +11,111 @@ use crate::json::{utf8_text, JsonType, Key, SeenNames, StrictIgnore};
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
 pub struct NumericDate(pub f64);
 
-/// The `aud` claim: one string or an array of strings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Audience {
-    /// `"aud": "x"`.
-    One(String),
-    /// `"aud": ["x", "y"]`.
-    Many(Vec<String>),
+/// The `aud` claim: one string or an array of strings, read from a
+/// [`Claims`].
+#[derive(Clone, Copy)]
+pub struct Audience<'c> {
+    claims: &'c Claims,
+    values: &'c [Text],
 }
 
-impl Audience {
-    /// Every audience value.
-    pub fn values(&self) -> &[String] {
-        match self {
-            Audience::One(a) => std::slice::from_ref(a),
-            Audience::Many(v) => v,
-        }
+impl<'c> Audience<'c> {
+    /// Every audience value, in token order.
+    pub fn values(&self) -> impl Iterator<Item = &'c str> + Clone + 'c {
+        let claims = self.claims;
+        self.values.iter().map(move |t| claims.resolve(*t))
     }
+
+    /// The values as owned strings (for logs and JSON output).
+    pub fn to_vec(&self) -> Vec<String> {
+        self.values().map(str::to_owned).collect()
+    }
+}
+
+impl fmt::Debug for Audience<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.values()).finish()
+    }
+}
+
+/// A string claim's place: a span of the payload text when the JSON string
+/// had no escapes (the usual case), else a span of the unescaped copies.
+/// Spans instead of owned strings keep a claim set at one allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Text {
+    /// Byte offset; [`UNESCAPED`] set means into `Claims::unescaped`.
+    start: u32,
+    len: u32,
+}
+
+/// Marks a [`Text`] that points into the unescaped copies.
+const UNESCAPED: u32 = 1 << 31;
+
+/// `aud` as read: one string or an array of strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Aud {
+    One(Text),
+    Many(Vec<Text>),
 }
 
 /// The claims a verifier and the access log need, read in one pass with
 /// duplicate names rejected at every depth. A registered claim of the wrong
 /// JSON type is recorded in [`Claims::type_errors`] rather than treated as
 /// absent (CVE-2026-25537 was that confusion).
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// String claims are read through accessors ([`Claims::iss`] and so on)
+/// that borrow from the claim set's own copy of the payload.
+#[derive(Clone, Default, PartialEq)]
 pub struct Claims {
-    /// `iss`.
-    pub iss: Option<String>,
-    /// `sub`.
-    pub sub: Option<String>,
-    /// `aud`.
-    pub aud: Option<Audience>,
+    /// The payload text the spans point into.
+    text: Box<str>,
+    /// Values of string claims that held escapes, unescaped, end to end.
+    unescaped: String,
+    iss: Option<Text>,
+    sub: Option<Text>,
+    aud: Option<Aud>,
+    jti: Option<Text>,
+    tid: Option<Text>,
+    oid: Option<Text>,
+    appid: Option<Text>,
+    azp: Option<Text>,
+    client_id: Option<Text>,
+    uti: Option<Text>,
+    sid: Option<Text>,
     /// `exp`.
     pub exp: Option<NumericDate>,
     /// `nbf`.
     pub nbf: Option<NumericDate>,
     /// `iat`.
     pub iat: Option<NumericDate>,
-    /// `jti`.
-    pub jti: Option<String>,
-    /// Entra tenant id `tid`.
-    pub tid: Option<String>,
-    /// Entra object id `oid`.
-    pub oid: Option<String>,
-    /// Entra v1 application id `appid`.
-    pub appid: Option<String>,
-    /// OIDC authorized party / Entra v2 application id `azp`.
-    pub azp: Option<String>,
-    /// RFC 9068 / RFC 8693 `client_id`.
-    pub client_id: Option<String>,
-    /// Entra unique token identifier `uti`.
-    pub uti: Option<String>,
-    /// Session id `sid`.
-    pub sid: Option<String>,
     /// Registered claims present with the wrong JSON type: (name, what was found).
     pub type_errors: Vec<(&'static str, &'static str)>,
     /// Bit i set: `KNOWN[i]` is present (whatever its type).
     present_known: u32,
     /// Bit i set: the i-th name passed to [`Claims::parse_noting`] is present.
     present_extra: u64,
+}
+
+impl fmt::Debug for Claims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claims")
+            .field("iss", &self.iss())
+            .field("sub", &self.sub())
+            .field("aud", &self.aud())
+            .field("exp", &self.exp)
+            .field("nbf", &self.nbf)
+            .field("iat", &self.iat)
+            .field("jti", &self.jti())
+            .field("tid", &self.tid())
+            .field("oid", &self.oid())
+            .field("appid", &self.appid())
+            .field("azp", &self.azp())
+            .field("client_id", &self.client_id())
+            .field("uti", &self.uti())
+            .field("sid", &self.sid())
+            .field("type_errors", &self.type_errors)
+            .finish()
+    }
 }
 
 /// Claims whose presence is always recorded. Recording presence as bits
@@ -117,6 +162,18 @@ fn known_index(name: &str) -> Option<usize> {
 /// Most names a caller may ask [`Claims::parse_noting`] to watch for.
 pub const MAX_NOTED_CLAIMS: usize = 64;
 
+/// Accessors for string claims, each documented by its claim name.
+macro_rules! text_claims {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(&self) -> Option<&str> {
+                self.$name.map(|t| self.resolve(t))
+            }
+        )*
+    };
+}
+
 impl Claims {
     /// Parses a JWT payload. Fails only when the payload is not a UTF-8
     /// JSON object or has duplicate member names.
@@ -128,12 +185,60 @@ impl Claims {
     /// [`MAX_NOTED_CLAIMS`]; extra names are ignored) are present, for
     /// [`Claims::has_noted`].
     pub fn parse_noting(payload: &[u8], names: &[String]) -> Result<Claims, String> {
-        let mut de = serde_json::Deserializer::from_str(utf8_text(payload)?);
-        let claims = ClaimsSeed { noted: names }
-            .deserialize(&mut de)
-            .map_err(|e| e.to_string())?;
+        let text: Box<str> = utf8_text(payload)?.into();
+        // Spans are u32 with one bit taken; a token is at most megabytes.
+        if text.len() >= UNESCAPED as usize {
+            return Err(format!("payload is {} bytes, too large", text.len()));
+        }
+        let mut unescaped = String::new();
+        let mut de = serde_json::Deserializer::from_str(&text);
+        let mut claims = ClaimsSeed {
+            noted: names,
+            base: &text,
+            unescaped: &mut unescaped,
+        }
+        .deserialize(&mut de)
+        .map_err(|e| e.to_string())?;
         de.end().map_err(|e| e.to_string())?;
+        claims.text = text;
+        claims.unescaped = unescaped;
         Ok(claims)
+    }
+
+    text_claims! {
+        /// `iss`, when it is a string.
+        iss,
+        /// `sub`, when it is a string.
+        sub,
+        /// `jti`, when it is a string.
+        jti,
+        /// Entra tenant id `tid`, when it is a string.
+        tid,
+        /// Entra object id `oid`, when it is a string.
+        oid,
+        /// Entra v1 application id `appid`, when it is a string.
+        appid,
+        /// OIDC authorized party / Entra v2 application id `azp`, when it is
+        /// a string.
+        azp,
+        /// RFC 9068 / RFC 8693 `client_id`, when it is a string.
+        client_id,
+        /// Entra unique token identifier `uti`, when it is a string.
+        uti,
+        /// Session id `sid`, when it is a string.
+        sid,
+    }
+
+    /// `aud`, when it is a string or an array of strings.
+    pub fn aud(&self) -> Option<Audience<'_>> {
+        let values = match self.aud.as_ref()? {
+            Aud::One(t) => std::slice::from_ref(t),
+            Aud::Many(v) => v,
+        };
+        Some(Audience {
+            claims: self,
+            values,
+        })
     }
 
     /// Whether a registered or identity claim (`iss`, `sub`, `aud`, `exp`,
@@ -147,34 +252,79 @@ impl Claims {
     pub fn has_noted(&self, index: usize) -> bool {
         index < MAX_NOTED_CLAIMS && self.present_extra & (1 << index) != 0
     }
+
+    fn resolve(&self, t: Text) -> &str {
+        let (from, start) = if t.start & UNESCAPED != 0 {
+            (self.unescaped.as_str(), t.start & !UNESCAPED)
+        } else {
+            (&*self.text, t.start)
+        };
+        let start = start as usize;
+        &from[start..start + t.len as usize]
+    }
+}
+
+/// Where a string value read by serde_json lives, as a [`Text`]: a span of
+/// `base` when serde_json handed out a slice of it (no escapes), else a
+/// copy appended to `unescaped`.
+struct Place<'de, 'u> {
+    base: &'de str,
+    unescaped: &'u mut String,
+}
+
+impl Place<'_, '_> {
+    fn borrowed(&mut self, v: &str) -> Text {
+        let offset = (v.as_ptr() as usize).wrapping_sub(self.base.as_ptr() as usize);
+        if offset <= self.base.len() && v.len() <= self.base.len() - offset {
+            // Both fit in 31 bits: the payload length was checked.
+            Text {
+                start: offset as u32,
+                len: v.len() as u32,
+            }
+        } else {
+            self.copied(v)
+        }
+    }
+
+    fn copied(&mut self, v: &str) -> Text {
+        let start = self.unescaped.len();
+        self.unescaped.push_str(v);
+        // Unescaping never lengthens a string, so this fits too.
+        Text {
+            start: start as u32 | UNESCAPED,
+            len: v.len() as u32,
+        }
+    }
 }
 
 /// A claim value read without committing to a type.
 enum Loose {
-    Str(String),
+    Str(Text),
     Num(f64),
-    StrArray(Vec<String>),
+    StrArray(Vec<Text>),
     Other(JsonType),
 }
 
-impl<'de> Deserialize<'de> for Loose {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(LooseVisitor)
+/// Reads one [`Loose`] value, placing strings through a [`Place`].
+struct LooseSeed<'p, 'de, 'u>(&'p mut Place<'de, 'u>);
+
+impl<'de> DeserializeSeed<'de> for LooseSeed<'_, 'de, '_> {
+    type Value = Loose;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Loose, D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-struct LooseVisitor;
-
-impl<'de> Visitor<'de> for LooseVisitor {
+impl<'de> Visitor<'de> for LooseSeed<'_, 'de, '_> {
     type Value = Loose;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_str<E>(self, v: &str) -> Result<Loose, E> {
-        Ok(Loose::Str(v.to_owned()))
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Loose, E> {
+        Ok(Loose::Str(self.0.borrowed(v)))
     }
-    fn visit_string<E>(self, v: String) -> Result<Loose, E> {
-        Ok(Loose::Str(v))
+    fn visit_str<E>(self, v: &str) -> Result<Loose, E> {
+        Ok(Loose::Str(self.0.copied(v)))
     }
     fn visit_i64<E>(self, v: i64) -> Result<Loose, E> {
         Ok(Loose::Num(v as f64))
@@ -194,7 +344,7 @@ impl<'de> Visitor<'de> for LooseVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Loose, A::Error> {
         let mut strings = Vec::new();
         let mut all_strings = true;
-        while let Some(item) = seq.next_element::<Loose>()? {
+        while let Some(item) = seq.next_element_seed(LooseSeed(&mut *self.0))? {
             match item {
                 Loose::Str(s) if all_strings => strings.push(s),
                 _ => all_strings = false,
@@ -225,27 +375,36 @@ fn found(l: &Loose) -> &'static str {
     }
 }
 
-struct ClaimsSeed<'n> {
+struct ClaimsSeed<'n, 'de, 'u> {
     noted: &'n [String],
+    base: &'de str,
+    unescaped: &'u mut String,
 }
 
-impl<'de> DeserializeSeed<'de> for ClaimsSeed<'_> {
+impl<'de> DeserializeSeed<'de> for ClaimsSeed<'_, 'de, '_> {
     type Value = Claims;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Claims, D::Error> {
-        d.deserialize_map(ClaimsVisitor { noted: self.noted })
+        d.deserialize_map(ClaimsVisitor {
+            noted: self.noted,
+            place: Place {
+                base: self.base,
+                unescaped: self.unescaped,
+            },
+        })
     }
 }
 
-struct ClaimsVisitor<'n> {
+struct ClaimsVisitor<'n, 'de, 'u> {
     noted: &'n [String],
+    place: Place<'de, 'u>,
 }
 
-impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
+impl<'de> Visitor<'de> for ClaimsVisitor<'_, 'de, '_> {
     type Value = Claims;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claims, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Claims, A::Error> {
         let mut c = Claims::default();
         let mut seen = SeenNames::default();
         while let Some(Key(name)) = map.next_key()? {
@@ -272,9 +431,14 @@ impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
                 Some(i) => c.present_known |= 1 << i,
                 None => seen.insert(name)?,
             }
-            match known {
+            let Some(i) = known else {
+                map.next_value::<StrictIgnore>()?;
+                continue;
+            };
+            let value = map.next_value_seed(LooseSeed(&mut self.place))?;
+            match i {
                 // iss, sub, jti, tid: strings; another type is an error.
-                Some(i @ (0 | 1 | 6 | 7)) => match map.next_value::<Loose>()? {
+                0 | 1 | 6 | 7 => match value {
                     Loose::Str(v) => {
                         let slot = match i {
                             0 => &mut c.iss,
@@ -286,13 +450,13 @@ impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
                     }
                     other => c.type_errors.push((KNOWN[i], found(&other))),
                 },
-                Some(2) => match map.next_value::<Loose>()? {
-                    Loose::Str(v) => c.aud = Some(Audience::One(v)),
-                    Loose::StrArray(v) => c.aud = Some(Audience::Many(v)),
+                2 => match value {
+                    Loose::Str(v) => c.aud = Some(Aud::One(v)),
+                    Loose::StrArray(v) => c.aud = Some(Aud::Many(v)),
                     other => c.type_errors.push(("aud", found(&other))),
                 },
                 // exp, nbf, iat: NumericDate.
-                Some(i @ 3..=5) => match map.next_value::<Loose>()? {
+                3..=5 => match value {
                     Loose::Num(v) if v.is_finite() => {
                         let slot = match i {
                             3 => &mut c.exp,
@@ -306,8 +470,8 @@ impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
                 // oid, appid, azp, client_id, uti, sid: informational, kept
                 // when they are strings, never decisive, so another type is
                 // not an error.
-                Some(i) => {
-                    if let Loose::Str(v) = map.next_value::<Loose>()? {
+                _ => {
+                    if let Loose::Str(v) = value {
                         let slot = match i {
                             8 => &mut c.oid,
                             9 => &mut c.appid,
@@ -318,9 +482,6 @@ impl<'de> Visitor<'de> for ClaimsVisitor<'_> {
                         };
                         *slot = Some(v);
                     }
-                }
-                None => {
-                    map.next_value::<StrictIgnore>()?;
                 }
             }
         }
@@ -338,12 +499,65 @@ mod tests {
             br#"{"iss":"i","sub":"s","aud":["a","b"],"exp":10,"nbf":1.5,"iat":2,"tid":"t","uti":"u"}"#,
         )
         .unwrap();
-        assert_eq!(c.iss.as_deref(), Some("i"));
-        assert_eq!(c.aud.unwrap().values(), ["a", "b"]);
+        assert_eq!(c.iss(), Some("i"));
+        assert_eq!(c.sub(), Some("s"));
+        assert_eq!(c.aud().unwrap().to_vec(), ["a", "b"]);
         assert_eq!(c.exp, Some(NumericDate(10.0)));
         assert_eq!(c.nbf, Some(NumericDate(1.5)));
-        assert_eq!(c.uti.as_deref(), Some("u"));
+        assert_eq!(c.tid(), Some("t"));
+        assert_eq!(c.uti(), Some("u"));
+        assert_eq!(c.oid(), None);
         assert!(c.type_errors.is_empty());
+    }
+
+    /// Values are read from the claim set's own text when they had no
+    /// escapes and from unescaped copies when they did; both read back as
+    /// serde_json reads them, whatever their order and mix.
+    #[test]
+    fn escaped_and_plain_values_read_back_as_json_strings() {
+        let payload = r#"{"x":"\"q\"","iss":"https:\/\/login.example\/t\u00e9","sub":"plain",
+            "aud":["a\n","b","\u00e9\ud83d\ude00"],"tid":"","uti":"\\","sid":"é😀",
+            "oid":"o\"","azp":"z","appid":"\u0061","client_id":"c","jti":"j\/"}"#;
+        let c = Claims::parse(payload.as_bytes()).unwrap();
+        let want: serde_json::Value = serde_json::from_str(payload).unwrap();
+        let read = [
+            ("iss", c.iss()),
+            ("sub", c.sub()),
+            ("tid", c.tid()),
+            ("uti", c.uti()),
+            ("sid", c.sid()),
+            ("oid", c.oid()),
+            ("azp", c.azp()),
+            ("appid", c.appid()),
+            ("client_id", c.client_id()),
+            ("jti", c.jti()),
+        ];
+        for (name, value) in read {
+            assert_eq!(value, want[name].as_str(), "{name}");
+        }
+        let aud: Vec<_> = c.aud().unwrap().values().collect();
+        let want_aud: Vec<_> = want["aud"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(aud, want_aud);
+        // A clone reads the same (spans are offsets, not pointers).
+        let copy = c.clone();
+        drop(c);
+        assert_eq!(copy.iss(), want["iss"].as_str());
+        assert_eq!(copy.aud().unwrap().to_vec(), want_aud);
+    }
+
+    #[test]
+    fn aud_of_one_string_and_of_mixed_types() {
+        let c = Claims::parse(br#"{"aud":"api://x"}"#).unwrap();
+        assert_eq!(c.aud().unwrap().to_vec(), ["api://x"]);
+        assert_eq!(format!("{:?}", c.aud().unwrap()), r#"["api://x"]"#);
+        let c = Claims::parse(br#"{"aud":["a",1]}"#).unwrap();
+        assert!(c.aud().is_none());
+        assert_eq!(c.type_errors, [("aud", "an array")]);
     }
 
     #[test]
@@ -352,6 +566,7 @@ mod tests {
         let names: Vec<_> = c.type_errors.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, ["exp", "nbf", "aud", "iss"]);
         assert!(c.exp.is_none());
+        assert!(c.iss().is_none());
         assert!(c.has("exp"));
         assert!(!c.has("sub"));
     }

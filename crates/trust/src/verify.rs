@@ -12,11 +12,11 @@ use crate::CONSUMER_TENANT;
 use tokenward_keys::format_rfc3339;
 
 /// How a token's `iss` matched an issuer entry.
-struct IssuerMatch<'p> {
+struct IssuerMatch<'p, 'c> {
     index: usize,
     entry: &'p IssuerEntry,
     /// For templates: the tenant segment found in `iss`.
-    tenant_in_iss: Option<String>,
+    tenant_in_iss: Option<&'c str>,
 }
 
 impl Policy {
@@ -100,8 +100,8 @@ impl Policy {
         v
     }
 
-    fn match_issuer(&self, claims: &Claims, v: &mut Verdict) -> Option<IssuerMatch<'_>> {
-        let Some(iss) = claims.iss.as_deref() else {
+    fn match_issuer<'c>(&self, claims: &'c Claims, v: &mut Verdict) -> Option<IssuerMatch<'_, 'c>> {
+        let Some(iss) = claims.iss() else {
             if !claims.has("iss") {
                 v.fail(R::ClaimMissing, "claim \"iss\" is absent");
             }
@@ -136,7 +136,7 @@ impl Policy {
                 return Some(IssuerMatch {
                     index,
                     entry,
-                    tenant_in_iss: Some(mid.to_owned()),
+                    tenant_in_iss: Some(mid),
                 });
             }
         }
@@ -150,7 +150,7 @@ impl Policy {
     fn check_key<'p>(
         &'p self,
         jws: &Jws<'_>,
-        issuer: Option<&IssuerMatch<'_>>,
+        issuer: Option<&IssuerMatch<'_, '_>>,
         now: i64,
         already_denied: bool,
         v: &mut Verdict,
@@ -245,9 +245,9 @@ impl Policy {
         Some(rec)
     }
 
-    fn check_tenant(&self, m: &IssuerMatch<'_>, claims: &Claims, v: &mut Verdict) {
-        let tid = claims.tid.as_deref();
-        if let Some(in_iss) = &m.tenant_in_iss {
+    fn check_tenant(&self, m: &IssuerMatch<'_, '_>, claims: &Claims, v: &mut Verdict) {
+        let tid = claims.tid();
+        if let Some(in_iss) = m.tenant_in_iss {
             // The Microsoft binding: iss must be the template filled with
             // tid, and tid a GUID. Both come from the token, so this alone
             // proves nothing; the tenant list below is what restricts.
@@ -280,17 +280,19 @@ impl Policy {
                 return;
             }
         }
-        let tenant = tid.map(str::to_ascii_lowercase);
+        // Tenant lists are lower-cased at load; comparing without case
+        // spares a lower-cased copy of every token's tid.
+        let consumer = tid.is_some_and(|t| t.eq_ignore_ascii_case(CONSUMER_TENANT));
         match &m.entry.tenants {
             TenantRule::Unrestricted => {}
             TenantRule::Any => {
-                if tenant.as_deref() == Some(CONSUMER_TENANT) && m.tenant_in_iss.is_some() {
+                if consumer && m.tenant_in_iss.is_some() {
                     v.fail(R::TenantNotAllowed, format!(
                         "the consumer tenant {CONSUMER_TENANT} never passes for a multi-tenant enterprise issuer"
                     ));
                 }
             }
-            TenantRule::List(list) => match tenant {
+            TenantRule::List(list) => match tid {
                 None => {
                     if !claims.has("tid") {
                         v.fail(
@@ -300,12 +302,16 @@ impl Policy {
                     }
                 }
                 Some(t) => {
-                    let consumer_mixed = t == CONSUMER_TENANT && list.len() > 1;
-                    if !list.contains(&t) || consumer_mixed {
+                    let consumer_mixed = consumer && list.len() > 1;
+                    if !list.iter().any(|l| l.eq_ignore_ascii_case(t)) || consumer_mixed {
                         v.fail(R::TenantNotAllowed, if consumer_mixed {
                             format!("the consumer tenant {CONSUMER_TENANT} never passes for an issuer entry that also lists other tenants")
                         } else {
-                            format!("tenant {t} is not allowed for issuer {:?}", m.entry.issuer)
+                            format!(
+                                "tenant {} is not allowed for issuer {:?}",
+                                t.to_ascii_lowercase(),
+                                m.entry.issuer
+                            )
                         });
                     }
                 }
@@ -369,17 +375,17 @@ fn status_reason(status: KeyStatus, kid: &str, v: &mut Verdict) {
 }
 
 fn check_audience(entry: &IssuerEntry, claims: &Claims, v: &mut Verdict) {
-    match &claims.aud {
+    match claims.aud() {
         None => {
             if !claims.has("aud") {
                 v.fail(R::ClaimMissing, "claim \"aud\" is absent");
             }
         }
         Some(aud) => {
-            if !aud.values().iter().any(|a| entry.audiences.contains(a)) {
+            if !aud.values().any(|a| entry.audiences.iter().any(|e| e == a)) {
                 v.fail(
                     R::AudienceMismatch,
-                    format!("aud {:?} names none of {:?}", aud.values(), entry.audiences),
+                    format!("aud {aud:?} names none of {:?}", entry.audiences),
                 );
             }
         }

@@ -13,7 +13,7 @@ fn legitimate_enterprise_token_is_accepted() {
     let v = env.verify(&sign(&env.enterprise, "ent-1", &claims()));
     assert_accepted(&v);
     assert_eq!(v.kid.as_deref(), Some("ent-1"));
-    assert_eq!(v.claims.as_ref().unwrap().tid.as_deref(), Some(TENANT_A));
+    assert_eq!(v.claims.as_ref().unwrap().tid(), Some(TENANT_A));
 }
 
 #[test]

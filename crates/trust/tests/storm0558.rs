@@ -75,6 +75,31 @@ fn tenant_not_on_the_list() {
     assert_accepted(&env.verify(&sign(&env.enterprise, "ent-1", &claims())));
 }
 
+/// GUIDs are compared without case: an allowed tenant written in upper
+/// case passes, and another tenant in upper case is still refused, named
+/// in lower case as the policy lists tenants.
+#[test]
+fn tenant_list_ignores_the_case_of_tid() {
+    let env = Env::new();
+    let mut c = claims();
+    let upper = TENANT_A.to_ascii_uppercase();
+    assert_ne!(upper, TENANT_A);
+    c["iss"] = json!(issuer_for(&upper));
+    c["tid"] = json!(upper);
+    assert_accepted(&env.verify(&sign(&env.enterprise, "ent-1", &c)));
+
+    let upper_b = TENANT_B.to_ascii_uppercase();
+    c["iss"] = json!(issuer_for(&upper_b));
+    c["tid"] = json!(upper_b);
+    let v = env.verify(&sign(&env.enterprise, "ent-1", &c));
+    assert_eq!(codes(&v), ["tenant-not-allowed"]);
+    assert!(
+        v.reasons[0].message.contains(TENANT_B),
+        "{}",
+        v.reasons[0].message
+    );
+}
+
 #[test]
 fn iss_and_tid_disagree() {
     let env = Env::new();
