@@ -44,6 +44,26 @@ pub(crate) fn decode_b64url_into(input: &[u8], out: &mut Vec<u8>) -> Result<(), 
         .map_err(|_| B64Error(why_not_b64url(input)))
 }
 
+/// Decodes into `buf` when the decoded bytes fit, without touching the
+/// heap: for short segments on hot paths (a token's header). `None` when
+/// they do not fit; errors are those of [`decode_b64url_into`].
+pub(crate) fn decode_b64url_small<'b>(
+    input: &[u8],
+    buf: &'b mut [std::mem::MaybeUninit<u8>],
+) -> Option<Result<&'b [u8], B64Error>> {
+    let codec = base64_simd::URL_SAFE_NO_PAD;
+    match codec.decoded_length(input) {
+        Ok(n) if n > buf.len() => None,
+        Ok(_) => Some(
+            codec
+                .decode(input, base64_simd::Out::from_uninit_slice(buf))
+                .map(|out| &*out)
+                .map_err(|_| B64Error(why_not_b64url(input))),
+        ),
+        Err(_) => Some(Err(B64Error(why_not_b64url(input)))),
+    }
+}
+
 /// The reason for a failed decode, worked out only once decoding has failed
 /// (the SIMD decoder says only that it failed).
 fn why_not_b64url(input: &[u8]) -> String {
@@ -109,6 +129,21 @@ mod tests {
             let simd = decode_b64url(&text).ok();
             let reference = STRICT_URL.decode(&text).ok();
             assert_eq!(simd, reference, "{:?}", String::from_utf8_lossy(&text));
+            // The stack variant, with room to spare and with exactly the
+            // room needed; with too little it declines.
+            let mut buf = [std::mem::MaybeUninit::uninit(); 256];
+            let small = decode_b64url_small(&text, &mut buf).map(|r| r.ok().map(<[u8]>::to_vec));
+            assert_eq!(small, Some(reference.clone()));
+            if let Some(want) = &reference {
+                let mut exact = vec![std::mem::MaybeUninit::uninit(); want.len()];
+                let got =
+                    decode_b64url_small(&text, &mut exact).map(|r| r.ok().map(<[u8]>::to_vec));
+                assert_eq!(got, Some(Some(want.clone())));
+                if !want.is_empty() {
+                    let mut short = vec![std::mem::MaybeUninit::uninit(); want.len() - 1];
+                    assert!(decode_b64url_small(&text, &mut short).is_none());
+                }
+            }
             accepted += usize::from(simd.is_some());
         }
         // Both outcomes must be well represented, or the test shows nothing.

@@ -11,6 +11,16 @@ use crate::json::{utf8_text, JsonType, Key, SeenNames, StrictIgnore};
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
 pub struct NumericDate(pub f64);
 
+/// A payload that is not a claim set, handed back by
+/// [`Claims::parse_owned`] with the reason.
+#[derive(Debug)]
+pub struct NotClaims {
+    /// Why the payload was refused.
+    pub reason: String,
+    /// The payload, unchanged.
+    pub payload: Vec<u8>,
+}
+
 /// The `aud` claim: one string or an array of strings, read from a
 /// [`Claims`].
 #[derive(Clone, Copy)]
@@ -68,7 +78,7 @@ enum Aud {
 #[derive(Clone, Default, PartialEq)]
 pub struct Claims {
     /// The payload text the spans point into.
-    text: Box<str>,
+    text: String,
     /// Values of string claims that held escapes, unescaped, end to end.
     unescaped: String,
     iss: Option<Text>,
@@ -185,24 +195,55 @@ impl Claims {
     /// [`MAX_NOTED_CLAIMS`]; extra names are ignored) are present, for
     /// [`Claims::has_noted`].
     pub fn parse_noting(payload: &[u8], names: &[String]) -> Result<Claims, String> {
-        let text: Box<str> = utf8_text(payload)?.into();
+        let text = utf8_text(payload)?.to_owned();
+        let mut claims = Claims::read(&text, names)?;
+        claims.text = text;
+        Ok(claims)
+    }
+
+    /// Like [`Claims::parse_noting`], keeping `payload` as the claim set's
+    /// text instead of copying it; a payload that is not a claim set is
+    /// handed back with the reason.
+    pub fn parse_owned(payload: Vec<u8>, names: &[String]) -> Result<Claims, NotClaims> {
+        let text = String::from_utf8(payload).map_err(|e| NotClaims {
+            reason: utf8_text(e.as_bytes()).unwrap_err(),
+            payload: e.into_bytes(),
+        })?;
+        match Claims::read(&text, names) {
+            Ok(mut claims) => {
+                claims.text = text;
+                Ok(claims)
+            }
+            Err(reason) => Err(NotClaims {
+                reason,
+                payload: text.into_bytes(),
+            }),
+        }
+    }
+
+    /// The claim set read from `text`, except the text itself.
+    fn read(text: &str, names: &[String]) -> Result<Claims, String> {
         // Spans are u32 with one bit taken; a token is at most megabytes.
         if text.len() >= UNESCAPED as usize {
             return Err(format!("payload is {} bytes, too large", text.len()));
         }
         let mut unescaped = String::new();
-        let mut de = serde_json::Deserializer::from_str(&text);
+        let mut de = serde_json::Deserializer::from_str(text);
         let mut claims = ClaimsSeed {
             noted: names,
-            base: &text,
+            base: text,
             unescaped: &mut unescaped,
         }
         .deserialize(&mut de)
         .map_err(|e| e.to_string())?;
         de.end().map_err(|e| e.to_string())?;
-        claims.text = text;
         claims.unescaped = unescaped;
         Ok(claims)
+    }
+
+    /// The payload the claims were read from (empty for a default claim set).
+    pub fn payload(&self) -> &str {
+        &self.text
     }
 
     text_claims! {

@@ -1,6 +1,6 @@
 //! Compact JWS serialization (RFC 7515 §3.1, §5.2).
 
-use crate::b64::decode_b64url_into;
+use crate::b64::{decode_b64url_into, decode_b64url_small, B64Error};
 use crate::error::{Error, ErrorKind};
 use crate::header::Header;
 
@@ -79,22 +79,30 @@ impl<'a> Jws<'a> {
         // alphabet (padding, whitespace, '+', '/', '?', JSON braces), which
         // is draft-ietf-oauth-rfc8725bis "Check JWT Format Type" without a
         // separate pass over the token.
+        let refused = |seg: &str, what: &str, e: B64Error| {
+            Error::malformed(
+                match seg.bytes().find(|&b| !COMPACT_ALPHABET[usize::from(b)]) {
+                    Some(b) => format!(
+                        "{what} has character {:?}, not allowed in a compact JWS",
+                        char::from(b)
+                    ),
+                    None => format!("{what} is not base64url: {e}"),
+                },
+            )
+        };
         let decode = |seg: &str, what: &str| {
             let mut out = Vec::with_capacity(seg.len() * 3 / 4 + 3);
-            decode_b64url_into(seg.as_bytes(), &mut out).map_err(|e| {
-                Error::malformed(
-                    match seg.bytes().find(|&b| !COMPACT_ALPHABET[usize::from(b)]) {
-                        Some(b) => format!(
-                            "{what} has character {:?}, not allowed in a compact JWS",
-                            char::from(b)
-                        ),
-                        None => format!("{what} is not base64url: {e}"),
-                    },
-                )
-            })?;
+            decode_b64url_into(seg.as_bytes(), &mut out).map_err(|e| refused(seg, what, e))?;
             Ok::<_, Error>(out)
         };
-        let header = Header::parse(&decode(h, "header")?)?;
+        // Headers are short and read only here, so they are decoded on the
+        // stack; a long one (up to the header limit) takes the heap.
+        let mut small = [std::mem::MaybeUninit::<u8>::uninit(); 384];
+        let header = match decode_b64url_small(h.as_bytes(), &mut small) {
+            Some(Ok(bytes)) => Header::parse(bytes)?,
+            Some(Err(e)) => return Err(refused(h, "header", e)),
+            None => Header::parse(&decode(h, "header")?)?,
+        };
         let payload = decode(p, "payload")?;
         let signature = decode(s, "signature")?;
         Ok(Jws {
@@ -176,6 +184,31 @@ mod tests {
         assert!(Jws::parse(&format!(" {t}"), &limits).is_err());
         assert!(Jws::parse(&t.replacen('.', "+.", 1), &limits).is_err());
         assert!(Jws::parse("", &limits).is_err());
+    }
+
+    /// Headers decoded on the stack and on the heap read the same, on
+    /// either side of the stack buffer's size, and refusals name the
+    /// header either way.
+    #[test]
+    fn short_and_long_headers_read_alike() {
+        let limits = Limits::default();
+        for decoded_len in [30, 383, 384, 385, 2000] {
+            let pad = decoded_len - r#"{"alg":"ES256","kid":""}"#.len();
+            let header = format!(r#"{{"alg":"ES256","kid":"{}"}}"#, "k".repeat(pad));
+            assert_eq!(header.len(), decoded_len);
+            let t = tok(&header, "{}", b"sig");
+            let jws = Jws::parse(&t, &limits).unwrap();
+            assert_eq!(jws.header.kid.as_deref().map(str::len), Some(pad));
+            let (h, rest) = t.split_once('.').unwrap();
+            for bad in [
+                format!("{h}*.{rest}"),
+                format!("{}.{rest}", &h[..h.len() - 1]),
+            ] {
+                let e = Jws::parse(&bad, &limits).unwrap_err();
+                assert_eq!(e.kind, ErrorKind::Malformed);
+                assert!(e.message.starts_with("header "), "{e:?}");
+            }
+        }
     }
 
     #[test]

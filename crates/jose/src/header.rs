@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use crate::alg::Algorithm;
@@ -33,7 +33,8 @@ pub struct Header {
 /// What the visitor found before the semantic checks in [`Header::parse`].
 #[derive(Default)]
 struct RawHeader {
-    alg: Option<String>,
+    /// A supported algorithm, or the unsupported name.
+    alg: Option<Result<Algorithm, String>>,
     kid: Option<String>,
     typ: Option<String>,
     cty: Option<String>,
@@ -72,14 +73,15 @@ impl Header {
                 "unencoded payloads (\"b64\": false) are not supported",
             ));
         }
-        let alg = match raw.alg.as_deref() {
+        let alg = match raw.alg {
             None => return Err(Error::malformed("header has no \"alg\"")),
-            Some(name) => name.parse::<Algorithm>().map_err(|()| {
-                Error::new(
+            Some(Ok(alg)) => alg,
+            Some(Err(name)) => {
+                return Err(Error::new(
                     ErrorKind::AlgNotAllowed,
                     format!("algorithm {name:?} is not supported"),
-                )
-            })?,
+                ))
+            }
         };
         Ok(Header {
             alg: Some(alg),
@@ -98,53 +100,47 @@ impl Header {
     }
 }
 
-/// Accepts a string, or records the JSON type found instead.
-enum StrOr {
-    Str(String),
-    Other(JsonType),
-}
+/// Reads a string through `F` (which sees it without a copy), or records
+/// the JSON type found instead.
+struct StrOr<F>(F);
 
-impl<'de> Deserialize<'de> for StrOr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrOrVisitor)
+impl<'de, T, F: FnOnce(&str) -> T> DeserializeSeed<'de> for StrOr<F> {
+    type Value = Result<T, JsonType>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-struct StrOrVisitor;
-
-impl<'de> Visitor<'de> for StrOrVisitor {
-    type Value = StrOr;
+impl<'de, T, F: FnOnce(&str) -> T> Visitor<'de> for StrOr<F> {
+    type Value = Result<T, JsonType>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_str<E>(self, v: &str) -> Result<StrOr, E> {
-        Ok(StrOr::Str(v.to_owned()))
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Ok((self.0)(v)))
     }
-    fn visit_string<E>(self, v: String) -> Result<StrOr, E> {
-        Ok(StrOr::Str(v))
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err(JsonType::Bool))
     }
-    fn visit_bool<E>(self, _: bool) -> Result<StrOr, E> {
-        Ok(StrOr::Other(JsonType::Bool))
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err(JsonType::Number))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<StrOr, E> {
-        Ok(StrOr::Other(JsonType::Number))
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err(JsonType::Number))
     }
-    fn visit_u64<E>(self, _: u64) -> Result<StrOr, E> {
-        Ok(StrOr::Other(JsonType::Number))
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err(JsonType::Number))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<StrOr, E> {
-        Ok(StrOr::Other(JsonType::Number))
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err(JsonType::Null))
     }
-    fn visit_unit<E>(self) -> Result<StrOr, E> {
-        Ok(StrOr::Other(JsonType::Null))
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<StrOr, A::Error> {
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<StrictIgnore>()?.is_some() {}
-        Ok(StrOr::Other(JsonType::Array))
+        Ok(Err(JsonType::Array))
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<StrOr, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         StrictIgnoreMap::drain(map)?;
-        Ok(StrOr::Other(JsonType::Object))
+        Ok(Err(JsonType::Object))
     }
 }
 
@@ -177,51 +173,81 @@ impl<'de> Visitor<'de> for RawHeaderVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHeader, A::Error> {
         let mut raw = RawHeader::default();
+        // Members we read are told apart by a bit each, which doubles as
+        // their duplicate check; only other names go through `seen`, so a
+        // usual header ({"alg","kid","typ","x5t"}) allocates nothing here.
+        let mut present: u16 = 0;
         let mut seen = SeenNames::default();
         while let Some(Key(name)) = map.next_key()? {
             let name_ref: &str = &name;
-            let slot = match name_ref {
-                "alg" => Some((&mut raw.alg, "alg")),
-                "kid" => Some((&mut raw.kid, "kid")),
-                "typ" => Some((&mut raw.typ, "typ")),
-                "cty" => Some((&mut raw.cty, "cty")),
-                "x5t" => Some((&mut raw.x5t, "x5t")),
-                "x5t#S256" => Some((&mut raw.x5t_s256, "x5t#S256")),
-                _ => None,
+            let bit = match name_ref {
+                "alg" => 0,
+                "kid" => 1,
+                "typ" => 2,
+                "cty" => 3,
+                "x5t" => 4,
+                "x5t#S256" => 5,
+                "crit" => 6,
+                "b64" => 7,
+                "jwk" => 8,
+                "jku" => 9,
+                "x5u" => 10,
+                "x5c" => 11,
+                _ => {
+                    map.next_value::<StrictIgnore>()?;
+                    seen.insert(name)?;
+                    continue;
+                }
             };
-            match slot {
-                Some((field, label)) => match map.next_value::<StrOr>()? {
-                    StrOr::Str(s) => *field = Some(s),
-                    StrOr::Other(t) => {
-                        raw.type_error.get_or_insert((label, t));
-                    }
-                },
-                None => match name_ref {
-                    "crit" => {
-                        map.next_value::<StrictIgnore>()?;
-                        raw.crit_present = true;
-                    }
-                    "b64" => {
-                        let v = map.next_value::<serde_json::Value>()?;
-                        raw.b64 = Some(v.as_bool().ok_or_else(|| {
-                            de::Error::custom("header member \"b64\" must be a boolean")
-                        })?);
-                    }
-                    "jwk" | "jku" | "x5u" | "x5c" => {
-                        map.next_value::<StrictIgnore>()?;
-                        raw.embedded.push(match name_ref {
-                            "jwk" => "jwk",
-                            "jku" => "jku",
-                            "x5u" => "x5u",
-                            _ => "x5c",
-                        });
-                    }
-                    _ => {
-                        map.next_value::<StrictIgnore>()?;
-                    }
-                },
+            if present & (1 << bit) != 0 {
+                return Err(de::Error::custom(format_args!(
+                    "duplicate member name \"{name_ref}\""
+                )));
             }
-            seen.insert(name)?;
+            present |= 1 << bit;
+            let slot = match bit {
+                0 => {
+                    // The name is checked in place; only an unsupported
+                    // one is copied, for the error message.
+                    let alg = StrOr(|v: &str| v.parse::<Algorithm>().map_err(|()| v.to_owned()));
+                    match map.next_value_seed(alg)? {
+                        Ok(a) => raw.alg = Some(a),
+                        Err(t) => {
+                            raw.type_error.get_or_insert(("alg", t));
+                        }
+                    }
+                    continue;
+                }
+                1 => (&mut raw.kid, "kid"),
+                2 => (&mut raw.typ, "typ"),
+                3 => (&mut raw.cty, "cty"),
+                4 => (&mut raw.x5t, "x5t"),
+                5 => (&mut raw.x5t_s256, "x5t#S256"),
+                6 => {
+                    map.next_value::<StrictIgnore>()?;
+                    raw.crit_present = true;
+                    continue;
+                }
+                7 => {
+                    let v = map.next_value::<serde_json::Value>()?;
+                    raw.b64 = Some(v.as_bool().ok_or_else(|| {
+                        de::Error::custom("header member \"b64\" must be a boolean")
+                    })?);
+                    continue;
+                }
+                _ => {
+                    map.next_value::<StrictIgnore>()?;
+                    raw.embedded.push(["jwk", "jku", "x5u", "x5c"][bit - 8]);
+                    continue;
+                }
+            };
+            let (field, label) = slot;
+            match map.next_value_seed(StrOr(str::to_owned))? {
+                Ok(s) => *field = Some(s),
+                Err(t) => {
+                    raw.type_error.get_or_insert((label, t));
+                }
+            }
         }
         Ok(raw)
     }
@@ -261,6 +287,36 @@ mod tests {
         assert_eq!(kind(br#"{"kid":"x"}"#), ErrorKind::Malformed);
         assert_eq!(kind(br#"["alg"]"#), ErrorKind::Malformed);
         assert!(Header::parse(br#"{"alg":"RS256","b64":true}"#).is_ok());
+    }
+
+    /// Members read by name and other members are both checked for
+    /// duplicates, escaped spellings included; `alg` is checked in place.
+    #[test]
+    fn duplicates_of_read_and_unread_members_and_alg_errors() {
+        let err = |h: &[u8]| Header::parse(h).unwrap_err();
+        for dup in [
+            &br#"{"alg":"RS256","kid":"a","kid":"b"}"#[..],
+            br#"{"alg":"RS256","\u006bid":"a","kid":"b"}"#,
+            br#"{"alg":"RS256","x":1,"x":2}"#,
+            br#"{"alg":"RS256","x":1,"\u0078":2}"#,
+            br#"{"alg":"RS256","jwk":{},"jwk":{}}"#,
+            br#"{"alg":"RS256","h":{"a":1,"a":2}}"#,
+        ] {
+            let e = err(dup);
+            assert_eq!(e.kind, ErrorKind::Malformed, "{e:?}");
+            assert!(e.message.contains("duplicate member name"), "{e:?}");
+        }
+        assert!(Header::parse(br#"{"alg":"RS256","x":1,"y":{"x":2},"kid":"k"}"#).is_ok());
+        let e = err(br#"{"alg":"RS257"}"#);
+        assert_eq!(e.kind, ErrorKind::AlgNotAllowed);
+        assert!(e.message.contains("\"RS257\""), "{e:?}");
+        let e = err(br#"{"alg":5}"#);
+        assert_eq!(e.kind, ErrorKind::Malformed);
+        assert!(
+            e.message
+                .contains("\"alg\" must be a string, found a number"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ mod sign;
 pub use alg::{Algorithm, KeyFamily};
 pub use b64::{decode_b64url, encode_b64url, B64Error};
 pub use cert::{to_hex, CertInfo};
-pub use claims::{Audience, Claims, NumericDate, MAX_NOTED_CLAIMS};
+pub use claims::{Audience, Claims, NotClaims, NumericDate, MAX_NOTED_CLAIMS};
 pub use compact::{Jws, Limits};
 pub use error::{Error, ErrorKind};
 pub use header::Header;

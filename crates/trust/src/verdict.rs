@@ -20,7 +20,8 @@ pub struct Verdict {
     pub x5t: Option<String>,
     /// Parsed claims, when the payload was a JSON object.
     pub claims: Option<Claims>,
-    /// Raw payload bytes, kept so the full claim set is built only on demand.
+    /// The payload when it was not a claim set (otherwise the claims hold
+    /// it), kept so the whole payload is parsed only on demand.
     pub(crate) payload: Vec<u8>,
     /// The issuer entry `iss` matched, if any.
     pub(crate) issuer_index: Option<usize>,
@@ -50,7 +51,11 @@ impl Verdict {
 
     /// The whole claim set as JSON, parsed now (the hot path never needs it).
     pub fn claims_json(&self) -> Option<Value> {
-        parse_strict_value(&self.payload).ok()
+        let payload = match &self.claims {
+            Some(c) if self.payload.is_empty() => c.payload().as_bytes(),
+            _ => &self.payload,
+        };
+        parse_strict_value(payload).ok()
     }
 
     pub(crate) fn fail(&mut self, code: ReasonCode, message: impl Into<String>) {

@@ -23,7 +23,7 @@ impl Policy {
     /// Verifies a compact token at time `now` (seconds since the epoch).
     pub fn verify(&self, token: &str, now: i64) -> Verdict {
         let mut v = Verdict::default();
-        let jws = match Jws::parse(token, &self.limits) {
+        let mut jws = match Jws::parse(token, &self.limits) {
             Ok(jws) => jws,
             Err(e) => {
                 v.fail(e.kind.into(), e.message);
@@ -31,13 +31,17 @@ impl Policy {
             }
         };
         v.alg = jws.header.alg;
-        let claims = match Claims::parse_noting(&jws.payload, &self.noted_claims) {
+        // The claims keep the payload; a payload that is no claim set is
+        // kept on the verdict instead, for `claims_json`.
+        let claims = match Claims::parse_owned(std::mem::take(&mut jws.payload), &self.noted_claims)
+        {
             Ok(c) => c,
             Err(e) => {
                 v.fail(
                     R::Malformed,
-                    format!("payload is not a JSON claim set: {e}"),
+                    format!("payload is not a JSON claim set: {}", e.reason),
                 );
+                v.payload = e.payload;
                 Claims::default()
             }
         };
@@ -96,7 +100,6 @@ impl Policy {
             .x5t
             .or_else(|| record.and_then(|rec| rec.x5t.clone()));
         v.claims = Some(claims);
-        v.payload = jws.payload;
         v
     }
 

@@ -16,6 +16,22 @@ fn legitimate_enterprise_token_is_accepted() {
     assert_eq!(v.claims.as_ref().unwrap().tid(), Some(TENANT_A));
 }
 
+/// The whole payload stays readable on the verdict, whether it was a
+/// claim set (the claims keep it) or not (the verdict keeps it).
+#[test]
+fn whole_payload_readable_from_the_verdict() {
+    let env = Env::new();
+    let v = env.verify(&sign(&env.enterprise, "ent-1", &claims()));
+    assert_eq!(v.claims_json(), Some(claims()));
+    let header = r#"{"alg":"RS256","kid":"ent-1"}"#;
+    let v = env.verify(&raw_token(header, "[1,2]", b"x"));
+    assert_rejected_with(&v, "malformed");
+    assert_eq!(v.claims_json(), Some(json!([1, 2])));
+    let v = env.verify(&raw_token(header, "{\"a\":1,\"a\":2}", b"x"));
+    assert_rejected_with(&v, "malformed");
+    assert_eq!(v.claims_json(), None);
+}
+
 #[test]
 fn alg_none_in_every_casing() {
     let env = Env::new();
