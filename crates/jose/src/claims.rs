@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::json::{utf8_text, JsonType, Key, SeenNames, StrictIgnore};
+use crate::json::{not_utf8, utf8_text, JsonType, Key, SeenNames, StrictIgnore};
 
 /// Seconds since the epoch, as a JSON number (RFC 7519 §2). Fractions are
 /// allowed by the RFC and kept.
@@ -74,7 +74,8 @@ enum Aud {
 /// absent (CVE-2026-25537 was that confusion).
 ///
 /// String claims are read through accessors ([`Claims::iss`] and so on)
-/// that borrow from the claim set's own copy of the payload.
+/// that borrow from the claim set's own copy of the payload. Two claim
+/// sets are equal when they were read from the same payload.
 #[derive(Clone, Default, PartialEq)]
 pub struct Claims {
     /// The payload text the spans point into.
@@ -206,7 +207,7 @@ impl Claims {
     /// handed back with the reason.
     pub fn parse_owned(payload: Vec<u8>, names: &[String]) -> Result<Claims, NotClaims> {
         let text = String::from_utf8(payload).map_err(|e| NotClaims {
-            reason: utf8_text(e.as_bytes()).unwrap_err(),
+            reason: not_utf8(&e.utf8_error()),
             payload: e.into_bytes(),
         })?;
         match Claims::read(&text, names) {
@@ -610,6 +611,27 @@ mod tests {
         assert!(c.iss().is_none());
         assert!(c.has("exp"));
         assert!(!c.has("sub"));
+    }
+
+    /// Taking the payload reads as copying it does, and a payload that is
+    /// not a claim set comes back unchanged with the same reason.
+    #[test]
+    fn owned_payloads_read_and_refuse_like_borrowed_ones() {
+        let good = br#"{"iss":"i","aud":["a"],"x":{"y":1}}"#;
+        let owned = Claims::parse_owned(good.to_vec(), &[]).unwrap();
+        assert_eq!(owned, Claims::parse(good).unwrap());
+        assert_eq!(owned.payload().as_bytes(), good);
+        for bad in [
+            &b"{\"a\":\"\xff\"}"[..],
+            b"[1]",
+            br#"{"x":1,"x":2}"#,
+            b"{} x",
+            b"",
+        ] {
+            let refused = Claims::parse_owned(bad.to_vec(), &[]).unwrap_err();
+            assert_eq!(refused.payload, bad);
+            assert_eq!(Err(refused.reason), Claims::parse(bad).map(|_| ()));
+        }
     }
 
     #[test]

@@ -35,8 +35,12 @@ pub fn parse_strict_value(bytes: &[u8]) -> Result<Value, JsonError> {
 /// text (14 % of a claim set's parse). Outside strings only ASCII is valid
 /// JSON, so the set of accepted inputs is the same.
 pub(crate) fn utf8_text(bytes: &[u8]) -> Result<&str, String> {
-    std::str::from_utf8(bytes)
-        .map_err(|e| format!("not UTF-8: invalid byte at offset {}", e.valid_up_to()))
+    std::str::from_utf8(bytes).map_err(|e| not_utf8(&e))
+}
+
+/// Why bytes are not UTF-8, in the words of [`utf8_text`].
+pub(crate) fn not_utf8(e: &std::str::Utf8Error) -> String {
+    format!("not UTF-8: invalid byte at offset {}", e.valid_up_to())
 }
 
 /// A member name, borrowed from the input when it has no escapes.
