@@ -10,6 +10,7 @@
 //! columns) is parsed the same way when a path goes through it, so a
 //! lookup of any declared path answers exactly as on the full record.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -179,23 +180,25 @@ impl Projection {
         Ok(out)
     }
 
-    /// Projects a record already split into named text columns (CSV).
-    /// Columns that [`forces_full`] are the caller's to avoid.
-    pub fn project_columns(&self, row: Map<String, Value>) -> Value {
+    /// Projects a record already split into named text columns (CSV), as
+    /// (column name, cell) pairs in column order. Only the columns kept
+    /// are copied into the result; of two columns with one name, the later
+    /// wins, as in a JSON object. Columns that [`forces_full`] are the
+    /// caller's to avoid.
+    pub fn project_columns<'r>(&self, row: impl IntoIterator<Item = (&'r str, &'r str)>) -> Value {
         let mut out = Map::new();
-        for (k, v) in row {
-            match self.root.find(&k) {
+        for (k, cell) in row {
+            match self.root.find(k) {
                 Some(Slot::Whole) => {
-                    let mut v = v;
+                    let mut v = Value::String(cell.to_owned());
                     expand_value(&mut v, NESTED_DEPTH);
-                    out.insert(k, v);
+                    out.insert(k.to_owned(), v);
                 }
                 Some(Slot::Inner(n)) => {
-                    let v = match v {
-                        Value::String(s) => project_str(s, n, NESTED_DEPTH),
-                        other => other,
-                    };
-                    out.insert(k, v);
+                    out.insert(
+                        k.to_owned(),
+                        project_str(Cow::Borrowed(cell), n, NESTED_DEPTH),
+                    );
                 }
                 None => {}
             }
@@ -212,7 +215,7 @@ pub fn forces_full(k: &str) -> bool {
 
 /// A string value on a projected path: JSON inside is projected with the
 /// path's node, as a full parse would have expanded it.
-fn project_str(s: String, node: &Node, depth: u32) -> Value {
+fn project_str(s: Cow<'_, str>, node: &Node, depth: u32) -> Value {
     let t = s.trim_start();
     if depth > 0 && (t.starts_with('{') || t.starts_with('[')) {
         let mut de = serde_json::Deserializer::from_str(t);
@@ -228,7 +231,7 @@ fn project_str(s: String, node: &Node, depth: u32) -> Value {
             }
         }
     }
-    Value::String(s)
+    Value::String(s.into_owned())
 }
 
 struct RootVisitor<'a> {
@@ -352,10 +355,10 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
     }
 
     fn visit_str<E>(self, s: &str) -> Result<Value, E> {
-        Ok(project_str(s.to_string(), self.node, self.depth))
+        Ok(project_str(Cow::Borrowed(s), self.node, self.depth))
     }
     fn visit_string<E>(self, s: String) -> Result<Value, E> {
-        Ok(project_str(s, self.node, self.depth))
+        Ok(project_str(Cow::Owned(s), self.node, self.depth))
     }
     fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
         Ok(Value::Bool(b))
@@ -512,18 +515,22 @@ mod tests {
     #[test]
     fn columns_project_json_cells() {
         let p = Projection::new(["AppAccessContext.UniqueTokenId", "Operation"]);
-        let mut row = Map::new();
-        row.insert("Operation".into(), json!("MailItemsAccessed"));
-        row.insert("Noise".into(), json!("x"));
-        row.insert(
-            "AuditData".into(),
-            json!(r#"{"AppAccessContext":{"UniqueTokenId":"t9","X":1},"Y":2}"#),
-        );
+        let row = [
+            ("Operation", "MailItemsAccessed"),
+            ("Noise", "x"),
+            (
+                "AuditData",
+                r#"{"AppAccessContext":{"UniqueTokenId":"t9","X":1},"Y":2}"#,
+            ),
+        ];
         let v = p.project_columns(row);
         assert_eq!(
             v,
             json!({"Operation":"MailItemsAccessed","AuditData":{"AppAccessContext":{"UniqueTokenId":"t9"}}})
         );
+        // Of two columns with one name, the later wins.
+        let v = p.project_columns([("Operation", "first"), ("Operation", "second")]);
+        assert_eq!(v, json!({"Operation":"second"}));
     }
 
     #[test]

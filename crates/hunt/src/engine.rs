@@ -39,8 +39,8 @@ use tokenward_event::{
     Projection,
 };
 use tokenward_logread::{
-    discover, open, read_batches, sniff, sniff_known, Batch, BufferPool, CsvRow, Encoding, Format,
-    Item, Opened, SniffError, Sniffed,
+    discover, open, read_batches, sniff, sniff_known, Batch, BufferPool, Cells, CsvRow, Encoding,
+    Format, Item, Opened, SniffError, Sniffed,
 };
 
 /// What to hunt and how.
@@ -515,6 +515,8 @@ struct Out {
     projections: Vec<(Mask, Arc<Projection>)>,
     /// The batch buffer, handed back to the reader for reuse.
     spare: Vec<u8>,
+    /// A CSV row's screening text, reused row after row.
+    row_text: Vec<u8>,
 }
 
 /// Attaches the copies of duplicate keys that building `ev` overwrote
@@ -749,13 +751,14 @@ impl Ctx<'_> {
     /// JSON, as written, so key and value anchors (which avoid the
     /// characters JSON and CSV escape) hold in this text whenever they hold
     /// in the record, as on a JSON line.
-    fn row(&self, header: &[String], fields: Vec<String>, loc: Locator, out: &mut Out) {
+    fn row(&self, header: &[String], cells: Cells, loc: Locator, out: &mut Out) {
         // Renamed Log Analytics columns are folded by the full parse, so no
         // whole-record screen needs to run on such a row.
         let full = header.iter().any(|h| forces_full(h));
         let screened = self.plan.map(|plan| {
-            let mut text = Vec::with_capacity(fields.iter().map(|f| f.len() + 24).sum());
-            for (h, f) in header.iter().zip(&fields) {
+            let text = &mut out.row_text;
+            text.clear();
+            for (h, f) in header.iter().zip(cells.iter()) {
                 text.push(b'"');
                 text.extend_from_slice(h.as_bytes());
                 text.extend_from_slice(b"\":");
@@ -764,25 +767,28 @@ impl Ctx<'_> {
             }
             let mut hits = Vec::new();
             if let Some(l) = &plan.literals {
-                l.find_all(&text, &mut hits);
+                l.find_all(text, &mut hits);
             }
-            let s = plan.readers(&hits, &text);
-            (s.readers, full || plan.reads_whole(s, &text))
+            let s = plan.readers(&hits, text);
+            (s.readers, full || plan.reads_whole(s, text))
         });
         let readers = screened.map_or(Mask::MAX, |(r, _)| r);
         shadow::reset();
-        let mut m = Map::with_capacity(fields.len());
-        for (h, f) in header.iter().zip(fields) {
-            m.insert(h.clone(), Value::String(f));
-        }
         if let (Some(plan), Some((_, whole))) = (self.plan, screened) {
             if !whole {
+                // Only the projected columns are copied: no object of the
+                // whole row is built.
                 let projection = out.projection(plan, readers);
-                let v = projection.project_columns(m);
+                let columns = header.iter().map(String::as_str).zip(cells.iter());
+                let v = projection.project_columns(columns);
                 let ev = Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
                 self.route(with_shadowed(ev, out), readers, out);
                 return;
             }
+        }
+        let mut m = Map::with_capacity(cells.len());
+        for (h, f) in header.iter().zip(cells.iter()) {
+            m.insert(h.clone(), Value::String(f.to_owned()));
         }
         let ev = Event::from_record(Value::Object(m), self.hint, self.file.clone(), loc);
         self.route(with_shadowed(ev, out), readers, out);
@@ -803,6 +809,7 @@ impl Ctx<'_> {
             collected: Vec::new(),
             projections: Vec::new(),
             spare: Vec::new(),
+            row_text: Vec::new(),
         };
         match batch {
             Batch::Lines { data, first_line } => {
@@ -872,9 +879,9 @@ impl Ctx<'_> {
                 for (i, r) in rows.into_iter().enumerate() {
                     let index = first_index + i as u64;
                     match r {
-                        CsvRow::Row(fields, line) => self.row(
+                        CsvRow::Row(cells, line) => self.row(
                             &header,
-                            fields,
+                            cells,
                             Locator {
                                 line,
                                 record: index,

@@ -307,7 +307,39 @@ pub fn first_csv_header(text: &str) -> Option<(Vec<String>, bool, u8)> {
 }
 
 fn parse_csv_fields(bytes: &[u8], delim: u8) -> Option<Vec<String>> {
-    FieldSplitter::new(delim).split(bytes)
+    FieldSplitter::new(delim)
+        .split(bytes)
+        .map(|f| f.iter().map(str::to_owned).collect())
+}
+
+/// The cells of one CSV row: their unquoted text end to end, and where
+/// each ends. One row is two allocations however many columns it has; a
+/// reader copies out only the cells it keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cells {
+    text: String,
+    /// End of each field in `text`; each is a character boundary.
+    ends: Vec<usize>,
+}
+
+impl Cells {
+    /// How many cells.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the row has no cells.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The cells in column order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.text[start..end])
+    }
 }
 
 /// Splits one logical CSV record into its fields, with the csv crate's
@@ -329,11 +361,14 @@ impl FieldSplitter {
     }
 
     /// The fields of `bytes` (one record), `None` when a field is not UTF-8.
-    fn split(&mut self, bytes: &[u8]) -> Option<Vec<String>> {
+    fn split(&mut self, bytes: &[u8]) -> Option<Cells> {
         use csv_core::ReadRecordResult;
         self.core.reset();
         // Unquoting only shortens: the output never outgrows the input.
-        self.out.resize(bytes.len() + 1, 0);
+        // Only grown, never cleared: the reader writes what is read back.
+        if self.out.len() <= bytes.len() {
+            self.out.resize(bytes.len() + 1, 0);
+        }
         if self.ends.len() < 16 {
             self.ends.resize(16, 0);
         }
@@ -362,20 +397,24 @@ impl FieldSplitter {
         if nends == 0 {
             return None;
         }
-        let mut fields = Vec::with_capacity(nends);
-        let mut start = 0;
-        for &end in &self.ends[..nends] {
-            fields.push(std::str::from_utf8(&self.out[start..end]).ok()?.to_string());
-            start = end;
+        // Checked whole, then at each field's end: every field is UTF-8
+        // exactly when the text is and no field ends inside a character.
+        let text = std::str::from_utf8(&self.out[..self.ends[nends - 1]]).ok()?;
+        let ends = &self.ends[..nends];
+        if !ends.iter().all(|&e| text.is_char_boundary(e)) {
+            return None;
         }
-        Some(fields)
+        Some(Cells {
+            text: text.to_owned(),
+            ends: ends.to_vec(),
+        })
     }
 }
 
 /// One CSV row, or why a stretch of lines was not one.
 pub enum CsvRow {
     /// A row's fields and its first line.
-    Row(Vec<String>, u64),
+    Row(Cells, u64),
     /// A rejected line and the reason.
     Reject(u64, String),
 }
@@ -507,7 +546,7 @@ impl<R: Read> CsvReader<R> {
             }
             let fields = self.fields.split(trimmed).unwrap_or_default();
             if self.header.is_empty() {
-                self.header = fields.into_iter().map(|f| f.trim().to_string()).collect();
+                self.header = fields.iter().map(|f| f.trim().to_string()).collect();
                 self.pos = end;
                 self.line += lines;
                 continue;
@@ -612,6 +651,33 @@ mod tests {
         );
     }
 
+    /// Cells are checked as UTF-8 one by one in effect: a character split
+    /// across two cells (each invalid alone, valid together) fails the
+    /// row, as does an invalid byte; empty and quoted cells read back.
+    #[test]
+    fn cells_are_utf8_each_and_read_back_in_order() {
+        let mut sp = FieldSplitter::new(b',');
+        let f = sp.split("a,,\"b,\"\"c\"\"\",é😀,".as_bytes()).unwrap();
+        assert_eq!(
+            f.iter().collect::<Vec<_>>(),
+            ["a", "", "b,\"c\"", "é😀", ""]
+        );
+        assert_eq!(f.len(), 5);
+        assert!(sp.split(b"x,\xC3,\xA9").is_none());
+        assert!(sp.split(b"x,\xC3\xA9").is_some());
+        assert!(sp.split(b"x,\xFF").is_none());
+        // The splitter's buffer is reused: a short row after a long one.
+        let long = "y".repeat(5000);
+        assert_eq!(
+            sp.split(long.as_bytes()).unwrap().iter().next(),
+            Some(long.as_str())
+        );
+        assert_eq!(
+            sp.split(b"p,q").unwrap().iter().collect::<Vec<_>>(),
+            ["p", "q"]
+        );
+    }
+
     #[test]
     fn csv_recovers_from_broken_quote() {
         let data = "a,b,c\n1,2,3\n4,\"5,6\n7,8,9\n\"x\ny\",z,w\n";
@@ -619,7 +685,7 @@ mod tests {
         let mut out = Vec::new();
         while let Some(row) = r.next_row().unwrap() {
             out.push(match row {
-                CsvRow::Row(f, l) => format!("{l}:{}", f.join("|")),
+                CsvRow::Row(f, l) => format!("{l}:{}", f.iter().collect::<Vec<_>>().join("|")),
                 CsvRow::Reject(l, why) => format!("{l}:REJECT {}", &why[..20]),
             });
         }
