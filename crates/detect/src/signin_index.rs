@@ -12,23 +12,30 @@ use time::{Duration, OffsetDateTime};
 use super::{widen, Kinds, Needs};
 use tokenward_event::{Event, EventKind};
 
+/// The index's hashing: every sign-in inserts three keys, and SipHash was
+/// the largest single cost of indexing. foldhash is seeded at random per
+/// process, so a log written in advance cannot aim collisions at it (it
+/// makes no claim against an attacker who watches the hashes, which a log
+/// file cannot).
+pub type IndexHasher = foldhash::fast::RandomState;
+
 /// Tokens, sessions and addresses of the sign-ins read.
 #[derive(Clone, Debug, Default)]
 pub struct SigninIndex {
     /// Sign-in events indexed.
     pub signins: u64,
     /// `uniqueTokenIdentifier` values.
-    pub tokens: HashSet<String>,
+    pub tokens: HashSet<String, IndexHasher>,
     /// Session ids, lower-cased (audit records spell them in either case).
-    pub sessions: HashSet<String>,
+    pub sessions: HashSet<String, IndexHasher>,
     /// Client addresses.
-    pub ips: HashSet<String>,
+    pub ips: HashSet<String, IndexHasher>,
     /// First and last sign-in time.
     pub range: Option<(OffsetDateTime, OffsetDateTime)>,
     /// Per tenant (lower-cased; empty when the sign-in names none), the UTC
     /// days that have sign-ins. Coverage has holes: sign-ins on two days
     /// months apart do not cover the months between.
-    pub days: HashMap<String, BTreeSet<i64>>,
+    pub days: HashMap<String, BTreeSet<i64>, IndexHasher>,
 }
 
 /// Fields naming the tenant of a sign-in, in the export shapes seen
