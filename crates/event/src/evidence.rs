@@ -103,6 +103,18 @@ impl Evidence {
             .sum()
     }
 
+    /// Takes out the entries shared with other findings, leaving the
+    /// finding's own: a holder that writes many findings writes each
+    /// shared part once and puts it back with [`Evidence::put_shared`].
+    pub fn take_shared(&mut self) -> Option<Arc<Map<String, Value>>> {
+        self.shared.take()
+    }
+
+    /// Puts back entries taken by [`Evidence::take_shared`].
+    pub fn put_shared(&mut self, shared: Arc<Map<String, Value>>) {
+        self.shared = Some(shared);
+    }
+
     /// The entries as one JSON object.
     pub fn to_map(&self) -> Map<String, Value> {
         self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()

@@ -12,13 +12,16 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use serde::ser::{Error as _, SerializeSeq};
 use serde::Serialize;
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tokenward_event::Finding;
 
@@ -69,9 +72,36 @@ pub struct Findings {
     /// with how many merges made each (levels never rise from the first
     /// run to the last).
     runs: Vec<(PathBuf, u32)>,
+    /// Evidence shared by many findings (a Sigma rule's metadata), written
+    /// to runs as its place here.
+    shared: SharedEvidence,
     dir: Option<tempfile::TempDir>,
     len: u64,
     sealed: bool,
+}
+
+/// Each distinct shared evidence part spilled findings carried, in the
+/// order first met. A spilled finding names its part by place: a Sigma
+/// finding's shared part (rule title, author, licence, file, tags) is half
+/// its JSON, written and parsed back once per finding otherwise.
+#[derive(Debug, Default)]
+struct SharedEvidence {
+    parts: Vec<Arc<Map<String, Value>>>,
+    /// Place of each part, by the address its `Arc` shares.
+    places: HashMap<usize, usize>,
+}
+
+impl SharedEvidence {
+    fn place(&mut self, part: Arc<Map<String, Value>>) -> usize {
+        let parts = &mut self.parts;
+        *self
+            .places
+            .entry(Arc::as_ptr(&part) as usize)
+            .or_insert_with(|| {
+                parts.push(part);
+                parts.len() - 1
+            })
+    }
 }
 
 impl Default for Findings {
@@ -89,6 +119,7 @@ impl Findings {
             held: Vec::new(),
             held_bytes: 0,
             runs: Vec::new(),
+            shared: SharedEvidence::default(),
             dir: None,
             len: 0,
             sealed: false,
@@ -161,10 +192,11 @@ impl Findings {
         self.held.sort_by(Finding::report_order);
         let held = std::mem::take(&mut self.held);
         self.held_bytes = 0;
+        let shared = &mut self.shared;
         let write = || -> io::Result<()> {
             let mut w = BufWriter::with_capacity(1 << 16, File::create(&path)?);
             for f in held {
-                write_spilled(&mut w, f)?;
+                write_spilled(&mut w, f, shared)?;
             }
             w.flush()
         };
@@ -194,8 +226,12 @@ impl Findings {
             1 << 16,
             File::create(&path).map_err(|e| SpillError::at(&path, e))?,
         );
-        for f in merged(&self.runs[first..], &[])? {
-            write_spilled(&mut w, f?.into_owned()).map_err(|e| SpillError::at(&path, e))?;
+        // Every part read back is already placed; the list is lent to the
+        // readers while the writer looks places up.
+        let parts = self.shared.parts.clone();
+        for f in merged(&self.runs[first..], &[], &parts)? {
+            write_spilled(&mut w, f?.into_owned(), &mut self.shared)
+                .map_err(|e| SpillError::at(&path, e))?;
         }
         w.flush().map_err(|e| SpillError::at(&path, e))?;
         let old: Vec<(PathBuf, u32)> = self.runs.drain(first..).collect();
@@ -212,7 +248,7 @@ impl Findings {
     /// disk (each read is a fresh pass), held ones are lent.
     pub fn iter(&self) -> Result<Iter<'_>, SpillError> {
         debug_assert!(self.sealed, "findings read before sealing");
-        merged(&self.runs, &self.held)
+        merged(&self.runs, &self.held, &self.shared.parts)
     }
 
     /// Every finding, in report order, in memory: for callers that need
@@ -230,7 +266,11 @@ impl Findings {
 
 /// `runs` and then `held` (each sorted, in the order they arrived) merged
 /// in report order.
-fn merged<'a>(runs: &'a [(PathBuf, u32)], held: &'a [Finding]) -> Result<Iter<'a>, SpillError> {
+fn merged<'a>(
+    runs: &'a [(PathBuf, u32)],
+    held: &'a [Finding],
+    shared: &'a [Arc<Map<String, Value>>],
+) -> Result<Iter<'a>, SpillError> {
     let mut heap = BinaryHeap::with_capacity(runs.len());
     let mut readers = Vec::with_capacity(runs.len());
     for (i, (path, _)) in runs.iter().enumerate() {
@@ -240,6 +280,7 @@ fn merged<'a>(runs: &'a [(PathBuf, u32)], held: &'a [Finding]) -> Result<Iter<'a
             lines: BufReader::with_capacity(1 << 16, file),
             line: String::new(),
             number: 0,
+            shared,
         };
         if let Some(f) = r.next()? {
             heap.push(Head { f, source: i });
@@ -254,13 +295,23 @@ fn merged<'a>(runs: &'a [(PathBuf, u32)], held: &'a [Finding]) -> Result<Iter<'a
     })
 }
 
-/// A spilled finding: its time as exact nanoseconds, a tab, and the
-/// finding as JSON without its time. RFC 3339 text would lose nothing but
-/// cannot always be read back: a year before 1 (which a hostile record's
-/// offset can make) is written `-001-...`, which no parser takes.
-fn write_spilled(w: &mut impl Write, mut f: Finding) -> io::Result<()> {
+/// A spilled finding: its time as exact nanoseconds, a tab, the place of
+/// its shared evidence in [`SharedEvidence`], a tab, and the finding as
+/// JSON without its time and shared evidence (`-` for an absent time or
+/// shared part). RFC 3339 text would lose nothing but cannot always be
+/// read back: a year before 1 (which a hostile record's offset can make)
+/// is written `-001-...`, which no parser takes.
+fn write_spilled(
+    w: &mut impl Write,
+    mut f: Finding,
+    shared: &mut SharedEvidence,
+) -> io::Result<()> {
     match f.time.take() {
         Some(t) => write!(w, "{}\t", t.unix_timestamp_nanos())?,
+        None => w.write_all(b"-\t")?,
+    }
+    match f.evidence.take_shared() {
+        Some(part) => write!(w, "{}\t", shared.place(part))?,
         None => w.write_all(b"-\t")?,
     }
     serde_json::to_writer(&mut *w, &f)?;
@@ -272,6 +323,7 @@ struct RunReader<'a> {
     lines: BufReader<File>,
     line: String,
     number: u64,
+    shared: &'a [Arc<Map<String, Value>>],
 }
 
 impl RunReader<'_> {
@@ -286,12 +338,23 @@ impl RunReader<'_> {
         }
         self.number += 1;
         let bad = |why: String| SpillError::at(self.path, format!("line {}: {why}", self.number));
-        let (time, json) = self
+        let (time, rest) = self
             .line
             .trim_end_matches('\n')
             .split_once('\t')
             .ok_or_else(|| bad("no time column".into()))?;
+        let (part, json) = rest
+            .split_once('\t')
+            .ok_or_else(|| bad("no shared evidence column".into()))?;
         let mut f: Finding = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+        if part != "-" {
+            let shared = part
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| self.shared.get(i))
+                .ok_or_else(|| bad(format!("shared evidence {part:?}")))?;
+            f.evidence.put_shared(Arc::clone(shared));
+        }
         f.time = match time {
             "-" => None,
             n => {
@@ -422,13 +485,25 @@ mod tests {
     /// A few hundred findings in a scrambled order, some without time and
     /// some tied on every sort key (told apart only by their evidence, so
     /// a merge that lost arrival order on ties writes other bytes).
+    /// Findings in a scrambled order, with every kind of evidence: rule b's
+    /// findings share one part, a third of rule a's share another (in
+    /// which an own entry overrides a shared one), the rest share none.
     fn scrambled() -> Vec<Finding> {
+        let part = |v: serde_json::Value| Arc::new(v.as_object().cloned().unwrap());
+        let part_b = part(serde_json::json!({"sigma_title": "B", "attack": ["T1078"]}));
+        let part_a = part(serde_json::json!({"note": "shadowed by own", "sigma_title": "A"}));
         (0..300u32)
             .map(|i| {
                 let k = (i * 7919) % 300;
                 let secs = (k % 17 != 0).then_some(i64::from(k / 30));
                 let rule = if k % 2 == 0 { "b" } else { "a" };
-                finding(rule, secs, &format!("line {}", k / 20), f64::from(i) * 0.1)
+                let mut f = finding(rule, secs, &format!("line {}", k / 20), f64::from(i) * 0.1);
+                if rule == "b" {
+                    f.evidence.put_shared(Arc::clone(&part_b));
+                } else if k % 3 == 0 {
+                    f.evidence.put_shared(Arc::clone(&part_a));
+                }
+                f
             })
             .collect()
     }
@@ -538,6 +613,51 @@ mod tests {
         let err = store.to_vec().unwrap_err();
         assert!(err.path.ends_with("run-00002-0.jsonl"), "{err}");
         assert!(err.reason.starts_with("line 1: "), "{err}");
+        // A shared evidence place that was never given out.
+        let line = std::fs::read_to_string(&store.runs[0].0).unwrap();
+        let (time, rest) = line.split_once('\t').unwrap();
+        let (_, json) = rest.split_once('\t').unwrap();
+        std::fs::write(&run, format!("{time}\t7\t{json}")).unwrap();
+        let err = store.to_vec().unwrap_err();
+        assert!(
+            err.reason.starts_with("line 1: shared evidence \"7\""),
+            "{err}"
+        );
+    }
+
+    /// A shared part is written once per store, not once per finding, and
+    /// findings read back share one copy of it again.
+    #[test]
+    fn shared_evidence_is_spilled_by_place() {
+        let mut store = Findings::with_budget(0);
+        for f in scrambled() {
+            store.push(f).unwrap();
+        }
+        store.seal();
+        assert_eq!(store.shared.parts.len(), 2);
+        let mut spilled = String::new();
+        for (path, _) in &store.runs {
+            spilled.push_str(&std::fs::read_to_string(path).unwrap());
+        }
+        assert!(
+            !spilled.contains("sigma_title"),
+            "shared entries written per finding"
+        );
+        let got = store.to_vec().unwrap();
+        let b: Vec<&Finding> = got.iter().filter(|f| f.rule_id == "b").collect();
+        assert_eq!(b.len(), 150);
+        assert!(b
+            .iter()
+            .all(|f| f.evidence.get("sigma_title") == Some(&"B".into())));
+        let a_shared = got
+            .iter()
+            .filter(|f| f.evidence.get("sigma_title") == Some(&"A".into()))
+            .count();
+        assert_eq!(a_shared, 50);
+        // The finding's own `note` wins over the shared one.
+        assert!(got
+            .iter()
+            .all(|f| f.evidence.get("note").is_some_and(|n| n.is_number())));
     }
 
     #[test]
