@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use crate::KeyHasher;
+
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
@@ -24,7 +26,7 @@ struct Group {
 /// order to the same result.
 #[derive(Default)]
 pub struct Grouped {
-    groups: HashMap<String, Group>,
+    groups: HashMap<String, Group, KeyHasher>,
 }
 
 impl Grouped {

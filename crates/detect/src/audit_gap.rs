@@ -5,6 +5,8 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
+use crate::KeyHasher;
+
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -40,17 +42,17 @@ pub const ACTIVE_HOURS_MIN: usize = 24;
 pub struct AuditGap {
     gap_hours: u32,
     /// Workload -> hours (since the epoch) with at least one record.
-    hours: HashMap<String, HashSet<i64>>,
+    hours: HashMap<String, HashSet<i64, KeyHasher>, KeyHasher>,
     /// Workload -> records.
-    counts: HashMap<String, u64>,
+    counts: HashMap<String, u64, KeyHasher>,
 }
 
 impl AuditGap {
     fn new(gap_hours: u32) -> AuditGap {
         AuditGap {
             gap_hours,
-            hours: HashMap::new(),
-            counts: HashMap::new(),
+            hours: HashMap::default(),
+            counts: HashMap::default(),
         }
     }
 
@@ -68,7 +70,8 @@ impl AuditGap {
                     s.insert(h);
                 }
                 None => {
-                    self.hours.insert(workload.to_string(), HashSet::from([h]));
+                    self.hours
+                        .insert(workload.to_string(), HashSet::from_iter([h]));
                 }
             }
         }

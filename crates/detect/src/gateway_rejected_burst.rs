@@ -10,6 +10,8 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::KeyHasher;
+
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -91,9 +93,9 @@ pub struct GatewayRejectedBurst {
     unplaced: u64,
     /// Records not kept because [`MINUTES_MAX`] was reached.
     untracked: u64,
-    rejected_minutes: HashMap<String, BTreeMap<i64, Rejected>>,
+    rejected_minutes: HashMap<String, BTreeMap<i64, Rejected>, KeyHasher>,
     rejected_entries: usize,
-    accepted_minutes: HashMap<String, BTreeMap<i64, Accepted>>,
+    accepted_minutes: HashMap<String, BTreeMap<i64, Accepted>, KeyHasher>,
     accepted_entries: usize,
     detail: usize,
 }
@@ -115,9 +117,9 @@ impl GatewayRejectedBurst {
             rejected: 0,
             unplaced: 0,
             untracked: 0,
-            rejected_minutes: HashMap::new(),
+            rejected_minutes: HashMap::default(),
             rejected_entries: 0,
-            accepted_minutes: HashMap::new(),
+            accepted_minutes: HashMap::default(),
             accepted_entries: 0,
             detail: 0,
         }

@@ -2,6 +2,8 @@
 //! (threat.md §2–3) built in, plus user lists (plain lines or STIX 2.1).
 
 use std::collections::HashMap;
+
+use crate::KeyHasher;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -56,7 +58,7 @@ pub fn shadowed_field(key: &str) -> String {
 #[derive(Clone, Debug, Default)]
 pub struct IocSet {
     /// Single addresses, by address.
-    pub hosts: HashMap<IpAddr, IpIoc>,
+    pub hosts: HashMap<IpAddr, IpIoc, KeyHasher>,
     /// Networks wider than one host.
     pub networks: Vec<IpIoc>,
     /// User agents.

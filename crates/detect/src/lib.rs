@@ -53,6 +53,13 @@ pub(crate) mod testing;
 pub use aggregate::Grouped;
 pub use signin_index::SigninIndex;
 
+/// Hashing for the maps detections keep per record (sign-in index,
+/// buckets, pairs, candidates): SipHash was their largest single cost.
+/// foldhash is seeded at random per process, so a log written in advance
+/// cannot aim collisions at it; its own caveat, an attacker who watches
+/// the hashes, does not apply to a file.
+pub type KeyHasher = foldhash::fast::RandomState;
+
 /// A set of event kinds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Kinds(u8);

@@ -4,6 +4,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use crate::KeyHasher;
+
 use serde_json::json;
 
 use super::mail::{self, is_mail};
@@ -49,7 +51,7 @@ pub struct MailBindSpike {
     min: u64,
     bind_records: u64,
     /// (mailbox, session or IP, day) -> items bound.
-    buckets: HashMap<(String, String, i64), Bucket>,
+    buckets: HashMap<(String, String, i64), Bucket, KeyHasher>,
 }
 
 impl MailBindSpike {
@@ -58,7 +60,7 @@ impl MailBindSpike {
             factor,
             min,
             bind_records: 0,
-            buckets: HashMap::new(),
+            buckets: HashMap::default(),
         }
     }
 }

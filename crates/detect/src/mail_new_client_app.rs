@@ -5,6 +5,8 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
+use crate::KeyHasher;
+
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
@@ -49,9 +51,9 @@ pub struct MailNewClientApp {
     /// Times of the MailItemsAccessed records.
     range: Option<(OffsetDateTime, OffsetDateTime)>,
     /// (mailbox, AppId, ClientAppId) -> first use.
-    pairs: HashMap<(String, String, String), PairSeen>,
+    pairs: HashMap<(String, String, String), PairSeen, KeyHasher>,
     /// (AppId, ClientAppId) -> first use on any mailbox.
-    tenant_pairs: HashMap<(String, String), OffsetDateTime>,
+    tenant_pairs: HashMap<(String, String), OffsetDateTime, KeyHasher>,
 }
 
 impl MailNewClientApp {
@@ -59,8 +61,8 @@ impl MailNewClientApp {
         MailNewClientApp {
             baseline_days,
             range: None,
-            pairs: HashMap::new(),
-            tenant_pairs: HashMap::new(),
+            pairs: HashMap::default(),
+            tenant_pairs: HashMap::default(),
         }
     }
 }

@@ -5,6 +5,8 @@
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 
+use crate::KeyHasher;
+
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -55,7 +57,7 @@ pub struct OwaTokenForResource {
     chain_min: u64,
     records: u64,
     /// Session (else IP) -> issuances not explained by a sign-in so far.
-    sessions: HashMap<String, Issuances>,
+    sessions: HashMap<String, Issuances, KeyHasher>,
 }
 
 impl OwaTokenForResource {
@@ -63,7 +65,7 @@ impl OwaTokenForResource {
         OwaTokenForResource {
             chain_min,
             records: 0,
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
         }
     }
 }

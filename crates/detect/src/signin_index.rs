@@ -9,15 +9,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use time::{Duration, OffsetDateTime};
 
-use super::{widen, Kinds, Needs};
+use super::{widen, KeyHasher, Kinds, Needs};
 use tokenward_event::{Event, EventKind};
-
-/// The index's hashing: every sign-in inserts three keys, and SipHash was
-/// the largest single cost of indexing. foldhash is seeded at random per
-/// process, so a log written in advance cannot aim collisions at it (it
-/// makes no claim against an attacker who watches the hashes, which a log
-/// file cannot).
-pub type IndexHasher = foldhash::fast::RandomState;
 
 /// Tokens, sessions and addresses of the sign-ins read.
 #[derive(Clone, Debug, Default)]
@@ -25,17 +18,17 @@ pub struct SigninIndex {
     /// Sign-in events indexed.
     pub signins: u64,
     /// `uniqueTokenIdentifier` values.
-    pub tokens: HashSet<String, IndexHasher>,
+    pub tokens: HashSet<String, KeyHasher>,
     /// Session ids, lower-cased (audit records spell them in either case).
-    pub sessions: HashSet<String, IndexHasher>,
+    pub sessions: HashSet<String, KeyHasher>,
     /// Client addresses.
-    pub ips: HashSet<String, IndexHasher>,
+    pub ips: HashSet<String, KeyHasher>,
     /// First and last sign-in time.
     pub range: Option<(OffsetDateTime, OffsetDateTime)>,
     /// Per tenant (lower-cased; empty when the sign-in names none), the UTC
     /// days that have sign-ins. Coverage has holes: sign-ins on two days
     /// months apart do not cover the months between.
-    pub days: HashMap<String, BTreeSet<i64>, IndexHasher>,
+    pub days: HashMap<String, BTreeSet<i64>, KeyHasher>,
 }
 
 /// Fields naming the tenant of a sign-in, in the export shapes seen

@@ -4,6 +4,8 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
+
+use crate::KeyHasher;
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Value};
@@ -81,7 +83,7 @@ pub struct TokenWithoutSignin {
     /// Of those, carrying app-only tokens, which user sign-in logs never
     /// show (they appear in service-principal sign-ins, if anywhere).
     app_only: u64,
-    candidates: HashMap<String, Candidate>,
+    candidates: HashMap<String, Candidate, KeyHasher>,
 }
 
 impl Detection for TokenWithoutSignin {
