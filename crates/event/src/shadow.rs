@@ -22,8 +22,10 @@ pub fn reset() {
     SHADOWED.with(|s| s.borrow_mut().clear());
 }
 
-/// Notes that `key`'s earlier copy `value` was overwritten.
-fn note(key: &str, value: Value) {
+/// Notes that `key`'s earlier copy `value` was overwritten (by a parse
+/// here, or by a reader that keeps the last of two named copies, as of
+/// two CSV columns with one name).
+pub fn note(key: &str, value: Value) {
     SHADOWED.with(|s| s.borrow_mut().push((key.to_owned(), value)));
 }
 
@@ -112,7 +114,7 @@ impl<'de> Visitor<'de> for FullVisitor {
 }
 
 /// Inserts `v` under `k` (one lookup), noting the copy it replaces.
-pub(crate) fn insert_noting(m: &mut Map<String, Value>, k: String, v: Value) {
+pub fn insert_noting(m: &mut Map<String, Value>, k: String, v: Value) {
     match m.entry(k) {
         serde_json::map::Entry::Vacant(e) => {
             e.insert(v);

@@ -519,6 +519,25 @@ struct Out {
     row_text: Vec<u8>,
 }
 
+/// How a CSV header's columns read as a JSON object's keys, worked out once
+/// per batch: which column each name is read from, in name order (the
+/// last of two with one name, as a JSON object keeps the last copy), and
+/// which columns that overwrites.
+struct Columns {
+    read: Vec<usize>,
+    overwritten: Vec<usize>,
+}
+
+impl Columns {
+    fn of(header: &[String]) -> Columns {
+        let is_last = |i: usize| !header[i + 1..].contains(&header[i]);
+        let mut read: Vec<usize> = (0..header.len()).filter(|&i| is_last(i)).collect();
+        read.sort_by(|&a, &b| header[a].cmp(&header[b]));
+        let overwritten = (0..header.len()).filter(|&i| !is_last(i)).collect();
+        Columns { read, overwritten }
+    }
+}
+
 /// Attaches the copies of duplicate keys that building `ev` overwrote
 /// (parsing it, and expanding JSON carried in its strings) and counts the
 /// record when there were any.
@@ -751,7 +770,7 @@ impl Ctx<'_> {
     /// JSON, as written, so key and value anchors (which avoid the
     /// characters JSON and CSV escape) hold in this text whenever they hold
     /// in the record, as on a JSON line.
-    fn row(&self, header: &[String], cells: Cells, loc: Locator, out: &mut Out) {
+    fn row(&self, header: &[String], columns: &Columns, cells: Cells, loc: Locator, out: &mut Out) {
         // Renamed Log Analytics columns are folded by the full parse, so no
         // whole-record screen needs to run on such a row.
         let full = header.iter().any(|h| forces_full(h));
@@ -774,13 +793,23 @@ impl Ctx<'_> {
         });
         let readers = screened.map_or(Mask::MAX, |(r, _)| r);
         shadow::reset();
+        // Both paths keep the last of two columns with one name, as a JSON
+        // object keeps the last copy of a key; the earlier cells are noted
+        // like overwritten JSON copies, so an indicator put in the first of
+        // two `ClientIP` columns is still searched.
+        for &i in &columns.overwritten {
+            shadow::note(&header[i], Value::String(cells.get(i).to_owned()));
+        }
         if let (Some(plan), Some((_, whole))) = (self.plan, screened) {
             if !whole {
                 // Only the projected columns are copied: no object of the
                 // whole row is built.
                 let projection = out.projection(plan, readers);
-                let columns = header.iter().map(String::as_str).zip(cells.iter());
-                let v = projection.project_columns(columns);
+                let named = columns
+                    .read
+                    .iter()
+                    .map(|&i| (header[i].as_str(), cells.get(i)));
+                let v = projection.project_columns(named);
                 let ev = Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
                 self.route(with_shadowed(ev, out), readers, out);
                 return;
@@ -876,11 +905,13 @@ impl Ctx<'_> {
                 rows,
                 first_index,
             } => {
+                let columns = Columns::of(&header);
                 for (i, r) in rows.into_iter().enumerate() {
                     let index = first_index + i as u64;
                     match r {
                         CsvRow::Row(cells, line) => self.row(
                             &header,
+                            &columns,
                             cells,
                             Locator {
                                 line,
@@ -1566,6 +1597,20 @@ mod tests {
         let (elsewhere, _) = Probe::boxed(elsewhere_whole_on_needle, Some("Marker.Inner"));
         hunt(&d, vec![never, elsewhere]);
         assert_eq!(seen.lock().unwrap().projected, vec![true, true]);
+    }
+
+    /// Columns read as a JSON object's keys: each name once, from its last
+    /// column, in name order; the earlier columns of a name are the ones
+    /// overwritten.
+    #[test]
+    fn csv_columns_read_like_object_keys() {
+        let header: Vec<String> = ["b", "a", "b", "c", "a"].map(String::from).to_vec();
+        let c = Columns::of(&header);
+        assert_eq!(c.read, [4, 2, 3]);
+        assert_eq!(c.overwritten, [0, 1]);
+        let plain: Vec<String> = ["z", "y"].map(String::from).to_vec();
+        let c = Columns::of(&plain);
+        assert_eq!((c.read, c.overwritten), (vec![1, 0], vec![]));
     }
 
     /// A CSV row is screened as `"column":value` lines: a detection's own

@@ -484,10 +484,10 @@ mod tests {
 
     /// A few hundred findings in a scrambled order, some without time and
     /// some tied on every sort key (told apart only by their evidence, so
-    /// a merge that lost arrival order on ties writes other bytes).
-    /// Findings in a scrambled order, with every kind of evidence: rule b's
-    /// findings share one part, a third of rule a's share another (in
-    /// which an own entry overrides a shared one), the rest share none.
+    /// a merge that lost arrival order on ties writes other bytes), with
+    /// every kind of evidence: rule b's findings share one part, a third
+    /// of rule a's share another (in which an own entry overrides a shared
+    /// one), the rest share none.
     fn scrambled() -> Vec<Finding> {
         let part = |v: serde_json::Value| Arc::new(v.as_object().cloned().unwrap());
         let part_b = part(serde_json::json!({"sigma_title": "B", "attack": ["T1078"]}));

@@ -264,6 +264,35 @@ fn an_indicator_in_the_earlier_copy_is_found_in_a_json_array_and_in_csv_audit_da
     assert_eq!(dups, 1);
 }
 
+/// A CSV with two columns of one name reads like a JSON record with a key
+/// named twice, on the projected path and on the whole-record path: the
+/// last column is the value, the earlier one is searched as a shadowed
+/// copy and the row is counted.
+#[test]
+fn an_indicator_in_the_earlier_of_two_csv_columns_is_found() {
+    let keyword = "title: k\nid: k-1\nlogsource:\n    product: m365\n    service: audit\ndetection:\n    keywords:\n        - 'never-present-text'\n    condition: keywords\n";
+    let header = "CreationTime,Operation,Workload,UserId,ClientIP,ClientIP\n";
+    let earlier = format!("{header}2023-06-10T10:00:00,Send,Exchange,a@x,195.26.87.219,10.0.0.1\n");
+    let later = format!("{header}2023-06-10T10:00:00,Send,Exchange,a@x,10.0.0.1,195.26.87.219\n");
+    for rules in [None, Some(keyword)] {
+        let (found, dups) = indicator_fields("a.csv", &earlier, rules);
+        assert_eq!(
+            found,
+            vec![("tw-ioc-ip".to_string(), HIDDEN_FOUND[0].1.to_string())],
+            "whole records: {}",
+            rules.is_some()
+        );
+        assert_eq!(dups, 1);
+        // The indicator is the value kept: found as the event's address.
+        let (found, dups) = indicator_fields("a.csv", &later, rules);
+        assert_eq!(
+            found,
+            vec![("tw-ioc-ip".to_string(), "client_ip".to_string())]
+        );
+        assert_eq!(dups, 1);
+    }
+}
+
 #[test]
 fn benign_duplicates_and_indicators_in_the_last_copy_read_as_before() {
     // The same records with the copies swapped: the indicator is the value

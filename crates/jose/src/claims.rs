@@ -50,7 +50,8 @@ impl fmt::Debug for Audience<'_> {
 
 /// A string claim's place: a span of the payload text when the JSON string
 /// had no escapes (the usual case), else a span of the unescaped copies.
-/// Spans instead of owned strings keep a claim set at one allocation.
+/// Spans instead of owned strings spare an allocation per string claim (an
+/// `aud` array, escaped values and type errors still take their own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Text {
     /// Byte offset; [`UNESCAPED`] set means into `Claims::unescaped`.
@@ -75,7 +76,8 @@ enum Aud {
 ///
 /// String claims are read through accessors ([`Claims::iss`] and so on)
 /// that borrow from the claim set's own copy of the payload. Two claim
-/// sets are equal when they were read from the same payload.
+/// sets are equal when read from the same payload bytes with the same
+/// noted names (the same claims spaced differently are not equal).
 #[derive(Clone, Default, PartialEq)]
 pub struct Claims {
     /// The payload text the spans point into.
@@ -187,7 +189,7 @@ macro_rules! text_claims {
 
 impl Claims {
     /// Parses a JWT payload. Fails only when the payload is not a UTF-8
-    /// JSON object or has duplicate member names.
+    /// JSON object, has duplicate member names, or is 2 GiB or more.
     pub fn parse(payload: &[u8]) -> Result<Claims, String> {
         Claims::parse_noting(payload, &[])
     }

@@ -333,6 +333,15 @@ impl Cells {
         self.ends.is_empty()
     }
 
+    /// The `i`-th cell.
+    ///
+    /// # Panics
+    /// When `i` is not below [`Cells::len`].
+    pub fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
     /// The cells in column order.
     pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
@@ -667,6 +676,7 @@ mod tests {
             ["a", "", "b,\"c\"", "é😀", ""]
         );
         assert_eq!(f.len(), 5);
+        assert_eq!((f.get(0), f.get(2), f.get(4)), ("a", "b,\"c\"", ""));
         assert!(sp.split(b"x,\xC3,\xA9").is_none());
         assert!(sp.split(b"x,\xC3\xA9").is_some());
         assert!(sp.split(b"x,\xFF").is_none());

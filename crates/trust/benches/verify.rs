@@ -198,8 +198,7 @@ fn setup(alg: Algorithm) -> Vec<Case> {
 }
 
 /// The header, claims and base64 work of a verification, without the
-/// signature check.
-/// The claims take the payload, as `Policy::verify` does.
+/// signature check; the claims take the payload, as `Policy::verify` does.
 fn parse(token: &str) -> tokenward_jose::Jws<'_> {
     let mut jws = tokenward_jose::Jws::parse(black_box(token), &tokenward_jose::Limits::default())
         .expect("bench token parses");
