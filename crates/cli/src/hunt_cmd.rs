@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +51,8 @@ pub struct HuntArgs {
     /// Do not use the built-in Storm-0558 indicators.
     #[arg(long)]
     no_builtin_iocs: bool,
-    /// Write findings to FILE instead of standard output.
+    /// Write findings to FILE instead of standard output (`-` is standard
+    /// output).
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Findings format: table, csv or jsonl (default: table on a terminal, jsonl otherwise).
@@ -175,7 +176,9 @@ pub fn run(args: HuntArgs) -> u8 {
     // The report is never dropped (below), so its spill directory is
     // removed on every way out of this function by a guard.
     let _spill_dir = RemoveOnExit(report.findings.spill_dir().map(PathBuf::from));
-    let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
+    // `-o -` is standard output, as in most tools, not a file named `-`.
+    let output_file = args.output.as_deref().filter(|p| *p != Path::new("-"));
+    let to_terminal = output_file.is_none() && std::io::stdout().is_terminal();
     let fmt = match args.output_format.as_deref() {
         Some("csv") => OutputFormat::Csv,
         Some("jsonl") => OutputFormat::Jsonl,
@@ -229,7 +232,7 @@ pub fn run(args: HuntArgs) -> u8 {
         }
         w.flush()
     };
-    let written = match &args.output {
+    let written = match output_file {
         Some(p) => File::create(p)
             .and_then(|f| write(&mut BufWriter::new(f)))
             .map_err(|e| format!("{}: {e}", p.display())),

@@ -164,3 +164,29 @@ fn findings_spilled_to_tmpdir_are_written_as_held_ones() {
         "{err}"
     );
 }
+
+/// `-o -` writes the findings to standard output, as leaving `-o` out
+/// does, and creates no file named `-`.
+#[test]
+fn dash_output_is_standard_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/storm-0558/logs");
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+            .args(["hunt", example, "-q", "--output-format", "jsonl"])
+            .args(extra)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let dashed = run(&["-o", "-"]);
+    assert!(!dir.path().join("-").exists());
+    assert_eq!(dashed, run(&[]));
+    assert!(String::from_utf8_lossy(&dashed).lines().count() > 10);
+}
