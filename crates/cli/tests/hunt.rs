@@ -170,7 +170,10 @@ fn findings_spilled_to_tmpdir_are_written_as_held_ones() {
 #[test]
 fn dash_output_is_standard_output() {
     let dir = tempfile::tempdir().unwrap();
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/storm-0558/logs");
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/storm-0558/logs"
+    );
     let run = |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_tokenward"))
             .args(["hunt", example, "-q", "--output-format", "jsonl"])
