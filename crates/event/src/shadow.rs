@@ -114,7 +114,7 @@ impl<'de> Visitor<'de> for FullVisitor {
 }
 
 /// Inserts `v` under `k` (one lookup), noting the copy it replaces.
-pub fn insert_noting(m: &mut Map<String, Value>, k: String, v: Value) {
+pub(crate) fn insert_noting(m: &mut Map<String, Value>, k: String, v: Value) {
     match m.entry(k) {
         serde_json::map::Entry::Vacant(e) => {
             e.insert(v);

@@ -521,11 +521,14 @@ struct Out {
 
 /// How a CSV header's columns read as a JSON object's keys, worked out once
 /// per batch: which column each name is read from, in name order (the
-/// last of two with one name, as a JSON object keeps the last copy), and
-/// which columns that overwrites.
+/// last of two with one name, as a JSON object keeps the last copy), which
+/// columns that overwrites, and whether a column name makes every row a
+/// full parse.
 struct Columns {
     read: Vec<usize>,
     overwritten: Vec<usize>,
+    /// Renamed Log Analytics columns are folded by the full parse.
+    forces_full: bool,
 }
 
 impl Columns {
@@ -534,7 +537,11 @@ impl Columns {
         let mut read: Vec<usize> = (0..header.len()).filter(|&i| is_last(i)).collect();
         read.sort_by(|&a, &b| header[a].cmp(&header[b]));
         let overwritten = (0..header.len()).filter(|&i| !is_last(i)).collect();
-        Columns { read, overwritten }
+        Columns {
+            read,
+            overwritten,
+            forces_full: header.iter().any(|h| forces_full(h)),
+        }
     }
 }
 
@@ -773,7 +780,7 @@ impl Ctx<'_> {
     fn row(&self, header: &[String], columns: &Columns, cells: Cells, loc: Locator, out: &mut Out) {
         // Renamed Log Analytics columns are folded by the full parse, so no
         // whole-record screen needs to run on such a row.
-        let full = header.iter().any(|h| forces_full(h));
+        let full = columns.forces_full;
         let screened = self.plan.map(|plan| {
             let text = &mut out.row_text;
             text.clear();
@@ -1608,6 +1615,9 @@ mod tests {
         let c = Columns::of(&header);
         assert_eq!(c.read, [4, 2, 3]);
         assert_eq!(c.overwritten, [0, 1]);
+        assert!(!c.forces_full);
+        let renamed: Vec<String> = ["TimeGenerated [UTC]", "a"].map(String::from).to_vec();
+        assert!(Columns::of(&renamed).forces_full);
         let plain: Vec<String> = ["z", "y"].map(String::from).to_vec();
         let c = Columns::of(&plain);
         assert_eq!((c.read, c.overwritten), (vec![1, 0], vec![]));

@@ -16,7 +16,6 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
 use serde::ser::{Error as _, SerializeSeq};
