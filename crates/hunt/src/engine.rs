@@ -378,7 +378,12 @@ impl Plan {
 
     /// Readers of a record given the literal matches in its bytes (a JSON
     /// text, or a CSV row written as `"column":value` lines).
-    fn readers(&self, matches: &[(usize, usize)], bytes: &[u8]) -> Screened {
+    fn readers(
+        &self,
+        matches: &[(usize, usize)],
+        bytes: &[u8],
+        streaks: &mut ScreenStreaks,
+    ) -> Screened {
         let mut s = Screened {
             readers: self.every,
             whole: self.whole,
@@ -387,8 +392,8 @@ impl Plan {
             s.readers |= self.pattern_readers[id];
             s.whole |= self.pattern_whole[id];
         }
-        for (i, f) in &self.screens {
-            if f(bytes) {
+        for (j, (i, f)) in self.screens.iter().enumerate() {
+            if streaks.passes(j, f, bytes) {
                 s.readers |= 1 << i;
             }
         }
@@ -496,6 +501,38 @@ impl Intake {
     }
 }
 
+/// A run of records in a row that a reader's own screen passed, after
+/// which the rest of the batch skips it but for a sample.
+const SCREEN_TRUSTED_AFTER: u32 = 32;
+/// While a screen is skipped, one record in this many is still screened,
+/// and the first it rules out ends the skipping.
+const SCREEN_SAMPLE_EVERY: u32 = 16;
+
+/// Per screen (by its place in [`Plan::screens`]), how many records in a
+/// row of this batch it passed. A screen only rules records out for its
+/// reader, so letting a record through unscreened changes no finding, only
+/// the work: a screen that passes every record (a Sigma rule set on
+/// sign-ins, where some rule's texts are in every record) costs a scan of
+/// each record for nothing, and is skipped while it keeps passing.
+#[derive(Default)]
+struct ScreenStreaks(Vec<u32>);
+
+impl ScreenStreaks {
+    /// Whether screen `j` lets `bytes` through: its answer, or yes
+    /// unasked while its streak holds.
+    fn passes(&mut self, j: usize, screen: &ScreenFn, bytes: &[u8]) -> bool {
+        if self.0.len() <= j {
+            self.0.resize(j + 1, 0);
+        }
+        let streak = &mut self.0[j];
+        let trusted = *streak >= SCREEN_TRUSTED_AFTER
+            && (*streak - SCREEN_TRUSTED_AFTER) % SCREEN_SAMPLE_EVERY != 0;
+        let pass = trusted || screen(bytes);
+        *streak = if pass { streak.saturating_add(1) } else { 0 };
+        pass
+    }
+}
+
 /// What one worker made of one batch.
 struct Out {
     shards: Vec<Box<dyn Detection>>,
@@ -517,6 +554,7 @@ struct Out {
     spare: Vec<u8>,
     /// A CSV row's screening text, reused row after row.
     row_text: Vec<u8>,
+    streaks: ScreenStreaks,
 }
 
 /// How a CSV header's columns read as a JSON object's keys, worked out once
@@ -687,7 +725,7 @@ impl Ctx<'_> {
                 if let Some(l) = &plan.literals {
                     l.find_all(b, &mut hits);
                 }
-                Some(plan.readers(&hits, b))
+                Some(plan.readers(&hits, b, &mut out.streaks))
             }
         };
         let readers = screened.map_or(Mask::MAX, |s| s.readers);
@@ -795,7 +833,7 @@ impl Ctx<'_> {
             if let Some(l) = &plan.literals {
                 l.find_all(text, &mut hits);
             }
-            let s = plan.readers(&hits, text);
+            let s = plan.readers(&hits, text, &mut out.streaks);
             (s.readers, full || plan.reads_whole(s, text))
         });
         let readers = screened.map_or(Mask::MAX, |(r, _)| r);
@@ -846,6 +884,7 @@ impl Ctx<'_> {
             projections: Vec::new(),
             spare: Vec::new(),
             row_text: Vec::new(),
+            streaks: ScreenStreaks::default(),
         };
         match batch {
             Batch::Lines { data, first_line } => {
@@ -867,7 +906,9 @@ impl Ctx<'_> {
                         while mj < matches.len() && matches[mj].0 < end {
                             mj += 1;
                         }
-                        let screened = self.plan.map(|p| p.readers(&matches[mi..mj], trim(rec)));
+                        let screened = self
+                            .plan
+                            .map(|p| p.readers(&matches[mi..mj], trim(rec), &mut out.streaks));
                         self.json(rec, Locator { line, record: line }, screened, &mut out);
                     }
                     line += 1;
@@ -1806,14 +1847,73 @@ mod tests {
             .as_ref()
             .unwrap()
             .find_all(b"..Y..", &mut hits);
-        assert_eq!(plan.readers(&hits, b"..Y..").readers, 0b11);
+        let mut streaks = ScreenStreaks::default();
+        assert_eq!(plan.readers(&hits, b"..Y..", &mut streaks).readers, 0b11);
         plan.literals
             .as_ref()
             .unwrap()
             .find_all(b"..X..", &mut hits);
-        assert_eq!(plan.readers(&hits, b"..X..").readers, 0b01);
+        assert_eq!(plan.readers(&hits, b"..X..", &mut streaks).readers, 0b01);
         assert!(plan.projection(0b10).reaches("Deep.Path"));
         assert!(!plan.projection(0b01).reaches("Deep.Path"));
         assert!(plan.index_slot.is_none());
+    }
+
+    /// Runs `screen` through a streak tracker over `answers` (what the
+    /// screen would say of each record) and returns what the tracker let
+    /// through and how often it asked the screen.
+    fn screened_by_streaks(answers: &[bool]) -> (Vec<bool>, usize) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        let screen: ScreenFn = Arc::new(move |b: &[u8]| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            b == b"y"
+        });
+        let mut streaks = ScreenStreaks::default();
+        let passed = answers
+            .iter()
+            .map(|&a| streaks.passes(0, &screen, if a { b"y" } else { b"n" }))
+            .collect();
+        (passed, asked.load(Ordering::Relaxed))
+    }
+
+    #[test]
+    fn a_screen_that_passes_every_record_is_sampled_not_run_on_each() {
+        let (passed, asked) = screened_by_streaks(&[true; 512]);
+        assert!(passed.iter().all(|&p| p));
+        let after = 512 - SCREEN_TRUSTED_AFTER as usize;
+        assert_eq!(
+            asked,
+            SCREEN_TRUSTED_AFTER as usize + after.div_ceil(SCREEN_SAMPLE_EVERY as usize)
+        );
+    }
+
+    #[test]
+    fn a_screen_that_rules_records_out_keeps_running_on_each() {
+        // Every other record fails: no streak ever builds.
+        let answers: Vec<bool> = (0..512).map(|i| i % 2 == 0).collect();
+        let (passed, asked) = screened_by_streaks(&answers);
+        assert_eq!(passed, answers);
+        assert_eq!(asked, 512);
+    }
+
+    #[test]
+    fn a_sampled_record_the_screen_rules_out_ends_the_skipping() {
+        // A long streak, then records the screen rules out: the first
+        // sample among them is refused and every later one is screened.
+        let mut answers = vec![true; 100];
+        answers.extend([false; 100]);
+        let (passed, asked) = screened_by_streaks(&answers);
+        let first_refused = passed.iter().position(|&p| !p).expect("one is refused");
+        assert!(first_refused >= 100 && first_refused < 100 + SCREEN_SAMPLE_EVERY as usize);
+        assert!(passed[first_refused..].iter().all(|&p| !p));
+        assert_eq!(passed[..100], answers[..100]);
+        let skipped_in_streak = 100 - SCREEN_TRUSTED_AFTER as usize;
+        let sampled = skipped_in_streak.div_ceil(SCREEN_SAMPLE_EVERY as usize);
+        assert_eq!(
+            asked,
+            SCREEN_TRUSTED_AFTER as usize + sampled + (200 - first_refused)
+        );
     }
 }
