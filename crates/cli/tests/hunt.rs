@@ -193,3 +193,56 @@ fn dash_output_is_standard_output() {
     assert_eq!(dashed, run(&[]));
     assert!(String::from_utf8_lossy(&dashed).lines().count() > 10);
 }
+
+/// The findings, the summary and the page are written at the same time,
+/// so two of them naming one file is refused before the hunt runs; the
+/// null device takes both.
+#[test]
+fn two_outputs_naming_one_file_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/storm-0558/logs"
+    );
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tokenward"))
+            .args(["hunt", example, "-q", "--output-format", "jsonl"])
+            .args(extra)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["-o", "out.json", "--summary-json", "out.json"][..],
+        &["-o", "out.json", "--summary-json", "./out.json"],
+        &["--summary-json", "s.json", "--report", "s.json"],
+    ] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("give each its own file"), "{err}");
+        assert!(!dir.path().join("out.json").exists());
+    }
+    let fine = run(&["-o", "/dev/null", "--summary-json", "/dev/null"]);
+    assert!(
+        fine.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fine.stderr)
+    );
+    let fine = run(&["-o", "f.jsonl", "--summary-json", "s.json"]);
+    assert!(
+        fine.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fine.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("s.json")).unwrap()).unwrap();
+    let findings = std::fs::read_to_string(dir.path().join("f.jsonl")).unwrap();
+    assert_eq!(
+        summary["findings"],
+        serde_json::json!(findings.lines().count())
+    );
+    assert!(summary["incidents"]
+        .as_array()
+        .is_some_and(|i| !i.is_empty()));
+}
