@@ -166,11 +166,14 @@ pub enum WholeRecord {
     Never,
     /// Every record routed to it.
     Always,
-    /// Only the records whose raw bytes pass this screen. The others may
-    /// reach it projected ([`Event::projection`] set): it must then read
-    /// only its declared paths, which the screen promises is enough (a
-    /// Sigma rule set whose keyword rules' anchors are not in the record).
-    When(ScreenFn),
+    /// Only the records of these kinds whose raw bytes pass this screen
+    /// (the engine projects a record first to learn its kind, so the
+    /// screen never runs on records of other kinds). The others may reach
+    /// it projected ([`Event::projection`] set): it must then read only its
+    /// declared paths, which the screen and the kinds promise is enough (a
+    /// Sigma rule set whose keyword rules are written for other log
+    /// sources, or whose anchors are not in the record).
+    When(Kinds, ScreenFn),
     /// Only the records whose raw bytes hold one of these texts; the others
     /// may reach it projected, as with `When`. The engine finds these texts
     /// in the one literal pass that finds every [`Anchors::AnyOf`] text.
@@ -183,7 +186,7 @@ impl WholeRecord {
         match self {
             WholeRecord::Never => false,
             WholeRecord::WhenAnyOf(texts) => !texts.is_empty(),
-            WholeRecord::Always | WholeRecord::When(_) => true,
+            WholeRecord::Always | WholeRecord::When(..) => true,
         }
     }
 }
@@ -193,7 +196,7 @@ impl std::fmt::Debug for WholeRecord {
         match self {
             WholeRecord::Never => f.write_str("Never"),
             WholeRecord::Always => f.write_str("Always"),
-            WholeRecord::When(_) => f.write_str("When(..)"),
+            WholeRecord::When(kinds, _) => write!(f, "When({kinds:?}, ..)"),
             WholeRecord::WhenAnyOf(texts) => f.debug_tuple("WhenAnyOf").field(texts).finish(),
         }
     }

@@ -77,7 +77,12 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
             let whole = match &needs.whole_record {
                 WholeRecord::Never => false,
                 WholeRecord::Always => true,
-                WholeRecord::When(f) => f(&bytes),
+                WholeRecord::When(kinds, f) => {
+                    f(&bytes)
+                        && kinds.contains(
+                            Event::from_record(r.clone(), None, Arc::from("test.jsonl"), loc).kind,
+                        )
+                }
                 WholeRecord::WhenAnyOf(texts) => texts
                     .iter()
                     .any(|t| memchr::memmem::find(&bytes, t.as_bytes()).is_some()),

@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 
 use tokenward_detect::ioc::{IocError, IocSet};
 use tokenward_detect::{
-    builtins, Anchors, Context, Detection, Needs, Options, RecordStats, ScreenFn, Setup,
+    builtins, Anchors, Context, Detection, Kinds, Needs, Options, RecordStats, ScreenFn, Setup,
     SigninIndex, WholeRecord,
 };
 use tokenward_event::projection::{forces_full, time_and_workload};
@@ -295,8 +295,9 @@ struct Plan {
     light: Mask,
     /// Readers that read every record whole.
     whole: Mask,
-    /// Readers that read whole only the records their screen passes.
-    whole_screens: Vec<(usize, ScreenFn)>,
+    /// Readers that read whole only the records of some kinds that their
+    /// screen passes.
+    whole_screens: Vec<(usize, Kinds, ScreenFn)>,
     /// The sign-in index's slot, when some detection reads it.
     index_slot: Option<usize>,
     /// Batch buffers shared by every file.
@@ -352,7 +353,7 @@ impl Plan {
             match &n.whole_record {
                 WholeRecord::Never => {}
                 WholeRecord::Always => whole |= bit,
-                WholeRecord::When(f) => whole_screens.push((i, f.clone())),
+                WholeRecord::When(kinds, f) => whole_screens.push((i, *kinds, f.clone())),
                 WholeRecord::WhenAnyOf(texts) => {
                     for t in texts.iter().filter(|t| !t.is_empty()) {
                         add_pattern(t, 0, bit);
@@ -400,15 +401,20 @@ impl Plan {
         s
     }
 
-    /// Whether a screened record is parsed whole: one of its readers reads
-    /// every record whole or found one of its whole-record texts, or one's
-    /// whole-record screen passes the record's bytes.
-    fn reads_whole(&self, s: Screened, bytes: &[u8]) -> bool {
+    /// Whether a screened record is parsed whole before its kind is known:
+    /// one of its readers reads every record whole or found one of its
+    /// whole-record texts.
+    fn reads_whole(&self, s: Screened) -> bool {
         s.readers & s.whole != 0
-            || self
-                .whole_screens
-                .iter()
-                .any(|(i, f)| s.readers & (1 << i) != 0 && f(bytes))
+    }
+
+    /// Whether a screened record, projected and found to be of `kind`, is
+    /// parsed whole after all: a reader's whole-record screen for that
+    /// kind passes its bytes.
+    fn reads_whole_as(&self, s: Screened, kind: EventKind, bytes: &[u8]) -> bool {
+        self.whole_screens
+            .iter()
+            .any(|(i, kinds, f)| s.readers & (1 << i) != 0 && kinds.contains(kind) && f(bytes))
     }
 
     /// The projection that serves a set of readers: the normalised fields
@@ -734,14 +740,18 @@ impl Ctx<'_> {
                 self.route_light(b, readers, out);
                 return;
             }
-            if framed && !plan.reads_whole(screened, b) {
+            if framed && !plan.reads_whole(screened) {
                 let projection = out.projection(plan, readers);
                 match projection.parse(text) {
                     Ok(Projected::Object(v)) => {
                         let ev =
                             Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
-                        self.route(with_shadowed(ev, out), readers, out);
-                        return;
+                        // Rare (a keyword rule's text in a record of its
+                        // log source): the projection is thrown away.
+                        if !plan.reads_whole_as(screened, ev.kind, b) {
+                            self.route(with_shadowed(ev, out), readers, out);
+                            return;
+                        }
                     }
                     // Errors are worded by the full parse below.
                     Ok(Projected::Full) | Err(_) => {}
@@ -834,9 +844,9 @@ impl Ctx<'_> {
                 l.find_all(text, &mut hits);
             }
             let s = plan.readers(&hits, text, &mut out.streaks);
-            (s.readers, full || plan.reads_whole(s, text))
+            (s, full || plan.reads_whole(s))
         });
-        let readers = screened.map_or(Mask::MAX, |(r, _)| r);
+        let readers = screened.map_or(Mask::MAX, |(s, _)| s.readers);
         shadow::reset();
         // Both paths keep the last of two columns with one name, as a JSON
         // object keeps the last copy of a key; the earlier cells are noted
@@ -845,17 +855,17 @@ impl Ctx<'_> {
         for &i in &columns.overwritten {
             shadow::note(&header[i], Value::String(cells.get(i).to_owned()));
         }
-        if let (Some(plan), Some((_, whole))) = (self.plan, screened) {
-            if !whole {
-                // Only the projected columns are copied: no object of the
-                // whole row is built.
-                let projection = out.projection(plan, readers);
-                let named = columns
-                    .read
-                    .iter()
-                    .map(|&i| (header[i].as_str(), cells.get(i)));
-                let v = projection.project_columns(named);
-                let ev = Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
+        if let (Some(plan), Some((screened, false))) = (self.plan, screened) {
+            // Only the projected columns are copied: no object of the
+            // whole row is built.
+            let projection = out.projection(plan, readers);
+            let named = columns
+                .read
+                .iter()
+                .map(|&i| (header[i].as_str(), cells.get(i)));
+            let v = projection.project_columns(named);
+            let ev = Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
+            if !plan.reads_whole_as(screened, ev.kind, &out.row_text) {
                 self.route(with_shadowed(ev, out), readers, out);
                 return;
             }
@@ -1592,9 +1602,10 @@ mod tests {
     fn records_are_parsed_whole_only_where_a_whole_record_screen_passes() {
         fn sometimes_whole() -> Needs {
             let mut n = Needs::anchored(Kinds::ALL, &["Operation"], &["Marker.Inner"]);
-            n.whole_record = WholeRecord::When(Arc::new(|b: &[u8]| {
-                memchr::memmem::find(b, b"NEEDLE").is_some()
-            }));
+            n.whole_record = WholeRecord::When(
+                Kinds::ALL,
+                Arc::new(|b: &[u8]| memchr::memmem::find(b, b"NEEDLE").is_some()),
+            );
             n
         }
         fn always_whole() -> Needs {
@@ -1613,6 +1624,43 @@ mod tests {
         let (p, seen) = Probe::boxed(always_whole, Some("Marker.Inner"));
         hunt(&d, vec![p]);
         assert_eq!(seen.lock().unwrap().projected, vec![false, false]);
+    }
+
+    /// A whole-record screen for some kinds never makes a record of
+    /// another kind whole: the record is projected first, and only one of
+    /// the screen's kinds is then screened (and parsed again, whole).
+    #[test]
+    fn a_whole_record_screen_applies_only_to_its_kinds() {
+        fn whole_signins_on_needle() -> Needs {
+            let mut n = Needs::anchored(Kinds::ALL, &["a@x"], &["Marker.Inner"]);
+            n.whole_record = WholeRecord::When(
+                Kinds::of(&[EventKind::SignIn]),
+                Arc::new(|b: &[u8]| memchr::memmem::find(b, b"NEEDLE").is_some()),
+            );
+            n
+        }
+        let signin_needle = SIGNIN.replace(r#""appId":"a""#, r#""appId":"NEEDLE""#);
+        assert_ne!(signin_needle, SIGNIN);
+        let audit_needle = UAL_NEEDLE.replace("b@x", "a@x");
+        let d = dir(&[(
+            "a.jsonl",
+            &format!("{UAL}\n{audit_needle}\n{SIGNIN}\n{signin_needle}\n"),
+        )]);
+        let (p, seen) = Probe::boxed(whole_signins_on_needle, None);
+        let r = hunt(&d, vec![p]);
+        assert_eq!(r.totals(), (4, 4, 0));
+        let s = seen.lock().unwrap();
+        assert_eq!(s.observed.len(), 4);
+        // Only the sign-in holding NEEDLE is whole; the audit record
+        // holding it stays projected.
+        let whole: Vec<EventKind> = s
+            .observed
+            .iter()
+            .zip(&s.projected)
+            .filter(|(_, projected)| !**projected)
+            .map(|(o, _)| o.0)
+            .collect();
+        assert_eq!(whole, vec![EventKind::SignIn]);
     }
 
     /// Whole-record texts are found in the literal pass: a record holding
@@ -1675,9 +1723,10 @@ mod tests {
                 memchr::memmem::find(b, b"\"Operation\":").is_some()
                     && memchr::memmem::find(b, b"Marker").is_some()
             }));
-            n.whole_record = WholeRecord::When(Arc::new(|b: &[u8]| {
-                memchr::memmem::find(b, b"NEEDLE").is_some()
-            }));
+            n.whole_record = WholeRecord::When(
+                Kinds::ALL,
+                Arc::new(|b: &[u8]| memchr::memmem::find(b, b"NEEDLE").is_some()),
+            );
             n
         }
         let csv = "RecordId,CreationDate,Operation,AuditData\n\

@@ -52,7 +52,8 @@ impl Detection for SigmaDetection {
             fields: self.set.paths().into_iter().map(Cow::Owned).collect(),
             whole_record: if self.set.reads_whole_records() {
                 let set = self.set.clone();
-                WholeRecord::When(Arc::new(move |b: &[u8]| set.wants_whole(b)))
+                let kinds = self.set.whole_kinds().map_or(Kinds::ALL, |k| Kinds::of(&k));
+                WholeRecord::When(kinds, Arc::new(move |b: &[u8]| set.wants_whole(b)))
             } else {
                 WholeRecord::Never
             },

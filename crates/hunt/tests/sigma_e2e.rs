@@ -242,3 +242,46 @@ fn spilled_findings_are_the_findings_held_in_memory() {
     assert!(want.len() < held.findings.len() as usize);
     assert_eq!(jsonl(&filtered).lines().collect::<Vec<_>>(), want);
 }
+
+/// A keyword rule reads every string of the records of its log source, so
+/// those are parsed whole; records of other sources holding its text are
+/// not (they are projected, and no keyword rule of theirs runs).
+#[test]
+fn keyword_rules_read_their_own_sources_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let keyword = "Microsoft.Compute/virtualMachines/write";
+    // The text only in a field no rule names: found by reading the whole
+    // record.
+    let activity = format!(
+        r#"{{"time":"2023-06-10T10:00:00Z","resourceId":"/SUBSCRIPTIONS/S1/RESOURCEGROUPS/G/PROVIDERS/MICROSOFT.COMPUTE/VIRTUALMACHINES/VM1","operationName":"Other","category":"Administrative","properties":{{"detail":{{"note":"{keyword}"}}}}}}"#
+    );
+    let plain_activity = activity.replace(keyword, "nothing to see");
+    let signin = format!(
+        r#"{{"createdDateTime":"2023-06-10T09:00:00Z","userPrincipalName":"a@x","appId":"a","ipAddress":"198.51.100.1","status":{{"errorCode":0,"additionalDetails":"{keyword}"}}}}"#
+    );
+    std::fs::write(
+        d.path().join("mixed.jsonl"),
+        format!("{activity}\n{plain_activity}\n{signin}\n"),
+    )
+    .unwrap();
+    let rule = root().join(
+        "tests/fixtures/sigma/rules/cloud/azure/activity_logs/azure_creating_number_of_resources_detection.yml",
+    );
+    let set = RuleSet::load(&[rule], &LoadOptions::default()).unwrap();
+    let cfg = HuntConfig {
+        inputs: vec![d.path().join("mixed.jsonl")],
+        sigma: Some(Arc::new(set)),
+        ..Default::default()
+    };
+    let r = run(&cfg, Arc::new(AtomicU64::new(0))).unwrap();
+    assert_eq!(r.totals(), (3, 3, 0));
+    let hits: Vec<String> = r
+        .findings
+        .as_slice()
+        .unwrap()
+        .iter()
+        .filter(|f| !f.rule_id.starts_with("tw-"))
+        .map(|f| f.source_locator.to_string())
+        .collect();
+    assert_eq!(hits, vec!["line 1".to_string()]);
+}

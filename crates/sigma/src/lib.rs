@@ -715,6 +715,34 @@ impl RuleSet {
         !matches!(self.whole, WholeScreen::None)
     }
 
+    /// The kinds of event [`RuleSet::wants_whole`] speaks for: those of
+    /// the log sources its keyword rules are written for, or `None` for
+    /// every kind (a field's path starts at the record itself, or no rule
+    /// reads records whole). A record of another kind is never read past
+    /// [`RuleSet::paths`].
+    pub fn whole_kinds(&self) -> Option<Vec<EventKind>> {
+        if self
+            .fields
+            .paths
+            .iter()
+            .flatten()
+            .any(|p| p.head.is_empty())
+        {
+            return None;
+        }
+        let mut kinds: Vec<EventKind> = self
+            .rules
+            .iter()
+            .zip(&self.keyword_rules)
+            .filter(|(_, k)| **k)
+            .flat_map(|(r, _)| r.compiled.iter())
+            .flat_map(|(mi, _)| self.mappings[*mi].kinds.iter().copied())
+            .collect();
+        kinds.sort_by_key(|k| *k as u8);
+        kinds.dedup();
+        Some(kinds)
+    }
+
     /// Whether matching may read more of this raw record than
     /// [`RuleSet::paths`]: a rule that searches keywords could match it, or
     /// a field's path starts at the record itself. Hand [`RuleSet::eval`]

@@ -1136,3 +1136,18 @@ fn lateness_is_per_group_so_file_order_does_not_change_windows() {
     assert_eq!(alice.len(), 1, "{alice:?}");
     assert_eq!(alice[0].evidence["event_count"], 3.0);
 }
+
+/// Keyword rules read records whole only for their own log sources: a
+/// sign-in is never parsed whole for an Azure activity keyword rule.
+#[test]
+fn whole_records_are_read_only_for_keyword_rules_log_sources() {
+    let activity = "title: t\nid: r1\nlevel: high\nlogsource:\n    product: azure\n    service: activitylogs\ndetection:\n    keywords:\n        - Microsoft.Compute/virtualMachines/write\n    condition: keywords\n";
+    let s = set_of(activity);
+    assert!(s.reads_whole_records());
+    assert_eq!(s.whole_kinds(), Some(vec![EventKind::AzureActivity]));
+    let fields_only = set_of(&rule(
+        "    sel:\n        Operation: Send\n    condition: sel",
+    ));
+    assert!(!fields_only.reads_whole_records());
+    assert_eq!(fields_only.whole_kinds(), Some(vec![]));
+}
