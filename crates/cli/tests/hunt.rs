@@ -165,29 +165,37 @@ fn findings_spilled_to_tmpdir_are_written_as_held_ones() {
     );
 }
 
+/// `tokenward hunt` over the example logs as JSON lines, run in `cwd`
+/// with `extra` arguments.
+fn hunt_example(cwd: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/storm-0558/logs"
+    );
+    Command::new(env!("CARGO_BIN_EXE_tokenward"))
+        .args(["hunt", example, "-q", "--output-format", "jsonl"])
+        .args(extra)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+/// Standard output of a run that must succeed.
+fn succeeded(out: std::process::Output) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// `-o -` writes the findings to standard output, as leaving `-o` out
 /// does, and creates no file named `-`.
 #[test]
 fn dash_output_is_standard_output() {
     let dir = tempfile::tempdir().unwrap();
-    let example = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/storm-0558/logs"
-    );
-    let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_tokenward"))
-            .args(["hunt", example, "-q", "--output-format", "jsonl"])
-            .args(extra)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let run = |extra: &[&str]| succeeded(hunt_example(dir.path(), extra));
     let dashed = run(&["-o", "-"]);
     assert!(!dir.path().join("-").exists());
     assert_eq!(dashed, run(&[]));
@@ -200,18 +208,7 @@ fn dash_output_is_standard_output() {
 #[test]
 fn two_outputs_naming_one_file_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let example = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/storm-0558/logs"
-    );
-    let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_tokenward"))
-            .args(["hunt", example, "-q", "--output-format", "jsonl"])
-            .args(extra)
-            .current_dir(dir.path())
-            .output()
-            .unwrap()
-    };
+    let run = |extra: &[&str]| hunt_example(dir.path(), extra);
     for args in [
         &["-o", "out.json", "--summary-json", "out.json"][..],
         &["-o", "out.json", "--summary-json", "./out.json"],
@@ -223,18 +220,8 @@ fn two_outputs_naming_one_file_are_refused() {
         assert!(err.contains("give each its own file"), "{err}");
         assert!(!dir.path().join("out.json").exists());
     }
-    let fine = run(&["-o", "/dev/null", "--summary-json", "/dev/null"]);
-    assert!(
-        fine.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fine.stderr)
-    );
-    let fine = run(&["-o", "f.jsonl", "--summary-json", "s.json"]);
-    assert!(
-        fine.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fine.stderr)
-    );
+    succeeded(run(&["-o", "/dev/null", "--summary-json", "/dev/null"]));
+    succeeded(run(&["-o", "f.jsonl", "--summary-json", "s.json"]));
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("s.json")).unwrap()).unwrap();
     let findings = std::fs::read_to_string(dir.path().join("f.jsonl")).unwrap();
