@@ -19,6 +19,7 @@
 
 pub mod cond;
 pub mod correlate;
+mod gate;
 pub mod mapping;
 pub mod matcher;
 pub mod section;
@@ -255,6 +256,8 @@ pub struct RuleSet {
     pub files: usize,
     /// Per mapping: rule indexes that apply.
     buckets: Vec<Vec<usize>>,
+    /// Per mapping, the gates of its bucket's rules (`None`: try them all).
+    gates: Vec<Option<gate::SourceGates>>,
     /// Prefilter over raw records, and whether every record must be parsed.
     prefilter: Option<Prefilter>,
     parse_all: bool,
@@ -641,6 +644,28 @@ impl RuleSet {
             .iter()
             .map(|r| r.compiled.iter().any(|(_, s)| s.has_keywords()))
             .collect();
+        // Keyword rules are screened on their own (`wants_whole`): never
+        // gated.
+        let gates = buckets
+            .iter()
+            .enumerate()
+            .map(|(mi, bucket)| {
+                let each: Vec<_> = bucket
+                    .iter()
+                    .map(|&ri| {
+                        let r: &Rule = &rules[ri];
+                        if keyword_rules[ri] {
+                            return None;
+                        }
+                        r.compiled
+                            .iter()
+                            .find(|(i, _)| *i == mi)
+                            .and_then(|(_, d)| gate::of_section(d))
+                    })
+                    .collect();
+                gate::SourceGates::new(&each)
+            })
+            .collect();
         let keyword_set = || rules.iter().zip(&keyword_rules).filter(|(_, k)| **k);
         let whole = if fields.paths.iter().flatten().any(|p| p.head.is_empty())
             || keyword_set().any(|(r, _)| r.literals.is_none())
@@ -663,6 +688,7 @@ impl RuleSet {
             issues,
             files,
             buckets,
+            gates,
             prefilter,
             parse_all,
             whole,
@@ -792,7 +818,11 @@ impl RuleSet {
                 continue;
             }
             self.seen[mi].fetch_add(1, Ordering::Relaxed);
-            for &ri in &self.buckets[mi] {
+            let opened = self.gates[mi].as_ref().map(|g| g.opened(&mut ctx));
+            for (place, &ri) in self.buckets[mi].iter().enumerate() {
+                if opened.is_some_and(|o| !gate::is_open(&o, place)) {
+                    continue;
+                }
                 if done.contains(&ri) {
                     continue;
                 }
