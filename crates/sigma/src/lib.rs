@@ -653,11 +653,11 @@ impl RuleSet {
                 let each: Vec<_> = bucket
                     .iter()
                     .map(|&ri| {
-                        let r: &Rule = &rules[ri];
                         if keyword_rules[ri] {
                             return None;
                         }
-                        r.compiled
+                        rules[ri]
+                            .compiled
                             .iter()
                             .find(|(i, _)| *i == mi)
                             .and_then(|(_, d)| gate::of_section(d))
@@ -742,10 +742,10 @@ impl RuleSet {
     }
 
     /// The kinds of event [`RuleSet::wants_whole`] speaks for: those of
-    /// the log sources its keyword rules are written for, or `None` for
-    /// every kind (a field's path starts at the record itself, or no rule
-    /// reads records whole). A record of another kind is never read past
-    /// [`RuleSet::paths`].
+    /// the log sources its keyword rules are written for (none when no
+    /// rule reads records whole), or `None` for every kind (a field's path
+    /// starts at the record itself). A record of another kind is never
+    /// read past [`RuleSet::paths`].
     pub fn whole_kinds(&self) -> Option<Vec<EventKind>> {
         if self
             .fields
@@ -820,7 +820,7 @@ impl RuleSet {
             self.seen[mi].fetch_add(1, Ordering::Relaxed);
             let opened = self.gates[mi].as_ref().map(|g| g.opened(&mut ctx));
             for (place, &ri) in self.buckets[mi].iter().enumerate() {
-                if opened.is_some_and(|o| !gate::is_open(&o, place)) {
+                if opened.as_ref().is_some_and(|o| !gate::is_open(o, place)) {
                     continue;
                 }
                 if done.contains(&ri) {
