@@ -121,12 +121,11 @@ fn load_sigma(args: &HuntArgs) -> Result<Option<Arc<tokenward_hunt::sigma::RuleS
 
 /// Runs the hunt and returns the process exit status.
 pub fn run(args: HuntArgs) -> u8 {
+    // `-o -` is standard output, as in most tools, not a file named `-`.
+    let output_file = args.output.as_deref().filter(|p| *p != Path::new("-"));
     // The findings, the summary and the page are written at once.
     let outputs = [
-        (
-            "-o",
-            args.output.as_deref().filter(|p| *p != Path::new("-")),
-        ),
+        ("-o", output_file),
         ("--summary-json", args.summary_json.as_deref()),
         ("--report", args.report.as_deref()),
     ];
@@ -198,8 +197,6 @@ pub fn run(args: HuntArgs) -> u8 {
     // The report is never dropped (below), so its spill directory is
     // removed on every way out of this function by a guard.
     let _spill_dir = RemoveOnExit(report.findings.spill_dir().map(PathBuf::from));
-    // `-o -` is standard output, as in most tools, not a file named `-`.
-    let output_file = args.output.as_deref().filter(|p| *p != Path::new("-"));
     let to_terminal = output_file.is_none() && std::io::stdout().is_terminal();
     let fmt = match args.output_format.as_deref() {
         Some("csv") => OutputFormat::Csv,
@@ -234,32 +231,29 @@ pub fn run(args: HuntArgs) -> u8 {
     // output only read the findings, so they are made beside it: with a
     // rule that fires on most records, each took about a third of the
     // time after the detections, on one core.
-    let build_incidents = || -> Result<Vec<tokenward_incident::Incident>, String> {
-        if args.report.is_some() {
-            return Ok(tokenward_incident::build(all));
-        }
-        if !needs_all {
-            return Ok(Vec::new());
-        }
-        let mut slimmer = tokenward_incident::Slimmer::default();
-        let slim = report
-            .findings
-            .iter()
-            .and_then(|all| {
-                all.map(|f| f.map(|f| slimmer.slim(&f)))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(|e| e.to_string())?;
-        let incidents = tokenward_incident::build(&slim);
-        std::mem::forget(slim);
-        Ok(incidents)
-    };
-    let incidents_and_summary = || {
-        let incidents = build_incidents()?;
+    let incidents_and_summary = || -> Result<Vec<tokenward_incident::Incident>, String> {
+        let incidents = if args.report.is_some() {
+            tokenward_incident::build(all)
+        } else if needs_all {
+            let mut slimmer = tokenward_incident::Slimmer::default();
+            let slim = report
+                .findings
+                .iter()
+                .and_then(|all| {
+                    all.map(|f| f.map(|f| slimmer.slim(&f)))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(|e| e.to_string())?;
+            let incidents = tokenward_incident::build(&slim);
+            std::mem::forget(slim);
+            incidents
+        } else {
+            Vec::new()
+        };
         if let Some(p) = &args.summary_json {
             write_summary(p, &summary, &incidents)?;
         }
-        Ok::<_, String>(incidents)
+        Ok(incidents)
     };
     let write = |w: &mut dyn Write| -> std::io::Result<()> {
         match fmt {

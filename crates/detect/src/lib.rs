@@ -167,8 +167,8 @@ pub enum WholeRecord {
     /// Every record routed to it.
     Always,
     /// Only the records of these kinds whose raw bytes pass this screen
-    /// (the engine projects a record first to learn its kind, so the
-    /// screen never runs on records of other kinds). The others may reach
+    /// (for some kinds only, the engine projects a record first to learn
+    /// its kind, so the screen never runs on records of other kinds). The others may reach
     /// it projected ([`Event::projection`] set): it must then read only its
     /// declared paths, which the screen and the kinds promise is enough (a
     /// Sigma rule set whose keyword rules are written for other log

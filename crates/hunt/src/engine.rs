@@ -402,19 +402,25 @@ impl Plan {
     }
 
     /// Whether a screened record is parsed whole before its kind is known:
-    /// one of its readers reads every record whole or found one of its
-    /// whole-record texts.
-    fn reads_whole(&self, s: Screened) -> bool {
+    /// one of its readers reads every record whole, found one of its
+    /// whole-record texts, or has a whole-record screen for every kind
+    /// that passes the record's bytes.
+    fn reads_whole(&self, s: Screened, bytes: &[u8]) -> bool {
         s.readers & s.whole != 0
+            || self
+                .whole_screens
+                .iter()
+                .any(|(i, kinds, f)| s.readers & (1 << i) != 0 && *kinds == Kinds::ALL && f(bytes))
     }
 
     /// Whether a screened record, projected and found to be of `kind`, is
-    /// parsed whole after all: a reader's whole-record screen for that
-    /// kind passes its bytes.
+    /// parsed whole after all: a reader's whole-record screen for some
+    /// kinds, that one among them, passes its bytes. (A screen for every
+    /// kind was asked before the projection, by [`Plan::reads_whole`].)
     fn reads_whole_as(&self, s: Screened, kind: EventKind, bytes: &[u8]) -> bool {
-        self.whole_screens
-            .iter()
-            .any(|(i, kinds, f)| s.readers & (1 << i) != 0 && kinds.contains(kind) && f(bytes))
+        self.whole_screens.iter().any(|(i, kinds, f)| {
+            s.readers & (1 << i) != 0 && *kinds != Kinds::ALL && kinds.contains(kind) && f(bytes)
+        })
     }
 
     /// The projection that serves a set of readers: the normalised fields
@@ -740,7 +746,7 @@ impl Ctx<'_> {
                 self.route_light(b, readers, out);
                 return;
             }
-            if framed && !plan.reads_whole(screened) {
+            if framed && !plan.reads_whole(screened, b) {
                 let projection = out.projection(plan, readers);
                 match projection.parse(text) {
                     Ok(Projected::Object(v)) => {
@@ -844,7 +850,7 @@ impl Ctx<'_> {
                 l.find_all(text, &mut hits);
             }
             let s = plan.readers(&hits, text, &mut out.streaks);
-            (s, full || plan.reads_whole(s))
+            (s, full || plan.reads_whole(s, text))
         });
         let readers = screened.map_or(Mask::MAX, |(s, _)| s.readers);
         shadow::reset();
@@ -870,10 +876,11 @@ impl Ctx<'_> {
                 return;
             }
         }
-        let mut m = Map::with_capacity(cells.len());
-        for (h, f) in header.iter().zip(cells.iter()) {
-            m.insert(h.clone(), Value::String(f.to_owned()));
-        }
+        let m: Map<String, Value> = columns
+            .read
+            .iter()
+            .map(|&i| (header[i].clone(), Value::String(cells.get(i).to_owned())))
+            .collect();
         let ev = Event::from_record(Value::Object(m), self.hint, self.file.clone(), loc);
         self.route(with_shadowed(ev, out), readers, out);
     }

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::json::{not_utf8, utf8_text, JsonType, Key, SeenNames, StrictIgnore};
+use crate::json::{duplicate_member, not_utf8, utf8_text, JsonType, Key, SeenNames, StrictIgnore};
 
 /// Seconds since the epoch, as a JSON number (RFC 7519 §2). Fractions are
 /// allowed by the RFC and kept.
@@ -468,9 +468,7 @@ impl<'de> Visitor<'de> for ClaimsVisitor<'_, 'de, '_> {
             // only other names go through `seen`.
             match known {
                 Some(i) if c.present_known & (1 << i) != 0 => {
-                    return Err(serde::de::Error::custom(format_args!(
-                        "duplicate member name \"{name}\""
-                    )));
+                    return Err(duplicate_member(&name));
                 }
                 Some(i) => c.present_known |= 1 << i,
                 None => seen.insert(name)?,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::alg::Algorithm;
 use crate::error::{Error, ErrorKind};
-use crate::json::{utf8_text, JsonType, Key, SeenNames, StrictIgnore};
+use crate::json::{duplicate_member, utf8_text, JsonType, Key, SeenNames, StrictIgnore};
 
 /// The header members tokenward reads. Keys carried in the header (`jwk`,
 /// `jku`, `x5u`, `x5c`) are only recorded as present: they are never a
@@ -200,9 +200,7 @@ impl<'de> Visitor<'de> for RawHeaderVisitor {
                 }
             };
             if present & (1 << bit) != 0 {
-                return Err(de::Error::custom(format_args!(
-                    "duplicate member name \"{name_ref}\""
-                )));
+                return Err(duplicate_member(name_ref));
             }
             present |= 1 << bit;
             let slot = match bit {

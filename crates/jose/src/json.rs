@@ -68,6 +68,11 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
+/// The error for a member name an object holds twice.
+pub(crate) fn duplicate_member<E: de::Error>(name: &str) -> E {
+    E::custom(format_args!("duplicate member name \"{name}\""))
+}
+
 /// Tracks member names of one object. Objects in tokens are small, so a
 /// linear scan beats hashing.
 /// Each name is kept with a cheap fingerprint (length and first and last
@@ -92,7 +97,7 @@ impl<'de> SeenNames<'de> {
         // Fibonacci hashing: the top six bits of the product pick the bit.
         let bit = 1u64 << (fp.wrapping_mul(0x9E37_79B1) >> 26);
         if self.filter & bit != 0 && self.names.iter().any(|(f, seen)| *f == fp && *seen == name) {
-            return Err(E::custom(format_args!("duplicate member name \"{name}\"")));
+            return Err(duplicate_member(&name));
         }
         self.filter |= bit;
         if self.names.capacity() == 0 {
@@ -151,9 +156,7 @@ impl<'de> Visitor<'de> for StrictValueVisitor {
         let mut out = Map::new();
         while let Some(Key(name)) = map.next_key()? {
             if out.contains_key(name.as_ref()) {
-                return Err(de::Error::custom(format_args!(
-                    "duplicate member name \"{name}\""
-                )));
+                return Err(duplicate_member(&name));
             }
             let StrictValue(v) = map.next_value()?;
             out.insert(name.into_owned(), v);

@@ -176,7 +176,7 @@ impl<R: Read> Read for Utf16ToUtf8<R> {
 
 fn read_up_to<R: Read + ?Sized>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(n);
-    r.take(n as u64).read_to_end(&mut buf)?;
+    read_more(r, &mut buf, n)?;
     Ok(buf)
 }
 
@@ -280,8 +280,8 @@ const SNIFF_BYTES: usize = 256 * 1024;
 
 /// What sniffing reads first. Most exports are JSON lines whose first line
 /// fits, and that line alone decides; only otherwise is the rest of
-/// [`SNIFF_BYTES`] read. Sign-in files are sniffed twice (once to read
-/// them first), so reading a whole window each time read a third of a
+/// [`SNIFF_BYTES`] read. When sign-ins are read first every file is
+/// sniffed twice, so reading a whole window each time read a third of a
 /// 500 MB export of daily files again.
 const SNIFF_FIRST_BYTES: usize = 32 * 1024;
 
@@ -319,7 +319,7 @@ fn first_bytes_decide(head: &[u8], res: &Result<Sniffed, SniffError>) -> bool {
 }
 
 /// Reads on until `head` holds `up_to` bytes or the stream ends.
-fn read_more(reader: &mut dyn Read, head: &mut Vec<u8>, up_to: usize) -> io::Result<()> {
+fn read_more<R: Read + ?Sized>(reader: &mut R, head: &mut Vec<u8>, up_to: usize) -> io::Result<()> {
     let more = up_to.saturating_sub(head.len()) as u64;
     reader.take(more).read_to_end(head)?;
     Ok(())

@@ -692,9 +692,6 @@ mod tests {
         );
     }
 
-    /// Rows end at the first newline outside quotes, with doubled quotes
-    /// inside cells and quoted newlines across any number of lines, and
-    /// line numbers count every line.
     /// Each row of `data` as `line:cell|cell...`, or `line:REJECT ` and
     /// the reason's first 20 bytes.
     fn csv_rows(data: &str) -> Vec<String> {
@@ -709,6 +706,9 @@ mod tests {
         out
     }
 
+    /// Rows end at the first newline outside quotes, with doubled quotes
+    /// inside cells and quoted newlines across any number of lines, and
+    /// line numbers count every line.
     #[test]
     fn rows_end_at_newlines_outside_quotes() {
         let data = "a,b,c\n1,\"he said \"\"hi\"\"\",3\n4,\"x\n\"\"q\"\"\ny\",6\n7,\"\"\"\"\"\",9\n";

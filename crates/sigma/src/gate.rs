@@ -109,6 +109,9 @@ fn of_item(it: &Item) -> Option<Gate> {
 /// source's rule list are bits of a fixed array.
 const GATED_RULES_MAX: usize = 512;
 
+/// A set of places in a log source's rule list, as bits.
+pub(crate) type Places = [u64; GATED_RULES_MAX / 64];
+
 /// The rules of one log source a field's values open, by place.
 #[derive(Debug, Default)]
 struct FieldGates {
@@ -121,7 +124,7 @@ struct FieldGates {
 #[derive(Debug)]
 pub(crate) struct SourceGates {
     /// Places of the rules evaluated whatever the event holds.
-    open: [u64; GATED_RULES_MAX / 64],
+    open: Places,
     fields: Vec<(FieldId, FieldGates)>,
 }
 
@@ -167,7 +170,7 @@ impl SourceGates {
 
     /// The places of the rules an event may match: the open ones and
     /// those some value of the event opens.
-    pub(crate) fn opened(&self, ctx: &mut EvalCtx<'_, '_>) -> [u64; GATED_RULES_MAX / 64] {
+    pub(crate) fn opened(&self, ctx: &mut EvalCtx<'_, '_>) -> Places {
         let mut out = self.open;
         let mut mark = |places: Option<&Vec<u16>>| {
             for &p in places.into_iter().flatten() {
@@ -192,6 +195,6 @@ impl SourceGates {
 }
 
 /// Whether the rule at `place` is among `opened`.
-pub(crate) fn is_open(opened: &[u64; GATED_RULES_MAX / 64], place: usize) -> bool {
+pub(crate) fn is_open(opened: &Places, place: usize) -> bool {
     opened[place / 64] & (1 << (place % 64)) != 0
 }
