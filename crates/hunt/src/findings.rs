@@ -60,6 +60,45 @@ impl From<SpillError> for io::Error {
     }
 }
 
+/// Held findings taken out to be written as a sorted run
+/// ([`Findings::take_run`]).
+#[derive(Debug)]
+pub struct PendingRun {
+    slot: usize,
+    path: PathBuf,
+    /// In arrival order, each with the place of its shared evidence.
+    findings: Vec<(Finding, Option<usize>)>,
+}
+
+/// A run written to disk, to put back in its place ([`Findings::put_run`]).
+#[derive(Debug)]
+pub struct WrittenRun {
+    slot: usize,
+    path: PathBuf,
+}
+
+impl PendingRun {
+    /// Sorts the findings and writes them out. Needs nothing of the
+    /// [`Findings`] they came from.
+    pub fn write(mut self) -> Result<WrittenRun, SpillError> {
+        // Stable: ties keep the order the findings arrived in.
+        self.findings.sort_by(|a, b| a.0.report_order(&b.0));
+        let path = &self.path;
+        let write = || -> io::Result<()> {
+            let mut w = BufWriter::with_capacity(1 << 16, File::create(path)?);
+            for (f, place) in self.findings {
+                write_spilled(&mut w, f, place)?;
+            }
+            w.flush()
+        };
+        write().map_err(|e| SpillError::at(path, e))?;
+        Ok(WrittenRun {
+            slot: self.slot,
+            path: self.path,
+        })
+    }
+}
+
 /// The findings of a hunt in report order ([`Finding::report_order`]).
 #[derive(Debug)]
 pub struct Findings {
@@ -69,8 +108,9 @@ pub struct Findings {
     held_bytes: usize,
     /// Spilled runs, each sorted, in the order their findings arrived,
     /// with how many merges made each (levels never rise from the first
-    /// run to the last).
-    runs: Vec<(PathBuf, u32)>,
+    /// run to the last, but for runs written late); `None` while a taken
+    /// run is being written ([`Findings::take_run`]).
+    runs: Vec<Option<(PathBuf, u32)>>,
     /// Evidence shared by many findings (a Sigma rule's metadata), written
     /// to runs as its place here.
     shared: SharedEvidence,
@@ -139,12 +179,68 @@ impl Findings {
     /// Adds a finding, spilling the held ones first when they are over
     /// the budget.
     pub fn push(&mut self, f: Finding) -> Result<(), SpillError> {
+        if self.add(f) {
+            let run = self.take_run()?.write()?;
+            self.put_run(run)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a finding without spilling: whether the held findings are now
+    /// over the budget, and should be taken out as a run
+    /// ([`Findings::take_run`]).
+    pub fn add(&mut self, f: Finding) -> bool {
         debug_assert!(!self.sealed, "findings added after sealing");
         self.held_bytes += f.approx_bytes();
         self.held.push(f);
         self.len += 1;
-        if self.held_bytes > self.budget {
-            self.spill()?;
+        self.held_bytes > self.budget
+    }
+
+    /// Takes the held findings out as a run to write, keeping its place
+    /// among the runs: a caller that guards these findings with a lock
+    /// writes the run ([`PendingRun::write`]) outside it, so that others
+    /// may add findings meanwhile, then puts it back
+    /// ([`Findings::put_run`]). Every taken run must be put back before
+    /// the findings are sealed. Memory then holds up to one budget per
+    /// run on its way to disk, besides the held findings.
+    pub fn take_run(&mut self) -> Result<PendingRun, SpillError> {
+        if self.dir.is_none() {
+            let dir = tempfile::Builder::new()
+                .prefix("tokenward-findings-")
+                .tempdir()
+                .map_err(|e| SpillError::at(&std::env::temp_dir(), e))?;
+            self.dir = Some(dir);
+        }
+        let dir = self.dir.as_ref().expect("made above").path();
+        // Named by the findings so far and the level: a run follows a new
+        // finding, and its merges each rise a level.
+        let path = dir.join(format!("run-{:05}-0.jsonl", self.len));
+        self.held_bytes = 0;
+        let shared = &mut self.shared;
+        let findings = std::mem::take(&mut self.held)
+            .into_iter()
+            .map(|mut f| {
+                let place = f.evidence.take_shared().map(|p| shared.place(p));
+                (f, place)
+            })
+            .collect();
+        self.runs.push(None);
+        Ok(PendingRun {
+            slot: self.runs.len() - 1,
+            path,
+            findings,
+        })
+    }
+
+    /// Puts a written run back in its place, and merges runs as they
+    /// fill a level.
+    pub fn put_run(&mut self, run: WrittenRun) -> Result<(), SpillError> {
+        let slot = &mut self.runs[run.slot];
+        debug_assert!(slot.is_none(), "a run put back twice");
+        *slot = Some((run.path, 0));
+        while let Some(level) = self.full_level() {
+            self.merge_last_runs(level)?;
         }
         Ok(())
     }
@@ -176,48 +272,19 @@ impl Findings {
         self.runs.len()
     }
 
-    fn spill(&mut self) -> Result<(), SpillError> {
-        if self.dir.is_none() {
-            let dir = tempfile::Builder::new()
-                .prefix("tokenward-findings-")
-                .tempdir()
-                .map_err(|e| SpillError::at(&std::env::temp_dir(), e))?;
-            self.dir = Some(dir);
-        }
-        let dir = self.dir.as_ref().expect("made above").path();
-        // Named by the findings so far and the level: a spill follows a
-        // new finding, and its merges each rise a level.
-        let path = dir.join(format!("run-{:05}-0.jsonl", self.len));
-        self.held.sort_by(Finding::report_order);
-        let held = std::mem::take(&mut self.held);
-        self.held_bytes = 0;
-        let shared = &mut self.shared;
-        let write = || -> io::Result<()> {
-            let mut w = BufWriter::with_capacity(1 << 16, File::create(&path)?);
-            for f in held {
-                write_spilled(&mut w, f, shared)?;
-            }
-            w.flush()
-        };
-        write().map_err(|e| SpillError::at(&path, e))?;
-        self.runs.push((path, 0));
-        while let Some(level) = self.full_level() {
-            self.merge_last_runs(level)?;
-        }
-        Ok(())
-    }
-
     /// The level of the last [`MERGE_FAN`] runs, when they share one.
     fn full_level(&self) -> Option<u32> {
         let tail = self.runs.get(self.runs.len().checked_sub(MERGE_FAN)?..)?;
-        let level = tail[0].1;
-        tail.iter().all(|r| r.1 == level).then_some(level)
+        let level = tail[0].as_ref()?.1;
+        tail.iter()
+            .all(|r| r.as_ref().is_some_and(|r| r.1 == level))
+            .then_some(level)
     }
 
-    /// Merges the last [`MERGE_FAN`] runs into one a level up, in their
-    /// place (held findings are none just after a spill), and removes them.
+    /// Merges the last [`MERGE_FAN`] runs, all written, into one a level
+    /// up, in their place, and removes them. (Held findings arrived after
+    /// them, and stay held.)
     fn merge_last_runs(&mut self, level: u32) -> Result<(), SpillError> {
-        debug_assert!(self.held.is_empty());
         let first = self.runs.len() - MERGE_FAN;
         let dir = self.dir.as_ref().expect("runs live in it").path();
         let path = dir.join(format!("run-{:05}-{}.jsonl", self.len, level + 1));
@@ -228,13 +295,14 @@ impl Findings {
         // Every part read back is already placed; the list is lent to the
         // readers while the writer looks places up.
         let parts = self.shared.parts.clone();
-        for f in merged(&self.runs[first..], &[], &parts)? {
-            write_spilled(&mut w, f?.into_owned(), &mut self.shared)
-                .map_err(|e| SpillError::at(&path, e))?;
+        for f in merged(self.runs[first..].iter().flatten(), &[], &parts)? {
+            let mut f = f?.into_owned();
+            let place = f.evidence.take_shared().map(|p| self.shared.place(p));
+            write_spilled(&mut w, f, place).map_err(|e| SpillError::at(&path, e))?;
         }
         w.flush().map_err(|e| SpillError::at(&path, e))?;
-        let old: Vec<(PathBuf, u32)> = self.runs.drain(first..).collect();
-        self.runs.push((path, level + 1));
+        let old: Vec<(PathBuf, u32)> = self.runs.drain(first..).flatten().collect();
+        self.runs.push(Some((path, level + 1)));
         for (old, _) in old {
             // Its findings are in the merged run now; a file that stays is
             // removed with the directory.
@@ -247,7 +315,11 @@ impl Findings {
     /// disk (each read is a fresh pass), held ones are lent.
     pub fn iter(&self) -> Result<Iter<'_>, SpillError> {
         debug_assert!(self.sealed, "findings read before sealing");
-        merged(&self.runs, &self.held, &self.shared.parts)
+        debug_assert!(
+            self.runs.iter().all(Option::is_some),
+            "a run never put back"
+        );
+        merged(self.runs.iter().flatten(), &self.held, &self.shared.parts)
     }
 
     /// Every finding, in report order, in memory: for callers that need
@@ -265,17 +337,18 @@ impl Findings {
 
 /// `runs` and then `held` (each sorted, in the order they arrived) merged
 /// in report order.
-fn merged<'a>(
-    runs: &'a [(PathBuf, u32)],
+fn merged<'a, 'r>(
+    runs: impl Iterator<Item = &'r (PathBuf, u32)>,
     held: &'a [Finding],
     shared: &'a [Arc<Map<String, Value>>],
 ) -> Result<Iter<'a>, SpillError> {
+    let runs: Vec<&PathBuf> = runs.map(|(p, _)| p).collect();
     let mut heap = BinaryHeap::with_capacity(runs.len());
     let mut readers = Vec::with_capacity(runs.len());
-    for (i, (path, _)) in runs.iter().enumerate() {
+    for (i, path) in runs.into_iter().enumerate() {
         let file = File::open(path).map_err(|e| SpillError::at(path, e))?;
         let mut r = RunReader {
-            path,
+            path: path.clone(),
             lines: BufReader::with_capacity(1 << 16, file),
             line: String::new(),
             number: 0,
@@ -300,17 +373,14 @@ fn merged<'a>(
 /// shared part). RFC 3339 text would lose nothing but cannot always be
 /// read back: a year before 1 (which a hostile record's offset can make)
 /// is written `-001-...`, which no parser takes.
-fn write_spilled(
-    w: &mut impl Write,
-    mut f: Finding,
-    shared: &mut SharedEvidence,
-) -> io::Result<()> {
+/// `place` is that of the shared part taken out of `f`, if it had one.
+fn write_spilled(w: &mut impl Write, mut f: Finding, place: Option<usize>) -> io::Result<()> {
     match f.time.take() {
         Some(t) => write!(w, "{}\t", t.unix_timestamp_nanos())?,
         None => w.write_all(b"-\t")?,
     }
-    match f.evidence.take_shared() {
-        Some(part) => write!(w, "{}\t", shared.place(part))?,
+    match place {
+        Some(place) => write!(w, "{place}\t")?,
         None => w.write_all(b"-\t")?,
     }
     serde_json::to_writer(&mut *w, &f)?;
@@ -318,7 +388,7 @@ fn write_spilled(
 }
 
 struct RunReader<'a> {
-    path: &'a Path,
+    path: PathBuf,
     lines: BufReader<File>,
     line: String,
     number: u64,
@@ -331,41 +401,48 @@ impl RunReader<'_> {
         let n = self
             .lines
             .read_line(&mut self.line)
-            .map_err(|e| SpillError::at(self.path, e))?;
+            .map_err(|e| SpillError::at(&self.path, e))?;
         if n == 0 {
             return Ok(None);
         }
         self.number += 1;
-        let bad = |why: String| SpillError::at(self.path, format!("line {}: {why}", self.number));
-        let (time, rest) = self
-            .line
-            .trim_end_matches('\n')
-            .split_once('\t')
-            .ok_or_else(|| bad("no time column".into()))?;
-        let (part, json) = rest
-            .split_once('\t')
-            .ok_or_else(|| bad("no shared evidence column".into()))?;
-        let mut f: Finding = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
-        if part != "-" {
-            let shared = part
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| self.shared.get(i))
-                .ok_or_else(|| bad(format!("shared evidence {part:?}")))?;
-            f.evidence.put_shared(Arc::clone(shared));
-        }
-        f.time = match time {
-            "-" => None,
-            n => {
-                let nanos: i128 = n.parse().map_err(|_| bad(format!("time {n:?}")))?;
-                Some(
-                    OffsetDateTime::from_unix_timestamp_nanos(nanos)
-                        .map_err(|e| bad(e.to_string()))?,
-                )
-            }
-        };
-        Ok(Some(f))
+        parse_spilled(&self.line, self.number, &self.path, self.shared).map(Some)
     }
+}
+
+/// One line of a spilled run (see [`write_spilled`]), line `number` of
+/// the file at `path`.
+fn parse_spilled(
+    line: &str,
+    number: u64,
+    path: &Path,
+    shared: &[Arc<Map<String, Value>>],
+) -> Result<Finding, SpillError> {
+    let bad = |why: String| SpillError::at(path, format!("line {number}: {why}"));
+    let (time, rest) = line
+        .trim_end_matches('\n')
+        .split_once('\t')
+        .ok_or_else(|| bad("no time column".into()))?;
+    let (part, json) = rest
+        .split_once('\t')
+        .ok_or_else(|| bad("no shared evidence column".into()))?;
+    let mut f: Finding = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    if part != "-" {
+        let shared = part
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| shared.get(i))
+            .ok_or_else(|| bad(format!("shared evidence {part:?}")))?;
+        f.evidence.put_shared(Arc::clone(shared));
+    }
+    f.time = match time {
+        "-" => None,
+        n => {
+            let nanos: i128 = n.parse().map_err(|_| bad(format!("time {n:?}")))?;
+            Some(OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|e| bad(e.to_string()))?)
+        }
+    };
+    Ok(f)
 }
 
 /// The next finding of a spilled run (by index: earlier runs hold
@@ -555,6 +632,54 @@ mod tests {
         }
     }
 
+    /// Runs taken out and written while more findings arrive, put back
+    /// in another order than taken (one held back past a merge of the runs
+    /// after it), read back as the one stable sort.
+    #[test]
+    fn runs_put_back_late_keep_their_place() {
+        let mut want = scrambled();
+        want.sort_by(Finding::report_order);
+        let mut store = Findings::with_budget(0);
+        let mut first = None;
+        let mut waiting = Vec::new();
+        for (i, f) in scrambled().into_iter().enumerate() {
+            assert!(store.add(f), "a budget of 0 is passed by every finding");
+            if i < 59 || i % 3 == 2 {
+                // The first 60 findings make the first run, and then every
+                // third finding stays held until the next run.
+                continue;
+            }
+            let run = store.take_run().unwrap();
+            if first.is_none() {
+                first = Some(run);
+            } else if i % 5 == 0 {
+                waiting.push(run);
+            } else {
+                store.put_run(run.write().unwrap()).unwrap();
+            }
+            if waiting.len() == 4 {
+                for run in waiting.drain(..).rev() {
+                    store.put_run(run.write().unwrap()).unwrap();
+                }
+            }
+        }
+        for run in waiting.drain(..).rev() {
+            store.put_run(run.write().unwrap()).unwrap();
+        }
+        assert!(
+            store
+                .runs
+                .iter()
+                .skip(1)
+                .any(|r| r.as_ref().is_some_and(|r| r.1 > 0)),
+            "the runs after the held-back one were merged"
+        );
+        store.put_run(first.unwrap().write().unwrap()).unwrap();
+        store.seal();
+        let got = store.to_vec().unwrap();
+        assert_eq!(json_lines(got.iter()), json_lines(want.iter()));
+    }
+
     #[test]
     fn runs_merge_like_a_counter_carries() {
         let mut store = Findings::with_budget(0);
@@ -567,7 +692,7 @@ mod tests {
         store.seal();
         // One run of 32 * 32, two of 32, three of one: 1091 is 1, 2, 3 in
         // base 32.
-        let levels: Vec<u32> = store.runs.iter().map(|r| r.1).collect();
+        let levels: Vec<u32> = store.runs.iter().map(|r| r.as_ref().unwrap().1).collect();
         assert_eq!(levels, [2, 1, 1, 0, 0, 0]);
         let dir = store.dir.as_ref().unwrap().path();
         assert_eq!(std::fs::read_dir(dir).unwrap().count(), levels.len());
@@ -607,13 +732,13 @@ mod tests {
         store.push(finding("a", Some(1), "line 1", 0.5)).unwrap();
         store.push(finding("a", Some(2), "line 2", 0.5)).unwrap();
         store.seal();
-        let run = store.runs[1].0.clone();
+        let run = store.runs[1].as_ref().unwrap().0.clone();
         std::fs::write(&run, "12\t{not json\n").unwrap();
         let err = store.to_vec().unwrap_err();
         assert!(err.path.ends_with("run-00002-0.jsonl"), "{err}");
         assert!(err.reason.starts_with("line 1: "), "{err}");
         // A shared evidence place that was never given out.
-        let line = std::fs::read_to_string(&store.runs[0].0).unwrap();
+        let line = std::fs::read_to_string(&store.runs[0].as_ref().unwrap().0).unwrap();
         let (time, rest) = line.split_once('\t').unwrap();
         let (_, json) = rest.split_once('\t').unwrap();
         std::fs::write(&run, format!("{time}\t7\t{json}")).unwrap();
@@ -635,7 +760,7 @@ mod tests {
         store.seal();
         assert_eq!(store.shared.parts.len(), 2);
         let mut spilled = String::new();
-        for (path, _) in &store.runs {
+        for (path, _) in store.runs.iter().flatten() {
             spilled.push_str(&std::fs::read_to_string(path).unwrap());
         }
         assert!(
