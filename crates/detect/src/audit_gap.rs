@@ -95,7 +95,7 @@ pub fn series_of_kind(kind: EventKind) -> Option<&'static str> {
 /// The series an event counts in: its workload, or its log for Entra and
 /// Azure.
 fn series(ev: &Event) -> Option<Cow<'_, str>> {
-    match (ev.kind, ev.workload.as_deref()) {
+    match (ev.kind, ev.workload()) {
         (EventKind::Audit, Some(w)) => Some(Cow::Borrowed(w)),
         (kind, _) => series_of_kind(kind).map(Cow::Borrowed),
     }

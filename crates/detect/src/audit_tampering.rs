@@ -72,7 +72,7 @@ impl Detection for AuditTampering {
             _ => exchange(ev),
         };
         if let Some((sev, why, mut e)) = hit {
-            e.insert("operation".into(), opt(&ev.operation));
+            e.insert("operation".into(), opt(ev.operation()));
             e.insert("why".into(), json!(why));
             self.findings.push(INFO.finding(&Rep::of(ev), sev, e));
         }
@@ -96,7 +96,7 @@ impl Detection for AuditTampering {
 type Hit = (Severity, String, Map<String, Value>);
 
 fn azure(ev: &Event) -> Option<Hit> {
-    let op = ev.operation.as_deref()?.to_ascii_lowercase();
+    let op = ev.operation()?.to_ascii_lowercase();
     op.contains("diagnosticsettings/delete").then(|| {
         (
             Severity::High,
@@ -107,11 +107,7 @@ fn azure(ev: &Event) -> Option<Hit> {
 }
 
 fn exchange(ev: &Event) -> Option<Hit> {
-    let op = ev
-        .operation
-        .as_deref()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let op = ev.operation().unwrap_or_default().to_ascii_lowercase();
     let p = |name: &str| ev.name_value("Parameters", name);
     let mut hit = None;
     if op == "set-adminauditlogconfig" {
@@ -131,8 +127,8 @@ fn exchange(ev: &Event) -> Option<Hit> {
                 Severity::High,
                 "mailbox audit bypass: actions of this account are no longer logged".into(),
                 evidence(&[
-                    ("AuditBypassEnabled", opt(&v)),
-                    ("Identity", opt(&p("Identity"))),
+                    ("AuditBypassEnabled", opt(v.as_ref())),
+                    ("Identity", opt(p("Identity").as_ref())),
                 ]),
             ));
         }
@@ -143,7 +139,7 @@ fn exchange(ev: &Event) -> Option<Hit> {
                 "mailbox auditing disabled".into(),
                 evidence(&[
                     ("AuditEnabled", json!(v)),
-                    ("Identity", opt(&p("Identity"))),
+                    ("Identity", opt(p("Identity").as_ref())),
                 ]),
             ));
         } else {
@@ -153,7 +149,7 @@ fn exchange(ev: &Event) -> Option<Hit> {
                         hit = Some((
                             Severity::Medium,
                             format!("{name} set without MailItemsAccessed: mail reads of this logon type go unlogged"),
-                            evidence(&[(name, json!(v)), ("Identity", opt(&p("Identity")))]),
+                            evidence(&[(name, json!(v)), ("Identity", opt(p("Identity").as_ref()))]),
                         ));
                     }
                 }

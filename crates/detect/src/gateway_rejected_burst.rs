@@ -159,7 +159,7 @@ impl Detection for GatewayRejectedBurst {
 
     fn observe(&mut self, ev: &Event, _: &Context<'_>) {
         self.records += 1;
-        let verdict = ev.result.as_deref().unwrap_or_default();
+        let verdict = ev.result().unwrap_or_default();
         let rejected = verdict == REJECTED;
         if rejected {
             self.rejected += 1;
@@ -167,7 +167,7 @@ impl Detection for GatewayRejectedBurst {
             // no-token, not-required and bad-request lines carry no token.
             return;
         }
-        let (Some(ip), Some(t)) = (ev.client_ip.as_deref(), ev.time) else {
+        let (Some(ip), Some(t)) = (ev.client_ip(), ev.time) else {
             if rejected {
                 self.unplaced += 1;
             }
@@ -200,7 +200,7 @@ impl Detection for GatewayRejectedBurst {
             a.count += 1;
             if a.first.is_none_or(|f| t < f) {
                 a.first = Some(t);
-                a.first_user = ev.user.clone();
+                a.first_user = ev.user().map(str::to_owned);
             }
             return;
         }

@@ -81,8 +81,8 @@ impl Detection for IocIp {
     fn observe(&mut self, ev: &Event, _: &Context<'_>) {
         let mut seen: Vec<IpAddr> = Vec::new();
         let mut cands: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
-        if let Some(ip) = &ev.client_ip {
-            cands.push((Cow::Borrowed("client_ip"), Cow::Borrowed(ip.as_str())));
+        if let Some(ip) = ev.client_ip() {
+            cands.push((Cow::Borrowed("client_ip"), Cow::Borrowed(ip)));
         }
         for f in FIELDS {
             if let Some(v) = ev.scalar(f) {
@@ -121,8 +121,8 @@ impl Detection for IocIp {
             };
             let key = format!(
                 "{ip}|{}|{}|{}",
-                ev.user.as_deref().unwrap_or(""),
-                ev.session_id.as_deref().unwrap_or(""),
+                ev.user().unwrap_or(""),
+                ev.session_id().unwrap_or(""),
                 day(ev.time)
             );
             self.hits.add(key, ev, sev, || {
@@ -131,7 +131,7 @@ impl Detection for IocIp {
                     ("ip", json!(ip.to_string())),
                     ("indicator", json!(hit.net.to_string())),
                     ("source", json!(hit.source)),
-                    ("operation", opt(&ev.operation)),
+                    ("operation", opt(ev.operation())),
                 ]);
                 if let (Some(a), Some(b)) = (hit.first_seen, hit.last_seen) {
                     e.insert("published_window".into(), json!(format!("{a} .. {b}")));

@@ -127,11 +127,11 @@ impl Detection for IocKey {
         if ev.kind == EventKind::Gateway {
             // Whether the gateway let the token through is the first
             // question about a known-bad key.
-            e.insert("verdict".into(), opt(&ev.result));
+            e.insert("verdict".into(), opt(ev.result()));
             if let Some(rs) = ev.get("reasons") {
                 e.insert("reasons".into(), rs.clone());
             }
-            e.insert("operation".into(), opt(&ev.operation));
+            e.insert("operation".into(), opt(ev.operation()));
         }
         self.findings
             .push(INFO.finding(&tokenward_event::Rep::of(ev), Severity::High, e));

@@ -77,9 +77,9 @@ impl Detection for IocUserAgent {
                 uas.push((Cow::Borrowed(*f), v));
             }
         }
-        if let Some(v) = &ev.user_agent {
+        if let Some(v) = ev.user_agent() {
             if !uas.iter().any(|(_, u)| u == v) {
-                uas.push((Cow::Borrowed("user_agent"), Cow::Borrowed(v.as_str())));
+                uas.push((Cow::Borrowed("user_agent"), Cow::Borrowed(v)));
             }
         }
         // A user agent hidden in the earlier copy of a key named twice.
@@ -101,8 +101,8 @@ impl Detection for IocUserAgent {
             let key = format!(
                 "{}|{}|{}|{}",
                 hit.value,
-                ev.user.as_deref().unwrap_or(""),
-                ev.session_id.as_deref().unwrap_or(""),
+                ev.user().unwrap_or(""),
+                ev.session_id().unwrap_or(""),
                 day(ev.time)
             );
             self.hits.add(key, ev, sev, || {
@@ -110,7 +110,7 @@ impl Detection for IocUserAgent {
                     ("field", json!(field)),
                     ("user_agent", json!(t)),
                     ("source", json!(hit.source)),
-                    ("operation", opt(&ev.operation)),
+                    ("operation", opt(ev.operation())),
                 ]);
                 if hit.common {
                     e.insert(

@@ -519,9 +519,8 @@ pub fn evidence(pairs: &[(&str, Value)]) -> Map<String, Value> {
 }
 
 /// An optional string as a JSON value.
-pub fn opt(s: &Option<String>) -> Value {
-    s.as_ref()
-        .map(|x| Value::String(x.clone()))
+pub fn opt<S: AsRef<str>>(s: Option<S>) -> Value {
+    s.map(|x| Value::String(x.as_ref().to_owned()))
         .unwrap_or(Value::Null)
 }
 

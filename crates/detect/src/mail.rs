@@ -20,8 +20,7 @@ pub const FIELDS: &[&str] = &[
 pub fn is_mail(ev: &Event) -> bool {
     ev.kind == EventKind::Audit
         && ev
-            .operation
-            .as_deref()
+            .operation()
             .is_some_and(|o| o.eq_ignore_ascii_case("MailItemsAccessed"))
 }
 
@@ -45,7 +44,7 @@ pub fn throttled(ev: &Event) -> Option<String> {
 /// The client (`ClientInfoString`, else the user agent).
 pub fn client(ev: &Event) -> Option<String> {
     ev.get_str("ClientInfoString")
-        .or_else(|| ev.user_agent.clone())
+        .or_else(|| ev.user_agent().map(str::to_owned))
 }
 
 /// Texts (lower case) that mark desktop Outlook in a client string: MAPI

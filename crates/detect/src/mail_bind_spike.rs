@@ -85,10 +85,10 @@ impl Detection for MailBindSpike {
         self.bind_records += 1;
         let items = ev.bind_items();
         let sess = ev
-            .session_id
-            .clone()
-            .or_else(|| ev.client_ip.clone())
-            .unwrap_or_else(|| "-".into());
+            .session_id()
+            .or_else(|| ev.client_ip())
+            .unwrap_or("-")
+            .to_owned();
         let b = self
             .buckets
             .entry((mail::mailbox(ev), sess, day(ev.time)))

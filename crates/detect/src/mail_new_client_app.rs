@@ -87,8 +87,11 @@ impl Detection for MailNewClientApp {
         if let Some(t) = ev.time {
             widen(&mut self.range, t);
         }
-        let app = ev.app_id.clone().unwrap_or_else(|| "-".into());
-        let capp = ev.client_app_id.clone().unwrap_or_else(|| "-".into());
+        let app = ev.app_id().map(str::to_owned).unwrap_or_else(|| "-".into());
+        let capp = ev
+            .client_app_id()
+            .map(str::to_owned)
+            .unwrap_or_else(|| "-".into());
         if let Some(t) = ev.time {
             let tp = self
                 .tenant_pairs
@@ -200,7 +203,7 @@ impl Detection for MailNewClientApp {
                 ("mailbox", json!(mailbox)),
                 ("AppId", json!(app)),
                 ("ClientAppId", json!(capp)),
-                ("ClientInfoString", opt(&seen.client_info)),
+                ("ClientInfoString", opt(seen.client_info.as_ref())),
                 ("records", json!(seen.count)),
                 ("baseline_end", json!(rfc3339(cut))),
                 ("mailboxes_taking_it_up", json!(adopted_by)),

@@ -68,7 +68,7 @@ impl Detection for MailSyncUnusualClient {
         let mailbox = mail::mailbox(ev);
         let key = format!(
             "{mailbox}|{}|{client}|{}",
-            ev.session_id.as_deref().unwrap_or(""),
+            ev.session_id().unwrap_or(""),
             day(ev.time)
         );
         self.hits.add(key, ev, Severity::High, || {

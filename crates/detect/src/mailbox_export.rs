@@ -53,16 +53,16 @@ impl Detection for MailboxExport {
     }
 
     fn observe(&mut self, ev: &Event, _: &Context<'_>) {
-        let op = ev.operation.as_deref().unwrap_or_default();
+        let op = ev.operation().unwrap_or_default();
         let p = |name: &str| ev.name_value("Parameters", name);
         let (sev, why, e) = if op.eq_ignore_ascii_case("New-MailboxExportRequest") {
             (
                 Severity::High,
                 "the mailbox is copied to a PST file: every item leaves at once",
                 evidence(&[
-                    ("Mailbox", opt(&p("Mailbox"))),
-                    ("FilePath", opt(&p("FilePath"))),
-                    ("ContentFilter", opt(&p("ContentFilter"))),
+                    ("Mailbox", opt(p("Mailbox").as_ref())),
+                    ("FilePath", opt(p("FilePath").as_ref())),
+                    ("ContentFilter", opt(p("ContentFilter").as_ref())),
                 ]),
             )
         } else if op.eq_ignore_ascii_case("New-ComplianceSearchAction")
@@ -71,7 +71,7 @@ impl Detection for MailboxExport {
             (
                 Severity::Medium,
                 "a compliance search's results are exported for download: legitimate in eDiscovery, an exfiltration path otherwise",
-                evidence(&[("SearchName", opt(&p("SearchName")))]),
+                evidence(&[("SearchName", opt(p("SearchName").as_ref()))]),
             )
         } else {
             return;

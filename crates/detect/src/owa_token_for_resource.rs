@@ -78,9 +78,9 @@ pub const OWA_AUTH: (u32, &str) = (275, "OWAAuth");
 
 /// Whether the event is an OWA token issuance.
 fn is_issuance(ev: &Event) -> bool {
-    let op = ev.operation.as_deref().unwrap_or_default();
+    let op = ev.operation().unwrap_or_default();
     op.to_ascii_lowercase().contains(ISSUANCE_OPERATION)
-        || ev.record_type == Some(OWA_AUTH.0)
+        || ev.record_type() == Some(OWA_AUTH.0)
         || op.eq_ignore_ascii_case(OWA_AUTH.1)
 }
 
@@ -121,8 +121,11 @@ impl Detection for OwaTokenForResource {
             return;
         }
         self.records += 1;
-        let session = ev.session_id.clone().or_else(|| ev.get_str("SessionId"));
-        let ip = ev.client_ip.clone();
+        let session = ev
+            .session_id()
+            .map(str::to_owned)
+            .or_else(|| ev.get_str("SessionId"));
+        let ip = ev.client_ip().map(str::to_owned);
         let known_session = session
             .as_deref()
             .is_some_and(|s| cx.signins.has_session(s));
@@ -248,7 +251,7 @@ impl Detection for OwaTokenForResource {
                 why.push(format!("renewal chain of {} issuances", a.count));
             }
             let e = evidence(&[
-                ("session", opt(&a.session)),
+                ("session", opt(a.session.as_ref())),
                 ("issuances", json!(a.count)),
                 ("ips", json!(a.ips)),
                 ("resources", json!(a.resources)),

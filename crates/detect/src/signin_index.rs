@@ -82,14 +82,14 @@ impl SigninIndex {
     /// Indexes one sign-in event.
     pub fn observe(&mut self, ev: &Event) {
         self.signins += 1;
-        if let Some(t) = &ev.token_id {
-            self.tokens.insert(t.clone());
+        if let Some(t) = ev.token_id() {
+            self.tokens.insert(t.to_owned());
         }
-        if let Some(s) = &ev.session_id {
+        if let Some(s) = ev.session_id() {
             self.sessions.insert(s.to_ascii_lowercase());
         }
-        if let Some(ip) = &ev.client_ip {
-            self.ips.insert(ip.clone());
+        if let Some(ip) = ev.client_ip() {
+            self.ips.insert(ip.to_owned());
         }
         if let Some(t) = ev.time {
             widen(&mut self.range, t);

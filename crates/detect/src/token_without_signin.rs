@@ -116,7 +116,7 @@ impl Detection for TokenWithoutSignin {
     }
 
     fn observe(&mut self, ev: &Event, cx: &Context<'_>) {
-        let wl = ev.workload.as_deref().unwrap_or_default();
+        let wl = ev.workload().unwrap_or_default();
         if !WORKLOADS.iter().any(|w| contains_ignore_ascii_case(wl, w)) {
             return;
         }
@@ -182,8 +182,8 @@ impl Detection for TokenWithoutSignin {
             }
         }
         if c.operations.len() < OPERATIONS_KEPT {
-            if let Some(op) = &ev.operation {
-                c.operations.insert(op.clone());
+            if let Some(op) = ev.operation() {
+                c.operations.insert(op.to_owned());
             }
         }
     }
@@ -261,9 +261,9 @@ impl Detection for TokenWithoutSignin {
                 .as_deref()
                 .is_some_and(|t| t.eq_ignore_ascii_case(CONSUMER_TENANT));
             let mut e = evidence(&[
-                ("UniqueTokenId", opt(&c.said.token)),
-                ("AADSessionId", opt(&c.said.aad_session)),
-                ("SessionId", opt(&c.said.exchange_session)),
+                ("UniqueTokenId", opt(c.said.token.as_ref())),
+                ("AADSessionId", opt(c.said.aad_session.as_ref())),
+                ("SessionId", opt(c.said.exchange_session.as_ref())),
                 ("IssuedAtTime", c.said.issued.map(|t| json!(rfc3339(t))).unwrap_or(Value::Null)),
                 ("workload", json!(c.said.workload)),
                 ("distinct_tokens", json!(c.tokens.len())),
@@ -308,8 +308,7 @@ fn is_app_only(ev: &Event) -> bool {
     ev.scalar("UserType")
         .is_some_and(|t| APP_ONLY_USER_TYPES.contains(&&*t))
         || ev
-            .user
-            .as_deref()
+            .user()
             .is_some_and(|u| u.eq_ignore_ascii_case(APP_ONLY_USER))
 }
 

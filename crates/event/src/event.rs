@@ -6,7 +6,7 @@
 //! the normalised fields every detection and output needs.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -77,28 +77,6 @@ pub struct Event {
     pub inner: Option<&'static str>,
     /// Event time in UTC.
     pub time: Option<OffsetDateTime>,
-    /// Acting user, lower-cased (UPNs appear in mixed case in the same log).
-    pub user: Option<String>,
-    /// Client address without port.
-    pub client_ip: Option<String>,
-    /// Application (resource or API) id: `AppId`, `appId`, `ApplicationId`.
-    pub app_id: Option<String>,
-    /// Calling client application id: `ClientAppId`, `AppAccessContext.ClientAppId`.
-    pub client_app_id: Option<String>,
-    /// Entra session: `AppAccessContext.AADSessionId`, Exchange `SessionId`, sign-in `sessionId`.
-    pub session_id: Option<String>,
-    /// Token id: `AppAccessContext.UniqueTokenId`, `UniqueTokenIdentifier`, `uniqueTokenIdentifier`.
-    pub token_id: Option<String>,
-    /// Operation or activity name.
-    pub operation: Option<String>,
-    /// Result (`ResultStatus`, sign-in error code, `result`).
-    pub result: Option<String>,
-    /// Workload / service (`Workload`, `OfficeWorkload`, `category`, table type).
-    pub workload: Option<String>,
-    /// User agent or Exchange `ClientInfoString`.
-    pub user_agent: Option<String>,
-    /// UAL record type as a number when known.
-    pub record_type: Option<u32>,
     /// File the record came from.
     pub source_file: Arc<str>,
     /// Position of the record in that file.
@@ -114,6 +92,29 @@ pub struct Event {
     /// Key filters of the wrapped record and of the root, built with the
     /// event: lookups skip a map that cannot hold the path's first step.
     keys: (KeyFilter, KeyFilter),
+    /// The other normalised fields, each looked up when first asked for.
+    normal: Normal,
+}
+
+/// Normalised fields of an [`Event`] other than its time, each found on
+/// first use ([`Event::user`] and the others). Each tries several names
+/// in two passes, and most records are read by detections that ask for
+/// one or two of them, or none (a Sigma rule set asks for them only to
+/// report a match): finding them all for every record was about a
+/// twentieth of a hunt over sign-ins.
+#[derive(Clone, Debug, Default)]
+struct Normal {
+    user: OnceLock<Option<String>>,
+    client_ip: OnceLock<Option<String>>,
+    app_id: OnceLock<Option<String>>,
+    client_app_id: OnceLock<Option<String>>,
+    session_id: OnceLock<Option<String>>,
+    token_id: OnceLock<Option<String>>,
+    operation: OnceLock<Option<String>>,
+    result: OnceLock<Option<String>>,
+    workload: OnceLock<Option<String>>,
+    user_agent: OnceLock<Option<String>>,
+    record_type: OnceLock<Option<u32>>,
 }
 
 /// Which keys an object has, as a 256-bit filter over (length, first and
@@ -246,14 +247,19 @@ thread_local! {
 }
 
 fn exact_then_ci<T>(f: impl Fn() -> Option<T>) -> Option<T> {
-    EXACT_ONLY.with(|c| c.set(true));
-    FOLDED_SEEN.with(|c| c.set(false));
-    let r = f();
-    EXACT_ONLY.with(|c| c.set(false));
-    if r.is_some() || !FOLDED_SEEN.with(|c| c.get()) {
-        return r;
+    // Saved and put back: a normalised field is found when first asked
+    // for, which may be inside another search.
+    let outer = (EXACT_ONLY.get(), FOLDED_SEEN.get());
+    EXACT_ONLY.set(true);
+    FOLDED_SEEN.set(false);
+    let mut r = f();
+    EXACT_ONLY.set(false);
+    if r.is_none() && FOLDED_SEEN.get() {
+        r = f();
     }
-    f()
+    EXACT_ONLY.set(outer.0);
+    FOLDED_SEEN.set(outer.1);
+    r
 }
 
 /// Looks up a dotted path in a JSON value.
@@ -522,100 +528,206 @@ impl Event {
             record,
             inner,
             time: None,
-            user: None,
-            client_ip: None,
-            app_id: None,
-            client_app_id: None,
-            session_id: None,
-            token_id: None,
-            operation: None,
-            result: None,
-            workload: None,
-            user_agent: None,
-            record_type: None,
             source_file,
             locator,
             projection,
             shadowed: Vec::new(),
             keys,
+            normal: Normal::default(),
         };
-        ev.normalise();
+        ev.time = ev.find_time();
         ev
     }
 
-    fn normalise(&mut self) {
-        self.time = exact_then_ci(|| {
+    fn find_time(&self) -> Option<OffsetDateTime> {
+        exact_then_ci(|| {
             TIME_FIELDS
                 .iter()
                 .filter_map(|p| self.get(p))
                 .find_map(|v| v.as_str().and_then(parse_timestamp))
-        });
-        self.user = self.first_str(USER_FIELDS).map(|u| u.to_lowercase());
-        self.client_ip = exact_then_ci(|| {
-            IP_FIELDS.iter().find_map(|p| {
-                let s = self.get_str(p)?;
-                Some(parse_client_ip(&s).map(|ip| ip.to_string()).unwrap_or(s))
-            })
-        });
-        self.app_id = self.first_str(APP_FIELDS);
-        self.client_app_id = self.first_str(CLIENT_APP_FIELDS);
-        self.session_id = self.first_str(SESSION_FIELDS);
-        self.token_id = self.first_str(TOKEN_FIELDS);
-        self.operation = self.first_str(OPERATION_FIELDS);
-        // A sign-in's result is its error code; only sign-ins are asked.
-        let sign_in_code = (self.kind == EventKind::SignIn)
-            .then(|| self.first_str(&["status.errorCode"]))
-            .flatten();
-        self.result = sign_in_code.or_else(|| self.first_str(RESULT_FIELDS));
-        self.workload = self.first_str(WORKLOAD_FIELDS);
-        self.user_agent = self.first_str(USER_AGENT_FIELDS).or_else(|| {
-            self.name_value("ExtendedProperties", "UserAgent")
-                .or_else(|| self.key_value("additionalDetails", "User-Agent"))
-        });
-        self.record_type = exact_then_ci(|| self.get("RecordType")).and_then(|v| match v {
-            Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-            Value::String(s) => s
-                .trim()
-                .parse()
-                .ok()
-                .or_else(|| record_type_number(s.trim())),
-            _ => None,
-        });
-        if self.kind == EventKind::Gateway {
-            self.normalise_gateway();
-        }
-        if self.kind == EventKind::SignIn {
-            // Sign-ins carry their ids under Graph names; read them after the
-            // UAL names so a UAL record's AppAccessContext wins there.
-            if self.session_id.is_none() {
-                self.session_id = self.first_str(&["sessionId"]);
-            }
-            if self.token_id.is_none() {
-                self.token_id = self.first_str(&["uniqueTokenIdentifier"]);
-            }
-        }
+        })
     }
 
-    /// The gateway's access log names its fields after the token claims
-    /// (docs/gateway.md); the generic lists above would take `oid`-less
-    /// `sub` last and miss `azp`, `sid`, `uti`, so they are set here.
-    /// Gateway events are always full parses (classification needs
-    /// `verdict`, which a narrow event never keeps), so any path may be read.
-    fn normalise_gateway(&mut self) {
-        self.user = self
-            .first_str(&GATEWAY_FIELDS[..2])
-            .map(|u| u.to_lowercase());
-        self.app_id = self.first_str(&GATEWAY_FIELDS[2..5]);
-        // azp/appid name the calling client, which is what UAL's ClientAppId holds.
-        self.client_app_id = self.app_id.clone();
-        self.session_id = self.first_str(&["sid"]);
-        self.token_id = self.first_str(&["uti", "jti"]);
-        self.operation = match (self.get_str("method"), self.get_str("path")) {
-            (Some(m), Some(p)) => Some(format!("{m} {p}")),
-            (m, p) => m.or(p),
-        };
-        self.result = self.get_str("verdict");
-        self.workload = Some("tokenward gateway".into());
+    // The gateway's access log names its fields after the token claims
+    // (docs/gateway.md): the generic lists would take `oid`-less `sub`
+    // last and miss `azp`, `sid`, `uti`, so its fields are read by those
+    // names. Gateway events are always full parses (classification needs
+    // `verdict`, which a narrow event never keeps), so any path may be read.
+    fn is_gateway(&self) -> bool {
+        self.kind == EventKind::Gateway
+    }
+
+    /// Acting user, lower-cased (UPNs appear in mixed case in the same log).
+    pub fn user(&self) -> Option<&str> {
+        self.normal
+            .user
+            .get_or_init(|| {
+                let fields = if self.is_gateway() {
+                    &GATEWAY_FIELDS[..2]
+                } else {
+                    USER_FIELDS
+                };
+                self.first_str(fields).map(|u| u.to_lowercase())
+            })
+            .as_deref()
+    }
+
+    /// Client address without port.
+    pub fn client_ip(&self) -> Option<&str> {
+        self.normal
+            .client_ip
+            .get_or_init(|| {
+                exact_then_ci(|| {
+                    IP_FIELDS.iter().find_map(|p| {
+                        let s = self.get_str(p)?;
+                        Some(parse_client_ip(&s).map(|ip| ip.to_string()).unwrap_or(s))
+                    })
+                })
+            })
+            .as_deref()
+    }
+
+    /// Application (resource or API) id: `AppId`, `appId`, `ApplicationId`.
+    pub fn app_id(&self) -> Option<&str> {
+        self.normal
+            .app_id
+            .get_or_init(|| {
+                let fields = if self.is_gateway() {
+                    &GATEWAY_FIELDS[2..5]
+                } else {
+                    APP_FIELDS
+                };
+                self.first_str(fields)
+            })
+            .as_deref()
+    }
+
+    /// Calling client application id: `ClientAppId`,
+    /// `AppAccessContext.ClientAppId`; a gateway token's `azp`/`appid`,
+    /// which name the calling client as UAL's `ClientAppId` does.
+    pub fn client_app_id(&self) -> Option<&str> {
+        self.normal
+            .client_app_id
+            .get_or_init(|| {
+                if self.is_gateway() {
+                    return self.app_id().map(str::to_owned);
+                }
+                self.first_str(CLIENT_APP_FIELDS)
+            })
+            .as_deref()
+    }
+
+    /// Entra session: `AppAccessContext.AADSessionId`, Exchange
+    /// `SessionId`, sign-in `sessionId`.
+    pub fn session_id(&self) -> Option<&str> {
+        self.normal
+            .session_id
+            .get_or_init(|| {
+                if self.is_gateway() {
+                    return self.first_str(&["sid"]);
+                }
+                // Sign-ins carry their ids under Graph names; read them
+                // after the UAL names so a UAL record's AppAccessContext
+                // wins there.
+                self.first_str(SESSION_FIELDS).or_else(|| {
+                    (self.kind == EventKind::SignIn)
+                        .then(|| self.first_str(&["sessionId"]))
+                        .flatten()
+                })
+            })
+            .as_deref()
+    }
+
+    /// Token id: `AppAccessContext.UniqueTokenId`,
+    /// `UniqueTokenIdentifier`, `uniqueTokenIdentifier`.
+    pub fn token_id(&self) -> Option<&str> {
+        self.normal
+            .token_id
+            .get_or_init(|| {
+                if self.is_gateway() {
+                    return self.first_str(&["uti", "jti"]);
+                }
+                self.first_str(TOKEN_FIELDS).or_else(|| {
+                    (self.kind == EventKind::SignIn)
+                        .then(|| self.first_str(&["uniqueTokenIdentifier"]))
+                        .flatten()
+                })
+            })
+            .as_deref()
+    }
+
+    /// Operation or activity name.
+    pub fn operation(&self) -> Option<&str> {
+        self.normal
+            .operation
+            .get_or_init(|| {
+                if self.is_gateway() {
+                    return match (self.get_str("method"), self.get_str("path")) {
+                        (Some(m), Some(p)) => Some(format!("{m} {p}")),
+                        (m, p) => m.or(p),
+                    };
+                }
+                self.first_str(OPERATION_FIELDS)
+            })
+            .as_deref()
+    }
+
+    /// Result (`ResultStatus`, sign-in error code, `result`).
+    pub fn result(&self) -> Option<&str> {
+        self.normal
+            .result
+            .get_or_init(|| {
+                if self.is_gateway() {
+                    return self.get_str("verdict");
+                }
+                // A sign-in's result is its error code; only sign-ins are asked.
+                let sign_in_code = (self.kind == EventKind::SignIn)
+                    .then(|| self.first_str(&["status.errorCode"]))
+                    .flatten();
+                sign_in_code.or_else(|| self.first_str(RESULT_FIELDS))
+            })
+            .as_deref()
+    }
+
+    /// Workload / service (`Workload`, `OfficeWorkload`, `category`, table type).
+    pub fn workload(&self) -> Option<&str> {
+        self.normal
+            .workload
+            .get_or_init(|| {
+                if self.is_gateway() {
+                    return Some("tokenward gateway".into());
+                }
+                self.first_str(WORKLOAD_FIELDS)
+            })
+            .as_deref()
+    }
+
+    /// User agent or Exchange `ClientInfoString`.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.normal
+            .user_agent
+            .get_or_init(|| {
+                self.first_str(USER_AGENT_FIELDS).or_else(|| {
+                    self.name_value("ExtendedProperties", "UserAgent")
+                        .or_else(|| self.key_value("additionalDetails", "User-Agent"))
+                })
+            })
+            .as_deref()
+    }
+
+    /// UAL record type as a number when known.
+    pub fn record_type(&self) -> Option<u32> {
+        *self.normal.record_type.get_or_init(|| {
+            exact_then_ci(|| self.get("RecordType")).and_then(|v| match v {
+                Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+                Value::String(s) => s
+                    .trim()
+                    .parse()
+                    .ok()
+                    .or_else(|| record_type_number(s.trim())),
+                _ => None,
+            })
+        })
     }
 
     /// Value of a `{key, value}` pair list (Graph `additionalDetails`).
@@ -627,7 +739,7 @@ impl Event {
     pub fn mailbox(&self) -> Option<String> {
         self.get_str("MailboxOwnerUPN")
             .map(|s| s.to_lowercase())
-            .or_else(|| self.user.clone())
+            .or_else(|| self.user().map(str::to_owned))
     }
 }
 
@@ -980,6 +1092,54 @@ mod tests {
         assert_eq!(lookup(&v, "missing.path"), None);
     }
 
+    /// The normalised fields other than the time are found when first
+    /// asked for, once, and answer as the candidate lists say; one asked
+    /// for while another field's search runs leaves that search's state
+    /// as it was.
+    #[test]
+    fn normalised_fields_are_found_on_first_use() {
+        let ev = Event::from_record(
+            json!({"CreationTime": "2023-06-01T10:00:00", "Operation": "MailItemsAccessed",
+                   "userid": "Alice@Contoso.com", "ClientIP": "[2001:db8::1]:443"}),
+            None,
+            Arc::from("t"),
+            Locator::default(),
+        );
+        assert!(ev.time.is_some(), "the time is found with the event");
+        assert!(ev.normal.user.get().is_none() && ev.normal.client_ip.get().is_none());
+        assert_eq!(ev.operation(), Some("MailItemsAccessed"));
+        assert!(ev.normal.user.get().is_none(), "only the field asked for");
+        assert_eq!(
+            ev.user(),
+            Some("alice@contoso.com"),
+            "found case-insensitively"
+        );
+        assert_eq!(ev.client_ip(), Some("2001:db8::1"));
+        assert_eq!(
+            ev.normal.user.get(),
+            Some(&Some("alice@contoso.com".into()))
+        );
+        // Inside the exact-only pass of another search, a field's own
+        // search runs both passes and puts the outer pass's state back.
+        let inner = exact_then_ci(|| {
+            let outer = EXACT_ONLY.get();
+            let fresh = Event::from_record(
+                json!({"USERID": "Bob@Contoso.com"}),
+                None,
+                Arc::from("t"),
+                Locator::default(),
+            );
+            let user = fresh.user().map(str::to_owned);
+            assert_eq!(
+                EXACT_ONLY.get(),
+                outer,
+                "the outer pass's state is put back"
+            );
+            user
+        });
+        assert_eq!(inner.as_deref(), Some("bob@contoso.com"));
+    }
+
     /// Normalising tries every candidate name exactly before any
     /// case-insensitively, and skips the second pass only when the first
     /// passed over no key that differs from a candidate in case alone.
@@ -989,29 +1149,26 @@ mod tests {
         // Only folded spellings: found by the second pass, in small and
         // in large (unscanned) maps.
         let small = ev(json!({"USERID": "A@x", "sessionid": "s"}));
-        assert_eq!(small.user.as_deref(), Some("a@x"));
-        assert_eq!(small.session_id.as_deref(), Some("s"));
+        assert_eq!(small.user(), Some("a@x"));
+        assert_eq!(small.session_id(), Some("s"));
         let mut big = Map::new();
         for i in 0..40 {
             big.insert(format!("noise{i}"), json!(i));
         }
         big.insert("CLIENTIPADDRESS".into(), json!("192.0.2.7"));
         assert!(big.len() > SMALL_MAP);
-        assert_eq!(
-            ev(Value::Object(big)).client_ip.as_deref(),
-            Some("192.0.2.7")
-        );
+        assert_eq!(ev(Value::Object(big)).client_ip(), Some("192.0.2.7"));
         // A later candidate spelled exactly wins over an earlier one that
         // matches only in case (`AADSessionId` before `SessionId`).
         let both = ev(json!({"aadsessionid": "folded", "SessionId": "exact"}));
-        assert_eq!(both.session_id.as_deref(), Some("exact"));
+        assert_eq!(both.session_id(), Some("exact"));
         // A folded key below an exactly named parent.
         let nested = ev(json!({"AppAccessContext": {"uniquetokenid": "t"}}));
-        assert_eq!(nested.token_id.as_deref(), Some("t"));
+        assert_eq!(nested.token_id(), Some("t"));
         // Nothing to fold: nothing found.
         let none = ev(json!({"other": 1}));
         assert_eq!(
-            (none.user, none.session_id, none.token_id),
+            (none.user(), none.session_id(), none.token_id()),
             (None, None, None)
         );
     }
@@ -1129,19 +1286,19 @@ mod tests {
                         e.kind,
                         e.inner,
                         e.time,
-                        &e.user,
-                        &e.client_ip,
-                        &e.app_id,
-                        &e.client_app_id
+                        e.user(),
+                        e.client_ip(),
+                        e.app_id(),
+                        e.client_app_id()
                     ),
                     (
-                        &e.session_id,
-                        &e.token_id,
-                        &e.operation,
-                        &e.result,
-                        &e.workload,
-                        &e.user_agent,
-                        e.record_type
+                        e.session_id(),
+                        e.token_id(),
+                        e.operation(),
+                        e.result(),
+                        e.workload(),
+                        e.user_agent(),
+                        e.record_type()
                     ),
                 )
             };
@@ -1157,11 +1314,11 @@ mod tests {
         });
         let ev = Event::from_record(rec, None, Arc::from("f"), Locator { line: 2, record: 1 });
         assert_eq!(ev.kind, EventKind::Audit);
-        assert_eq!(ev.user.as_deref(), Some("alice@contoso.com"));
-        assert_eq!(ev.client_ip.as_deref(), Some("2001:db8::5"));
-        assert_eq!(ev.session_id.as_deref(), Some("s1"));
-        assert_eq!(ev.token_id.as_deref(), Some("t1"));
-        assert_eq!(ev.record_type, Some(50));
+        assert_eq!(ev.user(), Some("alice@contoso.com"));
+        assert_eq!(ev.client_ip(), Some("2001:db8::5"));
+        assert_eq!(ev.session_id(), Some("s1"));
+        assert_eq!(ev.token_id(), Some("t1"));
+        assert_eq!(ev.record_type(), Some(50));
         assert_eq!(
             ev.name_value("OperationProperties", "mailaccesstype")
                 .as_deref(),

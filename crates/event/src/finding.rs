@@ -162,11 +162,11 @@ impl Rep {
     pub fn of(ev: &Event) -> Rep {
         Rep {
             time: ev.time,
-            user: ev.user.clone(),
-            client_ip: ev.client_ip.clone(),
-            app_id: ev.app_id.clone(),
-            session_id: ev.session_id.clone(),
-            token_id: ev.token_id.clone(),
+            user: ev.user().map(str::to_owned),
+            client_ip: ev.client_ip().map(str::to_owned),
+            app_id: ev.app_id().map(str::to_owned),
+            session_id: ev.session_id().map(str::to_owned),
+            token_id: ev.token_id().map(str::to_owned),
             file: ev.source_file.clone(),
             locator: ev.locator,
         }

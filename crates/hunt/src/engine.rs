@@ -689,7 +689,7 @@ impl Ctx<'_> {
         out.evaluated += 1;
         out.without_time += u64::from(ev.time.is_none());
         out.saw_time(ev.time);
-        out.stats.add(ev.workload.as_deref());
+        out.stats.add(ev.workload());
         *out.parsed_by_kind.entry(ev.kind.as_str()).or_default() += 1;
         let Some(plan) = self.plan else {
             out.collected.push(ev);

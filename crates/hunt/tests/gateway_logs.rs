@@ -109,59 +109,64 @@ fn real_sample_reads_as_the_gateway_format() {
             parse_timestamp(r["time"].as_str().unwrap()).map(rfc3339),
             "{at}"
         );
-        assert_eq!(ev.client_ip, s(r, "client_ip"), "{at}");
+        assert_eq!(ev.client_ip(), s(r, "client_ip").as_deref(), "{at}");
         assert_eq!(
-            ev.user,
-            s(r, "sub").or(s(r, "oid")).map(|u| u.to_lowercase()),
+            ev.user(),
+            s(r, "sub")
+                .or(s(r, "oid"))
+                .map(|u| u.to_lowercase())
+                .as_deref(),
             "{at}"
         );
         assert_eq!(
-            ev.app_id,
-            s(r, "azp").or(s(r, "appid")).or(s(r, "client_id")),
+            ev.app_id(),
+            s(r, "azp")
+                .or(s(r, "appid"))
+                .or(s(r, "client_id"))
+                .as_deref(),
             "{at}"
         );
-        assert_eq!(ev.session_id, s(r, "sid"), "{at}");
-        assert_eq!(ev.token_id, s(r, "uti").or(s(r, "jti")), "{at}");
+        assert_eq!(ev.session_id(), s(r, "sid").as_deref(), "{at}");
         assert_eq!(
-            ev.operation,
+            ev.token_id(),
+            s(r, "uti").or(s(r, "jti")).as_deref(),
+            "{at}"
+        );
+        assert_eq!(
+            ev.operation(),
             Some(format!(
                 "{} {}",
                 r["method"].as_str().unwrap(),
                 r["path"].as_str().unwrap()
-            )),
+            ))
+            .as_deref(),
             "{at}"
         );
-        assert_eq!(ev.result, s(r, "verdict"), "{at}");
+        assert_eq!(ev.result(), s(r, "verdict").as_deref(), "{at}");
     }
     // Spot checks written out, so the loop above cannot agree with itself.
     let forged = &evs[5];
     assert_eq!(forged.locator.line, 6);
-    assert_eq!(forged.client_ip.as_deref(), Some("203.0.113.50"));
-    assert_eq!(forged.user.as_deref(), Some("victim-0"));
-    assert_eq!(forged.session_id.as_deref(), Some("sid-victim-0"));
-    assert_eq!(forged.token_id.as_deref(), Some("uti-victim-0"));
-    assert_eq!(forged.result.as_deref(), Some("rejected"));
-    assert_eq!(
-        forged.operation.as_deref(),
-        Some("GET /api/v2.0/me/messages")
-    );
+    assert_eq!(forged.client_ip(), Some("203.0.113.50"));
+    assert_eq!(forged.user(), Some("victim-0"));
+    assert_eq!(forged.session_id(), Some("sid-victim-0"));
+    assert_eq!(forged.token_id(), Some("uti-victim-0"));
+    assert_eq!(forged.result(), Some("rejected"));
+    assert_eq!(forged.operation(), Some("GET /api/v2.0/me/messages"));
     assert_eq!(
         forged.time.map(rfc3339).as_deref(),
         Some("2026-11-28T22:21:17.479Z")
     );
     // The exchange-refused line: no azp, no uti, no oid.
     let owa = &evs[13];
-    assert_eq!(
-        owa.app_id.as_deref(),
-        Some("00000002-0000-0ff1-ce00-000000000000")
-    );
-    assert_eq!(owa.token_id.as_deref(), Some("owa-jti-1"));
-    assert_eq!(owa.user.as_deref(), Some("alice"));
-    assert_eq!(owa.session_id, None);
+    assert_eq!(owa.app_id(), Some("00000002-0000-0ff1-ce00-000000000000"));
+    assert_eq!(owa.token_id(), Some("owa-jti-1"));
+    assert_eq!(owa.user(), Some("alice"));
+    assert_eq!(owa.session_id(), None);
     // A line without a token has no identity at all.
-    assert_eq!(evs[3].result.as_deref(), Some("not-required"));
-    assert_eq!(evs[3].user, None);
-    assert_eq!(evs[3].token_id, None);
+    assert_eq!(evs[3].result(), Some("not-required"));
+    assert_eq!(evs[3].user(), None);
+    assert_eq!(evs[3].token_id(), None);
 }
 
 #[test]

@@ -99,15 +99,12 @@ fn management_api_blob_fields() {
     let e = &evs[0];
     assert_eq!(e.kind, EventKind::Audit);
     assert_eq!(rfc3339(e.time.unwrap()), "2015-06-29T20:03:19Z");
-    assert_eq!(e.user.as_deref(), Some("admin@contoso.onmicrosoft.com"));
-    assert_eq!(e.client_ip.as_deref(), Some("134.170.188.221"));
-    assert_eq!(
-        e.operation.as_deref(),
-        Some("PasswordLogonInitialAuthUsingPassword")
-    );
-    assert_eq!(e.result.as_deref(), Some("failed"));
-    assert_eq!(e.workload.as_deref(), Some("AzureActiveDirectory"));
-    assert_eq!(e.record_type, Some(9));
+    assert_eq!(e.user(), Some("admin@contoso.onmicrosoft.com"));
+    assert_eq!(e.client_ip(), Some("134.170.188.221"));
+    assert_eq!(e.operation(), Some("PasswordLogonInitialAuthUsingPassword"));
+    assert_eq!(e.result(), Some("failed"));
+    assert_eq!(e.workload(), Some("AzureActiveDirectory"));
+    assert_eq!(e.record_type(), Some(9));
     assert_eq!(e.locator.record, 1);
 }
 
@@ -117,17 +114,14 @@ fn log_analytics_json_mail_items_accessed() {
     let e = &evs[0];
     assert_eq!(e.kind, EventKind::Audit);
     assert_eq!(rfc3339(e.time.unwrap()), "2021-08-02T13:32:07Z");
-    assert_eq!(e.user.as_deref(), Some("pgustavo@simulandlabs.com"));
-    assert_eq!(e.client_ip.as_deref(), Some("1.2.3.4"));
+    assert_eq!(e.user(), Some("pgustavo@simulandlabs.com"));
+    assert_eq!(e.client_ip(), Some("1.2.3.4"));
+    assert_eq!(e.app_id(), Some("00000003-0000-0000-c000-000000000000"));
     assert_eq!(
-        e.app_id.as_deref(),
-        Some("00000003-0000-0000-c000-000000000000")
-    );
-    assert_eq!(
-        e.client_app_id.as_deref(),
+        e.client_app_id(),
         Some("5a95e683-08ad-424e-a441-1d1aec52c02c")
     );
-    assert_eq!(e.record_type, Some(50));
+    assert_eq!(e.record_type(), Some(50));
     // Folders and OperationProperties arrive as JSON strings and are expanded.
     assert!(e.get("Folders.FolderItems.InternetMessageId").is_some());
     assert!(e
@@ -141,12 +135,12 @@ fn defender_cloud_app_events_unwrap_raw_event_data() {
     let evs = events("otrf-security-datasets/Microsoft365DefenderEvents.json");
     let e = evs
         .iter()
-        .find(|e| e.operation.as_deref() == Some("MailItemsAccessed"))
+        .find(|e| e.operation() == Some("MailItemsAccessed"))
         .unwrap();
     assert_eq!(e.kind, EventKind::Audit);
     assert_eq!(e.inner, Some("RawEventData"));
     assert_eq!(rfc3339(e.time.unwrap()), "2021-08-02T13:32:07Z");
-    assert_eq!(e.client_ip.as_deref(), Some("1.2.3.4"));
+    assert_eq!(e.client_ip(), Some("1.2.3.4"));
     assert_eq!(
         e.get_str("RawEventData.Workload").as_deref(),
         Some("Exchange")
@@ -161,17 +155,11 @@ fn graph_signins_with_bom() {
     let e = &evs[0];
     assert_eq!(e.kind, EventKind::SignIn);
     assert_eq!(rfc3339(e.time.unwrap()), "2025-05-02T00:32:36Z");
-    assert_eq!(e.client_ip.as_deref(), Some("3.140.144.215"));
-    assert_eq!(
-        e.app_id.as_deref(),
-        Some("0930ea9f-98e8-46f5-9123-b16358290e70")
-    );
-    assert_eq!(e.token_id.as_deref(), Some("ByVTDAGxkECy8U12ji81AA"));
-    assert_eq!(
-        e.session_id.as_deref(),
-        Some("004ca149-c18f-a151-12cf-ebb662153620")
-    );
-    assert_eq!(e.result.as_deref(), Some("0"));
+    assert_eq!(e.client_ip(), Some("3.140.144.215"));
+    assert_eq!(e.app_id(), Some("0930ea9f-98e8-46f5-9123-b16358290e70"));
+    assert_eq!(e.token_id(), Some("ByVTDAGxkECy8U12ji81AA"));
+    assert_eq!(e.session_id(), Some("004ca149-c18f-a151-12cf-ebb662153620"));
+    assert_eq!(e.result(), Some("0"));
     let (rep, _) = read_events(
         &fixtures().join(
             "invictus-microsoft-extractor-suite/20250502132320-servicePrincipal-SignInLogs.json",
@@ -188,15 +176,9 @@ fn log_analytics_csv_signins_and_locale_times() {
     let e = &evs[0];
     assert_eq!(e.kind, EventKind::SignIn);
     assert_eq!(rfc3339(e.time.unwrap()), "2021-04-28T14:08:45.221Z");
-    assert_eq!(
-        e.user.as_deref(),
-        Some("adelev@m365x816222.onmicrosoft.com")
-    );
-    assert_eq!(e.client_ip.as_deref(), Some("175.45.176.99"));
-    assert_eq!(
-        e.app_id.as_deref(),
-        Some("c44b4083-3bb0-49c1-b47d-974e53cbdf3c")
-    );
+    assert_eq!(e.user(), Some("adelev@m365x816222.onmicrosoft.com"));
+    assert_eq!(e.client_ip(), Some("175.45.176.99"));
+    assert_eq!(e.app_id(), Some("c44b4083-3bb0-49c1-b47d-974e53cbdf3c"));
     // `X [UTC]` and `X_dynamic` columns are also reachable by the table's names.
     assert!(e.get("CreatedDateTime").is_some());
     assert!(e.get("LocationDetails.city").is_some() || e.get("LocationDetails").is_some());
@@ -207,12 +189,9 @@ fn log_analytics_csv_signins_and_locale_times() {
 fn csv_multiline_json_cell_and_bracketed_ipv6() {
     let evs = events("azure-sentinel-training-lab/office_activity_inbox_rule.csv");
     let e = &evs[0];
-    assert_eq!(e.operation.as_deref(), Some("New-InboxRule"));
-    assert_eq!(e.user.as_deref(), Some("adelev@contoso.onmicrosoft.com"));
-    assert_eq!(
-        e.client_ip.as_deref(),
-        Some("2a01:110:8068:7:9bf8:aa87:e00a:5f1f")
-    );
+    assert_eq!(e.operation(), Some("New-InboxRule"));
+    assert_eq!(e.user(), Some("adelev@contoso.onmicrosoft.com"));
+    assert_eq!(e.client_ip(), Some("2a01:110:8068:7:9bf8:aa87:e00a:5f1f"));
     assert_eq!(
         e.name_value("Parameters", "AlwaysDeleteOutlookRulesBlob")
             .as_deref(),
@@ -223,16 +202,17 @@ fn csv_multiline_json_cell_and_bracketed_ipv6() {
 #[test]
 fn record_type_as_name_or_number() {
     let evs = events("azure-sentinel-training-lab/office_activity.csv");
-    assert!(evs.iter().any(|e| e.record_type == Some(50)));
+    assert!(evs.iter().any(|e| e.record_type() == Some(50)));
     assert!(evs.iter().any(
-        |e| e.get_str("RecordType").as_deref() == Some("ExchangeItem") && e.record_type == Some(2)
+        |e| e.get_str("RecordType").as_deref() == Some("ExchangeItem")
+            && e.record_type() == Some(2)
     ));
     let mia: Vec<&Event> = evs
         .iter()
-        .filter(|e| e.operation.as_deref() == Some("MailItemsAccessed"))
+        .filter(|e| e.operation() == Some("MailItemsAccessed"))
         .collect();
     assert_eq!(mia.len(), 3);
-    assert!(mia.iter().all(|e| e.time.is_some() && e.user.is_some()));
+    assert!(mia.iter().all(|e| e.time.is_some() && e.user().is_some()));
 }
 
 #[test]
