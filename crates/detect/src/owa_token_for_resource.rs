@@ -235,7 +235,7 @@ impl Detection for OwaTokenForResource {
                 .ips
                 .iter()
                 .chain(&a.unknown_ip)
-                .filter(|i| !cx.signins.ips.contains(*i))
+                .filter(|i| !cx.signins.ips.contains(i))
                 .collect();
             if known_session && unknown_ips.is_empty() {
                 continue;

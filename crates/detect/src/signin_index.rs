@@ -18,11 +18,11 @@ pub struct SigninIndex {
     /// Sign-in events indexed.
     pub signins: u64,
     /// `uniqueTokenIdentifier` values.
-    pub tokens: HashSet<String, KeyHasher>,
+    pub tokens: Ids,
     /// Session ids, lower-cased (audit records spell them in either case).
-    pub sessions: HashSet<String, KeyHasher>,
+    pub sessions: Ids,
     /// Client addresses.
-    pub ips: HashSet<String, KeyHasher>,
+    pub ips: Ids,
     /// First and last sign-in time.
     pub range: Option<(OffsetDateTime, OffsetDateTime)>,
     /// Per tenant (lower-cased; empty when the sign-in names none), the UTC
@@ -83,13 +83,17 @@ impl SigninIndex {
     pub fn observe(&mut self, ev: &Event) {
         self.signins += 1;
         if let Some(t) = ev.token_id() {
-            self.tokens.insert(t.to_owned());
+            self.tokens.insert(t);
         }
         if let Some(s) = ev.session_id() {
-            self.sessions.insert(s.to_ascii_lowercase());
+            if s.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.sessions.insert(&s.to_ascii_lowercase());
+            } else {
+                self.sessions.insert(s);
+            }
         }
         if let Some(ip) = ev.client_ip() {
-            self.ips.insert(ip.to_owned());
+            self.ips.insert(ip);
         }
         if let Some(t) = ev.time {
             widen(&mut self.range, t);
@@ -114,9 +118,9 @@ impl SigninIndex {
     /// Folds a shard into this index.
     pub fn merge(&mut self, o: SigninIndex) {
         self.signins += o.signins;
-        self.tokens.extend(o.tokens);
-        self.sessions.extend(o.sessions);
-        self.ips.extend(o.ips);
+        self.tokens.merge(o.tokens);
+        self.sessions.merge(o.sessions);
+        self.ips.merge(o.ips);
         self.range = super::union(self.range, o.range);
         for (tenant, days) in o.days {
             self.days.entry(tenant).or_default().extend(days);
@@ -218,11 +222,199 @@ impl SigninIndex {
     }
 }
 
+/// A set of ids (token ids, session ids, client addresses) that keeps the
+/// usual spellings as numbers: a lower-case GUID and a 22-character
+/// base64url id (a token's 16 bytes) as 128 bits, a dotted IPv4 address as
+/// 32 bits, anything else as text. Only a spelling that is the one
+/// spelling of its number is packed (no upper-case hex, no non-zero
+/// padding bits, no leading zeros), so membership is exactly that of the
+/// texts. The index holds one entry per sign-in token: as text each took
+/// an allocation, a hash of the text and another when shards merge.
+#[derive(Clone, Debug, Default)]
+pub struct Ids {
+    guids: HashSet<u128, KeyHasher>,
+    base64url: HashSet<u128, KeyHasher>,
+    ipv4: HashSet<u32, KeyHasher>,
+    text: HashSet<String, KeyHasher>,
+}
+
+/// How an id is kept ([`Ids`]).
+enum Packed {
+    Guid(u128),
+    Base64Url(u128),
+    Ipv4(u32),
+    Text,
+}
+
+impl Packed {
+    fn of(id: &str) -> Packed {
+        let b = id.as_bytes();
+        match b.len() {
+            36 => guid(b).map_or(Packed::Text, Packed::Guid),
+            22 => base64url_16(b).map_or(Packed::Text, Packed::Base64Url),
+            7..=15 => ipv4(id).map_or(Packed::Text, Packed::Ipv4),
+            _ => Packed::Text,
+        }
+    }
+}
+
+/// A GUID in its lower-case 8-4-4-4-12 spelling.
+fn guid(b: &[u8]) -> Option<u128> {
+    let mut v: u128 = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        v = v << 4 | u128::from(d);
+    }
+    Some(v)
+}
+
+/// 16 bytes in unpadded base64url: 21 characters of six bits, and a last
+/// one carrying the two lowest bits and four zero bits.
+fn base64url_16(b: &[u8]) -> Option<u128> {
+    let mut out: u128 = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let d = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        if i < 21 {
+            out = out << 6 | u128::from(d);
+        } else if d & 0x0f != 0 {
+            // Another spelling of the same bytes: kept as text.
+            return None;
+        } else {
+            out = out << 2 | u128::from(d >> 4);
+        }
+    }
+    Some(out)
+}
+
+/// A dotted-quad IPv4 address as the standard library writes it (which it
+/// also parses: four decimal octets, none with a leading zero).
+fn ipv4(s: &str) -> Option<u32> {
+    s.parse::<std::net::Ipv4Addr>().ok().map(u32::from)
+}
+
+impl Ids {
+    /// Adds an id.
+    pub fn insert(&mut self, id: &str) {
+        match Packed::of(id) {
+            Packed::Guid(v) => self.guids.insert(v),
+            Packed::Base64Url(v) => self.base64url.insert(v),
+            Packed::Ipv4(v) => self.ipv4.insert(v),
+            Packed::Text => self.text.insert(id.to_owned()),
+        };
+    }
+
+    /// Whether the id was added (spelled exactly so).
+    pub fn contains(&self, id: &str) -> bool {
+        match Packed::of(id) {
+            Packed::Guid(v) => self.guids.contains(&v),
+            Packed::Base64Url(v) => self.base64url.contains(&v),
+            Packed::Ipv4(v) => self.ipv4.contains(&v),
+            Packed::Text => self.text.contains(id),
+        }
+    }
+
+    /// Adds every id of `o`.
+    pub fn merge(&mut self, o: Ids) {
+        self.guids.extend(o.guids);
+        self.base64url.extend(o.base64url);
+        self.ipv4.extend(o.ipv4);
+        self.text.extend(o.text);
+    }
+
+    /// How many ids there are.
+    pub fn len(&self) -> usize {
+        self.guids.len() + self.base64url.len() + self.ipv4.len() + self.text.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::event;
     use serde_json::json;
+
+    /// Packed or not, an id is found exactly when the same text was added:
+    /// other spellings of the same number (upper-case hex, padding bits,
+    /// leading zeros, IPv4-mapped IPv6) are other ids.
+    #[test]
+    fn ids_answer_as_a_set_of_texts() {
+        let added = [
+            "623d8eb7-a4ca-43b2-8b52-b08d21870f0b",
+            "3qO2a2kQdP1tXX42jtweAA",
+            "UEXk2jLaXpZ5a50weOZFLw",
+            "94.204.37.30",
+            "0.0.0.0",
+            "2001:db8::1",
+            "S-ONE",
+            "",
+        ];
+        let probes = [
+            "623D8EB7-A4CA-43B2-8B52-B08D21870F0B",
+            "623d8eb7a4ca43b28b52b08d21870f0b",
+            "623d8eb7-a4ca-43b2-8b52-b08d21870f0c",
+            "3qO2a2kQdP1tXX42jtweAB",
+            "3qO2a2kQdP1tXX42jtweAQ",
+            "3qO2a2kQdP1tXX42jtweA",
+            "3qO2a2kQdP1tXX42jtwe+A",
+            "94.204.37.3",
+            "094.204.37.30",
+            "94.204.037.30",
+            "::ffff:94.204.37.30",
+            "94.204.37.30 ",
+            "2001:DB8::1",
+            "s-one",
+            "AAAAAAAAAAAAAAAAAAAAAA",
+            "00000000-0000-0000-0000-000000000000",
+        ];
+        let mut ids = Ids::default();
+        let mut texts = HashSet::new();
+        for a in added {
+            ids.insert(a);
+            texts.insert(a.to_string());
+        }
+        // A spelling with non-zero padding bits packs to the bytes of the
+        // one with zero bits: added, the other must stay unknown.
+        ids.insert("UEXk2jLaXpZ5a50weOZFLx");
+        texts.insert("UEXk2jLaXpZ5a50weOZFLx".into());
+        assert_eq!(ids.len(), texts.len());
+        assert!(ids.text.contains("UEXk2jLaXpZ5a50weOZFLx") && ids.guids.len() == 1);
+        for p in added
+            .iter()
+            .chain(&probes)
+            .chain(&["UEXk2jLaXpZ5a50weOZFLx"])
+        {
+            assert_eq!(ids.contains(p), texts.contains(*p), "{p:?}");
+        }
+        // Merging shards keeps every id of both.
+        let mut other = Ids::default();
+        other.insert("AAAAAAAAAAAAAAAAAAAAAA");
+        other.insert("10.0.0.1");
+        ids.merge(other);
+        assert!(ids.contains("AAAAAAAAAAAAAAAAAAAAAA") && ids.contains("10.0.0.1"));
+        assert!(ids.contains("3qO2a2kQdP1tXX42jtweAA"));
+    }
 
     #[test]
     fn indexes_tokens_sessions_and_addresses_and_merges_shards() {
