@@ -316,6 +316,7 @@ impl Ids {
             Packed::Guid(v) => self.guids.insert(v),
             Packed::Base64Url(v) => self.base64url.insert(v),
             Packed::Ipv4(v) => self.ipv4.insert(v),
+            Packed::Text if self.text.contains(id) => false,
             Packed::Text => self.text.insert(id.to_owned()),
         };
     }
@@ -413,6 +414,9 @@ mod tests {
         other.insert("10.0.0.1");
         ids.merge(other);
         assert!(ids.contains("AAAAAAAAAAAAAAAAAAAAAA") && ids.contains("10.0.0.1"));
+        // Zero bytes as a token id are not the zero GUID: each shape has
+        // its own set.
+        assert!(!ids.contains("00000000-0000-0000-0000-000000000000"));
         assert!(ids.contains("3qO2a2kQdP1tXX42jtweAA"));
     }
 

@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -63,8 +63,10 @@ impl From<SpillError> for io::Error {
 /// Held findings taken out to be written as a sorted run
 /// ([`Findings::take_run`]).
 #[derive(Debug)]
+#[must_use = "a taken run must be written and put back, or its findings are lost"]
 pub struct PendingRun {
-    slot: usize,
+    /// Its place in the order runs were taken.
+    number: u64,
     path: PathBuf,
     /// In arrival order, each with the place of its shared evidence.
     findings: Vec<(Finding, Option<usize>)>,
@@ -72,8 +74,9 @@ pub struct PendingRun {
 
 /// A run written to disk, to put back in its place ([`Findings::put_run`]).
 #[derive(Debug)]
+#[must_use = "a written run must be put back, or its findings are lost"]
 pub struct WrittenRun {
-    slot: usize,
+    number: u64,
     path: PathBuf,
 }
 
@@ -93,7 +96,7 @@ impl PendingRun {
         };
         write().map_err(|e| SpillError::at(path, e))?;
         Ok(WrittenRun {
-            slot: self.slot,
+            number: self.number,
             path: self.path,
         })
     }
@@ -108,9 +111,18 @@ pub struct Findings {
     held_bytes: usize,
     /// Spilled runs, each sorted, in the order their findings arrived,
     /// with how many merges made each (levels never rise from the first
-    /// run to the last, but for runs written late); `None` while a taken
-    /// run is being written ([`Findings::take_run`]).
-    runs: Vec<Option<(PathBuf, u32)>>,
+    /// run to the last).
+    runs: Vec<(PathBuf, u32)>,
+    /// Runs taken out so far ([`Findings::take_run`]): the next one's
+    /// number.
+    taken: u64,
+    /// Taken runs that joined `runs` (merged or not): the number of the
+    /// next to join.
+    returned: u64,
+    /// Written runs put back before some run taken earlier, by number:
+    /// they join `runs` in the order they were taken, so merging stays as
+    /// the digits of a counter carry whatever order writers finish in.
+    early: BTreeMap<u64, PathBuf>,
     /// Evidence shared by many findings (a Sigma rule's metadata), written
     /// to runs as its place here.
     shared: SharedEvidence,
@@ -158,6 +170,9 @@ impl Findings {
             held: Vec::new(),
             held_bytes: 0,
             runs: Vec::new(),
+            taken: 0,
+            returned: 0,
+            early: BTreeMap::new(),
             shared: SharedEvidence::default(),
             dir: None,
             len: 0,
@@ -202,8 +217,10 @@ impl Findings {
     /// writes the run ([`PendingRun::write`]) outside it, so that others
     /// may add findings meanwhile, then puts it back
     /// ([`Findings::put_run`]). Every taken run must be put back before
-    /// the findings are sealed. Memory then holds up to one budget per
-    /// run on its way to disk, besides the held findings.
+    /// the findings are sealed (reading is an error otherwise). A run
+    /// put back before one taken earlier waits for it. Memory then holds,
+    /// besides the held findings, each run on its way to disk: the budget
+    /// and whatever batch of findings crossed it.
     pub fn take_run(&mut self) -> Result<PendingRun, SpillError> {
         if self.dir.is_none() {
             let dir = tempfile::Builder::new()
@@ -213,9 +230,12 @@ impl Findings {
             self.dir = Some(dir);
         }
         let dir = self.dir.as_ref().expect("made above").path();
-        // Named by the findings so far and the level: a run follows a new
-        // finding, and its merges each rise a level.
-        let path = dir.join(format!("run-{:05}-0.jsonl", self.len));
+        // Named by its number and level: a merge is named by the number
+        // of the last run in it, and merges ending at one run each rise a
+        // level.
+        let number = self.taken;
+        self.taken += 1;
+        let path = dir.join(format!("run-{number:05}-0.jsonl"));
         self.held_bytes = 0;
         let shared = &mut self.shared;
         let findings = std::mem::take(&mut self.held)
@@ -225,22 +245,27 @@ impl Findings {
                 (f, place)
             })
             .collect();
-        self.runs.push(None);
         Ok(PendingRun {
-            slot: self.runs.len() - 1,
+            number,
             path,
             findings,
         })
     }
 
-    /// Puts a written run back in its place, and merges runs as they
-    /// fill a level.
+    /// Puts a written run back in its place, once every run taken
+    /// before it is back, and merges runs as they fill a level.
     pub fn put_run(&mut self, run: WrittenRun) -> Result<(), SpillError> {
-        let slot = &mut self.runs[run.slot];
-        debug_assert!(slot.is_none(), "a run put back twice");
-        *slot = Some((run.path, 0));
-        while let Some(level) = self.full_level() {
-            self.merge_last_runs(level)?;
+        debug_assert!(
+            run.number < self.taken,
+            "a run not taken from these findings"
+        );
+        self.early.insert(run.number, run.path);
+        while let Some(path) = self.early.remove(&self.returned) {
+            self.returned += 1;
+            self.runs.push((path, 0));
+            while let Some(level) = self.full_level() {
+                self.merge_last_runs(level)?;
+            }
         }
         Ok(())
     }
@@ -275,19 +300,18 @@ impl Findings {
     /// The level of the last [`MERGE_FAN`] runs, when they share one.
     fn full_level(&self) -> Option<u32> {
         let tail = self.runs.get(self.runs.len().checked_sub(MERGE_FAN)?..)?;
-        let level = tail[0].as_ref()?.1;
-        tail.iter()
-            .all(|r| r.as_ref().is_some_and(|r| r.1 == level))
-            .then_some(level)
+        let level = tail[0].1;
+        tail.iter().all(|r| r.1 == level).then_some(level)
     }
 
-    /// Merges the last [`MERGE_FAN`] runs, all written, into one a level
-    /// up, in their place, and removes them. (Held findings arrived after
-    /// them, and stay held.)
+    /// Merges the last [`MERGE_FAN`] runs into one a level up, in their
+    /// place, and removes them. (Held findings arrived after them, and
+    /// stay held.)
     fn merge_last_runs(&mut self, level: u32) -> Result<(), SpillError> {
         let first = self.runs.len() - MERGE_FAN;
         let dir = self.dir.as_ref().expect("runs live in it").path();
-        let path = dir.join(format!("run-{:05}-{}.jsonl", self.len, level + 1));
+        let last = self.returned - 1;
+        let path = dir.join(format!("run-{last:05}-{}.jsonl", level + 1));
         let mut w = BufWriter::with_capacity(
             1 << 16,
             File::create(&path).map_err(|e| SpillError::at(&path, e))?,
@@ -295,14 +319,14 @@ impl Findings {
         // Every part read back is already placed; the list is lent to the
         // readers while the writer looks places up.
         let parts = self.shared.parts.clone();
-        for f in merged(self.runs[first..].iter().flatten(), &[], &parts)? {
+        for f in merged(&self.runs[first..], &[], &parts)? {
             let mut f = f?.into_owned();
             let place = f.evidence.take_shared().map(|p| self.shared.place(p));
             write_spilled(&mut w, f, place).map_err(|e| SpillError::at(&path, e))?;
         }
         w.flush().map_err(|e| SpillError::at(&path, e))?;
-        let old: Vec<(PathBuf, u32)> = self.runs.drain(first..).flatten().collect();
-        self.runs.push(Some((path, level + 1)));
+        let old: Vec<(PathBuf, u32)> = self.runs.drain(first..).collect();
+        self.runs.push((path, level + 1));
         for (old, _) in old {
             // Its findings are in the merged run now; a file that stays is
             // removed with the directory.
@@ -315,11 +339,19 @@ impl Findings {
     /// disk (each read is a fresh pass), held ones are lent.
     pub fn iter(&self) -> Result<Iter<'_>, SpillError> {
         debug_assert!(self.sealed, "findings read before sealing");
-        debug_assert!(
-            self.runs.iter().all(Option::is_some),
-            "a run never put back"
-        );
-        merged(self.runs.iter().flatten(), &self.held, &self.shared.parts)
+        if self.returned != self.taken {
+            // Reading without them would lose their findings silently.
+            let dir = self.spill_dir().unwrap_or(Path::new("."));
+            return Err(SpillError::at(
+                dir,
+                format!(
+                    "{} of {} runs taken out were never put back",
+                    self.taken - self.returned,
+                    self.taken
+                ),
+            ));
+        }
+        merged(&self.runs, &self.held, &self.shared.parts)
     }
 
     /// Every finding, in report order, in memory: for callers that need
@@ -337,15 +369,14 @@ impl Findings {
 
 /// `runs` and then `held` (each sorted, in the order they arrived) merged
 /// in report order.
-fn merged<'a, 'r>(
-    runs: impl Iterator<Item = &'r (PathBuf, u32)>,
+fn merged<'a>(
+    runs: &[(PathBuf, u32)],
     held: &'a [Finding],
     shared: &'a [Arc<Map<String, Value>>],
 ) -> Result<Iter<'a>, SpillError> {
-    let runs: Vec<&PathBuf> = runs.map(|(p, _)| p).collect();
     let mut heap = BinaryHeap::with_capacity(runs.len());
     let mut readers = Vec::with_capacity(runs.len());
-    for (i, path) in runs.into_iter().enumerate() {
+    for (i, (path, _)) in runs.iter().enumerate() {
         let file = File::open(path).map_err(|e| SpillError::at(path, e))?;
         let mut r = RunReader {
             path: path.clone(),
@@ -633,8 +664,10 @@ mod tests {
     }
 
     /// Runs taken out and written while more findings arrive, put back
-    /// in another order than taken (one held back past a merge of the runs
-    /// after it), read back as the one stable sort.
+    /// in another order than taken (the first one last of all), read back
+    /// as the one stable sort, and merged as if put back in order: the
+    /// runs left are as many as the digits of their count in base 32 add
+    /// up to, however late the first came back.
     #[test]
     fn runs_put_back_late_keep_their_place() {
         let mut want = scrambled();
@@ -666,18 +699,39 @@ mod tests {
         for run in waiting.drain(..).rev() {
             store.put_run(run.write().unwrap()).unwrap();
         }
+        let taken = store.taken;
+        assert!(taken > MERGE_FAN as u64 * 3, "enough runs to merge");
         assert!(
-            store
-                .runs
-                .iter()
-                .skip(1)
-                .any(|r| r.as_ref().is_some_and(|r| r.1 > 0)),
-            "the runs after the held-back one were merged"
+            store.runs.is_empty() && store.early.len() as u64 == taken - 1,
+            "runs put back before the first wait for it"
         );
         store.put_run(first.unwrap().write().unwrap()).unwrap();
+        let mut digits = 0;
+        let mut n = taken;
+        while n > 0 {
+            digits += n % MERGE_FAN as u64;
+            n /= MERGE_FAN as u64;
+        }
+        assert_eq!(store.spilled_runs() as u64, digits);
         store.seal();
         let got = store.to_vec().unwrap();
         assert_eq!(json_lines(got.iter()), json_lines(want.iter()));
+    }
+
+    /// Reading while a taken run is still out is an error, not a read
+    /// without its findings.
+    #[test]
+    fn a_run_never_put_back_is_an_error_when_reading() {
+        let mut store = Findings::with_budget(usize::MAX);
+        for f in scrambled().into_iter().take(10) {
+            store.add(f);
+        }
+        let out = store.take_run().unwrap();
+        store.seal();
+        let e = store.iter().map(|_| ()).unwrap_err();
+        assert!(e.reason.contains("1 of 1 runs"), "{e}");
+        store.put_run(out.write().unwrap()).unwrap();
+        assert_eq!(store.to_vec().unwrap().len(), 10);
     }
 
     #[test]
@@ -692,7 +746,7 @@ mod tests {
         store.seal();
         // One run of 32 * 32, two of 32, three of one: 1091 is 1, 2, 3 in
         // base 32.
-        let levels: Vec<u32> = store.runs.iter().map(|r| r.as_ref().unwrap().1).collect();
+        let levels: Vec<u32> = store.runs.iter().map(|r| r.1).collect();
         assert_eq!(levels, [2, 1, 1, 0, 0, 0]);
         let dir = store.dir.as_ref().unwrap().path();
         assert_eq!(std::fs::read_dir(dir).unwrap().count(), levels.len());
@@ -721,7 +775,7 @@ mod tests {
         store.push(finding("a", Some(1), "line 1", 0.5)).unwrap();
         store.seal();
         let dir = store.dir.as_ref().unwrap().path().to_path_buf();
-        assert!(dir.join("run-00001-0.jsonl").is_file());
+        assert!(dir.join("run-00000-0.jsonl").is_file());
         drop(store);
         assert!(!dir.exists());
     }
@@ -732,13 +786,13 @@ mod tests {
         store.push(finding("a", Some(1), "line 1", 0.5)).unwrap();
         store.push(finding("a", Some(2), "line 2", 0.5)).unwrap();
         store.seal();
-        let run = store.runs[1].as_ref().unwrap().0.clone();
+        let run = store.runs[1].0.clone();
         std::fs::write(&run, "12\t{not json\n").unwrap();
         let err = store.to_vec().unwrap_err();
-        assert!(err.path.ends_with("run-00002-0.jsonl"), "{err}");
+        assert!(err.path.ends_with("run-00001-0.jsonl"), "{err}");
         assert!(err.reason.starts_with("line 1: "), "{err}");
         // A shared evidence place that was never given out.
-        let line = std::fs::read_to_string(&store.runs[0].as_ref().unwrap().0).unwrap();
+        let line = std::fs::read_to_string(&store.runs[0].0).unwrap();
         let (time, rest) = line.split_once('\t').unwrap();
         let (_, json) = rest.split_once('\t').unwrap();
         std::fs::write(&run, format!("{time}\t7\t{json}")).unwrap();
@@ -760,7 +814,7 @@ mod tests {
         store.seal();
         assert_eq!(store.shared.parts.len(), 2);
         let mut spilled = String::new();
-        for (path, _) in store.runs.iter().flatten() {
+        for (path, _) in &store.runs {
             spilled.push_str(&std::fs::read_to_string(path).unwrap());
         }
         assert!(
