@@ -6,8 +6,8 @@
 //! the normalised fields every detection and output needs.
 
 use std::borrow::Cow;
-use std::cell::OnceCell;
-use std::sync::Arc;
+
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -97,6 +97,13 @@ pub struct Event {
     normal: Normal,
 }
 
+// Events are shared between threads (library users and the fuzz targets
+// keep them in statics): the lazily found fields must not take that away.
+const _: fn() = || {
+    fn shared_between_threads<T: Send + Sync>() {}
+    shared_between_threads::<Event>();
+};
+
 /// Normalised fields of an [`Event`] other than its time, each found on
 /// first use ([`Event::user`] and the others). Each tries several names
 /// in two passes, and most records are read by detections that ask for
@@ -106,17 +113,17 @@ pub struct Event {
 /// Purview CSV exports with the SigmaHQ rules.
 #[derive(Clone, Debug, Default)]
 struct Normal {
-    user: OnceCell<Option<String>>,
-    client_ip: OnceCell<Option<String>>,
-    app_id: OnceCell<Option<String>>,
-    client_app_id: OnceCell<Option<String>>,
-    session_id: OnceCell<Option<String>>,
-    token_id: OnceCell<Option<String>>,
-    operation: OnceCell<Option<String>>,
-    result: OnceCell<Option<String>>,
-    workload: OnceCell<Option<String>>,
-    user_agent: OnceCell<Option<String>>,
-    record_type: OnceCell<Option<u32>>,
+    user: OnceLock<Option<String>>,
+    client_ip: OnceLock<Option<String>>,
+    app_id: OnceLock<Option<String>>,
+    client_app_id: OnceLock<Option<String>>,
+    session_id: OnceLock<Option<String>>,
+    token_id: OnceLock<Option<String>>,
+    operation: OnceLock<Option<String>>,
+    result: OnceLock<Option<String>>,
+    workload: OnceLock<Option<String>>,
+    user_agent: OnceLock<Option<String>>,
+    record_type: OnceLock<Option<u32>>,
 }
 
 /// Which keys an object has, as a 256-bit filter over (length, first and
