@@ -6,7 +6,6 @@
 //! the normalised fields every detection and output needs.
 
 use std::borrow::Cow;
-
 use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value};
