@@ -255,7 +255,10 @@ impl Running {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-            let lines: Vec<Value> = text
+            // The writer may be half-way through a line: only whole lines
+            // (ended by a newline) are read.
+            let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+            let lines: Vec<Value> = whole
                 .lines()
                 .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
                 .collect();
