@@ -1039,6 +1039,30 @@ fn cover(lits: &[String]) -> Vec<String> {
     out
 }
 
+/// Teddy's buckets (the 8 of a searcher of at most 32 texts) in which
+/// texts alike share one.
+const TEDDY_BUCKETS: usize = 8;
+
+/// `texts` (sorted) reordered so that neighbours share a Teddy bucket.
+/// A bucket matches where some text of it could start, judged on the
+/// halves of each of its first four bytes that any of its texts has:
+/// texts alike leave fewer halves to match, so fewer false starts to
+/// verify, which was half of this prefilter's cost on audit records.
+/// aho-corasick deals texts to buckets in turn by their place (texts with
+/// the same low halves go together), so places `b`, `b + 8`, `b + 16`
+/// share a bucket; another dealing only loses the gain, never a match.
+fn bucket_order(texts: &[String]) -> Vec<String> {
+    let per = texts.len().div_ceil(TEDDY_BUCKETS);
+    let places = (0..TEDDY_BUCKETS)
+        .flat_map(|b| (0..per).map(move |m| b + TEDDY_BUCKETS * m))
+        .filter(|&p| p < texts.len());
+    let mut out: Vec<Option<&String>> = vec![None; texts.len()];
+    for (t, p) in texts.iter().zip(places) {
+        out[p] = Some(t);
+    }
+    out.into_iter().flatten().cloned().collect()
+}
+
 /// Which records some rule reads whole ([`RuleSet::wants_whole`]).
 #[derive(Debug)]
 enum WholeScreen {
@@ -1159,7 +1183,12 @@ impl Prefilter {
         // texts that cover every anchor (each anchor contains one), and
         // where one is found, the anchors holding it are compared there;
         // without it (no SIMD), the automaton screens alone.
-        let grams = cover(&lits);
+        let mut grams = cover(&lits);
+        grams.sort();
+        let grams: Vec<String> = grams
+            .chunks(SEARCHER_TEXTS)
+            .flat_map(bucket_order)
+            .collect();
         // (An empty anchor is in every record: the automaton handles it.)
         let teddy = if grams.iter().any(String::is_empty) {
             None
