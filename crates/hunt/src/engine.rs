@@ -201,16 +201,32 @@ enum Group {
 
 /// Literal search over raw bytes: every pattern, in groups small enough for
 /// SIMD search. Pattern ids are global, whatever group a literal lands in.
+///
+/// Every pattern in a record is found, wherever it starts: a record goes to
+/// every reader one of whose texts it holds, even when another reader's
+/// text starts at the same place or overlaps it. (A search that reports
+/// the first pattern at a place and goes on after it handed a record
+/// holding `NEEDLE` to the reader of `NEED` only.)
 struct Literals {
     groups: Vec<(usize, Group)>,
+    /// The patterns, by global id.
+    lits: Vec<Vec<u8>>,
+    /// By global id, for the SIMD groups: the other patterns it starts
+    /// with (found wherever it is found) ...
+    shorter: Vec<Vec<usize>>,
+    /// ... and those that start with it (found there when the text goes
+    /// on as they do). A SIMD searcher reports one pattern per place.
+    longer: Vec<Vec<usize>>,
 }
 
 impl Literals {
     fn new(lits: &[String]) -> Literals {
         let automaton = |pats: &[String]| {
+            // Overlapping search (standard semantics) reports every
+            // pattern at every place by itself.
             Group::Automaton(
                 AhoCorasickBuilder::new()
-                    .match_kind(MatchKind::LeftmostFirst)
+                    .match_kind(MatchKind::Standard)
                     .build(pats)
                     .expect("literal patterns build"),
             )
@@ -219,12 +235,27 @@ impl Literals {
             .step_by(PACKED_MAX)
             .map(|a| (a, (a + PACKED_MAX).min(lits.len())))
             .collect();
+        let mut out = Literals {
+            groups: Vec::new(),
+            lits: lits.iter().map(|l| l.as_bytes().to_vec()).collect(),
+            shorter: vec![Vec::new(); lits.len()],
+            longer: vec![Vec::new(); lits.len()],
+        };
         if bounds.len() > PACKED_GROUPS_MAX {
-            return Literals {
-                groups: vec![(0, automaton(lits))],
-            };
+            out.groups = vec![(0, automaton(lits))];
+            return out;
         }
-        let groups = bounds
+        // At most PACKED_MAX * PACKED_GROUPS_MAX patterns: every pair is
+        // compared once, here.
+        for (i, a) in lits.iter().enumerate() {
+            for (j, b) in lits.iter().enumerate() {
+                if i != j && a.starts_with(b.as_str()) {
+                    out.shorter[i].push(j);
+                    out.longer[j].push(i);
+                }
+            }
+        }
+        out.groups = bounds
             .into_iter()
             .map(|(a, b)| {
                 let pats = &lits[a..b];
@@ -239,27 +270,42 @@ impl Literals {
                 )
             })
             .collect();
-        Literals { groups }
+        out
     }
 
-    /// Every match as (start, global pattern id), sorted by start.
+    /// Every match as (start, global pattern id), sorted by start, each
+    /// once.
     fn find_all(&self, hay: &[u8], out: &mut Vec<(usize, usize)>) {
         out.clear();
         for (base, g) in &self.groups {
             match g {
-                Group::Packed(s) => out.extend(
-                    s.find_iter(hay)
-                        .map(|m| (m.start(), base + m.pattern().as_usize())),
-                ),
+                Group::Packed(s) => {
+                    // One search per place a pattern starts, not per
+                    // non-overlapping match: patterns may overlap.
+                    let mut at = 0;
+                    while let Some(m) = s.find_in(hay, aho_corasick::Span::from(at..hay.len())) {
+                        let (place, id) = (m.start(), base + m.pattern().as_usize());
+                        out.push((place, id));
+                        out.extend(self.shorter[id].iter().map(|&j| (place, j)));
+                        out.extend(
+                            self.longer[id]
+                                .iter()
+                                .filter(|&&j| hay[place..].starts_with(&self.lits[j]))
+                                .map(|&j| (place, j)),
+                        );
+                        at = place + 1;
+                    }
+                }
                 Group::Automaton(a) => out.extend(
-                    a.find_iter(hay)
+                    a.find_overlapping_iter(hay)
                         .map(|m| (m.start(), base + m.pattern().as_usize())),
                 ),
             }
         }
-        if self.groups.len() > 1 {
-            out.sort_unstable();
-        }
+        // Patterns of two groups, or found by another's relation, may
+        // repeat a (place, pattern).
+        out.sort_unstable();
+        out.dedup();
     }
 }
 
@@ -1697,6 +1743,61 @@ mod tests {
             .map(|(o, _)| o.0)
             .collect();
         assert_eq!(whole, vec![EventKind::SignIn]);
+    }
+
+    /// Two readers' anchors that start at the same place in a record (one
+    /// is the start of the other) both route it: a search that reports one
+    /// match per place would hand the record to one reader only.
+    #[test]
+    fn anchors_sharing_a_start_route_to_every_reader() {
+        fn short() -> Needs {
+            Needs::anchored(Kinds::ALL, &["NEED"], &["Marker.Inner"])
+        }
+        fn long() -> Needs {
+            Needs::anchored(Kinds::ALL, &["NEEDLE"], &["Marker.Inner"])
+        }
+        fn longer() -> Needs {
+            Needs::anchored(Kinds::ALL, &["NEEDLE\",\"Workload"], &["Marker.Inner"])
+        }
+        fn inside() -> Needs {
+            Needs::anchored(Kinds::ALL, &["EDLE\",\"Work"], &["Marker.Inner"])
+        }
+        // Enough texts of another reader that the literals no longer fit
+        // the SIMD searchers and one automaton searches them.
+        fn crowd() -> Needs {
+            let texts: Vec<String> = (0..400).map(|i| format!("NOT-IN-ANY-RECORD-{i}")).collect();
+            let mut n = Needs::anchored(Kinds::ALL, &[], &["Marker.Inner"]);
+            n.anchors = Anchors::AnyOf(texts);
+            n
+        }
+        let d = dir(&[("a.jsonl", &format!("{UAL}\n{UAL_NEEDLE}\n"))]);
+        let makers: [fn() -> Needs; 4] = [short, long, longer, inside];
+        for (order, crowded) in [
+            ([0, 1, 2, 3], false),
+            ([3, 2, 1, 0], false),
+            ([1, 0, 3, 2], false),
+            ([0, 1, 2, 3], true),
+            ([2, 3, 0, 1], true),
+        ] {
+            let mut probes = Vec::new();
+            let mut sinks = Vec::new();
+            for i in order {
+                let (p, seen) = Probe::boxed(makers[i], Some("Marker.Inner"));
+                probes.push(p);
+                sinks.push(seen);
+            }
+            if crowded {
+                probes.push(Probe::boxed(crowd, None).0);
+            }
+            hunt(&d, probes);
+            for (i, seen) in order.iter().zip(&sinks) {
+                assert_eq!(
+                    seen.lock().unwrap().read_and_projected(),
+                    vec![("m2".to_string(), true)],
+                    "reader {i} in order {order:?}, crowded: {crowded}"
+                );
+            }
+        }
     }
 
     /// Whole-record texts are found in the literal pass: a record holding
