@@ -266,6 +266,11 @@ fn exact_then_ci<T>(f: impl Fn() -> Option<T>) -> Option<T> {
     })
 }
 
+/// A normalised field: found by `find` the first time it is asked for.
+fn found(cell: &OnceLock<Option<String>>, find: impl FnOnce() -> Option<String>) -> Option<&str> {
+    cell.get_or_init(|| fresh(find)).as_deref()
+}
+
 /// Runs `f` as if no search were running, and puts the running one's
 /// state back: a normalised field is found when first asked for, which
 /// may be inside another search's exact-only pass.
@@ -572,180 +577,127 @@ impl Event {
 
     /// Acting user, lower-cased (UPNs appear in mixed case in the same log).
     pub fn user(&self) -> Option<&str> {
-        self.normal
-            .user
-            .get_or_init(|| {
-                fresh(|| {
-                    let fields = if self.is_gateway() {
-                        &GATEWAY_FIELDS[..2]
-                    } else {
-                        USER_FIELDS
-                    };
-                    self.first_str(fields).map(|u| u.to_lowercase())
-                })
-            })
-            .as_deref()
+        found(&self.normal.user, || {
+            let fields = if self.is_gateway() {
+                &GATEWAY_FIELDS[..2]
+            } else {
+                USER_FIELDS
+            };
+            self.first_str(fields).map(|u| u.to_lowercase())
+        })
     }
 
     /// Client address without port.
     pub fn client_ip(&self) -> Option<&str> {
-        self.normal
-            .client_ip
-            .get_or_init(|| {
-                fresh(|| {
-                    exact_then_ci(|| {
-                        IP_FIELDS.iter().find_map(|p| {
-                            let s = self.get_str(p)?;
-                            Some(parse_client_ip(&s).map(|ip| ip.to_string()).unwrap_or(s))
-                        })
-                    })
+        found(&self.normal.client_ip, || {
+            exact_then_ci(|| {
+                IP_FIELDS.iter().find_map(|p| {
+                    let s = self.get_str(p)?;
+                    Some(parse_client_ip(&s).map(|ip| ip.to_string()).unwrap_or(s))
                 })
             })
-            .as_deref()
+        })
     }
 
     /// Application (resource or API) id: `AppId`, `appId`, `ApplicationId`.
     pub fn app_id(&self) -> Option<&str> {
-        self.normal
-            .app_id
-            .get_or_init(|| {
-                fresh(|| {
-                    let fields = if self.is_gateway() {
-                        &GATEWAY_FIELDS[2..5]
-                    } else {
-                        APP_FIELDS
-                    };
-                    self.first_str(fields)
-                })
-            })
-            .as_deref()
+        found(&self.normal.app_id, || {
+            let fields = if self.is_gateway() {
+                &GATEWAY_FIELDS[2..5]
+            } else {
+                APP_FIELDS
+            };
+            self.first_str(fields)
+        })
     }
 
     /// Calling client application id: `ClientAppId`,
     /// `AppAccessContext.ClientAppId`; a gateway token's `azp`/`appid`,
     /// which name the calling client as UAL's `ClientAppId` does.
     pub fn client_app_id(&self) -> Option<&str> {
-        self.normal
-            .client_app_id
-            .get_or_init(|| {
-                fresh(|| {
-                    if self.is_gateway() {
-                        return self.app_id().map(str::to_owned);
-                    }
-                    self.first_str(CLIENT_APP_FIELDS)
-                })
-            })
-            .as_deref()
+        found(&self.normal.client_app_id, || {
+            if self.is_gateway() {
+                return self.app_id().map(str::to_owned);
+            }
+            self.first_str(CLIENT_APP_FIELDS)
+        })
     }
 
     /// Entra session: `AppAccessContext.AADSessionId`, Exchange
     /// `SessionId`, sign-in `sessionId`.
     pub fn session_id(&self) -> Option<&str> {
-        self.normal
-            .session_id
-            .get_or_init(|| {
-                fresh(|| {
-                    if self.is_gateway() {
-                        return self.first_str(&["sid"]);
-                    }
-                    // Sign-ins carry their ids under Graph names; read them
-                    // after the UAL names so a UAL record's AppAccessContext
-                    // wins there.
-                    self.first_str(SESSION_FIELDS).or_else(|| {
-                        (self.kind == EventKind::SignIn)
-                            .then(|| self.first_str(&["sessionId"]))
-                            .flatten()
-                    })
-                })
-            })
-            .as_deref()
+        found(&self.normal.session_id, || {
+            self.id(&["sid"], SESSION_FIELDS, "sessionId")
+        })
     }
 
     /// Token id: `AppAccessContext.UniqueTokenId`,
     /// `UniqueTokenIdentifier`, `uniqueTokenIdentifier`.
     pub fn token_id(&self) -> Option<&str> {
-        self.normal
-            .token_id
-            .get_or_init(|| {
-                fresh(|| {
-                    if self.is_gateway() {
-                        return self.first_str(&["uti", "jti"]);
-                    }
-                    self.first_str(TOKEN_FIELDS).or_else(|| {
-                        (self.kind == EventKind::SignIn)
-                            .then(|| self.first_str(&["uniqueTokenIdentifier"]))
-                            .flatten()
-                    })
-                })
-            })
-            .as_deref()
+        found(&self.normal.token_id, || {
+            self.id(&["uti", "jti"], TOKEN_FIELDS, "uniqueTokenIdentifier")
+        })
+    }
+
+    /// An id a gateway line names by its claims, other records by
+    /// `fields`, and sign-ins also by their Graph name, read after the UAL
+    /// names so that a UAL record's `AppAccessContext` wins there.
+    fn id(&self, claims: &[&str], fields: &[&str], graph: &str) -> Option<String> {
+        if self.is_gateway() {
+            return self.first_str(claims);
+        }
+        self.first_str(fields).or_else(|| {
+            (self.kind == EventKind::SignIn)
+                .then(|| self.first_str(&[graph]))
+                .flatten()
+        })
     }
 
     /// Operation or activity name.
     pub fn operation(&self) -> Option<&str> {
-        self.normal
-            .operation
-            .get_or_init(|| {
-                fresh(|| {
-                    if self.is_gateway() {
-                        return match (self.get_str("method"), self.get_str("path")) {
-                            (Some(m), Some(p)) => Some(format!("{m} {p}")),
-                            (m, p) => m.or(p),
-                        };
-                    }
-                    self.first_str(OPERATION_FIELDS)
-                })
-            })
-            .as_deref()
+        found(&self.normal.operation, || {
+            if self.is_gateway() {
+                return match (self.get_str("method"), self.get_str("path")) {
+                    (Some(m), Some(p)) => Some(format!("{m} {p}")),
+                    (m, p) => m.or(p),
+                };
+            }
+            self.first_str(OPERATION_FIELDS)
+        })
     }
 
     /// Result (`ResultStatus`, sign-in error code, `result`).
     pub fn result(&self) -> Option<&str> {
-        self.normal
-            .result
-            .get_or_init(|| {
-                fresh(|| {
-                    if self.is_gateway() {
-                        return self.get_str("verdict");
-                    }
-                    // A sign-in's result is its error code; only sign-ins are asked.
-                    let sign_in_code = (self.kind == EventKind::SignIn)
-                        .then(|| self.first_str(&["status.errorCode"]))
-                        .flatten();
-                    sign_in_code.or_else(|| self.first_str(RESULT_FIELDS))
-                })
-            })
-            .as_deref()
+        found(&self.normal.result, || {
+            if self.is_gateway() {
+                return self.get_str("verdict");
+            }
+            // A sign-in's result is its error code; only sign-ins are asked.
+            let sign_in_code = (self.kind == EventKind::SignIn)
+                .then(|| self.first_str(&["status.errorCode"]))
+                .flatten();
+            sign_in_code.or_else(|| self.first_str(RESULT_FIELDS))
+        })
     }
 
     /// Workload / service (`Workload`, `OfficeWorkload`, `category`, table type).
     pub fn workload(&self) -> Option<&str> {
-        self.normal
-            .workload
-            .get_or_init(|| {
-                fresh(|| {
-                    if self.is_gateway() {
-                        return Some("tokenward gateway".into());
-                    }
-                    self.first_str(WORKLOAD_FIELDS)
-                })
-            })
-            .as_deref()
+        found(&self.normal.workload, || {
+            if self.is_gateway() {
+                return Some("tokenward gateway".into());
+            }
+            self.first_str(WORKLOAD_FIELDS)
+        })
     }
 
     /// User agent or Exchange `ClientInfoString`.
     pub fn user_agent(&self) -> Option<&str> {
-        self.normal
-            .user_agent
-            .get_or_init(|| {
-                fresh(|| {
-                    self.first_str(USER_AGENT_FIELDS).or_else(|| {
-                        self.name_value("ExtendedProperties", "UserAgent")
-                            .or_else(|| self.key_value("additionalDetails", "User-Agent"))
-                    })
-                })
+        found(&self.normal.user_agent, || {
+            self.first_str(USER_AGENT_FIELDS).or_else(|| {
+                self.name_value("ExtendedProperties", "UserAgent")
+                    .or_else(|| self.key_value("additionalDetails", "User-Agent"))
             })
-            .as_deref()
+        })
     }
 
     /// UAL record type as a number when known.
