@@ -10,7 +10,7 @@ pub struct SigmaLoadArgs {
     /// Extra Sigma log-source mapping files or directories. Repeatable.
     #[arg(long = "sigma-mapping", value_name = "PATH")]
     pub sigma_mappings: Vec<PathBuf>,
-    /// Values for Sigma `expand` placeholders: a YAML map of name: [values].
+    /// Values for Sigma `expand` placeholders: a YAML map from each name to its list of values.
     #[arg(long = "sigma-placeholders", value_name = "FILE")]
     pub sigma_placeholders: Option<PathBuf>,
     /// Most memory one compiled Sigma rule may hold, in MiB; a rule past it

@@ -891,7 +891,7 @@ pub const IP_FIELDS: &[&str] = &[
     "src_ip",
 ];
 
-/// RecordType names of the UAL enum that matter here (schema doc [S1]).
+/// RecordType names of the UAL enum that matter here (schema doc \[S1\]).
 pub fn record_type_number(name: &str) -> Option<u32> {
     const T: &[(&str, u32)] = &[
         ("ExchangeAdmin", 1),

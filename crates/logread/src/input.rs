@@ -287,7 +287,7 @@ const SNIFF_FIRST_BYTES: usize = 32 * 1024;
 
 /// Reads the start of a decoded stream and decides the format. Returns the
 /// bytes read so the caller can replay them. Decides exactly as on the
-/// whole [`SNIFF_BYTES`] window, reading less when the first line decides.
+/// whole window of `SNIFF_BYTES` (256 KiB), reading less when the first line decides.
 pub fn sniff(
     reader: &mut dyn Read,
     forced: Option<Format>,
