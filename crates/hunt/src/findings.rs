@@ -360,10 +360,11 @@ impl Findings {
         self.iter()?.map(|f| f.map(Cow::into_owned)).collect()
     }
 
-    /// Every finding in report order, when none was spilled.
+    /// Every finding in report order, when none was spilled (no run was
+    /// ever taken out, written or not).
     pub fn as_slice(&self) -> Option<&[Finding]> {
         debug_assert!(self.sealed, "findings read before sealing");
-        self.runs.is_empty().then_some(&self.held[..])
+        (self.taken == 0).then_some(&self.held[..])
     }
 }
 
@@ -728,6 +729,7 @@ mod tests {
         }
         let out = store.take_run().unwrap();
         store.seal();
+        assert!(store.as_slice().is_none(), "the held findings are not all");
         let e = store.iter().map(|_| ()).unwrap_err();
         assert!(e.reason.contains("1 of 1 runs"), "{e}");
         store.put_run(out.write().unwrap()).unwrap();
