@@ -422,7 +422,10 @@ impl FieldSplitter {
 
 /// How many `"` bytes `bytes` holds.
 fn quote_count(bytes: &[u8]) -> usize {
-    bytes.iter().filter(|&&b| b == b'"').count()
+    // memchr counts 32 bytes a step; the plain filter-and-count compiled
+    // to 4 bytes a step (each comparison widened to a 64-bit counter), and
+    // was most of the time spent finding where a Purview row ends.
+    memchr::memchr_iter(b'"', bytes).count()
 }
 
 /// One CSV row, or why a stretch of lines was not one.
