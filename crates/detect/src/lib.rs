@@ -168,11 +168,11 @@ pub enum WholeRecord {
     Always,
     /// Only the records of these kinds whose raw bytes pass this screen
     /// (for some kinds only, the engine projects a record first to learn
-    /// its kind, so the screen never runs on records of other kinds). The others may reach
-    /// it projected ([`Event::projection`] set): it must then read only its
-    /// declared paths, which the screen and the kinds promise is enough (a
-    /// Sigma rule set whose keyword rules are written for other log
-    /// sources, or whose anchors are not in the record).
+    /// its kind, so the screen never runs on records of other kinds). The
+    /// others may reach it projected ([`Event::projection`] set): it must
+    /// then read only its declared paths, which the screen and the kinds
+    /// promise is enough (a Sigma rule set whose keyword rules are written
+    /// for other log sources, or whose anchors are not in the record).
     When(Kinds, ScreenFn),
     /// Only the records whose raw bytes hold one of these texts; the others
     /// may reach it projected, as with `When`. The engine finds these texts

@@ -630,6 +630,9 @@ struct Out {
     spare: Vec<u8>,
     /// A CSV row's screening text, reused row after row.
     row_text: Vec<u8>,
+    /// The literal matches of a record screened on its own (a CSV row, a
+    /// record of a JSON array or envelope), reused record after record.
+    hits: Vec<(usize, usize)>,
     streaks: ScreenStreaks,
 }
 
@@ -797,11 +800,11 @@ impl Ctx<'_> {
             (None, _) => None,
             (Some(_), Some(s)) => Some(s),
             (Some(plan), None) => {
-                let mut hits = Vec::new();
+                out.hits.clear();
                 if let Some(l) = &plan.literals {
-                    l.find_all(b, &mut hits);
+                    l.find_all(b, &mut out.hits);
                 }
-                Some(plan.readers(&hits, b, &mut out.streaks))
+                Some(plan.readers(&out.hits, b, &mut out.streaks))
             }
         };
         let readers = screened.map_or(Mask::MAX, |s| s.readers);
@@ -909,11 +912,11 @@ impl Ctx<'_> {
                 text.extend_from_slice(f.as_bytes());
                 text.push(b'\n');
             }
-            let mut hits = Vec::new();
+            out.hits.clear();
             if let Some(l) = &plan.literals {
-                l.find_all(text, &mut hits);
+                l.find_all(text, &mut out.hits);
             }
-            let s = plan.readers(&hits, text, &mut out.streaks);
+            let s = plan.readers(&out.hits, text, &mut out.streaks);
             (s, full || plan.reads_whole(s, text))
         });
         let readers = screened.map_or(Mask::MAX, |(s, _)| s.readers);
@@ -965,6 +968,7 @@ impl Ctx<'_> {
             projections: Vec::new(),
             spare: Vec::new(),
             row_text: Vec::new(),
+            hits: Vec::new(),
             streaks: ScreenStreaks::default(),
         };
         match batch {

@@ -764,7 +764,7 @@ impl RuleSet {
             .flat_map(|(r, _)| r.compiled.iter())
             .flat_map(|(mi, _)| self.mappings[*mi].kinds.iter().copied())
             .collect();
-        kinds.sort_by_key(|k| *k as u8);
+        kinds.sort();
         kinds.dedup();
         Some(kinds)
     }
