@@ -1,7 +1,6 @@
 //! Records out of a decoded stream, in batches for parallel workers.
 
 use std::io::Read;
-use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 
 use crate::format::Container;
@@ -48,21 +47,22 @@ impl BufferPool {
 }
 
 /// Reads a stream (whose first bytes, already read, are `head`) to its end
-/// and sends its records in batches, in buffers from `pool` (hand them back
-/// with [`BufferPool::give`]). Stops early, without error, when the
-/// receiver hangs up.
+/// and hands its records to `sink` in batches, in the stream's order, in
+/// buffers from `pool` (hand them back with [`BufferPool::give`]). The
+/// sink runs on the reading thread: it decides whether a batch is worked
+/// on there or elsewhere.
 pub fn read_batches(
     container: Container,
     delimiter: u8,
     reader: Box<dyn Read + Send>,
     head: Vec<u8>,
-    tx: &SyncSender<Batch>,
+    sink: &mut dyn FnMut(Batch),
     pool: &BufferPool,
 ) -> std::io::Result<()> {
     match container {
-        Container::JsonLines => read_lines(reader, head, tx, pool),
-        Container::JsonStream => read_pieces(reader, head, tx, pool),
-        Container::Csv => read_rows(reader, head, delimiter, tx),
+        Container::JsonLines => read_lines(reader, head, sink, pool),
+        Container::JsonStream => read_pieces(reader, head, sink, pool),
+        Container::Csv => read_rows(reader, head, delimiter, sink),
     }
 }
 
@@ -158,7 +158,7 @@ fn rejection(line: u64, index: u64, reason: String) -> Batch {
 fn read_lines(
     mut r: Box<dyn Read + Send>,
     head: Vec<u8>,
-    tx: &SyncSender<Batch>,
+    sink: &mut dyn FnMut(Batch),
     pool: &BufferPool,
 ) -> std::io::Result<()> {
     let mut buf = pool.take();
@@ -188,9 +188,7 @@ fn read_lines(
                         " (the file ends inside it)"
                     }
                 );
-                if tx.send(rejection(line, line, reason)).is_err() {
-                    return Ok(());
-                }
+                sink(rejection(line, line, reason));
                 line += 1;
                 eof = !ended;
                 want = LINES_BATCH;
@@ -200,7 +198,7 @@ fn read_lines(
         }
         if eof {
             if !buf.is_empty() {
-                let _ = tx.send(Batch::Lines {
+                sink(Batch::Lines {
                     data: buf,
                     first_line: line,
                 });
@@ -214,15 +212,10 @@ fn read_lines(
         nb.extend_from_slice(&buf[cut..]);
         buf.truncate(cut);
         let n = memchr::memchr_iter(b'\n', &buf).count() as u64;
-        if tx
-            .send(Batch::Lines {
-                data: buf,
-                first_line: line,
-            })
-            .is_err()
-        {
-            return Ok(());
-        }
+        sink(Batch::Lines {
+            data: buf,
+            first_line: line,
+        });
         line += n;
         buf = nb;
     }
@@ -247,7 +240,7 @@ fn skip_line(r: &mut dyn Read, buf: &mut Vec<u8>, failed: &mut Option<std::io::E
 fn read_pieces(
     mut r: Box<dyn Read + Send>,
     head: Vec<u8>,
-    tx: &SyncSender<Batch>,
+    sink: &mut dyn FnMut(Batch),
     pool: &BufferPool,
 ) -> std::io::Result<()> {
     let mut sp = JsonSplitter::new();
@@ -320,9 +313,7 @@ fn read_pieces(
                 data: std::mem::replace(&mut data, pool.take()),
                 items: std::mem::take(&mut items),
             };
-            if tx.send(b).is_err() {
-                return Ok(());
-            }
+            sink(b);
         }
         if eof {
             return failed.map_or(Ok(()), Err);
@@ -334,7 +325,7 @@ fn read_rows(
     r: Box<dyn Read + Send>,
     head: Vec<u8>,
     delim: u8,
-    tx: &SyncSender<Batch>,
+    sink: &mut dyn FnMut(Batch),
 ) -> std::io::Result<()> {
     let mut cr = CsvReader::new(std::io::Cursor::new(head).chain(r), delim);
     let mut rows = Vec::new();
@@ -352,14 +343,12 @@ fn read_rows(
                 rows: std::mem::take(&mut rows),
                 first_index,
             };
-            if tx.send(b).is_err() {
-                return Ok(());
-            }
+            sink(b);
             first_index = index + 1;
         }
     }
     if let (false, Some(h)) = (rows.is_empty(), header) {
-        let _ = tx.send(Batch::Rows {
+        sink(Batch::Rows {
             header: h,
             rows,
             first_index,
