@@ -1682,6 +1682,31 @@ mod tests {
         assert_eq!(r.totals(), (3, 3, 0));
     }
 
+    /// Records inside a `records` or `value` envelope are records like
+    /// any other: screened one by one (a detection sees only those its
+    /// anchors match), parsed only as far as their readers need, each
+    /// accounted for with its own locator, a duplicate key counted in the
+    /// record that has it.
+    #[test]
+    fn records_inside_envelopes_are_screened_and_counted_one_by_one() {
+        let dup = UAL_NEEDLE.replace(r#""UserId":"b@x""#, r#""UserId":"b@x","UserId":"c@x""#);
+        let one_line = format!(r#"{{"records":[{UAL},{UAL_NEEDLE},7,{dup}]}}"#);
+        let page = format!(
+            "{{\n \"@odata.context\": \"x\",\n \"value\": [\n  {UAL},\n  {UAL_NEEDLE}\n ]\n}}\n"
+        );
+        let d = dir(&[("a.json", &one_line), ("b.json", &page)]);
+        let (p, seen) = Probe::boxed(anchored_needle, Some("Marker.Inner"));
+        let r = hunt(&d, vec![p]);
+        let s = seen.lock().unwrap();
+        assert_eq!(s.observed, vec![(EventKind::Audit, "m2".to_string()); 3]);
+        assert_eq!(r.totals(), (6, 5, 1));
+        let a = &r.files[0];
+        assert_eq!((a.records_read, a.records_rejected), (4, 1));
+        assert_eq!(a.first_rejects[0].locator, "record 3 (line 1)");
+        assert_eq!(a.records_with_duplicate_keys, 1);
+        assert_eq!(r.files[1].records_read, 2);
+    }
+
     #[test]
     fn records_nobody_needs_parsed_give_their_time_and_workload() {
         fn light() -> Needs {

@@ -151,17 +151,7 @@ pub fn json_format(first: &Value, lines: bool) -> Format {
         return pick(Format::AzureMonitorJson, Format::AzureMonitorJsonLines);
     }
     if let Some(Value::Array(v)) = m.get("value") {
-        return match v.first() {
-            Some(x) => {
-                let inner = json_format(x, false);
-                if inner == Format::Json {
-                    Format::GraphJson
-                } else {
-                    inner
-                }
-            }
-            None => Format::GraphJson,
-        };
+        return envelope_format("value", v.first());
     }
     if has(m, "AuditData") && (has(m, "Operations") || has(m, "CreationDate")) {
         return Format::PowerShellJson;
@@ -188,6 +178,19 @@ pub fn json_format(first: &Value, lines: bool) -> Format {
         Format::JsonLines
     } else {
         Format::Json
+    }
+}
+
+/// Names the format of an envelope's records, given the member holding
+/// them and the first record: Azure Monitor's `records`, or a Graph page's
+/// `value`, named by its record when that has a format of its own.
+pub fn envelope_format(key: &str, first: Option<&Value>) -> Format {
+    if key == "records" {
+        return Format::AzureMonitorJson;
+    }
+    match first.map(|x| json_format(x, false)) {
+        None | Some(Format::Json) => Format::GraphJson,
+        Some(inner) => inner,
     }
 }
 

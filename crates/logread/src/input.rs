@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::format::{csv_format, json_format, Container, Format};
+use crate::format::{csv_format, envelope_format, json_format, Container, Format};
 use crate::split::{first_csv_header, JsonSplitter, Piece};
 
 /// Extensions read when walking a directory; files named explicitly are
@@ -385,7 +385,10 @@ fn sniff_head(head: &[u8], forced: Option<Format>) -> Result<Sniffed, SniffError
             .map(|p| first + p)
             .unwrap_or(head.len());
         let line = &head[first..line_end];
-        if c == b'{' {
+        // A stream that opens with an envelope is split record by record,
+        // whether the envelope spans lines or fills one.
+        let envelope = crate::split::envelope_records(head, first).flatten();
+        if c == b'{' && envelope.is_none() {
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
                 let fmt = forced.unwrap_or_else(|| json_format(&v, true));
                 return Ok(Sniffed {
@@ -406,11 +409,12 @@ fn sniff_head(head: &[u8], forced: Option<Format>) -> Result<Sniffed, SniffError
                 }
             }
         });
-        let fmt = forced.unwrap_or_else(|| {
-            firstrec
+        let fmt = forced.unwrap_or_else(|| match envelope {
+            Some((_, key)) => envelope_format(key, firstrec.as_ref()),
+            None => firstrec
                 .as_ref()
                 .map(|v| json_format(v, false))
-                .unwrap_or(Format::Json)
+                .unwrap_or(Format::Json),
         });
         return Ok(Sniffed {
             format: fmt,
@@ -533,6 +537,57 @@ mod tests {
             assert_eq!(head.len(), expect_len, "{what}: bytes read");
             assert_eq!(&head[..], &bytes[..head.len()], "{what}: replayable");
         }
+    }
+
+    /// A file that opens with an envelope is split record by record,
+    /// whether the envelope fills one line, spans lines or runs past the
+    /// sniffed window, and is named by its records.
+    #[test]
+    fn envelopes_are_sniffed_as_streams_of_their_records() {
+        let az = r#"{"time":"2024-03-01T00:00:00Z","category":"SignInLogs","operationName":"Sign-in activity","properties":{"userPrincipalName":"a@x"}}"#;
+        let graph =
+            r#"{"createdDateTime":"2024-03-01T00:00:00Z","userPrincipalName":"a@x","appId":"1"}"#;
+        let risk = r#"{"id":"r1","riskEventType":"anonymizedIPAddress"}"#;
+        let cases = [
+            (
+                "one-line records envelope",
+                format!(r#"{{"records":[{az},{az}]}}"#),
+                Format::AzureMonitorJson,
+                az,
+            ),
+            (
+                "records envelope past the window",
+                format!(r#"{{"records":[{}]}}"#, vec![az; 5_000].join(",")),
+                Format::AzureMonitorJson,
+                az,
+            ),
+            (
+                "pretty Graph page",
+                format!("{{\n  \"@odata.context\": \"x\",\n  \"value\": [\n    {graph}\n  ]\n}}\n"),
+                Format::GraphJson,
+                graph,
+            ),
+            (
+                "Graph page of other records",
+                format!(r#"{{"@odata.context":"x","value":[{risk}]}}"#),
+                Format::GraphJson,
+                risk,
+            ),
+        ];
+        for (what, text, format, first) in cases {
+            let (_, res) = sniff(&mut text.as_bytes(), None).unwrap();
+            let s = res.unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(s.format, format, "{what}");
+            assert!(matches!(s.container, Container::JsonStream), "{what}");
+            assert_eq!(
+                s.first_record,
+                Some(serde_json::from_str(first).unwrap()),
+                "{what}"
+            );
+        }
+        // A record that merely has a `value` array is a record.
+        let (_, res) = sniff(&mut &br#"{"id":1,"value":[1]}"#[..], None).unwrap();
+        assert!(matches!(res.unwrap().container, Container::JsonLines));
     }
 
     /// A reopened file is judged empty only when its whole window is blank.

@@ -33,7 +33,15 @@ pub enum Piece<'a> {
     },
 }
 
-/// Incremental splitter for JSON arrays and concatenated JSON values.
+/// Incremental splitter for JSON arrays, envelopes and concatenated JSON
+/// values.
+///
+/// An envelope is a top-level object holding its records in a `records`
+/// array (Azure Monitor diagnostic exports) or a `value` array (Microsoft
+/// Graph pages), before which it has only `@odata.*` members. Its records
+/// are split like a top-level array's elements, numbered from 1 in each
+/// envelope, and its other members are skipped: an export of one envelope
+/// hundreds of MiB long is read record by record, never held whole.
 ///
 /// The state kept between calls is only the one at record boundaries: an
 /// incomplete record is rescanned from its start once more bytes arrive,
@@ -41,8 +49,86 @@ pub enum Piece<'a> {
 #[derive(Default)]
 pub struct JsonSplitter {
     in_array: bool,
+    /// The array being split is an envelope's.
+    in_envelope: bool,
+    /// After an envelope's array: its other members are skipped up to its `}`.
+    envelope_tail: bool,
+    /// The stream's record index before the envelope, which counts as one
+    /// value of the stream.
+    index_before_envelope: u64,
     line: u64,
     index: u64,
+}
+
+/// The first byte at or after `j` that is not JSON whitespace.
+fn skip_ws(buf: &[u8], mut j: usize) -> Option<usize> {
+    while j < buf.len() {
+        if !matches!(buf[j], b' ' | b'\t' | b'\r' | b'\n') {
+            return Some(j);
+        }
+        j += 1;
+    }
+    None
+}
+
+/// Whether the object opening at `start` is an envelope ([`JsonSplitter`]):
+/// `Some(Some((p, key)))` with `p` just after the `[` of its records and
+/// `key` the member holding them, `Some(None)` when it is not one, `None`
+/// when `buf` ends before that is known.
+pub(crate) fn envelope_records(buf: &[u8], start: usize) -> Option<Option<(usize, &'static str)>> {
+    let mut j = start + 1;
+    loop {
+        j = skip_ws(buf, j)?;
+        if buf[j] != b'"' {
+            return Some(None);
+        }
+        let end = skip_string(buf, j + 1)?;
+        let key = &buf[j + 1..end - 1];
+        j = skip_ws(buf, end)?;
+        if buf[j] != b':' {
+            return Some(None);
+        }
+        j = skip_ws(buf, j + 1)?;
+        let name = match key {
+            b"records" => "records",
+            b"value" => "value",
+            _ => "",
+        };
+        if !name.is_empty() {
+            return Some((buf[j] == b'[').then_some((j + 1, name)));
+        }
+        if !key.starts_with(b"@odata") {
+            return Some(None);
+        }
+        j = match scan_value(buf, j) {
+            Scan::Complete(e) => e,
+            Scan::Incomplete => return None,
+        };
+        j = skip_ws(buf, j)?;
+        if buf[j] != b',' {
+            return Some(None);
+        }
+        j += 1;
+    }
+}
+
+/// Where the envelope member starting at `j` (a key, `:` and a value)
+/// ends: `Err(true)` when `buf` ends first, `Err(false)` when it is not a
+/// member.
+fn member_end(buf: &[u8], j: usize) -> Result<usize, bool> {
+    if buf[j] != b'"' {
+        return Err(false);
+    }
+    let end = skip_string(buf, j + 1).ok_or(true)?;
+    let k = skip_ws(buf, end).ok_or(true)?;
+    if buf[k] != b':' {
+        return Err(false);
+    }
+    let v = skip_ws(buf, k + 1).ok_or(true)?;
+    match scan_value(buf, v) {
+        Scan::Complete(e) => Ok(e),
+        Scan::Incomplete => Err(true),
+    }
 }
 
 enum Scan {
@@ -185,9 +271,8 @@ impl JsonSplitter {
     /// A splitter at the start of a stream.
     pub fn new() -> JsonSplitter {
         JsonSplitter {
-            in_array: false,
             line: 1,
-            index: 0,
+            ..JsonSplitter::default()
         }
     }
 
@@ -211,7 +296,7 @@ impl JsonSplitter {
                 match buf[i] {
                     b'\n' => self.line += 1,
                     b' ' | b'\t' | b'\r' => {}
-                    b',' if self.in_array => {}
+                    b',' if self.in_array || self.envelope_tail => {}
                     _ => break,
                 }
                 i += 1;
@@ -219,9 +304,34 @@ impl JsonSplitter {
             if i == buf.len() {
                 return i;
             }
+            if self.envelope_tail {
+                if buf[i] == b'}' {
+                    self.envelope_tail = false;
+                    self.index = self.index_before_envelope + 1;
+                    i += 1;
+                    continue;
+                }
+                match member_end(buf, i) {
+                    Ok(end) => {
+                        self.line += count_lines(&buf[i..end]);
+                        i = end;
+                        continue;
+                    }
+                    Err(true) if !eof => return i,
+                    // Malformed or cut: what follows is read as values again.
+                    Err(_) => {
+                        self.envelope_tail = false;
+                        self.index = self.index_before_envelope + 1;
+                    }
+                }
+            }
             match buf[i] {
                 b']' if self.in_array => {
                     self.in_array = false;
+                    if self.in_envelope {
+                        self.in_envelope = false;
+                        self.envelope_tail = true;
+                    }
                     i += 1;
                     continue;
                 }
@@ -230,6 +340,20 @@ impl JsonSplitter {
                     i += 1;
                     continue;
                 }
+                b'{' if !self.in_array => match envelope_records(buf, i) {
+                    Some(Some((records, _))) => {
+                        self.line += count_lines(&buf[i..records]);
+                        self.in_array = true;
+                        self.in_envelope = true;
+                        self.index_before_envelope = self.index;
+                        self.index = 0;
+                        i = records;
+                        continue;
+                    }
+                    None if !eof => return i,
+                    // Not an envelope (or cut before it could tell): a value.
+                    _ => {}
+                },
                 b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {}
                 other => {
                     emit(Piece::Garbage {
@@ -643,6 +767,94 @@ mod tests {
             split("[{\"e\":\"q\\\"\"}][{\"f\":1}]"),
             vec!["1@1:{\"e\":\"q\\\"\"}", "2@1:{\"f\":1}"]
         );
+    }
+
+    /// Azure Monitor's `records` and Graph's `value` envelopes are split
+    /// into their records, numbered from 1 in each envelope, on the lines
+    /// they start on; the envelope's other members are skipped, and it
+    /// counts as one value of the stream around it.
+    #[test]
+    fn envelopes_are_split_into_their_records() {
+        assert_eq!(
+            split(r#"{"records":[{"a":1},{"b":[2]}]}"#),
+            vec![r#"1@1:{"a":1}"#, r#"2@1:{"b":[2]}"#]
+        );
+        let page = "{\n \"@odata.context\": \"https://graph/$metadata\",\n \"@odata.count\": 2,\n \"value\": [\n  {\"a\":1},\n  {\"b\":\"]}\"}\n ],\n \"@odata.nextLink\": \"https://graph/next\"\n}\n{\"c\":3}\n{\"value\":[{\"d\":4}]}";
+        assert_eq!(
+            split(page),
+            vec![
+                r#"1@5:{"a":1}"#,
+                r#"2@6:{"b":"]}"}"#,
+                r#"2@10:{"c":3}"#,
+                r#"1@11:{"d":4}"#
+            ]
+        );
+        // Empty, and elements that are not objects, are the reader's to judge.
+        assert_eq!(
+            split(r#"{"value":[]}{"value":[1,"x"]}"#),
+            vec!["1@1:1", r#"2@1:"x""#]
+        );
+    }
+
+    /// Only an object whose records come first (after `@odata` members)
+    /// is split; any other object, and one whose `value` is not an array,
+    /// is one value, read whole.
+    #[test]
+    fn other_objects_are_values() {
+        for v in [
+            r#"{"id":1,"value":[{"a":1}]}"#,
+            r#"{"value":5,"records":[{"a":1}]}"#,
+            r#"{"@odata.context":"x","id":2}"#,
+            r#"{}"#,
+        ] {
+            assert_eq!(split(v), vec![format!("1@1:{v}")], "{v}");
+        }
+    }
+
+    /// A stream cut inside an envelope reports its last record truncated;
+    /// one cut in the envelope's opening is one truncated value.
+    #[test]
+    fn cut_envelopes_are_truncated_records() {
+        assert_eq!(
+            split(r#"{"records":[{"a":1},{"b":"#),
+            vec![r#"1@1:{"a":1}"#, "2@1:TRUNC"]
+        );
+        assert_eq!(split(r#"{"@odata.context":"x","val"#), vec!["1@1:TRUNC"]);
+    }
+
+    /// Fed a byte at a time, an envelope splits as when fed whole, and
+    /// the splitter never holds more than the record it is in: a one-line
+    /// envelope of any size is read record by record.
+    #[test]
+    fn envelopes_split_alike_when_fed_in_pieces_and_hold_one_record() {
+        let record = r#"{"time":"2024-03-01T00:00:00Z","category":"SignInLogs","properties":{"x":"[{\"y\":1}]"}}"#;
+        let text = format!(
+            "{{\"@odata.context\":\"c\",\"records\":[{}],\"tail\":{{\"z\":[1,2]}}}}\n{{\"k\":1}}",
+            vec![record; 50].join(",")
+        );
+        let whole = split(&text);
+        assert_eq!(whole.len(), 51);
+        let mut sp = JsonSplitter::new();
+        let mut got = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut most_held = 0;
+        for &b in text.as_bytes() {
+            buf.push(b);
+            let used = sp.feed(&buf, false, &mut |p| {
+                if let Piece::Record { bytes, line, index } = p {
+                    got.push(format!("{index}@{line}:{}", String::from_utf8_lossy(bytes)))
+                }
+            });
+            buf.drain(..used);
+            most_held = most_held.max(buf.len());
+        }
+        sp.feed(&buf, true, &mut |p| {
+            if let Piece::Record { bytes, line, index } = p {
+                got.push(format!("{index}@{line}:{}", String::from_utf8_lossy(bytes)))
+            }
+        });
+        assert_eq!(got, whole);
+        assert!(most_held <= record.len() + 1, "held {most_held} bytes");
     }
 
     #[test]
