@@ -1003,6 +1003,13 @@ impl Ctx<'_> {
                 out.spare = data;
             }
             Batch::Pieces { data, items } => {
+                // One literal pass over the batch, as for JSON lines: each
+                // record ends at a line end, so no text spans two.
+                let mut matches = Vec::new();
+                if let Some(l) = self.plan.and_then(|p| p.literals.as_ref()) {
+                    l.find_all(&data, &mut matches);
+                }
+                let mut mi = 0;
                 for it in items {
                     match it {
                         Item::Rec {
@@ -1010,15 +1017,28 @@ impl Ctx<'_> {
                             end,
                             line,
                             index,
-                        } => self.json(
-                            &data[start..end],
-                            Locator {
-                                line,
-                                record: index,
-                            },
-                            None,
-                            &mut out,
-                        ),
+                        } => {
+                            while mi < matches.len() && matches[mi].0 < start {
+                                mi += 1;
+                            }
+                            let mut mj = mi;
+                            while mj < matches.len() && matches[mj].0 < end {
+                                mj += 1;
+                            }
+                            let rec = &data[start..end];
+                            let screened = self
+                                .plan
+                                .map(|p| p.readers(&matches[mi..mj], trim(rec), &mut out.streaks));
+                            self.json(
+                                rec,
+                                Locator {
+                                    line,
+                                    record: index,
+                                },
+                                screened,
+                                &mut out,
+                            );
+                        }
                         Item::Bad {
                             line,
                             index,

@@ -102,7 +102,8 @@ pub enum Batch {
     },
     /// Records of a JSON stream.
     Pieces {
-        /// The records' bytes, one after another.
+        /// The records' bytes, one after another, each followed by a line
+        /// end.
         data: Vec<u8>,
         /// Where each record is in `data`.
         items: Vec<Item>,
@@ -258,6 +259,9 @@ fn read_pieces(
                 let start = data.len();
                 data.extend_from_slice(bytes);
                 items.push(Item::Rec { start, end: data.len(), line, index });
+                // Records end at a line end in the batch, as JSON lines do:
+                // a text searched over the whole batch never spans two.
+                data.push(b'\n');
             }
             Piece::Truncated { line, index } => items.push(Item::Bad {
                 line,
