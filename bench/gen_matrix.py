@@ -20,6 +20,14 @@ SHAPE is one of
                records' tokens, plus background), every file gzip-compressed
                (*.jsonl.gz). SIZE_MB counts uncompressed bytes.
   mail         the MailItemsAccessed-heavy shape of bench/hunt_gen.py (it runs it).
+  signin-envelope
+               the sign-ins of `signin` (same seed, same records) as envelopes:
+               Azure Monitor `{"records":[...]}` on one line per file (as an
+               Event Hubs or storage export writes it) and Graph pages
+               `{"@odata.context":...,"value":[...]}` pretty-printed a record
+               a line (as Graph PowerShell's ConvertTo-Json writes a page),
+               one envelope per file. Chainsaw reads such a file as one
+               document, so it gets no twin.
 
 The generator simulates users, sessions and tokens, not the detections of any
 tool: UAL records carry the AADSessionId/UniqueTokenId of the (simulated)
@@ -408,10 +416,14 @@ MAIL_CLIENT_REST_SYSTEM = ("8a18aa92-4a32-4c11-9d58-2a9a1b5d2e6f", "3c8e478f-8b6
 # Output: files keyed by name, opened lazily, closed when their day is over.
 
 
+GRAPH_CONTEXT = "https://graph.microsoft.com/v1.0/$metadata#auditLogs/signIns"
+
+
 class Sink:
-    def __init__(self, out_dir, gz=False, period=1):
+    def __init__(self, out_dir, gz=False, period=1, envelope=False):
         self.dir = out_dir
         self.gz = gz
+        self.envelope = envelope  # each file one envelope of its records
         self.period = period  # days per file
         self.open = {}
         self.bytes = 0
@@ -423,6 +435,18 @@ class Sink:
         return DAYC[(sec - BASE) // 86400 // self.period * self.period]
 
     def write(self, name, text):
+        # Progress (and so every record's time) follows the record bytes
+        # alone, so the envelope shape holds the sign-in shape's records.
+        counted = len(text)
+        if self.envelope:
+            name = name[:-1] if name.endswith(".jsonl") else name
+            rec = text.rstrip("\n")
+            if name in self.open:
+                text = ("," if name.startswith("PT1H-") else ",\n") + rec
+            elif name.startswith("PT1H-"):
+                text = '{"records":[' + rec
+            else:
+                text = '{\n"@odata.context": "' + GRAPH_CONTEXT + '",\n"value": [\n' + rec
         f = self.open.get(name)
         if f is None:
             path = os.path.join(self.dir, name + (".gz" if self.gz else ""))
@@ -444,7 +468,7 @@ class Sink:
             self.open[name] = f
             self.files += 1
         f.write(text.encode() if self.gz else text)
-        self.bytes += len(text)  # ASCII only: characters == bytes
+        self.bytes += counted  # ASCII only: characters == bytes
         self.records += 1
 
     def close_before(self, day):
@@ -458,6 +482,9 @@ class Sink:
 
     def close_one(self, name):
         f = self.open.pop(name)
+        if self.envelope:
+            end = "]}\n" if name.startswith("PT1H-") else "\n]\n}\n"
+            f.write(end)
         f.close()
         if self.gz:
             if f._proc is not None and f._proc.wait() != 0:
@@ -1410,7 +1437,7 @@ def dir_bytes(d):
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     twin = "--no-twin" not in sys.argv
-    if len(args) != 3 or args[0] not in ("signin", "ual", "purview-csv", "gzip", "mail"):
+    if len(args) != 3 or args[0] not in ("signin", "ual", "purview-csv", "gzip", "mail", "signin-envelope"):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     shape, size_mb, out = args[0], float(args[1]), args[2]
@@ -1421,8 +1448,8 @@ def main():
         if os.path.isdir(tdir):
             for n in os.listdir(tdir):
                 os.unlink(os.path.join(tdir, n))
-        if shape in ("purview-csv", "gzip"):
-            print(f"  chainsaw: no twin: Chainsaw reads neither {'CSV' if shape == 'purview-csv' else 'gzip'} input")
+        if shape in NO_TWIN:
+            print(f"  chainsaw: no twin: {NO_TWIN[shape]}")
         else:
             twin_report(out, tdir, *make_twin(out, tdir))
         return
@@ -1440,12 +1467,14 @@ def main():
         subprocess.run([sys.executable, os.path.join(here, "hunt_gen.py"), str(int(size_mb)), out], check=True)
         uncompressed = dir_bytes(out)
     else:
-        R.seed(SEED[shape])
+        # The envelope shape holds the records of the sign-in shape.
+        R.seed(SEED["signin" if shape == "signin-envelope" else shape])
         world = World()
         # gzip: a file per 5 days (what someone compressing daily exports in
         # batches would have); the others: a file per day.
-        sink = Sink(out, gz=(shape == "gzip"), period=5 if shape == "gzip" else 1)
-        if shape == "signin":
+        sink = Sink(out, gz=(shape == "gzip"), period=5 if shape == "gzip" else 1,
+                    envelope=(shape == "signin-envelope"))
+        if shape in ("signin", "signin-envelope"):
             note = gen_signin(world, target, out, sink)
         elif shape == "ual":
             ug = gen_ual(world, target, out, sink)
@@ -1458,7 +1487,7 @@ def main():
             c = sg.counts
             note = (f"UAL {ub / 1e6:.0f} MB, sign-ins {(sink.bytes - ub) / 1e6:.0f} MB ({sum(c.values())} sign-ins, "
                     f"{c['noninteractive']} non-interactive); " + op_note(ug))
-        uncompressed = sink.bytes if shape != "purview-csv" else dir_bytes(out)
+        uncompressed = sink.bytes if shape not in ("purview-csv", "signin-envelope") else dir_bytes(out)
     secs = time.time() - t0
     on_disk = dir_bytes(out)
     print(f"{shape}: wrote {out}: {uncompressed / 1e6:.0f} MB uncompressed ({on_disk / 1e6:.0f} MB on disk) "
@@ -1468,10 +1497,18 @@ def main():
     if not twin:
         return
     tdir = out.rstrip("/") + ".chainsaw"
-    if shape in ("purview-csv", "gzip"):
-        print(f"  chainsaw: no twin: Chainsaw reads neither {'CSV' if shape == 'purview-csv' else 'gzip'} input")
+    if shape in NO_TWIN:
+        print(f"  chainsaw: no twin: {NO_TWIN[shape]}")
         return
     twin_report(out, tdir, *make_twin(out, tdir))
+
+
+# Shapes Chainsaw cannot read, and why.
+NO_TWIN = {
+    "purview-csv": "Chainsaw reads no CSV input",
+    "gzip": "Chainsaw reads no gzip input",
+    "signin-envelope": "Chainsaw reads an envelope file as one document, not its records",
+}
 
 
 def twin_report(out, tdir, linked, rewritten, skipped):

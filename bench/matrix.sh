@@ -8,9 +8,11 @@
 #   purview-csv  Purview audit-search CSV export of the same kind of records
 #   gzip         half UAL, half sign-ins, gzip-compressed (SIZE_MB uncompressed)
 #   mail         the MailItemsAccessed-heavy shape of bench/hunt_gen.py
+#   signin-envelope  the sign-ins of `signin` as Azure Monitor {"records":[...]}
+#                and Graph {"value":[...]} envelopes
 # Chainsaw runs on OUT.chainsaw/ twins (see bench/gen_matrix.py): same bytes
 # for sign-ins, UAL with `.0000000Z` added to CreationTime; it cannot read the
-# purview-csv and gzip shapes at all.
+# purview-csv, gzip and signin-envelope shapes at all.
 #
 # Usage: [BIN=...] [CHAINSAW=...] [SHAPES="..."] [SAVE_FINDINGS=DIR] [TABLE=FILE]
 #        bench/matrix.sh [SIZE_MB] [DATA_ROOT] [RUNS]
@@ -35,7 +37,7 @@ ROOT=${2:-/work/bench-data/matrix-$SIZE}
 RUNS=${3:-3}
 BIN=${BIN:-$REPO/target/release/tokenward}
 CHAINSAW=${CHAINSAW:-/work/shared/anchors/chainsaw/chainsaw}
-SHAPES=${SHAPES:-signin ual purview-csv gzip mail}
+SHAPES=${SHAPES:-signin ual purview-csv gzip mail signin-envelope}
 RULES=(tests/fixtures/sigma/rules rules)
 MAPPING=bench/chainsaw-matrix-mapping.yml
 REPORT="python3 $REPO/bench/matrix_report.py"
@@ -52,7 +54,8 @@ for shape in $SHAPES; do
     rm -rf "${ROOT:?}/$shape" "${ROOT:?}/$shape.chainsaw"
     python3 bench/gen_matrix.py "$shape" "$SIZE" "$ROOT/$shape" | tee "$ROOT/$shape.gen.txt" >&2
     touch "$ROOT/$shape.done"
-  elif [ ! -d "$ROOT/$shape.chainsaw" ] && [ "$shape" != purview-csv ] && [ "$shape" != gzip ]; then
+  elif [ ! -d "$ROOT/$shape.chainsaw" ] && [ "$shape" != purview-csv ] && [ "$shape" != gzip ] \
+    && [ "$shape" != signin-envelope ]; then
     python3 bench/gen_matrix.py "$shape" "$SIZE" "$ROOT/$shape" --twin-only >&2
   fi
 done
