@@ -136,7 +136,9 @@ pub struct Needs {
     pub whole_record: WholeRecord,
     /// For records no detection wants parsed, it takes just their time and
     /// workload ([`Detection::observe_unparsed`]), which the engine reads
-    /// with a byte scan instead of a parse.
+    /// off the bytes where they say them plainly
+    /// (`tokenward_event::projection::plain_time_and_workload`), and
+    /// otherwise from the record projected and observed as an event.
     pub unparsed_time_and_workload: bool,
     /// It reads the sign-in index ([`Context::signins`]): the engine reads
     /// sign-in files first and builds the index before other records.

@@ -12,7 +12,7 @@ use super::{
     WholeRecord,
 };
 use crate::ioc::IocSet;
-use tokenward_event::projection::time_and_workload;
+use tokenward_event::projection::plain_time_and_workload;
 use tokenward_event::{normalised_paths, Event, Locator, Projected, Projection};
 
 /// A fully parsed event of a JSON record.
@@ -42,10 +42,16 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
         projection.add(f.as_ref());
     }
     let projection = Arc::new(projection);
+    let whole = |r: &Value, i: usize| {
+        let loc = Locator {
+            line: i as u64 + 1,
+            record: i as u64 + 1,
+        };
+        Event::from_record(r.clone(), None, Arc::from("test.jsonl"), loc)
+    };
     let mut stats = RecordStats::default();
-    for r in records {
-        let bytes = serde_json::to_vec(r).expect("JSON");
-        stats.add(time_and_workload(&bytes).1);
+    for (i, r) in records.iter().enumerate() {
+        stats.add(whole(r, i).workload());
     }
     let cx = Context {
         signins: index,
@@ -65,8 +71,15 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
             };
             if !anchored {
                 if needs.unparsed_time_and_workload {
-                    let (t, w) = time_and_workload(&bytes);
-                    shard.observe_unparsed(t, w);
+                    // Off the bytes where the engine reads them so, else
+                    // as parsed: the same either way.
+                    match plain_time_and_workload(&bytes) {
+                        Some((t, w)) => shard.observe_unparsed(Some(t), Some(w)),
+                        None => {
+                            let ev = whole(r, base + i);
+                            shard.observe_unparsed(ev.time, ev.workload());
+                        }
+                    }
                 }
                 continue;
             }

@@ -399,24 +399,6 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
     }
 }
 
-fn time_finders() -> &'static [memchr::memmem::Finder<'static>; 4] {
-    static F: std::sync::OnceLock<[memchr::memmem::Finder<'static>; 4]> =
-        std::sync::OnceLock::new();
-    F.get_or_init(|| {
-        [
-            memchr::memmem::Finder::new(b"\"CreationTime\""),
-            memchr::memmem::Finder::new(b"\"TimeGenerated\""),
-            memchr::memmem::Finder::new(b"\"time\""),
-            memchr::memmem::Finder::new(b"\"Timestamp\""),
-        ]
-    })
-}
-
-fn workload_finder() -> &'static memchr::memmem::Finder<'static> {
-    static F: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
-    F.get_or_init(|| memchr::memmem::Finder::new(b"Workload\""))
-}
-
 /// The string value following a key match: skips `:` and spaces, expects a quote.
 fn string_after(b: &[u8], mut i: usize) -> Option<&str> {
     while i < b.len() && (b[i] == b' ' || b[i] == b':' || b[i] == b'\t') {
@@ -430,26 +412,40 @@ fn string_after(b: &[u8], mut i: usize) -> Option<&str> {
     std::str::from_utf8(&b[s..e]).ok()
 }
 
-/// The smallest projection: a JSON record's time (`CreationTime`,
-/// `TimeGenerated`, `time`, `Timestamp`) and workload (`...Workload`) read
-/// off its bytes with a search, without parsing it, for records nobody
-/// needs parsed.
-pub fn time_and_workload(b: &[u8]) -> (Option<time::OffsetDateTime>, Option<&str>) {
-    let mut time = None;
-    for finder in time_finders() {
-        if let Some(p) = finder.find(b) {
-            time = string_after(b, p + finder.needle().len())
-                .and_then(crate::timefmt::parse_timestamp);
-            if time.is_some() {
-                break;
-            }
-        }
+/// The smallest projection: a UAL record's time and workload read off its
+/// bytes, for records nobody needs parsed, or `None` when the bytes do not
+/// say them plainly enough for that to be what the event would read
+/// ([`crate::Event::time`], [`crate::Event::workload`]); such a record is
+/// parsed instead.
+///
+/// Plainly means: the record opens with its `CreationTime` (the first of
+/// the time fields, so at its root) whose value is a time; it names
+/// `CreationTime` and `Workload` (the first of the workload fields) once
+/// each, exactly so; and it carries no JSON in a string, whose escaped keys
+/// a search would not see (a PowerShell export's `AuditData`, Defender's
+/// `RawEventData`). A scan of any time key anywhere, as this once was,
+/// counted such records and Graph directory audits (`activityDateTime`)
+/// as having no time, and left them out of the per-workload gaps, which
+/// they then seemed to open.
+pub fn plain_time_and_workload(b: &[u8]) -> Option<(time::OffsetDateTime, &str)> {
+    const TIME_KEY: &[u8] = b"\"CreationTime\"";
+    const WORKLOAD_KEY: &[u8] = b"\"Workload\"";
+    if !b.starts_with(b"{") || !b[1..].starts_with(TIME_KEY) {
+        return None;
     }
-    let f = workload_finder();
-    let wl = f
-        .find(b)
-        .and_then(|p| string_after(b, p + f.needle().len()));
-    (time, wl)
+    let once = |key: &[u8]| -> Option<usize> {
+        let at = memchr::memmem::find(b, key)?;
+        let after = at + key.len();
+        memchr::memmem::find(&b[after..], key)
+            .is_none()
+            .then_some(after)
+    };
+    if memchr::memmem::find(b, b"\\\"").is_some() {
+        return None;
+    }
+    let time = string_after(b, once(TIME_KEY)?).and_then(crate::timefmt::parse_timestamp)?;
+    let workload = string_after(b, once(WORKLOAD_KEY)?).filter(|w| !w.trim().is_empty())?;
+    Some((time, workload))
 }
 
 #[cfg(test)]
@@ -527,23 +523,35 @@ mod tests {
         );
     }
 
+    /// The scan answers only where the event would read the same, and
+    /// says so by answering at all.
     #[test]
-    fn time_and_workload_off_the_bytes() {
-        let (t, w) = time_and_workload(
-            br#"{"Id":"1","CreationTime": "2023-06-10T10:00:00","Workload":"Exchange"}"#,
-        );
-        assert_eq!(
-            t.map(crate::timefmt::rfc3339).as_deref(),
-            Some("2023-06-10T10:00:00Z")
-        );
-        assert_eq!(w, Some("Exchange"));
-        let (t, w) = time_and_workload(br#"{"TimeGenerated":"bad","time":"2023-06-10T10:00:00Z","OfficeWorkload":"SharePoint"}"#);
-        assert!(
-            t.is_some(),
-            "an unparseable time field falls through to the next"
-        );
-        assert_eq!(w, Some("SharePoint"));
-        assert_eq!(time_and_workload(b"{}"), (None, None));
+    fn time_and_workload_off_the_bytes_only_where_plain() {
+        let plain = br#"{"CreationTime": "2023-06-10T10:00:00","Id":"1","Workload":"Exchange"}"#;
+        let (t, w) = plain_time_and_workload(plain).unwrap();
+        assert_eq!(crate::timefmt::rfc3339(t), "2023-06-10T10:00:00Z");
+        assert_eq!(w, "Exchange");
+        for not_plain in [
+            // Another time field first, or none.
+            &br#"{"Id":"1","CreationTime":"2023-06-10T10:00:00","Workload":"Exchange"}"#[..],
+            br#"{"activityDateTime":"2023-06-10T10:00:00Z","Workload":"Exchange"}"#,
+            // A time that does not parse; no workload, or a later-listed one.
+            br#"{"CreationTime":"bad","Workload":"Exchange"}"#,
+            br#"{"CreationTime":"2023-06-10T10:00:00","category":"SignInLogs"}"#,
+            br#"{"CreationTime":"2023-06-10T10:00:00","OfficeWorkload":"Exchange"}"#,
+            // Named twice (an inner record may say otherwise).
+            br#"{"CreationTime":"2023-06-10T10:00:00","Workload":"Exchange","AuditData":{"CreationTime":"2023-06-11T10:00:00"}}"#,
+            br#"{"CreationTime":"2023-06-10T10:00:00","Workload":"Exchange","X":{"Workload":"Teams"}}"#,
+            // JSON in a string.
+            br#"{"CreationTime":"2023-06-10T10:00:00","Workload":"Exchange","AuditData":"{\"Workload\":\"Teams\"}"}"#,
+            b"{}",
+        ] {
+            assert!(
+                plain_time_and_workload(not_plain).is_none(),
+                "{}",
+                String::from_utf8_lossy(not_plain)
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Everything the engine does to a record follows from the detections'
 //! [`Needs`]: the literal screen over the raw bytes is the union of their
 //! anchors, each record is parsed only as far as the detections it matters
-//! to read it (a byte scan of its time and workload, a projection of the
+//! to read it (its time and workload off its bytes, a projection of the
 //! declared fields, or the whole record), each event goes only to the
 //! detections whose anchors and kinds it matches, and files whose first
 //! record is a sign-in are read first when some detection reads the
@@ -33,7 +33,7 @@ use tokenward_detect::{
     builtins, Anchors, Context, Detection, Kinds, Needs, Options, RecordStats, ScreenFn, Setup,
     SigninIndex, WholeRecord,
 };
-use tokenward_event::projection::{forces_full, time_and_workload};
+use tokenward_event::projection::{forces_full, plain_time_and_workload};
 use tokenward_event::shadow;
 use tokenward_event::{
     classify, kind_hint, normalised_paths, Coverage, Event, EventKind, Finding, Locator, Projected,
@@ -763,16 +763,14 @@ impl Ctx<'_> {
 
     /// A record nobody needs parsed: its time and workload go to the
     /// readers that take them.
-    fn route_light(&self, b: &[u8], readers: Mask, out: &mut Out) {
+    fn route_light(&self, t: time::OffsetDateTime, w: &str, readers: Mask, out: &mut Out) {
         out.read += 1;
         out.evaluated += 1;
-        let (t, w) = time_and_workload(b);
-        out.without_time += u64::from(t.is_none());
-        out.saw_time(t);
-        out.stats.add(w);
+        out.saw_time(Some(t));
+        out.stats.add(Some(w));
         for (i, shard) in out.shards.iter_mut().enumerate() {
             if readers & (1 << i) != 0 {
-                shard.observe_unparsed(t, w);
+                shard.observe_unparsed(Some(t), Some(w));
             }
         }
     }
@@ -810,9 +808,13 @@ impl Ctx<'_> {
         };
         let readers = screened.map_or(Mask::MAX, |s| s.readers);
         if let (Some(plan), Some(screened)) = (self.plan, screened) {
+            // Read off the bytes where they say the time and workload
+            // plainly; otherwise parsed as far as the readers need.
             if framed && readers & !plan.light == 0 {
-                self.route_light(b, readers, out);
-                return;
+                if let Some((t, w)) = plain_time_and_workload(b) {
+                    self.route_light(t, w, readers, out);
+                    return;
+                }
             }
             if framed && !plan.reads_whole(screened, b) {
                 let projection = out.projection(plan, readers);
@@ -1574,6 +1576,8 @@ mod tests {
         index_sizes: Vec<u64>,
         /// Per observed event: whether it was projected (not parsed whole).
         projected: Vec<bool>,
+        /// Per observed event: its workload and time.
+        workloads: Vec<(Option<String>, Option<OffsetDateTime>)>,
     }
 
     impl Seen {
@@ -1641,6 +1645,9 @@ mod tests {
             self.seen.observed.push((ev.kind, v));
             self.seen.index_sizes.push(cx.signins.signins);
             self.seen.projected.push(ev.projection.is_some());
+            self.seen
+                .workloads
+                .push((ev.workload().map(str::to_string), ev.time));
         }
         fn observe_unparsed(&mut self, t: Option<OffsetDateTime>, w: Option<&str>) {
             self.seen.unparsed.push((w.map(str::to_string), t));
@@ -1652,6 +1659,7 @@ mod tests {
             s.unparsed.extend(o.unparsed);
             s.index_sizes.extend(o.index_sizes);
             s.projected.extend(o.projected);
+            s.workloads.extend(o.workloads);
         }
         fn finish(self: Box<Self>, _: &Context<'_>) -> Outcome {
             let info = tokenward_detect::Info {
@@ -1750,6 +1758,38 @@ mod tests {
         assert_eq!(s.unparsed.len(), 1);
         assert_eq!(s.unparsed[0].0.as_deref(), Some("Exchange"));
         assert!(s.unparsed[0].1.is_some());
+    }
+
+    /// A record whose audit record is JSON in a string (a PowerShell
+    /// export's `AuditData`) has its time and workload read from that
+    /// JSON, though nobody needs it parsed: a scan of the bytes would find
+    /// neither key, escaped as it is there.
+    #[test]
+    fn records_carrying_json_in_a_string_give_its_time_and_workload() {
+        fn light() -> Needs {
+            Needs {
+                kinds: Kinds::ALL,
+                anchors: Anchors::Every,
+                fields: Vec::new(),
+                whole_record: WholeRecord::Never,
+                unparsed_time_and_workload: true,
+                signin_index: false,
+            }
+        }
+        let audit = serde_json::to_string(UAL).unwrap();
+        let ps = format!(
+            r#"{{"CreationDate":"6/10/2023 10:00:00 AM","UserIds":"a@x","Operations":"Send","AuditData":{audit}}}"#
+        );
+        let d = dir(&[("a.jsonl", &format!("{ps}\n{UAL}\n"))]);
+        let (light_probe, light_seen) = Probe::boxed(light, None);
+        let r = hunt(&d, vec![light_probe]);
+        assert_eq!(r.files[0].records_without_time, 0);
+        let s = light_seen.lock().unwrap();
+        let at = time::macros::datetime!(2023-06-10 10:00 UTC);
+        // Parsed, as the scan cannot read it ...
+        assert_eq!(s.workloads, vec![(Some("Exchange".to_string()), Some(at))]);
+        // ... and the plain record is still read off its bytes, alike.
+        assert_eq!(s.unparsed, vec![(Some("Exchange".to_string()), Some(at))]);
     }
 
     #[test]
