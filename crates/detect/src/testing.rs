@@ -71,13 +71,15 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
             };
             if !anchored {
                 if needs.unparsed_time_and_workload {
-                    // Off the bytes where the engine reads them so, else
-                    // as parsed: the same either way.
+                    // As the engine does: off the bytes where they say the
+                    // time and workload plainly, else parsed and observed.
                     match plain_time_and_workload(&bytes) {
                         Some((t, w)) => shard.observe_unparsed(Some(t), Some(w)),
                         None => {
                             let ev = whole(r, base + i);
-                            shard.observe_unparsed(ev.time, ev.workload());
+                            if needs.kinds.contains(ev.kind) {
+                                shard.observe(&ev, &cx);
+                            }
                         }
                     }
                 }

@@ -421,18 +421,26 @@ fn string_after(b: &[u8], mut i: usize) -> Option<&str> {
 /// Plainly means: the record opens with its `CreationTime` (the first of
 /// the time fields, so at its root) whose value is a time; it names
 /// `CreationTime` and `Workload` (the first of the workload fields) once
-/// each, exactly so; and it carries no JSON in a string, whose escaped keys
-/// a search would not see (a PowerShell export's `AuditData`, Defender's
-/// `RawEventData`). A scan of any time key anywhere, as this once was,
+/// each, exactly so, `Workload` at the root too, both values free of
+/// escapes; and it has no escaped quote (`\"`, or any `\u` escape), so no
+/// JSON in a string (a PowerShell export's `AuditData`, Defender's
+/// `RawEventData`), and every quote in it opens or closes a string. (Other
+/// escapes are common, such as the `\\` of an Exchange folder path, and
+/// harmless.) A scan of any time key anywhere, as this once was,
 /// counted such records and Graph directory audits (`activityDateTime`)
 /// as having no time, and left them out of the per-workload gaps, which
 /// they then seemed to open.
 pub fn plain_time_and_workload(b: &[u8]) -> Option<(time::OffsetDateTime, &str)> {
     const TIME_KEY: &[u8] = b"\"CreationTime\"";
     const WORKLOAD_KEY: &[u8] = b"\"Workload\"";
-    if !b.starts_with(b"{") || !b[1..].starts_with(TIME_KEY) {
+    if !b.starts_with(b"{")
+        || !b[1..].starts_with(TIME_KEY)
+        || memchr::memmem::find(b, b"\\\"").is_some()
+        || memchr::memmem::find(b, b"\\u").is_some()
+    {
         return None;
     }
+    // Where the key's only occurrence ends.
     let once = |key: &[u8]| -> Option<usize> {
         let at = memchr::memmem::find(b, key)?;
         let after = at + key.len();
@@ -440,12 +448,31 @@ pub fn plain_time_and_workload(b: &[u8]) -> Option<(time::OffsetDateTime, &str)>
             .is_none()
             .then_some(after)
     };
-    if memchr::memmem::find(b, b"\\\"").is_some() {
+    let plain = |s: &&str| !s.contains('\\');
+    let time = string_after(b, once(TIME_KEY)?)
+        .filter(plain)
+        .and_then(crate::timefmt::parse_timestamp)?;
+    let after = once(WORKLOAD_KEY)?;
+    if depth_at(b, after) != 1 {
         return None;
     }
-    let time = string_after(b, once(TIME_KEY)?).and_then(crate::timefmt::parse_timestamp)?;
-    let workload = string_after(b, once(WORKLOAD_KEY)?).filter(|w| !w.trim().is_empty())?;
-    Some((time, workload))
+    let workload = string_after(b, after).filter(plain)?.trim();
+    (!workload.is_empty()).then_some((time, workload))
+}
+
+/// How many objects and arrays are open at `at` in JSON text with no
+/// escaped quote (so every quote opens or closes a string).
+fn depth_at(b: &[u8], at: usize) -> usize {
+    let (mut depth, mut in_string) = (0usize, false);
+    for &c in &b[..at] {
+        match c {
+            b'"' => in_string = !in_string,
+            b'{' | b'[' if !in_string => depth += 1,
+            b'}' | b']' if !in_string => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    depth
 }
 
 #[cfg(test)]
@@ -527,10 +554,18 @@ mod tests {
     /// says so by answering at all.
     #[test]
     fn time_and_workload_off_the_bytes_only_where_plain() {
-        let plain = br#"{"CreationTime": "2023-06-10T10:00:00","Id":"1","Workload":"Exchange"}"#;
+        let plain = br#"{"CreationTime": "2023-06-10T10:00:00","Id":"1","X":{"a":"}"},"ObjectId":"a\\Inbox","Workload":" Exchange "}"#;
         let (t, w) = plain_time_and_workload(plain).unwrap();
         assert_eq!(crate::timefmt::rfc3339(t), "2023-06-10T10:00:00Z");
-        assert_eq!(w, "Exchange");
+        assert_eq!(w, "Exchange", "trimmed, as the event's");
+        // The event reads the same.
+        let ev = crate::Event::from_record(
+            serde_json::from_slice(plain).unwrap(),
+            None,
+            std::sync::Arc::from("f"),
+            tokenward_logread::Locator { line: 1, record: 1 },
+        );
+        assert_eq!((ev.time, ev.workload()), (Some(t), Some(w)));
         for not_plain in [
             // Another time field first, or none.
             &br#"{"Id":"1","CreationTime":"2023-06-10T10:00:00","Workload":"Exchange"}"#[..],
@@ -542,8 +577,16 @@ mod tests {
             // Named twice (an inner record may say otherwise).
             br#"{"CreationTime":"2023-06-10T10:00:00","Workload":"Exchange","AuditData":{"CreationTime":"2023-06-11T10:00:00"}}"#,
             br#"{"CreationTime":"2023-06-10T10:00:00","Workload":"Exchange","X":{"Workload":"Teams"}}"#,
-            // JSON in a string.
+            // JSON in a string, escaped either way; an escaped value.
             br#"{"CreationTime":"2023-06-10T10:00:00","Workload":"Exchange","AuditData":"{\"Workload\":\"Teams\"}"}"#,
+            br#"{"CreationTime":"2023-06-10T10:00:00","Workload":"Exchange","AuditData":"{\u0022CreationTime\u0022:\u00222023-06-11T09:00:00\u0022}"}"#,
+            br#"{"CreationTime":"2023-06-10T10:00:00","Workload":"Ex\u0063hange"}"#,
+            br#"{"CreationTime":"2023-06-10T10:00:00","Workload":"Ex\\change"}"#,
+            // The workload only below the root.
+            br#"{"CreationTime":"2023-06-10T10:00:00","Operation":"X","Data":{"Workload":"Teams"}}"#,
+            br#"{"CreationTime":"2023-06-10T10:00:00","Items":[{"Workload":"X"}]}"#,
+            // An empty workload (the next field would be read).
+            br#"{"CreationTime":"2023-06-10T10:00:00","Workload":" ","category":"X"}"#,
             b"{}",
         ] {
             assert!(

@@ -13,8 +13,9 @@
 //! stream into batches and hands them to free workers (or works on them
 //! itself); a worker screens and parses a batch and lets a fresh shard of
 //! each detection observe it, then merges the shards under a lock. Memory
-//! is bounded by the batches in flight (one per worker per file) and by
-//! the detections' per-key aggregates.
+//! is bounded by the batches in flight (two per worker over the hunt, and
+//! one being read and one being worked on per worker) and by the
+//! detections' per-key aggregates.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -710,6 +711,9 @@ struct Ctx<'a> {
     fork: &'a (dyn Fn() -> Vec<Box<dyn Detection>> + Sync),
     /// Batch buffers shared by every file.
     pool: &'a BufferPool,
+    /// Batches handed to other workers and not yet done, over every file
+    /// ([`pump`]).
+    in_flight: &'a AtomicUsize,
 }
 
 fn looks_like_envelope(b: &[u8]) -> bool {
@@ -1298,6 +1302,7 @@ pub fn run_detections(
     }
     let plan = Plan::new(&detections);
     let shared = Mutex::new(Shared::new(detections, Intake::new(cfg)));
+    let in_flight = AtomicUsize::new(0);
     let forced = cfg.input_format;
     // Files are read in parallel (exports often come as many small files),
     // and each file's batches in parallel too.
@@ -1311,7 +1316,7 @@ pub fn run_detections(
                     Pending::Unsniffed => prepare(&p, forced, progress.clone(), None),
                 };
                 match ready {
-                    Some(r) => read_file(&p, rep, r, &plan, &shared),
+                    Some(r) => read_file(&p, rep, r, &plan, &shared, &in_flight),
                     None => rep,
                 }
             })
@@ -1424,6 +1429,7 @@ fn read_file(
     ready: Ready,
     plan: &Plan,
     shared: &Mutex<Shared>,
+    in_flight: &AtomicUsize,
 ) -> FileReport {
     let (signins, forks) = {
         let sh = shared.lock().expect("no panics while locked");
@@ -1445,6 +1451,7 @@ fn read_file(
         stats: RecordStats::default(),
         fork: &fork,
         pool: &plan.pool,
+        in_flight,
     };
     let file = Mutex::new(rep);
     let res = pump(&ctx, ready, shared, &file);
@@ -1486,15 +1493,15 @@ fn pump(
         ctx.pool.give(spare);
     };
     let work = &work;
-    let in_flight = AtomicUsize::new(0);
-    let in_flight = &in_flight;
-    let most_in_flight = rayon::current_num_threads();
+    let in_flight = ctx.in_flight;
+    let most_in_flight = 2 * rayon::current_num_threads();
     // The file is read on this worker, not on a reader thread of its own:
     // a worker waiting on such a thread for a file's batch (most exports
     // are many files of one batch) sat idle a fifth of the time. Each
-    // batch but the last goes to whichever worker is free, up to one per
-    // worker at a time (memory stays bounded); past that, and for the
-    // last, this worker works on it itself.
+    // batch but the last goes to whichever worker is free, while fewer
+    // than two per worker are out over the whole hunt (so memory stays
+    // bounded however many files are read at once); past that, and for
+    // the last, this worker works on it itself.
     rayon::in_place_scope(|s| {
         let mut held: Option<Batch> = None;
         let res = read_batches(
@@ -1547,6 +1554,7 @@ pub fn read_events(path: &Path, forced: Option<Format>) -> (FileReport, Vec<Even
         stats: RecordStats::default(),
         fork: &no_forks,
         pool: &pool,
+        in_flight: &AtomicUsize::new(0),
     };
     let res = pump(&ctx, ready, &shared, &file);
     let sh = shared.into_inner().expect("no panics while locked");
@@ -1733,6 +1741,24 @@ mod tests {
         assert_eq!(a.first_rejects[0].locator, "record 3 (line 1)");
         assert_eq!(a.records_with_duplicate_keys, 1);
         assert_eq!(r.files[1].records_read, 2);
+    }
+
+    /// A file of one envelope a line (an Event Hubs export) loses only the
+    /// record a cut line ends inside: the lines after it are read.
+    #[test]
+    fn a_cut_line_of_envelopes_costs_only_its_record() {
+        let text = format!(
+            "{{\"records\":[{UAL}]}}\n{{\"records\":[{UAL_NEEDLE},{{\"CreationTime\":\n{{\"records\":[{UAL_NEEDLE},{UAL}]}}\n"
+        );
+        let d = dir(&[("PT1H.json", &text)]);
+        let (p, seen) = Probe::boxed(anchored_needle, Some("Marker.Inner"));
+        let r = hunt(&d, vec![p]);
+        assert_eq!(seen.lock().unwrap().observed.len(), 2);
+        assert_eq!(r.totals(), (5, 4, 1));
+        assert_eq!(
+            r.files[0].first_rejects[0].reason,
+            "truncated JSON: its line ends inside this record"
+        );
     }
 
     #[test]

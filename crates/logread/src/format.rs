@@ -9,6 +9,10 @@ pub enum Container {
     JsonLines,
     /// JSON arrays, envelopes and pretty-printed objects, split by structure.
     JsonStream,
+    /// JSON lines some of which are envelopes (one `{"records":[...]}` a
+    /// line), split by structure within each line: no record runs past
+    /// its line's end.
+    EnvelopeLines,
     /// Delimited text with a header row.
     Csv,
 }

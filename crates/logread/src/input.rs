@@ -400,7 +400,17 @@ fn sniff_head(head: &[u8], forced: Option<Format>) -> Result<Sniffed, SniffError
                 });
             }
         }
-        let mut sp = JsonSplitter::new();
+        // Envelopes a line each (the first line is a whole envelope, or one
+        // line fills the window) are split line by line, so that a cut
+        // line costs only its own records.
+        let one_a_line = envelope.is_some()
+            && (serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok()
+                || memchr::memchr(b'\n', &head[first..]).is_none());
+        let mut sp = if one_a_line {
+            JsonSplitter::lines()
+        } else {
+            JsonSplitter::new()
+        };
         let mut firstrec = None;
         sp.feed(head, false, &mut |p: Piece<'_>| {
             if firstrec.is_none() {
@@ -418,9 +428,18 @@ fn sniff_head(head: &[u8], forced: Option<Format>) -> Result<Sniffed, SniffError
         });
         return Ok(Sniffed {
             format: fmt,
-            container: Container::JsonStream,
+            container: if one_a_line {
+                Container::EnvelopeLines
+            } else {
+                Container::JsonStream
+            },
             delimiter: b',',
-            first_record: firstrec.as_ref().and_then(first_record),
+            // An envelope's first record is already the record.
+            first_record: if envelope.is_some() {
+                firstrec
+            } else {
+                firstrec.as_ref().and_then(first_record)
+            },
             signin_rows: false,
         });
     }
@@ -554,31 +573,35 @@ mod tests {
                 format!(r#"{{"records":[{az},{az}]}}"#),
                 Format::AzureMonitorJson,
                 az,
+                Container::EnvelopeLines,
             ),
             (
                 "records envelope past the window",
                 format!(r#"{{"records":[{}]}}"#, vec![az; 5_000].join(",")),
                 Format::AzureMonitorJson,
                 az,
+                Container::EnvelopeLines,
             ),
             (
                 "pretty Graph page",
                 format!("{{\n  \"@odata.context\": \"x\",\n  \"value\": [\n    {graph}\n  ]\n}}\n"),
                 Format::GraphJson,
                 graph,
+                Container::JsonStream,
             ),
             (
                 "Graph page of other records",
                 format!(r#"{{"@odata.context":"x","value":[{risk}]}}"#),
                 Format::GraphJson,
                 risk,
+                Container::EnvelopeLines,
             ),
         ];
-        for (what, text, format, first) in cases {
+        for (what, text, format, first, container) in cases {
             let (_, res) = sniff(&mut text.as_bytes(), None).unwrap();
             let s = res.unwrap_or_else(|e| panic!("{what}: {e}"));
             assert_eq!(s.format, format, "{what}");
-            assert!(matches!(s.container, Container::JsonStream), "{what}");
+            assert_eq!(s.container, container, "{what}");
             assert_eq!(
                 s.first_record,
                 Some(serde_json::from_str(first).unwrap()),

@@ -61,13 +61,14 @@ pub fn read_batches(
 ) -> std::io::Result<()> {
     match container {
         Container::JsonLines => read_lines(reader, head, sink, pool),
-        Container::JsonStream => read_pieces(reader, head, sink, pool),
+        Container::JsonStream => read_pieces(reader, head, sink, pool, JsonSplitter::new()),
+        Container::EnvelopeLines => read_pieces(reader, head, sink, pool, JsonSplitter::lines()),
         Container::Csv => read_rows(reader, head, delimiter, sink),
     }
 }
 
-/// A record of a JSON stream (array or concatenated values), or a stretch
-/// that could not be one.
+/// A record of a JSON stream (an array's element, an envelope's record, or
+/// one of concatenated values), or a stretch that could not be one.
 pub enum Item {
     /// A record: its bytes in the batch's data, its first line and index.
     Rec {
@@ -243,13 +244,14 @@ fn read_pieces(
     head: Vec<u8>,
     sink: &mut dyn FnMut(Batch),
     pool: &BufferPool,
+    mut sp: JsonSplitter,
 ) -> std::io::Result<()> {
-    let mut sp = JsonSplitter::new();
     let mut buf = head;
     let mut eof = false;
     let mut data = pool.take();
     let mut items = Vec::new();
     let mut failed = None;
+    let lines = sp.is_lines();
     loop {
         if !eof {
             eof = fill(&mut r, &mut buf, 1 << 20, &mut failed);
@@ -266,7 +268,11 @@ fn read_pieces(
             Piece::Truncated { line, index } => items.push(Item::Bad {
                 line,
                 index,
-                reason: "truncated JSON: the file ends inside this record".into(),
+                reason: if lines {
+                    "truncated JSON: its line ends inside this record".into()
+                } else {
+                    "truncated JSON: the file ends inside this record".into()
+                },
             }),
             Piece::Garbage { line, byte } => items.push(Item::Bad {
                 line,
@@ -278,37 +284,36 @@ fn read_pieces(
         if buf.len() > MAX_RECORD {
             // `buf` starts with one record that is already too large:
             // skip to its end keeping only its nesting state.
+            // In line mode it ends at its line's end at the latest (the
+            // line end stays, and ends the line for the splitter).
             let mut end = ValueEnd::default();
             let mut lines = 0u64;
-            let ended = loop {
-                if let Some(n) = end.scan(&buf) {
+            let cut = loop {
+                let line_end = sp.is_lines().then(|| memchr::memchr(b'\n', &buf)).flatten();
+                if let Some(n) = end.scan(&buf[..line_end.unwrap_or(buf.len())]) {
                     lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
                     buf.drain(..n);
-                    break true;
+                    break "";
+                }
+                if let Some(n) = line_end {
+                    buf.drain(..n);
+                    break " (its line ends inside it)";
                 }
                 lines += memchr::memchr_iter(b'\n', &buf).count() as u64;
                 buf.clear();
                 if eof {
-                    break false;
+                    break " (the file ends inside it)";
                 }
                 eof = fill(&mut r, &mut buf, 1 << 20, &mut failed);
                 if eof && buf.is_empty() {
-                    break false;
+                    break " (the file ends inside it)";
                 }
             };
             let (line, index) = sp.skipped(lines);
             items.push(Item::Bad {
                 line,
                 index,
-                reason: format!(
-                    "record larger than {} MiB{}: skipped",
-                    MAX_RECORD >> 20,
-                    if ended {
-                        ""
-                    } else {
-                        " (the file ends inside it)"
-                    }
-                ),
+                reason: format!("record larger than {} MiB{cut}: skipped", MAX_RECORD >> 20),
             });
             continue;
         }

@@ -8,7 +8,8 @@ use memchr::{memchr, memchr2, memchr3};
 
 /// A piece of a JSON stream found by [`JsonSplitter`].
 pub enum Piece<'a> {
-    /// One complete value: a top-level value, or an element of a top-level array.
+    /// One complete value: a top-level value, an element of a top-level
+    /// array, or a record of an envelope.
     Record {
         /// The value's bytes.
         bytes: &'a [u8],
@@ -58,6 +59,10 @@ pub struct JsonSplitter {
     index_before_envelope: u64,
     /// The last call ended inside a value, which the next call rescans.
     waiting: bool,
+    /// The last call ended in a line that held garbage: skip to its end.
+    discarding: bool,
+    /// Line mode ([`JsonSplitter::lines`]).
+    lines: bool,
     line: u64,
     index: u64,
 }
@@ -102,7 +107,7 @@ pub(crate) fn envelope_records(buf: &[u8], start: usize) -> Option<Option<(usize
         if !key.starts_with(b"@odata") {
             return Some(None);
         }
-        j = match scan_value(buf, j) {
+        j = match scan_brackets(buf, j) {
             Scan::Complete(e) => e,
             Scan::Incomplete => return None,
         };
@@ -127,7 +132,7 @@ fn member_end(buf: &[u8], j: usize) -> Result<usize, bool> {
         return Err(false);
     }
     let v = skip_ws(buf, k + 1).ok_or(true)?;
-    match scan_value(buf, v) {
+    match scan_brackets(buf, v) {
         Scan::Complete(e) => Ok(e),
         Scan::Incomplete => Err(true),
     }
@@ -143,9 +148,9 @@ fn scan_value(buf: &[u8], start: usize) -> Scan {
         // serde_json skips a well-formed value at 2.5 GB/s; the bracket
         // scan below calls memchr per string, which on records of short
         // keys and values ran at 1.5 GB/s and was a quarter of the time of
-        // a hunt over envelopes. A value it refuses (cut, malformed, or
-        // nested past its depth limit) is left to the bracket scan, which
-        // delimits what the parser then rejects with its reason.
+        // a hunt over envelopes. A value it refuses (cut or malformed) is
+        // left to the bracket scan, which delimits what the parser then
+        // rejects with its reason.
         let mut values = serde_json::Deserializer::from_slice(&buf[start..])
             .into_iter::<serde::de::IgnoredAny>();
         if let Some(Ok(_)) = values.next() {
@@ -297,6 +302,19 @@ impl JsonSplitter {
         }
     }
 
+    /// A splitter of JSON lines some of which are envelopes (an Event Hubs
+    /// or storage export writes one `{"records":[...]}` a line): no value
+    /// runs past its line's end, so a line cut inside a record is that
+    /// record truncated, and the next line is read afresh, as JSON lines
+    /// are; a stream splitter would read on into the next lines looking
+    /// for the cut record's end.
+    pub fn lines() -> JsonSplitter {
+        JsonSplitter {
+            lines: true,
+            ..JsonSplitter::new()
+        }
+    }
+
     /// Accounts for a record the caller skipped without handing it to
     /// [`JsonSplitter::feed`] (it was too large to hold): returns its line
     /// and index, and moves past the `lines` line ends it spanned.
@@ -312,10 +330,25 @@ impl JsonSplitter {
     /// With `eof`, an incomplete value is reported as truncated.
     pub fn feed(&mut self, buf: &[u8], eof: bool, emit: &mut dyn FnMut(Piece<'_>)) -> usize {
         let mut i = 0;
+        if self.discarding {
+            // The rest of a line that held garbage.
+            match memchr(b'\n', buf) {
+                Some(p) => {
+                    i = p;
+                    self.discarding = false;
+                }
+                None => return buf.len(),
+            }
+        }
         loop {
             while i < buf.len() {
                 match buf[i] {
-                    b'\n' => self.line += 1,
+                    b'\n' => {
+                        self.line += 1;
+                        if self.lines {
+                            self.end_line();
+                        }
+                    }
                     b' ' | b'\t' | b'\r' => {}
                     b',' if self.in_array || self.envelope_tail => {}
                     _ => break,
@@ -325,28 +358,41 @@ impl JsonSplitter {
             if i == buf.len() {
                 return i;
             }
+            // What may hold the next value, and whether it ends there for
+            // certain: the stream's end, or in line mode the line's.
+            let (view, ends) = match self.lines.then(|| memchr(b'\n', &buf[i..])).flatten() {
+                Some(p) => (&buf[..i + p], true),
+                None => (buf, eof),
+            };
             if self.envelope_tail {
-                if buf[i] == b'}' {
-                    self.envelope_tail = false;
-                    self.index = self.index_before_envelope + 1;
+                if view[i] == b'}' {
+                    self.leave_envelope();
                     i += 1;
                     continue;
                 }
-                match member_end(buf, i) {
+                match member_end(view, i) {
                     Ok(end) => {
-                        self.line += count_lines(&buf[i..end]);
+                        self.line += count_lines(&view[i..end]);
                         i = end;
                         continue;
                     }
-                    Err(true) if !eof => return i,
-                    // Malformed or cut: what follows is read as values again.
-                    Err(_) => {
-                        self.envelope_tail = false;
-                        self.index = self.index_before_envelope + 1;
+                    Err(true) if !ends => return i,
+                    // Cut: the envelope, as a value of the stream, is cut.
+                    Err(true) => {
+                        self.leave_envelope();
+                        emit(Piece::Truncated {
+                            line: self.line,
+                            index: self.index,
+                        });
+                        self.line += count_lines(&view[i..]);
+                        i = view.len();
+                        continue;
                     }
+                    // Malformed: what follows is read as values again.
+                    Err(false) => self.leave_envelope(),
                 }
             }
-            match buf[i] {
+            match view[i] {
                 b']' if self.in_array => {
                     self.in_array = false;
                     if self.in_envelope {
@@ -361,9 +407,9 @@ impl JsonSplitter {
                     i += 1;
                     continue;
                 }
-                b'{' if !self.in_array => match envelope_records(buf, i) {
+                b'{' if !self.in_array => match envelope_records(view, i) {
                     Some(Some((records, _))) => {
-                        self.line += count_lines(&buf[i..records]);
+                        self.line += count_lines(&view[i..records]);
                         self.in_array = true;
                         self.in_envelope = true;
                         self.index_before_envelope = self.index;
@@ -371,7 +417,7 @@ impl JsonSplitter {
                         i = records;
                         continue;
                     }
-                    None if !eof => return i,
+                    None if !ends => return i,
                     // Not an envelope (or cut before it could tell): a value.
                     _ => {}
                 },
@@ -386,8 +432,10 @@ impl JsonSplitter {
                             i += p;
                             continue;
                         }
-                        None if eof => return buf.len(),
-                        None => return i,
+                        None => {
+                            self.discarding = !eof;
+                            return buf.len();
+                        }
                     }
                 }
             }
@@ -395,30 +443,33 @@ impl JsonSplitter {
             // rescanned with more bytes: by brackets only, so that a record
             // of many MiB is not also skimmed by the parser each time.
             let scan = if self.waiting {
-                scan_brackets(buf, i)
+                scan_brackets(view, i)
             } else {
-                scan_value(buf, i)
+                scan_value(view, i)
             };
             self.waiting = false;
             match scan {
                 Scan::Complete(end) => {
                     self.index += 1;
                     emit(Piece::Record {
-                        bytes: &buf[i..end],
+                        bytes: &view[i..end],
                         line: self.line,
                         index: self.index,
                     });
-                    self.line += count_lines(&buf[i..end]);
+                    self.line += count_lines(&view[i..end]);
                     i = end;
                 }
-                Scan::Incomplete if eof => {
+                Scan::Incomplete if ends => {
                     self.index += 1;
                     emit(Piece::Truncated {
                         line: self.line,
                         index: self.index,
                     });
-                    self.line += count_lines(&buf[i..]);
-                    return buf.len();
+                    self.line += count_lines(&view[i..]);
+                    i = view.len();
+                    if i == buf.len() {
+                        return i;
+                    }
                 }
                 Scan::Incomplete => {
                     self.waiting = true;
@@ -426,6 +477,29 @@ impl JsonSplitter {
                 }
             }
         }
+    }
+
+    /// The envelope is over (closed, cut or malformed): the stream's
+    /// numbering goes on after it, as after one value.
+    fn leave_envelope(&mut self) {
+        self.in_array = false;
+        self.in_envelope = false;
+        self.envelope_tail = false;
+        self.index = self.index_before_envelope + 1;
+    }
+
+    /// In line mode, a line end ends whatever was open: an envelope or
+    /// array left unclosed is over (its records so far stand).
+    fn end_line(&mut self) {
+        if self.in_envelope || self.envelope_tail {
+            self.leave_envelope();
+        }
+        self.in_array = false;
+    }
+
+    /// Whether no value is read past a line end ([`JsonSplitter::lines`]).
+    pub fn is_lines(&self) -> bool {
+        self.lines
     }
 }
 
@@ -769,7 +843,10 @@ mod tests {
     use super::*;
 
     fn split(s: &str) -> Vec<String> {
-        let mut sp = JsonSplitter::new();
+        split_with(JsonSplitter::new(), s)
+    }
+
+    fn split_with(mut sp: JsonSplitter, s: &str) -> Vec<String> {
         let mut out = Vec::new();
         sp.feed(s.as_bytes(), true, &mut |p| match p {
             Piece::Record { bytes, line, index } => {
@@ -873,6 +950,53 @@ mod tests {
             vec![r#"1@1:{"a":1}"#, "2@1:TRUNC"]
         );
         assert_eq!(split(r#"{"@odata.context":"x","val"#), vec!["1@1:TRUNC"]);
+    }
+
+    /// Envelopes a line each: a line cut inside a record truncates that
+    /// record only, and the next line is read afresh (a stream splitter
+    /// would read on through every later line looking for its end).
+    #[test]
+    fn envelope_lines_end_at_their_line() {
+        let text = "{\"records\":[{\"a\":1}]}\n{\"records\":[{\"a\":2},{\"b\":\n{\"records\":[{\"c\":\"x}]}\n{\"records\":[{\"d\":4}]}\n[{\"e\":5}\n{\"f\":6}";
+        assert_eq!(
+            split_with(JsonSplitter::lines(), text),
+            vec![
+                r#"1@1:{"a":1}"#,
+                r#"1@2:{"a":2}"#,
+                "2@2:TRUNC",
+                "1@3:TRUNC",
+                r#"1@4:{"d":4}"#,
+                r#"5@5:{"e":5}"#,
+                r#"6@6:{"f":6}"#
+            ]
+        );
+        assert_eq!(split(text).len(), 3, "a stream reads on past the cut");
+    }
+
+    /// An envelope cut after its records is one truncated value; garbage
+    /// with no line end in the buffer is reported once, however the
+    /// stream is fed.
+    #[test]
+    fn cut_envelope_tails_and_garbage_are_reported_once() {
+        assert_eq!(
+            split(r#"{"records":[{"a":1}],"next":"ab"#),
+            vec![r#"1@1:{"a":1}"#, "1@1:TRUNC"]
+        );
+        let mut sp = JsonSplitter::new();
+        let mut got = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        for (chunk, eof) in [("xy", false), ("z", false), ("\n{\"a\":1}", true)] {
+            buf.extend_from_slice(chunk.as_bytes());
+            let used = sp.feed(&buf, eof, &mut |p| {
+                got.push(match p {
+                    Piece::Record { index, line, .. } => format!("{index}@{line}"),
+                    Piece::Truncated { .. } => "TRUNC".into(),
+                    Piece::Garbage { line, byte } => format!("G@{line}:{}", byte as char),
+                })
+            });
+            buf.drain(..used);
+        }
+        assert_eq!(got, vec!["G@1:x", "1@2"]);
     }
 
     /// Fed a byte at a time, an envelope splits as when fed whole, and
