@@ -7,7 +7,6 @@
 
 use std::io::Write;
 use std::sync::atomic::AtomicU64;
-use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
@@ -81,18 +80,17 @@ fuzz_target!(|data: &[u8]| {
     let Ok(sniffed) = sniffed else {
         return;
     };
-    let (tx, rx) = sync_channel(1024);
+    let mut batches = Vec::new();
     let pool = BufferPool::default();
     let _ = read_batches(
         sniffed.container,
         sniffed.delimiter,
         opened.reader,
         head,
-        &tx,
+        &mut |b| batches.push(b),
         &pool,
     );
-    drop(tx);
-    for batch in rx {
+    for batch in batches {
         match batch {
             Batch::Lines { data, first_line } => {
                 for (i, line) in data.split(|&b| b == b'\n').enumerate() {
