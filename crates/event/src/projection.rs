@@ -431,28 +431,32 @@ fn string_after(b: &[u8], mut i: usize) -> Option<&str> {
 /// as having no time, and left them out of the per-workload gaps, which
 /// they then seemed to open.
 pub fn plain_time_and_workload(b: &[u8]) -> Option<(time::OffsetDateTime, &str)> {
-    const TIME_KEY: &[u8] = b"\"CreationTime\"";
-    const WORKLOAD_KEY: &[u8] = b"\"Workload\"";
+    // Built once: a searcher built per call cost more than the search,
+    // on records of a kilobyte or two.
+    static KEYS: std::sync::OnceLock<[memchr::memmem::Finder<'static>; 2]> =
+        std::sync::OnceLock::new();
+    let [time_key, workload_key] = KEYS.get_or_init(|| {
+        [
+            memchr::memmem::Finder::new(b"\"CreationTime\""),
+            memchr::memmem::Finder::new(b"\"Workload\""),
+        ]
+    });
     if !b.starts_with(b"{")
-        || !b[1..].starts_with(TIME_KEY)
-        || memchr::memmem::find(b, b"\\\"").is_some()
-        || memchr::memmem::find(b, b"\\u").is_some()
+        || !b[1..].starts_with(time_key.needle())
+        || memchr::memchr_iter(b'\\', b).any(|i| matches!(b.get(i + 1), Some(b'"' | b'u')))
     {
         return None;
     }
     // Where the key's only occurrence ends.
-    let once = |key: &[u8]| -> Option<usize> {
-        let at = memchr::memmem::find(b, key)?;
-        let after = at + key.len();
-        memchr::memmem::find(&b[after..], key)
-            .is_none()
-            .then_some(after)
+    let once = |key: &memchr::memmem::Finder<'_>| -> Option<usize> {
+        let after = key.find(b)? + key.needle().len();
+        key.find(&b[after..]).is_none().then_some(after)
     };
     let plain = |s: &&str| !s.contains('\\');
-    let time = string_after(b, once(TIME_KEY)?)
+    let time = string_after(b, once(time_key)?)
         .filter(plain)
         .and_then(crate::timefmt::parse_timestamp)?;
-    let after = once(WORKLOAD_KEY)?;
+    let after = once(workload_key)?;
     if depth_at(b, after) != 1 {
         return None;
     }
@@ -463,6 +467,10 @@ pub fn plain_time_and_workload(b: &[u8]) -> Option<(time::OffsetDateTime, &str)>
 /// How many objects and arrays are open at `at` in JSON text with no
 /// escaped quote (so every quote opens or closes a string).
 fn depth_at(b: &[u8], at: usize) -> usize {
+    // Usually nothing nests before the key: only the root is open.
+    if b.first() == Some(&b'{') && memchr::memchr2(b'{', b'[', &b[1..at]).is_none() {
+        return 1;
+    }
     let (mut depth, mut in_string) = (0usize, false);
     for &c in &b[..at] {
         match c {

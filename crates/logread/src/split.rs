@@ -330,6 +330,9 @@ impl JsonSplitter {
     /// With `eof`, an incomplete value is reported as truncated.
     pub fn feed(&mut self, buf: &[u8], eof: bool, emit: &mut dyn FnMut(Piece<'_>)) -> usize {
         let mut i = 0;
+        // In line mode, the next line end found so far (`Some(None)`: none
+        // up to the end of `buf`).
+        let mut next_newline: Option<Option<usize>> = None;
         if self.discarding {
             // The rest of a line that held garbage.
             match memchr(b'\n', buf) {
@@ -359,9 +362,24 @@ impl JsonSplitter {
                 return i;
             }
             // What may hold the next value, and whether it ends there for
-            // certain: the stream's end, or in line mode the line's.
-            let (view, ends) = match self.lines.then(|| memchr(b'\n', &buf[i..])).flatten() {
-                Some(p) => (&buf[..i + p], true),
+            // certain: the stream's end, or in line mode the line's. The
+            // line end is searched once per line, not once per record: a
+            // one-line envelope of thousands of records is one line.
+            let line_end = if self.lines {
+                match next_newline {
+                    Some(Some(p)) if p >= i => Some(p),
+                    Some(None) => None,
+                    _ => {
+                        let found = memchr(b'\n', &buf[i..]).map(|p| i + p);
+                        next_newline = Some(found);
+                        found
+                    }
+                }
+            } else {
+                None
+            };
+            let (view, ends) = match line_end {
+                Some(p) => (&buf[..p], true),
                 None => (buf, eof),
             };
             if self.envelope_tail {
