@@ -1708,6 +1708,18 @@ mod tests {
         Needs::anchored(Kinds::ALL, &["NEEDLE"], &["Marker.Inner"])
     }
 
+    /// A reader of every record's time and workload alone.
+    fn light() -> Needs {
+        Needs {
+            kinds: Kinds::ALL,
+            anchors: Anchors::Every,
+            fields: Vec::new(),
+            whole_record: WholeRecord::Never,
+            unparsed_time_and_workload: true,
+            signin_index: false,
+        }
+    }
+
     #[test]
     fn a_detection_sees_exactly_the_records_its_anchors_match_with_its_declared_fields() {
         let d = dir(&[("a.jsonl", &format!("{UAL}\n{UAL_NEEDLE}\n{UAL}\n"))]);
@@ -1763,16 +1775,6 @@ mod tests {
 
     #[test]
     fn records_nobody_needs_parsed_give_their_time_and_workload() {
-        fn light() -> Needs {
-            Needs {
-                kinds: Kinds::ALL,
-                anchors: Anchors::Every,
-                fields: Vec::new(),
-                whole_record: WholeRecord::Never,
-                unparsed_time_and_workload: true,
-                signin_index: false,
-            }
-        }
         let d = dir(&[("a.jsonl", &format!("{UAL}\n{UAL_NEEDLE}\n"))]);
         let (light_probe, light_seen) = Probe::boxed(light, None);
         let (needle_probe, _) = Probe::boxed(anchored_needle, Some("Marker.Inner"));
@@ -1792,16 +1794,6 @@ mod tests {
     /// neither key, escaped as it is there.
     #[test]
     fn records_carrying_json_in_a_string_give_its_time_and_workload() {
-        fn light() -> Needs {
-            Needs {
-                kinds: Kinds::ALL,
-                anchors: Anchors::Every,
-                fields: Vec::new(),
-                whole_record: WholeRecord::Never,
-                unparsed_time_and_workload: true,
-                signin_index: false,
-            }
-        }
         let audit = serde_json::to_string(UAL).unwrap();
         let ps = format!(
             r#"{{"CreationDate":"6/10/2023 10:00:00 AM","UserIds":"a@x","Operations":"Send","AuditData":{audit}}}"#
