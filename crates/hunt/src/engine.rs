@@ -857,9 +857,14 @@ impl Ctx<'_> {
     fn value(&self, v: Value, loc: Locator, readers: Mask, out: &mut Out) {
         let elems = match v {
             Value::Object(mut m) => {
+                // An envelope holds its records and, in Graph's pages,
+                // `@odata.*` members: an object with fields of its own is a
+                // record that happens to have such an array, and was lost
+                // when its array was read as records instead.
                 let env = ["records", "value"]
                     .into_iter()
-                    .find(|k| m.get(*k).is_some_and(Value::is_array));
+                    .find(|k| m.get(*k).is_some_and(Value::is_array))
+                    .filter(|k| m.keys().all(|x| x == k || x.starts_with("@odata")));
                 match env.and_then(|k| m.remove(k)) {
                     Some(Value::Array(a)) => a,
                     _ => {
@@ -1753,6 +1758,21 @@ mod tests {
         assert_eq!(a.first_rejects[0].locator, "record 3 (line 1)");
         assert_eq!(a.records_with_duplicate_keys, 1);
         assert_eq!(r.files[1].records_read, 2);
+    }
+
+    /// An object is an envelope only if it holds nothing but its records
+    /// (and Graph's `@odata.*` members): a record that has a `value` or
+    /// `records` array of its own is a record.
+    #[test]
+    fn a_record_with_a_value_array_is_a_record() {
+        let own = UAL_NEEDLE.replace(r#""Workload""#, r#""value":[1,"x"],"Workload""#);
+        let page =
+            format!(r#"{{"@odata.context":"x","value":[{UAL_NEEDLE}],"@odata.nextLink":"y"}}"#);
+        let d = dir(&[("a.jsonl", &format!("{UAL}\n{own}\n{page}\n"))]);
+        let (p, seen) = Probe::boxed(anchored_needle, Some("Marker.Inner"));
+        let r = hunt(&d, vec![p]);
+        assert_eq!(r.totals(), (3, 3, 0));
+        assert_eq!(seen.lock().unwrap().observed.len(), 2);
     }
 
     /// A file of one envelope a line (an Event Hubs export) loses only the
