@@ -1017,6 +1017,87 @@ mod tests {
         assert_eq!(got, vec!["G@1:x", "1@2"]);
     }
 
+    /// Every piece, as text, of `text` fed to `sp` in chunks of the given
+    /// sizes (cycled), keeping what it does not consume, as a reader does.
+    fn split_in_chunks(mut sp: JsonSplitter, text: &[u8], sizes: &[usize]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut push = |p: Piece<'_>| {
+            out.push(match p {
+                Piece::Record { bytes, line, index } => {
+                    format!("{index}@{line}:{}", String::from_utf8_lossy(bytes))
+                }
+                Piece::Truncated { line, index } => format!("{index}@{line}:TRUNC"),
+                Piece::Garbage { line, byte } => format!("G@{line}:{}", byte as char),
+            })
+        };
+        let mut buf: Vec<u8> = Vec::new();
+        let (mut at, mut k) = (0, 0);
+        while at < text.len() {
+            let n = sizes[k % sizes.len()].min(text.len() - at);
+            buf.extend_from_slice(&text[at..at + n]);
+            at += n;
+            k += 1;
+            let used = sp.feed(&buf, at == text.len(), &mut push);
+            buf.drain(..used);
+        }
+        if !buf.is_empty() {
+            sp.feed(&buf, true, &mut push);
+        }
+        out
+    }
+
+    /// Streams made of envelopes (one a line, pretty, cut), arrays,
+    /// values, garbage and blank lines split the same however they are
+    /// fed: the splitter keeps no state but at record boundaries, in both
+    /// modes. The streams come from a fixed pseudo-random sequence.
+    #[test]
+    fn any_stream_splits_alike_in_any_chunks() {
+        let parts = [
+            r#"{"records":[{"a":1},{"b":"x]}"}]}"#,
+            "{\n \"@odata.context\": \"c\",\n \"value\": [\n  {\"c\":[1,2]},\n  {\"d\":\"\\\"}\"}\n ],\n \"@odata.nextLink\": \"n\"\n}",
+            r#"[{"e":1},{"f":{"g":"["}}]"#,
+            r#"{"h":1,"value":[1]}"#,
+            r#"{"records":[{"i":1},{"j":"#,
+            r#"{"records":[{"k":1}],"tail":"ab"#,
+            "xyz",
+            r#""s""#,
+            "17",
+            r#"{"l":"\\"}"#,
+            "",
+        ];
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..300 {
+            let n = 1 + (next() % 6) as usize;
+            let text: String = (0..n)
+                .map(|_| parts[(next() % parts.len() as u64) as usize])
+                .collect::<Vec<_>>()
+                .join(if next() % 2 == 0 { "\n" } else { " \n\n" });
+            for lines in [false, true] {
+                let make = || {
+                    if lines {
+                        JsonSplitter::lines()
+                    } else {
+                        JsonSplitter::new()
+                    }
+                };
+                let whole = split_in_chunks(make(), text.as_bytes(), &[text.len().max(1)]);
+                for sizes in [&[1usize][..], &[2, 3], &[7, 1, 13], &[64]] {
+                    assert_eq!(
+                        split_in_chunks(make(), text.as_bytes(), sizes),
+                        whole,
+                        "lines {lines}, chunks {sizes:?}, text {text:?}"
+                    );
+                }
+            }
+        }
+    }
+
     /// Fed a byte at a time, an envelope splits as when fed whole, and
     /// the splitter never holds more than the record it is in: a one-line
     /// envelope of any size is read record by record.
