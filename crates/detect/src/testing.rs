@@ -70,20 +70,19 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
                 Anchors::Screen(f) => f(&bytes),
             };
             if !anchored {
-                if needs.unparsed_time_and_workload {
-                    // As the engine does: off the bytes where they say the
-                    // time and workload plainly, else parsed and observed.
-                    match plain_time_and_workload(&bytes) {
-                        Some((t, w)) => shard.observe_unparsed(Some(t), Some(w)),
-                        None => {
-                            let ev = whole(r, base + i);
-                            if needs.kinds.contains(ev.kind) {
-                                shard.observe(&ev, &cx);
-                            }
-                        }
-                    }
-                }
                 continue;
+            }
+            // As the engine does for a reader of time and workload alone,
+            // in a file of audit records: off the bytes where they say them
+            // plainly, else parsed and observed below.
+            let light = needs.unparsed_time_and_workload
+                && needs.fields.is_empty()
+                && !needs.whole_record.ever();
+            if light {
+                if let Some((t, w)) = plain_time_and_workload(&bytes) {
+                    shard.observe_unparsed(Some(t), Some(w));
+                    continue;
+                }
             }
             let loc = Locator {
                 line: (base + i) as u64 + 1,

@@ -41,8 +41,8 @@ use tokenward_event::{
     Projection,
 };
 use tokenward_logread::{
-    discover, open, read_batches, sniff, sniff_known, Batch, BufferPool, Cells, CsvRow, Encoding,
-    Format, Item, Opened, SniffError, Sniffed,
+    discover, is_envelope_metadata, open, read_batches, sniff, sniff_known, Batch, BufferPool,
+    Cells, CsvRow, Encoding, Format, Item, Opened, SniffError, Sniffed,
 };
 
 /// What to hunt and how.
@@ -814,7 +814,10 @@ impl Ctx<'_> {
         if let (Some(plan), Some(screened)) = (self.plan, screened) {
             // Read off the bytes where they say the time and workload
             // plainly; otherwise parsed as far as the readers need.
-            if framed && readers & !plan.light == 0 {
+            // Only in files of audit records, where such a record is an
+            // audit event whatever keys it lacks (the file's hint), as the
+            // readers of the parsed event would see it.
+            if framed && readers & !plan.light == 0 && self.hint == Some(EventKind::Audit) {
                 if let Some((t, w)) = plain_time_and_workload(b) {
                     self.route_light(t, w, readers, out);
                     return;
@@ -857,14 +860,17 @@ impl Ctx<'_> {
     fn value(&self, v: Value, loc: Locator, readers: Mask, out: &mut Out) {
         let elems = match v {
             Value::Object(mut m) => {
-                // An envelope holds its records and, in Graph's pages,
-                // `@odata.*` members: an object with fields of its own is a
-                // record that happens to have such an array, and was lost
-                // when its array was read as records instead.
+                // An envelope holds its records and metadata (Graph's
+                // `@odata.*`, Resource Manager's `nextLink`): an object with
+                // fields of its own is a record that happens to have such an
+                // array, and was lost when its array was read as records.
                 let env = ["records", "value"]
                     .into_iter()
                     .find(|k| m.get(*k).is_some_and(Value::is_array))
-                    .filter(|k| m.keys().all(|x| x == k || x.starts_with("@odata")));
+                    .filter(|k| {
+                        m.keys()
+                            .all(|x| x == k || is_envelope_metadata(x.as_bytes()))
+                    });
                 match env.and_then(|k| m.remove(k)) {
                     Some(Value::Array(a)) => a,
                     _ => {
@@ -1518,11 +1524,22 @@ fn pump(
                 let Some(prev) = held.replace(b) else {
                     return;
                 };
-                if in_flight.load(Ordering::Acquire) < most_in_flight {
-                    in_flight.fetch_add(1, Ordering::AcqRel);
+                let taken = in_flight
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < most_in_flight).then_some(n + 1)
+                    })
+                    .is_ok();
+                if taken {
                     s.spawn(move |_| {
+                        // Given back however the work ends.
+                        struct Out<'a>(&'a AtomicUsize);
+                        impl Drop for Out<'_> {
+                            fn drop(&mut self) {
+                                self.0.fetch_sub(1, Ordering::AcqRel);
+                            }
+                        }
+                        let _out = Out(in_flight);
                         work(prev);
-                        in_flight.fetch_sub(1, Ordering::AcqRel);
                     });
                 } else {
                     work(prev);
@@ -1766,13 +1783,17 @@ mod tests {
     #[test]
     fn a_record_with_a_value_array_is_a_record() {
         let own = UAL_NEEDLE.replace(r#""Workload""#, r#""value":[1,"x"],"Workload""#);
-        let page =
+        // Pages of Graph, the older Azure AD Graph and Resource Manager, as
+        // lines of a file of plain records: read whole, then unpacked.
+        let graph =
             format!(r#"{{"@odata.context":"x","value":[{UAL_NEEDLE}],"@odata.nextLink":"y"}}"#);
-        let d = dir(&[("a.jsonl", &format!("{UAL}\n{own}\n{page}\n"))]);
+        let aad = format!(r#"{{"odata.metadata":"x","value":[{UAL_NEEDLE}]}}"#);
+        let arm = format!(r#"{{"value":[{UAL_NEEDLE}],"nextLink":"y"}}"#);
+        let d = dir(&[("a.jsonl", &format!("{UAL}\n{own}\n{graph}\n{aad}\n{arm}\n"))]);
         let (p, seen) = Probe::boxed(anchored_needle, Some("Marker.Inner"));
         let r = hunt(&d, vec![p]);
-        assert_eq!(r.totals(), (3, 3, 0));
-        assert_eq!(seen.lock().unwrap().observed.len(), 2);
+        assert_eq!(r.totals(), (5, 5, 0));
+        assert_eq!(seen.lock().unwrap().observed.len(), 4);
     }
 
     /// A file of one envelope a line (an Event Hubs export) loses only the
@@ -1782,11 +1803,15 @@ mod tests {
         let text = format!(
             "{{\"records\":[{UAL}]}}\n{{\"records\":[{UAL_NEEDLE},{{\"CreationTime\":\n{{\"records\":[{UAL_NEEDLE},{UAL}]}}\n"
         );
-        let d = dir(&[("PT1H.json", &text)]);
+        // The same with the first line cut.
+        let first_cut = format!(
+            "{{\"records\":[{UAL_NEEDLE},{{\"CreationTime\":\n{{\"records\":[{UAL_NEEDLE},{UAL}]}}\n"
+        );
+        let d = dir(&[("PT1H.json", &text), ("PT1H-2.json", &first_cut)]);
         let (p, seen) = Probe::boxed(anchored_needle, Some("Marker.Inner"));
         let r = hunt(&d, vec![p]);
-        assert_eq!(seen.lock().unwrap().observed.len(), 2);
-        assert_eq!(r.totals(), (5, 4, 1));
+        assert_eq!(seen.lock().unwrap().observed.len(), 4);
+        assert_eq!(r.totals(), (9, 7, 2));
         assert_eq!(
             r.files[0].first_rejects[0].reason,
             "truncated JSON: its line ends inside this record"

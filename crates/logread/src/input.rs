@@ -403,9 +403,19 @@ fn sniff_head(head: &[u8], forced: Option<Format>) -> Result<Sniffed, SniffError
         // Envelopes a line each (the first line is a whole envelope, or one
         // line fills the window) are split line by line, so that a cut
         // line costs only its own records.
-        let one_a_line = envelope.is_some()
-            && (serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok()
-                || memchr::memchr(b'\n', &head[first..]).is_none());
+        // (Its opening and first record start on the first line; a pretty
+        // page breaks the line after `"value": [`. Whether the first line
+        // parses is no test: a cut first line would make the file one
+        // stream, and the cut record would swallow every later line.)
+        let one_a_line = envelope.is_some_and(|(records, _)| {
+            let next = head[records..]
+                .iter()
+                .position(|b| !matches!(b, b' ' | b'\t' | b'\r'))
+                .map_or(head.len(), |p| records + p);
+            memchr::memchr(b'\n', &head[first..next.min(head.len())]).is_none()
+                && next < head.len()
+                && head[next] != b'\n'
+        });
         let mut sp = if one_a_line {
             JsonSplitter::lines()
         } else {
@@ -608,6 +618,10 @@ mod tests {
                 "{what}"
             );
         }
+        // One envelope a line, the first line cut: still read line by line.
+        let cut_first = format!("{{\"records\":[{az},{{\"b\":\n{{\"records\":[{az}]}}\n");
+        let (_, res) = sniff(&mut cut_first.as_bytes(), None).unwrap();
+        assert_eq!(res.unwrap().container, Container::EnvelopeLines);
         // A record that merely has a `value` array is a record.
         let (_, res) = sniff(&mut &br#"{"id":1,"value":[1]}"#[..], None).unwrap();
         assert!(matches!(res.unwrap().container, Container::JsonLines));

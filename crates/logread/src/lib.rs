@@ -16,7 +16,7 @@ pub mod split;
 pub use format::{Container, Format};
 pub use input::{discover, open, sniff, sniff_known, Encoding, Opened, SniffError, Sniffed};
 pub use records::{read_batches, Batch, BufferPool, Item};
-pub use split::{Cells, CsvRow};
+pub use split::{is_envelope_metadata, Cells, CsvRow};
 
 /// Where a record sits in its file: 1-based line of its first byte when the
 /// carrier has lines, and its 1-based record index.

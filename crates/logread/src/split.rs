@@ -39,7 +39,8 @@ pub enum Piece<'a> {
 ///
 /// An envelope is a top-level object holding its records in a `records`
 /// array (Azure Monitor diagnostic exports) or a `value` array (Microsoft
-/// Graph pages), before which it has only `@odata.*` members. Its records
+/// Graph and Azure Resource Manager pages), before which it has only
+/// metadata members ([`is_envelope_metadata`]). Its records
 /// are split like a top-level array's elements, numbered from 1 in each
 /// envelope, and its other members are skipped: an export of one envelope
 /// hundreds of MiB long is read record by record, never held whole.
@@ -78,6 +79,13 @@ fn skip_ws(buf: &[u8], mut j: usize) -> Option<usize> {
     None
 }
 
+/// Whether a member of an object is an envelope's metadata, not a field
+/// of a record: Microsoft Graph's `@odata.*`, the older Azure AD Graph's
+/// `odata.*`, and Azure Resource Manager's `nextLink`.
+pub fn is_envelope_metadata(key: &[u8]) -> bool {
+    key.starts_with(b"@odata") || key.starts_with(b"odata.") || key == b"nextLink"
+}
+
 /// Whether the object opening at `start` is an envelope ([`JsonSplitter`]):
 /// `Some(Some((p, key)))` with `p` just after the `[` of its records and
 /// `key` the member holding them, `Some(None)` when it is not one, `None`
@@ -104,7 +112,7 @@ pub(crate) fn envelope_records(buf: &[u8], start: usize) -> Option<Option<(usize
         if !name.is_empty() {
             return Some((buf[j] == b'[').then_some((j + 1, name)));
         }
-        if !key.starts_with(b"@odata") {
+        if !is_envelope_metadata(key) {
             return Some(None);
         }
         j = match scan_brackets(buf, j) {
@@ -466,6 +474,14 @@ impl JsonSplitter {
                 scan_value(view, i)
             };
             self.waiting = false;
+            // A bare scalar running to a certain end (a line's, the
+            // stream's) is complete there, not cut.
+            let scan = match scan {
+                Scan::Incomplete if ends && !matches!(view[i], b'{' | b'[' | b'"') => {
+                    Scan::Complete(view.len())
+                }
+                other => other,
+            };
             match scan {
                 Scan::Complete(end) => {
                     self.index += 1;
@@ -949,6 +965,15 @@ mod tests {
     /// is one value, read whole.
     #[test]
     fn other_objects_are_values() {
+        // Metadata before the records: Graph's, the older Azure AD
+        // Graph's, Resource Manager's.
+        for v in [
+            r#"{"@odata.count":1,"value":[{"a":1}]}"#,
+            r#"{"odata.metadata":"m","value":[{"a":1}]}"#,
+            r#"{"nextLink":"n","value":[{"a":1}]}"#,
+        ] {
+            assert_eq!(split(v), vec![r#"1@1:{"a":1}"#], "{v}");
+        }
         for v in [
             r#"{"id":1,"value":[{"a":1}]}"#,
             r#"{"value":5,"records":[{"a":1}]}"#,
@@ -989,6 +1014,11 @@ mod tests {
             ]
         );
         assert_eq!(split(text).len(), 3, "a stream reads on past the cut");
+        // A bare scalar ends with its line, and is a value, not cut.
+        assert_eq!(
+            split_with(JsonSplitter::lines(), "17\nnull\r\n\"s\""),
+            vec!["1@1:17", "2@2:null", "3@3:\"s\""]
+        );
     }
 
     /// An envelope cut after its records is one truncated value; garbage
