@@ -11,8 +11,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::{
-    evidence, shard_of, Anchors, Builtin, Context, Detection, Info, Kinds, Needs, Outcome, Verdict,
-    Weight, WholeRecord,
+    evidence, shard_of, Builtin, Context, Detection, Info, Needs, Outcome, Verdict, Weight,
 };
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Event, EventKind};
@@ -107,14 +106,7 @@ impl Detection for AuditGap {
     }
 
     fn needs(&self) -> Needs {
-        Needs {
-            kinds: Kinds::ALL,
-            anchors: Anchors::Every,
-            fields: Vec::new(),
-            whole_record: WholeRecord::Never,
-            unparsed_time_and_workload: true,
-            signin_index: false,
-        }
+        Needs::time_and_workload()
     }
 
     fn fork(&self) -> Box<dyn Detection> {

@@ -146,6 +146,26 @@ pub struct Needs {
 }
 
 impl Needs {
+    /// Needs of a detection that takes every record's time and workload
+    /// and nothing else (a record nobody else reads need not be parsed).
+    pub fn time_and_workload() -> Needs {
+        Needs {
+            kinds: Kinds::ALL,
+            anchors: Anchors::Every,
+            fields: Vec::new(),
+            whole_record: WholeRecord::Never,
+            unparsed_time_and_workload: true,
+            signin_index: false,
+        }
+    }
+
+    /// Whether a record's time and workload are all the detection reads,
+    /// so that they may be taken off the bytes
+    /// ([`Detection::observe_unparsed`]).
+    pub fn reads_time_and_workload_only(&self) -> bool {
+        self.unparsed_time_and_workload && self.fields.is_empty() && !self.whole_record.ever()
+    }
+
     /// Needs of a detection that looks at the given kinds of record when
     /// they contain one of `anchors`, reading `fields`.
     pub fn anchored(kinds: Kinds, anchors: &[&str], fields: &[&'static str]) -> Needs {

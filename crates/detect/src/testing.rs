@@ -75,10 +75,7 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
             // As the engine does for a reader of time and workload alone,
             // in a file of audit records: off the bytes where they say them
             // plainly, else parsed and observed below.
-            let light = needs.unparsed_time_and_workload
-                && needs.fields.is_empty()
-                && !needs.whole_record.ever();
-            if light {
+            if needs.reads_time_and_workload_only() {
                 if let Some((t, w)) = plain_time_and_workload(&bytes) {
                     shard.observe_unparsed(Some(t), Some(w));
                     continue;

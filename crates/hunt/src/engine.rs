@@ -311,6 +311,39 @@ impl Literals {
     }
 }
 
+/// The literal matches of a whole batch, handed out record by record in
+/// the batch's order.
+struct BatchMatches {
+    /// (place, pattern), sorted by place.
+    all: Vec<(usize, usize)>,
+    /// The first match not before the last record asked for.
+    next: usize,
+}
+
+impl BatchMatches {
+    /// One literal pass over `data` (none without a plan or literals).
+    fn of(plan: Option<&Plan>, data: &[u8]) -> BatchMatches {
+        let mut all = Vec::new();
+        if let Some(l) = plan.and_then(|p| p.literals.as_ref()) {
+            l.find_all(data, &mut all);
+        }
+        BatchMatches { all, next: 0 }
+    }
+
+    /// The matches starting in `start..end`; records are asked for in
+    /// order.
+    fn within(&mut self, start: usize, end: usize) -> &[(usize, usize)] {
+        while self.next < self.all.len() && self.all[self.next].0 < start {
+            self.next += 1;
+        }
+        let from = self.next;
+        while self.next < self.all.len() && self.all[self.next].0 < end {
+            self.next += 1;
+        }
+        &self.all[from..self.next]
+    }
+}
+
 /// A set of readers (detections, and the sign-in index in the last slot)
 /// as bits.
 type Mask = u64;
@@ -395,7 +428,7 @@ impl Plan {
                 }
                 Anchors::Screen(f) => screens.push((i, f.clone())),
             }
-            if n.unparsed_time_and_workload && n.fields.is_empty() && !n.whole_record.ever() {
+            if n.reads_time_and_workload_only() {
                 light |= bit;
             }
             match &n.whole_record {
@@ -991,27 +1024,18 @@ impl Ctx<'_> {
         };
         match batch {
             Batch::Lines { data, first_line } => {
-                let mut matches = Vec::new();
-                if let Some(l) = self.plan.and_then(|p| p.literals.as_ref()) {
-                    l.find_all(&data, &mut matches);
-                }
-                let (mut mi, mut line, mut start) = (0, first_line, 0);
+                let mut matches = BatchMatches::of(self.plan, &data);
+                let (mut line, mut start) = (first_line, 0);
                 while start < data.len() {
                     let end = memchr::memchr(b'\n', &data[start..])
                         .map(|p| start + p)
                         .unwrap_or(data.len());
                     let rec = &data[start..end];
                     if !trim(rec).is_empty() {
-                        while mi < matches.len() && matches[mi].0 < start {
-                            mi += 1;
-                        }
-                        let mut mj = mi;
-                        while mj < matches.len() && matches[mj].0 < end {
-                            mj += 1;
-                        }
+                        let found = matches.within(start, end);
                         let screened = self
                             .plan
-                            .map(|p| p.readers(&matches[mi..mj], trim(rec), &mut out.streaks));
+                            .map(|p| p.readers(found, trim(rec), &mut out.streaks));
                         self.json(rec, Locator { line, record: line }, screened, &mut out);
                     }
                     line += 1;
@@ -1022,11 +1046,7 @@ impl Ctx<'_> {
             Batch::Pieces { data, items } => {
                 // One literal pass over the batch, as for JSON lines: each
                 // record ends at a line end, so no text spans two.
-                let mut matches = Vec::new();
-                if let Some(l) = self.plan.and_then(|p| p.literals.as_ref()) {
-                    l.find_all(&data, &mut matches);
-                }
-                let mut mi = 0;
+                let mut matches = BatchMatches::of(self.plan, &data);
                 for it in items {
                     match it {
                         Item::Rec {
@@ -1035,17 +1055,11 @@ impl Ctx<'_> {
                             line,
                             index,
                         } => {
-                            while mi < matches.len() && matches[mi].0 < start {
-                                mi += 1;
-                            }
-                            let mut mj = mi;
-                            while mj < matches.len() && matches[mj].0 < end {
-                                mj += 1;
-                            }
+                            let found = matches.within(start, end);
                             let rec = &data[start..end];
                             let screened = self
                                 .plan
-                                .map(|p| p.readers(&matches[mi..mj], trim(rec), &mut out.streaks));
+                                .map(|p| p.readers(found, trim(rec), &mut out.streaks));
                             self.json(
                                 rec,
                                 Locator {
@@ -1732,14 +1746,7 @@ mod tests {
 
     /// A reader of every record's time and workload alone.
     fn light() -> Needs {
-        Needs {
-            kinds: Kinds::ALL,
-            anchors: Anchors::Every,
-            fields: Vec::new(),
-            whole_record: WholeRecord::Never,
-            unparsed_time_and_workload: true,
-            signin_index: false,
-        }
+        Needs::time_and_workload()
     }
 
     #[test]

@@ -400,21 +400,17 @@ fn sniff_head(head: &[u8], forced: Option<Format>) -> Result<Sniffed, SniffError
                 });
             }
         }
-        // Envelopes a line each (the first line is a whole envelope, or one
-        // line fills the window) are split line by line, so that a cut
-        // line costs only its own records.
-        // (Its opening and first record start on the first line; a pretty
-        // page breaks the line after `"value": [`. Whether the first line
-        // parses is no test: a cut first line would make the file one
-        // stream, and the cut record would swallow every later line.)
+        // Envelopes a line each are split line by line, so that a cut line
+        // costs only its own records: the envelope's opening and its first
+        // record start on the first line (a pretty page breaks the line
+        // after `"value": [`). Whether the first line parses is no test: a
+        // cut first line would make the file one stream, and the cut
+        // record would swallow every later line.
         let one_a_line = envelope.is_some_and(|(records, _)| {
-            let next = head[records..]
+            head[records..]
                 .iter()
                 .position(|b| !matches!(b, b' ' | b'\t' | b'\r'))
-                .map_or(head.len(), |p| records + p);
-            memchr::memchr(b'\n', &head[first..next.min(head.len())]).is_none()
-                && next < head.len()
-                && head[next] != b'\n'
+                .is_some_and(|p| memchr::memchr(b'\n', &head[first..=records + p]).is_none())
         });
         let mut sp = if one_a_line {
             JsonSplitter::lines()

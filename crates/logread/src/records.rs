@@ -251,7 +251,7 @@ fn read_pieces(
     let mut data = pool.take();
     let mut items = Vec::new();
     let mut failed = None;
-    let lines = sp.is_lines();
+    let line_mode = sp.is_lines();
     loop {
         if !eof {
             eof = fill(&mut r, &mut buf, 1 << 20, &mut failed);
@@ -268,7 +268,7 @@ fn read_pieces(
             Piece::Truncated { line, index } => items.push(Item::Bad {
                 line,
                 index,
-                reason: if lines {
+                reason: if line_mode {
                     "truncated JSON: its line ends inside this record".into()
                 } else {
                     "truncated JSON: the file ends inside this record".into()
@@ -289,7 +289,7 @@ fn read_pieces(
             let mut end = ValueEnd::default();
             let mut lines = 0u64;
             let cut = loop {
-                let line_end = sp.is_lines().then(|| memchr::memchr(b'\n', &buf)).flatten();
+                let line_end = line_mode.then(|| memchr::memchr(b'\n', &buf)).flatten();
                 if let Some(n) = end.scan(&buf[..line_end.unwrap_or(buf.len())]) {
                     lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
                     buf.drain(..n);

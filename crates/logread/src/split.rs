@@ -50,11 +50,7 @@ pub enum Piece<'a> {
 /// which costs nothing for records smaller than the read buffer.
 #[derive(Default)]
 pub struct JsonSplitter {
-    in_array: bool,
-    /// The array being split is an envelope's.
-    in_envelope: bool,
-    /// After an envelope's array: its other members are skipped up to its `}`.
-    envelope_tail: bool,
+    at: At,
     /// The stream's record index before the envelope, which counts as one
     /// value of the stream.
     index_before_envelope: u64,
@@ -66,6 +62,21 @@ pub struct JsonSplitter {
     lines: bool,
     line: u64,
     index: u64,
+}
+
+/// Where a [`JsonSplitter`] is, between records.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum At {
+    /// Between top-level values.
+    #[default]
+    Top,
+    /// Between the elements of a top-level array.
+    Array,
+    /// Between the records of an envelope.
+    Envelope,
+    /// After an envelope's records: its other members are skipped up to
+    /// its `}`.
+    EnvelopeTail,
 }
 
 /// The first byte at or after `j` that is not JSON whitespace.
@@ -94,16 +105,12 @@ pub(crate) fn envelope_records(buf: &[u8], start: usize) -> Option<Option<(usize
     let mut j = start + 1;
     loop {
         j = skip_ws(buf, j)?;
-        if buf[j] != b'"' {
-            return Some(None);
-        }
-        let end = skip_string(buf, j + 1)?;
-        let key = &buf[j + 1..end - 1];
-        j = skip_ws(buf, end)?;
-        if buf[j] != b':' {
-            return Some(None);
-        }
-        j = skip_ws(buf, j + 1)?;
+        let (key, value) = match member(buf, j) {
+            Ok(m) => m,
+            Err(true) => return None,
+            Err(false) => return Some(None),
+        };
+        j = value;
         let name = match key {
             b"records" => "records",
             b"value" => "value",
@@ -127,19 +134,26 @@ pub(crate) fn envelope_records(buf: &[u8], start: usize) -> Option<Option<(usize
     }
 }
 
-/// Where the envelope member starting at `j` (a key, `:` and a value)
-/// ends: `Err(true)` when `buf` ends first, `Err(false)` when it is not a
-/// member.
-fn member_end(buf: &[u8], j: usize) -> Result<usize, bool> {
+/// The key of the object member starting at `j` and where its value
+/// starts: `Err(true)` when `buf` ends first, `Err(false)` when it is not
+/// a member (`"key"`, `:`).
+fn member(buf: &[u8], j: usize) -> Result<(&[u8], usize), bool> {
     if buf[j] != b'"' {
         return Err(false);
     }
     let end = skip_string(buf, j + 1).ok_or(true)?;
-    let k = skip_ws(buf, end).ok_or(true)?;
-    if buf[k] != b':' {
+    let colon = skip_ws(buf, end).ok_or(true)?;
+    if buf[colon] != b':' {
         return Err(false);
     }
-    let v = skip_ws(buf, k + 1).ok_or(true)?;
+    Ok((&buf[j + 1..end - 1], skip_ws(buf, colon + 1).ok_or(true)?))
+}
+
+/// Where the envelope member starting at `j` (a key, `:` and a value)
+/// ends: `Err(true)` when `buf` ends first, `Err(false)` when it is not a
+/// member.
+fn member_end(buf: &[u8], j: usize) -> Result<usize, bool> {
+    let (_, v) = member(buf, j)?;
     match scan_brackets(buf, v) {
         Scan::Complete(e) => Ok(e),
         Scan::Incomplete => Err(true),
@@ -361,7 +375,7 @@ impl JsonSplitter {
                         }
                     }
                     b' ' | b'\t' | b'\r' => {}
-                    b',' if self.in_array || self.envelope_tail => {}
+                    b',' if self.at != At::Top => {}
                     _ => break,
                 }
                 i += 1;
@@ -390,7 +404,7 @@ impl JsonSplitter {
                 Some(p) => (&buf[..p], true),
                 None => (buf, eof),
             };
-            if self.envelope_tail {
+            if self.at == At::EnvelopeTail {
                 if view[i] == b'}' {
                     self.leave_envelope();
                     i += 1;
@@ -419,25 +433,25 @@ impl JsonSplitter {
                 }
             }
             match view[i] {
-                b']' if self.in_array => {
-                    self.in_array = false;
-                    if self.in_envelope {
-                        self.in_envelope = false;
-                        self.envelope_tail = true;
-                    }
+                b']' if self.at == At::Array => {
+                    self.at = At::Top;
                     i += 1;
                     continue;
                 }
-                b'[' if !self.in_array => {
-                    self.in_array = true;
+                b']' if self.at == At::Envelope => {
+                    self.at = At::EnvelopeTail;
                     i += 1;
                     continue;
                 }
-                b'{' if !self.in_array => match envelope_records(view, i) {
+                b'[' if self.at == At::Top => {
+                    self.at = At::Array;
+                    i += 1;
+                    continue;
+                }
+                b'{' if self.at == At::Top => match envelope_records(view, i) {
                     Some(Some((records, _))) => {
                         self.line += count_lines(&view[i..records]);
-                        self.in_array = true;
-                        self.in_envelope = true;
+                        self.at = At::Envelope;
                         self.index_before_envelope = self.index;
                         self.index = 0;
                         i = records;
@@ -516,19 +530,17 @@ impl JsonSplitter {
     /// The envelope is over (closed, cut or malformed): the stream's
     /// numbering goes on after it, as after one value.
     fn leave_envelope(&mut self) {
-        self.in_array = false;
-        self.in_envelope = false;
-        self.envelope_tail = false;
+        self.at = At::Top;
         self.index = self.index_before_envelope + 1;
     }
 
     /// In line mode, a line end ends whatever was open: an envelope or
     /// array left unclosed is over (its records so far stand).
     fn end_line(&mut self) {
-        if self.in_envelope || self.envelope_tail {
-            self.leave_envelope();
+        match self.at {
+            At::Envelope | At::EnvelopeTail => self.leave_envelope(),
+            _ => self.at = At::Top,
         }
-        self.in_array = false;
     }
 
     /// Whether no value is read past a line end ([`JsonSplitter::lines`]).
