@@ -25,6 +25,7 @@
 mod access;
 mod admin;
 mod cache;
+mod h1;
 mod metrics;
 mod net;
 mod proxy;
@@ -41,7 +42,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::header::HeaderValue;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -286,7 +287,6 @@ pub struct Gateway {
     shared: Arc<proxy::Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     h2c: bool,
-    http: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     policy_path: PathBuf,
     key_fetch: FetchConfig,
@@ -367,8 +367,11 @@ impl Gateway {
         connector.set_connect_timeout(Some(config.connect_timeout));
         // https:// upstreams go through rustls below.
         connector.enforce_http(false);
+        let upstream_tls = tls::upstream_client(&config.upstream_ca).map_err(cfg)?;
+        let mut h1_tls = upstream_tls.clone();
+        h1_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls::upstream_client(&config.upstream_ca).map_err(cfg)?)
+            .with_tls_config(upstream_tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
@@ -396,6 +399,11 @@ impl Gateway {
             trusted: config.trusted_proxies.clone(),
             underscore_headers: config.underscore_headers,
             upstream_timeout: config.upstream_timeout,
+            connect_timeout: config.connect_timeout,
+            upstream_tls: Some(tokio_rustls::TlsConnector::from(Arc::new(h1_tls))),
+            header_read_timeout: config.header_read_timeout,
+            max_header_bytes: config.max_header_bytes,
+            max_headers: config.max_headers,
             cache_max_ttl: config.cache_max_ttl.as_secs() as i64,
             challenge_missing: challenge("")?,
             challenge_invalid_token: challenge(", error=\"invalid_token\"")?,
@@ -404,14 +412,6 @@ impl Gateway {
             clock: config.clock.clone(),
             nudge: tokio::sync::Notify::new(),
         });
-
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout)
-            .max_header_size(config.max_header_bytes)
-            .max_buf_size(config.max_header_bytes.max(64 * 1024) + 8192)
-            .max_headers(config.max_headers)
-            .keep_alive(true);
 
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
@@ -424,7 +424,6 @@ impl Gateway {
             admin,
             shared,
             tls,
-            http,
             http2,
             policy_path: config.policy,
             key_fetch: config.key_fetch,
@@ -462,7 +461,11 @@ impl Gateway {
     /// in-flight requests finish (up to the grace period), flushes the
     /// access log and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        // HTTP/2 connections close through hyper's graceful shutdown; HTTP/1
+        // ones (crate::h1) watch `closing` and hold a clone of `open`.
         let graceful = GracefulShutdown::new();
+        let (close, closing) = tokio::sync::watch::channel(false);
+        let open = Arc::new(());
         let reloader = tokio::spawn(reload::watch(
             self.shared.clone(),
             self.policy_path.clone(),
@@ -481,24 +484,26 @@ impl Gateway {
                         let _ = stream.set_nodelay(true);
                         let watcher = graceful.watcher();
                         let shared = self.shared.clone();
-                        let http = self.http.clone();
+                        let closing = h1::Closing::new(closing.clone());
+                        let open = open.clone();
                         let http2 = self.http2.clone();
                         let tls = self.tls.clone();
                         let h2c = self.h2c;
                         let handshake_timeout = self.header_read_timeout;
                         tokio::spawn(async move {
+                            let _open = open;
                             match tls {
                                 None if h2c && opens_with_h2_preface(&stream, handshake_timeout).await => {
                                     serve_h2(stream, peer, http2, shared, watcher).await;
                                 }
-                                None => serve_connection(stream, peer, http, shared, watcher).await,
+                                None => h1::serve(stream, peer, shared, closing).await,
                                 Some(acceptor) => {
                                     let hs = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
                                     if let Ok(Ok(tls_stream)) = hs {
                                         if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                                             serve_h2(tls_stream, peer, http2, shared, watcher).await;
                                         } else {
-                                            serve_connection(tls_stream, peer, http, shared, watcher).await;
+                                            h1::serve(tls_stream, peer, shared, closing).await;
                                         }
                                     }
                                 }
@@ -515,13 +520,21 @@ impl Gateway {
             }
         }
         drop(self.listener);
-        let open = graceful.count();
-        if tokio::time::timeout(self.shutdown_grace, graceful.shutdown())
+        let busy_h2 = graceful.count();
+        let _ = close.send(true);
+        let h1_done = async {
+            while Arc::strong_count(&open) > 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let all_done = async { tokio::join!(graceful.shutdown(), h1_done) };
+        if tokio::time::timeout(self.shutdown_grace, all_done)
             .await
             .is_err()
         {
             eprintln!(
-                "tokenward gateway: {open} connection(s) still busy after the {:?} grace period; closing them",
+                "tokenward gateway: {} connection(s) still busy after the {:?} grace period; closing them",
+                busy_h2 + Arc::strong_count(&open) - 1,
                 self.shutdown_grace
             );
         }
@@ -576,28 +589,4 @@ async fn serve_h2<IO>(
     let svc = service_fn(move |req| proxy::handle(shared.clone(), peer, req));
     let conn = http2.serve_connection(TokioIo::new(io), svc);
     let _ = watcher.watch(conn).await;
-}
-
-async fn serve_connection<IO>(
-    io: IO,
-    peer: SocketAddr,
-    http: http1::Builder,
-    shared: Arc<proxy::Shared>,
-    watcher: hyper_util::server::graceful::Watcher,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let log_to = shared.clone();
-    let svc = service_fn(move |req| proxy::handle(shared.clone(), peer, req));
-    let conn = http.serve_connection(TokioIo::new(io), svc);
-    // Errors here are the client's (reset, malformed request, timeout):
-    // hyper has already answered what could be answered. A request hyper
-    // refused to parse (a smuggling attempt: Content-Length with
-    // Transfer-Encoding, bad framing, oversized headers) never reached the
-    // handler, so it is logged here: every refused request leaves a line.
-    if let Err(e) = watcher.watch(conn).await {
-        if e.is_parse() || e.is_parse_too_large() {
-            proxy::log_unparsed(&log_to, peer, e.is_parse_too_large()).await;
-        }
-    }
 }

@@ -133,6 +133,17 @@ pub(crate) struct Shared {
     pub trusted: Vec<Cidr>,
     pub underscore_headers: crate::UnderscoreHeaders,
     pub upstream_timeout: Duration,
+    /// Longest wait for a connection to the upstream (TLS included).
+    pub connect_timeout: Duration,
+    /// TLS for an `https://` upstream on the HTTP/1 path.
+    pub upstream_tls: Option<tokio_rustls::TlsConnector>,
+    /// Longest time a client may take to send a request head, idle time
+    /// before it included.
+    pub header_read_timeout: Duration,
+    /// Largest request head, in bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Most request headers (431 beyond).
+    pub max_headers: usize,
     /// Longest time an accepted verdict is reused, whatever the token's `exp`.
     pub cache_max_ttl: i64,
     pub challenge_missing: HeaderValue,
@@ -171,7 +182,7 @@ impl Drop for InFlight<'_> {
 }
 
 /// What happened to the request, for the log and the metrics.
-struct Outcome {
+pub(crate) struct Outcome {
     verdict: Verdict,
     reasons: Vec<&'static str>,
     checked: Option<Arc<Checked>>,
@@ -193,78 +204,155 @@ impl Outcome {
             error: None,
         }
     }
+
+    fn refused(verdict: Verdict, reason: &'static str) -> Outcome {
+        let mut o = Outcome::new(verdict);
+        o.reasons.push(reason);
+        o
+    }
+
+    /// Records a request whose body broke its own framing on the way
+    /// through (the upstream got an incomplete request and was dropped):
+    /// the answer is 400, and the log says why.
+    pub(crate) fn malformed_body(&mut self) -> Response<Body> {
+        self.verdict = Verdict::BadRequest;
+        self.reasons.push(MALFORMED_REQUEST);
+        plain(StatusCode::BAD_REQUEST, None)
+    }
+
+    /// Records the upstream's answer.
+    pub(crate) fn answered(&mut self, status: u16) {
+        self.upstream_status = Some(status);
+    }
+
+    /// Records a failed upstream exchange and gives the answer for it: 504
+    /// for a timeout, 502 otherwise. Never a retry without the checks.
+    pub(crate) fn upstream_failed(
+        &mut self,
+        shared: &Shared,
+        kind: UpstreamError,
+    ) -> Response<Body> {
+        shared.metrics.upstream_error(kind);
+        self.error = Some(kind);
+        match kind {
+            UpstreamError::Timeout => plain(StatusCode::GATEWAY_TIMEOUT, None),
+            _ => plain(StatusCode::BAD_GATEWAY, None),
+        }
+    }
 }
 
-/// Handles one request on the public listener.
-pub(crate) async fn handle(
-    shared: Arc<Shared>,
+/// A request on its way through the gateway, from its head being read to
+/// its log line: who sent it, when, and what it asked for.
+pub(crate) struct Handling<'a> {
+    start: Instant,
+    wall: std::time::SystemTime,
+    /// Who sent it.
+    pub addr: ClientAddr,
+    method: Method,
+    path: String,
+    _in_flight: InFlight<'a>,
+}
+
+/// What to do with a request once its head is judged.
+pub(crate) enum Step {
+    /// Answer with this (a refusal; its body is empty).
+    Answer(Response<Body>),
+    /// Let it through: forward it in proxy mode, [`authz_allow`] it in
+    /// authz mode. Its headers are ready for the upstream (identity added,
+    /// spoofed and hop-by-hop headers gone).
+    Pass,
+    /// A token-exchange route with a form body (RFC 8693: the token to
+    /// exchange may travel there): read the body whole, at most
+    /// [`EXCHANGE_BODY_MAX`] bytes, and give it to [`exchange_form`]. The
+    /// subject-token issuers the route refuses.
+    ReadForm(Vec<String>),
+}
+
+/// Judges a request from its head: the authz protocol's original request,
+/// header hygiene, the route, the token and the cache. `parts` is left
+/// ready for the upstream when the answer is [`Step::Pass`].
+pub(crate) fn begin<'a>(
+    shared: &'a Shared,
     peer: SocketAddr,
-    mut req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+    parts: &mut hyper::http::request::Parts,
+) -> (Handling<'a>, Outcome, Step) {
     let start = Instant::now();
     let wall = shared.clock.now();
     shared.metrics.in_flight(1);
-    let _in_flight = InFlight(&shared.metrics);
+    let in_flight = InFlight(&shared.metrics);
     let now = wall
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
 
-    let addr = ClientAddr::resolve(peer.ip(), req.headers(), &shared.trusted);
+    let addr = ClientAddr::resolve(peer.ip(), &parts.headers, &shared.trusted);
     // In authz mode the request to judge is the one the proxy received:
     // its method and URI come from where that proxy puts them.
     let original = match shared.authz {
-        Some(protocol) => original_request(protocol, &req),
+        Some(protocol) => original_request(protocol, &parts.headers),
         None => Ok(None),
     };
     let mut unusable = false;
     match original {
         Ok(Some((m, u))) => {
-            *req.method_mut() = m;
-            *req.uri_mut() = u;
+            parts.method = m;
+            parts.uri = u;
         }
         Ok(None) => {}
         Err(()) => unusable = true,
     }
-    let method = req.method().clone();
-    let path = access::truncate(req.uri().path(), 1024).to_owned();
+    let method = parts.method.clone();
+    let path = access::truncate(parts.uri.path(), 1024).to_owned();
     let underscored = screen_underscore_headers(
-        req.headers_mut(),
+        &mut parts.headers,
         shared.underscore_headers,
         shared.authz.is_some(),
     );
-    sanitize_request_headers(req.headers_mut());
+    sanitize_request_headers(&mut parts.headers);
 
-    let (outcome, mut response) = if unusable {
-        let mut o = Outcome::new(Verdict::BadRequest);
-        o.reasons.push(access::AUTHZ_ORIGINAL_MISSING);
-        (o, plain(StatusCode::FORBIDDEN, None))
+    let (outcome, step) = if unusable {
+        let o = Outcome::refused(Verdict::BadRequest, access::AUTHZ_ORIGINAL_MISSING);
+        (o, Step::Answer(plain(StatusCode::FORBIDDEN, None)))
     } else if underscored {
-        let mut o = Outcome::new(Verdict::BadRequest);
-        o.reasons.push(access::HEADER_NAME_UNDERSCORE);
-        (o, plain(StatusCode::BAD_REQUEST, None))
+        let o = Outcome::refused(Verdict::BadRequest, access::HEADER_NAME_UNDERSCORE);
+        (o, Step::Answer(plain(StatusCode::BAD_REQUEST, None)))
     } else {
-        decide_and_forward(&shared, &addr, req, now).await
+        judge(shared, parts, now)
     };
-    if shared.authz.is_some() {
+    let handling = Handling {
+        start,
+        wall,
+        addr,
+        method,
+        path,
+        _in_flight: in_flight,
+    };
+    (handling, outcome, step)
+}
+
+/// Ends a request: the status the client gets (authz mode maps refusals to
+/// what the front proxy understands) and its access-log line and metrics.
+pub(crate) async fn conclude(
+    shared: &Shared,
+    handling: Handling<'_>,
+    outcome: Outcome,
+    status: &mut StatusCode,
+) {
+    if shared.authz.is_some() && *status != StatusCode::OK && *status != StatusCode::UNAUTHORIZED {
         // nginx's auth_request understands 2xx, 401 and 403 only; any other
         // refusal would become a 500 there.
-        let status = response.status();
-        if status != StatusCode::OK && status != StatusCode::UNAUTHORIZED {
-            *response.status_mut() = StatusCode::FORBIDDEN;
-        }
+        *status = StatusCode::FORBIDDEN;
     }
-    let took = start.elapsed();
-
+    let took = handling.start.elapsed();
     let no_fields = TokenFields::default();
     let checked = outcome.checked.as_deref();
     let record = AccessRecord {
-        time: access::rfc3339_millis(wall),
-        client_ip: addr.client.to_string(),
-        peer_ip: addr.peer.to_string(),
-        x_forwarded_for: addr.chain.as_deref(),
-        method: method.as_str(),
-        path: &path,
-        status: response.status().as_u16(),
+        time: access::rfc3339_millis(handling.wall),
+        client_ip: handling.addr.client.to_string(),
+        peer_ip: handling.addr.peer.to_string(),
+        x_forwarded_for: handling.addr.chain.as_deref(),
+        method: handling.method.as_str(),
+        path: &handling.path,
+        status: status.as_u16(),
         upstream_status: outcome.upstream_status,
         latency_ms: (took.as_secs_f64() * 1e6).round() / 1e3,
         verdict: outcome.verdict.as_str(),
@@ -278,26 +366,85 @@ pub(crate) async fn handle(
     shared
         .metrics
         .request(outcome.verdict, &outcome.reasons, took);
+}
+
+/// Handles one request of an HTTP/2 connection (hyper's server; HTTP/1 is
+/// served by [`crate::h1`]).
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let (mut parts, body) = req.into_parts();
+    let (handling, mut outcome, step) = begin(&shared, peer, &mut parts);
+    let mut body = Either::Left(body);
+    let step = match step {
+        Step::ReadForm(refused) => {
+            let read = read_form(&shared, body).await;
+            let step = exchange_form(&shared, &mut outcome, &refused, read.as_deref());
+            body = Either::Right(Full::new(read.unwrap_or_default()));
+            step
+        }
+        step => step,
+    };
+    let mut response = match step {
+        Step::Answer(r) => r,
+        Step::Pass => match &shared.upstream {
+            Some(upstream) => {
+                let req = Request::from_parts(parts, body);
+                forward(&shared, upstream, &handling.addr, req, &mut outcome).await
+            }
+            None => authz_allow(&parts.headers),
+        },
+        Step::ReadForm(_) => unreachable!("the form was read above"),
+    };
+    conclude(&shared, handling, outcome, response.status_mut()).await;
     Ok(response)
 }
 
-async fn decide_and_forward(
+/// Reads a form body whole, at most [`EXCHANGE_BODY_MAX`] bytes within the
+/// upstream timeout; `None` when it is longer, slower or broken.
+async fn read_form(shared: &Shared, body: Body) -> Option<Bytes> {
+    let limited = http_body_util::Limited::new(body, EXCHANGE_BODY_MAX);
+    let read = tokio::time::timeout(shared.upstream_timeout, limited.collect()).await;
+    Some(read.ok()?.ok()?.to_bytes())
+}
+
+/// The exchange guard on a form body read for [`Step::ReadForm`]: `None`
+/// when it could not be read. Gives [`Step::Pass`] or the refusal.
+pub(crate) fn exchange_form(
     shared: &Shared,
-    addr: &ClientAddr,
-    mut req: Request<Incoming>,
-    now: i64,
-) -> (Outcome, Response<Body>) {
-    let path = req.uri().path().to_owned();
-    let path = path.as_str();
-    if !path_is_normalized(path) {
-        let mut o = Outcome::new(Verdict::BadRequest);
-        o.reasons.push(access::PATH_NOT_NORMALIZED);
-        return (o, plain(StatusCode::BAD_REQUEST, None));
+    outcome: &mut Outcome,
+    refused_issuers: &[String],
+    body: Option<&[u8]>,
+) -> Step {
+    let Some(body) = body else {
+        outcome.verdict = Verdict::BadRequest;
+        outcome.reasons.push(access::EXCHANGE_BODY_UNREADABLE);
+        return Step::Answer(plain(StatusCode::PAYLOAD_TOO_LARGE, None));
+    };
+    if form_subject_issuer(body).is_some_and(|iss| refused_issuers.contains(&iss)) {
+        outcome.verdict = Verdict::Rejected;
+        outcome.reasons.push(access::EXCHANGE_SUBJECT_REFUSED);
+        return Step::Answer(plain(
+            StatusCode::UNAUTHORIZED,
+            Some(&shared.challenge_invalid_token),
+        ));
     }
-    if req.method() == Method::CONNECT {
+    Step::Pass
+}
+
+/// The route and token checks of [`begin`].
+fn judge(shared: &Shared, parts: &mut hyper::http::request::Parts, now: i64) -> (Outcome, Step) {
+    let path = parts.uri.path();
+    if !path_is_normalized(path) {
+        let o = Outcome::refused(Verdict::BadRequest, access::PATH_NOT_NORMALIZED);
+        return (o, Step::Answer(plain(StatusCode::BAD_REQUEST, None)));
+    }
+    if parts.method == Method::CONNECT {
         // Tunnels would carry bytes the gateway never sees.
         let o = Outcome::new(Verdict::BadRequest);
-        return (o, plain(StatusCode::METHOD_NOT_ALLOWED, None));
+        return (o, Step::Answer(plain(StatusCode::METHOD_NOT_ALLOWED, None)));
     }
     let (policy, generation) = shared.current_policy();
     let exchange = exchange_rule(&policy, path);
@@ -309,38 +456,32 @@ async fn decide_and_forward(
     if !required {
         // A public route: an unverified token must not reach the upstream,
         // which might act on it.
-        req.headers_mut().remove(header::AUTHORIZATION);
-        let req = req.map(Either::Left);
-        return deliver(shared, addr, req, Outcome::new(Verdict::NotRequired)).await;
+        parts.headers.remove(header::AUTHORIZATION);
+        return (Outcome::new(Verdict::NotRequired), Step::Pass);
     }
-    if query_has_access_token(req.uri()) {
-        let mut o = Outcome::new(Verdict::BadRequest);
-        o.reasons.push(access::TOKEN_IN_QUERY);
+    let bad_request = |reason| {
         let r = plain(
             StatusCode::BAD_REQUEST,
             Some(&shared.challenge_invalid_request),
         );
-        return (o, r);
+        (
+            Outcome::refused(Verdict::BadRequest, reason),
+            Step::Answer(r),
+        )
+    };
+    if query_has_access_token(&parts.uri) {
+        return bad_request(access::TOKEN_IN_QUERY);
     }
-    let mut auths = req.headers().get_all(header::AUTHORIZATION).iter();
+    let mut auths = parts.headers.get_all(header::AUTHORIZATION).iter();
     let (first, second) = (auths.next(), auths.next());
     if second.is_some() {
-        let mut o = Outcome::new(Verdict::BadRequest);
-        o.reasons.push(access::AUTHORIZATION_REPEATED);
-        let r = plain(
-            StatusCode::BAD_REQUEST,
-            Some(&shared.challenge_invalid_request),
-        );
-        return (o, r);
+        return bad_request(access::AUTHORIZATION_REPEATED);
     }
     let Some(token) = first.and_then(|v| bearer_token(v.as_bytes())) else {
         // No bearer credentials at all (RFC 6750 §3.1: no error code).
-        let mut o = Outcome::new(Verdict::NoToken);
-        o.reasons.push(access::TOKEN_MISSING);
-        return (
-            o,
-            plain(StatusCode::UNAUTHORIZED, Some(&shared.challenge_missing)),
-        );
+        let o = Outcome::refused(Verdict::NoToken, access::TOKEN_MISSING);
+        let r = plain(StatusCode::UNAUTHORIZED, Some(&shared.challenge_missing));
+        return (o, Step::Answer(r));
     };
 
     let hash: TokenHash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token)
@@ -393,38 +534,23 @@ async fn decide_and_forward(
         }
     }
     outcome.checked = Some(checked.clone());
-    let mut req = match exchange {
-        // RFC 8693: the token to exchange may travel in a form body.
-        Some(rule) if outcome.reasons.is_empty() && is_form(req.headers()) => {
-            let Some((req, body)) = buffered(shared, req).await else {
-                outcome.verdict = Verdict::BadRequest;
-                outcome.reasons.push(access::EXCHANGE_BODY_UNREADABLE);
-                return (outcome, plain(StatusCode::PAYLOAD_TOO_LARGE, None));
-            };
-            if form_subject_issuer(&body)
-                .is_some_and(|iss| rule.refuse_subject_issuers.contains(&iss))
-            {
-                outcome.reasons.push(access::EXCHANGE_SUBJECT_REFUSED);
-            }
-            req
-        }
-        _ => req.map(Either::Left),
-    };
     if !outcome.reasons.is_empty() {
-        return (
-            outcome,
-            plain(
-                StatusCode::UNAUTHORIZED,
-                Some(&shared.challenge_invalid_token),
-            ),
+        let r = plain(
+            StatusCode::UNAUTHORIZED,
+            Some(&shared.challenge_invalid_token),
         );
+        return (outcome, Step::Answer(r));
     }
     outcome.verdict = Verdict::Accepted;
-    let headers = req.headers_mut();
     for (name, value) in &checked.identity {
-        headers.insert(name.clone(), value.clone());
+        parts.headers.insert(name.clone(), value.clone());
     }
-    deliver(shared, addr, req, outcome).await
+    match exchange {
+        Some(rule) if is_form(&parts.headers) => {
+            (outcome, Step::ReadForm(rule.refuse_subject_issuers.clone()))
+        }
+        _ => (outcome, Step::Pass),
+    }
 }
 
 /// Whether the body is a URL-encoded form.
@@ -439,39 +565,12 @@ fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Reads a request body whole (at most [`EXCHANGE_BODY_MAX`] bytes, within
-/// the upstream timeout) so it can be inspected and still forwarded.
-async fn buffered(shared: &Shared, req: Request<Incoming>) -> Option<(Request<Body>, Bytes)> {
-    let (parts, body) = req.into_parts();
-    let limited = http_body_util::Limited::new(body, EXCHANGE_BODY_MAX);
-    let read = tokio::time::timeout(shared.upstream_timeout, limited.collect()).await;
-    let bytes = read.ok()?.ok()?.to_bytes();
-    Some((
-        Request::from_parts(parts, Either::Right(Full::new(bytes.clone()))),
-        bytes,
-    ))
-}
-
-/// Lets an allowed request through: to the upstream in proxy mode, as the
-/// authz answer otherwise.
-async fn deliver(
-    shared: &Shared,
-    addr: &ClientAddr,
-    req: Request<Body>,
-    outcome: Outcome,
-) -> (Outcome, Response<Body>) {
-    match &shared.upstream {
-        Some(upstream) => forward(shared, upstream, addr, req, outcome).await,
-        None => (outcome, authz_allow(req.headers())),
-    }
-}
-
 /// The authz answer for an allowed request: 200 with every identity header,
 /// empty when there is no identity (a public route, a claim the token
 /// lacks), so a proxy that copies headers from this answer overwrites the
 /// client's copies with nothing. Caddy 2.6 otherwise sends the literal
 /// placeholder text upstream.
-fn authz_allow(request: &HeaderMap) -> Response<Body> {
+pub(crate) fn authz_allow(request: &HeaderMap) -> Response<Body> {
     let mut r = plain(StatusCode::OK, None);
     for name in IDENTITY_HEADERS {
         let value = request
@@ -483,58 +582,54 @@ fn authz_allow(request: &HeaderMap) -> Response<Body> {
     r
 }
 
-/// Sends the request upstream and streams the answer back; any failure is
-/// a gateway error status, never a retry without the checks.
+/// The headers every upstream request gets, whatever the client spoke: a
+/// `Host` (HTTP/2 carries it in the URI's `:authority`; a request without
+/// one names the upstream) and the gateway's own `X-Forwarded-For`.
+pub(crate) fn upstream_headers(
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    upstream: &Upstream,
+    addr: &ClientAddr,
+) {
+    if !headers.contains_key(header::HOST) {
+        let authority = uri.authority().unwrap_or(&upstream.authority);
+        if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&addr.forwarded_for()) {
+        headers.insert("x-forwarded-for", v);
+    }
+}
+
+/// Sends the request upstream with hyper's pooled client and streams the
+/// answer back.
 async fn forward(
     shared: &Shared,
     upstream: &Upstream,
     addr: &ClientAddr,
     mut up: Request<Body>,
-    mut outcome: Outcome,
-) -> (Outcome, Response<Body>) {
-    // HTTP/2 carries the host in the URI (`:authority`), not a header:
-    // keep it for the HTTP/1.1 upstream as an HTTP/1.1 client's would be.
-    if !up.headers().contains_key(header::HOST) {
-        if let Some(v) = up
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            up.headers_mut().insert(header::HOST, v);
-        }
-    }
-    match upstream.uri_for(up.uri()) {
+    outcome: &mut Outcome,
+) -> Response<Body> {
+    let uri = up.uri().clone();
+    upstream_headers(up.headers_mut(), &uri, upstream, addr);
+    match upstream.uri_for(&uri) {
         Ok(u) => *up.uri_mut() = u,
-        Err(_) => return (outcome, plain(StatusCode::BAD_REQUEST, None)),
+        Err(_) => return plain(StatusCode::BAD_REQUEST, None),
     }
     // The upstream leg is always HTTP/1.1, whatever the client spoke.
     *up.version_mut() = Version::HTTP_11;
-    if let Ok(v) = HeaderValue::from_str(&addr.forwarded_for()) {
-        up.headers_mut().insert("x-forwarded-for", v);
-    }
     let result = tokio::time::timeout(shared.upstream_timeout, shared.client.request(up)).await;
     match result {
         Ok(Ok(resp)) => {
-            outcome.upstream_status = Some(resp.status().as_u16());
+            outcome.answered(resp.status().as_u16());
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            (outcome, Response::from_parts(parts, Either::Left(body)))
+            Response::from_parts(parts, Either::Left(body))
         }
-        Ok(Err(e)) => {
-            let kind = if e.is_connect() {
-                UpstreamError::Unavailable
-            } else {
-                UpstreamError::Failed
-            };
-            shared.metrics.upstream_error(kind);
-            outcome.error = Some(kind);
-            (outcome, plain(StatusCode::BAD_GATEWAY, None))
-        }
-        Err(_) => {
-            shared.metrics.upstream_error(UpstreamError::Timeout);
-            outcome.error = Some(UpstreamError::Timeout);
-            (outcome, plain(StatusCode::GATEWAY_TIMEOUT, None))
-        }
+        Ok(Err(e)) if e.is_connect() => outcome.upstream_failed(shared, UpstreamError::Unavailable),
+        Ok(Err(_)) => outcome.upstream_failed(shared, UpstreamError::Failed),
+        Err(_) => outcome.upstream_failed(shared, UpstreamError::Timeout),
     }
 }
 
@@ -543,7 +638,7 @@ async fn forward(
 /// protocol needs are missing or malformed.
 fn original_request(
     protocol: crate::AuthzProtocol,
-    req: &Request<Incoming>,
+    headers: &HeaderMap,
 ) -> Result<Option<(Method, Uri)>, ()> {
     let (method_header, uri_header) = match protocol {
         crate::AuthzProtocol::Envoy => return Ok(None),
@@ -551,7 +646,7 @@ fn original_request(
         crate::AuthzProtocol::Caddy => ("x-forwarded-method", "x-forwarded-uri"),
     };
     let one = |name: &str| {
-        let mut values = req.headers().get_all(name).iter();
+        let mut values = headers.get_all(name).iter();
         match (values.next(), values.next()) {
             (Some(v), None) => v.to_str().ok().map(str::to_owned),
             _ => None,
@@ -569,7 +664,7 @@ fn original_request(
 }
 
 /// A response of our own: empty body, optional `WWW-Authenticate`.
-fn plain(status: StatusCode, challenge: Option<&HeaderValue>) -> Response<Body> {
+pub(crate) fn plain(status: StatusCode, challenge: Option<&HeaderValue>) -> Response<Body> {
     let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
     *r.status_mut() = status;
     if let Some(c) = challenge {
@@ -613,7 +708,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Logs a request hyper refused before it reached [`handle`]: the peer is
+/// The reason logged for a request whose framing was refused.
+const MALFORMED_REQUEST: &str = "malformed-request";
+
+/// Logs a request refused before its head could be parsed: the peer is
 /// all that is known (no method, path or token was read).
 pub(crate) async fn log_unparsed(shared: &Shared, peer: SocketAddr, too_large: bool) {
     let no_fields = TokenFields::default();
@@ -628,7 +726,7 @@ pub(crate) async fn log_unparsed(shared: &Shared, peer: SocketAddr, too_large: b
         upstream_status: None,
         latency_ms: 0.0,
         verdict: Verdict::BadRequest.as_str(),
-        reasons: &["malformed-request"],
+        reasons: &[MALFORMED_REQUEST],
         cached: false,
         error: None,
         token: &no_fields,
@@ -637,7 +735,7 @@ pub(crate) async fn log_unparsed(shared: &Shared, peer: SocketAddr, too_large: b
     shared.log.write(&record).await;
     shared
         .metrics
-        .request(Verdict::BadRequest, &["malformed-request"], Duration::ZERO);
+        .request(Verdict::BadRequest, &[MALFORMED_REQUEST], Duration::ZERO);
 }
 
 /// Applies the [`crate::UnderscoreHeaders`] mode to request headers whose
