@@ -84,7 +84,7 @@ pub struct GatewayArgs {
     /// Largest request head in bytes (then 431).
     #[arg(long, value_name = "BYTES", default_value_t = 80 * 1024)]
     max_header_bytes: usize,
-    /// Most request headers (then 431).
+    /// Most request headers (then 431), 1 to 1024.
     #[arg(long, value_name = "N", default_value_t = 100)]
     max_headers: usize,
     /// Accepted verdicts cached at most (0 turns the cache off).

@@ -134,6 +134,16 @@ pub struct TokenFields {
     pub exp: Option<f64>,
 }
 
+impl TokenFields {
+    /// The fields as the members of a JSON object (without its braces), as
+    /// they appear in a log line: serialized once per verified token
+    /// instead of once per use of its cached verdict.
+    pub(crate) fn members_json(&self) -> String {
+        let object = serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"));
+        object[1..object.len() - 1].to_owned()
+    }
+}
+
 /// A NumericDate as the token had it: an integer when it is one (the
 /// usual case), else the fraction it carried.
 fn numeric_date<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
@@ -181,6 +191,48 @@ pub struct AccessRecord<'a> {
     /// First 16 hex digits of the SHA-256 of the token: correlates uses of
     /// one token without logging a credential.
     pub token_sha256_prefix: Option<&'a str>,
+}
+
+impl AccessRecord<'_> {
+    /// Appends the record's log line, newline included: the bytes
+    /// `serde_json` writes for it, with the token's fields taken from
+    /// `token_json` ([`TokenFields::members_json`] of `self.token`) when
+    /// given rather than serialized again.
+    pub(crate) fn write_line(
+        &self,
+        out: &mut Vec<u8>,
+        token_json: Option<&str>,
+    ) -> serde_json::Result<()> {
+        let Some(token_json) = token_json else {
+            serde_json::to_writer(&mut *out, self)?;
+            out.push(b'\n');
+            return Ok(());
+        };
+        macro_rules! member {
+            ($before:literal, $name:literal, $value:expr) => {
+                out.extend_from_slice(concat!($before, "\"", $name, "\":").as_bytes());
+                serde_json::to_writer(&mut *out, &$value)?;
+            };
+        }
+        member!("{", "time", self.time);
+        member!(",", "client_ip", self.client_ip);
+        member!(",", "peer_ip", self.peer_ip);
+        member!(",", "x_forwarded_for", self.x_forwarded_for);
+        member!(",", "method", self.method);
+        member!(",", "path", self.path);
+        member!(",", "status", self.status);
+        member!(",", "upstream_status", self.upstream_status);
+        member!(",", "latency_ms", self.latency_ms);
+        member!(",", "verdict", self.verdict);
+        member!(",", "reasons", self.reasons);
+        member!(",", "cached", self.cached);
+        member!(",", "error", self.error);
+        out.push(b',');
+        out.extend_from_slice(token_json.as_bytes());
+        member!(",", "token_sha256_prefix", self.token_sha256_prefix);
+        out.extend_from_slice(b"}\n");
+        Ok(())
+    }
 }
 
 /// Lines are appended to one shared buffer and written out by a thread in
@@ -264,15 +316,14 @@ impl LogSender {
         LogSender { inner }
     }
 
-    /// Appends one record.
-    pub(crate) async fn write(&self, record: &AccessRecord<'_>) {
+    /// Appends one record; `token_json` as for [`AccessRecord::write_line`].
+    pub(crate) async fn write(&self, record: &AccessRecord<'_>, token_json: Option<&str>) {
         let mut line = Vec::with_capacity(768);
-        if let Err(e) = serde_json::to_writer(&mut line, record) {
+        if let Err(e) = record.write_line(&mut line, token_json) {
             // Serializing plain strings and numbers cannot fail; if it ever
             // did, losing the line silently would be worse than a note.
-            line = format!("{{\"error\":\"access log serialization: {e}\"}}").into_bytes();
+            line = format!("{{\"error\":\"access log serialization: {e}\"}}\n").into_bytes();
         }
-        line.push(b'\n');
         loop {
             let room = self.inner.room.notified();
             {
@@ -378,6 +429,56 @@ mod tests {
             "error",
         ] {
             assert!(v.get(k).is_some_and(|x| x.is_null()), "{k}");
+        }
+    }
+
+    #[test]
+    fn lines_with_spliced_token_fields_are_what_serde_writes() {
+        let full = TokenFields {
+            kid: Some("k\"1".into()),
+            x5t: Some("t\u{1}".into()),
+            alg: Some("RS256"),
+            iss: Some("https://login.microsoftonline.com/x/v2.0".into()),
+            aud: Some(vec!["api://a".into(), "b\\c".into()]),
+            sub: Some("s\u{e9}".into()),
+            iat: Some(1_700_000_000.0),
+            nbf: Some(1_700_000_000.25),
+            exp: Some(1e16),
+            ..TokenFields::default()
+        };
+        let chain = ["10.0.0.1".to_owned(), "bad\"ip".to_owned()];
+        for token in [TokenFields::default(), full] {
+            for forwarded in [None, Some(&chain[..])] {
+                let r = AccessRecord {
+                    time: "2026-01-02T03:04:05.678Z".into(),
+                    client_ip: "::1".into(),
+                    peer_ip: "127.0.0.1".into(),
+                    x_forwarded_for: forwarded,
+                    method: "GET",
+                    path: "/a\"b\\c\u{7f}",
+                    status: 200,
+                    upstream_status: forwarded.map(|_| 502),
+                    latency_ms: 0.1 + 0.2,
+                    verdict: Verdict::Accepted.as_str(),
+                    reasons: &[TOKEN_MISSING, TOKEN_IN_QUERY],
+                    cached: true,
+                    error: Some("upstream-timeout"),
+                    token: &token,
+                    token_sha256_prefix: Some("0123456789abcdef"),
+                };
+                let mut expected = serde_json::to_vec(&r).unwrap();
+                expected.push(b'\n');
+                let mut spliced = Vec::new();
+                r.write_line(&mut spliced, Some(&token.members_json()))
+                    .unwrap();
+                assert_eq!(
+                    String::from_utf8(spliced).unwrap(),
+                    String::from_utf8(expected.clone()).unwrap()
+                );
+                let mut plain = Vec::new();
+                r.write_line(&mut plain, None).unwrap();
+                assert_eq!(plain, expected);
+            }
         }
     }
 

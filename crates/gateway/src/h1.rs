@@ -313,8 +313,10 @@ const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// Which side of a body copy failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Broke {
-    /// The sender: closed early, malformed framing, or a read error.
+    /// The sender's framing was malformed.
     Source,
+    /// The sender closed early or failed to read.
+    SourceGone,
     /// The receiver: a write failed.
     Destination,
 }
@@ -358,7 +360,7 @@ where
                     buf.advance(used);
                     finished = decoder.is_done();
                 }
-                Err(_) => return broken_source(dst, out).await,
+                Err(_) => return broken_source(dst, out, Broke::Source).await,
             },
             BodyLen::UntilClose => {
                 put(out, buf, chunk);
@@ -382,7 +384,7 @@ where
                 }
                 return flush(dst, out).await;
             }
-            Ok(0) | Err(_) => return broken_source(dst, out).await,
+            Ok(0) | Err(_) => return broken_source(dst, out, Broke::SourceGone).await,
             Ok(_) => {}
         }
     }
@@ -391,9 +393,13 @@ where
 /// Ends a copy whose sender broke off: what was relayed so far goes out
 /// (the receiver sees the body end early, as it did), and the connection
 /// is not used again.
-async fn broken_source<W: AsyncWrite + Unpin>(dst: &mut W, out: &mut Vec<u8>) -> Result<(), Broke> {
+async fn broken_source<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    out: &mut Vec<u8>,
+    why: Broke,
+) -> Result<(), Broke> {
     let _ = flush(dst, out).await;
-    Err(Broke::Source)
+    Err(why)
 }
 
 fn put(out: &mut Vec<u8>, data: &[u8], chunk: bool) {
@@ -406,10 +412,18 @@ fn put(out: &mut Vec<u8>, data: &[u8], chunk: bool) {
 
 async fn flush<W: AsyncWrite + Unpin>(dst: &mut W, out: &mut Vec<u8>) -> Result<(), Broke> {
     if !out.is_empty() {
-        dst.write_all(out).await.map_err(|_| Broke::Destination)?;
+        send(dst, out).await.map_err(|_| Broke::Destination)?;
         out.clear();
     }
     Ok(())
+}
+
+/// Writes all of `bytes` and flushes: TLS keeps written plaintext inside
+/// rustls until flushed, so a write alone may never reach the peer (a
+/// no-op for plain TCP).
+async fn send<W: AsyncWrite + Unpin>(dst: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    dst.write_all(bytes).await?;
+    dst.flush().await
 }
 
 /// The end of a connection's life: set when the gateway shuts down, so
@@ -527,6 +541,61 @@ fn parse_request_head(
             expects_continue,
         },
     )))
+}
+
+/// Idle upstream connections left by client connections that ended, for
+/// the next ones: a client that sends one request per connection (nginx's
+/// default `proxy_http_version 1.0`, `Connection: close`) must not cost a
+/// new upstream connection (and handshake, and TIME_WAIT) per request.
+pub(crate) struct IdlePool {
+    conns: std::sync::Mutex<Vec<(std::time::Instant, UpstreamConn)>>,
+}
+
+/// Idle connections kept at most, and for how long.
+const POOL_MAX: usize = 1024;
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl IdlePool {
+    pub(crate) fn new() -> IdlePool {
+        IdlePool {
+            conns: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn put(&self, conn: UpstreamConn) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|(since, _)| since.elapsed() < POOL_IDLE);
+        if conns.len() < POOL_MAX {
+            conns.push((std::time::Instant::now(), conn));
+        }
+    }
+
+    /// The most recently idle connection still open, if any.
+    fn take(&self) -> Option<UpstreamConn> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((since, conn)) = conns.pop() {
+            if since.elapsed() < POOL_IDLE && !conn.closed() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+}
+
+/// A client connection's upstream connection, returned to the pool when
+/// the client connection ends (it is only ever held between exchanges,
+/// complete and clean).
+struct Held<'p> {
+    conn: Option<UpstreamConn>,
+    pool: &'p IdlePool,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.put(conn);
+        }
+    }
 }
 
 /// The connection to the upstream that one client connection uses.
@@ -650,7 +719,10 @@ pub(crate) async fn serve<IO>(
 {
     let mut buf = BytesMut::with_capacity(8192);
     let mut out: Vec<u8> = Vec::with_capacity(8192);
-    let mut upstream: Option<UpstreamConn> = None;
+    let mut upstream = Held {
+        conn: None,
+        pool: &shared.idle_upstream,
+    };
     let header_timeout = tokio::time::sleep(shared.header_read_timeout);
     tokio::pin!(header_timeout);
     loop {
@@ -661,6 +733,17 @@ pub(crate) async fn serve<IO>(
         // a byte at a time is parsed once, not once per byte.
         let mut scanned = 0;
         let head = loop {
+            // Empty lines before a request line are ignored (RFC 9112
+            // §2.2); dropped here, they cannot make every read re-parse a
+            // growing buffer.
+            let empty = buf
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            if empty > 0 {
+                buf.advance(empty);
+                scanned = 0;
+            }
             let parsed = if head_may_end(&buf, scanned) {
                 parse_request_head(&buf, shared.max_headers)
             } else {
@@ -708,7 +791,7 @@ pub(crate) async fn serve<IO>(
                     After::Close,
                     shared.clock.now(),
                 );
-                let _ = io.write_all(&out).await;
+                let _ = send(&mut io, &out).await;
                 proxy::log_unparsed(&shared, peer, too_large).await;
                 return;
             }
@@ -717,10 +800,12 @@ pub(crate) async fn serve<IO>(
             &mut io,
             &mut buf,
             &mut out,
-            &mut upstream,
+            &mut upstream.conn,
             peer,
             &shared,
             head,
+            header_timeout.as_mut(),
+            closing.now(),
         )
         .await;
         if !keep || closing.now() {
@@ -731,7 +816,9 @@ pub(crate) async fn serve<IO>(
 }
 
 /// One request, from its parsed head to the end of its response. Returns
-/// whether the client connection can carry another.
+/// whether the client connection can carry another. `timer` is the
+/// connection's one timer, free once the head is read.
+#[allow(clippy::too_many_arguments)]
 async fn serve_request<IO>(
     io: &mut IO,
     buf: &mut BytesMut,
@@ -740,6 +827,8 @@ async fn serve_request<IO>(
     peer: SocketAddr,
     shared: &Shared,
     head: RequestHead,
+    timer: Pin<&mut tokio::time::Sleep>,
+    draining: bool,
 ) -> bool
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -751,17 +840,17 @@ where
         keep_alive,
         mut expects_continue,
     } = head;
+    // A gateway shutting down says so on its last response.
+    let keep_alive = keep_alive && !draining;
     let (handling, mut outcome, step) = proxy::begin(shared, peer, &mut parts);
     let mut form = None;
     let step = match step {
         Step::ReadForm(refused) => {
-            if expects_continue {
-                expects_continue = false;
-                if io.write_all(CONTINUE).await.is_err() {
-                    return false;
-                }
+            let mut read = None;
+            if !expects_continue || send(io, CONTINUE).await.is_ok() {
+                read = read_whole(io, buf, body, proxy::EXCHANGE_BODY_MAX, shared).await;
             }
-            let read = read_whole(io, buf, body, proxy::EXCHANGE_BODY_MAX, shared).await;
+            expects_continue = false;
             let step = proxy::exchange_form(shared, &mut outcome, &refused, read.as_deref());
             form = Some(read);
             step
@@ -784,8 +873,9 @@ where
                 http10,
                 keep_alive,
             };
+            let client = Client { io, buf, out };
             return forward(
-                io, buf, out, upstream, shared, target, request, handling, outcome,
+                client, upstream, shared, target, request, handling, outcome, timer,
             )
             .await;
         }
@@ -802,7 +892,7 @@ where
         After::new(keep, http10),
         shared.clock.now(),
     );
-    io.write_all(out).await.is_ok() && keep
+    send(io, out).await.is_ok() && keep
 }
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -887,23 +977,43 @@ struct ResponseHead {
     keep_alive: bool,
 }
 
+/// The client connection's stream and buffers.
+struct Client<'c, IO> {
+    io: &'c mut IO,
+    /// Bytes read past the current request's head.
+    buf: &'c mut BytesMut,
+    /// Bytes on their way out.
+    out: &'c mut Vec<u8>,
+}
+
+/// Why an exchange with the upstream ended without a response head.
+enum Failure {
+    /// The upstream could not be reached or failed.
+    Upstream(UpstreamError),
+    /// The client's body broke its framing.
+    ClientMalformed,
+    /// The client went away before its body was sent.
+    ClientGone,
+}
+
 /// Sends an accepted request upstream and its answer back; any failure is
-/// a gateway error status, never a retry without the checks.
+/// a gateway error status, never a retry without the checks. `timer`
+/// bounds the exchange up to the response head by the upstream timeout.
 #[allow(clippy::too_many_arguments)]
 async fn forward<IO>(
-    io: &mut IO,
-    buf: &mut BytesMut,
-    out: &mut Vec<u8>,
+    client: Client<'_, IO>,
     upstream: &mut Option<UpstreamConn>,
     shared: &Shared,
     target: &Upstream,
     mut request: Forwarding,
     handling: proxy::Handling<'_>,
     mut outcome: Outcome,
+    mut timer: Pin<&mut tokio::time::Sleep>,
 ) -> bool
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    let Client { io, buf, out } = client;
     let method = request.parts.method.clone();
     let parts = &mut request.parts;
     proxy::upstream_headers(&mut parts.headers, &parts.uri, target, &handling.addr);
@@ -924,7 +1034,7 @@ where
     write_headers(&mut up_head, &parts.headers);
     match body_len {
         BodyLen::Length(n) => {
-            up_head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+            write_length(&mut up_head, n);
         }
         BodyLen::Chunked => up_head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         BodyLen::Empty | BodyLen::UntilClose => {}
@@ -942,34 +1052,43 @@ where
         let mut tries = 0;
         loop {
             tries += 1;
-            let mut conn = match upstream.take().filter(|c| !c.closed()) {
+            let idle = upstream.take().filter(|c| !c.closed());
+            let mut conn = match idle.or_else(|| shared.idle_upstream.take()) {
                 Some(c) => c,
                 None => UpstreamConn {
-                    io: connect(shared, target).await.map_err(|e| (e, false))?,
+                    io: connect(shared, target).await.map_err(Failure::Upstream)?,
                     buf: BytesMut::with_capacity(8192),
                     reused: false,
                 },
             };
             let fresh = !conn.reused;
-            let sent = send_request(io, buf, &mut conn, &up_head, &mut request).await;
+            let sent = send_request(io, buf, out, &mut conn, &up_head, &mut request).await;
             let answer = match sent {
                 Ok(()) => read_response_head(&mut conn, &method).await,
                 // The upstream may have answered early (413, 401) and
                 // closed: take its answer if there is one.
                 Err(Broke::Destination) => read_response_head(&mut conn, &method).await,
-                Err(Broke::Source) => return Err((UpstreamError::Failed, true)),
+                Err(Broke::Source) => return Err(Failure::ClientMalformed),
+                Err(Broke::SourceGone) => return Err(Failure::ClientGone),
             };
             match answer {
                 Ok(head) => return Ok((conn, head, sent.is_ok())),
                 Err(nothing) if nothing && !fresh && replayable && tries == 1 => continue,
-                Err(_) => return Err((UpstreamError::Failed, false)),
+                Err(_) => return Err(Failure::Upstream(UpstreamError::Failed)),
             }
         }
     };
-    let result = tokio::time::timeout(shared.upstream_timeout, exchange).await;
+    timer
+        .as_mut()
+        .reset(tokio::time::Instant::now() + shared.upstream_timeout);
+    let result = tokio::select! {
+        biased;
+        r = exchange => Ok(r),
+        () = timer => Err(()),
+    };
     let (mut conn, head, request_sent) = match result {
         Ok(Ok(x)) => x,
-        Ok(Err((_, true))) => {
+        Ok(Err(Failure::ClientMalformed)) => {
             let answer = outcome.malformed_body();
             return own_answer(
                 io,
@@ -983,7 +1102,22 @@ where
             )
             .await;
         }
-        Ok(Err((kind, false))) => {
+        Ok(Err(Failure::ClientGone)) => {
+            // Nobody to answer; the log says so as nginx does.
+            let answer = outcome.client_gone();
+            return own_answer(
+                io,
+                out,
+                shared,
+                handling,
+                outcome,
+                answer,
+                request.http10,
+                false,
+            )
+            .await;
+        }
+        Ok(Err(Failure::Upstream(kind))) => {
             let answer = outcome.upstream_failed(shared, kind);
             let keep = request.keep_alive && body_len == BodyLen::Empty;
             return own_answer(
@@ -1038,7 +1172,7 @@ where
         write_date(out, shared.clock.now());
     }
     match body {
-        BodyLen::Length(n) => out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
+        BodyLen::Length(n) => write_length(out, n),
         _ if to_client_chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
@@ -1064,6 +1198,7 @@ where
 async fn send_request<IO>(
     io: &mut IO,
     buf: &mut BytesMut,
+    pending: &mut Vec<u8>,
     conn: &mut UpstreamConn,
     up_head: &[u8],
     request: &mut Forwarding,
@@ -1071,23 +1206,24 @@ async fn send_request<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut pending = up_head.to_vec();
+    pending.clear();
+    pending.extend_from_slice(up_head);
     match &request.body {
         Sent::Buffered(bytes) => {
             pending.extend_from_slice(bytes);
-            flush(&mut conn.io, &mut pending).await
+            flush(&mut conn.io, pending).await
         }
-        Sent::Streamed(BodyLen::Empty) => flush(&mut conn.io, &mut pending).await,
+        Sent::Streamed(BodyLen::Empty) => flush(&mut conn.io, pending).await,
         Sent::Streamed(len) => {
             if request.expects_continue {
                 request.expects_continue = false;
-                io.write_all(CONTINUE).await.map_err(|_| Broke::Source)?;
+                send(io, CONTINUE).await.map_err(|_| Broke::SourceGone)?;
             }
             copy_body(
                 io,
                 buf,
                 &mut conn.io,
-                &mut pending,
+                pending,
                 *len,
                 *len == BodyLen::Chunked,
             )
@@ -1133,7 +1269,13 @@ async fn read_response_head(
                 continue;
             }
             let body = response_body(method, status, &headers).map_err(|_| false)?;
-            let keep_alive = wants_keep_alive(&headers, http10) && body != BodyLen::UntilClose;
+            // A message with both lengths "ought to be handled as an error"
+            // (RFC 9112 §6.3): relayed by its chunks, but the connection
+            // is not trusted with another.
+            let both_lengths = headers.contains_key(header::TRANSFER_ENCODING)
+                && headers.contains_key(header::CONTENT_LENGTH);
+            let keep_alive =
+                wants_keep_alive(&headers, http10) && body != BodyLen::UntilClose && !both_lengths;
             return Ok(ResponseHead {
                 status,
                 headers,
@@ -1178,7 +1320,7 @@ where
         After::new(keep, http10),
         shared.clock.now(),
     );
-    io.write_all(out).await.is_ok() && keep
+    send(io, out).await.is_ok() && keep
 }
 
 /// The head of a response of the gateway's own, with an empty body.
@@ -1225,6 +1367,11 @@ impl After {
             After::Close => out.extend_from_slice(b"connection: close\r\n"),
         }
     }
+}
+
+fn write_length(out: &mut Vec<u8>, n: u64) {
+    use std::io::Write as _;
+    let _ = write!(out, "content-length: {n}\r\n");
 }
 
 fn write_status(out: &mut Vec<u8>, status: StatusCode) {

@@ -269,6 +269,10 @@ impl Config {
     }
 }
 
+/// The most `--max-headers` may be: a header map of more is refused by the
+/// `http` crate (it would panic), and no client needs them.
+const MAX_HEADERS_LIMIT: usize = 1024;
+
 /// Why the gateway cannot start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -331,6 +335,11 @@ impl Gateway {
         }
         if config.max_header_bytes < 8192 {
             return Err(cfg("--max-header-bytes must be at least 8192".into()));
+        }
+        if !(1..=MAX_HEADERS_LIMIT).contains(&config.max_headers) {
+            return Err(cfg(format!(
+                "--max-headers must be between 1 and {MAX_HEADERS_LIMIT}"
+            )));
         }
         let challenge = |extra: &str| {
             HeaderValue::from_str(&format!("Bearer realm=\"{}\"{extra}", config.realm))
@@ -401,6 +410,7 @@ impl Gateway {
             upstream_timeout: config.upstream_timeout,
             connect_timeout: config.connect_timeout,
             upstream_tls: Some(tokio_rustls::TlsConnector::from(Arc::new(h1_tls))),
+            idle_upstream: h1::IdlePool::new(),
             header_read_timeout: config.header_read_timeout,
             max_header_bytes: config.max_header_bytes,
             max_headers: config.max_headers,
@@ -520,7 +530,6 @@ impl Gateway {
             }
         }
         drop(self.listener);
-        let busy_h2 = graceful.count();
         let _ = close.send(true);
         let h1_done = async {
             while Arc::strong_count(&open) > 1 {
@@ -534,7 +543,7 @@ impl Gateway {
         {
             eprintln!(
                 "tokenward gateway: {} connection(s) still busy after the {:?} grace period; closing them",
-                busy_h2 + Arc::strong_count(&open) - 1,
+                Arc::strong_count(&open) - 1,
                 self.shutdown_grace
             );
         }

@@ -57,6 +57,8 @@ pub(crate) struct PolicyState {
 pub(crate) struct Checked {
     pub reasons: Vec<&'static str>,
     pub fields: TokenFields,
+    /// `fields` as their log line has them ([`TokenFields::members_json`]).
+    pub log_fields: String,
     /// `x-tokenward-*` headers to add when forwarding.
     pub identity: Vec<(HeaderName, HeaderValue)>,
     pub generation: u64,
@@ -137,6 +139,8 @@ pub(crate) struct Shared {
     pub connect_timeout: Duration,
     /// TLS for an `https://` upstream on the HTTP/1 path.
     pub upstream_tls: Option<tokio_rustls::TlsConnector>,
+    /// Upstream connections left idle by client connections that ended.
+    pub idle_upstream: crate::h1::IdlePool,
     /// Longest time a client may take to send a request head, idle time
     /// before it included.
     pub header_read_timeout: Duration,
@@ -218,6 +222,14 @@ impl Outcome {
         self.verdict = Verdict::BadRequest;
         self.reasons.push(MALFORMED_REQUEST);
         plain(StatusCode::BAD_REQUEST, None)
+    }
+
+    /// Records a client that went away before its request body was
+    /// sent: logged with nginx's 499 ("client closed request").
+    pub(crate) fn client_gone(&mut self) -> Response<Body> {
+        let mut r = plain(StatusCode::BAD_REQUEST, None);
+        *r.status_mut() = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+        r
     }
 
     /// Records the upstream's answer.
@@ -362,7 +374,8 @@ pub(crate) async fn conclude(
         token: checked.map_or(&no_fields, |c| &c.fields),
         token_sha256_prefix: outcome.token_prefix.as_deref(),
     };
-    shared.log.write(&record).await;
+    let token_json = checked.map(|c| c.log_fields.as_str());
+    shared.log.write(&record, token_json).await;
     shared
         .metrics
         .request(outcome.verdict, &outcome.reasons, took);
@@ -693,6 +706,11 @@ const HOP_BY_HOP: [&str; 9] = [
 /// Removes hop-by-hop headers, including those the `Connection` header
 /// names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none (and none without `Connection` can name
+    // any): one pass over the names instead of a removal per name.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -732,7 +750,7 @@ pub(crate) async fn log_unparsed(shared: &Shared, peer: SocketAddr, too_large: b
         token: &no_fields,
         token_sha256_prefix: None,
     };
-    shared.log.write(&record).await;
+    shared.log.write(&record, None).await;
     shared
         .metrics
         .request(Verdict::BadRequest, &[MALFORMED_REQUEST], Duration::ZERO);
@@ -998,7 +1016,13 @@ pub fn fuzz_request_checks(
 }
 
 fn hex_prefix(hash: &TokenHash) -> String {
-    hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(16);
+    for b in &hash[..8] {
+        hex.push(DIGITS[usize::from(b >> 4)] as char);
+        hex.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    hex
 }
 
 /// Header values must be visible ASCII; claim values are arbitrary
@@ -1100,6 +1124,7 @@ pub(crate) fn check(
     (
         Checked {
             reasons,
+            log_fields: fields.members_json(),
             fields,
             identity,
             generation,

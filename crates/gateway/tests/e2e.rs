@@ -938,6 +938,10 @@ async fn bad_configuration_is_reported_before_listening() {
     assert!(e.contains("--upstream-ca"), "{e}");
     let e = err(bind(Box::new(|c| c.realm = "a\"b".into())).await);
     assert!(e.contains("--realm"), "{e}");
+    // A header map of that many would panic in the `http` crate.
+    let e = err(bind(Box::new(|c| c.max_headers = 30_000)).await);
+    assert!(e.contains("--max-headers"), "{e}");
+    assert!(bind(Box::new(|c| c.max_headers = 1024)).await.is_ok());
     let e = err(bind(Box::new(|c| c.policy = "/nonexistent/policy.toml".into())).await);
     assert!(e.contains("cannot read"), "{e}");
     let e = err(bind(Box::new(|c| {

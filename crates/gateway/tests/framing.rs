@@ -179,11 +179,11 @@ async fn chunked_requests_are_re_framed_and_pipelined_requests_answered_in_order
     let (env, mut gw) = gateway_for(&up).await;
     let t = env.legit();
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    // Three requests in one write: a chunked body with an extension, an
-    // upper-case size and a trailer, a request with a length, and a last
-    // one that closes.
+    // Three requests in one write, after empty lines (which are ignored):
+    // a chunked body with an extension, an upper-case size and a trailer,
+    // a request with a length, and a last one that closes.
     let pipelined = format!(
-        "POST /orders HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {t}\r\ntransfer-encoding: chunked\r\n\r\n\
+        "\r\n\r\nPOST /orders HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {t}\r\ntransfer-encoding: chunked\r\n\r\n\
          5;note=x\r\nhello\r\nB\r\n world, ok!\r\n0\r\nx-checksum: 1\r\n\r\n\
          POST /orders HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {t}\r\ncontent-length: 3\r\n\r\nabc\
          GET /orders HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {t}\r\nconnection: close\r\n\r\n"
@@ -253,8 +253,10 @@ async fn upstream_bodies_reach_the_client_framed_by_the_gateway() {
     assert_eq!(replies[3].header("transfer-encoding"), Some("chunked"));
     assert_eq!(replies[3].body, b"until the end");
     assert_eq!(replies[4].body, b"ok");
-    // The closing upstream connection was replaced.
-    assert_eq!(up.connections(), 2);
+    // Connections not trusted with another exchange were replaced: the
+    // one whose response had both lengths (RFC 9112 §6.3) and the one the
+    // upstream closed.
+    assert_eq!(up.connections(), 3);
 
     // An HTTP/1.0 client has no chunks: the body runs to the close.
     let r = raw(
@@ -382,5 +384,25 @@ async fn an_upstream_connection_closed_while_idle_is_replaced() {
     assert_eq!(replies[0].status, 200);
     assert_eq!(up.connections(), 2);
     assert!(up.seen()[1].ends_with("\r\n\r\nhi"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_connections_outlive_client_connections() {
+    let up = Scripted::start(script, None).await;
+    let (env, mut gw) = gateway_for(&up).await;
+    let t = env.legit();
+    // One request per client connection, as nginx sends by default.
+    for _ in 0..5 {
+        let r = get(gw.addr, "/orders", Some(&t)).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("connection"), Some("close"));
+    }
+    assert_eq!(up.seen().len(), 5);
+    assert_eq!(
+        up.connections(),
+        1,
+        "one upstream connection served them all"
+    );
     gw.stop().await;
 }
