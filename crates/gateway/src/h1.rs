@@ -1062,17 +1062,15 @@ where
                 },
             };
             let fresh = !conn.reused;
-            let sent = send_request(io, buf, out, &mut conn, &up_head, &mut request).await;
-            let answer = match sent {
-                Ok(()) => read_response_head(&mut conn, &method).await,
-                // The upstream may have answered early (413, 401) and
-                // closed: take its answer if there is one.
-                Err(Broke::Destination) => read_response_head(&mut conn, &method).await,
-                Err(Broke::Source) => return Err(Failure::ClientMalformed),
-                Err(Broke::SourceGone) => return Err(Failure::ClientGone),
-            };
+            let (sent, answer) =
+                round_trip(io, buf, out, &mut conn, &up_head, &mut request, &method).await;
+            match sent {
+                Some(Err(Broke::Source)) => return Err(Failure::ClientMalformed),
+                Some(Err(Broke::SourceGone)) => return Err(Failure::ClientGone),
+                _ => {}
+            }
             match answer {
-                Ok(head) => return Ok((conn, head, sent.is_ok())),
+                Ok(head) => return Ok((conn, head, sent == Some(Ok(())))),
                 Err(nothing) if nothing && !fresh && replayable && tries == 1 => continue,
                 Err(_) => return Err(Failure::Upstream(UpstreamError::Failed)),
             }
@@ -1194,48 +1192,91 @@ where
     copied.is_ok() && keep
 }
 
-/// Writes the request head and body to the upstream.
-async fn send_request<IO>(
+/// Sends the request upstream and reads the response head. Returns how
+/// sending ended (`None` when the answer came first) and the answer;
+/// `Err(true)` when the upstream sent nothing at all (an idle connection
+/// it had closed). A failed write still waits for an answer: the upstream
+/// may have answered early (413, 401) and closed.
+///
+/// On a plain connection a streamed body is sent while the answer is
+/// awaited, so an upstream that answers before reading the whole body is
+/// heard at once rather than after the upstream timeout. Over TLS the
+/// stream cannot be split, and the body is sent first.
+async fn round_trip<IO>(
     io: &mut IO,
     buf: &mut BytesMut,
     pending: &mut Vec<u8>,
     conn: &mut UpstreamConn,
     up_head: &[u8],
     request: &mut Forwarding,
-) -> Result<(), Broke>
+    method: &Method,
+) -> (Option<Result<(), Broke>>, Result<ResponseHead, bool>)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     pending.clear();
     pending.extend_from_slice(up_head);
-    match &request.body {
+    let len = match &request.body {
         Sent::Buffered(bytes) => {
             pending.extend_from_slice(bytes);
-            flush(&mut conn.io, pending).await
+            BodyLen::Empty
         }
-        Sent::Streamed(BodyLen::Empty) => flush(&mut conn.io, pending).await,
-        Sent::Streamed(len) => {
-            if request.expects_continue {
-                request.expects_continue = false;
-                send(io, CONTINUE).await.map_err(|_| Broke::SourceGone)?;
+        Sent::Streamed(len) => *len,
+    };
+    if len == BodyLen::Empty {
+        let sent = flush(&mut conn.io, pending).await;
+        return (
+            Some(sent),
+            read_response_head(&mut conn.io, &mut conn.buf, method).await,
+        );
+    }
+    if request.expects_continue {
+        request.expects_continue = false;
+        if send(io, CONTINUE).await.is_err() {
+            return (Some(Err(Broke::SourceGone)), Err(false));
+        }
+    }
+    let chunk = len == BodyLen::Chunked;
+    let UpstreamConn {
+        io: up,
+        buf: up_buf,
+        ..
+    } = conn;
+    let tcp = match up {
+        UpstreamIo::Plain(tcp) => tcp,
+        UpstreamIo::Tls(_) => {
+            let sent = copy_body(io, buf, up, pending, len, chunk).await;
+            if matches!(sent, Err(Broke::Source | Broke::SourceGone)) {
+                return (Some(sent), Err(false));
             }
-            copy_body(
-                io,
-                buf,
-                &mut conn.io,
-                pending,
-                *len,
-                *len == BodyLen::Chunked,
-            )
-            .await
+            return (Some(sent), read_response_head(up, up_buf, method).await);
+        }
+    };
+    let (mut reader, mut writer) = tcp.split();
+    let copy = copy_body(io, buf, &mut writer, pending, len, chunk);
+    let answer = read_response_head(&mut reader, up_buf, method);
+    tokio::pin!(copy, answer);
+    let mut sent = None;
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut copy, if sent.is_none() => {
+                if matches!(done, Err(Broke::Source | Broke::SourceGone)) {
+                    return (Some(done), Err(false));
+                }
+                sent = Some(done);
+            }
+            answer = &mut answer => return (sent, answer),
         }
     }
 }
 
-/// Reads the upstream's final response head (skipping 1xx). `Err(true)`
-/// when the upstream sent nothing at all (an idle connection it closed).
-async fn read_response_head(
-    conn: &mut UpstreamConn,
+/// Reads the upstream's final response head (skipping 1xx) from `reader`,
+/// with `buf` holding what was read before. `Err(true)` when the upstream
+/// sent nothing at all.
+async fn read_response_head<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
     method: &Method,
 ) -> Result<ResponseHead, bool> {
     let mut got_any = false;
@@ -1243,7 +1284,7 @@ async fn read_response_head(
         let parsed = {
             let mut headers = [httparse::EMPTY_HEADER; RESPONSE_HEADERS_MAX];
             let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(&conn.buf) {
+            match resp.parse(buf) {
                 Ok(httparse::Status::Complete(len)) => {
                     let status = StatusCode::from_u16(resp.code.unwrap_or(0)).map_err(|_| false)?;
                     let http10 = resp.version == Some(0);
@@ -1260,7 +1301,7 @@ async fn read_response_head(
             }
         };
         if let Some((len, status, http10, headers)) = parsed {
-            conn.buf.advance(len);
+            buf.advance(len);
             if status == StatusCode::SWITCHING_PROTOCOLS {
                 // The gateway never asks for an upgrade.
                 return Err(false);
@@ -1283,11 +1324,11 @@ async fn read_response_head(
                 keep_alive,
             });
         }
-        if conn.buf.len() > RESPONSE_HEAD_MAX {
+        if buf.len() > RESPONSE_HEAD_MAX {
             return Err(false);
         }
-        conn.buf.reserve(8192);
-        match conn.io.read_buf(&mut conn.buf).await {
+        buf.reserve(8192);
+        match reader.read_buf(buf).await {
             Ok(0) | Err(_) => return Err(!got_any),
             Ok(_) => got_any = true,
         }

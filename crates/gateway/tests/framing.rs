@@ -46,6 +46,11 @@ impl Scripted {
                             return;
                         }
                         answered += 1;
+                        if line.contains("/early") {
+                            // Holds the connection open without reading.
+                            tokio::time::sleep(Duration::from_secs(20)).await;
+                            return;
+                        }
                         if close_after == Some(answered) || line.contains("/close") {
                             return;
                         }
@@ -75,7 +80,10 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Strin
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end + 4]).to_lowercase();
-            let body_end = if let Some(cl) = head
+            let body_end = if head.starts_with("post /orders/early") {
+                // Answered from the head, the body never read.
+                Some(end + 4)
+            } else if let Some(cl) = head
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length: "))
             {
@@ -113,6 +121,7 @@ fn script(line: &str) -> Vec<u8> {
         "/orders/two-lengths" => b"HTTP/1.1 200 OK\r\ncontent-length: 2, 3\r\n\r\nok",
         "/orders/gzip-te" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
         "/orders/upgrade" => b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+        "/orders/early" => b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
         "/orders/bad-chunks" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
         _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-upstream: yes\r\n\r\nok",
     };
@@ -404,5 +413,43 @@ async fn upstream_connections_outlive_client_connections() {
         1,
         "one upstream connection served them all"
     );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_answering_before_the_body_is_heard_at_once() {
+    let up = Scripted::start(script, None).await;
+    let (env, mut gw) = gateway_for(&up).await;
+    let t = env.legit();
+    let s = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut reader, mut writer) = s.into_split();
+    let size = 32 * 1024 * 1024;
+    let head = format!(
+        "POST /orders/early HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {t}\r\ncontent-length: {size}\r\n\r\n"
+    );
+    // The body is far larger than every buffer on the way: sending it all
+    // first would block until the upstream timeout (30 s).
+    let upload = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..size / chunk.len() {
+            if writer.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the upstream's early answer arrives within 10 s"
+    );
+    let r = parse_reply(&buf);
+    assert_eq!(r.status, 413);
+    // The client's body was not read to its end: its connection closes.
+    assert_eq!(r.header("connection"), Some("close"));
+    upload.abort();
+    let lines = gw.log_lines(1).await;
+    assert_eq!(lines[0]["upstream_status"], 413);
     gw.stop().await;
 }
