@@ -34,6 +34,7 @@ mod proxy;
 pub use proxy::fuzz_request_checks;
 mod reload;
 mod tls;
+mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -196,6 +197,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Rules for fetching URL key sets (HTTPS only by default).
     pub key_fetch: FetchConfig,
+    /// Threads serving connections, each with a single-threaded runtime
+    /// of its own (one per core by default, as nginx's
+    /// `worker_processes auto`).
+    pub workers: usize,
     /// The gateway's one source of "now": token times, key staleness,
     /// reload checks and log timestamps all read it. The wall clock by
     /// default; tests set another.
@@ -264,6 +269,7 @@ impl Config {
             reload_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
             key_fetch: FetchConfig::default(),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             clock: Clock::system(),
         }
     }
@@ -297,6 +303,7 @@ pub struct Gateway {
     reload_interval: Duration,
     shutdown_grace: Duration,
     header_read_timeout: Duration,
+    workers: usize,
     warnings: Vec<String>,
 }
 
@@ -440,6 +447,7 @@ impl Gateway {
             reload_interval: config.reload_interval,
             shutdown_grace: config.shutdown_grace,
             header_read_timeout: config.header_read_timeout,
+            workers: config.workers,
             h2c: config.h2c,
             warnings,
         })
@@ -485,41 +493,22 @@ impl Gateway {
         let admin = self
             .admin
             .map(|l| tokio::spawn(admin::serve(l, self.shared.clone())));
+        let serving = workers::Serving {
+            shared: self.shared.clone(),
+            http2: self.http2.clone(),
+            tls: self.tls.clone(),
+            h2c: self.h2c,
+            handshake_timeout: self.header_read_timeout,
+            closing,
+        };
+        let mut workers =
+            workers::Workers::start(self.workers, &serving).map_err(Error::Runtime)?;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        let watcher = graceful.watcher();
-                        let shared = self.shared.clone();
-                        let closing = h1::Closing::new(closing.clone());
-                        let open = open.clone();
-                        let http2 = self.http2.clone();
-                        let tls = self.tls.clone();
-                        let h2c = self.h2c;
-                        let handshake_timeout = self.header_read_timeout;
-                        tokio::spawn(async move {
-                            let _open = open;
-                            match tls {
-                                None if h2c && opens_with_h2_preface(&stream, handshake_timeout).await => {
-                                    serve_h2(stream, peer, http2, shared, watcher).await;
-                                }
-                                None => h1::serve(stream, peer, shared, closing).await,
-                                Some(acceptor) => {
-                                    let hs = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
-                                    if let Ok(Ok(tls_stream)) = hs {
-                                        if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                                            serve_h2(tls_stream, peer, http2, shared, watcher).await;
-                                        } else {
-                                            h1::serve(tls_stream, peer, shared, closing).await;
-                                        }
-                                    }
-                                }
-                            }
-                        });
-                    }
+                    Ok((stream, peer)) => workers.dispatch(stream, peer, graceful.watcher(), open.clone()),
                     Err(e) => {
                         // Usually descriptor exhaustion: back off instead of
                         // spinning, and keep serving existing connections.
@@ -547,6 +536,7 @@ impl Gateway {
                 self.shutdown_grace
             );
         }
+        let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
         reloader.abort();
         if let Some(a) = admin {
             a.abort();
@@ -564,7 +554,10 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Whether the client's first bytes are the HTTP/2 preface, looked at
 /// without consuming them. A client that sends less within `timeout` is
 /// left to HTTP/1's own header timeout.
-async fn opens_with_h2_preface(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
+pub(crate) async fn opens_with_h2_preface(
+    stream: &tokio::net::TcpStream,
+    timeout: Duration,
+) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut buf = [0u8; H2_PREFACE.len()];
     loop {
@@ -586,7 +579,7 @@ async fn opens_with_h2_preface(stream: &tokio::net::TcpStream, timeout: Duration
 /// An HTTP/2 connection (TLS with ALPN `h2`, or h2c): each stream is one request
 /// through the same handler. Protocol errors are the client's; requests
 /// that never became a request have no path to log.
-async fn serve_h2<IO>(
+pub(crate) async fn serve_h2<IO>(
     io: IO,
     peer: SocketAddr,
     http2: http2::Builder<TokioExecutor>,
