@@ -215,6 +215,8 @@ done
 echo
 RATIOS=$(paste <(field "c-tokenward-valid@$CONNS" 2) <(field "b-nginx-proxy@$CONNS" 2) | awk '{ printf "%.2f\n", $1 / $2 }')
 echo "(c)/(b) throughput per round: $(tr '\n' ' ' <<<"$RATIOS")-> median $(median <<<"$RATIOS") (target >= 0.80)"
+RATIOS_LAT=$(paste <(field "c-tokenward-valid@$LAT_CONNS" 2) <(field "b-nginx-proxy@$LAT_CONNS" 2) | awk '{ printf "%.2f\n", $1 / $2 }')
+echo "(c)/(b) throughput per round at $LAT_CONNS connections: $(tr '\n' ' ' <<<"$RATIOS_LAT")-> median $(median <<<"$RATIOS_LAT")"
 RATIOS_E=$(paste <(field "e-nginx-authz-tokenward@$CONNS" 2) <(field "b-nginx-proxy@$CONNS" 2) | awk '{ printf "%.2f\n", $1 / $2 }')
 echo "(e)/(b) throughput per round (nginx + authz sub-request vs nginx alone): $(tr '\n' ' ' <<<"$RATIOS_E")-> median $(median <<<"$RATIOS_E")"
 for q in 3 4; do

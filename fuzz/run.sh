@@ -10,7 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH=${1:-600}
 shift || true
-TARGETS=${*:-read_log sigma_rules sigma_condition policy_toml gateway_request}
+TARGETS=${*:-read_log sigma_rules sigma_condition policy_toml gateway_request gateway_http1}
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O --debug-assertions >/dev/null 2>&1 || { echo "build failed"; exit 2; }
 mkdir -p out

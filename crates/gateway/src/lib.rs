@@ -31,6 +31,9 @@ mod net;
 mod proxy;
 #[cfg(fuzzing)]
 #[doc(hidden)]
+pub use h1::fuzz_http1;
+#[cfg(fuzzing)]
+#[doc(hidden)]
 pub use proxy::fuzz_request_checks;
 mod reload;
 mod tls;
