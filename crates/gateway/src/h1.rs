@@ -547,8 +547,10 @@ fn parse_request_head(
 /// the next ones: a client that sends one request per connection (nginx's
 /// default `proxy_http_version 1.0`, `Connection: close`) must not cost a
 /// new upstream connection (and handshake, and TIME_WAIT) per request.
-pub(crate) struct IdlePool {
-    conns: std::sync::Mutex<Vec<(std::time::Instant, UpstreamConn)>>,
+/// One per worker thread ([`crate::workers`]): a socket stays with the
+/// runtime whose reactor it is registered with.
+struct IdlePool {
+    conns: std::cell::RefCell<Vec<(std::time::Instant, UpstreamConn)>>,
 }
 
 /// Idle connections kept at most, and for how long.
@@ -556,14 +558,19 @@ const POOL_MAX: usize = 1024;
 const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl IdlePool {
-    pub(crate) fn new() -> IdlePool {
+    fn new() -> IdlePool {
         IdlePool {
-            conns: std::sync::Mutex::new(Vec::new()),
+            conns: std::cell::RefCell::new(Vec::new()),
         }
     }
 
-    fn put(&self, conn: UpstreamConn) {
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+    fn put(&self, mut conn: UpstreamConn) {
+        // A large response head grew the buffer; an idle connection keeps
+        // only a small one.
+        if conn.buf.capacity() > 16 * 1024 {
+            conn.buf = BytesMut::with_capacity(8192);
+        }
+        let mut conns = self.conns.borrow_mut();
         conns.retain(|(since, _)| since.elapsed() < POOL_IDLE);
         if conns.len() < POOL_MAX {
             conns.push((std::time::Instant::now(), conn));
@@ -572,8 +579,8 @@ impl IdlePool {
 
     /// The most recently idle connection still open, if any.
     fn take(&self) -> Option<UpstreamConn> {
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((since, conn)) = conns.pop() {
+        let mut conns = self.conns.borrow_mut();
+        while let Some((since, mut conn)) = conns.pop() {
             if since.elapsed() < POOL_IDLE && !conn.closed() {
                 return Some(conn);
             }
@@ -582,18 +589,30 @@ impl IdlePool {
     }
 }
 
-/// A client connection's upstream connection, returned to the pool when
-/// the client connection ends (it is only ever held between exchanges,
-/// complete and clean).
-struct Held<'p> {
-    conn: Option<UpstreamConn>,
-    pool: &'p IdlePool,
+thread_local! {
+    /// This thread's idle upstream connections.
+    static IDLE: IdlePool = IdlePool::new();
 }
 
-impl Drop for Held<'_> {
+/// Closes this thread's idle upstream connections (a worker ending, while
+/// its runtime still runs; connections its last tasks return afterwards
+/// close with the thread).
+pub(crate) fn close_idle_upstreams() {
+    let _ = IDLE.try_with(|pool| pool.conns.borrow_mut().clear());
+}
+
+/// A client connection's upstream connection, returned to its thread's
+/// pool when the client connection ends (it is only ever held between
+/// exchanges, complete and clean).
+struct Held {
+    conn: Option<UpstreamConn>,
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.put(conn);
+            // At thread exit the pool is gone: the connection just closes.
+            let _ = IDLE.try_with(|pool| pool.put(conn));
         }
     }
 }
@@ -611,11 +630,20 @@ impl UpstreamConn {
     /// Whether the upstream has closed this idle connection (or sent on it
     /// unasked), as far as the socket already shows: no system call unless
     /// the socket has become readable since the last response, which a
-    /// kept-alive connection only does when it is closing.
-    fn closed(&self) -> bool {
-        let tcp = match &self.io {
-            UpstreamIo::Plain(s) => s,
-            UpstreamIo::Tls(s) => s.get_ref().0,
+    /// kept-alive connection only does when it is closing. Over TLS,
+    /// plaintext rustls already decrypted past the last response counts
+    /// as sent unasked.
+    fn closed(&mut self) -> bool {
+        let tcp = match &mut self.io {
+            UpstreamIo::Plain(s) => &*s,
+            UpstreamIo::Tls(s) => {
+                let (tcp, tls) = s.get_mut();
+                match tls.process_new_packets() {
+                    Ok(state) if state.plaintext_bytes_to_read() == 0 => {}
+                    _ => return true,
+                }
+                &*tcp
+            }
         };
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match tcp.poll_read_ready(&mut cx) {
@@ -719,10 +747,7 @@ pub(crate) async fn serve<IO>(
 {
     let mut buf = BytesMut::with_capacity(8192);
     let mut out: Vec<u8> = Vec::with_capacity(8192);
-    let mut upstream = Held {
-        conn: None,
-        pool: &shared.idle_upstream,
-    };
+    let mut upstream = Held { conn: None };
     let header_timeout = tokio::time::sleep(shared.header_read_timeout);
     tokio::pin!(header_timeout);
     loop {
@@ -793,6 +818,7 @@ pub(crate) async fn serve<IO>(
                 );
                 let _ = send(&mut io, &out).await;
                 proxy::log_unparsed(&shared, peer, too_large).await;
+                close_gently(&mut io).await;
                 return;
             }
         };
@@ -809,10 +835,35 @@ pub(crate) async fn serve<IO>(
         )
         .await;
         if !keep || closing.now() {
-            let _ = io.shutdown().await;
+            close_gently(&mut io).await;
             return;
         }
     }
+}
+
+/// Longest a closing connection's unread input is read and dropped, and
+/// how much of it at most.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Closes a client connection as nginx's lingering close does: the write
+/// side first, then whatever the client is still sending (the rest of a
+/// body the answer made moot) is read and dropped for a bounded time, so
+/// closing with unread input does not reset the connection and destroy
+/// the answer before the client has read it.
+async fn close_gently<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) {
+    let _ = io.shutdown().await;
+    let mut scratch = [0u8; 8192];
+    let mut left = LINGER_BYTES;
+    let drain = async {
+        while left > 0 {
+            match io.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 /// One request, from its parsed head to the end of its response. Returns
@@ -1052,8 +1103,12 @@ where
         let mut tries = 0;
         loop {
             tries += 1;
-            let idle = upstream.take().filter(|c| !c.closed());
-            let mut conn = match idle.or_else(|| shared.idle_upstream.take()) {
+            // A retry goes on a new connection, never on another idle one.
+            let idle = upstream.take().filter(|_| tries == 1);
+            let idle = idle.and_then(|mut c| (!c.closed()).then_some(c));
+            let pooled = || IDLE.try_with(IdlePool::take).ok().flatten();
+            let pooled = || pooled().filter(|_| tries == 1);
+            let mut conn = match idle.or_else(pooled) {
                 Some(c) => c,
                 None => UpstreamConn {
                     io: connect(shared, target).await.map_err(Failure::Upstream)?,
@@ -1102,18 +1157,9 @@ where
         }
         Ok(Err(Failure::ClientGone)) => {
             // Nobody to answer; the log says so as nginx does.
-            let answer = outcome.client_gone();
-            return own_answer(
-                io,
-                out,
-                shared,
-                handling,
-                outcome,
-                answer,
-                request.http10,
-                false,
-            )
-            .await;
+            let mut status = Outcome::client_gone();
+            proxy::conclude(shared, handling, outcome, &mut status).await;
+            return false;
         }
         Ok(Err(Failure::Upstream(kind))) => {
             let answer = outcome.upstream_failed(shared, kind);
@@ -1266,7 +1312,19 @@ where
                 }
                 sent = Some(done);
             }
-            answer = &mut answer => return (sent, answer),
+            head = &mut answer => {
+                if sent.is_none() && head.as_ref().is_ok_and(|h| h.status.as_u16() < 400) {
+                    // Not a refusal: the upstream wants the rest of the
+                    // body, and its response is relayed once that is sent
+                    // (as nginx, which buffers request bodies by default).
+                    let done = copy.as_mut().await;
+                    if matches!(done, Err(Broke::Source | Broke::SourceGone)) {
+                        return (Some(done), Err(false));
+                    }
+                    return (Some(done), head);
+                }
+                return (sent, head);
+            }
         }
     }
 }

@@ -420,7 +420,6 @@ impl Gateway {
             upstream_timeout: config.upstream_timeout,
             connect_timeout: config.connect_timeout,
             upstream_tls: Some(tokio_rustls::TlsConnector::from(Arc::new(h1_tls))),
-            idle_upstream: h1::IdlePool::new(),
             header_read_timeout: config.header_read_timeout,
             max_header_bytes: config.max_header_bytes,
             max_headers: config.max_headers,
@@ -498,20 +497,35 @@ impl Gateway {
             .map(|l| tokio::spawn(admin::serve(l, self.shared.clone())));
         let serving = workers::Serving {
             shared: self.shared.clone(),
-            http2: self.http2.clone(),
-            tls: self.tls.clone(),
-            h2c: self.h2c,
-            handshake_timeout: self.header_read_timeout,
-            closing,
+            closing: closing.clone(),
         };
-        let mut workers =
-            workers::Workers::start(self.workers, &serving).map_err(Error::Runtime)?;
+        let workers =
+            Arc::new(workers::Workers::start(self.workers, &serving).map_err(Error::Runtime)?);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => workers.dispatch(stream, peer, graceful.watcher(), open.clone()),
+                    Ok((stream, peer)) if self.tls.is_none() && !self.h2c => {
+                        workers.dispatch(stream, peer, open.clone());
+                    }
+                    Ok((stream, peer)) => {
+                        // TLS and h2c are served on this runtime (crate::workers
+                        // says why); a plain HTTP/1 connection still goes to a
+                        // worker once it is known to be one.
+                        let conn = Connection {
+                            shared: self.shared.clone(),
+                            http2: self.http2.clone(),
+                            tls: self.tls.clone(),
+                            h2c: self.h2c,
+                            handshake_timeout: self.header_read_timeout,
+                            closing: h1::Closing::new(closing.clone()),
+                            watcher: graceful.watcher(),
+                            workers: workers.clone(),
+                            open: open.clone(),
+                        };
+                        tokio::spawn(conn.serve(stream, peer));
+                    }
                     Err(e) => {
                         // Usually descriptor exhaustion: back off instead of
                         // spinning, and keep serving existing connections.
@@ -549,6 +563,57 @@ impl Gateway {
     }
 }
 
+/// A connection served on the gateway's own runtime: TLS (ALPN choosing
+/// HTTP/2 or HTTP/1.1), or a plain one that may open with the h2c preface.
+struct Connection {
+    shared: Arc<proxy::Shared>,
+    http2: http2::Builder<TokioExecutor>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    h2c: bool,
+    /// Longest wait for a TLS handshake or an h2c preface.
+    handshake_timeout: Duration,
+    closing: h1::Closing,
+    watcher: hyper_util::server::graceful::Watcher,
+    workers: Arc<workers::Workers>,
+    /// Held while the connection is open (counted at shutdown).
+    open: Arc<()>,
+}
+
+impl Connection {
+    async fn serve(self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let Connection {
+            shared,
+            http2,
+            tls,
+            h2c,
+            handshake_timeout,
+            closing,
+            watcher,
+            workers,
+            open,
+        } = self;
+        match tls {
+            None if h2c && opens_with_h2_preface(&stream, handshake_timeout).await => {
+                let _open = open;
+                serve_h2(stream, peer, http2, shared, watcher).await;
+            }
+            None => workers.dispatch(stream, peer, open),
+            Some(acceptor) => {
+                let _open = open;
+                let hs = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+                if let Ok(Ok(tls_stream)) = hs {
+                    if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        serve_h2(tls_stream, peer, http2, shared, watcher).await;
+                    } else {
+                        h1::serve(tls_stream, peer, shared, closing).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// HTTP/2's connection preface (RFC 9113 §3.4). A client speaking h2c with
 /// prior knowledge opens with it; no HTTP/1 request line can (`PRI` is not
 /// a method the gateway serves).
@@ -557,10 +622,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Whether the client's first bytes are the HTTP/2 preface, looked at
 /// without consuming them. A client that sends less within `timeout` is
 /// left to HTTP/1's own header timeout.
-pub(crate) async fn opens_with_h2_preface(
-    stream: &tokio::net::TcpStream,
-    timeout: Duration,
-) -> bool {
+async fn opens_with_h2_preface(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut buf = [0u8; H2_PREFACE.len()];
     loop {
@@ -582,7 +644,7 @@ pub(crate) async fn opens_with_h2_preface(
 /// An HTTP/2 connection (TLS with ALPN `h2`, or h2c): each stream is one request
 /// through the same handler. Protocol errors are the client's; requests
 /// that never became a request have no path to log.
-pub(crate) async fn serve_h2<IO>(
+async fn serve_h2<IO>(
     io: IO,
     peer: SocketAddr,
     http2: http2::Builder<TokioExecutor>,

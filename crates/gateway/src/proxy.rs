@@ -139,8 +139,6 @@ pub(crate) struct Shared {
     pub connect_timeout: Duration,
     /// TLS for an `https://` upstream on the HTTP/1 path.
     pub upstream_tls: Option<tokio_rustls::TlsConnector>,
-    /// Upstream connections left idle by client connections that ended.
-    pub idle_upstream: crate::h1::IdlePool,
     /// Longest time a client may take to send a request head, idle time
     /// before it included.
     pub header_read_timeout: Duration,
@@ -224,12 +222,10 @@ impl Outcome {
         plain(StatusCode::BAD_REQUEST, None)
     }
 
-    /// Records a client that went away before its request body was
-    /// sent: logged with nginx's 499 ("client closed request").
-    pub(crate) fn client_gone(&mut self) -> Response<Body> {
-        let mut r = plain(StatusCode::BAD_REQUEST, None);
-        *r.status_mut() = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
-        r
+    /// The status logged for a client that went away before its request
+    /// body was sent: nginx's 499 ("client closed request"), never sent.
+    pub(crate) fn client_gone() -> StatusCode {
+        StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
     }
 
     /// Records the upstream's answer.

@@ -46,6 +46,34 @@ impl Scripted {
                             return;
                         }
                         answered += 1;
+                        if line.contains("/early-ok") {
+                            // Answered from the head; the body is read
+                            // after, and its size recorded.
+                            let want: usize = s
+                                .lock()
+                                .unwrap()
+                                .last()
+                                .unwrap()
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_lowercase()
+                                        .strip_prefix("content-length: ")
+                                        .map(|v| v.trim().parse().unwrap())
+                                })
+                                .unwrap();
+                            while buf.len() < want {
+                                let mut chunk = [0u8; 65536];
+                                match stream.read(&mut chunk).await {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                                }
+                            }
+                            s.lock()
+                                .unwrap()
+                                .push(format!("early-ok body {}", buf.len()));
+                            buf.clear();
+                            continue;
+                        }
                         if line.contains("/early") {
                             // Holds the connection open without reading.
                             tokio::time::sleep(Duration::from_secs(20)).await;
@@ -121,6 +149,7 @@ fn script(line: &str) -> Vec<u8> {
         "/orders/two-lengths" => b"HTTP/1.1 200 OK\r\ncontent-length: 2, 3\r\n\r\nok",
         "/orders/gzip-te" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
         "/orders/upgrade" => b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+        "/orders/early-ok" => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
         "/orders/early" => b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
         "/orders/bad-chunks" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
         _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-upstream: yes\r\n\r\nok",
@@ -399,7 +428,9 @@ async fn an_upstream_connection_closed_while_idle_is_replaced() {
 #[tokio::test]
 async fn upstream_connections_outlive_client_connections() {
     let up = Scripted::start(script, None).await;
-    let (env, mut gw) = gateway_for(&up).await;
+    let env = Env::new();
+    // One worker thread: each keeps idle upstream connections of its own.
+    let mut gw = Running::start(&env, &format!("http://{}", up.addr), |c| c.workers = 1).await;
     let t = env.legit();
     // One request per client connection, as nginx sends by default.
     for _ in 0..5 {
@@ -451,5 +482,33 @@ async fn an_upstream_answering_before_the_body_is_heard_at_once() {
     upload.abort();
     let lines = gw.log_lines(1).await;
     assert_eq!(lines[0]["upstream_status"], 413);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_early_answer_that_is_not_a_refusal_still_gets_the_whole_body() {
+    let up = Scripted::start(script, None).await;
+    let (env, mut gw) = gateway_for(&up).await;
+    let t = env.legit();
+    let size = 4 * 1024 * 1024;
+    let head = format!(
+        "POST /orders/early-ok HTTP/1.1\nhost: a\nauthorization: Bearer {t}\ncontent-length: {size}"
+    );
+    let r = raw(gw.addr, &head, &vec![b'x'; size]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"ok");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !up.seen().iter().any(|l| l.starts_with("early-ok body")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream never got the body"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        up.seen().contains(&format!("early-ok body {size}")),
+        "{:?}",
+        up.seen().last()
+    );
     gw.stop().await;
 }
