@@ -932,18 +932,8 @@ where
         }
         (Step::ReadForm(_), _) => unreachable!("the form was read above"),
     };
-    let (mut head, _) = answer.into_parts();
-    proxy::conclude(shared, handling, outcome, &mut head.status).await;
     let keep = keep_alive && body_read;
-    out.clear();
-    write_own_head(
-        out,
-        head.status,
-        &head.headers,
-        After::new(keep, http10),
-        shared.clock.now(),
-    );
-    send(io, out).await.is_ok() && keep
+    own_answer(io, out, shared, handling, outcome, answer, http10, keep).await
 }
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -1139,56 +1129,29 @@ where
         r = exchange => Ok(r),
         () = timer => Err(()),
     };
+    let result = match result {
+        Ok(exchanged) => exchanged,
+        Err(()) => Err(Failure::Upstream(UpstreamError::Timeout)),
+    };
     let (mut conn, head, request_sent) = match result {
-        Ok(Ok(x)) => x,
-        Ok(Err(Failure::ClientMalformed)) => {
-            let answer = outcome.malformed_body();
-            return own_answer(
-                io,
-                out,
-                shared,
-                handling,
-                outcome,
-                answer,
-                request.http10,
-                false,
-            )
-            .await;
-        }
-        Ok(Err(Failure::ClientGone)) => {
+        Ok(exchanged) => exchanged,
+        Err(Failure::ClientGone) => {
             // Nobody to answer; the log says so as nginx does.
             let mut status = Outcome::client_gone();
             proxy::conclude(shared, handling, outcome, &mut status).await;
             return false;
         }
-        Ok(Err(Failure::Upstream(kind))) => {
-            let answer = outcome.upstream_failed(shared, kind);
-            let keep = request.keep_alive && body_len == BodyLen::Empty;
-            return own_answer(
-                io,
-                out,
-                shared,
-                handling,
-                outcome,
-                answer,
-                request.http10,
-                keep,
-            )
-            .await;
-        }
-        Err(_) => {
-            let answer = outcome.upstream_failed(shared, UpstreamError::Timeout);
-            return own_answer(
-                io,
-                out,
-                shared,
-                handling,
-                outcome,
-                answer,
-                request.http10,
-                false,
-            )
-            .await;
+        Err(failure) => {
+            let (answer, keep) = match failure {
+                Failure::Upstream(kind) => (
+                    outcome.upstream_failed(shared, kind),
+                    // The client's request was read whole only without a body.
+                    request.keep_alive && body_len == BodyLen::Empty,
+                ),
+                _ => (outcome.malformed_body(), false),
+            };
+            let http10 = request.http10;
+            return own_answer(io, out, shared, handling, outcome, answer, http10, keep).await;
         }
     };
     outcome.answered(head.status.as_u16());
