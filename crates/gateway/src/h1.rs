@@ -1207,10 +1207,9 @@ where
 /// it had closed). A failed write still waits for an answer: the upstream
 /// may have answered early (413, 401) and closed.
 ///
-/// On a plain connection a streamed body is sent while the answer is
-/// awaited, so an upstream that answers before reading the whole body is
-/// heard at once rather than after the upstream timeout. Over TLS the
-/// stream cannot be split, and the body is sent first.
+/// A streamed body is sent while the answer is awaited, so an upstream
+/// that refuses before reading the whole body is heard at once rather
+/// than after the upstream timeout.
 async fn round_trip<IO>(
     io: &mut IO,
     buf: &mut BytesMut,
@@ -1251,19 +1250,62 @@ where
         buf: up_buf,
         ..
     } = conn;
-    let tcp = match up {
-        UpstreamIo::Plain(tcp) => tcp,
-        UpstreamIo::Tls(_) => {
-            let sent = copy_body(io, buf, up, pending, len, chunk).await;
-            if matches!(sent, Err(Broke::Source | Broke::SourceGone)) {
-                return (Some(sent), Err(false));
-            }
-            return (Some(sent), read_response_head(up, up_buf, method).await);
-        }
+    let body = StreamedBody {
+        io,
+        buf,
+        pending,
+        len,
+        chunk,
     };
-    let (mut reader, mut writer) = tcp.split();
-    let copy = copy_body(io, buf, &mut writer, pending, len, chunk);
-    let answer = read_response_head(&mut reader, up_buf, method);
+    match up {
+        UpstreamIo::Plain(tcp) => {
+            let (mut reader, mut writer) = tcp.split();
+            send_while_awaiting(body, &mut reader, &mut writer, up_buf, method).await
+        }
+        UpstreamIo::Tls(tls) => {
+            // rustls reads and writes through one state: tokio's split
+            // takes turns on it.
+            let (mut reader, mut writer) = tokio::io::split(&mut **tls);
+            send_while_awaiting(body, &mut reader, &mut writer, up_buf, method).await
+        }
+    }
+}
+
+/// A request body still on the client connection, on its way upstream.
+struct StreamedBody<'a, IO> {
+    io: &'a mut IO,
+    buf: &'a mut BytesMut,
+    /// The request head, not yet written.
+    pending: &'a mut Vec<u8>,
+    len: BodyLen,
+    chunk: bool,
+}
+
+/// Copies the body to `writer` while the response head is awaited on
+/// `reader` (the two halves of one upstream connection). A refusal that
+/// arrives first ends the copy; any other early answer waits for it, as
+/// nginx relays responses once it has sent the body.
+async fn send_while_awaiting<IO, R, W>(
+    body: StreamedBody<'_, IO>,
+    reader: &mut R,
+    writer: &mut W,
+    up_buf: &mut BytesMut,
+    method: &Method,
+) -> (Option<Result<(), Broke>>, Result<ResponseHead, bool>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let StreamedBody {
+        io,
+        buf,
+        pending,
+        len,
+        chunk,
+    } = body;
+    let copy = copy_body(io, buf, writer, pending, len, chunk);
+    let answer = read_response_head(reader, up_buf, method);
     tokio::pin!(copy, answer);
     let mut sent = None;
     loop {

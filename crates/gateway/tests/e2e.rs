@@ -1012,6 +1012,16 @@ async fn tls_upstream_is_verified_against_the_given_ca() {
                     head.push(b[0]);
                 }
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if head.starts_with(b"POST") {
+                    // Refused from the head; the body is never read and
+                    // the connection held open.
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    let _ = tls.flush().await;
+                    tokio::time::sleep(Duration::from_secs(20)).await;
+                    return;
+                }
                 let _ = tls
                     .write_all(
                         b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\ntls\n",
@@ -1038,12 +1048,40 @@ async fn tls_upstream_is_verified_against_the_given_ca() {
     let r = get(gw.addr).await;
     assert_eq!((r.status, r.body.as_slice()), (200, &b"tls\n"[..]));
     assert_eq!(count(), 1);
+    // An upstream refusing a large body from its head is heard at once
+    // over TLS too, not after the upstream timeout (30 s).
+    let size = 32 * 1024 * 1024;
+    let post = format!(
+        "POST /orders HTTP/1.1\r\nhost: api\r\nauthorization: Bearer {}\r\ncontent-length: {size}\r\n\r\n",
+        env.legit()
+    );
+    let (mut reader, mut writer) = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .unwrap()
+        .into_split();
+    let upload = tokio::spawn(async move {
+        writer.write_all(post.as_bytes()).await.unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..size / chunk.len() {
+            if writer.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut answer))
+        .await
+        .expect("the refusal arrives within 10 s")
+        .unwrap();
+    assert_eq!(parse_reply(&answer).status, 413);
+    upload.abort();
+    assert_eq!(count(), 2);
     gw.stop().await;
 
     // Without the CA: the certificate is unknown, nothing is sent.
     let mut gw = Running::start(&env, &format!("https://localhost:{up_port}"), |_| {}).await;
     assert_eq!(get(gw.addr).await.status, 502);
-    assert_eq!(count(), 1);
+    assert_eq!(count(), 2);
     gw.stop().await;
 
     // The right CA, the wrong name: 127.0.0.1 is not in the certificate.
@@ -1053,7 +1091,7 @@ async fn tls_upstream_is_verified_against_the_given_ca() {
     })
     .await;
     assert_eq!(get(gw.addr).await.status, 502);
-    assert_eq!(count(), 1);
+    assert_eq!(count(), 2);
     gw.stop().await;
 }
 
