@@ -514,6 +514,11 @@ fn parse_request_head(
         };
         map.append(name, value);
     }
+    // Two Hosts leave the target to whichever one a reader takes (RFC 9112
+    // §3.2 says 400).
+    if map.get_all(header::HOST).iter().nth(1).is_some() {
+        return malformed;
+    }
     let Ok(body) = request_body(&map, http10) else {
         return malformed;
     };
@@ -1778,6 +1783,8 @@ mod tests {
         let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert!(matches!(parse_request_head(many.as_bytes(), 4), Err(true)));
         assert!(parse_request_head(many.as_bytes(), 5).is_ok());
+        let two_hosts = b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n";
+        assert!(matches!(parse_request_head(two_hosts, 100), Err(false)));
         // Folded header lines (obs-fold) are refused.
         assert!(matches!(
             parse_request_head(b"GET / HTTP/1.1\r\nx-a: 1\r\n b\r\n\r\n", 100),
