@@ -68,11 +68,11 @@ pub(crate) fn request_body(headers: &HeaderMap, http10: bool) -> Result<BodyLen,
     let chunked = transfer_coding(headers)?;
     let length = content_length(headers)?;
     match (chunked, length) {
-        (Some(_), Some(_)) => Err(()),
-        (Some(_), None) if http10 => Err(()),
-        (Some(()), None) => Ok(BodyLen::Chunked),
-        (None, Some(n)) => Ok(BodyLen::Length(n)),
-        (None, None) => Ok(BodyLen::Empty),
+        (true, Some(_)) => Err(()),
+        (true, None) if http10 => Err(()),
+        (true, None) => Ok(BodyLen::Chunked),
+        (false, Some(n)) => Ok(BodyLen::Length(n)),
+        (false, None) => Ok(BodyLen::Empty),
     }
 }
 
@@ -90,7 +90,7 @@ pub(crate) fn response_body(
     {
         return Ok(BodyLen::Empty);
     }
-    if transfer_coding(headers)?.is_some() {
+    if transfer_coding(headers)? {
         // Transfer-Encoding overrides Content-Length (§6.3 item 3).
         return Ok(BodyLen::Chunked);
     }
@@ -100,13 +100,13 @@ pub(crate) fn response_body(
     })
 }
 
-/// `Some(())` for `Transfer-Encoding: chunked`, `None` without the header,
-/// `Err` for any other coding or list: the gateway re-frames bodies and
-/// cannot re-apply codings it does not implement.
-fn transfer_coding(headers: &HeaderMap) -> Result<Option<()>, ()> {
+/// Whether the body is chunked (`Transfer-Encoding: chunked`; `false`
+/// without the header), `Err` for any other coding or list: the gateway
+/// re-frames bodies and cannot re-apply codings it does not implement.
+fn transfer_coding(headers: &HeaderMap) -> Result<bool, ()> {
     let mut values = headers.get_all(header::TRANSFER_ENCODING).iter();
     let Some(first) = values.next() else {
-        return Ok(None);
+        return Ok(false);
     };
     if values.next().is_some()
         || !first
@@ -116,7 +116,7 @@ fn transfer_coding(headers: &HeaderMap) -> Result<Option<()>, ()> {
     {
         return Err(());
     }
-    Ok(Some(()))
+    Ok(true)
 }
 
 /// The `Content-Length`, when every value (repeated headers and lists
@@ -302,7 +302,8 @@ impl ChunkedDecoder {
 /// Appends `data` as one chunk.
 fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
     if !data.is_empty() {
-        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        use std::io::Write as _;
+        let _ = write!(out, "{:x}\r\n", data.len());
         out.extend_from_slice(data);
         out.extend_from_slice(b"\r\n");
     }
@@ -449,7 +450,6 @@ impl Closing {
 struct RequestHead {
     parts: Parts,
     body: BodyLen,
-    http10: bool,
     keep_alive: bool,
     expects_continue: bool,
 }
@@ -461,6 +461,11 @@ enum NoHead {
     Gone,
     /// Too large (431) or malformed (400): answered, logged, closed.
     Refused { too_large: bool },
+}
+
+/// Whether a request is HTTP/1.0 (the only other version parsed is 1.1).
+fn is_http10(parts: &Parts) -> bool {
+    parts.version == Version::HTTP_10
 }
 
 /// Whether `buf` may hold a complete head: an empty line (CRLF CRLF, or
@@ -541,7 +546,6 @@ fn parse_request_head(
         RequestHead {
             parts,
             body,
-            http10,
             keep_alive,
             expects_continue,
         },
@@ -892,10 +896,10 @@ where
     let RequestHead {
         mut parts,
         body,
-        http10,
         keep_alive,
         mut expects_continue,
     } = head;
+    let http10 = is_http10(&parts);
     // A gateway shutting down says so on its last response.
     let keep_alive = keep_alive && !draining;
     let (handling, mut outcome, step) = proxy::begin(shared, peer, &mut parts);
@@ -926,7 +930,6 @@ where
                     _ => Sent::Streamed(body),
                 },
                 expects_continue,
-                http10,
                 keep_alive,
             };
             let client = Client { io, buf, out };
@@ -1011,7 +1014,6 @@ struct Forwarding {
     parts: Parts,
     body: Sent,
     expects_continue: bool,
-    http10: bool,
     keep_alive: bool,
 }
 
@@ -1061,6 +1063,7 @@ where
 {
     let Client { io, buf, out } = client;
     let method = request.parts.method.clone();
+    let http10 = is_http10(&request.parts);
     let parts = &mut request.parts;
     proxy::upstream_headers(&mut parts.headers, &parts.uri, target, &handling.addr);
     // Framing is the gateway's own; `Expect` was answered here.
@@ -1155,7 +1158,6 @@ where
                 ),
                 _ => (outcome.malformed_body(), false),
             };
-            let http10 = request.http10;
             return own_answer(io, out, shared, handling, outcome, answer, http10, keep).await;
         }
     };
@@ -1167,10 +1169,9 @@ where
         keep_alive: upstream_keep,
     } = head;
     proxy::strip_hop_by_hop(&mut headers);
-    let to_client_chunked =
-        matches!(body, BodyLen::Chunked | BodyLen::UntilClose) && !request.http10;
+    let to_client_chunked = matches!(body, BodyLen::Chunked | BodyLen::UntilClose) && !http10;
     // An HTTP/1.0 client learns where an unframed body ends by the close.
-    let until_close = matches!(body, BodyLen::Chunked | BodyLen::UntilClose) && request.http10;
+    let until_close = matches!(body, BodyLen::Chunked | BodyLen::UntilClose) && http10;
     let keep = request.keep_alive && request_sent && !until_close;
     if body != BodyLen::Empty {
         headers.remove(header::CONTENT_LENGTH);
@@ -1188,7 +1189,7 @@ where
         _ if to_client_chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
-    After::new(keep, request.http10).write(out);
+    After::new(keep, http10).write(out);
     out.extend_from_slice(b"\r\n");
     let copied = copy_body(
         &mut conn.io,
@@ -1522,7 +1523,7 @@ pub fn fuzz_http1(data: &[u8]) {
     if let Ok(Some((len, head))) = parse_request_head(data, 100) {
         assert!(len <= data.len());
         assert_eq!(
-            request_body(&head.parts.headers, head.http10),
+            request_body(&head.parts.headers, is_http10(&head.parts)),
             Ok(head.body)
         );
     }
