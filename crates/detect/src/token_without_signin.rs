@@ -3,7 +3,6 @@
 //! Forged tokens are never issued by Entra, so they never appear there.
 
 use std::borrow::Cow;
-use std::collections::hash_map::Entry;
 
 use crate::KeyHasher;
 use std::collections::{BTreeSet, HashMap};
@@ -120,12 +119,14 @@ impl Detection for TokenWithoutSignin {
         if !WORKLOADS.iter().any(|w| contains_ignore_ascii_case(wl, w)) {
             return;
         }
+        // Borrowed: half of a UAL export carries a token, and most of
+        // those repeat a session already held, which needs no copy.
         let token = ev
-            .get_str("AppAccessContext.UniqueTokenId")
-            .or_else(|| ev.get_str("UniqueTokenId"));
+            .scalar("AppAccessContext.UniqueTokenId")
+            .or_else(|| ev.scalar("UniqueTokenId"));
         let aad = ev
-            .get_str("AppAccessContext.AADSessionId")
-            .or_else(|| ev.get_str("AADSessionId"));
+            .scalar("AppAccessContext.AADSessionId")
+            .or_else(|| ev.scalar("AADSessionId"));
         if token.is_none() && aad.is_none() {
             return;
         }
@@ -134,7 +135,7 @@ impl Detection for TokenWithoutSignin {
             self.app_only += 1;
             return;
         }
-        let exch = ev.get_str("SessionId");
+        let exch = ev.scalar("SessionId");
         if cx
             .signins
             .issued(token.as_deref(), aad.as_deref(), exch.as_deref())
@@ -144,46 +145,50 @@ impl Detection for TokenWithoutSignin {
         }
         // One finding per session (or per token without one): a forged
         // session typically carries many tokens.
-        let key = aad.clone().or_else(|| token.clone()).unwrap_or_default();
+        let key = aad.as_deref().or(token.as_deref()).unwrap_or_default();
         let said = || Said {
-            token: token.clone(),
-            aad_session: aad.clone(),
-            exchange_session: exch.clone(),
+            token: token.as_deref().map(str::to_owned),
+            aad_session: aad.as_deref().map(str::to_owned),
+            exchange_session: exch.as_deref().map(str::to_owned),
             issued: ev
-                .get_str("AppAccessContext.IssuedAtTime")
+                .scalar("AppAccessContext.IssuedAtTime")
                 .and_then(|s| parse_timestamp(&s)),
             workload: wl.to_string(),
             token_tenant: ev.get_str("TokenTenantId"),
             tenant: tenant_of(ev, AUDIT_TENANT_FIELDS),
         };
-        let c = match self.candidates.entry(key) {
-            Entry::Occupied(o) => {
-                let c = o.into_mut();
+        let c = match self.candidates.get_mut(key) {
+            Some(c) => {
                 if Rep::event_earlier(ev, &c.rep) {
                     c.rep = Rep::of(ev);
                     c.said = said();
                 }
                 c
             }
-            Entry::Vacant(v) => v.insert(Candidate {
-                rep: Rep::of(ev),
-                said: said(),
-                count: 0,
-                last: None,
-                operations: BTreeSet::new(),
-                tokens: BTreeSet::new(),
-            }),
+            None => self
+                .candidates
+                .entry(key.to_owned())
+                .or_insert_with(|| Candidate {
+                    rep: Rep::of(ev),
+                    said: said(),
+                    count: 0,
+                    last: None,
+                    operations: BTreeSet::new(),
+                    tokens: BTreeSet::new(),
+                }),
         };
         c.count += 1;
         c.last = c.last.max(ev.time);
         if let Some(t) = token {
-            if c.tokens.len() < TOKENS_KEPT {
-                c.tokens.insert(t);
+            if c.tokens.len() < TOKENS_KEPT && !c.tokens.contains(&*t) {
+                c.tokens.insert(t.into_owned());
             }
         }
         if c.operations.len() < OPERATIONS_KEPT {
             if let Some(op) = ev.operation() {
-                c.operations.insert(op.to_owned());
+                if !c.operations.contains(op) {
+                    c.operations.insert(op.to_owned());
+                }
             }
         }
     }
