@@ -28,6 +28,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use tokenward_sigma::cover::{CoverSearch, SEARCHER_TEXTS};
 
 use tokenward_detect::ioc::{IocError, IocSet};
 use tokenward_detect::{
@@ -188,124 +189,57 @@ impl Report {
 
 const FIRST_REJECTS: usize = 5;
 
-/// Most patterns one SIMD (Teddy) searcher takes; above that aho-corasick
-/// falls back to an automaton that ran at ~430 MB/s here. Several Teddy
-/// passes (~3-4 GB/s each) are much cheaper.
-const PACKED_MAX: usize = 64;
-/// With more groups than this, one automaton beats the repeated passes.
-const PACKED_GROUPS_MAX: usize = 6;
+/// With more searchers than this, one automaton beats the repeated passes
+/// (a long `--ioc` list).
+const LITERAL_SEARCHERS_MAX: usize = 6;
 
-/// One group of screen literals: a SIMD searcher when the group allows it.
-enum Group {
-    Packed(aho_corasick::packed::Searcher),
-    Automaton(AhoCorasick),
-}
-
-/// Literal search over raw bytes: every pattern, in groups small enough for
-/// SIMD search. Pattern ids are global, whatever group a literal lands in.
+/// Literal search over raw bytes: every pattern, wherever it starts, by
+/// cover texts ([`tokenward_sigma::cover`]) or, without SIMD or for too
+/// many patterns, an automaton.
 ///
 /// Every pattern in a record is found, wherever it starts: a record goes to
 /// every reader one of whose texts it holds, even when another reader's
 /// text starts at the same place or overlaps it. (A search that reports
 /// the first pattern at a place and goes on after it handed a record
 /// holding `NEEDLE` to the reader of `NEED` only.)
-struct Literals {
-    groups: Vec<(usize, Group)>,
-    /// The patterns, by global id.
-    lits: Vec<Vec<u8>>,
-    /// By global id, for the SIMD groups: the other patterns it starts
-    /// with (found wherever it is found) ...
-    shorter: Vec<Vec<usize>>,
-    /// ... and those that start with it (found there when the text goes
-    /// on as they do). A SIMD searcher reports one pattern per place.
-    longer: Vec<Vec<usize>>,
+enum Literals {
+    Cover(CoverSearch),
+    Automaton(AhoCorasick),
 }
 
 impl Literals {
     fn new(lits: &[String]) -> Literals {
-        let automaton = |pats: &[String]| {
+        match CoverSearch::new(lits, SEARCHER_TEXTS, LITERAL_SEARCHERS_MAX) {
+            Some(c) => Literals::Cover(c),
             // Overlapping search (standard semantics) reports every
             // pattern at every place by itself.
-            Group::Automaton(
+            None => Literals::Automaton(
                 AhoCorasickBuilder::new()
                     .match_kind(MatchKind::Standard)
-                    .build(pats)
+                    .build(lits)
                     .expect("literal patterns build"),
-            )
-        };
-        let bounds: Vec<(usize, usize)> = (0..lits.len())
-            .step_by(PACKED_MAX)
-            .map(|a| (a, (a + PACKED_MAX).min(lits.len())))
-            .collect();
-        let mut out = Literals {
-            groups: Vec::new(),
-            lits: lits.iter().map(|l| l.as_bytes().to_vec()).collect(),
-            shorter: vec![Vec::new(); lits.len()],
-            longer: vec![Vec::new(); lits.len()],
-        };
-        if bounds.len() > PACKED_GROUPS_MAX {
-            out.groups = vec![(0, automaton(lits))];
-            return out;
+            ),
         }
-        // At most PACKED_MAX * PACKED_GROUPS_MAX patterns: every pair is
-        // compared once, here.
-        for (i, a) in lits.iter().enumerate() {
-            for (j, b) in lits.iter().enumerate() {
-                if i != j && a.starts_with(b.as_str()) {
-                    out.shorter[i].push(j);
-                    out.longer[j].push(i);
-                }
-            }
-        }
-        out.groups = bounds
-            .into_iter()
-            .map(|(a, b)| {
-                let pats = &lits[a..b];
-                let packed = aho_corasick::packed::Config::new()
-                    .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
-                    .builder()
-                    .extend(pats)
-                    .build();
-                (
-                    a,
-                    packed.map(Group::Packed).unwrap_or_else(|| automaton(pats)),
-                )
-            })
-            .collect();
-        out
     }
 
     /// Every match as (start, global pattern id), sorted by start, each
     /// once.
     fn find_all(&self, hay: &[u8], out: &mut Vec<(usize, usize)>) {
         out.clear();
-        for (base, g) in &self.groups {
-            match g {
-                Group::Packed(s) => {
-                    // One search per place a pattern starts, not per
-                    // non-overlapping match: patterns may overlap.
-                    let mut at = 0;
-                    while let Some(m) = s.find_in(hay, aho_corasick::Span::from(at..hay.len())) {
-                        let (place, id) = (m.start(), base + m.pattern().as_usize());
-                        out.push((place, id));
-                        out.extend(self.shorter[id].iter().map(|&j| (place, j)));
-                        out.extend(
-                            self.longer[id]
-                                .iter()
-                                .filter(|&&j| hay[place..].starts_with(&self.lits[j]))
-                                .map(|&j| (place, j)),
-                        );
-                        at = place + 1;
-                    }
-                }
-                Group::Automaton(a) => out.extend(
-                    a.find_overlapping_iter(hay)
-                        .map(|m| (m.start(), base + m.pattern().as_usize())),
-                ),
+        match self {
+            Literals::Cover(c) => {
+                c.find(hay, |start, id| {
+                    out.push((start, id));
+                    false
+                });
             }
+            Literals::Automaton(a) => out.extend(
+                a.find_overlapping_iter(hay)
+                    .map(|m| (m.start(), m.pattern().as_usize())),
+            ),
         }
-        // Patterns of two groups, or found by another's relation, may
-        // repeat a (place, pattern).
+        // Both report by where a match ends or a cover text starts, not
+        // by where a pattern starts; cover texts may repeat a match.
         out.sort_unstable();
         out.dedup();
     }
@@ -2225,6 +2159,88 @@ mod tests {
         assert!(plan.projection(0b10).reaches("Deep.Path"));
         assert!(!plan.projection(0b01).reaches("Deep.Path"));
         assert!(plan.index_slot.is_none());
+    }
+
+    /// The literal pass by cover texts finds every (place, pattern) an
+    /// overlapping automaton finds, with the built-in anchors: on the
+    /// example intrusion's logs, whose records hold many of them, and on
+    /// texts made of anchors cut and run together (overlaps, patterns
+    /// inside patterns, case variants).
+    #[test]
+    fn the_literal_pass_finds_what_an_automaton_finds() {
+        let ds = detections(&HuntConfig::default(), Arc::new(IocSet::builtin()));
+        let mut lits: Vec<String> = Vec::new();
+        for d in &ds {
+            let n = d.needs();
+            let anchors = match &n.anchors {
+                Anchors::AnyOf(t) => t.clone(),
+                _ => Vec::new(),
+            };
+            let whole = match &n.whole_record {
+                WholeRecord::WhenAnyOf(t) => t.clone(),
+                _ => Vec::new(),
+            };
+            for t in anchors.into_iter().chain(whole) {
+                if !t.is_empty() && !lits.contains(&t) {
+                    lits.push(t);
+                }
+            }
+        }
+        assert!(lits.len() > 64, "more anchors than one SIMD searcher takes");
+        // The built-ins have no pattern starting another: add some, and
+        // one shorter than a cover text.
+        lits.extend(["NEEDLE", "NEED", "EDLEN", "LEN"].map(String::from));
+        let pass = Literals::new(&lits);
+        let Literals::Cover(cover) = &pass else {
+            // No SIMD here: the automaton is the pass.
+            return;
+        };
+        assert!(cover.passes() <= LITERAL_SEARCHERS_MAX);
+        let automaton = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::Standard)
+            .build(&lits)
+            .unwrap();
+        let check = |hay: &[u8]| {
+            let mut got = Vec::new();
+            pass.find_all(hay, &mut got);
+            let mut want: Vec<(usize, usize)> = automaton
+                .find_overlapping_iter(hay)
+                .map(|m| (m.start(), m.pattern().as_usize()))
+                .collect();
+            want.sort_unstable();
+            want.dedup();
+            assert_eq!(got, want);
+            got.len()
+        };
+        let mut found = 0;
+        for dir in ["ual", "entra", "purview", "tokenward-gateway"] {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../examples/storm-0558/logs")
+                .join(dir);
+            for f in std::fs::read_dir(root).unwrap() {
+                found += check(&std::fs::read(f.unwrap().path()).unwrap());
+            }
+        }
+        assert!(found > 100, "the example holds anchors: {found}");
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..3000 {
+            let mut hay = Vec::new();
+            for _ in 0..next(8) {
+                let l = lits[next(lits.len())].as_bytes();
+                let (a, b) = (next(l.len() / 2 + 1), l.len() - next(l.len() / 2 + 1));
+                hay.extend_from_slice(&l[a.min(b)..b.max(a)]);
+                if next(3) == 0 {
+                    hay.push(b" .x:\"\\"[next(6)]);
+                }
+            }
+            check(&hay);
+        }
     }
 
     /// Runs `screen` through a streak tracker over `answers` (what the

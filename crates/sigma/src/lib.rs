@@ -19,6 +19,7 @@
 
 pub mod cond;
 pub mod correlate;
+pub mod cover;
 mod gate;
 pub mod mapping;
 pub mod matcher;
@@ -934,134 +935,8 @@ fn is_common(l: &str) -> bool {
     COMMON.iter().any(|c| c.eq_ignore_ascii_case(l))
 }
 
-/// Texts found in the keys and common values of exports (lower case):
-/// four-byte pieces of these make poor screening texts.
-const EXPORT_TEXT: &str = "creationtime id operation organizationid recordtype \
-resultstatus userkey usertype version workload clientip objectid userid \
-clientipaddress clientinfostring client=microsoft outlook externalaccess \
-internallogontype logontype logonusersid mailboxguid mailboxownerupn \
-mailboxowner sid operationcount operationproperties name value \
-mailaccesstype bind sync isthrottled false true null folders folderitems \
-path internetmessageid sessionid appid clientappid useragent mozilla \
-windows nt win64 x64 applewebkit khtml like gecko chrome safari exchange \
-sharepoint onedrive azureactivedirectory userloggedin pageviewed \
-fileaccessed filepreviewed filemodified movetodeleteditems create update \
-send extendedproperties resultstatusdetail requesttype redirect oauth2 \
-authorize actor actorcontextid applicationid devicename interactive \
-intrasystemid supportticketid targetcontextid target type success \
-succeeded failed failure eventsource itemtype file listid \
-listitemuniqueid site siteurl webid sourcefileextension sourcefilename \
-sourcerelativeurl shared documents appaccesscontext aadsessionid \
-issuedattime uniquetokenid uniquetokenidentifier membership live.com \
-fabrikam example inbox sent items deleted items subject attachments \
-createddatetime userdisplayname userprincipalname appdisplayname \
-ipaddress status errorcode additionaldetails devicedetail location city \
-state countryorregion geocoordinates conditionalaccessstatus notapplied \
-authenticationrequirement correlationid resourcedisplayname resourceid \
-tokenissuertype azuread signinlogs noninteractiveusersignins \
-category properties time tenantid resultsignature durationms \
-calleripaddress identity level operationname onmicrosoft.com \
-originatingserver providers/microsoft.aadiam sign-in activity \
-office 365 exchange online mobile apps and desktop clients \
-modifiedproperties newvalue oldvalue operatingsystem browser report \
-.docx .xlsx .pptx .pdf chrome/114.0.0.0 safari/537.36 edg/ \
-203.0.113.100 198.51.100.100 192.0.2.100";
-
-/// Cover texts per SIMD searcher: Teddy takes at most 64, but fewer per
-/// searcher verify fewer false candidates; on the bench set four searchers
-/// of about 21 ran faster than two of 64 or eleven of 8.
-const SEARCHER_TEXTS: usize = 21;
-
-/// Length of the cover texts.
-const GRAM: usize = 4;
-
 /// Most anchors screened with a DFA.
 const DFA_ANCHORS_MAX: usize = 10_000;
-
-/// Most anchors one cover text may stand for before the SIMD screen gives
-/// way to the automaton.
-const GRAM_HOLDERS_MAX: usize = 256;
-
-/// Short texts (four bytes, or a whole shorter anchor) such that every
-/// anchor contains one: greedily the piece in the most anchors not covered
-/// yet, preferring pieces not in [`EXPORT_TEXT`], then pieces in it fewer
-/// times (such as part of one key only some records have).
-fn cover(lits: &[String]) -> Vec<String> {
-    // Every candidate piece and the anchors holding it, in one pass over
-    // the anchors (a rule may list 100,000 values).
-    let mut holders: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, l) in lits.iter().enumerate() {
-        let n = l.len().saturating_sub(GRAM) + 1;
-        for g in (0..n).filter_map(|k| l.get(k..(k + GRAM).min(l.len()))) {
-            let h = holders.entry(g).or_default();
-            if h.last() != Some(&i) {
-                h.push(i);
-            }
-        }
-    }
-    // A whole anchor shorter than a piece is also found inside longer
-    // anchors; such anchors are few.
-    let short: Vec<&str> = holders.keys().copied().filter(|g| g.len() < GRAM).collect();
-    for g in short {
-        let h: Vec<usize> = (0..lits.len()).filter(|&i| lits[i].contains(g)).collect();
-        holders.insert(g, h);
-    }
-    let mut cands: Vec<(&str, Vec<usize>)> = holders.into_iter().collect();
-    cands.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let tier: Vec<usize> = cands
-        .iter()
-        .map(|(g, _)| 3 - EXPORT_TEXT.matches(g).count().min(3))
-        .collect();
-    // Greedy set cover, lazily: a candidate's stored count only falls as
-    // anchors get covered, so the top of the heap, once its count is
-    // recomputed and unchanged, is the best piece (ties: the first piece).
-    let mut heap: std::collections::BinaryHeap<(usize, usize, std::cmp::Reverse<usize>)> = cands
-        .iter()
-        .enumerate()
-        .map(|(c, (_, h))| (tier[c], h.len(), std::cmp::Reverse(c)))
-        .collect();
-    let mut left = vec![true; lits.len()];
-    let mut out = Vec::new();
-    while let Some((t, n, std::cmp::Reverse(c))) = heap.pop() {
-        let now = cands[c].1.iter().filter(|&&i| left[i]).count();
-        if now == 0 {
-            continue;
-        }
-        if now < n {
-            heap.push((t, now, std::cmp::Reverse(c)));
-            continue;
-        }
-        for &i in &cands[c].1 {
-            left[i] = false;
-        }
-        out.push(cands[c].0.to_string());
-    }
-    out
-}
-
-/// Teddy's buckets (the 8 of a searcher of at most 32 texts) in which
-/// texts alike share one.
-const TEDDY_BUCKETS: usize = 8;
-
-/// `texts` (sorted) reordered so that neighbours share a Teddy bucket.
-/// A bucket matches where some text of it could start, judged on the
-/// halves of each of its first four bytes that any of its texts has:
-/// texts alike leave fewer halves to match, so fewer false starts to
-/// verify, which was half of this prefilter's cost on audit records.
-/// aho-corasick deals texts to buckets in turn by their place (texts with
-/// the same low halves go together), so places `b`, `b + 8`, `b + 16`
-/// share a bucket; another dealing only loses the gain, never a match.
-fn bucket_order(texts: &[String]) -> Vec<String> {
-    let per = texts.len().div_ceil(TEDDY_BUCKETS);
-    let places = (0..TEDDY_BUCKETS)
-        .flat_map(|b| (0..per).map(move |m| b + TEDDY_BUCKETS * m))
-        .filter(|&p| p < texts.len());
-    let mut out: Vec<Option<&String>> = vec![None; texts.len()];
-    for (t, p) in texts.iter().zip(places) {
-        out[p] = Some(t);
-    }
-    out.into_iter().flatten().cloned().collect()
-}
 
 /// Which records some rule reads whole ([`RuleSet::wants_whole`]).
 #[derive(Debug)]
@@ -1086,19 +961,10 @@ enum WholeScreen {
 #[derive(Debug)]
 struct Prefilter {
     ac: AhoCorasick,
-    /// The same (lower-case) anchor texts in groups of SIMD searchers, run
-    /// over the lower-cased record: a record none of them finds holds no
-    /// anchor, and only one that holds some is searched by `ac`.
-    teddy: Option<Vec<aho_corasick::packed::Searcher>>,
-    /// The cover texts the SIMD searchers look for, [`SEARCHER_TEXTS`] to
-    /// a searcher.
-    grams: Vec<String>,
-    /// Cover text -> the anchor texts holding it, with its offset there.
-    gram_lits: Vec<Vec<(u32, usize)>>,
-    /// First byte -> the cover texts starting with it.
-    by_first: Vec<Vec<u32>>,
-    /// Anchor texts (lower case).
-    lits: Vec<String>,
+    /// The same (lower-case) anchor texts searched for by SIMD searchers
+    /// over the lower-cased record: a record in which none is found holds
+    /// no anchor. `None` without SIMD, or when the automaton is faster.
+    cover: Option<cover::CoverSearch>,
     /// Alternative -> its other clauses (lower-case texts, as searchers).
     rest: Vec<Vec<Vec<memchr::memmem::Finder<'static>>>>,
     /// Anchor text id -> alternatives it anchors.
@@ -1183,60 +1049,10 @@ impl Prefilter {
         // texts that cover every anchor (each anchor contains one), and
         // where one is found, the anchors holding it are compared there;
         // without it (no SIMD), the automaton screens alone.
-        let mut grams = cover(&lits);
-        grams.sort();
-        let grams: Vec<String> = grams
-            .chunks(SEARCHER_TEXTS)
-            .flat_map(bucket_order)
-            .collect();
-        // (An empty anchor is in every record: the automaton handles it.)
-        let teddy = if grams.iter().any(String::is_empty) {
-            None
-        } else {
-            grams
-                .chunks(SEARCHER_TEXTS)
-                .map(|g| {
-                    aho_corasick::packed::Config::new()
-                        .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
-                        .builder()
-                        .extend(g)
-                        .build()
-                })
-                .collect()
-        };
-        let gram_lits: Vec<Vec<(u32, usize)>> = grams
-            .iter()
-            .map(|g| {
-                let mut v = Vec::new();
-                for (li, l) in lits.iter().enumerate() {
-                    for (k, _) in l.match_indices(g.as_str()) {
-                        v.push((li as u32, k));
-                    }
-                }
-                v
-            })
-            .collect();
-        // A cover text many anchors hold (a rule listing 100,000 user names
-        // has `user` in all of them) makes every find compare them all: the
-        // automaton alone is the faster screen then.
-        let teddy = teddy.filter(|_| {
-            gram_lits
-                .iter()
-                .all(|h: &Vec<(u32, usize)>| h.len() <= GRAM_HOLDERS_MAX)
-        });
-        let mut by_first = vec![Vec::new(); 256];
-        for (i, g) in grams.iter().enumerate() {
-            if let Some(&c) = g.as_bytes().first() {
-                by_first[usize::from(c)].push(i as u32);
-            }
-        }
+        let cover = cover::CoverSearch::new(&lits, cover::SEARCHER_TEXTS, usize::MAX);
         Some(Prefilter {
             ac,
-            teddy,
-            grams,
-            gram_lits,
-            by_first,
-            lits,
+            cover,
             rest,
             by_lit,
         })
@@ -1252,20 +1068,6 @@ impl Prefilter {
         })
     }
 
-    /// Whether an anchor holding cover text `gi` starts `k` bytes before
-    /// `pos`, with its alternative's other clauses in the record.
-    fn gram_holds(&self, gi: usize, pos: usize, lower: &[u8]) -> bool {
-        let g = self.grams[gi].as_bytes();
-        if !lower[pos..].starts_with(g) {
-            return false;
-        }
-        self.gram_lits[gi].iter().any(|&(li, k)| {
-            pos >= k
-                && lower[pos - k..].starts_with(self.lits[li as usize].as_bytes())
-                && self.alt_holds(li as usize, lower)
-        })
-    }
-
     fn wants(&self, raw: &[u8]) -> bool {
         thread_local! {
             // The lower-cased record, reused across records.
@@ -1277,25 +1079,10 @@ impl Prefilter {
             b.extend_from_slice(raw);
             b.make_ascii_lowercase();
             let b = &b[..];
-            if let Some(groups) = &self.teddy {
-                // Every position where some cover text starts: an anchor's
-                // occurrence holds its cover text, so none is missed.
-                for searcher in groups {
-                    let mut at = 0;
-                    while let Some(m) = searcher.find_in(b, aho_corasick::Span::from(at..b.len())) {
-                        let pos = m.start();
-                        // Every cover text starting here (shorter ones
-                        // may start where a longer one was found).
-                        if self.by_first[usize::from(b[pos])]
-                            .iter()
-                            .any(|&gi| self.gram_holds(gi as usize, pos, b))
-                        {
-                            return true;
-                        }
-                        at = pos + 1;
-                    }
-                }
-                return false;
+            if let Some(cover) = &self.cover {
+                // An anchor's occurrence holds its cover text, so none is
+                // missed.
+                return cover.find(b, |_, li| self.alt_holds(li, b));
             }
             self.wants_ac(b)
         })

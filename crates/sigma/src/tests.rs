@@ -1262,28 +1262,3 @@ fn gated_rules_match_exactly_as_when_each_is_tried() {
     assert!(gate::is_open(&shut, place("r9")), "`not` has no gate");
     assert!(gate::is_open(&opened(json!({"N": "50126"})), place("r2")));
 }
-
-/// Cover texts next to each other in sorted order get places that
-/// aho-corasick's Teddy deals to one bucket (equal modulo 8), and none is
-/// lost or repeated.
-#[test]
-fn cover_texts_alike_share_a_teddy_bucket() {
-    for n in [1usize, 8, 9, 20, 21] {
-        let texts: Vec<String> = (0..n).map(|i| format!("g{i:02}x")).collect();
-        let out = super::bucket_order(&texts);
-        let mut again = out.clone();
-        again.sort();
-        assert_eq!(again, texts, "a permutation of {n}");
-        for b in 0..8 {
-            // The sorted ranks of a bucket's texts follow one another.
-            let ranks: Vec<usize> = (b..n)
-                .step_by(8)
-                .map(|place| texts.iter().position(|t| *t == out[place]).unwrap())
-                .collect();
-            assert!(
-                ranks.windows(2).all(|w| w[1] == w[0] + 1),
-                "{n}: bucket {b}: {ranks:?}"
-            );
-        }
-    }
-}
