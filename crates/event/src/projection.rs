@@ -35,8 +35,9 @@ enum Slot {
 
 #[derive(Clone, Debug, Default)]
 struct Node {
-    /// Lower-cased key and what to keep of its value.
-    keys: Vec<(String, Slot)>,
+    /// Lower-cased key, the key as first declared, and what to keep of
+    /// its value.
+    keys: Vec<(String, String, Slot)>,
     /// By key length (the vector's index): the key's first and last byte
     /// and its index in `keys`. Most record keys fail on length, and most
     /// of the rest on those two bytes, without a call or a hash.
@@ -59,22 +60,26 @@ impl Node {
         ids.iter()
             .filter(|&&(f, l, _)| f == first && l == last)
             .map(|&(_, _, i)| &self.keys[i])
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, s)| s)
+            // Records mostly spell keys as detections declare them: a
+            // byte comparison answers first, where comparing folded bytes
+            // was 3 % of a hunt over mailbox audit records.
+            .find(|(k, spelled, _)| spelled == key || k.eq_ignore_ascii_case(key))
+            .map(|(_, _, s)| s)
     }
 
     fn slot_mut(&mut self, key: &str) -> &mut Slot {
         let lower = key.to_ascii_lowercase();
-        if let Some(i) = self.keys.iter().position(|(k, _)| *k == lower) {
-            return &mut self.keys[i].1;
+        if let Some(i) = self.keys.iter().position(|(k, _, _)| *k == lower) {
+            return &mut self.keys[i].2;
         }
         if self.by_len.len() <= lower.len() {
             self.by_len.resize_with(lower.len() + 1, Vec::new);
         }
         let (first, last) = ends(lower.as_bytes());
         self.by_len[lower.len()].push((first, last, self.keys.len()));
-        self.keys.push((lower, Slot::Inner(Box::default())));
-        &mut self.keys.last_mut().expect("just pushed").1
+        self.keys
+            .push((lower, key.to_owned(), Slot::Inner(Box::default())));
+        &mut self.keys.last_mut().expect("just pushed").2
     }
 
     /// Adds a path the way [`crate::event::lookup`] walks it: the whole
