@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use crate::findings::{Findings, PendingRun, SpillError, WrittenRun, DEFAULT_MEMORY};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use rayon::iter::{IntoParallelIterator, ParallelIterator};
+use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokenward_sigma::cover::{CoverSearch, SEARCHER_TEXTS};
@@ -1268,6 +1268,10 @@ pub fn run_detections(
     let read_all = |paths: Vec<(PathBuf, Pending)>| -> Vec<FileReport> {
         paths
             .into_par_iter()
+            // One file a job: rayon otherwise hands each worker a run of
+            // files it reads in turn and no idle worker can take over, so
+            // the hunt ended with one core reading the rest of a run.
+            .with_max_len(1)
             .map(|(p, pending)| {
                 let (rep, ready) = match pending {
                     Pending::Open(open) => (open.0, Some(open.1)),
@@ -1293,6 +1297,7 @@ pub fn run_detections(
         let (mut first, mut late) = (Vec::new(), Vec::new());
         let prepared: Vec<_> = files
             .into_par_iter()
+            .with_max_len(1)
             .map(|p| {
                 let regular = std::fs::metadata(&p).is_ok_and(|m| m.is_file());
                 let counter = if regular {
