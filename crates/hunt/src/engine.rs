@@ -2166,6 +2166,43 @@ mod tests {
         assert!(plan.index_slot.is_none());
     }
 
+    /// An indicator user agent of characters longer than a byte (an
+    /// `--ioc` line is taken as written) reaches its detection: the
+    /// literal pass once looked for four-byte pieces of whole characters,
+    /// which `微信` has none of, and never found it.
+    #[test]
+    fn a_user_agent_indicator_of_multibyte_characters_is_found() {
+        // Equal to the indicator, as short user agents must be.
+        let ua = "微信";
+        let rec = |agent: &str| {
+            format!(
+                r#"{{"CreationTime":"2023-06-10T10:00:00","Operation":"FileAccessed","Workload":"SharePoint","UserId":"a@x","ClientIP":"198.51.100.7","UserAgent":"{agent}"}}"#
+            )
+        };
+        let d = dir(&[
+            ("iocs.txt", "ua:微信\n"),
+            (
+                "a.jsonl",
+                &format!("{}\n{}\n", rec(ua), rec("Mozilla/5.0 (Windows NT 10.0)")),
+            ),
+        ]);
+        let cfg = HuntConfig {
+            inputs: vec![d.path().join("a.jsonl")],
+            ioc_files: vec![d.path().join("iocs.txt")],
+            ..Default::default()
+        };
+        let r = run(&cfg, Arc::new(AtomicU64::new(0))).unwrap();
+        let found: Vec<Finding> = r
+            .findings
+            .iter()
+            .unwrap()
+            .map(|f| f.unwrap().into_owned())
+            .filter(|f| f.rule_id == "tw-ioc-useragent")
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].source_locator, "line 1");
+    }
+
     /// The literal pass by cover texts finds every (place, pattern) an
     /// overlapping automaton finds, with the built-in anchors: on the
     /// example intrusion's logs, whose records hold many of them, and on
@@ -2192,12 +2229,20 @@ mod tests {
             }
         }
         assert!(lits.len() > 64, "more anchors than one SIMD searcher takes");
-        // The built-ins have no pattern starting another: add some, and
-        // one shorter than a cover text.
-        lits.extend(["NEEDLE", "NEED", "EDLEN", "LEN"].map(String::from));
+        // The built-ins have no pattern starting another: add some, one
+        // shorter than a cover text, and user agents an `--ioc` file may
+        // give of characters longer than a byte.
+        lits.extend(
+            ["NEEDLE", "NEED", "EDLEN", "LEN", "id", "idzq", "微信", "é€"].map(String::from),
+        );
         let pass = Literals::new(&lits);
+        #[cfg(target_arch = "x86_64")]
+        let simd = std::is_x86_feature_detected!("ssse3");
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd = cfg!(target_arch = "aarch64");
         let Literals::Cover(cover) = &pass else {
             // No SIMD here: the automaton is the pass.
+            assert!(!simd, "a machine with SIMD searches cover texts");
             return;
         };
         assert!(cover.passes() <= LITERAL_SEARCHERS_MAX);

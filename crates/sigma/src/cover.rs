@@ -62,7 +62,7 @@ const GRAM_HOLDERS_MAX: usize = 256;
 #[derive(Debug)]
 pub struct CoverSearch {
     searchers: Vec<aho_corasick::packed::Searcher>,
-    grams: Vec<String>,
+    grams: Vec<Vec<u8>>,
     /// Cover text -> the texts holding it, with its offset there.
     gram_texts: Vec<Vec<(u32, usize)>>,
     /// First byte -> the cover texts starting with it.
@@ -85,7 +85,7 @@ impl CoverSearch {
             return None;
         }
         grams.sort();
-        let grams: Vec<String> = grams.chunks(per_searcher).flat_map(bucket_order).collect();
+        let grams: Vec<Vec<u8>> = grams.chunks(per_searcher).flat_map(bucket_order).collect();
         let searchers = grams
             .chunks(per_searcher)
             .map(|g| {
@@ -97,11 +97,15 @@ impl CoverSearch {
             })
             .collect::<Option<Vec<_>>>()?;
         let mut gram_texts = Vec::with_capacity(grams.len());
+        let mut covered = vec![false; texts.len()];
         for g in &grams {
             let mut v = Vec::new();
             for (ti, t) in texts.iter().enumerate() {
-                for (k, _) in t.match_indices(g.as_str()) {
+                // Occurrences that overlap an earlier one are skipped: the
+                // first is where every occurrence of the text holds it.
+                for k in memchr::memmem::find_iter(t.as_bytes(), g) {
                     v.push((ti as u32, k));
+                    covered[ti] = true;
                 }
                 if v.len() > GRAM_HOLDERS_MAX {
                     return None;
@@ -109,9 +113,14 @@ impl CoverSearch {
             }
             gram_texts.push(v);
         }
+        // Every text holds a cover text by construction; a text that did
+        // not would never be found, so the search is refused instead.
+        if covered.contains(&false) {
+            return None;
+        }
         let mut by_first = vec![Vec::new(); 256];
         for (i, g) in grams.iter().enumerate() {
-            if let Some(&c) = g.as_bytes().first() {
+            if let Some(&c) = g.first() {
                 by_first[usize::from(c)].push(i as u32);
             }
         }
@@ -143,7 +152,7 @@ impl CoverSearch {
                 // per place; a shorter one may start where a longer one
                 // was found), and every text holding it.
                 for &gi in &self.by_first[usize::from(hay[pos])] {
-                    if !hay[pos..].starts_with(self.grams[gi as usize].as_bytes()) {
+                    if !hay[pos..].starts_with(&self.grams[gi as usize]) {
                         continue;
                     }
                     for &(ti, k) in &self.gram_texts[gi as usize] {
@@ -162,17 +171,20 @@ impl CoverSearch {
     }
 }
 
-/// Short texts (four bytes, or a whole shorter text) such that every
-/// text contains one: greedily the piece in the most anchors not covered
-/// yet, preferring pieces not in [`EXPORT_TEXT`] (ASCII case ignored), then pieces in it fewer
-/// times (such as part of one key only some records have).
-fn cover(lits: &[String]) -> Vec<String> {
-    // Every candidate piece and the anchors holding it, in one pass over
-    // the anchors (a rule may list 100,000 values).
-    let mut holders: HashMap<&str, Vec<usize>> = HashMap::new();
+/// Short byte strings (four bytes, or a whole shorter text) such that
+/// every text contains one: greedily the piece in the most texts not
+/// covered yet, preferring pieces not in [`EXPORT_TEXT`] (ASCII case
+/// ignored), then pieces in it fewer times (such as part of one key only
+/// some records have). Pieces are bytes, not characters: a text of two
+/// three-byte characters has no four-byte piece that is whole characters.
+fn cover(lits: &[String]) -> Vec<Vec<u8>> {
+    // Every candidate piece and the texts holding it, in one pass over
+    // the texts (a rule may list 100,000 values).
+    let mut holders: HashMap<&[u8], Vec<usize>> = HashMap::new();
     for (i, l) in lits.iter().enumerate() {
+        let l = l.as_bytes();
         let n = l.len().saturating_sub(GRAM) + 1;
-        for g in (0..n).filter_map(|k| l.get(k..(k + GRAM).min(l.len()))) {
+        for g in (0..n).map(|k| &l[k..(k + GRAM).min(l.len())]) {
             let h = holders.entry(g).or_default();
             if h.last() != Some(&i) {
                 h.push(i);
@@ -181,16 +193,21 @@ fn cover(lits: &[String]) -> Vec<String> {
     }
     // A whole anchor shorter than a piece is also found inside longer
     // anchors; such anchors are few.
-    let short: Vec<&str> = holders.keys().copied().filter(|g| g.len() < GRAM).collect();
+    let short: Vec<&[u8]> = holders.keys().copied().filter(|g| g.len() < GRAM).collect();
     for g in short {
-        let h: Vec<usize> = (0..lits.len()).filter(|&i| lits[i].contains(g)).collect();
+        let h: Vec<usize> = (0..lits.len())
+            .filter(|&i| memchr::memmem::find(lits[i].as_bytes(), g).is_some())
+            .collect();
         holders.insert(g, h);
     }
-    let mut cands: Vec<(&str, Vec<usize>)> = holders.into_iter().collect();
+    let mut cands: Vec<(&[u8], Vec<usize>)> = holders.into_iter().collect();
     cands.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let in_export_text = |g: &[u8]| {
+        std::str::from_utf8(g).map_or(0, |g| EXPORT_TEXT.matches(&*g.to_ascii_lowercase()).count())
+    };
     let tier: Vec<usize> = cands
         .iter()
-        .map(|(g, _)| 3 - EXPORT_TEXT.matches(&*g.to_ascii_lowercase()).count().min(3))
+        .map(|(g, _)| 3 - in_export_text(g).min(3))
         .collect();
     // Greedy set cover, lazily: a candidate's stored count only falls as
     // anchors get covered, so the top of the heap, once its count is
@@ -214,7 +231,7 @@ fn cover(lits: &[String]) -> Vec<String> {
         for &i in &cands[c].1 {
             left[i] = false;
         }
-        out.push(cands[c].0.to_string());
+        out.push(cands[c].0.to_vec());
     }
     out
 }
@@ -231,12 +248,12 @@ const TEDDY_BUCKETS: usize = 8;
 /// aho-corasick deals texts to buckets in turn by their place (texts with
 /// the same low halves go together), so places `b`, `b + 8`, `b + 16`
 /// share a bucket; another dealing only loses the gain, never a match.
-fn bucket_order(texts: &[String]) -> Vec<String> {
+fn bucket_order<T: Clone>(texts: &[T]) -> Vec<T> {
     let per = texts.len().div_ceil(TEDDY_BUCKETS);
     let places = (0..TEDDY_BUCKETS)
         .flat_map(|b| (0..per).map(move |m| b + TEDDY_BUCKETS * m))
         .filter(|&p| p < texts.len());
-    let mut out: Vec<Option<&String>> = vec![None; texts.len()];
+    let mut out: Vec<Option<&T>> = vec![None; texts.len()];
     for (t, p) in texts.iter().zip(places) {
         out[p] = Some(t);
     }
@@ -272,9 +289,23 @@ mod tests {
         }
     }
 
+    /// Whether this machine has the SIMD instructions Teddy needs: where
+    /// it has, a search that can be made must be made.
+    fn simd() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return std::is_x86_feature_detected!("ssse3");
+        #[cfg(target_arch = "aarch64")]
+        return true;
+        #[allow(unreachable_code)]
+        false
+    }
+
     /// Every place every text occurs, as a plain search finds them, on
     /// haystacks full of near misses: texts sharing cover texts, texts
-    /// inside texts, case variants, overlaps, shorter texts than a piece.
+    /// inside texts, case variants, overlaps, texts shorter than a piece
+    /// and cover texts starting where another starts (`id`, `idzq`), and
+    /// texts of multi-byte characters no four-byte piece of whole
+    /// characters fits in (`微信`, `é€`, `éaé`).
     #[test]
     fn every_occurrence_is_found_as_a_plain_search_finds_it() {
         let texts: Vec<String> = [
@@ -290,10 +321,17 @@ mod tests {
             "abc",
             "aaaa",
             "aaab",
+            "id",
+            "idzq",
+            "微信",
+            "é€",
+            "éaé",
         ]
         .map(String::from)
         .to_vec();
-        let Some(search) = CoverSearch::new(&texts, 32, 4) else {
+        let search = CoverSearch::new(&texts, 32, 4);
+        assert_eq!(search.is_some(), simd());
+        let Some(search) = search else {
             // No SIMD on this machine: the callers use an automaton.
             return;
         };
@@ -307,6 +345,7 @@ mod tests {
             "Client=REST;",
             "client=rest;",
             "Client=RESTSystem;;",
+            "client=restsystem;;",
             "MailItems",
             "Accessed",
             "\"kid\"",
@@ -318,6 +357,13 @@ mod tests {
             " ",
             ".",
             ";",
+            "id",
+            "zq",
+            "微",
+            "信",
+            "é",
+            "€",
+            "éaé",
         ];
         // A small deterministic generator: the test needs no seed crate.
         let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -327,13 +373,15 @@ mod tests {
             state ^= state << 17;
             (state % n as u64) as usize
         };
-        for _ in 0..2000 {
+        let mut found = vec![0usize; texts.len()];
+        for _ in 0..3000 {
             let hay: String = (0..next(12)).map(|_| pieces[next(pieces.len())]).collect();
             let mut want: Vec<(usize, usize)> = Vec::new();
             for (ti, t) in texts.iter().enumerate() {
                 for s in 0..hay.len() {
                     if hay.as_bytes()[s..].starts_with(t.as_bytes()) {
                         want.push((s, ti));
+                        found[ti] += 1;
                     }
                 }
             }
@@ -349,21 +397,57 @@ mod tests {
             // Stopping at the first text found answers whether there is one.
             assert_eq!(search.find(hay.as_bytes(), |_, _| true), !want.is_empty());
         }
+        assert!(found.iter().all(|&n| n > 0), "every text met: {found:?}");
+    }
+
+    /// A searcher reports one cover text a place; where two start at one
+    /// place (`id`, `idzq`: `id` is common in exports, so `idzq` gets a
+    /// cover text of its own), the texts of both are found, whichever of
+    /// them the searcher reported: the fillers move the two around in the
+    /// searchers' order.
+    #[test]
+    fn texts_starting_at_one_place_are_all_found() {
+        for fillers in 0..40 {
+            let mut texts: Vec<String> = (0..fillers).map(|i| format!("f{i:02}x")).collect();
+            texts.extend(["id", "idzq", "zqid"].map(String::from));
+            let Some(search) = CoverSearch::new(&texts, 21, usize::MAX) else {
+                assert!(!simd());
+                return;
+            };
+            let mut got = Vec::new();
+            search.find(b"<idzqid>", |s, t| {
+                got.push((s, texts[t].as_str()));
+                false
+            });
+            got.sort_unstable();
+            got.dedup();
+            assert_eq!(
+                got,
+                [(1, "id"), (1, "idzq"), (3, "zqid"), (5, "id")],
+                "{fillers} fillers"
+            );
+        }
     }
 
     #[test]
     fn searches_it_cannot_make_well_are_refused() {
-        // Texts that share no piece: each needs its own.
-        let texts = |n: u64| {
-            (1..=n)
-                .map(|i| format!("{:x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
-                .collect::<Vec<_>>()
-        };
         assert!(CoverSearch::new(&["".to_string()], 32, 4).is_none());
-        assert!(CoverSearch::new(&texts(300), 32, 4).is_none());
-        assert!(CoverSearch::new(&texts(300), 32, usize::MAX).is_some());
-        // One piece held by more texts than compared in place.
-        let alike: Vec<String> = (0..300).map(|i| format!("{i:03}.same")).collect();
-        assert!(CoverSearch::new(&alike, 32, usize::MAX).is_none());
+        // Distinct four-byte texts: each is its own cover text, so 128 fill
+        // four searchers of 32 exactly.
+        let texts = |n: usize| (0..n).map(|i| format!("{i:04x}")).collect::<Vec<_>>();
+        assert_eq!(CoverSearch::new(&texts(128), 32, 4).is_some(), simd());
+        assert!(CoverSearch::new(&texts(129), 32, 4).is_none());
+        assert_eq!(
+            CoverSearch::new(&texts(129), 32, 5).map(|c| c.passes()),
+            simd().then_some(5)
+        );
+        // One cover text held by as many texts as are compared in place,
+        // then by one more.
+        let alike = |n: usize| (0..n).map(|i| format!("{i:03}.same")).collect::<Vec<_>>();
+        assert_eq!(
+            CoverSearch::new(&alike(GRAM_HOLDERS_MAX), 32, usize::MAX).is_some(),
+            simd()
+        );
+        assert!(CoverSearch::new(&alike(GRAM_HOLDERS_MAX + 1), 32, usize::MAX).is_none());
     }
 }

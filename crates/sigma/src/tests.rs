@@ -621,6 +621,20 @@ fn prefilter_literals() {
     }
     assert!(s.wants(br#"{"Operation":"BaV2RoPc"}"#));
     assert!(!s.wants(br#"{"Operation":"Add-Mailbo"}"#));
+    // Values of characters longer than a byte (`——` is the `windash`
+    // spelling of `--`) are no anchors (exports may escape them): the
+    // field's key anchors the rule, so its records are screened in.
+    let s = set_of(&rule(
+        "    sel:\n        Operation:\n            - '微信'\n            - '——'\n            - 'é€'\n    condition: sel",
+    ));
+    for (r, wanted) in [
+        (r#"{"Operation":"微信"}"#, true),
+        (r#"{"Operation":"——"}"#, true),
+        (r#"{"Operation":"\u00e9\u20ac"}"#, true),
+        (r#"{"Other":"微信"}"#, false),
+    ] {
+        assert_eq!(s.wants(r.as_bytes()), wanted, "{r}");
+    }
     // IPv4 networks give their whole octets; a negation gives nothing.
     let s = set_of(&rule(
         "    sel:\n        ClientIP|cidr: 10.1.0.0/16\n    condition: sel",
