@@ -161,7 +161,7 @@ impl Correlation {
                 ctx.values(f)
                     .iter()
                     .filter(|x| !x.null)
-                    .map(|x| x.text.to_string())
+                    .map(|x| x.text().to_string())
                     .collect()
             })
             .unwrap_or_default();

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use crate::cond::Cond;
-use crate::matcher::{as_number, StrTest};
+use crate::matcher::StrTest;
 use crate::section::{EvalCtx, FieldId, Item, Leaf, Search, Section};
 
 /// A value that opens a gate.
@@ -118,6 +118,9 @@ struct FieldGates {
     cased: HashMap<String, Vec<u16>>,
     folded: HashMap<String, Vec<u16>>,
     numbers: HashMap<u64, Vec<u16>>,
+    /// Some text key could be an object's or array's JSON text: only then
+    /// are such values written out to be looked up.
+    json_keys: bool,
 }
 
 /// The gates of one log source's rules.
@@ -154,6 +157,9 @@ impl SourceGates {
                     }
                 };
                 let fg = &mut g.fields[at].1;
+                if let Key::Cased(t) | Key::Folded(t) = key {
+                    fg.json_keys |= t.starts_with(['{', '[']);
+                }
                 let places = match key {
                     Key::Cased(s) => fg.cased.entry(s.clone()).or_default(),
                     Key::Folded(s) => fg.folded.entry(s.clone()).or_default(),
@@ -179,14 +185,19 @@ impl SourceGates {
         };
         for (f, fg) in &self.fields {
             for v in ctx.values(*f).iter().filter(|v| !v.null) {
+                if !fg.numbers.is_empty() {
+                    mark(v.number().and_then(|n| fg.numbers.get(&number_key(n))));
+                }
+                // An object's or array's text is JSON: it equals no key
+                // that does not open as JSON does.
+                if v.is_tree() && !fg.json_keys {
+                    continue;
+                }
                 if !fg.cased.is_empty() {
-                    mark(fg.cased.get(v.text.as_ref()));
+                    mark(fg.cased.get(v.text()));
                 }
                 if !fg.folded.is_empty() {
                     mark(fg.folded.get(v.lower()));
-                }
-                if !fg.numbers.is_empty() {
-                    mark(as_number(&v.text).and_then(|n| fg.numbers.get(&number_key(n))));
                 }
             }
         }

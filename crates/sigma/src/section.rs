@@ -792,30 +792,52 @@ pub fn compile(
     })
 }
 
-/// One field value of an event, with its lower-cased form made on demand.
+/// One field value of an event, with its text, lower-cased text, number
+/// and address made on demand: most values opened no gate and matched no
+/// rule, and a number or object written out as text for nothing was an
+/// allocation per value (the `status` object of every sign-in).
 pub struct Fv<'e> {
-    /// The value as text (objects and arrays as compact JSON).
-    pub text: Cow<'e, str>,
+    value: &'e Value,
     /// JSON null.
     pub null: bool,
+    text: OnceCell<Cow<'e, str>>,
     lower: OnceCell<String>,
     ip: OnceCell<Option<std::net::IpAddr>>,
 }
 
 impl<'e> Fv<'e> {
     fn of(v: &'e Value) -> Fv<'e> {
-        let (text, null) = match v {
-            Value::String(s) => (Cow::Borrowed(s.as_str()), false),
-            Value::Null => (Cow::Borrowed(""), true),
-            Value::Bool(b) => (Cow::Borrowed(if *b { "true" } else { "false" }), false),
-            Value::Number(n) => (Cow::Owned(n.to_string()), false),
-            other => (Cow::Owned(other.to_string()), false),
-        };
         Fv {
-            text,
-            null,
+            value: v,
+            null: v.is_null(),
+            text: OnceCell::new(),
             lower: OnceCell::new(),
             ip: OnceCell::new(),
+        }
+    }
+
+    /// The value as text (objects and arrays as compact JSON, null empty).
+    pub fn text(&self) -> &str {
+        self.text.get_or_init(|| match self.value {
+            Value::String(s) => Cow::Borrowed(s.as_str()),
+            Value::Null => Cow::Borrowed(""),
+            Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+            other => Cow::Owned(other.to_string()),
+        })
+    }
+
+    /// Whether the value is an object or an array, whose text is JSON.
+    pub fn is_tree(&self) -> bool {
+        self.value.is_object() || self.value.is_array()
+    }
+
+    /// The value as a number, as [`as_number`] reads its text (a JSON
+    /// number as itself: its text reads back as the same number).
+    pub fn number(&self) -> Option<f64> {
+        match self.value {
+            Value::Number(n) => n.as_f64().filter(|f| f.is_finite()),
+            Value::String(s) => as_number(s),
+            _ => None,
         }
     }
 
@@ -823,12 +845,12 @@ impl<'e> Fv<'e> {
     pub fn ip(&self) -> Option<std::net::IpAddr> {
         *self
             .ip
-            .get_or_init(|| tokenward_net::parse_client_ip(&self.text))
+            .get_or_init(|| tokenward_net::parse_client_ip(self.text()))
     }
 
     /// The lower-cased text.
     pub fn lower(&self) -> &str {
-        self.lower.get_or_init(|| self.text.to_lowercase())
+        self.lower.get_or_init(|| self.text().to_lowercase())
     }
 }
 
@@ -892,7 +914,7 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
         self.values(id)
             .iter()
             .find(|v| !v.null)
-            .map(|v| v.text.to_string())
+            .map(|v| v.text().to_string())
     }
 
     fn words(&mut self) -> &[Fv<'e>] {
@@ -915,7 +937,7 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
             return mine.iter().filter(|v| !v.null).any(|v| {
                 others.iter().filter(|o| !o.null).any(|o| {
                     let (a, b) = if *cased {
-                        (v.text.as_ref(), o.text.as_ref())
+                        (v.text(), o.text())
                     } else {
                         (v.lower(), o.lower())
                     };
@@ -942,16 +964,15 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
             Leaf::Null => vals.is_empty() || vals.iter().any(|v| v.null),
             Leaf::Exists(b) => vals.is_empty() != *b,
             Leaf::Str(sm, num) => vals.iter().filter(|v| !v.null).any(|v| {
-                sm.is_match(&v.text, v.lower())
-                    || num.is_some_and(|n| as_number(&v.text) == Some(n))
+                sm.is_match(v.text(), v.lower()) || num.is_some_and(|n| v.number() == Some(n))
             }),
             Leaf::Num(c, n) => vals
                 .iter()
-                .filter_map(|v| as_number(&v.text))
+                .filter_map(|v| v.number())
                 .any(|x| c.test(x, *n)),
             Leaf::Time(tp, c, n) => vals
                 .iter()
-                .filter_map(|v| as_time(&v.text))
+                .filter_map(|v| as_time(v.text()))
                 .any(|t| c.test(tp.of(t), *n)),
             Leaf::Cidr(c) => vals.iter().any(|v| v.ip().is_some_and(|ip| c.contains(ip))),
             Leaf::FieldRef { .. } => false,
@@ -986,11 +1007,11 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
                     }
                 };
                 vals.iter().filter(|v| !v.null).any(|v| {
-                    x.cased.contains(v.text.as_ref())
+                    x.cased.contains(v.text())
                         || x.folded.contains(v.lower())
                         || x.contains_cased
                             .as_ref()
-                            .is_some_and(|a| a.is_match(v.text.as_ref()))
+                            .is_some_and(|a| a.is_match(v.text()))
                         || x.contains_folded
                             .as_ref()
                             .is_some_and(|a| a.is_match(v.lower()))

@@ -1186,6 +1186,11 @@ fn gated_rules_match_exactly_as_when_each_is_tried() {
         "    sel:\n        - A: foo\n        - B: y\n    condition: sel",
         "    sel:\n        A: ''\n    condition: sel",
         "    sel:\n        A|endswith: X\n        N: 7\n    condition: sel",
+        // An object's text is its compact JSON: a value written so opens
+        // the gate, and no other text does.
+        "    sel:\n        O: '{\"k\":\"v\"}'\n    condition: sel",
+        "    sel:\n        O: 'v'\n    condition: sel",
+        "    sel:\n        O: '[1,2]'\n    condition: sel",
     ];
     let texts: Vec<String> = detections
         .iter()
@@ -1224,6 +1229,11 @@ fn gated_rules_match_exactly_as_when_each_is_tried() {
         json!({"N": 7, "A": "aX"}),
         json!({"N": "7", "A": "ax"}),
         json!({"B": "qq"}),
+        json!({"O": {"k": "v"}}),
+        json!({"O": {"K": "v"}}),
+        json!({"O": "v"}),
+        json!({"O": [1, 2]}),
+        json!({"O": ["v"]}),
         json!({}),
     ];
     let mut matched_any = 0;
