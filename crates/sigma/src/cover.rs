@@ -75,9 +75,10 @@ impl CoverSearch {
     /// SIMD searcher and at most `searchers_max` searchers. `None` when
     /// that would not do: no SIMD on this machine, an empty text (found
     /// everywhere), more searchers than allowed, or a cover text held by
-    /// too many texts. The caller then searches with an automaton.
+    /// too many texts (or `per_searcher` is 0). The caller then searches
+    /// with an automaton.
     pub fn new(texts: &[String], per_searcher: usize, searchers_max: usize) -> Option<CoverSearch> {
-        if texts.iter().any(String::is_empty) {
+        if per_searcher == 0 || texts.iter().any(String::is_empty) {
             return None;
         }
         let mut grams = cover(texts);
@@ -432,6 +433,7 @@ mod tests {
     #[test]
     fn searches_it_cannot_make_well_are_refused() {
         assert!(CoverSearch::new(&["".to_string()], 32, 4).is_none());
+        assert!(CoverSearch::new(&["abcd".to_string()], 0, 4).is_none());
         // Distinct four-byte texts: each is its own cover text, so 128 fill
         // four searchers of 32 exactly.
         let texts = |n: usize| (0..n).map(|i| format!("{i:04x}")).collect::<Vec<_>>();
