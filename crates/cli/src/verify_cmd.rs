@@ -23,7 +23,8 @@ pub struct VerifyArgs {
     #[arg(value_name = "TOKEN", conflicts_with = "tokens")]
     token: Option<String>,
     /// Verify every line of FILE as a token (blank lines are skipped); one
-    /// verdict per line.
+    /// verdict per line. `-` reads the lines from standard input as they
+    /// come, so tokens can be piped in from a log.
     #[arg(long, value_name = "FILE")]
     tokens: Option<PathBuf>,
     /// One JSON object per token instead of text.
@@ -85,8 +86,18 @@ fn run_inner(args: &VerifyArgs) -> Result<bool, String> {
         writeln!(out, "{text}").map_err(|e| format!("writing output: {e}"))
     };
     if let Some(path) = &args.tokens {
-        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut reader = std::io::BufReader::new(file);
+        let from_stdin = path.as_os_str() == "-";
+        let source: Box<dyn Read> = if from_stdin {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?)
+        };
+        let name = if from_stdin {
+            "standard input".to_owned()
+        } else {
+            path.display().to_string()
+        };
+        let mut reader = std::io::BufReader::new(source);
         // One byte over the limit is enough for the verifier to say
         // `too-large`; the rest of a longer line is skipped unread, so an
         // endless line (`/dev/zero`) costs no memory.
@@ -94,7 +105,7 @@ fn run_inner(args: &VerifyArgs) -> Result<bool, String> {
         let mut line = Vec::new();
         let mut n = 0usize;
         while next_line(&mut reader, keep, &mut line)
-            .map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?
+            .map_err(|e| format!("{name}:{}: {e}", n + 1))?
         {
             n += 1;
             // Not UTF-8 is not a token: the verifier rejects the replacement

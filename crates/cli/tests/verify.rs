@@ -163,30 +163,37 @@ fn invalid_utf8_line_is_rejected_and_the_rest_verified() {
 }
 
 /// An endless line (`/dev/zero`) is read in bounded memory: the first line
-/// is `too-large` and the read goes on; here a 300 MiB line stands in.
+/// is `too-large` and the read goes on; here a 300 MiB line, piped in
+/// through `--tokens -` (so the test needs no disk), stands in.
 #[test]
 fn an_overlong_line_is_too_large_in_bounded_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("long.txt");
-    {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&f).unwrap());
-        let chunk = vec![b'A'; 1 << 20];
-        for _ in 0..300 {
-            w.write_all(&chunk).unwrap();
-        }
-        w.write_all(b"\n").unwrap();
-        w.write_all(read("examples/storm-0558/legit.jwt").trim().as_bytes())
-            .unwrap();
-        w.write_all(b"\n").unwrap();
-    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_tokenward"))
         .args(["verify", "--policy"])
         .arg(repo().join("examples/storm-0558/policy.toml"))
-        .args(["--now", "2023-06-15T08:05:00Z", "--json", "-q", "--tokens"])
-        .arg(&f)
+        .args([
+            "--now",
+            "2023-06-15T08:05:00Z",
+            "--json",
+            "-q",
+            "--tokens",
+            "-",
+        ])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let legit = read("examples/storm-0558/legit.jwt");
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let chunk = vec![b'A'; 1 << 20];
+        for _ in 0..300 {
+            stdin.write_all(&chunk)?;
+        }
+        stdin.write_all(b"\n")?;
+        stdin.write_all(legit.trim().as_bytes())?;
+        stdin.write_all(b"\n")
+        // Dropping `stdin` ends the input.
+    });
     // Peak resident memory, polled from /proc while it runs.
     let status = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0u64;
@@ -199,6 +206,7 @@ fn an_overlong_line_is_too_large_in_bounded_memory() {
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    writer.join().unwrap().expect("the whole input was read");
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<serde_json::Value> = stdout
@@ -208,6 +216,7 @@ fn an_overlong_line_is_too_large_in_bounded_memory() {
     assert_eq!(lines.len(), 2, "{stdout}");
     assert_eq!(lines[0]["reasons"][0]["code"], "too-large");
     assert_eq!(lines[1]["verdict"], "accepted");
+    assert_eq!(lines[1]["line"], 2);
     assert!(peak_kib > 0, "memory was sampled");
     assert!(
         peak_kib < 100 * 1024,
