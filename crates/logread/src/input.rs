@@ -417,13 +417,13 @@ fn sniff_head(head: &[u8], forced: Option<Format>) -> Result<Sniffed, SniffError
         } else {
             JsonSplitter::new()
         };
+        // The first record that parses decides.
         let mut firstrec = None;
-        sp.feed(head, false, &mut |p: Piece<'_>| {
-            if firstrec.is_none() {
-                if let Piece::Record { bytes, .. } = p {
-                    firstrec = serde_json::from_slice::<serde_json::Value>(bytes).ok();
-                }
+        sp.feed_while(head, false, &mut |p: Piece<'_>| {
+            if let Piece::Record { bytes, .. } = p {
+                firstrec = serde_json::from_slice::<serde_json::Value>(bytes).ok();
             }
+            firstrec.is_none()
         });
         let fmt = forced.unwrap_or_else(|| match envelope {
             Some((_, key)) => envelope_format(key, firstrec.as_ref()),
@@ -621,6 +621,20 @@ mod tests {
         // A record that merely has a `value` array is a record.
         let (_, res) = sniff(&mut &br#"{"id":1,"value":[1]}"#[..], None).unwrap();
         assert!(matches!(res.unwrap().container, Container::JsonLines));
+    }
+
+    /// A stream is named by its first record that parses: a malformed
+    /// first element (rejected later, with its reason) does not make a
+    /// content blob of UAL records a generic JSON file, and the records
+    /// after the deciding one are not needed to decide.
+    #[test]
+    fn a_stream_is_named_by_its_first_record_that_parses() {
+        let ual = r#"{"CreationTime":"2023-06-10T10:00:00","Operation":"Send","RecordType":2,"Workload":"Exchange","UserId":"a@x"}"#;
+        let text = format!("[{{\"CreationTime\":nan}},\n{ual},\n{{\"cut\":\"");
+        let (_, res) = sniff(&mut text.as_bytes(), None).unwrap();
+        let s = res.unwrap();
+        assert_eq!(s.format, Format::UalJson);
+        assert_eq!(s.first_record, Some(serde_json::from_str(ual).unwrap()));
     }
 
     /// A reopened file is judged empty only when its whole window is blank.

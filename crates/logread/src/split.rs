@@ -351,6 +351,23 @@ impl JsonSplitter {
     /// consumed; the caller keeps `buf[consumed..]` and appends to it.
     /// With `eof`, an incomplete value is reported as truncated.
     pub fn feed(&mut self, buf: &[u8], eof: bool, emit: &mut dyn FnMut(Piece<'_>)) -> usize {
+        self.feed_while(buf, eof, &mut |p| {
+            emit(p);
+            true
+        })
+    }
+
+    /// [`JsonSplitter::feed`] that stops after the first piece for which
+    /// `emit` returns `false`, returning how many bytes were consumed up to
+    /// the end of that piece. Sniffing wants one record of a 256 KiB
+    /// window: splitting the rest was a sixth of a hunt over an export of
+    /// many small content blobs.
+    pub fn feed_while(
+        &mut self,
+        buf: &[u8],
+        eof: bool,
+        emit: &mut dyn FnMut(Piece<'_>) -> bool,
+    ) -> usize {
         let mut i = 0;
         // In line mode, the next line end found so far (`Some(None)`: none
         // up to the end of `buf`).
@@ -420,12 +437,15 @@ impl JsonSplitter {
                     // Cut: the envelope, as a value of the stream, is cut.
                     Err(true) => {
                         self.leave_envelope();
-                        emit(Piece::Truncated {
+                        let go_on = emit(Piece::Truncated {
                             line: self.line,
                             index: self.index,
                         });
                         self.line += count_lines(&view[i..]);
                         i = view.len();
+                        if !go_on {
+                            return i;
+                        }
                         continue;
                     }
                     // Malformed: what follows is read as values again.
@@ -463,13 +483,16 @@ impl JsonSplitter {
                 },
                 b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {}
                 other => {
-                    emit(Piece::Garbage {
+                    let go_on = emit(Piece::Garbage {
                         line: self.line,
                         byte: other,
                     });
                     match memchr(b'\n', &buf[i..]) {
                         Some(p) => {
                             i += p;
+                            if !go_on {
+                                return i;
+                            }
                             continue;
                         }
                         None => {
@@ -499,23 +522,26 @@ impl JsonSplitter {
             match scan {
                 Scan::Complete(end) => {
                     self.index += 1;
-                    emit(Piece::Record {
+                    let go_on = emit(Piece::Record {
                         bytes: &view[i..end],
                         line: self.line,
                         index: self.index,
                     });
                     self.line += count_lines(&view[i..end]);
                     i = end;
+                    if !go_on {
+                        return i;
+                    }
                 }
                 Scan::Incomplete if ends => {
                     self.index += 1;
-                    emit(Piece::Truncated {
+                    let go_on = emit(Piece::Truncated {
                         line: self.line,
                         index: self.index,
                     });
                     self.line += count_lines(&view[i..]);
                     i = view.len();
-                    if i == buf.len() {
+                    if i == buf.len() || !go_on {
                         return i;
                     }
                 }
@@ -923,6 +949,33 @@ mod tests {
             split("[{\"e\":\"q\\\"\"}][{\"f\":1}]"),
             vec!["1@1:{\"e\":\"q\\\"\"}", "2@1:{\"f\":1}"]
         );
+    }
+
+    /// `feed_while` stops at the piece its caller refuses, having consumed
+    /// exactly up to that piece's end, and a splitter fed the rest goes on
+    /// as if it had been fed everything at once.
+    #[test]
+    fn feeding_stops_at_the_refused_piece() {
+        let text = "[{\"a\":1},\n x,\n{\"b\":2},{\"c\":3}]";
+        let mut sp = JsonSplitter::new();
+        let mut seen = Vec::new();
+        let used = sp.feed_while(text.as_bytes(), true, &mut |p| {
+            let record = matches!(p, Piece::Record { .. });
+            seen.push(record);
+            // Stops at the second record, past the garbage between.
+            seen.iter().filter(|r| **r).count() < 2
+        });
+        assert_eq!(seen, vec![true, false, true]);
+        assert_eq!(&text[..used], "[{\"a\":1},\n x,\n{\"b\":2}");
+        let rest = split_with(sp, &text[used..]);
+        assert_eq!(rest, vec!["3@3:{\"c\":3}"]);
+        // Refusing nothing is `feed`.
+        let mut all = Vec::new();
+        let used = JsonSplitter::new().feed_while(text.as_bytes(), true, &mut |p| {
+            all.push(matches!(p, Piece::Record { .. }));
+            true
+        });
+        assert_eq!((used, all.len()), (text.len(), 4));
     }
 
     /// Values the parser refuses are still delimited by their brackets,
