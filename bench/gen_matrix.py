@@ -16,6 +16,18 @@ SHAPE is one of
   purview-csv  the same UAL records as Purview audit-search CSV exports
                (RecordId,CreationDate,RecordType,Operation,UserId,AuditData,
                AssociatedAdminUnits,AssociatedAdminUnitsNames), 50,000 rows a file.
+  ual-powershell
+               the records of `ual` (same seed, same records) as an
+               investigator saves them from an Exchange Online PowerShell
+               session: `Search-UnifiedAuditLog ... | ConvertTo-Json | Out-File`
+               (Search-UnifiedAuditLog-<tenant>-<day>.json). Windows PowerShell
+               writes that as UTF-16 LE with a BOM and CRLF line ends, a JSON
+               array pretty-printed with 4-space indents and two spaces after
+               each colon, one object per record with AuditData as a JSON
+               string beside RecordType (a number), CreationDate
+               (`\/Date(ms)\/`), UserIds, Operations, ResultIndex and
+               ResultCount. SIZE_MB counts the records as UTF-8 JSON lines
+               (the bytes of `ual`); the files are about 2.6 times that.
   gzip         half UAL, half sign-ins (the sign-ins that issued the UAL
                records' tokens, plus background), every file gzip-compressed
                (*.jsonl.gz). SIZE_MB counts uncompressed bytes.
@@ -1299,9 +1311,71 @@ def ual_name(sink, t, ct, sec):
     return f"ual-{t['name']}-{ct}-{sink.dayc(sec)}.jsonl"
 
 
-def gen_ual(world, target, out, sink, csv_mode=False):
+class PowerShellFiles:
+    """UAL records as Windows PowerShell 5.1 saves `Search-UnifiedAuditLog`
+    output with `ConvertTo-Json | Out-File`: one UTF-16 LE file per tenant
+    and day, a pretty-printed array of AuditRecord objects."""
+
+    def __init__(self, out):
+        self.out = out
+        self.open = {}  # name -> [file, records so far]
+
+    def write(self, t, day, sec, rec, line):
+        name = f"Search-UnifiedAuditLog-{t['name']}-{DAYC[day]}.json"
+        f = self.open.get(name)
+        if f is None:
+            raw = open(os.path.join(self.out, name), "wb", buffering=1 << 20)
+            raw.write(b"\xff\xfe")
+            f = self.open[name] = [raw, 0]
+        f[1] += 1
+        obj = [
+            ("RunspaceId", "6f7c5a1e-3b2d-4c8e-9a10-2b3c4d5e6f70"),
+            ("RecordType", rec["RecordType"]),
+            # ConvertTo-Json writes a DateTime so, escaping its slashes.
+            ("CreationDate", "\\/Date(%d)\\/" % (sec * 1000)),
+            ("UserIds", rec.get("UserId", "")),
+            ("Operations", rec["Operation"]),
+            ("AuditData", line),
+            ("ResultIndex", f[1]),
+            ("ResultCount", 5000),
+            ("Identity", rec["Id"]),
+            ("IsValid", True),
+            ("ObjectState", "Unchanged"),
+        ]
+        members = ",\r\n".join(
+            "        " + json.dumps(k) + ":  " + ('"' + v + '"' if k == "CreationDate" else json.dumps(v)) for k, v in obj)
+        text = ("[\r\n" if f[1] == 1 else ",\r\n") + "    {\r\n" + members + "\r\n    }"
+        f[0].write(text.encode("utf-16-le"))
+
+    def close_before(self, day):
+        """Close the files of days before day - 1 (records are at most
+        minutes out of order, so those files are complete)."""
+        if day < 2:
+            return
+        for name in [n for n in self.open if n.rsplit("-", 1)[1][:8] < DAYC[day - 1]]:
+            self.close_one(name)
+
+    def close_one(self, name):
+        f = self.open.pop(name)
+        f[0].write("\r\n]\r\n".encode("utf-16-le"))
+        f[0].close()
+
+    def close(self):
+        for name in list(self.open):
+            self.close_one(name)
+
+
+def gen_ual(world, target, out, sink, csv_mode=False, powershell=False):
     rows = [0]
-    if csv_mode:
+    ps = PowerShellFiles(out) if powershell else None
+    if powershell:
+        def emit(t, ct, sec, rec):
+            line = json.dumps(rec, separators=(",", ":"))
+            ps.write(t, (sec - BASE) // 86400, sec, rec, line)
+            # Progress follows the JSON-lines bytes: the records of `ual`.
+            sink.bytes += len(line) + 1
+            sink.records += 1
+    elif csv_mode:
         writers = {}
 
         def emit(t, ct, sec, rec):
@@ -1335,9 +1409,13 @@ def gen_ual(world, target, out, sink, csv_mode=False):
         day = (sec - BASE) // 86400
         if day != last_day and not csv_mode:
             sink.close_before(day)
+            if ps:
+                ps.close_before(day)
             last_day = day
         ug.burst(sec)
     sink.close()
+    if ps:
+        ps.close()
     if csv_mode:
         for wr in writers.values():
             wr[0].close()
@@ -1437,7 +1515,8 @@ def dir_bytes(d):
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     twin = "--no-twin" not in sys.argv
-    if len(args) != 3 or args[0] not in ("signin", "ual", "purview-csv", "gzip", "mail", "signin-envelope"):
+    if len(args) != 3 or args[0] not in ("signin", "ual", "purview-csv", "gzip", "mail", "signin-envelope",
+                                              "ual-powershell"):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     shape, size_mb, out = args[0], float(args[1]), args[2]
@@ -1468,7 +1547,9 @@ def main():
         uncompressed = dir_bytes(out)
     else:
         # The envelope shape holds the records of the sign-in shape.
-        R.seed(SEED["signin" if shape == "signin-envelope" else shape])
+        # The envelope and PowerShell shapes hold the records of the
+        # sign-in and UAL shapes.
+        R.seed(SEED[{"signin-envelope": "signin", "ual-powershell": "ual"}.get(shape, shape)])
         world = World()
         # gzip: a file per 5 days (what someone compressing daily exports in
         # batches would have); the others: a file per day.
@@ -1476,8 +1557,8 @@ def main():
                     envelope=(shape == "signin-envelope"))
         if shape in ("signin", "signin-envelope"):
             note = gen_signin(world, target, out, sink)
-        elif shape == "ual":
-            ug = gen_ual(world, target, out, sink)
+        elif shape in ("ual", "ual-powershell"):
+            ug = gen_ual(world, target, out, sink, powershell=(shape == "ual-powershell"))
             note = op_note(ug)
         elif shape == "purview-csv":
             ug = gen_ual(world, target, out, sink, csv_mode=True)
@@ -1508,6 +1589,7 @@ NO_TWIN = {
     "purview-csv": "Chainsaw reads no CSV input",
     "gzip": "Chainsaw reads no gzip input",
     "signin-envelope": "Chainsaw reads an envelope file as one document, not its records",
+    "ual-powershell": "Chainsaw reads no UTF-16 input",
 }
 
 

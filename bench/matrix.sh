@@ -10,9 +10,12 @@
 #   mail         the MailItemsAccessed-heavy shape of bench/hunt_gen.py
 #   signin-envelope  the sign-ins of `signin` as Azure Monitor {"records":[...]}
 #                and Graph {"value":[...]} envelopes
+#   ual-powershell  the records of `ual` as Windows PowerShell saves
+#                Search-UnifiedAuditLog output (ConvertTo-Json | Out-File:
+#                UTF-16 LE, pretty-printed, AuditData as a string)
 # Chainsaw runs on OUT.chainsaw/ twins (see bench/gen_matrix.py): same bytes
 # for sign-ins, UAL with `.0000000Z` added to CreationTime; it cannot read the
-# purview-csv, gzip and signin-envelope shapes at all.
+# purview-csv, gzip, signin-envelope and ual-powershell shapes at all.
 #
 # Usage: [BIN=...] [CHAINSAW=...] [SHAPES="..."] [SAVE_FINDINGS=DIR] [TABLE=FILE]
 #        bench/matrix.sh [SIZE_MB] [DATA_ROOT] [RUNS]
@@ -37,7 +40,7 @@ ROOT=${2:-/work/bench-data/matrix-$SIZE}
 RUNS=${3:-3}
 BIN=${BIN:-$REPO/target/release/tokenward}
 CHAINSAW=${CHAINSAW:-/work/shared/anchors/chainsaw/chainsaw}
-SHAPES=${SHAPES:-signin ual purview-csv gzip mail signin-envelope}
+SHAPES=${SHAPES:-signin ual purview-csv gzip mail signin-envelope ual-powershell}
 RULES=(tests/fixtures/sigma/rules rules)
 MAPPING=bench/chainsaw-matrix-mapping.yml
 REPORT="python3 $REPO/bench/matrix_report.py"
@@ -55,7 +58,7 @@ for shape in $SHAPES; do
     python3 bench/gen_matrix.py "$shape" "$SIZE" "$ROOT/$shape" | tee "$ROOT/$shape.gen.txt" >&2
     touch "$ROOT/$shape.done"
   elif [ ! -d "$ROOT/$shape.chainsaw" ] && [ "$shape" != purview-csv ] && [ "$shape" != gzip ] \
-    && [ "$shape" != signin-envelope ]; then
+    && [ "$shape" != signin-envelope ] && [ "$shape" != ual-powershell ]; then
     python3 bench/gen_matrix.py "$shape" "$SIZE" "$ROOT/$shape" --twin-only >&2
   fi
 done
@@ -147,7 +150,7 @@ done
   echo "Notes: CPU-s = user + sys; MB per CPU-s uses the best CPU-s; CPU % near 100 means one core of $(nproc) was used."
   echo "Chainsaw's record count is the tokenward count of the same records (in parentheses); its MB are its own input"
   echo "(UAL twins are 9 bytes a record longer). Chainsaw \`hits\` = lines of its JSONL output. Input MB are uncompressed"
-  echo "bytes (gzip: the on-disk size in parentheses); MB/s and MB per CPU-s use them."
+  echo "bytes (gzip: the on-disk size in parentheses), UTF-16 counted as the UTF-8 it holds; MB/s and MB per CPU-s use them."
 } > "$OUT/table.md"
 cat "$OUT/table.md"
 [ -n "${TABLE:-}" ] && cp "$OUT/table.md" "$TABLE"

@@ -4,7 +4,8 @@
   matrix_report.py row SHAPE CONFIG RUN RC LOAD TIME_FILE INPUT_BYTES [SUMMARY_JSON | CHAINSAW_JSONL CHAINSAW_LOG]
       (INPUT_BYTES: uncompressed input bytes; 0 = take the summary's)
   matrix_report.py size DIR
-      prints the uncompressed bytes of the files under DIR (gzip undone, links followed)
+      prints the uncompressed bytes of the files under DIR (gzip undone, UTF-16 as
+      UTF-8, links followed)
       prints one tab-separated result row (and problems on stderr)
   matrix_report.py norm FINDINGS_JSONL DATA_DIR OUT_FILE
       writes the findings sorted, with source paths relative to DATA_DIR
@@ -172,8 +173,15 @@ def size(args):
         for n in files:
             p = os.path.join(root, n)
             with open(p, "rb") as f:
-                gz = f.read(2) == b"\x1f\x8b"
-            if gz:
+                magic = f.read(2)
+            gz = magic == b"\x1f\x8b"
+            if magic in (b"\xff\xfe", b"\xfe\xff"):
+                # UTF-16 counts as the UTF-8 it holds, as gzip counts as
+                # what it inflates to: the same records, the same MB.
+                with open(p, "rb") as f:
+                    total += len(f.read()[2:].decode("utf-16-le" if magic == b"\xff\xfe" else "utf-16-be",
+                                                     errors="replace").encode())
+            elif gz:
                 with gzip.open(p, "rb") as f:
                     while True:
                         b = f.read(1 << 20)
