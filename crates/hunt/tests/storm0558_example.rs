@@ -244,3 +244,120 @@ fn blind_without_signins() {
         .iter()
         .all(|f| f.rule_id != "tw-token-without-signin"));
 }
+
+/// A finding as text without where it was read: the same records read
+/// from another form of export must give exactly these.
+fn placeless(f: &Finding) -> String {
+    let mut v = serde_json::to_value(f).expect("a finding serialises");
+    let m = v.as_object_mut().expect("an object");
+    m.remove("source_file");
+    m.remove("source_locator");
+    v.to_string()
+}
+
+/// The Exchange records as an investigator saves them from Windows
+/// PowerShell (`Search-UnifiedAuditLog | ConvertTo-Json | Out-File`):
+/// UTF-16 LE with a BOM, CRLF, a pretty-printed array of AuditRecord
+/// objects whose AuditData is the record as a JSON string and whose
+/// CreationDate is the `\/Date(ms)\/` form. Every finding is the same as
+/// from the JSON lines, so the transcoding, the array splitting, the
+/// expansion of AuditData and the choice of its ISO time over
+/// CreationDate all hold together.
+#[test]
+fn the_exchange_records_saved_by_windows_powershell_give_the_same_findings() {
+    let logs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/storm-0558/logs");
+    let d = tempfile::tempdir().unwrap();
+    let mut inputs = Vec::new();
+    for entry in std::fs::read_dir(&logs).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() && p.file_name().is_some_and(|n| n != "ual") {
+            inputs.push(p);
+        }
+    }
+    inputs.push(logs.join("ual/sharepoint-content.json.gz"));
+    let lines = std::fs::read_to_string(logs.join("ual/exchange.jsonl")).unwrap();
+    let objects: Vec<serde_json::Value> = lines
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let rec: serde_json::Value = serde_json::from_str(line).unwrap();
+            let ms = time::PrimitiveDateTime::parse(
+                rec["CreationTime"].as_str().unwrap(),
+                &time::format_description::well_known::Iso8601::DEFAULT,
+            )
+            .unwrap()
+            .assume_utc()
+            .unix_timestamp()
+                * 1000;
+            serde_json::json!({
+                "RunspaceId": "6f7c5a1e-3b2d-4c8e-9a10-2b3c4d5e6f70",
+                "RecordType": rec["RecordType"],
+                "CreationDate": format!("/Date({ms})/"),
+                "UserIds": rec["UserId"],
+                "Operations": rec["Operation"],
+                "AuditData": line,
+                "ResultIndex": i + 1,
+                "ResultCount": 5000,
+                "Identity": rec["Id"],
+                "IsValid": true,
+                "ObjectState": "Unchanged",
+            })
+        })
+        .collect();
+    let mut pretty = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    serde::Serialize::serialize(
+        &objects,
+        &mut serde_json::Serializer::with_formatter(&mut pretty, fmt),
+    )
+    .unwrap();
+    // ConvertTo-Json escapes the slashes of a date.
+    let text = String::from_utf8(pretty)
+        .unwrap()
+        .replace("\"/Date(", "\"\\/Date(")
+        .replace(")/\"", ")\\/\"")
+        .replace('\n', "\r\n");
+    let mut utf16 = vec![0xFF, 0xFE];
+    utf16.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+    let saved = d.path().join("Search-UnifiedAuditLog.json");
+    std::fs::write(&saved, utf16).unwrap();
+    inputs.push(saved);
+    let cfg = HuntConfig {
+        inputs,
+        ..Default::default()
+    };
+    let r = run(&cfg, Arc::new(AtomicU64::new(0))).unwrap();
+    let f = r
+        .files
+        .iter()
+        .find(|f| f.path.ends_with("Search-UnifiedAuditLog.json"))
+        .unwrap();
+    assert_eq!(
+        (f.format, f.encoding, f.records_read, f.records_rejected),
+        (
+            Some("powershell-json"),
+            Some("utf-16le"),
+            lines.lines().count() as u64,
+            0
+        )
+    );
+    assert_eq!(f.records_without_time, 0);
+    let mut got: Vec<String> = r
+        .findings
+        .as_slice()
+        .unwrap()
+        .iter()
+        .map(placeless)
+        .collect();
+    let mut want: Vec<String> = report()
+        .findings
+        .as_slice()
+        .unwrap()
+        .iter()
+        .map(placeless)
+        .collect();
+    got.sort();
+    want.sort();
+    assert!(want.len() > 10);
+    assert_eq!(got, want);
+}
