@@ -145,6 +145,40 @@ fn a_truncated_gzip_keeps_every_record_before_the_cut_and_says_so() {
     );
 }
 
+/// A gzip bomb: a file of well under 1 MiB that inflates to one line of
+/// 80 MiB, past the record limit, between two records. The line is
+/// rejected with its locator and the record after it is read.
+#[test]
+fn a_gzip_bomb_is_one_rejected_line_and_the_rest_is_read() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("bomb.jsonl.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(format!("{UAL}\n").as_bytes()).unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..80 {
+        gz.write_all(&chunk).unwrap();
+    }
+    gz.write_all(format!("\n{UAL}\n").as_bytes()).unwrap();
+    let bytes = gz.finish().unwrap();
+    assert!(bytes.len() < 1 << 20, "{} bytes compressed", bytes.len());
+    std::fs::write(&f, bytes).unwrap();
+    let r = hunt(&[&f]);
+    let rep = &r.files[0];
+    assert!(rep.gzip);
+    assert_eq!(
+        (
+            rep.records_read,
+            rep.records_evaluated,
+            rep.records_rejected
+        ),
+        (3, 2, 1),
+        "{rep:?}"
+    );
+    assert_eq!(rep.first_rejects[0].locator, "line 2");
+    assert!(rep.first_rejects[0].reason.contains("larger than 64 MiB"));
+    assert!(!r.has_unreadable_input());
+}
+
 #[cfg(unix)]
 #[test]
 fn an_oversized_line_is_rejected_with_its_line_and_the_rest_is_read() {
