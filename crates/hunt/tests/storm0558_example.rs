@@ -342,22 +342,18 @@ fn the_exchange_records_saved_by_windows_powershell_give_the_same_findings() {
         )
     );
     assert_eq!(f.records_without_time, 0);
-    let mut got: Vec<String> = r
-        .findings
-        .as_slice()
-        .unwrap()
-        .iter()
-        .map(placeless)
-        .collect();
-    let mut want: Vec<String> = report()
-        .findings
-        .as_slice()
-        .unwrap()
-        .iter()
-        .map(placeless)
-        .collect();
-    got.sort();
-    want.sort();
+    let sorted = |r: &Report| {
+        let mut v: Vec<String> = r
+            .findings
+            .as_slice()
+            .unwrap()
+            .iter()
+            .map(placeless)
+            .collect();
+        v.sort();
+        v
+    };
+    let (got, want) = (sorted(&r), sorted(report()));
     assert!(want.len() > 10);
     assert_eq!(got, want);
 }

@@ -124,6 +124,19 @@ struct Utf16ToUtf8<R> {
 /// UTF-16 bytes read at a time.
 const UTF16_CHUNK: usize = 256 * 1024;
 
+impl<R> Utf16ToUtf8<R> {
+    fn new(inner: R, big_endian: bool) -> Utf16ToUtf8<R> {
+        Utf16ToUtf8 {
+            inner,
+            big_endian,
+            pending: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            eof: false,
+        }
+    }
+}
+
 impl<R: Read> Read for Utf16ToUtf8<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.out_pos >= self.out.len() {
@@ -278,14 +291,9 @@ pub fn open(path: &Path, counter: Arc<AtomicU64>) -> io::Result<Opened> {
     let rest = head[skip..].to_vec();
     let stream: Box<dyn Read + Send> = Box::new(Cursor::new(rest).chain(stream));
     let reader: Box<dyn Read + Send> = match encoding {
-        Encoding::Utf16Le | Encoding::Utf16Be => Box::new(Utf16ToUtf8 {
-            inner: stream,
-            big_endian: encoding == Encoding::Utf16Be,
-            pending: Vec::new(),
-            out: Vec::new(),
-            out_pos: 0,
-            eof: false,
-        }),
+        Encoding::Utf16Le | Encoding::Utf16Be => {
+            Box::new(Utf16ToUtf8::new(stream, encoding == Encoding::Utf16Be))
+        }
         _ => stream,
     };
     Ok(Opened {
@@ -749,31 +757,18 @@ mod tests {
                         }
                     })
                     .collect();
-                let mut r = Utf16ToUtf8 {
-                    inner: Trickle {
-                        bytes: &bytes,
-                        sizes: fastrand::Rng::with_seed(case),
-                    },
-                    big_endian,
-                    pending: Vec::new(),
-                    out: Vec::new(),
-                    out_pos: 0,
-                    eof: false,
+                let trickle = Trickle {
+                    bytes: &bytes,
+                    sizes: fastrand::Rng::with_seed(case),
                 };
+                let mut r = Utf16ToUtf8::new(trickle, big_endian);
                 let mut got = String::new();
                 r.read_to_string(&mut got).unwrap();
                 assert_eq!(got, expected, "{units:04x?}, big-endian {big_endian}");
             }
         }
         // An odd byte at the end is one replacement character.
-        let mut r = Utf16ToUtf8 {
-            inner: &b"a\0b"[..],
-            big_endian: false,
-            pending: Vec::new(),
-            out: Vec::new(),
-            out_pos: 0,
-            eof: false,
-        };
+        let mut r = Utf16ToUtf8::new(&b"a\0b"[..], false);
         let mut got = String::new();
         r.read_to_string(&mut got).unwrap();
         assert_eq!(got, "a\u{FFFD}");
