@@ -1258,6 +1258,34 @@ mod tests {
     /// The normalised fields of an event depend only on the paths in
     /// `normalised_paths`: a projection to them alone normalises every
     /// export shape exactly as the full record does.
+    /// A record saved by Windows PowerShell (`ConvertTo-Json`) is placed
+    /// by its AuditData's ISO time, and by its `CreationDate`
+    /// (`\/Date(ms)\/`) only when AuditData has none.
+    #[test]
+    fn powershell_records_take_the_audit_time_then_creation_date() {
+        let time = |s: &str| {
+            let ev = Event::from_record(
+                serde_json::from_str(s).unwrap(),
+                None,
+                Arc::from("f"),
+                Locator::default(),
+            );
+            ev.time.map(crate::timefmt::rfc3339)
+        };
+        assert_eq!(
+            time(
+                r#"{"CreationDate":"\/Date(1709251807000)\/","Operations":"Send","AuditData":"{\"CreationTime\":\"2024-03-01T00:10:09\",\"Operation\":\"Send\"}"}"#
+            ),
+            Some("2024-03-01T00:10:09Z".into())
+        );
+        assert_eq!(
+            time(
+                r#"{"CreationDate":"\/Date(1709251807000)\/","Operations":"Send","AuditData":"{\"Operation\":\"Send\"}"}"#
+            ),
+            Some("2024-03-01T00:10:07Z".into())
+        );
+    }
+
     #[test]
     fn projected_events_normalise_like_full_ones() {
         let shapes = [

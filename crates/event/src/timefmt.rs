@@ -12,17 +12,46 @@ use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 /// Accepted: `2015-06-29T20:03:19` (zone-less, taken as UTC, as the UAL
 /// schema specifies), `...Z`, `...±HH:MM`, 0–9 fractional digits, a space
 /// instead of `T`, `9/20/2023 4:05:03 AM`, `4/28/2021, 3:05:26.000 PM`,
-/// `4/28/2021 15:05:26`, and surrounding whitespace.
+/// `4/28/2021 15:05:26`, `/Date(1709251807000)/` (milliseconds since
+/// 1970, as Windows PowerShell's `ConvertTo-Json` writes a date, with or
+/// without a `±hhmm` that names the writer's zone, not the instant), and
+/// surrounding whitespace.
 pub fn parse_timestamp(s: &str) -> Option<OffsetDateTime> {
     let s = s.trim();
     let b = s.as_bytes();
     if b.len() >= 10 && b[4] == b'-' && b[7] == b'-' {
         parse_iso(b)
+    } else if let Some(ms) = s.strip_prefix("/Date(").and_then(|r| r.strip_suffix(")/")) {
+        parse_dotnet_ms(ms)
     } else if b.contains(&b'/') {
         parse_us(b)
     } else {
         None
     }
+}
+
+/// The inside of `/Date(...)/`: signed milliseconds since 1970 UTC, then
+/// an optional `+hhmm` or `-hhmm` zone, which does not move the instant.
+fn parse_dotnet_ms(inner: &str) -> Option<OffsetDateTime> {
+    let b = inner.as_bytes();
+    let digits_from = usize::from(b.first() == Some(&b'-'));
+    let end = b[digits_from..]
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .map_or(b.len(), |p| p + digits_from);
+    if end == digits_from || end - digits_from > 15 {
+        return None;
+    }
+    let zone = &b[end..];
+    if !(zone.is_empty()
+        || zone.len() == 5
+            && matches!(zone[0], b'+' | b'-')
+            && zone[1..].iter().all(u8::is_ascii_digit))
+    {
+        return None;
+    }
+    let ms: i64 = inner[..end].parse().ok()?;
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
 
 fn digits(b: &[u8]) -> Option<u32> {
@@ -233,6 +262,29 @@ mod tests {
         assert_eq!(r("12/1/2021, 12:00:01.000 AM"), "2021-12-01T00:00:01Z");
         assert_eq!(r("2026-01-24T06:54:24.0000000Z "), "2026-01-24T06:54:24Z");
         assert_eq!(r("2025-01-15 14:20:35.456"), "2025-01-15T14:20:35.456Z");
+    }
+
+    /// Windows PowerShell's `ConvertTo-Json` writes a `DateTime` as
+    /// `"\/Date(ms)\/"` (JSON text for `/Date(ms)/`), with the writer's
+    /// zone after the milliseconds when the date was local; the instant
+    /// is the milliseconds either way.
+    #[test]
+    fn powershell_json_dates() {
+        assert_eq!(r("/Date(1709251807000)/"), "2024-03-01T00:10:07Z");
+        assert_eq!(r("/Date(1709251807123+0100)/"), "2024-03-01T00:10:07.123Z");
+        assert_eq!(r("/Date(1709251807000-0500)/"), "2024-03-01T00:10:07Z");
+        assert_eq!(r(" /Date(-86400000)/ "), "1969-12-31T00:00:00Z");
+        for bad in [
+            "/Date()/",
+            "/Date(-)/",
+            "/Date(17092518070x0)/",
+            "/Date(1709251807000+01)/",
+            "/Date(1709251807000)",
+            "/Date(9999999999999999999)/",
+            "Date(1709251807000)",
+        ] {
+            assert!(parse_timestamp(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]
