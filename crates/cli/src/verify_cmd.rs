@@ -70,6 +70,9 @@ fn run_inner(args: &VerifyArgs) -> Result<bool, String> {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
+    // Tokens piped in from a log (`tail -f | ... --tokens -`) get their
+    // verdicts as they come, not when a buffer fills or the pipe ends.
+    let live_lines = args.tokens.as_ref().is_some_and(|p| p.as_os_str() == "-");
     let mut all_accepted = true;
     let mut emit = |token: &str, line: Option<usize>| -> Result<(), String> {
         let verdict = live.verify_at(token, now, wall_clock);
@@ -83,7 +86,9 @@ fn run_inner(args: &VerifyArgs) -> Result<bool, String> {
         } else {
             verdict_text(&verdict, line)
         };
-        writeln!(out, "{text}").map_err(|e| format!("writing output: {e}"))
+        writeln!(out, "{text}")
+            .and_then(|()| if live_lines { out.flush() } else { Ok(()) })
+            .map_err(|e| format!("writing output: {e}"))
     };
     if let Some(path) = &args.tokens {
         let from_stdin = path.as_os_str() == "-";

@@ -224,6 +224,48 @@ fn an_overlong_line_is_too_large_in_bounded_memory() {
     );
 }
 
+/// Tokens piped in from a log get their verdict while the pipe is still
+/// open: a verdict held in a buffer until the input ends would never come
+/// for `tail -f log | tokenward verify --tokens -`.
+#[test]
+fn a_piped_token_is_answered_before_the_pipe_ends() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+        .args(["verify", "--policy"])
+        .arg(repo().join("examples/storm-0558/policy.toml"))
+        .args([
+            "--now",
+            "2023-06-15T08:05:00Z",
+            "--json",
+            "-q",
+            "--tokens",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", read("examples/storm-0558/legit.jwt").trim()).unwrap();
+    stdin.flush().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    // The pipe stays open while the verdict is awaited.
+    let line = rx.recv_timeout(std::time::Duration::from_secs(20));
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let line = line.expect("a verdict while standard input was still open");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["verdict"], "accepted");
+    assert_eq!(v["line"], 1);
+    assert_eq!(status.code(), Some(0));
+}
+
 /// A key set that never ends (`/dev/urandom`) is refused at the file cap,
 /// not read into memory.
 #[test]
