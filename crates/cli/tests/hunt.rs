@@ -61,6 +61,69 @@ fn a_pipe_is_read_whole() {
     }
 }
 
+/// A gzip bomb piped in, compressed on the fly: one line of 1 GiB between
+/// two records, a few MiB on the wire. The line is rejected as too large
+/// and the records around it are read, in memory far below the line's
+/// size (peak RSS polled from /proc while the hunt runs).
+#[test]
+fn a_gzip_bomb_is_read_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+        .args(["hunt", "/dev/stdin", "-q", "--output-format", "jsonl"])
+        .args(["-o", "/dev/null", "--summary-json"])
+        .arg(&summary)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut gz = flate2::write::GzEncoder::new(stdin, flate2::Compression::fast());
+        let record = ual_lines(1);
+        gz.write_all(record.as_bytes())?;
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..1024 {
+            gz.write_all(&chunk)?;
+        }
+        gz.write_all(b"\n")?;
+        gz.write_all(record.as_bytes())?;
+        gz.finish().map(drop)
+    });
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(s) = std::fs::read_to_string(&status) {
+            if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                peak_kib =
+                    peak_kib.max(v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0));
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    writer
+        .join()
+        .unwrap()
+        .expect("the hunt read the whole stream");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(s["records"]["read"], serde_json::json!(3), "{s}");
+    assert_eq!(s["records"]["rejected"], serde_json::json!(1), "{s}");
+    assert_eq!(s["files"][0]["gzip"], serde_json::json!(true), "{s}");
+    assert!(peak_kib > 0, "memory was sampled");
+    assert!(
+        peak_kib < 300 * 1024,
+        "peak RSS {peak_kib} KiB for a 1 GiB line"
+    );
+}
+
 #[test]
 fn sigma_rule_memory_budget_is_a_flag_and_refuses_the_rule_past_it() {
     let d = tempfile::tempdir().unwrap();

@@ -685,8 +685,9 @@ mod tests {
 
     /// A stream is named by its first record that parses: a malformed
     /// first element (rejected later, with its reason) does not make a
-    /// content blob of UAL records a generic JSON file, and the records
-    /// after the deciding one are not needed to decide.
+    /// content blob of UAL records a generic JSON file, and a cut record
+    /// after the deciding one changes nothing. (That the splitter stops
+    /// there is `feeding_stops_at_the_refused_piece` in split.rs.)
     #[test]
     fn a_stream_is_named_by_its_first_record_that_parses() {
         let ual = r#"{"CreationTime":"2023-06-10T10:00:00","Operation":"Send","RecordType":2,"Workload":"Exchange","UserId":"a@x"}"#;
@@ -697,7 +698,8 @@ mod tests {
         assert_eq!(s.first_record, Some(serde_json::from_str(ual).unwrap()));
     }
 
-    /// Hands out its bytes a few at a time, as a pipe or a slow disk may.
+    /// Hands out its bytes a few at a time, as a pipe or a slow disk may,
+    /// and now and then is interrupted by a signal instead.
     struct Trickle<'a> {
         bytes: &'a [u8],
         sizes: fastrand::Rng,
@@ -705,6 +707,9 @@ mod tests {
 
     impl Read for Trickle<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.sizes.usize(0..8) == 0 {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
             let n = buf.len().min(self.bytes.len()).min(self.sizes.usize(1..40));
             buf[..n].copy_from_slice(&self.bytes[..n]);
             self.bytes = &self.bytes[n..];
@@ -714,7 +719,8 @@ mod tests {
 
     /// UTF-16 is transcoded as the standard library decodes it, unpaired
     /// surrogates replaced, in either byte order and however the reads
-    /// cut the units and surrogate pairs: ASCII runs of every length and
+    /// cut the units and surrogate pairs (or are interrupted, which loses
+    /// and repeats nothing): ASCII runs of every length and
     /// alignment (the four-unit copy), other characters, pairs, and lone
     /// surrogates of both halves.
     #[test]
