@@ -177,7 +177,9 @@ def size(args):
             gz = magic == b"\x1f\x8b"
             if magic in (b"\xff\xfe", b"\xfe\xff"):
                 # UTF-16 counts as the UTF-8 it holds, as gzip counts as
-                # what it inflates to: the same records, the same MB.
+                # what it inflates to: the bytes the reader then splits and
+                # parses (for ual-powershell that includes the PowerShell
+                # wrapper and indentation, so its MB are not ual's MB).
                 with open(p, "rb") as f:
                     total += len(f.read()[2:].decode("utf-16-le" if magic == b"\xff\xfe" else "utf-16-be",
                                                      errors="replace").encode())

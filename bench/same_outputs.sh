@@ -8,9 +8,10 @@
 #
 # Usage: bench/same_outputs.sh OLD_BIN NEW_BIN [INPUT...]
 #   INPUT  files or directories; default: examples/storm-0558/logs,
-#          tests/fixtures/logs, and the shapes of
-#          /work/bench-data/matrix-100 when they exist (GEN_ONLY=1
-#          bench/matrix.sh 100 makes them)
+#          tests/fixtures/logs, and the signin, ual, purview-csv, gzip,
+#          mail and ual-powershell shapes of /work/bench-data/matrix-100
+#          when they exist (GEN_ONLY=1 bench/matrix.sh 100 makes them;
+#          signin-envelope holds the records of signin)
 # Exit status: 0 when every output is the same, 1 on any difference, 2 on a
 # usage error.
 set -uo pipefail
