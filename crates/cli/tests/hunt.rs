@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+mod common;
+
 fn ual_lines(n: usize) -> String {
     (0..n)
         .map(|i| {
@@ -15,6 +17,30 @@ fn ual_lines(n: usize) -> String {
         .collect()
 }
 
+/// `tokenward hunt /dev/stdin` writing its summary to `summary`, its
+/// standard input piped.
+fn hunt_stdin(summary: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_tokenward"))
+        .args(["hunt", "/dev/stdin", "-q", "--output-format", "jsonl"])
+        .args(["-o", "/dev/null", "--summary-json"])
+        .arg(summary)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The summary a successful hunt wrote to `path` (`--summary-json`).
+fn summary_of(out: &std::process::Output, path: &std::path::Path) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// Sniffing must not eat the head of a stream that cannot be reopened:
 /// every record piped in is read, whether the file is sniffed once (no
 /// detection reads the sign-in index) or first, to order files.
@@ -23,35 +49,13 @@ fn a_pipe_is_read_whole() {
     let dir = tempfile::tempdir().unwrap();
     for n in [50usize, 10_000] {
         let summary = dir.path().join(format!("summary-{n}.json"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenward"))
-            .args([
-                "hunt",
-                "/dev/stdin",
-                "-q",
-                "--output-format",
-                "jsonl",
-                "-o",
-                "/dev/null",
-                "--summary-json",
-            ])
-            .arg(&summary)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = hunt_stdin(&summary);
         let text = ual_lines(n);
         let mut stdin = child.stdin.take().unwrap();
         let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
         let out = child.wait_with_output().unwrap();
         writer.join().unwrap().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let s: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        let s = summary_of(&out, &summary);
         assert_eq!(
             s["records"]["read"],
             serde_json::json!(n),
@@ -69,15 +73,7 @@ fn a_pipe_is_read_whole() {
 fn a_gzip_bomb_is_read_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("summary.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenward"))
-        .args(["hunt", "/dev/stdin", "-q", "--output-format", "jsonl"])
-        .args(["-o", "/dev/null", "--summary-json"])
-        .arg(&summary)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = hunt_stdin(&summary);
     let stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || -> std::io::Result<()> {
         let mut gz = flate2::write::GzEncoder::new(stdin, flate2::Compression::fast());
@@ -91,29 +87,13 @@ fn a_gzip_bomb_is_read_in_bounded_memory() {
         gz.write_all(record.as_bytes())?;
         gz.finish().map(drop)
     });
-    let status = format!("/proc/{}/status", child.id());
-    let mut peak_kib = 0u64;
-    while child.try_wait().unwrap().is_none() {
-        if let Ok(s) = std::fs::read_to_string(&status) {
-            if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-                peak_kib =
-                    peak_kib.max(v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0));
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let peak_kib = common::peak_rss_kib_until_exit(&mut child);
     let out = child.wait_with_output().unwrap();
     writer
         .join()
         .unwrap()
         .expect("the hunt read the whole stream");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let s = summary_of(&out, &summary);
     assert_eq!(s["records"]["read"], serde_json::json!(3), "{s}");
     assert_eq!(s["records"]["rejected"], serde_json::json!(1), "{s}");
     assert_eq!(s["files"][0]["gzip"], serde_json::json!(true), "{s}");

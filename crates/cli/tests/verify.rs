@@ -4,8 +4,24 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+mod common;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `tokenward verify --json --tokens -` on the example's policy, its
+/// standard input and output piped.
+fn verify_piped() -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_tokenward"))
+        .args(["verify", "--policy"])
+        .arg(repo().join("examples/storm-0558/policy.toml"))
+        .args(["--now", "2023-06-15T08:05:00Z", "--json", "-q"])
+        .args(["--tokens", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 fn verify(args: &[&str]) -> Output {
@@ -167,21 +183,7 @@ fn invalid_utf8_line_is_rejected_and_the_rest_verified() {
 /// through `--tokens -` (so the test needs no disk), stands in.
 #[test]
 fn an_overlong_line_is_too_large_in_bounded_memory() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenward"))
-        .args(["verify", "--policy"])
-        .arg(repo().join("examples/storm-0558/policy.toml"))
-        .args([
-            "--now",
-            "2023-06-15T08:05:00Z",
-            "--json",
-            "-q",
-            "--tokens",
-            "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = verify_piped();
     let mut stdin = child.stdin.take().unwrap();
     let legit = read("examples/storm-0558/legit.jwt");
     let writer = std::thread::spawn(move || -> std::io::Result<()> {
@@ -194,18 +196,7 @@ fn an_overlong_line_is_too_large_in_bounded_memory() {
         stdin.write_all(b"\n")
         // Dropping `stdin` ends the input.
     });
-    // Peak resident memory, polled from /proc while it runs.
-    let status = format!("/proc/{}/status", child.id());
-    let mut peak_kib = 0u64;
-    while child.try_wait().unwrap().is_none() {
-        if let Ok(s) = std::fs::read_to_string(&status) {
-            if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-                peak_kib =
-                    peak_kib.max(v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0));
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let peak_kib = common::peak_rss_kib_until_exit(&mut child);
     writer.join().unwrap().expect("the whole input was read");
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -230,21 +221,7 @@ fn an_overlong_line_is_too_large_in_bounded_memory() {
 #[test]
 fn a_piped_token_is_answered_before_the_pipe_ends() {
     use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenward"))
-        .args(["verify", "--policy"])
-        .arg(repo().join("examples/storm-0558/policy.toml"))
-        .args([
-            "--now",
-            "2023-06-15T08:05:00Z",
-            "--json",
-            "-q",
-            "--tokens",
-            "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = verify_piped();
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "{}", read("examples/storm-0558/legit.jwt").trim()).unwrap();
     stdin.flush().unwrap();

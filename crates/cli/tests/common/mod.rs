@@ -19,3 +19,20 @@ pub fn tokenward(args: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// Waits for `child` to exit, polling its peak resident memory (`VmHWM`
+/// in /proc) meanwhile, and returns that peak in KiB (0 if never read).
+pub fn peak_rss_kib_until_exit(child: &mut std::process::Child) -> u64 {
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(s) = std::fs::read_to_string(&status) {
+            if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                let kib = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+                peak_kib = peak_kib.max(kib);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    peak_kib
+}
