@@ -593,6 +593,12 @@ impl Event {
             exact_then_ci(|| {
                 IP_FIELDS.iter().find_map(|p| {
                     let s = self.get_str(p)?;
+                    // A plain IPv4 address is its own canonical text (the
+                    // parser refuses leading zeros): formatting it again
+                    // was most of the cost of this field.
+                    if s.parse::<std::net::Ipv4Addr>().is_ok() {
+                        return Some(s);
+                    }
                     Some(parse_client_ip(&s).map(|ip| ip.to_string()).unwrap_or(s))
                 })
             })
@@ -1258,6 +1264,35 @@ mod tests {
     /// The normalised fields of an event depend only on the paths in
     /// `normalised_paths`: a projection to them alone normalises every
     /// export shape exactly as the full record does.
+    /// Client addresses in every spelling come out in one canonical text:
+    /// a plain IPv4 address as it is, the others parsed and written again.
+    #[test]
+    fn client_addresses_are_canonical_in_every_spelling() {
+        let ip = |v: &str| {
+            Event::from_record(
+                serde_json::json!({"CreationTime": "2023-06-10T10:00:00", "Operation": "x", "ClientIP": v}),
+                None,
+                Arc::from("t"),
+                Locator::default(),
+            )
+            .client_ip()
+            .map(str::to_owned)
+        };
+        for (given, canonical) in [
+            ("203.0.113.9", "203.0.113.9"),
+            (" 203.0.113.9 ", "203.0.113.9"),
+            ("203.0.113.9:443", "203.0.113.9"),
+            ("[2001:DB8::5]:443", "2001:db8::5"),
+            ("2001:db8:0:0::5", "2001:db8::5"),
+            ("::ffff:203.0.113.9", "203.0.113.9"),
+        ] {
+            assert_eq!(ip(given).as_deref(), Some(canonical), "{given}");
+        }
+        // Not an address (a leading zero is refused, not read as octal):
+        // kept as written.
+        assert_eq!(ip("203.0.113.09").as_deref(), Some("203.0.113.09"));
+    }
+
     /// A record saved by Windows PowerShell (`ConvertTo-Json`) is placed
     /// by its AuditData's ISO time, and by its `CreationDate`
     /// (`\/Date(ms)\/`) only when AuditData has none.
