@@ -2272,13 +2272,8 @@ mod tests {
             }
         }
         assert!(found > 100, "the example holds anchors: {found}");
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
+        let mut next = |n: usize| rng.usize(0..n);
         for _ in 0..3000 {
             let mut hay = Vec::new();
             for _ in 0..next(8) {
