@@ -113,9 +113,11 @@ impl<R: Read> Read for Counting<R> {
 struct Utf16ToUtf8<R> {
     inner: R,
     big_endian: bool,
-    /// Bytes read and not yet transcoded: an odd byte or a high surrogate
-    /// whose partner has not arrived, then each new read.
-    pending: Vec<u8>,
+    /// UTF-16 bytes: the `kept` first are left from the last read (an odd
+    /// byte and a high surrogate whose partner has not arrived, at most 3),
+    /// and each read lands after them. Zeroed once, not per read.
+    raw: Vec<u8>,
+    kept: usize,
     out: Vec<u8>,
     out_pos: usize,
     eof: bool,
@@ -129,7 +131,9 @@ impl<R> Utf16ToUtf8<R> {
         Utf16ToUtf8 {
             inner,
             big_endian,
-            pending: Vec::new(),
+            // Room for a whole read after the bytes kept.
+            raw: vec![0; UTF16_CHUNK + 4],
+            kept: 0,
             out: Vec::new(),
             out_pos: 0,
             eof: false,
@@ -145,22 +149,21 @@ impl<R: Read> Read for Utf16ToUtf8<R> {
             }
             self.out.clear();
             self.out_pos = 0;
-            let have = self.pending.len();
-            self.pending.resize(have + UTF16_CHUNK, 0);
-            let read = self.inner.read(&mut self.pending[have..]);
-            self.pending.truncate(have + *read.as_ref().unwrap_or(&0));
-            if read? == 0 {
+            // A failed read changes nothing: it may be retried.
+            let n = self.inner.read(&mut self.raw[self.kept..])?;
+            if n == 0 {
                 self.eof = true;
-                if !self.pending.is_empty() {
+                if self.kept > 0 {
                     // An odd trailing byte or lone surrogate: keep it visible.
                     self.out.extend_from_slice("\u{FFFD}".as_bytes());
-                    self.pending.clear();
+                    self.kept = 0;
                 }
                 continue;
             }
-            let even = self.pending.len() & !1;
-            let used = utf16_to_utf8(&self.pending[..even], self.big_endian, &mut self.out);
-            self.pending.drain(..used);
+            let end = self.kept + n;
+            let used = utf16_to_utf8(&self.raw[..end & !1], self.big_endian, &mut self.out);
+            self.raw.copy_within(used..end, 0);
+            self.kept = end - used;
         }
         let n = buf.len().min(self.out.len() - self.out_pos);
         buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
