@@ -62,7 +62,11 @@ const GRAM_HOLDERS_MAX: usize = 256;
 #[derive(Debug)]
 pub struct CoverSearch {
     searchers: Vec<aho_corasick::packed::Searcher>,
-    grams: Vec<Vec<u8>>,
+    /// Each cover text as a little-endian word and the mask of its bytes
+    /// (cover texts are at most four bytes): a match is checked with one
+    /// load and compare where a call to `memcmp` per candidate was 1.4 %
+    /// of a hunt's instructions.
+    grams: Vec<(u32, u32)>,
     /// Cover text -> the texts holding it, with its offset there.
     gram_texts: Vec<Vec<(u32, usize)>>,
     /// First byte -> the cover texts starting with it.
@@ -125,6 +129,7 @@ impl CoverSearch {
                 by_first[usize::from(c)].push(i as u32);
             }
         }
+        let grams = grams.iter().map(|g| gram_word(g)).collect();
         Some(CoverSearch {
             searchers,
             grams,
@@ -152,8 +157,10 @@ impl CoverSearch {
                 // Every cover text starting here (a searcher reports one
                 // per place; a shorter one may start where a longer one
                 // was found), and every text holding it.
+                let word = hay_word(hay, pos);
                 for &gi in &self.by_first[usize::from(hay[pos])] {
-                    if !hay[pos..].starts_with(&self.grams[gi as usize]) {
+                    let (g, mask) = self.grams[gi as usize];
+                    if word & mask != g {
                         continue;
                     }
                     for &(ti, k) in &self.gram_texts[gi as usize] {
@@ -169,6 +176,33 @@ impl CoverSearch {
             }
         }
         false
+    }
+}
+
+/// A cover text (at most [`GRAM`] bytes) as a little-endian word, and the
+/// mask of the bytes it has.
+fn gram_word(g: &[u8]) -> (u32, u32) {
+    debug_assert!(!g.is_empty() && g.len() <= GRAM);
+    let mut b = [0u8; GRAM];
+    b[..g.len()].copy_from_slice(g);
+    let mask = u32::MAX >> (8 * (GRAM - g.len()));
+    (u32::from_le_bytes(b), mask)
+}
+
+/// The (up to) four bytes of `hay` from `pos` as a little-endian word,
+/// bytes past its end read as zero. A cover text never fails to match
+/// where it occurs; one that seems to match past the end (a text holding
+/// zero bytes) is ruled out by the comparison of its texts that follows.
+#[inline]
+fn hay_word(hay: &[u8], pos: usize) -> u32 {
+    match hay.get(pos..pos + GRAM) {
+        Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]),
+        None => {
+            let mut b = [0u8; GRAM];
+            let rest = &hay[pos..];
+            b[..rest.len()].copy_from_slice(rest);
+            u32::from_le_bytes(b)
+        }
     }
 }
 
