@@ -35,7 +35,7 @@ use tokenward_detect::{
     builtins, Anchors, Context, Detection, Kinds, Needs, Options, RecordStats, ScreenFn, Setup,
     SigninIndex, WholeRecord,
 };
-use tokenward_event::projection::{forces_full, plain_time_and_workload};
+use tokenward_event::projection::plain_time_and_workload;
 use tokenward_event::shadow;
 use tokenward_event::{
     classify, kind_hint, normalised_paths, Coverage, Event, EventKind, Finding, Locator, Projected,
@@ -608,13 +608,27 @@ struct Out {
 /// How a CSV header's columns read as a JSON object's keys, worked out once
 /// per batch: which column each name is read from, in name order (the
 /// last of two with one name, as a JSON object keeps the last copy), which
-/// columns that overwrites, and whether a column name makes every row a
-/// full parse.
+/// columns that overwrites, and the names Log Analytics columns are also
+/// read under.
 struct Columns {
     read: Vec<usize>,
     overwritten: Vec<usize>,
-    /// Renamed Log Analytics columns are folded by the full parse.
-    forces_full: bool,
+    /// Log Analytics portal exports rename columns (`TimeGenerated [UTC]`,
+    /// `LocationDetails_dynamic` beside `LocationDetails_string`); a full
+    /// parse also exposes them under the table's names
+    /// (`tokenward_event`'s `fold_la_columns`), and so does a projection
+    /// of the row, from these, in name order of the renamed column.
+    folds: Vec<Fold>,
+}
+
+/// A renamed Log Analytics column also read under its table's name.
+struct Fold {
+    /// The table's name: no column has it.
+    base: String,
+    /// The renamed column, read under `base` when its cell is not empty.
+    from: usize,
+    /// For `X_dynamic`, the `X_string` column, read under `base` instead.
+    alt: Option<usize>,
 }
 
 impl Columns {
@@ -623,11 +637,56 @@ impl Columns {
         let mut read: Vec<usize> = (0..header.len()).filter(|&i| is_last(i)).collect();
         read.sort_by(|&a, &b| header[a].cmp(&header[b]));
         let overwritten = (0..header.len()).filter(|&i| !is_last(i)).collect();
+        let column = |name: &str| read.iter().copied().find(|&i| header[i] == name);
+        let folds = read
+            .iter()
+            .filter_map(|&from| {
+                let h = &header[from];
+                let (base, alt) = match h.strip_suffix(" [UTC]") {
+                    Some(base) => (base, None),
+                    None => {
+                        let base = h.strip_suffix("_dynamic")?;
+                        (base, column(&format!("{base}_string")))
+                    }
+                };
+                (!base.is_empty() && column(base).is_none()).then(|| Fold {
+                    base: base.to_owned(),
+                    from,
+                    alt,
+                })
+            })
+            .collect();
         Columns {
             read,
             overwritten,
-            forces_full: header.iter().any(|h| forces_full(h)),
+            folds,
         }
+    }
+
+    /// The (name, cell) pairs of a row as a JSON object of it would have
+    /// them once its Log Analytics columns are folded: every column, then
+    /// the table's names of the renamed columns that give a value (a
+    /// `_dynamic` cell that is empty gives its `_string` cell), a later
+    /// pair of one name replacing an earlier as the fold does.
+    fn named<'r>(
+        &'r self,
+        header: &'r [String],
+        cells: &'r Cells,
+    ) -> impl Iterator<Item = (&'r str, &'r str)> + 'r {
+        let plain = self
+            .read
+            .iter()
+            .map(|&i| (header[i].as_str(), cells.get(i)));
+        let folded = self.folds.iter().filter_map(move |f| {
+            let cell = cells.get(f.from);
+            let v = if cell.is_empty() {
+                cells.get(f.alt?)
+            } else {
+                cell
+            };
+            Some((f.base.as_str(), v))
+        });
+        plain.chain(folded)
     }
 }
 
@@ -884,9 +943,6 @@ impl Ctx<'_> {
     /// characters JSON and CSV escape) hold in this text whenever they hold
     /// in the record, as on a JSON line.
     fn row(&self, header: &[String], columns: &Columns, cells: Cells, loc: Locator, out: &mut Out) {
-        // Renamed Log Analytics columns are folded by the full parse, so no
-        // whole-record screen needs to run on such a row.
-        let full = columns.forces_full;
         let screened = self.plan.map(|plan| {
             let text = &mut out.row_text;
             text.clear();
@@ -902,7 +958,7 @@ impl Ctx<'_> {
                 l.find_all(text, &mut out.hits);
             }
             let s = plan.readers(&out.hits, text, &mut out.streaks);
-            (s, full || plan.reads_whole(s, text))
+            (s, plan.reads_whole(s, text))
         });
         let readers = screened.map_or(Mask::MAX, |(s, _)| s.readers);
         shadow::reset();
@@ -917,11 +973,7 @@ impl Ctx<'_> {
             // Only the projected columns are copied: no object of the
             // whole row is built.
             let projection = out.projection(plan, readers);
-            let named = columns
-                .read
-                .iter()
-                .map(|&i| (header[i].as_str(), cells.get(i)));
-            let v = projection.project_columns(named);
+            let v = projection.project_columns(columns.named(header, &cells));
             let ev = Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
             if !plan.reads_whole_as(screened, ev.kind, &out.row_text) {
                 self.route(with_shadowed(ev, out), readers, out);
@@ -1962,12 +2014,59 @@ mod tests {
         let c = Columns::of(&header);
         assert_eq!(c.read, [4, 2, 3]);
         assert_eq!(c.overwritten, [0, 1]);
-        assert!(!c.forces_full);
-        let renamed: Vec<String> = ["TimeGenerated [UTC]", "a"].map(String::from).to_vec();
-        assert!(Columns::of(&renamed).forces_full);
+        assert!(c.folds.is_empty());
         let plain: Vec<String> = ["z", "y"].map(String::from).to_vec();
         let c = Columns::of(&plain);
         assert_eq!((c.read, c.overwritten), (vec![1, 0], vec![]));
+    }
+
+    /// A Log Analytics portal CSV row is projected, not parsed whole, and
+    /// reads its renamed columns under the table's names as the full parse
+    /// does: `X [UTC]`; `X_dynamic`, or `X_string` when it is empty; of two
+    /// renamed columns of one name, the last that has a value.
+    #[test]
+    fn log_analytics_csv_rows_are_projected_with_columns_folded() {
+        fn needs() -> Needs {
+            Needs::anchored(
+                Kinds::ALL,
+                &["SigninLogs"],
+                &[
+                    "TimeGenerated",
+                    "LocationDetails.city",
+                    "Status.errorCode",
+                    "Dup",
+                ],
+            )
+        }
+        fn whole() -> Needs {
+            let mut n = needs();
+            n.whole_record = WholeRecord::WhenAnyOf(vec!["SigninLogs".into()]);
+            n
+        }
+        let csv = "TimeGenerated [UTC],Type,LocationDetails_dynamic,LocationDetails_string,Status_dynamic,Status_string,Dup [UTC],Dup_dynamic\n\
+            \"4/28/2021, 2:08:45.221 PM\",SigninLogs,\"{\"\"city\"\":\"\"Oslo\"\"}\",,,\"{\"\"errorCode\"\":50126}\",a,b\n\
+            \"4/28/2021, 2:09:45.221 PM\",SigninLogs,,\"{\"\"city\"\":\"\"Bergen\"\"}\",\"{\"\"errorCode\"\":0}\",,c,\n";
+        let d = dir(&[("SigninLogs.csv", csv)]);
+        let cases: [(&'static str, [&str; 2]); 4] = [
+            (
+                "TimeGenerated",
+                ["4/28/2021, 2:08:45.221 PM", "4/28/2021, 2:09:45.221 PM"],
+            ),
+            ("LocationDetails.city", ["Bergen", "Oslo"]),
+            ("Status.errorCode", ["0", "50126"]),
+            ("Dup", ["b", "c"]),
+        ];
+        for (path, want) in cases {
+            for (how, projected) in [(needs as fn() -> Needs, true), (whole, false)] {
+                let (p, seen) = Probe::boxed(how, Some(path));
+                let r = hunt(&d, vec![p]);
+                assert_eq!(r.totals(), (2, 2, 0));
+                let got = seen.lock().unwrap().read_and_projected();
+                let want: Vec<(String, bool)> =
+                    want.iter().map(|w| (w.to_string(), projected)).collect();
+                assert_eq!(got, want, "{path}");
+            }
+        }
     }
 
     /// A CSV row is screened as `"column":value` lines: a detection's own
