@@ -112,12 +112,17 @@ const GATED_RULES_MAX: usize = 512;
 /// A set of places in a log source's rule list, as bits.
 pub(crate) type Places = [u64; GATED_RULES_MAX / 64];
 
+/// Gate maps hash with foldhash: SipHash was most of a lookup, made for
+/// every gated field of every event. Their keys come from the rules, so a
+/// log cannot lengthen their probe sequences.
+type GateMap<K> = HashMap<K, Vec<u16>, foldhash::fast::FixedState>;
+
 /// The rules of one log source a field's values open, by place.
 #[derive(Debug, Default)]
 struct FieldGates {
-    cased: HashMap<String, Vec<u16>>,
-    folded: HashMap<String, Vec<u16>>,
-    numbers: HashMap<u64, Vec<u16>>,
+    cased: GateMap<String>,
+    folded: GateMap<String>,
+    numbers: GateMap<u64>,
     /// Some text key could be an object's or array's JSON text: only then
     /// are such values written out to be looked up.
     json_keys: bool,
