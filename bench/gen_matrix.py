@@ -33,6 +33,16 @@ SHAPE is one of
                records' tokens, plus background), every file gzip-compressed
                (*.jsonl.gz). SIZE_MB counts uncompressed bytes.
   mail         the MailItemsAccessed-heavy shape of bench/hunt_gen.py (it runs it).
+  la-csv       the sign-ins of `signin` (same seed, same records) as the Log
+               Analytics portal's "Export to CSV" writes query results
+               (<Table>-<tenant>-<day>.csv): a UTF-8 BOM, CRLF, the columns of
+               the SigninLogs, AADNonInteractiveUserSignInLogs and
+               AADServicePrincipalSignInLogs tables in a real export's order,
+               times in `X [UTC]` columns as `M/D/YYYY, h:mm:ss.fff AM`, and
+               SigninLogs' dynamic columns split into `X_dynamic` and
+               `X_string` (the other tables hold those as JSON text under
+               their own names). SIZE_MB counts the records as JSON lines
+               (the bytes of `signin`); the files hold about 0.6 times that.
   signin-envelope
                the sign-ins of `signin` (same seed, same records) as envelopes:
                Azure Monitor `{"records":[...]}` on one line per file (as an
@@ -61,6 +71,7 @@ RawEventData carries), every other byte unchanged. The script says which.
 import base64
 import csv
 import gzip
+import io
 import json
 import os
 import random
@@ -432,10 +443,114 @@ MAIL_CLIENT_REST_SYSTEM = ("8a18aa92-4a32-4c11-9d58-2a9a1b5d2e6f", "3c8e478f-8b6
 GRAPH_CONTEXT = "https://graph.microsoft.com/v1.0/$metadata#auditLogs/signIns"
 
 
+# The columns of a SigninLogs export from the Log Analytics portal (a real
+# export's header, tests/fixtures/logs/azure-sentinel-training-lab/
+# sign-in_adelete.csv, with TimeGenerated, which that query projected away).
+LA_COLUMNS = (
+    "TenantId,TimeGenerated [UTC],SourceSystem,ResourceId,OperationName,OperationVersion,Category,ResultType,"
+    "ResultSignature,ResultDescription,DurationMs,CorrelationId,Resource,ResourceGroup,ResourceProvider,Identity,"
+    "Level,Location,AlternateSignInName,AppDisplayName,AppId,AuthenticationDetails,AuthenticationMethodsUsed,"
+    "AuthenticationProcessingDetails,AuthenticationRequirement,AuthenticationRequirementPolicies,ClientAppUsed,"
+    "ConditionalAccessPolicies_dynamic,ConditionalAccessPolicies_string,ConditionalAccessStatus,"
+    "CreatedDateTime [UTC],DeviceDetail_dynamic,DeviceDetail_string,IsInteractive,Id,IPAddress,IsRisky,"
+    "LocationDetails_dynamic,LocationDetails_string,MfaDetail_dynamic,MfaDetail_string,NetworkLocationDetails,"
+    "OriginalRequestId,ProcessingTimeInMilliseconds,RiskDetail,RiskEventTypes,RiskEventTypes_V2,"
+    "RiskLevelAggregated,RiskLevelDuringSignIn,RiskState,ResourceDisplayName,ResourceIdentity,ServicePrincipalId,"
+    "ServicePrincipalName,Status_dynamic,Status_string,TokenIssuerName,TokenIssuerType,UserAgent,UserDisplayName,"
+    "UserId,UserPrincipalName,AADTenantId,UserType,FlaggedForReview,SignInIdentifier,SignInIdentifierType,"
+    "ResourceTenantId,HomeTenantId,Type,AdditionalDetails,InitiatedBy,UniqueTokenIdentifier,SessionId"
+).split(",")
+# A column's table name -> the sign-in property it holds, where they differ.
+LA_PROPERTY = {"LocationDetails": "location", "ConditionalAccessPolicies": "appliedConditionalAccessPolicies",
+               "Status": "status", "RiskEventTypes_V2": "riskEventTypes_v2"}
+LA_TABLE = {"SignInLogs": "SigninLogs", "NonInteractiveUserSignInLogs": "AADNonInteractiveUserSignInLogs",
+            "ServicePrincipalSignInLogs": "AADServicePrincipalSignInLogs", "interactive": "SigninLogs",
+            "noninteractive": "AADNonInteractiveUserSignInLogs", "serviceprincipal": "AADServicePrincipalSignInLogs"}
+
+
+def la_time(t):
+    """An ISO time as the portal's CSV writes it: 4/28/2021, 2:08:45.221 PM."""
+    d, _, rest = t.partition("T")
+    y, mo, da = d.split("-")
+    hms = rest[:8]
+    h, mi, se = hms.split(":")
+    frac = (rest[9:12] if len(rest) > 8 and rest[8] == "." else "").ljust(3, "0")
+    h = int(h)
+    return f"{int(mo)}/{int(da)}/{y}, {h % 12 or 12}:{mi}:{se}.{frac} {'AM' if h < 12 else 'PM'}"
+
+
+def la_text(v):
+    if v is None:
+        return ""
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, separators=(",", ":"))
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def la_row(name, line):
+    """A sign-in JSON line (an Azure Monitor record or a Graph signIn) as a
+    Log Analytics row: (file name, table, cells)."""
+    r = json.loads(line)
+    if "properties" in r:  # PT1H-<category>-<tenant>-<day>.json
+        _, cat, tenant, day = name[:-5].split("-")
+        p, top = r["properties"], r
+        table = LA_TABLE[cat]
+    else:  # signins-graph-<tenant>-<kind>-<day>.jsonl
+        _, _, tenant, kind, day = name[:-6].split("-")
+        p, table = r, LA_TABLE[kind]
+        err = r["status"]["errorCode"]
+        top = {"time": r["createdDateTime"], "tenantId": r["homeTenantId"] or r["appOwnerTenantId"],
+               "category": {"SigninLogs": "SignInLogs", "AADNonInteractiveUserSignInLogs": "NonInteractiveUserSignInLogs",
+                            "AADServicePrincipalSignInLogs": "ServicePrincipalSignInLogs"}[table],
+               "operationName": "Sign-in activity", "operationVersion": "1.0", "resultType": str(err),
+               "resultSignature": "None", "resultDescription": r["status"]["failureReason"] if err else "",
+               "durationMs": 0, "correlationId": r["correlationId"],
+               "identity": r["userDisplayName"] or r["servicePrincipalName"], "Level": 4,
+               "location": r["location"]["countryOrRegion"]}
+    props = {k.lower(): v for k, v in p.items()}
+    tops = {k.lower(): v for k, v in top.items() if k != "properties"}
+    split = table == "SigninLogs"
+    cells = []
+    for c in LA_COLUMNS:
+        base = c.removesuffix(" [UTC]")
+        if base.endswith("_string"):
+            cells.append("")
+            continue
+        base = base.removesuffix("_dynamic")
+        if base == "TimeGenerated":
+            v = top["time"]
+        elif base in ("Type",):
+            v = table
+        elif base in ("SourceSystem",):
+            v = "Azure AD"
+        elif base in ("Resource", "ResourceGroup", "ResourceProvider"):
+            v = "Microsoft.aadiam"
+        elif base in ("TenantId", "AADTenantId"):
+            v = tops.get("tenantid")
+        elif base == "Location":
+            v = tops.get("location")
+        else:
+            k = LA_PROPERTY.get(base, base).lower()
+            v = props.get(k, tops.get(k))
+        if c.endswith(" [UTC]") and isinstance(v, str) and v:
+            v = la_time(v)
+        cells.append(la_text(v))
+    if not split:
+        # Only SigninLogs holds these as dynamic columns.
+        header = [c.removesuffix("_dynamic") for c in LA_COLUMNS if not c.endswith("_string")]
+        cells = [x for c, x in zip(LA_COLUMNS, cells) if not c.endswith("_string")]
+    else:
+        header = LA_COLUMNS
+    return f"{table}-{tenant}-{day}.csv", header, cells
+
+
 class Sink:
-    def __init__(self, out_dir, gz=False, period=1, envelope=False):
+    def __init__(self, out_dir, gz=False, period=1, envelope=False, la_csv=False):
         self.dir = out_dir
         self.gz = gz
+        self.la_csv = la_csv  # each record a Log Analytics portal CSV row
         self.envelope = envelope  # each file one envelope of its records
         self.period = period  # days per file
         self.open = {}
@@ -451,6 +566,12 @@ class Sink:
         # Progress (and so every record's time) follows the record bytes
         # alone, so the envelope shape holds the sign-in shape's records.
         counted = len(text)
+        header = None
+        if self.la_csv:
+            name, header, cells = la_row(name, text)
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\r\n").writerow(cells)
+            text = buf.getvalue()
         if self.envelope:
             name = name[:-1] if name.endswith(".jsonl") else name
             rec = text.rstrip("\n")
@@ -478,6 +599,10 @@ class Sink:
                 f._raw, f._proc = raw, None
             else:
                 f = open(path, "a", encoding="utf-8", newline="", buffering=1 << 20)
+            if header is not None:
+                buf = io.StringIO()
+                csv.writer(buf, lineterminator="\r\n").writerow(header)
+                f.write("\ufeff" + buf.getvalue())
             self.open[name] = f
             self.files += 1
         f.write(text.encode() if self.gz else text)
@@ -1521,7 +1646,7 @@ def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     twin = "--no-twin" not in sys.argv
     if len(args) != 3 or args[0] not in ("signin", "ual", "purview-csv", "gzip", "mail", "signin-envelope",
-                                              "ual-powershell"):
+                                              "ual-powershell", "la-csv"):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     shape, size_mb, out = args[0], float(args[1]), args[2]
@@ -1554,13 +1679,13 @@ def main():
         # The envelope shape holds the records of the sign-in shape.
         # The envelope and PowerShell shapes hold the records of the
         # sign-in and UAL shapes.
-        R.seed(SEED[{"signin-envelope": "signin", "ual-powershell": "ual"}.get(shape, shape)])
+        R.seed(SEED[{"signin-envelope": "signin", "ual-powershell": "ual", "la-csv": "signin"}.get(shape, shape)])
         world = World()
         # gzip: a file per 5 days (what someone compressing daily exports in
         # batches would have); the others: a file per day.
         sink = Sink(out, gz=(shape == "gzip"), period=5 if shape == "gzip" else 1,
-                    envelope=(shape == "signin-envelope"))
-        if shape in ("signin", "signin-envelope"):
+                    envelope=(shape == "signin-envelope"), la_csv=(shape == "la-csv"))
+        if shape in ("signin", "signin-envelope", "la-csv"):
             note = gen_signin(world, target, out, sink)
         elif shape in ("ual", "ual-powershell"):
             ug = gen_ual(world, target, out, sink, powershell=(shape == "ual-powershell"))
@@ -1573,7 +1698,7 @@ def main():
             c = sg.counts
             note = (f"UAL {ub / 1e6:.0f} MB, sign-ins {(sink.bytes - ub) / 1e6:.0f} MB ({sum(c.values())} sign-ins, "
                     f"{c['noninteractive']} non-interactive); " + op_note(ug))
-        uncompressed = sink.bytes if shape not in ("purview-csv", "signin-envelope") else dir_bytes(out)
+        uncompressed = sink.bytes if shape not in ("purview-csv", "signin-envelope", "la-csv") else dir_bytes(out)
     secs = time.time() - t0
     on_disk = dir_bytes(out)
     print(f"{shape}: wrote {out}: {uncompressed / 1e6:.0f} MB uncompressed ({on_disk / 1e6:.0f} MB on disk) "
@@ -1595,6 +1720,7 @@ NO_TWIN = {
     "gzip": "Chainsaw reads no gzip input",
     "signin-envelope": "Chainsaw reads an envelope file as one document, not its records",
     "ual-powershell": "Chainsaw reads no UTF-16 input",
+    "la-csv": "Chainsaw reads no CSV input",
 }
 
 

@@ -13,9 +13,11 @@
 #   ual-powershell  the records of `ual` as Windows PowerShell saves
 #                Search-UnifiedAuditLog output (ConvertTo-Json | Out-File:
 #                UTF-16 LE, pretty-printed, AuditData as a string)
+#   la-csv       the sign-ins of `signin` as Log Analytics portal CSV exports
+#                (renamed `X [UTC]` and `X_dynamic`/`X_string` columns)
 # Chainsaw runs on OUT.chainsaw/ twins (see bench/gen_matrix.py): same bytes
 # for sign-ins, UAL with `.0000000Z` added to CreationTime; it cannot read the
-# purview-csv, gzip, signin-envelope and ual-powershell shapes at all.
+# purview-csv, gzip, signin-envelope, ual-powershell and la-csv shapes at all.
 #
 # Usage: [BIN=...] [CHAINSAW=...] [SHAPES="..."] [SAVE_FINDINGS=DIR] [TABLE=FILE]
 #        bench/matrix.sh [SIZE_MB] [DATA_ROOT] [RUNS]
@@ -40,7 +42,7 @@ ROOT=${2:-/work/bench-data/matrix-$SIZE}
 RUNS=${3:-3}
 BIN=${BIN:-$REPO/target/release/tokenward}
 CHAINSAW=${CHAINSAW:-/work/shared/anchors/chainsaw/chainsaw}
-SHAPES=${SHAPES:-signin ual purview-csv gzip mail signin-envelope ual-powershell}
+SHAPES=${SHAPES:-signin ual purview-csv gzip mail signin-envelope ual-powershell la-csv}
 RULES=(tests/fixtures/sigma/rules rules)
 MAPPING=bench/chainsaw-matrix-mapping.yml
 REPORT="python3 $REPO/bench/matrix_report.py"
@@ -58,7 +60,7 @@ for shape in $SHAPES; do
     python3 bench/gen_matrix.py "$shape" "$SIZE" "$ROOT/$shape" | tee "$ROOT/$shape.gen.txt" >&2
     touch "$ROOT/$shape.done"
   elif [ ! -d "$ROOT/$shape.chainsaw" ] && [ "$shape" != purview-csv ] && [ "$shape" != gzip ] \
-    && [ "$shape" != signin-envelope ] && [ "$shape" != ual-powershell ]; then
+    && [ "$shape" != signin-envelope ] && [ "$shape" != ual-powershell ] && [ "$shape" != la-csv ]; then
     python3 bench/gen_matrix.py "$shape" "$SIZE" "$ROOT/$shape" --twin-only >&2
   fi
 done
