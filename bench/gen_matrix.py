@@ -445,7 +445,8 @@ GRAPH_CONTEXT = "https://graph.microsoft.com/v1.0/$metadata#auditLogs/signIns"
 
 # The columns of a SigninLogs export from the Log Analytics portal (a real
 # export's header, tests/fixtures/logs/azure-sentinel-training-lab/
-# sign-in_adelete.csv, with TimeGenerated, which that query projected away).
+# sign-in_adelete.csv, with the table's TimeGenerated, UniqueTokenIdentifier
+# and SessionId columns, which that query projected away).
 LA_COLUMNS = (
     "TenantId,TimeGenerated [UTC],SourceSystem,ResourceId,OperationName,OperationVersion,Category,ResultType,"
     "ResultSignature,ResultDescription,DurationMs,CorrelationId,Resource,ResourceGroup,ResourceProvider,Identity,"
@@ -479,14 +480,30 @@ def la_time(t):
     return f"{int(mo)}/{int(da)}/{y}, {h % 12 or 12}:{mi}:{se}.{frac} {'AM' if h < 12 else 'PM'}"
 
 
-def la_text(v):
+# String columns whose JSON the portal writes pretty-printed across CRLF
+# lines inside the quoted cell, as the real export does (the dynamic
+# columns hold compact JSON).
+LA_PRETTY = {"AuthenticationDetails", "AuthenticationProcessingDetails"}
+
+
+def la_text(v, pretty=False):
     if v is None:
         return ""
     if isinstance(v, (dict, list)):
+        if pretty and v:
+            return json.dumps(v, indent=2).replace("\n", "\r\n")
         return json.dumps(v, separators=(",", ":"))
     if isinstance(v, bool):
-        return "true" if v else "false"
+        # A boolean column, as the portal writes it (JSON inside cells
+        # keeps true/false).
+        return "TRUE" if v else "FALSE"
     return str(v)
+
+
+def la_workspace(tenant_id):
+    """The Log Analytics workspace a tenant's sign-ins go to (TenantId in
+    an export is the workspace's id; AADTenantId is the tenant's)."""
+    return "%08x-%s" % (zlib.crc32(tenant_id.encode()), tenant_id[9:])
 
 
 def la_row(name, line):
@@ -527,8 +544,14 @@ def la_row(name, line):
             v = "Azure AD"
         elif base in ("Resource", "ResourceGroup", "ResourceProvider"):
             v = "Microsoft.aadiam"
-        elif base in ("TenantId", "AADTenantId"):
+        elif base == "TenantId":
+            v = la_workspace(tops.get("tenantid") or "")
+        elif base == "AADTenantId":
             v = tops.get("tenantid")
+        elif base == "ResourceId":
+            v = f"/tenants/{tops.get('tenantid')}/providers/Microsoft.aadiam"
+        elif base == "ResourceIdentity":
+            v = props.get("resourceid")
         elif base == "Location":
             v = tops.get("location")
         else:
@@ -536,7 +559,7 @@ def la_row(name, line):
             v = props.get(k, tops.get(k))
         if c.endswith(" [UTC]") and isinstance(v, str) and v:
             v = la_time(v)
-        cells.append(la_text(v))
+        cells.append(la_text(v, pretty=base in LA_PRETTY))
     if not split:
         # Only SigninLogs holds these as dynamic columns.
         header = [c.removesuffix("_dynamic") for c in LA_COLUMNS if not c.endswith("_string")]
@@ -599,7 +622,7 @@ class Sink:
                 f._raw, f._proc = raw, None
             else:
                 f = open(path, "a", encoding="utf-8", newline="", buffering=1 << 20)
-            if header is not None:
+            if header is not None and f.tell() == 0:
                 buf = io.StringIO()
                 csv.writer(buf, lineterminator="\r\n").writerow(header)
                 f.write("\ufeff" + buf.getvalue())
