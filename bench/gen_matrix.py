@@ -42,7 +42,7 @@ SHAPE is one of
                SigninLogs' dynamic columns split into `X_dynamic` and
                `X_string` (the other tables hold those as JSON text under
                their own names). SIZE_MB counts the records as JSON lines
-               (the bytes of `signin`); the files hold about 0.6 times that.
+               (the bytes of `signin`); the files hold about 0.65 times that.
   signin-envelope
                the sign-ins of `signin` (same seed, same records) as envelopes:
                Azure Monitor `{"records":[...]}` on one line per file (as an
