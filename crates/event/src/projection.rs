@@ -188,11 +188,10 @@ impl Projection {
     /// Projects a record already split into named text columns (CSV), as
     /// (column name, cell) pairs read as from a JSON object of the row: a
     /// later pair of one name replaces an earlier (of two columns with one
-    /// name, the caller passes the later and notes the earlier; renamed
-    /// columns are passed after every column). Only the columns kept are copied into
-    /// the result. Renamed Log Analytics columns ([`forces_full`]) are the
-    /// caller's to pass under the table's names too, as a full parse
-    /// folds them.
+    /// name, the caller passes the later and notes the earlier). Only the
+    /// columns kept are copied into the result. Renamed Log Analytics
+    /// columns ([`forces_full`]) are the caller's to pass again under the
+    /// table's names, after every column, as a full parse folds them.
     pub fn project_columns<'r>(&self, row: impl IntoIterator<Item = (&'r str, &'r str)>) -> Value {
         let mut out = Map::new();
         for (k, cell) in row {

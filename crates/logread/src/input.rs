@@ -409,35 +409,27 @@ pub fn sniff_known(
     Ok((head, res))
 }
 
-/// Control bytes no text export holds (NUL to backspace, shift-out to
-/// substitute): a table, because the range tests cost ten instructions a
-/// byte and every file is sniffed.
-static BINARY_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = b < 0x09 || (b >= 0x0e && b < 0x1b);
-        b += 1;
-    }
-    table
-};
+/// Control bytes no text export holds: NUL to backspace, shift-out to
+/// substitute.
+fn is_binary(c: u8) -> bool {
+    c < 0x09 || (0x0e..0x1b).contains(&c)
+}
 
-/// Where the first of [`BINARY_BYTES`] is in `b`. Every file is sniffed,
-/// and most hold none: a block of 64 bytes is ruled out at once (a loop
-/// without an early exit, which the compiler makes vector compares), and
+/// Where the first binary byte ([`is_binary`]) is in `b`. Every file is
+/// sniffed, and most hold none: a block of 64 bytes is ruled out at once
+/// (a loop without an early exit, which the compiler makes vector
+/// compares, where a search with one took ten instructions a byte), and
 /// only a block holding one is searched byte by byte.
 fn first_binary(b: &[u8]) -> Option<usize> {
     const BLOCK: usize = 64;
-    let is_binary = |c: u8| c < 0x09 || (0x0e..0x1b).contains(&c);
     b.chunks(BLOCK).enumerate().find_map(|(i, block)| {
-        let any = block.iter().fold(false, |any, &c| any | is_binary(c));
-        any.then(|| {
-            i * BLOCK
-                + block
-                    .iter()
-                    .position(|&c| BINARY_BYTES[usize::from(c)])
-                    .expect("a binary byte")
-        })
+        if !block.iter().fold(false, |any, &c| any | is_binary(c)) {
+            return None;
+        }
+        block
+            .iter()
+            .position(|&c| is_binary(c))
+            .map(|p| i * BLOCK + p)
     })
 }
 
@@ -566,10 +558,15 @@ mod tests {
     /// controls below 0x1b mark a file as binary, at the first one found.
     #[test]
     fn control_bytes_mark_binary_data() {
-        for b in 0..=255u8 {
-            let binary = b < 0x09 || (0x0e..0x1b).contains(&b);
-            assert_eq!(BINARY_BYTES[usize::from(b)], binary, "byte {b:#04x}");
-        }
+        let binary: Vec<u8> = (0..=255u8).filter(|&b| is_binary(b)).collect();
+        assert_eq!(
+            binary,
+            [
+                &(0x00..=0x08).collect::<Vec<u8>>()[..],
+                &(0x0e..=0x1a).collect::<Vec<u8>>()[..]
+            ]
+            .concat()
+        );
         let mut head = br#"{"a":"b"}"#.to_vec();
         assert!(sniff_head(&head, None).is_ok());
         head.extend_from_slice(b"\n\t\x0c\x1b\n");
