@@ -1391,10 +1391,11 @@ mod tests {
                         if f > 0 {
                             rec.push(delim);
                         }
+                        // Any bytes inside quotes (doubled quotes, line
+                        // ends, delimiters, multi-byte characters).
                         let text: Vec<u8> = (0..rng.usize(0..8))
-                            .flat_map(|_| *rng.choice(&alphabet[..4]).unwrap())
+                            .flat_map(|_| *rng.choice(alphabet).unwrap())
                             .copied()
-                            .filter(|&c| c != delim)
                             .collect();
                         if rng.bool() {
                             rec.push(b'"');
@@ -1406,7 +1407,10 @@ mod tests {
                             }
                             rec.push(b'"');
                         } else {
-                            rec.extend(text.iter().filter(|&&c| c != b'"'));
+                            rec.extend(
+                                text.iter()
+                                    .filter(|&&c| !matches!(c, b'"' | b'\r' | b'\n') && c != delim),
+                            );
                         }
                     }
                 } else {
