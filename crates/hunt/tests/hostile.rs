@@ -28,6 +28,18 @@ enum Carrier {
     GzipFile,
 }
 
+impl Carrier {
+    /// Every carrier this platform has, each with the file name it takes
+    /// for records written as `name` (`.gz` added for the gzip file).
+    fn each(name: &str) -> Vec<(Carrier, String)> {
+        let mut all = vec![(Carrier::GzipFile, format!("{name}.gz"))];
+        if cfg!(unix) {
+            all.push((Carrier::Fifo, name.to_owned()));
+        }
+        all
+    }
+}
+
 /// Puts `head`, about 80 MiB of `filler` repeated (past the 64 MiB
 /// record limit), then `tail` at `f` by `carrier`, and hunts it: the one
 /// oversized record must be rejected at `locator` and the 3 others read.
@@ -213,11 +225,7 @@ fn a_gzip_bomb_is_one_rejected_line_and_the_rest_is_read() {
 #[test]
 fn an_oversized_line_is_rejected_with_its_line_and_the_rest_is_read() {
     let d = tempfile::tempdir().unwrap();
-    let mut carriers = vec![(Carrier::GzipFile, "big.jsonl.gz")];
-    if cfg!(unix) {
-        carriers.push((Carrier::Fifo, "big.jsonl"));
-    }
-    for (carrier, name) in carriers {
+    for (carrier, name) in Carrier::each("big.jsonl") {
         assert_oversized_record_skipped(
             &d.path().join(name),
             carrier,
@@ -232,11 +240,7 @@ fn an_oversized_line_is_rejected_with_its_line_and_the_rest_is_read() {
 #[test]
 fn an_oversized_array_element_is_rejected_and_the_others_read() {
     let d = tempfile::tempdir().unwrap();
-    let mut carriers = vec![(Carrier::GzipFile, "big.json.gz")];
-    if cfg!(unix) {
-        carriers.push((Carrier::Fifo, "big.json"));
-    }
-    for (carrier, name) in carriers {
+    for (carrier, name) in Carrier::each("big.json") {
         // One string with escaped quotes and brackets inside.
         assert_oversized_record_skipped(
             &d.path().join(name),
