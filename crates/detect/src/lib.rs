@@ -89,6 +89,15 @@ impl Kinds {
 /// record may matter to it.
 pub type ScreenFn = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
+/// A screen of a detection's own over a record's raw bytes that may be told
+/// the record's kind: `true` when a record of that kind (`None`: of any
+/// kind) with these bytes may matter to it. Told a kind, it may answer for
+/// that kind alone, as a screen of the texts of that kind's rules: the
+/// engine guesses the kind from the records before (the kind is only known
+/// once a record is parsed), and asks again, with the kind the record
+/// turned out to be, whenever the guess was wrong and the screen said no.
+pub type KindScreenFn = Arc<dyn Fn(Option<EventKind>, &[u8]) -> bool + Send + Sync>;
+
 /// Which records a detection wants to see, judged on the raw bytes before
 /// any parsing.
 #[derive(Clone)]
@@ -102,7 +111,7 @@ pub enum Anchors {
     AnyOf(Vec<String>),
     /// A screen of its own, for anchors that are not a plain list (a Sigma
     /// rule set's AND/OR texts).
-    Screen(ScreenFn),
+    Screen(KindScreenFn),
 }
 
 impl std::fmt::Debug for Anchors {

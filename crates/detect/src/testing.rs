@@ -67,7 +67,9 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
                 Anchors::AnyOf(lits) => lits
                     .iter()
                     .any(|l| memchr::memmem::find(&bytes, l.as_bytes()).is_some()),
-                Anchors::Screen(f) => f(&bytes),
+                // Told the record's kind, as the engine tells it once the
+                // record is parsed.
+                Anchors::Screen(f) => f(Some(whole(r, base + i).kind), &bytes),
             };
             if !anchored {
                 continue;

@@ -32,8 +32,8 @@ use tokenward_sigma::cover::{CoverSearch, SEARCHER_TEXTS};
 
 use tokenward_detect::ioc::{IocError, IocSet};
 use tokenward_detect::{
-    builtins, Anchors, Context, Detection, Kinds, Needs, Options, RecordStats, ScreenFn, Setup,
-    SigninIndex, WholeRecord,
+    builtins, Anchors, Context, Detection, KindScreenFn, Kinds, Needs, Options, RecordStats,
+    ScreenFn, Setup, SigninIndex, WholeRecord,
 };
 use tokenward_event::projection::plain_time_and_workload;
 use tokenward_event::shadow;
@@ -290,6 +290,9 @@ struct Screened {
     /// Readers that read it whole if they see it: those that read every
     /// record whole, and those with a whole-record text in it.
     whole: Mask,
+    /// The kind the readers' own screens were told the record is: a guess
+    /// made before parsing ([`KindGuess`]).
+    guess: Option<EventKind>,
 }
 
 /// What the engine derived from the detections' needs.
@@ -305,7 +308,7 @@ struct Plan {
     /// Readers that see every record.
     every: Mask,
     /// Readers with a screen of their own.
-    screens: Vec<(usize, ScreenFn)>,
+    screens: Vec<(usize, KindScreenFn)>,
     /// Readers satisfied by a record's time and workload alone.
     light: Mask,
     /// Readers that read every record whole.
@@ -399,21 +402,35 @@ impl Plan {
         matches: &[(usize, usize)],
         bytes: &[u8],
         streaks: &mut ScreenStreaks,
+        guess: Option<EventKind>,
     ) -> Screened {
         let mut s = Screened {
             readers: self.every,
             whole: self.whole,
+            guess,
         };
         for &(_, id) in matches {
             s.readers |= self.pattern_readers[id];
             s.whole |= self.pattern_whole[id];
         }
         for (j, (i, f)) in self.screens.iter().enumerate() {
-            if streaks.passes(j, f, bytes) {
+            if streaks.passes(j, f, guess, bytes) {
                 s.readers |= 1 << i;
             }
         }
         s
+    }
+
+    /// Readers whose own screens, told the wrong kind, ruled out a record
+    /// that they pass told the kind it is.
+    fn late_readers(&self, s: Screened, kind: EventKind, bytes: &[u8]) -> Mask {
+        if s.guess.is_none_or(|g| g == kind) {
+            return 0;
+        }
+        self.screens
+            .iter()
+            .filter(|(i, f)| s.readers & (1 << i) == 0 && f(Some(kind), bytes))
+            .fold(0, |m, (i, _)| m | 1 << i)
     }
 
     /// Whether a screened record is parsed whole before its kind is known:
@@ -565,14 +582,20 @@ struct ScreenStreaks(Vec<u32>);
 impl ScreenStreaks {
     /// Whether screen `j` lets `bytes` through: its answer, or yes
     /// unasked while its streak holds.
-    fn passes(&mut self, j: usize, screen: &ScreenFn, bytes: &[u8]) -> bool {
+    fn passes(
+        &mut self,
+        j: usize,
+        screen: &KindScreenFn,
+        guess: Option<EventKind>,
+        bytes: &[u8],
+    ) -> bool {
         if self.0.len() <= j {
             self.0.resize(j + 1, 0);
         }
         let streak = &mut self.0[j];
         let trusted = *streak >= SCREEN_TRUSTED_AFTER
             && (*streak - SCREEN_TRUSTED_AFTER) % SCREEN_SAMPLE_EVERY != 0;
-        let pass = trusted || screen(bytes);
+        let pass = trusted || screen(guess, bytes);
         *streak = if pass { streak.saturating_add(1) } else { 0 };
         pass
     }
@@ -603,6 +626,37 @@ struct Out {
     /// record of a JSON array or envelope), reused record after record.
     hits: Vec<(usize, usize)>,
     streaks: ScreenStreaks,
+    guess: KindGuess,
+}
+
+/// The kind the next record of a batch is guessed to be before it is
+/// parsed, for the readers' own screens ([`Screened::guess`]): the kind of
+/// the two records before it when they agree; at the batch's start, the
+/// file's hint; else none (any kind). A file of one kind has its screens
+/// narrowed to that kind; a file whose kinds change record by record keeps
+/// them whole, and is not parsed twice for every record.
+#[derive(Clone, Copy)]
+struct KindGuess {
+    last: Option<EventKind>,
+    agreed: bool,
+}
+
+impl KindGuess {
+    fn new(hint: Option<EventKind>) -> KindGuess {
+        KindGuess {
+            last: hint,
+            agreed: true,
+        }
+    }
+
+    fn next(&self) -> Option<EventKind> {
+        self.last.filter(|_| self.agreed)
+    }
+
+    fn saw(&mut self, kind: EventKind) {
+        self.agreed = self.last == Some(kind);
+        self.last = Some(kind);
+    }
 }
 
 /// How a CSV header's columns read as a JSON object's keys, worked out once
@@ -771,6 +825,7 @@ impl Ctx<'_> {
         out.saw_time(ev.time);
         out.stats.add(ev.workload());
         *out.parsed_by_kind.entry(ev.kind.as_str()).or_default() += 1;
+        out.guess.saw(ev.kind);
         let Some(plan) = self.plan else {
             out.collected.push(ev);
             return;
@@ -833,31 +888,48 @@ impl Ctx<'_> {
                 if let Some(l) = &plan.literals {
                     l.find_all(b, &mut out.hits);
                 }
-                Some(plan.readers(&out.hits, b, &mut out.streaks))
+                let guess = out.guess.next();
+                Some(plan.readers(&out.hits, b, &mut out.streaks, guess))
             }
         };
-        let readers = screened.map_or(Mask::MAX, |s| s.readers);
-        if let (Some(plan), Some(screened)) = (self.plan, screened) {
+        let mut screened = screened;
+        if let (Some(plan), Some(s)) = (self.plan, screened.as_mut()) {
             // Read off the bytes where they say the time and workload
             // plainly; otherwise parsed as far as the readers need.
             // Only in files of audit records, where such a record is an
             // audit event whatever keys it lacks (the file's hint), as the
-            // readers of the parsed event would see it.
-            if framed && readers & !plan.light == 0 && self.hint == Some(EventKind::Audit) {
+            // readers of the parsed event would see it; and so only when
+            // the screens were told it is one, or told nothing.
+            if framed
+                && s.readers & !plan.light == 0
+                && self.hint == Some(EventKind::Audit)
+                && s.guess.is_none_or(|g| g == EventKind::Audit)
+            {
                 if let Some((t, w)) = plain_time_and_workload(b) {
-                    self.route_light(t, w, readers, out);
+                    out.guess.saw(EventKind::Audit);
+                    self.route_light(t, w, s.readers, out);
                     return;
                 }
             }
-            if framed && !plan.reads_whole(screened, b) {
-                let projection = out.projection(plan, readers);
+            while framed && !plan.reads_whole(*s, b) {
+                let projection = out.projection(plan, s.readers);
                 match projection.parse(text) {
                     Ok(Projected::Object(v)) => {
                         let ev =
                             Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
+                        // Rare (the first record of another kind than
+                        // those before it): projected again for its late
+                        // readers, whose paths the projection lacks.
+                        let late = plan.late_readers(*s, ev.kind, b);
+                        if late != 0 {
+                            s.readers |= late;
+                            s.guess = Some(ev.kind);
+                            continue;
+                        }
                         // Rare (a keyword rule's text in a record of its
                         // log source): the projection is thrown away.
-                        if !plan.reads_whole_as(screened, ev.kind, b) {
+                        if !plan.reads_whole_as(*s, ev.kind, b) {
+                            let readers = s.readers;
                             self.route(with_shadowed(ev, out), readers, out);
                             return;
                         }
@@ -865,11 +937,12 @@ impl Ctx<'_> {
                     // Errors are worded by the full parse below.
                     Ok(Projected::Full) | Err(_) => {}
                 }
+                break;
             }
         }
         shadow::reset();
         match shadow::parse_str(text) {
-            Ok(v) => self.value(v, loc, readers, out),
+            Ok(v) => self.value(v, loc, screened.map(|s| (s, b)), out),
             Err(e) => {
                 let kind = if e.classify() == serde_json::error::Category::Eof {
                     "truncated JSON"
@@ -883,7 +956,7 @@ impl Ctx<'_> {
 
     /// A fully parsed record, or an envelope of records: elements of an
     /// envelope were not screened on their own, so every reader sees them.
-    fn value(&self, v: Value, loc: Locator, readers: Mask, out: &mut Out) {
+    fn value(&self, v: Value, loc: Locator, screened: Option<(Screened, &[u8])>, out: &mut Out) {
         let elems = match v {
             Value::Object(mut m) => {
                 // An envelope holds its records and metadata (Graph's
@@ -902,6 +975,12 @@ impl Ctx<'_> {
                     _ => {
                         let ev =
                             Event::from_record(Value::Object(m), self.hint, self.file.clone(), loc);
+                        let readers = match (self.plan, screened) {
+                            (Some(plan), Some((s, b))) => {
+                                s.readers | plan.late_readers(s, ev.kind, b)
+                            }
+                            _ => Mask::MAX,
+                        };
                         self.route(with_shadowed(ev, out), readers, out);
                         return;
                     }
@@ -957,10 +1036,10 @@ impl Ctx<'_> {
             if let Some(l) = &plan.literals {
                 l.find_all(text, &mut out.hits);
             }
-            let s = plan.readers(&out.hits, text, &mut out.streaks);
+            let s = plan.readers(&out.hits, text, &mut out.streaks, out.guess.next());
             (s, plan.reads_whole(s, text))
         });
-        let readers = screened.map_or(Mask::MAX, |(s, _)| s.readers);
+        let mut readers = screened.map_or(Mask::MAX, |(s, _)| s.readers);
         shadow::reset();
         // Both paths keep the last of two columns with one name, as a JSON
         // object keeps the last copy of a key; the earlier cells are noted
@@ -975,10 +1054,14 @@ impl Ctx<'_> {
             let projection = out.projection(plan, readers);
             let v = projection.project_columns(columns.named(header, &cells));
             let ev = Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
-            if !plan.reads_whole_as(screened, ev.kind, &out.row_text) {
+            // Rare (the first row of another kind than those before it):
+            // built whole below for its late readers.
+            let late = plan.late_readers(screened, ev.kind, &out.row_text);
+            if late == 0 && !plan.reads_whole_as(screened, ev.kind, &out.row_text) {
                 self.route(with_shadowed(ev, out), readers, out);
                 return;
             }
+            readers |= late;
         }
         let m: Map<String, Value> = columns
             .read
@@ -986,6 +1069,9 @@ impl Ctx<'_> {
             .map(|&i| (header[i].clone(), Value::String(cells.get(i).to_owned())))
             .collect();
         let ev = Event::from_record(Value::Object(m), self.hint, self.file.clone(), loc);
+        if let (Some(plan), Some((s, _))) = (self.plan, screened) {
+            readers |= plan.late_readers(s, ev.kind, &out.row_text);
+        }
         self.route(with_shadowed(ev, out), readers, out);
     }
 
@@ -1007,6 +1093,7 @@ impl Ctx<'_> {
             row_text: Vec::new(),
             hits: Vec::new(),
             streaks: ScreenStreaks::default(),
+            guess: KindGuess::new(self.hint),
         };
         match batch {
             Batch::Lines { data, first_line } => {
@@ -1019,9 +1106,10 @@ impl Ctx<'_> {
                     let rec = &data[start..end];
                     if !trim(rec).is_empty() {
                         let found = matches.within(start, end);
+                        let guess = out.guess.next();
                         let screened = self
                             .plan
-                            .map(|p| p.readers(found, trim(rec), &mut out.streaks));
+                            .map(|p| p.readers(found, trim(rec), &mut out.streaks, guess));
                         self.json(rec, Locator { line, record: line }, screened, &mut out);
                     }
                     line += 1;
@@ -1043,9 +1131,10 @@ impl Ctx<'_> {
                         } => {
                             let found = matches.within(start, end);
                             let rec = &data[start..end];
+                            let guess = out.guess.next();
                             let screened = self
                                 .plan
-                                .map(|p| p.readers(found, trim(rec), &mut out.streaks));
+                                .map(|p| p.readers(found, trim(rec), &mut out.streaks, guess));
                             self.json(
                                 rec,
                                 Locator {
@@ -2076,7 +2165,7 @@ mod tests {
     fn csv_rows_pass_through_detections_own_screens() {
         fn screened() -> Needs {
             let mut n = Needs::anchored(Kinds::ALL, &[], &["Marker.Inner"]);
-            n.anchors = Anchors::Screen(Arc::new(|b: &[u8]| {
+            n.anchors = Anchors::Screen(Arc::new(|_, b: &[u8]| {
                 memchr::memmem::find(b, b"\"Operation\":").is_some()
                     && memchr::memmem::find(b, b"Marker").is_some()
             }));
@@ -2112,6 +2201,111 @@ mod tests {
             seen.lock().unwrap().read_and_projected(),
             vec![("m1".to_string(), true), ("m2".to_string(), false)]
         );
+    }
+
+    /// A screen told the kind of the records before: a record of another
+    /// kind is asked about again with its own kind once parsed, and reaches
+    /// the detection with the paths it declared, on JSON lines (light path
+    /// included), CSV rows and records read whole.
+    #[test]
+    fn a_screen_told_the_wrong_kind_is_asked_again() {
+        fn by_kind() -> Needs {
+            let mut n = Needs::anchored(Kinds::ALL, &[], &["Marker"]);
+            n.anchors = Anchors::Screen(Arc::new(|kind, b: &[u8]| {
+                let has = |t: &[u8]| memchr::memmem::find(b, t).is_some();
+                match kind {
+                    Some(EventKind::Audit) => has(b"audit-hit"),
+                    Some(EventKind::SignIn) => has(b"signin-hit"),
+                    Some(_) => false,
+                    None => has(b"audit-hit") || has(b"signin-hit"),
+                }
+            }));
+            n
+        }
+        let ual = |n: u32, m: &str| {
+            format!(
+                r#"{{"CreationTime":"2023-06-10T10:00:{n:02}","Operation":"Send","Workload":"Exchange","UserId":"a@x","Marker":"{m}"}}"#
+            )
+        };
+        let signin = |n: u32, m: &str| {
+            format!(
+                r#"{{"createdDateTime":"2023-06-10T09:00:{n:02}Z","userPrincipalName":"a@x","appId":"a","ipAddress":"198.51.100.1","Marker":"{m}"}}"#
+            )
+        };
+        // An audit file (its first record): the plain audit record after
+        // two sign-ins is screened as a sign-in, so it must not be read off
+        // its bytes for time and workload alone. After two audit records
+        // the screen is told the next is one: a sign-in's text in it is
+        // not enough.
+        let lines = [
+            ual(1, "u-miss"),
+            signin(2, "s-signin-hit"),
+            signin(3, "s-signin-hit"),
+            ual(4, "u-audit-hit"),
+            ual(5, "u-audit-hit"),
+            ual(6, "u-signin-hit"),
+            ual(7, "u-miss"),
+            signin(8, "s-signin-hit"),
+        ]
+        .join("\n");
+        let d = dir(&[("mixed.jsonl", &lines)]);
+        let (p, seen) = Probe::boxed(by_kind, Some("Marker"));
+        let r = hunt(&d, vec![p]);
+        assert_eq!(r.totals(), (8, 8, 0));
+        let want = |v: &[&str]| v.iter().map(|m| (m.to_string(), true)).collect::<Vec<_>>();
+        let hits = want(&[
+            "s-signin-hit",
+            "s-signin-hit",
+            "s-signin-hit",
+            "u-audit-hit",
+            "u-audit-hit",
+        ]);
+        assert_eq!(seen.lock().unwrap().read_and_projected(), hits);
+
+        // The same kinds and markers as CSV rows, told apart by the table
+        // they name.
+        let mut csv = String::from("Type,TimeGenerated,Marker\n");
+        for (i, line) in lines.split('\n').enumerate() {
+            let table = if line.contains("CreationTime") {
+                "OfficeActivity"
+            } else {
+                "SigninLogs"
+            };
+            let marker = line
+                .rsplit("\"Marker\":\"")
+                .next()
+                .unwrap()
+                .trim_end_matches("\"}");
+            csv.push_str(&format!("{table},2023-06-10T10:00:{i:02}Z,{marker}\n"));
+        }
+        let d = dir(&[("mixed.csv", &csv)]);
+        let (p, seen) = Probe::boxed(by_kind, Some("Marker"));
+        let r = hunt(&d, vec![p]);
+        assert_eq!(r.totals(), (8, 8, 0));
+        // Rows asked about again are built whole, not projected again.
+        let markers = |v: Vec<(String, bool)>| v.into_iter().map(|(m, _)| m).collect::<Vec<_>>();
+        assert_eq!(
+            markers(seen.lock().unwrap().read_and_projected()),
+            markers(hits.clone())
+        );
+
+        // Read whole: records another reader reads whole are asked about
+        // again too.
+        fn whole() -> Needs {
+            let mut n = Needs::anchored(Kinds::ALL, &[], &[]);
+            n.anchors = Anchors::Every;
+            n.whole_record = WholeRecord::Always;
+            n
+        }
+        for (name, text) in [("mixed.jsonl", &lines), ("mixed.csv", &csv)] {
+            let d = dir(&[(name, text)]);
+            let (p, seen) = Probe::boxed(by_kind, Some("Marker"));
+            let (w, _) = Probe::boxed(whole, None);
+            hunt(&d, vec![p, w]);
+            let got = seen.lock().unwrap().read_and_projected();
+            assert!(got.iter().all(|(_, projected)| !projected), "{name}");
+            assert_eq!(markers(got), markers(hits.clone()), "{name}");
+        }
     }
 
     #[test]
@@ -2254,12 +2448,18 @@ mod tests {
             .unwrap()
             .find_all(b"..Y..", &mut hits);
         let mut streaks = ScreenStreaks::default();
-        assert_eq!(plan.readers(&hits, b"..Y..", &mut streaks).readers, 0b11);
+        assert_eq!(
+            plan.readers(&hits, b"..Y..", &mut streaks, None).readers,
+            0b11
+        );
         plan.literals
             .as_ref()
             .unwrap()
             .find_all(b"..X..", &mut hits);
-        assert_eq!(plan.readers(&hits, b"..X..", &mut streaks).readers, 0b01);
+        assert_eq!(
+            plan.readers(&hits, b"..X..", &mut streaks, None).readers,
+            0b01
+        );
         assert!(plan.projection(0b10).reaches("Deep.Path"));
         assert!(!plan.projection(0b01).reaches("Deep.Path"));
         assert!(plan.index_slot.is_none());
@@ -2394,14 +2594,14 @@ mod tests {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let asked = Arc::new(AtomicUsize::new(0));
         let counter = asked.clone();
-        let screen: ScreenFn = Arc::new(move |b: &[u8]| {
+        let screen: KindScreenFn = Arc::new(move |_, b: &[u8]| {
             counter.fetch_add(1, Ordering::Relaxed);
             b == b"y"
         });
         let mut streaks = ScreenStreaks::default();
         let passed = answers
             .iter()
-            .map(|&a| streaks.passes(0, &screen, if a { b"y" } else { b"n" }))
+            .map(|&a| streaks.passes(0, &screen, None, if a { b"y" } else { b"n" }))
             .collect();
         (passed, asked.load(Ordering::Relaxed))
     }

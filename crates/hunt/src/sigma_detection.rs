@@ -48,7 +48,10 @@ impl Detection for SigmaDetection {
         let set = self.set.clone();
         Needs {
             kinds: Kinds::ALL,
-            anchors: Anchors::Screen(Arc::new(move |b: &[u8]| set.wants(b))),
+            anchors: Anchors::Screen(Arc::new(move |kind, b: &[u8]| match kind {
+                Some(k) => set.wants_kind(k, b),
+                None => set.wants(b),
+            })),
             fields: self.set.paths().into_iter().map(Cow::Owned).collect(),
             whole_record: if self.set.reads_whole_records() {
                 let set = self.set.clone();

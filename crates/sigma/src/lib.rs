@@ -259,9 +259,13 @@ pub struct RuleSet {
     buckets: Vec<Vec<usize>>,
     /// Per mapping, the gates of its bucket's rules (`None`: try them all).
     gates: Vec<Option<gate::SourceGates>>,
-    /// Prefilter over raw records, and whether every record must be parsed.
-    prefilter: Option<Prefilter>,
-    parse_all: bool,
+    /// The screen over raw records of any kind.
+    screen: KindScreen,
+    /// Per kind (in [`EventKind::ALL`] order), the screen of the rules
+    /// written for that kind: a record known to be a UAL record need not
+    /// be searched for the texts of sign-in or Azure Activity rules, which
+    /// were most of the screen's texts.
+    kind_screens: Vec<KindScreen>,
     /// Which records some rule reads beyond [`RuleSet::paths`].
     whole: WholeScreen,
     /// Per rule: it searches keywords (reads every string of a record).
@@ -639,8 +643,17 @@ impl RuleSet {
                 buckets[*mi].push(ri);
             }
         }
-        let parse_all = rules.iter().any(|r| r.literals.is_none());
-        let prefilter = (!parse_all).then(|| Prefilter::new(&rules)).flatten();
+        let screen = KindScreen::new(rules.iter());
+        let kind_screens = EventKind::ALL
+            .iter()
+            .map(|&k| {
+                KindScreen::new(rules.iter().filter(|r| {
+                    r.compiled
+                        .iter()
+                        .any(|(mi, _)| mappings[*mi].kinds.contains(&k))
+                }))
+            })
+            .collect();
         let keyword_rules: Vec<bool> = rules
             .iter()
             .map(|r| r.compiled.iter().any(|(_, s)| s.has_keywords()))
@@ -690,8 +703,8 @@ impl RuleSet {
             files,
             buckets,
             gates,
-            prefilter,
-            parse_all,
+            screen,
+            kind_screens,
             whole,
             keyword_rules,
             seen: (0..mappings_len).map(|_| AtomicU64::new(0)).collect(),
@@ -705,13 +718,15 @@ impl RuleSet {
 
     /// Whether some rule could match a raw record with these bytes.
     pub fn wants(&self, raw: &[u8]) -> bool {
-        if self.rules.is_empty() {
-            return false;
-        }
-        if self.parse_all {
-            return true;
-        }
-        self.prefilter.as_ref().is_some_and(|p| p.wants(raw))
+        self.screen.wants(raw)
+    }
+
+    /// Whether some rule could match a raw record of kind `kind` with these
+    /// bytes: [`RuleSet::wants`] with the texts of that kind's rules only.
+    pub fn wants_kind(&self, kind: EventKind, raw: &[u8]) -> bool {
+        let at = EventKind::ALL.iter().position(|&k| k == kind);
+        at.map_or(&self.screen, |i| &self.kind_screens[i])
+            .wants(raw)
     }
 
     /// The record paths matching reads: every candidate path of every
@@ -948,6 +963,38 @@ enum WholeScreen {
     All,
     /// Records holding an anchor of some keyword rule.
     Anchored(Prefilter),
+}
+
+/// The screen of some rules over raw records.
+#[derive(Debug)]
+enum KindScreen {
+    /// No rule: no record is wanted.
+    Nothing,
+    /// A rule has no anchor text: every record is wanted.
+    Everything,
+    /// Records holding some rule's anchor texts.
+    Anchored(Prefilter),
+}
+
+impl KindScreen {
+    fn new<'r>(rules: impl Iterator<Item = &'r Rule> + Clone) -> KindScreen {
+        if rules.clone().next().is_none() {
+            KindScreen::Nothing
+        } else if rules.clone().any(|r| r.literals.is_none()) {
+            KindScreen::Everything
+        } else {
+            // No anchor text at all is no record.
+            Prefilter::new(rules).map_or(KindScreen::Nothing, KindScreen::Anchored)
+        }
+    }
+
+    fn wants(&self, raw: &[u8]) -> bool {
+        match self {
+            KindScreen::Nothing => false,
+            KindScreen::Everything => true,
+            KindScreen::Anchored(p) => p.wants(raw),
+        }
+    }
 }
 
 /// The raw-record screen. Each alternative has an anchor clause (a value

@@ -500,6 +500,41 @@ fn logsource_scopes_rules() {
     assert_eq!(hits(&s, &signin), 0);
 }
 
+/// Told a record's kind, the screen searches only for the texts of the
+/// rules written for that kind; told nothing, for every rule's.
+#[test]
+fn screens_told_a_kind_search_that_kinds_rules_only() {
+    let s = RuleSet::from_texts(
+        [
+            (
+                "audit.yml",
+                false,
+                "title: a\nid: a1\nlogsource:\n    product: m365\n    service: audit\ndetection:\n    sel:\n        Operation: New-InboxRule\n    condition: sel\n",
+            ),
+            (
+                "signin.yml",
+                false,
+                "title: s\nid: s1\nlogsource:\n    product: azure\n    service: signinlogs\ndetection:\n    sel:\n        ResultType: 50126\n    condition: sel\n",
+            ),
+        ],
+        mapping::builtin(),
+        &Placeholders::new(),
+    );
+    let ual = br#"{"CreationTime":"2023-06-15T10:00:00","Operation":"New-InboxRule"}"#;
+    let signin = br#"{"createdDateTime":"2023-06-15T10:00:00Z","status":{"errorCode":50126},"ResultType":"50126"}"#;
+    assert!(s.wants(ual) && s.wants(signin));
+    assert!(s.wants_kind(EventKind::Audit, ual));
+    assert!(!s.wants_kind(EventKind::SignIn, ual));
+    assert!(s.wants_kind(EventKind::SignIn, signin));
+    assert!(!s.wants_kind(EventKind::Audit, signin));
+    // No rule is written for Azure Activity records.
+    assert!(!s.wants_kind(EventKind::AzureActivity, ual));
+    // A rule without texts of its own takes every record of its kind only.
+    let s = set_of(&rule("    sel:\n        N|gt: 5\n    condition: sel"));
+    assert!(s.wants_kind(EventKind::Audit, br#"{"operation": "x"}"#));
+    assert!(!s.wants_kind(EventKind::SignIn, br#"{"operation": "x"}"#));
+}
+
 #[test]
 fn signin_fields_resolve_across_formats() {
     let s = RuleSet::from_texts(
@@ -599,7 +634,9 @@ fn prefilter_literals() {
     let s = set_of(&rule(
         "    sel:\n        Operation:\n            - 'Add-MailboxPermission'\n            - 'Add-Mailbox'\n            - 'ROPC'\n            - 'BAV2ROPC'\n            - 'box'\n            - 'New-InboxRule'\n    sel2:\n        ClientIP|cidr: 185.236.228.0/24\n    condition: sel or sel2",
     ));
-    let p = s.prefilter.as_ref().expect("screen");
+    let KindScreen::Anchored(p) = &s.screen else {
+        panic!("no screen: {:?}", s.screen);
+    };
     for r in [
         r#"{"Operation":"ADD-MAILBOXPERMISSION"}"#,
         r#"{"Operation":"add-mailbox"}"#,
