@@ -1078,7 +1078,50 @@ fn classify_keyed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::projection::plain_names_other_kind_keys;
     use serde_json::json;
+
+    /// A plain record (one that opens with its `CreationTime`) that names
+    /// at its root none of the keys [`plain_names_other_kind_keys`] looks
+    /// for classifies as audit in a file of audit records; one naming such
+    /// a key may not.
+    #[test]
+    fn records_without_other_kinds_keys_are_audit_records() {
+        let other = [
+            r#"{"CreationTime":"t","verdict":"deny","token_sha256_prefix":null}"#,
+            r#"{"CreationTime":"t","Workload":"w","Type":"SigninLogs"}"#,
+            r#"{"CreationTime":"t","TYPE":"AuditLogs"}"#,
+            r#"{"CreationTime":"t","time":"t","Category":"SignInLogs","properties":{}}"#,
+            r#"{"CreationTime":"t","createdDateTime":"t","userPrincipalName":"u","ipAddress":"1.2.3.4"}"#,
+            r#"{"CreationTime":"t","ActivityDateTime":"t","activityDisplayName":"a"}"#,
+        ];
+        for r in other {
+            let v: Value = serde_json::from_str(r).unwrap();
+            assert_ne!(
+                classify(&v, Some(EventKind::Audit)).0,
+                EventKind::Audit,
+                "{r}"
+            );
+            assert!(plain_names_other_kind_keys(r.as_bytes()), "{r}");
+        }
+        let audit = [
+            r#"{"CreationTime":"t","Operation":"Send","Workload":"Exchange","UserType":0,"RecordType":2}"#,
+            r#"{"CreationTime":"t","Workload":"Exchange","Types":"x","categoryName":"y"}"#,
+            r#"{"CreationTime":"t","Workload":"AzureActiveDirectory","userPrincipalName":"u","ipAddress":"1.2.3.4","time":"t"}"#,
+            // Below the root, as in the `Actor` and `Target` lists of
+            // directory records in the UAL.
+            r#"{"CreationTime":"t","Workload":"w","Operation":"x","Actor":[{"Type":5,"ID":"u"}],"Target":{"category":"c"}}"#,
+        ];
+        for r in audit {
+            let v: Value = serde_json::from_str(r).unwrap();
+            assert!(!plain_names_other_kind_keys(r.as_bytes()), "{r}");
+            assert_eq!(
+                classify(&v, Some(EventKind::Audit)).0,
+                EventKind::Audit,
+                "{r}"
+            );
+        }
+    }
 
     /// Classifying with the record's key filter skips only lookups that
     /// would have found nothing: every kind of record classifies as it

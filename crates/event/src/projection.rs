@@ -470,23 +470,113 @@ pub fn plain_time_and_workload(b: &[u8]) -> Option<(time::OffsetDateTime, &str)>
     (!workload.is_empty()).then_some((time, workload))
 }
 
+/// The keys [`plain_names_other_kind_keys`] looks for, quoted and
+/// lower-cased.
+const OTHER_KIND_KEYS: [&str; 5] = [
+    "\"verdict\"",
+    "\"type\"",
+    "\"category\"",
+    "\"createddatetime\"",
+    "\"activitydatetime\"",
+];
+
+/// Whether a record that [`plain_time_and_workload`] reads plainly names
+/// at its root, in any case, a key that lets
+/// [`classify`](crate::event::classify) find a record of another kind than
+/// audit, or than its file's hint, though it opens with a `CreationTime`:
+/// a gateway line's `verdict`, a table's `Type`, an Azure Monitor
+/// `category`, a sign-in's `createdDateTime` or a directory audit's
+/// `activityDateTime`. A plain record naming none of them is an audit
+/// record in a file of audit records, and may be taken for one unparsed.
+/// (Such a key below the root, as in the UAL's `Actor` lists, decides
+/// nothing; the same text as a string value answers yes.)
+pub fn plain_names_other_kind_keys(b: &[u8]) -> bool {
+    names_other_kind_keys_at_root(b, true)
+}
+
+/// [`plain_names_other_kind_keys`], with a SIMD searcher when `simd` and
+/// the machine has one.
+fn names_other_kind_keys_at_root(b: &[u8], simd: bool) -> bool {
+    // A SIMD searcher over a lower-cased copy: an automaton that ignores
+    // case found no prefilter for these keys, and cost as much per record
+    // as screening it with a rule set's texts.
+    static SIMD: std::sync::OnceLock<Option<aho_corasick::packed::Searcher>> =
+        std::sync::OnceLock::new();
+    static AUTOMATON: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
+    thread_local! {
+        static LOWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    // No escaped quote in a plain record: every quote opens or closes a
+    // string, so the depth of a match is known from the bytes before it,
+    // read once for every match (they come in order).
+    let mut depth = Depth::new(b);
+    let mut at_root = |i: usize| depth.at(i) == 1;
+    let searcher = SIMD.get_or_init(|| aho_corasick::packed::Searcher::new(OTHER_KIND_KEYS));
+    match searcher.as_ref().filter(|_| simd) {
+        Some(simd) => LOWER.with(|l| {
+            let mut l = l.borrow_mut();
+            l.clear();
+            l.extend_from_slice(b);
+            l.make_ascii_lowercase();
+            simd.find_iter(&l[..]).any(|m| at_root(m.start()))
+        }),
+        None => AUTOMATON
+            .get_or_init(|| {
+                aho_corasick::AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(OTHER_KIND_KEYS)
+                    .expect("fixed patterns")
+            })
+            .find_iter(b)
+            .any(|m| at_root(m.start())),
+    }
+}
+
 /// How many objects and arrays are open at `at` in JSON text with no
 /// escaped quote (so every quote opens or closes a string).
 fn depth_at(b: &[u8], at: usize) -> usize {
-    // Usually nothing nests before the key: only the root is open.
-    if b.first() == Some(&b'{') && memchr::memchr2(b'{', b'[', &b[1..at]).is_none() {
-        return 1;
-    }
-    let (mut depth, mut in_string) = (0usize, false);
-    for &c in &b[..at] {
-        match c {
-            b'"' => in_string = !in_string,
-            b'{' | b'[' if !in_string => depth += 1,
-            b'}' | b']' if !in_string => depth = depth.saturating_sub(1),
-            _ => {}
+    Depth::new(b).at(at)
+}
+
+/// [`depth_at`] asked at places in order, each byte read once.
+struct Depth<'a> {
+    b: &'a [u8],
+    read: usize,
+    depth: usize,
+    in_string: bool,
+}
+
+impl<'a> Depth<'a> {
+    fn new(b: &'a [u8]) -> Depth<'a> {
+        Depth {
+            b,
+            read: 0,
+            depth: 0,
+            in_string: false,
         }
     }
-    depth
+
+    /// The depth at `at`, no earlier than the place asked before.
+    fn at(&mut self, at: usize) -> usize {
+        let from = self.read;
+        // Usually nothing nests before the key: only the root is open.
+        if from == 0
+            && self.b.first() == Some(&b'{')
+            && memchr::memchr2(b'{', b'[', &self.b[1..at]).is_none()
+        {
+            return 1;
+        }
+        for &c in &self.b[from..at] {
+            match c {
+                b'"' => self.in_string = !self.in_string,
+                b'{' | b'[' if !self.in_string => self.depth += 1,
+                b'}' | b']' if !self.in_string => self.depth = self.depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        self.read = at;
+        self.depth
+    }
 }
 
 #[cfg(test)]
@@ -499,6 +589,36 @@ mod tests {
         let mut v: Value = serde_json::from_str(b).unwrap();
         crate::event::expand_nested(&mut v, NESTED_DEPTH);
         v
+    }
+
+    /// The search for other kinds' keys answers alike with and without
+    /// SIMD, in any case, and only for keys at the root.
+    #[test]
+    fn other_kind_keys_are_found_at_the_root_with_or_without_simd() {
+        let cases = [
+            (r#"{"CreationTime":"t","Type":"SigninLogs"}"#, true),
+            (r#"{"CreationTime":"t","tYpE":"x"}"#, true),
+            (r#"{"CreationTime":"t","VERDICT":"deny"}"#, true),
+            (r#"{"CreationTime":"t","a":{"b":1},"Category":"c"}"#, true),
+            (r#"{"CreationTime":"t","CreatedDateTime":"t"}"#, true),
+            (r#"{"CreationTime":"t","activityDateTime":"t"}"#, true),
+            (
+                r#"{"CreationTime":"t","Actor":[{"Type":5}],"Target":{"category":"c"}}"#,
+                false,
+            ),
+            (
+                r#"{"CreationTime":"t","UserType":0,"RecordType":2,"Types":"x"}"#,
+                false,
+            ),
+        ];
+        for (r, named) in cases {
+            assert_eq!(plain_names_other_kind_keys(r.as_bytes()), named, "{r}");
+            assert_eq!(
+                names_other_kind_keys_at_root(r.as_bytes(), false),
+                named,
+                "{r}"
+            );
+        }
     }
 
     #[test]

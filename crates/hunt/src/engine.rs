@@ -35,7 +35,7 @@ use tokenward_detect::{
     builtins, Anchors, Context, Detection, KindScreenFn, Kinds, Needs, Options, RecordStats,
     ScreenFn, Setup, SigninIndex, WholeRecord,
 };
-use tokenward_event::projection::plain_time_and_workload;
+use tokenward_event::projection::{plain_names_other_kind_keys, plain_time_and_workload};
 use tokenward_event::shadow;
 use tokenward_event::{
     classify, kind_hint, normalised_paths, Coverage, Event, EventKind, Finding, Locator, Projected,
@@ -290,8 +290,9 @@ struct Screened {
     /// Readers that read it whole if they see it: those that read every
     /// record whole, and those with a whole-record text in it.
     whole: Mask,
-    /// The kind the readers' own screens were told the record is: a guess
-    /// made before parsing ([`KindGuess`]).
+    /// The kind the readers' own screens were told the record is (`None`:
+    /// any kind): a guess made before parsing ([`KindGuess`]), and once the
+    /// screens were asked again, the kind it was parsed as.
     guess: Option<EventKind>,
 }
 
@@ -396,7 +397,8 @@ impl Plan {
     }
 
     /// Readers of a record given the literal matches in its bytes (a JSON
-    /// text, or a CSV row written as `"column":value` lines).
+    /// text, or a CSV row written as `"column":value` lines), its readers'
+    /// own screens told it is of kind `guess`.
     fn readers(
         &self,
         matches: &[(usize, usize)],
@@ -407,7 +409,8 @@ impl Plan {
         let mut s = Screened {
             readers: self.every,
             whole: self.whole,
-            guess,
+            // Without a screen nobody was told anything.
+            guess: guess.filter(|_| !self.screens.is_empty()),
         };
         for &(_, id) in matches {
             s.readers |= self.pattern_readers[id];
@@ -632,7 +635,8 @@ struct Out {
 /// The kind the next record of a batch is guessed to be before it is
 /// parsed, for the readers' own screens ([`Screened::guess`]): the kind of
 /// the two records before it when they agree; at the batch's start, the
-/// file's hint; else none (any kind). A file of one kind has its screens
+/// file's hint (and after one record, the hint if that record was of its
+/// kind); else none (any kind). A file of one kind has its screens
 /// narrowed to that kind; a file whose kinds change record by record keeps
 /// them whole, and is not parsed twice for every record.
 #[derive(Clone, Copy)]
@@ -897,18 +901,21 @@ impl Ctx<'_> {
             // Read off the bytes where they say the time and workload
             // plainly; otherwise parsed as far as the readers need.
             // Only in files of audit records, where such a record is an
-            // audit event whatever keys it lacks (the file's hint), as the
-            // readers of the parsed event would see it; and so only when
-            // the screens were told it is one, or told nothing.
+            // audit event unless it names a key that makes it another
+            // kind, as the readers of the parsed event would see it. The
+            // screens, if told it is an audit record, answered for that
+            // kind alone: then it must not name such a key.
             if framed
                 && s.readers & !plan.light == 0
                 && self.hint == Some(EventKind::Audit)
                 && s.guess.is_none_or(|g| g == EventKind::Audit)
             {
                 if let Some((t, w)) = plain_time_and_workload(b) {
-                    out.guess.saw(EventKind::Audit);
-                    self.route_light(t, w, s.readers, out);
-                    return;
+                    if s.guess.is_none() || !plain_names_other_kind_keys(b) {
+                        out.guess.saw(EventKind::Audit);
+                        self.route_light(t, w, s.readers, out);
+                        return;
+                    }
                 }
             }
             while framed && !plan.reads_whole(*s, b) {
@@ -2246,17 +2253,23 @@ mod tests {
             ual(6, "u-signin-hit"),
             ual(7, "u-miss"),
             signin(8, "s-signin-hit"),
+            ual(9, "u-miss"),
+            ual(10, "u-miss"),
+            // Opens as a plain audit record, but its table makes it a
+            // sign-in: not taken for an audit record unparsed.
+            ual(11, "t-signin-hit").replace("\"Operation\":\"Send\"", "\"Type\":\"SigninLogs\""),
         ]
         .join("\n");
         let d = dir(&[("mixed.jsonl", &lines)]);
         let (p, seen) = Probe::boxed(by_kind, Some("Marker"));
         let r = hunt(&d, vec![p]);
-        assert_eq!(r.totals(), (8, 8, 0));
+        assert_eq!(r.totals(), (11, 11, 0));
         let want = |v: &[&str]| v.iter().map(|m| (m.to_string(), true)).collect::<Vec<_>>();
         let hits = want(&[
             "s-signin-hit",
             "s-signin-hit",
             "s-signin-hit",
+            "t-signin-hit",
             "u-audit-hit",
             "u-audit-hit",
         ]);
@@ -2266,7 +2279,7 @@ mod tests {
         // they name.
         let mut csv = String::from("Type,TimeGenerated,Marker\n");
         for (i, line) in lines.split('\n').enumerate() {
-            let table = if line.contains("CreationTime") {
+            let table = if line.contains("CreationTime") && !line.contains("SigninLogs") {
                 "OfficeActivity"
             } else {
                 "SigninLogs"
@@ -2281,7 +2294,7 @@ mod tests {
         let d = dir(&[("mixed.csv", &csv)]);
         let (p, seen) = Probe::boxed(by_kind, Some("Marker"));
         let r = hunt(&d, vec![p]);
-        assert_eq!(r.totals(), (8, 8, 0));
+        assert_eq!(r.totals(), (11, 11, 0));
         // Rows asked about again are built whole, not projected again.
         let markers = |v: Vec<(String, bool)>| v.into_iter().map(|(m, _)| m).collect::<Vec<_>>();
         assert_eq!(

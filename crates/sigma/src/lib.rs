@@ -260,12 +260,13 @@ pub struct RuleSet {
     /// Per mapping, the gates of its bucket's rules (`None`: try them all).
     gates: Vec<Option<gate::SourceGates>>,
     /// The screen over raw records of any kind.
-    screen: KindScreen,
+    screen: RulesScreen,
     /// Per kind (in [`EventKind::ALL`] order), the screen of the rules
-    /// written for that kind: a record known to be a UAL record need not
-    /// be searched for the texts of sign-in or Azure Activity rules, which
-    /// were most of the screen's texts.
-    kind_screens: Vec<KindScreen>,
+    /// written for that kind (`None`: every rule is, and `screen` serves):
+    /// a record known to be a UAL record need not be searched for the
+    /// texts of sign-in or Azure Activity rules, which were most of the
+    /// screen's texts.
+    kind_screens: Vec<Option<RulesScreen>>,
     /// Which records some rule reads beyond [`RuleSet::paths`].
     whole: WholeScreen,
     /// Per rule: it searches keywords (reads every string of a record).
@@ -643,15 +644,17 @@ impl RuleSet {
                 buckets[*mi].push(ri);
             }
         }
-        let screen = KindScreen::new(rules.iter());
+        let screen = RulesScreen::new(rules.iter());
         let kind_screens = EventKind::ALL
             .iter()
             .map(|&k| {
-                KindScreen::new(rules.iter().filter(|r| {
+                let of_kind = |r: &&Rule| {
                     r.compiled
                         .iter()
                         .any(|(mi, _)| mappings[*mi].kinds.contains(&k))
-                }))
+                };
+                let kinds_rules = rules.iter().filter(of_kind);
+                (kinds_rules.clone().count() < rules.len()).then(|| RulesScreen::new(kinds_rules))
             })
             .collect();
         let keyword_rules: Vec<bool> = rules
@@ -725,7 +728,8 @@ impl RuleSet {
     /// bytes: [`RuleSet::wants`] with the texts of that kind's rules only.
     pub fn wants_kind(&self, kind: EventKind, raw: &[u8]) -> bool {
         let at = EventKind::ALL.iter().position(|&k| k == kind);
-        at.map_or(&self.screen, |i| &self.kind_screens[i])
+        at.and_then(|i| self.kind_screens[i].as_ref())
+            .unwrap_or(&self.screen)
             .wants(raw)
     }
 
@@ -967,7 +971,7 @@ enum WholeScreen {
 
 /// The screen of some rules over raw records.
 #[derive(Debug)]
-enum KindScreen {
+enum RulesScreen {
     /// No rule: no record is wanted.
     Nothing,
     /// A rule has no anchor text: every record is wanted.
@@ -976,23 +980,23 @@ enum KindScreen {
     Anchored(Prefilter),
 }
 
-impl KindScreen {
-    fn new<'r>(rules: impl Iterator<Item = &'r Rule> + Clone) -> KindScreen {
+impl RulesScreen {
+    fn new<'r>(rules: impl Iterator<Item = &'r Rule> + Clone) -> RulesScreen {
         if rules.clone().next().is_none() {
-            KindScreen::Nothing
+            RulesScreen::Nothing
         } else if rules.clone().any(|r| r.literals.is_none()) {
-            KindScreen::Everything
+            RulesScreen::Everything
         } else {
             // No anchor text at all is no record.
-            Prefilter::new(rules).map_or(KindScreen::Nothing, KindScreen::Anchored)
+            Prefilter::new(rules).map_or(RulesScreen::Nothing, RulesScreen::Anchored)
         }
     }
 
     fn wants(&self, raw: &[u8]) -> bool {
         match self {
-            KindScreen::Nothing => false,
-            KindScreen::Everything => true,
-            KindScreen::Anchored(p) => p.wants(raw),
+            RulesScreen::Nothing => false,
+            RulesScreen::Everything => true,
+            RulesScreen::Anchored(p) => p.wants(raw),
         }
     }
 }

@@ -529,7 +529,8 @@ fn screens_told_a_kind_search_that_kinds_rules_only() {
     assert!(!s.wants_kind(EventKind::Audit, signin));
     // No rule is written for Azure Activity records.
     assert!(!s.wants_kind(EventKind::AzureActivity, ual));
-    // A rule without texts of its own takes every record of its kind only.
+    // A rule without texts of its own is screened with its log source's
+    // texts, for records of its kind only.
     let s = set_of(&rule("    sel:\n        N|gt: 5\n    condition: sel"));
     assert!(s.wants_kind(EventKind::Audit, br#"{"operation": "x"}"#));
     assert!(!s.wants_kind(EventKind::SignIn, br#"{"operation": "x"}"#));
@@ -634,7 +635,7 @@ fn prefilter_literals() {
     let s = set_of(&rule(
         "    sel:\n        Operation:\n            - 'Add-MailboxPermission'\n            - 'Add-Mailbox'\n            - 'ROPC'\n            - 'BAV2ROPC'\n            - 'box'\n            - 'New-InboxRule'\n    sel2:\n        ClientIP|cidr: 185.236.228.0/24\n    condition: sel or sel2",
     ));
-    let KindScreen::Anchored(p) = &s.screen else {
+    let RulesScreen::Anchored(p) = &s.screen else {
         panic!("no screen: {:?}", s.screen);
     };
     for r in [
