@@ -1,13 +1,18 @@
 //! End to end: `hunt` with Sigma rules over the real-sample fixtures and
 //! over the simulated Storm-0558 intrusion, findings asserted.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use tokenward_detect::{shard_of, Anchors, Context, Outcome};
+use tokenward_event::{Event, EventKind, Finding};
 use tokenward_hunt::sigma::{LoadOptions, RuleSet, DRL_NOTE};
-use tokenward_hunt::{run, HuntConfig, Report};
+use tokenward_hunt::{
+    read_events, run, run_detections, Detection, HuntConfig, Needs, Report, SigmaDetection,
+};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -284,4 +289,118 @@ fn keyword_rules_read_their_own_sources_whole() {
         .map(|f| f.source_locator.to_string())
         .collect();
     assert_eq!(hits, vec!["line 1".to_string()]);
+}
+
+/// The Sigma detection with its screen never told a record's kind, as
+/// every screen was before screens were told the kind of the records
+/// before: it searches every rule's texts in every record.
+struct KindBlind(Box<dyn Detection>);
+
+impl Detection for KindBlind {
+    fn ids(&self) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
+        self.0.ids()
+    }
+    fn needs(&self) -> Needs {
+        let mut n = self.0.needs();
+        if let Anchors::Screen(f) = n.anchors {
+            n.anchors = Anchors::Screen(Arc::new(move |_, b: &[u8]| f(None, b)));
+        }
+        n
+    }
+    fn fork(&self) -> Box<dyn Detection> {
+        Box::new(KindBlind(self.0.fork()))
+    }
+    fn observe(&mut self, ev: &Event, cx: &Context<'_>) {
+        self.0.observe(ev, cx);
+    }
+    fn merge(&mut self, shard: Box<dyn Detection>) {
+        self.0.merge(shard_of::<KindBlind>(shard).0);
+    }
+    fn take_findings(&mut self) -> Vec<Finding> {
+        self.0.take_findings()
+    }
+    fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome {
+        self.0.finish(cx)
+    }
+}
+
+fn json_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            json_files(&p, out);
+        } else if p.extension().is_some_and(|x| x != "md") {
+            out.push(p);
+        }
+    }
+}
+
+/// Told the kind a record is guessed to be, the Sigma screen searches only
+/// that kind's rules' texts, and is asked again when the guess was wrong:
+/// on records of every kind in the real samples and the example, in runs
+/// of one kind and shuffled, every finding is the one a screen never told
+/// the kind finds.
+#[test]
+fn screens_told_a_kind_lose_no_finding_on_mixed_kinds() {
+    let mut files = Vec::new();
+    json_files(&root().join("tests/fixtures/logs"), &mut files);
+    json_files(&root().join("examples/storm-0558/logs"), &mut files);
+    let mut records: Vec<(EventKind, String)> = Vec::new();
+    for f in &files {
+        let (_, events) = read_events(f, None);
+        records.extend(
+            events
+                .into_iter()
+                .map(|e| (e.kind, serde_json::to_string(&e.record).unwrap())),
+        );
+    }
+    let kinds: std::collections::BTreeSet<EventKind> = records.iter().map(|r| r.0).collect();
+    assert!(kinds.len() >= 4, "{kinds:?}");
+    let rules = [root().join("tests/fixtures/sigma"), root().join("rules")];
+    let set = Arc::new(RuleSet::load(&rules, &LoadOptions::default()).unwrap());
+    let findings = |text: &str, blind: bool| {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("mixed.jsonl"), text).unwrap();
+        let cfg = HuntConfig {
+            inputs: vec![d.path().to_path_buf()],
+            ..Default::default()
+        };
+        let sigma: Box<dyn Detection> = Box::new(SigmaDetection::new(set.clone()));
+        let det = if blind {
+            Box::new(KindBlind(sigma))
+        } else {
+            sigma
+        };
+        let r = run_detections(&cfg, vec![det], Arc::new(AtomicU64::new(0))).unwrap();
+        let mut v: Vec<(String, String)> = r
+            .findings
+            .as_slice()
+            .unwrap()
+            .iter()
+            .map(|f| (f.rule_id.to_string(), f.source_locator.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    // In runs of one kind, then shuffled (with a fixed seed).
+    records.sort_by_key(|r| r.0);
+    let runs: Vec<&str> = records.iter().map(|r| r.1.as_str()).collect();
+    let mut shuffled = runs.clone();
+    fastrand::Rng::with_seed(7).shuffle(&mut shuffled);
+    for (name, order) in [("runs", runs), ("shuffled", shuffled)] {
+        let text = order.join("\n");
+        let blind = findings(&text, true);
+        assert!(blind.len() > 50, "{name}: {}", blind.len());
+        let told = findings(&text, false);
+        let missing: Vec<_> = blind.iter().filter(|f| !told.contains(f)).collect();
+        let extra: Vec<_> = told.iter().filter(|f| !blind.contains(f)).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty() && told.len() == blind.len(),
+            "{name}: missing {missing:?}, extra {extra:?}"
+        );
+    }
 }
