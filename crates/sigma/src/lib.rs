@@ -262,11 +262,10 @@ pub struct RuleSet {
     /// The screen over raw records of any kind.
     screen: RulesScreen,
     /// Per kind (in [`EventKind::ALL`] order), the screen of the rules
-    /// written for that kind (`None`: every rule is, and `screen` serves):
-    /// a record known to be a UAL record need not be searched for the
-    /// texts of sign-in or Azure Activity rules, which were most of the
-    /// screen's texts.
-    kind_screens: Vec<Option<RulesScreen>>,
+    /// written for that kind: a record known to be a UAL record need not
+    /// be searched for the texts of sign-in or Azure Activity rules, which
+    /// were most of the screen's texts.
+    kind_screens: Vec<KindScreen>,
     /// Which records some rule reads beyond [`RuleSet::paths`].
     whole: WholeScreen,
     /// Per rule: it searches keywords (reads every string of a record).
@@ -653,8 +652,11 @@ impl RuleSet {
                         .iter()
                         .any(|(mi, _)| mappings[*mi].kinds.contains(&k))
                 };
-                let kinds_rules = rules.iter().filter(of_kind);
-                (kinds_rules.clone().count() < rules.len()).then(|| RulesScreen::new(kinds_rules))
+                let ids: Vec<usize> = (0..rules.len()).filter(|&i| of_kind(&&rules[i])).collect();
+                KindScreen {
+                    rules: (ids.len() < rules.len()).then_some(ids),
+                    screen: OnceLock::new(),
+                }
             })
             .collect();
         let keyword_rules: Vec<bool> = rules
@@ -690,7 +692,7 @@ impl RuleSet {
             WholeScreen::All
         } else {
             match Prefilter::new(keyword_set().map(|(r, _)| r)) {
-                Some(p) => WholeScreen::Anchored(p),
+                Some(p) => WholeScreen::Anchored(Box::new(p)),
                 // Keyword rules without anchor texts would have no literals.
                 None if keyword_set().next().is_some() => WholeScreen::All,
                 None => WholeScreen::None,
@@ -728,8 +730,18 @@ impl RuleSet {
     /// bytes: [`RuleSet::wants`] with the texts of that kind's rules only.
     pub fn wants_kind(&self, kind: EventKind, raw: &[u8]) -> bool {
         let at = EventKind::ALL.iter().position(|&k| k == kind);
-        at.and_then(|i| self.kind_screens[i].as_ref())
-            .unwrap_or(&self.screen)
+        let Some(KindScreen {
+            rules: Some(ids),
+            screen,
+        }) = at.map(|i| &self.kind_screens[i])
+        else {
+            return self.screen.wants(raw);
+        };
+        // Built when first asked for, by a worker: most inputs hold one or
+        // two kinds, and building every kind's screen when loading held up
+        // the start of a hunt (20 ms for the SigmaHQ cloud rules).
+        screen
+            .get_or_init(|| RulesScreen::new(ids.iter().map(|&i| &self.rules[i])))
             .wants(raw)
     }
 
@@ -966,7 +978,15 @@ enum WholeScreen {
     /// starts at the record).
     All,
     /// Records holding an anchor of some keyword rule.
-    Anchored(Prefilter),
+    Anchored(Box<Prefilter>),
+}
+
+/// The screen of the rules written for one kind of event.
+#[derive(Debug)]
+struct KindScreen {
+    /// Those rules (`None`: every rule, and the whole screen serves).
+    rules: Option<Vec<usize>>,
+    screen: OnceLock<RulesScreen>,
 }
 
 /// The screen of some rules over raw records.
@@ -977,7 +997,7 @@ enum RulesScreen {
     /// A rule has no anchor text: every record is wanted.
     Everything,
     /// Records holding some rule's anchor texts.
-    Anchored(Prefilter),
+    Anchored(Box<Prefilter>),
 }
 
 impl RulesScreen {
@@ -988,7 +1008,8 @@ impl RulesScreen {
             RulesScreen::Everything
         } else {
             // No anchor text at all is no record.
-            Prefilter::new(rules).map_or(RulesScreen::Nothing, RulesScreen::Anchored)
+            Prefilter::new(rules)
+                .map_or(RulesScreen::Nothing, |p| RulesScreen::Anchored(Box::new(p)))
         }
     }
 
@@ -1011,7 +1032,11 @@ impl RulesScreen {
 /// case-insensitive Aho-Corasick automaton looks for the anchors instead.
 #[derive(Debug)]
 struct Prefilter {
-    ac: AhoCorasick,
+    /// The anchor texts, lower-cased.
+    lits: Vec<String>,
+    /// The automaton over them: built when first used (without SIMD, or
+    /// when the cover texts would not do), as few screens use it.
+    ac: OnceLock<AhoCorasick>,
     /// The same (lower-case) anchor texts searched for by SIMD searchers
     /// over the lower-cased record: a record in which none is found holds
     /// no anchor. `None` without SIMD, or when the automaton is faster.
@@ -1078,34 +1103,41 @@ impl Prefilter {
         if lits.is_empty() {
             return None;
         }
-        // A DFA of tens of thousands of anchors takes hundreds of MiB; the
-        // contiguous NFA a fraction, at some speed.
-        let kind = if lits.len() > DFA_ANCHORS_MAX {
-            AhoCorasickKind::ContiguousNFA
-        } else {
-            AhoCorasickKind::DFA
-        };
-        let ac = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .kind(Some(kind))
-            .build(&lits)
-            .or_else(|_| {
-                AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    .build(&lits)
-            })
-            .expect("literal patterns build");
         // Teddy takes at most 64 patterns, so it looks for a few short
         // texts that cover every anchor (each anchor contains one), and
         // where one is found, the anchors holding it are compared there;
         // without it (no SIMD), the automaton screens alone.
         let cover = cover::CoverSearch::new(&lits, cover::SEARCHER_TEXTS, usize::MAX);
         Some(Prefilter {
-            ac,
+            lits,
+            ac: OnceLock::new(),
             cover,
             rest,
             by_lit,
+        })
+    }
+
+    /// The automaton over the anchor texts.
+    fn automaton(&self) -> &AhoCorasick {
+        self.ac.get_or_init(|| {
+            // A DFA of tens of thousands of anchors takes hundreds of MiB;
+            // the contiguous NFA a fraction, at some speed.
+            let kind = if self.lits.len() > DFA_ANCHORS_MAX {
+                AhoCorasickKind::ContiguousNFA
+            } else {
+                AhoCorasickKind::DFA
+            };
+            AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .kind(Some(kind))
+                .build(&self.lits)
+                .or_else(|_| {
+                    AhoCorasickBuilder::new()
+                        .ascii_case_insensitive(true)
+                        .build(&self.lits)
+                })
+                .expect("literal patterns build")
         })
     }
 
@@ -1143,11 +1175,11 @@ impl Prefilter {
     fn wants_ac(&self, lower: &[u8]) -> bool {
         // Most records hold no anchor: the plain search exits on the first
         // hit and is cheaper than the overlapping one.
-        if !self.ac.is_match(lower) {
+        let ac = self.automaton();
+        if !ac.is_match(lower) {
             return false;
         }
-        self.ac
-            .find_overlapping_iter(lower)
+        ac.find_overlapping_iter(lower)
             .any(|m| self.alt_holds(m.pattern().as_usize(), lower))
     }
 }
