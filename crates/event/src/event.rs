@@ -455,31 +455,7 @@ impl Event {
 
     /// The first of several paths that yields a non-empty scalar.
     pub fn first_str(&self, paths: &[&str]) -> Option<String> {
-        if paths.len() > 64 {
-            return exact_then_ci(|| paths.iter().find_map(|p| self.get_str(p)));
-        }
-        // As `exact_then_ci`, but the pass that ignores case asks only the
-        // names whose exact lookup passed over a key matching but for case:
-        // the others find nothing there either. A Graph sign-in's
-        // `sessionId` was looked up again under all three UAL names first.
-        fresh(|| {
-            let mut folded = 0u64;
-            EXACT_ONLY.set(true);
-            for (i, p) in paths.iter().enumerate() {
-                FOLDED_SEEN.set(false);
-                if let Some(s) = self.get_str(p) {
-                    EXACT_ONLY.set(false);
-                    return Some(s);
-                }
-                folded |= u64::from(FOLDED_SEEN.get()) << i;
-            }
-            EXACT_ONLY.set(false);
-            paths
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| folded >> i & 1 == 1)
-                .find_map(|(_, p)| self.get_str(p))
-        })
+        exact_then_ci(|| paths.iter().find_map(|p| self.get_str(p)))
     }
 
     /// Every value reachable by a dotted path (inner record and root).
@@ -1146,39 +1122,6 @@ mod tests {
                 EventKind::Audit,
                 "{r}"
             );
-        }
-    }
-
-    /// The first of several names answers as two passes over all of them
-    /// did: exact names first, then any case, across wrappers, dotted
-    /// paths, empty values and names told apart only by case.
-    #[test]
-    fn first_str_answers_as_two_full_passes() {
-        let records = [
-            json!({"time": "t", "category": "SignInLogs", "properties": {"sessionId": "s", "uniqueTokenIdentifier": "u", "UserPrincipalName": "p"}}),
-            json!({"CreationTime": "t", "Operation": "x", "AppAccessContext": {"aadsessionid": "a", "UniqueTokenId": ""}, "SessionId": "b", "userid": "c"}),
-            json!({"CreationTime": "t", "Operation": "x", "appaccesscontext": {"AADSessionId": "a"}, "sessionid": "b", "UserId": "  "}),
-            json!({"createdDateTime": "t", "userPrincipalName": "u", "UserPrincipalName": "U", "IPADDRESS": "1.2.3.4", "ipAddress": ""}),
-            json!({"AuditData": {"ClientIP": "5.6.7.8", "userid": "x"}, "ClientIp": "9.9.9.9", "UserId": "y"}),
-        ];
-        let lists: [&[&str]; 5] = [
-            SESSION_FIELDS,
-            TOKEN_FIELDS,
-            USER_FIELDS,
-            IP_FIELDS,
-            &[
-                "sessionId",
-                "SESSIONID",
-                "x.y",
-                "AppAccessContext.AADSessionId",
-            ],
-        ];
-        for r in records {
-            let ev = Event::from_record(r.clone(), None, Arc::from("f"), Locator::default());
-            for list in lists {
-                let two_passes = exact_then_ci(|| list.iter().find_map(|p| ev.get_str(p)));
-                assert_eq!(ev.first_str(list), two_passes, "{list:?} in {r}");
-            }
         }
     }
 
