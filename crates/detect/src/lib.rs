@@ -85,8 +85,8 @@ impl Kinds {
     }
 }
 
-/// A screen of a detection's own over a record's raw bytes: `true` when the
-/// record may matter to it.
+/// A screen over a record's raw bytes for [`WholeRecord::When`]: `true`
+/// when the detection reads the record whole.
 pub type ScreenFn = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 /// A screen of a detection's own over a record's raw bytes that may be told

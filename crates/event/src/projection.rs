@@ -470,14 +470,17 @@ pub fn plain_time_and_workload(b: &[u8]) -> Option<(time::OffsetDateTime, &str)>
     (!workload.is_empty()).then_some((time, workload))
 }
 
-/// The keys [`plain_names_other_kind_keys`] looks for, quoted and
-/// lower-cased.
-const OTHER_KIND_KEYS: [&str; 5] = [
+/// What [`plain_names_other_kind_keys`] looks for, lower-cased: the keys,
+/// quoted, and the ends of the renamed Log Analytics columns
+/// ([`forces_full`]), which the full parse folds into keys of any name.
+const OTHER_KIND_KEYS: [&str; 7] = [
     "\"verdict\"",
     "\"type\"",
     "\"category\"",
     "\"createddatetime\"",
     "\"activitydatetime\"",
+    " [utc]\"",
+    "_dynamic\"",
 ];
 
 /// Whether a record that [`plain_time_and_workload`] reads plainly names
@@ -486,10 +489,12 @@ const OTHER_KIND_KEYS: [&str; 5] = [
 /// audit, or than its file's hint, though it opens with a `CreationTime`:
 /// a gateway line's `verdict`, a table's `Type`, an Azure Monitor
 /// `category`, a sign-in's `createdDateTime` or a directory audit's
-/// `activityDateTime`. A plain record naming none of them is an audit
-/// record in a file of audit records, and may be taken for one unparsed.
-/// (Such a key below the root, as in the UAL's `Actor` lists, decides
-/// nothing; the same text as a string value answers yes.)
+/// `activityDateTime`; or a renamed Log Analytics column (`X [UTC]`,
+/// `X_dynamic`), which the full parse folds into `X` before classifying.
+/// A plain record naming none of them is an audit record in a file of
+/// audit records, and may be taken for one unparsed. (Such a key below the
+/// root, as in the UAL's `Actor` lists, decides nothing; the same text in
+/// a string value answers yes.)
 pub fn plain_names_other_kind_keys(b: &[u8]) -> bool {
     names_other_kind_keys_at_root(b, true)
 }
@@ -602,6 +607,19 @@ mod tests {
             (r#"{"CreationTime":"t","a":{"b":1},"Category":"c"}"#, true),
             (r#"{"CreationTime":"t","CreatedDateTime":"t"}"#, true),
             (r#"{"CreationTime":"t","activityDateTime":"t"}"#, true),
+            (r#"{"CreationTime":"t","CreatedDateTime [UTC]":"t"}"#, true),
+            (r#"{"CreationTime":"t","Type_dynamic":"x"}"#, true),
+            // A match below the root, then one at the root.
+            (
+                r#"{"CreationTime":"t","Actor":[{"Type":5}],"Type":"SigninLogs"}"#,
+                true,
+            ),
+            (r#"{"CreationTime":"t","X":"a{b[c","Type":"x"}"#, true),
+            (r#"{"CreationTime":"t","X":"a{b","Y":{"type":1}}"#, false),
+            (
+                r#"{"CreationTime":"t","A":{"B [UTC]":1,"C_dynamic":2}}"#,
+                false,
+            ),
             (
                 r#"{"CreationTime":"t","Actor":[{"Type":5}],"Target":{"category":"c"}}"#,
                 false,

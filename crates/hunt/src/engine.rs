@@ -293,7 +293,7 @@ struct Screened {
     /// The kind the readers' own screens were told the record is (`None`:
     /// any kind): a guess made before parsing ([`KindGuess`]), and once the
     /// screens were asked again, the kind it was parsed as.
-    guess: Option<EventKind>,
+    told: Option<EventKind>,
 }
 
 /// What the engine derived from the detections' needs.
@@ -410,7 +410,7 @@ impl Plan {
             readers: self.every,
             whole: self.whole,
             // Without a screen nobody was told anything.
-            guess: guess.filter(|_| !self.screens.is_empty()),
+            told: guess.filter(|_| !self.screens.is_empty()),
         };
         for &(_, id) in matches {
             s.readers |= self.pattern_readers[id];
@@ -427,7 +427,7 @@ impl Plan {
     /// Readers whose own screens, told the wrong kind, ruled out a record
     /// that they pass told the kind it is.
     fn late_readers(&self, s: Screened, kind: EventKind, bytes: &[u8]) -> Mask {
-        if s.guess.is_none_or(|g| g == kind) {
+        if s.told.is_none_or(|t| t == kind) {
             return 0;
         }
         self.screens
@@ -633,7 +633,7 @@ struct Out {
 }
 
 /// The kind the next record of a batch is guessed to be before it is
-/// parsed, for the readers' own screens ([`Screened::guess`]): the kind of
+/// parsed, for the readers' own screens ([`Screened::told`]): the kind of
 /// the two records before it when they agree; at the batch's start, the
 /// file's hint (and after one record, the hint if that record was of its
 /// kind); else none (any kind). A file of one kind has its screens
@@ -908,10 +908,10 @@ impl Ctx<'_> {
             if framed
                 && s.readers & !plan.light == 0
                 && self.hint == Some(EventKind::Audit)
-                && s.guess.is_none_or(|g| g == EventKind::Audit)
+                && s.told.is_none_or(|t| t == EventKind::Audit)
             {
                 if let Some((t, w)) = plain_time_and_workload(b) {
-                    if s.guess.is_none() || !plain_names_other_kind_keys(b) {
+                    if s.told.is_none() || !plain_names_other_kind_keys(b) {
                         out.guess.saw(EventKind::Audit);
                         self.route_light(t, w, s.readers, out);
                         return;
@@ -930,7 +930,7 @@ impl Ctx<'_> {
                         let late = plan.late_readers(*s, ev.kind, b);
                         if late != 0 {
                             s.readers |= late;
-                            s.guess = Some(ev.kind);
+                            s.told = Some(ev.kind);
                             continue;
                         }
                         // Rare (a keyword rule's text in a record of its

@@ -267,7 +267,7 @@ pub struct RuleSet {
     /// were most of the screen's texts.
     kind_screens: Vec<KindScreen>,
     /// Which records some rule reads beyond [`RuleSet::paths`].
-    whole: WholeScreen,
+    whole: RulesScreen,
     /// Per rule: it searches keywords (reads every string of a record).
     keyword_rules: Vec<bool>,
     /// Per mapping: events evaluated (to tell blind rules).
@@ -689,13 +689,13 @@ impl RuleSet {
         let whole = if fields.paths.iter().flatten().any(|p| p.head.is_empty())
             || keyword_set().any(|(r, _)| r.literals.is_none())
         {
-            WholeScreen::All
+            RulesScreen::Everything
         } else {
             match Prefilter::new(keyword_set().map(|(r, _)| r)) {
-                Some(p) => WholeScreen::Anchored(Box::new(p)),
+                Some(p) => RulesScreen::Anchored(Box::new(p)),
                 // Keyword rules without anchor texts would have no literals.
-                None if keyword_set().next().is_some() => WholeScreen::All,
-                None => WholeScreen::None,
+                None if keyword_set().next().is_some() => RulesScreen::Everything,
+                None => RulesScreen::Nothing,
             }
         };
         let mappings_len = mappings.len();
@@ -770,7 +770,7 @@ impl RuleSet {
     /// Whether matching may read anything in a record: some rule searches
     /// keywords, or a field's path starts at the record itself.
     pub fn reads_whole_records(&self) -> bool {
-        !matches!(self.whole, WholeScreen::None)
+        !matches!(self.whole, RulesScreen::Nothing)
     }
 
     /// The kinds of event [`RuleSet::wants_whole`] speaks for: those of
@@ -808,11 +808,7 @@ impl RuleSet {
     /// for records this refuses: it skips keyword rules on such events, as
     /// they cannot match the record.
     pub fn wants_whole(&self, raw: &[u8]) -> bool {
-        match &self.whole {
-            WholeScreen::None => false,
-            WholeScreen::All => true,
-            WholeScreen::Anchored(p) => p.wants(raw),
-        }
+        self.whole.wants(raw)
     }
 
     /// Metadata of every rule and correlation that runs.
@@ -969,18 +965,6 @@ fn is_common(l: &str) -> bool {
 /// Most anchors screened with a DFA.
 const DFA_ANCHORS_MAX: usize = 10_000;
 
-/// Which records some rule reads whole ([`RuleSet::wants_whole`]).
-#[derive(Debug)]
-enum WholeScreen {
-    /// None: every rule reads only its fields' paths.
-    None,
-    /// Every record (a keyword rule without anchors, or a field path that
-    /// starts at the record).
-    All,
-    /// Records holding an anchor of some keyword rule.
-    Anchored(Box<Prefilter>),
-}
-
 /// The screen of the rules written for one kind of event.
 #[derive(Debug)]
 struct KindScreen {
@@ -989,12 +973,15 @@ struct KindScreen {
     screen: OnceLock<RulesScreen>,
 }
 
-/// The screen of some rules over raw records.
+/// The screen of some rules over raw records: which records they could
+/// match ([`RuleSet::wants`] and [`RuleSet::wants_kind`]), or which their
+/// keyword rules read whole ([`RuleSet::wants_whole`]).
 #[derive(Debug)]
 enum RulesScreen {
-    /// No rule: no record is wanted.
+    /// No record (no rule; for whole records, no keyword rule).
     Nothing,
-    /// A rule has no anchor text: every record is wanted.
+    /// Every record (a rule without anchor texts; for whole records, also a
+    /// field path that starts at the record itself).
     Everything,
     /// Records holding some rule's anchor texts.
     Anchored(Box<Prefilter>),
