@@ -1062,13 +1062,13 @@ impl Ctx<'_> {
             let v = projection.project_columns(columns.named(header, &cells));
             let ev = Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
             // Rare (the first row of another kind than those before it):
-            // built whole below for its late readers.
-            let late = plan.late_readers(screened, ev.kind, &out.row_text);
-            if late == 0 && !plan.reads_whole_as(screened, ev.kind, &out.row_text) {
+            // built whole below, where its late readers are added.
+            if plan.late_readers(screened, ev.kind, &out.row_text) == 0
+                && !plan.reads_whole_as(screened, ev.kind, &out.row_text)
+            {
                 self.route(with_shadowed(ev, out), readers, out);
                 return;
             }
-            readers |= late;
         }
         let m: Map<String, Value> = columns
             .read

@@ -647,12 +647,14 @@ impl RuleSet {
         let kind_screens = EventKind::ALL
             .iter()
             .map(|&k| {
-                let of_kind = |r: &&Rule| {
-                    r.compiled
-                        .iter()
-                        .any(|(mi, _)| mappings[*mi].kinds.contains(&k))
-                };
-                let ids: Vec<usize> = (0..rules.len()).filter(|&i| of_kind(&&rules[i])).collect();
+                let ids: Vec<usize> = (0..rules.len())
+                    .filter(|&i| {
+                        rules[i]
+                            .compiled
+                            .iter()
+                            .any(|(mi, _)| mappings[*mi].kinds.contains(&k))
+                    })
+                    .collect();
                 KindScreen {
                     rules: (ids.len() < rules.len()).then_some(ids),
                     screen: OnceLock::new(),
