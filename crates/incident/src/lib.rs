@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
-use tokenward_detect::{builtin_info, Weight};
+use tokenward_detect::{builtin_info, KeyHasher, Weight};
 use tokenward_event::timefmt::{parse_timestamp, rfc3339};
 use tokenward_event::{Evidence, Finding, Severity};
 
@@ -393,8 +393,8 @@ impl Member for Slim {
 pub struct Slimmer {
     /// By id: Sigma ids are not checked unique (a copied rule keeps its
     /// id), so each title of an id is its own entry.
-    rules: HashMap<String, Vec<Arc<(String, String)>>>,
-    texts: HashSet<Arc<str>>,
+    rules: HashMap<String, Vec<Arc<(String, String)>>, KeyHasher>,
+    texts: HashSet<Arc<str>, KeyHasher>,
 }
 
 impl Slimmer {
@@ -442,7 +442,7 @@ pub fn build<M: Member>(findings: &[M]) -> Vec<Incident> {
     let n = findings.len();
     let mut dsu = Dsu((0..n).collect());
     let ips = implicated_ips(findings);
-    let mut first_by: HashMap<(u8, &str), usize> = HashMap::new();
+    let mut first_by: HashMap<(u8, &str), usize, KeyHasher> = HashMap::default();
     for (i, f) in findings.iter().enumerate() {
         let keys = [
             (0u8, f.session_id()),
@@ -464,7 +464,7 @@ pub fn build<M: Member>(findings: &[M]) -> Vec<Incident> {
     let mut by_user: Vec<usize> = (0..n)
         .filter(|&i| findings[i].user().is_some() && findings[i].time().is_some())
         .collect();
-    by_user.sort_by(|&a, &b| {
+    by_user.par_sort_by(|&a, &b| {
         (findings[a].user(), findings[a].time()).cmp(&(findings[b].user(), findings[b].time()))
     });
     for pair in by_user.windows(2) {
