@@ -151,28 +151,94 @@ impl KeyFilter {
         f
     }
 
-    /// Whether a lookup of `path` in the object may find something: it
-    /// holds the whole path as one key, or a key for the part before some
-    /// dot (the steps [`lookup`] and [`lookup_all`] try first).
-    fn may_hold(&self, path: &str) -> bool {
-        let b = path.as_bytes();
-        let has = |step: &[u8]| {
-            let i = key_bit(step);
-            self.0[i >> 6] & (1 << (i & 63)) != 0
+    /// Whether a lookup of the path of `bits` in the object may find
+    /// something: it holds the whole path as one key, or a key for the
+    /// part before some dot (the steps [`lookup`] and [`lookup_all`] try
+    /// first).
+    fn may_hold(&self, bits: &PathBits) -> bool {
+        let Some(steps) = bits.steps() else {
+            return true;
         };
-        b.is_empty()
-            || has(b)
-            || b.iter()
-                .enumerate()
-                .any(|(i, &c)| c == b'.' && has(&b[..i]))
+        steps
+            .iter()
+            .any(|&i| self.0[usize::from(i) >> 6] & (1 << (i & 63)) != 0)
     }
+}
+
+/// The key-filter bits of a dotted path: of the whole path and of the part
+/// before each dot. Worked out once per lookup, and at compile time for
+/// the candidate names of the normalised fields, which every event looks
+/// up: working them out on each check was about 5 % of a hunt over
+/// mailbox audit records and sign-ins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PathBits {
+    bits: [u16; 4],
+    /// How many of `bits` count; 0 for a path that any object may hold (an
+    /// empty one, or one with more dots than `bits` has room for).
+    len: u8,
+}
+
+impl PathBits {
+    /// The bits of `path`.
+    pub const fn of(path: &str) -> PathBits {
+        let b = path.as_bytes();
+        let any = PathBits {
+            bits: [0; 4],
+            len: 0,
+        };
+        if b.is_empty() {
+            return any;
+        }
+        let mut bits = [key_bit(b) as u16, 0, 0, 0];
+        let mut len = 1;
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'.' {
+                if len == bits.len() {
+                    return any;
+                }
+                bits[len] = key_bit(b.split_at(i).0) as u16;
+                len += 1;
+            }
+            i += 1;
+        }
+        PathBits {
+            bits,
+            len: len as u8,
+        }
+    }
+
+    /// The bits to test, or `None` when any object may hold the path.
+    fn steps(&self) -> Option<&[u16]> {
+        (self.len > 0).then(|| &self.bits[..usize::from(self.len)])
+    }
+}
+
+/// A candidate name of a normalised field, with its bits.
+type Probe = (&'static str, PathBits);
+
+/// The probes of a list of candidate names, in order.
+const fn probes<const N: usize>(paths: &[&'static str]) -> [Probe; N] {
+    let mut out = [(
+        "",
+        PathBits {
+            bits: [0; 4],
+            len: 0,
+        },
+    ); N];
+    let mut i = 0;
+    while i < N {
+        out[i] = (paths[i], PathBits::of(paths[i]));
+        i += 1;
+    }
+    out
 }
 
 /// The filter bit of a key or path step.
 #[inline]
-fn key_bit(k: &[u8]) -> usize {
+const fn key_bit(k: &[u8]) -> usize {
     let (first, last) = crate::projection::ends(k);
-    let h = (k.len() as u64 | u64::from(first) << 16 | u64::from(last) << 24)
+    let h = (k.len() as u64 | (first as u64) << 16 | (last as u64) << 24)
         .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (h >> 54) as usize
 }
@@ -371,15 +437,21 @@ impl Event {
     /// Looks up a dotted path: first in the wrapped audit record (`AuditData`,
     /// `RawEventData`, `properties`) when there is one, then from the root.
     pub fn get(&self, path: &str) -> Option<&Value> {
+        self.get_at(path, &PathBits::of(path))
+    }
+
+    /// [`Event::get`] of a path whose bits were worked out before.
+    pub fn get_at(&self, path: &str, bits: &PathBits) -> Option<&Value> {
+        debug_assert_eq!(*bits, PathBits::of(path), "bits of another path");
         self.check_declared(path);
-        if let Some(inner) = self.inner.filter(|_| self.keys.0.may_hold(path)) {
+        if let Some(inner) = self.inner.filter(|_| self.keys.0.may_hold(bits)) {
             if let Some(iv) = self.record.get(inner) {
                 if let Some(v) = lookup(iv, path) {
                     return Some(v);
                 }
             }
         }
-        if !self.keys.1.may_hold(path) {
+        if !self.keys.1.may_hold(bits) {
             return None;
         }
         lookup(&self.record, path)
@@ -407,7 +479,11 @@ impl Event {
 
     /// [`Event::get_str`] borrowed when the value is a string.
     pub fn scalar(&self, path: &str) -> Option<Cow<'_, str>> {
-        match self.get(path)? {
+        self.scalar_at(path, &PathBits::of(path))
+    }
+
+    fn scalar_at(&self, path: &str, bits: &PathBits) -> Option<Cow<'_, str>> {
+        match self.get_at(path, bits)? {
             Value::String(s) => nonempty(s).map(Cow::Borrowed),
             other => scalar_str(other).map(Cow::Owned),
         }
@@ -458,16 +534,32 @@ impl Event {
         exact_then_ci(|| paths.iter().find_map(|p| self.get_str(p)))
     }
 
+    /// [`Event::first_str`] over candidates whose bits were worked out at
+    /// compile time.
+    fn first_probed(&self, probes: &[Probe]) -> Option<String> {
+        exact_then_ci(|| {
+            probes
+                .iter()
+                .find_map(|(p, bits)| self.scalar_at(p, bits).map(Cow::into_owned))
+        })
+    }
+
     /// Every value reachable by a dotted path (inner record and root).
     pub fn get_all(&self, path: &str) -> Vec<&Value> {
+        self.get_all_at(path, &PathBits::of(path))
+    }
+
+    /// [`Event::get_all`] of a path whose bits were worked out before.
+    pub fn get_all_at(&self, path: &str, bits: &PathBits) -> Vec<&Value> {
+        debug_assert_eq!(*bits, PathBits::of(path), "bits of another path");
         self.check_declared(path);
         let mut out = Vec::new();
-        if let Some(inner) = self.inner.filter(|_| self.keys.0.may_hold(path)) {
+        if let Some(inner) = self.inner.filter(|_| self.keys.0.may_hold(bits)) {
             if let Some(iv) = self.record.get(inner) {
                 lookup_all(iv, path, &mut out);
             }
         }
-        if out.is_empty() && self.keys.1.may_hold(path) {
+        if out.is_empty() && self.keys.1.may_hold(bits) {
             lookup_all(&self.record, path, &mut out);
         }
         out
@@ -564,9 +656,9 @@ impl Event {
 
     fn find_time(&self) -> Option<OffsetDateTime> {
         exact_then_ci(|| {
-            TIME_FIELDS
+            TIME_PROBES
                 .iter()
-                .filter_map(|p| self.get(p))
+                .filter_map(|(p, bits)| self.get_at(p, bits))
                 .find_map(|v| v.as_str().and_then(parse_timestamp))
         })
     }
@@ -579,11 +671,11 @@ impl Event {
     pub fn user(&self) -> Option<&str> {
         found(&self.normal.user, || {
             let fields = if self.is_gateway() {
-                &GATEWAY_FIELDS[..2]
+                &GATEWAY_PROBES[..2]
             } else {
-                USER_FIELDS
+                &USER_PROBES[..]
             };
-            self.first_str(fields).map(|u| u.to_lowercase())
+            self.first_probed(fields).map(|u| u.to_lowercase())
         })
     }
 
@@ -591,8 +683,8 @@ impl Event {
     pub fn client_ip(&self) -> Option<&str> {
         found(&self.normal.client_ip, || {
             exact_then_ci(|| {
-                IP_FIELDS.iter().find_map(|p| {
-                    let s = self.get_str(p)?;
+                IP_PROBES.iter().find_map(|(p, bits)| {
+                    let s = self.scalar_at(p, bits)?.into_owned();
                     // A plain IPv4 address is its own canonical text (the
                     // parser refuses leading zeros): formatting it again
                     // was most of the cost of this field.
@@ -609,11 +701,11 @@ impl Event {
     pub fn app_id(&self) -> Option<&str> {
         found(&self.normal.app_id, || {
             let fields = if self.is_gateway() {
-                &GATEWAY_FIELDS[2..5]
+                &GATEWAY_PROBES[2..5]
             } else {
-                APP_FIELDS
+                &APP_PROBES[..]
             };
-            self.first_str(fields)
+            self.first_probed(fields)
         })
     }
 
@@ -625,7 +717,7 @@ impl Event {
             if self.is_gateway() {
                 return self.app_id().map(str::to_owned);
             }
-            self.first_str(CLIENT_APP_FIELDS)
+            self.first_probed(&CLIENT_APP_PROBES)
         })
     }
 
@@ -633,7 +725,7 @@ impl Event {
     /// `SessionId`, sign-in `sessionId`.
     pub fn session_id(&self) -> Option<&str> {
         found(&self.normal.session_id, || {
-            self.id(&["sid"], SESSION_FIELDS, "sessionId")
+            self.id(&["sid"], &SESSION_PROBES, "sessionId")
         })
     }
 
@@ -641,18 +733,18 @@ impl Event {
     /// `UniqueTokenIdentifier`, `uniqueTokenIdentifier`.
     pub fn token_id(&self) -> Option<&str> {
         found(&self.normal.token_id, || {
-            self.id(&["uti", "jti"], TOKEN_FIELDS, "uniqueTokenIdentifier")
+            self.id(&["uti", "jti"], &TOKEN_PROBES, "uniqueTokenIdentifier")
         })
     }
 
     /// An id a gateway line names by its claims, other records by
     /// `fields`, and sign-ins also by their Graph name, read after the UAL
     /// names so that a UAL record's `AppAccessContext` wins there.
-    fn id(&self, claims: &[&str], fields: &[&str], graph: &str) -> Option<String> {
+    fn id(&self, claims: &[&str], fields: &[Probe], graph: &str) -> Option<String> {
         if self.is_gateway() {
             return self.first_str(claims);
         }
-        self.first_str(fields).or_else(|| {
+        self.first_probed(fields).or_else(|| {
             (self.kind == EventKind::SignIn)
                 .then(|| self.first_str(&[graph]))
                 .flatten()
@@ -668,7 +760,7 @@ impl Event {
                     (m, p) => m.or(p),
                 };
             }
-            self.first_str(OPERATION_FIELDS)
+            self.first_probed(&OPERATION_PROBES)
         })
     }
 
@@ -682,7 +774,7 @@ impl Event {
             let sign_in_code = (self.kind == EventKind::SignIn)
                 .then(|| self.first_str(&["status.errorCode"]))
                 .flatten();
-            sign_in_code.or_else(|| self.first_str(RESULT_FIELDS))
+            sign_in_code.or_else(|| self.first_probed(&RESULT_PROBES))
         })
     }
 
@@ -692,14 +784,14 @@ impl Event {
             if self.is_gateway() {
                 return Some("tokenward gateway".into());
             }
-            self.first_str(WORKLOAD_FIELDS)
+            self.first_probed(&WORKLOAD_PROBES)
         })
     }
 
     /// User agent or Exchange `ClientInfoString`.
     pub fn user_agent(&self) -> Option<&str> {
         found(&self.normal.user_agent, || {
-            self.first_str(USER_AGENT_FIELDS).or_else(|| {
+            self.first_probed(&USER_AGENT_PROBES).or_else(|| {
                 self.name_value("ExtendedProperties", "UserAgent")
                     .or_else(|| self.key_value("additionalDetails", "User-Agent"))
             })
@@ -897,6 +989,20 @@ pub const IP_FIELDS: &[&str] = &[
     "src_ip",
 ];
 
+// The candidate lists above with their key-filter bits.
+const TIME_PROBES: [Probe; TIME_FIELDS.len()] = probes(TIME_FIELDS);
+const USER_PROBES: [Probe; USER_FIELDS.len()] = probes(USER_FIELDS);
+const IP_PROBES: [Probe; IP_FIELDS.len()] = probes(IP_FIELDS);
+const APP_PROBES: [Probe; APP_FIELDS.len()] = probes(APP_FIELDS);
+const CLIENT_APP_PROBES: [Probe; CLIENT_APP_FIELDS.len()] = probes(CLIENT_APP_FIELDS);
+const SESSION_PROBES: [Probe; SESSION_FIELDS.len()] = probes(SESSION_FIELDS);
+const TOKEN_PROBES: [Probe; TOKEN_FIELDS.len()] = probes(TOKEN_FIELDS);
+const OPERATION_PROBES: [Probe; OPERATION_FIELDS.len()] = probes(OPERATION_FIELDS);
+const RESULT_PROBES: [Probe; RESULT_FIELDS.len()] = probes(RESULT_FIELDS);
+const WORKLOAD_PROBES: [Probe; WORKLOAD_FIELDS.len()] = probes(WORKLOAD_FIELDS);
+const USER_AGENT_PROBES: [Probe; USER_AGENT_FIELDS.len()] = probes(USER_AGENT_FIELDS);
+const GATEWAY_PROBES: [Probe; GATEWAY_FIELDS.len()] = probes(GATEWAY_FIELDS);
+
 /// RecordType names of the UAL enum that matter here (schema doc \[S1\]).
 pub fn record_type_number(name: &str) -> Option<u32> {
     const T: &[(&str, u32)] = &[
@@ -1013,18 +1119,19 @@ fn classify_keyed(
     let Value::Object(m) = v else {
         return (hint.unwrap_or(EventKind::Other), None);
     };
-    let get = |k: &str| keys.may_hold(k).then(|| m.get(k)).flatten();
-    let holds = |k: &str| keys.may_hold(k) && has(m, k);
-    let text = |k: &str| keys.may_hold(k).then(|| str_of(m, k)).flatten();
-    let named = |k: &str| keys.may_hold(k) && get_ci(m, k).is_some();
+    let may_hold = |k: &str| keys.may_hold(&PathBits::of(k));
+    let get = |k: &str| may_hold(k).then(|| m.get(k)).flatten();
+    let holds = |k: &str| may_hold(k) && has(m, k);
+    let text = |k: &str| may_hold(k).then(|| str_of(m, k)).flatten();
+    let named = |k: &str| may_hold(k) && get_ci(m, k).is_some();
     if get("AuditData").is_some_and(Value::is_object) {
         return (EventKind::Audit, Some("AuditData"));
     }
     if get("RawEventData").is_some_and(Value::is_object) {
         return (EventKind::Audit, Some("RawEventData"));
     }
-    if keys.may_hold("verdict")
-        && keys.may_hold("token_sha256_prefix")
+    if may_hold("verdict")
+        && may_hold("token_sha256_prefix")
         && tokenward_logread::format::is_gateway_record(m)
     {
         return (EventKind::Gateway, None);
@@ -1082,6 +1189,48 @@ mod tests {
     use super::*;
     use crate::projection::plain_names_other_kind_keys;
     use serde_json::json;
+
+    /// The bits worked out at compile time are those of their paths, and
+    /// a key filter passes a path when the object holds it whole or holds
+    /// the part before a dot, in any case, as lookups walk it.
+    #[test]
+    fn path_bits_pass_what_lookups_may_find_and_nothing_else() {
+        let lists: [&[Probe]; 12] = [
+            &TIME_PROBES,
+            &USER_PROBES,
+            &IP_PROBES,
+            &APP_PROBES,
+            &CLIENT_APP_PROBES,
+            &SESSION_PROBES,
+            &TOKEN_PROBES,
+            &OPERATION_PROBES,
+            &RESULT_PROBES,
+            &WORKLOAD_PROBES,
+            &USER_AGENT_PROBES,
+            &GATEWAY_PROBES,
+        ];
+        for (path, bits) in lists.into_iter().flatten() {
+            assert_eq!(*bits, PathBits::of(path), "{path}");
+        }
+        let record = json!({"AppAccessContext": {}, "UserId": "x", "a.b": 1});
+        let keys = KeyFilter::of(Some(&record));
+        for held in [
+            "AppAccessContext.UniqueTokenId",
+            "userid",
+            "USERID",
+            "a.b",
+            "a.b.c",
+        ] {
+            assert!(keys.may_hold(&PathBits::of(held)), "{held}");
+        }
+        for absent in ["ClientIP", "Operation", "x.UserId"] {
+            assert!(!keys.may_hold(&PathBits::of(absent)), "{absent}");
+        }
+        // Empty, or more dots than the bits have room for: anything may hold it.
+        for any in ["", "w.x.y.z.UserId"] {
+            assert!(keys.may_hold(&PathBits::of(any)), "{any:?}");
+        }
+    }
 
     /// A plain record (one that opens with its `CreationTime`) that names
     /// at its root none of the keys [`plain_names_other_kind_keys`] looks

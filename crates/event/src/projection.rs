@@ -46,7 +46,7 @@ struct Node {
 
 /// First and last byte of a key, lower-cased (0 for an empty one): with
 /// the length, what key lookups compare before the whole key.
-pub(crate) fn ends(k: &[u8]) -> (u8, u8) {
+pub(crate) const fn ends(k: &[u8]) -> (u8, u8) {
     match (k.first(), k.last()) {
         (Some(f), Some(l)) => (f.to_ascii_lowercase(), l.to_ascii_lowercase()),
         _ => (0, 0),

@@ -14,7 +14,7 @@ use super::matcher::{
     StrMatch, StrTest, TimePart, Tok,
 };
 use super::yaml::Y;
-use tokenward_event::{lookup_all, Event};
+use tokenward_event::{lookup_all, Event, PathBits};
 
 /// Index of a resolved field in [`Fields`].
 pub type FieldId = u32;
@@ -26,6 +26,8 @@ pub struct PathSpec {
     pub head: String,
     /// Selector steps.
     pub steps: Vec<(String, String, String)>,
+    /// The key-filter bits of `head`, worked out once for every event.
+    head_bits: PathBits,
 }
 
 impl PathSpec {
@@ -38,6 +40,7 @@ impl PathSpec {
                 return PathSpec {
                     head: p.to_string(),
                     steps,
+                    head_bits: PathBits::of(p),
                 }
             }
         };
@@ -50,11 +53,16 @@ impl PathSpec {
             steps.push((k.to_string(), v.to_string(), after[..next].to_string()));
             rest = &after[next..];
         }
-        PathSpec { head, steps }
+        let head_bits = PathBits::of(&head);
+        PathSpec {
+            head,
+            steps,
+            head_bits,
+        }
     }
 
     fn resolve<'e>(&self, ev: &'e Event, out: &mut Vec<&'e Value>) {
-        let mut cur = ev.get_all(&self.head);
+        let mut cur = ev.get_all_at(&self.head, &self.head_bits);
         for (k, v, rest) in &self.steps {
             let mut next = Vec::new();
             for x in cur {
