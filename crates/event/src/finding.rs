@@ -47,7 +47,10 @@ fn de_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTi
 
 fn ser_time<S: serde::Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
     match t {
-        Some(t) => s.serialize_str(&rfc3339(*t)),
+        Some(t) => match crate::timefmt::Rfc3339::of(*t) {
+            Some(text) => s.serialize_str(text.as_str()),
+            None => s.serialize_str(&rfc3339(*t)),
+        },
         None => s.serialize_none(),
     }
 }
