@@ -551,9 +551,28 @@ mod tests {
             written(&summary, &many),
             serde_json::to_string_pretty(&inserted).unwrap()
         );
-        // No incidents; a summary whose keys all sort before "incidents";
-        // an empty summary.
-        for summary in [json!({"a": 1, "b": {}}), json!({})] {
+        // An incident whose texts hold newlines, tabs and quotes (escaped,
+        // so a newline in the pretty text is always between tokens), and
+        // whose lists are empty.
+        let mut odd = incidents[0].clone();
+        odd.why = "line one\nline \"two\"\t\\".into();
+        odd.users = vec!["a\nb@x".into()];
+        odd.mailboxes.clear();
+        odd.detection_parts.clear();
+        let odd = [odd];
+        let mut inserted = summary.clone();
+        inserted["incidents"] = serde_json::to_value(&odd).unwrap();
+        assert_eq!(
+            written(&summary, &odd),
+            serde_json::to_string_pretty(&inserted).unwrap()
+        );
+        // No incidents, with a summary whose keys all sort before
+        // "incidents", after it, or an empty one.
+        for summary in [
+            json!({"a": 1, "b": {}}),
+            json!({"z": [], "y": 1}),
+            json!({}),
+        ] {
             let mut inserted = summary.clone();
             inserted["incidents"] = json!([]);
             assert_eq!(

@@ -154,7 +154,8 @@ impl KeyFilter {
     /// Whether a lookup of the path of `bits` in the object may find
     /// something: it holds the whole path as one key, or a key for the
     /// part before some dot (the steps [`lookup`] and [`lookup_all`] try
-    /// first).
+    /// first). An empty path, or one with more dots than [`PathBits`]
+    /// records, always may.
     fn may_hold(&self, bits: &PathBits) -> bool {
         let Some(steps) = bits.steps() else {
             return true;
@@ -179,7 +180,7 @@ pub struct PathBits {
 }
 
 impl PathBits {
-    /// The bits of `path`.
+    /// The bits of `path`; usable in constants.
     pub const fn of(path: &str) -> PathBits {
         let b = path.as_bytes();
         let any = PathBits {
@@ -219,6 +220,8 @@ type Probe = (&'static str, PathBits);
 
 /// The probes of a list of candidate names, in order.
 const fn probes<const N: usize>(paths: &[&'static str]) -> [Probe; N] {
+    // Evaluated at compile time: a length that drops a candidate does not build.
+    assert!(N == paths.len(), "one probe for each candidate");
     let mut out = [(
         "",
         PathBits {

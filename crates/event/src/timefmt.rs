@@ -92,11 +92,12 @@ fn make(
     )
     .ok()?;
     let off = UtcOffset::from_whole_seconds(off_secs).ok()?;
-    Some(
-        PrimitiveDateTime::new(date, t)
-            .assume_offset(off)
-            .to_offset(UtcOffset::UTC),
-    )
+    // Checked: a time near either end of the years `time` holds may have
+    // no UTC form (`9999-12-31T23:30:00-01:00`), and converting it
+    // unchecked panics; such a time is unreadable, as a malformed one is.
+    PrimitiveDateTime::new(date, t)
+        .assume_offset(off)
+        .checked_to_offset(UtcOffset::UTC)
 }
 
 fn frac_nanos(b: &[u8]) -> Option<u32> {
@@ -220,9 +221,15 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 /// [`rfc3339`] through `format!`, for the years the digits of [`Rfc3339`]
-/// do not hold.
-fn rfc3339_formatted(t: OffsetDateTime) -> String {
-    let t = t.to_offset(UtcOffset::UTC);
+/// do not hold. A time with no UTC form in the years `time` holds (never
+/// one [`parse_timestamp`] gives) is written with its own offset.
+pub(crate) fn rfc3339_formatted(t: OffsetDateTime) -> String {
+    let Some(t) = t.checked_to_offset(UtcOffset::UTC) else {
+        let (h, m, _) = t.offset().as_hms();
+        let sign = if t.offset().is_negative() { '-' } else { '+' };
+        let zone = format!("{sign}{:02}:{:02}", h.unsigned_abs(), m.unsigned_abs());
+        return rfc3339_formatted(t.replace_offset(UtcOffset::UTC)).replace('Z', &zone);
+    };
     let base = format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
         t.year(),
@@ -251,9 +258,9 @@ pub(crate) struct Rfc3339 {
 }
 
 impl Rfc3339 {
-    /// `None` for years before 0 or after 9999.
+    /// `None` for a UTC year before 0 or after 9999, or no UTC form.
     pub(crate) fn of(t: OffsetDateTime) -> Option<Rfc3339> {
-        let t = t.to_offset(UtcOffset::UTC);
+        let t = t.checked_to_offset(UtcOffset::UTC)?;
         let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
         let mut text = [0u8; 30];
         let mut put = |at: usize, digits: usize, mut n: u32| {
@@ -291,7 +298,7 @@ impl Rfc3339 {
         Some(Rfc3339 { text, len: len + 1 })
     }
 
-    /// The text.
+    /// The RFC 3339 text, borrowed from the buffer (no allocation).
     pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(&self.text[..self.len]).expect("ASCII digits and separators")
     }
@@ -303,6 +310,18 @@ mod tests {
 
     fn r(s: &str) -> String {
         rfc3339(parse_timestamp(s).unwrap_or_else(|| panic!("no parse: {s}")))
+    }
+
+    /// A time whose UTC form falls past the years `time` holds is
+    /// unreadable, not a panic: one crafted record must not end a hunt.
+    #[test]
+    fn times_without_a_utc_form_are_unreadable() {
+        assert_eq!(parse_timestamp("9999-12-31T23:30:00-01:00"), None);
+        let last = parse_timestamp("9999-12-31T23:30:00+01:00").expect("UTC 22:30");
+        assert_eq!(rfc3339(last), "9999-12-31T22:30:00Z");
+        // Formatting a time that has no UTC form keeps its own offset.
+        let edge = time::macros::datetime!(9999-12-31 23:30 -01:00);
+        assert_eq!(rfc3339(edge), "9999-12-31T23:30:00-01:00");
     }
 
     /// The digits written by hand are the text `format!` gives, with and
@@ -329,6 +348,10 @@ mod tests {
             r("2023-06-20T03:14:07.1234567Z"),
             "2023-06-20T03:14:07.1234567Z"
         );
+        // An offset that takes the UTC date out of the years the digits hold.
+        let t = parse_timestamp("0000-01-01T00:30:00+01:00").expect("a UTC time in year -1");
+        assert!(Rfc3339::of(t).is_none());
+        assert_eq!(rfc3339(t), "-001-12-31T23:30:00Z");
         let before_year_0 = OffsetDateTime::from_unix_timestamp(-62_167_219_201).unwrap();
         assert!(Rfc3339::of(before_year_0).is_none());
         assert_eq!(rfc3339(before_year_0), "-001-12-31T23:59:59Z");

@@ -668,6 +668,31 @@ mod tests {
         }
     }
 
+    /// Sealing sorts on every core: above the length rayon sorts in one
+    /// piece, ties (told apart only by their evidence) still keep the
+    /// order they arrived in, as a sequential stable sort keeps them.
+    #[test]
+    fn held_findings_seal_as_one_stable_sort_past_the_parallel_threshold() {
+        let many = || {
+            (0..6_000u32).map(|i| {
+                let k = (i * 7919) % 6_000;
+                let secs = (k % 13 != 0).then_some(i64::from(k / 400));
+                let rule = if k % 2 == 0 { "b" } else { "a" };
+                finding(rule, secs, &format!("line {}", k / 300), f64::from(i))
+            })
+        };
+        let mut want: Vec<Finding> = many().collect();
+        want.sort_by(Finding::report_order);
+        let mut store = Findings::with_budget(usize::MAX);
+        for f in many() {
+            store.push(f).unwrap();
+        }
+        store.seal();
+        assert_eq!(store.spilled_runs(), 0);
+        let got = store.to_vec().unwrap();
+        assert_eq!(json_lines(got.iter()), json_lines(want.iter()));
+    }
+
     /// Runs taken out and written while more findings arrive, put back
     /// in another order than taken (the first one last of all), read back
     /// as the one stable sort, and merged as if put back in order: the

@@ -688,7 +688,7 @@ impl RuleSet {
             })
             .collect();
         let keyword_set = || rules.iter().zip(&keyword_rules).filter(|(_, k)| **k);
-        let whole = if fields.paths.iter().flatten().any(|p| p.head.is_empty())
+        let whole = if fields.paths.iter().flatten().any(|p| p.head().is_empty())
             || keyword_set().any(|(r, _)| r.literals.is_none())
         {
             RulesScreen::Everything
@@ -756,7 +756,7 @@ impl RuleSet {
             .paths
             .iter()
             .flatten()
-            .map(|p| p.head.clone())
+            .map(|p| p.head().to_owned())
             .chain(
                 self.mappings
                     .iter()
@@ -786,7 +786,7 @@ impl RuleSet {
             .paths
             .iter()
             .flatten()
-            .any(|p| p.head.is_empty())
+            .any(|p| p.head().is_empty())
         {
             return None;
         }

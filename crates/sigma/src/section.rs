@@ -22,15 +22,25 @@ pub type FieldId = u32;
 /// One candidate path, split at `[key=value]` selectors.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PathSpec {
-    /// Plain dotted path, then (selector key, value, rest path) steps.
-    pub head: String,
-    /// Selector steps.
-    pub steps: Vec<(String, String, String)>,
+    // Private, read through accessors: `head_bits` must stay the bits of
+    // `head`, or lookups miss in release builds.
+    head: String,
+    steps: Vec<(String, String, String)>,
     /// The key-filter bits of `head`, worked out once for every event.
     head_bits: PathBits,
 }
 
 impl PathSpec {
+    /// Plain dotted path before the first selector.
+    pub fn head(&self) -> &str {
+        &self.head
+    }
+
+    /// Selector steps: (selector key, value, rest path).
+    pub fn steps(&self) -> &[(String, String, String)] {
+        &self.steps
+    }
+
     /// Parses a mapping path.
     pub fn parse(p: &str) -> PathSpec {
         let mut steps = Vec::new();
@@ -1105,7 +1115,7 @@ pub fn required_literals(d: &Section, fields: &Fields) -> Option<Vec<Alt>> {
     let key = |f: FieldId| -> Option<Vec<String>> {
         let mut out = Vec::new();
         for p in &fields.paths[f as usize] {
-            let last = p.steps.last().map(|s| s.2.as_str()).unwrap_or(&p.head);
+            let last = p.steps().last().map(|s| s.2.as_str()).unwrap_or(p.head());
             let k = last.rsplit('.').next().unwrap_or(last);
             if k.len() < 3 || k.chars().any(|c| !c.is_ascii() || "\"\\/'<>&".contains(c)) {
                 return None;

@@ -34,11 +34,11 @@ pub(crate) struct SigmaCompiler<'a> {
 /// The map key hunt's flattened paths use for a mapping path
 /// (tokenward_event::flat), or why the path cannot be reached that way.
 pub(crate) fn path_key(p: &PathSpec) -> Result<String, String> {
-    if p.head.is_empty() {
+    if p.head().is_empty() {
         return Err("a mapping path that starts at the record itself".into());
     }
-    let mut key = p.head.to_ascii_lowercase();
-    for (i, (k, v, rest)) in p.steps.iter().enumerate() {
+    let mut key = p.head().to_ascii_lowercase();
+    for (i, (k, v, rest)) in p.steps().iter().enumerate() {
         let k = k.to_ascii_lowercase();
         if !SELECTOR_KEYS.contains(&k.as_str()) {
             return Err(format!(
@@ -51,7 +51,7 @@ pub(crate) fn path_key(p: &PathSpec) -> Result<String, String> {
                 "selector value longer than {SELECTOR_VALUE_MAX} bytes"
             ));
         }
-        if rest.is_empty() && i + 1 < p.steps.len() {
+        if rest.is_empty() && i + 1 < p.steps().len() {
             return Err("two selectors on one object".into());
         }
         key.push_str(&format!("[{k}={}]", v.to_ascii_lowercase()));
