@@ -181,15 +181,17 @@ pub struct PathBits {
 }
 
 impl PathBits {
+    /// Bits any object passes.
+    const ANY: PathBits = PathBits {
+        bits: [0; 4],
+        len: 0,
+    };
+
     /// The bits of `path`; usable in constants.
     pub const fn of(path: &str) -> PathBits {
         let b = path.as_bytes();
-        let any = PathBits {
-            bits: [0; 4],
-            len: 0,
-        };
         if b.is_empty() {
-            return any;
+            return PathBits::ANY;
         }
         let mut bits = [key_bit(b) as u16, 0, 0, 0];
         let mut len = 1;
@@ -197,7 +199,7 @@ impl PathBits {
         while i < b.len() {
             if b[i] == b'.' {
                 if len == bits.len() {
-                    return any;
+                    return PathBits::ANY;
                 }
                 bits[len] = key_bit(b.split_at(i).0) as u16;
                 len += 1;
@@ -223,13 +225,7 @@ type Probe = (&'static str, PathBits);
 const fn probes<const N: usize>(paths: &[&'static str]) -> [Probe; N] {
     // Evaluated at compile time: a length that drops a candidate does not build.
     assert!(N == paths.len(), "one probe for each candidate");
-    let mut out = [(
-        "",
-        PathBits {
-            bits: [0; 4],
-            len: 0,
-        },
-    ); N];
+    let mut out = [("", PathBits::ANY); N];
     let mut i = 0;
     while i < N {
         out[i] = (paths[i], PathBits::of(paths[i]));

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::event::Event;
 use crate::evidence::Evidence;
-use crate::timefmt::{rfc3339_formatted, Rfc3339};
+use crate::timefmt::with_rfc3339;
 use tokenward_logread::Locator;
 
 /// How urgent a finding is.
@@ -47,10 +47,7 @@ fn de_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTi
 
 fn ser_time<S: serde::Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
     match t {
-        Some(t) => match Rfc3339::of(*t) {
-            Some(text) => s.serialize_str(text.as_str()),
-            None => s.serialize_str(&rfc3339_formatted(*t)),
-        },
+        Some(t) => with_rfc3339(*t, |text| s.serialize_str(text)),
         None => s.serialize_none(),
     }
 }

@@ -214,16 +214,22 @@ fn parse_us(b: &[u8]) -> Option<OffsetDateTime> {
 /// Formats a time as RFC 3339 in UTC with whole seconds or, when present,
 /// the sub-second digits (`2023-06-20T03:14:07Z`).
 pub fn rfc3339(t: OffsetDateTime) -> String {
+    with_rfc3339(t, str::to_owned)
+}
+
+/// Hands the text of [`rfc3339`] to `f`, without allocating it for the
+/// years the digits of [`Rfc3339`] hold (a finding serialising its time).
+pub(crate) fn with_rfc3339<R>(t: OffsetDateTime, f: impl FnOnce(&str) -> R) -> R {
     match Rfc3339::of(t) {
-        Some(r) => r.as_str().to_owned(),
-        None => rfc3339_formatted(t),
+        Some(r) => f(r.as_str()),
+        None => f(&rfc3339_formatted(t)),
     }
 }
 
 /// [`rfc3339`] through `format!`, for the years the digits of [`Rfc3339`]
 /// do not hold. A time with no UTC form in the years `time` holds (never
 /// one [`parse_timestamp`] gives) is written with its own offset.
-pub(crate) fn rfc3339_formatted(t: OffsetDateTime) -> String {
+fn rfc3339_formatted(t: OffsetDateTime) -> String {
     let Some(t) = t.checked_to_offset(UtcOffset::UTC) else {
         let (h, m, _) = t.offset().as_hms();
         let sign = if t.offset().is_negative() { '-' } else { '+' };
@@ -251,7 +257,7 @@ pub(crate) fn rfc3339_formatted(t: OffsetDateTime) -> String {
 /// The text of [`rfc3339`] written into a buffer of its own: every finding
 /// written out formats its time, and four `format!` calls a time were 2 %
 /// of the instructions of a hunt whose rule fires on most sign-ins.
-pub(crate) struct Rfc3339 {
+struct Rfc3339 {
     /// `YYYY-MM-DDTHH:MM:SS`, up to ten bytes of `.fraction`, `Z`.
     text: [u8; 30],
     len: usize,
@@ -259,7 +265,7 @@ pub(crate) struct Rfc3339 {
 
 impl Rfc3339 {
     /// `None` for a UTC year before 0 or after 9999, or no UTC form.
-    pub(crate) fn of(t: OffsetDateTime) -> Option<Rfc3339> {
+    fn of(t: OffsetDateTime) -> Option<Rfc3339> {
         let t = t.checked_to_offset(UtcOffset::UTC)?;
         let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
         let mut text = [0u8; 30];
@@ -299,7 +305,7 @@ impl Rfc3339 {
     }
 
     /// The RFC 3339 text, borrowed from the buffer (no allocation).
-    pub(crate) fn as_str(&self) -> &str {
+    fn as_str(&self) -> &str {
         std::str::from_utf8(&self.text[..self.len]).expect("ASCII digits and separators")
     }
 }

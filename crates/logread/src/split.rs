@@ -696,7 +696,10 @@ fn csv_reader(delim: u8) -> csv_core::Reader {
 impl Drop for FieldSplitter {
     fn drop(&mut self) {
         let core = std::mem::take(&mut self.core);
-        SPARE_READERS.with_borrow_mut(|spare| {
+        // `try_with`: a splitter dropped while its thread's locals are torn
+        // down just lets its reader go (a panic in drop would abort).
+        let _ = SPARE_READERS.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
             if spare.len() < SPARE_READERS_MAX {
                 spare.push((self.delim, core));
             }
