@@ -14,15 +14,16 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::ser::{Error as _, SerializeSeq};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
 use tokenward_event::Finding;
+
+use crate::spill::{self, Places, Tables};
 
 /// Findings held in memory before they spill to disk, by
 /// [`Finding::approx_bytes`]: with allocator overhead the findings then
@@ -68,8 +69,8 @@ pub struct PendingRun {
     /// Its place in the order runs were taken.
     number: u64,
     path: PathBuf,
-    /// In arrival order, each with the place of its shared evidence.
-    findings: Vec<(Finding, Option<usize>)>,
+    /// In arrival order, each with the places of its shared parts.
+    findings: Vec<(Finding, Places)>,
 }
 
 /// A run written to disk, to put back in its place ([`Findings::put_run`]).
@@ -89,8 +90,9 @@ impl PendingRun {
         let path = &self.path;
         let write = || -> io::Result<()> {
             let mut w = BufWriter::with_capacity(1 << 16, File::create(path)?);
-            for (f, place) in self.findings {
-                write_spilled(&mut w, f, place)?;
+            let mut buf = Vec::new();
+            for (f, at) in self.findings {
+                spill::write(&mut w, &f, at, &mut buf)?;
             }
             w.flush()
         };
@@ -125,31 +127,63 @@ pub struct Findings {
     early: BTreeMap<u64, PathBuf>,
     /// Evidence shared by many findings (a Sigma rule's metadata), written
     /// to runs as its place here.
-    shared: SharedEvidence,
+    shared: Shared<Map<String, Value>>,
+    /// Source file names, written to runs as their place here.
+    files: Files,
     dir: Option<tempfile::TempDir>,
     len: u64,
     sealed: bool,
 }
 
-/// Each distinct shared evidence part spilled findings carried, in the
-/// order first met. A spilled finding names its part by place: a Sigma
-/// finding's shared part (rule title, author, licence, file, tags) is half
-/// its JSON, written and parsed back once per finding otherwise.
-#[derive(Debug, Default)]
-struct SharedEvidence {
-    parts: Vec<Arc<Map<String, Value>>>,
+/// Each distinct part spilled findings share, in the order first met: a
+/// spilled finding names its parts by place. A Sigma finding's shared
+/// evidence (rule title, author, licence, file, tags) is half of it, and
+/// the source file's name is shared by every finding from that file; read
+/// back, findings share one copy of each again.
+#[derive(Debug)]
+struct Shared<T: ?Sized> {
+    parts: Vec<Arc<T>>,
     /// Place of each part, by the address its `Arc` shares.
     places: HashMap<usize, usize>,
 }
 
-impl SharedEvidence {
-    fn place(&mut self, part: Arc<Map<String, Value>>) -> usize {
+impl<T: ?Sized> Default for Shared<T> {
+    fn default() -> Shared<T> {
+        Shared {
+            parts: Vec::new(),
+            places: HashMap::new(),
+        }
+    }
+}
+
+/// Each distinct source file name spilled findings came from, in the
+/// order first met, by its text: findings of one file usually share one
+/// name, but a detection may make its own copy.
+#[derive(Debug, Default)]
+struct Files {
+    parts: Vec<Arc<str>>,
+    places: HashMap<Arc<str>, usize, tokenward_detect::KeyHasher>,
+}
+
+impl Files {
+    fn place(&mut self, name: &Arc<str>) -> usize {
+        if let Some(&p) = self.places.get(name) {
+            return p;
+        }
+        self.parts.push(Arc::clone(name));
+        self.places.insert(Arc::clone(name), self.parts.len() - 1);
+        self.parts.len() - 1
+    }
+}
+
+impl<T: ?Sized> Shared<T> {
+    fn place(&mut self, part: &Arc<T>) -> usize {
         let parts = &mut self.parts;
         *self
             .places
-            .entry(Arc::as_ptr(&part) as usize)
+            .entry(Arc::as_ptr(part).cast::<u8>() as usize)
             .or_insert_with(|| {
-                parts.push(part);
+                parts.push(Arc::clone(part));
                 parts.len() - 1
             })
     }
@@ -173,7 +207,8 @@ impl Findings {
             taken: 0,
             returned: 0,
             early: BTreeMap::new(),
-            shared: SharedEvidence::default(),
+            shared: Shared::default(),
+            files: Files::default(),
             dir: None,
             len: 0,
             sealed: false,
@@ -235,14 +270,13 @@ impl Findings {
         // level.
         let number = self.taken;
         self.taken += 1;
-        let path = dir.join(format!("run-{number:05}-0.jsonl"));
+        let path = dir.join(format!("run-{number:05}-0"));
         self.held_bytes = 0;
-        let shared = &mut self.shared;
         let findings = std::mem::take(&mut self.held)
             .into_iter()
             .map(|mut f| {
-                let place = f.evidence.take_shared().map(|p| shared.place(p));
-                (f, place)
+                let at = self.places(&mut f);
+                (f, at)
             })
             .collect();
         Ok(PendingRun {
@@ -250,6 +284,23 @@ impl Findings {
             path,
             findings,
         })
+    }
+
+    /// Takes a finding's shared evidence out and gives the places of its
+    /// shared parts, for spilling it.
+    fn places(&mut self, f: &mut Finding) -> Places {
+        Places {
+            evidence: f.evidence.take_shared().map(|p| self.shared.place(&p)),
+            file: self.files.place(&f.source_file),
+        }
+    }
+
+    /// The tables spilled findings name their shared parts in.
+    fn tables(&self) -> Tables<'_> {
+        Tables {
+            evidence: &self.shared.parts,
+            files: &self.files.parts,
+        }
     }
 
     /// Puts a written run back in its place, once every run taken
@@ -315,18 +366,23 @@ impl Findings {
         let first = self.runs.len() - MERGE_FAN;
         let dir = self.dir.as_ref().expect("runs live in it").path();
         let last = self.returned - 1;
-        let path = dir.join(format!("run-{last:05}-{}.jsonl", level + 1));
+        let path = dir.join(format!("run-{last:05}-{}", level + 1));
         let mut w = BufWriter::with_capacity(
             1 << 16,
             File::create(&path).map_err(|e| SpillError::at(&path, e))?,
         );
-        // Every part read back is already placed; the list is lent to the
-        // readers while the writer looks places up.
-        let parts = self.shared.parts.clone();
-        for f in merged(&self.runs[first..], &[], &parts)? {
+        // Every part read back is already placed; the tables are lent to
+        // the readers while the writer looks places up.
+        let (evidence, files) = (self.shared.parts.clone(), self.files.parts.clone());
+        let tables = Tables {
+            evidence: &evidence,
+            files: &files,
+        };
+        let mut buf = Vec::new();
+        for f in merged(&self.runs[first..], &[], tables)? {
             let mut f = f?.into_owned();
-            let place = f.evidence.take_shared().map(|p| self.shared.place(p));
-            write_spilled(&mut w, f, place).map_err(|e| SpillError::at(&path, e))?;
+            let at = self.places(&mut f);
+            spill::write(&mut w, &f, at, &mut buf).map_err(|e| SpillError::at(&path, e))?;
         }
         w.flush().map_err(|e| SpillError::at(&path, e))?;
         let old: Vec<(PathBuf, u32)> = self.runs.drain(first..).collect();
@@ -355,7 +411,7 @@ impl Findings {
                 ),
             ));
         }
-        merged(&self.runs, &self.held, &self.shared.parts)
+        merged(&self.runs, &self.held, self.tables())
     }
 
     /// Every finding, in report order, in memory: for callers that need
@@ -377,7 +433,7 @@ impl Findings {
 fn merged<'a>(
     runs: &[(PathBuf, u32)],
     held: &'a [Finding],
-    shared: &'a [Arc<Map<String, Value>>],
+    tables: Tables<'a>,
 ) -> Result<Iter<'a>, SpillError> {
     let mut heap = BinaryHeap::with_capacity(runs.len());
     let mut readers = Vec::with_capacity(runs.len());
@@ -385,10 +441,10 @@ fn merged<'a>(
         let file = File::open(path).map_err(|e| SpillError::at(path, e))?;
         let mut r = RunReader {
             path: path.clone(),
-            lines: BufReader::with_capacity(1 << 16, file),
-            line: String::new(),
+            records: BufReader::with_capacity(1 << 16, file),
+            buf: Vec::new(),
             number: 0,
-            shared,
+            tables,
         };
         if let Some(f) = r.next()? {
             heap.push(Head { f, source: i });
@@ -403,82 +459,20 @@ fn merged<'a>(
     })
 }
 
-/// A spilled finding: its time as exact nanoseconds, a tab, the place of
-/// its shared evidence in [`SharedEvidence`], a tab, and the finding as
-/// JSON without its time and shared evidence (`-` for an absent time or
-/// shared part). RFC 3339 text would lose nothing but cannot always be
-/// read back: a year before 1 (which a hostile record's offset can make)
-/// is written `-001-...`, which no parser takes.
-/// `place` is that of the shared part taken out of `f`, if it had one.
-fn write_spilled(w: &mut impl Write, mut f: Finding, place: Option<usize>) -> io::Result<()> {
-    match f.time.take() {
-        Some(t) => write!(w, "{}\t", t.unix_timestamp_nanos())?,
-        None => w.write_all(b"-\t")?,
-    }
-    match place {
-        Some(place) => write!(w, "{place}\t")?,
-        None => w.write_all(b"-\t")?,
-    }
-    serde_json::to_writer(&mut *w, &f)?;
-    w.write_all(b"\n")
-}
-
 struct RunReader<'a> {
     path: PathBuf,
-    lines: BufReader<File>,
-    line: String,
+    records: BufReader<File>,
+    buf: Vec<u8>,
     number: u64,
-    shared: &'a [Arc<Map<String, Value>>],
+    tables: Tables<'a>,
 }
 
 impl RunReader<'_> {
     fn next(&mut self) -> Result<Option<Finding>, SpillError> {
-        self.line.clear();
-        let n = self
-            .lines
-            .read_line(&mut self.line)
-            .map_err(|e| SpillError::at(&self.path, e))?;
-        if n == 0 {
-            return Ok(None);
-        }
         self.number += 1;
-        parse_spilled(&self.line, self.number, &self.path, self.shared).map(Some)
+        spill::read(&mut self.records, &mut self.buf, &self.tables)
+            .map_err(|why| SpillError::at(&self.path, format!("record {}: {why}", self.number)))
     }
-}
-
-/// One line of a spilled run (see [`write_spilled`]), line `number` of
-/// the file at `path`.
-fn parse_spilled(
-    line: &str,
-    number: u64,
-    path: &Path,
-    shared: &[Arc<Map<String, Value>>],
-) -> Result<Finding, SpillError> {
-    let bad = |why: String| SpillError::at(path, format!("line {number}: {why}"));
-    let (time, rest) = line
-        .trim_end_matches('\n')
-        .split_once('\t')
-        .ok_or_else(|| bad("no time column".into()))?;
-    let (part, json) = rest
-        .split_once('\t')
-        .ok_or_else(|| bad("no shared evidence column".into()))?;
-    let mut f: Finding = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
-    if part != "-" {
-        let shared = part
-            .parse::<usize>()
-            .ok()
-            .and_then(|i| shared.get(i))
-            .ok_or_else(|| bad(format!("shared evidence {part:?}")))?;
-        f.evidence.put_shared(Arc::clone(shared));
-    }
-    f.time = match time {
-        "-" => None,
-        n => {
-            let nanos: i128 = n.parse().map_err(|_| bad(format!("time {n:?}")))?;
-            Some(OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|e| bad(e.to_string()))?)
-        }
-    };
-    Ok(f)
 }
 
 /// The next finding of a spilled run (by index: earlier runs hold
@@ -564,6 +558,7 @@ impl Serialize for Findings {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use time::OffsetDateTime;
     use tokenward_event::{Evidence, Severity};
 
     fn finding(rule: &str, secs: Option<i64>, locator: &str, note: f64) -> Finding {
@@ -806,53 +801,69 @@ mod tests {
         store.push(finding("a", Some(1), "line 1", 0.5)).unwrap();
         store.seal();
         let dir = store.dir.as_ref().unwrap().path().to_path_buf();
-        assert!(dir.join("run-00000-0.jsonl").is_file());
+        assert!(dir.join("run-00000-0").is_file());
         drop(store);
         assert!(!dir.exists());
     }
 
     #[test]
-    fn a_damaged_spill_file_is_an_error_naming_file_and_line() {
+    fn a_damaged_spill_file_is_an_error_naming_file_and_record() {
         let mut store = Findings::with_budget(0);
         store.push(finding("a", Some(1), "line 1", 0.5)).unwrap();
         store.push(finding("a", Some(2), "line 2", 0.5)).unwrap();
         store.seal();
         let run = store.runs[1].0.clone();
+        // A length past the end of the file (not gigabytes allocated).
         std::fs::write(&run, "12\t{not json\n").unwrap();
         let err = store.to_vec().unwrap_err();
-        assert!(err.path.ends_with("run-00001-0.jsonl"), "{err}");
-        assert!(err.reason.starts_with("line 1: "), "{err}");
+        assert!(err.path.ends_with("run-00001-0"), "{err}");
+        assert!(err.reason.starts_with("record 1: record of "), "{err}");
         // A shared evidence place that was never given out.
-        let line = std::fs::read_to_string(&store.runs[0].0).unwrap();
-        let (time, rest) = line.split_once('\t').unwrap();
-        let (_, json) = rest.split_once('\t').unwrap();
-        std::fs::write(&run, format!("{time}\t7\t{json}")).unwrap();
+        let mut bytes = Vec::new();
+        let at = Places {
+            evidence: Some(7),
+            file: 0,
+        };
+        spill::write(
+            &mut bytes,
+            &finding("a", Some(2), "line 2", 0.5),
+            at,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        std::fs::write(&run, bytes).unwrap();
         let err = store.to_vec().unwrap_err();
-        assert!(
-            err.reason.starts_with("line 1: shared evidence \"7\""),
-            "{err}"
-        );
+        assert_eq!(err.reason, "record 1: shared evidence 7", "{err}");
     }
 
-    /// A shared part is written once per store, not once per finding, and
-    /// findings read back share one copy of it again.
+    /// A shared part (evidence, a source file's name) is written once per
+    /// store, not once per finding, and findings read back share one copy
+    /// of it again.
     #[test]
-    fn shared_evidence_is_spilled_by_place() {
+    fn shared_parts_are_spilled_by_place() {
         let mut store = Findings::with_budget(0);
         for f in scrambled() {
             store.push(f).unwrap();
         }
         store.seal();
         assert_eq!(store.shared.parts.len(), 2);
-        let mut spilled = String::new();
+        assert_eq!(store.files.parts.len(), 1);
+        let mut spilled = Vec::new();
         for (path, _) in &store.runs {
-            spilled.push_str(&std::fs::read_to_string(path).unwrap());
+            spilled.extend(std::fs::read(path).unwrap());
         }
-        assert!(
-            !spilled.contains("sigma_title"),
-            "shared entries written per finding"
-        );
+        for shared in ["sigma_title", "f.jsonl"] {
+            assert!(
+                !spilled
+                    .windows(shared.len())
+                    .any(|w| w == shared.as_bytes()),
+                "{shared} written per finding"
+            );
+        }
         let got = store.to_vec().unwrap();
+        assert!(got
+            .iter()
+            .all(|f| Arc::ptr_eq(&f.source_file, &store.files.parts[0])));
         let b: Vec<&Finding> = got.iter().filter(|f| f.rule_id == "b").collect();
         assert_eq!(b.len(), 150);
         assert!(b

@@ -18,6 +18,7 @@ pub mod export;
 pub mod findings;
 pub mod output;
 mod sigma_detection;
+mod spill;
 
 pub use engine::{read_events, run, run_detections, FileReport, HuntConfig, HuntError, Report};
 pub use findings::{Findings, SpillError};
