@@ -61,11 +61,26 @@ impl Evidence {
 
     /// Every entry, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.iter_marked().map(|(k, v, _)| (k, v))
+    }
+
+    /// Every entry, in key order, each shared one with its place in the
+    /// shared part ([`Evidence::shared_part`]) in that part's key order, so
+    /// that a writer of many findings may render each shared entry once.
+    pub fn iter_marked(&self) -> impl Iterator<Item = (&String, &Value, Option<usize>)> {
         let shared = self.shared.as_deref().into_iter().flatten();
         Merged {
-            own: self.own.iter().map(|(k, v)| (k, v)).peekable(),
-            shared: shared.peekable(),
+            own: self.own.iter().map(|(k, v)| (k, v, None)).peekable(),
+            shared: shared
+                .enumerate()
+                .map(|(i, (k, v))| (k, v, Some(i)))
+                .peekable(),
         }
+    }
+
+    /// The entries shared with other findings, if any.
+    pub fn shared_part(&self) -> Option<&Arc<Map<String, Value>>> {
+        self.shared.as_ref()
     }
 
     /// Number of entries.
@@ -145,14 +160,14 @@ struct Merged<A: Iterator, B: Iterator> {
 
 impl<'a, A, B> Iterator for Merged<A, B>
 where
-    A: Iterator<Item = (&'a String, &'a Value)>,
-    B: Iterator<Item = (&'a String, &'a Value)>,
+    A: Iterator<Item = (&'a String, &'a Value, Option<usize>)>,
+    B: Iterator<Item = (&'a String, &'a Value, Option<usize>)>,
 {
-    type Item = (&'a String, &'a Value);
+    type Item = (&'a String, &'a Value, Option<usize>);
 
     fn next(&mut self) -> Option<Self::Item> {
         match (self.own.peek(), self.shared.peek()) {
-            (Some((a, _)), Some((b, _))) => {
+            (Some((a, _, _)), Some((b, _, _))) => {
                 if a < b {
                     self.own.next()
                 } else if b < a {
@@ -242,6 +257,28 @@ mod tests {
         let whole = json!({"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "sigma_id": "x"});
         assert_eq!(serde_json::to_string(&e).unwrap(), whole.to_string());
         assert_eq!(Value::Object(e.to_map()), whole);
+    }
+
+    #[test]
+    fn shared_entries_are_marked_with_their_place_in_the_part() {
+        let shared = Arc::new(map(json!({"b": 2, "d": 4, "sigma_id": "x"})));
+        let e = Evidence::with_shared(shared.clone(), map(json!({"a": 1, "d": 5})));
+        let marks: Vec<(&str, Option<usize>)> = e
+            .iter_marked()
+            .map(|(k, _, place)| (k.as_str(), place))
+            .collect();
+        // `d` is the finding's own: it hides the shared one at place 1.
+        assert_eq!(
+            marks,
+            [
+                ("a", None),
+                ("b", Some(0)),
+                ("d", None),
+                ("sigma_id", Some(2))
+            ]
+        );
+        assert!(Arc::ptr_eq(e.shared_part().unwrap(), &shared));
+        assert!(Evidence::from(map(json!({"a": 1}))).shared_part().is_none());
     }
 
     #[test]

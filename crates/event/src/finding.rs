@@ -99,7 +99,122 @@ pub struct Finding {
     pub evidence: Evidence,
 }
 
+/// A part of evidence shared by many findings ([`Evidence::shared_part`]).
+type SharedPart = Arc<serde_json::Map<String, serde_json::Value>>;
+
+/// Shared evidence parts rendered as JSON, for writing many findings
+/// ([`Finding::write_json`]): each part's entries are rendered once, not
+/// once per finding. A Sigma rule's shared part (its title, author,
+/// licence, file and tags) is about half of each of its findings' JSON.
+#[derive(Default)]
+pub struct RenderedParts {
+    /// By the address of the part's `Arc`, which the entry keeps alive so
+    /// that the address cannot be reused by another part meanwhile: each
+    /// entry of the part as `"key":value`, in the part's key order.
+    parts: std::collections::HashMap<usize, (SharedPart, Vec<Vec<u8>>)>,
+}
+
+impl RenderedParts {
+    fn of(&mut self, part: &SharedPart) -> &[Vec<u8>] {
+        let entry = self
+            .parts
+            .entry(Arc::as_ptr(part) as usize)
+            .or_insert_with(|| {
+                let rendered = part
+                    .iter()
+                    .map(|(k, v)| {
+                        let mut out = Vec::new();
+                        write_json_str(&mut out, k);
+                        out.push(b':');
+                        write_json_value(&mut out, v);
+                        out
+                    })
+                    .collect();
+                (Arc::clone(part), rendered)
+            });
+        &entry.1
+    }
+}
+
+/// Writes a string as JSON, as `serde_json` does: text without a quote, a
+/// backslash or a control character is copied whole.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // No early exit inside a block, so the compiler compares sixteen bytes
+    // at a time.
+    let plain = s.as_bytes().chunks(16).all(|block| {
+        !block.iter().fold(false, |seen, &b| {
+            seen | (b < 0x20) | (b == b'"') | (b == b'\\')
+        })
+    });
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, s).expect("writing to memory");
+    }
+}
+
+fn write_json_opt(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => write_json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn write_json_value(out: &mut Vec<u8>, v: &serde_json::Value) {
+    serde_json::to_writer(&mut *out, v).expect("writing to memory");
+}
+
 impl Finding {
+    /// Appends the finding as JSON: the bytes `serde_json` writes for it
+    /// (the output's JSON lines), with the entries of shared evidence
+    /// taken from `parts` rendered once. With a rule that fires on most
+    /// records, serialising the findings was most of the end of a hunt.
+    pub fn write_json(&self, out: &mut Vec<u8>, parts: &mut RenderedParts) {
+        out.extend_from_slice(b"{\"rule_id\":");
+        write_json_str(out, &self.rule_id);
+        out.extend_from_slice(b",\"rule_title\":");
+        write_json_str(out, &self.rule_title);
+        out.extend_from_slice(b",\"severity\":\"");
+        out.extend_from_slice(self.severity.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"time\":");
+        match self.time {
+            Some(t) => with_rfc3339(t, |text| write_json_str(out, text)),
+            None => out.extend_from_slice(b"null"),
+        }
+        for (name, value) in [
+            (&b",\"user\":"[..], &self.user),
+            (b",\"client_ip\":", &self.client_ip),
+            (b",\"app_id\":", &self.app_id),
+            (b",\"session_id\":", &self.session_id),
+            (b",\"token_id\":", &self.token_id),
+        ] {
+            out.extend_from_slice(name);
+            write_json_opt(out, value.as_deref());
+        }
+        out.extend_from_slice(b",\"source_file\":");
+        write_json_str(out, &self.source_file);
+        out.extend_from_slice(b",\"source_locator\":");
+        write_json_str(out, &self.source_locator);
+        out.extend_from_slice(b",\"evidence\":{");
+        let rendered = self.evidence.shared_part().map(|p| parts.of(p));
+        for (i, (k, v, shared)) in self.evidence.iter_marked().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            match (shared, rendered) {
+                (Some(place), Some(r)) => out.extend_from_slice(&r[place]),
+                _ => {
+                    write_json_str(out, k);
+                    out.push(b':');
+                    write_json_value(out, v);
+                }
+            }
+        }
+        out.extend_from_slice(b"}}");
+    }
+
     /// About how many bytes this finding holds in memory (its own heap
     /// text and evidence, and its slot): what a holder of many findings
     /// budgets by. Shared parts (the source file name, a rule's shared
@@ -183,6 +298,33 @@ impl Rep {
         (self.time, &*self.file, self.locator) < (o.time, &*o.file, o.locator)
     }
 
+    /// [`Rep::finding`] that moves this representative's texts (user,
+    /// address, ids) into the finding instead of copying them, and leaves
+    /// it with its time, file and place: for a representative no one reads
+    /// again.
+    pub fn take_finding(
+        &mut self,
+        rule_id: Cow<'static, str>,
+        rule_title: Cow<'static, str>,
+        severity: Severity,
+        evidence: impl Into<Evidence>,
+    ) -> Finding {
+        Finding {
+            rule_id,
+            rule_title,
+            severity,
+            time: self.time,
+            user: self.user.take(),
+            client_ip: self.client_ip.take(),
+            app_id: self.app_id.take(),
+            session_id: self.session_id.take(),
+            token_id: self.token_id.take(),
+            source_file: self.file.clone(),
+            source_locator: self.locator.to_string(),
+            evidence: evidence.into(),
+        }
+    }
+
     /// Turns the representative into a finding.
     pub fn finding(
         &self,
@@ -233,4 +375,96 @@ pub struct Coverage {
     /// What was missing (blind) or a caveat (ok).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Map, Value};
+
+    fn text(rng: &mut fastrand::Rng) -> String {
+        const PIECES: [&str; 12] = [
+            "a",
+            "Z9",
+            " ",
+            "\"",
+            "\\",
+            "\n",
+            "\u{1}",
+            "\u{1f}",
+            "\u{7f}",
+            "é",
+            "😀",
+            "0123456789abcdef",
+        ];
+        (0..rng.usize(0..24))
+            .map(|_| PIECES[rng.usize(..PIECES.len())])
+            .collect()
+    }
+
+    /// Findings written by hand read as serde_json writes them: every
+    /// field present or not, texts with quotes, backslashes, control
+    /// characters and non-ASCII, times with and without fractions and in
+    /// years `Rfc3339` does not hold, evidence own, shared and both (an
+    /// own entry hiding a shared one), and parts rendered once for many
+    /// findings.
+    #[test]
+    fn findings_written_by_hand_are_serde_json_bytes() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let part = |v: Value| Arc::new(v.as_object().cloned().unwrap());
+        let parts = [
+            part(
+                json!({"attack": ["T1078.004"], "sigma_author": "A \"q\" \\ b", "sigma_id": "x", "z": {"n": 1.5}}),
+            ),
+            part(json!({"note": "shared", "sigma_title": "é\n"})),
+        ];
+        let times = [
+            None,
+            Some(time::macros::datetime!(2024-03-01 00:14:12.661483 UTC)),
+            Some(time::macros::datetime!(2024-03-01 00:14:12 UTC)),
+            Some(time::macros::datetime!(-0001-12-31 23:00 UTC)),
+        ];
+        let mut rendered = RenderedParts::default();
+        for i in 0..400 {
+            let mut own = Map::new();
+            for _ in 0..rng.usize(0..4) {
+                let v = match rng.usize(0..5) {
+                    0 => Value::String(text(&mut rng)),
+                    1 => json!(rng.i64(..)),
+                    2 => json!({ text(&mut rng): [null, true, 2.25, text(&mut rng)] }),
+                    3 => json!(u64::MAX),
+                    _ => Value::Null,
+                };
+                let key = ["fields", "note", "why", "sigma_id"][rng.usize(..4)].to_owned();
+                own.insert(key, v);
+            }
+            let evidence = match i % 3 {
+                0 => Evidence::from(own),
+                n => Evidence::with_shared(parts[n - 1].clone(), own),
+            };
+            let opt = |rng: &mut fastrand::Rng| rng.bool().then(|| text(rng));
+            let f = Finding {
+                rule_id: Cow::Owned(text(&mut rng)),
+                rule_title: Cow::Borrowed("title"),
+                severity: [Severity::Low, Severity::Medium, Severity::High][i % 3],
+                time: times[i % times.len()],
+                user: opt(&mut rng),
+                client_ip: opt(&mut rng),
+                app_id: opt(&mut rng),
+                session_id: opt(&mut rng),
+                token_id: opt(&mut rng),
+                source_file: Arc::from(text(&mut rng)),
+                source_locator: text(&mut rng),
+                evidence,
+            };
+            let mut by_hand = Vec::new();
+            f.write_json(&mut by_hand, &mut rendered);
+            assert_eq!(
+                String::from_utf8(by_hand).unwrap(),
+                serde_json::to_string(&f).unwrap(),
+                "finding {i}"
+            );
+        }
+        assert_eq!(rendered.parts.len(), 2, "each part rendered once");
+    }
 }

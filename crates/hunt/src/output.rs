@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use crate::engine::Report;
 use crate::findings::Findings;
+use tokenward_event::finding::RenderedParts;
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::Finding;
 
@@ -93,8 +94,9 @@ fn write_parallel(
 /// Writes findings as JSON lines.
 pub fn write_jsonl(w: &mut dyn Write, findings: &Findings) -> io::Result<()> {
     write_parallel(w, findings, |chunk, buf| {
+        let mut parts = RenderedParts::default();
         for f in chunk {
-            serde_json::to_writer(&mut *buf, &**f)?;
+            f.write_json(buf, &mut parts);
             buf.push(b'\n');
         }
         Ok(())

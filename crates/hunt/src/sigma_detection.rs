@@ -78,7 +78,7 @@ impl Detection for SigmaDetection {
         let before = self.hits.len();
         self.set.eval(ev, &mut self.hits);
         self.findings
-            .extend(self.set.findings_of(&self.hits[before..]));
+            .extend(self.set.findings_of(&mut self.hits[before..]));
     }
 
     fn merge(&mut self, shard: Box<dyn Detection>) {

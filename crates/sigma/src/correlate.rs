@@ -623,8 +623,8 @@ impl Sigma {
     }
 
     /// Takes the matches a worker made.
-    pub fn absorb(&mut self, hits: Vec<Hit>) {
-        let findings = self.set.findings_of(&hits).collect();
+    pub fn absorb(&mut self, mut hits: Vec<Hit>) {
+        let findings = self.set.findings_of(&mut hits).collect();
         self.absorb_found(hits, findings);
     }
 

@@ -896,28 +896,52 @@ impl RuleSet {
     }
 
     /// The findings of `hits`, in order: one for each hit of a rule whose
-    /// matches are output (not one a correlation keeps to itself).
-    pub fn findings_of<'h>(&'h self, hits: &'h [Hit]) -> impl Iterator<Item = Finding> + 'h {
-        hits.iter()
+    /// matches are output (not one a correlation keeps to itself). A hit
+    /// that feeds no correlation gives its texts to its finding (its
+    /// matched fields and its representative's user, address and ids are
+    /// moved, not copied): with a rule that fires on most records, copying
+    /// them was a good part of each finding's cost.
+    pub fn findings_of<'h>(&'h self, hits: &'h mut [Hit]) -> impl Iterator<Item = Finding> + 'h {
+        hits.iter_mut()
             .filter(|h| self.rules[h.rule].output)
-            .map(|h| self.finding(h))
+            .map(|h| {
+                let fields = std::mem::take(&mut h.fields);
+                let (id, title, severity, evidence) = self.finding_parts(h.rule, fields);
+                if h.corr.is_empty() {
+                    h.rep.take_finding(id, title, severity, evidence)
+                } else {
+                    h.rep.finding(id, title, severity, evidence)
+                }
+            })
     }
 
     /// Finding for a detection-rule hit.
     pub fn finding(&self, h: &Hit) -> Finding {
-        let r = &self.rules[h.rule];
-        let f: Map<String, Value> = h
-            .fields
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        let (id, title, severity, evidence) = self.finding_parts(h.rule, h.fields.clone());
+        h.rep.finding(id, title, severity, evidence)
+    }
+
+    /// What a finding of rule `ri` says besides its event: the rule's id,
+    /// title and severity, and evidence of the `fields` that matched on
+    /// top of the rule's shared part.
+    fn finding_parts(
+        &self,
+        ri: usize,
+        fields: BTreeMap<String, String>,
+    ) -> (Cow<'static, str>, Cow<'static, str>, Severity, Evidence) {
+        let r = &self.rules[ri];
+        let f: Map<String, Value> = fields
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
             .collect();
-        let own = Map::from_iter([("fields".to_owned(), Value::Object(f))]);
-        let ev = Evidence::with_shared(r.meta.shared_evidence(), own);
-        h.rep.finding(
+        let mut evidence = Evidence::default();
+        evidence.insert("fields".to_owned(), Value::Object(f));
+        evidence.put_shared(r.meta.shared_evidence());
+        (
             Cow::Owned(r.meta.id.clone()),
             Cow::Owned(r.meta.title.clone()),
             r.meta.severity(),
-            ev,
+            evidence,
         )
     }
 

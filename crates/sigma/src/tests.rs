@@ -816,6 +816,38 @@ fn event_count_generate_true_reports_base_matches() {
     assert_eq!(f.iter().filter(|x| x.rule_id == "c-1").count(), 1);
 }
 
+/// A match's finding takes its texts from the match when nothing else
+/// reads them, and copies them when the match also feeds a correlation,
+/// whose finding names the same user and address.
+#[test]
+fn findings_of_matches_with_and_without_correlations_name_their_event() {
+    let generate = "title: c\nid: c-1\ncorrelation:\n    type: event_count\n    rules: [fail-1]\n    generate: true\n    group-by: [UserId]\n    timespan: 1h\n    condition:\n        gte: 2\n";
+    let evs: Vec<Event> = [0, 1]
+        .iter()
+        .map(|&m| login("UserLoginFailed", "a@x", "1.1.1.1", m, json!({})))
+        .collect();
+    let (f, _) = run_corr(corr_set(FAIL, generate), &evs);
+    assert_eq!(f.len(), 3, "two matches and the correlation");
+    for x in &f {
+        assert_eq!(x.user.as_deref(), Some("a@x"), "{}", x.rule_id);
+        assert_eq!(x.client_ip.as_deref(), Some("1.1.1.1"), "{}", x.rule_id);
+    }
+    // Without a correlation: the finding is the one `finding` builds from
+    // the match, and the match gave its texts away.
+    let s = set_of(FAIL);
+    let mut hits = Vec::new();
+    s.eval(&evs[0], &mut hits);
+    let copy = s.finding(&hits[0]);
+    let moved: Vec<Finding> = s.findings_of(&mut hits).collect();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(
+        serde_json::to_string(&moved[0]).unwrap(),
+        serde_json::to_string(&copy).unwrap()
+    );
+    assert_eq!(moved[0].user.as_deref(), Some("a@x"));
+    assert!(hits[0].rep.user.is_none() && hits[0].fields.is_empty());
+}
+
 #[test]
 fn value_count_distinct_values() {
     let s = corr_set(
