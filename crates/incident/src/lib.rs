@@ -35,90 +35,102 @@ pub const MEDIUM_SCORE: u32 = 3;
 
 /// A stretch of time in which activity happened but was not logged, or
 /// logging was switched off.
+///
+/// Fields are in key order: the run summary, whose keys are sorted, writes
+/// it as serde derives it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Unlogged {
+    /// One line on what happened.
+    pub detail: String,
+    /// The detection that showed it.
+    pub detection: String,
+    /// End, RFC 3339, when the logs say.
+    pub end: Option<String>,
     /// `throttled`, `audit-gap` or `tampering`.
     pub kind: &'static str,
     /// Start, RFC 3339.
     pub start: Option<String>,
-    /// End, RFC 3339, when the logs say.
-    pub end: Option<String>,
-    /// The detection that showed it.
-    pub detection: String,
-    /// One line on what happened.
-    pub detail: String,
 }
 
 /// What the attacker read, as far as the logs say.
+///
+/// Fields are in key order: the run summary, whose keys are sorted, writes
+/// it as serde derives it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Read {
-    /// Mail items bound (opened) on the days flagged.
-    pub items_bound: u64,
-    /// Mailbox sync operations by unusual clients.
-    pub syncs: u64,
     /// Mailbox exports or compliance searches.
     pub exports: u64,
     /// Folders named in the evidence.
     pub folders: Vec<String>,
+    /// Mail items bound (opened) on the days flagged.
+    pub items_bound: u64,
+    /// Mailbox sync operations by unusual clients.
+    pub syncs: u64,
 }
 
 /// One detection's part in an incident.
+///
+/// Fields are in key order: the run summary, whose keys are sorted, writes
+/// it as serde derives it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DetectionPart {
+    /// ATT&CK techniques.
+    pub attack: Vec<String>,
+    /// Findings of it in the incident.
+    pub findings: usize,
     /// Detection (or Sigma rule) id.
     pub id: String,
     /// Its title.
     pub title: String,
-    /// Findings of it in the incident.
-    pub findings: usize,
     /// Its weight here (`weak`, `moderate`, `strong`).
     pub weight: &'static str,
-    /// ATT&CK techniques.
-    pub attack: Vec<String>,
 }
 
 /// A group of findings that tell one story.
+///
+/// Fields are in key order: the run summary, whose keys are sorted, writes
+/// it as serde derives it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Incident {
-    /// `INC-0001`, …, in order of severity, then first seen.
-    pub id: String,
-    /// Severity from corroboration.
-    pub severity: Severity,
-    /// Sum of the strongest weight of each distinct detection.
-    pub score: u32,
-    /// Why this severity, in words.
-    pub why: String,
-    /// Users (UPNs) named by the findings.
-    pub users: Vec<String>,
-    /// Mailboxes named in the evidence.
-    pub mailboxes: Vec<String>,
-    /// Client IPs.
-    pub client_ips: Vec<String>,
     /// Application ids.
     pub apps: Vec<String>,
-    /// Session ids.
-    pub sessions: Vec<String>,
-    /// Token ids.
-    pub tokens: Vec<String>,
-    /// Earliest finding, RFC 3339.
-    pub first_seen: Option<String>,
-    /// Latest finding, RFC 3339.
-    pub last_seen: Option<String>,
-    /// Detection ids, strongest first.
-    pub detections: Vec<String>,
-    /// Per detection: count, weight, ATT&CK.
-    pub detection_parts: Vec<DetectionPart>,
     /// ATT&CK techniques of the detections involved.
     pub attack: Vec<String>,
-    /// What was read.
-    pub read: Read,
-    /// Windows that went unlogged.
-    pub unlogged: Vec<Unlogged>,
+    /// Client IPs.
+    pub client_ips: Vec<String>,
+    /// Per detection: count, weight, ATT&CK.
+    pub detection_parts: Vec<DetectionPart>,
+    /// Detection ids, strongest first.
+    pub detections: Vec<String>,
     /// Number of findings (unlogged windows attached by time included).
     pub findings: usize,
+    /// Earliest finding, RFC 3339.
+    pub first_seen: Option<String>,
+    /// `INC-0001`, …, in order of severity, then first seen.
+    pub id: String,
+    /// Latest finding, RFC 3339.
+    pub last_seen: Option<String>,
+    /// Mailboxes named in the evidence.
+    pub mailboxes: Vec<String>,
     /// Indices into the findings given to [`build`], in time order.
     #[serde(skip)]
     pub members: Vec<usize>,
+    /// What was read.
+    pub read: Read,
+    /// Sum of the strongest weight of each distinct detection.
+    pub score: u32,
+    /// Session ids.
+    pub sessions: Vec<String>,
+    /// Severity from corroboration.
+    pub severity: Severity,
+    /// Token ids.
+    pub tokens: Vec<String>,
+    /// Windows that went unlogged.
+    pub unlogged: Vec<Unlogged>,
+    /// Users (UPNs) named by the findings.
+    pub users: Vec<String>,
+    /// Why this severity, in words.
+    pub why: String,
 }
 
 struct Dsu(Vec<usize>);
