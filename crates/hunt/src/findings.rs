@@ -127,7 +127,7 @@ pub struct Findings {
     early: BTreeMap<u64, PathBuf>,
     /// Evidence shared by many findings (a Sigma rule's metadata), written
     /// to runs as its place here.
-    shared: Shared<Map<String, Value>>,
+    shared: SharedEvidence,
     /// Source file names, written to runs as their place here.
     files: Files,
     dir: Option<tempfile::TempDir>,
@@ -135,25 +135,16 @@ pub struct Findings {
     sealed: bool,
 }
 
-/// Each distinct part spilled findings share, in the order first met: a
-/// spilled finding names its parts by place. A Sigma finding's shared
-/// evidence (rule title, author, licence, file, tags) is half of it, and
-/// the source file's name is shared by every finding from that file; read
-/// back, findings share one copy of each again.
-#[derive(Debug)]
-struct Shared<T: ?Sized> {
-    parts: Vec<Arc<T>>,
+/// Each distinct shared evidence part spilled findings carried, in the
+/// order first met. A spilled finding names its part by place: a Sigma
+/// finding's shared part (rule title, author, licence, file, tags) is half
+/// of it, written and read back once per finding otherwise; read back,
+/// findings share one copy of it again.
+#[derive(Debug, Default)]
+struct SharedEvidence {
+    parts: Vec<Arc<Map<String, Value>>>,
     /// Place of each part, by the address its `Arc` shares.
     places: HashMap<usize, usize>,
-}
-
-impl<T: ?Sized> Default for Shared<T> {
-    fn default() -> Shared<T> {
-        Shared {
-            parts: Vec::new(),
-            places: HashMap::new(),
-        }
-    }
 }
 
 /// Each distinct source file name spilled findings came from, in the
@@ -176,12 +167,12 @@ impl Files {
     }
 }
 
-impl<T: ?Sized> Shared<T> {
-    fn place(&mut self, part: &Arc<T>) -> usize {
+impl SharedEvidence {
+    fn place(&mut self, part: &Arc<Map<String, Value>>) -> usize {
         let parts = &mut self.parts;
         *self
             .places
-            .entry(Arc::as_ptr(part).cast::<u8>() as usize)
+            .entry(Arc::as_ptr(part) as usize)
             .or_insert_with(|| {
                 parts.push(Arc::clone(part));
                 parts.len() - 1
@@ -207,7 +198,7 @@ impl Findings {
             taken: 0,
             returned: 0,
             early: BTreeMap::new(),
-            shared: Shared::default(),
+            shared: SharedEvidence::default(),
             files: Files::default(),
             dir: None,
             len: 0,
@@ -764,10 +755,12 @@ mod tests {
     fn runs_merge_like_a_counter_carries() {
         let mut store = Findings::with_budget(0);
         let n = MERGE_FAN * MERGE_FAN + 2 * MERGE_FAN + 3;
+        // Two source files (named by place in every run, a level up too).
+        let file = |i: usize| if i % 3 == 0 { "g.jsonl" } else { "f.jsonl" };
         for i in 0..n {
-            store
-                .push(finding("a", Some(i as i64), "line 1", 0.0))
-                .unwrap();
+            let mut f = finding("a", Some(i as i64), "line 1", 0.0);
+            f.source_file = Arc::from(file(i));
+            store.push(f).unwrap();
         }
         store.seal();
         // One run of 32 * 32, two of 32, three of one: 1091 is 1, 2, 3 in
@@ -779,6 +772,11 @@ mod tests {
         let got = store.to_vec().unwrap();
         assert_eq!(got.len(), n);
         assert!(got.windows(2).all(|w| w[0].time < w[1].time));
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, f)| &*f.source_file == file(i)));
+        assert_eq!(store.files.parts.len(), 2);
     }
 
     #[test]

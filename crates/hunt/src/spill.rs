@@ -101,9 +101,8 @@ pub(crate) fn write(
     }
     put_u32(buf, place(at.file)?);
     put_text(buf, &f.source_locator)?;
-    let own: Vec<(&String, &Value)> = f.evidence.iter().collect();
-    put_u32(buf, count(own.len())?);
-    for (k, v) in own {
+    put_u32(buf, count(f.evidence.iter().count())?);
+    for (k, v) in f.evidence.iter() {
         put_text(buf, k)?;
         put_value(buf, v)?;
     }
@@ -119,10 +118,13 @@ pub(crate) fn read(
     tables: &Tables<'_>,
 ) -> Result<Option<Finding>, String> {
     let mut len = [0u8; 4];
-    match r.read(&mut len[..1]) {
-        Ok(0) => return Ok(None),
-        Ok(_) => {}
-        Err(e) => return Err(e.to_string()),
+    loop {
+        match r.read(&mut len[..1]) {
+            Ok(0) => return Ok(None),
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
     }
     r.read_exact(&mut len[1..])
         .map_err(|e| format!("record length: {e}"))?;
@@ -349,11 +351,11 @@ impl<'a> Cursor<'a> {
             }
             TEXT => Value::String(self.text()?.to_owned()),
             ARRAY => {
-                let n = self.u32()?;
-                // Each element takes at least a byte: a damaged count
-                // cannot make this reserve more than the record holds.
-                let mut a = Vec::with_capacity((n as usize).min(self.b.len()));
-                for _ in 0..n {
+                // Grown as elements are read, not sized by the count: a
+                // damaged count in each of many nested arrays would
+                // reserve far more than the record holds.
+                let mut a = Vec::new();
+                for _ in 0..self.u32()? {
                     a.push(self.value(depth + 1)?);
                 }
                 Value::Array(a)
@@ -524,6 +526,30 @@ mod tests {
         assert!(read_all(&bad_tag).unwrap().is_some());
         *bad_tag.last_mut().unwrap() = 99;
         assert_eq!(read_all(&bad_tag).unwrap_err(), "value tag 99");
+        // Damaged bytes inside a record of the right length: its flags,
+        // severity, a text's UTF-8, a time outside what `time` holds, and
+        // a count of entries far past the record's end (which must not be
+        // reserved up front).
+        let damaged = |at: usize, bytes: &[u8]| {
+            let mut d = good.clone();
+            d[at..at + bytes.len()].copy_from_slice(bytes);
+            read_all(&d).unwrap_err()
+        };
+        // Length (4), flags (1), time (16), severity (1), then rule_id's
+        // length (4) and text.
+        assert_eq!(damaged(4, &[0x80]), "flags 0x80");
+        assert_eq!(damaged(21, &[9]), "severity 9");
+        assert!(damaged(26, &[0xff]).starts_with("text: "));
+        assert!(damaged(5, &i128::MAX.to_le_bytes()).starts_with("time "));
+        let mut huge = Vec::new();
+        huge.push(OBJECT);
+        huge.extend_from_slice(&(u32::MAX - 1).to_le_bytes());
+        let mut c = Cursor { b: &huge };
+        assert_eq!(c.value(0).unwrap_err(), "4 bytes wanted, 0 left");
+        let mut huge_array = vec![ARRAY];
+        huge_array.extend_from_slice(&(u32::MAX - 1).to_le_bytes());
+        let mut c = Cursor { b: &huge_array };
+        assert!(c.value(0).is_err());
         // Nesting past the limit.
         let mut deep = Value::Null;
         for _ in 0..=MAX_DEPTH + 1 {

@@ -896,11 +896,12 @@ impl RuleSet {
     }
 
     /// The findings of `hits`, in order: one for each hit of a rule whose
-    /// matches are output (not one a correlation keeps to itself). A hit
-    /// that feeds no correlation gives its texts to its finding (its
-    /// matched fields and its representative's user, address and ids are
-    /// moved, not copied): with a rule that fires on most records, copying
-    /// them was a good part of each finding's cost.
+    /// matches are output (not one a correlation keeps to itself). Each
+    /// such hit gives its matched fields to its finding, and one that feeds
+    /// no correlation its representative's user, address and ids too
+    /// (moved, not copied: with a rule that fires on most records, copying
+    /// them was a good part of each finding's cost). Correlations read
+    /// only the representatives of the hits that feed them.
     pub fn findings_of<'h>(&'h self, hits: &'h mut [Hit]) -> impl Iterator<Item = Finding> + 'h {
         hits.iter_mut()
             .filter(|h| self.rules[h.rule].output)
