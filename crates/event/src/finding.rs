@@ -197,7 +197,16 @@ impl Finding {
         write_json_str(out, &self.source_file);
         out.extend_from_slice(b",\"source_locator\":");
         write_json_str(out, &self.source_locator);
-        out.extend_from_slice(b",\"evidence\":{");
+        out.extend_from_slice(b",\"evidence\":");
+        self.write_evidence_json(out, parts);
+        out.push(b'}');
+    }
+
+    /// Appends the finding's evidence as JSON, the bytes `serde_json`
+    /// writes for it (a CSV timeline's `evidence` cell), shared entries
+    /// taken from `parts` ([`Finding::write_json`]).
+    pub fn write_evidence_json(&self, out: &mut Vec<u8>, parts: &mut RenderedParts) {
+        out.push(b'{');
         let rendered = self.evidence.shared_part().map(|p| parts.of(p));
         for (i, (k, v, shared)) in self.evidence.iter_marked().enumerate() {
             if i > 0 {
@@ -212,7 +221,7 @@ impl Finding {
                 }
             }
         }
-        out.extend_from_slice(b"}}");
+        out.push(b'}');
     }
 
     /// About how many bytes this finding holds in memory (its own heap
@@ -463,6 +472,13 @@ mod tests {
                 String::from_utf8(by_hand).unwrap(),
                 serde_json::to_string(&f).unwrap(),
                 "finding {i}"
+            );
+            let mut evidence = Vec::new();
+            f.write_evidence_json(&mut evidence, &mut rendered);
+            assert_eq!(
+                String::from_utf8(evidence).unwrap(),
+                serde_json::to_string(&f.evidence).unwrap(),
+                "evidence of finding {i}"
             );
         }
         assert_eq!(rendered.parts.len(), 2, "each part rendered once");

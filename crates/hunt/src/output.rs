@@ -34,8 +34,10 @@ pub const COLUMNS: [&str; 12] = {
     c
 };
 
-fn cells(f: &Finding) -> Vec<String> {
+fn cells(f: &Finding, parts: &mut RenderedParts) -> Vec<String> {
     let o = |s: &Option<String>| s.clone().unwrap_or_default();
+    let mut evidence = Vec::new();
+    f.write_evidence_json(&mut evidence, parts);
     vec![
         f.rule_id.to_string(),
         f.rule_title.to_string(),
@@ -48,7 +50,7 @@ fn cells(f: &Finding) -> Vec<String> {
         o(&f.token_id),
         f.source_file.to_string(),
         f.source_locator.clone(),
-        serde_json::to_string(&f.evidence).unwrap_or_default(),
+        String::from_utf8(evidence).expect("JSON is UTF-8"),
     ]
 }
 
@@ -111,8 +113,9 @@ pub fn write_csv(w: &mut dyn Write, findings: &Findings) -> io::Result<()> {
     drop(header);
     write_parallel(w, findings, |chunk, buf| {
         let mut c = csv::Writer::from_writer(buf);
+        let mut parts = RenderedParts::default();
         for f in chunk {
-            c.write_record(cells(f))?;
+            c.write_record(cells(f, &mut parts))?;
         }
         c.flush()
     })
@@ -300,7 +303,14 @@ mod tests {
     use super::*;
     use tokenward_event::Severity;
 
+    /// Findings, every other one with a part of its evidence shared (two
+    /// parts, one hiding an entry under the finding's own `n`).
     fn findings(n: usize) -> Vec<Finding> {
+        let part = |v: Value| std::sync::Arc::new(v.as_object().cloned().unwrap());
+        let parts = [
+            part(json!({"sigma_title": "T, \"q\"\n", "attack": ["T1078"]})),
+            part(json!({"n": "hidden", "z": 1})),
+        ];
         (0..n)
             .map(|i| Finding {
                 rule_id: "tw-test".into(),
@@ -315,6 +325,13 @@ mod tests {
                 source_file: "f.jsonl".into(),
                 source_locator: format!("line {}", i + 1),
                 evidence: serde_json::Map::from_iter([("n".to_string(), json!(i))]).into(),
+            })
+            .enumerate()
+            .map(|(i, mut f)| {
+                if i % 2 == 0 {
+                    f.evidence.put_shared(parts[i / 2 % 2].clone());
+                }
+                f
             })
             .collect()
     }
@@ -339,7 +356,11 @@ mod tests {
             let mut c = csv::Writer::from_writer(Vec::new());
             c.write_record(COLUMNS).unwrap();
             for f in &fs {
-                c.write_record(cells(f)).unwrap();
+                // The evidence cell as serde writes it, not as the writer
+                // under test renders it.
+                let mut row = cells(f, &mut RenderedParts::default());
+                *row.last_mut().unwrap() = serde_json::to_string(&f.evidence).unwrap();
+                c.write_record(row).unwrap();
             }
             let want = c.into_inner().unwrap();
             let mut got = Vec::new();
