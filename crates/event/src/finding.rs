@@ -342,20 +342,8 @@ impl Rep {
         severity: Severity,
         evidence: impl Into<Evidence>,
     ) -> Finding {
-        Finding {
-            rule_id,
-            rule_title,
-            severity,
-            time: self.time,
-            user: self.user.clone(),
-            client_ip: self.client_ip.clone(),
-            app_id: self.app_id.clone(),
-            session_id: self.session_id.clone(),
-            token_id: self.token_id.clone(),
-            source_file: self.file.clone(),
-            source_locator: self.locator.to_string(),
-            evidence: evidence.into(),
-        }
+        self.clone()
+            .take_finding(rule_id, rule_title, severity, evidence)
     }
 }
 
