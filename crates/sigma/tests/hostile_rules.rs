@@ -5,28 +5,42 @@
 //! correlations loads and runs without deep recursion or quadratic work.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::cell::Cell;
 
 use tokenward_sigma::section::Placeholders;
 use tokenward_sigma::{mapping, RuleSet};
 
 struct Counting;
 
-static LIVE: AtomicIsize = AtomicIsize::new(0);
+thread_local! {
+    // Per thread: the other tests of this file allocate on their own
+    // threads meanwhile, and one global count made the measurement flaky.
+    // A constant `Cell` needs no allocation and no destructor, so the
+    // allocator may use it at any time.
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(bytes: isize) {
+    let _ = LIVE.try_with(|c| c.set(c.get() + bytes));
+}
+
+fn live() -> isize {
+    LIVE.with(Cell::get)
+}
 
 // SAFETY: every call is passed on to the system allocator unchanged; only
-// a counter is kept beside it.
+// a counter of this thread's is kept beside it.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        count(l.size() as isize);
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        count(-(l.size() as isize));
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        count(new as isize - l.size() as isize);
         unsafe { System.realloc(p, l, new) }
     }
 }
@@ -49,9 +63,9 @@ fn measure(text: &str) -> (usize, usize) {
     assert!(errors.is_empty(), "{errors:?}");
     let rules = std::mem::take(&mut set.rules);
     let estimate: usize = rules.iter().map(|r| r.heap_bytes()).sum();
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live();
     drop(rules);
-    let freed = (before - LIVE.load(Ordering::Relaxed)) as usize;
+    let freed = (before - live()) as usize;
     (estimate, freed)
 }
 
