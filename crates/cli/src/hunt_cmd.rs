@@ -370,7 +370,7 @@ const INCIDENTS_PER_CHUNK: usize = 512;
 /// records, the largest allocation of the run). Incidents are rendered on
 /// every core: on one, rendering took 0.064 s of the 0.2 s the incidents
 /// and their summary took after the detections of a 0.9 s hunt over 500
-/// MB of sign-ins with the SigmaHQ rules (71,169 findings, 4,028
+/// MB of sign-ins with the SigmaHQ rules (71,169 findings, 13,866
 /// incidents), and that path ended after the findings output.
 fn write_with_incidents(
     w: &mut dyn Write,

@@ -83,6 +83,25 @@ impl Evidence {
         self.shared.as_ref()
     }
 
+    /// Appends the evidence as JSON, the bytes `serde_json` writes for it
+    /// (a finding's `evidence`, a CSV timeline's cell), its shared entries
+    /// taken from `parts`, rendered once for every finding that shares
+    /// them.
+    pub fn write_json(&self, out: &mut Vec<u8>, parts: &mut RenderedParts) {
+        out.push(b'{');
+        let rendered = self.shared.as_ref().map(|p| parts.of(p));
+        for (i, (k, v, shared)) in self.iter_marked().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            match (shared, rendered) {
+                (Some(place), Some(r)) => out.extend_from_slice(&r[place]),
+                _ => write_json_entry(out, k, v),
+            }
+        }
+        out.push(b'}');
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.iter().count()
@@ -134,6 +153,73 @@ impl Evidence {
     pub fn to_map(&self) -> Map<String, Value> {
         self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
+}
+
+/// Entries shared by many findings' evidence ([`Evidence::shared_part`]).
+type SharedPart = Arc<Map<String, Value>>;
+
+/// Shared evidence parts rendered as JSON, for writing many findings
+/// ([`Evidence::write_json`]): each part's entries are rendered once, not
+/// once per finding. A Sigma rule's shared part (its title, author,
+/// licence, file and tags) is about half of each of its findings' JSON.
+#[derive(Default)]
+pub struct RenderedParts {
+    /// By the address of the part's `Arc`, which the entry keeps alive so
+    /// that the address cannot be reused by another part meanwhile: each
+    /// entry of the part as `"key":value`, in the part's key order.
+    parts: std::collections::HashMap<usize, (SharedPart, Vec<Vec<u8>>)>,
+}
+
+impl RenderedParts {
+    fn of(&mut self, part: &SharedPart) -> &[Vec<u8>] {
+        let entry = self
+            .parts
+            .entry(Arc::as_ptr(part) as usize)
+            .or_insert_with(|| {
+                let rendered = part
+                    .iter()
+                    .map(|(k, v)| {
+                        let mut out = Vec::new();
+                        write_json_entry(&mut out, k, v);
+                        out
+                    })
+                    .collect();
+                (Arc::clone(part), rendered)
+            });
+        &entry.1
+    }
+
+    /// How many parts are rendered.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.parts.len()
+    }
+}
+
+/// Writes a string as JSON, as `serde_json` does: text without a quote, a
+/// backslash or a control character is copied whole.
+pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // No early exit inside a block, so the compiler compares sixteen bytes
+    // at a time.
+    let plain = s.as_bytes().chunks(16).all(|block| {
+        !block.iter().fold(false, |seen, &b| {
+            seen | (b < 0x20) | (b == b'"') | (b == b'\\')
+        })
+    });
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, s).expect("writing to memory");
+    }
+}
+
+/// Writes one object entry, `"key":value`, as `serde_json` does.
+fn write_json_entry(out: &mut Vec<u8>, k: &str, v: &Value) {
+    write_json_str(out, k);
+    out.push(b':');
+    serde_json::to_writer(&mut *out, v).expect("writing to memory");
 }
 
 /// About how many heap bytes a JSON value holds beyond its own slot.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::event::Event;
-use crate::evidence::Evidence;
+use crate::evidence::{write_json_str, Evidence, RenderedParts};
 use crate::timefmt::with_rfc3339;
 use tokenward_logread::Locator;
 
@@ -99,71 +99,11 @@ pub struct Finding {
     pub evidence: Evidence,
 }
 
-/// A part of evidence shared by many findings ([`Evidence::shared_part`]).
-type SharedPart = Arc<serde_json::Map<String, serde_json::Value>>;
-
-/// Shared evidence parts rendered as JSON, for writing many findings
-/// ([`Finding::write_json`]): each part's entries are rendered once, not
-/// once per finding. A Sigma rule's shared part (its title, author,
-/// licence, file and tags) is about half of each of its findings' JSON.
-#[derive(Default)]
-pub struct RenderedParts {
-    /// By the address of the part's `Arc`, which the entry keeps alive so
-    /// that the address cannot be reused by another part meanwhile: each
-    /// entry of the part as `"key":value`, in the part's key order.
-    parts: std::collections::HashMap<usize, (SharedPart, Vec<Vec<u8>>)>,
-}
-
-impl RenderedParts {
-    fn of(&mut self, part: &SharedPart) -> &[Vec<u8>] {
-        let entry = self
-            .parts
-            .entry(Arc::as_ptr(part) as usize)
-            .or_insert_with(|| {
-                let rendered = part
-                    .iter()
-                    .map(|(k, v)| {
-                        let mut out = Vec::new();
-                        write_json_str(&mut out, k);
-                        out.push(b':');
-                        write_json_value(&mut out, v);
-                        out
-                    })
-                    .collect();
-                (Arc::clone(part), rendered)
-            });
-        &entry.1
-    }
-}
-
-/// Writes a string as JSON, as `serde_json` does: text without a quote, a
-/// backslash or a control character is copied whole.
-fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    // No early exit inside a block, so the compiler compares sixteen bytes
-    // at a time.
-    let plain = s.as_bytes().chunks(16).all(|block| {
-        !block.iter().fold(false, |seen, &b| {
-            seen | (b < 0x20) | (b == b'"') | (b == b'\\')
-        })
-    });
-    if plain {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
-        serde_json::to_writer(&mut *out, s).expect("writing to memory");
-    }
-}
-
 fn write_json_opt(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => write_json_str(out, s),
         None => out.extend_from_slice(b"null"),
     }
-}
-
-fn write_json_value(out: &mut Vec<u8>, v: &serde_json::Value) {
-    serde_json::to_writer(&mut *out, v).expect("writing to memory");
 }
 
 impl Finding {
@@ -198,29 +138,7 @@ impl Finding {
         out.extend_from_slice(b",\"source_locator\":");
         write_json_str(out, &self.source_locator);
         out.extend_from_slice(b",\"evidence\":");
-        self.write_evidence_json(out, parts);
-        out.push(b'}');
-    }
-
-    /// Appends the finding's evidence as JSON, the bytes `serde_json`
-    /// writes for it (a CSV timeline's `evidence` cell), shared entries
-    /// taken from `parts` ([`Finding::write_json`]).
-    pub fn write_evidence_json(&self, out: &mut Vec<u8>, parts: &mut RenderedParts) {
-        out.push(b'{');
-        let rendered = self.evidence.shared_part().map(|p| parts.of(p));
-        for (i, (k, v, shared)) in self.evidence.iter_marked().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            match (shared, rendered) {
-                (Some(place), Some(r)) => out.extend_from_slice(&r[place]),
-                _ => {
-                    write_json_str(out, k);
-                    out.push(b':');
-                    write_json_value(out, v);
-                }
-            }
-        }
+        self.evidence.write_json(out, parts);
         out.push(b'}');
     }
 
@@ -462,13 +380,13 @@ mod tests {
                 "finding {i}"
             );
             let mut evidence = Vec::new();
-            f.write_evidence_json(&mut evidence, &mut rendered);
+            f.evidence.write_json(&mut evidence, &mut rendered);
             assert_eq!(
                 String::from_utf8(evidence).unwrap(),
                 serde_json::to_string(&f.evidence).unwrap(),
                 "evidence of finding {i}"
             );
         }
-        assert_eq!(rendered.parts.len(), 2, "each part rendered once");
+        assert_eq!(rendered.len(), 2, "each part rendered once");
     }
 }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::engine::Report;
 use crate::findings::Findings;
-use tokenward_event::finding::RenderedParts;
+use tokenward_event::evidence::RenderedParts;
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::Finding;
 
@@ -37,7 +37,7 @@ pub const COLUMNS: [&str; 12] = {
 fn cells(f: &Finding, parts: &mut RenderedParts) -> Vec<String> {
     let o = |s: &Option<String>| s.clone().unwrap_or_default();
     let mut evidence = Vec::new();
-    f.write_evidence_json(&mut evidence, parts);
+    f.evidence.write_json(&mut evidence, parts);
     vec![
         f.rule_id.to_string(),
         f.rule_title.to_string(),

@@ -84,7 +84,7 @@ pub(crate) fn write(
         buf.extend_from_slice(&t.unix_timestamp_nanos().to_le_bytes());
     }
     if let Some(p) = at.evidence {
-        put_u32(buf, place(p)?);
+        put_u32(buf, count(p)?);
     }
     buf.push(match f.severity {
         Severity::Low => 0,
@@ -99,7 +99,7 @@ pub(crate) fn write(
             None => put_u32(buf, NONE),
         }
     }
-    put_u32(buf, place(at.file)?);
+    put_u32(buf, count(at.file)?);
     put_text(buf, &f.source_locator)?;
     put_u32(buf, count(f.evidence.iter().count())?);
     for (k, v) in f.evidence.iter() {
@@ -219,10 +219,6 @@ fn count(n: usize) -> io::Result<u32> {
         .ok()
         .filter(|&n| n != NONE)
         .ok_or_else(|| io::Error::other(format!("{n} is too large to spill")))
-}
-
-fn place(p: usize) -> io::Result<u32> {
-    count(p)
 }
 
 fn put_u32(buf: &mut Vec<u8>, n: u32) {
