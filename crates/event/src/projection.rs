@@ -9,11 +9,13 @@
 //! string (`AuditData`, `OperationProperties`, Log Analytics dynamic
 //! columns) is parsed the same way when a path goes through it, so a
 //! lookup of any declared path answers exactly as on the full record.
+//! The pass is a scanner of this module's own, tested against the
+//! serde_json visitor it replaced: that visitor's plumbing for each key
+//! and value cost more than reading the bytes.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
 use crate::event::expand_value;
@@ -144,7 +146,10 @@ pub enum Projected {
     /// The kept fields of a JSON object.
     Object(Value),
     /// Not something a projection can answer for: an envelope of records,
-    /// renamed Log Analytics columns, or not a JSON object. Parse it in full.
+    /// renamed Log Analytics columns, not a JSON object, or JSON that a full
+    /// parse refuses though the projection would skip the reason (nested
+    /// too deep, a key with an escape of half a surrogate pair). Parse it
+    /// in full.
     Full,
 }
 
@@ -175,14 +180,17 @@ impl Projection {
         self.root.reaches(path)
     }
 
-    /// Projects a JSON object given as text. Errors are the JSON errors a
-    /// full parse would also meet.
+    /// Projects a JSON object given as text, in one pass.
+    /// Errors are serde_json's words for text that is not JSON, which a
+    /// full parse also refuses.
     pub fn parse(&self, text: &str) -> Result<Projected, serde_json::Error> {
         crate::shadow::reset();
-        let mut de = serde_json::Deserializer::from_str(text);
-        let out = de.deserialize_any(RootVisitor { node: &self.root })?;
-        de.end()?;
-        Ok(out)
+        match Scan::new(text).root(&self.root) {
+            Ok(p) => Ok(p),
+            // Worded as serde_json words it; a text it reads but would
+            // not build on these paths is the full parse's to refuse.
+            Err(Stop) => serde_json::from_str::<IgnoredAny>(text).map(|_| Projected::Full),
+        }
     }
 
     /// Projects a record already split into named text columns (CSV), as
@@ -221,190 +229,475 @@ pub fn forces_full(k: &str) -> bool {
 fn project_str(s: Cow<'_, str>, node: &Node, depth: u32) -> Value {
     let t = s.trim_start();
     if depth > 0 && (t.starts_with('{') || t.starts_with('[')) {
-        let mut de = serde_json::Deserializer::from_str(t);
-        let parsed = NodeSeed {
-            node,
-            depth: depth - 1,
-        }
-        .deserialize(&mut de)
-        .and_then(|v| de.end().map(|_| v));
-        if let Ok(v) = parsed {
-            if v.is_object() || v.is_array() {
-                return v;
-            }
+        let mut scan = Scan::new(t);
+        if let Ok(v) = scan
+            .inner(node, depth - 1)
+            .and_then(|v| scan.end().map(|()| v))
+        {
+            return v;
         }
     }
     Value::String(s.into_owned())
 }
 
-struct RootVisitor<'a> {
-    node: &'a Node,
-}
+/// A scan stopped: the text is not JSON as serde_json reads it, or
+/// serde_json would refuse it where it builds values (nested past its
+/// depth limit, a key or kept string with an escape it rejects, a number
+/// out of range).
+#[derive(Debug)]
+struct Stop;
 
-impl<'de> Visitor<'de> for RootVisitor<'_> {
-    type Value = Projected;
+type Scanned<T> = Result<T, Stop>;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
+/// serde_json's recursion limit: objects and arrays it builds or visits
+/// may nest this deep, less one. Values skipped count for nothing, as
+/// serde_json skips them without a limit.
+const DEPTH_LIMIT: u32 = 128;
 
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Projected, A::Error> {
-        let mut out = Map::new();
-        let mut full = false;
-        while let Some(key) = a.next_key::<Key<'de>>()? {
-            let k = key.0;
-            full |= forces_full(&k);
-            if full {
-                a.next_value::<IgnoredAny>()?;
-                continue;
-            }
-            keep(&mut a, &mut out, self.node, k, NESTED_DEPTH)?;
-        }
-        Ok(if full {
-            Projected::Full
-        } else {
-            Projected::Object(Value::Object(out))
-        })
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Projected, A::Error> {
-        while a.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Projected::Full)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Projected, E> {
-        Ok(Projected::Full)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Projected, E> {
-        Ok(Projected::Full)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Projected, E> {
-        Ok(Projected::Full)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Projected, E> {
-        Ok(Projected::Full)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Projected, E> {
-        Ok(Projected::Full)
-    }
-    fn visit_unit<E>(self) -> Result<Projected, E> {
-        Ok(Projected::Full)
-    }
-}
-
-/// Reads the value of key `k` into `out` when the node keeps it.
-fn keep<'de, A: MapAccess<'de>>(
-    a: &mut A,
-    out: &mut Map<String, Value>,
-    node: &Node,
-    k: std::borrow::Cow<'de, str>,
+/// One pass over a JSON text that keeps what a [`Node`] names.
+///
+/// It accepts exactly the JSON serde_json accepts on the same paths
+/// (RFC 8259's grammar; control characters, unknown escapes and `\u`
+/// without four hex digits refused inside strings; no limit on the depth
+/// of skipped values; serde_json's own limit on the values kept or
+/// walked), and builds the same values: numbers and strings with escapes
+/// are handed to serde_json, the rest built here. It replaced serde_json's
+/// visitor, whose per-key and per-value plumbing was most of the time a
+/// projection took besides building the kept values.
+struct Scan<'t> {
+    text: &'t str,
+    /// The next byte to read.
+    at: usize,
+    /// Objects and arrays open that count against [`DEPTH_LIMIT`].
     depth: u32,
-) -> Result<(), A::Error> {
-    match node.find(&k) {
-        Some(Slot::Whole) => {
-            let mut v = a.next_value_seed(crate::shadow::Whole)?;
-            expand_value(&mut v, depth);
-            crate::shadow::insert_noting(out, k.into_owned(), v);
-        }
-        Some(Slot::Inner(n)) => {
-            let v = a.next_value_seed(NodeSeed { node: n, depth })?;
-            crate::shadow::insert_noting(out, k.into_owned(), v);
-        }
-        None => {
-            a.next_value::<IgnoredAny>()?;
-        }
-    }
-    Ok(())
+    /// The closing bytes of the containers open in a value being skipped,
+    /// innermost last.
+    skipping: Vec<u8>,
 }
 
-/// A value below a kept key: objects keep their node's keys, arrays
-/// project each element, strings holding JSON are projected too.
-struct NodeSeed<'a> {
-    node: &'a Node,
-    depth: u32,
-}
-
-impl<'de> DeserializeSeed<'de> for NodeSeed<'_> {
-    type Value = Value;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for NodeSeed<'_> {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
+impl<'t> Scan<'t> {
+    fn new(text: &'t str) -> Scan<'t> {
+        Scan {
+            text,
+            at: 0,
+            depth: 0,
+            skipping: Vec::new(),
+        }
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+    fn bytes(&self) -> &'t [u8] {
+        self.text.as_bytes()
+    }
+
+    /// The next byte after whitespace, not consumed.
+    #[inline]
+    fn peek(&mut self) -> Scanned<u8> {
+        let b = self.bytes();
+        while let Some(&c) = b.get(self.at) {
+            if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                return Ok(c);
+            }
+            self.at += 1;
+        }
+        Err(Stop)
+    }
+
+    /// Consumes `c`, after whitespace.
+    #[inline]
+    fn eat(&mut self, c: u8) -> Scanned<()> {
+        if self.peek()? != c {
+            return Err(Stop);
+        }
+        self.at += 1;
+        Ok(())
+    }
+
+    /// Only whitespace is left.
+    fn end(&mut self) -> Scanned<()> {
+        match self.peek() {
+            Err(Stop) => Ok(()),
+            Ok(_) => Err(Stop),
+        }
+    }
+
+    /// Opens an object or array that serde_json would count.
+    fn enter(&mut self) -> Scanned<()> {
+        self.depth += 1;
+        if self.depth >= DEPTH_LIMIT {
+            return Err(Stop);
+        }
+        Ok(())
+    }
+
+    /// The root: an object's kept fields, or [`Projected::Full`] for
+    /// anything else (an envelope, renamed columns, not an object), which
+    /// the caller parses in full whatever follows.
+    fn root(&mut self, node: &Node) -> Scanned<Projected> {
+        if self.peek()? != b'{' {
+            return Ok(Projected::Full);
+        }
+        self.at += 1;
+        self.enter()?;
+        let Some(out) = self.object(node, NESTED_DEPTH, true)? else {
+            return Ok(Projected::Full);
+        };
+        self.end()?;
+        Ok(Projected::Object(Value::Object(out)))
+    }
+
+    /// An object's fields that `node` keeps, after its `{`; `None` when
+    /// `root` and a key [`forces_full`].
+    fn object(
+        &mut self,
+        node: &Node,
+        nested: u32,
+        root: bool,
+    ) -> Scanned<Option<Map<String, Value>>> {
         let mut out = Map::new();
-        while let Some(key) = a.next_key::<Key<'de>>()? {
-            keep(&mut a, &mut out, self.node, key.0, self.depth)?;
+        if self.peek()? == b'}' {
+            self.at += 1;
+            self.depth -= 1;
+            return Ok(Some(out));
         }
-        Ok(Value::Object(out))
+        loop {
+            let key = self.key()?;
+            self.eat(b':')?;
+            if root && forces_full(&key) {
+                return Ok(None);
+            }
+            match node.find(&key) {
+                Some(Slot::Whole) => {
+                    let mut v = self.whole()?;
+                    expand_value(&mut v, nested);
+                    crate::shadow::insert_noting(&mut out, key.into_owned(), v);
+                }
+                Some(Slot::Inner(n)) => {
+                    let v = self.inner(n, nested)?;
+                    crate::shadow::insert_noting(&mut out, key.into_owned(), v);
+                }
+                None => self.skip()?,
+            }
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    self.depth -= 1;
+                    return Ok(Some(out));
+                }
+                _ => return Err(Stop),
+            }
+        }
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(v) = a.next_element_seed(NodeSeed {
-            node: self.node,
-            depth: self.depth,
-        })? {
-            out.push(v);
+    /// A value below a kept key: objects keep their node's keys, arrays
+    /// project each element, strings holding JSON are projected too.
+    fn inner(&mut self, node: &Node, nested: u32) -> Scanned<Value> {
+        match self.peek()? {
+            b'{' => {
+                self.at += 1;
+                self.enter()?;
+                let out = self.object(node, nested, false)?.unwrap_or_default();
+                Ok(Value::Object(out))
+            }
+            b'[' => {
+                self.at += 1;
+                self.enter()?;
+                let mut out = Vec::new();
+                if self.peek()? == b']' {
+                    self.at += 1;
+                } else {
+                    loop {
+                        out.push(self.inner(node, nested)?);
+                        if self.close_or_next(b']')? {
+                            break;
+                        }
+                    }
+                }
+                self.depth -= 1;
+                Ok(Value::Array(out))
+            }
+            b'"' => {
+                let s = self.string_text()?;
+                Ok(project_str(s, node, nested))
+            }
+            _ => self.whole(),
         }
-        Ok(Value::Array(out))
     }
 
-    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
-        Ok(project_str(Cow::Borrowed(s), self.node, self.depth))
+    /// After an element: true past the container's `close`, false past a
+    /// comma.
+    #[inline]
+    fn close_or_next(&mut self, close: u8) -> Scanned<bool> {
+        match self.peek()? {
+            b',' => {
+                self.at += 1;
+                Ok(false)
+            }
+            c if c == close => {
+                self.at += 1;
+                Ok(true)
+            }
+            _ => Err(Stop),
+        }
     }
-    fn visit_string<E>(self, s: String) -> Result<Value, E> {
-        Ok(project_str(Cow::Owned(s), self.node, self.depth))
+
+    /// A whole value, built as [`crate::shadow::Whole`] builds it.
+    fn whole(&mut self) -> Scanned<Value> {
+        match self.peek()? {
+            b'"' => Ok(Value::String(self.string_text()?.into_owned())),
+            b'{' => {
+                self.at += 1;
+                self.enter()?;
+                let mut out = Map::new();
+                if self.peek()? == b'}' {
+                    self.at += 1;
+                } else {
+                    loop {
+                        let key = self.key()?;
+                        self.eat(b':')?;
+                        let v = self.whole()?;
+                        crate::shadow::insert_noting(&mut out, key.into_owned(), v);
+                        if self.close_or_next(b'}')? {
+                            break;
+                        }
+                    }
+                }
+                self.depth -= 1;
+                Ok(Value::Object(out))
+            }
+            b'[' => {
+                self.at += 1;
+                self.enter()?;
+                let mut out = Vec::new();
+                if self.peek()? == b']' {
+                    self.at += 1;
+                } else {
+                    loop {
+                        out.push(self.whole()?);
+                        if self.close_or_next(b']')? {
+                            break;
+                        }
+                    }
+                }
+                self.depth -= 1;
+                Ok(Value::Array(out))
+            }
+            b't' => self.literal(b"true").map(|()| Value::Bool(true)),
+            b'f' => self.literal(b"false").map(|()| Value::Bool(false)),
+            b'n' => self.literal(b"null").map(|()| Value::Null),
+            _ => {
+                let from = self.at;
+                self.number()?;
+                let n = &self.text[from..self.at];
+                // serde_json reads a plain unsigned integer that fits as
+                // one; the rest (signs, fractions, exponents, large) it
+                // reads its own way, so it reads them.
+                if n.len() < 20 && n.bytes().all(|c| c.is_ascii_digit()) {
+                    if let Ok(u) = n.parse::<u64>() {
+                        return Ok(Value::from(u));
+                    }
+                }
+                serde_json::from_str(n).map_err(|_| Stop)
+            }
+        }
     }
-    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
-        Ok(Value::Bool(b))
+
+    /// Skips a value, checking it as serde_json checks what it skips.
+    /// Containers are tracked on a stack rather than by recursion, as
+    /// serde_json sets no depth limit on skipped values.
+    fn skip(&mut self) -> Scanned<()> {
+        let base = self.skipping.len();
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.string()?;
+                }
+                b'{' => {
+                    self.at += 1;
+                    if self.peek()? == b'}' {
+                        self.at += 1;
+                    } else {
+                        self.skipping.push(b'}');
+                        self.skip_key()?;
+                        continue;
+                    }
+                }
+                b'[' => {
+                    self.at += 1;
+                    if self.peek()? == b']' {
+                        self.at += 1;
+                    } else {
+                        self.skipping.push(b']');
+                        continue;
+                    }
+                }
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                _ => self.number()?,
+            }
+            // Past a value: close what it ended, until the next element.
+            loop {
+                let Some(&close) = self.skipping.get(base..).and_then(<[u8]>::last) else {
+                    return Ok(());
+                };
+                if self.close_or_next(close)? {
+                    self.skipping.pop();
+                } else {
+                    if close == b'}' {
+                        self.skip_key()?;
+                    }
+                    break;
+                }
+            }
+        }
     }
-    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
-        Ok(Value::from(n))
+
+    /// A skipped object's key and its colon.
+    fn skip_key(&mut self) -> Scanned<()> {
+        if self.peek()? != b'"' {
+            return Err(Stop);
+        }
+        self.string()?;
+        self.eat(b':')
     }
-    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
-        Ok(Value::from(n))
+
+    /// An object key (a string is expected).
+    fn key(&mut self) -> Scanned<Cow<'t, str>> {
+        if self.peek()? != b'"' {
+            return Err(Stop);
+        }
+        self.string_text()
     }
-    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+
+    /// A string's text, at its opening quote: borrowed when it has no
+    /// escape, else read by serde_json (which refuses escapes of lone
+    /// surrogates where it builds a string).
+    fn string_text(&mut self) -> Scanned<Cow<'t, str>> {
+        let (from, to, escaped) = self.string()?;
+        if !escaped {
+            return Ok(Cow::Borrowed(&self.text[from..to]));
+        }
+        serde_json::from_str(&self.text[from - 1..=to])
+            .map(Cow::Owned)
+            .map_err(|_| Stop)
     }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+
+    /// Past a string, at its opening quote: where its text starts and
+    /// ends, and whether it has escapes.
+    fn string(&mut self) -> Scanned<(usize, usize, bool)> {
+        let b = self.bytes();
+        let from = self.at + 1;
+        let mut i = from;
+        let mut escaped = false;
+        loop {
+            i = to_special(b, i);
+            match b.get(i) {
+                Some(b'"') => {
+                    self.at = i + 1;
+                    return Ok((from, i, escaped));
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    match b.get(i + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                        Some(b'u')
+                            if b.get(i + 2..i + 6)
+                                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) =>
+                        {
+                            i += 6
+                        }
+                        _ => return Err(Stop),
+                    }
+                }
+                // A control character, or the end of the text.
+                _ => return Err(Stop),
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Scanned<()> {
+        if self.bytes().get(self.at..self.at + word.len()) != Some(word) {
+            return Err(Stop);
+        }
+        self.at += word.len();
+        Ok(())
+    }
+
+    /// Past a number, as RFC 8259 writes one.
+    fn number(&mut self) -> Scanned<()> {
+        let b = self.bytes();
+        let mut i = self.at;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => i = digits(b, i + 1),
+            _ => return Err(Stop),
+        }
+        if b.get(i) == Some(&b'.') {
+            let j = digits(b, i + 1);
+            if j == i + 1 {
+                return Err(Stop);
+            }
+            i = j;
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let j = digits(b, i);
+            if j == i {
+                return Err(Stop);
+            }
+            i = j;
+        }
+        self.at = i;
+        Ok(())
     }
 }
 
-/// An object key, borrowed from the input when it has no escapes.
-struct Key<'de>(std::borrow::Cow<'de, str>);
-
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(std::borrow::Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
-                Ok(Key(std::borrow::Cow::Owned(s.to_string())))
-            }
-            fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
-                Ok(Key(std::borrow::Cow::Owned(s)))
-            }
-        }
-        d.deserialize_str(V)
+/// Past the ASCII digits from `i`.
+#[inline]
+fn digits(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
     }
+    i
 }
 
+/// The first byte from `i` that ends or escapes a string, or is a control
+/// character a string may not hold (the text's length if none): eight
+/// bytes at a time, as serde_json looks.
+#[inline]
+fn to_special(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    while let Some(w) = b.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+        let w = u64::from_le_bytes(w);
+        // A byte below 0x20, equal to `"`, or equal to `\` sets its high
+        // bit here; the lowest such byte is always a true one.
+        let control = w.wrapping_sub(ONES * 0x20) & !w;
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let quote = quote.wrapping_sub(ONES) & !quote;
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        let backslash = backslash.wrapping_sub(ONES) & !backslash;
+        let found = (control | quote | backslash) & HIGH;
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
 /// The string value following a key match: skips `:` and spaces, expects a quote.
 fn string_after(b: &[u8], mut i: usize) -> Option<&str> {
     while i < b.len() && (b[i] == b' ' || b[i] == b':' || b[i] == b'\t') {
@@ -590,6 +883,216 @@ mod tests {
     use crate::event::lookup;
     use serde_json::json;
 
+    /// The serde_json visitor the scan replaced (stop 33's code), kept as
+    /// the reference the scan must agree with.
+    mod reference {
+        use std::borrow::Cow;
+        use std::fmt;
+
+        use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+        use serde_json::{Map, Value};
+
+        use super::super::{forces_full, Node, Projected, Projection, Slot, NESTED_DEPTH};
+        use crate::event::expand_value;
+
+        pub(super) fn parse(p: &Projection, text: &str) -> Result<Projected, serde_json::Error> {
+            crate::shadow::reset();
+            let mut de = serde_json::Deserializer::from_str(text);
+            let out = de.deserialize_any(RootVisitor { node: &p.root })?;
+            de.end()?;
+            Ok(out)
+        }
+
+        /// A string value on a projected path: JSON inside is projected with the
+        /// path's node, as a full parse would have expanded it.
+        fn project_str(s: Cow<'_, str>, node: &Node, depth: u32) -> Value {
+            let t = s.trim_start();
+            if depth > 0 && (t.starts_with('{') || t.starts_with('[')) {
+                let mut de = serde_json::Deserializer::from_str(t);
+                let parsed = NodeSeed {
+                    node,
+                    depth: depth - 1,
+                }
+                .deserialize(&mut de)
+                .and_then(|v| de.end().map(|_| v));
+                if let Ok(v) = parsed {
+                    if v.is_object() || v.is_array() {
+                        return v;
+                    }
+                }
+            }
+            Value::String(s.into_owned())
+        }
+
+        struct RootVisitor<'a> {
+            node: &'a Node,
+        }
+
+        impl<'de> Visitor<'de> for RootVisitor<'_> {
+            type Value = Projected;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Projected, A::Error> {
+                let mut out = Map::new();
+                let mut full = false;
+                while let Some(key) = a.next_key::<Key<'de>>()? {
+                    let k = key.0;
+                    full |= forces_full(&k);
+                    if full {
+                        a.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                    keep(&mut a, &mut out, self.node, k, NESTED_DEPTH)?;
+                }
+                Ok(if full {
+                    Projected::Full
+                } else {
+                    Projected::Object(Value::Object(out))
+                })
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Projected, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Projected::Full)
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Projected, E> {
+                Ok(Projected::Full)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Projected, E> {
+                Ok(Projected::Full)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Projected, E> {
+                Ok(Projected::Full)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Projected, E> {
+                Ok(Projected::Full)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Projected, E> {
+                Ok(Projected::Full)
+            }
+            fn visit_unit<E>(self) -> Result<Projected, E> {
+                Ok(Projected::Full)
+            }
+        }
+
+        /// Reads the value of key `k` into `out` when the node keeps it.
+        fn keep<'de, A: MapAccess<'de>>(
+            a: &mut A,
+            out: &mut Map<String, Value>,
+            node: &Node,
+            k: std::borrow::Cow<'de, str>,
+            depth: u32,
+        ) -> Result<(), A::Error> {
+            match node.find(&k) {
+                Some(Slot::Whole) => {
+                    let mut v = a.next_value_seed(crate::shadow::Whole)?;
+                    expand_value(&mut v, depth);
+                    crate::shadow::insert_noting(out, k.into_owned(), v);
+                }
+                Some(Slot::Inner(n)) => {
+                    let v = a.next_value_seed(NodeSeed { node: n, depth })?;
+                    crate::shadow::insert_noting(out, k.into_owned(), v);
+                }
+                None => {
+                    a.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+
+        /// A value below a kept key: objects keep their node's keys, arrays
+        /// project each element, strings holding JSON are projected too.
+        struct NodeSeed<'a> {
+            node: &'a Node,
+            depth: u32,
+        }
+
+        impl<'de> DeserializeSeed<'de> for NodeSeed<'_> {
+            type Value = Value;
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+
+        impl<'de> Visitor<'de> for NodeSeed<'_> {
+            type Value = Value;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+                let mut out = Map::new();
+                while let Some(key) = a.next_key::<Key<'de>>()? {
+                    keep(&mut a, &mut out, self.node, key.0, self.depth)?;
+                }
+                Ok(Value::Object(out))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = a.next_element_seed(NodeSeed {
+                    node: self.node,
+                    depth: self.depth,
+                })? {
+                    out.push(v);
+                }
+                Ok(Value::Array(out))
+            }
+
+            fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+                Ok(project_str(Cow::Borrowed(s), self.node, self.depth))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Value, E> {
+                Ok(project_str(Cow::Owned(s), self.node, self.depth))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+                Ok(Value::Bool(b))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+                Ok(Value::from(n))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+                Ok(Value::from(n))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+                Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+            }
+            fn visit_unit<E>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+        }
+
+        /// An object key, borrowed from the input when it has no escapes.
+        struct Key<'de>(std::borrow::Cow<'de, str>);
+
+        impl<'de> serde::Deserialize<'de> for Key<'de> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Key<'de>;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str("an object key")
+                    }
+                    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                        Ok(Key(std::borrow::Cow::Borrowed(s)))
+                    }
+                    fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                        Ok(Key(std::borrow::Cow::Owned(s.to_string())))
+                    }
+                    fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
+                        Ok(Key(std::borrow::Cow::Owned(s)))
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+    }
+
     fn full(b: &str) -> Value {
         let mut v: Value = serde_json::from_str(b).unwrap();
         crate::event::expand_nested(&mut v, NESTED_DEPTH);
@@ -637,6 +1140,189 @@ mod tests {
                 "{r}"
             );
         }
+    }
+
+    /// Random record text (ASCII, with `\u` escapes for the rest): keys
+    /// that projections keep and skip in several cases, repeated keys,
+    /// JSON in strings, numbers serde_json reads its own way.
+    fn random_value(rng: &mut fastrand::Rng, depth: u32, out: &mut String) {
+        const KEYS: [&str; 18] = [
+            "UserId",
+            "userid",
+            "AppAccessContext",
+            "UniqueTokenId",
+            "Folders",
+            "FolderItems",
+            "OperationProperties",
+            "a",
+            "b",
+            "a.b",
+            "Deep",
+            "x",
+            "AuditData",
+            "Other",
+            "value",
+            "Name",
+            "Skip",
+            "Noise",
+        ];
+        const SCALARS: [&str; 22] = [
+            "0",
+            "-0",
+            "1",
+            "-1",
+            "1.5",
+            "1e400",
+            "-1e-400",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "1E+2",
+            "0.000001",
+            "true",
+            "false",
+            "null",
+            r#""""#,
+            r#""plain""#,
+            r#""caf\u00e9""#,
+            r#""lone \ud800 half""#,
+            r#""q\"uote\\ \/ \b\f\n\r\t""#,
+            r#""\uD83D\uDE00""#,
+            r#"" padded ""#,
+        ];
+        let pick = rng.u32(0..10);
+        if depth == 0 || pick < 4 {
+            out.push_str(SCALARS[rng.usize(..SCALARS.len())]);
+        } else if pick < 7 {
+            out.push('{');
+            for i in 0..rng.usize(0..5) {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&format!("{:?}:", KEYS[rng.usize(..KEYS.len())]));
+                random_value(rng, depth - 1, out);
+            }
+            out.push('}');
+        } else if pick < 9 {
+            out.push('[');
+            for i in 0..rng.usize(0..4) {
+                if i > 0 {
+                    out.push(',');
+                }
+                random_value(rng, depth - 1, out);
+            }
+            out.push(']');
+        } else {
+            // JSON carried in a string.
+            let mut inner = String::new();
+            random_value(rng, depth - 1, &mut inner);
+            out.push_str(&serde_json::to_string(&inner).unwrap());
+        }
+    }
+
+    /// A few bytes changed where JSON is most easily broken.
+    fn mutate(rng: &mut fastrand::Rng, text: &str) -> Option<String> {
+        const BYTES: &[u8] = b"{}[]\",:\\ 0-9eE.tfnu\x01\x1f";
+        let mut b = text.as_bytes().to_vec();
+        for _ in 0..rng.usize(1..4) {
+            let at = rng.usize(..=b.len());
+            match rng.u8(0..3) {
+                0 if at < b.len() => {
+                    b.remove(at);
+                }
+                1 if at < b.len() => b[at] = BYTES[rng.usize(..BYTES.len())],
+                _ => b.insert(at, BYTES[rng.usize(..BYTES.len())]),
+            }
+        }
+        String::from_utf8(b).ok()
+    }
+
+    /// The scan keeps what serde_json's visitor kept, notes the same
+    /// repeated keys, and refuses what it refused (a text it would have
+    /// refused only where it builds values goes to the full parse, which
+    /// refuses it too).
+    #[test]
+    fn the_scan_agrees_with_the_serde_json_visitor_it_replaced() {
+        let p = Projection::new([
+            "UserId",
+            "AppAccessContext.UniqueTokenId",
+            "Folders.FolderItems",
+            "OperationProperties",
+            "a.b",
+            "Deep.x",
+            "Other",
+        ]);
+        let deep = |open: &str, close: &str, n: usize, key: &str| {
+            format!(
+                r#"{{"UserId":"u","{key}":{}{}}}"#,
+                open.repeat(n),
+                close.repeat(n)
+            )
+        };
+        let mut texts = vec![
+            r#"{"a":1,}"#.to_string(),
+            r#"{"a":[1,]}"#.to_string(),
+            r#"{"Skip":[1,]}"#.to_string(),
+            r#"{"Skip":[[1],]}"#.to_string(),
+            r#"{"Skip":{"a":1,}}"#.to_string(),
+            r#"{"Skip":{"a":[{},[]],"b":{"c":{}}}}"#.to_string(),
+            r#"{"Skip":{"a" 1}}"#.to_string(),
+            r#"{"Skip":{1:1}}"#.to_string(),
+            r#"{"Skip":[1 2]}"#.to_string(),
+            r#"{"Skip":tru}"#.to_string(),
+            r#"{"Skip":-}"#.to_string(),
+            r#"{"Skip":1.}"#.to_string(),
+            r#"{"Skip":1e}"#.to_string(),
+            r#"{"UserId":01}"#.to_string(),
+            r#"{"UserId":"\x"}"#.to_string(),
+            "{\"UserId\":\"tab\there\"}".to_string(),
+            r#"{"Other":"\u12"}"#.to_string(),
+            r#"{"Skip":"\u12"}"#.to_string(),
+            r#"{"UserId":"a"} "#.to_string(),
+            r#" {"UserId":"a"}"#.to_string(),
+            r#"{"UserId":"a"}}"#.to_string(),
+            r#"{"AuditData":"{\"UserId\":\"in\",\"UserId\":\"twice\"}"}"#.to_string(),
+            r#"{"AuditData":"{\"UserId\":\"in\",\"UserId\":\"twice\""}"#.to_string(),
+            r#"{"AuditData":" [{\"UserId\":1e400}]"}"#.to_string(),
+        ];
+        for n in [1, 126, 127, 128, 129, 300, 20_000] {
+            for key in ["Other", "Skipped", "Deep"] {
+                texts.push(deep("[", "]", n, key));
+                texts.push(deep("{\"x\":", "}", n, key).replace(":}", ":0}"));
+            }
+        }
+        let mut rng = fastrand::Rng::with_seed(0x5ca7);
+        for _ in 0..20_000 {
+            let mut t = String::new();
+            random_value(&mut rng, 5, &mut t);
+            if rng.bool() {
+                t = format!(r#"{{"UserId":"u","Other":{t}}}"#);
+            }
+            if let Some(m) = mutate(&mut rng, &t).filter(|_| rng.u8(..3) == 0) {
+                t = m;
+            }
+            texts.push(t);
+        }
+        let (mut objects, mut refused) = (0, 0);
+        for t in &texts {
+            let old = reference::parse(&p, t);
+            let old_notes = crate::shadow::take();
+            let new = p.parse(t);
+            let new_notes = crate::shadow::take();
+            match (&old, &new) {
+                (Ok(Projected::Object(a)), Ok(Projected::Object(b))) => {
+                    assert_eq!(a, b, "{t}");
+                    assert_eq!(old_notes, new_notes, "{t}");
+                    objects += 1;
+                }
+                (Ok(Projected::Full), Ok(Projected::Full)) => {}
+                // Both go to the full parse.
+                (Err(_), Err(_) | Ok(Projected::Full)) => refused += 1,
+                _ => panic!("{t}: serde_json's visitor {old:?}, the scan {new:?}"),
+            }
+        }
+        // The cases above are not all of one kind.
+        assert!(objects > 5_000 && refused > 2_000, "{objects} {refused}");
     }
 
     #[test]
