@@ -388,6 +388,19 @@ pub fn shard_of<T: 'static>(shard: Box<dyn Detection>) -> T {
         .expect("a shard merges into the detection that forked it")
 }
 
+/// Frees `state` on a thread of its own, or here if no thread can be
+/// started. What a detection gathered can be hundreds of thousands of
+/// small allocations made on the worker threads; freeing them when it
+/// finishes held up the end of a hunt, where detections finish one after
+/// another on one core (20 ms of a 0.6 s hunt over 500 MB of UAL records
+/// without sign-ins, for the candidates of `tw-token-without-signin`).
+pub fn free_aside<T: Send + 'static>(state: T) {
+    // On failure the closure, and `state` with it, is dropped at once.
+    let _ = std::thread::Builder::new()
+        .name("tokenward-free".into())
+        .spawn(move || drop(state));
+}
+
 /// Id, title and what a built-in detection must see to fire.
 #[derive(Debug)]
 pub struct Info {
@@ -599,6 +612,21 @@ pub fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What is set aside is freed, not leaked.
+    #[test]
+    fn state_set_aside_is_freed() {
+        struct Flag(std::sync::mpsc::Sender<()>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                let _ = self.0.send(());
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        free_aside(vec![Flag(tx)]);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("dropped on its thread");
+    }
 
     /// `builtin_info` answers "not a built-in" from the prefix alone.
     #[test]

@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::mail::{self, is_mail};
 use super::{
-    day, evidence, shard_of, Builtin, Context, Detection, Info, Kinds, Needs, Outcome, Verdict,
-    Weight,
+    day, evidence, free_aside, shard_of, Builtin, Context, Detection, Info, Kinds, Needs, Outcome,
+    Verdict, Weight,
 };
 use tokenward_event::{Event, EventKind};
 use tokenward_event::{Rep, Severity};
@@ -131,11 +131,11 @@ impl Detection for MailBindSpike {
                 Verdict::Blind("no MailItemsAccessed Bind records".into()),
             );
         }
-        let mut per_mailbox: HashMap<&str, Vec<u64>> = HashMap::new();
+        let mut per_mailbox: HashMap<&str, Vec<u64>, KeyHasher> = HashMap::default();
         for ((mb, _, _), b) in &self.buckets {
             per_mailbox.entry(mb.as_str()).or_default().push(b.items);
         }
-        let mut medians: HashMap<&str, u64> = HashMap::new();
+        let mut medians: HashMap<&str, u64, KeyHasher> = HashMap::default();
         let mut unjudged = 0;
         for (mb, v) in per_mailbox.iter_mut() {
             if v.len() < MIN_SESSION_DAYS {
@@ -163,9 +163,12 @@ impl Detection for MailBindSpike {
                 findings.push(INFO.finding(&b.rep, Severity::High, e));
             }
         }
+        let none_judged = medians.is_empty();
+        drop((per_mailbox, medians));
+        free_aside(self.buckets);
         let verdict = if unjudged > 0 {
             let why = format!("{unjudged} mailbox(es) had fewer than {MIN_SESSION_DAYS} session-days of Bind records and were not judged");
-            if medians.is_empty() {
+            if none_judged {
                 Verdict::Blind(why)
             } else {
                 Verdict::Ok(Some(why))

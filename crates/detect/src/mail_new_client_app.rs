@@ -12,8 +12,8 @@ use time::{Duration, OffsetDateTime};
 
 use super::mail::{self, is_mail};
 use super::{
-    evidence, opt, shard_of, union, widen, Builtin, Context, Detection, Info, Kinds, Needs,
-    Outcome, Verdict, Weight,
+    evidence, free_aside, opt, shard_of, union, widen, Builtin, Context, Detection, Info, Kinds,
+    Needs, Outcome, Verdict, Weight,
 };
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Event, EventKind};
@@ -168,8 +168,8 @@ impl Detection for MailNewClientApp {
         // A client app that many mailboxes take up after the baseline is a
         // rollout (a change many users made), not one account's tokens in
         // a stranger's hands: its findings stay, at low severity.
-        let mut adopters: HashMap<(&str, &str), usize> = HashMap::new();
-        let mut mailboxes: HashSet<&str> = HashSet::new();
+        let mut adopters: HashMap<(&str, &str), usize, KeyHasher> = HashMap::default();
+        let mut mailboxes: HashSet<&str, KeyHasher> = HashSet::default();
         for ((mailbox, app, capp), seen) in &self.pairs {
             mailboxes.insert(mailbox);
             if seen.rep.time.is_some_and(|t| t >= cut) {
@@ -227,6 +227,8 @@ impl Detection for MailNewClientApp {
             self.baseline_days,
             mailboxes.len()
         );
+        drop((adopters, mailboxes));
+        free_aside((self.pairs, self.tenant_pairs));
         Outcome::of(&INFO, findings, Verdict::Ok(Some(note)))
     }
 }

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::{
-    contains_ignore_ascii_case, evidence, opt, shard_of, Builtin, Context, Detection, Info, Kinds,
-    Needs, Outcome, Verdict, Weight,
+    contains_ignore_ascii_case, evidence, free_aside, opt, shard_of, Builtin, Context, Detection,
+    Info, Kinds, Needs, Outcome, Verdict, Weight,
 };
 use crate::signin_index::{tenant_of, Cover, AUDIT_TENANT_FIELDS};
 use tokenward_event::timefmt::{parse_timestamp, rfc3339};
@@ -230,6 +230,7 @@ impl Detection for TokenWithoutSignin {
     fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome {
         let idx = cx.signins;
         if idx.signins == 0 {
+            free_aside(self.candidates);
             return Outcome::of(&INFO, Vec::new(), Verdict::Blind("no Entra sign-in logs given: cannot tell issued tokens from forged ones (give interactive and non-interactive sign-ins)".into()));
         }
         if self.token_records == 0 {
