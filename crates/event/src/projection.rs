@@ -571,16 +571,39 @@ impl<'t> Scan<'t> {
     }
 
     /// A string's text, at its opening quote: borrowed when it has no
-    /// escape, else read by serde_json (which refuses escapes of lone
-    /// surrogates where it builds a string).
+    /// escape, else unescaped as serde_json unescapes a string it builds
+    /// (an escaped half of a surrogate pair refused), in the same pass:
+    /// JSON carried in a string (a PowerShell export's `AuditData`) has an
+    /// escape every few bytes.
     fn string_text(&mut self) -> Scanned<Cow<'t, str>> {
-        let (from, to, escaped) = self.string()?;
-        if !escaped {
-            return Ok(Cow::Borrowed(&self.text[from..to]));
+        let b = self.bytes();
+        let from = self.at + 1;
+        let mut i = to_special(b, from);
+        if b.get(i) == Some(&b'"') {
+            self.at = i + 1;
+            return Ok(Cow::Borrowed(&self.text[from..i]));
         }
-        serde_json::from_str(&self.text[from - 1..=to])
-            .map(Cow::Owned)
-            .map_err(|_| Stop)
+        let mut out = String::with_capacity(i - from + 32);
+        let mut run = from;
+        loop {
+            match b.get(i) {
+                Some(b'"') => {
+                    out.push_str(&self.text[run..i]);
+                    self.at = i + 1;
+                    return Ok(Cow::Owned(out));
+                }
+                Some(b'\\') => {
+                    out.push_str(&self.text[run..i]);
+                    let (c, len) = unescape(b, i)?;
+                    out.push(c);
+                    i += len;
+                    run = i;
+                }
+                // A control character, or the end of the text.
+                _ => return Err(Stop),
+            }
+            i = to_special(b, i);
+        }
     }
 
     /// Past a string, at its opening quote: where its text starts and
@@ -657,6 +680,51 @@ impl<'t> Scan<'t> {
         self.at = i;
         Ok(())
     }
+}
+
+/// The character of the escape at `at` (a backslash) and its length in
+/// bytes, as serde_json reads it into a string: `\\u` takes four hex
+/// digits of either case, and a surrogate only as the first of a pair.
+fn unescape(b: &[u8], at: usize) -> Scanned<(char, usize)> {
+    let c = match b.get(at + 1) {
+        Some(b'"') => '"',
+        Some(b'\\') => '\\',
+        Some(b'/') => '/',
+        Some(b'b') => '\u{8}',
+        Some(b'f') => '\u{c}',
+        Some(b'n') => '\n',
+        Some(b'r') => '\r',
+        Some(b't') => '\t',
+        Some(b'u') => {
+            let n = hex4(b, at + 2)?;
+            return match n {
+                0xDC00..=0xDFFF => Err(Stop),
+                0xD800..=0xDBFF => {
+                    if b.get(at + 6..at + 8) != Some(b"\\u") {
+                        return Err(Stop);
+                    }
+                    let low = hex4(b, at + 8)?;
+                    if !(0xDC00..=0xDFFF).contains(&low) {
+                        return Err(Stop);
+                    }
+                    let c = 0x1_0000 + ((u32::from(n - 0xD800) << 10) | u32::from(low - 0xDC00));
+                    char::from_u32(c).map(|c| (c, 12)).ok_or(Stop)
+                }
+                _ => char::from_u32(u32::from(n)).map(|c| (c, 6)).ok_or(Stop),
+            };
+        }
+        _ => return Err(Stop),
+    };
+    Ok((c, 2))
+}
+
+/// Four hex digits from `at`, either case.
+fn hex4(b: &[u8], at: usize) -> Scanned<u16> {
+    let digits = b.get(at..at + 4).ok_or(Stop)?;
+    digits.iter().try_fold(0u16, |n, &d| {
+        let v = char::from(d).to_digit(16).ok_or(Stop)?;
+        Ok(n << 4 | v as u16)
+    })
 }
 
 /// Past the ASCII digits from `i`.
@@ -1166,7 +1234,7 @@ mod tests {
             "Skip",
             "Noise",
         ];
-        const SCALARS: [&str; 22] = [
+        const SCALARS: [&str; 29] = [
             "0",
             "-0",
             "1",
@@ -1189,6 +1257,13 @@ mod tests {
             r#""q\"uote\\ \/ \b\f\n\r\t""#,
             r#""\uD83D\uDE00""#,
             r#"" padded ""#,
+            r#""\uDC00""#,
+            r#""\uD83D""#,
+            r#""\uD83Dx""#,
+            r#""\uD83D\u0041""#,
+            r#""\uD83D\n""#,
+            r#""\u00""#,
+            r#""\u0000\u001F\uFFFF\uabcd""#,
         ];
         let pick = rng.u32(0..10);
         if depth == 0 || pick < 4 {
@@ -1273,6 +1348,10 @@ mod tests {
             r#"{"Skip":-}"#.to_string(),
             r#"{"Skip":1.}"#.to_string(),
             r#"{"Skip":1e}"#.to_string(),
+            r#"{"User\u0049d":"escaped key","Other":"x"}"#.to_string(),
+            r#"{"\ud800":1,"UserId":"after a bad key"}"#.to_string(),
+            r#"{"Skip":"\ud800","UserId":"after a skipped half pair"}"#.to_string(),
+            r#"{"UserId":"\ud800\udc00\\\"\/ end"}"#.to_string(),
             r#"{"UserId":01}"#.to_string(),
             r#"{"UserId":"\x"}"#.to_string(),
             "{\"UserId\":\"tab\there\"}".to_string(),
