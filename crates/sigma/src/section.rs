@@ -819,7 +819,8 @@ pub struct Fv<'e> {
     /// JSON null.
     pub null: bool,
     text: OnceCell<Cow<'e, str>>,
-    lower: OnceCell<String>,
+    /// `None` when the text is its own lower case.
+    lower: OnceCell<Option<String>>,
     ip: OnceCell<Option<std::net::IpAddr>>,
 }
 
@@ -868,7 +869,17 @@ impl<'e> Fv<'e> {
 
     /// The lower-cased text.
     pub fn lower(&self) -> &str {
-        self.lower.get_or_init(|| self.text().to_lowercase())
+        // Most values (ids, addresses, codes) are lower-case ASCII
+        // already: their text serves, with no copy for each value a rule
+        // set compares ignoring case.
+        self.lower
+            .get_or_init(|| {
+                let t = self.text();
+                (!t.is_ascii() || t.bytes().any(|b| b.is_ascii_uppercase()))
+                    .then(|| t.to_lowercase())
+            })
+            .as_deref()
+            .unwrap_or_else(|| self.text())
     }
 }
 
@@ -1222,4 +1233,29 @@ pub fn required_literals(d: &Section, fields: &Fields) -> Option<Vec<Alt>> {
         }
     }
     cond(&d.cond, d, &search, &best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fv;
+    use serde_json::{json, Value};
+
+    /// A value's lower case is its text's full lower case, whether the
+    /// text is borrowed (lower-case ASCII) or copied.
+    #[test]
+    fn lower_case_is_the_texts_own_or_a_lowered_copy() {
+        let cases: [(Value, &str); 7] = [
+            (json!("already-lower 10.0.0.1"), "already-lower 10.0.0.1"),
+            (json!("MiXeD Case"), "mixed case"),
+            (json!("ÉCOLE"), "école"),
+            // Titlecase: not upper case, yet lowered.
+            (json!("ǅ"), "ǆ"),
+            (json!(50126), "50126"),
+            (json!(true), "true"),
+            (json!({"A": "B"}), r#"{"a":"b"}"#),
+        ];
+        for (v, lower) in &cases {
+            assert_eq!(Fv::of(v).lower(), *lower, "{v}");
+        }
+    }
 }
