@@ -932,13 +932,27 @@ impl<'a> Depth<'a> {
         {
             return 1;
         }
-        for &c in &self.b[from..at] {
-            match c {
-                b'"' => self.in_string = !self.in_string,
-                b'{' | b'[' if !self.in_string => self.depth += 1,
-                b'}' | b']' if !self.in_string => self.depth = self.depth.saturating_sub(1),
+        let b = &self.b[..at];
+        let mut i = from;
+        while i < at {
+            if self.in_string {
+                // Strings are most of a record's bytes: to their end at once.
+                match memchr::memchr(b'"', &b[i..]) {
+                    Some(p) => {
+                        i += p + 1;
+                        self.in_string = false;
+                    }
+                    None => i = at,
+                }
+                continue;
+            }
+            match b[i] {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
                 _ => {}
             }
+            i += 1;
         }
         self.read = at;
         self.depth
@@ -1402,6 +1416,45 @@ mod tests {
         }
         // The cases above are not all of one kind.
         assert!(objects > 5_000 && refused > 2_000, "{objects} {refused}");
+    }
+
+    /// Depths asked at places in order are those a byte-by-byte count
+    /// gives, in JSON whose quotes all open or close strings.
+    #[test]
+    fn depths_are_counted_as_byte_by_byte() {
+        fn counted(b: &[u8], at: usize) -> usize {
+            let (mut depth, mut in_string) = (0usize, false);
+            for &c in &b[..at] {
+                match c {
+                    b'"' => in_string = !in_string,
+                    b'{' | b'[' if !in_string => depth += 1,
+                    b'}' | b']' if !in_string => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+            }
+            depth
+        }
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut checked = 0;
+        while checked < 2_000 {
+            let mut t = String::new();
+            random_value(&mut rng, 5, &mut t);
+            let b = t.as_bytes();
+            if b.windows(2).any(|w| w == b"\\\"") {
+                continue;
+            }
+            let mut depth = Depth::new(b);
+            // Places inside the text, as callers ask (after a key).
+            if b.len() < 2 {
+                continue;
+            }
+            let mut places: Vec<usize> = (0..4).map(|_| rng.usize(1..b.len())).collect();
+            places.sort_unstable();
+            for at in places {
+                assert_eq!(depth.at(at), counted(b, at), "{t} at {at}");
+            }
+            checked += 1;
+        }
     }
 
     #[test]
