@@ -35,7 +35,9 @@ use tokenward_detect::{
     builtins, Anchors, Context, Detection, KindScreenFn, Kinds, Needs, Options, RecordStats,
     ScreenFn, Setup, SigninIndex, WholeRecord,
 };
-use tokenward_event::projection::{plain_names_other_kind_keys, plain_time_and_workload};
+use tokenward_event::projection::{
+    parses_in_full, plain_names_other_kind_keys, plain_time_and_workload,
+};
 use tokenward_event::shadow;
 use tokenward_event::{
     classify, kind_hint, normalised_paths, Coverage, Event, EventKind, Finding, Locator, Projected,
@@ -904,14 +906,17 @@ impl Ctx<'_> {
             // audit event unless it names a key that makes it another
             // kind, as the readers of the parsed event would see it. The
             // screens, if told it is an audit record, answered for that
-            // kind alone: then it must not name such a key.
+            // kind alone: then it must not name such a key. It must be JSON
+            // a full parse reads, or it would count as read though it is
+            // not: one that is not is parsed below, and refused.
             if framed
                 && s.readers & !plan.light == 0
                 && self.hint == Some(EventKind::Audit)
                 && s.told.is_none_or(|t| t == EventKind::Audit)
             {
                 if let Some((t, w)) = plain_time_and_workload(b) {
-                    if s.told.is_none() || !plain_names_other_kind_keys(b) {
+                    if (s.told.is_none() || !plain_names_other_kind_keys(b)) && parses_in_full(text)
+                    {
                         out.guess.saw(EventKind::Audit);
                         self.route_light(t, w, s.readers, out);
                         return;
@@ -1925,6 +1930,39 @@ mod tests {
         assert_eq!(s.unparsed.len(), 1);
         assert_eq!(s.unparsed[0].0.as_deref(), Some("Exchange"));
         assert!(s.unparsed[0].1.is_some());
+    }
+
+    /// A record read unparsed for its time and workload must still be
+    /// JSON a full parse reads: one that is not is refused with its
+    /// reason, not counted as read.
+    #[test]
+    fn records_read_unparsed_are_refused_when_not_json() {
+        let bad = [
+            r#"{"CreationTime":"2023-06-10T10:00:01","Workload":"Exchange","UserId":,}"#,
+            r#"{"CreationTime":"2023-06-10T10:00:02","Workload":"Exchange","UserId":"a" "b"}"#,
+            r#"{"CreationTime":"2023-06-10T10:00:03","Workload":"Exchange","Count":1e999}"#,
+            r#"{"CreationTime":"2023-06-10T10:00:04","Workload":"Exchange","UserId":"a\x"}"#,
+        ];
+        let d = dir(&[("a.jsonl", &format!("{UAL}\n{}\n", bad.join("\n")))]);
+        let (light_probe, light_seen) = Probe::boxed(light, None);
+        let r = hunt(&d, vec![light_probe]);
+        assert_eq!(
+            light_seen.lock().unwrap().unparsed.len(),
+            1,
+            "the JSON one alone"
+        );
+        let f = &r.files[0];
+        assert_eq!(
+            (f.records_read, f.records_evaluated, f.records_rejected),
+            (5, 1, 4)
+        );
+        assert!(
+            f.first_rejects
+                .iter()
+                .all(|n| n.reason.starts_with("invalid JSON")),
+            "{:?}",
+            f.first_rejects
+        );
     }
 
     /// A record whose audit record is JSON in a string (a PowerShell
