@@ -412,20 +412,7 @@ impl<'t> Scan<'t> {
             }
             b'[' => {
                 self.at += 1;
-                self.enter()?;
-                let mut out = Vec::new();
-                if self.peek()? == b']' {
-                    self.at += 1;
-                } else {
-                    loop {
-                        out.push(self.inner(node, nested)?);
-                        if self.close_or_next(b']')? {
-                            break;
-                        }
-                    }
-                }
-                self.depth -= 1;
-                Ok(Value::Array(out))
+                self.array(|scan| scan.inner(node, nested))
             }
             b'"' => {
                 let s = self.string_text()?;
@@ -433,6 +420,24 @@ impl<'t> Scan<'t> {
             }
             _ => self.whole(),
         }
+    }
+
+    /// An array after its `[`, each element read by `element`.
+    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Scanned<Value>) -> Scanned<Value> {
+        self.enter()?;
+        let mut out = Vec::new();
+        if self.peek()? == b']' {
+            self.at += 1;
+        } else {
+            loop {
+                out.push(element(self)?);
+                if self.close_or_next(b']')? {
+                    break;
+                }
+            }
+        }
+        self.depth -= 1;
+        Ok(Value::Array(out))
     }
 
     /// After an element: true past the container's `close`, false past a
@@ -478,20 +483,7 @@ impl<'t> Scan<'t> {
             }
             b'[' => {
                 self.at += 1;
-                self.enter()?;
-                let mut out = Vec::new();
-                if self.peek()? == b']' {
-                    self.at += 1;
-                } else {
-                    loop {
-                        out.push(self.whole()?);
-                        if self.close_or_next(b']')? {
-                            break;
-                        }
-                    }
-                }
-                self.depth -= 1;
-                Ok(Value::Array(out))
+                self.array(Self::whole)
             }
             b't' => self.literal(b"true").map(|()| Value::Bool(true)),
             b'f' => self.literal(b"false").map(|()| Value::Bool(false)),
