@@ -394,6 +394,8 @@ pub fn shard_of<T: 'static>(shard: Box<dyn Detection>) -> T {
 /// finishes held up the end of a hunt, where detections finish one after
 /// another on one core (20 ms of a 0.6 s hunt over 500 MB of UAL records
 /// without sign-ins, for the candidates of `tw-token-without-signin`).
+/// The memory is returned after `finish` returns, not before; callers set
+/// aside only large state (a thread each: a few per hunt).
 pub fn free_aside<T: Send + 'static>(state: T) {
     // On failure the closure, and `state` with it, is dropped at once.
     let _ = std::thread::Builder::new()

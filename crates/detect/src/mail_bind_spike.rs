@@ -165,7 +165,9 @@ impl Detection for MailBindSpike {
         }
         let none_judged = medians.is_empty();
         drop((per_mailbox, medians));
-        free_aside(self.buckets);
+        if !self.buckets.is_empty() {
+            free_aside(self.buckets);
+        }
         let verdict = if unjudged > 0 {
             let why = format!("{unjudged} mailbox(es) had fewer than {MIN_SESSION_DAYS} session-days of Bind records and were not judged");
             if none_judged {

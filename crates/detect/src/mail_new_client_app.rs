@@ -228,7 +228,9 @@ impl Detection for MailNewClientApp {
             mailboxes.len()
         );
         drop((adopters, mailboxes));
-        free_aside((self.pairs, self.tenant_pairs));
+        if !self.pairs.is_empty() {
+            free_aside((self.pairs, self.tenant_pairs));
+        }
         Outcome::of(&INFO, findings, Verdict::Ok(Some(note)))
     }
 }

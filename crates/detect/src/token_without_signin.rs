@@ -230,7 +230,9 @@ impl Detection for TokenWithoutSignin {
     fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome {
         let idx = cx.signins;
         if idx.signins == 0 {
-            free_aside(self.candidates);
+            if !self.candidates.is_empty() {
+                free_aside(self.candidates);
+            }
             return Outcome::of(&INFO, Vec::new(), Verdict::Blind("no Entra sign-in logs given: cannot tell issued tokens from forged ones (give interactive and non-interactive sign-ins)".into()));
         }
         if self.token_records == 0 {

@@ -183,7 +183,10 @@ impl Projection {
     /// Projects a JSON object given as text, in one pass: a record is
     /// projected only if a full parse reads it. Errors are serde_json's
     /// words for text that is not JSON; text that is, but that a full
-    /// parse refuses (nested too deep, say), is [`Projected::Full`].
+    /// parse refuses (nested too deep, say), is [`Projected::Full`], as is
+    /// any text whose root is not an object or that names a key which
+    /// [`forces_full`], found without reading further (the full parse
+    /// then checks the rest).
     pub fn parse(&self, text: &str) -> Result<Projected, serde_json::Error> {
         crate::shadow::reset();
         match Scan::new(text).root(&self.root) {
@@ -956,7 +959,10 @@ impl<'a> Depth<'a> {
         // Usually nothing nests before the key: only the root is open.
         if from == 0
             && self.b.first() == Some(&b'{')
-            && memchr::memchr2(b'{', b'[', &self.b[1..at]).is_none()
+            && self
+                .b
+                .get(1..at)
+                .is_some_and(|before| memchr::memchr2(b'{', b'[', before).is_none())
         {
             return 1;
         }
@@ -990,7 +996,7 @@ impl<'a> Depth<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::lookup;
+    use crate::event::{lookup, lookup_all};
     use serde_json::json;
 
     /// The serde_json visitor the scan replaced (stop 33's code), kept as
@@ -1276,7 +1282,7 @@ mod tests {
             "Skip",
             "Noise",
         ];
-        const SCALARS: [&str; 29] = [
+        const SCALARS: [&str; 31] = [
             "0",
             "-0",
             "1",
@@ -1306,6 +1312,8 @@ mod tests {
             r#""\uD83D\n""#,
             r#""\u00""#,
             r#""\u0000\u001F\uFFFF\uabcd""#,
+            "\"raw caf\u{e9} \u{65e5}\u{672c} \u{1f600}\"",
+            "\"\u{a0}{\\\"UserId\\\":2}\"",
         ];
         let pick = rng.u32(0..10);
         if depth == 0 || pick < 4 {
@@ -1339,7 +1347,7 @@ mod tests {
 
     /// A few bytes changed where JSON is most easily broken.
     fn mutate(rng: &mut fastrand::Rng, text: &str) -> Option<String> {
-        const BYTES: &[u8] = b"{}[]\",:\\ 0-9eE.tfnu\x01\x1f";
+        const BYTES: &[u8] = b"{}[]\",:\\ \t\r\n0-9eE.tfnu\x01\x1f";
         let mut b = text.as_bytes().to_vec();
         for _ in 0..rng.usize(1..4) {
             let at = rng.usize(..=b.len());
@@ -1352,6 +1360,28 @@ mod tests {
             }
         }
         String::from_utf8(b).ok()
+    }
+
+    /// Whether `b` is `a` with some objects or arrays left as the JSON
+    /// strings they were read from, where that JSON is not what a full
+    /// parse reads (so a full parse does not expand it either).
+    fn alike_but_unexpanded(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            _ if a == b => true,
+            (Value::Object(_) | Value::Array(_), Value::String(s)) => {
+                crate::shadow::parse_str(s.trim_start()).is_err()
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len()
+                    && x.iter()
+                        .zip(y)
+                        .all(|((ka, va), (kb, vb))| ka == kb && alike_but_unexpanded(va, vb))
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(va, vb)| alike_but_unexpanded(va, vb))
+            }
+            _ => false,
+        }
     }
 
     /// The scan keeps what serde_json's visitor kept and notes the same
@@ -1399,6 +1429,14 @@ mod tests {
             r#"{"Skip":-}"#.to_string(),
             r#"{"Skip":1.}"#.to_string(),
             r#"{"Skip":1e}"#.to_string(),
+            format!(r#"{{"Skip":1{}}}"#, "0".repeat(400)),
+            format!(r#"{{"Other":1{}}}"#, "0".repeat(400)),
+            format!(r#"{{"Skip":1{},"UserId":"u"}}"#, "0".repeat(300)),
+            "{\t\"UserId\"\r\n:\n\"u\" ,\"Skip\":[ 1 ,\t2 ]\r\n}".to_string(),
+            "{\"UserId\":\"caf\u{e9} \u{65e5}\u{672c} \u{fc}\",\"Skip\":\"\u{fc}\u{65e5}\"}"
+                .to_string(),
+            r#"{"AuditData":"\u00a0 {\"UserId\":\"after no-break space\"}"}"#.to_string(),
+            "{\"AuditData\":\"\u{2003}[{\\\"UserId\\\":1}]\"}".to_string(),
             r#"{"User\u0049d":"escaped key","Other":"x"}"#.to_string(),
             r#"{"\ud800":1,"UserId":"after a bad key"}"#.to_string(),
             r#"{"Skip":"\ud800","UserId":"after a skipped half pair"}"#.to_string(),
@@ -1455,8 +1493,14 @@ mod tests {
                     // Every declared path reads as on the full record.
                     let f = full.as_ref().expect("a full parse");
                     for path in &declared {
-                        assert_eq!(lookup(b, path), lookup(f, path), "{path} in {t}");
+                        let (mut on_b, mut on_f) = (Vec::new(), Vec::new());
+                        lookup_all(b, path, &mut on_b);
+                        lookup_all(f, path, &mut on_f);
+                        assert_eq!(on_b, on_f, "{path} in {t}");
                     }
+                    // The visitor's value, but for JSON in strings that a
+                    // full parse does not expand.
+                    assert!(alike_but_unexpanded(a, b), "{t}: {a} {b}");
                     // The same copies noted, but for JSON in a string
                     // that a full parse does not expand (its skipped
                     // values hold what a full parse refuses), which the
