@@ -351,7 +351,6 @@ impl<'t> Scan<'t> {
             return Ok(Projected::Full);
         }
         self.at += 1;
-        self.enter()?;
         let Some(out) = self.object(node, NESTED_DEPTH, true)? else {
             return Ok(Projected::Full);
         };
@@ -367,6 +366,7 @@ impl<'t> Scan<'t> {
         nested: u32,
         root: bool,
     ) -> Scanned<Option<Map<String, Value>>> {
+        self.enter()?;
         let mut out = Map::new();
         if self.peek()? == b'}' {
             self.at += 1;
@@ -391,14 +391,9 @@ impl<'t> Scan<'t> {
                 }
                 None => self.skip()?,
             }
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    self.depth -= 1;
-                    return Ok(Some(out));
-                }
-                _ => return Err(Stop),
+            if self.close_or_next(b'}')? {
+                self.depth -= 1;
+                return Ok(Some(out));
             }
         }
     }
@@ -409,7 +404,6 @@ impl<'t> Scan<'t> {
         match self.peek()? {
             b'{' => {
                 self.at += 1;
-                self.enter()?;
                 let out = self.object(node, nested, false)?.unwrap_or_default();
                 Ok(Value::Object(out))
             }
