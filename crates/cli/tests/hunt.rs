@@ -276,3 +276,85 @@ fn two_outputs_naming_one_file_are_refused() {
         .as_array()
         .is_some_and(|i| !i.is_empty()));
 }
+
+/// `tw-token-without-signin` (blind without sign-ins, so not shown records
+/// while none has been read) judges the example's Exchange records the same
+/// whether the sign-ins that issued their tokens come in a file of their
+/// own, after them in one file (read again once the sign-ins are known),
+/// or through a pipe (which cannot be read again).
+#[test]
+fn a_token_is_judged_the_same_whether_its_signins_come_apart_after_it_or_piped() {
+    let logs = common::repo().join("examples/storm-0558/logs");
+    let ual = std::fs::read_to_string(logs.join("ual/exchange.jsonl")).unwrap();
+    let signins =
+        std::fs::read_to_string(logs.join("entra/signins-noninteractive-PT1H.json")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (apart, mixed) = (dir.path().join("apart"), dir.path().join("mixed"));
+    std::fs::create_dir_all(&apart).unwrap();
+    std::fs::create_dir_all(&mixed).unwrap();
+    std::fs::write(apart.join("ual.jsonl"), &ual).unwrap();
+    std::fs::write(apart.join("signins.json"), &signins).unwrap();
+    let both = format!("{ual}{signins}");
+    std::fs::write(mixed.join("all.jsonl"), &both).unwrap();
+    // The detection's findings (but for where each record was read) and
+    // its coverage.
+    let judged = |input: &str, stdin: Option<&str>| {
+        let (out, sum) = (dir.path().join("f.jsonl"), dir.path().join("s.json"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+            .args(["hunt", input, "-q", "--output-format", "jsonl", "-o"])
+            .arg(&out)
+            .arg("--summary-json")
+            .arg(&sum)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(text) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            let text = text.to_owned();
+            std::thread::spawn(move || pipe.write_all(text.as_bytes()));
+        }
+        let s = summary_of(&child.wait_with_output().unwrap(), &sum);
+        let mut findings: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|f| f["rule_id"] == "tw-token-without-signin")
+            .map(|f| f["evidence"].clone())
+            .collect();
+        findings.sort_by_key(|f| f.to_string());
+        let coverage = s["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == "tw-token-without-signin")
+            .unwrap()
+            .clone();
+        (findings, coverage)
+    };
+    let (findings, coverage) = judged(apart.to_str().unwrap(), None);
+    assert_eq!(findings.len(), 1, "the example's forged session");
+    assert_eq!(coverage["status"], "ok");
+    assert!(coverage["note"]
+        .as_str()
+        .unwrap()
+        .contains("2366 of 2366 token-bearing records judged"));
+    assert_eq!(
+        judged(mixed.to_str().unwrap(), None),
+        (findings.clone(), coverage.clone())
+    );
+    assert_eq!(judged("/dev/stdin", Some(&both)), (findings, coverage));
+    // Without the sign-ins it is blind, and says why.
+    let (none, blind) = judged("/dev/stdin", Some(&ual));
+    assert!(none.is_empty());
+    assert_eq!(blind["status"], "blind");
+    assert!(blind["note"]
+        .as_str()
+        .unwrap()
+        .contains("no Entra sign-in logs given"));
+}

@@ -87,6 +87,7 @@ impl Detection for IocKey {
             whole_record: WholeRecord::WhenAnyOf(key_lits),
             unparsed_time_and_workload: false,
             signin_index: false,
+            blind_without_signins: false,
         }
     }
 

@@ -152,6 +152,16 @@ pub struct Needs {
     /// It reads the sign-in index ([`Context::signins`]): the engine reads
     /// sign-in files first and builds the index before other records.
     pub signin_index: bool,
+    /// It reads the sign-in index and is blind without sign-ins, whatever
+    /// else it saw: its [`Detection::finish`] reports [`Verdict::Blind`]
+    /// when [`Context::signins`] holds none. While the index holds no
+    /// sign-in, the engine hands it no record of a file it can read again;
+    /// if sign-ins turn up later in the hunt (a file mixing kinds), the
+    /// files it was not shown are read again for it alone, with every
+    /// sign-in in the index. An export without sign-ins thus costs it
+    /// nothing: it would gather every unexplained session only to report
+    /// itself blind.
+    pub blind_without_signins: bool,
 }
 
 impl Needs {
@@ -165,6 +175,7 @@ impl Needs {
             whole_record: WholeRecord::Never,
             unparsed_time_and_workload: true,
             signin_index: false,
+            blind_without_signins: false,
         }
     }
 
@@ -185,6 +196,7 @@ impl Needs {
             whole_record: WholeRecord::Never,
             unparsed_time_and_workload: false,
             signin_index: false,
+            blind_without_signins: false,
         }
     }
 }

@@ -107,6 +107,7 @@ impl Detection for TokenWithoutSignin {
             ],
         );
         n.signin_index = true;
+        n.blind_without_signins = true;
         n
     }
 
@@ -471,8 +472,12 @@ mod tests {
         assert!(out.findings.is_empty());
     }
 
+    /// The engine withholds its records while no sign-in is known
+    /// ([`Needs::blind_without_signins`]): then it must find nothing, even
+    /// on a session no sign-in could have issued.
     #[test]
     fn without_sign_ins_it_is_blind() {
+        assert!(TokenWithoutSignin::default().needs().blind_without_signins);
         let out = run_with(
             Box::new(TokenWithoutSignin::default()),
             &SigninIndex::default(),

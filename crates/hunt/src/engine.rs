@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -296,6 +296,9 @@ struct Screened {
     /// any kind): a guess made before parsing ([`KindGuess`]), and once the
     /// screens were asked again, the kind it was parsed as.
     told: Option<EventKind>,
+    /// Readers it would go to but is withheld from ([`Ctx::withheld`]),
+    /// not in `readers`: so it is projected and parsed for the others alone.
+    withheld: Mask,
 }
 
 /// What the engine derived from the detections' needs.
@@ -321,6 +324,8 @@ struct Plan {
     whole_screens: Vec<(usize, Kinds, ScreenFn)>,
     /// The sign-in index's slot, when some detection reads it.
     index_slot: Option<usize>,
+    /// Readers blind without sign-ins ([`Needs::blind_without_signins`]).
+    blind_without_signins: Mask,
     /// Batch buffers shared by every file.
     pool: BufferPool,
     /// Projections built so far, per set of readers.
@@ -334,6 +339,40 @@ impl Plan {
             needs.push(SigninIndex::needs());
             needs.len() - 1
         });
+        Plan::of_needs(needs, index_slot)
+    }
+
+    /// The plan of a second reading of some files for the detections
+    /// blind without sign-ins, which were withheld their records
+    /// ([`Ctx::withheld`]): the others read nothing, and no sign-in is
+    /// indexed again. Readers keep their places, so the shards of a batch
+    /// still line up with the detections.
+    fn rereading(&self) -> Plan {
+        let detections = self.index_slot.unwrap_or(self.needs.len());
+        let needs = self.needs[..detections]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                if self.blind_without_signins & (1 << i) != 0 {
+                    n.clone()
+                } else {
+                    Needs {
+                        kinds: Kinds::of(&[]),
+                        anchors: Anchors::AnyOf(Vec::new()),
+                        fields: Vec::new(),
+                        whole_record: WholeRecord::Never,
+                        unparsed_time_and_workload: false,
+                        signin_index: false,
+                        blind_without_signins: false,
+                    }
+                }
+            })
+            .collect();
+        Plan::of_needs(needs, None)
+    }
+
+    /// The plan of these needs (the index's among them at `index_slot`).
+    fn of_needs(needs: Vec<Needs>, index_slot: Option<usize>) -> Plan {
         assert!(
             needs.len() < 64,
             "at most 63 detections (a Sigma rule set is one)"
@@ -354,7 +393,7 @@ impl Plan {
             pattern_readers[id] |= readers;
             pattern_whole[id] |= whole;
         };
-        let (mut every, mut light, mut whole) = (0, 0, 0);
+        let (mut every, mut light, mut whole, mut blind_without_signins) = (0, 0, 0, 0);
         let mut screens = Vec::new();
         let mut whole_screens = Vec::new();
         for (i, n) in needs.iter().enumerate() {
@@ -370,6 +409,9 @@ impl Plan {
             }
             if n.reads_time_and_workload_only() {
                 light |= bit;
+            }
+            if n.blind_without_signins {
+                blind_without_signins |= bit;
             }
             match &n.whole_record {
                 WholeRecord::Never => {}
@@ -392,6 +434,7 @@ impl Plan {
             whole,
             whole_screens,
             index_slot,
+            blind_without_signins,
             pool: BufferPool::default(),
             needs,
             projections: Mutex::new(HashMap::new()),
@@ -400,19 +443,22 @@ impl Plan {
 
     /// Readers of a record given the literal matches in its bytes (a JSON
     /// text, or a CSV row written as `"column":value` lines), its readers'
-    /// own screens told it is of kind `guess`.
+    /// own screens told it is of kind `guess`; those in `withheld` are set
+    /// apart ([`Screened::withheld`]).
     fn readers(
         &self,
         matches: &[(usize, usize)],
         bytes: &[u8],
         streaks: &mut ScreenStreaks,
         guess: Option<EventKind>,
+        withheld: Mask,
     ) -> Screened {
         let mut s = Screened {
             readers: self.every,
             whole: self.whole,
             // Without a screen nobody was told anything.
             told: guess.filter(|_| !self.screens.is_empty()),
+            withheld: 0,
         };
         for &(_, id) in matches {
             s.readers |= self.pattern_readers[id];
@@ -423,6 +469,8 @@ impl Plan {
                 s.readers |= 1 << i;
             }
         }
+        s.withheld = s.readers & withheld;
+        s.readers &= !withheld;
         s
     }
 
@@ -498,6 +546,12 @@ struct Shared {
     collected: Option<Vec<Event>>,
     /// Findings handed over by the detections so far.
     intake: Intake,
+    /// Files some of whose records were withheld from the detections
+    /// blind without sign-ins ([`Ctx::withheld`]).
+    withheld_files: Vec<PathBuf>,
+    /// Those files are being read again for those detections alone: the
+    /// records were counted the first time.
+    rereading: bool,
 }
 
 impl Shared {
@@ -508,6 +562,8 @@ impl Shared {
             stats: RecordStats::default(),
             collected: None,
             intake,
+            withheld_files: Vec::new(),
+            rereading: false,
         }
     }
 }
@@ -800,6 +856,13 @@ struct Ctx<'a> {
     /// Batches handed to other workers and not yet done, over every file
     /// ([`pump`]).
     in_flight: &'a AtomicUsize,
+    /// Readers withheld every record of this file: those blind without
+    /// sign-ins ([`Needs::blind_without_signins`]) while the index holds
+    /// none, in a file that can be read again.
+    withheld: Mask,
+    /// Whether a record of a kind they read was withheld from them: the
+    /// file is read again for them if sign-ins turn up later.
+    withheld_some: AtomicBool,
 }
 
 fn looks_like_envelope(b: &[u8]) -> bool {
@@ -823,8 +886,13 @@ fn trim(b: &[u8]) -> &[u8] {
 }
 
 impl Ctx<'_> {
-    /// Hands an event to the readers it matters to.
+    /// Hands an event to the readers it matters to, but for those withheld
+    /// this file's records.
     fn route(&self, ev: Event, readers: Mask, out: &mut Out) {
+        if readers & self.withheld != 0 {
+            self.withhold(readers & self.withheld, ev.kind);
+        }
+        let readers = readers & !self.withheld;
         out.read += 1;
         out.evaluated += 1;
         out.without_time += u64::from(ev.time.is_none());
@@ -849,6 +917,17 @@ impl Ctx<'_> {
             if readers & (1 << slot) != 0 && ev.kind == EventKind::SignIn {
                 out.index.observe(&ev);
             }
+        }
+    }
+
+    /// Notes that a record of `kind` was withheld from `readers`, if one
+    /// of them reads that kind.
+    fn withhold(&self, readers: Mask, kind: EventKind) {
+        let plan = self.plan.expect("only screened records are withheld");
+        if (0..plan.needs.len())
+            .any(|i| readers & (1 << i) != 0 && plan.needs[i].kinds.contains(kind))
+        {
+            self.withheld_some.store(true, Ordering::Relaxed);
         }
     }
 
@@ -895,7 +974,7 @@ impl Ctx<'_> {
                     l.find_all(b, &mut out.hits);
                 }
                 let guess = out.guess.next();
-                Some(plan.readers(&out.hits, b, &mut out.streaks, guess))
+                Some(plan.readers(&out.hits, b, &mut out.streaks, guess, self.withheld))
             }
         };
         let mut screened = screened;
@@ -918,6 +997,9 @@ impl Ctx<'_> {
                     if (s.told.is_none() || !plain_names_other_kind_keys(b)) && parses_in_full(text)
                     {
                         out.guess.saw(EventKind::Audit);
+                        if s.withheld != 0 {
+                            self.withhold(s.withheld, EventKind::Audit);
+                        }
                         self.route_light(t, w, s.readers, out);
                         return;
                     }
@@ -941,7 +1023,7 @@ impl Ctx<'_> {
                         // Rare (a keyword rule's text in a record of its
                         // log source): the projection is thrown away.
                         if !plan.reads_whole_as(*s, ev.kind, b) {
-                            let readers = s.readers;
+                            let readers = s.readers | s.withheld;
                             self.route(with_shadowed(ev, out), readers, out);
                             return;
                         }
@@ -989,7 +1071,7 @@ impl Ctx<'_> {
                             Event::from_record(Value::Object(m), self.hint, self.file.clone(), loc);
                         let readers = match (self.plan, screened) {
                             (Some(plan), Some((s, b))) => {
-                                s.readers | plan.late_readers(s, ev.kind, b)
+                                s.readers | s.withheld | plan.late_readers(s, ev.kind, b)
                             }
                             _ => Mask::MAX,
                         };
@@ -1048,10 +1130,18 @@ impl Ctx<'_> {
             if let Some(l) = &plan.literals {
                 l.find_all(text, &mut out.hits);
             }
-            let s = plan.readers(&out.hits, text, &mut out.streaks, out.guess.next());
+            let s = plan.readers(
+                &out.hits,
+                text,
+                &mut out.streaks,
+                out.guess.next(),
+                self.withheld,
+            );
             (s, plan.reads_whole(s, text))
         });
         let mut readers = screened.map_or(Mask::MAX, |(s, _)| s.readers);
+        // Handed to `route`, which withholds them: not projected for.
+        let withheld = screened.map_or(0, |(s, _)| s.withheld);
         shadow::reset();
         // Both paths keep the last of two columns with one name, as a JSON
         // object keeps the last copy of a key; the earlier cells are noted
@@ -1071,7 +1161,7 @@ impl Ctx<'_> {
             if plan.late_readers(screened, ev.kind, &out.row_text) == 0
                 && !plan.reads_whole_as(screened, ev.kind, &out.row_text)
             {
-                self.route(with_shadowed(ev, out), readers, out);
+                self.route(with_shadowed(ev, out), readers | withheld, out);
                 return;
             }
         }
@@ -1084,7 +1174,7 @@ impl Ctx<'_> {
         if let (Some(plan), Some((s, _))) = (self.plan, screened) {
             readers |= plan.late_readers(s, ev.kind, &out.row_text);
         }
-        self.route(with_shadowed(ev, out), readers, out);
+        self.route(with_shadowed(ev, out), readers | withheld, out);
     }
 
     fn process(&self, batch: Batch) -> Out {
@@ -1119,9 +1209,9 @@ impl Ctx<'_> {
                     if !trim(rec).is_empty() {
                         let found = matches.within(start, end);
                         let guess = out.guess.next();
-                        let screened = self
-                            .plan
-                            .map(|p| p.readers(found, trim(rec), &mut out.streaks, guess));
+                        let screened = self.plan.map(|p| {
+                            p.readers(found, trim(rec), &mut out.streaks, guess, self.withheld)
+                        });
                         self.json(rec, Locator { line, record: line }, screened, &mut out);
                     }
                     line += 1;
@@ -1144,9 +1234,9 @@ impl Ctx<'_> {
                             let found = matches.within(start, end);
                             let rec = &data[start..end];
                             let guess = out.guess.next();
-                            let screened = self
-                                .plan
-                                .map(|p| p.readers(found, trim(rec), &mut out.streaks, guess));
+                            let screened = self.plan.map(|p| {
+                                p.readers(found, trim(rec), &mut out.streaks, guess, self.withheld)
+                            });
                             self.json(
                                 rec,
                                 Locator {
@@ -1225,8 +1315,10 @@ fn absorb(shared: &Mutex<Shared>, file: &Mutex<FileReport>, out: Out) {
             found.append(&mut d.take_findings());
         }
         let run = sh.intake.hand_over(found);
-        sh.index.late.merge(out.index);
-        sh.stats.merge(out.stats);
+        if !sh.rereading {
+            sh.index.late.merge(out.index);
+            sh.stats.merge(out.stats);
+        }
         if let Some(c) = sh.collected.as_mut() {
             c.extend(out.collected);
         }
@@ -1418,7 +1510,10 @@ pub fn run_detections(
     let forced = cfg.input_format;
     // Files are read in parallel (exports often come as many small files),
     // and each file's batches in parallel too.
-    let read_all = |paths: Vec<(PathBuf, Pending)>| -> Vec<FileReport> {
+    let read_all = |plan: &Plan,
+                    paths: Vec<(PathBuf, Pending)>,
+                    progress: &Arc<AtomicU64>|
+     -> Vec<FileReport> {
         paths
             .into_par_iter()
             // One file a job: rayon otherwise hands each worker a run of
@@ -1426,13 +1521,22 @@ pub fn run_detections(
             // the hunt ended with one core reading the rest of a run.
             .with_max_len(1)
             .map(|(p, pending)| {
-                let (rep, ready) = match pending {
-                    Pending::Open(open) => (open.0, Some(open.1)),
-                    Pending::Sniffed(s) => prepare(&p, forced, progress.clone(), Some(s)),
-                    Pending::Unsniffed => prepare(&p, forced, progress.clone(), None),
+                // A stream sniffed before is read on from where it was
+                // sniffed, and cannot be read again.
+                let (rep, ready, rereadable) = match pending {
+                    Pending::Open(open) => (open.0, Some(open.1), false),
+                    Pending::Sniffed(s) => {
+                        let (rep, ready) = prepare(&p, forced, progress.clone(), Some(s));
+                        (rep, ready, true)
+                    }
+                    Pending::Unsniffed => {
+                        let regular = std::fs::metadata(&p).is_ok_and(|m| m.is_file());
+                        let (rep, ready) = prepare(&p, forced, progress.clone(), None);
+                        (rep, ready, regular)
+                    }
                 };
                 match ready {
-                    Some(r) => read_file(&p, rep, r, &plan, &shared, &in_flight),
+                    Some(r) => read_file(&p, rep, r, plan, &shared, &in_flight, rereadable),
                     None => rep,
                 }
             })
@@ -1489,13 +1593,47 @@ pub fn run_detections(
                 late.push((p, kept));
             }
         }
-        reports.extend(read_all(first));
+        reports.extend(read_all(&plan, first, &progress));
         freeze_index(&shared);
-        reports.extend(read_all(late));
+        reports.extend(read_all(&plan, late, &progress));
     } else {
         reports.extend(read_all(
+            &plan,
             files.into_iter().map(|p| (p, Pending::Unsniffed)).collect(),
+            &progress,
         ));
+    }
+    freeze_index(&shared);
+    let withheld_files = {
+        let mut sh = shared.lock().expect("no panics while locked");
+        let files = std::mem::take(&mut sh.withheld_files);
+        // Without any sign-in they find nothing: nothing to read again.
+        if sh.index.frozen.signins == 0 {
+            Vec::new()
+        } else {
+            sh.rereading = true;
+            files
+        }
+    };
+    if !withheld_files.is_empty() {
+        // Sign-ins turned up after some records were withheld from the
+        // detections blind without them (a file mixing kinds): those files
+        // are read again for them alone, with every sign-in indexed. The
+        // bytes and records were counted the first time.
+        let again = plan.rereading();
+        let pending = withheld_files
+            .into_iter()
+            .map(|p| (p, Pending::Unsniffed))
+            .collect();
+        for rep in read_all(&again, pending, &Arc::new(AtomicU64::new(0))) {
+            let Some(e) = rep.error else { continue };
+            let first = reports.iter_mut().find(|r| r.path == rep.path);
+            if let Some(r) = first.filter(|r| r.error.is_none()) {
+                r.error = Some(format!(
+                    "could not be read again for the detections that need sign-ins: {e}"
+                ));
+            }
+        }
     }
     let mut sh = shared.into_inner().expect("no panics while locked");
     let mut index = Arc::try_unwrap(sh.index.frozen).unwrap_or_else(|a| (*a).clone());
@@ -1540,6 +1678,9 @@ fn freeze_index(shared: &Mutex<Shared>) {
 }
 
 /// Reads one prepared file through the detections; returns its report.
+/// A file that can be `reread` is withheld from the detections blind
+/// without sign-ins while the index holds none, and noted in
+/// [`Shared::withheld_files`] if that withheld a record from them.
 fn read_file(
     path: &Path,
     rep: FileReport,
@@ -1547,11 +1688,17 @@ fn read_file(
     plan: &Plan,
     shared: &Mutex<Shared>,
     in_flight: &AtomicUsize,
+    rereadable: bool,
 ) -> FileReport {
     let (signins, forks) = {
         let sh = shared.lock().expect("no panics while locked");
         let forks: Vec<Box<dyn Detection>> = sh.detections.iter().map(|d| d.fork()).collect();
         (sh.index.frozen.clone(), forks)
+    };
+    let withheld = if signins.signins == 0 && rereadable {
+        plan.blind_without_signins
+    } else {
+        0
     };
     // Workers fork from these templates, not from the shared detections,
     // so forking needs no lock.
@@ -1569,9 +1716,18 @@ fn read_file(
         fork: &fork,
         pool: &plan.pool,
         in_flight,
+        withheld,
+        withheld_some: AtomicBool::new(false),
     };
     let file = Mutex::new(rep);
     let res = pump(&ctx, ready, shared, &file);
+    if ctx.withheld_some.into_inner() {
+        shared
+            .lock()
+            .expect("no panics while locked")
+            .withheld_files
+            .push(path.to_path_buf());
+    }
     let mut rep = file.into_inner().expect("no panics while locked");
     finish_report(&mut rep, res);
     rep
@@ -1683,6 +1839,8 @@ pub fn read_events(path: &Path, forced: Option<Format>) -> (FileReport, Vec<Even
         fork: &no_forks,
         pool: &pool,
         in_flight: &AtomicUsize::new(0),
+        withheld: 0,
+        withheld_some: AtomicBool::new(false),
     };
     let res = pump(&ctx, ready, &shared, &file);
     let sh = shared.into_inner().expect("no panics while locked");
@@ -1714,6 +1872,8 @@ mod tests {
         projected: Vec<bool>,
         /// Per observed event: its workload and time.
         workloads: Vec<(Option<String>, Option<OffsetDateTime>)>,
+        /// Records the engine had counted when the detection finished.
+        records_at_finish: Option<u64>,
     }
 
     impl Seen {
@@ -1797,7 +1957,8 @@ mod tests {
             s.projected.extend(o.projected);
             s.workloads.extend(o.workloads);
         }
-        fn finish(self: Box<Self>, _: &Context<'_>) -> Outcome {
+        fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome {
+            self.sink.lock().unwrap().records_at_finish = Some(cx.records.records);
             let info = tokenward_detect::Info {
                 id: "probe",
                 title: "probe",
@@ -2373,6 +2534,57 @@ mod tests {
         assert_eq!(kinds, vec![EventKind::SignIn]);
     }
 
+    /// A reader of the index over audit records holding `Send`.
+    fn index_reader() -> Needs {
+        let mut n = Needs::anchored(Kinds::of(&[EventKind::Audit]), &["Send"], &[]);
+        n.signin_index = true;
+        n
+    }
+
+    /// The same, blind without sign-ins.
+    fn blind_without_signins() -> Needs {
+        let mut n = index_reader();
+        n.blind_without_signins = true;
+        n
+    }
+
+    #[test]
+    fn a_detection_blind_without_signins_is_shown_no_record_of_an_export_without_them() {
+        let d = dir(&[("a-ual.jsonl", &format!("{UAL}\n{UAL}\n"))]);
+        let (p, seen) = Probe::boxed(blind_without_signins, None);
+        let r = hunt(&d, vec![p]);
+        assert!(seen.lock().unwrap().observed.is_empty());
+        assert_eq!(r.totals(), (2, 2, 0), "every record still counted");
+        // One that is not blind without them is shown them.
+        let (p, seen) = Probe::boxed(index_reader, None);
+        hunt(&d, vec![p]);
+        assert_eq!(seen.lock().unwrap().index_sizes, vec![0, 0]);
+    }
+
+    /// Sign-ins found after records were withheld: in a file of audit
+    /// records (read with no sign-in indexed), and in a sign-in file (read
+    /// while the index is built). Each withheld record is shown once, with
+    /// every sign-in indexed, and counted once.
+    #[test]
+    fn records_withheld_before_signins_turn_up_are_shown_once_with_every_signin() {
+        let mixed = dir(&[("a-mixed.jsonl", &format!("{UAL}\n{UAL}\n{SIGNIN}\n"))]);
+        let in_signins = dir(&[
+            ("b-signins.jsonl", &format!("{SIGNIN}\n{UAL}\n")),
+            ("c-ual.jsonl", &format!("{UAL}\n")),
+        ]);
+        for d in [mixed, in_signins] {
+            let (p, seen) = Probe::boxed(blind_without_signins, None);
+            let r = hunt(&d, vec![p]);
+            let s = seen.lock().unwrap();
+            assert_eq!(s.index_sizes, vec![1, 1]);
+            assert_eq!(r.totals(), (3, 3, 0));
+            assert_eq!(s.records_at_finish, Some(3));
+            // Parsed again, a record is not counted again.
+            let parsed: u64 = r.files.iter().flat_map(|f| f.parsed_by_kind.values()).sum();
+            assert!(parsed <= 3, "{:?}", r.files);
+        }
+    }
+
     #[test]
     fn sign_in_files_are_read_first_when_a_detection_reads_the_index() {
         fn with_index() -> Needs {
@@ -2500,7 +2712,7 @@ mod tests {
             .find_all(b"..Y..", &mut hits);
         let mut streaks = ScreenStreaks::default();
         assert_eq!(
-            plan.readers(&hits, b"..Y..", &mut streaks, None).readers,
+            plan.readers(&hits, b"..Y..", &mut streaks, None, 0).readers,
             0b11
         );
         plan.literals
@@ -2508,7 +2720,7 @@ mod tests {
             .unwrap()
             .find_all(b"..X..", &mut hits);
         assert_eq!(
-            plan.readers(&hits, b"..X..", &mut streaks, None).readers,
+            plan.readers(&hits, b"..X..", &mut streaks, None, 0).readers,
             0b01
         );
         assert!(plan.projection(0b10).reaches("Deep.Path"));

@@ -188,6 +188,7 @@ impl Detection for EventsExport {
             whole_record: WholeRecord::Always,
             unparsed_time_and_workload: false,
             signin_index: false,
+            blind_without_signins: false,
         }
     }
 

@@ -62,6 +62,7 @@ impl Detection for SigmaDetection {
             },
             unparsed_time_and_workload: false,
             signin_index: false,
+            blind_without_signins: false,
         }
     }
 
