@@ -252,6 +252,17 @@ pub fn parses_in_full(text: &str) -> bool {
     scan.skip().is_ok() && scan.end().is_ok()
 }
 
+/// [`parses_in_full`], and [`plain_names_other_kind_keys`] when it does,
+/// in one pass: what the engine asks of a record it would read unparsed.
+/// (Asked apart, the keys were a second pass over a lower-cased copy of
+/// every such record.)
+pub fn parses_in_full_naming_other_kind_keys(text: &str) -> (bool, bool) {
+    let mut scan = Scan::new(text);
+    scan.root_keys = Some(false);
+    let parses = scan.skip().is_ok() && scan.end().is_ok();
+    (parses, scan.root_keys == Some(true))
+}
+
 /// A scan stopped: the text is not JSON a full parse reads (serde_json's
 /// grammar, nesting past its depth limit, an escape of half a surrogate
 /// pair, a number out of range).
@@ -287,6 +298,9 @@ struct Scan<'t> {
     /// The closing bytes of the containers open in a value being skipped,
     /// innermost last.
     skipping: Vec<u8>,
+    /// When a whole text is skipped and its root keys noted: whether one
+    /// is a key of another kind than audit ([`names_another_kind`]).
+    root_keys: Option<bool>,
 }
 
 impl<'t> Scan<'t> {
@@ -296,6 +310,7 @@ impl<'t> Scan<'t> {
             at: 0,
             depth: 0,
             skipping: Vec::new(),
+            root_keys: None,
         }
     }
 
@@ -560,12 +575,21 @@ impl<'t> Scan<'t> {
         }
     }
 
-    /// A skipped object's key and its colon.
+    /// A skipped object's key and its colon (a root key noted, when the
+    /// root's keys are).
     fn skip_key(&mut self) -> Scanned<()> {
         if self.peek()? != b'"' {
             return Err(Stop);
         }
-        self.skip_string()?;
+        // Only the root is open when a whole text is skipped from its start.
+        if self.root_keys.is_some() && self.skipping.len() == 1 {
+            // Unescaped, as the full parse names it.
+            if names_another_kind(&self.string_text()?) {
+                self.root_keys = Some(true);
+            }
+        } else {
+            self.skip_string()?;
+        }
         self.eat(b':')
     }
 
@@ -856,18 +880,26 @@ pub fn plain_time_and_workload(b: &[u8]) -> Option<(time::OffsetDateTime, &str)>
     (!workload.is_empty()).then_some((time, workload))
 }
 
-/// What [`plain_names_other_kind_keys`] looks for, lower-cased: the keys,
-/// quoted, and the ends of the renamed Log Analytics columns
-/// ([`forces_full`]), which the full parse folds into keys of any name.
-const OTHER_KIND_KEYS: [&str; 7] = [
-    "\"verdict\"",
-    "\"type\"",
-    "\"category\"",
-    "\"createddatetime\"",
-    "\"activitydatetime\"",
-    " [utc]\"",
-    "_dynamic\"",
-];
+/// Whether a root key lets [`classify`](crate::event::classify) find a
+/// record of another kind than audit (see [`plain_names_other_kind_keys`]),
+/// ASCII case ignored.
+fn names_another_kind(key: &str) -> bool {
+    const KEYS: [&str; 5] = [
+        "verdict",
+        "type",
+        "category",
+        "createddatetime",
+        "activitydatetime",
+    ];
+    // The renamed Log Analytics columns ([`forces_full`]), which the full
+    // parse folds into keys of any name.
+    const ENDS: [&str; 2] = [" [utc]", "_dynamic"];
+    let k = key.as_bytes();
+    KEYS.iter().any(|n| key.eq_ignore_ascii_case(n))
+        || ENDS.iter().any(|e| {
+            k.len() >= e.len() && k[k.len() - e.len()..].eq_ignore_ascii_case(e.as_bytes())
+        })
+}
 
 /// Whether a record that [`plain_time_and_workload`] reads plainly names
 /// at its root, in any case, a key that lets
@@ -878,48 +910,17 @@ const OTHER_KIND_KEYS: [&str; 7] = [
 /// `activityDateTime`; or a renamed Log Analytics column (`X [UTC]`,
 /// `X_dynamic`), which the full parse folds into `X` before classifying.
 /// A plain record naming none of them is an audit record in a file of
-/// audit records, and may be taken for one unparsed. (Such a key below the
-/// root, as in the UAL's `Actor` lists, decides nothing; the same text in
-/// a string value answers yes.)
+/// audit records, and may be taken for one unparsed. Such a key below the
+/// root, as in the UAL's `Actor` lists, or such a text in a value, decides
+/// nothing; keys are compared unescaped. A text that is not JSON a full
+/// parse reads answers yes: it is parsed, and refused.
 pub fn plain_names_other_kind_keys(b: &[u8]) -> bool {
-    names_other_kind_keys_at_root(b, true)
-}
-
-/// [`plain_names_other_kind_keys`], with a SIMD searcher when `simd` and
-/// the machine has one.
-fn names_other_kind_keys_at_root(b: &[u8], simd: bool) -> bool {
-    // A SIMD searcher over a lower-cased copy: an automaton that ignores
-    // case found no prefilter for these keys, and cost as much per record
-    // as screening it with a rule set's texts.
-    static SIMD: std::sync::OnceLock<Option<aho_corasick::packed::Searcher>> =
-        std::sync::OnceLock::new();
-    static AUTOMATON: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
-    thread_local! {
-        static LOWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    // No escaped quote in a plain record: every quote opens or closes a
-    // string, so the depth of a match is known from the bytes before it,
-    // read once for every match (they come in order).
-    let mut depth = Depth::new(b);
-    let mut at_root = |i: usize| depth.at(i) == 1;
-    let searcher = SIMD.get_or_init(|| aho_corasick::packed::Searcher::new(OTHER_KIND_KEYS));
-    match searcher.as_ref().filter(|_| simd) {
-        Some(simd) => LOWER.with(|l| {
-            let mut l = l.borrow_mut();
-            l.clear();
-            l.extend_from_slice(b);
-            l.make_ascii_lowercase();
-            simd.find_iter(&l[..]).any(|m| at_root(m.start()))
-        }),
-        None => AUTOMATON
-            .get_or_init(|| {
-                aho_corasick::AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .build(OTHER_KIND_KEYS)
-                    .expect("fixed patterns")
-            })
-            .find_iter(b)
-            .any(|m| at_root(m.start())),
+    match std::str::from_utf8(b) {
+        Ok(text) => {
+            let (parses, named) = parses_in_full_naming_other_kind_keys(text);
+            named || !parses
+        }
+        Err(_) => true,
     }
 }
 
@@ -1212,7 +1213,7 @@ mod tests {
     /// The search for other kinds' keys answers alike with and without
     /// SIMD, in any case, and only for keys at the root.
     #[test]
-    fn other_kind_keys_are_found_at_the_root_with_or_without_simd() {
+    fn other_kind_keys_are_found_at_the_root() {
         let cases = [
             (r#"{"CreationTime":"t","Type":"SigninLogs"}"#, true),
             (r#"{"CreationTime":"t","tYpE":"x"}"#, true),
@@ -1241,15 +1242,26 @@ mod tests {
                 r#"{"CreationTime":"t","UserType":0,"RecordType":2,"Types":"x"}"#,
                 false,
             ),
+            // A value is no key; an escaped key is compared unescaped.
+            (r#"{"CreationTime":"t","Operation":"Type"}"#, false),
+            (r#"{"CreationTime":"t","Operation":"x [UTC]"}"#, false),
+            (r#"{"CreationTime":"t","T\u0079pe":"x"}"#, true),
+            (r#"{"CreationTime":"t","a\u005fdynamic":"x"}"#, true),
         ];
         for (r, named) in cases {
             assert_eq!(plain_names_other_kind_keys(r.as_bytes()), named, "{r}");
             assert_eq!(
-                names_other_kind_keys_at_root(r.as_bytes(), false),
-                named,
+                parses_in_full_naming_other_kind_keys(r),
+                (true, named),
                 "{r}"
             );
         }
+        // Text that is not JSON is named another kind's, to be parsed and
+        // refused.
+        assert!(plain_names_other_kind_keys(
+            br#"{"CreationTime":"t","Operation":}"#
+        ));
+        assert!(plain_names_other_kind_keys(b"{\"a\":\"\xff\"}"));
     }
 
     /// Random record text (ASCII, with `\u` escapes for the rest): keys

@@ -35,9 +35,7 @@ use tokenward_detect::{
     builtins, Anchors, Context, Detection, KindScreenFn, Kinds, Needs, Options, RecordStats,
     ScreenFn, Setup, SigninIndex, WholeRecord,
 };
-use tokenward_event::projection::{
-    parses_in_full, plain_names_other_kind_keys, plain_time_and_workload,
-};
+use tokenward_event::projection::{parses_in_full_naming_other_kind_keys, plain_time_and_workload};
 use tokenward_event::shadow;
 use tokenward_event::{
     classify, kind_hint, normalised_paths, Coverage, Event, EventKind, Finding, Locator, Projected,
@@ -994,8 +992,8 @@ impl Ctx<'_> {
                 && s.told.is_none_or(|t| t == EventKind::Audit)
             {
                 if let Some((t, w)) = plain_time_and_workload(b) {
-                    if (s.told.is_none() || !plain_names_other_kind_keys(b)) && parses_in_full(text)
-                    {
+                    let (parses, names_other) = parses_in_full_naming_other_kind_keys(text);
+                    if parses && (s.told.is_none() || !names_other) {
                         out.guess.saw(EventKind::Audit);
                         if s.withheld != 0 {
                             self.withhold(s.withheld, EventKind::Audit);
