@@ -280,8 +280,9 @@ fn two_outputs_naming_one_file_are_refused() {
 /// `tw-token-without-signin` (blind without sign-ins, so not shown records
 /// while none has been read) judges the example's Exchange records the same
 /// whether the sign-ins that issued their tokens come in a file of their
-/// own, after them in one file (read again once the sign-ins are known),
-/// or through a pipe (which cannot be read again).
+/// own or after them in one file (read again once the sign-ins are known).
+/// Through a pipe, which cannot be read again, it is shown them as they
+/// come and judges them when it finishes: on the example, the same.
 #[test]
 fn a_token_is_judged_the_same_whether_its_signins_come_apart_after_it_or_piped() {
     let logs = common::repo().join("examples/storm-0558/logs");
@@ -349,12 +350,19 @@ fn a_token_is_judged_the_same_whether_its_signins_come_apart_after_it_or_piped()
         (findings.clone(), coverage.clone())
     );
     assert_eq!(judged("/dev/stdin", Some(&both)), (findings, coverage));
-    // Without the sign-ins it is blind, and says why.
-    let (none, blind) = judged("/dev/stdin", Some(&ual));
-    assert!(none.is_empty());
-    assert_eq!(blind["status"], "blind");
-    assert!(blind["note"]
-        .as_str()
-        .unwrap()
-        .contains("no Entra sign-in logs given"));
+    // Without the sign-ins it is blind, and says why, whether it was shown
+    // the records (a pipe) or not (a file).
+    std::fs::remove_file(apart.join("signins.json")).unwrap();
+    for (input, stdin) in [
+        ("/dev/stdin", Some(ual.as_str())),
+        (apart.to_str().unwrap(), None),
+    ] {
+        let (none, blind) = judged(input, stdin);
+        assert!(none.is_empty());
+        assert_eq!(blind["status"], "blind");
+        assert!(blind["note"]
+            .as_str()
+            .unwrap()
+            .contains("no Entra sign-in logs given"));
+    }
 }

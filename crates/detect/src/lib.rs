@@ -156,9 +156,10 @@ pub struct Needs {
     /// else it saw: its [`Detection::finish`] reports [`Verdict::Blind`]
     /// when [`Context::signins`] holds none. While the index holds no
     /// sign-in, the engine hands it no record of a file it can read again;
-    /// if sign-ins turn up later in the hunt (a file mixing kinds), the
-    /// files it was not shown are read again for it alone, with every
-    /// sign-in in the index. An export without sign-ins thus costs it
+    /// if sign-ins turn up later in the hunt (a file mixing kinds, or
+    /// audit records inside a sign-in file, read while the index is
+    /// built), the files it was not shown are read again for it alone,
+    /// with every sign-in in the index. Set it with `signin_index`. An export without sign-ins thus costs it
     /// nothing: it would gather every unexplained session only to report
     /// itself blind.
     pub blind_without_signins: bool,

@@ -371,6 +371,12 @@ impl Plan {
 
     /// The plan of these needs (the index's among them at `index_slot`).
     fn of_needs(needs: Vec<Needs>, index_slot: Option<usize>) -> Plan {
+        debug_assert!(
+            needs
+                .iter()
+                .all(|n| !n.blind_without_signins || n.signin_index),
+            "a detection blind without sign-ins reads the index"
+        );
         assert!(
             needs.len() < 64,
             "at most 63 detections (a Sigma rule set is one)"
@@ -922,8 +928,10 @@ impl Ctx<'_> {
     /// of them reads that kind.
     fn withhold(&self, readers: Mask, kind: EventKind) {
         let plan = self.plan.expect("only screened records are withheld");
-        if (0..plan.needs.len())
-            .any(|i| readers & (1 << i) != 0 && plan.needs[i].kinds.contains(kind))
+        // Stored once: every worker withholds most records of such a file.
+        if !self.withheld_some.load(Ordering::Relaxed)
+            && (0..plan.needs.len())
+                .any(|i| readers & (1 << i) != 0 && plan.needs[i].kinds.contains(kind))
         {
             self.withheld_some.store(true, Ordering::Relaxed);
         }
@@ -1013,6 +1021,9 @@ impl Ctx<'_> {
                         // those before it): projected again for its late
                         // readers, whose paths the projection lacks.
                         let late = plan.late_readers(*s, ev.kind, b);
+                        // Not projected for, but handed to `route` to be noted.
+                        s.withheld |= late & self.withheld;
+                        let late = late & !self.withheld;
                         if late != 0 {
                             s.readers |= late;
                             s.told = Some(ev.kind);
@@ -2560,9 +2571,11 @@ mod tests {
     }
 
     /// Sign-ins found after records were withheld: in a file of audit
-    /// records (read with no sign-in indexed), and in a sign-in file (read
-    /// while the index is built). Each withheld record is shown once, with
-    /// every sign-in indexed, and counted once.
+    /// records (read with no sign-in indexed), in a sign-in file (read
+    /// while the index is built), in a CSV export and in an envelope the
+    /// reader does not split. Each withheld record is shown once, with
+    /// every sign-in indexed, and counted once; a detection not blind
+    /// without sign-ins sees each record once, the first time.
     #[test]
     fn records_withheld_before_signins_turn_up_are_shown_once_with_every_signin() {
         let mixed = dir(&[("a-mixed.jsonl", &format!("{UAL}\n{UAL}\n{SIGNIN}\n"))]);
@@ -2570,16 +2583,26 @@ mod tests {
             ("b-signins.jsonl", &format!("{SIGNIN}\n{UAL}\n")),
             ("c-ual.jsonl", &format!("{UAL}\n")),
         ]);
-        for d in [mixed, in_signins] {
+        let csv = "RecordId,CreationDate,RecordType,Operation,UserId,AuditData\n1,2023-06-10T10:00:00Z,2,Send,a@x,\"{\"\"CreationTime\"\":\"\"2023-06-10T10:00:00\"\",\"\"Operation\"\":\"\"Send\"\"}\"\n";
+        let other_containers = dir(&[
+            ("a-rows.csv", csv),
+            (
+                "b-mixed.jsonl",
+                &format!("{UAL}\n{{\"records\":[{UAL}]}}\n{SIGNIN}\n"),
+            ),
+        ]);
+        for (d, records, audit) in [(mixed, 3, 2), (in_signins, 3, 2), (other_containers, 4, 3)] {
             let (p, seen) = Probe::boxed(blind_without_signins, None);
-            let r = hunt(&d, vec![p]);
+            let (q, others) = Probe::boxed(index_reader, None);
+            let r = hunt(&d, vec![p, q]);
             let s = seen.lock().unwrap();
-            assert_eq!(s.index_sizes, vec![1, 1]);
-            assert_eq!(r.totals(), (3, 3, 0));
-            assert_eq!(s.records_at_finish, Some(3));
+            assert_eq!(s.index_sizes, vec![1; audit], "{:?}", r.files);
+            assert_eq!(others.lock().unwrap().observed.len(), audit);
+            assert_eq!(r.totals(), (records, records, 0));
+            assert_eq!(s.records_at_finish, Some(records));
             // Parsed again, a record is not counted again.
             let parsed: u64 = r.files.iter().flat_map(|f| f.parsed_by_kind.values()).sum();
-            assert!(parsed <= 3, "{:?}", r.files);
+            assert!(parsed <= records, "{:?}", r.files);
         }
     }
 
