@@ -1187,7 +1187,7 @@ fn classify_keyed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::projection::plain_names_other_kind_keys;
+    use crate::projection::parses_in_full_naming_other_kind_keys;
     use serde_json::json;
 
     /// The bits worked out at compile time are those of their paths, and
@@ -1233,7 +1233,7 @@ mod tests {
     }
 
     /// A plain record (one that opens with its `CreationTime`) that names
-    /// at its root none of the keys [`plain_names_other_kind_keys`] looks
+    /// at its root none of the keys [`parses_in_full_naming_other_kind_keys`] looks
     /// for is an audit event in a file of audit records, as the engine
     /// builds it (nested JSON expanded, Log Analytics columns folded); one
     /// naming such a key may be another kind.
@@ -1256,7 +1256,11 @@ mod tests {
         ];
         for r in other {
             assert_ne!(kind(r), EventKind::Audit, "{r}");
-            assert!(plain_names_other_kind_keys(r.as_bytes()), "{r}");
+            assert_eq!(
+                parses_in_full_naming_other_kind_keys(r),
+                (true, true),
+                "{r}"
+            );
         }
         let audit = [
             r#"{"CreationTime":"t","Operation":"Send","Workload":"Exchange","UserType":0,"RecordType":2}"#,
@@ -1267,7 +1271,11 @@ mod tests {
             r#"{"CreationTime":"t","Workload":"w","Operation":"x","Actor":[{"Type":5,"ID":"u"}],"Target":{"category":"c"}}"#,
         ];
         for r in audit {
-            assert!(!plain_names_other_kind_keys(r.as_bytes()), "{r}");
+            assert_eq!(
+                parses_in_full_naming_other_kind_keys(r),
+                (true, false),
+                "{r}"
+            );
             assert_eq!(kind(r), EventKind::Audit, "{r}");
         }
     }

@@ -244,18 +244,20 @@ fn project_str(s: Cow<'_, str>, node: &Node, depth: u32) -> Value {
     Value::String(s.into_owned())
 }
 
-/// Whether a full parse of `text` ([`crate::shadow::parse_str`]) reads
-/// it, found without building anything: what a record read unparsed
-/// must be to count as read.
-pub fn parses_in_full(text: &str) -> bool {
-    let mut scan = Scan::new(text);
-    scan.skip().is_ok() && scan.end().is_ok()
-}
-
-/// [`parses_in_full`], and [`plain_names_other_kind_keys`] when it does,
-/// in one pass: what the engine asks of a record it would read unparsed.
-/// (Asked apart, the keys were a second pass over a lower-cased copy of
-/// every such record.)
+/// What the engine asks of a record it would read unparsed, in one pass
+/// that builds nothing: whether a full parse ([`crate::shadow::parse_str`])
+/// reads it (or it would count as read though it is not), and, if it does,
+/// whether it names at its root, in any case, a key that lets
+/// [`classify`](crate::event::classify) find a record of another kind than
+/// audit though it opens with a `CreationTime`: a gateway line's
+/// `verdict`, a table's `Type`, an Azure Monitor `category`, a sign-in's
+/// `createdDateTime` or a directory audit's `activityDateTime`; or a
+/// renamed Log Analytics column (`X [UTC]`, `X_dynamic`), which the full
+/// parse folds into `X` before classifying. Such a key below the root, as
+/// in the UAL's `Actor` lists, or such a text in a value, decides nothing;
+/// keys are compared unescaped, as the full parse names them. (Asked
+/// apart, the keys were a second pass over a lower-cased copy of every
+/// such record.)
 pub fn parses_in_full_naming_other_kind_keys(text: &str) -> (bool, bool) {
     let mut scan = Scan::new(text);
     scan.root_keys = Some(false);
@@ -881,8 +883,8 @@ pub fn plain_time_and_workload(b: &[u8]) -> Option<(time::OffsetDateTime, &str)>
 }
 
 /// Whether a root key lets [`classify`](crate::event::classify) find a
-/// record of another kind than audit (see [`plain_names_other_kind_keys`]),
-/// ASCII case ignored.
+/// record of another kind than audit (see
+/// [`parses_in_full_naming_other_kind_keys`]), ASCII case ignored.
 fn names_another_kind(key: &str) -> bool {
     const KEYS: [&str; 5] = [
         "verdict",
@@ -899,29 +901,6 @@ fn names_another_kind(key: &str) -> bool {
         || ENDS.iter().any(|e| {
             k.len() >= e.len() && k[k.len() - e.len()..].eq_ignore_ascii_case(e.as_bytes())
         })
-}
-
-/// Whether a record that [`plain_time_and_workload`] reads plainly names
-/// at its root, in any case, a key that lets
-/// [`classify`](crate::event::classify) find a record of another kind than
-/// audit, or than its file's hint, though it opens with a `CreationTime`:
-/// a gateway line's `verdict`, a table's `Type`, an Azure Monitor
-/// `category`, a sign-in's `createdDateTime` or a directory audit's
-/// `activityDateTime`; or a renamed Log Analytics column (`X [UTC]`,
-/// `X_dynamic`), which the full parse folds into `X` before classifying.
-/// A plain record naming none of them is an audit record in a file of
-/// audit records, and may be taken for one unparsed. Such a key below the
-/// root, as in the UAL's `Actor` lists, or such a text in a value, decides
-/// nothing; keys are compared unescaped. A text that is not JSON a full
-/// parse reads answers yes: it is parsed, and refused.
-pub fn plain_names_other_kind_keys(b: &[u8]) -> bool {
-    match std::str::from_utf8(b) {
-        Ok(text) => {
-            let (parses, named) = parses_in_full_naming_other_kind_keys(text);
-            named || !parses
-        }
-        Err(_) => true,
-    }
 }
 
 /// How many objects and arrays are open at `at` in JSON text with no
@@ -1249,19 +1228,15 @@ mod tests {
             (r#"{"CreationTime":"t","a\u005fdynamic":"x"}"#, true),
         ];
         for (r, named) in cases {
-            assert_eq!(plain_names_other_kind_keys(r.as_bytes()), named, "{r}");
             assert_eq!(
                 parses_in_full_naming_other_kind_keys(r),
                 (true, named),
                 "{r}"
             );
         }
-        // Text that is not JSON is named another kind's, to be parsed and
-        // refused.
-        assert!(plain_names_other_kind_keys(
-            br#"{"CreationTime":"t","Operation":}"#
-        ));
-        assert!(plain_names_other_kind_keys(b"{\"a\":\"\xff\"}"));
+        // Text that is not JSON does not parse, so it is parsed in full
+        // and refused, whatever its keys.
+        assert!(!parses_in_full_naming_other_kind_keys(r#"{"CreationTime":"t","Operation":}"#).0);
     }
 
     /// Random record text (ASCII, with `\u` escapes for the rest): keys
@@ -1484,7 +1459,7 @@ mod tests {
             let new = p.parse(t);
             let new_notes = crate::shadow::take();
             assert_eq!(
-                parses_in_full(t),
+                parses_in_full_naming_other_kind_keys(t).0,
                 crate::shadow::parse_str(t).is_ok(),
                 "{t}"
             );

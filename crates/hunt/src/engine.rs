@@ -354,15 +354,8 @@ impl Plan {
                 if self.blind_without_signins & (1 << i) != 0 {
                     n.clone()
                 } else {
-                    Needs {
-                        kinds: Kinds::of(&[]),
-                        anchors: Anchors::AnyOf(Vec::new()),
-                        fields: Vec::new(),
-                        whole_record: WholeRecord::Never,
-                        unparsed_time_and_workload: false,
-                        signin_index: false,
-                        blind_without_signins: false,
-                    }
+                    // No kind, no anchor: never a reader.
+                    Needs::anchored(Kinds::of(&[]), &[], &[])
                 }
             })
             .collect();
@@ -1626,7 +1619,8 @@ pub fn run_detections(
     };
     if !withheld_files.is_empty() {
         // Sign-ins turned up after some records were withheld from the
-        // detections blind without them (a file mixing kinds): those files
+        // detections blind without them (a file mixing kinds, audit records
+        // in a sign-in file): those files
         // are read again for them alone, with every sign-in indexed. The
         // bytes and records were counted the first time.
         let again = plan.rereading();
@@ -1645,8 +1639,8 @@ pub fn run_detections(
         }
     }
     let mut sh = shared.into_inner().expect("no panics while locked");
-    let mut index = Arc::try_unwrap(sh.index.frozen).unwrap_or_else(|a| (*a).clone());
-    index.merge(sh.index.late);
+    // Every sign-in: `freeze_index` above took the late ones in.
+    let index = Arc::try_unwrap(sh.index.frozen).unwrap_or_else(|a| (*a).clone());
     let cx = Context {
         signins: &index,
         records: &sh.stats,
