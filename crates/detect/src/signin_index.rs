@@ -223,17 +223,18 @@ impl SigninIndex {
 }
 
 /// A set of ids (token ids, session ids, client addresses) that keeps the
-/// usual spellings as numbers: a lower-case GUID and a 22-character
-/// base64url id (a token's 16 bytes) as 128 bits, a dotted IPv4 address as
-/// 32 bits, anything else as text. Only a spelling that is the one
-/// spelling of its number is packed (no upper-case hex, no non-zero
-/// padding bits, no leading zeros), so membership is exactly that of the
-/// texts. The index holds one entry per sign-in token: as text each took
-/// an allocation, a hash of the text and another when shards merge.
+/// usual spellings as numbers: a lower-case GUID as 128 bits, any 22
+/// characters of base64url (a token's 16 bytes) as 132, a dotted IPv4
+/// address as 32, anything else as text. Only a spelling that is the one
+/// spelling of its number is packed (no upper-case hex, no leading zeros),
+/// so membership is exactly that of the texts. The index holds one entry
+/// per sign-in token: as text each took an allocation, a hash of the text
+/// and another when shards merge, and a lookup read the text from another
+/// place in memory than the table.
 #[derive(Clone, Debug, Default)]
 pub struct Ids {
     guids: HashSet<u128, KeyHasher>,
-    base64url: HashSet<u128, KeyHasher>,
+    base64url: HashSet<(u128, u8), KeyHasher>,
     ipv4: HashSet<u32, KeyHasher>,
     text: HashSet<String, KeyHasher>,
 }
@@ -241,7 +242,7 @@ pub struct Ids {
 /// How an id is kept ([`Ids`]).
 enum Packed {
     Guid(u128),
-    Base64Url(u128),
+    Base64Url((u128, u8)),
     Ipv4(u32),
     Text,
 }
@@ -251,7 +252,7 @@ impl Packed {
         let b = id.as_bytes();
         match b.len() {
             36 => guid(b).map_or(Packed::Text, Packed::Guid),
-            22 => base64url_16(b).map_or(Packed::Text, Packed::Base64Url),
+            22 => base64url_22(b).map_or(Packed::Text, Packed::Base64Url),
             7..=15 => ipv4(id).map_or(Packed::Text, Packed::Ipv4),
             _ => Packed::Text,
         }
@@ -278,29 +279,38 @@ fn guid(b: &[u8]) -> Option<u128> {
     Some(v)
 }
 
-/// 16 bytes in unpadded base64url: 21 characters of six bits, and a last
-/// one carrying the two lowest bits and four zero bits.
-fn base64url_16(b: &[u8]) -> Option<u128> {
-    let mut out: u128 = 0;
-    for (i, &c) in b.iter().enumerate() {
-        let d = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        if i < 21 {
-            out = out << 6 | u128::from(d);
-        } else if d & 0x0f != 0 {
-            // Another spelling of the same bytes: kept as text.
-            return None;
-        } else {
-            out = out << 2 | u128::from(d >> 4);
-        }
+/// The six bits of each base64url character; `NOT_BASE64URL` for others.
+const BASE64URL_BITS: [u8; 256] = {
+    let mut t = [NOT_BASE64URL; 256];
+    let mut i = 0;
+    while i < 64 {
+        let c = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[i];
+        t[c as usize] = i as u8;
+        i += 1;
     }
-    Some(out)
+    t
+};
+const NOT_BASE64URL: u8 = 0xff;
+
+/// 22 base64url characters as their 132 bits: the first 128 (16 bytes
+/// when the text is a token id) and the last four apart (zero in the
+/// standard spelling of 16 bytes, but tools that make up ids do not all
+/// keep them so, and each spelling is its own id).
+fn base64url_22(b: &[u8]) -> Option<(u128, u8)> {
+    let mut out: u128 = 0;
+    let mut bad = 0u8;
+    for &c in &b[..21] {
+        let d = BASE64URL_BITS[usize::from(c)];
+        bad |= d;
+        out = out << 6 | u128::from(d & 0x3f);
+    }
+    let last = BASE64URL_BITS[usize::from(b[21])];
+    // Six bits never set the top one: only the marker of a non-base64url
+    // character does.
+    if (bad | last) & 0x80 != 0 {
+        return None;
+    }
+    Some((out << 2 | u128::from(last >> 4), last & 0x0f))
 }
 
 /// A dotted-quad IPv4 address as the standard library writes it (which it
@@ -370,6 +380,7 @@ mod tests {
             "623d8eb7-a4ca-43b2-8b52-b08d21870f0b",
             "3qO2a2kQdP1tXX42jtweAA",
             "UEXk2jLaXpZ5a50weOZFLw",
+            "3qO2a2kQdP1tXX42jtwe_A",
             "94.204.37.30",
             "0.0.0.0",
             "2001:db8::1",
@@ -384,6 +395,10 @@ mod tests {
             "3qO2a2kQdP1tXX42jtweAQ",
             "3qO2a2kQdP1tXX42jtweA",
             "3qO2a2kQdP1tXX42jtwe+A",
+            "UEXk2jLaXpZ5a50weOZFL/",
+            "UEXk2jLaXpZ5a50weOZFLy",
+            // 22 bytes, 21 characters.
+            "3qO2a2kQdP1tXX42jtweé",
             "94.204.37.3",
             "094.204.37.30",
             "94.204.037.30",
@@ -400,12 +415,14 @@ mod tests {
             ids.insert(a);
             texts.insert(a.to_string());
         }
-        // A spelling with non-zero padding bits packs to the bytes of the
-        // one with zero bits: added, the other must stay unknown.
+        // A spelling with non-zero padding bits has the bytes of the one
+        // with zero bits: added, the other must stay unknown, and both
+        // are packed.
         ids.insert("UEXk2jLaXpZ5a50weOZFLx");
         texts.insert("UEXk2jLaXpZ5a50weOZFLx".into());
         assert_eq!(ids.len(), texts.len());
-        assert!(ids.text.contains("UEXk2jLaXpZ5a50weOZFLx") && ids.guids.len() == 1);
+        assert_eq!((ids.guids.len(), ids.base64url.len()), (1, 4));
+        assert!(!ids.text.iter().any(|t| t.len() == 22), "{:?}", ids.text);
         for p in added
             .iter()
             .chain(&probes)
