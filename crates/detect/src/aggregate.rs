@@ -8,7 +8,7 @@ use crate::KeyHasher;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
-use super::Info;
+use super::{merge_keyed, Info};
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::Event;
 use tokenward_event::{Finding, Rep, Severity};
@@ -66,22 +66,15 @@ impl Grouped {
 
     /// Folds another set of groups into this one.
     pub fn merge(&mut self, other: Grouped) {
-        for (k, o) in other.groups {
-            match self.groups.get_mut(&k) {
-                Some(g) => {
-                    g.count += o.count;
-                    g.last = g.last.max(o.last);
-                    g.severity = g.severity.max(o.severity);
-                    if o.rep.earlier_than(&g.rep) {
-                        g.rep = o.rep;
-                        g.evidence = o.evidence;
-                    }
-                }
-                None => {
-                    self.groups.insert(k, o);
-                }
+        merge_keyed(&mut self.groups, other.groups, |g, o| {
+            g.count += o.count;
+            g.last = g.last.max(o.last);
+            g.severity = g.severity.max(o.severity);
+            if o.rep.earlier_than(&g.rep) {
+                g.rep = o.rep;
+                g.evidence = o.evidence;
             }
-        }
+        });
     }
 
     /// One finding per group; `records` and `last_seen` join the evidence

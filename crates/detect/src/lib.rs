@@ -18,6 +18,9 @@
 
 use std::any::Any;
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -349,10 +352,12 @@ impl RecordStats {
 
 /// A detection: observes the events routed to it and reports findings.
 ///
-/// The engine calls [`Detection::fork`] for an empty shard per batch of
-/// records, lets the shard observe the batch on a worker thread, then
-/// [`Detection::merge`]s it into the detection. Merging must not depend on
-/// the order batches arrive in.
+/// The engine calls [`Detection::fork`] for empty shards, lets a shard
+/// observe batches of records on a worker thread, one after another and
+/// from any file, and [`Detection::merge`]s the shards into the detection
+/// when the hunt has read every file (or after each batch, for a detection
+/// that [`Detection::merges_each_batch`]). Neither which batches a shard
+/// sees nor the order shards merge in may change the result.
 pub trait Detection: IntoAny + Send {
     /// The id and title of every rule it reports under (one for a built-in).
     fn ids(&self) -> Vec<(Cow<'static, str>, Cow<'static, str>)>;
@@ -368,10 +373,22 @@ pub trait Detection: IntoAny + Send {
     fn observe_unparsed(&mut self, _time: Option<OffsetDateTime>, _workload: Option<&str>) {}
     /// Folds a shard made by [`Detection::fork`] into this one.
     fn merge(&mut self, shard: Box<dyn Detection>);
+    /// Whether each batch's shard is merged as soon as the batch is done,
+    /// instead of observing the next batches too. A detection whose
+    /// shards keep per-key aggregates (most do) is better off without:
+    /// one shard meets each key once instead of once per batch, and no
+    /// merge holds the hunt's lock. One whose shard keeps every match and
+    /// is compacted only by merging (a rule set's hits, folded into
+    /// correlation windows) says yes, so that a shard holds one batch's
+    /// worth at most.
+    fn merges_each_batch(&self) -> bool {
+        false
+    }
     /// Findings already decided (no later record can change them), handed
     /// over as they are made: the engine spills them to disk beyond its
     /// memory budget, where this detection would hold every one until
-    /// [`Detection::finish`]. Called after each merge; what it returns is
+    /// [`Detection::finish`]. Called on a shard after each batch it
+    /// observed and on the detection after each merge; what it returns is
     /// not reported again by `finish`.
     fn take_findings(&mut self) -> Vec<Finding> {
         Vec::new()
@@ -608,6 +625,33 @@ pub fn union(
     }
 }
 
+/// Folds the per-key aggregates of a shard into a detection's: `fold`
+/// takes a value of the same key into the one kept. The smaller map is
+/// walked into the larger, so a shard merged into an empty detection (the
+/// first of the shards merged at the end of a hunt) costs nothing. `fold`
+/// must therefore give the same result whichever value it is handed, as
+/// every merge must not depend on order.
+pub fn merge_keyed<K, V, S>(
+    mine: &mut HashMap<K, V, S>,
+    mut theirs: HashMap<K, V, S>,
+    mut fold: impl FnMut(&mut V, V),
+) where
+    K: Eq + Hash,
+    S: BuildHasher,
+{
+    if theirs.len() > mine.len() {
+        std::mem::swap(mine, &mut theirs);
+    }
+    for (k, v) in theirs {
+        match mine.entry(k) {
+            Entry::Occupied(mut e) => fold(e.get_mut(), v),
+            Entry::Vacant(e) => {
+                e.insert(v);
+            }
+        }
+    }
+}
+
 /// `true`, `1` (any case, trimmed).
 pub fn is_true(s: &str) -> bool {
     s.trim().eq_ignore_ascii_case("true") || s.trim() == "1"
@@ -627,6 +671,33 @@ pub fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Either side may be the larger: the keys of both are kept, values
+    /// of a shared key are folded, and an empty side takes the other's
+    /// map as it is.
+    #[test]
+    fn keyed_aggregates_merge_whichever_side_is_larger() {
+        let map = |kv: &[(&str, u32)]| -> HashMap<String, u32, KeyHasher> {
+            kv.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        let small = map(&[("a", 1), ("b", 2)]);
+        let large = map(&[("b", 10), ("c", 20), ("d", 30)]);
+        let want = map(&[("a", 1), ("b", 12), ("c", 20), ("d", 30)]);
+        for (mine, theirs) in [(small.clone(), large.clone()), (large, small)] {
+            let mut mine = mine;
+            merge_keyed(&mut mine, theirs, |m, v| *m += v);
+            assert_eq!(mine, want);
+        }
+        // Into an empty map, the shard's map moves whole (its values stay
+        // where they are) instead of being walked key by key.
+        let theirs = want.clone();
+        let place = |m: &HashMap<String, u32, KeyHasher>| &m["d"] as *const u32;
+        let before = place(&theirs);
+        let mut mine = HashMap::default();
+        merge_keyed(&mut mine, theirs, |m, v| *m += v);
+        assert_eq!(mine, want);
+        assert_eq!(place(&mine), before);
+    }
 
     /// What is set aside is freed, not leaked.
     #[test]

@@ -1,5 +1,7 @@
 //! What the MailItemsAccessed detections read of a record.
 
+use std::borrow::Cow;
+
 use tokenward_event::{Event, EventKind};
 
 /// The text every MailItemsAccessed record contains.
@@ -25,20 +27,20 @@ pub fn is_mail(ev: &Event) -> bool {
 }
 
 /// The mailbox read (owner, else the acting user).
-pub fn mailbox(ev: &Event) -> String {
-    ev.mailbox().unwrap_or_else(|| "(unknown mailbox)".into())
+pub fn mailbox(ev: &Event) -> &str {
+    ev.mailbox().unwrap_or("(unknown mailbox)")
 }
 
 /// `MailAccessType` (`Bind`, `Sync`), in `OperationProperties` or at the root.
-pub fn access_type(ev: &Event) -> Option<String> {
+pub fn access_type(ev: &Event) -> Option<Cow<'_, str>> {
     ev.name_value("OperationProperties", "MailAccessType")
-        .or_else(|| ev.get_str("MailAccessType"))
+        .or_else(|| ev.scalar("MailAccessType"))
 }
 
 /// `IsThrottled`, in `OperationProperties` or at the root.
-pub fn throttled(ev: &Event) -> Option<String> {
+pub fn throttled(ev: &Event) -> Option<Cow<'_, str>> {
     ev.name_value("OperationProperties", "IsThrottled")
-        .or_else(|| ev.get_str("IsThrottled"))
+        .or_else(|| ev.scalar("IsThrottled"))
 }
 
 /// The client (`ClientInfoString`, else the user agent).

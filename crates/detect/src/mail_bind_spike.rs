@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::mail::{self, is_mail};
 use super::{
-    day, evidence, free_aside, shard_of, Builtin, Context, Detection, Info, Kinds, Needs, Outcome,
-    Verdict, Weight,
+    day, evidence, free_aside, merge_keyed, shard_of, Builtin, Context, Detection, Info, Kinds,
+    Needs, Outcome, Verdict, Weight,
 };
 use tokenward_event::{Event, EventKind};
 use tokenward_event::{Rep, Severity};
@@ -91,7 +91,7 @@ impl Detection for MailBindSpike {
             .to_owned();
         let b = self
             .buckets
-            .entry((mail::mailbox(ev), sess, day(ev.time)))
+            .entry((mail::mailbox(ev).to_owned(), sess, day(ev.time)))
             .or_insert_with(|| Bucket {
                 items: 0,
                 records: 0,
@@ -107,20 +107,13 @@ impl Detection for MailBindSpike {
     fn merge(&mut self, shard: Box<dyn Detection>) {
         let o = shard_of::<MailBindSpike>(shard);
         self.bind_records += o.bind_records;
-        for (k, b) in o.buckets {
-            match self.buckets.get_mut(&k) {
-                Some(m) => {
-                    m.items += b.items;
-                    m.records += b.records;
-                    if b.rep.earlier_than(&m.rep) {
-                        m.rep = b.rep;
-                    }
-                }
-                None => {
-                    self.buckets.insert(k, b);
-                }
+        merge_keyed(&mut self.buckets, o.buckets, |m, b| {
+            m.items += b.items;
+            m.records += b.records;
+            if b.rep.earlier_than(&m.rep) {
+                m.rep = b.rep;
             }
-        }
+        });
     }
 
     fn finish(self: Box<Self>, _: &Context<'_>) -> Outcome {

@@ -12,8 +12,8 @@ use time::{Duration, OffsetDateTime};
 
 use super::mail::{self, is_mail};
 use super::{
-    evidence, free_aside, opt, shard_of, union, widen, Builtin, Context, Detection, Info, Kinds,
-    Needs, Outcome, Verdict, Weight,
+    evidence, free_aside, merge_keyed, opt, shard_of, union, widen, Builtin, Context, Detection,
+    Info, Kinds, Needs, Outcome, Verdict, Weight,
 };
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Event, EventKind};
@@ -99,7 +99,7 @@ impl Detection for MailNewClientApp {
                 .or_insert(t);
             *tp = (*tp).min(t);
         }
-        let key = (mail::mailbox(ev), app, capp);
+        let key = (mail::mailbox(ev).to_owned(), app, capp);
         match self.pairs.get_mut(&key) {
             Some(p) => {
                 p.count += 1;
@@ -124,24 +124,16 @@ impl Detection for MailNewClientApp {
     fn merge(&mut self, shard: Box<dyn Detection>) {
         let o = shard_of::<MailNewClientApp>(shard);
         self.range = union(self.range, o.range);
-        for (k, t) in o.tenant_pairs {
-            let tp = self.tenant_pairs.entry(k).or_insert(t);
-            *tp = (*tp).min(t);
-        }
-        for (k, p) in o.pairs {
-            match self.pairs.get_mut(&k) {
-                Some(mine) => {
-                    mine.count += p.count;
-                    if p.rep.earlier_than(&mine.rep) {
-                        mine.rep = p.rep;
-                        mine.client_info = p.client_info;
-                    }
-                }
-                None => {
-                    self.pairs.insert(k, p);
-                }
+        merge_keyed(&mut self.tenant_pairs, o.tenant_pairs, |mine, t| {
+            *mine = (*mine).min(t)
+        });
+        merge_keyed(&mut self.pairs, o.pairs, |mine, p| {
+            mine.count += p.count;
+            if p.rep.earlier_than(&mine.rep) {
+                mine.rep = p.rep;
+                mine.client_info = p.client_info;
             }
-        }
+        });
     }
 
     fn finish(self: Box<Self>, _: &Context<'_>) -> Outcome {

@@ -122,6 +122,7 @@ struct Normal {
     result: OnceLock<Option<String>>,
     workload: OnceLock<Option<String>>,
     user_agent: OnceLock<Option<String>>,
+    mailbox: OnceLock<Option<String>>,
     record_type: OnceLock<Option<u32>>,
 }
 
@@ -567,8 +568,8 @@ impl Event {
 
     /// Value of a `{Name, Value}` pair in a name/value list such as
     /// `OperationProperties`, `Parameters` or `ExtendedProperties`
-    /// (names compared case-insensitively).
-    pub fn name_value(&self, list: &str, name: &str) -> Option<String> {
+    /// (names compared case-insensitively), borrowed when it is a string.
+    pub fn name_value(&self, list: &str, name: &str) -> Option<Cow<'_, str>> {
         self.pair_value(list, ["Name", "name"], name, ["Value", "value"])
     }
 
@@ -580,7 +581,7 @@ impl Event {
         names: [&str; 2],
         name: &str,
         values: [&str; 2],
-    ) -> Option<String> {
+    ) -> Option<Cow<'_, str>> {
         let Value::Array(items) = self.get(list)? else {
             return None;
         };
@@ -590,9 +591,10 @@ impl Event {
                 .or_else(|| it.get(names[1]))
                 .and_then(Value::as_str)?;
             if n.eq_ignore_ascii_case(name) {
-                it.get(values[0])
-                    .or_else(|| it.get(values[1]))
-                    .and_then(scalar_str)
+                match it.get(values[0]).or_else(|| it.get(values[1]))? {
+                    Value::String(s) => nonempty(s).map(Cow::Borrowed),
+                    other => scalar_str(other).map(Cow::Owned),
+                }
             } else {
                 None
             }
@@ -794,6 +796,7 @@ impl Event {
             self.first_probed(&USER_AGENT_PROBES).or_else(|| {
                 self.name_value("ExtendedProperties", "UserAgent")
                     .or_else(|| self.key_value("additionalDetails", "User-Agent"))
+                    .map(Cow::into_owned)
             })
         })
     }
@@ -816,15 +819,17 @@ impl Event {
     }
 
     /// Value of a `{key, value}` pair list (Graph `additionalDetails`).
-    pub fn key_value(&self, list: &str, key: &str) -> Option<String> {
+    pub fn key_value(&self, list: &str, key: &str) -> Option<Cow<'_, str>> {
         self.pair_value(list, ["key", "Key"], key, ["value", "Value"])
     }
 
     /// Mailbox the record is about (`MailboxOwnerUPN`, else the user), lower-cased.
-    pub fn mailbox(&self) -> Option<String> {
-        self.get_str("MailboxOwnerUPN")
-            .map(|s| s.to_lowercase())
-            .or_else(|| self.user().map(str::to_owned))
+    pub fn mailbox(&self) -> Option<&str> {
+        found(&self.normal.mailbox, || {
+            self.scalar("MailboxOwnerUPN")
+                .map(|s| s.to_lowercase())
+                .or_else(|| self.user().map(str::to_owned))
+        })
     }
 }
 

@@ -11,11 +11,14 @@
 //!
 //! Files are read in parallel, each by a rayon worker that splits its byte
 //! stream into batches and hands them to free workers (or works on them
-//! itself); a worker screens and parses a batch and lets a fresh shard of
-//! each detection observe it, then merges the shards under a lock. Memory
-//! is bounded by the batches in flight (two per worker over the hunt, and
-//! one being read and one being worked on per worker) and by the
-//! detections' per-key aggregates.
+//! itself); a worker screens and parses a batch and lets a set of shards,
+//! one per detection, observe it, then puts the set back for the next
+//! batch. The sets are merged into the detections when every file is read
+//! (a detection that asks for it has its shard merged after each batch).
+//! Memory is bounded by the batches in flight (two per worker over the
+//! hunt, and one being read and one being worked on per worker) and by
+//! the detections' per-key aggregates, held once per set (as many sets as
+//! batches were worked on at once).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -25,7 +28,9 @@ use std::time::Instant;
 
 use crate::findings::{Findings, PendingRun, SpillError, WrittenRun, DEFAULT_MEMORY};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
+use rayon::iter::{
+    IndexedParallelIterator, IntoParallelIterator, IntoParallelRefMutIterator, ParallelIterator,
+};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokenward_sigma::cover::{CoverSearch, SEARCHER_TEXTS};
@@ -537,6 +542,14 @@ struct Index {
 /// State shared by the workers of a hunt.
 struct Shared {
     detections: Vec<Box<dyn Detection>>,
+    /// Per detection, whether its shards are merged after each batch
+    /// ([`Detection::merges_each_batch`]).
+    merged_each_batch: Vec<bool>,
+    /// Shards between batches: a worker takes a set for its next batch,
+    /// so each shard observes batch after batch, and the sets are merged
+    /// into the detections once every file is read. There are as many as
+    /// batches were ever worked on at once.
+    kept: Vec<Vec<Box<dyn Detection>>>,
     index: Index,
     stats: RecordStats,
     /// `read_events`: every event is kept instead of observed.
@@ -554,7 +567,9 @@ struct Shared {
 impl Shared {
     fn new(detections: Vec<Box<dyn Detection>>, intake: Intake) -> Shared {
         Shared {
+            merged_each_batch: detections.iter().map(|d| d.merges_each_batch()).collect(),
             detections,
+            kept: Vec::new(),
             index: Index::default(),
             stats: RecordStats::default(),
             collected: None,
@@ -1310,12 +1325,26 @@ fn encoding_name(e: Encoding) -> &'static str {
 /// Merges a worker's batch into the shared state and its file's report.
 fn absorb(shared: &Mutex<Shared>, file: &Mutex<FileReport>, out: Out) {
     let run = {
-        let mut sh = shared.lock().expect("no panics while locked");
+        let mut guard = shared.lock().expect("no panics while locked");
+        let sh = &mut *guard;
         let mut found = Vec::new();
-        for (d, s) in sh.detections.iter_mut().zip(out.shards) {
-            d.merge(s);
-            found.append(&mut d.take_findings());
+        let mut kept = Vec::with_capacity(out.shards.len());
+        for ((d, mut s), &at_once) in sh
+            .detections
+            .iter_mut()
+            .zip(out.shards)
+            .zip(&sh.merged_each_batch)
+        {
+            if at_once {
+                d.merge(s);
+                found.append(&mut d.take_findings());
+                kept.push(d.fork());
+            } else {
+                found.append(&mut s.take_findings());
+                kept.push(s);
+            }
         }
+        sh.kept.push(kept);
         let run = sh.intake.hand_over(found);
         if !sh.rereading {
             sh.index.late.merge(out.index);
@@ -1639,6 +1668,7 @@ pub fn run_detections(
         }
     }
     let mut sh = shared.into_inner().expect("no panics while locked");
+    merge_kept(&mut sh);
     // Every sign-in: `freeze_index` above took the late ones in.
     let index = Arc::try_unwrap(sh.index.frozen).unwrap_or_else(|a| (*a).clone());
     let cx = Context {
@@ -1669,6 +1699,39 @@ pub fn run_detections(
         seconds: started.elapsed().as_secs_f64(),
         iocs: (0, 0, 0),
     })
+}
+
+/// Merges the shards kept between batches into the detections, each
+/// detection on whichever core is free: this is the end of the hunt, and
+/// a detection with hundreds of thousands of keys takes tens of
+/// milliseconds.
+fn merge_kept(sh: &mut Shared) {
+    let sets = std::mem::take(&mut sh.kept);
+    let mut shards: Vec<Vec<Box<dyn Detection>>> = sh
+        .detections
+        .iter()
+        .map(|_| Vec::with_capacity(sets.len()))
+        .collect();
+    for set in sets {
+        for (of_one, s) in shards.iter_mut().zip(set) {
+            of_one.push(s);
+        }
+    }
+    let found: Vec<Finding> = sh
+        .detections
+        .par_iter_mut()
+        .zip(shards)
+        .with_max_len(1)
+        .flat_map_iter(|(d, of_one)| {
+            for s in of_one {
+                d.merge(s);
+            }
+            d.take_findings()
+        })
+        .collect();
+    if let Some(run) = sh.intake.hand_over(found) {
+        sh.intake.put_run(run.write());
+    }
 }
 
 /// Makes the sign-ins read so far the index the next files are judged by.
@@ -1703,12 +1766,16 @@ fn read_file(
     } else {
         0
     };
-    // Workers fork from these templates, not from the shared detections,
-    // so forking needs no lock.
+    // A worker takes a set of shards kept from an earlier batch, or forks
+    // one from these templates (not from the shared detections, so that
+    // forking holds the hunt's lock no longer than a pop).
     let templates = Mutex::new(forks);
     let fork = || {
-        let t = templates.lock().expect("no panics while locked");
-        t.iter().map(|d| d.fork()).collect::<Vec<_>>()
+        let kept = shared.lock().expect("no panics while locked").kept.pop();
+        kept.unwrap_or_else(|| {
+            let t = templates.lock().expect("no panics while locked");
+            t.iter().map(|d| d.fork()).collect::<Vec<_>>()
+        })
     };
     let ctx = Ctx {
         plan: Some(plan),
@@ -1877,6 +1944,8 @@ mod tests {
         workloads: Vec<(Option<String>, Option<OffsetDateTime>)>,
         /// Records the engine had counted when the detection finished.
         records_at_finish: Option<u64>,
+        /// Shards merged into the detection.
+        merges: usize,
     }
 
     impl Seen {
@@ -1902,6 +1971,8 @@ mod tests {
         seen: Seen,
         sink: Arc<Mutex<Seen>>,
         forks: Arc<AtomicUsize>,
+        /// [`Detection::merges_each_batch`].
+        merges_each_batch: bool,
     }
 
     impl Probe {
@@ -1916,7 +1987,19 @@ mod tests {
                 seen: Seen::default(),
                 sink: sink.clone(),
                 forks: Arc::new(AtomicUsize::new(0)),
+                merges_each_batch: false,
             };
+            (Box::new(p), sink)
+        }
+
+        /// [`Probe::boxed`], merged after each batch.
+        fn merged_each_batch(
+            needs: fn() -> Needs,
+            read: Option<&'static str>,
+        ) -> (Box<dyn Detection>, Arc<Mutex<Seen>>) {
+            let (p, sink) = Probe::boxed(needs, read);
+            let mut p = shard_of::<Probe>(p);
+            p.merges_each_batch = true;
             (Box::new(p), sink)
         }
     }
@@ -1937,7 +2020,11 @@ mod tests {
                 seen: Seen::default(),
                 sink: self.sink.clone(),
                 forks: self.forks.clone(),
+                merges_each_batch: self.merges_each_batch,
             })
+        }
+        fn merges_each_batch(&self) -> bool {
+            self.merges_each_batch
         }
         fn observe(&mut self, ev: &Event, cx: &Context<'_>) {
             let v = self.read.and_then(|p| ev.get_str(p)).unwrap_or_default();
@@ -1954,6 +2041,7 @@ mod tests {
         fn merge(&mut self, shard: Box<dyn Detection>) {
             let o = shard_of::<Probe>(shard).seen;
             let mut s = self.sink.lock().unwrap();
+            s.merges += 1;
             s.observed.extend(o.observed);
             s.unparsed.extend(o.unparsed);
             s.index_sizes.extend(o.index_sizes);
@@ -2707,6 +2795,44 @@ mod tests {
             s.observed.iter().map(|o| &o.1).collect();
         assert_eq!(distinct.len(), 60_000, "each record observed once");
         assert_eq!(r.totals(), (60_000, 60_000, 0));
+    }
+
+    /// A shard observes batch after batch and is merged when the hunt
+    /// ends, unless its detection asks to be merged after each batch; both
+    /// see every record once.
+    #[test]
+    fn shards_observe_batch_after_batch_unless_merged_each_batch() {
+        // Several 4 MiB batches of one file.
+        let mut text = String::new();
+        let mut records = 0;
+        while text.len() < 6 * tokenward_logread::records::LINES_BATCH {
+            text.push_str(&UAL_NEEDLE.replace("m2", &format!("m{records}")));
+            text.push('\n');
+            records += 1;
+        }
+        let d = dir(&[("big.jsonl", &text)]);
+        let (kept, kept_seen) = Probe::boxed(anchored_needle, Some("Marker.Inner"));
+        let (each, each_seen) = Probe::merged_each_batch(anchored_needle, Some("Marker.Inner"));
+        let workers = 2;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .build()
+            .unwrap();
+        let r = pool.install(|| hunt(&d, vec![kept, each]));
+        assert_eq!(r.totals(), (records, records, 0));
+        for seen in [&kept_seen, &each_seen] {
+            let s = seen.lock().unwrap();
+            let distinct: std::collections::HashSet<&String> =
+                s.observed.iter().map(|o| &o.1).collect();
+            assert_eq!(s.observed.len() as u64, records);
+            assert_eq!(distinct.len() as u64, records, "each record observed once");
+        }
+        // One set of shards per batch worked on at once.
+        let kept_merges = kept_seen.lock().unwrap().merges;
+        assert!((1..=workers).contains(&kept_merges), "{kept_merges}");
+        // One per batch.
+        let each_merges = each_seen.lock().unwrap().merges;
+        assert!(each_merges >= 6, "{each_merges}");
     }
 
     #[test]

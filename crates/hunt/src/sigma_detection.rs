@@ -94,6 +94,11 @@ impl Detection for SigmaDetection {
         }
     }
 
+    /// A shard keeps every hit until merged into the correlation state.
+    fn merges_each_batch(&self) -> bool {
+        true
+    }
+
     fn take_findings(&mut self) -> Vec<Finding> {
         std::mem::take(&mut self.findings)
     }

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use crate::format::Container;
 use crate::split::{CsvReader, CsvRow, JsonSplitter, Piece, ValueEnd};
 
-const LINES_BATCH: usize = 4 << 20;
+/// Bytes of JSON lines a batch holds (a batch ends at the first line end
+/// past it).
+pub const LINES_BATCH: usize = 4 << 20;
 const PIECES_BATCH: usize = 4 << 20;
 const ROWS_BATCH: usize = 2000;
 
