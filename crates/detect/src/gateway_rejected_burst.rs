@@ -74,6 +74,33 @@ impl Rejected {
     fn detail(&self) -> usize {
         self.reasons.len() + self.tokens.len() + self.kids.len()
     }
+
+    /// Keeps at most `room` items of detail (reasons first, then tokens,
+    /// then kids, each in order), marking the entry capped.
+    fn trim_detail(&mut self, room: usize) {
+        let mut room = room;
+        let mut cut = |n: usize| {
+            let kept = n.min(room);
+            room -= kept;
+            kept
+        };
+        let reasons = cut(self.reasons.len());
+        let tokens = cut(self.tokens.len());
+        let kids = cut(self.kids.len());
+        self.reasons = std::mem::take(&mut self.reasons)
+            .into_iter()
+            .take(reasons)
+            .collect();
+        self.tokens = std::mem::take(&mut self.tokens)
+            .into_iter()
+            .take(tokens)
+            .collect();
+        self.kids = std::mem::take(&mut self.kids)
+            .into_iter()
+            .take(kids)
+            .collect();
+        self.capped = true;
+    }
 }
 
 /// Accepted requests of one client IP in one UTC minute.
@@ -293,17 +320,34 @@ impl Detection for GatewayRejectedBurst {
                             }
                         }
                         m.capped |= r.capped;
-                        let before = m.detail();
+                        // The budget holds over the merged shards too: each
+                        // shard spent its own.
+                        let budget = &mut self.detail;
                         for (k, n) in r.reasons {
-                            *m.reasons.entry(k).or_default() += n;
+                            let fresh = !m.reasons.contains_key(&k);
+                            if Self::keep(budget, fresh, &mut m.capped) {
+                                *m.reasons.entry(k).or_default() += n;
+                            }
                         }
-                        m.tokens.extend(r.tokens);
-                        m.kids.extend(r.kids);
-                        self.detail += m.detail() - before;
+                        for t in r.tokens {
+                            if Self::keep(budget, !m.tokens.contains(&t), &mut m.capped) {
+                                m.tokens.insert(t);
+                            }
+                        }
+                        for k in r.kids {
+                            if Self::keep(budget, !m.kids.contains(&k), &mut m.capped) {
+                                m.kids.insert(k);
+                            }
+                        }
                     }
                     None if self.rejected_entries >= MINUTES_MAX => self.untracked += r.count,
                     None => {
                         self.rejected_entries += 1;
+                        let room = DETAIL_BUDGET.saturating_sub(self.detail);
+                        let mut r = r;
+                        if r.detail() > room {
+                            r.trim_detail(room);
+                        }
                         self.detail += r.detail();
                         mine.insert(minute, r);
                     }
@@ -482,6 +526,46 @@ mod tests {
 
     fn det() -> Box<dyn Detection> {
         Box::new(GatewayRejectedBurst::new(20, 5))
+    }
+
+    /// Shards each spend the detail budget on their own; merged, the
+    /// detection still keeps no more than the budget, and marks what it
+    /// dropped.
+    #[test]
+    fn merged_shards_keep_no_more_detail_than_the_budget() {
+        let rejected = |tokens: &[u64]| Rejected {
+            count: tokens.len() as u64,
+            tokens: tokens.iter().copied().collect(),
+            ..Rejected::default()
+        };
+        let shard = |minutes: Vec<(i64, Rejected)>| {
+            let mut d = GatewayRejectedBurst::new(20, 5);
+            d.detail = minutes.iter().map(|(_, r)| r.detail()).sum();
+            d.rejected_entries = minutes.len();
+            d.rejected_minutes
+                .insert("203.0.113.5".into(), minutes.into_iter().collect());
+            Box::new(d)
+        };
+        let mut whole = *shard(vec![(1, rejected(&[1, 2]))]);
+        // Two items of room left.
+        whole.detail = DETAIL_BUDGET - 2;
+        // One more token for minute 1 and a repeat; minute 2 is new with
+        // three tokens.
+        whole.merge(shard(vec![
+            (1, rejected(&[2, 3])),
+            (2, rejected(&[7, 8, 9])),
+        ]));
+        assert_eq!(whole.detail, DETAIL_BUDGET);
+        let mins = &whole.rejected_minutes["203.0.113.5"];
+        assert_eq!(mins[&1].tokens.len(), 3);
+        assert!(!mins[&1].capped, "nothing of minute 1 was dropped");
+        assert_eq!((mins[&2].tokens.len(), mins[&2].capped), (1, true));
+        assert_eq!((mins[&1].count, mins[&2].count), (4, 3), "counts are whole");
+        // Once spent, nothing new is kept.
+        whole.merge(shard(vec![(1, rejected(&[4]))]));
+        assert_eq!(whole.detail, DETAIL_BUDGET);
+        let mins = &whole.rejected_minutes["203.0.113.5"];
+        assert_eq!((mins[&1].tokens.len(), mins[&1].capped), (3, true));
     }
 
     #[test]

@@ -357,7 +357,9 @@ impl RecordStats {
 /// from any file, and [`Detection::merge`]s the shards into the detection
 /// when the hunt has read every file (or after each batch, for a detection
 /// that [`Detection::merges_each_batch`]). Neither which batches a shard
-/// sees nor the order shards merge in may change the result.
+/// sees nor the order shards merge in may change the result, but for
+/// which items a detection keeps past one of its documented caps
+/// (docs/limits.md).
 pub trait Detection: IntoAny + Send {
     /// The id and title of every rule it reports under (one for a built-in).
     fn ids(&self) -> Vec<(Cow<'static, str>, Cow<'static, str>)>;

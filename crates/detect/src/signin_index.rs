@@ -234,7 +234,10 @@ impl SigninIndex {
 #[derive(Clone, Debug, Default)]
 pub struct Ids {
     guids: HashSet<u128, KeyHasher>,
-    base64url: HashSet<(u128, u8), KeyHasher>,
+    /// By the last four bits (zero for the standard spelling of 16 bytes):
+    /// a set of (u128, u8) would take 32 bytes an entry, u128's alignment
+    /// padding the byte out.
+    base64url: [HashSet<u128, KeyHasher>; 16],
     ipv4: HashSet<u32, KeyHasher>,
     text: HashSet<String, KeyHasher>,
 }
@@ -324,7 +327,7 @@ impl Ids {
     pub fn insert(&mut self, id: &str) {
         match Packed::of(id) {
             Packed::Guid(v) => self.guids.insert(v),
-            Packed::Base64Url(v) => self.base64url.insert(v),
+            Packed::Base64Url((v, tail)) => self.base64url[usize::from(tail)].insert(v),
             Packed::Ipv4(v) => self.ipv4.insert(v),
             Packed::Text if self.text.contains(id) => false,
             Packed::Text => self.text.insert(id.to_owned()),
@@ -340,7 +343,7 @@ impl Ids {
         }
         match Packed::of(id) {
             Packed::Guid(v) => self.guids.contains(&v),
-            Packed::Base64Url(v) => self.base64url.contains(&v),
+            Packed::Base64Url((v, tail)) => self.base64url[usize::from(tail)].contains(&v),
             Packed::Ipv4(v) => self.ipv4.contains(&v),
             Packed::Text => self.text.contains(id),
         }
@@ -349,19 +352,27 @@ impl Ids {
     /// Adds every id of `o`.
     pub fn merge(&mut self, o: Ids) {
         self.guids.extend(o.guids);
-        self.base64url.extend(o.base64url);
+        for (mine, theirs) in self.base64url.iter_mut().zip(o.base64url) {
+            mine.extend(theirs);
+        }
         self.ipv4.extend(o.ipv4);
         self.text.extend(o.text);
     }
 
     /// How many ids there are.
     pub fn len(&self) -> usize {
-        self.guids.len() + self.base64url.len() + self.ipv4.len() + self.text.len()
+        self.guids.len()
+            + self.base64url.iter().map(HashSet::len).sum::<usize>()
+            + self.ipv4.len()
+            + self.text.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.guids.is_empty()
+            && self.base64url.iter().all(HashSet::is_empty)
+            && self.ipv4.is_empty()
+            && self.text.is_empty()
     }
 }
 
@@ -381,6 +392,7 @@ mod tests {
             "3qO2a2kQdP1tXX42jtweAA",
             "UEXk2jLaXpZ5a50weOZFLw",
             "3qO2a2kQdP1tXX42jtwe_A",
+            "UEXk2jLaXpZ5a50weOZFL_",
             "94.204.37.30",
             "0.0.0.0",
             "2001:db8::1",
@@ -421,7 +433,8 @@ mod tests {
         ids.insert("UEXk2jLaXpZ5a50weOZFLx");
         texts.insert("UEXk2jLaXpZ5a50weOZFLx".into());
         assert_eq!(ids.len(), texts.len());
-        assert_eq!((ids.guids.len(), ids.base64url.len()), (1, 4));
+        let packed: usize = ids.base64url.iter().map(HashSet::len).sum();
+        assert_eq!((ids.guids.len(), packed), (1, 5));
         assert!(!ids.text.iter().any(|t| t.len() == 22), "{:?}", ids.text);
         for p in added
             .iter()

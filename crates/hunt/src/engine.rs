@@ -539,6 +539,12 @@ struct Index {
     late: SigninIndex,
 }
 
+/// Sets of shards kept between batches at most: each holds its own
+/// per-key aggregates, so memory must not grow with the number of cores.
+/// On more cores, the workers beyond these fork fresh shards for a batch
+/// and merge them after it, as every worker once did.
+const KEPT_SETS_MAX: usize = 4;
+
 /// State shared by the workers of a hunt.
 struct Shared {
     detections: Vec<Box<dyn Detection>>,
@@ -548,7 +554,7 @@ struct Shared {
     /// Shards between batches: a worker takes a set for its next batch,
     /// so each shard observes batch after batch, and the sets are merged
     /// into the detections once every file is read. There are as many as
-    /// batches were ever worked on at once.
+    /// batches were ever worked on at once, up to [`KEPT_SETS_MAX`].
     kept: Vec<Vec<Box<dyn Detection>>>,
     index: Index,
     stats: RecordStats,
@@ -861,7 +867,8 @@ struct Ctx<'a> {
     signins: Arc<SigninIndex>,
     /// No counts: they are complete, and read, only when detections finish.
     stats: RecordStats,
-    /// Forks the detections for a batch.
+    /// The shards a batch is observed by: a set kept from an earlier
+    /// batch, or fresh forks.
     fork: &'a (dyn Fn() -> Vec<Box<dyn Detection>> + Sync),
     /// Batch buffers shared by every file.
     pool: &'a BufferPool,
@@ -1328,23 +1335,29 @@ fn absorb(shared: &Mutex<Shared>, file: &Mutex<FileReport>, out: Out) {
         let mut guard = shared.lock().expect("no panics while locked");
         let sh = &mut *guard;
         let mut found = Vec::new();
+        // `read_events` observes nothing: no set to keep.
+        let keep = !out.shards.is_empty() && sh.kept.len() < KEPT_SETS_MAX;
         let mut kept = Vec::with_capacity(out.shards.len());
-        for ((d, mut s), &at_once) in sh
+        for ((d, mut s), &each_batch) in sh
             .detections
             .iter_mut()
             .zip(out.shards)
             .zip(&sh.merged_each_batch)
         {
-            if at_once {
+            if each_batch || !keep {
                 d.merge(s);
                 found.append(&mut d.take_findings());
-                kept.push(d.fork());
+                if keep {
+                    kept.push(d.fork());
+                }
             } else {
                 found.append(&mut s.take_findings());
                 kept.push(s);
             }
         }
-        sh.kept.push(kept);
+        if keep {
+            sh.kept.push(kept);
+        }
         let run = sh.intake.hand_over(found);
         if !sh.rereading {
             sh.index.late.merge(out.index);
@@ -2779,7 +2792,7 @@ mod tests {
     }
 
     #[test]
-    fn shards_are_forked_per_batch_and_merged_into_one_result() {
+    fn each_record_of_a_file_of_several_batches_is_observed_once() {
         // Enough records for several batches of one file.
         let mut text = String::new();
         for i in 0..60_000 {
@@ -2811,28 +2824,33 @@ mod tests {
             records += 1;
         }
         let d = dir(&[("big.jsonl", &text)]);
-        let (kept, kept_seen) = Probe::boxed(anchored_needle, Some("Marker.Inner"));
-        let (each, each_seen) = Probe::merged_each_batch(anchored_needle, Some("Marker.Inner"));
-        let workers = 2;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(workers)
-            .build()
-            .unwrap();
-        let r = pool.install(|| hunt(&d, vec![kept, each]));
-        assert_eq!(r.totals(), (records, records, 0));
-        for seen in [&kept_seen, &each_seen] {
-            let s = seen.lock().unwrap();
-            let distinct: std::collections::HashSet<&String> =
-                s.observed.iter().map(|o| &o.1).collect();
-            assert_eq!(s.observed.len() as u64, records);
-            assert_eq!(distinct.len() as u64, records, "each record observed once");
+        // Two workers keep a set each; sixteen keep at most
+        // `KEPT_SETS_MAX`, and merge the rest after each batch.
+        for workers in [2, 16] {
+            let (kept, kept_seen) = Probe::boxed(anchored_needle, Some("Marker.Inner"));
+            let (each, each_seen) = Probe::merged_each_batch(anchored_needle, Some("Marker.Inner"));
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .build()
+                .unwrap();
+            let r = pool.install(|| hunt(&d, vec![kept, each]));
+            assert_eq!(r.totals(), (records, records, 0));
+            for seen in [&kept_seen, &each_seen] {
+                let s = seen.lock().unwrap();
+                let distinct: std::collections::HashSet<&String> =
+                    s.observed.iter().map(|o| &o.1).collect();
+                assert_eq!(s.observed.len() as u64, records, "{workers} workers");
+                assert_eq!(distinct.len() as u64, records, "each record observed once");
+            }
+            // One per batch.
+            let each_merges = each_seen.lock().unwrap().merges;
+            assert!(each_merges >= 6, "{each_merges}");
+            if workers == 2 {
+                // One set of shards per batch worked on at once.
+                let kept_merges = kept_seen.lock().unwrap().merges;
+                assert!((1..=workers).contains(&kept_merges), "{kept_merges}");
+            }
         }
-        // One set of shards per batch worked on at once.
-        let kept_merges = kept_seen.lock().unwrap().merges;
-        assert!((1..=workers).contains(&kept_merges), "{kept_merges}");
-        // One per batch.
-        let each_merges = each_seen.lock().unwrap().merges;
-        assert!(each_merges >= 6, "{each_merges}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! docs/scale.md). It is a detection like any other to the engine, one that
 //! needs every record whole and keeps nothing: each worker writes the lines
 //! of its batch into a buffer that is flushed to the output when the batch
-//! is merged, so memory stays bounded by the batch size.
+//! is merged ([`Detection::merges_each_batch`]), so memory stays bounded by
+//! the batch size.
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -207,6 +208,12 @@ impl Detection for EventsExport {
         self.events += 1;
     }
 
+    /// A shard holds its batch's lines until merged: kept across batches,
+    /// it would hold the whole output.
+    fn merges_each_batch(&self) -> bool {
+        true
+    }
+
     fn merge(&mut self, shard: Box<dyn Detection>) {
         let o = shard_of::<EventsExport>(shard);
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
@@ -261,6 +268,47 @@ pub fn export_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lines go out batch by batch as the hunt reads, not at its end:
+    /// memory stays bounded by the batches, and a pipe into an engine is
+    /// fed as it goes.
+    #[test]
+    fn events_are_written_batch_by_batch() {
+        struct Writes(Arc<Mutex<Vec<usize>>>);
+        impl Write for Writes {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().push(b.len());
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let rec = r#"{"CreationTime":"2024-01-01T00:00:00","Operation":"Send","Workload":"Exchange","UserId":"a@x"}"#;
+        let mut text = String::new();
+        let mut records = 0u64;
+        while text.len() < 4 * tokenward_logread::records::LINES_BATCH {
+            text.push_str(rec);
+            text.push('\n');
+            records += 1;
+        }
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("ual.jsonl"), &text).unwrap();
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let cfg = HuntConfig {
+            inputs: vec![d.path().to_path_buf()],
+            ..Default::default()
+        };
+        let (report, written) =
+            export_events(&cfg, Box::new(Writes(writes.clone())), Arc::default()).unwrap();
+        assert_eq!(written.unwrap(), records);
+        assert_eq!(report.totals(), (records, records, 0));
+        let writes = writes.lock().unwrap();
+        // One write a batch (at least four), none holding the whole output.
+        let total: usize = writes.iter().sum();
+        assert!(writes.len() >= 4, "{} writes", writes.len());
+        assert!(writes.iter().all(|&w| w < total / 2), "{writes:?}");
+    }
 
     /// The written object has exactly the documented columns.
     #[test]

@@ -316,6 +316,9 @@ impl Detection for KindBlind {
     fn merge(&mut self, shard: Box<dyn Detection>) {
         self.0.merge(shard_of::<KindBlind>(shard).0);
     }
+    fn merges_each_batch(&self) -> bool {
+        self.0.merges_each_batch()
+    }
     fn take_findings(&mut self) -> Vec<Finding> {
         self.0.take_findings()
     }
