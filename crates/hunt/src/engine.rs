@@ -18,7 +18,7 @@
 //! Memory is bounded by the batches in flight (two per worker over the
 //! hunt, and one being read and one being worked on per worker) and by
 //! the detections' per-key aggregates, held once per set (as many sets as
-//! batches were worked on at once).
+//! batches were worked on at once, up to four).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
