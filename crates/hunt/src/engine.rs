@@ -1959,6 +1959,8 @@ mod tests {
         records_at_finish: Option<u64>,
         /// Shards merged into the detection.
         merges: usize,
+        /// Calls of `take_findings` that handed findings over.
+        handovers: usize,
     }
 
     impl Seen {
@@ -1986,6 +1988,11 @@ mod tests {
         forks: Arc<AtomicUsize>,
         /// [`Detection::merges_each_batch`].
         merges_each_batch: bool,
+        /// Makes a finding of every event it observes
+        /// ([`Probe::finding_everything`]).
+        finds: bool,
+        /// Findings not yet taken.
+        pending: Vec<Finding>,
     }
 
     impl Probe {
@@ -2001,7 +2008,20 @@ mod tests {
                 sink: sink.clone(),
                 forks: Arc::new(AtomicUsize::new(0)),
                 merges_each_batch: false,
+                finds: false,
+                pending: Vec::new(),
             };
+            (Box::new(p), sink)
+        }
+
+        /// [`Probe::boxed`], making a finding of every event it observes.
+        fn finding_everything(
+            needs: fn() -> Needs,
+            read: Option<&'static str>,
+        ) -> (Box<dyn Detection>, Arc<Mutex<Seen>>) {
+            let (p, sink) = Probe::boxed(needs, read);
+            let mut p = shard_of::<Probe>(p);
+            p.finds = true;
             (Box::new(p), sink)
         }
 
@@ -2034,7 +2054,15 @@ mod tests {
                 sink: self.sink.clone(),
                 forks: self.forks.clone(),
                 merges_each_batch: self.merges_each_batch,
+                finds: self.finds,
+                pending: Vec::new(),
             })
+        }
+        fn take_findings(&mut self) -> Vec<Finding> {
+            if !self.pending.is_empty() {
+                self.sink.lock().unwrap().handovers += 1;
+            }
+            std::mem::take(&mut self.pending)
         }
         fn merges_each_batch(&self) -> bool {
             self.merges_each_batch
@@ -2047,12 +2075,22 @@ mod tests {
             self.seen
                 .workloads
                 .push((ev.workload().map(str::to_string), ev.time));
+            if self.finds {
+                self.pending.push(tokenward_event::Rep::of(ev).finding(
+                    Cow::Borrowed("probe"),
+                    Cow::Borrowed("probe"),
+                    tokenward_event::Severity::Low,
+                    Map::new(),
+                ));
+            }
         }
         fn observe_unparsed(&mut self, t: Option<OffsetDateTime>, w: Option<&str>) {
             self.seen.unparsed.push((w.map(str::to_string), t));
         }
         fn merge(&mut self, shard: Box<dyn Detection>) {
-            let o = shard_of::<Probe>(shard).seen;
+            let mut shard = shard_of::<Probe>(shard);
+            self.pending.append(&mut shard.pending);
+            let o = shard.seen;
             let mut s = self.sink.lock().unwrap();
             s.merges += 1;
             s.observed.extend(o.observed);
@@ -2851,6 +2889,33 @@ mod tests {
                 assert!((1..=workers).contains(&kept_merges), "{kept_merges}");
             }
         }
+    }
+
+    /// A kept shard's findings are handed over after each batch it
+    /// observed, not when the hunt ends, and each is reported once, over
+    /// several files.
+    #[test]
+    fn findings_of_kept_shards_are_handed_over_batch_by_batch() {
+        let mut text = String::new();
+        let mut records = 0;
+        while text.len() < 3 * tokenward_logread::records::LINES_BATCH {
+            text.push_str(&UAL_NEEDLE.replace("m2", &format!("m{records}")));
+            text.push('\n');
+            records += 1;
+        }
+        let d = dir(&[("a.jsonl", &text), ("b.jsonl", &text)]);
+        let (p, seen) = Probe::finding_everything(anchored_needle, Some("Marker.Inner"));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let r = pool.install(|| hunt(&d, vec![p]));
+        assert_eq!(r.totals(), (2 * records, 2 * records, 0));
+        assert_eq!(r.findings.len(), 2 * records);
+        let s = seen.lock().unwrap();
+        assert!(s.merges <= 2, "{} merges", s.merges);
+        // Three or more batches a file.
+        assert!(s.handovers >= 6, "{} hand-overs", s.handovers);
     }
 
     #[test]
