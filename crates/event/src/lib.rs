@@ -17,7 +17,7 @@ pub use event::{classify, lookup, lookup_all, normalised_paths, Event, EventKind
 pub use evidence::Evidence;
 pub use finding::{Coverage, Finding, Rep, Severity, Status};
 pub use flat::PathValues;
-pub use projection::{Projected, Projection};
+pub use projection::{Projected, Projection, RootSlot};
 pub use tokenward_logread::{Format, Locator};
 
 /// The kind of record a file format implies when a record does not say.

@@ -44,7 +44,7 @@ use tokenward_event::projection::{parses_in_full_naming_other_kind_keys, plain_t
 use tokenward_event::shadow;
 use tokenward_event::{
     classify, kind_hint, normalised_paths, Coverage, Event, EventKind, Finding, Locator, Projected,
-    Projection,
+    Projection, RootSlot,
 };
 use tokenward_logread::{
     discover, is_envelope_metadata, open, read_batches, sniff, sniff_known, Batch, BufferPool,
@@ -697,6 +697,9 @@ struct Out {
     /// Projections used in this batch: the plan's cache is shared, and
     /// asking it for every record made the workers queue on its lock.
     projections: Vec<(Mask, Arc<Projection>)>,
+    /// For a batch of CSV rows (one header), per projection's readers:
+    /// where it keeps each of [`Columns::names`].
+    column_slots: Vec<(Mask, Vec<Option<RootSlot>>)>,
     /// The batch buffer, handed back to the reader for reuse.
     spare: Vec<u8>,
     /// A CSV row's screening text, reused row after row.
@@ -765,6 +768,19 @@ struct Fold {
     alt: Option<usize>,
 }
 
+impl Fold {
+    /// The cell read under the table's name: the renamed column's, or for
+    /// an empty `_dynamic` one its `_string` column's; none when neither.
+    fn cell<'r>(&self, cells: &'r Cells) -> Option<&'r str> {
+        let cell = cells.get(self.from);
+        if cell.is_empty() {
+            Some(cells.get(self.alt?))
+        } else {
+            Some(cell)
+        }
+    }
+}
+
 impl Columns {
     fn of(header: &[String]) -> Columns {
         let is_last = |i: usize| !header[i + 1..].contains(&header[i]);
@@ -797,29 +813,38 @@ impl Columns {
         }
     }
 
-    /// The (name, cell) pairs of a row as a JSON object of it would have
-    /// them once its Log Analytics columns are folded: every column, then
-    /// the table's names of the renamed columns that give a value (a
-    /// `_dynamic` cell that is empty gives its `_string` cell), a later
-    /// pair of one name replacing an earlier as the fold does.
+    /// Every name a row may give ([`Columns::named`]), in its order.
+    fn names<'r>(&'r self, header: &'r [String]) -> impl Iterator<Item = &'r str> + 'r {
+        let plain = self.read.iter().map(|&i| header[i].as_str());
+        plain.chain(self.folds.iter().map(|f| f.base.as_str()))
+    }
+
+    /// The (name, cell) pairs of a row that a projection keeps, as a JSON
+    /// object of the row would have them once its Log Analytics columns
+    /// are folded: every column, then the table's names of the renamed
+    /// columns that give a value (a `_dynamic` cell that is empty gives
+    /// its `_string` cell), a later pair of one name replacing an earlier
+    /// as the fold does. `slots` are the projection's slots of
+    /// [`Columns::names`]; names it does not keep are left out.
     fn named<'r>(
         &'r self,
         header: &'r [String],
         cells: &'r Cells,
-    ) -> impl Iterator<Item = (&'r str, &'r str)> + 'r {
+        slots: &'r [Option<RootSlot>],
+    ) -> impl Iterator<Item = (&'r str, &'r str, Option<RootSlot>)> + 'r {
+        let (plain_slots, fold_slots) = slots.split_at(self.read.len());
         let plain = self
             .read
             .iter()
-            .map(|&i| (header[i].as_str(), cells.get(i)));
-        let folded = self.folds.iter().filter_map(move |f| {
-            let cell = cells.get(f.from);
-            let v = if cell.is_empty() {
-                cells.get(f.alt?)
-            } else {
-                cell
-            };
-            Some((f.base.as_str(), v))
-        });
+            .zip(plain_slots)
+            .filter(|(_, slot)| slot.is_some())
+            .map(|(&i, &slot)| (header[i].as_str(), cells.get(i), slot));
+        let folded = self
+            .folds
+            .iter()
+            .zip(fold_slots)
+            .filter(|(_, slot)| slot.is_some())
+            .filter_map(move |(f, &slot)| Some((f.base.as_str(), f.cell(cells)?, slot)));
         plain.chain(folded)
     }
 }
@@ -1178,7 +1203,16 @@ impl Ctx<'_> {
             // Only the projected columns are copied: no object of the
             // whole row is built.
             let projection = out.projection(plan, readers);
-            let v = projection.project_columns(columns.named(header, &cells));
+            let at = match out.column_slots.iter().position(|(m, _)| *m == readers) {
+                Some(at) => at,
+                None => {
+                    let slots = columns.names(header).map(|n| projection.root_slot(n));
+                    out.column_slots.push((readers, slots.collect()));
+                    out.column_slots.len() - 1
+                }
+            };
+            let slots = &out.column_slots[at].1;
+            let v = projection.project_slotted(columns.named(header, &cells, slots));
             let ev = Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
             // Rare (the first row of another kind than those before it):
             // built whole below, where its late readers are added.
@@ -1215,6 +1249,7 @@ impl Ctx<'_> {
             parsed_by_kind: BTreeMap::new(),
             collected: Vec::new(),
             projections: Vec::new(),
+            column_slots: Vec::new(),
             spare: Vec::new(),
             row_text: Vec::new(),
             hits: Vec::new(),
@@ -2549,6 +2584,59 @@ mod tests {
             seen.lock().unwrap().read_and_projected(),
             vec![("m1".to_string(), true), ("m2".to_string(), false)]
         );
+    }
+
+    /// Rows of one CSV batch projected for different readers each get the
+    /// columns their readers declared: where a projection keeps each
+    /// column is worked out once a batch, per projection.
+    #[test]
+    fn csv_rows_for_different_readers_get_their_own_columns() {
+        fn alpha() -> Needs {
+            Needs::anchored(Kinds::ALL, &["alpha"], &["ColA"])
+        }
+        fn beta() -> Needs {
+            Needs::anchored(Kinds::ALL, &["beta"], &["ColB"])
+        }
+        let mut csv = String::from("CreationTime,Operation,Workload,UserId,ColB,ColA\n");
+        let mut want_a = Vec::new();
+        let mut want_b = Vec::new();
+        for i in 0..40 {
+            // Rows for one, the other, both and neither, interleaved.
+            let a = if i % 2 == 0 {
+                format!("alpha{i}")
+            } else {
+                format!("x{i}")
+            };
+            let b = if i % 3 == 0 {
+                format!("beta{i}")
+            } else {
+                format!("y{i}")
+            };
+            if a.starts_with("alpha") {
+                want_a.push(a.clone());
+            }
+            if b.starts_with("beta") {
+                want_b.push(b.clone());
+            }
+            csv.push_str(&format!("2023-06-10T10:00:00,Send,Exchange,u@x,{b},{a}\n"));
+        }
+        let d = dir(&[("rows.csv", &csv)]);
+        let (pa, seen_a) = Probe::boxed(alpha, Some("ColA"));
+        let (pb, seen_b) = Probe::boxed(beta, Some("ColB"));
+        let r = hunt(&d, vec![pa, pb]);
+        assert_eq!(r.totals(), (40, 40, 0));
+        for (seen, mut want) in [(seen_a, want_a), (seen_b, want_b)] {
+            let mut got: Vec<String> = seen
+                .lock()
+                .unwrap()
+                .observed
+                .iter()
+                .map(|o| o.1.clone())
+                .collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want);
+        }
     }
 
     /// A screen told the kind of the records before: a record of another
