@@ -239,9 +239,13 @@ impl Projection {
     ) -> Value {
         let mut out = Map::new();
         for (k, cell, slot) in row {
-            let Some((_, _, kept)) = slot.and_then(|RootSlot(i)| self.root.keys.get(i)) else {
+            let Some((lower, _, kept)) = slot.and_then(|RootSlot(i)| self.root.keys.get(i)) else {
                 continue;
             };
+            debug_assert!(
+                lower.eq_ignore_ascii_case(k),
+                "a slot of this projection's, for {k}"
+            );
             let v = match kept {
                 Slot::Whole => {
                     let mut v = Value::String(cell.to_owned());
