@@ -2049,15 +2049,24 @@ mod tests {
             (Box::new(p), sink)
         }
 
+        /// [`Probe::boxed`], then `set` on it.
+        fn set(
+            needs: fn() -> Needs,
+            read: Option<&'static str>,
+            set: fn(&mut Probe),
+        ) -> (Box<dyn Detection>, Arc<Mutex<Seen>>) {
+            let (p, sink) = Probe::boxed(needs, read);
+            let mut p = shard_of::<Probe>(p);
+            set(&mut p);
+            (Box::new(p), sink)
+        }
+
         /// [`Probe::boxed`], making a finding of every event it observes.
         fn finding_everything(
             needs: fn() -> Needs,
             read: Option<&'static str>,
         ) -> (Box<dyn Detection>, Arc<Mutex<Seen>>) {
-            let (p, sink) = Probe::boxed(needs, read);
-            let mut p = shard_of::<Probe>(p);
-            p.finds = true;
-            (Box::new(p), sink)
+            Probe::set(needs, read, |p| p.finds = true)
         }
 
         /// [`Probe::boxed`], merged after each batch.
@@ -2065,10 +2074,7 @@ mod tests {
             needs: fn() -> Needs,
             read: Option<&'static str>,
         ) -> (Box<dyn Detection>, Arc<Mutex<Seen>>) {
-            let (p, sink) = Probe::boxed(needs, read);
-            let mut p = shard_of::<Probe>(p);
-            p.merges_each_batch = true;
-            (Box::new(p), sink)
+            Probe::set(needs, read, |p| p.merges_each_batch = true)
         }
     }
 
@@ -2936,19 +2942,25 @@ mod tests {
         assert_eq!(r.totals(), (60_000, 60_000, 0));
     }
 
+    /// JSON lines of needles, each with its own marker, filling `batches`
+    /// 4 MiB batches of lines; and how many there are.
+    fn needles_filling(batches: usize) -> (String, u64) {
+        let mut text = String::new();
+        let mut records = 0;
+        while text.len() < batches * tokenward_logread::records::LINES_BATCH {
+            text.push_str(&UAL_NEEDLE.replace("m2", &format!("m{records}")));
+            text.push('\n');
+            records += 1;
+        }
+        (text, records)
+    }
+
     /// A shard observes batch after batch and is merged when the hunt
     /// ends, unless its detection asks to be merged after each batch; both
     /// see every record once.
     #[test]
     fn shards_observe_batch_after_batch_unless_merged_each_batch() {
-        // Several 4 MiB batches of one file.
-        let mut text = String::new();
-        let mut records = 0;
-        while text.len() < 6 * tokenward_logread::records::LINES_BATCH {
-            text.push_str(&UAL_NEEDLE.replace("m2", &format!("m{records}")));
-            text.push('\n');
-            records += 1;
-        }
+        let (text, records) = needles_filling(6);
         let d = dir(&[("big.jsonl", &text)]);
         // Two workers keep a set each; sixteen keep at most
         // `KEPT_SETS_MAX`, and merge the rest after each batch.
@@ -2984,13 +2996,7 @@ mod tests {
     /// several files.
     #[test]
     fn findings_of_kept_shards_are_handed_over_batch_by_batch() {
-        let mut text = String::new();
-        let mut records = 0;
-        while text.len() < 3 * tokenward_logread::records::LINES_BATCH {
-            text.push_str(&UAL_NEEDLE.replace("m2", &format!("m{records}")));
-            text.push('\n');
-            records += 1;
-        }
+        let (text, records) = needles_filling(3);
         let d = dir(&[("a.jsonl", &text), ("b.jsonl", &text)]);
         let (p, seen) = Probe::finding_everything(anchored_needle, Some("Marker.Inner"));
         let pool = rayon::ThreadPoolBuilder::new()

@@ -668,6 +668,32 @@ fn bytes_equal(w: u64, b: u8) -> u64 {
     x.wrapping_sub(ONES) & !x & TOPS
 }
 
+/// Copies `bytes` from `*i` to `out` from `*o` a word at a time, up to the
+/// first byte `stops` marks in a word ([`bytes_equal`]) or the last whole
+/// word: in a CSV field of JSON a quote comes every few bytes, too often
+/// for a search call and a copy per run. The output must never be ahead
+/// of the input (`*o <= *i`, unquoting only shortens), so that eight bytes
+/// fit at `*o` as they do at `*i`; bytes copied past the stop are
+/// overwritten by what follows.
+fn copy_run(
+    bytes: &[u8],
+    out: &mut [u8],
+    i: &mut usize,
+    o: &mut usize,
+    stops: impl Fn(u64) -> u64,
+) {
+    while let Some(w) = word_at(bytes, *i) {
+        let stop = stops(w);
+        let run = (stop.trailing_zeros() / 8) as usize;
+        out[*o..*o + 8].copy_from_slice(&bytes[*i..*i + 8]);
+        *i += run;
+        *o += run;
+        if stop != 0 {
+            return;
+        }
+    }
+}
+
 /// The place of the first of three bytes from `j` on, eight bytes at a
 /// time: in JSON one comes every few bytes (a string's escapes, the next
 /// key), too often for a SIMD search's call and setup to pay.
@@ -776,20 +802,7 @@ impl FieldSplitter {
             if bytes.get(i) == Some(&b'"') {
                 i += 1;
                 loop {
-                    // A word at a time up to the next quote: in JSON one
-                    // comes every few bytes, too often for a search call.
-                    while let Some(w) = word_at(bytes, i) {
-                        let stops = bytes_equal(w, b'"');
-                        let run = (stops.trailing_zeros() / 8) as usize;
-                        // The output is never ahead of the input: eight
-                        // bytes fit at `o` as they do at `i`.
-                        out[o..o + 8].copy_from_slice(&bytes[i..i + 8]);
-                        i += run;
-                        o += run;
-                        if stops != 0 {
-                            break;
-                        }
-                    }
+                    copy_run(bytes, out, &mut i, &mut o, |w| bytes_equal(w, b'"'));
                     let &c = bytes.get(i)?;
                     i += 1;
                     if c == b'"' {
@@ -805,19 +818,12 @@ impl FieldSplitter {
                 }
             } else {
                 loop {
-                    while let Some(w) = word_at(bytes, i) {
-                        let stops = bytes_equal(w, delim)
+                    copy_run(bytes, out, &mut i, &mut o, |w| {
+                        bytes_equal(w, delim)
                             | bytes_equal(w, b'"')
                             | bytes_equal(w, b'\r')
-                            | bytes_equal(w, b'\n');
-                        let run = (stops.trailing_zeros() / 8) as usize;
-                        out[o..o + 8].copy_from_slice(&bytes[i..i + 8]);
-                        i += run;
-                        o += run;
-                        if stops != 0 {
-                            break;
-                        }
-                    }
+                            | bytes_equal(w, b'\n')
+                    });
                     let Some(&c) = bytes.get(i) else { break };
                     if c == delim {
                         break;
