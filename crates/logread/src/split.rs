@@ -284,18 +284,62 @@ impl ValueEnd {
 }
 
 /// Returns the offset after the closing quote of a string whose body starts at `j`.
+///
+/// A word at a time: the quotes of a word that no backslash escapes end
+/// the string at the first of them. JSON carried in a string escapes its
+/// quotes, one every few bytes, and stopping at each (as a search for the
+/// next quote or backslash does) was most of splitting a PowerShell
+/// export. A word with two backslashes in a row, or one after a word that
+/// ended in one, is read a byte at a time.
 fn skip_string(buf: &[u8], mut j: usize) -> Option<usize> {
-    loop {
-        j = first_of(buf, j, [b'"', b'\\', b'"'])?;
-        if buf[j] == b'\\' {
-            j += 2;
-            if j > buf.len() {
-                return None;
+    const TOPS: u64 = 0x8080_8080_8080_8080;
+    // The byte at `j` is escaped by a backslash that ended the last word.
+    let mut escaped = false;
+    while let Some(w) = word_at(buf, j) {
+        let quotes = bytes_exactly(w, b'"');
+        let backslashes = bytes_exactly(w, b'\\');
+        if backslashes & (backslashes << 8) == 0 && !(escaped && backslashes & 0x80 != 0) {
+            // Each backslash escapes the byte after it, none another
+            // backslash.
+            let escapes = backslashes << 8 | u64::from(escaped) << 7;
+            let ends = quotes & !escapes;
+            if ends != 0 {
+                return Some(j + (ends.trailing_zeros() / 8) as usize + 1);
             }
-        } else {
-            return Some(j + 1);
+            escaped = backslashes & (TOPS << 56) != 0;
+            j += 8;
+            continue;
+        }
+        for (k, &c) in buf[j..j + 8].iter().enumerate() {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                return Some(j + k + 1);
+            }
+        }
+        j += 8;
+    }
+    for (k, &c) in buf.get(j..)?.iter().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if c == b'\\' {
+            escaped = true;
+        } else if c == b'"' {
+            return Some(j + k + 1);
         }
     }
+    None
+}
+
+/// The top bit of every byte of `w` that equals `b`, and no other bit
+/// ([`bytes_equal`] marks only the first such byte exactly): no carry
+/// crosses a byte, as seven-bit sums do not overflow one.
+fn bytes_exactly(w: u64, b: u8) -> u64 {
+    const LOWS: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    let x = w ^ (0x0101_0101_0101_0101 * u64::from(b));
+    !(((x & LOWS) + LOWS) | x) & !LOWS
 }
 
 fn count_lines(b: &[u8]) -> u64 {
