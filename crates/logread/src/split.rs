@@ -310,24 +310,25 @@ fn skip_string(buf: &[u8], mut j: usize) -> Option<usize> {
             j += 8;
             continue;
         }
-        for (k, &c) in buf[j..j + 8].iter().enumerate() {
-            if escaped {
-                escaped = false;
-            } else if c == b'\\' {
-                escaped = true;
-            } else if c == b'"' {
-                return Some(j + k + 1);
-            }
+        if let Some(end) = string_end_in(&buf[j..j + 8], &mut escaped) {
+            return Some(j + end);
         }
         j += 8;
     }
-    for (k, &c) in buf.get(j..)?.iter().enumerate() {
-        if escaped {
-            escaped = false;
+    string_end_in(buf.get(j..)?, &mut escaped).map(|end| j + end)
+}
+
+/// [`skip_string`] a byte at a time over `bytes`: the offset after the
+/// closing quote if it is among them; `escaped` says whether the first
+/// byte is escaped, and then whether the byte after them is.
+fn string_end_in(bytes: &[u8], escaped: &mut bool) -> Option<usize> {
+    for (k, &c) in bytes.iter().enumerate() {
+        if *escaped {
+            *escaped = false;
         } else if c == b'\\' {
-            escaped = true;
+            *escaped = true;
         } else if c == b'"' {
-            return Some(j + k + 1);
+            return Some(k + 1);
         }
     }
     None
