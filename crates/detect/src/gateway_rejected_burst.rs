@@ -75,31 +75,35 @@ impl Rejected {
         self.reasons.len() + self.tokens.len() + self.kids.len()
     }
 
-    /// Keeps at most `room` items of detail (reasons first, then tokens,
-    /// then kids, each in order), marking the entry capped.
-    fn trim_detail(&mut self, room: usize) {
-        let mut room = room;
-        let mut cut = |n: usize| {
-            let kept = n.min(room);
-            room -= kept;
-            kept
-        };
-        let reasons = cut(self.reasons.len());
-        let tokens = cut(self.tokens.len());
-        let kids = cut(self.kids.len());
-        self.reasons = std::mem::take(&mut self.reasons)
-            .into_iter()
-            .take(reasons)
-            .collect();
-        self.tokens = std::mem::take(&mut self.tokens)
-            .into_iter()
-            .take(tokens)
-            .collect();
-        self.kids = std::mem::take(&mut self.kids)
-            .into_iter()
-            .take(kids)
-            .collect();
-        self.capped = true;
+    /// Folds another shard's entry of the same minute into this one,
+    /// keeping its detail while `budget` (the detection's, which each
+    /// shard spent on its own) lasts.
+    fn fold(&mut self, r: Rejected, budget: &mut usize) {
+        self.count += r.count;
+        self.first = self.first.min(r.first).or(self.first).or(r.first);
+        self.last = self.last.max(r.last);
+        if let Some(rep) = r.rep {
+            if self.rep.as_ref().is_none_or(|x| rep.earlier_than(x)) {
+                self.rep = Some(rep);
+            }
+        }
+        self.capped |= r.capped;
+        for (k, n) in r.reasons {
+            let fresh = !self.reasons.contains_key(&k);
+            if GatewayRejectedBurst::keep(budget, fresh, &mut self.capped) {
+                *self.reasons.entry(k).or_default() += n;
+            }
+        }
+        for t in r.tokens {
+            if GatewayRejectedBurst::keep(budget, !self.tokens.contains(&t), &mut self.capped) {
+                self.tokens.insert(t);
+            }
+        }
+        for k in r.kids {
+            if GatewayRejectedBurst::keep(budget, !self.kids.contains(&k), &mut self.capped) {
+                self.kids.insert(k);
+            }
+        }
     }
 }
 
@@ -310,46 +314,16 @@ impl Detection for GatewayRejectedBurst {
             let mine = self.rejected_minutes.entry(ip).or_default();
             for (minute, r) in mins {
                 match mine.get_mut(&minute) {
-                    Some(m) => {
-                        m.count += r.count;
-                        m.first = m.first.min(r.first).or(m.first).or(r.first);
-                        m.last = m.last.max(r.last);
-                        if let Some(rep) = r.rep {
-                            if m.rep.as_ref().is_none_or(|x| rep.earlier_than(x)) {
-                                m.rep = Some(rep);
-                            }
-                        }
-                        m.capped |= r.capped;
-                        // The budget holds over the merged shards too: each
-                        // shard spent its own.
-                        let budget = &mut self.detail;
-                        for (k, n) in r.reasons {
-                            let fresh = !m.reasons.contains_key(&k);
-                            if Self::keep(budget, fresh, &mut m.capped) {
-                                *m.reasons.entry(k).or_default() += n;
-                            }
-                        }
-                        for t in r.tokens {
-                            if Self::keep(budget, !m.tokens.contains(&t), &mut m.capped) {
-                                m.tokens.insert(t);
-                            }
-                        }
-                        for k in r.kids {
-                            if Self::keep(budget, !m.kids.contains(&k), &mut m.capped) {
-                                m.kids.insert(k);
-                            }
-                        }
-                    }
+                    Some(m) => m.fold(r, &mut self.detail),
                     None if self.rejected_entries >= MINUTES_MAX => self.untracked += r.count,
                     None => {
                         self.rejected_entries += 1;
-                        let room = DETAIL_BUDGET.saturating_sub(self.detail);
-                        let mut r = r;
-                        if r.detail() > room {
-                            r.trim_detail(room);
+                        if r.detail() <= DETAIL_BUDGET.saturating_sub(self.detail) {
+                            self.detail += r.detail();
+                            mine.insert(minute, r);
+                        } else {
+                            mine.entry(minute).or_default().fold(r, &mut self.detail);
                         }
-                        self.detail += r.detail();
-                        mine.insert(minute, r);
                     }
                 }
             }

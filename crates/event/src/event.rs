@@ -434,6 +434,14 @@ pub fn scalar_str(v: &Value) -> Option<String> {
     }
 }
 
+/// [`scalar_str`], borrowed when the value is a string.
+fn scalar_text(v: &Value) -> Option<Cow<'_, str>> {
+    match v {
+        Value::String(s) => nonempty(s).map(Cow::Borrowed),
+        other => scalar_str(other).map(Cow::Owned),
+    }
+}
+
 impl Event {
     /// Looks up a dotted path: first in the wrapped audit record (`AuditData`,
     /// `RawEventData`, `properties`) when there is one, then from the root.
@@ -484,10 +492,7 @@ impl Event {
     }
 
     fn scalar_at(&self, path: &str, bits: &PathBits) -> Option<Cow<'_, str>> {
-        match self.get_at(path, bits)? {
-            Value::String(s) => nonempty(s).map(Cow::Borrowed),
-            other => scalar_str(other).map(Cow::Owned),
-        }
+        scalar_text(self.get_at(path, bits)?)
     }
 
     /// Scalar texts of the earlier copies of duplicate keys
@@ -506,10 +511,7 @@ impl Event {
             if !named {
                 return None;
             }
-            let text = match v {
-                Value::String(s) => nonempty(s).map(Cow::Borrowed),
-                other => scalar_str(other).map(Cow::Owned),
-            }?;
+            let text = scalar_text(v)?;
             Some((k.as_str(), text))
         })
     }
@@ -591,10 +593,7 @@ impl Event {
                 .or_else(|| it.get(names[1]))
                 .and_then(Value::as_str)?;
             if n.eq_ignore_ascii_case(name) {
-                match it.get(values[0]).or_else(|| it.get(values[1]))? {
-                    Value::String(s) => nonempty(s).map(Cow::Borrowed),
-                    other => scalar_str(other).map(Cow::Owned),
-                }
+                scalar_text(it.get(values[0]).or_else(|| it.get(values[1]))?)
             } else {
                 None
             }

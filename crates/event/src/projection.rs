@@ -19,6 +19,7 @@ use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
 use crate::event::expand_value;
+use tokenward_logread::words::{bytes_below, bytes_equal, word_at};
 
 /// Keys under which exports wrap the actual record; every path is also
 /// looked up inside them ([`crate::event::Event::get`]).
@@ -837,18 +838,9 @@ fn digits(b: &[u8], mut i: usize) -> usize {
 /// bytes at a time, as serde_json looks.
 #[inline]
 fn to_special(b: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = u64::MAX / 255;
-    const HIGH: u64 = ONES << 7;
-    while let Some(w) = b.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
-        let w = u64::from_le_bytes(w);
-        // A byte below 0x20, equal to `"`, or equal to `\` sets its high
-        // bit here; the lowest such byte is always a true one.
-        let control = w.wrapping_sub(ONES * 0x20) & !w;
-        let quote = w ^ (ONES * u64::from(b'"'));
-        let quote = quote.wrapping_sub(ONES) & !quote;
-        let backslash = w ^ (ONES * u64::from(b'\\'));
-        let backslash = backslash.wrapping_sub(ONES) & !backslash;
-        let found = (control | quote | backslash) & HIGH;
+    while let Some(w) = word_at(b, i) {
+        // The lowest byte marked is always a true one.
+        let found = bytes_below(w, 0x20) | bytes_equal(w, b'"') | bytes_equal(w, b'\\');
         if found != 0 {
             return i + (found.trailing_zeros() / 8) as usize;
         }

@@ -548,9 +548,6 @@ const KEPT_SETS_MAX: usize = 4;
 /// State shared by the workers of a hunt.
 struct Shared {
     detections: Vec<Box<dyn Detection>>,
-    /// Per detection, whether its shards are merged after each batch
-    /// ([`Detection::merges_each_batch`]).
-    merged_each_batch: Vec<bool>,
     /// Shards between batches: a worker takes a set for its next batch,
     /// so each shard observes batch after batch, and the sets are merged
     /// into the detections once every file is read. There are as many as
@@ -573,7 +570,6 @@ struct Shared {
 impl Shared {
     fn new(detections: Vec<Box<dyn Detection>>, intake: Intake) -> Shared {
         Shared {
-            merged_each_batch: detections.iter().map(|d| d.merges_each_batch()).collect(),
             detections,
             kept: Vec::new(),
             index: Index::default(),
@@ -680,6 +676,15 @@ impl ScreenStreaks {
     }
 }
 
+/// A projection a batch uses.
+struct BatchProjection {
+    readers: Mask,
+    projection: Arc<Projection>,
+    /// For a batch of CSV rows (one header): where the projection keeps
+    /// each of [`Columns::names`], found for the first row.
+    column_slots: Option<Vec<Option<RootSlot>>>,
+}
+
 /// What one worker made of one batch.
 struct Out {
     shards: Vec<Box<dyn Detection>>,
@@ -696,10 +701,7 @@ struct Out {
     collected: Vec<Event>,
     /// Projections used in this batch: the plan's cache is shared, and
     /// asking it for every record made the workers queue on its lock.
-    projections: Vec<(Mask, Arc<Projection>)>,
-    /// For a batch of CSV rows (one header), per projection's readers:
-    /// where it keeps each of [`Columns::names`].
-    column_slots: Vec<(Mask, Vec<Option<RootSlot>>)>,
+    projections: Vec<BatchProjection>,
     /// The batch buffer, handed back to the reader for reuse.
     spare: Vec<u8>,
     /// A CSV row's screening text, reused row after row.
@@ -860,12 +862,23 @@ fn with_shadowed(mut ev: Event, out: &mut Out) -> Event {
 
 impl Out {
     fn projection(&mut self, plan: &Plan, readers: Mask) -> Arc<Projection> {
-        if let Some((_, p)) = self.projections.iter().find(|(m, _)| *m == readers) {
-            return p.clone();
-        }
-        let p = plan.projection(readers);
-        self.projections.push((readers, p.clone()));
-        p
+        self.projection_at(plan, readers).projection.clone()
+    }
+
+    /// The batch's entry of the projection that serves `readers`.
+    fn projection_at(&mut self, plan: &Plan, readers: Mask) -> &mut BatchProjection {
+        let at = match self.projections.iter().position(|p| p.readers == readers) {
+            Some(at) => at,
+            None => {
+                self.projections.push(BatchProjection {
+                    readers,
+                    projection: plan.projection(readers),
+                    column_slots: None,
+                });
+                self.projections.len() - 1
+            }
+        };
+        &mut self.projections[at]
     }
 
     fn saw_time(&mut self, t: Option<time::OffsetDateTime>) {
@@ -1202,17 +1215,17 @@ impl Ctx<'_> {
         if let (Some(plan), Some((screened, false))) = (self.plan, screened) {
             // Only the projected columns are copied: no object of the
             // whole row is built.
-            let projection = out.projection(plan, readers);
-            let at = match out.column_slots.iter().position(|(m, _)| *m == readers) {
-                Some(at) => at,
-                None => {
-                    let slots = columns.names(header).map(|n| projection.root_slot(n));
-                    out.column_slots.push((readers, slots.collect()));
-                    out.column_slots.len() - 1
-                }
-            };
-            let slots = &out.column_slots[at].1;
+            let BatchProjection {
+                projection,
+                column_slots,
+                ..
+            } = out.projection_at(plan, readers);
+            let slots = column_slots.get_or_insert_with(|| {
+                let names = columns.names(header);
+                names.map(|n| projection.root_slot(n)).collect()
+            });
             let v = projection.project_slotted(columns.named(header, &cells, slots));
+            let projection = projection.clone();
             let ev = Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
             // Rare (the first row of another kind than those before it):
             // built whole below, where its late readers are added.
@@ -1249,7 +1262,6 @@ impl Ctx<'_> {
             parsed_by_kind: BTreeMap::new(),
             collected: Vec::new(),
             projections: Vec::new(),
-            column_slots: Vec::new(),
             spare: Vec::new(),
             row_text: Vec::new(),
             hits: Vec::new(),
@@ -1373,13 +1385,8 @@ fn absorb(shared: &Mutex<Shared>, file: &Mutex<FileReport>, out: Out) {
         // `read_events` observes nothing: no set to keep.
         let keep = !out.shards.is_empty() && sh.kept.len() < KEPT_SETS_MAX;
         let mut kept = Vec::with_capacity(out.shards.len());
-        for ((d, mut s), &each_batch) in sh
-            .detections
-            .iter_mut()
-            .zip(out.shards)
-            .zip(&sh.merged_each_batch)
-        {
-            if each_batch || !keep {
+        for (d, mut s) in sh.detections.iter_mut().zip(out.shards) {
+            if d.merges_each_batch() || !keep {
                 d.merge(s);
                 found.append(&mut d.take_findings());
                 if keep {

@@ -12,6 +12,7 @@ pub mod format;
 pub mod input;
 pub mod records;
 pub mod split;
+pub mod words;
 
 pub use format::{Container, Format};
 pub use input::{discover, open, sniff, sniff_known, Encoding, Opened, SniffError, Sniffed};

@@ -6,6 +6,8 @@ use std::io::Read;
 
 use memchr::memchr;
 
+use crate::words::{bytes_equal, bytes_exactly, word_at, TOPS};
+
 /// A piece of a JSON stream found by [`JsonSplitter`].
 pub enum Piece<'a> {
     /// One complete value: a top-level value, an element of a top-level
@@ -292,7 +294,6 @@ impl ValueEnd {
 /// export. A word with two backslashes in a row, or one after a word that
 /// ended in one, is read a byte at a time.
 fn skip_string(buf: &[u8], mut j: usize) -> Option<usize> {
-    const TOPS: u64 = 0x8080_8080_8080_8080;
     // The byte at `j` is escaped by a backslash that ended the last word.
     let mut escaped = false;
     while let Some(w) = word_at(buf, j) {
@@ -332,15 +333,6 @@ fn string_end_in(bytes: &[u8], escaped: &mut bool) -> Option<usize> {
         }
     }
     None
-}
-
-/// The top bit of every byte of `w` that equals `b`, and no other bit
-/// ([`bytes_equal`] marks only the first such byte exactly): no carry
-/// crosses a byte, as seven-bit sums do not overflow one.
-fn bytes_exactly(w: u64, b: u8) -> u64 {
-    const LOWS: u64 = 0x7F7F_7F7F_7F7F_7F7F;
-    let x = w ^ (0x0101_0101_0101_0101 * u64::from(b));
-    !(((x & LOWS) + LOWS) | x) & !LOWS
 }
 
 fn count_lines(b: &[u8]) -> u64 {
@@ -694,24 +686,6 @@ thread_local! {
 
 /// Spare readers a thread keeps at most.
 const SPARE_READERS_MAX: usize = 4;
-
-/// The eight bytes at `i` as a little-endian word (the first byte lowest),
-/// if there are eight.
-fn word_at(bytes: &[u8], i: usize) -> Option<u64> {
-    let w: [u8; 8] = bytes.get(i..i + 8)?.try_into().ok()?;
-    Some(u64::from_le_bytes(w))
-}
-
-/// A word with the top bit set of bytes of `w` that may equal `b`: the
-/// lowest bit set marks exactly the first byte that does (a byte above it
-/// may be marked without equalling `b`), and the word is zero when no
-/// byte does.
-fn bytes_equal(w: u64, b: u8) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const TOPS: u64 = 0x8080_8080_8080_8080;
-    let x = w ^ (ONES * u64::from(b));
-    x.wrapping_sub(ONES) & !x & TOPS
-}
 
 /// Copies `bytes` from `*i` to `out` from `*o` a word at a time, up to the
 /// first byte `stops` marks in a word ([`bytes_equal`]) or the last whole
