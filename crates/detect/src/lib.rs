@@ -40,6 +40,7 @@ pub mod ioc;
 pub mod ioc_ip;
 pub mod ioc_key;
 pub mod ioc_useragent;
+pub mod keyed;
 pub mod mail;
 pub mod mail_bind_spike;
 pub mod mail_new_client_app;

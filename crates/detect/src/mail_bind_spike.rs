@@ -4,14 +4,15 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use crate::keyed::Keyed;
 use crate::KeyHasher;
 
 use serde_json::json;
 
 use super::mail::{self, is_mail};
 use super::{
-    day, evidence, free_aside, merge_keyed, shard_of, Builtin, Context, Detection, Info, Kinds,
-    Needs, Outcome, Verdict, Weight,
+    day, evidence, free_aside, shard_of, Builtin, Context, Detection, Info, Kinds, Needs, Outcome,
+    Verdict, Weight,
 };
 use tokenward_event::{Event, EventKind};
 use tokenward_event::{Rep, Severity};
@@ -42,7 +43,9 @@ pub const MIN_SESSION_DAYS: usize = 5;
 struct Bucket {
     items: u64,
     records: u64,
-    rep: Rep,
+    /// Boxed: most buckets have one record, and the table moves its
+    /// entries each time it grows.
+    rep: Box<Rep>,
 }
 
 /// The detection.
@@ -51,7 +54,7 @@ pub struct MailBindSpike {
     min: u64,
     bind_records: u64,
     /// (mailbox, session or IP, day) -> items bound.
-    buckets: HashMap<(String, String, i64), Bucket, KeyHasher>,
+    buckets: Keyed<(Box<str>, Box<str>, i64), Bucket>,
 }
 
 impl MailBindSpike {
@@ -60,7 +63,7 @@ impl MailBindSpike {
             factor,
             min,
             bind_records: 0,
-            buckets: HashMap::default(),
+            buckets: Keyed::default(),
         }
     }
 }
@@ -84,30 +87,24 @@ impl Detection for MailBindSpike {
         }
         self.bind_records += 1;
         let items = ev.bind_items();
-        let sess = ev
-            .session_id()
-            .or_else(|| ev.client_ip())
-            .unwrap_or("-")
-            .to_owned();
-        let b = self
-            .buckets
-            .entry((mail::mailbox(ev).to_owned(), sess, day(ev.time)))
-            .or_insert_with(|| Bucket {
-                items: 0,
-                records: 0,
-                rep: Rep::of(ev),
-            });
+        let sess = ev.session_id().or_else(|| ev.client_ip()).unwrap_or("-");
+        let key = (mail::mailbox(ev), sess, day(ev.time));
+        let b = self.buckets.get_or_insert_with(key, || Bucket {
+            items: 0,
+            records: 0,
+            rep: Box::new(Rep::of(ev)),
+        });
         b.items += items;
         b.records += 1;
         if Rep::event_earlier(ev, &b.rep) {
-            b.rep = Rep::of(ev);
+            *b.rep = Rep::of(ev);
         }
     }
 
     fn merge(&mut self, shard: Box<dyn Detection>) {
         let o = shard_of::<MailBindSpike>(shard);
         self.bind_records += o.bind_records;
-        merge_keyed(&mut self.buckets, o.buckets, |m, b| {
+        self.buckets.merge(o.buckets, |m, b| {
             m.items += b.items;
             m.records += b.records;
             if b.rep.earlier_than(&m.rep) {
@@ -125,8 +122,8 @@ impl Detection for MailBindSpike {
             );
         }
         let mut per_mailbox: HashMap<&str, Vec<u64>, KeyHasher> = HashMap::default();
-        for ((mb, _, _), b) in &self.buckets {
-            per_mailbox.entry(mb.as_str()).or_default().push(b.items);
+        for ((mb, _, _), b) in self.buckets.iter() {
+            per_mailbox.entry(mb).or_default().push(b.items);
         }
         let mut medians: HashMap<&str, u64, KeyHasher> = HashMap::default();
         let mut unjudged = 0;
@@ -139,8 +136,8 @@ impl Detection for MailBindSpike {
             medians.insert(mb, v[v.len() / 2]);
         }
         let mut findings = Vec::new();
-        for ((mb, sess, _), b) in &self.buckets {
-            let Some(&med) = medians.get(mb.as_str()) else {
+        for ((mb, sess, _), b) in self.buckets.iter() {
+            let Some(&med) = medians.get(&**mb) else {
                 continue;
             };
             let threshold = (med.max(1) * self.factor).max(self.min);

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
+use crate::keyed::Keyed;
 use crate::KeyHasher;
 
 use serde_json::json;
@@ -12,8 +13,8 @@ use time::{Duration, OffsetDateTime};
 
 use super::mail::{self, is_mail};
 use super::{
-    evidence, free_aside, merge_keyed, opt, shard_of, union, widen, Builtin, Context, Detection,
-    Info, Kinds, Needs, Outcome, Verdict, Weight,
+    evidence, free_aside, opt, shard_of, union, widen, Builtin, Context, Detection, Info, Kinds,
+    Needs, Outcome, Verdict, Weight,
 };
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Event, EventKind};
@@ -51,9 +52,9 @@ pub struct MailNewClientApp {
     /// Times of the MailItemsAccessed records.
     range: Option<(OffsetDateTime, OffsetDateTime)>,
     /// (mailbox, AppId, ClientAppId) -> first use.
-    pairs: HashMap<(String, String, String), PairSeen, KeyHasher>,
+    pairs: Keyed<(Box<str>, Box<str>, Box<str>), PairSeen>,
     /// (AppId, ClientAppId) -> first use on any mailbox.
-    tenant_pairs: HashMap<(String, String), OffsetDateTime, KeyHasher>,
+    tenant_pairs: Keyed<(Box<str>, Box<str>), OffsetDateTime>,
 }
 
 impl MailNewClientApp {
@@ -61,8 +62,8 @@ impl MailNewClientApp {
         MailNewClientApp {
             baseline_days,
             range: None,
-            pairs: HashMap::default(),
-            tenant_pairs: HashMap::default(),
+            pairs: Keyed::default(),
+            tenant_pairs: Keyed::default(),
         }
     }
 }
@@ -87,20 +88,14 @@ impl Detection for MailNewClientApp {
         if let Some(t) = ev.time {
             widen(&mut self.range, t);
         }
-        let app = ev.app_id().map(str::to_owned).unwrap_or_else(|| "-".into());
-        let capp = ev
-            .client_app_id()
-            .map(str::to_owned)
-            .unwrap_or_else(|| "-".into());
+        let app = ev.app_id().unwrap_or("-");
+        let capp = ev.client_app_id().unwrap_or("-");
         if let Some(t) = ev.time {
-            let tp = self
-                .tenant_pairs
-                .entry((app.clone(), capp.clone()))
-                .or_insert(t);
+            let tp = self.tenant_pairs.get_or_insert_with((app, capp), || t);
             *tp = (*tp).min(t);
         }
-        let key = (mail::mailbox(ev).to_owned(), app, capp);
-        match self.pairs.get_mut(&key) {
+        let key = (mail::mailbox(ev), app, capp);
+        match self.pairs.get_mut(key) {
             Some(p) => {
                 p.count += 1;
                 if Rep::event_earlier(ev, &p.rep) {
@@ -109,14 +104,11 @@ impl Detection for MailNewClientApp {
                 }
             }
             None => {
-                self.pairs.insert(
-                    key,
-                    PairSeen {
-                        rep: Rep::of(ev),
-                        count: 1,
-                        client_info: mail::client(ev),
-                    },
-                );
+                self.pairs.get_or_insert_with(key, || PairSeen {
+                    rep: Rep::of(ev),
+                    count: 1,
+                    client_info: mail::client(ev),
+                });
             }
         }
     }
@@ -124,10 +116,9 @@ impl Detection for MailNewClientApp {
     fn merge(&mut self, shard: Box<dyn Detection>) {
         let o = shard_of::<MailNewClientApp>(shard);
         self.range = union(self.range, o.range);
-        merge_keyed(&mut self.tenant_pairs, o.tenant_pairs, |mine, t| {
-            *mine = (*mine).min(t)
-        });
-        merge_keyed(&mut self.pairs, o.pairs, |mine, p| {
+        self.tenant_pairs
+            .merge(o.tenant_pairs, |mine, t| *mine = (*mine).min(t));
+        self.pairs.merge(o.pairs, |mine, p| {
             mine.count += p.count;
             if p.rep.earlier_than(&mine.rep) {
                 mine.rep = p.rep;
@@ -162,26 +153,23 @@ impl Detection for MailNewClientApp {
         // a stranger's hands: its findings stay, at low severity.
         let mut adopters: HashMap<(&str, &str), usize, KeyHasher> = HashMap::default();
         let mut mailboxes: HashSet<&str, KeyHasher> = HashSet::default();
-        for ((mailbox, app, capp), seen) in &self.pairs {
+        for ((mailbox, app, capp), seen) in self.pairs.iter() {
             mailboxes.insert(mailbox);
             if seen.rep.time.is_some_and(|t| t >= cut) {
-                *adopters.entry((app, capp)).or_default() += 1;
+                *adopters.entry((&**app, &**capp)).or_default() += 1;
             }
         }
         let rollout_min = ROLLOUT_MIN_MAILBOXES.max(mailboxes.len().div_ceil(4));
         let mut rollouts = 0usize;
         let mut findings = Vec::new();
-        for ((mailbox, app, capp), seen) in &self.pairs {
+        for ((mailbox, app, capp), seen) in self.pairs.iter() {
             let Some(t) = seen.rep.time else { continue };
             if t < cut {
                 continue;
             }
-            let tenant_first = self.tenant_pairs.get(&(app.clone(), capp.clone())).copied();
+            let tenant_first = self.tenant_pairs.get((app, capp)).copied();
             let new_to_tenant = tenant_first.is_none_or(|f| f >= cut);
-            let adopted_by = adopters
-                .get(&(app.as_str(), capp.as_str()))
-                .copied()
-                .unwrap_or(0);
+            let adopted_by = adopters.get(&(&**app, &**capp)).copied().unwrap_or(0);
             let rollout = adopted_by >= rollout_min;
             rollouts += usize::from(rollout);
             let sev = if rollout {
