@@ -46,13 +46,16 @@ struct PairSeen {
     client_info: Option<String>,
 }
 
+/// (mailbox, AppId, ClientAppId).
+type PairKey = (Box<str>, Box<str>, Box<str>);
+
 /// The detection.
 pub struct MailNewClientApp {
     baseline_days: u32,
     /// Times of the MailItemsAccessed records.
     range: Option<(OffsetDateTime, OffsetDateTime)>,
     /// (mailbox, AppId, ClientAppId) -> first use.
-    pairs: Keyed<(Box<str>, Box<str>, Box<str>), PairSeen>,
+    pairs: Keyed<PairKey, PairSeen>,
     /// (AppId, ClientAppId) -> first use on any mailbox.
     tenant_pairs: Keyed<(Box<str>, Box<str>), OffsetDateTime>,
 }
