@@ -936,6 +936,23 @@ pub fn normalised_paths() -> impl Iterator<Item = &'static str> {
     .copied()
 }
 
+/// The paths an event's kind, time and workload are read from: what a
+/// projection keeps for readers of nothing else (the engine's record
+/// counts and `tw-audit-gap`), a subset of [`normalised_paths`].
+/// Classification reads [`CLASSIFY_KEYS`], and `status` (kept with its
+/// `errorCode`, as every projection keeps it).
+pub fn time_and_workload_paths() -> impl Iterator<Item = &'static str> {
+    [
+        TIME_FIELDS,
+        WORKLOAD_FIELDS,
+        CLASSIFY_KEYS,
+        &["status.errorCode"],
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+}
+
 /// Trimmed, `None` when empty: how [`scalar_str`] renders a string.
 fn nonempty(s: &str) -> Option<&str> {
     let t = s.trim();
@@ -1193,6 +1210,107 @@ mod tests {
     use super::*;
     use crate::projection::parses_in_full_naming_other_kind_keys;
     use serde_json::json;
+
+    /// Every JSON record of the repository's sample logs and examples, and
+    /// records made for each way [`classify`] decides, as text.
+    fn sample_records() -> Vec<String> {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let mut out = Vec::new();
+        let mut dirs = vec![
+            std::path::PathBuf::from(root).join("tests/fixtures/logs"),
+            std::path::PathBuf::from(root).join("examples/storm-0558/logs"),
+        ];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().map(Result::unwrap) {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                    continue;
+                }
+                let name = p.to_string_lossy().into_owned();
+                if !(name.ends_with(".json") || name.ends_with(".jsonl")) {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&p).unwrap();
+                let text = text.trim_start_matches('\u{feff}');
+                let values: Vec<Value> = match serde_json::from_str::<Value>(text) {
+                    Ok(Value::Array(a)) => a,
+                    Ok(Value::Object(mut m)) => match m.remove("value") {
+                        Some(Value::Array(a)) => a,
+                        _ => vec![Value::Object(m)],
+                    },
+                    _ => text
+                        .lines()
+                        .filter_map(|l| serde_json::from_str(l).ok())
+                        .collect(),
+                };
+                out.extend(values.iter().map(Value::to_string));
+            }
+        }
+        assert!(out.len() > 100, "the samples are found ({})", out.len());
+        let audit = r#"{\"CreationTime\":\"2024-03-01T10:00:00\",\"Operation\":\"FileAccessed\",\"Workload\":\"SharePoint\"}"#;
+        out.extend([
+            // A PowerShell export's wrapper, JSON in a string.
+            format!(r#"{{"CreationDate":"3/1/2024 10:00:00 AM","Operations":"FileAccessed","AuditData":"{audit}"}}"#),
+            // Defender's wrapper, as an object.
+            r#"{"Timestamp":"2024-03-01T10:00:00Z","RawEventData":{"CreationTime":"2024-03-01T09:00:00","Workload":"Exchange"}}"#.into(),
+            // A sign-in told apart by its `status` alone.
+            r#"{"createdDateTime":"2024-03-01T10:00:00Z","userPrincipalName":"a@x","status":{"errorCode":0}}"#.into(),
+            r#"{"createdDateTime":"2024-03-01T10:00:00Z","appId":"x","status":"0"}"#.into(),
+            // Azure Monitor and Log Analytics shapes.
+            r#"{"time":"2024-03-01T10:00:00Z","category":"AuditLogs","properties":{"activityDateTime":"2024-03-01T09:00:00Z"}}"#.into(),
+            r#"{"time":"2024-03-01T10:00:00Z","category":"Administrative","resourceId":"/SUBSCRIPTIONS/1","properties":{}}"#.into(),
+            r#"{"TimeGenerated":"2024-03-01T10:00:00Z","Type":"OfficeActivity","OfficeWorkload":"Exchange"}"#.into(),
+            r#"{"TimeGenerated":"2024-03-01T10:00:00Z","Type":"SigninLogs","category":"x"}"#.into(),
+            r#"{"activityDateTime":"2024-03-01T10:00:00Z","activityDisplayName":"Add user"}"#.into(),
+            // A gateway line.
+            r#"{"time":"2024-03-01T10:00:00Z","verdict":"reject","token_sha256_prefix":"ab","client_ip":"1.2.3.4"}"#.into(),
+            // Times in other fields and case, a workload in another case.
+            r#"{"creationtime":"2024-03-01T10:00:00","WORKLOAD":"Exchange","Operation":"x"}"#.into(),
+            r#"{"StartTime":"2024-03-01T10:00:00Z","category":"x"}"#.into(),
+        ]);
+        out
+    }
+
+    /// A projection of [`time_and_workload_paths`] gives every record the
+    /// kind, wrapper, time and workload its full parse gives it, whatever
+    /// the file's hint: the engine projects records read for nothing else
+    /// so.
+    #[test]
+    fn time_and_workload_paths_give_what_the_full_record_gives() {
+        let p = Arc::new(crate::Projection::new(time_and_workload_paths()));
+        let hints = [
+            None,
+            Some(EventKind::Audit),
+            Some(EventKind::SignIn),
+            Some(EventKind::DirectoryAudit),
+        ];
+        let mut compared = 0;
+        for text in sample_records() {
+            let crate::Projected::Object(v) = p.parse(&text).unwrap() else {
+                continue;
+            };
+            for hint in hints {
+                let loc = Locator { line: 1, record: 1 };
+                let full = Event::from_record(
+                    serde_json::from_str(&text).unwrap(),
+                    hint,
+                    Arc::from("f"),
+                    loc,
+                );
+                let projected =
+                    Event::from_projected(v.clone(), p.clone(), hint, Arc::from("f"), loc);
+                assert_eq!(
+                    (projected.kind, projected.inner, projected.time),
+                    (full.kind, full.inner, full.time),
+                    "{text} ({hint:?})"
+                );
+                assert_eq!(projected.workload(), full.workload(), "{text} ({hint:?})");
+                compared += 1;
+            }
+        }
+        assert!(compared > 400, "{compared}");
+    }
 
     /// The bits worked out at compile time are those of their paths, and
     /// a key filter passes a path when the object holds it whole or holds

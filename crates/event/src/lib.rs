@@ -13,7 +13,10 @@ pub mod projection;
 pub mod shadow;
 pub mod timefmt;
 
-pub use event::{classify, lookup, lookup_all, normalised_paths, Event, EventKind, PathBits};
+pub use event::{
+    classify, lookup, lookup_all, normalised_paths, time_and_workload_paths, Event, EventKind,
+    PathBits,
+};
 pub use evidence::Evidence;
 pub use finding::{Coverage, Finding, Rep, Severity, Status};
 pub use flat::PathValues;

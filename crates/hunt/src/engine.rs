@@ -43,8 +43,8 @@ use tokenward_detect::{
 use tokenward_event::projection::{parses_in_full_naming_other_kind_keys, plain_time_and_workload};
 use tokenward_event::shadow;
 use tokenward_event::{
-    classify, kind_hint, normalised_paths, Coverage, Event, EventKind, Finding, Locator, Projected,
-    Projection, RootSlot,
+    classify, kind_hint, normalised_paths, time_and_workload_paths, Coverage, Event, EventKind,
+    Finding, Locator, Projected, Projection, RootSlot,
 };
 use tokenward_logread::{
     discover, is_envelope_metadata, open, read_batches, sniff, sniff_known, Batch, BufferPool,
@@ -511,12 +511,21 @@ impl Plan {
     }
 
     /// The projection that serves a set of readers: the normalised fields
-    /// and every path they declared.
+    /// and every path they declared; for readers of nothing but the time
+    /// and workload (and for none), only what gives the kind, time and
+    /// workload, which the engine counts records by. Keeping every
+    /// normalised field (user, addresses, ids) for such a record was most
+    /// of what projecting it cost, where its time and workload could not
+    /// be read off the bytes (JSON in a string, as in a PowerShell
+    /// export's `AuditData`).
     fn projection(&self, readers: Mask) -> Arc<Projection> {
         let mut cache = self.projections.lock().expect("no panics while locked");
         cache
             .entry(readers)
             .or_insert_with(|| {
+                if readers & !self.light == 0 {
+                    return Arc::new(Projection::new(time_and_workload_paths()));
+                }
                 let mut p = Projection::new(normalised_paths());
                 for (i, n) in self.needs.iter().enumerate() {
                     if readers & (1 << i) != 0 {
@@ -1997,6 +2006,9 @@ mod tests {
         projected: Vec<bool>,
         /// Per observed event: its workload and time.
         workloads: Vec<(Option<String>, Option<OffsetDateTime>)>,
+        /// Per observed event: whether its user could be read (it was
+        /// parsed whole, or projected with the normalised fields).
+        user_kept: Vec<bool>,
         /// Records the engine had counted when the detection finished.
         records_at_finish: Option<u64>,
         /// Shards merged into the detection.
@@ -2123,6 +2135,9 @@ mod tests {
             self.seen
                 .workloads
                 .push((ev.workload().map(str::to_string), ev.time));
+            self.seen
+                .user_kept
+                .push(ev.projection.as_ref().is_none_or(|p| p.reaches("UserId")));
             if self.finds {
                 self.pending.push(tokenward_event::Rep::of(ev).finding(
                     Cow::Borrowed("probe"),
@@ -2146,6 +2161,7 @@ mod tests {
             s.index_sizes.extend(o.index_sizes);
             s.projected.extend(o.projected);
             s.workloads.extend(o.workloads);
+            s.user_kept.extend(o.user_kept);
         }
         fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome {
             self.sink.lock().unwrap().records_at_finish = Some(cx.records.records);
@@ -2332,10 +2348,19 @@ mod tests {
         assert_eq!(r.files[0].records_without_time, 0);
         let s = light_seen.lock().unwrap();
         let at = time::macros::datetime!(2023-06-10 10:00 UTC);
-        // Parsed, as the scan cannot read it ...
+        // Parsed, as the scan cannot read it, for what gives its kind,
+        // time and workload alone, not every normalised field ...
         assert_eq!(s.workloads, vec![(Some("Exchange".to_string()), Some(at))]);
+        assert_eq!(s.user_kept, vec![false]);
         // ... and the plain record is still read off its bytes, alike.
         assert_eq!(s.unparsed, vec![(Some("Exchange".to_string()), Some(at))]);
+        drop(s);
+        // Read for another detection too, it keeps the normalised fields.
+        let d = dir(&[("a.jsonl", &format!("{}\n", ps.replace("Send", "NEEDLE")))]);
+        let (light_probe, light_seen) = Probe::boxed(light, None);
+        let (needle_probe, _) = Probe::boxed(anchored_needle, None);
+        hunt(&d, vec![light_probe, needle_probe]);
+        assert_eq!(light_seen.lock().unwrap().user_kept, vec![true]);
     }
 
     #[test]
