@@ -150,7 +150,7 @@ pub struct Needs {
     /// For records no detection wants parsed, it takes just their time and
     /// workload ([`Detection::observe_unparsed`]), which the engine reads
     /// off the bytes where they say them plainly
-    /// (`tokenward_event::projection::plain_time_and_workload`), and
+    /// (`tokenward_event::projection::plain_audit`), and
     /// otherwise from the record projected and observed as an event.
     pub unparsed_time_and_workload: bool,
     /// It reads the sign-in index ([`Context::signins`]): the engine reads

@@ -12,7 +12,7 @@ use super::{
     WholeRecord,
 };
 use crate::ioc::IocSet;
-use tokenward_event::projection::plain_time_and_workload;
+use tokenward_event::projection::plain_audit;
 use tokenward_event::{normalised_paths, Event, Locator, Projected, Projection};
 
 /// A fully parsed event of a JSON record.
@@ -78,8 +78,8 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
             // in a file of audit records: off the bytes where they say them
             // plainly, else parsed and observed below.
             if needs.reads_time_and_workload_only() {
-                if let Some((t, w)) = plain_time_and_workload(&bytes) {
-                    shard.observe_unparsed(Some(t), Some(w));
+                if let Some(p) = plain_audit(std::str::from_utf8(&bytes).expect("UTF-8")) {
+                    shard.observe_unparsed(Some(p.time), Some(p.workload));
                     continue;
                 }
             }

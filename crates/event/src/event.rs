@@ -1355,7 +1355,7 @@ mod tests {
     }
 
     /// A plain record (one that opens with its `CreationTime`) that names
-    /// at its root none of the keys [`parses_in_full_naming_other_kind_keys`] looks
+    /// at its root none of the keys [`crate::projection::PlainAudit::names_another_kind`] looks
     /// for is an audit event in a file of audit records, as the engine
     /// builds it (nested JSON expanded, Log Analytics columns folded); one
     /// naming such a key may be another kind.

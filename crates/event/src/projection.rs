@@ -283,27 +283,6 @@ fn project_str(s: Cow<'_, str>, node: &Node, depth: u32) -> Value {
     Value::String(s.into_owned())
 }
 
-/// What the engine asks of a record it would read unparsed, in one pass
-/// that builds nothing: whether a full parse ([`crate::shadow::parse_str`])
-/// reads it (or it would count as read though it is not), and, if it does,
-/// whether it names at its root, in any case, a key that lets
-/// [`classify`](crate::event::classify) find a record of another kind than
-/// audit though it opens with a `CreationTime`: a gateway line's
-/// `verdict`, a table's `Type`, an Azure Monitor `category`, a sign-in's
-/// `createdDateTime` or a directory audit's `activityDateTime`; or a
-/// renamed Log Analytics column (`X [UTC]`, `X_dynamic`), which the full
-/// parse folds into `X` before classifying. Such a key below the root, as
-/// in the UAL's `Actor` lists, or such a text in a value, decides nothing;
-/// keys are compared unescaped, as the full parse names them. (Asked
-/// apart, the keys were a second pass over a lower-cased copy of every
-/// such record.)
-pub fn parses_in_full_naming_other_kind_keys(text: &str) -> (bool, bool) {
-    let mut scan = Scan::new(text);
-    scan.root_keys = Some(false);
-    let parses = scan.skip().is_ok() && scan.end().is_ok();
-    (parses, scan.root_keys == Some(true))
-}
-
 /// A scan stopped: the text is not JSON a full parse reads (serde_json's
 /// grammar, nesting past its depth limit, an escape of half a surrogate
 /// pair, a number out of range).
@@ -342,6 +321,40 @@ struct Scan<'t> {
     /// When a whole text is skipped and its root keys noted: whether one
     /// is a key of another kind than audit ([`names_another_kind`]).
     root_keys: Option<bool>,
+    /// When a whole text is skipped for [`plain_audit`]: its strings
+    /// spelled `CreationTime` and `Workload`.
+    plain: Option<PlainKeys>,
+}
+
+/// What [`plain_audit`]'s scan notes of the strings spelled `CreationTime`
+/// and `Workload` (keys or values, anywhere): how many there are, and
+/// where each one that is a root key ends.
+#[derive(Default)]
+struct PlainKeys {
+    times: u32,
+    workloads: u32,
+    time_key_end: Option<usize>,
+    workload_key_end: Option<usize>,
+}
+
+impl PlainKeys {
+    /// Notes the string `raw` (its bytes between the quotes), which ends
+    /// at `end`, a root key or not.
+    #[inline]
+    fn note(&mut self, raw: &[u8], end: usize, root_key: bool) {
+        // Most strings fail on length.
+        if raw.len() == b"CreationTime".len() && raw == b"CreationTime" {
+            self.times += 1;
+            if root_key {
+                self.time_key_end = Some(end);
+            }
+        } else if raw.len() == b"Workload".len() && raw == b"Workload" {
+            self.workloads += 1;
+            if root_key {
+                self.workload_key_end = Some(end);
+            }
+        }
+    }
 }
 
 impl<'t> Scan<'t> {
@@ -352,6 +365,7 @@ impl<'t> Scan<'t> {
             depth: 0,
             skipping: Vec::new(),
             root_keys: None,
+            plain: None,
         }
     }
 
@@ -624,9 +638,16 @@ impl<'t> Scan<'t> {
         }
         // Only the root is open when a whole text is skipped from its start.
         if self.root_keys.is_some() && self.skipping.len() == 1 {
+            let from = self.at + 1;
             // Unescaped, as the full parse names it.
-            if names_another_kind(&self.string_text()?) {
+            let key = self.string_text()?;
+            if names_another_kind(&key) {
                 self.root_keys = Some(true);
+            }
+            if let Some(p) = &mut self.plain {
+                // The quotes around a key without escapes enclose its text.
+                let raw = &self.text.as_bytes()[from..self.at - 1];
+                p.note(raw, self.at, true);
             }
         } else {
             self.skip_string()?;
@@ -638,6 +659,9 @@ impl<'t> Scan<'t> {
     /// a string it builds.
     fn skip_string(&mut self) -> Scanned<()> {
         let (from, to, escaped) = self.string()?;
+        if let Some(p) = &mut self.plain {
+            p.note(&self.text.as_bytes()[from..to], to + 1, false);
+        }
         if escaped {
             // The escapes were read; a half of a surrogate pair is the one
             // thing more a string serde_json builds may not hold.
@@ -867,11 +891,33 @@ fn string_after(b: &[u8], mut i: usize) -> Option<&str> {
     std::str::from_utf8(&b[s..e]).ok()
 }
 
+/// A record read off its bytes by [`plain_audit`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct PlainAudit<'t> {
+    /// The event's time ([`crate::Event::time`]).
+    pub time: time::OffsetDateTime,
+    /// The event's workload ([`crate::Event::workload`]).
+    pub workload: &'t str,
+    /// Whether it names at its root, in any case, a key that lets
+    /// [`classify`](crate::event::classify) find a record of another kind
+    /// than audit though it opens with a `CreationTime`: a gateway line's
+    /// `verdict`, a table's `Type`, an Azure Monitor `category`, a
+    /// sign-in's `createdDateTime` or a directory audit's
+    /// `activityDateTime`; or a renamed Log Analytics column (`X [UTC]`,
+    /// `X_dynamic`), which the full parse folds into `X` before
+    /// classifying. Such a key below the root, as in the UAL's `Actor`
+    /// lists, or such a text in a value, decides nothing; keys are
+    /// compared unescaped, as the full parse names them.
+    pub names_another_kind: bool,
+}
+
 /// The smallest projection: a UAL record's time and workload read off its
-/// bytes, for records nobody needs parsed, or `None` when the bytes do not
-/// say them plainly enough for that to be what the event would read
-/// ([`crate::Event::time`], [`crate::Event::workload`]); such a record is
-/// parsed instead.
+/// bytes, for records nobody needs parsed, in one pass that builds
+/// nothing. `None` when the bytes do not say them plainly enough for that
+/// to be what the event would read ([`crate::Event::time`],
+/// [`crate::Event::workload`]), or when a full parse
+/// ([`crate::shadow::parse_str`]) does not read the record (it would
+/// count as read though it is not); such a record is parsed instead.
 ///
 /// Plainly means: the record opens with its `CreationTime` (the first of
 /// the time fields, so at its root) whose value is a time; it names
@@ -885,43 +931,63 @@ fn string_after(b: &[u8], mut i: usize) -> Option<&str> {
 /// counted such records and Graph directory audits (`activityDateTime`)
 /// as having no time, and left them out of the per-workload gaps, which
 /// they then seemed to open.
-pub fn plain_time_and_workload(b: &[u8]) -> Option<(time::OffsetDateTime, &str)> {
-    // Built once: a searcher built per call cost more than the search,
-    // on records of a kilobyte or two.
-    static KEYS: std::sync::OnceLock<[memchr::memmem::Finder<'static>; 2]> =
-        std::sync::OnceLock::new();
-    let [time_key, workload_key] = KEYS.get_or_init(|| {
-        [
-            memchr::memmem::Finder::new(b"\"CreationTime\""),
-            memchr::memmem::Finder::new(b"\"Workload\""),
-        ]
-    });
-    if !b.starts_with(b"{")
-        || !b[1..].starts_with(time_key.needle())
+///
+/// The check that a full parse reads the record and the search for the two
+/// keys are one pass: apart, the search was a third of the work on a UAL
+/// export's records that nobody needs parsed.
+pub fn plain_audit(text: &str) -> Option<PlainAudit<'_>> {
+    let b = text.as_bytes();
+    if !b.starts_with(b"{\"CreationTime\"")
         || memchr::memchr_iter(b'\\', b).any(|i| matches!(b.get(i + 1), Some(b'"' | b'u')))
     {
         return None;
     }
-    // Where the key's only occurrence ends.
-    let once = |key: &memchr::memmem::Finder<'_>| -> Option<usize> {
-        let after = key.find(b)? + key.needle().len();
-        key.find(&b[after..]).is_none().then_some(after)
-    };
-    let plain = |s: &&str| !s.contains('\\');
-    let time = string_after(b, once(time_key)?)
-        .filter(plain)
-        .and_then(crate::timefmt::parse_timestamp)?;
-    let after = once(workload_key)?;
-    if depth_at(b, after) != 1 {
+    let (names_another_kind, keys) = scan_whole(text, true)?;
+    let keys = keys?;
+    // No quote is escaped, so every spelling of a key in the bytes is one
+    // of the strings the scan met.
+    if (keys.times, keys.workloads) != (1, 1) {
         return None;
     }
-    let workload = string_after(b, after).filter(plain)?.trim();
-    (!workload.is_empty()).then_some((time, workload))
+    let plain = |s: &&str| !s.contains('\\');
+    let time = string_after(b, keys.time_key_end?)
+        .filter(plain)
+        .and_then(crate::timefmt::parse_timestamp)?;
+    let workload = string_after(b, keys.workload_key_end?)
+        .filter(plain)?
+        .trim();
+    (!workload.is_empty()).then_some(PlainAudit {
+        time,
+        workload,
+        names_another_kind,
+    })
+}
+
+/// One pass over a whole text that builds nothing: `None` unless a full
+/// parse reads it; else whether it names a key of another kind at its
+/// root ([`PlainAudit::names_another_kind`]) and, if `plain`, what
+/// [`plain_audit`] notes of its strings.
+fn scan_whole(text: &str, plain: bool) -> Option<(bool, Option<PlainKeys>)> {
+    let mut scan = Scan::new(text);
+    scan.root_keys = Some(false);
+    scan.plain = plain.then(PlainKeys::default);
+    if scan.skip().is_err() || scan.end().is_err() {
+        return None;
+    }
+    Some((scan.root_keys == Some(true), scan.plain))
+}
+
+/// Whether a full parse reads a text, and whether it names a key of
+/// another kind at its root: the check [`plain_audit`] makes besides
+/// reading the time and workload.
+#[cfg(test)]
+pub(crate) fn parses_in_full_naming_other_kind_keys(text: &str) -> (bool, bool) {
+    scan_whole(text, false).map_or((false, false), |(named, _)| (true, named))
 }
 
 /// Whether a root key lets [`classify`](crate::event::classify) find a
 /// record of another kind than audit (see
-/// [`parses_in_full_naming_other_kind_keys`]), ASCII case ignored.
+/// [`PlainAudit::names_another_kind`]), ASCII case ignored.
 fn names_another_kind(key: &str) -> bool {
     const KEYS: [&str; 5] = [
         "verdict",
@@ -934,74 +1000,14 @@ fn names_another_kind(key: &str) -> bool {
     // parse folds into keys of any name.
     const ENDS: [&str; 2] = [" [utc]", "_dynamic"];
     let k = key.as_bytes();
+    // Every root key is asked: most fail on length and last byte.
+    if !matches!(k.len(), 4 | 7 | 8 | 15 | 16) && !matches!(k.last(), Some(b']' | b'c' | b'C')) {
+        return false;
+    }
     KEYS.iter().any(|n| key.eq_ignore_ascii_case(n))
         || ENDS.iter().any(|e| {
             k.len() >= e.len() && k[k.len() - e.len()..].eq_ignore_ascii_case(e.as_bytes())
         })
-}
-
-/// How many objects and arrays are open at `at` in JSON text with no
-/// escaped quote (so every quote opens or closes a string).
-fn depth_at(b: &[u8], at: usize) -> usize {
-    Depth::new(b).at(at)
-}
-
-/// [`depth_at`] asked at places in order, each byte read once.
-struct Depth<'a> {
-    b: &'a [u8],
-    read: usize,
-    depth: usize,
-    in_string: bool,
-}
-
-impl<'a> Depth<'a> {
-    fn new(b: &'a [u8]) -> Depth<'a> {
-        Depth {
-            b,
-            read: 0,
-            depth: 0,
-            in_string: false,
-        }
-    }
-
-    /// The depth at `at`, no earlier than the place asked before.
-    fn at(&mut self, at: usize) -> usize {
-        let from = self.read;
-        // Usually nothing nests before the key: only the root is open.
-        if from == 0
-            && self.b.first() == Some(&b'{')
-            && self
-                .b
-                .get(1..at)
-                .is_some_and(|before| memchr::memchr2(b'{', b'[', before).is_none())
-        {
-            return 1;
-        }
-        let b = &self.b[..at];
-        let mut i = from;
-        while i < at {
-            if self.in_string {
-                // Strings are most of a record's bytes: to their end at once.
-                match memchr::memchr(b'"', &b[i..]) {
-                    Some(p) => {
-                        i += p + 1;
-                        self.in_string = false;
-                    }
-                    None => i = at,
-                }
-                continue;
-            }
-            match b[i] {
-                b'"' => self.in_string = true,
-                b'{' | b'[' => self.depth += 1,
-                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
-                _ => {}
-            }
-            i += 1;
-        }
-        self.read = at;
-        self.depth
-    }
 }
 
 #[cfg(test)]
@@ -1560,45 +1566,6 @@ mod tests {
         );
     }
 
-    /// Depths asked at places in order are those a byte-by-byte count
-    /// gives, in JSON whose quotes all open or close strings.
-    #[test]
-    fn depths_are_counted_as_byte_by_byte() {
-        fn counted(b: &[u8], at: usize) -> usize {
-            let (mut depth, mut in_string) = (0usize, false);
-            for &c in &b[..at] {
-                match c {
-                    b'"' => in_string = !in_string,
-                    b'{' | b'[' if !in_string => depth += 1,
-                    b'}' | b']' if !in_string => depth = depth.saturating_sub(1),
-                    _ => {}
-                }
-            }
-            depth
-        }
-        let mut rng = fastrand::Rng::with_seed(7);
-        let mut checked = 0;
-        while checked < 2_000 {
-            let mut t = String::new();
-            random_value(&mut rng, 5, &mut t);
-            let b = t.as_bytes();
-            if b.windows(2).any(|w| w == b"\\\"") {
-                continue;
-            }
-            let mut depth = Depth::new(b);
-            // Places inside the text, as callers ask (after a key).
-            if b.len() < 2 {
-                continue;
-            }
-            let mut places: Vec<usize> = (0..4).map(|_| rng.usize(1..b.len())).collect();
-            places.sort_unstable();
-            for at in places {
-                assert_eq!(depth.at(at), counted(b, at), "{t} at {at}");
-            }
-            checked += 1;
-        }
-    }
-
     #[test]
     fn declared_paths_answer_as_on_the_full_record() {
         let rec = r#"{"CreationTime":"2023-06-19T01:30:00","Operation":"MailItemsAccessed","Skip":{"deep":[1,{"a":"b"}]},"clientip":"51.89.156.153","OperationProperties":"[{\"Name\":\"MailAccessType\",\"Value\":\"Bind\"}]","AppAccessContext":{"AADSessionId":"s1","UniqueTokenId":"t1","Other":"x"},"Folders":[{"Path":"\\Inbox","FolderItems":[{"Id":1},{"Id":2}]}],"a.b":5,"AuditData":"{\"UserId\":\"u@x\",\"Noise\":[1,2,3]}"}"#;
@@ -1662,12 +1629,185 @@ mod tests {
         );
     }
 
+    /// What `plain_audit` replaced: stop 36's search of the bytes for the
+    /// two keys (each key spelled exactly once, the workload's at depth 1,
+    /// counted byte by byte), then the scan checking that a full parse
+    /// reads the text. Kept as the reference it must agree with.
+    fn reference_plain(text: &str) -> Option<PlainAudit<'_>> {
+        let b = text.as_bytes();
+        let find =
+            |needle: &[u8], from: usize| memchr::memmem::find(&b[from..], needle).map(|i| i + from);
+        if !b.starts_with(b"{")
+            || !b[1..].starts_with(b"\"CreationTime\"")
+            || memchr::memchr_iter(b'\\', b).any(|i| matches!(b.get(i + 1), Some(b'"' | b'u')))
+        {
+            return None;
+        }
+        let once = |key: &[u8]| -> Option<usize> {
+            let after = find(key, 0)? + key.len();
+            find(key, after).is_none().then_some(after)
+        };
+        let plain = |s: &&str| !s.contains('\\');
+        let time = string_after(b, once(b"\"CreationTime\"")?)
+            .filter(plain)
+            .and_then(crate::timefmt::parse_timestamp)?;
+        let after = once(b"\"Workload\"")?;
+        let (mut depth, mut in_string) = (0usize, false);
+        for &c in &b[..after] {
+            match c {
+                b'"' => in_string = !in_string,
+                b'{' | b'[' if !in_string => depth += 1,
+                b'}' | b']' if !in_string => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if depth != 1 {
+            return None;
+        }
+        let workload = string_after(b, after).filter(plain)?.trim();
+        if workload.is_empty() {
+            return None;
+        }
+        let (parses, names_another_kind) = parses_in_full_naming_other_kind_keys(text);
+        parses.then_some(PlainAudit {
+            time,
+            workload,
+            names_another_kind,
+        })
+    }
+
+    /// UAL-like record text that opens with its `CreationTime`: the keys
+    /// `plain_audit` looks for named once, twice, below the root, as
+    /// values, escaped, with other values than text; escapes that make
+    /// JSON in strings; keys of other kinds; random values; sometimes
+    /// broken.
+    fn plain_like(rng: &mut fastrand::Rng) -> String {
+        const TIMES: [&str; 6] = [
+            r#""2023-06-10T10:00:00""#,
+            r#" "2023-06-10T10:00:00Z""#,
+            "\n\"2023-06-10T10:00:00\"",
+            r#""bad""#,
+            r#""2023-06-10T10:00:00\\""#,
+            "1",
+        ];
+        const FIELDS: [&str; 22] = [
+            r#""Workload":"Exchange""#,
+            r#""Workload":"Exchange""#,
+            r#""Workload": "SharePoint ""#,
+            "\"Workload\":\r\n\"Teams\"",
+            r#""Workload":" ""#,
+            r#""Workload":1"#,
+            r#""Workload":"Ex\\change""#,
+            r#""X":"Workload""#,
+            r#""X":["Workload"]"#,
+            r#""N":{"Workload":"Y"}"#,
+            r#""N":{"CreationTime":"2023-06-11T00:00:00"}"#,
+            r#""CreationTimes":"x""#,
+            r#""Work\\load":"x""#,
+            r#""Path":"a\\b""#,
+            r#""Esc":"q\"uote""#,
+            r#""U":"\u0041""#,
+            r#""End":"x\\""#,
+            r#""Type":"x""#,
+            r#""category":"c""#,
+            r#""A [UTC]":1"#,
+            r#""b_Dynamic":1"#,
+            r#""Id":"7","Operation":"Send""#,
+        ];
+        // Half the records say both plainly, with other fields that
+        // leave them so: the rest are mostly refused.
+        let plain = rng.bool();
+        let time = TIMES[rng.usize(..if plain { 2 } else { TIMES.len() })];
+        let mut fields = vec![format!(r#""CreationTime":{time}"#)];
+        if plain {
+            fields.push(FIELDS[rng.usize(..3)].to_string());
+        }
+        for _ in 0..rng.usize(0..6) {
+            if plain {
+                fields.push(FIELDS[rng.usize(11..FIELDS.len())].to_string());
+            } else if rng.u8(..4) == 0 {
+                let mut v = String::new();
+                random_value(rng, 3, &mut v);
+                fields.push(format!(r#""K":{v}"#));
+            } else {
+                fields.push(FIELDS[rng.usize(..FIELDS.len())].to_string());
+            }
+        }
+        rng.shuffle(&mut fields[1..]);
+        let t = format!("{{{}}}", fields.join(","));
+        match mutate(rng, &t).filter(|_| rng.u8(..4) == 0) {
+            Some(m) => m,
+            None => t,
+        }
+    }
+
+    /// One pass answers as the two it replaced, on every text: where they
+    /// answered, with the same time, workload and kind keys.
+    #[test]
+    fn plain_audit_answers_as_the_search_and_scan_it_replaced() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut answered = 0;
+        for _ in 0..20_000 {
+            let t = plain_like(&mut rng);
+            let new = plain_audit(&t);
+            assert_eq!(new, reference_plain(&t), "{t}");
+            answered += usize::from(new.is_some());
+        }
+        assert!(answered > 1_000, "{answered}");
+    }
+
+    /// The length and last-byte test in front of `names_another_kind`
+    /// passes every key the comparisons behind it accept.
+    #[test]
+    fn kind_keys_pass_the_length_test() {
+        fn compared(key: &str) -> bool {
+            let k = key.as_bytes();
+            [
+                "verdict",
+                "type",
+                "category",
+                "createddatetime",
+                "activitydatetime",
+            ]
+            .iter()
+            .any(|n| key.eq_ignore_ascii_case(n))
+                || [" [utc]", "_dynamic"].iter().any(|e| {
+                    k.len() >= e.len() && k[k.len() - e.len()..].eq_ignore_ascii_case(e.as_bytes())
+                })
+        }
+        let mut rng = fastrand::Rng::with_seed(5);
+        let pieces = [
+            "verdict",
+            "TYPE",
+            "Category",
+            "createdDateTime",
+            "ActivityDateTime",
+            " [UTC]",
+            "_dynamic",
+            "_DYNAMIC",
+            "x",
+            "c",
+            "]",
+            "ab",
+        ];
+        let mut named = 0;
+        for _ in 0..20_000 {
+            let key: String = (0..rng.usize(1..3))
+                .map(|_| pieces[rng.usize(..pieces.len())])
+                .collect();
+            assert_eq!(names_another_kind(&key), compared(&key), "{key:?}");
+            named += usize::from(compared(&key));
+        }
+        assert!(named > 1_000, "{named}");
+    }
+
     /// The scan answers only where the event would read the same, and
     /// says so by answering at all.
     #[test]
     fn time_and_workload_off_the_bytes_only_where_plain() {
         let plain = br#"{"CreationTime": "2023-06-10T10:00:00","Id":"1","X":{"a":"}"},"ObjectId":"a\\Inbox","Workload":" Exchange "}"#;
-        let (t, w) = plain_time_and_workload(plain).unwrap();
+        let p = plain_audit(std::str::from_utf8(plain).unwrap()).unwrap();
+        let (t, w) = (p.time, p.workload);
         assert_eq!(crate::timefmt::rfc3339(t), "2023-06-10T10:00:00Z");
         assert_eq!(w, "Exchange", "trimmed, as the event's");
         // The event reads the same.
@@ -1702,7 +1842,7 @@ mod tests {
             b"{}",
         ] {
             assert!(
-                plain_time_and_workload(not_plain).is_none(),
+                plain_audit(std::str::from_utf8(not_plain).unwrap()).is_none(),
                 "{}",
                 String::from_utf8_lossy(not_plain)
             );

@@ -40,7 +40,7 @@ use tokenward_detect::{
     builtins, Anchors, Context, Detection, KindScreenFn, Kinds, Needs, Options, RecordStats,
     ScreenFn, Setup, SigninIndex, WholeRecord,
 };
-use tokenward_event::projection::{parses_in_full_naming_other_kind_keys, plain_time_and_workload};
+use tokenward_event::projection::plain_audit;
 use tokenward_event::shadow;
 use tokenward_event::{
     classify, kind_hint, normalised_paths, time_and_workload_paths, Coverage, Event, EventKind,
@@ -1061,14 +1061,13 @@ impl Ctx<'_> {
                 && self.hint == Some(EventKind::Audit)
                 && s.told.is_none_or(|t| t == EventKind::Audit)
             {
-                if let Some((t, w)) = plain_time_and_workload(b) {
-                    let (parses, names_other) = parses_in_full_naming_other_kind_keys(text);
-                    if parses && (s.told.is_none() || !names_other) {
+                if let Some(p) = plain_audit(text) {
+                    if s.told.is_none() || !p.names_another_kind {
                         out.guess.saw(EventKind::Audit);
                         if s.withheld != 0 {
                             self.withhold(s.withheld, EventKind::Audit);
                         }
-                        self.route_light(t, w, s.readers, out);
+                        self.route_light(p.time, p.workload, s.readers, out);
                         return;
                     }
                 }
