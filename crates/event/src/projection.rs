@@ -19,7 +19,7 @@ use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
 use crate::event::expand_value;
-use tokenward_logread::words::{bytes_below, bytes_equal, word_at};
+use tokenward_logread::words::{bytes_below, bytes_equal, same_bytes, word_at};
 
 /// Keys under which exports wrap the actual record; every path is also
 /// looked up inside them ([`crate::event::Event::get`]).
@@ -78,7 +78,7 @@ impl Node {
             // was 3 % of a hunt over mailbox audit records.
             .find(|&i| {
                 let (k, spelled, _) = &self.keys[i];
-                spelled == key || k.eq_ignore_ascii_case(key)
+                same_bytes(spelled.as_bytes(), key.as_bytes()) || k.eq_ignore_ascii_case(key)
             })
     }
 
