@@ -1,14 +1,12 @@
 //! Findings grouped per key (indicator, user, session, day...): one finding
 //! per group, represented by its earliest record, with the record count.
 
-use std::collections::HashMap;
-
-use crate::KeyHasher;
+use crate::keyed::Keyed;
 
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
-use super::{merge_keyed, Info};
+use super::Info;
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::Event;
 use tokenward_event::{Finding, Rep, Severity};
@@ -26,7 +24,7 @@ struct Group {
 /// order to the same result.
 #[derive(Default)]
 pub struct Grouped {
-    groups: HashMap<String, Group, KeyHasher>,
+    groups: Keyed<Box<str>, Group>,
 }
 
 impl Grouped {
@@ -50,23 +48,20 @@ impl Grouped {
                 }
             }
             None => {
-                self.groups.insert(
-                    key,
-                    Group {
-                        rep: Rep::of(ev),
-                        severity,
-                        evidence: evidence(),
-                        count: 1,
-                        last: ev.time,
-                    },
-                );
+                self.groups.get_or_insert_with(&key, || Group {
+                    rep: Rep::of(ev),
+                    severity,
+                    evidence: evidence(),
+                    count: 1,
+                    last: ev.time,
+                });
             }
         }
     }
 
     /// Folds another set of groups into this one.
     pub fn merge(&mut self, other: Grouped) {
-        merge_keyed(&mut self.groups, other.groups, |g, o| {
+        self.groups.merge(other.groups, |g, o| {
             g.count += o.count;
             g.last = g.last.max(o.last);
             g.severity = g.severity.max(o.severity);
@@ -81,8 +76,8 @@ impl Grouped {
     /// of groups with more than one record.
     pub fn findings(self, info: &Info) -> Vec<Finding> {
         self.groups
-            .into_values()
-            .map(|g| {
+            .into_iter()
+            .map(|(_, g)| {
                 let mut e = g.evidence;
                 if g.count > 1 {
                     e.insert("records".into(), json!(g.count));

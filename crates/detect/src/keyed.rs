@@ -190,19 +190,43 @@ mod tests {
     /// exactly when all its parts are equal.
     #[test]
     fn borrowed_lookups_and_merges_count_as_a_map_of_owned_keys() {
+        type Counts = HashMap<(String, String, i64), u64>;
         let mut rng = fastrand::Rng::with_seed(3);
         for round in 0..50 {
-            let mut expected: HashMap<(String, String, i64), u64> = HashMap::new();
-            let mut pieces: Vec<Keyed<Key, u64>> = (0..3).map(|_| Keyed::default()).collect();
+            let mut expected = Counts::new();
+            let mut pieces: Vec<(Keyed<Key, u64>, Counts)> =
+                (0..3).map(|_| Default::default()).collect();
             for _ in 0..rng.usize(0..200) {
                 let (a, b, d) = (text(&mut rng), text(&mut rng), rng.i64(-2..2));
                 *expected.entry((a.clone(), b.clone(), d)).or_default() += 1;
-                let piece = &mut pieces[rng.usize(..3)];
+                let (piece, counts) = &mut pieces[rng.usize(..3)];
+                let count = counts.entry((a.clone(), b.clone(), d)).or_default();
+                // Found by `get_mut` exactly when there, else made.
                 match piece.get_mut((&a, &b, d)) {
-                    Some(n) => *n += 1,
-                    None => *piece.get_or_insert_with((&a, &b, d), || 0) += 1,
+                    Some(n) => {
+                        assert_eq!(*n, *count);
+                        *n += 1;
+                    }
+                    None => {
+                        assert_eq!(*count, 0);
+                        *piece.get_or_insert_with((&a, &b, d), || 0) += 1;
+                    }
+                }
+                *count += 1;
+            }
+            // Every piece answers for its own keys, and only those.
+            for (piece, counts) in &pieces {
+                assert_eq!(piece.len(), counts.len());
+                for a in ["a", "b", "ab", "", "é"] {
+                    for b in ["a", "b", "ab", "", "é"] {
+                        for d in -2..2 {
+                            let want = counts.get(&(a.into(), b.into(), d));
+                            assert_eq!(piece.get((a, b, d)), want, "{a:?} {b:?} {d}");
+                        }
+                    }
                 }
             }
+            let pieces: Vec<Keyed<Key, u64>> = pieces.into_iter().map(|(p, _)| p).collect();
             let mut all = Keyed::default();
             for p in pieces {
                 all.merge(p, |mine, theirs| *mine += theirs);
@@ -215,8 +239,48 @@ mod tests {
         }
     }
 
+    /// Either side may be the larger: the keys of both are kept, values
+    /// of a shared key are folded, and into an empty set the other's
+    /// table moves whole (its values stay where they are) instead of
+    /// being walked key by key.
     #[test]
     fn a_larger_set_merged_in_keeps_every_key_once() {
+        let set = |kv: &[(&str, u32)]| -> Keyed<Box<str>, u32> {
+            let mut k = Keyed::default();
+            for (key, v) in kv {
+                *k.get_or_insert_with(*key, || 0) += v;
+            }
+            k
+        };
+        let sorted = |k: Keyed<Box<str>, u32>| {
+            let mut v: Vec<(Box<str>, u32)> = k.into_iter().collect();
+            v.sort();
+            v
+        };
+        let want = sorted(set(&[("a", 1), ("b", 12), ("c", 20), ("d", 30)]));
+        for (mine, theirs) in [
+            (
+                set(&[("a", 1), ("b", 2)]),
+                set(&[("b", 10), ("c", 20), ("d", 30)]),
+            ),
+            (
+                set(&[("b", 10), ("c", 20), ("d", 30)]),
+                set(&[("a", 1), ("b", 2)]),
+            ),
+        ] {
+            let mut mine = mine;
+            mine.merge(theirs, |m, v| *m += v);
+            assert_eq!(sorted(mine), want);
+        }
+        let theirs = set(&[("d", 30)]);
+        let before = theirs.get("d").map(|v| v as *const u32);
+        let mut mine = Keyed::default();
+        mine.merge(theirs, |m, v| *m += v);
+        assert_eq!(mine.get("d").map(|v| v as *const u32), before);
+    }
+
+    #[test]
+    fn tuple_keys_merge_by_every_part() {
         let mut small: Keyed<(Box<str>, i64), u32> = Keyed::default();
         *small.get_or_insert_with(("x", 1), || 0) += 1;
         let mut large: Keyed<(Box<str>, i64), u32> = Keyed::default();

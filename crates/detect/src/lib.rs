@@ -18,9 +18,7 @@
 
 use std::any::Any;
 use std::borrow::Cow;
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -172,6 +170,10 @@ pub struct Needs {
 impl Needs {
     /// Needs of a detection that takes every record's time and workload
     /// and nothing else (a record nobody else reads need not be parsed).
+    /// Its `observe` may read an event's kind, time and workload only: a
+    /// record no other detection reads is projected to what gives those
+    /// (`tokenward_event::time_and_workload_paths`), by the engine and by
+    /// the tests' `testing::run` alike.
     pub fn time_and_workload() -> Needs {
         Needs {
             kinds: Kinds::ALL,
@@ -628,33 +630,6 @@ pub fn union(
     }
 }
 
-/// Folds the per-key aggregates of a shard into a detection's: `fold`
-/// takes a value of the same key into the one kept. The smaller map is
-/// walked into the larger, so a shard merged into an empty detection (the
-/// first of the shards merged at the end of a hunt) costs nothing. `fold`
-/// must therefore give the same result whichever value it is handed, as
-/// every merge must not depend on order.
-pub fn merge_keyed<K, V, S>(
-    mine: &mut HashMap<K, V, S>,
-    mut theirs: HashMap<K, V, S>,
-    mut fold: impl FnMut(&mut V, V),
-) where
-    K: Eq + Hash,
-    S: BuildHasher,
-{
-    if theirs.len() > mine.len() {
-        std::mem::swap(mine, &mut theirs);
-    }
-    for (k, v) in theirs {
-        match mine.entry(k) {
-            Entry::Occupied(mut e) => fold(e.get_mut(), v),
-            Entry::Vacant(e) => {
-                e.insert(v);
-            }
-        }
-    }
-}
-
 /// `true`, `1` (any case, trimmed).
 pub fn is_true(s: &str) -> bool {
     s.trim().eq_ignore_ascii_case("true") || s.trim() == "1"
@@ -674,33 +649,6 @@ pub fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Either side may be the larger: the keys of both are kept, values
-    /// of a shared key are folded, and an empty side takes the other's
-    /// map as it is.
-    #[test]
-    fn keyed_aggregates_merge_whichever_side_is_larger() {
-        let map = |kv: &[(&str, u32)]| -> HashMap<String, u32, KeyHasher> {
-            kv.iter().map(|(k, v)| (k.to_string(), *v)).collect()
-        };
-        let small = map(&[("a", 1), ("b", 2)]);
-        let large = map(&[("b", 10), ("c", 20), ("d", 30)]);
-        let want = map(&[("a", 1), ("b", 12), ("c", 20), ("d", 30)]);
-        for (mine, theirs) in [(small.clone(), large.clone()), (large, small)] {
-            let mut mine = mine;
-            merge_keyed(&mut mine, theirs, |m, v| *m += v);
-            assert_eq!(mine, want);
-        }
-        // Into an empty map, the shard's map moves whole (its values stay
-        // where they are) instead of being walked key by key.
-        let theirs = want.clone();
-        let place = |m: &HashMap<String, u32, KeyHasher>| &m["d"] as *const u32;
-        let before = place(&theirs);
-        let mut mine = HashMap::default();
-        merge_keyed(&mut mine, theirs, |m, v| *m += v);
-        assert_eq!(mine, want);
-        assert_eq!(place(&mine), before);
-    }
 
     /// What is set aside is freed, not leaked.
     #[test]

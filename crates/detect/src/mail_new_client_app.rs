@@ -97,22 +97,18 @@ impl Detection for MailNewClientApp {
             let tp = self.tenant_pairs.get_or_insert_with((app, capp), || t);
             *tp = (*tp).min(t);
         }
-        let key = (mail::mailbox(ev), app, capp);
-        match self.pairs.get_mut(key) {
-            Some(p) => {
-                p.count += 1;
-                if Rep::event_earlier(ev, &p.rep) {
-                    p.rep = Rep::of(ev);
-                    p.client_info = mail::client(ev);
-                }
-            }
-            None => {
-                self.pairs.get_or_insert_with(key, || PairSeen {
-                    rep: Rep::of(ev),
-                    count: 1,
-                    client_info: mail::client(ev),
-                });
-            }
+        let p = self
+            .pairs
+            .get_or_insert_with((mail::mailbox(ev), app, capp), || PairSeen {
+                rep: Rep::of(ev),
+                count: 0,
+                client_info: mail::client(ev),
+            });
+        p.count += 1;
+        // A new pair's own record is not earlier than itself.
+        if Rep::event_earlier(ev, &p.rep) {
+            p.rep = Rep::of(ev);
+            p.client_info = mail::client(ev);
         }
     }
 

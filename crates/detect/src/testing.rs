@@ -13,7 +13,9 @@ use super::{
 };
 use crate::ioc::IocSet;
 use tokenward_event::projection::plain_audit;
-use tokenward_event::{normalised_paths, Event, Locator, Projected, Projection};
+use tokenward_event::{
+    normalised_paths, time_and_workload_paths, Event, Locator, Projected, Projection,
+};
 
 /// A fully parsed event of a JSON record.
 pub fn event(v: Value) -> Event {
@@ -37,7 +39,12 @@ pub fn run(det: Box<dyn Detection>, records: &[Value]) -> Outcome {
 /// Runs `det` over `records`, with `index` as the sign-ins read before.
 pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Value]) -> Outcome {
     let needs = det.needs();
-    let mut projection = Projection::new(normalised_paths());
+    // As the engine projects for a reader of time and workload alone.
+    let mut projection = if needs.reads_time_and_workload_only() {
+        Projection::new(time_and_workload_paths())
+    } else {
+        Projection::new(normalised_paths())
+    };
     for f in &needs.fields {
         projection.add(f.as_ref());
     }

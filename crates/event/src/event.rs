@@ -773,7 +773,7 @@ impl Event {
             }
             // A sign-in's result is its error code; only sign-ins are asked.
             let sign_in_code = (self.kind == EventKind::SignIn)
-                .then(|| self.first_str(&["status.errorCode"]))
+                .then(|| self.first_str(&[STATUS_CODE]))
                 .flatten();
             sign_in_code.or_else(|| self.first_probed(&RESULT_PROBES))
         })
@@ -864,9 +864,10 @@ pub const USER_AGENT_FIELDS: &[&str] = &["ClientInfoString", "UserAgent", "userA
 /// The gateway access log's claim-named fields, in the order the
 /// accessors read them. The log names its fields after the token claims
 /// (docs/gateway.md): the generic lists would take `oid`-less `sub` last
-/// and miss `azp`, `sid`, `uti`. Gateway events are always full parses
-/// (classification needs `verdict`, which a narrow event never keeps), so
-/// any path may be read.
+/// and miss `azp`, `sid`, `uti`. Every projection but the one for readers
+/// of time and workload alone keeps them ([`normalised_paths`]);
+/// classification reads `verdict` and `token_sha256_prefix`, which every
+/// projection keeps ([`CLASSIFY_KEYS`]).
 const GATEWAY_FIELDS: &[&str] = &[
     "sub",
     "oid",
@@ -880,10 +881,12 @@ const GATEWAY_FIELDS: &[&str] = &[
     "path",
     "verdict",
 ];
+/// The sign-in result code, below `status`, which [`classify`] asks for.
+const STATUS_CODE: &str = "status.errorCode";
 /// Other paths normalisation reads: the sign-in result, user-agent bags,
 /// the record type and the Graph names of sign-in ids.
 const OTHER_NORMALISED: &[&str] = &[
-    "status.errorCode",
+    STATUS_CODE,
     "ExtendedProperties",
     "additionalDetails",
     "RecordType",
@@ -942,15 +945,10 @@ pub fn normalised_paths() -> impl Iterator<Item = &'static str> {
 /// Classification reads [`CLASSIFY_KEYS`], and `status` (kept with its
 /// `errorCode`, as every projection keeps it).
 pub fn time_and_workload_paths() -> impl Iterator<Item = &'static str> {
-    [
-        TIME_FIELDS,
-        WORKLOAD_FIELDS,
-        CLASSIFY_KEYS,
-        &["status.errorCode"],
-    ]
-    .into_iter()
-    .flatten()
-    .copied()
+    [TIME_FIELDS, WORKLOAD_FIELDS, CLASSIFY_KEYS, &[STATUS_CODE]]
+        .into_iter()
+        .flatten()
+        .copied()
 }
 
 /// Trimmed, `None` when empty: how [`scalar_str`] renders a string.
@@ -1208,7 +1206,7 @@ fn classify_keyed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::projection::parses_in_full_naming_other_kind_keys;
+    use crate::projection::parses_and_names_another_kind;
     use serde_json::json;
 
     /// Every JSON record of the repository's sample logs and examples, and
@@ -1378,11 +1376,7 @@ mod tests {
         ];
         for r in other {
             assert_ne!(kind(r), EventKind::Audit, "{r}");
-            assert_eq!(
-                parses_in_full_naming_other_kind_keys(r),
-                (true, true),
-                "{r}"
-            );
+            assert_eq!(parses_and_names_another_kind(r), (true, true), "{r}");
         }
         let audit = [
             r#"{"CreationTime":"t","Operation":"Send","Workload":"Exchange","UserType":0,"RecordType":2}"#,
@@ -1393,11 +1387,7 @@ mod tests {
             r#"{"CreationTime":"t","Workload":"w","Operation":"x","Actor":[{"Type":5,"ID":"u"}],"Target":{"category":"c"}}"#,
         ];
         for r in audit {
-            assert_eq!(
-                parses_in_full_naming_other_kind_keys(r),
-                (true, false),
-                "{r}"
-            );
+            assert_eq!(parses_and_names_another_kind(r), (true, false), "{r}");
             assert_eq!(kind(r), EventKind::Audit, "{r}");
         }
     }

@@ -19,7 +19,7 @@ use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
 use crate::event::expand_value;
-use tokenward_logread::words::{bytes_below, bytes_equal, same_bytes, word_at};
+use tokenward_logread::words::{bytes_below, bytes_equal, slices_equal, word_at};
 
 /// Keys under which exports wrap the actual record; every path is also
 /// looked up inside them ([`crate::event::Event::get`]).
@@ -78,7 +78,7 @@ impl Node {
             // was 3 % of a hunt over mailbox audit records.
             .find(|&i| {
                 let (k, spelled, _) = &self.keys[i];
-                same_bytes(spelled.as_bytes(), key.as_bytes()) || k.eq_ignore_ascii_case(key)
+                slices_equal(spelled.as_bytes(), key.as_bytes()) || k.eq_ignore_ascii_case(key)
             })
     }
 
@@ -645,7 +645,8 @@ impl<'t> Scan<'t> {
                 self.root_keys = Some(true);
             }
             if let Some(p) = &mut self.plain {
-                // The quotes around a key without escapes enclose its text.
+                // Its bytes as written, escapes and all: what a search of
+                // the bytes for a key finds.
                 let raw = &self.text.as_bytes()[from..self.at - 1];
                 p.note(raw, self.at, true);
             }
@@ -943,9 +944,11 @@ pub fn plain_audit(text: &str) -> Option<PlainAudit<'_>> {
         return None;
     }
     let (names_another_kind, keys) = scan_whole(text, true)?;
-    let keys = keys?;
-    // No quote is escaped, so every spelling of a key in the bytes is one
-    // of the strings the scan met.
+    // No quote is escaped, so every quote opens or closes a string, and
+    // every spelling of a key in the bytes is one of the strings the scan
+    // met; no `\u` escape either, and no other escape makes a letter, so
+    // no string that a full parse reads as one of the keys is spelled
+    // otherwise.
     if (keys.times, keys.workloads) != (1, 1) {
         return None;
     }
@@ -966,22 +969,23 @@ pub fn plain_audit(text: &str) -> Option<PlainAudit<'_>> {
 /// One pass over a whole text that builds nothing: `None` unless a full
 /// parse reads it; else whether it names a key of another kind at its
 /// root ([`PlainAudit::names_another_kind`]) and, if `plain`, what
-/// [`plain_audit`] notes of its strings.
-fn scan_whole(text: &str, plain: bool) -> Option<(bool, Option<PlainKeys>)> {
+/// [`plain_audit`] notes of its strings (nothing otherwise).
+fn scan_whole(text: &str, plain: bool) -> Option<(bool, PlainKeys)> {
     let mut scan = Scan::new(text);
+    // Root keys are noted only when this is set.
     scan.root_keys = Some(false);
     scan.plain = plain.then(PlainKeys::default);
     if scan.skip().is_err() || scan.end().is_err() {
         return None;
     }
-    Some((scan.root_keys == Some(true), scan.plain))
+    Some((scan.root_keys == Some(true), scan.plain.unwrap_or_default()))
 }
 
 /// Whether a full parse reads a text, and whether it names a key of
-/// another kind at its root: the check [`plain_audit`] makes besides
-/// reading the time and workload.
+/// another kind at its root: the scan [`plain_audit`] makes, without its
+/// time and workload.
 #[cfg(test)]
-pub(crate) fn parses_in_full_naming_other_kind_keys(text: &str) -> (bool, bool) {
+pub(crate) fn parses_and_names_another_kind(text: &str) -> (bool, bool) {
     scan_whole(text, false).map_or((false, false), |(named, _)| (true, named))
 }
 
@@ -1271,15 +1275,11 @@ mod tests {
             (r#"{"CreationTime":"t","a\u005fdynamic":"x"}"#, true),
         ];
         for (r, named) in cases {
-            assert_eq!(
-                parses_in_full_naming_other_kind_keys(r),
-                (true, named),
-                "{r}"
-            );
+            assert_eq!(parses_and_names_another_kind(r), (true, named), "{r}");
         }
         // Text that is not JSON does not parse, so it is parsed in full
         // and refused, whatever its keys.
-        assert!(!parses_in_full_naming_other_kind_keys(r#"{"CreationTime":"t","Operation":}"#).0);
+        assert!(!parses_and_names_another_kind(r#"{"CreationTime":"t","Operation":}"#).0);
     }
 
     /// Random record text (ASCII, with `\u` escapes for the rest): keys
@@ -1502,7 +1502,7 @@ mod tests {
             let new = p.parse(t);
             let new_notes = crate::shadow::take();
             assert_eq!(
-                parses_in_full_naming_other_kind_keys(t).0,
+                parses_and_names_another_kind(t).0,
                 crate::shadow::parse_str(t).is_ok(),
                 "{t}"
             );
@@ -1632,7 +1632,9 @@ mod tests {
     /// What `plain_audit` replaced: stop 36's search of the bytes for the
     /// two keys (each key spelled exactly once, the workload's at depth 1,
     /// counted byte by byte), then the scan checking that a full parse
-    /// reads the text. Kept as the reference it must agree with.
+    /// reads the text. Kept as the reference it must agree with. The scan
+    /// is the one `plain_audit` runs (its own test checks it against a
+    /// full parse), so this compares the search for the keys.
     fn reference_plain(text: &str) -> Option<PlainAudit<'_>> {
         let b = text.as_bytes();
         let find =
@@ -1668,7 +1670,7 @@ mod tests {
         if workload.is_empty() {
             return None;
         }
-        let (parses, names_another_kind) = parses_in_full_naming_other_kind_keys(text);
+        let (parses, names_another_kind) = parses_and_names_another_kind(text);
         parses.then_some(PlainAudit {
             time,
             workload,

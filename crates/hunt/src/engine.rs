@@ -333,6 +333,8 @@ struct Plan {
     pool: BufferPool,
     /// Projections built so far, per set of readers.
     projections: Mutex<HashMap<Mask, Arc<Projection>>>,
+    /// The projection of every set of readers of time and workload alone.
+    time_and_workload: Arc<Projection>,
 }
 
 impl Plan {
@@ -440,6 +442,7 @@ impl Plan {
             pool: BufferPool::default(),
             needs,
             projections: Mutex::new(HashMap::new()),
+            time_and_workload: Arc::new(Projection::new(time_and_workload_paths())),
         }
     }
 
@@ -524,7 +527,7 @@ impl Plan {
             .entry(readers)
             .or_insert_with(|| {
                 if readers & !self.light == 0 {
-                    return Arc::new(Projection::new(time_and_workload_paths()));
+                    return self.time_and_workload.clone();
                 }
                 let mut p = Projection::new(normalised_paths());
                 for (i, n) in self.needs.iter().enumerate() {
@@ -2329,6 +2332,62 @@ mod tests {
             "{:?}",
             f.first_rejects
         );
+    }
+
+    /// A reader of time and workload alone sees, from every record of the
+    /// sample logs and the example (JSON, JSON arrays and envelopes,
+    /// PowerShell, Purview and Log Analytics CSV, gzip), the kind, time
+    /// and workload it saw when every record was projected in full for
+    /// another reader: the narrow projection answers alike.
+    #[test]
+    fn time_and_workload_readers_see_what_a_full_projection_shows() {
+        fn every_record() -> Needs {
+            let mut n = Needs::anchored(Kinds::ALL, &[], &["UserId"]);
+            n.anchors = Anchors::Every;
+            n
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let cfg = HuntConfig {
+            inputs: vec![
+                root.join("tests/fixtures/logs"),
+                root.join("examples/storm-0558/logs"),
+            ],
+            ..Default::default()
+        };
+        let seen = |with_full: bool| {
+            let (light_probe, light_seen) = Probe::boxed(light, None);
+            let mut ds = vec![light_probe];
+            if with_full {
+                ds.push(Probe::boxed(every_record, None).0);
+            }
+            let r = run_detections(&cfg, ds, Arc::new(AtomicU64::new(0))).unwrap();
+            let s = light_seen.lock().unwrap();
+            let mut all: Vec<(EventKind, Option<String>, Option<OffsetDateTime>)> = s
+                .observed
+                .iter()
+                .zip(&s.workloads)
+                .map(|((kind, _), (w, t))| (*kind, w.clone(), *t))
+                .collect();
+            // Off the bytes: audit records.
+            all.extend(
+                s.unparsed
+                    .iter()
+                    .map(|(w, t)| (EventKind::Audit, w.clone(), *t)),
+            );
+            all.sort();
+            (all, s.user_kept.iter().filter(|k| !**k).count(), r.totals())
+        };
+        let (narrow, narrowed, totals) = seen(false);
+        let (full, fully, full_totals) = seen(true);
+        assert_eq!(totals, full_totals);
+        assert_eq!(
+            narrow.len() as u64,
+            totals.1,
+            "every record evaluated is seen"
+        );
+        assert!(narrowed > 1_000, "records projected narrowly: {narrowed}");
+        assert_eq!(fully, 0);
+        assert_eq!(narrow, full);
     }
 
     /// A record whose audit record is JSON in a string (a PowerShell
