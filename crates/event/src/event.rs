@@ -942,8 +942,8 @@ pub fn normalised_paths() -> impl Iterator<Item = &'static str> {
 /// The paths an event's kind, time and workload are read from: what a
 /// projection keeps for readers of nothing else (the engine's record
 /// counts and `tw-audit-gap`), a subset of [`normalised_paths`].
-/// Classification reads [`CLASSIFY_KEYS`], and `status` (kept with its
-/// `errorCode`, as every projection keeps it).
+/// Classification reads a few root keys (`CLASSIFY_KEYS`), and `status`
+/// (kept with its `errorCode`, as every projection keeps it).
 pub fn time_and_workload_paths() -> impl Iterator<Item = &'static str> {
     [TIME_FIELDS, WORKLOAD_FIELDS, CLASSIFY_KEYS, &[STATUS_CODE]]
         .into_iter()
