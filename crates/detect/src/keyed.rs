@@ -78,17 +78,28 @@ macro_rules! tuple_key {
 tuple_key!(A 0, B 1);
 tuple_key!(A 0, B 1, C 2);
 
+/// The hasher of every [`Keyed`] table: seeded at random once a process
+/// ([`KeyHasher`]), so that the hashes a shard's table stores hold in the
+/// table it is merged into.
+fn hasher() -> &'static KeyHasher {
+    static HASHER: std::sync::OnceLock<KeyHasher> = std::sync::OnceLock::new();
+    HASHER.get_or_init(KeyHasher::default)
+}
+
+/// An entry: its key's hash, kept so that growing or merging a table
+/// never reads a key's texts again (each one a trip to memory elsewhere),
+/// the key and the value.
+type Slot<K, V> = (u64, K, V);
+
 /// Values per key, looked up by the key's borrowed form.
 pub struct Keyed<K, V> {
-    table: HashTable<(K, V)>,
-    hasher: KeyHasher,
+    table: HashTable<Slot<K, V>>,
 }
 
 impl<K, V> Default for Keyed<K, V> {
     fn default() -> Self {
         Keyed {
             table: HashTable::new(),
-            hasher: KeyHasher::default(),
         }
     }
 }
@@ -96,33 +107,32 @@ impl<K, V> Default for Keyed<K, V> {
 impl<K: KeyPart, V> Keyed<K, V> {
     /// The value of `key`, if any.
     pub fn get(&self, key: K::Ref<'_>) -> Option<&V> {
-        let hash = self.hasher.hash_one(key);
+        let hash = hasher().hash_one(key);
         self.table
-            .find(hash, |(k, _)| k.matches(key))
-            .map(|(_, v)| v)
+            .find(hash, |(h, k, _)| *h == hash && k.matches(key))
+            .map(|(_, _, v)| v)
     }
 
     /// The value of `key`, if any, to change.
     pub fn get_mut(&mut self, key: K::Ref<'_>) -> Option<&mut V> {
-        let hash = self.hasher.hash_one(key);
+        let hash = hasher().hash_one(key);
         self.table
-            .find_mut(hash, |(k, _)| k.matches(key))
-            .map(|(_, v)| v)
+            .find_mut(hash, |(h, k, _)| *h == hash && k.matches(key))
+            .map(|(_, _, v)| v)
     }
 
     /// The value of `key`, made by `make` (and the key copied) if absent.
     pub fn get_or_insert_with(&mut self, key: K::Ref<'_>, make: impl FnOnce() -> V) -> &mut V {
-        let Keyed { table, hasher } = self;
-        let hash = hasher.hash_one(key);
-        let entry = table.entry(
+        let hash = hasher().hash_one(key);
+        let entry = self.table.entry(
             hash,
-            |(k, _)| k.matches(key),
-            |(k, _)| hasher.hash_one(k.as_part()),
+            |(h, k, _)| *h == hash && k.matches(key),
+            |(h, _, _)| *h,
         );
         &mut entry
-            .or_insert_with(|| (K::from_part(key), make()))
+            .or_insert_with(|| (hash, K::from_part(key), make()))
             .into_mut()
-            .1
+            .2
     }
 
     /// Folds another set of values into this one: `fold` takes a value of
@@ -133,17 +143,15 @@ impl<K: KeyPart, V> Keyed<K, V> {
         if theirs.len() > self.len() {
             std::mem::swap(self, &mut theirs);
         }
-        let Keyed { table, hasher } = self;
-        for (k, v) in theirs.table {
-            let hash = hasher.hash_one(k.as_part());
-            match table.entry(
+        for (hash, k, v) in theirs.table {
+            match self.table.entry(
                 hash,
-                |(mine, _)| mine.matches(k.as_part()),
-                |(mine, _)| hasher.hash_one(mine.as_part()),
+                |(h, mine, _)| *h == hash && mine.matches(k.as_part()),
+                |(h, _, _)| *h,
             ) {
-                Entry::Occupied(mut e) => fold(&mut e.get_mut().1, v),
+                Entry::Occupied(mut e) => fold(&mut e.get_mut().2, v),
                 Entry::Vacant(e) => {
-                    e.insert((k, v));
+                    e.insert((hash, k, v));
                 }
             }
         }
@@ -161,15 +169,16 @@ impl<K: KeyPart, V> Keyed<K, V> {
 
     /// Every key and value, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.table.iter().map(|(k, v)| (k, v))
+        self.table.iter().map(|(_, k, v)| (k, v))
     }
 }
 
 impl<K, V> IntoIterator for Keyed<K, V> {
     type Item = (K, V);
-    type IntoIter = hashbrown::hash_table::IntoIter<(K, V)>;
+    type IntoIter =
+        std::iter::Map<hashbrown::hash_table::IntoIter<Slot<K, V>>, fn(Slot<K, V>) -> (K, V)>;
     fn into_iter(self) -> Self::IntoIter {
-        self.table.into_iter()
+        self.table.into_iter().map(|(_, k, v)| (k, v))
     }
 }
 
