@@ -934,8 +934,9 @@ pub struct PlainAudit<'t> {
 /// they then seemed to open.
 ///
 /// The check that a full parse reads the record and the search for the two
-/// keys are one pass: apart, the search was a third of the work on a UAL
-/// export's records that nobody needs parsed.
+/// keys are one pass: apart, the search was a quarter of the work on a UAL
+/// export's records that nobody needs parsed (8.5 % of the CPU of a hunt
+/// over UAL with the built-ins, beside 27 % for the check).
 pub fn plain_audit(text: &str) -> Option<PlainAudit<'_>> {
     let b = text.as_bytes();
     if !b.starts_with(b"{\"CreationTime\"")
