@@ -18,7 +18,6 @@
 
 use std::any::Any;
 use std::borrow::Cow;
-use std::hash::Hash;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};

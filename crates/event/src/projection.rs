@@ -210,20 +210,6 @@ impl Projection {
         }
     }
 
-    /// Projects a record already split into named text columns (CSV), as
-    /// (column name, cell) pairs read as from a JSON object of the row: a
-    /// later pair of one name replaces an earlier (of two columns with one
-    /// name, the caller passes the later and notes the earlier). Only the
-    /// columns kept are copied into the result. Renamed Log Analytics
-    /// columns ([`forces_full`]) are the caller's to pass again under the
-    /// table's names, after every column, as a full parse folds them.
-    pub fn project_columns<'r>(&self, row: impl IntoIterator<Item = (&'r str, &'r str)>) -> Value {
-        self.project_slotted(
-            row.into_iter()
-                .map(|(k, cell)| (k, cell, self.root_slot(k))),
-        )
-    }
-
     /// Where the projection keeps the root key `key`, if it does: a CSV
     /// header's columns are looked up once for a batch of rows instead of
     /// once a row (looking up some 40 columns of a Log Analytics export
@@ -232,8 +218,14 @@ impl Projection {
         self.root.find_index(key).map(RootSlot)
     }
 
-    /// [`Projection::project_columns`] with each column's
-    /// [`Projection::root_slot`] given.
+    /// Projects a record already split into named text columns (CSV), as
+    /// (column name, cell, the column's [`Projection::root_slot`]) read as
+    /// from a JSON object of the row: a later pair of one name replaces an
+    /// earlier (of two columns with one name, the caller passes the later
+    /// and notes the earlier). Only the columns kept are copied into the
+    /// result. Renamed Log Analytics columns ([`forces_full`]) are the
+    /// caller's to pass again under the table's names, after every column,
+    /// as a full parse folds them.
     pub fn project_slotted<'r>(
         &self,
         row: impl IntoIterator<Item = (&'r str, &'r str, Option<RootSlot>)>,
@@ -342,13 +334,13 @@ impl PlainKeys {
     /// at `end`, a root key or not.
     #[inline]
     fn note(&mut self, raw: &[u8], end: usize, root_key: bool) {
-        // Most strings fail on length.
-        if raw.len() == b"CreationTime".len() && raw == b"CreationTime" {
+        // Slices compare their lengths first: most strings fail there.
+        if raw == b"CreationTime" {
             self.times += 1;
             if root_key {
                 self.time_key_end = Some(end);
             }
-        } else if raw.len() == b"Workload".len() && raw == b"Workload" {
+        } else if raw == b"Workload" {
             self.workloads += 1;
             if root_key {
                 self.workload_key_end = Some(end);
@@ -1623,7 +1615,7 @@ mod tests {
                 r#"{"AppAccessContext":{"UniqueTokenId":"t9","X":1},"Y":2}"#,
             ),
         ];
-        let v = p.project_columns(row);
+        let v = p.project_slotted(row.map(|(k, cell)| (k, cell, p.root_slot(k))));
         assert_eq!(
             v,
             json!({"Operation":"MailItemsAccessed","AuditData":{"AppAccessContext":{"UniqueTokenId":"t9"}}})
