@@ -3033,7 +3033,7 @@ mod tests {
     }
 
     /// JSON lines of needles, each with its own marker, filling `batches`
-    /// 4 MiB batches of lines; and how many there are.
+    /// batches of lines; and how many there are.
     fn needles_filling(batches: usize) -> (String, u64) {
         let mut text = String::new();
         let mut records = 0;

@@ -7,13 +7,16 @@ use crate::format::Container;
 use crate::split::{CsvReader, CsvRow, JsonSplitter, Piece, ValueEnd};
 
 /// Bytes of JSON lines a batch holds (a batch ends at the first line end
-/// past it).
-pub const LINES_BATCH: usize = 4 << 20;
-const PIECES_BATCH: usize = 4 << 20;
+/// past it). A batch is read in passes (the literal screen over all of it,
+/// then record by record), so it is sized to stay in a core's 1 MiB
+/// level-2 cache between them: 4 MiB batches cost 4 % more CPU on mailbox
+/// audit and sign-in exports.
+pub const LINES_BATCH: usize = 1 << 20;
+const PIECES_BATCH: usize = 1 << 20;
 const ROWS_BATCH: usize = 2000;
 
 /// Batch buffers, handed back by the workers once a batch is processed and
-/// reused by every file's reader: a fresh 4 MiB buffer comes from the OS
+/// reused by every file's reader: a fresh batch buffer comes from the OS
 /// as pages to fault in and zero, which cost a tenth of the time when every
 /// file and batch got its own.
 #[derive(Default)]
