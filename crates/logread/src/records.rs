@@ -68,7 +68,7 @@ pub fn read_batches(
         Container::JsonLines => read_lines(reader, head, sink, pool),
         Container::JsonStream => read_pieces(reader, head, sink, pool, JsonSplitter::new()),
         Container::EnvelopeLines => read_pieces(reader, head, sink, pool, JsonSplitter::lines()),
-        Container::Csv => read_rows(reader, head, delimiter, sink),
+        Container::Csv => read_rows(reader, head, delimiter, sink, pool),
     }
 }
 
@@ -340,8 +340,11 @@ fn read_rows(
     head: Vec<u8>,
     delim: u8,
     sink: &mut dyn FnMut(Batch),
+    pool: &BufferPool,
 ) -> std::io::Result<()> {
-    let mut cr = CsvReader::new(std::io::Cursor::new(head).chain(r), delim);
+    let mut buf = pool.take();
+    buf.extend_from_slice(&head);
+    let mut cr = CsvReader::with_buffer(r, buf, delim);
     let mut rows = Vec::new();
     let mut header: Option<Arc<Vec<String>>> = None;
     let (mut index, mut first_index) = (0u64, 1u64);
@@ -368,5 +371,7 @@ fn read_rows(
             first_index,
         });
     }
-    cr.take_error().map_or(Ok(()), Err)
+    let failed = cr.take_error();
+    pool.give(cr.into_buffer());
+    failed.map_or(Ok(()), Err)
 }
