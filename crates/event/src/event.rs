@@ -554,18 +554,25 @@ impl Event {
 
     /// [`Event::get_all`] of a path whose bits were worked out before.
     pub fn get_all_at(&self, path: &str, bits: &PathBits) -> Vec<&Value> {
+        let mut out = Vec::new();
+        self.get_all_into(path, bits, &mut out);
+        out
+    }
+
+    /// [`Event::get_all_at`] appending to `out`, for a caller that looks
+    /// up many paths without a vector for each.
+    pub fn get_all_into<'a>(&'a self, path: &str, bits: &PathBits, out: &mut Vec<&'a Value>) {
         debug_assert_eq!(*bits, PathBits::of(path), "bits of another path");
         self.check_declared(path);
-        let mut out = Vec::new();
+        let before = out.len();
         if let Some(inner) = self.inner.filter(|_| self.keys.0.may_hold(bits)) {
             if let Some(iv) = self.record.get(inner) {
-                lookup_all(iv, path, &mut out);
+                lookup_all(iv, path, out);
             }
         }
-        if out.is_empty() && self.keys.1.may_hold(bits) {
-            lookup_all(&self.record, path, &mut out);
+        if out.len() == before && self.keys.1.may_hold(bits) {
+            lookup_all(&self.record, path, out);
         }
-        out
     }
 
     /// Value of a `{Name, Value}` pair in a name/value list such as
