@@ -112,17 +112,17 @@ const _: fn() = || {
 /// Purview CSV exports with the SigmaHQ rules.
 #[derive(Clone, Debug, Default)]
 struct Normal {
-    user: OnceLock<Option<String>>,
-    client_ip: OnceLock<Option<String>>,
-    app_id: OnceLock<Option<String>>,
-    client_app_id: OnceLock<Option<String>>,
-    session_id: OnceLock<Option<String>>,
-    token_id: OnceLock<Option<String>>,
-    operation: OnceLock<Option<String>>,
-    result: OnceLock<Option<String>>,
-    workload: OnceLock<Option<String>>,
-    user_agent: OnceLock<Option<String>>,
-    mailbox: OnceLock<Option<String>>,
+    user: OnceLock<Option<Arc<str>>>,
+    client_ip: OnceLock<Option<Arc<str>>>,
+    app_id: OnceLock<Option<Arc<str>>>,
+    client_app_id: OnceLock<Option<Arc<str>>>,
+    session_id: OnceLock<Option<Arc<str>>>,
+    token_id: OnceLock<Option<Arc<str>>>,
+    operation: OnceLock<Option<Arc<str>>>,
+    result: OnceLock<Option<Arc<str>>>,
+    workload: OnceLock<Option<Arc<str>>>,
+    user_agent: OnceLock<Option<Arc<str>>>,
+    mailbox: OnceLock<Option<Arc<str>>>,
     record_type: OnceLock<Option<u32>>,
 }
 
@@ -336,8 +336,23 @@ fn exact_then_ci<T>(f: impl Fn() -> Option<T>) -> Option<T> {
 }
 
 /// A normalised field: found by `find` the first time it is asked for.
-fn found(cell: &OnceLock<Option<String>>, find: impl FnOnce() -> Option<String>) -> Option<&str> {
-    cell.get_or_init(|| fresh(find)).as_deref()
+/// Kept shared, so that a detection's representative of the event
+/// ([`crate::Rep::of`]) holds it without a copy.
+fn found<'a>(
+    cell: &'a OnceLock<Option<Arc<str>>>,
+    find: impl FnOnce() -> Option<Cow<'a, str>>,
+) -> Option<&'a str> {
+    cell.get_or_init(|| fresh(find).map(|c| Arc::from(&*c)))
+        .as_deref()
+}
+
+/// `s` in lower case, borrowed when it is already.
+fn lowered(s: Cow<'_, str>) -> Cow<'_, str> {
+    if s.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        s
+    } else {
+        Cow::Owned(s.to_lowercase())
+    }
 }
 
 /// Runs `f` as if no search were running, and puts the running one's
@@ -539,12 +554,8 @@ impl Event {
 
     /// [`Event::first_str`] over candidates whose bits were worked out at
     /// compile time.
-    fn first_probed(&self, probes: &[Probe]) -> Option<String> {
-        exact_then_ci(|| {
-            probes
-                .iter()
-                .find_map(|(p, bits)| self.scalar_at(p, bits).map(Cow::into_owned))
-        })
+    fn first_probed(&self, probes: &[Probe]) -> Option<Cow<'_, str>> {
+        exact_then_ci(|| probes.iter().find_map(|(p, bits)| self.scalar_at(p, bits)))
     }
 
     /// Every value reachable by a dotted path (inner record and root).
@@ -683,7 +694,7 @@ impl Event {
             } else {
                 &USER_PROBES[..]
             };
-            self.first_probed(fields).map(|u| u.to_lowercase())
+            self.first_probed(fields).map(lowered)
         })
     }
 
@@ -692,14 +703,14 @@ impl Event {
         found(&self.normal.client_ip, || {
             exact_then_ci(|| {
                 IP_PROBES.iter().find_map(|(p, bits)| {
-                    let s = self.scalar_at(p, bits)?.into_owned();
+                    let s = self.scalar_at(p, bits)?;
                     // A plain IPv4 address is its own canonical text (the
                     // parser refuses leading zeros): formatting it again
                     // was most of the cost of this field.
                     if s.parse::<std::net::Ipv4Addr>().is_ok() {
                         return Some(s);
                     }
-                    Some(parse_client_ip(&s).map(|ip| ip.to_string()).unwrap_or(s))
+                    Some(parse_client_ip(&s).map_or(s, |ip| Cow::Owned(ip.to_string())))
                 })
             })
         })
@@ -723,7 +734,7 @@ impl Event {
     pub fn client_app_id(&self) -> Option<&str> {
         found(&self.normal.client_app_id, || {
             if self.is_gateway() {
-                return self.app_id().map(str::to_owned);
+                return self.app_id().map(Cow::Borrowed);
             }
             self.first_probed(&CLIENT_APP_PROBES)
         })
@@ -748,14 +759,15 @@ impl Event {
     /// An id a gateway line names by its claims, other records by
     /// `fields`, and sign-ins also by their Graph name, read after the UAL
     /// names so that a UAL record's `AppAccessContext` wins there.
-    fn id(&self, claims: &[&str], fields: &[Probe], graph: &str) -> Option<String> {
+    fn id(&self, claims: &[&str], fields: &[Probe], graph: &str) -> Option<Cow<'_, str>> {
         if self.is_gateway() {
-            return self.first_str(claims);
+            return self.first_str(claims).map(Cow::Owned);
         }
         self.first_probed(fields).or_else(|| {
             (self.kind == EventKind::SignIn)
                 .then(|| self.first_str(&[graph]))
                 .flatten()
+                .map(Cow::Owned)
         })
     }
 
@@ -764,8 +776,8 @@ impl Event {
         found(&self.normal.operation, || {
             if self.is_gateway() {
                 return match (self.get_str("method"), self.get_str("path")) {
-                    (Some(m), Some(p)) => Some(format!("{m} {p}")),
-                    (m, p) => m.or(p),
+                    (Some(m), Some(p)) => Some(Cow::Owned(format!("{m} {p}"))),
+                    (m, p) => m.or(p).map(Cow::Owned),
                 };
             }
             self.first_probed(&OPERATION_PROBES)
@@ -776,12 +788,13 @@ impl Event {
     pub fn result(&self) -> Option<&str> {
         found(&self.normal.result, || {
             if self.is_gateway() {
-                return self.get_str("verdict");
+                return self.get_str("verdict").map(Cow::Owned);
             }
             // A sign-in's result is its error code; only sign-ins are asked.
             let sign_in_code = (self.kind == EventKind::SignIn)
                 .then(|| self.first_str(&[STATUS_CODE]))
-                .flatten();
+                .flatten()
+                .map(Cow::Owned);
             sign_in_code.or_else(|| self.first_probed(&RESULT_PROBES))
         })
     }
@@ -790,7 +803,7 @@ impl Event {
     pub fn workload(&self) -> Option<&str> {
         found(&self.normal.workload, || {
             if self.is_gateway() {
-                return Some("tokenward gateway".into());
+                return Some(Cow::Borrowed("tokenward gateway"));
             }
             self.first_probed(&WORKLOAD_PROBES)
         })
@@ -802,7 +815,6 @@ impl Event {
             self.first_probed(&USER_AGENT_PROBES).or_else(|| {
                 self.name_value("ExtendedProperties", "UserAgent")
                     .or_else(|| self.key_value("additionalDetails", "User-Agent"))
-                    .map(Cow::into_owned)
             })
         })
     }
@@ -829,12 +841,27 @@ impl Event {
         self.pair_value(list, ["key", "Key"], key, ["value", "Value"])
     }
 
+    /// The user, client address, application, session and token ids
+    /// ([`Event::user`] and the others), shared with the event.
+    pub(crate) fn reported(&self) -> [Option<Arc<str>>; 5] {
+        let shared =
+            |cell: &OnceLock<Option<Arc<str>>>, _found: Option<&str>| cell.get().cloned().flatten();
+        let n = &self.normal;
+        [
+            shared(&n.user, self.user()),
+            shared(&n.client_ip, self.client_ip()),
+            shared(&n.app_id, self.app_id()),
+            shared(&n.session_id, self.session_id()),
+            shared(&n.token_id, self.token_id()),
+        ]
+    }
+
     /// Mailbox the record is about (`MailboxOwnerUPN`, else the user), lower-cased.
     pub fn mailbox(&self) -> Option<&str> {
         found(&self.normal.mailbox, || {
             self.scalar("MailboxOwnerUPN")
-                .map(|s| s.to_lowercase())
-                .or_else(|| self.user().map(str::to_owned))
+                .map(lowered)
+                .or_else(|| self.user().map(Cow::Borrowed))
         })
     }
 }
@@ -1514,6 +1541,35 @@ mod tests {
         assert_eq!(gateway.kind, EventKind::Gateway);
         let op = exact_then_ci(|| gateway.operation().map(str::to_owned));
         assert_eq!(op.as_deref(), Some("GET /x"));
+    }
+
+    /// Users and mailboxes are lower-cased as `str::to_lowercase` does,
+    /// whether or not they need it (a text already in lower case is kept
+    /// as found): ASCII, other scripts, a titlecase letter (not upper case,
+    /// but changed by lower-casing), and texts with nothing to change.
+    #[test]
+    fn users_and_mailboxes_are_lower_cased_as_std_does() {
+        for user in [
+            "alice@contoso.com",
+            "Alice@Contoso.COM",
+            "ärger@x",
+            "Ärger@X",
+            "\u{1c5}ab@x",
+            "ΣΟΦΙΑ@x",
+            "1234",
+        ] {
+            let ev = Event::from_record(
+                json!({"Operation": "MailItemsAccessed", "UserId": user,
+                       "MailboxOwnerUPN": format!("M{user}")}),
+                None,
+                Arc::from("t"),
+                Locator::default(),
+            );
+            let want = user.to_lowercase();
+            assert_eq!(ev.user(), Some(want.as_str()), "{user:?}");
+            let mailbox = format!("M{user}").to_lowercase();
+            assert_eq!(ev.mailbox(), Some(mailbox.as_str()), "{user:?}");
+        }
     }
 
     /// Normalising tries every candidate name exactly before any
