@@ -28,13 +28,22 @@ pub struct BufferPool {
 const POOL_MAX: usize = 16;
 
 impl BufferPool {
-    /// An empty buffer with room for a batch.
-    pub fn take(&self) -> Vec<u8> {
+    /// A buffer with room for a batch, every byte of it initialised (its
+    /// length is its capacity), so that a reader can read into it in place
+    /// ([`Filled`]).
+    fn take_filled(&self) -> Vec<u8> {
         self.bufs
             .lock()
             .ok()
             .and_then(|mut b| b.pop())
-            .unwrap_or_else(|| Vec::with_capacity(LINES_BATCH + 64 * 1024))
+            .unwrap_or_else(|| vec![0; LINES_BATCH + 64 * 1024])
+    }
+
+    /// An empty buffer with room for a batch.
+    pub fn take(&self) -> Vec<u8> {
+        let mut buf = self.take_filled();
+        buf.clear();
+        buf
     }
 
     /// Returns a batch's buffer.
@@ -42,7 +51,9 @@ impl BufferPool {
         if buf.capacity() < LINES_BATCH {
             return;
         }
-        buf.clear();
+        // Initialised again where the batch did not reach (its last
+        // bytes, the room past them), not whole.
+        buf.resize(buf.capacity(), 0);
         if let Ok(mut b) = self.bufs.lock() {
             if b.len() < POOL_MAX {
                 b.push(buf);
@@ -130,23 +141,76 @@ pub enum Batch {
 /// cannot exhaust memory.
 pub const MAX_RECORD: usize = 64 << 20;
 
-/// Fills `buf` from `r` with up to `need` more bytes. A read error ends the
-/// stream (the bytes before it are kept, and the error is kept for the
-/// end): a truncated gzip member still yields every record before the cut.
-fn fill(
-    r: &mut dyn Read,
-    buf: &mut Vec<u8>,
-    need: usize,
-    failed: &mut Option<std::io::Error>,
-) -> bool {
-    // read_to_end grows the buffer only as far as the data goes and never
-    // zeroes what it fills.
-    match r.take(need as u64).read_to_end(buf) {
-        Ok(n) => n < need,
-        Err(e) => {
-            *failed = Some(e);
-            true
+/// Bytes read from a stream, in a buffer that stays initialised past
+/// them. Reading into a vector's spare room through a `dyn Read` (as
+/// `read_to_end` does) zeroes that room before each read, since the
+/// standard library cannot know that the reader will not look at it:
+/// 1 % of a hunt. Here only the room a buffer grows by is zeroed.
+struct Filled {
+    /// Initialised in full; the first `len` bytes are the stream's.
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl Filled {
+    /// Reads into `bytes` (initialised, whatever it holds), from its start.
+    fn into(bytes: Vec<u8>) -> Filled {
+        Filled { bytes, len: 0 }
+    }
+
+    /// The bytes read so far are `bytes`.
+    fn holding(bytes: Vec<u8>) -> Filled {
+        let len = bytes.len();
+        Filled { bytes, len }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Appends `more`, as if read.
+    fn push(&mut self, more: &[u8]) {
+        let end = self.len + more.len();
+        if self.bytes.len() < end {
+            self.bytes.resize(end, 0);
         }
+        self.bytes[self.len..end].copy_from_slice(more);
+        self.len = end;
+    }
+
+    /// Forgets the first `n` bytes read.
+    fn drain_front(&mut self, n: usize) {
+        self.bytes.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+
+    /// The bytes read, as a vector of their length.
+    fn into_bytes(mut self) -> Vec<u8> {
+        self.bytes.truncate(self.len);
+        self.bytes
+    }
+
+    /// Reads up to `need` more bytes from `r`; whether the stream ended
+    /// first. A read error ends the stream (the bytes before it are kept,
+    /// and the error is kept for the end): a truncated gzip member still
+    /// yields every record before the cut.
+    fn fill(&mut self, r: &mut dyn Read, need: usize, failed: &mut Option<std::io::Error>) -> bool {
+        let end = self.len + need;
+        if self.bytes.len() < end {
+            self.bytes.resize(end, 0);
+        }
+        while self.len < end {
+            match r.read(&mut self.bytes[self.len..end]) {
+                Ok(0) => return true,
+                Ok(n) => self.len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    *failed = Some(e);
+                    return true;
+                }
+            }
+        }
+        false
     }
 }
 
@@ -168,19 +232,19 @@ fn read_lines(
     sink: &mut dyn FnMut(Batch),
     pool: &BufferPool,
 ) -> std::io::Result<()> {
-    let mut buf = pool.take();
-    buf.extend_from_slice(&head);
+    let mut buf = Filled::into(pool.take_filled());
+    buf.push(&head);
     let mut line = 1u64;
     let mut eof = false;
     let mut failed = None;
     loop {
         let mut want = LINES_BATCH;
         loop {
-            if !eof && buf.len() < want {
-                let need = want - buf.len();
-                eof = fill(&mut r, &mut buf, need, &mut failed);
+            if !eof && buf.len < want {
+                let need = want - buf.len;
+                eof = buf.fill(&mut r, need, &mut failed);
             }
-            if eof || memchr::memrchr(b'\n', &buf).is_some() {
+            if eof || memchr::memrchr(b'\n', buf.data()).is_some() {
                 break;
             }
             if want >= MAX_RECORD {
@@ -204,23 +268,23 @@ fn read_lines(
             want *= 2;
         }
         if eof {
-            if !buf.is_empty() {
+            if buf.len > 0 {
                 sink(Batch::Lines {
-                    data: buf,
+                    data: buf.into_bytes(),
                     first_line: line,
                 });
             }
             return failed.map_or(Ok(()), Err);
         }
-        let cut = memchr::memrchr(b'\n', &buf)
+        let cut = memchr::memrchr(b'\n', buf.data())
             .map(|p| p + 1)
-            .unwrap_or(buf.len());
-        let mut nb = pool.take();
-        nb.extend_from_slice(&buf[cut..]);
-        buf.truncate(cut);
-        let n = memchr::memchr_iter(b'\n', &buf).count() as u64;
+            .unwrap_or(buf.len);
+        let mut nb = Filled::into(pool.take_filled());
+        nb.push(&buf.data()[cut..]);
+        buf.len = cut;
+        let n = memchr::memchr_iter(b'\n', buf.data()).count() as u64;
         sink(Batch::Lines {
-            data: buf,
+            data: buf.into_bytes(),
             first_line: line,
         });
         line += n;
@@ -230,15 +294,15 @@ fn read_lines(
 
 /// Discards the rest of an oversized line; `buf` keeps what follows its
 /// line end. `false` when the stream ended first.
-fn skip_line(r: &mut dyn Read, buf: &mut Vec<u8>, failed: &mut Option<std::io::Error>) -> bool {
+fn skip_line(r: &mut dyn Read, buf: &mut Filled, failed: &mut Option<std::io::Error>) -> bool {
     loop {
-        if let Some(p) = memchr::memchr(b'\n', buf) {
-            buf.drain(..=p);
+        if let Some(p) = memchr::memchr(b'\n', buf.data()) {
+            buf.drain_front(p + 1);
             return true;
         }
-        buf.clear();
-        if fill(r, buf, 1 << 20, failed) && memchr::memchr(b'\n', buf).is_none() {
-            buf.clear();
+        buf.len = 0;
+        if buf.fill(r, 1 << 20, failed) && memchr::memchr(b'\n', buf.data()).is_none() {
+            buf.len = 0;
             return false;
         }
     }
@@ -251,7 +315,7 @@ fn read_pieces(
     pool: &BufferPool,
     mut sp: JsonSplitter,
 ) -> std::io::Result<()> {
-    let mut buf = head;
+    let mut buf = Filled::holding(head);
     let mut eof = false;
     let mut data = pool.take();
     let mut items = Vec::new();
@@ -259,9 +323,9 @@ fn read_pieces(
     let line_mode = sp.is_lines();
     loop {
         if !eof {
-            eof = fill(&mut r, &mut buf, 1 << 20, &mut failed);
+            eof = buf.fill(&mut r, 1 << 20, &mut failed);
         }
-        let used = sp.feed(&buf, eof, &mut |p| match p {
+        let used = sp.feed(buf.data(), eof, &mut |p| match p {
             Piece::Record { bytes, line, index } => {
                 let start = data.len();
                 data.extend_from_slice(bytes);
@@ -285,8 +349,8 @@ fn read_pieces(
                 reason: format!("invalid JSON: unexpected {:?} where a record should start; skipped to the next line", byte as char),
             }),
         });
-        buf.drain(..used);
-        if buf.len() > MAX_RECORD {
+        buf.drain_front(used);
+        if buf.len > MAX_RECORD {
             // `buf` starts with one record that is already too large:
             // skip to its end keeping only its nesting state.
             // In line mode it ends at its line's end at the latest (the
@@ -294,23 +358,25 @@ fn read_pieces(
             let mut end = ValueEnd::default();
             let mut lines = 0u64;
             let cut = loop {
-                let line_end = line_mode.then(|| memchr::memchr(b'\n', &buf)).flatten();
-                if let Some(n) = end.scan(&buf[..line_end.unwrap_or(buf.len())]) {
-                    lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
-                    buf.drain(..n);
+                let line_end = line_mode
+                    .then(|| memchr::memchr(b'\n', buf.data()))
+                    .flatten();
+                if let Some(n) = end.scan(&buf.data()[..line_end.unwrap_or(buf.len)]) {
+                    lines += memchr::memchr_iter(b'\n', &buf.data()[..n]).count() as u64;
+                    buf.drain_front(n);
                     break "";
                 }
                 if let Some(n) = line_end {
-                    buf.drain(..n);
+                    buf.drain_front(n);
                     break " (its line ends inside it)";
                 }
-                lines += memchr::memchr_iter(b'\n', &buf).count() as u64;
-                buf.clear();
+                lines += memchr::memchr_iter(b'\n', buf.data()).count() as u64;
+                buf.len = 0;
                 if eof {
                     break " (the file ends inside it)";
                 }
-                eof = fill(&mut r, &mut buf, 1 << 20, &mut failed);
-                if eof && buf.is_empty() {
+                eof = buf.fill(&mut r, 1 << 20, &mut failed);
+                if eof && buf.len == 0 {
                     break " (the file ends inside it)";
                 }
             };
@@ -374,4 +440,108 @@ fn read_rows(
     let failed = cr.take_error();
     pool.give(cr.into_buffer());
     failed.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream handed out a few bytes to a few hundred KiB at a time,
+    /// sometimes interrupted, and failing instead of ending when told to.
+    struct Choppy {
+        bytes: Vec<u8>,
+        at: usize,
+        rng: fastrand::Rng,
+        fails_at_end: bool,
+    }
+
+    impl Read for Choppy {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.rng.u8(..8) == 0 {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            if self.at == self.bytes.len() {
+                return match self.fails_at_end {
+                    true => Err(std::io::Error::other("cut")),
+                    false => Ok(0),
+                };
+            }
+            let short = [7, 4096, 300_000][self.rng.usize(..3)];
+            let n = buf.len().min(self.bytes.len() - self.at).min(short);
+            buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    /// `n` JSON records of lengths from a few bytes to 40 KiB, each with
+    /// its number.
+    fn records(rng: &mut fastrand::Rng, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!(r#"{{"n":{i},"pad":"{}"}}"#, "x".repeat(rng.usize(..40_000))))
+            .collect()
+    }
+
+    /// The records of `text` as `read_batches` hands them out, and how the
+    /// read ended. The first bytes come as the sniffed head.
+    fn read_all(
+        container: Container,
+        text: &str,
+        fails: bool,
+        pool: &BufferPool,
+        seed: u64,
+    ) -> (Vec<String>, bool) {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let split = rng.usize(..text.len().min(3000));
+        let stream = Choppy {
+            bytes: text.as_bytes()[split..].to_vec(),
+            at: 0,
+            rng: rng.clone(),
+            fails_at_end: fails,
+        };
+        let mut got = Vec::new();
+        let mut sink = |b: Batch| match b {
+            Batch::Lines { data, .. } => {
+                let text = std::str::from_utf8(&data).unwrap();
+                got.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_owned));
+                pool.give(data);
+            }
+            Batch::Pieces { data, items } => {
+                for it in items {
+                    let Item::Rec { start, end, .. } = it else {
+                        panic!("no rejections")
+                    };
+                    got.push(String::from_utf8(data[start..end].to_vec()).unwrap());
+                }
+                pool.give(data);
+            }
+            Batch::Rows { .. } => panic!("no CSV here"),
+        };
+        let head = text.as_bytes()[..split].to_vec();
+        let res = read_batches(container, b',', Box::new(stream), head, &mut sink, pool);
+        (got, res.is_ok())
+    }
+
+    /// Every record is handed out once, whole and in order, however the
+    /// reads cut the stream and however many batches it fills, from
+    /// buffers used before by longer streams (their old bytes never show
+    /// through); a read error after the last record still hands them all
+    /// out and is reported.
+    #[test]
+    fn records_come_out_whole_whatever_the_reads() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let pool = BufferPool::default();
+        for (round, n) in [400, 3, 150, 1, 60].into_iter().enumerate() {
+            let recs = records(&mut rng, n);
+            let lines = recs.join("\n") + "\n";
+            let array = format!("[{}]", recs.join(",\n"));
+            for fails in [false, true] {
+                let seed = round as u64 * 2 + u64::from(fails);
+                let (got, ok) = read_all(Container::JsonLines, &lines, fails, &pool, seed);
+                assert_eq!((got == recs, ok), (true, !fails), "lines, round {round}");
+                let (got, ok) = read_all(Container::JsonStream, &array, fails, &pool, seed);
+                assert_eq!((got == recs, ok), (true, !fails), "array, round {round}");
+            }
+        }
+    }
 }
