@@ -692,9 +692,11 @@ impl ScreenStreaks {
 struct BatchProjection {
     readers: Mask,
     projection: Arc<Projection>,
-    /// For a batch of CSV rows (one header): where the projection keeps
-    /// each of [`Columns::names`], found for the first row.
-    column_slots: Option<Vec<Option<RootSlot>>>,
+    /// For a batch of CSV rows (one header): the names of
+    /// [`Columns::names`] the projection keeps, as (place in that list,
+    /// slot), in name order ([`Columns::kept_in_order`]); found for the
+    /// first row.
+    column_slots: Option<Vec<(usize, RootSlot)>>,
 }
 
 /// What one worker made of one batch.
@@ -833,33 +835,45 @@ impl Columns {
         plain.chain(self.folds.iter().map(|f| f.base.as_str()))
     }
 
+    /// Of [`Columns::names`], those `projection` keeps, as (place in that
+    /// list, slot), in name order: a row's pairs come out ready for
+    /// [`Projection::project_slotted`] to build its map without a search.
+    /// The sort is stable, so of two columns with one name the later still
+    /// comes later, and replaces the earlier as it did in column order.
+    fn kept_in_order(&self, header: &[String], projection: &Projection) -> Vec<(usize, RootSlot)> {
+        let names: Vec<&str> = self.names(header).collect();
+        let mut kept: Vec<(usize, RootSlot)> = names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| Some((i, projection.root_slot(n)?)))
+            .collect();
+        kept.sort_by(|a, b| names[a.0].cmp(names[b.0]));
+        kept
+    }
+
     /// The (name, cell) pairs of a row that a projection keeps, as a JSON
     /// object of the row would have them once its Log Analytics columns
     /// are folded: every column, then the table's names of the renamed
     /// columns that give a value (a `_dynamic` cell that is empty gives
     /// its `_string` cell), a later pair of one name replacing an earlier
-    /// as the fold does. `slots` are the projection's slots of
-    /// [`Columns::names`]; names it does not keep are left out.
+    /// as the fold does. `kept` are the names the projection keeps
+    /// ([`Columns::kept_in_order`]); the pairs come in its order.
     fn named<'r>(
         &'r self,
         header: &'r [String],
         cells: &'r Cells,
-        slots: &'r [Option<RootSlot>],
+        kept: &'r [(usize, RootSlot)],
     ) -> impl Iterator<Item = (&'r str, &'r str, Option<RootSlot>)> + 'r {
-        let (plain_slots, fold_slots) = slots.split_at(self.read.len());
-        let plain = self
-            .read
-            .iter()
-            .zip(plain_slots)
-            .filter(|(_, slot)| slot.is_some())
-            .map(|(&i, &slot)| (header[i].as_str(), cells.get(i), slot));
-        let folded = self
-            .folds
-            .iter()
-            .zip(fold_slots)
-            .filter(|(_, slot)| slot.is_some())
-            .filter_map(move |(f, &slot)| Some((f.base.as_str(), f.cell(cells)?, slot)));
-        plain.chain(folded)
+        kept.iter().filter_map(move |&(i, slot)| {
+            let (name, cell) = match self.read.get(i) {
+                Some(&column) => (header[column].as_str(), cells.get(column)),
+                None => {
+                    let fold = &self.folds[i - self.read.len()];
+                    (fold.base.as_str(), fold.cell(cells)?)
+                }
+            };
+            Some((name, cell, Some(slot)))
+        })
     }
 }
 
@@ -1231,10 +1245,8 @@ impl Ctx<'_> {
                 column_slots,
                 ..
             } = out.projection_at(plan, readers);
-            let slots = column_slots.get_or_insert_with(|| {
-                let names = columns.names(header);
-                names.map(|n| projection.root_slot(n)).collect()
-            });
+            let slots =
+                column_slots.get_or_insert_with(|| columns.kept_in_order(header, projection));
             let v = projection.project_slotted(columns.named(header, &cells, slots));
             let projection = projection.clone();
             let ev = Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
