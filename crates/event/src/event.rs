@@ -844,16 +844,17 @@ impl Event {
     /// The user, client address, application, session and token ids
     /// ([`Event::user`] and the others), shared with the event.
     pub(crate) fn reported(&self) -> [Option<Arc<str>>; 5] {
-        let shared =
-            |cell: &OnceLock<Option<Arc<str>>>, _found: Option<&str>| cell.get().cloned().flatten();
+        // Found first (each is kept as it is found), then shared.
+        let _ = (
+            self.user(),
+            self.client_ip(),
+            self.app_id(),
+            self.session_id(),
+            self.token_id(),
+        );
         let n = &self.normal;
-        [
-            shared(&n.user, self.user()),
-            shared(&n.client_ip, self.client_ip()),
-            shared(&n.app_id, self.app_id()),
-            shared(&n.session_id, self.session_id()),
-            shared(&n.token_id, self.token_id()),
-        ]
+        [&n.user, &n.client_ip, &n.app_id, &n.session_id, &n.token_id]
+            .map(|cell| cell.get().cloned().flatten())
     }
 
     /// Mailbox the record is about (`MailboxOwnerUPN`, else the user), lower-cased.

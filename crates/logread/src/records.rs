@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use crate::format::Container;
 use crate::split::{CsvReader, CsvRow, JsonSplitter, Piece, ValueEnd};
 
-/// Bytes of JSON lines a batch holds (a batch ends at the first line end
-/// past it). A batch is read in passes (the literal screen over all of it,
+/// Bytes of JSON lines a batch holds: it ends at the last line end within
+/// them (past them only for a longer line). A batch is read in passes (the literal screen over all of it,
 /// then record by record), so it is sized to stay in a core's 1 MiB
 /// level-2 cache between them: 4 MiB batches cost 4 % more CPU on mailbox
 /// audit and sign-in exports.
@@ -27,33 +27,45 @@ pub struct BufferPool {
 /// Buffers kept for reuse; more are freed.
 const POOL_MAX: usize = 16;
 
+/// Largest buffer kept for reuse: one grown for a long record is freed,
+/// not handed to every later batch (and zeroed for each).
+const POOLED_MAX: usize = 4 * LINES_BATCH;
+
 impl BufferPool {
+    fn pop(&self) -> Option<Vec<u8>> {
+        self.bufs.lock().ok().and_then(|mut b| b.pop())
+    }
+
     /// A buffer with room for a batch, every byte of it initialised (its
     /// length is its capacity), so that a reader can read into it in place
-    /// ([`Filled`]).
+    /// ([`Filled`]). Only what the buffer's last use did not write is
+    /// zeroed: a batch's data leaves the room past its last line.
     fn take_filled(&self) -> Vec<u8> {
-        self.bufs
-            .lock()
-            .ok()
-            .and_then(|mut b| b.pop())
-            .unwrap_or_else(|| vec![0; LINES_BATCH + 64 * 1024])
+        match self.pop() {
+            Some(mut buf) => {
+                buf.resize(buf.capacity(), 0);
+                buf
+            }
+            None => vec![0; LINES_BATCH + 64 * 1024],
+        }
     }
 
     /// An empty buffer with room for a batch.
     pub fn take(&self) -> Vec<u8> {
-        let mut buf = self.take_filled();
-        buf.clear();
-        buf
+        match self.pop() {
+            Some(mut buf) => {
+                buf.clear();
+                buf
+            }
+            None => Vec::with_capacity(LINES_BATCH + 64 * 1024),
+        }
     }
 
     /// Returns a batch's buffer.
-    pub fn give(&self, mut buf: Vec<u8>) {
-        if buf.capacity() < LINES_BATCH {
+    pub fn give(&self, buf: Vec<u8>) {
+        if !(LINES_BATCH..=POOLED_MAX).contains(&buf.capacity()) {
             return;
         }
-        // Initialised again where the batch did not reach (its last
-        // bytes, the room past them), not whole.
-        buf.resize(buf.capacity(), 0);
         if let Ok(mut b) = self.bufs.lock() {
             if b.len() < POOL_MAX {
                 b.push(buf);
@@ -145,7 +157,8 @@ pub const MAX_RECORD: usize = 64 << 20;
 /// them. Reading into a vector's spare room through a `dyn Read` (as
 /// `read_to_end` does) zeroes that room before each read, since the
 /// standard library cannot know that the reader will not look at it:
-/// 1 % of a hunt. Here only the room a buffer grows by is zeroed.
+/// 1 % of a hunt. Here only the room a buffer grows by is zeroed (and,
+/// for a buffer from the pool, what its last batch did not write).
 struct Filled {
     /// Initialised in full; the first `len` bytes are the stream's.
     bytes: Vec<u8>,
@@ -273,6 +286,8 @@ fn read_lines(
                     data: buf.into_bytes(),
                     first_line: line,
                 });
+            } else {
+                pool.give(buf.bytes);
             }
             return failed.map_or(Ok(()), Err);
         }
@@ -389,8 +404,9 @@ fn read_pieces(
             continue;
         }
         if data.len() >= PIECES_BATCH || (eof && (!items.is_empty())) {
+            let next = if eof { Vec::new() } else { pool.take() };
             let b = Batch::Pieces {
-                data: std::mem::replace(&mut data, pool.take()),
+                data: std::mem::replace(&mut data, next),
                 items: std::mem::take(&mut items),
             };
             sink(b);
@@ -447,12 +463,13 @@ mod tests {
     use super::*;
 
     /// A stream handed out a few bytes to a few hundred KiB at a time,
-    /// sometimes interrupted, and failing instead of ending when told to.
+    /// sometimes interrupted, and failing at byte `fails_at` when told to
+    /// (instead of handing out more).
     struct Choppy {
         bytes: Vec<u8>,
         at: usize,
         rng: fastrand::Rng,
-        fails_at_end: bool,
+        fails_at: Option<usize>,
     }
 
     impl Read for Choppy {
@@ -460,14 +477,15 @@ mod tests {
             if self.rng.u8(..8) == 0 {
                 return Err(std::io::ErrorKind::Interrupted.into());
             }
-            if self.at == self.bytes.len() {
-                return match self.fails_at_end {
-                    true => Err(std::io::Error::other("cut")),
-                    false => Ok(0),
+            let end = self.fails_at.unwrap_or(self.bytes.len());
+            if self.at == end {
+                return match self.fails_at {
+                    Some(_) => Err(std::io::Error::other("cut")),
+                    None => Ok(0),
                 };
             }
             let short = [7, 4096, 300_000][self.rng.usize(..3)];
-            let n = buf.len().min(self.bytes.len() - self.at).min(short);
+            let n = buf.len().min(end - self.at).min(short);
             buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
             self.at += n;
             Ok(n)
@@ -475,43 +493,69 @@ mod tests {
     }
 
     /// `n` JSON records of lengths from a few bytes to 40 KiB, each with
-    /// its number.
-    fn records(rng: &mut fastrand::Rng, n: usize) -> Vec<String> {
+    /// its number; with `long`, the middle one is 2.5 MiB, longer than a
+    /// batch.
+    fn records(rng: &mut fastrand::Rng, n: usize, long: bool) -> Vec<String> {
         (0..n)
-            .map(|i| format!(r#"{{"n":{i},"pad":"{}"}}"#, "x".repeat(rng.usize(..40_000))))
+            .map(|i| {
+                let pad = if long && i == n / 2 {
+                    5 << 19
+                } else {
+                    rng.usize(..40_000)
+                };
+                format!(r#"{{"n":{i},"pad":"{}"}}"#, "x".repeat(pad))
+            })
             .collect()
     }
 
-    /// The records of `text` as `read_batches` hands them out, and how the
-    /// read ended. The first bytes come as the sniffed head.
+    /// The records `read_batches` hands out for `text`, and whether the
+    /// read ended without an error. The first bytes come as the sniffed
+    /// head; the stream fails at byte `fails_at` of `text` if given.
+    /// Batches of lines start at the line after the last batch's, and
+    /// records of an array come with their index, in order.
     fn read_all(
         container: Container,
         text: &str,
-        fails: bool,
+        fails_at: Option<usize>,
         pool: &BufferPool,
         seed: u64,
     ) -> (Vec<String>, bool) {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let split = rng.usize(..text.len().min(3000));
+        let split = rng
+            .usize(..text.len().min(3000))
+            .min(fails_at.unwrap_or(usize::MAX));
         let stream = Choppy {
             bytes: text.as_bytes()[split..].to_vec(),
             at: 0,
             rng: rng.clone(),
-            fails_at_end: fails,
+            fails_at: fails_at.map(|f| f - split),
         };
         let mut got = Vec::new();
+        let mut next_line = 1;
         let mut sink = |b: Batch| match b {
-            Batch::Lines { data, .. } => {
+            Batch::Lines { data, first_line } => {
+                assert_eq!(first_line, next_line, "a batch starts where the last ended");
+                next_line += memchr::memchr_iter(b'\n', &data).count() as u64;
                 let text = std::str::from_utf8(&data).unwrap();
-                got.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_owned));
+                got.extend(text.lines().map(str::to_owned));
                 pool.give(data);
             }
             Batch::Pieces { data, items } => {
                 for it in items {
-                    let Item::Rec { start, end, .. } = it else {
-                        panic!("no rejections")
-                    };
-                    got.push(String::from_utf8(data[start..end].to_vec()).unwrap());
+                    match it {
+                        Item::Rec {
+                            start, end, index, ..
+                        } => {
+                            // An envelope line's records count from 1.
+                            if container == Container::JsonStream {
+                                assert_eq!(index, got.len() as u64 + 1, "records in order");
+                            }
+                            got.push(String::from_utf8(data[start..end].to_vec()).unwrap());
+                        }
+                        Item::Bad { reason, .. } => {
+                            assert!(fails_at.is_some(), "nothing rejected: {reason}")
+                        }
+                    }
                 }
                 pool.give(data);
             }
@@ -523,24 +567,68 @@ mod tests {
     }
 
     /// Every record is handed out once, whole and in order, however the
-    /// reads cut the stream and however many batches it fills, from
-    /// buffers used before by longer streams (their old bytes never show
-    /// through); a read error after the last record still hands them all
-    /// out and is reported.
+    /// reads cut the stream, however many batches it fills and whether a
+    /// record is longer than a batch, from buffers used before by longer
+    /// streams (their old bytes never show through). A read error hands
+    /// out every record before it and is reported.
     #[test]
     fn records_come_out_whole_whatever_the_reads() {
         let mut rng = fastrand::Rng::with_seed(5);
         let pool = BufferPool::default();
-        for (round, n) in [400, 3, 150, 1, 60].into_iter().enumerate() {
-            let recs = records(&mut rng, n);
+        let rounds = [
+            (400, false),
+            (3, false),
+            (150, true),
+            (1, false),
+            (60, true),
+        ];
+        for (round, (n, long)) in rounds.into_iter().enumerate() {
+            let recs = records(&mut rng, n, long);
             let lines = recs.join("\n") + "\n";
             let array = format!("[{}]", recs.join(",\n"));
-            for fails in [false, true] {
-                let seed = round as u64 * 2 + u64::from(fails);
-                let (got, ok) = read_all(Container::JsonLines, &lines, fails, &pool, seed);
-                assert_eq!((got == recs, ok), (true, !fails), "lines, round {round}");
-                let (got, ok) = read_all(Container::JsonStream, &array, fails, &pool, seed);
-                assert_eq!((got == recs, ok), (true, !fails), "array, round {round}");
+            let envelopes: String = recs
+                .chunks(3)
+                .map(|c| format!("{{\"records\":[{}]}}\n", c.join(",")))
+                .collect();
+            // A cut after the first half of the records, where one ends.
+            let half = n.div_ceil(2);
+            let cuts = [
+                (
+                    Container::JsonLines,
+                    &lines,
+                    recs[..half].join("\n").len() + 1,
+                ),
+                (
+                    Container::JsonStream,
+                    &array,
+                    recs[..half].join(",\n").len() + 3,
+                ),
+                (Container::EnvelopeLines, &envelopes, {
+                    let whole = half / 3 * 3;
+                    envelopes.lines().take(whole / 3).map(|l| l.len() + 1).sum()
+                }),
+            ];
+            for (seed, (container, text, cut)) in cuts.into_iter().enumerate() {
+                let seed = (round * 3 + seed) as u64;
+                let (got, ok) = read_all(container, text, None, &pool, seed);
+                assert!(ok, "{container:?}, round {round}: read to the end");
+                assert_eq!(got.len(), recs.len(), "{container:?}, round {round}");
+                assert!(
+                    got == recs,
+                    "{container:?}, round {round}: the records as written"
+                );
+                let (got, ok) = read_all(container, text, Some(cut.min(text.len())), &pool, seed);
+                assert!(!ok, "{container:?}, round {round}: the error is reported");
+                let before = if container == Container::EnvelopeLines {
+                    half / 3 * 3
+                } else {
+                    half
+                };
+                assert!(
+                    got.len() >= before && got[..before] == recs[..before],
+                    "{container:?}, round {round}: the {before} records before the cut ({} out)",
+                    got.len()
+                );
             }
         }
     }

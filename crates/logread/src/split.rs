@@ -943,10 +943,6 @@ pub struct CsvReader<R> {
 
 const MAX_CSV_RECORD: usize = 64 << 20;
 
-/// The least a read asks for: less room than this in the buffer, and it
-/// grows.
-const MIN_CSV_READ: usize = 64 << 10;
-
 impl<R: Read> CsvReader<R> {
     /// Starts reading; the header is read by the first call to [`CsvReader::next_row`].
     pub fn new(inner: R, delim: u8) -> Self {
@@ -988,14 +984,17 @@ impl<R: Read> CsvReader<R> {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        // read_to_end fills without zeroing the buffer first. A read error
-        // ends the stream; the bytes before it are still read as rows.
-        // It reads into the room the buffer has, and grows it only for a
-        // record longer than that: a buffer grown from nothing for each of
-        // 456 small Log Analytics files was copied as it doubled, 2 % of a
-        // hunt over them.
-        let room = self.buf.capacity() - self.buf.len();
-        let need = if room >= MIN_CSV_READ { room } else { 1 << 20 } as u64;
+        // A read error ends the stream; the bytes before it are still read
+        // as rows. Each read asks for 1 MiB whatever room the buffer has,
+        // so where an unbalanced quote is cut (past MAX_CSV_RECORD) depends
+        // on the file alone, not on the buffer a reader was given. A
+        // buffer with room for it (a pooled one, [`CsvReader::with_buffer`])
+        // is not grown: one grown from nothing for each of 456 small Log
+        // Analytics files was copied as it doubled, 2 % of a hunt over
+        // them. (read_to_end zeroes the room it reads into first, through
+        // the `dyn Read` of an opened file; the JSON readers read in place
+        // instead.)
+        let need = 1u64 << 20;
         let before = self.buf.len();
         match (&mut self.inner).take(need).read_to_end(&mut self.buf) {
             Ok(n) if (n as u64) < need => self.eof = true,

@@ -896,7 +896,7 @@ pub struct EvalCtx<'e, 'f> {
     /// Each field resolved so far and where its values are in `vals`:
     /// one vector for every field, where a vector each (and two more to
     /// build it) was about 2 % of a hunt of sign-ins with SigmaHQ rules.
-    cache: Vec<(FieldId, Range<u32>)>,
+    cache: Vec<(FieldId, Range<usize>)>,
     vals: Vec<Fv<'e>>,
     /// Scratch for the values a field's paths reach.
     reached: Vec<&'e Value>,
@@ -933,7 +933,7 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
     /// Where the values of field `id` are in `vals`.
     fn slot(&mut self, id: FieldId) -> Range<usize> {
         if let Some((_, r)) = self.cache.iter().find(|(f, _)| *f == id) {
-            return r.start as usize..r.end as usize;
+            return r.clone();
         }
         self.reached.clear();
         for p in &self.fields.paths[id as usize] {
@@ -945,8 +945,7 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
         let start = self.vals.len();
         self.vals.extend(self.reached.drain(..).map(Fv::of));
         let end = self.vals.len();
-        // A record's values number far fewer than u32::MAX.
-        self.cache.push((id, start as u32..end as u32));
+        self.cache.push((id, start..end));
         start..end
     }
 
