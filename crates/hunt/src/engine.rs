@@ -1399,8 +1399,33 @@ fn encoding_name(e: Encoding) -> &'static str {
     }
 }
 
-/// Merges a worker's batch into the shared state and its file's report.
-fn absorb(shared: &Mutex<Shared>, file: &Mutex<FileReport>, out: Out) {
+/// A file's batches, merged in the file's order into the detections that
+/// merge each batch ([`Detection::merges_each_batch`]): the Sigma rule
+/// set decides a correlation's older windows once a group's matches run
+/// a day past them, so a batch worked on late (on another core) must not
+/// reach it after the batches that follow it in the file. Merged out of
+/// order, a file spanning weeks in a few megabytes lost most of its
+/// correlation matches as late.
+#[derive(Default)]
+struct InFileOrder {
+    /// The next batch to merge.
+    next: u64,
+    /// Batches worked on before an earlier one, by number.
+    waiting: BTreeMap<u64, Vec<ShardOf>>,
+}
+
+/// A batch's shard and the detection (its place) it merges into.
+type ShardOf = (usize, Box<dyn Detection>);
+
+/// Merges a worker's batch (the file's `seq`-th) into the shared state
+/// and its file's report.
+fn absorb(
+    shared: &Mutex<Shared>,
+    file: &Mutex<FileReport>,
+    order: &Mutex<InFileOrder>,
+    seq: u64,
+    out: Out,
+) {
     let run = {
         let mut guard = shared.lock().expect("no panics while locked");
         let sh = &mut *guard;
@@ -1408,13 +1433,16 @@ fn absorb(shared: &Mutex<Shared>, file: &Mutex<FileReport>, out: Out) {
         // `read_events` observes nothing: no set to keep.
         let keep = !out.shards.is_empty() && sh.kept.len() < KEPT_SETS_MAX;
         let mut kept = Vec::with_capacity(out.shards.len());
-        for (d, mut s) in sh.detections.iter_mut().zip(out.shards) {
-            if d.merges_each_batch() || !keep {
-                d.merge(s);
-                found.append(&mut d.take_findings());
+        let mut in_order = Vec::new();
+        for (i, (d, mut s)) in sh.detections.iter_mut().zip(out.shards).enumerate() {
+            if d.merges_each_batch() {
+                in_order.push((i, s));
                 if keep {
                     kept.push(d.fork());
                 }
+            } else if !keep {
+                d.merge(s);
+                found.append(&mut d.take_findings());
             } else {
                 found.append(&mut s.take_findings());
                 kept.push(s);
@@ -1423,6 +1451,22 @@ fn absorb(shared: &Mutex<Shared>, file: &Mutex<FileReport>, out: Out) {
         if keep {
             sh.kept.push(kept);
         }
+        // Taken inside the shared lock, as everywhere: no lock order to
+        // get wrong.
+        let mut order = order.lock().expect("no panics while locked");
+        order.waiting.insert(seq, in_order);
+        loop {
+            let next = order.next;
+            let Some(batch) = order.waiting.remove(&next) else {
+                break;
+            };
+            for (i, s) in batch {
+                sh.detections[i].merge(s);
+                found.append(&mut sh.detections[i].take_findings());
+            }
+            order.next += 1;
+        }
+        drop(order);
         let run = sh.intake.hand_over(found);
         if !sh.rereading {
             sh.index.late.merge(out.index);
@@ -1907,10 +1951,11 @@ fn pump(
         head,
         sniffed,
     } = ready;
-    let work = |b: Batch| {
+    let order = Mutex::new(InFileOrder::default());
+    let work = |(seq, b): (u64, Batch)| {
         let mut out = ctx.process(b);
         let spare = std::mem::take(&mut out.spare);
-        absorb(shared, file, out);
+        absorb(shared, file, &order, seq, out);
         ctx.pool.give(spare);
     };
     let work = &work;
@@ -1924,14 +1969,17 @@ fn pump(
     // bounded however many files are read at once); past that, and for
     // the last, this worker works on it itself.
     rayon::in_place_scope(|s| {
-        let mut held: Option<Batch> = None;
+        // Each batch with its place in the file.
+        let mut held: Option<(u64, Batch)> = None;
+        let mut batches = 0u64;
         let res = read_batches(
             sniffed.container,
             sniffed.delimiter,
             opened.reader,
             head,
             &mut |b| {
-                let Some(prev) = held.replace(b) else {
+                batches += 1;
+                let Some(prev) = held.replace((batches - 1, b)) else {
                     return;
                 };
                 let taken = in_flight
@@ -3090,6 +3138,35 @@ mod tests {
                 let kept_merges = kept_seen.lock().unwrap().merges;
                 assert!((1..=workers).contains(&kept_merges), "{kept_merges}");
             }
+        }
+    }
+
+    /// A detection merged after each batch gets a file's batches in the
+    /// file's order, however the workers finish them: the Sigma rule set
+    /// decides a correlation's older windows as later matches arrive, and
+    /// a batch merged after the ones that follow it lost its matches.
+    #[test]
+    fn batches_merged_each_batch_come_in_file_order() {
+        let (text, records) = needles_filling(8);
+        let d = dir(&[("big.jsonl", &text)]);
+        let want: Vec<String> = (0..records).map(|i| format!("m{i}")).collect();
+        for workers in [2, 4, 8] {
+            let (each, seen) = Probe::merged_each_batch(anchored_needle, Some("Marker.Inner"));
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .build()
+                .unwrap();
+            let r = pool.install(|| hunt(&d, vec![each]));
+            assert_eq!(r.totals(), (records, records, 0));
+            let s = seen.lock().unwrap();
+            let got: Vec<&String> = s.observed.iter().map(|o| &o.1).collect();
+            let first_out_of_order = got.iter().zip(&want).position(|(g, w)| *g != w);
+            assert_eq!(
+                first_out_of_order, None,
+                "{workers} workers, {} merges",
+                s.merges
+            );
+            assert!(s.merges >= 8, "{} merges", s.merges);
         }
     }
 

@@ -418,3 +418,73 @@ fn screens_told_a_kind_lose_no_finding_on_mixed_kinds() {
         );
     }
 }
+
+/// A correlation over a file that spans weeks in several batches finds
+/// every burst, however the workers finish the batches: each file's
+/// batches reach the correlation state in the file's order. Merged in the
+/// order workers finished them, a batch reaching it after later ones was
+/// a day behind their matches, and its bursts were dropped as late.
+#[test]
+fn correlations_over_a_file_of_many_batches_find_every_burst() {
+    let d = tempfile::tempdir().unwrap();
+    let rules = d.path().join("burst.yml");
+    std::fs::write(
+        &rules,
+        "title: Mail access\nname: mail_access\nid: mail-access\nstatus: test\n\
+         logsource: {product: m365, service: audit}\n\
+         detection:\n    selection:\n        Operation: MailItemsAccessed\n    condition: selection\n\
+         level: informational\n---\n\
+         title: Mail burst\nid: mail-burst\nstatus: test\n\
+         correlation:\n    type: event_count\n    rules: [mail_access]\n    group-by: [UserId]\n\
+         \x20   timespan: 1h\n    condition: {gte: 4}\nlevel: medium\n",
+    )
+    .unwrap();
+    // Sixty days in time order: each day a burst of four mail reads by one
+    // of three users, among some 100 KiB of other records.
+    let pad = "x".repeat(2000);
+    let mut text = String::new();
+    for day in 0..60 {
+        let date = time::Date::from_ordinal_date(2023, 100 + day).unwrap();
+        for minute in 0..50 {
+            let op = if minute < 4 {
+                "MailItemsAccessed"
+            } else {
+                "FileAccessed"
+            };
+            text.push_str(&format!(
+                r#"{{"CreationTime":"{date}T10:{minute:02}:00","Operation":"{op}","Workload":"Exchange","UserId":"u{}@x","Pad":"{pad}"}}"#,
+                day % 3
+            ));
+            text.push('\n');
+        }
+    }
+    assert!(text.len() > 5 * tokenward_logread::records::LINES_BATCH);
+    std::fs::write(d.path().join("weeks.jsonl"), &text).unwrap();
+    let set = RuleSet::load(&[rules], &LoadOptions::default()).unwrap();
+    assert_eq!(set.errors().count(), 0, "{:?}", set.issues);
+    let cfg = HuntConfig {
+        inputs: vec![d.path().join("weeks.jsonl")],
+        sigma: Some(Arc::new(set)),
+        ..Default::default()
+    };
+    for workers in [2, 8] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .build()
+            .unwrap();
+        let r = pool.install(|| run(&cfg, Arc::new(AtomicU64::new(0))).unwrap());
+        let bursts = r
+            .findings
+            .as_slice()
+            .unwrap()
+            .iter()
+            .filter(|f| f.rule_id == "mail-burst")
+            .count();
+        let note = r
+            .detections
+            .iter()
+            .find(|c| c.id == "mail-burst")
+            .and_then(|c| c.note.clone());
+        assert_eq!(bursts, 60, "{workers} workers: {note:?}");
+    }
+}
