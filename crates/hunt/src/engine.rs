@@ -3160,6 +3160,7 @@ mod tests {
             assert_eq!(r.totals(), (records, records, 0));
             let s = seen.lock().unwrap();
             let got: Vec<&String> = s.observed.iter().map(|o| &o.1).collect();
+            assert_eq!(got.len(), want.len(), "every record observed once");
             let first_out_of_order = got.iter().zip(&want).position(|(g, w)| *g != w);
             assert_eq!(
                 first_out_of_order, None,
