@@ -423,7 +423,8 @@ fn screens_told_a_kind_lose_no_finding_on_mixed_kinds() {
 /// every burst, however the workers finish the batches: each file's
 /// batches reach the correlation state in the file's order. Merged in the
 /// order workers finished them, a batch reaching it after later ones was
-/// a day behind their matches, and its bursts were dropped as late.
+/// a day behind their matches, and its bursts were dropped as late. So
+/// does one over the month's two halves in two files read side by side.
 #[test]
 fn correlations_over_a_file_of_many_batches_find_every_burst() {
     let d = tempfile::tempdir().unwrap();
@@ -460,19 +461,26 @@ fn correlations_over_a_file_of_many_batches_find_every_burst() {
     }
     assert!(text.len() > 5 * tokenward_logread::records::LINES_BATCH);
     std::fs::write(d.path().join("weeks.jsonl"), &text).unwrap();
-    let set = RuleSet::load(&[rules], &LoadOptions::default()).unwrap();
+    let halves = d.path().join("halves");
+    std::fs::create_dir(&halves).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    for (name, half) in [("1.jsonl", first), ("2.jsonl", second)] {
+        std::fs::write(halves.join(name), half.join("\n") + "\n").unwrap();
+    }
+    let set = Arc::new(RuleSet::load(&[rules], &LoadOptions::default()).unwrap());
     assert_eq!(set.errors().count(), 0, "{:?}", set.issues);
-    let cfg = HuntConfig {
-        inputs: vec![d.path().join("weeks.jsonl")],
-        sigma: Some(Arc::new(set)),
+    let runs = [d.path().join("weeks.jsonl"), halves].map(|input| HuntConfig {
+        inputs: vec![input],
+        sigma: Some(set.clone()),
         ..Default::default()
-    };
-    for workers in [2, 8] {
+    });
+    for (cfg, workers) in runs.iter().flat_map(|c| [(c, 2), (c, 8)]) {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(workers)
             .build()
             .unwrap();
-        let r = pool.install(|| run(&cfg, Arc::new(AtomicU64::new(0))).unwrap());
+        let r = pool.install(|| run(cfg, Arc::new(AtomicU64::new(0))).unwrap());
         let bursts = r
             .findings
             .as_slice()
@@ -485,6 +493,6 @@ fn correlations_over_a_file_of_many_batches_find_every_burst() {
             .iter()
             .find(|c| c.id == "mail-burst")
             .and_then(|c| c.note.clone());
-        assert_eq!(bursts, 60, "{workers} workers: {note:?}");
+        assert_eq!(bursts, 60, "{:?}, {workers} workers: {note:?}", cfg.inputs);
     }
 }

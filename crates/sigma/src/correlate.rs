@@ -31,6 +31,15 @@ use tokenward_event::{Finding, Rep};
 /// Out-of-order input tolerated before a window is decided early (ms).
 pub const LATENESS_MS: i64 = 24 * 3600 * 1000;
 
+/// Matches held, over every correlation, before windows are decided early
+/// (with the [`LATENESS_MS`] allowance): fewer, and every window is decided
+/// when the hunt ends, over all its matches, in whatever order files and
+/// batches brought them. Deciding early from the first 64 matches of a
+/// group dropped as late the matches of a file read beside a later one
+/// (two files of a month's halves lost a fifth of their bursts, a
+/// different number each run). About 30 MiB of matches.
+pub const DECIDE_EARLY_FROM: usize = 1 << 16;
+
 /// Most matches one correlation holds at once (about 200 MiB): past it,
 /// matches are counted and reported in the correlation's note, not placed.
 pub const HELD_MAX: usize = 400_000;
@@ -592,6 +601,9 @@ pub struct Sigma {
     held_by: Vec<usize>,
     /// Most entries one correlation may hold ([`HELD_MAX`] by default).
     held_max: usize,
+    /// Entries held before windows are decided early
+    /// ([`DECIDE_EARLY_FROM`] by default).
+    decide_early_from: usize,
 }
 
 impl Sigma {
@@ -607,8 +619,15 @@ impl Sigma {
             held: 0,
             held_by: vec![0; nc],
             held_max: HELD_MAX,
+            decide_early_from: DECIDE_EARLY_FROM,
             set,
         }
+    }
+
+    /// Sets how many matches are held before windows are decided early
+    /// (default [`DECIDE_EARLY_FROM`]).
+    pub fn set_decide_early_from(&mut self, n: usize) {
+        self.decide_early_from = n;
     }
 
     /// Sets the most matches one correlation holds at once (default
@@ -677,7 +696,8 @@ impl Sigma {
         self.held_by[ci] += 1;
         self.peak_entries = self.peak_entries.max(self.held);
         // Decide windows that can no longer change once enough has piled up.
-        if in_order && g.entries.len() >= g.decide_at.max(64) {
+        if in_order && self.held >= self.decide_early_from && g.entries.len() >= g.decide_at.max(64)
+        {
             let span = self.set.correlations[ci].span_ms;
             let cutoff = newest.saturating_sub(LATENESS_MS);
             if g.entries[0].t.saturating_add(span) < cutoff {

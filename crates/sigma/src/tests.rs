@@ -736,6 +736,50 @@ fn run_corr(s: RuleSet, evs: &[Event]) -> (Vec<Finding>, Vec<tokenward_event::Co
     (f, st)
 }
 
+/// [`run_corr`] with windows decided early from the first match held
+/// ([`Sigma::set_decide_early_from`]), as a hunt holding many matches does.
+fn run_corr_deciding_early(s: RuleSet, evs: &[Event]) -> Vec<Finding> {
+    let s = Arc::new(s);
+    let mut sig = Sigma::new(s.clone());
+    sig.set_decide_early_from(0);
+    for ev in evs {
+        let mut hits = Vec::new();
+        s.eval(ev, &mut hits);
+        sig.absorb(hits);
+    }
+    sig.finish().0
+}
+
+/// While few matches are held, every window is decided over all of its
+/// matches when the hunt ends, whatever order they came in: a month's
+/// second half read before its first (two files read side by side) loses
+/// no burst. Decided early, as past [`correlate::DECIDE_EARLY_FROM`] matches, the
+/// first half's bursts come after windows a day newer were decided.
+#[test]
+fn few_matches_are_decided_over_all_of_them_in_any_order() {
+    let c = "title: c\nid: c-burst\ncorrelation:\n    type: event_count\n    rules: [failed_login]\n    group-by: [UserId]\n    timespan: 1h\n    condition:\n        gte: 3\n";
+    let day = |d: i64| {
+        (0..3).map(move |m| {
+            let t = time::macros::datetime!(2023-06-01 10:00 UTC)
+                + time::Duration::days(d)
+                + time::Duration::minutes(m);
+            Event::from_record(
+                json!({"CreationTime": tokenward_event::timefmt::rfc3339(t),
+                       "Operation": "UserLoginFailed", "UserId": "a"}),
+                None,
+                Arc::from("f"),
+                Locator::default(),
+            )
+        })
+    };
+    // Days 30-59, then days 0-29.
+    let evs: Vec<Event> = (30..60).chain(0..30).flat_map(day).collect();
+    let (f, _) = run_corr(corr_set(FAIL, c), &evs);
+    assert_eq!(f.len(), 60);
+    let early = run_corr_deciding_early(corr_set(FAIL, c), &evs);
+    assert!(early.len() < 60, "{} found deciding early", early.len());
+}
+
 #[test]
 fn a_dense_group_over_many_days_costs_linear_work() {
     // One group, a match a minute for 20 days, a condition never met:
@@ -747,6 +791,7 @@ fn a_dense_group_over_many_days_costs_linear_work() {
     let s = Arc::new(corr_set(FAIL, c));
     let n = 20 * 1440;
     let mut sig = Sigma::new(s.clone());
+    sig.set_decide_early_from(0);
     super::correlate::TALLY_STEPS.with(|c| c.set(0));
     let start = time::macros::datetime!(2023-06-01 00:00 UTC);
     for i in 0..n {
@@ -1032,6 +1077,7 @@ fn correlation_state_is_flushed_as_windows_close() {
     );
     let s = Arc::new(s);
     let mut sig = Sigma::new(s.clone());
+    sig.set_decide_early_from(0);
     // Two failures a minute apart each hour for ten days, in time order.
     for h in 0..240i64 {
         for m in [0, 1] {
@@ -1207,7 +1253,7 @@ fn lateness_is_per_group_so_file_order_does_not_change_windows() {
     for m in [0, 1, 2] {
         evs.push(at("alice", 5, 21, m));
     }
-    let (f, _) = run_corr(s, &evs);
+    let f = run_corr_deciding_early(s, &evs);
     let alice: Vec<_> = f
         .iter()
         .filter(|x| {
