@@ -230,9 +230,10 @@ impl Rep {
         (self.time, &*self.file, self.locator) < (o.time, &*o.file, o.locator)
     }
 
-    /// [`Rep::finding`] that takes this representative's texts (user,
-    /// address, ids) out, and leaves it with its time, file and place: for
-    /// a representative no one reads again.
+    /// [`Rep::finding`], then lets go of this representative's texts
+    /// (user, address, ids), keeping its time, file and place: for a
+    /// representative no one reads again, whose texts need not outlive
+    /// the event they are shared with.
     pub fn take_finding(
         &mut self,
         rule_id: Cow<'static, str>,
@@ -240,23 +241,21 @@ impl Rep {
         severity: Severity,
         evidence: impl Into<Evidence>,
     ) -> Finding {
-        Finding {
-            rule_id,
-            rule_title,
-            severity,
-            time: self.time,
-            user: self.user.take().as_deref().map(str::to_owned),
-            client_ip: self.client_ip.take().as_deref().map(str::to_owned),
-            app_id: self.app_id.take().as_deref().map(str::to_owned),
-            session_id: self.session_id.take().as_deref().map(str::to_owned),
-            token_id: self.token_id.take().as_deref().map(str::to_owned),
-            source_file: self.file.clone(),
-            source_locator: self.locator.to_string(),
-            evidence: evidence.into(),
+        let f = self.finding(rule_id, rule_title, severity, evidence);
+        for text in [
+            &mut self.user,
+            &mut self.client_ip,
+            &mut self.app_id,
+            &mut self.session_id,
+            &mut self.token_id,
+        ] {
+            *text = None;
         }
+        f
     }
 
-    /// Turns the representative into a finding.
+    /// Turns the representative into a finding (its texts copied: a
+    /// finding owns its own).
     pub fn finding(
         &self,
         rule_id: Cow<'static, str>,
@@ -264,8 +263,21 @@ impl Rep {
         severity: Severity,
         evidence: impl Into<Evidence>,
     ) -> Finding {
-        self.clone()
-            .take_finding(rule_id, rule_title, severity, evidence)
+        let owned = |t: &Option<Arc<str>>| t.as_deref().map(str::to_owned);
+        Finding {
+            rule_id,
+            rule_title,
+            severity,
+            time: self.time,
+            user: owned(&self.user),
+            client_ip: owned(&self.client_ip),
+            app_id: owned(&self.app_id),
+            session_id: owned(&self.session_id),
+            token_id: owned(&self.token_id),
+            source_file: self.file.clone(),
+            source_locator: self.locator.to_string(),
+            evidence: evidence.into(),
+        }
     }
 }
 

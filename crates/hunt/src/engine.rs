@@ -1400,12 +1400,12 @@ fn encoding_name(e: Encoding) -> &'static str {
 }
 
 /// A file's batches, merged in the file's order into the detections that
-/// merge each batch ([`Detection::merges_each_batch`]): the Sigma rule
-/// set decides a correlation's older windows once a group's matches run
-/// a day past them, so a batch worked on late (on another core) must not
-/// reach it after the batches that follow it in the file. Merged out of
-/// order, a file spanning weeks in a few megabytes lost most of its
-/// correlation matches as late.
+/// merge each batch ([`Detection::merges_each_batch`]). Once it holds many
+/// matches (`tokenward_sigma::correlate::DECIDE_EARLY_FROM`), the Sigma
+/// rule set decides a correlation's older windows when a group's matches
+/// run a day past them, so a batch worked on late (on another core) must
+/// not reach it after the batches that follow it in the file: a file
+/// spanning weeks in a few megabytes would lose its matches as late.
 #[derive(Default)]
 struct InFileOrder {
     /// The next batch to merge.

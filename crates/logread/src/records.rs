@@ -7,10 +7,10 @@ use crate::format::Container;
 use crate::split::{CsvReader, CsvRow, JsonSplitter, Piece, ValueEnd};
 
 /// Bytes of JSON lines a batch holds: it ends at the last line end within
-/// them (past them only for a longer line). A batch is read in passes (the literal screen over all of it,
-/// then record by record), so it is sized to stay in a core's 1 MiB
-/// level-2 cache between them: 4 MiB batches cost 4 % more CPU on mailbox
-/// audit and sign-in exports.
+/// them (past them only for a longer line). A batch is read in passes
+/// (the literal screen over all of it, then record by record), so it is
+/// sized to stay in a core's 1 MiB level-2 cache between them: 4 MiB
+/// batches cost 4 % more CPU on mailbox audit and sign-in exports.
 pub const LINES_BATCH: usize = 1 << 20;
 const PIECES_BATCH: usize = 1 << 20;
 const ROWS_BATCH: usize = 2000;
@@ -191,6 +191,11 @@ impl Filled {
         self.len = end;
     }
 
+    /// Keeps the first `n` bytes read, forgetting the rest.
+    fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n);
+    }
+
     /// Forgets the first `n` bytes read.
     fn drain_front(&mut self, n: usize) {
         self.bytes.copy_within(n..self.len, 0);
@@ -252,13 +257,15 @@ fn read_lines(
     let mut failed = None;
     loop {
         let mut want = LINES_BATCH;
-        loop {
+        // Where the batch is cut: after its last line end.
+        let last_end = loop {
             if !eof && buf.len < want {
                 let need = want - buf.len;
                 eof = buf.fill(&mut r, need, &mut failed);
             }
-            if eof || memchr::memrchr(b'\n', buf.data()).is_some() {
-                break;
+            let last_end = memchr::memrchr(b'\n', buf.data());
+            if eof || last_end.is_some() {
+                break last_end;
             }
             if want >= MAX_RECORD {
                 // No line end in MAX_RECORD bytes: all of `buf` is one line.
@@ -279,7 +286,7 @@ fn read_lines(
                 continue;
             }
             want *= 2;
-        }
+        };
         if eof {
             if buf.len > 0 {
                 sink(Batch::Lines {
@@ -291,12 +298,10 @@ fn read_lines(
             }
             return failed.map_or(Ok(()), Err);
         }
-        let cut = memchr::memrchr(b'\n', buf.data())
-            .map(|p| p + 1)
-            .unwrap_or(buf.len);
+        let cut = last_end.map_or(buf.len, |p| p + 1);
         let mut nb = Filled::into(pool.take_filled());
         nb.push(&buf.data()[cut..]);
-        buf.len = cut;
+        buf.truncate(cut);
         let n = memchr::memchr_iter(b'\n', buf.data()).count() as u64;
         sink(Batch::Lines {
             data: buf.into_bytes(),
@@ -315,9 +320,9 @@ fn skip_line(r: &mut dyn Read, buf: &mut Filled, failed: &mut Option<std::io::Er
             buf.drain_front(p + 1);
             return true;
         }
-        buf.len = 0;
+        buf.truncate(0);
         if buf.fill(r, 1 << 20, failed) && memchr::memchr(b'\n', buf.data()).is_none() {
-            buf.len = 0;
+            buf.truncate(0);
             return false;
         }
     }
@@ -386,7 +391,7 @@ fn read_pieces(
                     break " (its line ends inside it)";
                 }
                 lines += memchr::memchr_iter(b'\n', buf.data()).count() as u64;
-                buf.len = 0;
+                buf.truncate(0);
                 if eof {
                     break " (the file ends inside it)";
                 }
