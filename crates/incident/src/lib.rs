@@ -548,8 +548,13 @@ pub fn build<M: Member>(findings: &[M]) -> Vec<Incident> {
 
 fn summarise<M: Member>(findings: &[M], mut members: Vec<usize>, attached: Vec<usize>) -> Incident {
     members.sort_by_key(|&i| (findings[i].time(), i));
+    // Sorted and deduplicated in a vector: with a tree per list,
+    // summarising the incidents of a rule that fires on most sign-ins
+    // took half as long again.
     let set = |get: &dyn Fn(&M) -> Option<&str>| -> Vec<String> {
-        let s: BTreeSet<&str> = members.iter().filter_map(|&i| get(&findings[i])).collect();
+        let mut s: Vec<&str> = members.iter().filter_map(|&i| get(&findings[i])).collect();
+        s.sort_unstable();
+        s.dedup();
         s.into_iter().map(str::to_owned).collect()
     };
     let users = set(&|f| f.user());
