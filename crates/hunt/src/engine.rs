@@ -772,6 +772,12 @@ struct Columns {
     /// (`tokenward_event`'s `fold_la_columns`), and so does a projection
     /// of the row, from these, in name order of the renamed column.
     folds: Vec<Fold>,
+    /// The `AuditData` column, when a row nobody needs parsed may be read
+    /// off its cell alone ([`plain_audit`]): the header names it once,
+    /// spelled so (the wrapper an event of the row would have, and then an
+    /// audit event whatever the other columns say), and names no column
+    /// twice and renames none.
+    plain_wrapper: Option<usize>,
 }
 
 /// A renamed Log Analytics column also read under its table's name.
@@ -802,9 +808,9 @@ impl Columns {
         let is_last = |i: usize| !header[i + 1..].contains(&header[i]);
         let mut read: Vec<usize> = (0..header.len()).filter(|&i| is_last(i)).collect();
         read.sort_by(|&a, &b| header[a].cmp(&header[b]));
-        let overwritten = (0..header.len()).filter(|&i| !is_last(i)).collect();
+        let overwritten: Vec<usize> = (0..header.len()).filter(|&i| !is_last(i)).collect();
         let column = |name: &str| read.iter().copied().find(|&i| header[i] == name);
-        let folds = read
+        let folds: Vec<Fold> = read
             .iter()
             .filter_map(|&from| {
                 let h = &header[from];
@@ -822,10 +828,16 @@ impl Columns {
                 })
             })
             .collect();
+        let plain_wrapper = if overwritten.is_empty() && folds.is_empty() {
+            column("AuditData")
+        } else {
+            None
+        };
         Columns {
             read,
             overwritten,
             folds,
+            plain_wrapper,
         }
     }
 
@@ -1238,6 +1250,29 @@ impl Ctx<'_> {
             shadow::note(&header[i], Value::String(cells.get(i).to_owned()));
         }
         if let (Some(plan), Some((screened, false))) = (self.plan, screened) {
+            // As for a JSON record: a row whose readers only need its time
+            // and workload is not projected when its `AuditData` cell says
+            // them plainly. An event of the row would read both from that
+            // cell, its wrapper, before any column (they are the first of
+            // the time and workload fields), and be an audit event. On a
+            // Purview export with the built-ins, projecting and routing
+            // such rows was most of their work.
+            if let Some(at) = columns.plain_wrapper.filter(|_| {
+                screened.readers & !plan.light == 0
+                    && self.hint == Some(EventKind::Audit)
+                    && screened.told.is_none_or(|t| t == EventKind::Audit)
+            }) {
+                if let Some(p) = plain_audit(cells.get(at)) {
+                    if screened.told.is_none() || !p.names_another_kind {
+                        out.guess.saw(EventKind::Audit);
+                        if screened.withheld != 0 {
+                            self.withhold(screened.withheld, EventKind::Audit);
+                        }
+                        self.route_light(p.time, p.workload, screened.readers, out);
+                        return;
+                    }
+                }
+            }
             // Only the projected columns are copied: no object of the
             // whole row is built.
             let BatchProjection {
@@ -2479,6 +2514,69 @@ mod tests {
         let (needle_probe, _) = Probe::boxed(anchored_needle, None);
         hunt(&d, vec![light_probe, needle_probe]);
         assert_eq!(light_seen.lock().unwrap().user_kept, vec![true]);
+    }
+
+    /// A Purview (or PowerShell CSV) row nobody needs parsed is read off
+    /// its `AuditData` cell, as a JSON record is off its bytes, and gives
+    /// what its event would: the cell's time and workload, not the
+    /// `CreationDate` column's. A row is projected instead when its cell
+    /// does not say them plainly, when its header names a column twice,
+    /// or when it is read for another detection.
+    #[test]
+    fn rows_nobody_needs_parsed_are_read_off_their_audit_data_cell() {
+        let cell = |record: &str| format!("\"{}\"", record.replace('"', "\"\""));
+        let header = "RecordId,CreationDate,RecordType,Operation,UserId,AuditData";
+        let row = |id: u32, record: &str| {
+            format!("{id},2023-06-11T00:00:00Z,2,Send,a@x,{}\n", cell(record))
+        };
+        let twice = UAL.replace(
+            r#""Workload":"Exchange""#,
+            r#""Workload":"Exchange","Workload":"SharePoint""#,
+        );
+        let purview = format!(
+            "{header}\n{}{}{}",
+            row(1, UAL),
+            row(2, &twice),
+            row(3, UAL_NEEDLE)
+        );
+        let later = cell(&UAL.replace("10:00:00", "12:00:00"));
+        let doubled = format!(
+            "{header},AuditData\n{}",
+            row(4, UAL).replace('\n', &format!(",{later}\n"))
+        );
+        let d = dir(&[("a.csv", &purview), ("b.csv", &doubled)]);
+        let (light_probe, light_seen) = Probe::boxed(light, None);
+        let (needle_probe, _) = Probe::boxed(anchored_needle, None);
+        let r = hunt(&d, vec![light_probe, needle_probe]);
+        assert_eq!(r.totals(), (4, 4, 0));
+        // The earlier of two `AuditData` cells is a copy the row overwrote.
+        assert_eq!(r.files[1].records_with_duplicate_keys, 1);
+        let s = light_seen.lock().unwrap();
+        let at = |h: u8| {
+            time::Date::from_calendar_date(2023, time::Month::June, 10)
+                .unwrap()
+                .with_hms(h, 0, 0)
+                .unwrap()
+                .assume_utc()
+        };
+        // Read off its cell: the first row alone.
+        assert_eq!(
+            s.unparsed,
+            vec![(Some("Exchange".to_string()), Some(at(10)))]
+        );
+        // Projected: `Workload` twice (the last copy wins), the row the
+        // other detection reads, and the row of a header that names
+        // `AuditData` twice (the last is read).
+        let mut parsed = s.workloads.clone();
+        parsed.sort();
+        assert_eq!(
+            parsed,
+            vec![
+                (Some("Exchange".to_string()), Some(at(12))),
+                (Some("SharePoint".to_string()), Some(at(10))),
+                (Some("SharePoint".to_string()), Some(at(11))),
+            ]
+        );
     }
 
     #[test]
