@@ -966,6 +966,77 @@ pub fn plain_audit(text: &str) -> Option<PlainAudit<'_>> {
     })
 }
 
+/// A record whose audit record is JSON carried in a string, read off its
+/// text by [`plain_wrapped_audit`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct PlainWrapped {
+    /// The event's time ([`crate::Event::time`]).
+    pub time: time::OffsetDateTime,
+    /// The event's workload ([`crate::Event::workload`]).
+    pub workload: String,
+    /// Whether the record or the one it carries names at its root a key
+    /// of another kind ([`PlainAudit::names_another_kind`]).
+    pub names_another_kind: bool,
+}
+
+/// [`plain_audit`] for a record that carries its audit record as JSON in
+/// the string of its root `AuditData` (a PowerShell export's): the time and
+/// workload that record says plainly, read with nothing built but the
+/// carried record's text. An event of the record would read them there:
+/// its root `AuditData`, once JSON, is its wrapper and makes it an audit
+/// event whatever else it names, and its time and workload are the first
+/// of their fields, looked for in the wrapper first.
+///
+/// `None` unless a full parse reads the record, its root names
+/// `AuditData` (spelled so) once, with a string, and no key that makes the
+/// full parse read it otherwise ([`forces_full`]), and [`plain_audit`]
+/// reads the carried record.
+pub fn plain_wrapped_audit(text: &str) -> Option<PlainWrapped> {
+    let mut scan = Scan::new(text);
+    if scan.peek().ok()? != b'{' {
+        return None;
+    }
+    scan.at += 1;
+    scan.enter().ok()?;
+    let mut carried = None;
+    let mut wrappers = 0;
+    let mut another = false;
+    if scan.peek().ok()? == b'}' {
+        return None;
+    }
+    loop {
+        let key = scan.key().ok()?;
+        scan.eat(b':').ok()?;
+        if forces_full(&key) {
+            return None;
+        }
+        another |= names_another_kind(&key);
+        if key == "AuditData" {
+            wrappers += 1;
+            if scan.peek().ok()? != b'"' {
+                return None;
+            }
+            carried = Some(scan.string_text().ok()?);
+        } else {
+            scan.skip().ok()?;
+        }
+        if scan.close_or_next(b'}').ok()? {
+            break;
+        }
+    }
+    scan.end().ok()?;
+    if wrappers != 1 {
+        return None;
+    }
+    let carried = carried?;
+    let p = plain_audit(&carried)?;
+    Some(PlainWrapped {
+        time: p.time,
+        workload: p.workload.to_owned(),
+        names_another_kind: another || p.names_another_kind,
+    })
+}
+
 /// One pass over a whole text that builds nothing: `None` unless a full
 /// parse reads it; else whether it names a key of another kind at its
 /// root ([`PlainAudit::names_another_kind`]) and, if `plain`, what
@@ -1849,6 +1920,81 @@ mod tests {
                 String::from_utf8_lossy(not_plain)
             );
         }
+    }
+
+    /// A record carrying its audit record in the string of `AuditData`
+    /// (a PowerShell export's), with that record's own oddities
+    /// ([`plain_like`]) and the carrier's: the key named twice, in
+    /// another case, with another value than a string; keys that make a
+    /// full parse read it otherwise; sometimes broken.
+    fn wrapped_like(rng: &mut fastrand::Rng) -> String {
+        let carried = serde_json::to_string(&plain_like(rng)).unwrap();
+        let mut fields = vec![
+            r#""RunspaceId":"6f7c5a1e""#.to_string(),
+            r#""RecordType":15"#.to_string(),
+            r#""CreationDate":"\/Date(1686391200000)\/""#.to_string(),
+            r#""Operations":"Send""#.to_string(),
+            r#""IsValid":true"#.to_string(),
+            format!(r#""AuditData":{carried}"#),
+        ];
+        const ODD: [&str; 9] = [
+            r#""AuditData":"{\"CreationTime\":\"2023-06-11T00:00:00\",\"Workload\":\"Teams\"}""#,
+            r#""auditdata":"x""#,
+            r#""AuditData":{"CreationTime":"2023-06-11T00:00:00","Workload":"Teams"}"#,
+            r#""AuditData":7"#,
+            r#""Type":"x""#,
+            r#""records":[]"#,
+            r#""A [UTC]":1"#,
+            r#""Workload":"Root""#,
+            r#""CreationTime":"2023-06-12T00:00:00""#,
+        ];
+        for _ in 0..rng.usize(0..3) {
+            if rng.bool() {
+                fields.push(ODD[rng.usize(..ODD.len())].to_string());
+            }
+        }
+        rng.shuffle(&mut fields);
+        let t = format!("{{{}}}", fields.join(","));
+        match mutate(rng, &t).filter(|_| rng.u8(..8) == 0) {
+            Some(m) => m,
+            None => t,
+        }
+    }
+
+    /// Where `plain_wrapped_audit` answers, a full parse reads the record
+    /// and its event is an audit event with that time and workload.
+    #[test]
+    fn a_carried_record_is_read_plainly_only_where_its_event_reads_the_same() {
+        let mut rng = fastrand::Rng::with_seed(39);
+        let mut answered = 0;
+        for _ in 0..20_000 {
+            let t = wrapped_like(&mut rng);
+            let Some(p) = plain_wrapped_audit(&t) else {
+                continue;
+            };
+            answered += 1;
+            crate::shadow::reset();
+            let v = crate::shadow::parse_str(&t).unwrap_or_else(|e| panic!("{e}: {t}"));
+            // A carrier named twice would count as a record with a
+            // duplicate key, parsed.
+            assert!(
+                crate::shadow::take().iter().all(|(k, _)| k != "AuditData"),
+                "{t}"
+            );
+            let ev = crate::Event::from_record(
+                v,
+                Some(crate::EventKind::Audit),
+                std::sync::Arc::from("f"),
+                tokenward_logread::Locator { line: 1, record: 1 },
+            );
+            assert_eq!(ev.kind, crate::EventKind::Audit, "{t}");
+            assert_eq!(
+                (ev.time, ev.workload()),
+                (Some(p.time), Some(p.workload.as_str())),
+                "{t}"
+            );
+        }
+        assert!(answered > 1_000, "{answered}");
     }
 
     #[test]

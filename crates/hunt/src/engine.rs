@@ -20,6 +20,7 @@
 //! the detections' per-key aggregates, held once per set (as many sets as
 //! batches were worked on at once, up to four).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -40,7 +41,7 @@ use tokenward_detect::{
     builtins, Anchors, Context, Detection, KindScreenFn, Kinds, Needs, Options, RecordStats,
     ScreenFn, Setup, SigninIndex, WholeRecord,
 };
-use tokenward_event::projection::plain_audit;
+use tokenward_event::projection::{plain_audit, plain_wrapped_audit};
 use tokenward_event::shadow;
 use tokenward_event::{
     classify, kind_hint, normalised_paths, time_and_workload_paths, Coverage, Event, EventKind,
@@ -1090,13 +1091,24 @@ impl Ctx<'_> {
                 && self.hint == Some(EventKind::Audit)
                 && s.told.is_none_or(|t| t == EventKind::Audit)
             {
-                if let Some(p) = plain_audit(text) {
-                    if s.told.is_none() || !p.names_another_kind {
+                let plain = match plain_audit(text) {
+                    Some(p) => Some((p.time, Cow::Borrowed(p.workload), p.names_another_kind)),
+                    // A PowerShell export's record, its audit record JSON
+                    // in a string: unescaping and checking that record
+                    // builds nothing else.
+                    None if memchr::memmem::find(b, b"\"AuditData\"").is_some() => {
+                        plain_wrapped_audit(text)
+                            .map(|p| (p.time, Cow::Owned(p.workload), p.names_another_kind))
+                    }
+                    None => None,
+                };
+                if let Some((time, workload, names_another_kind)) = plain {
+                    if s.told.is_none() || !names_another_kind {
                         out.guess.saw(EventKind::Audit);
                         if s.withheld != 0 {
                             self.withhold(s.withheld, EventKind::Audit);
                         }
-                        self.route_light(p.time, p.workload, s.readers, out);
+                        self.route_light(time, &workload, s.readers, out);
                         return;
                     }
                 }
@@ -2487,26 +2499,39 @@ mod tests {
 
     /// A record whose audit record is JSON in a string (a PowerShell
     /// export's `AuditData`) has its time and workload read from that
-    /// JSON, though nobody needs it parsed: a scan of the bytes would find
-    /// neither key, escaped as it is there.
+    /// JSON, though nobody needs it parsed (a scan of the carrier's bytes
+    /// would find neither key, escaped as it is there): off the carried
+    /// record's text where it says them plainly, else projected for what
+    /// gives its kind, time and workload alone.
     #[test]
     fn records_carrying_json_in_a_string_give_its_time_and_workload() {
         let audit = serde_json::to_string(UAL).unwrap();
         let ps = format!(
             r#"{{"CreationDate":"6/10/2023 10:00:00 AM","UserIds":"a@x","Operations":"Send","AuditData":{audit}}}"#
         );
-        let d = dir(&[("a.jsonl", &format!("{ps}\n{UAL}\n"))]);
+        // Not plain: the carried record names its workload twice.
+        let twice = serde_json::to_string(&UAL.replace(
+            r#""Workload":"Exchange""#,
+            r#""Workload":"Teams","Workload":"Exchange""#,
+        ))
+        .unwrap();
+        let ps_twice = ps.replace(&audit, &twice);
+        let d = dir(&[("a.jsonl", &format!("{ps}\n{ps_twice}\n{UAL}\n"))]);
         let (light_probe, light_seen) = Probe::boxed(light, None);
         let r = hunt(&d, vec![light_probe]);
         assert_eq!(r.files[0].records_without_time, 0);
+        assert_eq!(r.files[0].records_with_duplicate_keys, 1);
         let s = light_seen.lock().unwrap();
         let at = time::macros::datetime!(2023-06-10 10:00 UTC);
-        // Parsed, as the scan cannot read it, for what gives its kind,
-        // time and workload alone, not every normalised field ...
-        assert_eq!(s.workloads, vec![(Some("Exchange".to_string()), Some(at))]);
+        let exchange = (Some("Exchange".to_string()), Some(at));
+        // Parsed, as its carried record does not say its workload plainly,
+        // for what gives its kind, time and workload alone (the last copy
+        // of the workload), not every normalised field ...
+        assert_eq!(s.workloads, vec![exchange.clone()]);
         assert_eq!(s.user_kept, vec![false]);
-        // ... and the plain record is still read off its bytes, alike.
-        assert_eq!(s.unparsed, vec![(Some("Exchange".to_string()), Some(at))]);
+        // ... and the other carried record and the plain one read off
+        // their text, alike.
+        assert_eq!(s.unparsed, vec![exchange.clone(), exchange]);
         drop(s);
         // Read for another detection too, it keeps the normalised fields.
         let d = dir(&[("a.jsonl", &format!("{}\n", ps.replace("Send", "NEEDLE")))]);
