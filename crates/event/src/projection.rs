@@ -959,7 +959,10 @@ pub fn plain_audit(text: &str) -> Option<PlainAudit<'_>> {
     let workload = string_after(b, keys.workload_key_end?)
         .filter(plain)?
         .trim();
-    (!workload.is_empty()).then_some(PlainAudit {
+    // A text that opens like JSON is expanded by a parse (and then is no
+    // workload the event reads), whether or not it is JSON.
+    let reads_as_text = !workload.is_empty() && !workload.starts_with(['{', '[']);
+    reads_as_text.then_some(PlainAudit {
         time,
         workload,
         names_another_kind,
@@ -967,16 +970,13 @@ pub fn plain_audit(text: &str) -> Option<PlainAudit<'_>> {
 }
 
 /// A record whose audit record is JSON carried in a string, read off its
-/// text by [`plain_wrapped_audit`].
+/// text by [`plain_wrapped_audit`]: an audit event whatever its keys name.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PlainWrapped {
     /// The event's time ([`crate::Event::time`]).
     pub time: time::OffsetDateTime,
     /// The event's workload ([`crate::Event::workload`]).
     pub workload: String,
-    /// Whether the record or the one it carries names at its root a key
-    /// of another kind ([`PlainAudit::names_another_kind`]).
-    pub names_another_kind: bool,
 }
 
 /// [`plain_audit`] for a record that carries its audit record as JSON in
@@ -1000,17 +1000,16 @@ pub fn plain_wrapped_audit(text: &str) -> Option<PlainWrapped> {
     scan.enter().ok()?;
     let mut carried = None;
     let mut wrappers = 0;
-    let mut another = false;
     if scan.peek().ok()? == b'}' {
         return None;
     }
     loop {
         let key = scan.key().ok()?;
         scan.eat(b':').ok()?;
+        // Such a record is read on the path that folds or unpacks it.
         if forces_full(&key) {
             return None;
         }
-        another |= names_another_kind(&key);
         if key == "AuditData" {
             wrappers += 1;
             if scan.peek().ok()? != b'"' {
@@ -1033,7 +1032,6 @@ pub fn plain_wrapped_audit(text: &str) -> Option<PlainWrapped> {
     Some(PlainWrapped {
         time: p.time,
         workload: p.workload.to_owned(),
-        names_another_kind: another || p.names_another_kind,
     })
 }
 
@@ -1738,7 +1736,7 @@ mod tests {
             return None;
         }
         let workload = string_after(b, after).filter(plain)?.trim();
-        if workload.is_empty() {
+        if workload.is_empty() || workload.starts_with(['{', '[']) {
             return None;
         }
         let (parses, names_another_kind) = parses_and_names_another_kind(text);
@@ -1763,7 +1761,7 @@ mod tests {
             r#""2023-06-10T10:00:00\\""#,
             "1",
         ];
-        const FIELDS: [&str; 22] = [
+        const FIELDS: [&str; 23] = [
             r#""Workload":"Exchange""#,
             r#""Workload":"Exchange""#,
             r#""Workload": "SharePoint ""#,
@@ -1771,6 +1769,7 @@ mod tests {
             r#""Workload":" ""#,
             r#""Workload":1"#,
             r#""Workload":"Ex\\change""#,
+            r#""Workload":" [1]""#,
             r#""X":"Workload""#,
             r#""X":["Workload"]"#,
             r#""N":{"Workload":"Y"}"#,
@@ -1797,7 +1796,7 @@ mod tests {
         }
         for _ in 0..rng.usize(0..6) {
             if plain {
-                fields.push(FIELDS[rng.usize(11..FIELDS.len())].to_string());
+                fields.push(FIELDS[rng.usize(12..FIELDS.len())].to_string());
             } else if rng.u8(..4) == 0 {
                 let mut v = String::new();
                 random_value(rng, 3, &mut v);
@@ -1912,6 +1911,9 @@ mod tests {
             br#"{"CreationTime":"2023-06-10T10:00:00","Items":[{"Workload":"X"}]}"#,
             // An empty workload (the next field would be read).
             br#"{"CreationTime":"2023-06-10T10:00:00","Workload":" ","category":"X"}"#,
+            // A workload a parse expands (JSON or not, it opens like it).
+            br#"{"CreationTime":"2023-06-10T10:00:00","Workload":"[]","category":"X"}"#,
+            br#"{"CreationTime":"2023-06-10T10:00:00","Workload":"{x"}"#,
             b"{}",
         ] {
             assert!(

@@ -1029,9 +1029,14 @@ impl Ctx<'_> {
         }
     }
 
-    /// A record nobody needs parsed: its time and workload go to the
-    /// readers that take them.
-    fn route_light(&self, t: time::OffsetDateTime, w: &str, readers: Mask, out: &mut Out) {
+    /// An audit record nobody needs parsed, read off its text: its time
+    /// and workload go to the readers that take them.
+    fn route_light(&self, t: time::OffsetDateTime, w: &str, s: Screened, out: &mut Out) {
+        out.guess.saw(EventKind::Audit);
+        if s.withheld != 0 {
+            self.withhold(s.withheld, EventKind::Audit);
+        }
+        let readers = s.readers;
         out.read += 1;
         out.evaluated += 1;
         out.saw_time(Some(t));
@@ -1092,25 +1097,20 @@ impl Ctx<'_> {
                 && s.told.is_none_or(|t| t == EventKind::Audit)
             {
                 let plain = match plain_audit(text) {
-                    Some(p) => Some((p.time, Cow::Borrowed(p.workload), p.names_another_kind)),
+                    Some(p) => (s.told.is_none() || !p.names_another_kind)
+                        .then_some((p.time, Cow::Borrowed(p.workload))),
                     // A PowerShell export's record, its audit record JSON
                     // in a string: unescaping and checking that record
-                    // builds nothing else.
+                    // builds nothing else. Its `AuditData` makes it an
+                    // audit event, whatever other keys it names.
                     None if memchr::memmem::find(b, b"\"AuditData\"").is_some() => {
-                        plain_wrapped_audit(text)
-                            .map(|p| (p.time, Cow::Owned(p.workload), p.names_another_kind))
+                        plain_wrapped_audit(text).map(|p| (p.time, Cow::Owned(p.workload)))
                     }
                     None => None,
                 };
-                if let Some((time, workload, names_another_kind)) = plain {
-                    if s.told.is_none() || !names_another_kind {
-                        out.guess.saw(EventKind::Audit);
-                        if s.withheld != 0 {
-                            self.withhold(s.withheld, EventKind::Audit);
-                        }
-                        self.route_light(time, &workload, s.readers, out);
-                        return;
-                    }
+                if let Some((time, workload)) = plain {
+                    self.route_light(time, &workload, *s, out);
+                    return;
                 }
             }
             while framed && !plan.reads_whole(*s, b) {
@@ -1264,25 +1264,19 @@ impl Ctx<'_> {
         if let (Some(plan), Some((screened, false))) = (self.plan, screened) {
             // As for a JSON record: a row whose readers only need its time
             // and workload is not projected when its `AuditData` cell says
-            // them plainly. An event of the row would read both from that
-            // cell, its wrapper, before any column (they are the first of
-            // the time and workload fields), and be an audit event. On a
-            // Purview export with the built-ins, projecting and routing
-            // such rows was most of their work.
+            // them plainly. An event of the row would be an audit event
+            // (the cell is its wrapper), whatever the cell or the other
+            // columns name, and read both from that cell before any
+            // column, as they are the first of the time and workload
+            // fields.
             if let Some(at) = columns.plain_wrapper.filter(|_| {
                 screened.readers & !plan.light == 0
                     && self.hint == Some(EventKind::Audit)
                     && screened.told.is_none_or(|t| t == EventKind::Audit)
             }) {
                 if let Some(p) = plain_audit(cells.get(at)) {
-                    if screened.told.is_none() || !p.names_another_kind {
-                        out.guess.saw(EventKind::Audit);
-                        if screened.withheld != 0 {
-                            self.withhold(screened.withheld, EventKind::Audit);
-                        }
-                        self.route_light(p.time, p.workload, screened.readers, out);
-                        return;
-                    }
+                    self.route_light(p.time, p.workload, screened, out);
+                    return;
                 }
             }
             // Only the projected columns are copied: no object of the
