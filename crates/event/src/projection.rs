@@ -1806,8 +1806,14 @@ mod tests {
             }
         }
         rng.shuffle(&mut fields[1..]);
+        object_of(rng, &fields, 4)
+    }
+
+    /// The object of `fields`, one time in `broken` a little broken
+    /// ([`mutate`]).
+    fn object_of(rng: &mut fastrand::Rng, fields: &[String], broken: u8) -> String {
         let t = format!("{{{}}}", fields.join(","));
-        match mutate(rng, &t).filter(|_| rng.u8(..4) == 0) {
+        match mutate(rng, &t).filter(|_| rng.u8(..broken) == 0) {
             Some(m) => m,
             None => t,
         }
@@ -1956,11 +1962,7 @@ mod tests {
             }
         }
         rng.shuffle(&mut fields);
-        let t = format!("{{{}}}", fields.join(","));
-        match mutate(rng, &t).filter(|_| rng.u8(..8) == 0) {
-            Some(m) => m,
-            None => t,
-        }
+        object_of(rng, &fields, 8)
     }
 
     /// Where `plain_wrapped_audit` answers, a full parse reads the record
