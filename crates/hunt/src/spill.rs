@@ -47,7 +47,7 @@ pub(crate) struct Tables<'a> {
 }
 
 /// Where a finding's shared parts are in the [`Tables`].
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Places {
     /// Of its shared evidence, if it had one (taken out of the finding).
     pub evidence: Option<usize>,
