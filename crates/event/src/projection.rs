@@ -959,8 +959,9 @@ pub fn plain_audit(text: &str) -> Option<PlainAudit<'_>> {
     let workload = string_after(b, keys.workload_key_end?)
         .filter(plain)?
         .trim();
-    // A text that opens like JSON is expanded by a parse (and then is no
-    // workload the event reads), whether or not it is JSON.
+    // A text that opens like JSON is expanded by a parse when it is JSON,
+    // and is then no workload the event reads: such a record is left to
+    // the parse, JSON or not.
     let reads_as_text = !workload.is_empty() && !workload.starts_with(['{', '[']);
     reads_as_text.then_some(PlainAudit {
         time,
@@ -1917,7 +1918,7 @@ mod tests {
             br#"{"CreationTime":"2023-06-10T10:00:00","Items":[{"Workload":"X"}]}"#,
             // An empty workload (the next field would be read).
             br#"{"CreationTime":"2023-06-10T10:00:00","Workload":" ","category":"X"}"#,
-            // A workload a parse expands (JSON or not, it opens like it).
+            // A workload that opens like JSON (a parse expands the first).
             br#"{"CreationTime":"2023-06-10T10:00:00","Workload":"[]","category":"X"}"#,
             br#"{"CreationTime":"2023-06-10T10:00:00","Workload":"{x"}"#,
             b"{}",

@@ -776,8 +776,9 @@ struct Columns {
     /// The `AuditData` column, when a row nobody needs parsed may be read
     /// off its cell alone ([`plain_audit`]): the header names it once,
     /// spelled so (the wrapper an event of the row would have, and then an
-    /// audit event whatever the other columns say), and names no column
-    /// twice and renames none.
+    /// audit event whatever the other columns say), names no column twice
+    /// and has no renamed Log Analytics column read under its table's name
+    /// ([`Columns::folds`]).
     plain_wrapper: Option<usize>,
 }
 
