@@ -2572,13 +2572,7 @@ mod tests {
         // The earlier of two `AuditData` cells is a copy the row overwrote.
         assert_eq!(r.files[1].records_with_duplicate_keys, 1);
         let s = light_seen.lock().unwrap();
-        let at = |h: u8| {
-            time::Date::from_calendar_date(2023, time::Month::June, 10)
-                .unwrap()
-                .with_hms(h, 0, 0)
-                .unwrap()
-                .assume_utc()
-        };
+        let at = |h: i64| time::macros::datetime!(2023-06-10 00:00 UTC) + time::Duration::hours(h);
         // Read off its cell: the first row alone.
         assert_eq!(
             s.unparsed,

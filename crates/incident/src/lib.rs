@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -467,8 +468,8 @@ pub fn build<M: Member>(findings: &[M]) -> Vec<Incident> {
         for (tag, key) in keys {
             if let Some(key) = key.filter(|k| !k.is_empty()) {
                 match first_by.entry((tag, key)) {
-                    std::collections::hash_map::Entry::Occupied(e) => dsu.join(i, *e.get()),
-                    std::collections::hash_map::Entry::Vacant(e) => {
+                    Entry::Occupied(e) => dsu.join(i, *e.get()),
+                    Entry::Vacant(e) => {
                         e.insert(i);
                     }
                 }
