@@ -233,19 +233,19 @@ pub fn run(args: HuntArgs) -> u8 {
     // time after the detections, on one core.
     let incidents_and_summary = || -> Result<Vec<tokenward_incident::Incident>, String> {
         let incidents = if args.report.is_some() {
-            tokenward_incident::build(all)
+            tokenward_incident::build(&tokenward_incident::Slims::of(all))
         } else if needs_all {
-            let mut slimmer = tokenward_incident::Slimmer::default();
             // Sized up front: grown by doubling, the vector was copied
-            // into fresh pages at each doubling (70,000 slim findings of
-            // a rule that fires on most sign-ins are some 10 MiB).
-            let mut slim = Vec::with_capacity(usize::try_from(report.findings.len()).unwrap_or(0));
+            // into fresh pages at each doubling.
+            let mut slims = tokenward_incident::Slims::with_capacity(
+                usize::try_from(report.findings.len()).unwrap_or(0),
+            );
             for f in report.findings.iter().map_err(|e| e.to_string())? {
                 let f = f.map_err(|e| e.to_string())?;
-                slim.push(slimmer.slim(&f));
+                slims.push(&f);
             }
-            let incidents = tokenward_incident::build(&slim);
-            std::mem::forget(slim);
+            let incidents = tokenward_incident::build(&slims);
+            std::mem::forget(slims);
             incidents
         } else {
             Vec::new()
@@ -524,7 +524,7 @@ mod tests {
             finding("b@x", "s2"),
             finding("a@x", "s1"),
         ];
-        let incidents = tokenward_incident::build(&findings);
+        let incidents = tokenward_incident::build(&tokenward_incident::Slims::of(&findings));
         assert!(!incidents.is_empty());
         // Keys before and after "incidents", as the real summary has.
         let summary =

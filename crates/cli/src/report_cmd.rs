@@ -62,7 +62,7 @@ pub fn run(args: ReportArgs) -> u8 {
         None => serde_json::json!({"tool": "tokenward hunt", "files": [], "detections": [],
                                    "records": {"read": "?", "evaluated": "?", "rejected": "?"}}),
     };
-    let incidents = tokenward_incident::build(&findings);
+    let incidents = tokenward_incident::build(&tokenward_incident::Slims::of(&findings));
     let html = tokenward_report::render(&tokenward_report::Input {
         findings: &findings,
         incidents: &incidents,

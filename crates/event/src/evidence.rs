@@ -83,6 +83,12 @@ impl Evidence {
         self.shared.as_ref()
     }
 
+    /// The entries shared with other findings, when there are no others:
+    /// what a holder of many findings may keep once for all that share it.
+    pub fn only_shared(&self) -> Option<&Arc<Map<String, Value>>> {
+        self.shared.as_ref().filter(|_| self.own.is_empty())
+    }
+
     /// Appends the evidence as JSON, the bytes `serde_json` writes for it
     /// (a finding's `evidence`, a CSV timeline's cell), its shared entries
     /// taken from `parts`, rendered once for every finding that shares
