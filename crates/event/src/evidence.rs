@@ -83,8 +83,9 @@ impl Evidence {
         self.shared.as_ref()
     }
 
-    /// The entries shared with other findings, when there are no others:
-    /// what a holder of many findings may keep once for all that share it.
+    /// The entries shared with other findings, when the finding has no
+    /// entries of its own: what a holder of many findings may keep once
+    /// for all that share it.
     pub fn only_shared(&self) -> Option<&Arc<Map<String, Value>>> {
         self.shared.as_ref().filter(|_| self.own.is_empty())
     }
@@ -371,6 +372,20 @@ mod tests {
         );
         assert!(Arc::ptr_eq(e.shared_part().unwrap(), &shared));
         assert!(Evidence::from(map(json!({"a": 1}))).shared_part().is_none());
+    }
+
+    /// Only evidence of shared entries alone is told to be so: a holder
+    /// keeps one copy of it for every finding that shares it.
+    #[test]
+    fn only_shared_is_shared_entries_without_own_ones() {
+        let shared = Arc::new(map(json!({"attack": ["T1078"]})));
+        let alone = Evidence::with_shared(shared.clone(), Map::new());
+        assert!(alone.only_shared().is_some_and(|p| Arc::ptr_eq(p, &shared)));
+        let with_own = Evidence::with_shared(shared, map(json!({"fields": {}})));
+        assert!(with_own.only_shared().is_none());
+        assert!(with_own.subset(&["attack"]).only_shared().is_some());
+        assert!(Evidence::from(map(json!({"a": 1}))).only_shared().is_none());
+        assert!(Evidence::default().only_shared().is_none());
     }
 
     #[test]

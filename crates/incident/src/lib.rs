@@ -115,7 +115,8 @@ pub struct Incident {
     pub last_seen: Option<String>,
     /// Mailboxes named in the evidence.
     pub mailboxes: Vec<String>,
-    /// Indices into the findings given to [`build`], in time order.
+    /// Places in the [`Slims`] given to [`build`] (the order their
+    /// findings were pushed in), in time order.
     #[serde(skip)]
     pub members: Vec<usize>,
     /// What was read.
@@ -158,15 +159,19 @@ impl Dsu {
     }
 }
 
-/// A place in [`Slims`] (of a finding, a text or a detection) as the
-/// `u32` they are held by.
+/// A place (of a finding, text, detection, kept evidence or group) as the
+/// `u32` it is held by; never [`NONE`].
 fn place(i: usize) -> u32 {
     // Four billion findings would take far more memory than any machine
     // has before their place stopped fitting.
-    u32::try_from(i).expect("fewer than 2^32 findings and texts")
+    u32::try_from(i)
+        .ok()
+        .filter(|&p| p != NONE)
+        .expect("fewer than 2^32 - 1 findings and texts")
 }
 
-/// No text, detection or evidence here.
+/// No place: a finding without this text or kept evidence, a text no
+/// finding has yet held in this field, a root with no group yet.
 const NONE: u32 = u32::MAX;
 
 /// The weight of finding `i`: its detection's own, capped by the
@@ -385,7 +390,8 @@ struct Slim {
 /// finding names it by number; so are each detection's names and each
 /// kept evidence. A Sigma finding over sign-ins took about 800 bytes as a
 /// cut-down [`Finding`], and about 280 as one with its own copies of the
-/// session and token ids and shared copies of the other texts.
+/// session and token ids and shared copies of the other texts; it is now
+/// about 170 with its share of the incidents' own lists (docs/limits.md).
 #[derive(Default)]
 pub struct Slims {
     slims: Vec<Slim>,
@@ -1116,7 +1122,26 @@ mod tests {
         assert_eq!(kinds, ["throttled", "audit-gap"]);
         assert_eq!(dan.unlogged[1].detail, "no Exchange records for 29 hours");
         assert_eq!(dan.members, [0, 1, 2, 3]);
+        assert_eq!(dan.severity, High);
+        assert_eq!(dan.score, 6, "strong 3 + moderate 2 + weak 1");
+        assert_eq!(
+            dan.why,
+            "3 independent detections corroborate each other (1 strong), score 6"
+        );
+        assert_eq!(dan.first_seen.as_deref(), Some("2023-06-19T01:10:00Z"));
+        assert_eq!(dan.last_seen.as_deref(), Some("2023-06-20T04:10:00Z"));
+        assert_eq!(dan.findings, 4);
         let erin = incidents.iter().find(|i| i.users == ["erin"]).unwrap();
+        assert_eq!(erin.severity, Low);
+        assert_eq!(
+            erin.why,
+            "b1f2-some-sigma-rule alone: seen in benign activity too, nothing corroborates it (score 2)"
+        );
+        assert_eq!(
+            (incidents[0].id.as_str(), incidents[1].id.as_str()),
+            ("INC-0001", "INC-0002")
+        );
+        assert_eq!(incidents[0].users, ["dan"], "most severe first");
         assert_eq!(erin.attack, ["T1114.002"]);
         assert_eq!(erin.members, [4, 5, 6]);
         let titles: Vec<&str> = erin
@@ -1203,6 +1228,66 @@ mod tests {
             assert_eq!(got, want);
         }
         assert!(joined_apart > 100, "{joined_apart}");
+    }
+
+    /// Each join reads its own field: a token id joins findings as a
+    /// session id does, an address joins them only when some finding
+    /// implicates it, and an empty id, a text met in another field or a
+    /// finding without a time joins nothing by itself.
+    #[test]
+    fn joins_read_each_field_apart() {
+        let t = datetime!(2024-03-04 08:00 UTC);
+        let weak =
+            |user: &'static str, hours: i64| f("sig-rule", Low, t + Duration::days(hours), user);
+        let token = |mut x: Finding, id: &str| {
+            x.token_id = Some(id.to_owned());
+            x
+        };
+        let untimed = |mut x: Finding| {
+            x.time = None;
+            x
+        };
+        let findings = vec![
+            weak("u0", 0).session("X").done(),
+            token(weak("u1", 2).done(), "X"),
+            token(weak("u2", 4).done(), "T1"),
+            token(weak("u3", 6).done(), "T1"),
+            f("tw-ioc-ip", Medium, t + Duration::days(8), "u4")
+                .ip("203.0.113.5")
+                .done(),
+            weak("u5", 10).ip("203.0.113.5").done(),
+            weak("u6", 12).ip("198.51.100.7").done(),
+            weak("u7", 14).ip("198.51.100.7").done(),
+            weak("u8", 16).session("").done(),
+            weak("u9", 18).session("").done(),
+            untimed(weak("u10", 0).session("S2").done()),
+            weak("u11", 20).session("S2").done(),
+            untimed(weak("u12", 0).done()),
+            untimed(weak("u12", 0).done()),
+        ];
+        let mut groups: Vec<Vec<usize>> = build(&Slims::of(&findings))
+            .into_iter()
+            .map(|i| {
+                let mut m = i.members;
+                m.sort_unstable();
+                m
+            })
+            .collect();
+        groups.sort();
+        let want: Vec<Vec<usize>> = vec![
+            vec![0],
+            vec![1],
+            vec![2, 3],
+            vec![4, 5],
+            vec![6],
+            vec![7],
+            vec![8],
+            vec![9],
+            vec![10, 11],
+            vec![12],
+            vec![13],
+        ];
+        assert_eq!(groups, want);
     }
 
     /// A user's findings days apart, with nothing shared, are separate
