@@ -43,6 +43,16 @@ SHAPE is one of
                `X_string` (the other tables hold those as JSON text under
                their own names). SIZE_MB counts the records as JSON lines
                (the bytes of `signin`); the files hold about 0.65 times that.
+  entra-audit  Entra ID directory audits and Azure Activity, the logs most
+               SigmaHQ cloud rules read (audit_logs, activity_logs): about 64 %
+               of records directory audits over 30-odd activities, mostly
+               directory sync, group and device changes, with a few
+               consents, credential, role and policy changes (Azure Monitor
+               `AuditLogs` JSON lines, PT1H-AuditLogs-*.json, and Graph
+               `directoryAudit` JSON lines, directoryAudits-*.jsonl, as the
+               tenant exports), the rest Azure Activity control-plane records
+               (PT1H-Administrative-*.json) with the caller's token claims,
+               a Start and an end record per write.
   signin-envelope
                the sign-ins of `signin` (same seed, same records) as envelopes:
                Azure Monitor `{"records":[...]}` on one line per file (as an
@@ -87,7 +97,7 @@ DAY = [time.strftime("%Y-%m-%d", time.gmtime(BASE + d * 86400)) for d in range(S
 DAYC = [d.replace("-", "") for d in DAY]
 HMS = ["%02d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60) for s in range(86400)]
 GZIP_BIN = next((p for p in ("/usr/bin/gzip", "/bin/gzip") if os.access(p, os.X_OK)), None)
-SEED = {"signin": 11, "ual": 22, "purview-csv": 33, "gzip": 44}
+SEED = {"signin": 11, "ual": 22, "purview-csv": 33, "gzip": 44, "entra-audit": 55}
 
 # --------------------------------------------------------------------------
 # Random helpers (one Random per run; everything below draws from R).
@@ -1575,6 +1585,276 @@ def gen_ual(world, target, out, sink, csv_mode=False, powershell=False):
     return ug
 
 
+# --------------------------------------------------------------------------
+# Entra directory audits and Azure Activity
+
+# (activityDisplayName, category, loggedByService, operationType, weight,
+#  target kind, who starts it: "sync" an app, "admin", "self" the user)
+AUDIT_OPS = [
+    ("Update user", "UserManagement", "Core Directory", "Update", 300, "user_update", "sync"),
+    ("Add member to group", "GroupManagement", "Core Directory", "Assign", 120, "group_member", "admin"),
+    ("Remove member from group", "GroupManagement", "Core Directory", "Unassign", 60, "group_member", "admin"),
+    ("Update group", "GroupManagement", "Core Directory", "Update", 50, "group", "sync"),
+    ("Change user license", "UserManagement", "Core Directory", "Update", 40, "user", "admin"),
+    ("Update device", "Device", "Core Directory", "Update", 80, "device", "intune"),
+    ("Add registered owner to device", "Device", "Core Directory", "Assign", 20, "device", "self"),
+    ("Add device", "Device", "Core Directory", "Add", 20, "device", "self"),
+    ("Device no longer compliant", "Device", "Core Directory", "Update", 10, "device", "intune"),
+    ("Update StsRefreshTokenValidFrom Timestamp", "UserManagement", "Core Directory", "Update", 30, "user_sts", "sync"),
+    ("User registered security info", "UserManagement", "Authentication Methods", "Add", 30, "user", "self"),
+    ("User started security info registration", "UserManagement", "Authentication Methods", "Add", 20, "user", "self"),
+    ("Reset password (self-service)", "UserManagement", "Self-service Password Management", "Update", 10, "user", "self"),
+    ("Change password (self-service)", "UserManagement", "Self-service Password Management", "Update", 10, "user", "self"),
+    ("Add user", "UserManagement", "Core Directory", "Add", 10, "user", "admin"),
+    ("Delete user", "UserManagement", "Core Directory", "Delete", 5, "user", "admin"),
+    ("Hard Delete user", "UserManagement", "Core Directory", "Delete", 3, "user", "admin"),
+    ("Add owner to group", "GroupManagement", "Core Directory", "Assign", 5, "group_member", "admin"),
+    ("Consent to application", "ApplicationManagement", "Core Directory", "Assign", 3, "consent", "self"),
+    ("Add delegated permission grant", "ApplicationManagement", "Core Directory", "Assign", 3, "sp", "self"),
+    ("Add app role assignment to service principal", "ApplicationManagement", "Core Directory", "Assign", 2, "sp", "admin"),
+    ("Add service principal", "ApplicationManagement", "Core Directory", "Add", 1, "sp", "admin"),
+    ("Update application – Certificates and secrets management", "ApplicationManagement", "Core Directory", "Update", 2, "app_cred", "admin"),
+    ("Update application", "ApplicationManagement", "Core Directory", "Update", 4, "app", "admin"),
+    ("Add member to role", "RoleManagement", "Core Directory", "Assign", 1, "role", "admin"),
+    ("Add eligible member (permanent)", "RoleManagement", "PIM", "Add", 0.5, "role", "pim"),
+    ("Update conditional access policy", "Policy", "Conditional Access", "Update", 1, "policy", "admin"),
+    ("Update policy", "Policy", "Core Directory", "Update", 2, "policy", "admin"),
+    ("Read BitLocker key", "KeyManagement", "Core Directory", "Read", 2, "device", "admin"),
+    ("Disable Strong Authentication", "UserManagement", "Core Directory", "Update", 0.2, "user", "admin"),
+    ("Set federation settings on domain", "DirectoryManagement", "Core Directory", "Set", 0.05, "domain", "admin"),
+]
+AUDIT_TABLE = weighted_table(AUDIT_OPS, [o[4] for o in AUDIT_OPS], bits=16)
+SYSTEM_APPS = {
+    "sync": [("Microsoft Substrate Management", "98db8bd6-0cc0-4e67-9de5-f187f1cd1b41"),
+             ("Azure AD Cloud Sync", "1a4721b3-e57f-4451-ae87-ef078703ec94"),
+             ("Microsoft Online Services", "5a2b5e0c-9f5d-4b91-9d4a-fd4b6a57b8b0")],
+    "intune": [("Microsoft Intune", "0000000a-0000-0000-c000-000000000000")],
+    "pim": [("MS-PIM", "01fc33a7-78ba-4d2f-a4b7-768e336e890e")],
+}
+GROUPS = ["Finance", "HR", "Marketing", "Sales", "Engineering", "Legal", "IT Operations", "All Company",
+          "Project Phoenix", "Contractors", "VPN Users", "Executives", "Support Tier 2", "Guests"]
+ROLES = ["Helpdesk Administrator", "User Administrator", "Global Reader", "Security Reader",
+         "Exchange Administrator", "Application Administrator", "Global Administrator"]
+USER_PROPS = ["AssignedLicense", "AssignedPlan", "Department", "JobTitle", "Manager", "MobilePhone",
+              "OfficeLocation", "ProxyAddresses", "StrongAuthenticationMethod", "TelephoneNumber",
+              "UserPrincipalName", "City", "AccountEnabled", "LastDirSyncTime", "Included Updated Properties"]
+# (operationName, resource provider path, weight, writes a Start record first)
+ACTIVITY_OPS = [
+    ("MICROSOFT.COMPUTE/VIRTUALMACHINES/WRITE", "MICROSOFT.COMPUTE/VIRTUALMACHINES/vm-%s", 20, True),
+    ("MICROSOFT.COMPUTE/VIRTUALMACHINES/START/ACTION", "MICROSOFT.COMPUTE/VIRTUALMACHINES/vm-%s", 15, True),
+    ("MICROSOFT.COMPUTE/VIRTUALMACHINES/DEALLOCATE/ACTION", "MICROSOFT.COMPUTE/VIRTUALMACHINES/vm-%s", 15, True),
+    ("MICROSOFT.RESOURCES/DEPLOYMENTS/WRITE", "MICROSOFT.RESOURCES/DEPLOYMENTS/deploy-%s", 15, True),
+    ("MICROSOFT.STORAGE/STORAGEACCOUNTS/WRITE", "MICROSOFT.STORAGE/STORAGEACCOUNTS/st%s", 8, True),
+    ("MICROSOFT.STORAGE/STORAGEACCOUNTS/LISTKEYS/ACTION", "MICROSOFT.STORAGE/STORAGEACCOUNTS/st%s", 10, False),
+    ("MICROSOFT.WEB/SITES/WRITE", "MICROSOFT.WEB/SITES/app-%s", 8, True),
+    ("MICROSOFT.WEB/SITES/RESTART/ACTION", "MICROSOFT.WEB/SITES/app-%s", 5, False),
+    ("MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/SECURITYRULES/WRITE", "MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/nsg-%s/SECURITYRULES/allow-443", 4, True),
+    ("MICROSOFT.NETWORK/PUBLICIPADDRESSES/WRITE", "MICROSOFT.NETWORK/PUBLICIPADDRESSES/pip-%s", 3, True),
+    ("MICROSOFT.KEYVAULT/VAULTS/WRITE", "MICROSOFT.KEYVAULT/VAULTS/kv-%s", 3, True),
+    ("MICROSOFT.AUTHORIZATION/ROLEASSIGNMENTS/WRITE", "MICROSOFT.AUTHORIZATION/ROLEASSIGNMENTS/%s", 2, True),
+    ("MICROSOFT.AUTHORIZATION/POLICYASSIGNMENTS/WRITE", "MICROSOFT.AUTHORIZATION/POLICYASSIGNMENTS/%s", 1, True),
+    ("MICROSOFT.INSIGHTS/DIAGNOSTICSETTINGS/WRITE", "MICROSOFT.INSIGHTS/DIAGNOSTICSETTINGS/diag-%s", 1, False),
+    ("MICROSOFT.INSIGHTS/DIAGNOSTICSETTINGS/DELETE", "MICROSOFT.INSIGHTS/DIAGNOSTICSETTINGS/diag-%s", 0.1, False),
+    ("MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/WRITE", "MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/aks-%s", 2, True),
+    ("MICROSOFT.SQL/SERVERS/FIREWALLRULES/WRITE", "MICROSOFT.SQL/SERVERS/sql-%s/FIREWALLRULES/office", 1, True),
+    ("MICROSOFT.RESOURCES/SUBSCRIPTIONS/RESOURCEGROUPS/DELETE", "", 0.5, True),
+]
+ACTIVITY_TABLE = weighted_table(ACTIVITY_OPS, [o[2] for o in ACTIVITY_OPS], bits=14)
+AZ_ROLES = [("Contributor", "b24988ac-6180-42a0-ab88-20f7382dd24c"), ("Owner", "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"),
+            ("Virtual Machine Contributor", "9980e02c-c2be-4d73-94e8-173b1dc7cf3c")]
+
+
+class AuditGen:
+    def __init__(self, world, sink):
+        self.w = world
+        self.sink = sink
+        self.tenant_table = weighted_table(world.tenants, [t["weight"] for t in world.tenants])
+        self.counts = {"directory": 0, "activity": 0}
+        W = random.Random(20240302)
+        g = lambda: str(__import__("uuid").UUID(int=W.getrandbits(128), version=4))
+        for t in world.tenants:
+            t["groups"] = [(g(), n) for n in GROUPS]
+            t["subs"] = [g() for _ in range(W.randint(1, 4))]
+            t["rgs"] = ["rg-%s-%s" % (W.choice(["prod", "dev", "test", "shared"]), W.choice(["web", "data", "ops", "ml", "net"]))
+                        for _ in range(W.randint(4, 12))]
+            t["mg"] = g()
+
+    def _user(self, t=None):
+        while True:
+            u = wpick(self.w.user_table, 16)
+            if t is None or u["t"] is t:
+                return u
+
+    def _ip(self, u):
+        r = _rb(5)
+        return u["home_ip"] if r < 18 else (pick(u["t"]["office_ips"]) if r < 28 else pick(self.w.roam_ips))
+
+    def directory(self, sec):
+        name, cat, svc, optype, _, target, who = wpick(AUDIT_TABLE, 16)
+        u = self._user()
+        t = u["t"]
+        if who in ("admin",):
+            actor = pick([a for a in self.w.admins if a["t"] is t] or self.w.admins)
+        else:
+            actor = u
+        cid = guid()
+        created = iso(sec) + "." + frac7()
+        if who in SYSTEM_APPS:
+            app_name, app_id = pick(SYSTEM_APPS[who])
+            initiated = {"app": {"appId": app_id, "displayName": app_name, "servicePrincipalId": guid(),
+                                 "servicePrincipalName": None}, "user": None}
+            ip = None
+        else:
+            ip = self._ip(actor)
+            initiated = {"app": None, "user": {"id": actor["oid"], "displayName": None,
+                                               "userPrincipalName": actor["upn"], "ipAddress": ip,
+                                               "userType": None, "homeTenantId": None, "homeTenantName": None,
+                                               "roles": []}}
+        mp = lambda n, old, new: {"displayName": n, "oldValue": old, "newValue": new}
+        targets = []
+        if target in ("user", "user_update", "user_sts"):
+            props = []
+            if target == "user_update":
+                for p in R.sample(USER_PROPS, 1 + _rb(2)):
+                    props.append(mp(p, '["%s"]' % hexu(6), '["%s"]' % hexu(6)))
+            elif target == "user_sts":
+                props.append(mp("StsRefreshTokensValidFrom", '["%sZ"]' % iso(max(BASE, sec - 86400 * (1 + _rb(6)))), '["%sZ"]' % iso(sec)))
+            targets.append({"id": u["oid"], "displayName": None, "type": "User", "userPrincipalName": u["upn"],
+                            "groupType": None, "modifiedProperties": props, "administrativeUnits": []})
+        elif target in ("group_member", "group"):
+            gid, gname = pick(t["groups"])
+            if target == "group_member":
+                targets.append({"id": u["oid"], "displayName": None, "type": "User", "userPrincipalName": u["upn"],
+                                "groupType": None, "modifiedProperties": [], "administrativeUnits": []})
+            targets.append({"id": gid, "displayName": None, "type": "Group", "userPrincipalName": None,
+                            "groupType": "unifiedGroups", "modifiedProperties": [
+                                mp("Group.ObjectID", None, '"%s"' % gid), mp("Group.DisplayName", None, '"%s"' % gname)],
+                            "administrativeUnits": []})
+        elif target == "device":
+            dev = pick(u["devices"])
+            targets.append({"id": dev["deviceId"] or guid(), "displayName": dev["displayName"] or "iPhone", "type": "Device",
+                            "userPrincipalName": None, "groupType": None, "modifiedProperties": [
+                                mp("IsCompliant", '[%s]' % ("true" if dev["isCompliant"] else "false"),
+                                   '[%s]' % ("false" if name == "Device no longer compliant" else ("true" if dev["isCompliant"] else "false"))),
+                                mp("Included Updated Properties", None, '"IsCompliant"')],
+                            "administrativeUnits": []})
+        elif target in ("sp", "consent", "app", "app_cred"):
+            sp = pick(t["sps"])
+            props = []
+            if target == "consent":
+                props = [mp("ConsentContext.IsAdminConsent", None, '"%s"' % ("True" if who == "admin" else "False")),
+                         mp("ConsentAction.Permissions", None, '"[] => [[Id: %s, ClientId: %s, PrincipalId: %s, ResourceId: %s, ConsentType: Principal, Scope:  User.Read Mail.Read offline_access]]; "'
+                            % (tok(), sp["spId"], u["oid"], guid()))]
+            elif target == "app_cred":
+                props = [mp("KeyDescription", "[]", '["[KeyIdentifier=%s,KeyType=Password,KeyUsage=Verify,DisplayName=%s]"]' % (guid(), "secret")),
+                         mp("Included Updated Properties", None, '"KeyDescription"')]
+            elif target == "app":
+                props = [mp("AppAddress", "[]", '[{"AddressType":0,"Address":"https://%s.example/signin","ReplyAddressClientType":1}]' % t["name"])]
+            targets.append({"id": sp["spId"], "displayName": sp["name"], "type": "ServicePrincipal" if target != "app" and target != "app_cred" else "Application",
+                            "userPrincipalName": None, "groupType": None, "modifiedProperties": props,
+                            "administrativeUnits": []})
+        elif target == "role":
+            targets.append({"id": u["oid"], "displayName": None, "type": "User", "userPrincipalName": u["upn"],
+                            "groupType": None, "modifiedProperties": [
+                                mp("Role.DisplayName", None, '"%s"' % pick(ROLES)), mp("Role.WellKnownObjectName", None, '"%s"' % "TenantAdmins")],
+                            "administrativeUnits": []})
+        elif target == "policy":
+            targets.append({"id": guid(), "displayName": pick(CA_POLICY_NAMES), "type": "Policy", "userPrincipalName": None,
+                            "groupType": None, "modifiedProperties": [mp("ConditionalAccessPolicy", '{"state":"enabled"}', '{"state":"enabledForReportingButNotEnforced"}')],
+                            "administrativeUnits": []})
+        else:
+            targets.append({"id": guid(), "displayName": t["domain"], "type": "Other", "userPrincipalName": None,
+                            "groupType": None, "modifiedProperties": [mp("IssuerUri", '"urn:%s"' % t["domain"], '"http://any.sts/%s"' % hexu(8))],
+                            "administrativeUnits": []})
+        ok = _rb(7) != 0
+        details = []
+        if who not in SYSTEM_APPS:
+            details.append({"key": "User-Agent", "value": pick(u["devices"])["ua"]})
+        if target == "group_member":
+            details.append({"key": "GroupType", "value": "Unified"})
+        props = {"id": "Directory_%s_%s_%d" % (cid, hexu(5), _rb(27)), "category": cat, "correlationId": cid,
+                 "result": "success" if ok else "failure", "resultReason": "" if ok else "Microsoft.Online.Workflows.ObjectNotFoundException",
+                 "activityDisplayName": name, "activityDateTime": None, "loggedByService": svc, "operationType": optype,
+                 "userAgent": None, "initiatedBy": initiated, "targetResources": targets, "additionalDetails": details}
+        self.counts["directory"] += 1
+        if t["channel"] == "graph":
+            props["activityDateTime"] = created + "Z"
+            line = json.dumps(props, separators=(",", ":")) + "\n"
+            self.sink.write(f"directoryAudits-{t['name']}-{self.sink.dayc(sec)}.jsonl", line)
+        else:
+            props["activityDateTime"] = created + "+00:00"
+            env = {"time": created + "Z", "resourceId": f"/tenants/{t['id']}/providers/Microsoft.aadiam",
+                   "operationName": name, "operationVersion": "1.0", "category": "AuditLogs", "tenantId": t["id"],
+                   "resultSignature": "None", "durationMs": 0, "callerIpAddress": ip or "", "correlationId": cid,
+                   "Level": 4, "properties": props}
+            self.sink.write(f"PT1H-AuditLogs-{t['name']}-{self.sink.dayc(sec)}.json", json.dumps(env) + "\n")
+
+    def activity(self, sec):
+        t = wpick(self.tenant_table)
+        op, path, _, starts = wpick(ACTIVITY_TABLE, 14)
+        sub = pick(t["subs"])
+        rg = pick(t["rgs"])
+        actor = pick([a for a in self.w.admins if a["t"] is t] or self.w.admins) if _rb(2) else None
+        sp = pick(t["sps"])
+        ip = self._ip(actor) if actor else sp["ip"]
+        scope = f"/subscriptions/{sub}/resourcegroups/{rg}"
+        rid = (f"/SUBSCRIPTIONS/{sub.upper()}/RESOURCEGROUPS/{rg.upper()}" +
+               ("/PROVIDERS/" + (path % hexu(4).lower() if "%s" in path else path) if path else ""))
+        role, role_id = pick(AZ_ROLES)
+        iat = sec - _rb(10)
+        claims = {"aud": "https://management.core.windows.net/", "iss": f"https://sts.windows.net/{t['id']}/",
+                  "iat": str(iat), "nbf": str(iat), "exp": str(iat + 3600 + _rb(12)),
+                  "http://schemas.microsoft.com/claims/authnclassreference": "1",
+                  "aio": tok() + tok(), "appid": APP["portal"][0] if actor else sp["appId"], "appidacr": "0" if actor else "1",
+                  "http://schemas.microsoft.com/identity/claims/identityprovider": f"https://sts.windows.net/{t['id']}/",
+                  "http://schemas.microsoft.com/identity/claims/objectidentifier": actor["oid"] if actor else sp["spId"],
+                  "http://schemas.microsoft.com/identity/claims/tenantid": t["id"], "uti": tok(), "ver": "1.0",
+                  "xms_tcdt": "1600000000"}
+        if actor:
+            claims.update({"http://schemas.microsoft.com/claims/authnmethodsreferences": "pwd,mfa",
+                           "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name": actor["upn"],
+                           "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn": actor["upn"],
+                           "name": actor["name"], "puid": actor["puid"], "ipaddr": ip})
+        ident = {"authorization": {"scope": rid.lower(), "action": op.lower().replace("microsoft.", "Microsoft.", 1),
+                                   "evidence": {"role": role, "roleAssignmentScope": f"/subscriptions/{sub}",
+                                                "roleAssignmentId": hexu(32).lower(), "roleDefinitionId": role_id.replace("-", ""),
+                                                "principalId": (actor["oid"] if actor else sp["spId"]).replace("-", ""),
+                                                "principalType": "User" if actor else "ServicePrincipal"}},
+                 "claims": claims}
+        cid = guid()
+        stages = ([("Start", "Started.")] if starts else []) + [("Success", "Succeeded.OK") if _rb(5) else ("Failure", "Failed.Conflict")]
+        for k, (rt, rs) in enumerate(stages):
+            s2 = sec + k * (2 + _rb(6))
+            rec = {"time": iso(s2) + "." + frac7() + "Z", "resourceId": rid, "operationName": op, "category": "Administrative",
+                   "resultType": rt, "resultSignature": rs, "durationMs": str(0 if rt == "Start" else 500 + _rb(14)),
+                   "callerIpAddress": ip, "correlationId": cid, "identity": ident, "level": "Information" if rt != "Failure" else "Error",
+                   "location": "global", "properties": {
+                       "statusCode": "Created" if rt != "Failure" else "Conflict", "serviceRequestId": guid() if rt != "Start" else None,
+                       "eventCategory": "Administrative", "entity": rid, "message": op.lower().replace("microsoft.", "Microsoft.", 1),
+                       "hierarchy": f"{t['id']}/{t['mg']}/{sub}"}}
+            self.counts["activity"] += 1
+            self.sink.write(f"PT1H-Administrative-{t['name']}-{self.sink.dayc(s2)}.json", json.dumps(rec) + "\n")
+
+
+def gen_entra_audit(world, target, out, sink):
+    ag = AuditGen(world, sink)
+    pr = Progress(target)
+    last_day = -1
+    while sink.bytes < target:
+        sec = pr.sec(sink.bytes)
+        day = (sec - BASE) // 86400
+        if day != last_day:
+            sink.close_before(day)
+            last_day = day
+        if _rb(10) < 640:
+            ag.directory(sec)
+        else:
+            ag.activity(sec)
+    sink.close()
+    c = ag.counts
+    return f"{c['directory']} directory audits, {c['activity']} Azure Activity records"
+
+
 def gen_gzip(world, target, out, sink):
     sg = SigninGen(world, sink)
     ual_bytes = [0]
@@ -1669,7 +1949,7 @@ def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     twin = "--no-twin" not in sys.argv
     if len(args) != 3 or args[0] not in ("signin", "ual", "purview-csv", "gzip", "mail", "signin-envelope",
-                                              "ual-powershell", "la-csv"):
+                                              "ual-powershell", "la-csv", "entra-audit"):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     shape, size_mb, out = args[0], float(args[1]), args[2]
@@ -1716,6 +1996,8 @@ def main():
         elif shape == "purview-csv":
             ug = gen_ual(world, target, out, sink, csv_mode=True)
             note = op_note(ug)
+        elif shape == "entra-audit":
+            note = gen_entra_audit(world, target, out, sink)
         else:
             ug, sg, ub = gen_gzip(world, target, out, sink)
             c = sg.counts
