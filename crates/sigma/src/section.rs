@@ -901,6 +901,9 @@ pub struct EvalCtx<'e, 'f> {
     /// Scratch for the values a field's paths reach.
     reached: Vec<&'e Value>,
     words: Option<Vec<Fv<'e>>>,
+    /// The words' texts, and their lower case, one after another with a
+    /// zero byte between: built for the first keyword a rule searches for.
+    words_text: Option<(String, String)>,
 }
 
 fn scalars<'e>(v: &'e Value, out: &mut Vec<Fv<'e>>) {
@@ -922,6 +925,7 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
             vals: Vec::new(),
             reached: Vec::new(),
             words: None,
+            words_text: None,
         }
     }
 
@@ -972,7 +976,62 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
         self.words.as_deref().unwrap_or_default()
     }
 
+    /// The words' texts joined, and their lower case ([`EvalCtx::words_text`]).
+    fn words_text(&mut self) -> &(String, String) {
+        if self.words_text.is_none() {
+            self.words();
+            let words = self.words.as_deref().unwrap_or_default();
+            let join = |lower: bool| {
+                let mut out = String::new();
+                for (i, v) in words.iter().enumerate() {
+                    if i > 0 {
+                        out.push('\0');
+                    }
+                    out.push_str(if lower { v.lower() } else { v.text() });
+                }
+                out
+            };
+            let texts = join(false);
+            // Lowering ASCII is the same byte by byte, whatever surrounds
+            // it; other text is lowered value by value, as the values are.
+            let lower = if texts.is_ascii() {
+                texts.to_ascii_lowercase()
+            } else {
+                join(true)
+            };
+            self.words_text = Some((texts, lower));
+        }
+        self.words_text.as_ref().expect("just built")
+    }
+
+    /// A keyword leaf that a value holds somewhere (`contains`), searched
+    /// for once in all the words' texts joined by zero bytes instead of in
+    /// each word: a text without a zero byte is in the joined texts only
+    /// where it is in one word. An activity record has some 50 words, and
+    /// searching each for each keyword of SigmaHQ's Azure Activity keyword
+    /// rules (after lowering each) was 8 % of a hunt over such records.
+    /// `None` for other leaves.
+    fn keyword_contained(&mut self, leaf: &Leaf) -> Option<bool> {
+        let Leaf::Str(sm, None) = leaf else {
+            return None;
+        };
+        let StrTest::Contains(needle, finder) = &sm.test else {
+            return None;
+        };
+        if needle.is_empty() || needle.contains('\0') {
+            return None;
+        }
+        let (texts, lower) = self.words_text();
+        let hay = if sm.cased { texts } else { lower };
+        Some(finder.find(hay.as_bytes()).is_some())
+    }
+
     fn leaf_on(&mut self, leaf: &Leaf, vals_of: Option<FieldId>) -> bool {
+        if vals_of.is_none() {
+            if let Some(found) = self.keyword_contained(leaf) {
+                return found;
+            }
+        }
         // FieldRef needs two fields at once: resolve the other first.
         if let Leaf::FieldRef { other, how, cased } = leaf {
             let Some(f) = vals_of else { return false };

@@ -393,6 +393,106 @@ fn keywords() {
     );
 }
 
+/// A keyword (`contains`, cased or not) is searched for in all of a
+/// record's words at once: it matches exactly where some word holds it, as
+/// searching each word does, across words of any case, non-ASCII words
+/// whose lower case differs in length, numbers and booleans, and never
+/// where it only spans two words.
+#[test]
+fn keywords_match_where_a_word_holds_them() {
+    let mut rng = fastrand::Rng::with_seed(40);
+    let pieces = [
+        "Write",
+        "write",
+        "Microsoft.Compute/",
+        "virtualMachines",
+        "ÉCOLE",
+        "école",
+        "ǅ",
+        "\u{212a}elvin",
+        "İstanbul",
+        "ab",
+        "cd",
+        "ß",
+        "x",
+    ];
+    let needles = [
+        "compute/virtualmachines",
+        "Compute/virtualMachines",
+        "école",
+        "kelvin",
+        "i\u{307}stanbul",
+        "bc",
+        "abcd",
+        "ss",
+        "true",
+        "12.5",
+        "ǆ",
+    ];
+    let word = |rng: &mut fastrand::Rng| -> String {
+        (0..rng.usize(1..4))
+            .map(|_| pieces[rng.usize(..pieces.len())])
+            .collect()
+    };
+    let sets: Vec<(&str, bool, RuleSet)> = needles
+        .iter()
+        .flat_map(|&needle| {
+            [false, true].map(|cased| {
+                let detection = if cased {
+                    format!("    keywords:\n        '|cased':\n            - '{needle}'\n    condition: keywords")
+                } else {
+                    format!("    keywords:\n        - '{needle}'\n    condition: keywords")
+                };
+                (needle, cased, set_of(&rule(&detection)))
+            })
+        })
+        .collect();
+    let mut matched = [0usize; 2];
+    for _ in 0..400 {
+        let mut record = serde_json::Map::new();
+        for k in 0..rng.usize(1..6) {
+            let v = match rng.u8(..6) {
+                0 => json!(rng.bool()),
+                1 => json!(12.5),
+                2 => json!([word(&mut rng), word(&mut rng)]),
+                3 => json!({"Inner": word(&mut rng)}),
+                _ => json!(word(&mut rng)),
+            };
+            record.insert(format!("F{k}"), v);
+        }
+        record.insert("CreationTime".into(), json!("2023-06-15T10:00:00"));
+        record.insert("Operation".into(), json!("Op"));
+        let record = Value::Object(record);
+        let mut words = Vec::new();
+        fn scalars(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => m.values().for_each(|x| scalars(x, out)),
+                Value::Array(a) => a.iter().for_each(|x| scalars(x, out)),
+                Value::String(s) => out.push(s.clone()),
+                Value::Null => {}
+                other => out.push(other.to_string()),
+            }
+        }
+        scalars(&record, &mut words);
+        let ev = audit(record);
+        for (needle, cased, s) in &sets {
+            let want = if *cased {
+                words.iter().any(|w| w.contains(needle))
+            } else {
+                let needle = needle.to_lowercase();
+                words.iter().any(|w| w.to_lowercase().contains(&needle))
+            };
+            assert_eq!(
+                hits(s, &ev) == 1,
+                want,
+                "{needle} cased={cased} in {words:?}"
+            );
+            matched[usize::from(want)] += 1;
+        }
+    }
+    assert!(matched[0] > 1000 && matched[1] > 1000, "{matched:?}");
+}
+
 /// Records a keyword rule cannot match are screened out by
 /// `wants_whole`, so hunt projects them; every rule then answers on the
 /// projected event as on the full one.
