@@ -917,7 +917,17 @@ impl Event {
     }
 }
 
-const APP_FIELDS: &[&str] = &["AppId", "appId", "ApplicationId", "AppAccessContext.APIId"];
+// Azure Activity names the caller's token by its claims: under
+// `identity.claims` in a diagnostic (storage or Event Hubs) export, in the
+// `Claims` column (JSON text) in Log Analytics' AzureActivity.
+const APP_FIELDS: &[&str] = &[
+    "AppId",
+    "appId",
+    "ApplicationId",
+    "AppAccessContext.APIId",
+    "identity.claims.appid",
+    "Claims.appid",
+];
 /// Fields naming the client app of a record, first found wins.
 pub const CLIENT_APP_FIELDS: &[&str] =
     &["ClientAppId", "AppAccessContext.ClientAppId", "OAuthAppId"];
@@ -926,6 +936,8 @@ const TOKEN_FIELDS: &[&str] = &[
     "AppAccessContext.UniqueTokenId",
     "UniqueTokenId",
     "UniqueTokenIdentifier",
+    "identity.claims.uti",
+    "Claims.uti",
 ];
 const OPERATION_FIELDS: &[&str] = &[
     "Operation",
@@ -1072,6 +1084,10 @@ const USER_FIELDS: &[&str] = &[
     "caller",
     "UserName",
     "servicePrincipalName",
+    // A diagnostic export of Azure Activity has no caller field: the UPN is
+    // a claim of the caller's token. Before `identity`, which is a
+    // sign-in's display name there and these records' token.
+    "identity.claims.http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn",
     "identity",
     "sub",
 ];
@@ -1598,6 +1614,55 @@ mod tests {
     /// whether or not they need it (a text already in lower case is kept
     /// as found): ASCII, other scripts, a titlecase letter (not upper case,
     /// but changed by lower-casing), and texts with nothing to change.
+    /// Azure Activity names its caller's user, app and token by the
+    /// token's claims: under `identity.claims` in a diagnostic export (which
+    /// has no caller field), in the `Claims` column in Log Analytics.
+    #[test]
+    fn azure_activity_callers_are_read_off_their_token_claims() {
+        let ev = |v: Value| Event::from_record(v, None, Arc::from("t"), Locator::default());
+        let claims = json!({"appid": "c44b4083-3bb0-49c1-b47d-974e53cbdf3c", "uti": "2se-tEsQdRScaf0e2pXsTQ",
+            "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn": "Billy.Brooks@contoso.com",
+            "name": "Billy Brooks"});
+        let diagnostic = ev(
+            json!({"time": "2024-03-05T00:09:24.5093186Z", "category": "Administrative",
+            "resourceId": "/SUBSCRIPTIONS/X/RESOURCEGROUPS/RG", "operationName": "MICROSOFT.COMPUTE/VIRTUALMACHINES/WRITE",
+            "callerIpAddress": "69.24.11.61", "properties": {"eventCategory": "Administrative"},
+            "identity": {"authorization": {"action": "Microsoft.Compute/virtualMachines/write"}, "claims": claims}}),
+        );
+        assert_eq!(diagnostic.kind, EventKind::AzureActivity);
+        assert_eq!(diagnostic.user(), Some("billy.brooks@contoso.com"));
+        assert_eq!(
+            diagnostic.app_id(),
+            Some("c44b4083-3bb0-49c1-b47d-974e53cbdf3c")
+        );
+        assert_eq!(diagnostic.token_id(), Some("2se-tEsQdRScaf0e2pXsTQ"));
+        // Log Analytics: the caller is a column; the claims are JSON text.
+        let table = ev(
+            json!({"TimeGenerated": "2021-04-28T14:32:14.029Z", "Type": "AzureActivity",
+            "OperationNameValue": "MICROSOFT.WEB/SITES/DELETE", "Caller": "AdeleV@M365x816222.OnMicrosoft.com",
+            "Claims": claims.to_string()}),
+        );
+        assert_eq!(table.kind, EventKind::AzureActivity);
+        assert_eq!(table.user(), Some("adelev@m365x816222.onmicrosoft.com"));
+        assert_eq!(table.app_id(), Some("c44b4083-3bb0-49c1-b47d-974e53cbdf3c"));
+        assert_eq!(table.token_id(), Some("2se-tEsQdRScaf0e2pXsTQ"));
+        // A service principal's token has no UPN: no user, its app.
+        let principal = ev(
+            json!({"time": "2024-03-05T00:09:24Z", "category": "Administrative",
+            "resourceId": "/SUBSCRIPTIONS/X", "operationName": "MICROSOFT.STORAGE/STORAGEACCOUNTS/LISTKEYS/ACTION",
+            "properties": {}, "identity": {"claims": {"appid": "a1", "uti": "u1", "appidacr": "1"}}}),
+        );
+        assert_eq!(
+            (principal.user(), principal.app_id(), principal.token_id()),
+            (None, Some("a1"), Some("u1"))
+        );
+        // A sign-in's `identity` is still its user where nothing else names one.
+        let named = ev(
+            json!({"time": "2024-03-05T00:09:24Z", "category": "SignInLogs", "identity": "Dan Smith"}),
+        );
+        assert_eq!(named.user(), Some("dan smith"));
+    }
+
     #[test]
     fn users_and_mailboxes_are_lower_cased_as_std_does() {
         for user in [
