@@ -14,7 +14,7 @@ use super::{
 use crate::ioc::IocSet;
 use tokenward_event::projection::plain_audit;
 use tokenward_event::{
-    normalised_paths, time_and_workload_paths, Event, Locator, Projected, Projection,
+    normalising_projection, time_and_workload_paths, Event, Locator, Projected, Projection,
 };
 
 /// A fully parsed event of a JSON record.
@@ -43,7 +43,7 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
     let mut projection = if needs.reads_time_and_workload_only() {
         Projection::new(time_and_workload_paths())
     } else {
-        Projection::new(normalised_paths())
+        normalising_projection()
     };
     for f in &needs.fields {
         projection.add(f.as_ref());

@@ -1036,6 +1036,45 @@ pub fn normalised_paths() -> impl Iterator<Item = &'static str> {
     .copied()
 }
 
+/// The root names of normalised fields that nothing but a scalar read
+/// asks for: a candidate name of a normalised field (each read as a
+/// scalar, the first found wins) that classification and the other
+/// normalisation do not read too.
+fn scalar_read_keys() -> impl Iterator<Item = &'static str> {
+    [
+        TIME_FIELDS,
+        USER_FIELDS,
+        IP_FIELDS,
+        APP_FIELDS,
+        CLIENT_APP_FIELDS,
+        SESSION_FIELDS,
+        TOKEN_FIELDS,
+        OPERATION_FIELDS,
+        RESULT_FIELDS,
+        WORKLOAD_FIELDS,
+        USER_AGENT_FIELDS,
+        GATEWAY_FIELDS,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+    .filter(|k| !k.contains('.') && !OTHER_NORMALISED.contains(k) && !CLASSIFY_KEYS.contains(k))
+}
+
+/// A projection that keeps what classification and normalisation read
+/// ([`normalised_paths`]): the names only read as scalars kept for scalar
+/// reads ([`Projection::add_scalar`]), so that an object under such a
+/// name in another export (an Azure Activity record's `identity`, a
+/// sign-in's user name elsewhere) is not built.
+pub fn normalising_projection() -> Projection {
+    let mut p =
+        Projection::new(normalised_paths().filter(|k| !scalar_read_keys().any(|s| s == *k)));
+    for k in scalar_read_keys() {
+        p.add_scalar(k);
+    }
+    p
+}
+
 /// The paths an event's kind, time and workload are read from: what a
 /// projection keeps for readers of nothing else (the engine's record
 /// counts and `tw-audit-gap`), a subset of [`normalised_paths`].
@@ -1876,7 +1915,7 @@ mod tests {
             r#"{"TimeGenerated":"2021-04-28T15:05:26Z","Type":"OfficeActivity","OfficeWorkload":"Exchange","Operation":"Send","UserId":"d@x","ClientIP":"1.2.3.4:5","ExtendedProperties":[{"Name":"UserAgent","Value":"Mozilla"}],"ResultStatus":"Succeeded"}"#,
             r#"{"activityDateTime":"2021-08-02T13:25:12Z","activityDisplayName":"Update application","initiatedBy":{"user":{"userPrincipalName":"E@x","ipAddress":"192.0.2.1"}},"result":"success"}"#,
         ];
-        let p = Arc::new(Projection::new(normalised_paths()));
+        let p = Arc::new(normalising_projection());
         for s in shapes {
             let full = Event::from_record(
                 serde_json::from_str(s).unwrap(),

@@ -14,8 +14,8 @@ pub mod shadow;
 pub mod timefmt;
 
 pub use event::{
-    classify, lookup, lookup_all, normalised_paths, time_and_workload_paths, Event, EventKind,
-    PathBits,
+    classify, lookup, lookup_all, normalised_paths, normalising_projection,
+    time_and_workload_paths, Event, EventKind, PathBits,
 };
 pub use evidence::Evidence;
 pub use finding::{Coverage, Finding, Rep, Severity, Status};

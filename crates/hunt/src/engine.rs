@@ -44,8 +44,8 @@ use tokenward_detect::{
 use tokenward_event::projection::{plain_audit, plain_wrapped_audit};
 use tokenward_event::shadow;
 use tokenward_event::{
-    classify, kind_hint, normalised_paths, time_and_workload_paths, Coverage, Event, EventKind,
-    Finding, Locator, Projected, Projection, RootSlot,
+    classify, kind_hint, normalising_projection, time_and_workload_paths, Coverage, Event,
+    EventKind, Finding, Locator, Projected, Projection, RootSlot,
 };
 use tokenward_logread::{
     discover, is_envelope_metadata, open, read_batches, sniff, sniff_known, Batch, BufferPool,
@@ -530,7 +530,7 @@ impl Plan {
                 if readers & !self.light == 0 {
                     return self.time_and_workload.clone();
                 }
-                let mut p = Projection::new(normalised_paths());
+                let mut p = normalising_projection();
                 for (i, n) in self.needs.iter().enumerate() {
                     if readers & (1 << i) != 0 {
                         for f in &n.fields {

@@ -508,7 +508,7 @@ fn keyword_rules_need_whole_records_only_where_their_anchors_are() {
     let s = set_of(&format!("{keyword}---\n{negated}---\n{field}"));
     assert_eq!(s.rules.len(), 3, "{:?}", s.issues);
     assert!(s.reads_whole_records());
-    let mut projection = tokenward_event::Projection::new(tokenward_event::normalised_paths());
+    let mut projection = tokenward_event::normalising_projection();
     for p in s.paths() {
         projection.add(&p);
     }
