@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark matrix: `tokenward hunt` (built-in detections alone, then with the
-# SigmaHQ cloud rules + rules/) and Chainsaw (same Sigma rules) on five input
+# SigmaHQ cloud rules + rules/) and Chainsaw (same Sigma rules) on the input
 # shapes made by bench/gen_matrix.py, which simulates tenants rather than
 # tokenward's detections:
 #   signin       Graph signIn JSON lines + Azure Monitor PT1H JSON lines
@@ -15,6 +15,8 @@
 #                UTF-16 LE, pretty-printed, AuditData as a string)
 #   la-csv       the sign-ins of `signin` as Log Analytics portal CSV exports
 #                (renamed `X [UTC]` and `X_dynamic`/`X_string` columns)
+#   entra-audit  Entra directory audits (Azure Monitor AuditLogs and Graph
+#                directoryAudit JSON lines) and Azure Activity JSON lines
 # Chainsaw runs on OUT.chainsaw/ twins (see bench/gen_matrix.py): same bytes
 # for sign-ins, UAL with `.0000000Z` added to CreationTime; it cannot read the
 # purview-csv, gzip, signin-envelope, ual-powershell and la-csv shapes at all.
@@ -42,7 +44,7 @@ ROOT=${2:-/work/bench-data/matrix-$SIZE}
 RUNS=${3:-3}
 BIN=${BIN:-$REPO/target/release/tokenward}
 CHAINSAW=${CHAINSAW:-/work/shared/anchors/chainsaw/chainsaw}
-SHAPES=${SHAPES:-signin ual purview-csv gzip mail signin-envelope ual-powershell la-csv}
+SHAPES=${SHAPES:-signin ual purview-csv gzip mail signin-envelope ual-powershell la-csv entra-audit}
 RULES=(tests/fixtures/sigma/rules rules)
 MAPPING=bench/chainsaw-matrix-mapping.yml
 REPORT="python3 $REPO/bench/matrix_report.py"

@@ -9,7 +9,7 @@
 # Usage: bench/same_outputs.sh OLD_BIN NEW_BIN [INPUT...]
 #   INPUT  files or directories; default: examples/storm-0558/logs,
 #          tests/fixtures/logs, and the signin, ual, purview-csv, gzip,
-#          mail, ual-powershell and la-csv shapes of /work/bench-data/matrix-100
+#          mail, ual-powershell, la-csv and entra-audit shapes of /work/bench-data/matrix-100
 #          when they exist (GEN_ONLY=1 bench/matrix.sh 100 makes them;
 #          signin-envelope holds the records of signin)
 # Exit status: 0 when every output is the same, 1 on any difference, 2 on a
@@ -25,7 +25,7 @@ shift 2
 inputs=("$@")
 if [ ${#inputs[@]} -eq 0 ]; then
     inputs=(examples/storm-0558/logs tests/fixtures/logs)
-    for shape in signin ual purview-csv gzip mail ual-powershell la-csv; do
+    for shape in signin ual purview-csv gzip mail ual-powershell la-csv entra-audit; do
         [ -d "/work/bench-data/matrix-100/$shape" ] && inputs+=("/work/bench-data/matrix-100/$shape")
     done
 fi
