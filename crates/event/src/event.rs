@@ -766,7 +766,8 @@ impl Event {
         })
     }
 
-    /// Application (resource or API) id: `AppId`, `appId`, `ApplicationId`.
+    /// Application (resource or API) id: `AppId`, `appId`, `ApplicationId`;
+    /// an Azure Activity caller's token's `appid` claim.
     pub fn app_id(&self) -> Option<&str> {
         found(&self.normal.app_id, || {
             let fields = if self.is_gateway() {
@@ -799,7 +800,8 @@ impl Event {
     }
 
     /// Token id: `AppAccessContext.UniqueTokenId`,
-    /// `UniqueTokenIdentifier`, `uniqueTokenIdentifier`.
+    /// `UniqueTokenIdentifier`, `uniqueTokenIdentifier`; an Azure Activity
+    /// caller's token's `uti` claim.
     pub fn token_id(&self) -> Option<&str> {
         found(&self.normal.token_id, || {
             self.id(&["uti", "jti"], &TOKEN_PROBES, "uniqueTokenIdentifier")
@@ -1038,8 +1040,9 @@ pub fn normalised_paths() -> impl Iterator<Item = &'static str> {
 
 /// The root names of normalised fields that nothing but a scalar read
 /// asks for: a candidate name of a normalised field (each read as a
-/// scalar, the first found wins) that classification and the other
-/// normalisation do not read too.
+/// scalar, the first found wins) not in the lists classification and the
+/// other normalisation read (spelled so: a spelling that differs only in
+/// case shares the key's slot, which those lists keep whole).
 fn scalar_read_keys() -> impl Iterator<Item = &'static str> {
     [
         TIME_FIELDS,
@@ -1064,8 +1067,9 @@ fn scalar_read_keys() -> impl Iterator<Item = &'static str> {
 /// A projection that keeps what classification and normalisation read
 /// ([`normalised_paths`]): the names only read as scalars kept for scalar
 /// reads ([`Projection::add_scalar`]), so that an object under such a
-/// name in another export (an Azure Activity record's `identity`, a
-/// sign-in's user name elsewhere) is not built.
+/// name in another export is built only as far as declared paths go into
+/// it (an Azure Activity record's `identity`, a sign-in's user name
+/// elsewhere: only the claims naming the caller's user, app and token).
 pub fn normalising_projection() -> Projection {
     let mut p =
         Projection::new(normalised_paths().filter(|k| !scalar_read_keys().any(|s| s == *k)));
@@ -1649,10 +1653,6 @@ mod tests {
         assert_eq!(op.as_deref(), Some("GET /x"));
     }
 
-    /// Users and mailboxes are lower-cased as `str::to_lowercase` does,
-    /// whether or not they need it (a text already in lower case is kept
-    /// as found): ASCII, other scripts, a titlecase letter (not upper case,
-    /// but changed by lower-casing), and texts with nothing to change.
     /// Azure Activity names its caller's user, app and token by the
     /// token's claims: under `identity.claims` in a diagnostic export (which
     /// has no caller field), in the `Claims` column in Log Analytics.
@@ -1702,6 +1702,10 @@ mod tests {
         assert_eq!(named.user(), Some("dan smith"));
     }
 
+    /// Users and mailboxes are lower-cased as `str::to_lowercase` does,
+    /// whether or not they need it (a text already in lower case is kept
+    /// as found): ASCII, other scripts, a titlecase letter (not upper case,
+    /// but changed by lower-casing), and texts with nothing to change.
     #[test]
     fn users_and_mailboxes_are_lower_cased_as_std_does() {
         for user in [
@@ -1914,6 +1918,13 @@ mod tests {
             r#"{"time":"2023-06-10T10:00:00Z","client_ip":"203.0.113.5","verdict":"rejected","token_sha256_prefix":"00ff","sub":"Victim","azp":"app","sid":"s","uti":"u","method":"GET","path":"/api"}"#,
             r#"{"TimeGenerated":"2021-04-28T15:05:26Z","Type":"OfficeActivity","OfficeWorkload":"Exchange","Operation":"Send","UserId":"d@x","ClientIP":"1.2.3.4:5","ExtendedProperties":[{"Name":"UserAgent","Value":"Mozilla"}],"ResultStatus":"Succeeded"}"#,
             r#"{"activityDateTime":"2021-08-02T13:25:12Z","activityDisplayName":"Update application","initiatedBy":{"user":{"userPrincipalName":"E@x","ipAddress":"192.0.2.1"}},"result":"success"}"#,
+            // Azure Activity, diagnostic export: `identity` an object whose
+            // claims name the caller (kept for scalar reads and its claims).
+            r#"{"time":"2024-03-05T00:09:24.5Z","resourceId":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG","operationName":"MICROSOFT.COMPUTE/VIRTUALMACHINES/WRITE","category":"Administrative","resultType":"Start","callerIpAddress":"69.24.11.61","identity":{"authorization":{"scope":"/s","action":"Microsoft.Compute/virtualMachines/write","evidence":{"role":"Owner"}},"claims":{"appid":"c44b","uti":"2se","http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn":"Billy@X","name":"B"}},"level":"Information","properties":{"eventCategory":"Administrative","identity":{"nested":"object"}}}"#,
+            // Azure Monitor sign-in: `identity` the user's name, a string.
+            r#"{"time":"2023-06-10T10:00:00Z","category":"SignInLogs","resourceId":"/tenants/x","identity":"Dan Smith","properties":{"appId":"a","identity":["not","a","name"]}}"#,
+            // Log Analytics AzureActivity: the claims are JSON text.
+            r#"{"TimeGenerated":"2021-04-28T14:32:14.029Z","Type":"AzureActivity","OperationNameValue":"MICROSOFT.WEB/SITES/DELETE","Caller":"AdeleV@X","CallerIpAddress":"37.142.150.162","Claims":"{\"appid\":\"c44b\",\"uti\":\"u9\"}"}"#,
         ];
         let p = Arc::new(normalising_projection());
         for s in shapes {

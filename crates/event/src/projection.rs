@@ -40,8 +40,9 @@ enum Slot {
     /// Keep only the listed keys inside.
     Inner(Box<Node>),
     /// Keep the value for scalar reads ([`Projection::add_scalar`]): a
-    /// scalar as it is, an object or array with nothing inside, as
-    /// [`Slot::Inner`] of no keys keeps them.
+    /// scalar as it is, an object with no keys, an array with its scalars
+    /// and its objects and arrays so emptied, as [`Slot::Inner`] of no
+    /// keys keeps them.
     Scalar,
 }
 
@@ -235,8 +236,9 @@ impl Projection {
 
     /// Adds a root key read only as a scalar (a normalised field's
     /// candidate name): its value is kept when it is a scalar, and an object
-    /// or array is kept with nothing inside, which such a read answers as
-    /// the whole value (no scalar there) without building it. A path that
+    /// is kept with no keys (an array with its scalars, its objects and
+    /// arrays so emptied), which such a read answers as the whole value (no
+    /// scalar there) without building what is inside. A path that
     /// keeps the key otherwise ([`Projection::add`]) wins, before or after.
     /// An Azure Activity record's `identity` (its token's authorization and
     /// claims, some 30 values) is a sign-in's user name elsewhere: kept

@@ -902,7 +902,8 @@ pub struct EvalCtx<'e, 'f> {
     reached: Vec<&'e Value>,
     words: Option<Vec<Fv<'e>>>,
     /// The words' texts, and their lower case, one after another with a
-    /// zero byte between: built for the first keyword a rule searches for.
+    /// zero byte between: built once for the event, when a rule first
+    /// searches for a keyword, and shared by every rule after.
     words_text: Option<(String, String)>,
 }
 
@@ -976,7 +977,8 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
         self.words.as_deref().unwrap_or_default()
     }
 
-    /// The words' texts joined, and their lower case ([`EvalCtx::words_text`]).
+    /// The words' texts joined, and their lower case (the field of this
+    /// name), built on the first call.
     fn words_text(&mut self) -> &(String, String) {
         if self.words_text.is_none() {
             self.words();
