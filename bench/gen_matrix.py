@@ -1427,10 +1427,10 @@ class Progress:
         return BASE + int(p * SPAN) + _rb(9)
 
 
-def gen_signin(world, target, out, sink):
-    sg = SigninGen(world, sink)
+def paced(sink, target):
+    """The time of each next record until the sink holds target bytes, the
+    files of days gone closed as the days pass."""
     pr = Progress(target)
-    state = {}
     last_day = -1
     while sink.bytes < target:
         sec = pr.sec(sink.bytes)
@@ -1438,6 +1438,13 @@ def gen_signin(world, target, out, sink):
         if day != last_day:
             sink.close_before(day)
             last_day = day
+        yield sec
+
+
+def gen_signin(world, target, out, sink):
+    sg = SigninGen(world, sink)
+    state = {}
+    for sec in paced(sink, target):
         r = _rb(10)
         if r < 100:
             sg.sp_signin(sec)
@@ -1838,14 +1845,7 @@ class AuditGen:
 
 def gen_entra_audit(world, target, out, sink):
     ag = AuditGen(world, sink)
-    pr = Progress(target)
-    last_day = -1
-    while sink.bytes < target:
-        sec = pr.sec(sink.bytes)
-        day = (sec - BASE) // 86400
-        if day != last_day:
-            sink.close_before(day)
-            last_day = day
+    for sec in paced(sink, target):
         if _rb(10) < 640:
             ag.directory(sec)
         else:
@@ -1875,15 +1875,8 @@ def gen_gzip(world, target, out, sink):
         sink.write(ual_name(sink, t, ct, sec), line)
 
     ug = UalGen(world, emit, on_issue)
-    pr = Progress(target)
     half = target / 2
-    last_day = -1
-    while sink.bytes < target:
-        sec = pr.sec(sink.bytes)
-        day = (sec - BASE) // 86400
-        if day != last_day:
-            sink.close_before(day)
-            last_day = day
+    for sec in paced(sink, target):
         si_bytes = sink.bytes - ual_bytes[0]
         if ual_bytes[0] < half and (ual_bytes[0] / half) <= (si_bytes / half + 0.02):
             ug.burst(sec)

@@ -1014,28 +1014,31 @@ const CLASSIFY_KEYS: &[&str] = &[
     "activityDisplayName",
 ];
 
+/// The candidate names of each normalised field, each read as a scalar
+/// (the first found wins).
+const PROBED_FIELDS: [&[&str]; 12] = [
+    TIME_FIELDS,
+    USER_FIELDS,
+    IP_FIELDS,
+    APP_FIELDS,
+    CLIENT_APP_FIELDS,
+    SESSION_FIELDS,
+    TOKEN_FIELDS,
+    OPERATION_FIELDS,
+    RESULT_FIELDS,
+    WORKLOAD_FIELDS,
+    USER_AGENT_FIELDS,
+    GATEWAY_FIELDS,
+];
+
 /// Every path classification and normalisation read: a projection keeps
 /// these for every event, whatever else its readers declared.
 pub fn normalised_paths() -> impl Iterator<Item = &'static str> {
-    [
-        TIME_FIELDS,
-        USER_FIELDS,
-        IP_FIELDS,
-        APP_FIELDS,
-        CLIENT_APP_FIELDS,
-        SESSION_FIELDS,
-        TOKEN_FIELDS,
-        OPERATION_FIELDS,
-        RESULT_FIELDS,
-        WORKLOAD_FIELDS,
-        USER_AGENT_FIELDS,
-        GATEWAY_FIELDS,
-        OTHER_NORMALISED,
-        CLASSIFY_KEYS,
-    ]
-    .into_iter()
-    .flatten()
-    .copied()
+    PROBED_FIELDS
+        .into_iter()
+        .chain([OTHER_NORMALISED, CLASSIFY_KEYS])
+        .flatten()
+        .copied()
 }
 
 /// The root names of normalised fields that nothing but a scalar read
@@ -1044,24 +1047,11 @@ pub fn normalised_paths() -> impl Iterator<Item = &'static str> {
 /// other normalisation read (spelled so: a spelling that differs only in
 /// case shares the key's slot, which those lists keep whole).
 fn scalar_read_keys() -> impl Iterator<Item = &'static str> {
-    [
-        TIME_FIELDS,
-        USER_FIELDS,
-        IP_FIELDS,
-        APP_FIELDS,
-        CLIENT_APP_FIELDS,
-        SESSION_FIELDS,
-        TOKEN_FIELDS,
-        OPERATION_FIELDS,
-        RESULT_FIELDS,
-        WORKLOAD_FIELDS,
-        USER_AGENT_FIELDS,
-        GATEWAY_FIELDS,
-    ]
-    .into_iter()
-    .flatten()
-    .copied()
-    .filter(|k| !k.contains('.') && !OTHER_NORMALISED.contains(k) && !CLASSIFY_KEYS.contains(k))
+    PROBED_FIELDS
+        .into_iter()
+        .flatten()
+        .copied()
+        .filter(|k| !k.contains('.') && !OTHER_NORMALISED.contains(k) && !CLASSIFY_KEYS.contains(k))
 }
 
 /// A projection that keeps what classification and normalisation read
