@@ -198,3 +198,39 @@ fn events_load_into_clickhouse_and_spark_through_the_printed_schema() {
         assert_eq!(n("mail"), mail, "{dialect}: {counts}");
     }
 }
+
+/// A real Log Analytics AzureActivity export (the Sentinel training lab's):
+/// each event names its caller's app and token from the `Claims` column,
+/// as findings on it do.
+#[test]
+fn azure_activity_events_name_the_callers_app_and_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let out = tokenward(&[
+        "events",
+        "tests/fixtures/logs/azure-sentinel-training-lab/azureActivity_adele.csv",
+        "-q",
+        "-o",
+        events.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        assert_eq!(l["log_kind"], "azure-activity", "{l}");
+        let raw: Value = serde_json::from_str(l["raw"].as_str().unwrap()).unwrap();
+        let claims = &raw["Claims"];
+        assert!(claims.is_object(), "{raw}");
+        assert_eq!(l["app_id"], claims["appid"], "{l}");
+        assert_eq!(l["token_id"], claims["uti"], "{l}");
+        assert!(l["token_id"].as_str().is_some_and(|t| !t.is_empty()), "{l}");
+    }
+}
