@@ -1667,6 +1667,20 @@ ACTIVITY_OPS = [
     ("MICROSOFT.RESOURCES/SUBSCRIPTIONS/RESOURCEGROUPS/DELETE", "", 0.5, True),
 ]
 ACTIVITY_TABLE = weighted_table(ACTIVITY_OPS, [o[2] for o in ACTIVITY_OPS], bits=14)
+# The operations as resource providers name them (an activity record's
+# authorization action and message); operationName is their upper case.
+ACTION = {a.upper(): a for a in [
+    "Microsoft.Compute/virtualMachines/write", "Microsoft.Compute/virtualMachines/start/action",
+    "Microsoft.Compute/virtualMachines/deallocate/action", "Microsoft.Resources/deployments/write",
+    "Microsoft.Storage/storageAccounts/write", "Microsoft.Storage/storageAccounts/listKeys/action",
+    "Microsoft.Web/sites/write", "Microsoft.Web/sites/restart/action",
+    "Microsoft.Network/networkSecurityGroups/securityRules/write", "Microsoft.Network/publicIPAddresses/write",
+    "Microsoft.KeyVault/vaults/write", "Microsoft.Authorization/roleAssignments/write",
+    "Microsoft.Authorization/policyAssignments/write", "Microsoft.Insights/diagnosticSettings/write",
+    "Microsoft.Insights/diagnosticSettings/delete", "Microsoft.ContainerService/managedClusters/write",
+    "Microsoft.Sql/servers/firewallRules/write", "Microsoft.Resources/subscriptions/resourceGroups/delete",
+]}
+assert set(ACTION) == {o[0] for o in ACTIVITY_OPS}
 AZ_ROLES = [("Contributor", "b24988ac-6180-42a0-ab88-20f7382dd24c"), ("Owner", "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"),
             ("Virtual Machine Contributor", "9980e02c-c2be-4d73-94e8-173b1dc7cf3c")]
 
@@ -1822,7 +1836,7 @@ class AuditGen:
                            "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name": actor["upn"],
                            "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn": actor["upn"],
                            "name": actor["name"], "puid": actor["puid"], "ipaddr": ip})
-        ident = {"authorization": {"scope": rid.lower(), "action": op.lower().replace("microsoft.", "Microsoft.", 1),
+        ident = {"authorization": {"scope": rid.lower(), "action": ACTION[op],
                                    "evidence": {"role": role, "roleAssignmentScope": f"/subscriptions/{sub}",
                                                 "roleAssignmentId": hexu(32).lower(), "roleDefinitionId": role_id.replace("-", ""),
                                                 "principalId": (actor["oid"] if actor else sp["spId"]).replace("-", ""),
@@ -1837,7 +1851,7 @@ class AuditGen:
                    "callerIpAddress": ip, "correlationId": cid, "identity": ident, "level": "Information" if rt != "Failure" else "Error",
                    "location": "global", "properties": {
                        "statusCode": "Created" if rt != "Failure" else "Conflict", "serviceRequestId": guid() if rt != "Start" else None,
-                       "eventCategory": "Administrative", "entity": rid, "message": op.lower().replace("microsoft.", "Microsoft.", 1),
+                       "eventCategory": "Administrative", "entity": rid, "message": ACTION[op],
                        "hierarchy": f"{t['id']}/{t['mg']}/{sub}"}}
             self.counts["activity"] += 1
             self.sink.write(f"PT1H-Administrative-{t['name']}-{self.sink.dayc(s2)}.json", json.dumps(rec) + "\n")
