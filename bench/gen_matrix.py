@@ -1700,21 +1700,15 @@ class AuditGen:
                         for _ in range(W.randint(4, 12))]
             t["mg"] = g()
 
-    def _user(self, t=None):
-        while True:
-            u = wpick(self.w.user_table, 16)
-            if t is None or u["t"] is t:
-                return u
-
     def _ip(self, u):
         r = _rb(5)
         return u["home_ip"] if r < 18 else (pick(u["t"]["office_ips"]) if r < 28 else pick(self.w.roam_ips))
 
     def directory(self, sec):
         name, cat, svc, optype, _, target, who = wpick(AUDIT_TABLE, 16)
-        u = self._user()
+        u = wpick(self.w.user_table, 16)
         t = u["t"]
-        if who in ("admin",):
+        if who == "admin":
             actor = pick([a for a in self.w.admins if a["t"] is t] or self.w.admins)
         else:
             actor = u
@@ -1818,7 +1812,6 @@ class AuditGen:
         actor = pick([a for a in self.w.admins if a["t"] is t] or self.w.admins) if _rb(2) else None
         sp = pick(t["sps"])
         ip = self._ip(actor) if actor else sp["ip"]
-        scope = f"/subscriptions/{sub}/resourcegroups/{rg}"
         rid = (f"/SUBSCRIPTIONS/{sub.upper()}/RESOURCEGROUPS/{rg.upper()}" +
                ("/PROVIDERS/" + (path % hexu(4).lower() if "%s" in path else path) if path else ""))
         role, role_id = pick(AZ_ROLES)

@@ -15,14 +15,13 @@ use tokenward_hunt::export::COLUMNS;
 /// Exports the bundled example into DIR/events.jsonl; returns the path and
 /// the events.
 fn export_example(dir: &std::path::Path, extra: &[&str]) -> (PathBuf, Vec<Value>) {
+    export(dir, "examples/storm-0558/logs", extra)
+}
+
+/// Exports `input` into DIR/events.jsonl; returns the path and the events.
+fn export(dir: &std::path::Path, input: &str, extra: &[&str]) -> (PathBuf, Vec<Value>) {
     let events = dir.join("events.jsonl");
-    let mut args = vec![
-        "events",
-        "examples/storm-0558/logs",
-        "-q",
-        "-o",
-        events.to_str().unwrap(),
-    ];
+    let mut args = vec!["events", input, "-q", "-o", events.to_str().unwrap()];
     args.extend_from_slice(extra);
     let out = tokenward(&args);
     assert!(
@@ -205,24 +204,11 @@ fn events_load_into_clickhouse_and_spark_through_the_printed_schema() {
 #[test]
 fn azure_activity_events_name_the_callers_app_and_token() {
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.jsonl");
-    let out = tokenward(&[
-        "events",
+    let (_, lines) = export(
+        dir.path(),
         "tests/fixtures/logs/azure-sentinel-training-lab/azureActivity_adele.csv",
-        "-q",
-        "-o",
-        events.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        &[],
     );
-    let lines: Vec<Value> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     assert!(!lines.is_empty());
     for l in &lines {
         assert_eq!(l["log_kind"], "azure-activity", "{l}");

@@ -37,21 +37,12 @@ pub struct RootSlot(usize);
 enum Slot {
     /// Keep the value whole.
     Whole,
-    /// Keep only the listed keys inside.
+    /// Keep only the listed keys inside (scalars as they are; with no
+    /// keys listed, an object empty and an array with its scalars, its
+    /// objects and arrays so emptied: what a key declared for scalar reads
+    /// alone keeps, [`Projection::add_scalar`]).
     Inner(Box<Node>),
-    /// Keep the value for scalar reads ([`Projection::add_scalar`]): a
-    /// scalar as it is, an object with no keys, an array with its scalars
-    /// and its objects and arrays so emptied, as [`Slot::Inner`] of no
-    /// keys keeps them.
-    Scalar,
 }
-
-/// The node of no keys, which a [`Slot::Scalar`] value is read with.
-static NO_KEYS: Node = Node {
-    keys: Vec::new(),
-    by_len: Vec::new(),
-    scalar_reads: Vec::new(),
-};
 
 #[derive(Clone, Debug, Default)]
 struct Node {
@@ -63,8 +54,8 @@ struct Node {
     /// of the rest on those two bytes, without a call or a hash.
     by_len: Vec<Vec<(u8, u8, usize)>>,
     /// Keys declared for scalar reads ([`Projection::add_scalar`]),
-    /// lower-cased: kept so ([`Slot::Scalar`]) or as keys below them
-    /// ([`Slot::Inner`]), they answer such a read as the whole value.
+    /// lower-cased: kept as the keys below them ([`Slot::Inner`], with
+    /// none or some), they answer such a read as the whole value.
     scalar_reads: Vec<String>,
 }
 
@@ -134,7 +125,7 @@ impl Node {
         }
         self.insert_whole(path);
         for (i, _) in path.match_indices('.') {
-            if let Slot::Inner(n) = self.inner_slot_mut(&path[..i]) {
+            if let Slot::Inner(n) = self.slot_mut(&path[..i]) {
                 n.insert(&path[i + 1..]);
             }
         }
@@ -143,29 +134,17 @@ impl Node {
     fn insert_whole(&mut self, path: &str) {
         *self.slot_mut(path) = Slot::Whole;
         for (i, _) in path.match_indices('.') {
-            if let Slot::Inner(n) = self.inner_slot_mut(&path[..i]) {
+            if let Slot::Inner(n) = self.slot_mut(&path[..i]) {
                 n.insert_whole(&path[i + 1..]);
             }
         }
     }
 
-    /// The slot of `key` to keep something below it in: a key kept for
-    /// scalar reads alone becomes one kept as the keys below it (which
-    /// keeps its scalars as they are).
-    fn inner_slot_mut(&mut self, key: &str) -> &mut Slot {
-        let slot = self.slot_mut(key);
-        if matches!(slot, Slot::Scalar) {
-            *slot = Slot::Inner(Box::default());
-        }
-        slot
-    }
-
-    /// Keeps `key` for scalar reads, unless it is kept otherwise.
+    /// Keeps `key` for scalar reads: as the keys below it, none unless
+    /// declared (a key already kept whole stays so).
     fn insert_scalar(&mut self, key: &str) {
+        self.slot_mut(key);
         let lower = key.to_ascii_lowercase();
-        if !self.keys.iter().any(|(k, _, _)| *k == lower) {
-            *self.slot_mut(key) = Slot::Scalar;
-        }
         if !self.scalar_reads.contains(&lower) {
             self.scalar_reads.push(lower);
         }
@@ -173,7 +152,7 @@ impl Node {
 
     fn reaches(&self, path: &str) -> bool {
         match self.find(path) {
-            Some(Slot::Whole | Slot::Scalar) => return true,
+            Some(Slot::Whole) => return true,
             Some(Slot::Inner(_))
                 if self
                     .scalar_reads
@@ -188,7 +167,7 @@ impl Node {
             .any(|(i, _)| match self.find(&path[..i]) {
                 Some(Slot::Whole) => true,
                 Some(Slot::Inner(n)) => n.reaches(&path[i + 1..]),
-                Some(Slot::Scalar) | None => false,
+                None => false,
             })
     }
 }
@@ -316,7 +295,6 @@ impl Projection {
                         v
                     }
                     Slot::Inner(n) => project_str(Cow::Borrowed(cell), n, NESTED_DEPTH),
-                    Slot::Scalar => project_str(Cow::Borrowed(cell), &NO_KEYS, NESTED_DEPTH),
                 };
                 Some((k.to_owned(), v))
             })
@@ -523,10 +501,6 @@ impl<'t> Scan<'t> {
                 }
                 Some(Slot::Inner(n)) => {
                     let v = self.inner(n, nested)?;
-                    crate::shadow::insert_noting(&mut out, key.into_owned(), v);
-                }
-                Some(Slot::Scalar) => {
-                    let v = self.inner(&NO_KEYS, nested)?;
                     crate::shadow::insert_noting(&mut out, key.into_owned(), v);
                 }
                 None => self.skip()?,
@@ -1273,13 +1247,6 @@ mod tests {
                 }
                 Some(Slot::Inner(n)) => {
                     let v = a.next_value_seed(NodeSeed { node: n, depth })?;
-                    crate::shadow::insert_noting(out, k.into_owned(), v);
-                }
-                Some(Slot::Scalar) => {
-                    let v = a.next_value_seed(NodeSeed {
-                        node: &super::super::NO_KEYS,
-                        depth,
-                    })?;
                     crate::shadow::insert_noting(out, k.into_owned(), v);
                 }
                 None => {

@@ -1030,6 +1030,15 @@ impl Ctx<'_> {
         }
     }
 
+    /// Whether a record screened `s` may be read off its text: its readers
+    /// only need its time and workload, it is in a file of audit records,
+    /// and the screens, if told a kind, were told it is an audit record.
+    fn may_read_light(&self, plan: &Plan, s: &Screened) -> bool {
+        s.readers & !plan.light == 0
+            && self.hint == Some(EventKind::Audit)
+            && s.told.is_none_or(|t| t == EventKind::Audit)
+    }
+
     /// An audit record nobody needs parsed, read off its text: its time
     /// and workload go to the readers that take them.
     fn route_light(&self, t: time::OffsetDateTime, w: &str, s: Screened, out: &mut Out) {
@@ -1092,11 +1101,7 @@ impl Ctx<'_> {
             // kind alone: then it must not name such a key. It must be JSON
             // a full parse reads, or it would count as read though it is
             // not: one that is not is parsed below, and refused.
-            if framed
-                && s.readers & !plan.light == 0
-                && self.hint == Some(EventKind::Audit)
-                && s.told.is_none_or(|t| t == EventKind::Audit)
-            {
+            if framed && self.may_read_light(plan, s) {
                 let plain = match plain_audit(text) {
                     Some(p) => (s.told.is_none() || !p.names_another_kind)
                         .then_some((p.time, Cow::Borrowed(p.workload))),
@@ -1270,11 +1275,10 @@ impl Ctx<'_> {
             // columns name, and read both from that cell before any
             // column, as they are the first of the time and workload
             // fields.
-            if let Some(at) = columns.plain_wrapper.filter(|_| {
-                screened.readers & !plan.light == 0
-                    && self.hint == Some(EventKind::Audit)
-                    && screened.told.is_none_or(|t| t == EventKind::Audit)
-            }) {
+            if let Some(at) = columns
+                .plain_wrapper
+                .filter(|_| self.may_read_light(plan, &screened))
+            {
                 if let Some(p) = plain_audit(cells.get(at)) {
                     self.route_light(p.time, p.workload, screened, out);
                     return;

@@ -314,13 +314,34 @@ fn evidence<'a>(s: &'a Slims, i: usize, key: &str) -> Option<&'a Value> {
         .flatten()
 }
 
+/// Texts end to end in one buffer, each named by its place.
+#[derive(Default)]
+struct Spans {
+    bytes: String,
+    /// Where each text ends in `bytes`; it starts where the one before ends.
+    ends: Vec<usize>,
+}
+
+impl Spans {
+    fn get(&self, id: u32) -> &str {
+        let id = id as usize;
+        let start = if id == 0 { 0 } else { self.ends[id - 1] };
+        &self.bytes[start..self.ends[id]]
+    }
+
+    fn push(&mut self, text: &str) -> u32 {
+        let id = place(self.ends.len());
+        self.bytes.push_str(text);
+        self.ends.push(self.bytes.len());
+        id
+    }
+}
+
 /// Texts held once each, end to end in one buffer: a finding's user,
 /// addresses and ids are numbers into it.
 #[derive(Default)]
 struct Texts {
-    bytes: String,
-    /// Where each text ends in `bytes`; it starts where the one before ends.
-    ends: Vec<usize>,
+    spans: Spans,
     /// The texts' numbers, by their hash.
     index: HashTable<u32>,
     hasher: KeyHasher,
@@ -328,41 +349,27 @@ struct Texts {
 
 impl Texts {
     fn len(&self) -> usize {
-        self.ends.len()
+        self.spans.ends.len()
     }
 
     fn get(&self, id: u32) -> &str {
-        let id = id as usize;
-        let start = if id == 0 { 0 } else { self.ends[id - 1] };
-        &self.bytes[start..self.ends[id]]
+        self.spans.get(id)
     }
 
     /// The number of `text`, given one if it is new.
     fn number(&mut self, text: &str) -> u32 {
         let hash = self.hasher.hash_one(text);
         let Texts {
-            bytes,
-            ends,
+            spans,
             index,
             hasher,
         } = self;
-        let text_of = |id: u32| {
-            let id = id as usize;
-            &bytes[if id == 0 { 0 } else { ends[id - 1] }..ends[id]]
-        };
-        match index.find(hash, |&id| text_of(id) == text) {
-            Some(&id) => id,
-            None => {
-                let id = place(ends.len());
-                bytes.push_str(text);
-                ends.push(bytes.len());
-                index.insert_unique(hash, id, |&id| {
-                    let id = id as usize;
-                    hasher.hash_one(&bytes[if id == 0 { 0 } else { ends[id - 1] }..ends[id]])
-                });
-                id
-            }
+        if let Some(&id) = index.find(hash, |&id| spans.get(id) == text) {
+            return id;
         }
+        let id = spans.push(text);
+        index.insert_unique(hash, id, |&id| hasher.hash_one(spans.get(id)));
+        id
     }
 
     fn opt_number(&mut self, text: Option<&str>) -> u32 {
@@ -905,6 +912,21 @@ mod tests {
 
     use Severity::{High, Low, Medium};
 
+    /// The members of each incident of `findings`, each list and the
+    /// lists in order.
+    fn groups_of(findings: &[Finding]) -> Vec<Vec<usize>> {
+        let mut groups: Vec<Vec<usize>> = build(&Slims::of(findings))
+            .into_iter()
+            .map(|i| {
+                let mut m = i.members;
+                m.sort_unstable();
+                m
+            })
+            .collect();
+        groups.sort();
+        groups
+    }
+
     /// The Storm-0558 story: forged-token detections on the victim's
     /// session, audit tampering by another user through the same session,
     /// an IOC IP without a session, and an audit gap right after.
@@ -1216,16 +1238,7 @@ mod tests {
                 .collect();
             want.sort();
             want.dedup();
-            let mut got: Vec<Vec<usize>> = build(&Slims::of(&findings))
-                .into_iter()
-                .map(|inc| {
-                    let mut m = inc.members;
-                    m.sort_unstable();
-                    m
-                })
-                .collect();
-            got.sort();
-            assert_eq!(got, want);
+            assert_eq!(groups_of(&findings), want);
         }
         assert!(joined_apart > 100, "{joined_apart}");
     }
@@ -1265,15 +1278,7 @@ mod tests {
             untimed(weak("u12", 0).done()),
             untimed(weak("u12", 0).done()),
         ];
-        let mut groups: Vec<Vec<usize>> = build(&Slims::of(&findings))
-            .into_iter()
-            .map(|i| {
-                let mut m = i.members;
-                m.sort_unstable();
-                m
-            })
-            .collect();
-        groups.sort();
+        let groups = groups_of(&findings);
         let want: Vec<Vec<usize>> = vec![
             vec![0],
             vec![1],
