@@ -1502,3 +1502,41 @@ fn gated_rules_match_exactly_as_when_each_is_tried() {
     assert!(gate::is_open(&shut, place("r9")), "`not` has no gate");
     assert!(gate::is_open(&opened(json!({"N": "50126"})), place("r2")));
 }
+
+/// Contexts alive at once on one thread, or made one after another, each
+/// answer with their own event's values: the table of resolved fields
+/// they share tells their entries apart.
+#[test]
+fn contexts_keep_their_own_resolved_fields() {
+    let s = set_of(&rule(
+        "    selection:\n        Workload: x\n        ClientIP: y\n    condition: selection",
+    ));
+    let field = |name: &str| {
+        (0..s.fields.names.len() as section::FieldId)
+            .find(|&id| s.fields.names[id as usize] == name)
+            .expect("a field of the rule")
+    };
+    let (workload, ip) = (field("Workload"), field("ClientIP"));
+    let events: Vec<Event> = (0..4)
+        .map(|i| audit(json!({"Workload": format!("w{i}"), "ClientIP": format!("10.0.0.{i}")})))
+        .collect();
+    let texts = |ctx: &mut EvalCtx<'_, '_>, id| -> Vec<String> {
+        ctx.values(id)
+            .iter()
+            .map(|v| v.text().to_string())
+            .collect()
+    };
+    let mut a = EvalCtx::new(&events[0], &s.fields);
+    let mut b = EvalCtx::new(&events[1], &s.fields);
+    assert_eq!(texts(&mut a, workload), ["w0"]);
+    assert_eq!(texts(&mut b, workload), ["w1"]);
+    assert_eq!(texts(&mut b, ip), ["10.0.0.1"]);
+    assert_eq!(texts(&mut a, ip), ["10.0.0.0"]);
+    assert_eq!(texts(&mut a, workload), ["w0"], "asked again");
+    drop((a, b));
+    for ev in &events[2..] {
+        let mut c = EvalCtx::new(ev, &s.fields);
+        let want = ev.get_str("Workload").expect("a workload");
+        assert_eq!(texts(&mut c, workload), [want]);
+    }
+}
