@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark-matrix input generator for `tokenward hunt` (and the Chainsaw anchor).
 
-Usage: gen_matrix.py SHAPE SIZE_MB OUT_DIR [--no-twin | --twin-only]
+Usage: gen_matrix.py SHAPE SIZE_MB OUT_DIR [--no-twin | --twin-only] [--seed=N]
 
 SHAPE is one of
   signin       Entra sign-ins only: Microsoft Graph `signIn` JSON lines
@@ -66,7 +66,9 @@ The generator simulates users, sessions and tokens, not the detections of any
 tool: UAL records carry the AADSessionId/UniqueTokenId of the (simulated)
 sign-in that issued them, whether or not the shape writes that sign-in.
 Deterministic (fixed seeds), standard library only, streaming (memory stays
-small whatever SIZE_MB is).
+small whatever SIZE_MB is). --seed=N (default 0) adds N to every seed: the same
+shape from other tenants, users and records, for data that must not be the
+benchmark's own (bench/pgo_build.sh trains on it).
 
 Chainsaw twin: Chainsaw (2.16) parses record times only as
 %Y-%m-%dT%H:%M:%S%.fZ, reads `.json` files as one JSON document (so a JSON-lines
@@ -102,6 +104,14 @@ SEED = {"signin": 11, "ual": 22, "purview-csv": 33, "gzip": 44, "entra-audit": 5
 # --------------------------------------------------------------------------
 # Random helpers (one Random per run; everything below draws from R).
 R = random.Random(0)
+
+
+def seed_offset():
+    """N of --seed=N (0 without it): added to every seed."""
+    for a in sys.argv[1:]:
+        if a.startswith("--seed="):
+            return int(a[len("--seed="):])
+    return 0
 _rb = R.getrandbits
 
 
@@ -327,7 +337,7 @@ class World:
     every shape sees the same tenants and users."""
 
     def __init__(self):
-        W = random.Random(20240301)
+        W = random.Random(20240301 + seed_offset())
         g = lambda: str(__import__("uuid").UUID(int=W.getrandbits(128), version=4))
         self.tenants = []
         for name, dom, w, chan in TENANT_SPECS:
@@ -1691,7 +1701,7 @@ class AuditGen:
         self.sink = sink
         self.tenant_table = weighted_table(world.tenants, [t["weight"] for t in world.tenants])
         self.counts = {"directory": 0, "activity": 0}
-        W = random.Random(20240302)
+        W = random.Random(20240302 + seed_offset())
         g = lambda: str(__import__("uuid").UUID(int=W.getrandbits(128), version=4))
         for t in world.tenants:
             t["groups"] = [(g(), n) for n in GROUPS]
@@ -1976,13 +1986,15 @@ def main():
         if size_mb < 100:
             print("  mail: note: hunt_gen.py always writes a ~63 MB sign-in file (40,000 sign-ins) and gives UAL "
                   "what is left of SIZE_MB, so below ~100 MB this shape has (almost) no UAL records")
-        subprocess.run([sys.executable, os.path.join(here, "hunt_gen.py"), str(int(size_mb)), out], check=True)
+        subprocess.run([sys.executable, os.path.join(here, "hunt_gen.py"), str(int(size_mb)), out,
+                        f"--seed={seed_offset()}"], check=True)
         uncompressed = dir_bytes(out)
     else:
         # The envelope shape holds the records of the sign-in shape.
         # The envelope and PowerShell shapes hold the records of the
         # sign-in and UAL shapes.
-        R.seed(SEED[{"signin-envelope": "signin", "ual-powershell": "ual", "la-csv": "signin"}.get(shape, shape)])
+        R.seed(SEED[{"signin-envelope": "signin", "ual-powershell": "ual", "la-csv": "signin"}.get(shape, shape)]
+               + seed_offset())
         world = World()
         # gzip: a file per 5 days (what someone compressing daily exports in
         # batches would have); the others: a file per day.

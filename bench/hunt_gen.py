@@ -9,8 +9,8 @@ Writes into OUT_DIR (default /work/bench-data/hunt; never commit it):
   signins-noninteractive-PT1H.json
                             Azure Monitor sign-in export (JSON lines) that issued
                             every token the UAL records carry.
-Usage: hunt_gen.py [TOTAL_MB] [OUT_DIR]   (default 1100 MB of UAL + sign-ins)
-Deterministic: fixed seed.
+Usage: hunt_gen.py [TOTAL_MB] [OUT_DIR] [--seed=N]   (default 1100 MB of UAL + sign-ins)
+Deterministic: fixed seed; --seed=N adds N to it.
 """
 
 import json
@@ -18,9 +18,11 @@ import os
 import random
 import sys
 
-TOTAL_MB = int(sys.argv[1]) if len(sys.argv) > 1 else 1100
-OUT = sys.argv[2] if len(sys.argv) > 2 else "/work/bench-data/hunt"
-R = random.Random(20230711)
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--seed=")]
+SEED = sum(int(a[len("--seed="):]) for a in sys.argv[1:] if a.startswith("--seed="))
+TOTAL_MB = int(ARGS[0]) if len(ARGS) > 0 else 1100
+OUT = ARGS[1] if len(ARGS) > 1 else "/work/bench-data/hunt"
+R = random.Random(20230711 + SEED)
 TENANT = "7c3a1c5e-0f2b-4c7e-9f1a-2b6d3e4f5a60"
 USERS = [f"user{i:04d}@fabrikam.example" for i in range(2000)]
 IPS = [f"198.51.100.{i}" for i in range(1, 255)] + [f"203.0.113.{i}" for i in range(1, 255)]
