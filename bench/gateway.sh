@@ -14,7 +14,7 @@
 # 127.0.0.1; nothing leaves the machine.
 #
 # Usage: bench/gateway.sh            (installs wrk and nginx with apt if missing)
-# Knobs: DURATION=5s ROUNDS=3 FLOOD_ROUNDS=3 CONNS=32 THREADS=2 LAT_CONNS=4 BASE_PORT=18080
+# Knobs: BIN=tokenward binary (default: this checkout's release build) DURATION=5s ROUNDS=3 FLOOD_ROUNDS=3 CONNS=32 THREADS=2 LAT_CONNS=4 BASE_PORT=18080
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -44,6 +44,9 @@ echo "== building (release)" >&2
 cargo build --release -q -p tokenward --bin tokenward >&2
 cargo build --release -q -p tokenward-gateway --example bench_setup >&2
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+# The binary under test: BIN=path (a profile-guided build, say) or this
+# checkout's release build.
+GATEWAY_BIN=${BIN:-$TARGET/release/tokenward}
 
 WORK=$(mktemp -d /tmp/tokenward-gw-bench.XXXXXX)
 PIDS=()
@@ -119,12 +122,12 @@ EOF
 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
 PIDS+=($!)
 
-"$TARGET/release/tokenward" gateway --policy "$WORK/policy.toml" \
+"$GATEWAY_BIN" gateway --policy "$WORK/policy.toml" \
     --listen "127.0.0.1:$GW" --admin-listen "127.0.0.1:$ADMIN" \
     --upstream "http://127.0.0.1:$UP" --access-log "$WORK/access.jsonl" --quiet &
 GW_PID=$!
 PIDS+=("$GW_PID")
-"$TARGET/release/tokenward" gateway --policy "$WORK/policy.toml" \
+"$GATEWAY_BIN" gateway --policy "$WORK/policy.toml" \
     --listen "127.0.0.1:$AUTHZ" --authz nginx --access-log "$WORK/access-authz.jsonl" --quiet &
 PIDS+=($!)
 
