@@ -366,3 +366,66 @@ fn a_token_is_judged_the_same_whether_its_signins_come_apart_after_it_or_piped()
             .contains("no Entra sign-in logs given"));
     }
 }
+
+/// A user-agent indicator holding `+`, `&` and `/` is found in records
+/// whatever the writer escaped of them: as written, as .NET's default
+/// encoder and Sentinel's OfficeActivity write `+` and `&` (`\u002B`,
+/// `\u0026`), and with PHP's `\/`; a record of another user agent is not.
+/// Before, only the first was found: the screen looked for the whole text
+/// in the raw bytes and let the escaped records go unread.
+#[test]
+fn a_user_agent_indicator_is_found_however_its_record_escapes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ioc = dir.path().join("ioc.txt");
+    std::fs::write(&ioc, "ua:EvilTool/2.0 (+https://x.example/?a=1&b=2)\n").unwrap();
+    let record = |user: &str, agent: &str| {
+        format!(
+            "{{\"CreationTime\":\"2023-06-15T10:00:00\",\"Id\":\"{user}\",\"Operation\":\"UserLoggedIn\",\"RecordType\":15,\"Workload\":\"AzureActiveDirectory\",\"UserId\":\"{user}@x.example\",\"ClientIP\":\"198.51.100.7\",\"ExtendedProperties\":[{{\"Name\":\"UserAgent\",\"Value\":\"{agent}\"}}]}}\n"
+        )
+    };
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let text = [
+        record("plain", "EvilTool/2.0 (+https://x.example/?a=1&b=2)"),
+        record(
+            "dotnet",
+            r"EvilTool/2.0 (\u002Bhttps://x.example/?a=1\u0026b=2)",
+        ),
+        record("php", r"EvilTool\/2.0 (+https:\/\/x.example\/?a=1&b=2)"),
+        record(
+            "other",
+            r"EvilTool/2.1 (\u002Bhttps://x.example/?a=1\u0026b=2)",
+        ),
+    ]
+    .concat();
+    std::fs::write(logs.join("ual.jsonl"), text).unwrap();
+    let findings = dir.path().join("f.jsonl");
+    let out = common::tokenward(&[
+        "hunt",
+        logs.to_str().unwrap(),
+        "--ioc",
+        ioc.to_str().unwrap(),
+        "-q",
+        "--output-format",
+        "jsonl",
+        "-o",
+        findings.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut users: Vec<String> = std::fs::read_to_string(&findings)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|f| f["rule_id"] == "tw-ioc-useragent")
+        .map(|f| f["user"].as_str().unwrap().to_string())
+        .collect();
+    users.sort();
+    assert_eq!(
+        users,
+        ["dotnet@x.example", "php@x.example", "plain@x.example"]
+    );
+}

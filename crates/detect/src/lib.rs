@@ -108,7 +108,13 @@ pub enum Anchors {
     /// Records whose bytes contain at least one of these texts (matched
     /// case-sensitively, so list the spellings exports use). A record
     /// without any of them is never shown to the detection: list every
-    /// text without which it could not act on a record.
+    /// text without which it could not act on a record. A text holding
+    /// characters some JSON writers escape and others do not (`/`, `'`,
+    /// `<`, `>`, `&`, `+`, a backquote, non-ASCII) is found where all its
+    /// runs between them are, however the record spells those characters
+    /// (a text none of whose runs has three bytes screens nothing out);
+    /// `"`, `\` and control characters, which every writer escapes, are
+    /// the detection's to spell.
     AnyOf(Vec<String>),
     /// A screen of its own, for anchors that are not a plain list (a Sigma
     /// rule set's AND/OR texts).

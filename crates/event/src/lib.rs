@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod escapes;
 pub mod event;
 pub mod evidence;
 pub mod finding;

@@ -34,7 +34,7 @@ use rayon::iter::{
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tokenward_sigma::cover::{CoverSearch, SEARCHER_TEXTS};
+use tokenward_sigma::cover::{self, CoverSearch, SEARCHER_TEXTS};
 
 use tokenward_detect::ioc::{IocError, IocSet};
 use tokenward_detect::{
@@ -42,11 +42,11 @@ use tokenward_detect::{
     ScreenFn, Setup, SigninIndex, WholeRecord,
 };
 use tokenward_event::projection::{plain_audit, plain_wrapped_audit};
-use tokenward_event::shadow;
 use tokenward_event::{
     classify, kind_hint, normalising_projection, time_and_workload_paths, Coverage, Event,
     EventKind, Finding, Locator, Projected, Projection, RootSlot,
 };
+use tokenward_event::{escapes, shadow};
 use tokenward_logread::{
     discover, is_envelope_metadata, open, read_batches, sniff, sniff_known, Batch, BufferPool,
     Cells, CsvRow, Encoding, Format, Item, Opened, SniffError, Sniffed,
@@ -305,6 +305,26 @@ struct Screened {
     withheld: Mask,
 }
 
+/// An anchor or whole-record text holding characters some JSON writers
+/// escape and others do not (`/`, `'`, `<`, `>`, `&`, `+`, a backquote,
+/// non-ASCII; [`escapes::optionally_escaped`]): in the bytes of a record
+/// whose value holds it, only the runs between them are sure to be as
+/// written. So it is looked for as those runs (of three bytes or more),
+/// all of which the record must hold: the rarest ([`cover::rarest`]) by
+/// the literal pass, the others then in the record. (Looked for whole, a
+/// user agent indicator with `+` or `&` went unseen in a record that .NET
+/// or Microsoft Sentinel wrote as `\u002B` or `\u0026`; looked for as
+/// patterns each, runs every browser's user agent has were found in most
+/// sign-ins, 15 % more CPU over mailbox records.)
+struct RunsOfText {
+    /// Its other runs.
+    rest: Vec<memchr::memmem::Finder<'static>>,
+    /// Readers it is an anchor of.
+    readers: Mask,
+    /// Readers it is a whole-record text of.
+    whole: Mask,
+}
+
 /// What the engine derived from the detections' needs.
 struct Plan {
     needs: Vec<Needs>,
@@ -315,6 +335,12 @@ struct Plan {
     /// Readers that read a record whole when it holds the pattern
     /// ([`WholeRecord::WhenAnyOf`]).
     pattern_whole: Vec<Mask>,
+    /// Texts looked for as several runs, all of which a record must hold
+    /// ([`RunsOfText`]).
+    texts_of_runs: Vec<RunsOfText>,
+    /// The places in `texts_of_runs` of the texts whose rarest run each
+    /// pattern is.
+    pattern_texts: Vec<Vec<u32>>,
     /// Readers that see every record.
     every: Mask,
     /// Readers with a screen of their own.
@@ -386,17 +412,61 @@ impl Plan {
         let mut pattern_readers: Vec<Mask> = Vec::new();
         let mut pattern_whole: Vec<Mask> = Vec::new();
         let mut by_text: HashMap<String, usize> = HashMap::new();
+        let mut texts_of_runs: Vec<RunsOfText> = Vec::new();
+        let mut by_runs: HashMap<String, usize> = HashMap::new();
+        // (pattern, text of runs it anchors)
+        let mut pattern_texts_of: Vec<(usize, usize)> = Vec::new();
         // One pattern per distinct text, whether an anchor of some readers,
-        // a whole-record text of others, or both.
-        let mut add_pattern = |t: &String, readers: Mask, whole: Mask| {
-            let id = *by_text.entry(t.clone()).or_insert_with(|| {
-                lits.push(t.clone());
-                pattern_readers.push(0);
-                pattern_whole.push(0);
-                lits.len() - 1
-            });
-            pattern_readers[id] |= readers;
-            pattern_whole[id] |= whole;
+        // a whole-record text of others, or both; a text of several runs
+        // is its runs' patterns and stands for its readers itself. False
+        // when no run is long enough to look for: such a text rules no
+        // record out.
+        let mut add_text = |t: &str, readers: Mask, whole: Mask| -> bool {
+            let mut pattern = |t: &str, readers: Mask, whole: Mask| {
+                let id = *by_text.entry(t.to_owned()).or_insert_with(|| {
+                    lits.push(t.to_owned());
+                    pattern_readers.push(0);
+                    pattern_whole.push(0);
+                    lits.len() - 1
+                });
+                pattern_readers[id] |= readers;
+                pattern_whole[id] |= whole;
+                id
+            };
+            if !t.contains(escapes::optionally_escaped) {
+                pattern(t, readers, whole);
+                return true;
+            }
+            let runs: Vec<&str> = escapes::optional_escape_runs(t)
+                .filter(|r| r.len() >= escapes::SCREEN_TEXT_MIN)
+                .collect();
+            match runs[..] {
+                [] => return false,
+                [run] => {
+                    pattern(run, readers, whole);
+                }
+                _ => {
+                    let at = *by_runs.entry(t.to_owned()).or_insert_with(|| {
+                        let rarest = cover::rarest(&runs).expect("runs");
+                        let anchor = pattern(rarest, 0, 0);
+                        let rest = runs
+                            .iter()
+                            .filter(|&&r| r != rarest)
+                            .map(|r| memchr::memmem::Finder::new(r.as_bytes()).into_owned())
+                            .collect();
+                        texts_of_runs.push(RunsOfText {
+                            rest,
+                            readers: 0,
+                            whole: 0,
+                        });
+                        pattern_texts_of.push((anchor, texts_of_runs.len() - 1));
+                        texts_of_runs.len() - 1
+                    });
+                    texts_of_runs[at].readers |= readers;
+                    texts_of_runs[at].whole |= whole;
+                }
+            }
+            true
         };
         let (mut every, mut light, mut whole, mut blind_without_signins) = (0, 0, 0, 0);
         let mut screens = Vec::new();
@@ -407,7 +477,9 @@ impl Plan {
                 Anchors::Every => every |= bit,
                 Anchors::AnyOf(texts) => {
                     for t in texts.iter().filter(|t| !t.is_empty()) {
-                        add_pattern(t, bit, 0);
+                        if !add_text(t, bit, 0) {
+                            every |= bit;
+                        }
                     }
                 }
                 Anchors::Screen(f) => screens.push((i, f.clone())),
@@ -424,15 +496,23 @@ impl Plan {
                 WholeRecord::When(kinds, f) => whole_screens.push((i, *kinds, f.clone())),
                 WholeRecord::WhenAnyOf(texts) => {
                     for t in texts.iter().filter(|t| !t.is_empty()) {
-                        add_pattern(t, 0, bit);
+                        if !add_text(t, 0, bit) {
+                            whole |= bit;
+                        }
                     }
                 }
             }
+        }
+        let mut pattern_texts = vec![Vec::new(); lits.len()];
+        for (p, at) in pattern_texts_of {
+            pattern_texts[p].push(at as u32);
         }
         Plan {
             literals: (!lits.is_empty()).then(|| Literals::new(&lits)),
             pattern_readers,
             pattern_whole,
+            texts_of_runs,
+            pattern_texts,
             every,
             screens,
             light,
@@ -469,6 +549,15 @@ impl Plan {
         for &(_, id) in matches {
             s.readers |= self.pattern_readers[id];
             s.whole |= self.pattern_whole[id];
+            for &at in &self.pattern_texts[id] {
+                let t = &self.texts_of_runs[at as usize];
+                if (t.readers & !s.readers != 0 || t.whole & !s.whole != 0)
+                    && t.rest.iter().all(|f| f.find(bytes).is_some())
+                {
+                    s.readers |= t.readers;
+                    s.whole |= t.whole;
+                }
+            }
         }
         for (j, (i, f)) in self.screens.iter().enumerate() {
             if streaks.passes(j, f, guess, bytes) {
@@ -3306,6 +3395,61 @@ mod tests {
         assert!(s.merges <= 2, "{} merges", s.merges);
         // Three or more batches a file.
         assert!(s.handovers >= 6, "{} hand-overs", s.handovers);
+    }
+
+    /// An anchor holding characters some writers escape is found however
+    /// the record spells them, and only where all its runs are; one with
+    /// no run to look for screens nothing out.
+    #[test]
+    fn anchors_are_found_whatever_a_writer_escapes() {
+        fn agent() -> Needs {
+            Needs::anchored(
+                Kinds::ALL,
+                &["EvilTool/2.0 (+https://x.example/?a=1&b=2)"],
+                &[],
+            )
+        }
+        fn unscreenable() -> Needs {
+            Needs::anchored(Kinds::ALL, &["a<b"], &[])
+        }
+        let (pa, _) = Probe::boxed(agent, None);
+        let plan = Plan::new(&[pa]);
+        let readers = |record: &str| {
+            let mut hits = Vec::new();
+            plan.literals
+                .as_ref()
+                .unwrap()
+                .find_all(record.as_bytes(), &mut hits);
+            let mut streaks = ScreenStreaks::default();
+            plan.readers(&hits, record.as_bytes(), &mut streaks, None, 0)
+                .readers
+        };
+        for spelled in [
+            r#"{"UserAgent":"EvilTool/2.0 (+https://x.example/?a=1&b=2)"}"#,
+            // System.Text.Json's default encoder; Sentinel's OfficeActivity.
+            r#"{"UserAgent":"EvilTool/2.0 (\u002Bhttps://x.example/?a=1\u0026b=2)"}"#,
+            // PHP's slashes, and everything escaped at once.
+            r#"{"UserAgent":"EvilTool\/2.0 (+https:\/\/x.example\/?a=1&b=2)"}"#,
+            r#"{"UserAgent":"EvilTool\u002f2.0 (\u002bhttps:\u002f\u002fx.example\u002f?a=1\u0026b=2)"}"#,
+            // In a CSV row as the engine screens it.
+            "\"UserAgent\":EvilTool/2.0 (+https://x.example/?a=1&b=2)\n",
+        ] {
+            let value: serde_json::Value =
+                serde_json::from_str(spelled).unwrap_or(serde_json::json!(null));
+            if let Some(ua) = value["UserAgent"].as_str() {
+                assert_eq!(ua, "EvilTool/2.0 (+https://x.example/?a=1&b=2)");
+            }
+            assert_eq!(readers(spelled), 1, "{spelled}");
+        }
+        for other in [
+            r#"{"UserAgent":"EvilTool/3.0 (+https://x.example/?a=1&b=2)"}"#,
+            r#"{"UserAgent":"GoodTool/2.0 (+https://x.example/?a=1&b=2)"}"#,
+            r#"{"UserAgent":"EvilTool/2.0 (+https://y.example/?a=1&b=2)"}"#,
+        ] {
+            assert_eq!(readers(other), 0, "{other}");
+        }
+        let (pu, _) = Probe::boxed(unscreenable, None);
+        assert_eq!(Plan::new(&[pu]).every, 1);
     }
 
     #[test]

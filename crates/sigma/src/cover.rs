@@ -206,6 +206,43 @@ fn hay_word(hay: &[u8], pos: usize) -> u32 {
     }
 }
 
+/// Of several texts that must all be in a record, the one to search for
+/// (the others are then compared only where it is found): the one whose
+/// four-byte pieces are least often in the keys and common values of
+/// exports (ASCII case ignored), as a share of its pieces, then the
+/// longest, then the first.
+/// Of a browser user agent's runs between slashes, the browser's version
+/// ("92.0.4515.159 Safari") rather than the platform every browser names
+/// ("5.0 (Windows NT 10.0; Win64; x64) AppleWebKit").
+pub fn rarest<'a>(texts: &[&'a str]) -> Option<&'a str> {
+    let rare_share = |t: &str| {
+        let l = t.to_ascii_lowercase();
+        let b = l.as_bytes();
+        let n = b.len().saturating_sub(GRAM) + 1;
+        let rare = (0..n)
+            .map(|k| &b[k..(k + GRAM).min(b.len())])
+            .filter(|g| std::str::from_utf8(g).map_or(true, |g| !EXPORT_TEXT.contains(g)))
+            .count();
+        // Compared as rare / n without dividing.
+        (rare, n)
+    };
+    let mut best: Option<(&str, usize, usize)> = None;
+    for &t in texts {
+        let (rare, n) = rare_share(t);
+        let better = match best {
+            None => true,
+            Some((b, br, bn)) => {
+                let (lhs, rhs) = (rare * bn, br * n);
+                lhs > rhs || (lhs == rhs && t.len() > b.len())
+            }
+        };
+        if better {
+            best = Some((t, rare, n));
+        }
+    }
+    best.map(|(t, _, _)| t)
+}
+
 /// Short byte strings (four bytes, or a whole shorter text) such that
 /// every text contains one: greedily the piece in the most texts not
 /// covered yet, preferring pieces not in [`EXPORT_TEXT`] (ASCII case
@@ -298,6 +335,26 @@ fn bucket_order<T: Clone>(texts: &[T]) -> Vec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rarest_run_is_the_least_export_like() {
+        let ua = [
+            "Mozilla",
+            "5.0 (Windows NT 10.0; Win64; x64) AppleWebKit",
+            "537.36 (KHTML, like Gecko) Chrome",
+            "92.0.4515.159 Safari",
+            "537.36",
+        ];
+        assert_eq!(rarest(&ua), Some("92.0.4515.159 Safari"));
+        assert_eq!(
+            rarest(&["EvilTool", "2.0 (", "https:", "x.example", "?a=1", "b=2)"]),
+            Some("EvilTool")
+        );
+        // Ties go to the longer, then the first.
+        assert_eq!(rarest(&["qzqz", "qzqzq"]), Some("qzqzq"));
+        assert_eq!(rarest(&["abcd", "wxyz"]), Some("abcd"));
+        assert_eq!(rarest(&[]), None);
+    }
 
     /// Cover texts next to each other in sorted order get places that
     /// aho-corasick's Teddy deals to one bucket (equal modulo 8), and none is

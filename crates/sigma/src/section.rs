@@ -16,7 +16,7 @@ use super::matcher::{
     StrMatch, StrTest, TimePart, Tok,
 };
 use super::yaml::Y;
-use tokenward_event::{lookup_all, Event, PathBits};
+use tokenward_event::{escapes, lookup_all, Event, PathBits};
 
 /// Index of a resolved field in [`Fields`].
 pub type FieldId = u32;
@@ -906,7 +906,7 @@ thread_local! {
 
 /// Per-event evaluation state: field values resolved once, on first use.
 /// Stays on the thread that made it (its resolved fields are that
-/// thread's, [`RESOLVED`]).
+/// thread's).
 pub struct EvalCtx<'e, 'f> {
     ev: &'e Event,
     fields: &'f Fields,
@@ -1208,13 +1208,14 @@ pub type Alt = Vec<Vec<String>>;
 /// it: any one of the alternatives, each an AND of OR-clauses (a field
 /// item needs its key name and every fragment of its value). `None` when
 /// no such condition is known (e.g. a rule that is only a negation).
-/// Fragments avoid characters exports escape (`"`, `\`, `/`, `'`, `<`,
-/// `>`, `&`, non-ASCII), so they are found in JSON lines, JSON arrays and
-/// JSON-in-a-string alike; matching is ASCII case-insensitive.
+/// Fragments avoid characters some writer escapes
+/// ([`tokenward_event::escapes`]), so they are found in JSON lines, JSON
+/// arrays and JSON-in-a-string however they were written; matching is
+/// ASCII case-insensitive.
 pub fn required_literals(d: &Section, fields: &Fields) -> Option<Vec<Alt>> {
     fn frags(s: &str) -> Vec<String> {
-        s.split(|c: char| !c.is_ascii() || c.is_ascii_control() || "\"\\/'<>&".contains(c))
-            .filter(|p| p.len() >= 3)
+        escapes::verbatim_runs(s)
+            .filter(|p| p.len() >= escapes::SCREEN_TEXT_MIN)
             .map(str::to_string)
             .collect()
     }
@@ -1236,7 +1237,7 @@ pub fn required_literals(d: &Section, fields: &Fields) -> Option<Vec<Alt>> {
         for p in &fields.paths[f as usize] {
             let last = p.steps().last().map(|s| s.2.as_str()).unwrap_or(p.head());
             let k = last.rsplit('.').next().unwrap_or(last);
-            if k.len() < 3 || k.chars().any(|c| !c.is_ascii() || "\"\\/'<>&".contains(c)) {
+            if k.len() < escapes::SCREEN_TEXT_MIN || k.chars().any(escapes::may_be_escaped) {
                 return None;
             }
             out.push(k.to_string());

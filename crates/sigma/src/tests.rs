@@ -1540,3 +1540,24 @@ fn contexts_keep_their_own_resolved_fields() {
         assert_eq!(texts(&mut c, workload), [want]);
     }
 }
+
+/// A value holding characters some writers escape (`+` and a backquote
+/// by .NET's default encoder, `&` by Sentinel, `/` by PHP) passes the
+/// raw-record screen however the record spells them, and matches once
+/// parsed; a record without it does not pass.
+#[test]
+fn values_pass_the_screen_whatever_a_writer_escapes() {
+    let s = set_of(&rule(
+        "    selection:\n        UserAgent|contains: 'Tool+Evil`s & Co/2'\n    condition: selection",
+    ));
+    for raw in [
+        r#"{"UserAgent":"x Tool+Evil`s & Co/2 y"}"#,
+        r#"{"UserAgent":"x Tool\u002BEvil\u0060s \u0026 Co\/2 y"}"#,
+        r#"{"UserAgent":"x Tool\u002bEvil\u0060s \u0026 Co\u002f2 y"}"#,
+    ] {
+        assert!(s.wants(raw.as_bytes()), "{raw}");
+        let v: Value = serde_json::from_str(raw).unwrap();
+        assert_eq!(hits(&s, &audit(v)), 1, "{raw}");
+    }
+    assert!(!s.wants(br#"{"UserAgent":"x Tool-Evil y"}"#));
+}
