@@ -9,7 +9,11 @@
 # matrix's seed 0), TRAIN_MB each, plus the real samples in
 # tests/fixtures/logs and examples/storm-0558. Each is hunted with the
 # built-in detections and with the SigmaHQ cloud rules (and rules/), as the
-# matrix runs them; `verify` runs over the example's tokens.
+# matrix runs them; `verify` runs over the example's tokens; and the
+# gateway, as a proxy and as nginx's authorization service, takes valid,
+# forged (wrong signature, unknown kid), malformed and missing tokens on
+# loopback (bench/pgo_gateway_training.py; SIGTERM shuts it down, so its
+# profile is written).
 #
 # Usage: bench/pgo_build.sh [OUT_BIN]     (default target/pgo/tokenward)
 # Knobs: TRAIN_SHAPES="signin ual ..." (default: all nine gen_matrix shapes)
@@ -81,6 +85,36 @@ train hunt examples/storm-0558/logs -q --output-format csv -o "$WORK/findings.cs
     --report "$WORK/report.html" "${SIGMA[@]}"
 train verify --policy examples/storm-0558/policy.toml --now 2023-06-15T08:05:00Z \
     --tokens examples/storm-0558/tokens.txt
+
+echo "== gateway training" >&2
+cargo build --release --locked -q -p tokenward-gateway --example bench_setup
+GW=$WORK/gw
+mkdir -p "$GW"
+"${CARGO_TARGET_DIR:-target}/release/examples/bench_setup" "$GW"
+# Three free loopback ports: upstream, proxy, authorization service.
+read -r UP_PORT PROXY_PORT AUTHZ_PORT < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(3)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+python3 bench/pgo_gateway_training.py upstream "$UP_PORT" &
+UPSTREAM_PID=$!
+"$TRAINEE" gateway --policy "$GW/policy.toml" --listen "127.0.0.1:$PROXY_PORT" \
+    --upstream "http://127.0.0.1:$UP_PORT" --access-log "$GW/access.jsonl" --quiet &
+PROXY_PID=$!
+"$TRAINEE" gateway --policy "$GW/policy.toml" --listen "127.0.0.1:$AUTHZ_PORT" \
+    --authz nginx --access-log "$GW/access-authz.jsonl" --quiet &
+AUTHZ_PID=$!
+status=0
+python3 bench/pgo_gateway_training.py client "$GW/token.txt" "$PROXY_PORT" "$AUTHZ_PORT" || status=$?
+# SIGTERM shuts the gateway down, and its profile is written at exit.
+kill -TERM "$PROXY_PID" "$AUTHZ_PID" "$UPSTREAM_PID"
+wait "$PROXY_PID" "$AUTHZ_PID" || true
+wait "$UPSTREAM_PID" 2>/dev/null || true
+if [ "$status" != 0 ]; then
+    echo "gateway training failed" >&2
+    exit 1
+fi
 
 echo "== optimised build" >&2
 "$PROFDATA" merge -o "$WORK/merged.profdata" "$PROFILES"
