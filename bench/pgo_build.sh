@@ -39,8 +39,23 @@ if [ ! -x "$PROFDATA" ]; then
     exit 2
 fi
 
+if [ -n "${CARGO_ENCODED_RUSTFLAGS:-}" ]; then
+    # cargo would use it and ignore RUSTFLAGS, which carries the profile.
+    echo "unset CARGO_ENCODED_RUSTFLAGS (put its flags in RUSTFLAGS)" >&2
+    exit 2
+fi
+# The user's own flags, kept in both builds (and the plain build to
+# compare with should have them too).
+USER_FLAGS=${RUSTFLAGS:-}
+
 WORK=$(mktemp -d /tmp/tokenward-pgo.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+BACKGROUND=()
+cleanup() {
+    for p in ${BACKGROUND[@]+"${BACKGROUND[@]}"}; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
 mkdir -p "$WORK/data" "$(dirname "$OUT")" "$PGO_TARGET"
 # A fixed directory, so that the instrumented build's flags stay the same
 # and cargo reuses it; emptied before each training.
@@ -48,7 +63,7 @@ PROFILES=$(cd "$PGO_TARGET" && pwd)/profiles
 rm -rf "$PROFILES"
 
 echo "== instrumented build" >&2
-RUSTFLAGS="-Cprofile-generate=$PROFILES" CARGO_TARGET_DIR="$PGO_TARGET/instrumented" \
+RUSTFLAGS="$USER_FLAGS -Cprofile-generate=$PROFILES" CARGO_TARGET_DIR="$PGO_TARGET/instrumented" \
     cargo build --release --locked -q --bin tokenward
 TRAINEE=$PGO_TARGET/instrumented/release/tokenward
 
@@ -78,7 +93,7 @@ for input in "$WORK"/data/* tests/fixtures/logs examples/storm-0558/logs; do
         extra=()
         [ "$rules" = sigma ] && extra=("${SIGMA[@]}")
         train hunt "$input" -q --output-format jsonl -o "$WORK/findings.jsonl" \
-            --summary-json "$WORK/summary.json" "${extra[@]}"
+            --summary-json "$WORK/summary.json" ${extra[@]+"${extra[@]}"}
     done
 done
 train hunt examples/storm-0558/logs -q --output-format csv -o "$WORK/findings.csv" \
@@ -87,10 +102,12 @@ train verify --policy examples/storm-0558/policy.toml --now 2023-06-15T08:05:00Z
     --tokens examples/storm-0558/tokens.txt
 
 echo "== gateway training" >&2
-cargo build --release --locked -q -p tokenward-gateway --example bench_setup
+# Plain, in a target directory of its own: it only writes the policy, key
+# set and token.
+CARGO_TARGET_DIR="$PGO_TARGET/plain" cargo build --release --locked -q -p tokenward-gateway --example bench_setup
 GW=$WORK/gw
 mkdir -p "$GW"
-"${CARGO_TARGET_DIR:-target}/release/examples/bench_setup" "$GW"
+"$PGO_TARGET/plain/release/examples/bench_setup" "$GW"
 # Three free loopback ports: upstream, proxy, authorization service.
 read -r UP_PORT PROXY_PORT AUTHZ_PORT < <(python3 -c '
 import socket
@@ -99,18 +116,26 @@ for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
 python3 bench/pgo_gateway_training.py upstream "$UP_PORT" &
 UPSTREAM_PID=$!
+BACKGROUND+=("$UPSTREAM_PID")
 "$TRAINEE" gateway --policy "$GW/policy.toml" --listen "127.0.0.1:$PROXY_PORT" \
     --upstream "http://127.0.0.1:$UP_PORT" --access-log "$GW/access.jsonl" --quiet &
 PROXY_PID=$!
+BACKGROUND+=("$PROXY_PID")
 "$TRAINEE" gateway --policy "$GW/policy.toml" --listen "127.0.0.1:$AUTHZ_PORT" \
     --authz nginx --access-log "$GW/access-authz.jsonl" --quiet &
 AUTHZ_PID=$!
+BACKGROUND+=("$AUTHZ_PID")
 status=0
-python3 bench/pgo_gateway_training.py client "$GW/token.txt" "$PROXY_PORT" "$AUTHZ_PORT" || status=$?
-# SIGTERM shuts the gateway down, and its profile is written at exit.
-kill -TERM "$PROXY_PID" "$AUTHZ_PID" "$UPSTREAM_PID"
-wait "$PROXY_PID" "$AUTHZ_PID" || true
+python3 bench/pgo_gateway_training.py client "$GW/token.txt" "$UP_PORT" "$PROXY_PORT" "$AUTHZ_PORT" \
+    || status=$?
+# SIGTERM shuts the gateway down, and its profile is written at exit; a
+# gateway that is gone already, or exits with an error, failed training.
+kill -TERM "$PROXY_PID" "$AUTHZ_PID" 2>/dev/null || status=1
+wait "$PROXY_PID" || status=1
+wait "$AUTHZ_PID" || status=1
+kill "$UPSTREAM_PID" 2>/dev/null || true
 wait "$UPSTREAM_PID" 2>/dev/null || true
+BACKGROUND=()
 if [ "$status" != 0 ]; then
     echo "gateway training failed" >&2
     exit 1
@@ -122,7 +147,7 @@ echo "== optimised build" >&2
 # profile must be another name (and the same one reuses the build).
 PROFILE=$(cd "$PGO_TARGET" && pwd)/profile-$(sha256sum "$WORK/merged.profdata" | cut -c1-16).profdata
 cp "$WORK/merged.profdata" "$PROFILE"
-RUSTFLAGS="-Cprofile-use=$PROFILE" CARGO_TARGET_DIR="$PGO_TARGET/optimised" \
+RUSTFLAGS="$USER_FLAGS -Cprofile-use=$PROFILE" CARGO_TARGET_DIR="$PGO_TARGET/optimised" \
     cargo build --release --locked -q --bin tokenward
 cp "$PGO_TARGET/optimised/release/tokenward" "$OUT"
 echo "wrote $OUT" >&2

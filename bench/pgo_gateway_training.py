@@ -3,7 +3,7 @@
 
   pgo_gateway_training.py upstream PORT
       an upstream answering every GET with 200 "ok" (HTTP/1.1, keep-alive)
-  pgo_gateway_training.py client TOKEN_FILE PROXY_PORT AUTHZ_PORT
+  pgo_gateway_training.py client TOKEN_FILE UPSTREAM_PORT PROXY_PORT AUTHZ_PORT
       3,000 requests to each port, over one kept-alive connection, cycling
       through the valid token of TOKEN_FILE (bench_setup's), the same with
       a wrong signature, its claims under an unknown kid, a malformed token
@@ -55,7 +55,7 @@ def wait_open(port):
     sys.exit(f"port {port} never opened")
 
 
-def client(token_file, ports):
+def client(token_file, upstream, ports):
     token = open(token_file).read().strip()
     header, payload, sig = token.split(".")
     tokens = [
@@ -65,6 +65,9 @@ def client(token_file, ports):
         "not-a-token",
         None,
     ]
+    # The first request carries the valid token: an upstream not yet
+    # listening would refuse it (502).
+    wait_open(upstream)
     for n, port in enumerate(ports):
         wait_open(port)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -87,8 +90,8 @@ def client(token_file, ports):
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "upstream":
         http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), Upstream).serve_forever()
-    elif len(sys.argv) == 5 and sys.argv[1] == "client":
-        client(sys.argv[2], [int(p) for p in sys.argv[3:]])
+    elif len(sys.argv) == 6 and sys.argv[1] == "client":
+        client(sys.argv[2], int(sys.argv[3]), [int(p) for p in sys.argv[4:]])
     else:
         print(__doc__, file=sys.stderr)
         sys.exit(2)

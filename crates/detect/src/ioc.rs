@@ -468,12 +468,14 @@ impl IocSet {
             out.push(ua.value.to_ascii_uppercase());
             let esc = serde_json::to_string(&ua.value).unwrap_or_default();
             let esc = esc.trim_matches('"').to_string();
+            if ua.value.contains('"') {
+                // .NET's System.Text.Json writes a quote as `\u0022`; CSV
+                // cells double it.
+                out.push(esc.replace("\\\"", "\\u0022"));
+                out.push(ua.value.replace('"', "\"\""));
+            }
             if esc != ua.value {
                 out.push(esc);
-            }
-            // CSV cells double embedded quotes.
-            if ua.value.contains('"') {
-                out.push(ua.value.replace('"', "\"\""));
             }
         }
         out
@@ -563,5 +565,27 @@ mod tests {
             Err(IocError::Empty { .. })
         ));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A user agent with quotes is screened for as the writers of exports
+    /// spell it: serde_json and most writers `\"`, .NET's System.Text.Json
+    /// `\u0022`, a CSV cell `""`; and a record holds one of the texts
+    /// whichever wrote it.
+    #[test]
+    fn quoted_user_agents_are_screened_as_writers_spell_them() {
+        let mut s = IocSet::default();
+        s.user_agents.push(UaIoc {
+            value: "\"Microsoft Edge\";v=\"113\"".into(),
+            common: false,
+            source: "test".into(),
+        });
+        let lits = s.user_agent_literals();
+        for record in [
+            r#"{"ua":"\"Microsoft Edge\";v=\"113\""}"#,
+            r#"{"ua":"\u0022Microsoft Edge\u0022;v=\u0022113\u0022"}"#,
+            "x,\"\"\"Microsoft Edge\"\";v=\"\"113\"\"\",y",
+        ] {
+            assert!(lits.iter().any(|l| record.contains(l.as_str())), "{record}");
+        }
     }
 }

@@ -113,8 +113,9 @@ pub enum Anchors {
     /// `<`, `>`, `&`, `+`, a backquote, non-ASCII) is found where all its
     /// runs between them are, however the record spells those characters
     /// (a text none of whose runs has three bytes screens nothing out);
-    /// `"`, `\` and control characters, which every writer escapes, are
-    /// the detection's to spell.
+    /// `"`, `\` and control characters are the detection's to spell (as
+    /// JSON syntax, the quotes around a key, they are as written; in a
+    /// value every writer escapes them, `"` as `\"` or `\u0022`).
     AnyOf(Vec<String>),
     /// A screen of its own, for anchors that are not a plain list (a Sigma
     /// rule set's AND/OR texts).

@@ -5,8 +5,9 @@
 //! and `\u003c` for `<` in the OfficeActivity records Microsoft Sentinel
 //! exports, `\u002B` for `+` and `\u00e9` for `é` where .NET's
 //! `System.Text.Json` writes with its default encoder, `\u0027` for `'` in
-//! Windows PowerShell's `ConvertTo-Json`, `\/` for `/` in PHP's; and any
-//! writer escapes `"`, `\` and control characters. A text holding such a
+//! Windows PowerShell's `ConvertTo-Json`, `\/` for `/` in PHP's; and every
+//! writer escapes `"`, `\` and control characters, though not all alike
+//! (`System.Text.Json` writes `"` as `\u0022`). A text holding such a
 //! character is then not in the bytes although the parsed value holds it,
 //! and a record that would match is screened out unread. So screens look
 //! for the runs of a text between such characters, which every writer
@@ -15,7 +16,8 @@
 //! looks for a detection's anchor texts by their runs between the
 //! characters some writers escape and others do not
 //! ([`optional_escape_runs`]; a detection lists the spellings of `"`, `\`
-//! and control characters itself, as every writer escapes them alike).
+//! and control characters itself, as JSON syntax has them unescaped: the
+//! quotes around a key).
 
 /// Whether some JSON writers spell `c` as an escape and others do not
 /// ([module docs](self)).

@@ -979,6 +979,8 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
             if r.len() <= at {
                 r.resize(self.fields.paths.len().max(at + 1), (0, 0, 0));
             }
+            // An event's values number far fewer than 2^32.
+            debug_assert!(u32::try_from(end).is_ok(), "{end} values");
             r[at] = (self.number, start as u32, end as u32);
         });
         start..end
