@@ -429,3 +429,52 @@ fn a_user_agent_indicator_is_found_however_its_record_escapes_it() {
         ["dotnet@x.example", "php@x.example", "plain@x.example"]
     );
 }
+
+/// The built-in user-agent indicators match ignoring case, and so does
+/// their screen: a record spelling Storm-0558's Chrome 92 user agent in
+/// mixed case is found (before, only the exact, lower- and upper-case
+/// spellings passed the screen); one of another Chrome version is not.
+#[test]
+fn a_user_agent_indicator_is_found_in_any_case() {
+    const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/92.0.4515.159 Safari/537.36";
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let text: String = [
+        ("exact", UA.to_string()),
+        ("mixed", UA.replace("Chrome", "CHROME").replace("Safari", "safari")),
+        ("other", UA.replace("92.0.4515.159", "93.0.4577.63")),
+    ]
+    .iter()
+    .map(|(user, agent)| {
+        format!(
+            "{{\"CreationTime\":\"2023-06-15T10:00:00\",\"Id\":\"{user}\",\"Operation\":\"UserLoggedIn\",\"RecordType\":15,\"Workload\":\"AzureActiveDirectory\",\"UserId\":\"{user}@x.example\",\"ClientIP\":\"198.51.100.7\",\"ExtendedProperties\":[{{\"Name\":\"UserAgent\",\"Value\":\"{agent}\"}}]}}\n"
+        )
+    })
+    .collect();
+    std::fs::write(logs.join("ual.jsonl"), text).unwrap();
+    let findings = dir.path().join("f.jsonl");
+    let out = common::tokenward(&[
+        "hunt",
+        logs.to_str().unwrap(),
+        "-q",
+        "--output-format",
+        "jsonl",
+        "-o",
+        findings.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut users: Vec<String> = std::fs::read_to_string(&findings)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|f| f["rule_id"] == "tw-ioc-useragent")
+        .map(|f| f["user"].as_str().unwrap().to_string())
+        .collect();
+    users.sort();
+    assert_eq!(users, ["exact@x.example", "mixed@x.example"]);
+}

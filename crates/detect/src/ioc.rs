@@ -458,9 +458,20 @@ impl IocSet {
 
     /// Texts whose absence from a record's bytes proves no user-agent
     /// indicator matches it.
+    ///
+    /// The detection matches ignoring ASCII case, and the screen is
+    /// case-sensitive: an indicator with a version number is screened for
+    /// by a run of it without letters (`case_free_run`), the same in any
+    /// case and as every writer writes it; any other by its exact, lower-
+    /// and upper-case spellings (a record spelling it in mixed case is
+    /// screened out).
     pub fn user_agent_literals(&self) -> Vec<String> {
         let mut out = Vec::new();
         for ua in &self.user_agents {
+            if let Some(run) = case_free_run(&ua.value) {
+                out.push(run.to_owned());
+                continue;
+            }
             out.push(ua.value.clone());
             // The screen is case-sensitive; the exact, lower- and upper-case
             // spellings cover how exports write these values.
@@ -502,6 +513,28 @@ impl IocSet {
         }
         out
     }
+}
+
+/// Shortest run of a user agent screened for instead of its spellings,
+/// and the digits it must hold: a version number, rare in other records.
+const CASE_FREE_RUN_MIN: usize = 6;
+const CASE_FREE_DIGITS_MIN: usize = 4;
+
+/// The longest run of `ua` holding no letter and no character a writer
+/// may escape ([`tokenward_event::escapes::may_be_escaped`]), when it has
+/// [`CASE_FREE_RUN_MIN`] characters and [`CASE_FREE_DIGITS_MIN`] digits:
+/// `92.0.4515.159 ` of `... Chrome/92.0.4515.159 Safari/537.36`. It is in
+/// the bytes of any record whose user agent holds `ua` in any case.
+fn case_free_run(ua: &str) -> Option<&str> {
+    ua.split(|c: char| c.is_alphabetic() || tokenward_event::escapes::may_be_escaped(c))
+        .filter(|r| {
+            r.len() >= CASE_FREE_RUN_MIN
+                && r.bytes().filter(u8::is_ascii_digit).count() >= CASE_FREE_DIGITS_MIN
+        })
+        .fold(None, |best: Option<&str>, r| match best {
+            Some(b) if b.len() >= r.len() => Some(b),
+            _ => Some(r),
+        })
 }
 
 #[cfg(test)]
@@ -584,6 +617,44 @@ mod tests {
             r#"{"ua":"\"Microsoft Edge\";v=\"113\""}"#,
             r#"{"ua":"\u0022Microsoft Edge\u0022;v=\u0022113\u0022"}"#,
             "x,\"\"\"Microsoft Edge\"\";v=\"\"113\"\"\",y",
+        ] {
+            assert!(lits.iter().any(|l| record.contains(l.as_str())), "{record}");
+        }
+    }
+
+    /// An indicator with a version number is screened for by a run without
+    /// letters, found whatever the case of the record's user agent; one
+    /// without keeps its spellings.
+    #[test]
+    fn user_agents_with_versions_are_screened_in_any_case() {
+        let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/92.0.4515.159 Safari/537.36";
+        assert_eq!(case_free_run(chrome), Some("92.0.4515.159 "));
+        assert_eq!(
+            case_free_run("python-requests/2.31.0"),
+            Some("2.31.0"),
+            "the version, not the name"
+        );
+        assert_eq!(case_free_run("Client=REST;Client=RESTSystem;;"), None);
+        assert_eq!(case_free_run("curl/8.0"), None, "too short to be rare");
+        let mut s = IocSet::default();
+        for v in [chrome, "Client=REST;Client=RESTSystem;;"] {
+            s.user_agents.push(UaIoc {
+                value: v.into(),
+                common: false,
+                source: "test".into(),
+            });
+        }
+        let lits = s.user_agent_literals();
+        assert!(lits.contains(&"92.0.4515.159 ".to_string()));
+        assert!(!lits.iter().any(|l| l == chrome), "{lits:?}");
+        for record in [
+            chrome.to_string(),
+            chrome.to_ascii_lowercase(),
+            chrome.to_ascii_uppercase(),
+            chrome
+                .replace("Chrome", "CHROME")
+                .replace("Safari", "safari"),
+            "client=rest;client=restsystem;;".to_string(),
         ] {
             assert!(lits.iter().any(|l| record.contains(l.as_str())), "{record}");
         }
