@@ -367,50 +367,34 @@ fn a_token_is_judged_the_same_whether_its_signins_come_apart_after_it_or_piped()
     }
 }
 
-/// A user-agent indicator holding `+`, `&` and `/` is found in records
-/// whatever the writer escaped of them: as written, as .NET's default
-/// encoder and Sentinel's OfficeActivity write `+` and `&` (`\u002B`,
-/// `\u0026`), and with PHP's `\/`; a record of another user agent is not.
-/// Before, only the first was found: the screen looked for the whole text
-/// in the raw bytes and let the escaped records go unread.
-#[test]
-fn a_user_agent_indicator_is_found_however_its_record_escapes_it() {
+/// The users of the `tw-ioc-useragent` findings of a hunt over UAL logon
+/// records, one per (user, user agent as written in the JSON), with
+/// `extra` arguments; sorted.
+fn user_agent_hits(records: &[(&str, &str)], extra: &[&str]) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    let ioc = dir.path().join("ioc.txt");
-    std::fs::write(&ioc, "ua:EvilTool/2.0 (+https://x.example/?a=1&b=2)\n").unwrap();
-    let record = |user: &str, agent: &str| {
-        format!(
-            "{{\"CreationTime\":\"2023-06-15T10:00:00\",\"Id\":\"{user}\",\"Operation\":\"UserLoggedIn\",\"RecordType\":15,\"Workload\":\"AzureActiveDirectory\",\"UserId\":\"{user}@x.example\",\"ClientIP\":\"198.51.100.7\",\"ExtendedProperties\":[{{\"Name\":\"UserAgent\",\"Value\":\"{agent}\"}}]}}\n"
-        )
-    };
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
-    let text = [
-        record("plain", "EvilTool/2.0 (+https://x.example/?a=1&b=2)"),
-        record(
-            "dotnet",
-            r"EvilTool/2.0 (\u002Bhttps://x.example/?a=1\u0026b=2)",
-        ),
-        record("php", r"EvilTool\/2.0 (+https:\/\/x.example\/?a=1&b=2)"),
-        record(
-            "other",
-            r"EvilTool/2.1 (\u002Bhttps://x.example/?a=1\u0026b=2)",
-        ),
-    ]
-    .concat();
+    let text: String = records
+        .iter()
+        .map(|(user, agent)| {
+            format!(
+                "{{\"CreationTime\":\"2023-06-15T10:00:00\",\"Id\":\"{user}\",\"Operation\":\"UserLoggedIn\",\"RecordType\":15,\"Workload\":\"AzureActiveDirectory\",\"UserId\":\"{user}@x.example\",\"ClientIP\":\"198.51.100.7\",\"ExtendedProperties\":[{{\"Name\":\"UserAgent\",\"Value\":\"{agent}\"}}]}}\n"
+            )
+        })
+        .collect();
     std::fs::write(logs.join("ual.jsonl"), text).unwrap();
     let findings = dir.path().join("f.jsonl");
-    let out = common::tokenward(&[
+    let mut args = vec![
         "hunt",
         logs.to_str().unwrap(),
-        "--ioc",
-        ioc.to_str().unwrap(),
         "-q",
         "--output-format",
         "jsonl",
         "-o",
         findings.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = common::tokenward(&args);
     assert!(
         out.status.success(),
         "{}",
@@ -424,6 +408,35 @@ fn a_user_agent_indicator_is_found_however_its_record_escapes_it() {
         .map(|f| f["user"].as_str().unwrap().to_string())
         .collect();
     users.sort();
+    users
+}
+
+/// A user-agent indicator holding `+`, `&` and `/` is found in records
+/// whatever the writer escaped of them: as written, as .NET's default
+/// encoder and Sentinel's OfficeActivity write `+` and `&` (`\u002B`,
+/// `\u0026`), and with PHP's `\/`; a record of another user agent is not.
+/// Before, only the first was found: the screen looked for the whole text
+/// in the raw bytes and let the escaped records go unread.
+#[test]
+fn a_user_agent_indicator_is_found_however_its_record_escapes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ioc = dir.path().join("ioc.txt");
+    std::fs::write(&ioc, "ua:EvilTool/2.0 (+https://x.example/?a=1&b=2)\n").unwrap();
+    let users = user_agent_hits(
+        &[
+            ("plain", "EvilTool/2.0 (+https://x.example/?a=1&b=2)"),
+            (
+                "dotnet",
+                r"EvilTool/2.0 (\u002Bhttps://x.example/?a=1\u0026b=2)",
+            ),
+            ("php", r"EvilTool\/2.0 (+https:\/\/x.example\/?a=1&b=2)"),
+            (
+                "other",
+                r"EvilTool/2.1 (\u002Bhttps://x.example/?a=1\u0026b=2)",
+            ),
+        ],
+        &["--ioc", ioc.to_str().unwrap()],
+    );
     assert_eq!(
         users,
         ["dotnet@x.example", "php@x.example", "plain@x.example"]
@@ -437,44 +450,8 @@ fn a_user_agent_indicator_is_found_however_its_record_escapes_it() {
 #[test]
 fn a_user_agent_indicator_is_found_in_any_case() {
     const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/92.0.4515.159 Safari/537.36";
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    let text: String = [
-        ("exact", UA.to_string()),
-        ("mixed", UA.replace("Chrome", "CHROME").replace("Safari", "safari")),
-        ("other", UA.replace("92.0.4515.159", "93.0.4577.63")),
-    ]
-    .iter()
-    .map(|(user, agent)| {
-        format!(
-            "{{\"CreationTime\":\"2023-06-15T10:00:00\",\"Id\":\"{user}\",\"Operation\":\"UserLoggedIn\",\"RecordType\":15,\"Workload\":\"AzureActiveDirectory\",\"UserId\":\"{user}@x.example\",\"ClientIP\":\"198.51.100.7\",\"ExtendedProperties\":[{{\"Name\":\"UserAgent\",\"Value\":\"{agent}\"}}]}}\n"
-        )
-    })
-    .collect();
-    std::fs::write(logs.join("ual.jsonl"), text).unwrap();
-    let findings = dir.path().join("f.jsonl");
-    let out = common::tokenward(&[
-        "hunt",
-        logs.to_str().unwrap(),
-        "-q",
-        "--output-format",
-        "jsonl",
-        "-o",
-        findings.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut users: Vec<String> = std::fs::read_to_string(&findings)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|f| f["rule_id"] == "tw-ioc-useragent")
-        .map(|f| f["user"].as_str().unwrap().to_string())
-        .collect();
-    users.sort();
+    let mixed = UA.replace("Chrome", "CHROME").replace("Safari", "safari");
+    let other = UA.replace("92.0.4515.159", "93.0.4577.63");
+    let users = user_agent_hits(&[("exact", UA), ("mixed", &mixed), ("other", &other)], &[]);
     assert_eq!(users, ["exact@x.example", "mixed@x.example"]);
 }
