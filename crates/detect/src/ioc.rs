@@ -468,7 +468,8 @@ impl IocSet {
     pub fn user_agent_literals(&self) -> Vec<String> {
         let mut out = Vec::new();
         for ua in &self.user_agents {
-            if let Some(run) = case_free_run(&ua.value) {
+            // Of the value as matched: trimmed.
+            if let Some(run) = case_free_run(ua.value.trim()) {
                 out.push(run.to_owned());
                 continue;
             }
@@ -635,6 +636,18 @@ mod tests {
             "the version, not the name"
         );
         assert_eq!(case_free_run("Client=REST;Client=RESTSystem;;"), None);
+        // A run ending in the value's own trailing space would not be in a
+        // record whose user agent is the value trimmed.
+        let mut padded = IocSet::default();
+        padded.user_agents.push(UaIoc {
+            value: "python-requests/2.31.0 ".into(),
+            common: false,
+            source: "test".into(),
+        });
+        assert!(padded
+            .user_agent_literals()
+            .iter()
+            .any(|l| "python-requests/2.31.0".contains(l.as_str())));
         assert_eq!(case_free_run("curl/8.0"), None, "too short to be rare");
         let mut s = IocSet::default();
         for v in [chrome, "Client=REST;Client=RESTSystem;;"] {
