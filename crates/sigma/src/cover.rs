@@ -216,12 +216,9 @@ fn hay_word(hay: &[u8], pos: usize) -> u32 {
 /// ("5.0 (Windows NT 10.0; Win64; x64) AppleWebKit").
 pub fn rarest<'a>(texts: &[&'a str]) -> Option<&'a str> {
     let rare_share = |t: &str| {
-        let l = t.to_ascii_lowercase();
-        let b = l.as_bytes();
-        let n = b.len().saturating_sub(GRAM) + 1;
-        let rare = (0..n)
-            .map(|k| &b[k..(k + GRAM).min(b.len())])
-            .filter(|g| std::str::from_utf8(g).map_or(true, |g| !EXPORT_TEXT.contains(g)))
+        let n = pieces(t.as_bytes()).count();
+        let rare = pieces(t.as_bytes())
+            .filter(|&g| in_export_text(g) == 0)
             .count();
         // Compared as rare / n without dividing.
         (rare, n)
@@ -243,6 +240,19 @@ pub fn rarest<'a>(texts: &[&'a str]) -> Option<&'a str> {
     best.map(|(t, _, _)| t)
 }
 
+/// The four-byte pieces of `text` at every place (the whole of a shorter
+/// one).
+fn pieces(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let n = text.len().saturating_sub(GRAM) + 1;
+    (0..n).map(move |k| &text[k..(k + GRAM).min(text.len())])
+}
+
+/// How many times a piece is in [`EXPORT_TEXT`], ASCII case ignored (0
+/// for one that is not whole characters).
+fn in_export_text(piece: &[u8]) -> usize {
+    std::str::from_utf8(piece).map_or(0, |g| EXPORT_TEXT.matches(&*g.to_ascii_lowercase()).count())
+}
+
 /// Short byte strings (four bytes, or a whole shorter text) such that
 /// every text contains one: greedily the piece in the most texts not
 /// covered yet, preferring pieces not in [`EXPORT_TEXT`] (ASCII case
@@ -254,9 +264,7 @@ fn cover(lits: &[String]) -> Vec<Vec<u8>> {
     // the texts (a rule may list 100,000 values).
     let mut holders: HashMap<&[u8], Vec<usize>> = HashMap::new();
     for (i, l) in lits.iter().enumerate() {
-        let l = l.as_bytes();
-        let n = l.len().saturating_sub(GRAM) + 1;
-        for g in (0..n).map(|k| &l[k..(k + GRAM).min(l.len())]) {
+        for g in pieces(l.as_bytes()) {
             let h = holders.entry(g).or_default();
             if h.last() != Some(&i) {
                 h.push(i);
@@ -274,9 +282,6 @@ fn cover(lits: &[String]) -> Vec<Vec<u8>> {
     }
     let mut cands: Vec<(&[u8], Vec<usize>)> = holders.into_iter().collect();
     cands.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let in_export_text = |g: &[u8]| {
-        std::str::from_utf8(g).map_or(0, |g| EXPORT_TEXT.matches(&*g.to_ascii_lowercase()).count())
-    };
     let tier: Vec<usize> = cands
         .iter()
         .map(|(g, _)| 3 - in_export_text(g).min(3))
