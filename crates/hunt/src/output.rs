@@ -61,8 +61,12 @@ const SERIALISE_CHUNK: usize = 512;
 /// Serialises findings on every core, a wave of chunks at a time, and
 /// writes the chunks in order: an export with a rule that fires on most
 /// records has as many findings as records, and one core formatting them
-/// after the parallel read was a large part of the wall time. Memory stays
-/// bounded by one wave of findings and their text.
+/// after the parallel read was a large part of the wall time. The three
+/// steps of a wave overlap those of its neighbours: while the pool
+/// serialises one wave, a task reads the next back (merging the spilled
+/// runs, one core's work) and this thread writes the one before. Run one
+/// after another they left a core idle for most of the end of a hunt.
+/// Memory stays bounded by three waves of findings and their text.
 fn write_parallel(
     w: &mut dyn Write,
     findings: &Findings,
@@ -71,25 +75,42 @@ fn write_parallel(
     use rayon::prelude::*;
     let wave = SERIALISE_CHUNK * rayon::current_num_threads().max(1);
     let mut all = findings.iter()?;
+    fn read_wave<'a>(
+        all: &mut crate::findings::Iter<'a>,
+        wave: usize,
+    ) -> Result<Vec<Cow<'a, Finding>>, crate::findings::SpillError> {
+        all.by_ref().take(wave).collect()
+    }
+    let mut group = read_wave(&mut all, wave)?;
+    let mut texts: Vec<io::Result<Vec<u8>>> = Vec::new();
     loop {
-        let group = all
-            .by_ref()
-            .take(wave)
-            .collect::<Result<Vec<Cow<'_, Finding>>, _>>()?;
+        let mut next = Ok(Vec::new());
+        let mut serialised = Vec::new();
+        let mut written = Ok(());
+        rayon::in_place_scope(|scope| {
+            if !group.is_empty() {
+                let (next, all, serialised, group, serialise) =
+                    (&mut next, &mut all, &mut serialised, &group, &serialise);
+                scope.spawn(move |_| *next = read_wave(all, wave));
+                scope.spawn(move |_| {
+                    *serialised = group
+                        .par_chunks(SERIALISE_CHUNK)
+                        .map(|chunk| {
+                            let mut buf = Vec::with_capacity(chunk.len() * 512);
+                            serialise(chunk, &mut buf)?;
+                            Ok(buf)
+                        })
+                        .collect();
+                });
+            }
+            written = texts.drain(..).try_for_each(|t| w.write_all(&t?));
+        });
+        written?;
         if group.is_empty() {
             return Ok(());
         }
-        let texts: Vec<io::Result<Vec<u8>>> = group
-            .par_chunks(SERIALISE_CHUNK)
-            .map(|chunk| {
-                let mut buf = Vec::with_capacity(chunk.len() * 512);
-                serialise(chunk, &mut buf)?;
-                Ok(buf)
-            })
-            .collect();
-        for t in texts {
-            w.write_all(&t?)?;
-        }
+        texts = serialised;
+        group = next?;
     }
 }
 
@@ -337,13 +358,38 @@ mod tests {
     }
 
     /// Chunks serialised on several threads come out in order, as one
-    /// writer would have written them, across chunk and wave boundaries.
+    /// writer would have written them, across chunk and wave boundaries,
+    /// whether the findings were held or spilled (read back while the
+    /// wave before is serialised and the one before that written).
     #[test]
     fn parallel_writing_matches_one_writer() {
         let wave = SERIALISE_CHUNK * rayon::current_num_threads().max(1);
-        for n in [0, 1, SERIALISE_CHUNK, SERIALISE_CHUNK + 1, wave + 3] {
-            let fs = findings(n);
-            let store = Findings::from_sorted(fs.clone());
+        let sizes = [
+            0,
+            1,
+            SERIALISE_CHUNK,
+            SERIALISE_CHUNK + 1,
+            wave + 3,
+            2 * wave + 5,
+        ];
+        for (n, spilled) in sizes.into_iter().flat_map(|n| [(n, false), (n, true)]) {
+            // In report order (locators compare as text), as `from_sorted`
+            // is promised and spilled runs are read back.
+            let mut fs = findings(n);
+            fs.sort_by(Finding::report_order);
+            let store = if spilled {
+                // Runs of about a hundred findings each.
+                let mut store =
+                    Findings::with_budget(100 * fs.first().map_or(0, Finding::approx_bytes));
+                for f in &fs {
+                    store.push(f.clone()).unwrap();
+                }
+                store.seal();
+                assert_eq!(store.spilled_runs() > 0, n > 100, "{n} findings spilled");
+                store
+            } else {
+                Findings::from_sorted(fs.clone())
+            };
             let mut want = Vec::new();
             for f in &fs {
                 serde_json::to_writer(&mut want, f).unwrap();
@@ -351,7 +397,10 @@ mod tests {
             }
             let mut got = Vec::new();
             write_jsonl(&mut got, &store).unwrap();
-            assert!(got == want, "jsonl differs for {n} findings");
+            assert!(
+                got == want,
+                "jsonl differs for {n} findings, spilled: {spilled}"
+            );
 
             let mut c = csv::Writer::from_writer(Vec::new());
             c.write_record(COLUMNS).unwrap();
@@ -365,7 +414,10 @@ mod tests {
             let want = c.into_inner().unwrap();
             let mut got = Vec::new();
             write_csv(&mut got, &store).unwrap();
-            assert!(got == want, "csv differs for {n} findings");
+            assert!(
+                got == want,
+                "csv differs for {n} findings, spilled: {spilled}"
+            );
         }
     }
 }
