@@ -36,18 +36,15 @@ impl BufferPool {
         self.bufs.lock().ok().and_then(|mut b| b.pop())
     }
 
-    /// A buffer with room for a batch, every byte of it initialised (its
-    /// length is its capacity), so that a reader can read into it in place
-    /// ([`Filled`]). Only what the buffer's last use did not write is
-    /// zeroed: a batch's data leaves the room past its last line.
+    /// A buffer with room for a batch whose length is the bytes of it
+    /// initialised (what its last batch wrote), so that a reader can read
+    /// into them in place ([`Filled`]), growing them as it reads. (Grown
+    /// to the whole room up front, it was zeroed past the last batch's
+    /// data for every file: an Azure Monitor export of hourly files of a
+    /// few hundred KiB each zeroed four times the bytes it read.)
     fn take_filled(&self) -> Vec<u8> {
-        match self.pop() {
-            Some(mut buf) => {
-                buf.resize(buf.capacity(), 0);
-                buf
-            }
-            None => vec![0; LINES_BATCH + 64 * 1024],
-        }
+        self.pop()
+            .unwrap_or_else(|| Vec::with_capacity(LINES_BATCH + 64 * 1024))
     }
 
     /// An empty buffer with room for a batch.
@@ -148,6 +145,10 @@ pub enum Batch {
     },
 }
 
+/// Initialised room a [`Filled`] grows by when a read needs more: the
+/// zeroing it costs is at most this much past the bytes a stream holds.
+const FILL_STEP: usize = 64 * 1024;
+
 /// Longest record read: a longer one is rejected with its locator and
 /// skipped, so one crafted line (a gzip bomb inflates to one endless line)
 /// cannot exhaust memory.
@@ -157,8 +158,8 @@ pub const MAX_RECORD: usize = 64 << 20;
 /// them. Reading into a vector's spare room through a `dyn Read` (as
 /// `read_to_end` does) zeroes that room before each read, since the
 /// standard library cannot know that the reader will not look at it:
-/// 1 % of a hunt. Here only the room a buffer grows by is zeroed (and,
-/// for a buffer from the pool, what its last batch did not write).
+/// 1 % of a hunt. Here only the room a buffer grows by is zeroed, once
+/// in the buffer's life, [`FILL_STEP`] at a time as reads need it.
 struct Filled {
     /// Initialised in full; the first `len` bytes are the stream's.
     bytes: Vec<u8>,
@@ -214,11 +215,14 @@ impl Filled {
     /// yields every record before the cut.
     fn fill(&mut self, r: &mut dyn Read, need: usize, failed: &mut Option<std::io::Error>) -> bool {
         let end = self.len + need;
-        if self.bytes.len() < end {
-            self.bytes.resize(end, 0);
-        }
         while self.len < end {
-            match r.read(&mut self.bytes[self.len..end]) {
+            if self.bytes.len() == self.len {
+                // Out of initialised room: a step more, never past `end`,
+                // so a short stream leaves the rest of the room unzeroed.
+                self.bytes.resize(end.min(self.len + FILL_STEP), 0);
+            }
+            let to = end.min(self.bytes.len());
+            match r.read(&mut self.bytes[self.len..to]) {
                 Ok(0) => return true,
                 Ok(n) => self.len += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -569,6 +573,41 @@ mod tests {
         let head = text.as_bytes()[..split].to_vec();
         let res = read_batches(container, b',', Box::new(stream), head, &mut sink, pool);
         (got, res.is_ok())
+    }
+
+    /// A short stream is read into a batch buffer without zeroing the
+    /// buffer's whole room first (a file of a few KiB zeroed a MiB), and a
+    /// buffer handed back keeps its bytes for the next read to reuse.
+    #[test]
+    fn short_streams_zero_little_past_their_bytes() {
+        let pool = BufferPool::default();
+        let text = vec![b'x'; 10_000];
+        let mut failed = None;
+        let mut f = Filled::into(pool.take_filled());
+        assert!(
+            f.fill(&mut &text[..], LINES_BATCH, &mut failed),
+            "the stream ended"
+        );
+        assert_eq!(f.data(), &text[..]);
+        assert!(
+            f.bytes.len() <= text.len() + FILL_STEP,
+            "{} bytes initialised to read {}",
+            f.bytes.len(),
+            text.len()
+        );
+        // Handed back full, it is read into again without growing.
+        let mut big = f.into_bytes();
+        big.resize(LINES_BATCH, b'y');
+        pool.give(big);
+        let mut f = Filled::into(pool.take_filled());
+        assert_eq!(
+            f.bytes.len(),
+            LINES_BATCH,
+            "what the last batch wrote stays"
+        );
+        assert!(f.fill(&mut &text[..], LINES_BATCH, &mut failed));
+        assert_eq!((f.data(), f.bytes.len()), (&text[..], LINES_BATCH));
+        assert!(failed.is_none());
     }
 
     /// Every record is handed out once, whole and in order, however the
