@@ -455,3 +455,33 @@ fn a_user_agent_indicator_is_found_in_any_case() {
     let users = user_agent_hits(&[("exact", UA), ("mixed", &mixed), ("other", &other)], &[]);
     assert_eq!(users, ["exact@x.example", "mixed@x.example"]);
 }
+
+/// A user-agent indicator without a version number, typed in another
+/// case than the log writes it, is found in records of any case, escaped
+/// or not: before, its screen looked for its exact, lower- and upper-case
+/// spellings, so an analyst's `ua:client=rest;...` never reached the
+/// detection for Exchange's `Client=REST;...`. Another agent holding the
+/// same words apart is not found.
+#[test]
+fn a_user_agent_indicator_without_a_version_is_found_in_any_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let ioc = dir.path().join("ioc.txt");
+    std::fs::write(&ioc, "ua:evil-agent/fleet (remote)\n").unwrap();
+    let users = user_agent_hits(
+        &[
+            ("exchange", "Evil-Agent/Fleet (Remote)"),
+            ("shouting", r"EVIL-AGENT\/FLEET (REMOTE)"),
+            ("lower", "evil-agent/fleet (remote)"),
+            ("apart", "Evil-Agent/Fleetwood (remote)"),
+        ],
+        &["--ioc", ioc.to_str().unwrap(), "--no-builtin-iocs"],
+    );
+    assert_eq!(
+        users,
+        [
+            "exchange@x.example",
+            "lower@x.example",
+            "shouting@x.example"
+        ]
+    );
+}

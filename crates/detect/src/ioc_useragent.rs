@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{
-    contains_ignore_ascii_case, day, evidence, opt, shard_of, Anchors, Builtin, Context, Detection,
-    Grouped, Info, Kinds, Needs, Outcome, Verdict, Weight,
+    contains_ignore_ascii_case, day, evidence, opt, shard_of, Builtin, Context, Detection, Grouped,
+    Info, Kinds, Needs, Outcome, Verdict, Weight,
 };
 use crate::ioc::{shadowed_field, IocSet};
 use tokenward_event::Event;
@@ -62,7 +62,7 @@ impl Detection for IocUserAgent {
 
     fn needs(&self) -> Needs {
         let mut n = Needs::anchored(Kinds::ALL, &[], FIELDS);
-        n.anchors = Anchors::AnyOf(self.iocs.user_agent_literals());
+        n.anchors = self.iocs.user_agent_anchors();
         n
     }
 

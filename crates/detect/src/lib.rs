@@ -117,6 +117,13 @@ pub enum Anchors {
     /// JSON syntax, the quotes around a key, they are as written; in a
     /// value every writer escapes them, `"` as `\"` or `\u0022`).
     AnyOf(Vec<String>),
+    /// Records whose bytes contain at least one of these texts, ASCII case
+    /// ignored: for a detection that matches a value in any case (a user
+    /// agent an analyst typed in another case than the log writes it).
+    /// Escapes as for [`Anchors::AnyOf`]. Texts without letters cost no
+    /// more than there; any other is looked for by one short piece in each
+    /// of its case spellings, so list few.
+    AnyOfIgnoringCase(Vec<String>),
     /// A screen of its own, for anchors that are not a plain list (a Sigma
     /// rule set's AND/OR texts).
     Screen(KindScreenFn),
@@ -127,6 +134,7 @@ impl std::fmt::Debug for Anchors {
         match self {
             Anchors::Every => f.write_str("Every"),
             Anchors::AnyOf(v) => f.debug_tuple("AnyOf").field(v).finish(),
+            Anchors::AnyOfIgnoringCase(v) => f.debug_tuple("AnyOfIgnoringCase").field(v).finish(),
             Anchors::Screen(_) => f.write_str("Screen(..)"),
         }
     }

@@ -74,6 +74,11 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
                 Anchors::AnyOf(lits) => lits
                     .iter()
                     .any(|l| memchr::memmem::find(&bytes, l.as_bytes()).is_some()),
+                Anchors::AnyOfIgnoringCase(lits) => lits.iter().any(|l| {
+                    bytes
+                        .windows(l.len().max(1))
+                        .any(|w| w.eq_ignore_ascii_case(l.as_bytes()))
+                }),
                 // Told the record's kind, as the engine tells it once the
                 // record is parsed.
                 Anchors::Screen(f) => f(Some(whole(r, base + i).kind), &bytes),

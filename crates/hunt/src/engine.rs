@@ -317,12 +317,99 @@ struct Screened {
 /// patterns each, runs every browser's user agent has were found in most
 /// sign-ins, 15 % more CPU over mailbox records.)
 struct RunsOfText {
-    /// Its other runs.
-    rest: Vec<memchr::memmem::Finder<'static>>,
+    /// Its other runs (every run, for a text in any case: its pattern is
+    /// a piece of one).
+    rest: Vec<Run>,
     /// Readers it is an anchor of.
     readers: Mask,
     /// Readers it is a whole-record text of.
     whole: Mask,
+}
+
+/// A run of a [`RunsOfText`], looked for in a record.
+enum Run {
+    /// As written (boxed: a finder is ten times the other's size).
+    Exact(Box<memchr::memmem::Finder<'static>>),
+    /// ASCII case ignored; lower-cased.
+    AnyCase(Vec<u8>),
+}
+
+impl Run {
+    fn is_in(&self, bytes: &[u8]) -> bool {
+        match self {
+            Run::Exact(f) => f.find(bytes).is_some(),
+            Run::AnyCase(run) => {
+                let Some((&first, _)) = run.split_first() else {
+                    return true;
+                };
+                // Only records holding the text's piece get here: a byte
+                // loop at each place its first byte is, in either case.
+                let mut at = 0;
+                while let Some(p) = memchr::memchr2(first, first.to_ascii_uppercase(), &bytes[at..])
+                {
+                    let start = at + p;
+                    if bytes
+                        .get(start..start + run.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(run))
+                    {
+                        return true;
+                    }
+                    at = start + 1;
+                }
+                false
+            }
+        }
+    }
+}
+
+/// The literal pass's patterns as a plan gathers them: one per distinct
+/// text, with the readers it stands for.
+#[derive(Default)]
+struct Patterns {
+    texts: Vec<String>,
+    /// Readers each pattern stands for.
+    readers: Vec<Mask>,
+    /// Readers that read a record holding it whole.
+    whole: Vec<Mask>,
+    by_text: HashMap<String, usize>,
+}
+
+impl Patterns {
+    /// The pattern of text `t`, added if new, standing also for `readers`
+    /// and `whole`.
+    fn add(&mut self, t: &str, readers: Mask, whole: Mask) -> usize {
+        let id = match self.by_text.get(t) {
+            Some(&id) => id,
+            None => {
+                self.texts.push(t.to_owned());
+                self.readers.push(0);
+                self.whole.push(0);
+                self.by_text.insert(t.to_owned(), self.texts.len() - 1);
+                self.texts.len() - 1
+            }
+        };
+        self.readers[id] |= readers;
+        self.whole[id] |= whole;
+        id
+    }
+}
+
+/// Every ASCII case spelling of `piece` (at most 2 to the number of its
+/// letters).
+fn case_spellings(piece: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    for c in piece.chars() {
+        let (lower, upper) = (c.to_ascii_lowercase(), c.to_ascii_uppercase());
+        let mut next = Vec::with_capacity(out.len() * 2);
+        for s in &out {
+            next.push(format!("{s}{lower}"));
+            if upper != lower {
+                next.push(format!("{s}{upper}"));
+            }
+        }
+        out = next;
+    }
+    out
 }
 
 /// What the engine derived from the detections' needs.
@@ -339,7 +426,8 @@ struct Plan {
     /// ([`RunsOfText`]).
     texts_of_runs: Vec<RunsOfText>,
     /// The places in `texts_of_runs` of the texts whose rarest run each
-    /// pattern is.
+    /// pattern is (for a text in any case, a case spelling of a piece of
+    /// that run).
     pattern_texts: Vec<Vec<u32>>,
     /// Readers that see every record.
     every: Mask,
@@ -408,11 +496,11 @@ impl Plan {
             needs.len() < 64,
             "at most 63 detections (a Sigma rule set is one)"
         );
-        let mut lits: Vec<String> = Vec::new();
-        let mut pattern_readers: Vec<Mask> = Vec::new();
-        let mut pattern_whole: Vec<Mask> = Vec::new();
-        let mut by_text: HashMap<String, usize> = HashMap::new();
+        let mut patterns = Patterns::default();
         let mut texts_of_runs: Vec<RunsOfText> = Vec::new();
+        // Texts in any case (their places in `texts_of_runs`, and runs):
+        // their patterns are chosen for all of them at once, below.
+        let mut any_case_texts: Vec<(usize, Vec<String>)> = Vec::new();
         let mut by_runs: HashMap<String, usize> = HashMap::new();
         // (pattern, text of runs it anchors)
         let mut pattern_texts_of: Vec<(usize, usize)> = Vec::new();
@@ -421,25 +509,46 @@ impl Plan {
         // is its runs' patterns and stands for its readers itself. False
         // when no run is long enough to look for: such a text rules no
         // record out.
-        let mut add_text = |t: &str, readers: Mask, whole: Mask| -> bool {
-            let mut pattern = |t: &str, readers: Mask, whole: Mask| {
-                let id = *by_text.entry(t.to_owned()).or_insert_with(|| {
-                    lits.push(t.to_owned());
-                    pattern_readers.push(0);
-                    pattern_whole.push(0);
-                    lits.len() - 1
-                });
-                pattern_readers[id] |= readers;
-                pattern_whole[id] |= whole;
-                id
-            };
-            if !t.contains(escapes::optionally_escaped) {
+        let mut add_text = |t: &str, readers: Mask, whole: Mask, any_case: bool| -> bool {
+            let mut pattern = |t: &str, readers: Mask, whole: Mask| patterns.add(t, readers, whole);
+            // A text without letters is the same in any case.
+            let any_case = any_case && t.bytes().any(|b| b.is_ascii_alphabetic());
+            if !t.contains(escapes::optionally_escaped) && !any_case {
                 pattern(t, readers, whole);
                 return true;
             }
-            let runs: Vec<&str> = escapes::optional_escape_runs(t)
-                .filter(|r| r.len() >= escapes::SCREEN_TEXT_MIN)
-                .collect();
+            let runs: Vec<&str> = if t.contains(escapes::optionally_escaped) {
+                escapes::optional_escape_runs(t)
+                    .filter(|r| r.len() >= escapes::SCREEN_TEXT_MIN)
+                    .collect()
+            } else {
+                vec![t]
+            };
+            if any_case {
+                if runs.is_empty() {
+                    return false;
+                }
+                // Found by a short piece in each of its case spellings
+                // (chosen below), then every run, case ignored, in the
+                // record.
+                let key = format!("any case\0{t}");
+                let at = *by_runs.entry(key).or_insert_with(|| {
+                    texts_of_runs.push(RunsOfText {
+                        rest: runs
+                            .iter()
+                            .map(|r| Run::AnyCase(r.to_ascii_lowercase().into_bytes()))
+                            .collect(),
+                        readers: 0,
+                        whole: 0,
+                    });
+                    let at = texts_of_runs.len() - 1;
+                    any_case_texts.push((at, runs.iter().map(|r| r.to_string()).collect()));
+                    at
+                });
+                texts_of_runs[at].readers |= readers;
+                texts_of_runs[at].whole |= whole;
+                return true;
+            }
             match runs[..] {
                 [] => return false,
                 [run] => {
@@ -452,7 +561,11 @@ impl Plan {
                         let rest = runs
                             .iter()
                             .filter(|&&r| r != rarest)
-                            .map(|r| memchr::memmem::Finder::new(r.as_bytes()).into_owned())
+                            .map(|r| {
+                                Run::Exact(Box::new(
+                                    memchr::memmem::Finder::new(r.as_bytes()).into_owned(),
+                                ))
+                            })
                             .collect();
                         texts_of_runs.push(RunsOfText {
                             rest,
@@ -475,9 +588,10 @@ impl Plan {
             let bit = 1u64 << i;
             match &n.anchors {
                 Anchors::Every => every |= bit,
-                Anchors::AnyOf(texts) => {
+                Anchors::AnyOf(texts) | Anchors::AnyOfIgnoringCase(texts) => {
+                    let any_case = matches!(n.anchors, Anchors::AnyOfIgnoringCase(_));
                     for t in texts.iter().filter(|t| !t.is_empty()) {
-                        if !add_text(t, bit, 0) {
+                        if !add_text(t, bit, 0, any_case) {
                             every |= bit;
                         }
                     }
@@ -496,13 +610,34 @@ impl Plan {
                 WholeRecord::When(kinds, f) => whole_screens.push((i, *kinds, f.clone())),
                 WholeRecord::WhenAnyOf(texts) => {
                     for t in texts.iter().filter(|t| !t.is_empty()) {
-                        if !add_text(t, 0, bit) {
+                        if !add_text(t, 0, bit, false) {
                             whole |= bit;
                         }
                     }
                 }
             }
         }
+        // Pieces shared by texts in any case need fewer case spellings
+        // (each a pattern of the literal pass, which takes another pass
+        // over the data every `SEARCHER_TEXTS` patterns).
+        let runs: Vec<Vec<&str>> = any_case_texts
+            .iter()
+            .map(|(_, r)| r.iter().map(String::as_str).collect())
+            .collect();
+        for (piece, holders) in cover::any_case_cover(&runs) {
+            for spelling in case_spellings(&piece) {
+                let anchor = patterns.add(&spelling, 0, 0);
+                for &h in &holders {
+                    pattern_texts_of.push((anchor, any_case_texts[h].0));
+                }
+            }
+        }
+        let Patterns {
+            texts: lits,
+            readers: pattern_readers,
+            whole: pattern_whole,
+            ..
+        } = patterns;
         let mut pattern_texts = vec![Vec::new(); lits.len()];
         for (p, at) in pattern_texts_of {
             pattern_texts[p].push(at as u32);
@@ -535,7 +670,7 @@ impl Plan {
         &self,
         matches: &[(usize, usize)],
         bytes: &[u8],
-        streaks: &mut ScreenStreaks,
+        screening: &mut ScreenState,
         guess: Option<EventKind>,
         withheld: Mask,
     ) -> Screened {
@@ -546,21 +681,30 @@ impl Plan {
             told: guess.filter(|_| !self.screens.is_empty()),
             withheld: 0,
         };
+        screening.records += 1;
+        if screening.checked_for.len() < self.texts_of_runs.len() {
+            screening.checked_for.resize(self.texts_of_runs.len(), 0);
+        }
         for &(_, id) in matches {
             s.readers |= self.pattern_readers[id];
             s.whole |= self.pattern_whole[id];
             for &at in &self.pattern_texts[id] {
-                let t = &self.texts_of_runs[at as usize];
-                if (t.readers & !s.readers != 0 || t.whole & !s.whole != 0)
-                    && t.rest.iter().all(|f| f.find(bytes).is_some())
+                let at = at as usize;
+                let t = &self.texts_of_runs[at];
+                if screening.checked_for[at] == screening.records
+                    || (t.readers & !s.readers == 0 && t.whole & !s.whole == 0)
                 {
+                    continue;
+                }
+                screening.checked_for[at] = screening.records;
+                if t.rest.iter().all(|r| r.is_in(bytes)) {
                     s.readers |= t.readers;
                     s.whole |= t.whole;
                 }
             }
         }
         for (j, (i, f)) in self.screens.iter().enumerate() {
-            if streaks.passes(j, f, guess, bytes) {
+            if screening.passes(j, f, guess, bytes) {
                 s.readers |= 1 << i;
             }
         }
@@ -747,16 +891,29 @@ const SCREEN_TRUSTED_AFTER: u32 = 32;
 /// and the first it rules out ends the skipping.
 const SCREEN_SAMPLE_EVERY: u32 = 16;
 
-/// Per screen (by its place in [`Plan::screens`]), how many records in a
-/// row of this batch it passed. A screen only rules records out for its
-/// reader, so letting a record through unscreened changes no finding, only
-/// the work: a screen that passes every record (a Sigma rule set on
-/// sign-ins, where some rule's texts are in every record) costs a scan of
-/// each record for nothing, and is skipped while it keeps passing.
+/// What screening a worker's records carries from one to the next.
 #[derive(Default)]
-struct ScreenStreaks(Vec<u32>);
+struct ScreenState {
+    /// Per screen (by its place in [`Plan::screens`]), how many records in
+    /// a row of this batch it passed. A screen only rules records out for
+    /// its reader, so letting a record through unscreened changes no
+    /// finding, only the work: a screen that passes every record (a Sigma
+    /// rule set on sign-ins, where some rule's texts are in every record)
+    /// costs a scan of each record for nothing, and is skipped while it
+    /// keeps passing.
+    streaks: Vec<u32>,
+    /// Per text of runs (by its place in [`Plan::texts_of_runs`]), the
+    /// record it was last checked for ([`ScreenState::records`]): a
+    /// record holding a text's pattern at many places is checked for the
+    /// text's runs once. Checked at each place, a piece common in JSON
+    /// (`", "` of a quoted user agent) made a hunt over sign-ins take 18
+    /// times as long.
+    checked_for: Vec<u64>,
+    /// Records screened so far.
+    records: u64,
+}
 
-impl ScreenStreaks {
+impl ScreenState {
     /// Whether screen `j` lets `bytes` through: its answer, or yes
     /// unasked while its streak holds.
     fn passes(
@@ -766,10 +923,10 @@ impl ScreenStreaks {
         guess: Option<EventKind>,
         bytes: &[u8],
     ) -> bool {
-        if self.0.len() <= j {
-            self.0.resize(j + 1, 0);
+        if self.streaks.len() <= j {
+            self.streaks.resize(j + 1, 0);
         }
-        let streak = &mut self.0[j];
+        let streak = &mut self.streaks[j];
         let trusted = *streak >= SCREEN_TRUSTED_AFTER
             && (*streak - SCREEN_TRUSTED_AFTER) % SCREEN_SAMPLE_EVERY != 0;
         let pass = trusted || screen(guess, bytes);
@@ -813,7 +970,7 @@ struct Out {
     /// The literal matches of a record screened on its own (a CSV row, a
     /// record of a JSON array or envelope), reused record after record.
     hits: Vec<(usize, usize)>,
-    streaks: ScreenStreaks,
+    screening: ScreenState,
     guess: KindGuess,
 }
 
@@ -1176,7 +1333,7 @@ impl Ctx<'_> {
                     l.find_all(b, &mut out.hits);
                 }
                 let guess = out.guess.next();
-                Some(plan.readers(&out.hits, b, &mut out.streaks, guess, self.withheld))
+                Some(plan.readers(&out.hits, b, &mut out.screening, guess, self.withheld))
             }
         };
         let mut screened = screened;
@@ -1339,7 +1496,7 @@ impl Ctx<'_> {
             let s = plan.readers(
                 &out.hits,
                 text,
-                &mut out.streaks,
+                &mut out.screening,
                 out.guess.next(),
                 self.withheld,
             );
@@ -1423,7 +1580,7 @@ impl Ctx<'_> {
             spare: Vec::new(),
             row_text: Vec::new(),
             hits: Vec::new(),
-            streaks: ScreenStreaks::default(),
+            screening: ScreenState::default(),
             guess: KindGuess::new(self.hint),
         };
         match batch {
@@ -1439,7 +1596,7 @@ impl Ctx<'_> {
                         let found = matches.within(start, end);
                         let guess = out.guess.next();
                         let screened = self.plan.map(|p| {
-                            p.readers(found, trim(rec), &mut out.streaks, guess, self.withheld)
+                            p.readers(found, trim(rec), &mut out.screening, guess, self.withheld)
                         });
                         self.json(rec, Locator { line, record: line }, screened, &mut out);
                     }
@@ -1464,7 +1621,13 @@ impl Ctx<'_> {
                             let rec = &data[start..end];
                             let guess = out.guess.next();
                             let screened = self.plan.map(|p| {
-                                p.readers(found, trim(rec), &mut out.streaks, guess, self.withheld)
+                                p.readers(
+                                    found,
+                                    trim(rec),
+                                    &mut out.screening,
+                                    guess,
+                                    self.withheld,
+                                )
                             });
                             self.json(
                                 rec,
@@ -3420,8 +3583,8 @@ mod tests {
                 .as_ref()
                 .unwrap()
                 .find_all(record.as_bytes(), &mut hits);
-            let mut streaks = ScreenStreaks::default();
-            plan.readers(&hits, record.as_bytes(), &mut streaks, None, 0)
+            let mut screening = ScreenState::default();
+            plan.readers(&hits, record.as_bytes(), &mut screening, None, 0)
                 .readers
         };
         for spelled in [
@@ -3452,6 +3615,59 @@ mod tests {
         assert_eq!(Plan::new(&[pu]).every, 1);
     }
 
+    /// An anchor in any case is found however a record spells its case
+    /// and its escapes, and only where every run of it is; one without
+    /// letters is an exact anchor; anchors in one case keep to it.
+    #[test]
+    fn any_case_anchors_are_found_in_any_case() {
+        fn agent() -> Needs {
+            let mut n = Needs::anchored(Kinds::ALL, &[], &[]);
+            n.anchors = Anchors::AnyOfIgnoringCase(vec![
+                "Client=REST;Client=RESTSystem;;".into(),
+                "EvilTool/2.0".into(),
+                "92.0.4515.159 ".into(),
+            ]);
+            n
+        }
+        fn exact() -> Needs {
+            Needs::anchored(Kinds::ALL, &["Client=REST;Client=RESTSystem;;"], &[])
+        }
+        let (pa, _) = Probe::boxed(agent, None);
+        let (pe, _) = Probe::boxed(exact, None);
+        let plan = Plan::new(&[pa, pe]);
+        let readers = |record: &str| {
+            let mut hits = Vec::new();
+            plan.literals
+                .as_ref()
+                .unwrap()
+                .find_all(record.as_bytes(), &mut hits);
+            let mut screening = ScreenState::default();
+            plan.readers(&hits, record.as_bytes(), &mut screening, None, 0)
+                .readers
+        };
+        assert_eq!(readers(r#"{"ua":"Client=REST;Client=RESTSystem;;"}"#), 0b11);
+        for spelled in [
+            r#"{"ua":"client=rest;client=restsystem;;"}"#,
+            r#"{"ua":"CLIENT=REST;CLIENT=RESTSYSTEM;;"}"#,
+            r#"{"ua":"Client=Rest;client=RESTsystem;;"}"#,
+            r#"{"ua":"eviltool/2.0"}"#,
+            r#"{"ua":"EVILTOOL\/2.0 (Linux)"}"#,
+            r#"{"ua":"x CHROME/92.0.4515.159 SAFARI"}"#,
+        ] {
+            assert_eq!(readers(spelled), 0b01, "{spelled}");
+        }
+        for other in [
+            r#"{"ua":"Client=REST;Client=RESTSystem;"}"#,
+            r#"{"ua":"client=rest;client=restsys;;"}"#,
+            r#"{"ua":"RESTSystem;; Client=REST"}"#,
+            r#"{"ua":"EvilTool/2.1"}"#,
+            r#"{"ua":"GoodTool/2.0"}"#,
+            r#"{"ua":"Chrome/92.0.4515.158 Safari"}"#,
+        ] {
+            assert_eq!(readers(other), 0, "{other}");
+        }
+    }
+
     #[test]
     fn the_plan_unites_anchors_and_keeps_their_readers() {
         fn a() -> Needs {
@@ -3468,9 +3684,10 @@ mod tests {
             .as_ref()
             .unwrap()
             .find_all(b"..Y..", &mut hits);
-        let mut streaks = ScreenStreaks::default();
+        let mut screening = ScreenState::default();
         assert_eq!(
-            plan.readers(&hits, b"..Y..", &mut streaks, None, 0).readers,
+            plan.readers(&hits, b"..Y..", &mut screening, None, 0)
+                .readers,
             0b11
         );
         plan.literals
@@ -3478,7 +3695,8 @@ mod tests {
             .unwrap()
             .find_all(b"..X..", &mut hits);
         assert_eq!(
-            plan.readers(&hits, b"..X..", &mut streaks, None, 0).readers,
+            plan.readers(&hits, b"..X..", &mut screening, None, 0)
+                .readers,
             0b01
         );
         assert!(plan.projection(0b10).reaches("Deep.Path"));
@@ -3619,10 +3837,10 @@ mod tests {
             counter.fetch_add(1, Ordering::Relaxed);
             b == b"y"
         });
-        let mut streaks = ScreenStreaks::default();
+        let mut screening = ScreenState::default();
         let passed = answers
             .iter()
-            .map(|&a| streaks.passes(0, &screen, None, if a { b"y" } else { b"n" }))
+            .map(|&a| screening.passes(0, &screen, None, if a { b"y" } else { b"n" }))
             .collect();
         (passed, asked.load(Ordering::Relaxed))
     }

@@ -9,6 +9,7 @@
 //! text occurs is found, overlapping ones included. The SigmaHQ screen and
 //! the hunt engine's literal pass both search this way.
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 
 /// Texts found in the keys and common values of exports (lower case):
@@ -86,6 +87,15 @@ impl CoverSearch {
             return None;
         }
         let mut grams = cover(texts);
+        eprintln!(
+            "TMP cover: {} texts, {} grams: {:?}",
+            texts.len(),
+            grams.len(),
+            grams
+                .iter()
+                .map(|g| String::from_utf8_lossy(g).to_string())
+                .collect::<Vec<_>>()
+        );
         if grams.len().div_ceil(per_searcher) > searchers_max {
             return None;
         }
@@ -240,6 +250,105 @@ pub fn rarest<'a>(texts: &[&'a str]) -> Option<&'a str> {
     best.map(|(t, _, _)| t)
 }
 
+/// Pieces to look for, each in every ASCII case spelling, where texts may
+/// be spelled in any case: for texts given as their runs (the parts a
+/// record holds as written), pieces of three or four bytes, whole
+/// characters, of those runs (the whole of a shorter run) such that each
+/// text holds one (case ignored), with the texts each was chosen for.
+/// Greedy, like the cover: of the pieces best by the first part of
+/// [`any_case_rank`], the one held by the most texts not yet covered per
+/// case spelling (each letter doubles them, and each spelling is a
+/// pattern of the literal pass), then the best by the rest of it, then
+/// the first. `Client=REST;Client=RESTSystem;;` gives `m;;`; a quoted user
+/// agent in its JSON, .NET and CSV spellings gives `;v=` for all of them.
+pub fn any_case_cover(texts: &[Vec<&str>]) -> Vec<(String, Vec<usize>)> {
+    // Every candidate, lower-cased, in the order first seen, and its holders.
+    let mut order: Vec<String> = Vec::new();
+    let mut holders: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, runs) in texts.iter().enumerate() {
+        for run in runs {
+            let mut pieces: Vec<&str> = [GRAM - 1, GRAM]
+                .into_iter()
+                .flat_map(|n| {
+                    (0..=run.len().saturating_sub(n)).filter_map(move |k| run.get(k..k + n))
+                })
+                .collect();
+            if pieces.is_empty() || run.len() < GRAM - 1 {
+                pieces.push(run);
+            }
+            for p in pieces {
+                let key = p.to_ascii_lowercase();
+                let h = holders.entry(key.clone()).or_insert_with(|| {
+                    order.push(key);
+                    Vec::new()
+                });
+                if h.last() != Some(&i) {
+                    h.push(i);
+                }
+            }
+        }
+    }
+    let mut covered = vec![false; texts.len()];
+    let mut out = Vec::new();
+    loop {
+        let mut best: Option<(&str, usize, usize)> = None;
+        for p in &order {
+            let new = holders[p].iter().filter(|&&h| !covered[h]).count();
+            if new == 0 {
+                continue;
+            }
+            let spellings = 1usize << p.bytes().filter(u8::is_ascii_alphabetic).count();
+            let better = match best {
+                None => true,
+                Some((b, bnew, bspell)) => {
+                    let (rank, brank) = (any_case_rank(p), any_case_rank(b));
+                    let (lhs, rhs) = (new * bspell, bnew * spellings);
+                    rank.0 < brank.0
+                        || (rank.0 == brank.0 && (lhs > rhs || (lhs == rhs && rank.1 < brank.1)))
+                }
+            };
+            if better {
+                best = Some((p, new, spellings));
+            }
+        }
+        let Some((piece, _, _)) = best else {
+            return out;
+        };
+        let chosen: Vec<usize> = holders[piece]
+            .iter()
+            .copied()
+            .filter(|&h| !covered[h])
+            .collect();
+        for &h in &chosen {
+            covered[h] = true;
+        }
+        out.push((piece.to_owned(), chosen));
+    }
+}
+
+/// How good a piece is to look for in any case, lower first, in two
+/// parts. First: one not in [`EXPORT_TEXT`], then one not of digits and
+/// JSON's syntax alone (`", "` of a quoted list is in most sign-ins,
+/// `0022` of a `\u0022` spelling in most audit records), then one not
+/// starting with either (the literal pass sorts candidates by a pattern's
+/// first bytes: after a digit or a quote, most places are one). Then: one
+/// holding punctuation (letters and digits alone are in every record's
+/// names, times and ids), then the most punctuation, then the longest.
+type AnyCaseRank = ((bool, bool, bool), (bool, Reverse<usize>, Reverse<usize>));
+
+fn any_case_rank(p: &str) -> AnyCaseRank {
+    let plain = |b: u8| b.is_ascii_digit() || b" \",:[]{}\\".contains(&b);
+    let punctuation = p.bytes().filter(u8::is_ascii_punctuation).count();
+    (
+        (
+            in_export_text(p.as_bytes()) != 0,
+            p.bytes().all(plain),
+            p.bytes().next().is_some_and(plain),
+        ),
+        (punctuation == 0, Reverse(punctuation), Reverse(p.len())),
+    )
+}
+
 /// The four-byte pieces of `text` at every place (the whole of a shorter
 /// one).
 fn pieces(text: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -359,6 +468,62 @@ mod tests {
         assert_eq!(rarest(&["qzqz", "qzqzq"]), Some("qzqzq"));
         assert_eq!(rarest(&["abcd", "wxyz"]), Some("abcd"));
         assert_eq!(rarest(&[]), None);
+    }
+
+    /// Pieces in any case: few spellings, shared where they can be, never
+    /// JSON's syntax or digits alone, and every text covered.
+    #[test]
+    fn any_case_pieces_are_few_rare_and_shared() {
+        let one = |runs: &[&str]| any_case_cover(&[runs.to_vec()]);
+        assert_eq!(
+            one(&["Client=REST;Client=RESTSystem;;"]),
+            [("m;;".to_string(), vec![0])]
+        );
+        assert_eq!(one(&["ab"]), [("ab".to_string(), vec![0])]);
+        // Not digits or JSON's syntax alone, though they have no letters.
+        assert_eq!(one(&[r#"Ab", "Cd"#])[0].0, r#"b", "#);
+        let escaped = one(&[r"\u0022Edge\u0022"]);
+        assert!(
+            !escaped[0]
+                .0
+                .starts_with(|c: char| c.is_ascii_digit() || c == '\\'),
+            "{escaped:?}"
+        );
+        // Whole characters only.
+        assert_eq!(one(&["ééé"])[0].0, "éé");
+        // The quoted user agent as the built-in indicators spell it: one
+        // piece of one letter for all four.
+        let edge = [
+            r#""Microsoft Edge";v="113""#,
+            r#"\"Microsoft Edge\";v=\"113\""#,
+            r#"\u0022Microsoft Edge\u0022;v=\u0022113\u0022"#,
+            r#"""Microsoft Edge"";v=""113"""#,
+        ];
+        let texts: Vec<Vec<&str>> = edge.iter().map(|t| vec![*t]).collect();
+        assert_eq!(
+            any_case_cover(&texts),
+            [(";v=".to_string(), vec![0, 1, 2, 3])]
+        );
+        // Each text is covered once, whatever the mix.
+        let mut texts = texts;
+        texts.push(vec!["Client=REST;Client=RESTSystem;;"]);
+        texts.push(vec!["EvilTool", "2.0 (Linux)"]);
+        let cover = any_case_cover(&texts);
+        let mut seen: Vec<usize> = cover.iter().flat_map(|(_, h)| h.clone()).collect();
+        seen.sort();
+        assert_eq!(seen, (0..texts.len()).collect::<Vec<_>>());
+        for (piece, holders) in &cover {
+            for &h in holders {
+                assert!(
+                    texts[h]
+                        .iter()
+                        .any(|r| r.to_ascii_lowercase().contains(piece.as_str())),
+                    "{piece:?} in {:?}",
+                    texts[h]
+                );
+            }
+        }
+        assert!(any_case_cover(&[]).is_empty());
     }
 
     /// Cover texts next to each other in sorted order get places that

@@ -36,7 +36,8 @@ pub(crate) fn kinds_of(needs: &Needs) -> Vec<EventKind> {
 }
 
 /// The declaration's raw-text screen over the `raw` column (texts matched
-/// case-sensitively, as hunt screens the record's bytes).
+/// case-sensitively, or ASCII case ignored, as hunt screens the record's
+/// bytes).
 pub(crate) fn screen(d: Dialect, needs: &Needs) -> Result<String, String> {
     match &needs.anchors {
         Anchors::Every => Ok("true".into()),
@@ -49,6 +50,19 @@ pub(crate) fn screen(d: Dialect, needs: &Needs) -> Result<String, String> {
                 texts
                     .iter()
                     .map(|t| d.contains(&d.ident("raw"), &d.lit(t)))
+                    .collect::<Vec<_>>()
+                    .join(" OR ")
+            ))
+        }
+        Anchors::AnyOfIgnoringCase(texts) => {
+            let texts: std::collections::BTreeSet<String> =
+                texts.iter().map(|t| t.to_ascii_lowercase()).collect();
+            let raw = d.lower_ascii(&d.ident("raw"));
+            Ok(format!(
+                "({})",
+                texts
+                    .iter()
+                    .map(|t| d.contains(&raw, &d.lit(t)))
                     .collect::<Vec<_>>()
                     .join(" OR ")
             ))
@@ -913,4 +927,29 @@ fn mail_bind_spike(
         cols.join(", ")
     );
     Ok(Compiled::Grouped { steps, select })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenward_detect::Kinds;
+
+    /// Texts in any case are compared with the raw text lower-cased
+    /// (ASCII letters only, as hunt ignores case), in both dialects.
+    #[test]
+    fn any_case_texts_screen_the_lower_cased_raw_text() {
+        let mut needs = Needs::anchored(Kinds::ALL, &[], &[]);
+        needs.anchors = Anchors::AnyOfIgnoringCase(vec!["Evil-Agent/Fleet".into()]);
+        for d in [Dialect::ClickHouse, Dialect::Spark] {
+            let sql = screen(d, &needs).unwrap();
+            let raw = d.lower_ascii(&d.ident("raw"));
+            assert_eq!(sql, format!("({})", d.contains(&raw, "'evil-agent/fleet'")));
+        }
+        needs.anchors = Anchors::AnyOf(vec!["Evil-Agent/Fleet".into()]);
+        let sql = screen(Dialect::ClickHouse, &needs).unwrap();
+        assert!(
+            sql.contains("'Evil-Agent/Fleet'") && !sql.contains("lower"),
+            "{sql}"
+        );
+    }
 }
