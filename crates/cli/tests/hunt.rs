@@ -400,6 +400,11 @@ fn user_agent_hits(records: &[(&str, &str)], extra: &[&str]) -> Vec<String> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        out.stderr.is_empty(),
+        "-q writes nothing to standard error: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut users: Vec<String> = std::fs::read_to_string(&findings)
         .unwrap()
         .lines()

@@ -468,10 +468,12 @@ impl IocSet {
     ///   case than the log writes it), in any case
     ///   ([`Anchors::AnyOfIgnoringCase`]), every indicator alike;
     /// - else (the built-in indicators alone, spelled as Microsoft's logs
-    ///   write them) in its exact, lower- and upper-case spellings. In
-    ///   any case, the built-ins' pieces took a third pass of the literal
-    ///   screen, 5-8 % more CPU over sign-ins and audit records for every
-    ///   hunt.
+    ///   write them) in its exact, lower- and upper-case spellings.
+    ///   Screened for ignoring case, the built-ins' pieces took the
+    ///   literal screen a third pass, 5-8 % more CPU over sign-ins and
+    ///   audit records for every hunt.
+    ///
+    /// Values are screened for trimmed, as the detection compares them.
     pub fn user_agent_anchors(&self) -> Anchors {
         let any_case = self
             .user_agents
@@ -479,25 +481,25 @@ impl IocSet {
             .any(|u| u.source != MSTIC && case_free_run(u.value.trim()).is_none());
         let mut out = Vec::new();
         for ua in &self.user_agents {
-            // Of the value as matched: trimmed.
-            if let Some(run) = case_free_run(ua.value.trim()) {
+            let value = ua.value.trim();
+            if let Some(run) = case_free_run(value) {
                 out.push(run.to_owned());
                 continue;
             }
-            out.push(ua.value.clone());
+            out.push(value.to_owned());
             if !any_case {
-                out.push(ua.value.to_ascii_lowercase());
-                out.push(ua.value.to_ascii_uppercase());
+                out.push(value.to_ascii_lowercase());
+                out.push(value.to_ascii_uppercase());
             }
-            let esc = serde_json::to_string(&ua.value).unwrap_or_default();
+            let esc = serde_json::to_string(value).unwrap_or_default();
             let esc = esc.trim_matches('"').to_string();
-            if ua.value.contains('"') {
+            if value.contains('"') {
                 // .NET's System.Text.Json writes a quote as `\u0022`; CSV
                 // cells double it.
                 out.push(esc.replace("\\\"", "\\u0022"));
-                out.push(ua.value.replace('"', "\"\""));
+                out.push(value.replace('"', "\"\""));
             }
-            if esc != ua.value {
+            if esc != value {
                 out.push(esc);
             }
         }
@@ -649,8 +651,15 @@ mod tests {
             common: false,
             source: "test".into(),
         });
+        // Screened for as the detection compares it: trimmed.
+        typed.user_agents.push(UaIoc {
+            value: " padded agent ".into(),
+            common: false,
+            source: "test".into(),
+        });
         let (texts, any_case) = ua_texts(&typed);
         assert!(any_case);
+        assert!(texts.contains(&"padded agent".to_string()), "{texts:?}");
         assert!(texts.contains(&"Client=REST;Client=RESTSystem;;".to_string()));
         assert!(!texts.contains(&"client=rest;client=restsystem;;".to_string()));
         assert!(texts.contains(&"evil-agent/fleet".to_string()));

@@ -316,6 +316,11 @@ struct Screened {
 /// or Microsoft Sentinel wrote as `\u002B` or `\u0026`; looked for as
 /// patterns each, runs every browser's user agent has were found in most
 /// sign-ins, 15 % more CPU over mailbox records.)
+///
+/// An anchor in any case ([`Anchors::AnyOfIgnoringCase`]) with letters is
+/// one too, with or without such characters: the literal pass looks for
+/// the case spellings of a piece of it ([`cover::any_case_cover`]), and
+/// the record is then checked for every run, case ignored.
 struct RunsOfText {
     /// Its other runs (every run, for a text in any case: its pattern is
     /// a piece of one).
@@ -415,7 +420,8 @@ fn case_spellings(piece: &str) -> Vec<String> {
 /// What the engine derived from the detections' needs.
 struct Plan {
     needs: Vec<Needs>,
-    /// The literal screen: the union of every reader's `AnyOf` anchors.
+    /// The literal screen: the union of every reader's `AnyOf` anchors
+    /// and of the case spellings of its any-case anchors' pieces.
     literals: Option<Literals>,
     /// Readers each literal pattern stands for.
     pattern_readers: Vec<Mask>,
@@ -426,8 +432,8 @@ struct Plan {
     /// ([`RunsOfText`]).
     texts_of_runs: Vec<RunsOfText>,
     /// The places in `texts_of_runs` of the texts whose rarest run each
-    /// pattern is (for a text in any case, a case spelling of a piece of
-    /// that run).
+    /// pattern is, or (for a text in any case) a case spelling of a piece
+    /// of.
     pattern_texts: Vec<Vec<u32>>,
     /// Readers that see every record.
     every: Mask,

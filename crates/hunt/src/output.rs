@@ -110,7 +110,15 @@ fn write_parallel(
             return Ok(());
         }
         texts = serialised;
-        group = next?;
+        group = match next {
+            Ok(g) => g,
+            Err(e) => {
+                // What was read before the error is written, as one
+                // writer would have.
+                texts.drain(..).try_for_each(|t| w.write_all(&t?))?;
+                return Err(e.into());
+            }
+        };
     }
 }
 
@@ -355,6 +363,36 @@ mod tests {
                 f
             })
             .collect()
+    }
+
+    /// A writer that fails partway fails the whole write, whichever wave
+    /// it fails in.
+    #[test]
+    fn a_failing_writer_fails_the_write() {
+        struct FailsAfter(usize);
+        impl Write for FailsAfter {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                if self.0 < buf.len() {
+                    return Err(io::Error::other("disk full"));
+                }
+                self.0 -= buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let wave = SERIALISE_CHUNK * rayon::current_num_threads().max(1);
+        let mut fs = findings(3 * wave);
+        fs.sort_by(Finding::report_order);
+        let store = Findings::from_sorted(fs);
+        let mut all = Vec::new();
+        write_jsonl(&mut all, &store).unwrap();
+        for at in [0, all.len() / 3, all.len() - 1] {
+            let e = write_jsonl(&mut FailsAfter(at), &store).unwrap_err();
+            assert_eq!(e.to_string(), "disk full", "failing after {at} bytes");
+        }
+        write_jsonl(&mut FailsAfter(all.len()), &store).unwrap();
     }
 
     /// Chunks serialised on several threads come out in order, as one

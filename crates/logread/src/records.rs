@@ -158,8 +158,8 @@ pub const MAX_RECORD: usize = 64 << 20;
 /// them. Reading into a vector's spare room through a `dyn Read` (as
 /// `read_to_end` does) zeroes that room before each read, since the
 /// standard library cannot know that the reader will not look at it:
-/// 1 % of a hunt. Here only the room a buffer grows by is zeroed, once
-/// in the buffer's life, [`FILL_STEP`] at a time as reads need it.
+/// 1 % of a hunt. Here only the room a buffer grows by past what its
+/// last batch wrote is zeroed, [`FILL_STEP`] at a time as reads need it.
 struct Filled {
     /// Initialised in full; the first `len` bytes are the stream's.
     bytes: Vec<u8>,

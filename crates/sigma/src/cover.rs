@@ -87,15 +87,6 @@ impl CoverSearch {
             return None;
         }
         let mut grams = cover(texts);
-        eprintln!(
-            "TMP cover: {} texts, {} grams: {:?}",
-            texts.len(),
-            grams.len(),
-            grams
-                .iter()
-                .map(|g| String::from_utf8_lossy(g).to_string())
-                .collect::<Vec<_>>()
-        );
         if grams.len().div_ceil(per_searcher) > searchers_max {
             return None;
         }
@@ -255,16 +246,25 @@ pub fn rarest<'a>(texts: &[&'a str]) -> Option<&'a str> {
 /// record holds as written), pieces of three or four bytes, whole
 /// characters, of those runs (the whole of a shorter run) such that each
 /// text holds one (case ignored), with the texts each was chosen for.
-/// Greedy, like the cover: of the pieces best by the first part of
-/// [`any_case_rank`], the one held by the most texts not yet covered per
-/// case spelling (each letter doubles them, and each spelling is a
-/// pattern of the literal pass), then the best by the rest of it, then
-/// the first. `Client=REST;Client=RESTSystem;;` gives `m;;`; a quoted user
+/// Greedy, like the cover: of the pieces that are not in the export text
+/// the cover search knows, not digits and JSON syntax alone and not
+/// starting with them (if any), the one held by the most texts not yet
+/// covered per case spelling (each letter doubles them, and each spelling
+/// is a pattern of the literal pass), then one with punctuation, then the
+/// most of it, then the longest, then the first. `Client=REST;Client=RESTSystem;;` gives `m;;`; a quoted user
 /// agent in its JSON, .NET and CSV spellings gives `;v=` for all of them.
 pub fn any_case_cover(texts: &[Vec<&str>]) -> Vec<(String, Vec<usize>)> {
-    // Every candidate, lower-cased, in the order first seen, and its holders.
-    let mut order: Vec<String> = Vec::new();
-    let mut holders: HashMap<String, Vec<usize>> = HashMap::new();
+    // Every candidate, lower-cased, in the order first seen, with its
+    // holders, case spellings and rank (worked out once: the rank searches
+    // the export text, and a long indicator list has many candidates).
+    struct Candidate {
+        piece: String,
+        holders: Vec<usize>,
+        spellings: usize,
+        rank: AnyCaseRank,
+    }
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut by_piece: HashMap<String, usize> = HashMap::new();
     for (i, runs) in texts.iter().enumerate() {
         for run in runs {
             let mut pieces: Vec<&str> = [GRAM - 1, GRAM]
@@ -277,11 +277,17 @@ pub fn any_case_cover(texts: &[Vec<&str>]) -> Vec<(String, Vec<usize>)> {
                 pieces.push(run);
             }
             for p in pieces {
-                let key = p.to_ascii_lowercase();
-                let h = holders.entry(key.clone()).or_insert_with(|| {
-                    order.push(key);
-                    Vec::new()
+                let piece = p.to_ascii_lowercase();
+                let at = *by_piece.entry(piece.clone()).or_insert_with(|| {
+                    candidates.push(Candidate {
+                        spellings: 1 << piece.bytes().filter(u8::is_ascii_alphabetic).count(),
+                        rank: any_case_rank(&piece),
+                        piece,
+                        holders: Vec::new(),
+                    });
+                    candidates.len() - 1
                 });
+                let h = &mut candidates[at].holders;
                 if h.last() != Some(&i) {
                     h.push(i);
                 }
@@ -291,40 +297,43 @@ pub fn any_case_cover(texts: &[Vec<&str>]) -> Vec<(String, Vec<usize>)> {
     let mut covered = vec![false; texts.len()];
     let mut out = Vec::new();
     loop {
-        let mut best: Option<(&str, usize, usize)> = None;
-        for p in &order {
-            let new = holders[p].iter().filter(|&&h| !covered[h]).count();
+        let mut best: Option<(&Candidate, usize)> = None;
+        for c in &candidates {
+            let new = c.holders.iter().filter(|&&h| !covered[h]).count();
             if new == 0 {
                 continue;
             }
-            let spellings = 1usize << p.bytes().filter(u8::is_ascii_alphabetic).count();
             let better = match best {
                 None => true,
-                Some((b, bnew, bspell)) => {
-                    let (rank, brank) = (any_case_rank(p), any_case_rank(b));
-                    let (lhs, rhs) = (new * bspell, bnew * spellings);
-                    rank.0 < brank.0
-                        || (rank.0 == brank.0 && (lhs > rhs || (lhs == rhs && rank.1 < brank.1)))
+                Some((b, bnew)) => {
+                    let (lhs, rhs) = (new * b.spellings, bnew * c.spellings);
+                    c.rank.0 < b.rank.0
+                        || (c.rank.0 == b.rank.0
+                            && (lhs > rhs || (lhs == rhs && c.rank.1 < b.rank.1)))
                 }
             };
             if better {
-                best = Some((p, new, spellings));
+                best = Some((c, new));
             }
         }
-        let Some((piece, _, _)) = best else {
+        let Some((chosen, _)) = best else {
             return out;
         };
-        let chosen: Vec<usize> = holders[piece]
+        let holders: Vec<usize> = chosen
+            .holders
             .iter()
             .copied()
             .filter(|&h| !covered[h])
             .collect();
-        for &h in &chosen {
+        for &h in &holders {
             covered[h] = true;
         }
-        out.push((piece.to_owned(), chosen));
+        out.push((chosen.piece.clone(), holders));
     }
 }
+
+/// A piece's rank in [`any_case_cover`] ([`any_case_rank`]).
+type AnyCaseRank = ((bool, bool, bool), (bool, Reverse<usize>, Reverse<usize>));
 
 /// How good a piece is to look for in any case, lower first, in two
 /// parts. First: one not in [`EXPORT_TEXT`], then one not of digits and
@@ -334,8 +343,6 @@ pub fn any_case_cover(texts: &[Vec<&str>]) -> Vec<(String, Vec<usize>)> {
 /// first bytes: after a digit or a quote, most places are one). Then: one
 /// holding punctuation (letters and digits alone are in every record's
 /// names, times and ids), then the most punctuation, then the longest.
-type AnyCaseRank = ((bool, bool, bool), (bool, Reverse<usize>, Reverse<usize>));
-
 fn any_case_rank(p: &str) -> AnyCaseRank {
     let plain = |b: u8| b.is_ascii_digit() || b" \",:[]{}\\".contains(&b);
     let punctuation = p.bytes().filter(u8::is_ascii_punctuation).count();
