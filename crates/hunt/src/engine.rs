@@ -3566,6 +3566,18 @@ mod tests {
         assert!(s.handovers >= 6, "{} hand-overs", s.handovers);
     }
 
+    /// The readers `plan`'s literal pass and screens send `record` to.
+    fn screened_readers(plan: &Plan, record: &str) -> Mask {
+        let mut hits = Vec::new();
+        plan.literals
+            .as_ref()
+            .unwrap()
+            .find_all(record.as_bytes(), &mut hits);
+        let mut screening = ScreenState::default();
+        plan.readers(&hits, record.as_bytes(), &mut screening, None, 0)
+            .readers
+    }
+
     /// An anchor holding characters some writers escape is found however
     /// the record spells them, and only where all its runs are; one with
     /// no run to look for screens nothing out.
@@ -3583,16 +3595,7 @@ mod tests {
         }
         let (pa, _) = Probe::boxed(agent, None);
         let plan = Plan::new(&[pa]);
-        let readers = |record: &str| {
-            let mut hits = Vec::new();
-            plan.literals
-                .as_ref()
-                .unwrap()
-                .find_all(record.as_bytes(), &mut hits);
-            let mut screening = ScreenState::default();
-            plan.readers(&hits, record.as_bytes(), &mut screening, None, 0)
-                .readers
-        };
+        let readers = |record: &str| screened_readers(&plan, record);
         for spelled in [
             r#"{"UserAgent":"EvilTool/2.0 (+https://x.example/?a=1&b=2)"}"#,
             // System.Text.Json's default encoder; Sentinel's OfficeActivity.
@@ -3641,16 +3644,7 @@ mod tests {
         let (pa, _) = Probe::boxed(agent, None);
         let (pe, _) = Probe::boxed(exact, None);
         let plan = Plan::new(&[pa, pe]);
-        let readers = |record: &str| {
-            let mut hits = Vec::new();
-            plan.literals
-                .as_ref()
-                .unwrap()
-                .find_all(record.as_bytes(), &mut hits);
-            let mut screening = ScreenState::default();
-            plan.readers(&hits, record.as_bytes(), &mut screening, None, 0)
-                .readers
-        };
+        let readers = |record: &str| screened_readers(&plan, record);
         assert_eq!(readers(r#"{"ua":"Client=REST;Client=RESTSystem;;"}"#), 0b11);
         for spelled in [
             r#"{"ua":"client=rest;client=restsystem;;"}"#,
