@@ -516,14 +516,14 @@ impl Plan {
         // when no run is long enough to look for: such a text rules no
         // record out.
         let mut add_text = |t: &str, readers: Mask, whole: Mask, any_case: bool| -> bool {
-            let mut pattern = |t: &str, readers: Mask, whole: Mask| patterns.add(t, readers, whole);
             // A text without letters is the same in any case.
             let any_case = any_case && t.bytes().any(|b| b.is_ascii_alphabetic());
-            if !t.contains(escapes::optionally_escaped) && !any_case {
-                pattern(t, readers, whole);
+            let escapable = t.contains(escapes::optionally_escaped);
+            if !escapable && !any_case {
+                patterns.add(t, readers, whole);
                 return true;
             }
-            let runs: Vec<&str> = if t.contains(escapes::optionally_escaped) {
+            let runs: Vec<&str> = if escapable {
                 escapes::optional_escape_runs(t)
                     .filter(|r| r.len() >= escapes::SCREEN_TEXT_MIN)
                     .collect()
@@ -558,12 +558,12 @@ impl Plan {
             match runs[..] {
                 [] => return false,
                 [run] => {
-                    pattern(run, readers, whole);
+                    patterns.add(run, readers, whole);
                 }
                 _ => {
                     let at = *by_runs.entry(t.to_owned()).or_insert_with(|| {
                         let rarest = cover::rarest(&runs).expect("runs");
-                        let anchor = pattern(rarest, 0, 0);
+                        let anchor = patterns.add(rarest, 0, 0);
                         let rest = runs
                             .iter()
                             .filter(|&&r| r != rarest)

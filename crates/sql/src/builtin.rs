@@ -39,39 +39,27 @@ pub(crate) fn kinds_of(needs: &Needs) -> Vec<EventKind> {
 /// case-sensitively, or ASCII case ignored, as hunt screens the record's
 /// bytes).
 pub(crate) fn screen(d: Dialect, needs: &Needs) -> Result<String, String> {
-    match &needs.anchors {
-        Anchors::Every => Ok("true".into()),
-        Anchors::AnyOf(texts) => {
-            // Sorted: some declarations list texts from hash maps, and the
-            // same rules should print the same script.
-            let texts: std::collections::BTreeSet<&String> = texts.iter().collect();
-            Ok(format!(
-                "({})",
-                texts
-                    .iter()
-                    .map(|t| d.contains(&d.ident("raw"), &d.lit(t)))
-                    .collect::<Vec<_>>()
-                    .join(" OR ")
-            ))
-        }
-        Anchors::AnyOfIgnoringCase(texts) => {
-            let texts: std::collections::BTreeSet<String> =
-                texts.iter().map(|t| t.to_ascii_lowercase()).collect();
-            let raw = d.lower_ascii(&d.ident("raw"));
-            Ok(format!(
-                "({})",
-                texts
-                    .iter()
-                    .map(|t| d.contains(&raw, &d.lit(t)))
-                    .collect::<Vec<_>>()
-                    .join(" OR ")
-            ))
-        }
-        Anchors::Screen(_) => Err("its screen is code, not texts".into()),
-    }
+    // Sorted: some declarations list texts from hash maps, and the same
+    // rules should print the same script.
+    let (raw, texts): (String, std::collections::BTreeSet<String>) = match &needs.anchors {
+        Anchors::Every => return Ok("true".into()),
+        Anchors::AnyOf(texts) => (d.ident("raw"), texts.iter().cloned().collect()),
+        Anchors::AnyOfIgnoringCase(texts) => (
+            d.lower_ascii(&d.ident("raw")),
+            texts.iter().map(|t| t.to_ascii_lowercase()).collect(),
+        ),
+        Anchors::Screen(_) => return Err("its screen is code, not texts".into()),
+    };
+    Ok(format!(
+        "({})",
+        texts
+            .iter()
+            .map(|t| d.contains(&raw, &d.lit(t)))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    ))
 }
 
-/// Compiles the built-in `id`, or says why it is not.
 /// Compiles the built-in `id`, or says why it is not. A detection of one
 /// finding per record reads the shared scan through `record`; one that
 /// groups records reads `grouped`, a scan of only the values the grouped
