@@ -238,6 +238,13 @@ pub enum WholeRecord {
     /// promise is enough (a Sigma rule set whose keyword rules are written
     /// for other log sources, or whose anchors are not in the record).
     When(Kinds, ScreenFn),
+    /// As `When`, for a detection that reads such a record for nothing but
+    /// its values as text, not its keys or shape (Sigma keywords): the
+    /// engine hands it projected, carrying its
+    /// [`Words`](tokenward_event::Words) ([`Event::words`]), or whole where
+    /// they cannot be read off the text alone (a key named twice). Either way it reads the words through
+    /// [`Event::words`] or, where that is `None`, the record's own.
+    WordsWhen(Kinds, ScreenFn),
     /// Only the records whose raw bytes hold one of these texts; the others
     /// may reach it projected, as with `When`. The engine finds these texts
     /// in the one literal pass that finds every [`Anchors::AnyOf`] text.
@@ -250,7 +257,7 @@ impl WholeRecord {
         match self {
             WholeRecord::Never => false,
             WholeRecord::WhenAnyOf(texts) => !texts.is_empty(),
-            WholeRecord::Always | WholeRecord::When(..) => true,
+            WholeRecord::Always | WholeRecord::When(..) | WholeRecord::WordsWhen(..) => true,
         }
     }
 }
@@ -261,6 +268,7 @@ impl std::fmt::Debug for WholeRecord {
             WholeRecord::Never => f.write_str("Never"),
             WholeRecord::Always => f.write_str("Always"),
             WholeRecord::When(kinds, _) => write!(f, "When({kinds:?}, ..)"),
+            WholeRecord::WordsWhen(kinds, _) => write!(f, "WordsWhen({kinds:?}, ..)"),
             WholeRecord::WhenAnyOf(texts) => f.debug_tuple("WhenAnyOf").field(texts).finish(),
         }
     }

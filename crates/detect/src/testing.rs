@@ -14,7 +14,7 @@ use super::{
 use crate::ioc::IocSet;
 use tokenward_event::projection::plain_audit;
 use tokenward_event::{
-    normalising_projection, time_and_workload_paths, Event, Locator, Projected, Projection,
+    normalising_projection, time_and_workload_paths, Event, Locator, Projected, Projection, Words,
 };
 
 /// A fully parsed event of a JSON record.
@@ -99,15 +99,25 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
                 line: (base + i) as u64 + 1,
                 record: (base + i) as u64 + 1,
             };
+            let screened = |kinds: &super::Kinds, f: &super::ScreenFn| {
+                f(&bytes)
+                    && kinds.contains(
+                        Event::from_record(r.clone(), None, Arc::from("test.jsonl"), loc).kind,
+                    )
+            };
+            let text = std::str::from_utf8(&bytes).expect("UTF-8");
+            let words = match &needs.whole_record {
+                WholeRecord::WordsWhen(kinds, f) if screened(kinds, f) => {
+                    Some(Words::of_json(text))
+                }
+                _ => None,
+            };
             let whole = match &needs.whole_record {
                 WholeRecord::Never => false,
                 WholeRecord::Always => true,
-                WholeRecord::When(kinds, f) => {
-                    f(&bytes)
-                        && kinds.contains(
-                            Event::from_record(r.clone(), None, Arc::from("test.jsonl"), loc).kind,
-                        )
-                }
+                WholeRecord::When(kinds, f) => screened(kinds, f),
+                // Where the words cannot be read off the text.
+                WholeRecord::WordsWhen(..) => matches!(words, Some(None)),
                 WholeRecord::WhenAnyOf(texts) => texts
                     .iter()
                     .any(|t| memchr::memmem::find(&bytes, t.as_bytes()).is_some()),
@@ -115,17 +125,18 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
             let ev = if whole {
                 Event::from_record(r.clone(), None, Arc::from("test.jsonl"), loc)
             } else {
-                match projection
-                    .parse(std::str::from_utf8(&bytes).expect("UTF-8"))
-                    .expect("valid JSON")
-                {
-                    Projected::Object(v) => Event::from_projected(
-                        v,
-                        projection.clone(),
-                        None,
-                        Arc::from("test.jsonl"),
-                        loc,
-                    ),
+                match projection.parse(text).expect("valid JSON") {
+                    Projected::Object(v) => {
+                        let mut ev = Event::from_projected(
+                            v,
+                            projection.clone(),
+                            None,
+                            Arc::from("test.jsonl"),
+                            loc,
+                        );
+                        ev.words = words.flatten().map(Box::new);
+                        ev
+                    }
                     Projected::Full => {
                         Event::from_record(r.clone(), None, Arc::from("test.jsonl"), loc)
                     }

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 use crate::projection::{Projection, NESTED_DEPTH};
 use crate::timefmt::parse_timestamp;
+use crate::words::Words;
 use tokenward_logread::Locator;
 use tokenward_net::parse_client_ip;
 
@@ -89,6 +90,10 @@ pub struct Event {
     /// parsers do, and indicator detections search these too
     /// ([`crate::shadow`]). Empty for almost every record.
     pub shadowed: Vec<(String, Value)>,
+    /// For a projected event, every value of its record as text, where a
+    /// reader searches any value ([`Words::of_json`]; set by the engine).
+    /// `None` for a record built whole, whose words are its own.
+    pub words: Option<Box<Words>>,
     /// Key filters of the wrapped record and of the root, built with the
     /// event: lookups skip a map that cannot hold the path's first step.
     keys: (KeyFilter, KeyFilter),
@@ -716,6 +721,7 @@ impl Event {
             locator,
             projection,
             shadowed: Vec::new(),
+            words: None,
             keys,
             normal: Normal::default(),
         };

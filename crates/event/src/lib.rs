@@ -13,6 +13,7 @@ pub mod flat;
 pub mod projection;
 pub mod shadow;
 pub mod timefmt;
+pub mod words;
 
 pub use event::{
     classify, lookup, lookup_all, normalised_paths, normalising_projection,
@@ -23,6 +24,7 @@ pub use finding::{Coverage, Finding, Rep, Severity, Status};
 pub use flat::PathValues;
 pub use projection::{Projected, Projection, RootSlot};
 pub use tokenward_logread::{Format, Locator};
+pub use words::Words;
 
 /// The kind of record a file format implies when a record does not say.
 pub fn kind_hint(format: Format) -> Option<EventKind> {

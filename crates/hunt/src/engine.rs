@@ -44,7 +44,7 @@ use tokenward_detect::{
 use tokenward_event::projection::{plain_audit, plain_wrapped_audit};
 use tokenward_event::{
     classify, kind_hint, normalising_projection, time_and_workload_paths, Coverage, Event,
-    EventKind, Finding, Locator, Projected, Projection, RootSlot,
+    EventKind, Finding, Locator, Projected, Projection, RootSlot, Words,
 };
 use tokenward_event::{escapes, shadow};
 use tokenward_logread::{
@@ -446,6 +446,9 @@ struct Plan {
     /// Readers that read whole only the records of some kinds that their
     /// screen passes.
     whole_screens: Vec<(usize, Kinds, ScreenFn)>,
+    /// Readers that read the words of the records of some kinds that
+    /// their screen passes ([`WholeRecord::WordsWhen`]).
+    words_screens: Vec<(usize, Kinds, ScreenFn)>,
     /// The sign-in index's slot, when some detection reads it.
     index_slot: Option<usize>,
     /// Readers blind without sign-ins ([`Needs::blind_without_signins`]).
@@ -590,6 +593,7 @@ impl Plan {
         let (mut every, mut light, mut whole, mut blind_without_signins) = (0, 0, 0, 0);
         let mut screens = Vec::new();
         let mut whole_screens = Vec::new();
+        let mut words_screens = Vec::new();
         for (i, n) in needs.iter().enumerate() {
             let bit = 1u64 << i;
             match &n.anchors {
@@ -614,6 +618,7 @@ impl Plan {
                 WholeRecord::Never => {}
                 WholeRecord::Always => whole |= bit,
                 WholeRecord::When(kinds, f) => whole_screens.push((i, *kinds, f.clone())),
+                WholeRecord::WordsWhen(kinds, f) => words_screens.push((i, *kinds, f.clone())),
                 WholeRecord::WhenAnyOf(texts) => {
                     for t in texts.iter().filter(|t| !t.is_empty()) {
                         if !add_text(t, 0, bit, false) {
@@ -659,6 +664,7 @@ impl Plan {
             light,
             whole,
             whole_screens,
+            words_screens,
             index_slot,
             blind_without_signins,
             pool: BufferPool::default(),
@@ -751,6 +757,14 @@ impl Plan {
         self.whole_screens.iter().any(|(i, kinds, f)| {
             s.readers & (1 << i) != 0 && *kinds != Kinds::ALL && kinds.contains(kind) && f(bytes)
         })
+    }
+
+    /// Whether a screened record, projected and found to be of `kind`,
+    /// is read for its words ([`WholeRecord::WordsWhen`]).
+    fn reads_words_as(&self, s: Screened, kind: EventKind, bytes: &[u8]) -> bool {
+        self.words_screens
+            .iter()
+            .any(|(i, kinds, f)| s.readers & (1 << i) != 0 && kinds.contains(kind) && f(bytes))
     }
 
     /// The projection that serves a set of readers: the normalised fields
@@ -1392,6 +1406,14 @@ impl Ctx<'_> {
                         // Rare (a keyword rule's text in a record of its
                         // log source): the projection is thrown away.
                         if !plan.reads_whole_as(*s, ev.kind, b) {
+                            let mut ev = ev;
+                            if plan.reads_words_as(*s, ev.kind, b) {
+                                // Else built whole below, which it holds.
+                                let Some(words) = Words::of_json(text) else {
+                                    break;
+                                };
+                                ev.words = Some(Box::new(words));
+                            }
                             let readers = s.readers | s.withheld;
                             self.route(with_shadowed(ev, out), readers, out);
                             return;
@@ -2375,6 +2397,8 @@ mod tests {
         /// Per observed event: whether its user could be read (it was
         /// parsed whole, or projected with the normalised fields).
         user_kept: Vec<bool>,
+        /// Per observed event: the words it carries ([`Event::words`]).
+        words: Vec<Option<String>>,
         /// Records the engine had counted when the detection finished.
         records_at_finish: Option<u64>,
         /// Shards merged into the detection.
@@ -2504,6 +2528,9 @@ mod tests {
             self.seen
                 .user_kept
                 .push(ev.projection.as_ref().is_none_or(|p| p.reaches("UserId")));
+            self.seen
+                .words
+                .push(ev.words.as_ref().map(|w| w.text().to_string()));
             if self.finds {
                 self.pending.push(tokenward_event::Rep::of(ev).finding(
                     Cow::Borrowed("probe"),
@@ -2528,6 +2555,7 @@ mod tests {
             s.projected.extend(o.projected);
             s.workloads.extend(o.workloads);
             s.user_kept.extend(o.user_kept);
+            s.words.extend(o.words);
         }
         fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome {
             self.sink.lock().unwrap().records_at_finish = Some(cx.records.records);
@@ -2881,6 +2909,48 @@ mod tests {
         let (p, seen) = Probe::boxed(always_whole, Some("Marker.Inner"));
         hunt(&d, vec![p]);
         assert_eq!(seen.lock().unwrap().projected, vec![false, false]);
+    }
+
+    /// A reader of words gets the records its screen passes projected,
+    /// carrying their words; one whose words cannot be read off its text
+    /// (a key named twice) whole, with none; the others projected, with
+    /// none.
+    #[test]
+    fn words_readers_get_projected_records_carrying_their_words() {
+        fn words_on_needle() -> Needs {
+            let mut n = Needs::anchored(Kinds::ALL, &["Operation"], &["Marker.Inner"]);
+            n.whole_record = WholeRecord::WordsWhen(
+                Kinds::ALL,
+                Arc::new(|b: &[u8]| memchr::memmem::find(b, b"NEEDLE").is_some()),
+            );
+            n
+        }
+        let twice = UAL_NEEDLE
+            .replace(r#""UserId":"b@x""#, r#""UserId":"c@x","UserId":"b@x""#)
+            .replace("m2", "m3");
+        assert_ne!(twice, UAL_NEEDLE);
+        let d = dir(&[("a.jsonl", &format!("{UAL}\n{UAL_NEEDLE}\n{twice}\n"))]);
+        let (p, seen) = Probe::boxed(words_on_needle, Some("Marker.Inner"));
+        let r = hunt(&d, vec![p]);
+        assert_eq!(r.totals(), (3, 3, 0));
+        let s = seen.lock().unwrap();
+        let mut got: Vec<(String, bool, Option<String>)> = s
+            .observed
+            .iter()
+            .zip(&s.projected)
+            .zip(&s.words)
+            .map(|((o, p), w)| (o.1.clone(), *p, w.clone()))
+            .collect();
+        got.sort();
+        let needle_words = "2023-06-10T11:00:00\0NEEDLE\0SharePoint\0b@x\0m2";
+        assert_eq!(
+            got,
+            vec![
+                ("m1".to_string(), true, None),
+                ("m2".to_string(), true, Some(needle_words.to_string())),
+                ("m3".to_string(), false, None),
+            ]
+        );
     }
 
     /// A whole-record screen for some kinds never makes a record of

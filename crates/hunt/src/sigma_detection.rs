@@ -6,7 +6,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use tokenward_detect::{shard_of, Anchors, Context, Detection, Kinds, Needs, Outcome, WholeRecord};
+use tokenward_detect::{
+    shard_of, Anchors, Context, Detection, Kinds, Needs, Outcome, ScreenFn, WholeRecord,
+};
 use tokenward_event::{Event, Finding};
 use tokenward_sigma::{Hit, RuleSet, Sigma};
 
@@ -56,7 +58,12 @@ impl Detection for SigmaDetection {
             whole_record: if self.set.reads_whole_records() {
                 let set = self.set.clone();
                 let kinds = self.set.whole_kinds().map_or(Kinds::ALL, |k| Kinds::of(&k));
-                WholeRecord::When(kinds, Arc::new(move |b: &[u8]| set.wants_whole(b)))
+                let screen: ScreenFn = Arc::new(move |b: &[u8]| set.wants_whole(b));
+                if self.set.reads_words_alone() {
+                    WholeRecord::WordsWhen(kinds, screen)
+                } else {
+                    WholeRecord::When(kinds, screen)
+                }
             } else {
                 WholeRecord::Never
             },

@@ -270,6 +270,9 @@ pub struct RuleSet {
     whole: RulesScreen,
     /// Per rule: it searches keywords (reads every string of a record).
     keyword_rules: Vec<bool>,
+    /// Every record read beyond [`RuleSet::paths`] is read for keywords
+    /// that its words answer alone ([`RuleSet::reads_words_alone`]).
+    words_alone: bool,
     /// Per mapping: events evaluated (to tell blind rules).
     seen: Vec<AtomicU64>,
 }
@@ -700,6 +703,9 @@ impl RuleSet {
                 None => RulesScreen::Nothing,
             }
         };
+        let words_alone = !fields.paths.iter().flatten().any(|p| p.head().is_empty())
+            && keyword_set()
+                .all(|(r, _)| r.compiled.iter().all(|(_, s)| s.keywords_in_words_alone()));
         let mappings_len = mappings.len();
         RuleSet {
             mappings,
@@ -714,6 +720,7 @@ impl RuleSet {
             kind_screens,
             whole,
             keyword_rules,
+            words_alone,
             seen: (0..mappings_len).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -775,6 +782,17 @@ impl RuleSet {
         !matches!(self.whole, RulesScreen::Nothing)
     }
 
+    /// Whether the records [`RuleSet::wants_whole`] wants are read for
+    /// nothing but their values as text: an event projected to
+    /// [`RuleSet::paths`] that carries its words
+    /// ([`tokenward_event::Event::words`]) is matched as the record built
+    /// whole would be. So it is when every keyword rule searches for texts
+    /// a value contains (SigmaHQ's are such), and no field's path starts at
+    /// the record itself.
+    pub fn reads_words_alone(&self) -> bool {
+        self.words_alone
+    }
+
     /// The kinds of event [`RuleSet::wants_whole`] speaks for: those of
     /// the log sources its keyword rules are written for (none when no
     /// rule reads records whole), or `None` for every kind (a field's path
@@ -808,7 +826,8 @@ impl RuleSet {
     /// a field's path starts at the record itself. Hand [`RuleSet::eval`]
     /// an event projected to those paths ([`Event::projection`] set) only
     /// for records this refuses: it skips keyword rules on such events, as
-    /// they cannot match the record.
+    /// they cannot match the record. (Or, where
+    /// [`RuleSet::reads_words_alone`], one that carries its words.)
     pub fn wants_whole(&self, raw: &[u8]) -> bool {
         self.whole.wants(raw)
     }
@@ -856,7 +875,10 @@ impl RuleSet {
                 if done.contains(&ri) {
                     continue;
                 }
-                if self.keyword_rules[ri] && ev.projection.is_some() {
+                if self.keyword_rules[ri]
+                    && ev.projection.is_some()
+                    && (ev.words.is_none() || !self.words_alone)
+                {
                     // Screened out by `wants_whole`: none of its anchors
                     // is in the record.
                     continue;

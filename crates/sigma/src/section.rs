@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 use std::ops::Range;
 
 use serde_json::Value;
+use tokenward_event::Words;
 
 use super::cond::{self, Cond};
 use super::mapping::Mapping;
@@ -270,6 +271,29 @@ impl Search {
             Search::Or(v) => v.iter().any(Search::has_keywords),
         }
     }
+
+    fn keywords_in_words_alone(&self) -> bool {
+        match self {
+            Search::And(items) => items
+                .iter()
+                .filter(|i| i.field.is_none())
+                .all(|i| i.exact.is_none() && i.leaves.iter().all(|l| contained_text(l).is_some())),
+            Search::Or(v) => v.iter().all(Search::keywords_in_words_alone),
+        }
+    }
+}
+
+/// A keyword leaf that is a text some value contains, which [`EvalCtx`]
+/// looks for in the record's [`Words`] alone: whether it is cased, and its
+/// finder.
+fn contained_text(leaf: &Leaf) -> Option<(bool, &memchr::memmem::Finder<'static>)> {
+    let Leaf::Str(sm, None) = leaf else {
+        return None;
+    };
+    let StrTest::Contains(needle, finder) = &sm.test else {
+        return None;
+    };
+    (!needle.is_empty() && !needle.contains('\0')).then_some((sm.cased, &**finder))
 }
 
 impl Section {
@@ -352,6 +376,14 @@ impl Section {
     /// (keywords) rather than in named fields.
     pub fn has_keywords(&self) -> bool {
         self.searches.iter().any(Search::has_keywords)
+    }
+
+    /// Whether its keywords are found in the record's [`Words`] alone:
+    /// each is a text some value contains (not a value's start, end or
+    /// whole, a pattern, or one of a set of many values, which read the
+    /// values one by one from the record).
+    pub fn keywords_in_words_alone(&self) -> bool {
+        self.searches.iter().all(Search::keywords_in_words_alone)
     }
 }
 
@@ -918,10 +950,10 @@ pub struct EvalCtx<'e, 'f> {
     /// Scratch for the values a field's paths reach.
     reached: Vec<&'e Value>,
     words: Option<Vec<Fv<'e>>>,
-    /// The words' texts, and their lower case, one after another with a
-    /// zero byte between: built once for the event, when a rule first
-    /// searches for a keyword, and shared by every rule after.
-    words_text: Option<(String, String)>,
+    /// The words of an event built whole, joined: built once for the
+    /// event, when a rule first searches for a keyword, and shared by
+    /// every rule after. (A projected event carries its own.)
+    words_text: Option<Words>,
 }
 
 fn scalars<'e>(v: &'e Value, out: &mut Vec<Fv<'e>>) {
@@ -1009,33 +1041,16 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
         self.words.as_deref().unwrap_or_default()
     }
 
-    /// The words' texts joined, and their lower case (the field of this
-    /// name), built on the first call.
-    fn words_text(&mut self) -> &(String, String) {
-        if self.words_text.is_none() {
-            self.words();
-            let words = self.words.as_deref().unwrap_or_default();
-            let join = |lower: bool| {
-                let mut out = String::new();
-                for (i, v) in words.iter().enumerate() {
-                    if i > 0 {
-                        out.push('\0');
-                    }
-                    out.push_str(if lower { v.lower() } else { v.text() });
-                }
-                out
-            };
-            let texts = join(false);
-            // Lowering ASCII is the same byte by byte, whatever surrounds
-            // it; other text is lowered value by value, as the values are.
-            let lower = if texts.is_ascii() {
-                texts.to_ascii_lowercase()
-            } else {
-                join(true)
-            };
-            self.words_text = Some((texts, lower));
+    /// The words' texts joined: those the event carries, or those of its
+    /// record, built on the first call.
+    fn words_text(&mut self) -> &Words {
+        let ev = self.ev;
+        match &ev.words {
+            Some(w) => w,
+            None => self
+                .words_text
+                .get_or_insert_with(|| Words::of_value(&ev.record)),
         }
-        self.words_text.as_ref().expect("just built")
     }
 
     /// A keyword leaf that a value holds somewhere (`contains`), searched
@@ -1046,17 +1061,9 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
     /// rules (after lowering each) was 8 % of a hunt over such records.
     /// `None` for other leaves.
     fn keyword_contained(&mut self, leaf: &Leaf) -> Option<bool> {
-        let Leaf::Str(sm, None) = leaf else {
-            return None;
-        };
-        let StrTest::Contains(needle, finder) = &sm.test else {
-            return None;
-        };
-        if needle.is_empty() || needle.contains('\0') {
-            return None;
-        }
-        let (texts, lower) = self.words_text();
-        let hay = if sm.cased { texts } else { lower };
+        let (cased, finder) = contained_text(leaf)?;
+        let words = self.words_text();
+        let hay = if cased { words.text() } else { words.lower() };
         Some(finder.find(hay.as_bytes()).is_some())
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::*;
-use tokenward_event::{Event, Locator};
+use tokenward_event::{Event, Locator, Words};
 
 /// A rule over m365/audit with the given detection (YAML, indented by 4).
 fn rule(detection: &str) -> String {
@@ -560,6 +560,17 @@ fn keyword_rules_need_whole_records_only_where_their_anchors_are() {
             let ev =
                 Event::from_projected(p, projection.clone(), None, Arc::from("f"), full.locator);
             assert_eq!(ids(&ev), want, "projected {text}");
+        } else {
+            // Projected, carrying its words, as hunt hands it.
+            assert!(s.reads_words_alone());
+            let tokenward_event::Projected::Object(p) = projection.parse(&text).unwrap() else {
+                panic!("an object projects")
+            };
+            let mut ev =
+                Event::from_projected(p, projection.clone(), None, Arc::from("f"), full.locator);
+            ev.words = Words::of_json(&text).map(Box::new);
+            assert!(ev.words.is_some());
+            assert_eq!(ids(&ev), want, "projected with words {text}");
         }
     }
     // A set without keyword rules never needs whole records.
@@ -574,6 +585,30 @@ fn keyword_rules_need_whole_records_only_where_their_anchors_are() {
         "    keywords:\n        - 'ab'\n    condition: keywords",
     ));
     assert!(unanchored.wants_whole(br#"{"Operation":"FileDeleted"}"#));
+}
+
+/// Keyword rules are matched on a record's words alone only where every
+/// keyword is a text some value contains: a pattern, or one of a long list
+/// (matched value by value through sets), reads the record built whole.
+#[test]
+fn only_contained_keywords_are_read_in_words_alone() {
+    let contained = set_of(&rule(
+        "    keywords:\n        - 'listKeys/action'\n        - 'snapshots/write'\n    condition: keywords",
+    ));
+    assert!(contained.reads_words_alone());
+    let long: String = (0..16)
+        .map(|i| format!("        - 'keyword-number-{i}'\n"))
+        .collect();
+    for detection in [
+        "    keywords:\n        - 'listKeys*action'\n    condition: keywords".to_string(),
+        "    keywords:\n        '|re': 'list[K]eys/action'\n    condition: keywords".to_string(),
+        format!("    keywords:\n{long}    condition: keywords"),
+    ] {
+        let s = set_of(&rule(&detection));
+        assert_eq!(s.rules.len(), 1, "{detection}");
+        assert!(s.reads_whole_records(), "{detection}");
+        assert!(!s.reads_words_alone(), "{detection}");
+    }
 }
 
 #[test]

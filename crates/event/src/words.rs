@@ -1,0 +1,392 @@
+//! Every value of a record as text, for searches that look in any value
+//! and not at keys or structure (Sigma keywords). Read off the record's
+//! JSON text without building it ([`Words::of_json`]), a record can be
+//! projected to its readers' paths and still be searched whole: building
+//! the full tree of each record a keyword rule's anchors were in was a
+//! tenth of a hunt over Azure Activity records with the SigmaHQ rules.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use crate::projection::NESTED_DEPTH;
+
+/// The texts of a record's scalar values, as its [`crate::Event::record`]
+/// holds them once built: strings as themselves, numbers and booleans as
+/// JSON writes them, nulls left out, and JSON carried in a string expanded
+/// into its own values as [`crate::event::expand_nested`] expands it.
+pub struct Words {
+    /// The texts, a zero byte between two.
+    text: String,
+    /// Where each text ends in `text`.
+    ends: Vec<usize>,
+    /// `text` lower-cased text by text, built on first use.
+    lower: OnceLock<String>,
+}
+
+impl fmt::Debug for Words {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Clone for Words {
+    fn clone(&self) -> Words {
+        Words {
+            text: self.text.clone(),
+            ends: self.ends.clone(),
+            lower: self.lower.clone(),
+        }
+    }
+}
+
+impl Words {
+    fn new() -> Words {
+        Words {
+            text: String::new(),
+            ends: Vec::new(),
+            lower: OnceLock::new(),
+        }
+    }
+
+    fn push(&mut self, word: &str) {
+        if !self.ends.is_empty() {
+            self.text.push('\0');
+        }
+        self.text.push_str(word);
+        self.ends.push(self.text.len());
+    }
+
+    fn push_scalar(&mut self, v: &Value) {
+        match v {
+            Value::String(s) => self.push(s),
+            Value::Bool(b) => self.push(if *b { "true" } else { "false" }),
+            Value::Null => {}
+            other => self.push(&other.to_string()),
+        }
+    }
+
+    /// The words of a built record (every scalar, in the record's order).
+    pub fn of_value(v: &Value) -> Words {
+        fn walk(v: &Value, out: &mut Words) {
+            match v {
+                Value::Object(m) => m.values().for_each(|x| walk(x, out)),
+                Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                scalar => out.push_scalar(scalar),
+            }
+        }
+        let mut out = Words::new();
+        walk(v, &mut out);
+        out
+    }
+
+    /// The words of a record given as JSON text: those of the record
+    /// [`crate::Event::from_record`] builds of it, in the order the text
+    /// writes them. `None` where they cannot be told without building it:
+    /// the text is not one JSON object, or some object in it (or in JSON
+    /// it carries in a string) names a key twice, whose earlier value the
+    /// record drops.
+    pub fn of_json(text: &str) -> Option<Words> {
+        let mut b = Builder {
+            words: Words::new(),
+            keys: Vec::new(),
+            twice: false,
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
+        let root = Walk {
+            b: &mut b,
+            depth: NESTED_DEPTH,
+            root: true,
+        };
+        root.deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        Some(b.words)
+    }
+
+    /// The texts joined, a zero byte between two: a text without a zero
+    /// byte is found in it only where it is in one word.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// [`Words::text`] lower-cased word by word (as each value is).
+    pub fn lower(&self) -> &str {
+        self.lower.get_or_init(|| {
+            if self.text.is_ascii() {
+                return self.text.to_ascii_lowercase();
+            }
+            let mut lower = String::with_capacity(self.text.len());
+            for (i, w) in self.iter().enumerate() {
+                if i > 0 {
+                    lower.push('\0');
+                }
+                lower.push_str(&w.to_lowercase());
+            }
+            lower
+        })
+    }
+
+    /// Each word.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|e| e + 1));
+        starts.zip(&self.ends).map(|(s, &e)| &self.text[s..e])
+    }
+}
+
+/// The words read so far, and what finds a key named twice.
+struct Builder {
+    words: Words,
+    /// A digest of each key of the objects being read, innermost last.
+    keys: Vec<u64>,
+    /// A key was named twice: the walk stopped, and no words are told.
+    twice: bool,
+}
+
+/// One value of the text, its words appended to the builder's. `depth`
+/// is how many more levels of JSON in a string are expanded; the root
+/// must be an object.
+struct Walk<'w> {
+    b: &'w mut Builder,
+    depth: u32,
+    root: bool,
+}
+
+impl Walk<'_> {
+    fn inner(&mut self, depth: u32) -> Walk<'_> {
+        Walk {
+            b: &mut *self.b,
+            depth,
+            root: false,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Walk<'_> {
+    fn string<E: serde::de::Error>(mut self, s: &str) -> Result<(), E> {
+        let t = s.trim_start();
+        if self.depth > 0 && (t.starts_with('{') || t.starts_with('[')) {
+            let w = &self.b.words;
+            let (len, words, keys) = (w.text.len(), w.ends.len(), self.b.keys.len());
+            let mut de = serde_json::Deserializer::from_str(t);
+            let nested = self.inner(self.depth - 1);
+            if nested.deserialize(&mut de).is_ok() && de.end().is_ok() {
+                return Ok(());
+            }
+            if self.b.twice {
+                return Err(E::custom("a key named twice"));
+            }
+            // Not JSON after all: the string is the word, as in the record.
+            self.b.words.text.truncate(len);
+            self.b.words.ends.truncate(words);
+            self.b.keys.truncate(keys);
+        }
+        self.b.words.push(s);
+        Ok(())
+    }
+
+    fn scalar<E: serde::de::Error>(self, v: Value) -> Result<(), E> {
+        self.root_refused()?;
+        self.b.words.push_scalar(&v);
+        Ok(())
+    }
+
+    fn root_refused<E: serde::de::Error>(&self) -> Result<(), E> {
+        if self.root {
+            return Err(E::custom("not a JSON object"));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.scalar(Value::Bool(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.scalar(Value::from(v))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.scalar(Value::from(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        // As the record holds it: a number JSON cannot write is null.
+        self.scalar(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.root_refused()?;
+        self.string(v)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.root_refused()
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.root_refused()
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut a: A) -> Result<(), A::Error> {
+        self.root_refused()?;
+        let depth = self.depth;
+        while a.next_element_seed(self.inner(depth))?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut a: A) -> Result<(), A::Error> {
+        let first = self.b.keys.len();
+        while let Some(digest) = a.next_key_seed(KeyDigest)? {
+            // Two keys of one digest are taken for one key named twice:
+            // rarely wrong, and then the record is only built after all.
+            if self.b.keys[first..].contains(&digest) {
+                self.b.twice = true;
+                return Err(A::Error::custom("a key named twice"));
+            }
+            self.b.keys.push(digest);
+            let depth = self.depth;
+            a.next_value_seed(self.inner(depth))?;
+        }
+        self.b.keys.truncate(first);
+        Ok(())
+    }
+}
+
+/// A key, read as a digest of its text.
+struct KeyDigest;
+
+impl<'de> DeserializeSeed<'de> for KeyDigest {
+    type Value = u64;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeyDigest {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E>(self, k: &str) -> Result<u64, E> {
+        // FNV-1a: keys are short, and a collision only costs a full parse.
+        Ok(k.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Event, Locator};
+    use std::sync::Arc;
+
+    /// The words of the record an event builds of `text`, sorted.
+    fn built(text: &str) -> Vec<String> {
+        let v: Value = serde_json::from_str(text).unwrap();
+        let ev = Event::from_record(v, None, Arc::from("t.jsonl"), Locator::default());
+        sorted(&Words::of_value(&ev.record))
+    }
+
+    fn sorted(w: &Words) -> Vec<String> {
+        let mut v: Vec<String> = w.iter().map(str::to_string).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn read_off_the_text_they_are_the_built_records_words() {
+        for text in [
+            r#"{"a":"x","b":[1,-2,1.5,1e5,true,false,null,""],"c":{"d":"Ü"}}"#,
+            // JSON in a string, itself holding JSON in a string.
+            r#"{"AuditData":"{\"Operation\":\"Set\",\"P\":\"[{\\\"Name\\\":\\\"n\\\"}]\"}"}"#,
+            // Looks like JSON but is not: kept as a string.
+            r#"{"a":"{not json","b":" [1,2] x","c":"[1,2]"}"#,
+            // Expanded three levels deep, not four.
+            r#"{"a":"{\"b\":\"{\\\"c\\\":\\\"{\\\\\\\"d\\\\\\\":\\\\\\\"{}\\\\\\\"}\\\"}\"}"}"#,
+            r#"{"esc":"a\u0000b\"c\\d\/e","n":18446744073709551615}"#,
+        ] {
+            let w = Words::of_json(text).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(sorted(&w), built(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_key_named_twice_anywhere_tells_no_words() {
+        for text in [
+            r#"{"a":"Microsoft.Compute/snapshots/write","a":"x"}"#,
+            r#"{"o":{"k":1,"k":2}}"#,
+            r#"{"s":"{\"k\":1,\"k\":2}"}"#,
+        ] {
+            assert!(Words::of_json(text).is_none(), "{text}");
+        }
+        // The same key in two objects is two keys.
+        let w = Words::of_json(r#"{"o":{"k":1},"p":{"k":2},"k":[{"k":3},{"k":4}]}"#).unwrap();
+        assert_eq!(sorted(&w), ["1", "2", "3", "4"]);
+    }
+
+    #[test]
+    fn only_an_object_has_words_told() {
+        for text in ["[1,2]", "\"x\"", "1", "null", "{\"a\":1} x", "{\"a\":"] {
+            assert!(Words::of_json(text).is_none(), "{text}");
+        }
+    }
+
+    #[test]
+    fn words_are_lowered_one_by_one_and_kept_apart() {
+        let w = Words::of_json(r#"{"a":"ÀB","b":"ΟΔΟΣ","c":"Cd"}"#).unwrap();
+        assert_eq!(w.text(), "ÀB\0ΟΔΟΣ\0Cd");
+        assert_eq!(w.lower(), "àb\0οδος\0cd");
+        let ascii = Words::of_json(r#"{"a":"AB","b":"Cd"}"#).unwrap();
+        assert_eq!(ascii.lower(), "ab\0cd");
+    }
+
+    #[test]
+    fn random_records_have_the_built_records_words() {
+        fn value(rng: &mut fastrand::Rng, depth: u32) -> Value {
+            match rng.u8(0..if depth == 0 { 5 } else { 8 }) {
+                0 => Value::Null,
+                1 => Value::Bool(rng.bool()),
+                2 => Value::from(rng.i64(-1000..1000)),
+                3 => Value::from(rng.f64() * 1e6),
+                4 => Value::from(
+                    ["", "Ab", "{x", " [", "ü", "a\u{0}b", "q\"\\"][rng.usize(0..7)].to_string(),
+                ),
+                5 => Value::Array(
+                    (0..rng.usize(0..4))
+                        .map(|_| value(rng, depth - 1))
+                        .collect(),
+                ),
+                6 => object(rng, depth - 1),
+                // JSON carried in a string.
+                _ => Value::from(object(rng, depth - 1).to_string()),
+            }
+        }
+        fn object(rng: &mut fastrand::Rng, depth: u32) -> Value {
+            let mut m = serde_json::Map::new();
+            for i in 0..rng.usize(0..5) {
+                m.insert(format!("k{i}"), value(rng, depth));
+            }
+            Value::Object(m)
+        }
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..2000 {
+            let text = object(&mut rng, 5).to_string();
+            let w = Words::of_json(&text).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(sorted(&w), built(&text), "{text}");
+        }
+    }
+}
