@@ -790,10 +790,29 @@ fn prefilter_literals() {
         r#"{"Operation":"New-InboxRule","N":"185.236.228.1"}"#,
     ] {
         let lower = r.to_ascii_lowercase();
-        assert_eq!(s.wants(r.as_bytes()), p.wants_ac(lower.as_bytes()), "{r}");
+        assert_eq!(
+            s.wants(r.as_bytes()),
+            p.wants_ac(lower.as_bytes(), &mut Vec::new()),
+            "{r}"
+        );
     }
     assert!(s.wants(br#"{"Operation":"BaV2RoPc"}"#));
     assert!(!s.wants(br#"{"Operation":"Add-Mailbo"}"#));
+    // An anchor's alternatives are checked once in a record however often
+    // it occurs, and afresh in the next record, on both paths.
+    let s = set_of(&rule(
+        "    sel:\n        Operation: 'New-InboxRule'\n        Target|contains: 'forwarding-rule'\n    condition: sel",
+    ));
+    let RulesScreen::Anchored(p) = &s.screen else {
+        panic!("no screen: {:?}", s.screen);
+    };
+    let failing = r#"{"Operation":"Set-Mailbox","Note":"forwarding-rule, forwarding-rule"}"#;
+    let holding = r#"{"Operation":"New-InboxRule","Target":"a forwarding-rule"}"#;
+    assert!(!s.wants(failing.as_bytes()));
+    assert!(s.wants(holding.as_bytes()));
+    let mut checked = Vec::new();
+    assert!(!p.wants_ac(failing.to_ascii_lowercase().as_bytes(), &mut checked));
+    assert!(p.wants_ac(holding.to_ascii_lowercase().as_bytes(), &mut checked));
     // Values of characters longer than a byte (`——` is the `windash`
     // spelling of `--`) are no anchors (exports may escape them): the
     // field's key anchors the rule, so its records are screened in.
