@@ -331,9 +331,9 @@ fn project_str(s: Cow<'_, str>, node: &Node, depth: u32) -> Value {
 /// grammar, nesting past its depth limit, an escape of half a surrogate
 /// pair, a number out of range).
 #[derive(Debug)]
-struct Stop;
+pub(crate) struct Stop;
 
-type Scanned<T> = Result<T, Stop>;
+pub(crate) type Scanned<T> = Result<T, Stop>;
 
 /// serde_json's recursion limit: objects and arrays may nest this deep,
 /// less one.
@@ -353,12 +353,12 @@ const DEPTH_LIMIT: u32 = 128;
 /// which let through, in values it skipped, numbers out of range, halves
 /// of surrogate pairs and nesting past its limit, which a full parse of
 /// the same record refuses.
-struct Scan<'t> {
+pub(crate) struct Scan<'t> {
     text: &'t str,
     /// The next byte to read.
-    at: usize,
+    pub(crate) at: usize,
     /// Objects and arrays open that count against [`DEPTH_LIMIT`].
-    depth: u32,
+    pub(crate) depth: u32,
     /// The closing bytes of the containers open in a value being skipped,
     /// innermost last.
     skipping: Vec<u8>,
@@ -402,7 +402,7 @@ impl PlainKeys {
 }
 
 impl<'t> Scan<'t> {
-    fn new(text: &'t str) -> Scan<'t> {
+    pub(crate) fn new(text: &'t str) -> Scan<'t> {
         Scan {
             text,
             at: 0,
@@ -419,7 +419,7 @@ impl<'t> Scan<'t> {
 
     /// The next byte after whitespace, not consumed.
     #[inline]
-    fn peek(&mut self) -> Scanned<u8> {
+    pub(crate) fn peek(&mut self) -> Scanned<u8> {
         let b = self.bytes();
         while let Some(&c) = b.get(self.at) {
             if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
@@ -432,7 +432,7 @@ impl<'t> Scan<'t> {
 
     /// Consumes `c`, after whitespace.
     #[inline]
-    fn eat(&mut self, c: u8) -> Scanned<()> {
+    pub(crate) fn eat(&mut self, c: u8) -> Scanned<()> {
         if self.peek()? != c {
             return Err(Stop);
         }
@@ -441,7 +441,7 @@ impl<'t> Scan<'t> {
     }
 
     /// Only whitespace is left.
-    fn end(&mut self) -> Scanned<()> {
+    pub(crate) fn end(&mut self) -> Scanned<()> {
         match self.peek() {
             Err(Stop) => Ok(()),
             Ok(_) => Err(Stop),
@@ -449,7 +449,7 @@ impl<'t> Scan<'t> {
     }
 
     /// Opens an object or array that serde_json would count.
-    fn enter(&mut self) -> Scanned<()> {
+    pub(crate) fn enter(&mut self) -> Scanned<()> {
         self.depth += 1;
         if self.depth >= DEPTH_LIMIT {
             return Err(Stop);
@@ -554,7 +554,7 @@ impl<'t> Scan<'t> {
     /// After an element: true past the container's `close`, false past a
     /// comma.
     #[inline]
-    fn close_or_next(&mut self, close: u8) -> Scanned<bool> {
+    pub(crate) fn close_or_next(&mut self, close: u8) -> Scanned<bool> {
         match self.peek()? {
             b',' => {
                 self.at += 1;
@@ -599,21 +599,24 @@ impl<'t> Scan<'t> {
             b't' => self.literal(b"true").map(|()| Value::Bool(true)),
             b'f' => self.literal(b"false").map(|()| Value::Bool(false)),
             b'n' => self.literal(b"null").map(|()| Value::Null),
-            _ => {
-                let from = self.at;
-                self.number()?;
-                let n = &self.text[from..self.at];
-                // serde_json reads a plain unsigned integer that fits as
-                // one; the rest (signs, fractions, exponents, large) it
-                // reads its own way, so it reads them.
-                if n.len() < 20 && n.bytes().all(|c| c.is_ascii_digit()) {
-                    if let Ok(u) = n.parse::<u64>() {
-                        return Ok(Value::from(u));
-                    }
-                }
-                serde_json::from_str(n).map_err(|_| Stop)
+            _ => self.number_value(),
+        }
+    }
+
+    /// A number, built as serde_json builds it.
+    pub(crate) fn number_value(&mut self) -> Scanned<Value> {
+        let from = self.at;
+        self.number()?;
+        let n = &self.text[from..self.at];
+        // serde_json reads a plain unsigned integer that fits as one; the
+        // rest (signs, fractions, exponents, large) it reads its own way,
+        // so it reads them.
+        if n.len() < 20 && n.bytes().all(|c| c.is_ascii_digit()) {
+            if let Ok(u) = n.parse::<u64>() {
+                return Ok(Value::from(u));
             }
         }
+        serde_json::from_str(n).map_err(|_| Stop)
     }
 
     /// Skips a value, checking it as serde_json checks a value it builds
@@ -721,7 +724,7 @@ impl<'t> Scan<'t> {
     }
 
     /// An object key (a string is expected).
-    fn key(&mut self) -> Scanned<Cow<'t, str>> {
+    pub(crate) fn key(&mut self) -> Scanned<Cow<'t, str>> {
         if self.peek()? != b'"' {
             return Err(Stop);
         }
@@ -733,7 +736,7 @@ impl<'t> Scan<'t> {
     /// (an escaped half of a surrogate pair refused), in the same pass:
     /// JSON carried in a string (a PowerShell export's `AuditData`) has an
     /// escape every few bytes.
-    fn string_text(&mut self) -> Scanned<Cow<'t, str>> {
+    pub(crate) fn string_text(&mut self) -> Scanned<Cow<'t, str>> {
         let b = self.bytes();
         let from = self.at + 1;
         let mut i = to_special(b, from);
@@ -804,7 +807,7 @@ impl<'t> Scan<'t> {
         }
     }
 
-    fn literal(&mut self, word: &[u8]) -> Scanned<()> {
+    pub(crate) fn literal(&mut self, word: &[u8]) -> Scanned<()> {
         if self.bytes().get(self.at..self.at + word.len()) != Some(word) {
             return Err(Stop);
         }
@@ -813,7 +816,7 @@ impl<'t> Scan<'t> {
     }
 
     /// Past a number, as RFC 8259 writes one; whether it has an exponent.
-    fn number(&mut self) -> Scanned<bool> {
+    pub(crate) fn number(&mut self) -> Scanned<bool> {
         let b = self.bytes();
         let mut i = self.at;
         if b.get(i) == Some(&b'-') {

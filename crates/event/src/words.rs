@@ -8,10 +8,9 @@
 use std::fmt;
 use std::sync::OnceLock;
 
-use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::projection::NESTED_DEPTH;
+use crate::projection::{Scan, Scanned, Stop, NESTED_DEPTH};
 
 /// The texts of a record's scalar values, as its [`crate::Event::record`]
 /// holds them once built: strings as themselves, numbers and booleans as
@@ -89,19 +88,21 @@ impl Words {
     /// it carries in a string) names a key twice, whose earlier value the
     /// record drops.
     pub fn of_json(text: &str) -> Option<Words> {
+        // The words are about as long as the text: one allocation each.
+        let mut words = Words::new();
+        words.text.reserve(text.len());
+        words.ends.reserve(text.len() / 16);
         let mut b = Builder {
-            words: Words::new(),
+            words,
             keys: Vec::new(),
             twice: false,
         };
-        let mut de = serde_json::Deserializer::from_str(text);
-        let root = Walk {
-            b: &mut b,
-            depth: NESTED_DEPTH,
-            root: true,
-        };
-        root.deserialize(&mut de).ok()?;
-        de.end().ok()?;
+        let mut scan = Scan::new(text);
+        if scan.peek().ok()? != b'{' {
+            return None;
+        }
+        b.value(&mut scan, NESTED_DEPTH).ok()?;
+        scan.end().ok()?;
         Some(b.words)
     }
 
@@ -144,159 +145,120 @@ struct Builder {
     twice: bool,
 }
 
-/// One value of the text, its words appended to the builder's. `depth`
-/// is how many more levels of JSON in a string are expanded; the root
-/// must be an object.
-struct Walk<'w> {
-    b: &'w mut Builder,
-    depth: u32,
-    root: bool,
-}
-
-impl Walk<'_> {
-    fn inner(&mut self, depth: u32) -> Walk<'_> {
-        Walk {
-            b: &mut *self.b,
-            depth,
-            root: false,
+impl Builder {
+    /// One value of the text, its words appended (with the projection's
+    /// scanner, which reads exactly the texts a full parse reads, and
+    /// builds nothing but the strings that hold escapes). `depth` is how
+    /// many more levels of JSON in a string are expanded.
+    fn value(&mut self, scan: &mut Scan<'_>, depth: u32) -> Scanned<()> {
+        match scan.peek()? {
+            b'"' => {
+                let s = scan.string_text()?;
+                self.string(&s, depth)
+            }
+            b'{' => {
+                scan.at += 1;
+                scan.enter()?;
+                let first = self.keys.len();
+                if scan.peek()? == b'}' {
+                    scan.at += 1;
+                } else {
+                    loop {
+                        let digest = key_digest(&scan.key()?);
+                        // Two keys of one digest are taken for one key
+                        // named twice: rarely wrong, and then the record is
+                        // only built after all.
+                        if self.keys[first..].contains(&digest) {
+                            self.twice = true;
+                            return Err(Stop);
+                        }
+                        self.keys.push(digest);
+                        scan.eat(b':')?;
+                        self.value(scan, depth)?;
+                        if scan.close_or_next(b'}')? {
+                            break;
+                        }
+                    }
+                }
+                self.keys.truncate(first);
+                scan.depth -= 1;
+                Ok(())
+            }
+            b'[' => {
+                scan.at += 1;
+                scan.enter()?;
+                if scan.peek()? == b']' {
+                    scan.at += 1;
+                } else {
+                    loop {
+                        self.value(scan, depth)?;
+                        if scan.close_or_next(b']')? {
+                            break;
+                        }
+                    }
+                }
+                scan.depth -= 1;
+                Ok(())
+            }
+            b't' => {
+                scan.literal(b"true")?;
+                self.words.push("true");
+                Ok(())
+            }
+            b'f' => {
+                scan.literal(b"false")?;
+                self.words.push("false");
+                Ok(())
+            }
+            b'n' => scan.literal(b"null"),
+            _ => {
+                let n = scan.number_value()?;
+                self.words.push_scalar(&n);
+                Ok(())
+            }
         }
     }
-}
 
-impl<'de> DeserializeSeed<'de> for Walk<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl Walk<'_> {
-    fn string<E: serde::de::Error>(mut self, s: &str) -> Result<(), E> {
+    /// A string's words: itself, or those of the JSON it holds, as
+    /// [`crate::event::expand_nested`] expands it.
+    fn string(&mut self, s: &str, depth: u32) -> Scanned<()> {
         let t = s.trim_start();
-        if self.depth > 0 && (t.starts_with('{') || t.starts_with('[')) {
-            let w = &self.b.words;
-            let (len, words, keys) = (w.text.len(), w.ends.len(), self.b.keys.len());
-            let mut de = serde_json::Deserializer::from_str(t);
-            let nested = self.inner(self.depth - 1);
-            if nested.deserialize(&mut de).is_ok() && de.end().is_ok() {
+        if depth > 0 && (t.starts_with('{') || t.starts_with('[')) {
+            let w = &self.words;
+            let (len, words, keys) = (w.text.len(), w.ends.len(), self.keys.len());
+            let mut nested = Scan::new(t);
+            if self.value(&mut nested, depth - 1).is_ok() && nested.end().is_ok() {
                 return Ok(());
             }
-            if self.b.twice {
-                return Err(E::custom("a key named twice"));
+            if self.twice {
+                return Err(Stop);
             }
             // Not JSON after all: the string is the word, as in the record.
-            self.b.words.text.truncate(len);
-            self.b.words.ends.truncate(words);
-            self.b.keys.truncate(keys);
+            self.words.text.truncate(len);
+            self.words.ends.truncate(words);
+            self.keys.truncate(keys);
         }
-        self.b.words.push(s);
-        Ok(())
-    }
-
-    fn scalar<E: serde::de::Error>(self, v: Value) -> Result<(), E> {
-        self.root_refused()?;
-        self.b.words.push_scalar(&v);
-        Ok(())
-    }
-
-    fn root_refused<E: serde::de::Error>(&self) -> Result<(), E> {
-        if self.root {
-            return Err(E::custom("not a JSON object"));
-        }
+        self.words.push(s);
         Ok(())
     }
 }
 
-impl<'de> Visitor<'de> for Walk<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
-        self.scalar(Value::Bool(v))
-    }
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
-        self.scalar(Value::from(v))
-    }
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
-        self.scalar(Value::from(v))
-    }
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
-        // As the record holds it: a number JSON cannot write is null.
-        self.scalar(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
-        self.root_refused()?;
-        self.string(v)
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-        self.root_refused()
-    }
-    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
-        self.root_refused()
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(mut self, mut a: A) -> Result<(), A::Error> {
-        self.root_refused()?;
-        let depth = self.depth;
-        while a.next_element_seed(self.inner(depth))?.is_some() {}
-        Ok(())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(mut self, mut a: A) -> Result<(), A::Error> {
-        let first = self.b.keys.len();
-        while let Some(digest) = a.next_key_seed(KeyDigest)? {
-            // Two keys of one digest are taken for one key named twice:
-            // rarely wrong, and then the record is only built after all.
-            if self.b.keys[first..].contains(&digest) {
-                self.b.twice = true;
-                return Err(A::Error::custom("a key named twice"));
-            }
-            self.b.keys.push(digest);
-            let depth = self.depth;
-            a.next_value_seed(self.inner(depth))?;
-        }
-        self.b.keys.truncate(first);
-        Ok(())
-    }
-}
-
-/// A key, read as a digest of its text.
-struct KeyDigest;
-
-impl<'de> DeserializeSeed<'de> for KeyDigest {
-    type Value = u64;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl Visitor<'_> for KeyDigest {
-    type Value = u64;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a key")
-    }
-
-    fn visit_str<E>(self, k: &str) -> Result<u64, E> {
-        // Its length and first and last eight bytes: keys of one object
-        // differ there, and two that do not only cost a full parse. A
-        // hash of every byte was a sixth of the walk.
-        let b = k.as_bytes();
-        let word = |at: usize| {
+/// A key's digest: its length and first and last eight bytes. Keys of one
+/// object differ there, and two that do not only cost a full parse; a hash
+/// of every byte was a sixth of the walk.
+fn key_digest(k: &str) -> u64 {
+    let b = k.as_bytes();
+    let (first, last) = match (b.first_chunk::<8>(), b.last_chunk::<8>()) {
+        (Some(f), Some(l)) => (u64::from_le_bytes(*f), u64::from_le_bytes(*l)),
+        _ => {
             let mut w = [0u8; 8];
-            let part = &b[at.min(b.len())..b.len().min(at + 8)];
-            w[..part.len()].copy_from_slice(part);
-            u64::from_le_bytes(w)
-        };
-        let (first, last) = (word(0), word(b.len().saturating_sub(8)));
-        Ok(
-            (first ^ last.rotate_left(29) ^ (b.len() as u64).rotate_left(58))
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15),
-        )
-    }
+            w[..b.len()].copy_from_slice(b);
+            let w = u64::from_le_bytes(w);
+            (w, w)
+        }
+    };
+    (first ^ last.rotate_left(29) ^ (b.len() as u64).rotate_left(58))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 #[cfg(test)]
