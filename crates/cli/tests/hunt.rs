@@ -490,3 +490,57 @@ fn a_user_agent_indicator_without_a_version_is_found_in_any_case() {
         ]
     );
 }
+
+/// A Sigma keyword rule finds its keyword (any case, deep in a value) in
+/// the same records whatever the export: JSON lines, whose records stay
+/// projected and carry their words, a Purview CSV export, whose rows are
+/// built whole, and a JSON array.
+#[test]
+fn a_keyword_rule_matches_in_json_lines_csv_and_arrays_alike() {
+    let d = tempfile::tempdir().unwrap();
+    let rule = d.path().join("keyword.yml");
+    std::fs::write(
+        &rule,
+        "title: forwarding rule keyword\nid: kw-rule\nlogsource:\n    product: m365\n    service: audit\ndetection:\n    keywords:\n        - 'forwarding-rule-xyz'\n    condition: keywords\nlevel: high\n",
+    )
+    .unwrap();
+    let hit = serde_json::json!({"CreationTime": "2023-06-10T10:00:00", "Id": "1",
+        "Operation": "New-InboxRule", "Workload": "Exchange", "UserId": "a@x",
+        "Parameters": [{"Name": "Name", "Value": "Forwarding-Rule-XYZ"}]});
+    let miss = serde_json::json!({"CreationTime": "2023-06-10T11:00:00", "Id": "2",
+        "Operation": "New-InboxRule", "Workload": "Exchange", "UserId": "b@x",
+        "Parameters": [{"Name": "Name", "Value": "forwarding-rule"}]});
+    let lines = format!("{hit}\n{miss}\n");
+    let quoted = |v: &serde_json::Value| v.to_string().replace('"', "\"\"");
+    let csv = format!(
+        "RecordId,CreationDate,Operation,AuditData\n1,2023-06-10T10:00:00Z,New-InboxRule,\"{}\"\n2,2023-06-10T11:00:00Z,New-InboxRule,\"{}\"\n",
+        quoted(&hit),
+        quoted(&miss)
+    );
+    let array = serde_json::json!([hit, miss]).to_string();
+    for (name, text) in [("a.jsonl", lines), ("b.csv", csv), ("c.json", array)] {
+        let input = d.path().join(name);
+        std::fs::write(&input, text).unwrap();
+        let out = common::tokenward(&[
+            "hunt",
+            "-q",
+            "--output-format",
+            "jsonl",
+            input.to_str().unwrap(),
+            "--rules",
+            rule.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let found: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|f: &serde_json::Value| f["rule_id"] == "kw-rule")
+            .collect();
+        assert_eq!(found.len(), 1, "{name}: {found:?}");
+        assert_eq!(found[0]["user"], "a@x", "{name}");
+    }
+}

@@ -86,8 +86,9 @@ impl Kinds {
     }
 }
 
-/// A screen over a record's raw bytes for [`WholeRecord::When`]: `true`
-/// when the detection reads the record whole.
+/// A screen over a record's raw bytes for [`WholeRecord::When`] and
+/// [`WholeRecord::WordsWhen`]: `true` when the detection reads the record
+/// whole, or its words.
 pub type ScreenFn = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 /// A screen of a detection's own over a record's raw bytes that may be told
@@ -156,8 +157,9 @@ pub struct Needs {
     /// reached through the path of the bag. Test and debug builds check
     /// every lookup against this list.
     pub fields: Vec<Cow<'static, str>>,
-    /// Which of its records it reads whole (a scan of every string, as
-    /// keyword rules do): those are parsed in full, the others projected.
+    /// Which of its records it reads whole, or whose every value it
+    /// searches (as keyword rules do): those are parsed in full or carry
+    /// their words, the others projected.
     pub whole_record: WholeRecord,
     /// For records no detection wants parsed, it takes just their time and
     /// workload ([`Detection::observe_unparsed`]), which the engine reads
@@ -242,8 +244,9 @@ pub enum WholeRecord {
     /// its values as text, not its keys or shape (Sigma keywords): the
     /// engine hands it projected, carrying its
     /// [`Words`](tokenward_event::Words) ([`Event::words`]), or whole where
-    /// they cannot be read off the text alone (a key named twice). Either way it reads the words through
-    /// [`Event::words`] or, where that is `None`, the record's own.
+    /// they cannot be read off a JSON text alone (a key named twice, a CSV
+    /// row). Either way it reads the words through [`Event::words`] or,
+    /// where that is `None`, the record's own.
     WordsWhen(Kinds, ScreenFn),
     /// Only the records whose raw bytes hold one of these texts; the others
     /// may reach it projected, as with `When`. The engine finds these texts
@@ -252,7 +255,8 @@ pub enum WholeRecord {
 }
 
 impl WholeRecord {
-    /// Whether some record routed to the detection is read whole.
+    /// Whether some record routed to the detection may be read whole (a
+    /// reader of words too: where they cannot be read off).
     pub fn ever(&self) -> bool {
         match self {
             WholeRecord::Never => false,

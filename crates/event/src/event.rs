@@ -90,9 +90,10 @@ pub struct Event {
     /// parsers do, and indicator detections search these too
     /// ([`crate::shadow`]). Empty for almost every record.
     pub shadowed: Vec<(String, Value)>,
-    /// For a projected event, every value of its record as text, where a
-    /// reader searches any value ([`Words::of_json`]; set by the engine).
-    /// `None` for a record built whole, whose words are its own.
+    /// For a projected event, every value of its record as text
+    /// ([`Words::of_json`]), set by the engine where a reader searches any
+    /// value. `None` otherwise: for a record built whole, whose words are
+    /// its own, and for a projected event no such reader reads.
     pub words: Option<Box<Words>>,
     /// Key filters of the wrapped record and of the root, built with the
     /// event: lookups skip a map that cannot hold the path's first step.
@@ -1205,11 +1206,18 @@ pub fn expand_nested(v: &mut Value, depth: u32) {
     }
 }
 
+/// The JSON a string value carries, as [`expand_nested`] reads it: the
+/// string from its first non-blank character, where that opens an object
+/// or an array and `depth` leaves another level to expand.
+pub(crate) fn carried_json(s: &str, depth: u32) -> Option<&str> {
+    let t = s.trim_start();
+    (depth > 0 && (t.starts_with('{') || t.starts_with('['))).then_some(t)
+}
+
 /// [`expand_nested`] for one value (a string holding JSON is parsed).
 pub(crate) fn expand_value(x: &mut Value, depth: u32) {
     if let Value::String(s) = x {
-        let t = s.trim_start();
-        if depth > 0 && (t.starts_with('{') || t.starts_with('[')) {
+        if let Some(t) = carried_json(s, depth) {
             if let Ok(parsed) = crate::shadow::parse_str(t) {
                 if parsed.is_object() || parsed.is_array() {
                     *x = parsed;

@@ -314,8 +314,7 @@ pub fn forces_full(k: &str) -> bool {
 /// A string value on a projected path: JSON inside is projected with the
 /// path's node, as a full parse would have expanded it.
 fn project_str(s: Cow<'_, str>, node: &Node, depth: u32) -> Value {
-    let t = s.trim_start();
-    if depth > 0 && (t.starts_with('{') || t.starts_with('[')) {
+    if let Some(t) = crate::event::carried_json(&s, depth) {
         let mut scan = Scan::new(t);
         if let Ok(v) = scan
             .inner(node, depth - 1)

@@ -6,16 +6,21 @@
 //! tenth of a hunt over Azure Activity records with the SigmaHQ rules.
 
 use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use crate::event::carried_json;
 use crate::projection::{Scan, Scanned, Stop, NESTED_DEPTH};
 
-/// The texts of a record's scalar values, as its [`crate::Event::record`]
-/// holds them once built: strings as themselves, numbers and booleans as
-/// JSON writes them, nulls left out, and JSON carried in a string expanded
+/// The texts of a record's scalar values, those its
+/// [`crate::Event::record`] holds once built: strings as themselves,
+/// numbers and booleans as serde_json writes the values it parsed (`1E5`
+/// as `100000.0`), nulls left out, and JSON carried in a string expanded
 /// into its own values as [`crate::event::expand_nested`] expands it.
+/// (The record may hold some twice: Log Analytics columns it renames.)
+#[derive(Clone)]
 pub struct Words {
     /// The texts, a zero byte between two.
     text: String,
@@ -28,16 +33,6 @@ pub struct Words {
 impl fmt::Debug for Words {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
-    }
-}
-
-impl Clone for Words {
-    fn clone(&self) -> Words {
-        Words {
-            text: self.text.clone(),
-            ends: self.ends.clone(),
-            lower: self.lower.clone(),
-        }
     }
 }
 
@@ -86,7 +81,7 @@ impl Words {
     /// writes them. `None` where they cannot be told without building it:
     /// the text is not one JSON object, or some object in it (or in JSON
     /// it carries in a string) names a key twice, whose earlier value the
-    /// record drops.
+    /// record drops (or names two keys of one 64-bit digest, as rare).
     pub fn of_json(text: &str) -> Option<Words> {
         // The words are about as long as the text: one allocation each.
         let mut words = Words::new();
@@ -112,20 +107,17 @@ impl Words {
         &self.text
     }
 
-    /// [`Words::text`] lower-cased word by word (as each value is).
+    /// [`Words::text`] lower-cased, as each value is lower-cased alone:
+    /// the zero byte between two is neither cased nor ignored by case
+    /// mapping, so no context-dependent lowering (a final sigma) reaches
+    /// across it.
     pub fn lower(&self) -> &str {
         self.lower.get_or_init(|| {
             if self.text.is_ascii() {
-                return self.text.to_ascii_lowercase();
+                self.text.to_ascii_lowercase()
+            } else {
+                self.text.to_lowercase()
             }
-            let mut lower = String::with_capacity(self.text.len());
-            for (i, w) in self.iter().enumerate() {
-                if i > 0 {
-                    lower.push('\0');
-                }
-                lower.push_str(&w.to_lowercase());
-            }
-            lower
         })
     }
 
@@ -139,7 +131,8 @@ impl Words {
 /// The words read so far, and what finds a key named twice.
 struct Builder {
     words: Words,
-    /// A digest of each key of the objects being read, innermost last.
+    /// A digest of each key of the objects being read, innermost last
+    /// ([`key_digest`]).
     keys: Vec<u64>,
     /// A key was named twice: the walk stopped, and no words are told.
     twice: bool,
@@ -165,10 +158,13 @@ impl Builder {
                 } else {
                     loop {
                         let digest = key_digest(&scan.key()?);
-                        // Two keys of one digest are taken for one key
-                        // named twice: rarely wrong, and then the record is
-                        // only built after all.
-                        if self.keys[first..].contains(&digest) {
+                        // Most objects have a few keys, each compared with
+                        // those before; a long one is sorted once closed,
+                        // so that hostile keys cost no square of their
+                        // number.
+                        if self.keys.len() - first < KEYS_COMPARED
+                            && self.keys[first..].contains(&digest)
+                        {
                             self.twice = true;
                             return Err(Stop);
                         }
@@ -178,6 +174,14 @@ impl Builder {
                         if scan.close_or_next(b'}')? {
                             break;
                         }
+                    }
+                }
+                let own = &mut self.keys[first..];
+                if own.len() > KEYS_COMPARED {
+                    own.sort_unstable();
+                    if own.windows(2).any(|w| w[0] == w[1]) {
+                        self.twice = true;
+                        return Err(Stop);
                     }
                 }
                 self.keys.truncate(first);
@@ -222,8 +226,7 @@ impl Builder {
     /// A string's words: itself, or those of the JSON it holds, as
     /// [`crate::event::expand_nested`] expands it.
     fn string(&mut self, s: &str, depth: u32) -> Scanned<()> {
-        let t = s.trim_start();
-        if depth > 0 && (t.starts_with('{') || t.starts_with('[')) {
+        if let Some(t) = carried_json(s, depth) {
             let w = &self.words;
             let (len, words, keys) = (w.text.len(), w.ends.len(), self.keys.len());
             let mut nested = Scan::new(t);
@@ -243,22 +246,17 @@ impl Builder {
     }
 }
 
-/// A key's digest: its length and first and last eight bytes. Keys of one
-/// object differ there, and two that do not only cost a full parse; a hash
-/// of every byte was a sixth of the walk.
+/// Keys of an object compared one by one as they come; past this many,
+/// the object's keys are sorted once it closes.
+const KEYS_COMPARED: usize = 32;
+
+/// A key's 64-bit digest: two keys of one digest are taken for one key
+/// named twice, which is as rare as a random collision and then only costs
+/// a full parse. (A byte-by-byte FNV hash was a sixth of the walk; a
+/// digest of a key's ends took keys differing only in the middle,
+/// `TargetResources_0_displayName` and `_1_`, for one.)
 fn key_digest(k: &str) -> u64 {
-    let b = k.as_bytes();
-    let (first, last) = match (b.first_chunk::<8>(), b.last_chunk::<8>()) {
-        (Some(f), Some(l)) => (u64::from_le_bytes(*f), u64::from_le_bytes(*l)),
-        _ => {
-            let mut w = [0u8; 8];
-            w[..b.len()].copy_from_slice(b);
-            let w = u64::from_le_bytes(w);
-            (w, w)
-        }
-    };
-    (first ^ last.rotate_left(29) ^ (b.len() as u64).rotate_left(58))
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    foldhash::fast::FixedState::with_seed(0x5eed).hash_one(k)
 }
 
 #[cfg(test)]
@@ -306,6 +304,30 @@ mod tests {
         ] {
             assert!(Words::of_json(text).is_none(), "{text}");
         }
+        // Named twice inside JSON in a string that is not JSON after all
+        // (the record keeps the string): not told, which costs a full
+        // parse only.
+        assert!(Words::of_json(r#"{"s":"{\"k\":1,\"k\":2,"}"#).is_none());
+        // JSON in a string is expanded three levels deep: a key named twice
+        // at the third is a key named twice, at the fourth a string's text.
+        let wrapped = |keys: &[&str]| {
+            let mut text = r#"{"k":1,"k":2}"#.to_string();
+            for k in keys {
+                text = serde_json::json!({ *k: text }).to_string();
+            }
+            text
+        };
+        assert!(Words::of_json(&wrapped(&["c", "b", "a"])).is_none());
+        let deep = wrapped(&["d", "c", "b", "a"]);
+        assert_eq!(sorted(&Words::of_json(&deep).unwrap()), built(&deep));
+        // Long objects, whose keys are sorted once closed.
+        let many: Vec<String> = (0..100)
+            .map(|i| format!("\"TargetResources_{i}_displayName\":{i}"))
+            .collect();
+        let distinct = format!("{{{}}}", many.join(","));
+        assert_eq!(Words::of_json(&distinct).unwrap().iter().count(), 100);
+        let twice = format!("{{{},\"TargetResources_3_displayName\":0}}", many.join(","));
+        assert!(Words::of_json(&twice).is_none());
         // The same key in two objects is two keys.
         let w = Words::of_json(r#"{"o":{"k":1},"p":{"k":2},"k":[{"k":3},{"k":4}]}"#).unwrap();
         assert_eq!(sorted(&w), ["1", "2", "3", "4"]);

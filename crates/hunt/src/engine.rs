@@ -1571,9 +1571,11 @@ impl Ctx<'_> {
             let projection = projection.clone();
             let ev = Event::from_projected(v, projection, self.hint, self.file.clone(), loc);
             // Rare (the first row of another kind than those before it):
-            // built whole below, where its late readers are added.
+            // built whole below, where its late readers are added. So is
+            // a row read for its words, which no JSON text of it carries.
             if plan.late_readers(screened, ev.kind, &out.row_text) == 0
                 && !plan.reads_whole_as(screened, ev.kind, &out.row_text)
+                && !plan.reads_words_as(screened, ev.kind, &out.row_text)
             {
                 self.route(with_shadowed(ev, out), readers | withheld, out);
                 return;
@@ -3184,6 +3186,22 @@ mod tests {
             seen.lock().unwrap().read_and_projected(),
             vec![("m1".to_string(), true), ("m2".to_string(), false)]
         );
+        // The same for a reader of words, which a row's columns do not
+        // carry: the row is built whole.
+        fn words() -> Needs {
+            let mut n = screened();
+            n.whole_record = WholeRecord::WordsWhen(
+                Kinds::ALL,
+                Arc::new(|b: &[u8]| memchr::memmem::find(b, b"NEEDLE").is_some()),
+            );
+            n
+        }
+        let (p, seen) = Probe::boxed(words, Some("Marker.Inner"));
+        hunt(&d, vec![p]);
+        assert_eq!(
+            seen.lock().unwrap().read_and_projected(),
+            vec![("m1".to_string(), true), ("m2".to_string(), false)]
+        );
     }
 
     /// Rows of one CSV batch projected for different readers each get the
@@ -3692,6 +3710,35 @@ mod tests {
         }
         let (pu, _) = Probe::boxed(unscreenable, None);
         assert_eq!(Plan::new(&[pu]).every, 1);
+    }
+
+    /// A worker screens its records with one [`ScreenState`]: a text's
+    /// runs, checked once in a record however often its pattern occurs,
+    /// are checked again in the next record, whether they were found in
+    /// the one before or not.
+    #[test]
+    fn a_texts_runs_are_checked_afresh_in_each_record() {
+        fn agent() -> Needs {
+            Needs::anchored(Kinds::ALL, &["EvilTool/2.0 (+https://x.example/)"], &[])
+        }
+        let (pa, _) = Probe::boxed(agent, None);
+        let plan = Plan::new(&[pa]);
+        let held = r#"{"UserAgent":"EvilTool/2.0 (+https://x.example/)","Agent":"EvilTool/2.0 (+https://x.example/)"}"#;
+        let lacking = r#"{"UserAgent":"EvilTool/2.0 (+https://y.example/)","Agent":"EvilTool/2.0 (+https://y.example/)"}"#;
+        let mut screening = ScreenState::default();
+        let mut hits = Vec::new();
+        let got: Vec<Mask> = [held, lacking, lacking, held, held, lacking]
+            .iter()
+            .map(|record| {
+                plan.literals
+                    .as_ref()
+                    .unwrap()
+                    .find_all(record.as_bytes(), &mut hits);
+                plan.readers(&hits, record.as_bytes(), &mut screening, None, 0)
+                    .readers
+            })
+            .collect();
+        assert_eq!(got, [1, 0, 0, 1, 1, 0]);
     }
 
     /// An anchor in any case is found however a record spells its case

@@ -1,7 +1,7 @@
 //! A Sigma rule set as one detection: its screen is its anchors, it reads
-//! the paths its rules' fields map to (whole records only when a rule
-//! searches keywords), and its matches feed correlations in the shared
-//! state.
+//! the paths its rules' fields map to (and, when a rule searches keywords,
+//! the words of the records that hold them, or those records whole), and
+//! its matches feed correlations in the shared state.
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -691,7 +691,7 @@ impl RuleSet {
             })
             .collect();
         let keyword_set = || rules.iter().zip(&keyword_rules).filter(|(_, k)| **k);
-        let whole = if fields.paths.iter().flatten().any(|p| p.head().is_empty())
+        let whole = if fields.some_path_starts_at_the_record()
             || keyword_set().any(|(r, _)| r.literals.is_none())
         {
             RulesScreen::Everything
@@ -703,7 +703,7 @@ impl RuleSet {
                 None => RulesScreen::Nothing,
             }
         };
-        let words_alone = !fields.paths.iter().flatten().any(|p| p.head().is_empty())
+        let words_alone = !fields.some_path_starts_at_the_record()
             && keyword_set()
                 .all(|(r, _)| r.compiled.iter().all(|(_, s)| s.keywords_in_words_alone()));
         let mappings_len = mappings.len();
@@ -799,13 +799,7 @@ impl RuleSet {
     /// starts at the record itself). A record of another kind is never
     /// read past [`RuleSet::paths`].
     pub fn whole_kinds(&self) -> Option<Vec<EventKind>> {
-        if self
-            .fields
-            .paths
-            .iter()
-            .flatten()
-            .any(|p| p.head().is_empty())
-        {
+        if self.fields.some_path_starts_at_the_record() {
             return None;
         }
         let mut kinds: Vec<EventKind> = self
@@ -879,8 +873,9 @@ impl RuleSet {
                     && ev.projection.is_some()
                     && (ev.words.is_none() || !self.words_alone)
                 {
-                    // Screened out by `wants_whole`: none of its anchors
-                    // is in the record.
+                    // Screened out by `wants_whole` (none of its anchors
+                    // is in the record), or handed without the words it
+                    // would search.
                     continue;
                 }
                 let rule = &self.rules[ri];
@@ -1191,10 +1186,10 @@ impl Prefilter {
         thread_local! {
             // The lower-cased record, and which anchors' alternatives were
             // checked in it, reused across records.
-            static LOWER: std::cell::RefCell<(Vec<u8>, Vec<u64>)> =
+            static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u64>)> =
                 const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
         }
-        LOWER.with(|b| {
+        SCRATCH.with(|b| {
             let (b, checked) = &mut *b.borrow_mut();
             b.clear();
             b.extend_from_slice(raw);
@@ -1206,7 +1201,7 @@ impl Prefilter {
             self.fresh_checks(checked);
             // An anchor's occurrence holds its cover text, so none is
             // missed.
-            cover.find(b, |_, li| self.first_check(li, b, checked))
+            cover.find(b, |_, li| self.alt_holds_once(li, b, checked))
         })
     }
 
@@ -1222,7 +1217,7 @@ impl Prefilter {
     /// is an anchor (`displayName`) occurs many times in a directory audit
     /// record, and checking at each place was a third of the screen's time
     /// over such records.
-    fn first_check(&self, li: usize, lower: &[u8], checked: &mut [u64]) -> bool {
+    fn alt_holds_once(&self, li: usize, lower: &[u8], checked: &mut [u64]) -> bool {
         let (word, bit) = (li / 64, 1u64 << (li % 64));
         let first = checked[word] & bit == 0;
         checked[word] |= bit;
@@ -1239,7 +1234,7 @@ impl Prefilter {
         }
         self.fresh_checks(checked);
         ac.find_overlapping_iter(lower)
-            .any(|m| self.first_check(m.pattern().as_usize(), lower, checked))
+            .any(|m| self.alt_holds_once(m.pattern().as_usize(), lower, checked))
     }
 }
 

@@ -111,6 +111,12 @@ pub struct Fields {
 }
 
 impl Fields {
+    /// Whether some field's path starts at the record itself (its first
+    /// step is empty): matching it may then read anything in a record.
+    pub fn some_path_starts_at_the_record(&self) -> bool {
+        self.paths.iter().flatten().any(|p| p.head().is_empty())
+    }
+
     /// The id of a Sigma field name under a mapping (interned).
     pub fn intern(&mut self, mapping_idx: usize, mapping: &Mapping, name: &str) -> FieldId {
         if let Some(&id) = self.index.get(&(mapping_idx, name.to_string())) {
@@ -953,7 +959,7 @@ pub struct EvalCtx<'e, 'f> {
     /// The words of an event built whole, joined: built once for the
     /// event, when a rule first searches for a keyword, and shared by
     /// every rule after. (A projected event carries its own.)
-    words_text: Option<Words>,
+    own_words: Option<Words>,
 }
 
 fn scalars<'e>(v: &'e Value, out: &mut Vec<Fv<'e>>) {
@@ -977,7 +983,7 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
             vals: Vec::new(),
             reached: Vec::new(),
             words: None,
-            words_text: None,
+            own_words: None,
         }
     }
 
@@ -1043,12 +1049,12 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
 
     /// The words' texts joined: those the event carries, or those of its
     /// record, built on the first call.
-    fn words_text(&mut self) -> &Words {
+    fn joined_words(&mut self) -> &Words {
         let ev = self.ev;
         match &ev.words {
             Some(w) => w,
             None => self
-                .words_text
+                .own_words
                 .get_or_insert_with(|| Words::of_value(&ev.record)),
         }
     }
@@ -1062,7 +1068,7 @@ impl<'e, 'f> EvalCtx<'e, 'f> {
     /// `None` for other leaves.
     fn keyword_contained(&mut self, leaf: &Leaf) -> Option<bool> {
         let (cased, finder) = contained_text(leaf)?;
-        let words = self.words_text();
+        let words = self.joined_words();
         let hay = if cased { words.text() } else { words.lower() };
         Some(finder.find(hay.as_bytes()).is_some())
     }
