@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use tokenward_event::{Event, Locator};
+use tokenward_event::{Event, Locator, Words};
 use tokenward_logread::{open, read_batches, sniff, Batch, BufferPool, CsvRow, Format, Item};
 
 fn scratch() -> &'static std::path::Path {
@@ -33,7 +33,19 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 
 fn event(bytes: &[u8], line: u64) {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
-        let _ = Event::from_record(v, None, Arc::from("fuzz"), Locator { line, record: line });
+        let ev = Event::from_record(v, None, Arc::from("fuzz"), Locator { line, record: line });
+        // The words read off the text are the built record's, as a set
+        // (the record holds renamed Log Analytics columns twice).
+        let words = std::str::from_utf8(bytes).ok().and_then(Words::of_json);
+        if let Some(words) = words {
+            let set = |w: &Words| {
+                let mut v: Vec<String> = w.iter().map(str::to_owned).collect();
+                v.sort();
+                v.dedup();
+                v
+            };
+            assert_eq!(set(&words), set(&Words::of_value(&ev.record)));
+        }
     }
 }
 
