@@ -26,7 +26,7 @@ pub struct Words {
     text: String,
     /// Where each text ends in `text`.
     ends: Vec<usize>,
-    /// `text` lower-cased text by text, built on first use.
+    /// `text` lower-cased ([`Words::lower`]), built on first use.
     lower: OnceLock<String>,
 }
 

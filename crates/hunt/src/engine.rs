@@ -1403,8 +1403,10 @@ impl Ctx<'_> {
                             s.told = Some(ev.kind);
                             continue;
                         }
-                        // Rare (a keyword rule's text in a record of its
-                        // log source): the projection is thrown away.
+                        // Rare (a whole-record screen of its kind passes,
+                        // as for a Sigma keyword that is a pattern): the
+                        // projection is thrown away. A reader of words
+                        // (every SigmaHQ keyword rule) keeps it.
                         if !plan.reads_whole_as(*s, ev.kind, b) {
                             let mut ev = ev;
                             if plan.reads_words_as(*s, ev.kind, b) {
