@@ -464,8 +464,11 @@ async fn forwarded_for_chain_is_believed_only_from_a_trusted_proxy() {
 #[tokio::test]
 async fn upstream_down_is_502_and_never_an_unverified_pass_through() {
     let env = Env::new();
-    // A port that was just free: nothing listens there.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // A port that was just free: nothing listens there. On 127.0.0.2,
+    // where no gateway or upstream of these tests listens: a port freed on
+    // 127.0.0.1 was once taken by the gateway itself, which then proxied
+    // to itself until it ran out of files.
+    let dead = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
     let addr = dead.local_addr().unwrap();
     drop(dead);
     let mut gw = Running::start(&env, &format!("http://{addr}"), |_| {}).await;
