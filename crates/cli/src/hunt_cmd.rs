@@ -92,6 +92,14 @@ pub struct HuntArgs {
     /// Not used with --report, whose page holds every finding.
     #[arg(long, default_value_t = tokenward_hunt::findings::DEFAULT_MEMORY >> 20, value_name = "MIB")]
     findings_memory: usize,
+    /// Most findings weighed against each other into incidents
+    /// (--summary-json, the terminal summary), each kept as a slim copy of
+    /// about 170 bytes. Past it, the findings of the rules that fired most
+    /// are left out of incidents and named in the summary
+    /// (`left_out_of_incidents`), so memory stays bounded whatever the
+    /// input. Not used with --report, whose page holds every finding.
+    #[arg(long, default_value_t = tokenward_incident::WEIGHED_MAX, value_name = "N")]
+    incident_findings: u64,
     /// No progress bar and no terminal summary.
     #[arg(short, long)]
     quiet: bool,
@@ -221,12 +229,28 @@ pub fn run(args: HuntArgs) -> u8 {
         Some(_) => report.findings.as_slice().expect("--report never spills"),
         None => &[],
     };
+    // Rules whose findings incidents do not weigh, so that the slim
+    // copies stay within --incident-findings; the page holds every
+    // finding whole anyway.
+    let left_out = if needs_all && args.report.is_none() {
+        tokenward_incident::left_out(report.findings.per_rule(), args.incident_findings)
+    } else {
+        Vec::new()
+    };
+    let left_out_ids: std::collections::HashSet<&str> =
+        left_out.iter().map(|(id, _)| id.as_str()).collect();
     // Only the page and the summary file read it.
-    let summary = if args.report.is_some() || args.summary_json.is_some() {
+    let mut summary = if args.report.is_some() || args.summary_json.is_some() {
         output::summary_json(&report)
     } else {
         serde_json::Value::Null
     };
+    if let Some(s) = summary.as_object_mut() {
+        let rules = left_out
+            .iter()
+            .map(|(id, n)| serde_json::json!({"rule_id": id, "findings": n}));
+        s.insert("left_out_of_incidents".into(), rules.collect());
+    }
     // Incidents, and the summary file that lists them, and the findings
     // output only read the findings, so they are made beside it: with a
     // rule that fires on most records, each took about a third of the
@@ -237,12 +261,14 @@ pub fn run(args: HuntArgs) -> u8 {
         } else if needs_all {
             // Sized up front: grown by doubling, the vector was copied
             // into fresh pages at each doubling.
-            let mut slims = tokenward_incident::Slims::with_capacity(
-                usize::try_from(report.findings.len()).unwrap_or(0),
-            );
+            let weighed = report.findings.len() - left_out.iter().map(|(_, n)| n).sum::<u64>();
+            let mut slims =
+                tokenward_incident::Slims::with_capacity(usize::try_from(weighed).unwrap_or(0));
             for f in report.findings.iter().map_err(|e| e.to_string())? {
                 let f = f.map_err(|e| e.to_string())?;
-                slims.push(&f);
+                if !left_out_ids.contains(f.rule_id.as_ref()) {
+                    slims.push(&f);
+                }
             }
             let incidents = tokenward_incident::build(&slims);
             std::mem::forget(slims);
@@ -290,6 +316,17 @@ pub fn run(args: HuntArgs) -> u8 {
     };
     if summarise {
         print!("{}", crate::report_cmd::incident_summary(&incidents, 10));
+        if !left_out.is_empty() {
+            let named: Vec<String> = left_out
+                .iter()
+                .map(|(id, n)| format!("{id} ({n})"))
+                .collect();
+            println!(
+                "  Left out of incidents, past --incident-findings {}: the findings of {}",
+                args.incident_findings,
+                named.join(", ")
+            );
+        }
     }
     if let Some(p) = &args.report {
         let html = tokenward_report::render(&tokenward_report::Input {

@@ -544,3 +544,91 @@ fn a_keyword_rule_matches_in_json_lines_csv_and_arrays_alike() {
         assert_eq!(found[0]["user"], "a@x", "{name}");
     }
 }
+
+/// Incidents weigh at most `--incident-findings` findings: past it, the
+/// rules that fired most are left out, named with their counts in the
+/// summary, and no incident holds their findings; the rest are still
+/// grouped.
+#[test]
+fn incidents_leave_out_the_rules_that_fired_most_past_their_maximum() {
+    let root = common::repo();
+    let d = tempfile::tempdir().unwrap();
+    let hunt = |max: Option<u64>, tag: &str| -> (Vec<serde_json::Value>, serde_json::Value) {
+        let (findings, summary) = (
+            d.path().join(format!("{tag}.jsonl")),
+            d.path().join(format!("{tag}.json")),
+        );
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenward"));
+        cmd.args(["hunt", "-q", "--output-format", "jsonl"])
+            .arg(root.join("examples/storm-0558/logs"))
+            .arg("--rules")
+            .arg(root.join("tests/fixtures/sigma/rules"))
+            .arg("-o")
+            .arg(&findings)
+            .arg("--summary-json")
+            .arg(&summary);
+        if let Some(max) = max {
+            cmd.args(["--incident-findings", &max.to_string()]);
+        }
+        let s = summary_of(&cmd.output().unwrap(), &summary);
+        let lines = std::fs::read_to_string(&findings).unwrap();
+        (
+            lines
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+            s,
+        )
+    };
+    let in_incidents = |s: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        s["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|i| i["detections"].as_array().unwrap().iter())
+            .map(|d| d.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (findings, all) = hunt(None, "all");
+    let mut per_rule: std::collections::BTreeMap<String, u64> = Default::default();
+    for f in &findings {
+        *per_rule
+            .entry(f["rule_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let (top, top_count) = per_rule
+        .iter()
+        .max_by_key(|(id, n)| (**n, std::cmp::Reverse(*id)))
+        .map(|(id, n)| (id.clone(), *n))
+        .unwrap();
+    assert!(per_rule.len() > 3 && top_count > 1, "{per_rule:?}");
+    assert_eq!(all["left_out_of_incidents"], serde_json::json!([]));
+    assert!(in_incidents(&all).contains(&top), "{top}");
+
+    // One finding over the maximum: the rule with the most is left out.
+    let total = findings.len() as u64;
+    let (same_findings, capped) = hunt(Some(total - 1), "capped");
+    assert_eq!(same_findings, findings, "findings are never left out");
+    assert_eq!(
+        capped["left_out_of_incidents"],
+        serde_json::json!([{"rule_id": top, "findings": top_count}])
+    );
+    let grouped = in_incidents(&capped);
+    assert!(!grouped.contains(&top), "{grouped:?}");
+    let mut others = in_incidents(&all);
+    others.remove(&top);
+    assert_eq!(grouped, others);
+
+    // None weighed: every rule is named, most findings first, and no
+    // incident is made.
+    let (_, none) = hunt(Some(0), "none");
+    let named = none["left_out_of_incidents"].as_array().unwrap();
+    assert_eq!(named.len(), per_rule.len());
+    let counts: Vec<u64> = named
+        .iter()
+        .map(|r| r["findings"].as_u64().unwrap())
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
+    assert_eq!(counts.iter().sum::<u64>(), total);
+    assert_eq!(none["incidents"], serde_json::json!([]));
+}

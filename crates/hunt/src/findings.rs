@@ -136,7 +136,19 @@ pub struct Findings {
     files: Files,
     dir: Option<tempfile::TempDir>,
     len: u64,
+    /// Findings by detection (or Sigma rule) id.
+    per_rule: HashMap<String, u64>,
     sealed: bool,
+}
+
+/// Counts `f` under its rule id.
+fn count_rule(per_rule: &mut HashMap<String, u64>, f: &Finding) {
+    match per_rule.get_mut(f.rule_id.as_ref()) {
+        Some(n) => *n += 1,
+        None => {
+            per_rule.insert(f.rule_id.to_string(), 1);
+        }
+    }
 }
 
 /// Each distinct shared evidence part spilled findings carried, in the
@@ -206,6 +218,7 @@ impl Findings {
             files: Files::default(),
             dir: None,
             len: 0,
+            per_rule: HashMap::new(),
             sealed: false,
         }
     }
@@ -213,9 +226,14 @@ impl Findings {
     /// Findings already in report order (the caller's promise: they are
     /// not sorted again), held in memory.
     pub fn from_sorted(findings: Vec<Finding>) -> Findings {
+        let mut per_rule = HashMap::new();
+        for f in &findings {
+            count_rule(&mut per_rule, f);
+        }
         Findings {
             len: findings.len() as u64,
             held: findings,
+            per_rule,
             sealed: true,
             ..Findings::with_budget(usize::MAX)
         }
@@ -237,6 +255,7 @@ impl Findings {
     pub fn add(&mut self, f: Finding) -> bool {
         debug_assert!(!self.sealed, "findings added after sealing");
         self.held_bytes += f.approx_bytes();
+        count_rule(&mut self.per_rule, &f);
         self.held.push(f);
         self.len += 1;
         self.held_bytes > self.budget
@@ -335,6 +354,12 @@ impl Findings {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// How many findings each detection (or Sigma rule) id has, in no
+    /// particular order.
+    pub fn per_rule(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.per_rule.iter().map(|(id, &n)| (id.as_str(), n))
     }
 
     /// The temporary directory spilled runs are in, once there is one. It
@@ -656,6 +681,21 @@ mod tests {
             assert!(got.iter().zip(&sorted).all(|(a, b)| a.time == b.time));
             // Reading twice gives the same.
             assert_eq!(store.to_vec().unwrap().len(), 300);
+            // Counted by rule as they came, spilled or held.
+            let mut by_rule: BTreeMap<String, u64> = BTreeMap::new();
+            for f in &got {
+                *by_rule.entry(f.rule_id.to_string()).or_default() += 1;
+            }
+            assert!(by_rule.len() > 1);
+            let mut counted: Vec<(String, u64)> =
+                store.per_rule().map(|(id, n)| (id.to_owned(), n)).collect();
+            counted.sort();
+            assert_eq!(counted, by_rule.clone().into_iter().collect::<Vec<_>>());
+            let held = Findings::from_sorted(got);
+            let mut counted: Vec<(String, u64)> =
+                held.per_rule().map(|(id, n)| (id.to_owned(), n)).collect();
+            counted.sort();
+            assert_eq!(counted, by_rule.into_iter().collect::<Vec<_>>());
         }
     }
 

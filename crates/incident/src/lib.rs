@@ -518,6 +518,37 @@ impl Slims {
     }
 }
 
+/// Findings weighed into incidents by default ([`left_out`]): with the
+/// slim copy of each and the incidents' lists, about 85 MB.
+pub const WEIGHED_MAX: u64 = 500_000;
+
+/// The rules whose findings incidents leave out so that at most `max` are
+/// weighed, each with its count of findings: the rules with the most
+/// findings first (ties by id), until the rest number `max` or fewer.
+///
+/// Incidents weigh every finding against the others and keep a slim copy
+/// of each ([`Slims`]), so this bounds their memory whatever the input. A
+/// rule that fires this often (a SigmaHQ rule on most sign-ins) says the
+/// least about any one incident; rules that fire rarely, where an attack
+/// shows, are kept.
+pub fn left_out<'a>(
+    per_rule: impl IntoIterator<Item = (&'a str, u64)>,
+    max: u64,
+) -> Vec<(String, u64)> {
+    let mut rules: Vec<(&str, u64)> = per_rule.into_iter().collect();
+    rules.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut weighed: u64 = rules.iter().map(|r| r.1).sum();
+    let mut out = Vec::new();
+    for (id, n) in rules {
+        if weighed <= max {
+            break;
+        }
+        weighed -= n;
+        out.push((id.to_owned(), n));
+    }
+    out
+}
+
 /// Groups findings into incidents, most severe first.
 pub fn build(s: &Slims) -> Vec<Incident> {
     let n = s.len();
@@ -1297,6 +1328,24 @@ mod tests {
 
     /// A user's findings days apart, with nothing shared, are separate
     /// stories; an audit gap far from any incident stands alone.
+    #[test]
+    fn the_rules_that_fire_most_are_left_out_past_the_maximum() {
+        let counts = [("rare", 3), ("noisy", 900), ("mid", 90), ("also-mid", 90)];
+        // Under the maximum, or at it, every finding is weighed.
+        assert!(left_out(counts, 1083).is_empty());
+        assert!(left_out(counts, 5000).is_empty());
+        // One over: the noisiest rule goes, and only it.
+        assert_eq!(left_out(counts, 1082), [("noisy".to_owned(), 900)]);
+        assert_eq!(left_out(counts, 183), [("noisy".to_owned(), 900)]);
+        // Then the next most, ties by id.
+        assert_eq!(
+            left_out(counts, 182),
+            [("noisy".to_owned(), 900), ("also-mid".to_owned(), 90)]
+        );
+        assert_eq!(left_out(counts, 0).len(), 4);
+        assert!(left_out([], 0).is_empty());
+    }
+
     #[test]
     fn distance_in_time_separates_incidents() {
         let t = datetime!(2024-03-04 08:00 UTC);
