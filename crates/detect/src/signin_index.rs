@@ -115,6 +115,14 @@ impl SigninIndex {
         }
     }
 
+    /// Sorts the ids added since the last seal in ([`Ids::seal`]); do
+    /// so before judging records against the index.
+    pub fn seal(&mut self) {
+        self.tokens.seal();
+        self.sessions.seal();
+        self.ips.seal();
+    }
+
     /// Folds a shard into this index.
     pub fn merge(&mut self, o: SigninIndex) {
         self.signins += o.signins;
@@ -230,16 +238,127 @@ impl SigninIndex {
 /// so membership is exactly that of the texts. The index holds one entry
 /// per sign-in token: as text each took an allocation, a hash of the text
 /// and another when shards merge, and a lookup read the text from another
-/// place in memory than the table.
+/// place in memory than the table. The numbers are kept in sorted arrays
+/// ([`Numbers`]), not hash sets: the index grows with the sign-ins read,
+/// and a set of `u128` took about 26 bytes an entry (the table's empty
+/// slots and control bytes), an array takes 16.
 #[derive(Clone, Debug, Default)]
 pub struct Ids {
-    guids: HashSet<u128, KeyHasher>,
+    guids: Numbers<u128>,
     /// By the last four bits (zero for the standard spelling of 16 bytes):
-    /// a set of (u128, u8) would take 32 bytes an entry, u128's alignment
-    /// padding the byte out.
-    base64url: [HashSet<u128, KeyHasher>; 16],
-    ipv4: HashSet<u32, KeyHasher>,
+    /// an array of (u128, u8) would take 32 bytes an entry, u128's
+    /// alignment padding the byte out.
+    base64url: [Numbers<u128>; 16],
+    ipv4: Numbers<u32>,
     text: HashSet<String, KeyHasher>,
+}
+
+/// A set of numbers as an array: those sealed sorted and each once, then
+/// those added since in the order they came. Adding is a push; shards merge
+/// by appending; [`Numbers::seal`] sorts once the adding is done (the
+/// engine seals the index before the files it judges are read). Ids are
+/// random (GUIDs, token bytes), so a lookup interpolates where the number
+/// would be and finds it in two or three steps; a binary search (about
+/// twenty steps, most of them cache misses in an array of millions) ends
+/// the search when the numbers are not spread evenly.
+#[derive(Clone, Debug, Default)]
+struct Numbers<T> {
+    all: Vec<T>,
+    /// How many of `all`, from the start, are sorted and each once.
+    sorted: usize,
+}
+
+/// A number [`Numbers`] can hold: ordered, and placed on a line for
+/// interpolation.
+trait Number: Ord + Copy {
+    fn place(self) -> f64;
+}
+
+impl Number for u128 {
+    fn place(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Number for u32 {
+    fn place(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+/// Interpolation steps a lookup takes before it searches by halves.
+const INTERPOLATION_STEPS: u32 = 6;
+
+impl<T: Number> Numbers<T> {
+    fn insert(&mut self, v: T) {
+        self.all.push(v);
+    }
+
+    fn contains(&self, v: T) -> bool {
+        let (sorted, added) = self.all.split_at(self.sorted);
+        find_sorted(sorted, v) || added.contains(&v)
+    }
+
+    fn extend(&mut self, o: Numbers<T>) {
+        if self.all.is_empty() {
+            *self = o;
+            // `o` may have been sealed: keep what it knows.
+            return;
+        }
+        self.all.extend(o.all);
+    }
+
+    /// Sorts every number in and drops repeats.
+    fn seal(&mut self) {
+        if self.sorted < self.all.len() {
+            self.all.sort_unstable();
+            self.all.dedup();
+            self.all.shrink_to_fit();
+            self.sorted = self.all.len();
+        }
+    }
+
+    fn len(&self) -> usize {
+        let (sorted, added) = self.all.split_at(self.sorted);
+        let new: BTreeSet<T> = added
+            .iter()
+            .copied()
+            .filter(|v| !find_sorted(sorted, *v))
+            .collect();
+        sorted.len() + new.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+}
+
+/// Whether the sorted `items` hold `v`: interpolating while the numbers
+/// look evenly spread, then by halves.
+fn find_sorted<T: Number>(items: &[T], v: T) -> bool {
+    let (mut lo, mut hi) = (0, items.len());
+    for _ in 0..INTERPOLATION_STEPS {
+        if hi - lo <= 8 {
+            break;
+        }
+        let (first, last) = (items[lo], items[hi - 1]);
+        if v < first || v > last {
+            return false;
+        }
+        let span = last.place() - first.place();
+        let at = if span > 0.0 {
+            let frac = (v.place() - first.place()) / span;
+            lo + ((frac * (hi - 1 - lo) as f64) as usize).min(hi - 1 - lo)
+        } else {
+            lo
+        };
+        match items[at].cmp(&v) {
+            std::cmp::Ordering::Equal => return true,
+            std::cmp::Ordering::Less => lo = at + 1,
+            std::cmp::Ordering::Greater => hi = at,
+        }
+    }
+    items[lo..hi].binary_search(&v).is_ok()
 }
 
 /// How an id is kept ([`Ids`]).
@@ -329,8 +448,10 @@ impl Ids {
             Packed::Guid(v) => self.guids.insert(v),
             Packed::Base64Url((v, tail)) => self.base64url[usize::from(tail)].insert(v),
             Packed::Ipv4(v) => self.ipv4.insert(v),
-            Packed::Text if self.text.contains(id) => false,
-            Packed::Text => self.text.insert(id.to_owned()),
+            Packed::Text if self.text.contains(id) => {}
+            Packed::Text => {
+                self.text.insert(id.to_owned());
+            }
         };
     }
 
@@ -342,9 +463,9 @@ impl Ids {
             return false;
         }
         match Packed::of(id) {
-            Packed::Guid(v) => self.guids.contains(&v),
-            Packed::Base64Url((v, tail)) => self.base64url[usize::from(tail)].contains(&v),
-            Packed::Ipv4(v) => self.ipv4.contains(&v),
+            Packed::Guid(v) => self.guids.contains(v),
+            Packed::Base64Url((v, tail)) => self.base64url[usize::from(tail)].contains(v),
+            Packed::Ipv4(v) => self.ipv4.contains(v),
             Packed::Text => self.text.contains(id),
         }
     }
@@ -359,10 +480,19 @@ impl Ids {
         self.text.extend(o.text);
     }
 
+    /// Sorts the ids added since the last time in: lookups then take a
+    /// few steps each, where ids added and not sealed are compared one by
+    /// one.
+    pub fn seal(&mut self) {
+        self.guids.seal();
+        self.base64url.iter_mut().for_each(Numbers::seal);
+        self.ipv4.seal();
+    }
+
     /// How many ids there are.
     pub fn len(&self) -> usize {
         self.guids.len()
-            + self.base64url.iter().map(HashSet::len).sum::<usize>()
+            + self.base64url.iter().map(Numbers::len).sum::<usize>()
             + self.ipv4.len()
             + self.text.len()
     }
@@ -370,7 +500,7 @@ impl Ids {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.guids.is_empty()
-            && self.base64url.iter().all(HashSet::is_empty)
+            && self.base64url.iter().all(Numbers::is_empty)
             && self.ipv4.is_empty()
             && self.text.is_empty()
     }
@@ -433,7 +563,7 @@ mod tests {
         ids.insert("UEXk2jLaXpZ5a50weOZFLx");
         texts.insert("UEXk2jLaXpZ5a50weOZFLx".into());
         assert_eq!(ids.len(), texts.len());
-        let packed: usize = ids.base64url.iter().map(HashSet::len).sum();
+        let packed: usize = ids.base64url.iter().map(Numbers::len).sum();
         assert_eq!((ids.guids.len(), packed), (1, 5));
         assert!(!ids.text.iter().any(|t| t.len() == 22), "{:?}", ids.text);
         for p in added
@@ -453,6 +583,58 @@ mod tests {
         // its own set.
         assert!(!ids.contains("00000000-0000-0000-0000-000000000000"));
         assert!(ids.contains("3qO2a2kQdP1tXX42jtweAA"));
+    }
+
+    /// Sealed, added since, or merged from shards in any state, numbers
+    /// are found exactly when they were added, spread evenly or not.
+    #[test]
+    fn numbers_are_found_as_a_set_finds_them() {
+        let mut rng = fastrand::Rng::with_seed(128);
+        let spreads: [fn(&mut fastrand::Rng) -> u128; 4] = [
+            |r| r.u128(..),
+            // Runs of neighbours, far apart: interpolation guesses badly.
+            |r| u128::from(r.u8(..)) << 120 | u128::from(r.u16(..)),
+            |r| r.u128(..) >> r.u32(0..128),
+            |r| u128::from(r.u8(0..3)),
+        ];
+        for spread in spreads {
+            for _ in 0..40 {
+                let mut set = std::collections::HashSet::new();
+                let mut shards: Vec<Numbers<u128>> = (0..3).map(|_| Numbers::default()).collect();
+                for k in 0..rng.usize(0..3000) {
+                    let v = spread(&mut rng);
+                    set.insert(v);
+                    let shard = &mut shards[k % 3];
+                    shard.insert(v);
+                    if rng.u16(..1000) == 0 {
+                        shard.seal();
+                    }
+                }
+                let mut all = Numbers::default();
+                for (k, shard) in shards.into_iter().enumerate() {
+                    all.extend(shard);
+                    if k == 1 && rng.bool() {
+                        all.seal();
+                    }
+                }
+                let check = |all: &Numbers<u128>, rng: &mut fastrand::Rng| {
+                    assert_eq!(all.len(), set.len());
+                    for &v in &set {
+                        assert!(all.contains(v), "{v}");
+                    }
+                    for _ in 0..300 {
+                        let v = spread(rng);
+                        assert_eq!(all.contains(v), set.contains(&v), "{v}");
+                        let near = v.wrapping_add(1);
+                        assert_eq!(all.contains(near), set.contains(&near), "{near}");
+                    }
+                };
+                check(&all, &mut rng);
+                all.seal();
+                assert_eq!(all.sorted, set.len());
+                check(&all, &mut rng);
+            }
+        }
     }
 
     #[test]

@@ -2191,7 +2191,9 @@ fn freeze_index(shared: &Mutex<Shared>) {
     let mut sh = shared.lock().expect("no panics while locked");
     let late = std::mem::take(&mut sh.index.late);
     let mut frozen = std::mem::take(&mut sh.index.frozen);
-    Arc::make_mut(&mut frozen).merge(late);
+    let index = Arc::make_mut(&mut frozen);
+    index.merge(late);
+    index.seal();
     sh.index.frozen = frozen;
 }
 
