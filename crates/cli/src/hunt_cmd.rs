@@ -215,11 +215,11 @@ pub fn run(args: HuntArgs) -> u8 {
     };
     // Incidents only for the outputs that show them.
     let summarise = to_terminal && fmt == OutputFormat::Table && !args.quiet;
-    // Incidents weigh findings against each other, so they hold every
-    // finding: cut down to what grouping reads, unless the page (which
-    // lists them) is written too (docs/limits.md). The findings outputs
-    // stream them.
-    let needs_all = summarise || args.report.is_some() || args.summary_json.is_some();
+    // Incidents weigh findings against each other, so they hold those they
+    // weigh: cut down to what grouping reads (at most --incident-findings
+    // of them), unless the page (which lists them all) is written too
+    // (docs/limits.md). The findings outputs stream them.
+    let weighs_incidents = summarise || args.report.is_some() || args.summary_json.is_some();
     // The process ends after this: freeing a million findings one by one
     // would only delay the exit (it was a visible share of short hunts).
     let report = std::mem::ManuallyDrop::new(report);
@@ -232,7 +232,7 @@ pub fn run(args: HuntArgs) -> u8 {
     // Rules whose findings incidents do not weigh, so that the slim
     // copies stay within --incident-findings; the page holds every
     // finding whole anyway.
-    let left_out = if needs_all && args.report.is_none() {
+    let left_out = if weighs_incidents && args.report.is_none() {
         tokenward_incident::left_out(report.findings.per_rule(), args.incident_findings)
     } else {
         Vec::new()
@@ -258,10 +258,13 @@ pub fn run(args: HuntArgs) -> u8 {
     let incidents_and_summary = || -> Result<Vec<tokenward_incident::Incident>, String> {
         let incidents = if args.report.is_some() {
             tokenward_incident::build(&tokenward_incident::Slims::of(all))
-        } else if needs_all {
+        } else if weighs_incidents {
             // Sized up front: grown by doubling, the vector was copied
             // into fresh pages at each doubling.
-            let weighed = report.findings.len() - left_out.iter().map(|(_, n)| n).sum::<u64>();
+            let weighed = report
+                .findings
+                .len()
+                .saturating_sub(left_out.iter().map(|(_, n)| n).sum::<u64>());
             let mut slims =
                 tokenward_incident::Slims::with_capacity(usize::try_from(weighed).unwrap_or(0));
             for f in report.findings.iter().map_err(|e| e.to_string())? {
@@ -341,6 +344,13 @@ pub fn run(args: HuntArgs) -> u8 {
     }
     if !args.quiet {
         eprint!("{}", output::terminal_summary(&report));
+        if !summarise && !left_out.is_empty() {
+            eprintln!(
+                "tokenward hunt: incidents leave out {} rule(s) past --incident-findings {} (left_out_of_incidents in the summary)",
+                left_out.len(),
+                args.incident_findings
+            );
+        }
     } else {
         for f in report.files.iter().filter(|f| f.error.is_some()) {
             eprintln!(

@@ -553,33 +553,38 @@ fn a_keyword_rule_matches_in_json_lines_csv_and_arrays_alike() {
 fn incidents_leave_out_the_rules_that_fired_most_past_their_maximum() {
     let root = common::repo();
     let d = tempfile::tempdir().unwrap();
-    let hunt = |max: Option<u64>, tag: &str| -> (Vec<serde_json::Value>, serde_json::Value) {
-        let (findings, summary) = (
-            d.path().join(format!("{tag}.jsonl")),
-            d.path().join(format!("{tag}.json")),
-        );
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenward"));
-        cmd.args(["hunt", "-q", "--output-format", "jsonl"])
-            .arg(root.join("examples/storm-0558/logs"))
-            .arg("--rules")
-            .arg(root.join("tests/fixtures/sigma/rules"))
-            .arg("-o")
-            .arg(&findings)
-            .arg("--summary-json")
-            .arg(&summary);
-        if let Some(max) = max {
-            cmd.args(["--incident-findings", &max.to_string()]);
-        }
-        let s = summary_of(&cmd.output().unwrap(), &summary);
-        let lines = std::fs::read_to_string(&findings).unwrap();
-        (
-            lines
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect(),
-            s,
-        )
-    };
+    let hunt =
+        |max: Option<u64>, tag: &str, page: bool| -> (Vec<serde_json::Value>, serde_json::Value) {
+            let (findings, summary) = (
+                d.path().join(format!("{tag}.jsonl")),
+                d.path().join(format!("{tag}.json")),
+            );
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenward"));
+            cmd.args(["hunt", "-q", "--output-format", "jsonl"])
+                .arg(root.join("examples/storm-0558/logs"))
+                .arg("--rules")
+                .arg(root.join("tests/fixtures/sigma/rules"))
+                .arg("-o")
+                .arg(&findings)
+                .arg("--summary-json")
+                .arg(&summary);
+            if let Some(max) = max {
+                cmd.args(["--incident-findings", &max.to_string()]);
+            }
+            if page {
+                cmd.arg("--report")
+                    .arg(d.path().join(format!("{tag}.html")));
+            }
+            let s = summary_of(&cmd.output().unwrap(), &summary);
+            let lines = std::fs::read_to_string(&findings).unwrap();
+            (
+                lines
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect(),
+                s,
+            )
+        };
     let in_incidents = |s: &serde_json::Value| -> std::collections::BTreeSet<String> {
         s["incidents"]
             .as_array()
@@ -589,7 +594,7 @@ fn incidents_leave_out_the_rules_that_fired_most_past_their_maximum() {
             .map(|d| d.as_str().unwrap().to_owned())
             .collect()
     };
-    let (findings, all) = hunt(None, "all");
+    let (findings, all) = hunt(None, "all", false);
     let mut per_rule: std::collections::BTreeMap<String, u64> = Default::default();
     for f in &findings {
         *per_rule
@@ -607,7 +612,7 @@ fn incidents_leave_out_the_rules_that_fired_most_past_their_maximum() {
 
     // One finding over the maximum: the rule with the most is left out.
     let total = findings.len() as u64;
-    let (same_findings, capped) = hunt(Some(total - 1), "capped");
+    let (same_findings, capped) = hunt(Some(total - 1), "capped", false);
     assert_eq!(same_findings, findings, "findings are never left out");
     assert_eq!(
         capped["left_out_of_incidents"],
@@ -621,7 +626,7 @@ fn incidents_leave_out_the_rules_that_fired_most_past_their_maximum() {
 
     // None weighed: every rule is named, most findings first, and no
     // incident is made.
-    let (_, none) = hunt(Some(0), "none");
+    let (_, none) = hunt(Some(0), "none", false);
     let named = none["left_out_of_incidents"].as_array().unwrap();
     assert_eq!(named.len(), per_rule.len());
     let counts: Vec<u64> = named
@@ -631,4 +636,9 @@ fn incidents_leave_out_the_rules_that_fired_most_past_their_maximum() {
     assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
     assert_eq!(counts.iter().sum::<u64>(), total);
     assert_eq!(none["incidents"], serde_json::json!([]));
+
+    // The page holds every finding and weighs them all.
+    let (_, page) = hunt(Some(0), "page", true);
+    assert_eq!(page["left_out_of_incidents"], serde_json::json!([]));
+    assert_eq!(page["incidents"], all["incidents"]);
 }

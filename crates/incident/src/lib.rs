@@ -523,20 +523,22 @@ impl Slims {
 pub const WEIGHED_MAX: u64 = 500_000;
 
 /// The rules whose findings incidents leave out so that at most `max` are
-/// weighed, each with its count of findings: the rules with the most
-/// findings first (ties by id), until the rest number `max` or fewer.
+/// weighed, each with its count of findings: Sigma rules before built-in
+/// detections, and among each the rules with the most findings first (ties
+/// by id), until the rest number `max` or fewer.
 ///
 /// Incidents weigh every finding against the others and keep a slim copy
 /// of each ([`Slims`]), so this bounds their memory whatever the input. A
-/// rule that fires this often (a SigmaHQ rule on most sign-ins) says the
-/// least about any one incident; rules that fire rarely, where an attack
-/// shows, are kept.
+/// Sigma rule that fires this often (on most sign-ins) says the least
+/// about any one incident. Built-in detections go last: their findings
+/// are few, and an indicator match behind a spray of millions of sign-ins
+/// is what an incident is for.
 pub fn left_out<'a>(
     per_rule: impl IntoIterator<Item = (&'a str, u64)>,
     max: u64,
 ) -> Vec<(String, u64)> {
     let mut rules: Vec<(&str, u64)> = per_rule.into_iter().collect();
-    rules.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    rules.sort_by_key(|&(id, n)| (builtin_info(id).is_some(), std::cmp::Reverse(n), id));
     let mut weighed: u64 = rules.iter().map(|r| r.1).sum();
     let mut out = Vec::new();
     for (id, n) in rules {
@@ -1326,8 +1328,8 @@ mod tests {
         assert_eq!(groups, want);
     }
 
-    /// A user's findings days apart, with nothing shared, are separate
-    /// stories; an audit gap far from any incident stands alone.
+    /// Past the maximum, Sigma rules go first, the most findings first,
+    /// then built-in detections; never more than needed.
     #[test]
     fn the_rules_that_fire_most_are_left_out_past_the_maximum() {
         let counts = [("rare", 3), ("noisy", 900), ("mid", 90), ("also-mid", 90)];
@@ -1344,8 +1346,22 @@ mod tests {
         );
         assert_eq!(left_out(counts, 0).len(), 4);
         assert!(left_out([], 0).is_empty());
+        // A built-in detection with the most findings goes after every
+        // Sigma rule.
+        let with_builtin = [("tw-ioc-ip", 5000), ("noisy", 900), ("rare", 3)];
+        assert_eq!(left_out(with_builtin, 5003), [("noisy".to_owned(), 900)]);
+        assert_eq!(
+            left_out(with_builtin, 2),
+            [
+                ("noisy".to_owned(), 900),
+                ("rare".to_owned(), 3),
+                ("tw-ioc-ip".to_owned(), 5000)
+            ]
+        );
     }
 
+    /// A user's findings days apart, with nothing shared, are separate
+    /// stories; an audit gap far from any incident stands alone.
     #[test]
     fn distance_in_time_separates_incidents() {
         let t = datetime!(2024-03-04 08:00 UTC);

@@ -870,7 +870,7 @@ fn copy_run<const N: usize>(
                 .reduce(bitor_m128i)
                 .map_or(0, move_mask_i8_m128i);
             out[*o..*o + 16].copy_from_slice(part);
-            // At most 16 bits are set: no stop is a run of all 16.
+            // `trailing_zeros` of no stop is 32: the run is all 16 bytes.
             let run = found.trailing_zeros().min(16) as usize;
             *i += run;
             *o += run;
@@ -1482,12 +1482,13 @@ mod tests {
             for _ in 0..rng.usize(0..120) {
                 buf.extend_from_slice(rng.choice(parts).unwrap());
             }
-            // A run of backslashes ending at a block's last byte or its
-            // first, whose length decides whether the next byte is escaped.
+            // A run of backslashes ending at a block's last byte or the
+            // one before, whose length decides whether the byte after it
+            // (in the next block, or the block's last) is escaped.
             if rng.bool() {
                 let edge = start + 64 * rng.usize(1..4);
                 let run = rng.usize(1..6);
-                if edge + 2 < buf.len() && edge > run {
+                if edge + 2 < buf.len() {
                     let end = edge - rng.usize(0..2);
                     buf[end - run..end].fill(b'\\');
                     buf[end] = *rng.choice(b"\"}]a").unwrap();
@@ -1848,8 +1849,8 @@ mod tests {
             b" ",
             "é".as_bytes(),
             b"{\"\"k\"\":1}",
-            // Longer than a word, so that quotes, delimiters and line ends
-            // fall at every place of one.
+            // Longer than a 16-byte step, so that quotes, delimiters and
+            // line ends fall at every place of one.
             b"abcdefghijklmnopq",
             "ééééé".as_bytes(),
         ];
