@@ -637,6 +637,23 @@ fn incidents_leave_out_the_rules_that_fired_most_past_their_maximum() {
     assert_eq!(counts.iter().sum::<u64>(), total);
     assert_eq!(none["incidents"], serde_json::json!([]));
 
+    // Without -q and with no incident summary printed (not a terminal),
+    // standard error says rules were left out.
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+        .args(["hunt", "--output-format", "jsonl", "-o", "/dev/null"])
+        .arg(root.join("examples/storm-0558/logs"))
+        .args(["--incident-findings", "0", "--summary-json"])
+        .arg(d.path().join("noted.json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success()
+            && stderr.contains("incidents leave out")
+            && stderr.contains("--incident-findings 0"),
+        "{stderr}"
+    );
+
     // The page holds every finding and weighs them all.
     let (_, page) = hunt(Some(0), "page", true);
     assert_eq!(page["left_out_of_incidents"], serde_json::json!([]));

@@ -239,7 +239,7 @@ impl SigninIndex {
 /// per sign-in token: as text each took an allocation, a hash of the text
 /// and another when shards merge, and a lookup read the text from another
 /// place in memory than the table. The numbers are kept in sorted arrays
-/// ([`Numbers`]), not hash sets: the index grows with the sign-ins read,
+/// (`Numbers`), not hash sets: the index grows with the sign-ins read,
 /// and a set of `u128` took about 26 bytes an entry (the table's empty
 /// slots and control bytes), an array takes 16.
 #[derive(Clone, Debug, Default)]
