@@ -433,9 +433,7 @@ fn read_rows(
     sink: &mut dyn FnMut(Batch),
     pool: &BufferPool,
 ) -> std::io::Result<()> {
-    let mut buf = pool.take();
-    buf.extend_from_slice(&head);
-    let mut cr = CsvReader::with_buffer(r, buf, delim);
+    let mut cr = CsvReader::with_buffer(r, pool.take_filled(), &head, delim);
     let mut rows = Vec::new();
     let mut header: Option<Arc<Vec<String>>> = None;
     let (mut index, mut first_index) = (0u64, 1u64);
