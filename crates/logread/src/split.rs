@@ -2061,7 +2061,7 @@ mod tests {
                     rng.u32(..),
                     "y".repeat(rng.usize(0..3000))
                 )),
-                2 => data.push_str("\n"),
+                2 => data.push('\n'),
                 _ => data.push_str("4,\"open\n\"\"q\"\"\n\",6\r\n"),
             }
         }
