@@ -17,7 +17,8 @@
 #![warn(missing_docs)]
 
 use std::any::Any;
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -629,6 +630,28 @@ pub fn evidence(pairs: &[(&str, Value)]) -> Map<String, Value> {
 pub fn opt<S: AsRef<str>>(s: Option<S>) -> Value {
     s.map(|x| Value::String(x.as_ref().to_owned()))
         .unwrap_or(Value::Null)
+}
+
+/// Whether [`keep_smallest`] would add `item` to `set`: checked before an
+/// owned copy of it is made.
+pub fn would_keep<T, Q>(set: &BTreeSet<T>, item: &Q, cap: usize) -> bool
+where
+    T: Ord + Borrow<Q>,
+    Q: Ord + ?Sized,
+{
+    (set.len() < cap || set.last().is_some_and(|l| item < l.borrow())) && !set.contains(item)
+}
+
+/// Adds `item` to a set that keeps at most `cap` items: the smallest. What
+/// a finding lists then depends on the records alone, not on the order in
+/// which the workers read and merged them (keeping the first `cap` that
+/// came listed other items from one run to the next).
+pub fn keep_smallest<T: Ord>(set: &mut BTreeSet<T>, item: T, cap: usize) {
+    if set.len() < cap {
+        set.insert(item);
+    } else if set.last().is_some_and(|l| item < *l) && set.insert(item) {
+        set.pop_last();
+    }
 }
 
 /// UTC day number of a time (-1 without one), for per-day keys.

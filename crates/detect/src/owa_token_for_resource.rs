@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::{
-    evidence, opt, shard_of, Builtin, Context, Detection, Info, Kinds, Needs, Outcome, Verdict,
-    Weight,
+    evidence, keep_smallest, opt, shard_of, Builtin, Context, Detection, Info, Kinds, Needs,
+    Outcome, Verdict, Weight,
 };
 use crate::signin_index::{tenant_of, Cover, AUDIT_TENANT_FIELDS};
 use tokenward_event::timefmt::rfc3339;
@@ -158,14 +158,10 @@ impl Detection for OwaTokenForResource {
             if !known_ip && kept_is_known {
                 a.unknown_ip = Some(i.clone());
             }
-            if a.ips.len() < KEPT {
-                a.ips.insert(i);
-            }
+            keep_smallest(&mut a.ips, i, KEPT);
         }
         if let Some(r) = ev.first_str(&["ResourceURL", "ResourceUrl", "Resource"]) {
-            if a.resources.len() < KEPT {
-                a.resources.insert(r);
-            }
+            keep_smallest(&mut a.resources, r, KEPT);
         }
         if Rep::event_earlier(ev, &a.rep) {
             a.rep = Rep::of(ev);
@@ -182,14 +178,10 @@ impl Detection for OwaTokenForResource {
                     m.count += s.count;
                     m.last = m.last.max(s.last);
                     for i in s.ips {
-                        if m.ips.len() < KEPT {
-                            m.ips.insert(i);
-                        }
+                        keep_smallest(&mut m.ips, i, KEPT);
                     }
                     for r in s.resources {
-                        if m.resources.len() < KEPT {
-                            m.resources.insert(r);
-                        }
+                        keep_smallest(&mut m.resources, r, KEPT);
                     }
                     if s.rep.earlier_than(&m.rep) {
                         m.rep = s.rep;

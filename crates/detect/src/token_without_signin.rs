@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::{
-    contains_ignore_ascii_case, evidence, free_aside, opt, shard_of, Builtin, Context, Detection,
-    Info, Kinds, Needs, Outcome, Verdict, Weight,
+    contains_ignore_ascii_case, evidence, free_aside, keep_smallest, opt, shard_of, would_keep,
+    Builtin, Context, Detection, Info, Kinds, Needs, Outcome, Verdict, Weight,
 };
 use crate::signin_index::{tenant_of, Cover, AUDIT_TENANT_FIELDS};
 use tokenward_event::timefmt::{parse_timestamp, rfc3339};
@@ -181,15 +181,13 @@ impl Detection for TokenWithoutSignin {
         c.count += 1;
         c.last = c.last.max(ev.time);
         if let Some(t) = token {
-            if c.tokens.len() < TOKENS_KEPT && !c.tokens.contains(&*t) {
-                c.tokens.insert(t.into_owned());
+            if would_keep(&c.tokens, &*t, TOKENS_KEPT) {
+                keep_smallest(&mut c.tokens, t.into_owned(), TOKENS_KEPT);
             }
         }
-        if c.operations.len() < OPERATIONS_KEPT {
-            if let Some(op) = ev.operation() {
-                if !c.operations.contains(op) {
-                    c.operations.insert(op.to_owned());
-                }
+        if let Some(op) = ev.operation() {
+            if would_keep(&c.operations, op, OPERATIONS_KEPT) {
+                keep_smallest(&mut c.operations, op.to_owned(), OPERATIONS_KEPT);
             }
         }
     }
@@ -205,16 +203,10 @@ impl Detection for TokenWithoutSignin {
                     m.count += c.count;
                     m.last = m.last.max(c.last);
                     for t in c.tokens {
-                        if m.tokens.len() >= TOKENS_KEPT {
-                            break;
-                        }
-                        m.tokens.insert(t);
+                        keep_smallest(&mut m.tokens, t, TOKENS_KEPT);
                     }
                     for op in c.operations {
-                        if m.operations.len() >= OPERATIONS_KEPT {
-                            break;
-                        }
-                        m.operations.insert(op);
+                        keep_smallest(&mut m.operations, op, OPERATIONS_KEPT);
                     }
                     if c.rep.earlier_than(&m.rep) {
                         m.rep = c.rep;
@@ -470,6 +462,34 @@ mod tests {
         // Alone, the later record is judged by its own issuance day.
         let out = run_with(Box::new(TokenWithoutSignin::default()), &idx(), &[later]);
         assert!(out.findings.is_empty());
+    }
+
+    /// A session with more operations than the evidence keeps lists the
+    /// same ones whatever order its records are read in (the first kept
+    /// ones used to depend on which worker read which record first).
+    #[test]
+    fn the_operations_listed_do_not_depend_on_read_order() {
+        let records: Vec<Value> = (0..12)
+            .map(|i| {
+                let mut r = ual(5, &format!("F{i}"), "FORGED", "t");
+                r["Operation"] = json!(format!("Op{:02}", (i * 7) % 12));
+                r
+            })
+            .collect();
+        let mut reversed = records.clone();
+        reversed.reverse();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut shuffled = records.clone();
+        rng.shuffle(&mut shuffled);
+        let listed = |records: &[Value]| {
+            let out = run_with(Box::new(TokenWithoutSignin::default()), &idx(), records);
+            assert_eq!(out.findings.len(), 1, "{:?}", out.coverage);
+            out.findings[0].evidence["operations"].clone()
+        };
+        let want: Vec<String> = (0..OPERATIONS_KEPT).map(|i| format!("Op{i:02}")).collect();
+        assert_eq!(listed(&records), json!(want));
+        assert_eq!(listed(&reversed), json!(want));
+        assert_eq!(listed(&shuffled), json!(want));
     }
 
     /// The engine withholds its records while no sign-in is known
