@@ -28,7 +28,7 @@ pub(crate) fn parse_format(s: &str) -> Result<Format, String> {
 pub fn after_help() -> String {
     let ids: Vec<&str> = tokenward_hunt::BUILTINS.iter().map(|b| b.info.id).collect();
     format!(
-        "Detections: {} (docs/hunt.md).\nExit status: 0 success, 1 findings with --fail-on-findings, 2 usage error, unreadable input, or findings that could not be spilled to or read back from $TMPDIR.",
+        "Detections: {} (docs/hunt.md).\nExit status: 0 success, 1 findings with --fail-on-findings, 2 usage error, unreadable input, or findings or a sign-in index that could not be spilled to or read back from $TMPDIR.",
         ids.join(" ")
     )
 }
@@ -92,6 +92,13 @@ pub struct HuntArgs {
     /// Not used with --report, whose page holds every finding.
     #[arg(long, default_value_t = tokenward_hunt::findings::DEFAULT_MEMORY >> 20, value_name = "MIB")]
     findings_memory: usize,
+    /// GUIDs, token ids and IPv4 addresses of sign-ins (for
+    /// tw-token-without-signin and tw-owa-token-for-resource) held in
+    /// memory, at 16 or 4 bytes each, before the largest sets move,
+    /// sorted, to temporary files ($TMPDIR), so memory does not grow with
+    /// the sign-ins read (docs/limits.md).
+    #[arg(long, default_value_t = tokenward_hunt::DEFAULT_INDEX_MEMORY >> 20, value_name = "MIB")]
+    signin_index_memory: usize,
     /// Most findings weighed against each other into incidents
     /// (--summary-json, the terminal summary), each kept as a slim copy of
     /// about 170 bytes. Past it, the findings of the rules that fired most
@@ -191,6 +198,7 @@ pub fn run(args: HuntArgs) -> u8 {
         } else {
             args.findings_memory.saturating_mul(1 << 20)
         }),
+        signin_index_memory: Some(args.signin_index_memory.saturating_mul(1 << 20)),
     };
     let result = with_progress(&args.inputs, args.quiet, |progress| {
         tokenward_hunt::run(&cfg, progress)

@@ -659,3 +659,46 @@ fn incidents_leave_out_the_rules_that_fired_most_past_their_maximum() {
     assert_eq!(page["left_out_of_incidents"], serde_json::json!([]));
     assert_eq!(page["incidents"], all["incidents"]);
 }
+
+/// With no memory for the sign-in index every id it holds moves to disk,
+/// and the detections that judge audit records against it find what they
+/// find with the index in memory: the forged token that no sign-in issued,
+/// and none of the tokens the sign-ins did issue.
+#[test]
+fn the_signin_index_answers_from_disk_as_from_memory() {
+    let root = common::repo();
+    let hunt = |extra: &[&str]| -> Vec<u8> {
+        let out = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+            .args(["hunt", "-q", "--output-format", "jsonl"])
+            .args(extra)
+            .arg(root.join("examples/storm-0558/logs"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let in_memory = hunt(&[]);
+    let on_disk = hunt(&["--signin-index-memory", "0"]);
+    let rules: Vec<String> = String::from_utf8(on_disk.clone())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["rule_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let count = |id: &str| rules.iter().filter(|r| *r == id).count();
+    assert_eq!(count("tw-token-without-signin"), 1, "{rules:?}");
+    assert_eq!(count("tw-owa-token-for-resource"), 1, "{rules:?}");
+    assert!(
+        on_disk == in_memory,
+        "the findings differ with the index on disk"
+    );
+}

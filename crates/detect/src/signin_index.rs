@@ -5,15 +5,23 @@
 //! before the others so that audit records already explained by a sign-in
 //! are settled as they stream by.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::sync::{Arc, OnceLock};
 
 use time::{Duration, OffsetDateTime};
 
 use super::{widen, KeyHasher, Kinds, Needs};
 use tokenward_event::{Event, EventKind};
 
+/// Bytes of packed ids the index holds in memory before it moves the
+/// largest sets to temporary files ([`SigninIndex::with_memory`]).
+pub const DEFAULT_INDEX_MEMORY: usize = 32 << 20;
+
 /// Tokens, sessions and addresses of the sign-ins read.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SigninIndex {
     /// Sign-in events indexed.
     pub signins: u64,
@@ -29,6 +37,17 @@ pub struct SigninIndex {
     /// days that have sign-ins. Coverage has holes: sign-ins on two days
     /// months apart do not cover the months between.
     pub days: HashMap<String, BTreeSet<i64>, KeyHasher>,
+    /// Bytes of packed ids held in memory before the largest sets spill.
+    memory: usize,
+    /// The first error writing ids to a temporary file (they stayed in
+    /// memory).
+    spill_error: Option<String>,
+}
+
+impl Default for SigninIndex {
+    fn default() -> SigninIndex {
+        SigninIndex::with_memory(DEFAULT_INDEX_MEMORY)
+    }
 }
 
 /// Fields naming the tenant of a sign-in, in the export shapes seen
@@ -115,15 +134,36 @@ impl SigninIndex {
         }
     }
 
+    /// An empty index that holds at most `memory` bytes of packed ids
+    /// (GUIDs, token ids, IPv4 addresses) in memory when shards merge into
+    /// it: past that, the largest sets are written, sorted, to anonymous
+    /// temporary files (in `TMPDIR`) until half of it is held, and a
+    /// lookup reads one 4 KiB block of a file. Ids of other spellings
+    /// stay in memory.
+    pub fn with_memory(memory: usize) -> SigninIndex {
+        SigninIndex {
+            signins: 0,
+            tokens: Ids::default(),
+            sessions: Ids::default(),
+            ips: Ids::default(),
+            range: None,
+            days: HashMap::default(),
+            memory,
+            spill_error: None,
+        }
+    }
+
     /// Sorts the ids added since the last seal in ([`Ids::seal`]); do
     /// so before judging records against the index.
     pub fn seal(&mut self) {
-        self.tokens.seal();
-        self.sessions.seal();
-        self.ips.seal();
+        for ids in [&mut self.tokens, &mut self.sessions, &mut self.ips] {
+            if let Err(e) = ids.seal() {
+                self.spill_error.get_or_insert_with(|| e.to_string());
+            }
+        }
     }
 
-    /// Folds a shard into this index.
+    /// Folds a shard into this index, then keeps to the index's memory.
     pub fn merge(&mut self, o: SigninIndex) {
         self.signins += o.signins;
         self.tokens.merge(o.tokens);
@@ -133,6 +173,59 @@ impl SigninIndex {
         for (tenant, days) in o.days {
             self.days.entry(tenant).or_default().extend(days);
         }
+        if self.spill_error.is_none() {
+            self.spill_error = o.spill_error;
+        }
+        if self.spill_error.is_none() {
+            if let Err(e) = self.keep_to_memory() {
+                self.spill_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Past the index's memory, spills the sets of numbers that hold the
+    /// most, largest first, until at most half of it is held: so a set
+    /// spills in runs of a size worth a file, not on every merge.
+    fn keep_to_memory(&mut self) -> io::Result<()> {
+        let memory = self.memory;
+        let mut wide: Vec<&mut Numbers<u128>> = Vec::new();
+        let mut narrow: Vec<&mut Numbers<u32>> = Vec::new();
+        for ids in [&mut self.tokens, &mut self.sessions, &mut self.ips] {
+            wide.push(&mut ids.guids);
+            wide.extend(ids.base64url.iter_mut());
+            narrow.push(&mut ids.ipv4);
+        }
+        let mut held: usize = wide.iter().map(|n| n.held_bytes()).sum::<usize>()
+            + narrow.iter().map(|n| n.held_bytes()).sum::<usize>();
+        if held <= memory {
+            return Ok(());
+        }
+        wide.sort_by_key(|n| Reverse(n.held_bytes()));
+        narrow.sort_by_key(|n| Reverse(n.held_bytes()));
+        let (mut w, mut n) = (wide.into_iter().peekable(), narrow.into_iter().peekable());
+        while held > memory / 2 {
+            let wb = w.peek().map_or(0, |x| x.held_bytes());
+            let nb = n.peek().map_or(0, |x| x.held_bytes());
+            match (wb, nb) {
+                (0, 0) => break,
+                _ if wb >= nb => w.next().expect("peeked").spill()?,
+                _ => n.next().expect("peeked").spill()?,
+            }
+            held -= wb.max(nb);
+        }
+        Ok(())
+    }
+
+    /// The first error writing ids to a temporary file or reading them
+    /// back. After a write error the ids stayed in memory (the answers are
+    /// right, the memory bound is not kept); after a read error a lookup
+    /// answered "not issued", so findings may be wrong: a hunt fails.
+    pub fn io_error(&self) -> Option<String> {
+        self.spill_error.clone().or_else(|| {
+            [&self.tokens, &self.sessions, &self.ips]
+                .into_iter()
+                .find_map(Ids::read_error)
+        })
     }
 
     /// The days with sign-ins that can speak for a record of `tenant`:
@@ -261,28 +354,56 @@ pub struct Ids {
 /// would be and finds it in two or three steps; a binary search (about
 /// twenty steps, most of them cache misses in an array of millions) ends
 /// the search when the numbers are not spread evenly.
+///
+/// Past the index's memory ([`SigninIndex::with_memory`]) the array moves
+/// to a temporary file as a sorted run ([`Numbers::spill`]); sealing
+/// merges the runs into one, and a lookup reads one block of it.
 #[derive(Clone, Debug, Default)]
 struct Numbers<T> {
     all: Vec<T>,
     /// How many of `all`, from the start, are sorted and each once.
     sorted: usize,
+    /// Numbers moved to temporary files. Each run is sorted and holds a
+    /// number once; runs may share numbers until sealed into one.
+    runs: Vec<Arc<Run<T>>>,
 }
 
-/// A number [`Numbers`] can hold: ordered, and placed on a line for
-/// interpolation.
-trait Number: Ord + Copy {
+/// A number [`Numbers`] can hold: ordered, placed on a line for
+/// interpolation, and written to a run as `BYTES` little-endian bytes.
+trait Number: Ord + Copy + std::fmt::Debug {
+    const BYTES: usize;
     fn place(self) -> f64;
+    fn put(self, out: &mut Vec<u8>);
+    fn take(b: &[u8]) -> Self;
 }
 
 impl Number for u128 {
+    const BYTES: usize = 16;
     fn place(self) -> f64 {
         self as f64
+    }
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn take(b: &[u8]) -> Self {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&b[..16]);
+        u128::from_le_bytes(a)
     }
 }
 
 impl Number for u32 {
+    const BYTES: usize = 4;
     fn place(self) -> f64 {
         f64::from(self)
+    }
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn take(b: &[u8]) -> Self {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(&b[..4]);
+        u32::from_le_bytes(a)
     }
 }
 
@@ -296,28 +417,99 @@ impl<T: Number> Numbers<T> {
 
     fn contains(&self, v: T) -> bool {
         let (sorted, added) = self.all.split_at(self.sorted);
-        find_sorted(sorted, v) || added.contains(&v)
+        find_sorted(sorted, v) || added.contains(&v) || self.runs.iter().any(|r| r.contains(v))
     }
 
     fn extend(&mut self, o: Numbers<T>) {
-        if self.all.is_empty() {
+        if self.all.is_empty() && self.runs.is_empty() {
             *self = o;
             // `o` may have been sealed: keep what it knows.
             return;
         }
         self.all.extend(o.all);
+        self.runs.extend(o.runs);
     }
 
-    /// Sorts every number in and drops repeats.
-    fn seal(&mut self) {
+    /// Bytes the numbers take in memory.
+    fn held_bytes(&self) -> usize {
+        self.all.capacity() * std::mem::size_of::<T>()
+    }
+
+    /// Moves the numbers in memory to a new run.
+    fn spill(&mut self) -> io::Result<()> {
+        if self.all.is_empty() {
+            return Ok(());
+        }
+        self.all.sort_unstable();
+        self.all.dedup();
+        self.runs
+            .push(Arc::new(Run::write(self.all.iter().copied())?));
+        self.all = Vec::new();
+        self.sorted = 0;
+        self.carry()
+    }
+
+    /// Merges [`RUNS_MERGED`] runs of one level into one of the next, as
+    /// the digits of a counter carry: a set holds fewer than that many
+    /// runs of each level open, however small the memory given and large
+    /// the input, and each number is rewritten once a level.
+    fn carry(&mut self) -> io::Result<()> {
+        loop {
+            let mut levels: Vec<u32> = self.runs.iter().map(|r| r.level).collect();
+            levels.sort_unstable();
+            let Some(level) = levels
+                .windows(RUNS_MERGED)
+                .find(|w| w[0] == w[RUNS_MERGED - 1])
+                .map(|w| w[0])
+            else {
+                return Ok(());
+            };
+            let merged = Run::write_merged(
+                self.runs
+                    .iter()
+                    .filter(|r| r.level == level)
+                    .map(|r| Box::new(r.numbers()) as Box<dyn Iterator<Item = _>>)
+                    .collect(),
+            )?;
+            self.runs.retain(|r| r.level != level);
+            self.runs.push(Arc::new(Run {
+                level: level + 1,
+                ..merged
+            }));
+        }
+    }
+
+    /// Sorts every number in and drops repeats: in memory, or, once some
+    /// were spilled, into one run with the others. When writing that run
+    /// fails the runs stay as they were and the numbers in memory sorted,
+    /// so lookups still answer (only slower).
+    fn seal(&mut self) -> io::Result<()> {
         if self.sorted < self.all.len() {
             self.all.sort_unstable();
             self.all.dedup();
             self.all.shrink_to_fit();
             self.sorted = self.all.len();
         }
+        if self.runs.is_empty() || (self.runs.len() == 1 && self.all.is_empty()) {
+            return Ok(());
+        }
+        let merged = {
+            let mut sources: Vec<Box<dyn Iterator<Item = io::Result<T>> + '_>> = self
+                .runs
+                .iter()
+                .map(|r| Box::new(r.numbers()) as Box<dyn Iterator<Item = _>>)
+                .collect();
+            sources.push(Box::new(self.all.iter().copied().map(Ok)));
+            Run::write_merged(sources)?
+        };
+        self.runs = vec![Arc::new(merged)];
+        self.all = Vec::new();
+        self.sorted = 0;
+        Ok(())
     }
 
+    /// How many numbers there are; exact once sealed (runs not yet merged
+    /// may hold a number more than once).
     fn len(&self) -> usize {
         let (sorted, added) = self.all.split_at(self.sorted);
         let new: BTreeSet<T> = added
@@ -325,11 +517,168 @@ impl<T: Number> Numbers<T> {
             .copied()
             .filter(|v| !find_sorted(sorted, *v))
             .collect();
-        sorted.len() + new.len()
+        sorted.len() + new.len() + self.runs.iter().map(|r| r.count).sum::<usize>()
     }
 
     fn is_empty(&self) -> bool {
-        self.all.is_empty()
+        self.all.is_empty() && self.runs.is_empty()
+    }
+
+    /// The first error reading a run back, if any.
+    fn read_error(&self) -> Option<String> {
+        self.runs.iter().find_map(|r| r.failed.get().cloned())
+    }
+}
+
+/// Numbers a lookup in a run reads at once: one block between two fences.
+const RUN_BLOCK: usize = 256;
+
+/// Runs of one level merged into one ([`Numbers::carry`]).
+const RUNS_MERGED: usize = 16;
+
+/// Sorted numbers, each once, in an anonymous temporary file (removed
+/// when closed, so a killed hunt leaves none behind); in memory only
+/// every [`RUN_BLOCK`]th number, so a run of sixteen-byte ids takes a
+/// 256th of its size in memory and a lookup reads one block of 4 KiB
+/// (from the page cache, which the kernel may reclaim, unlike the
+/// process's own memory).
+#[derive(Debug)]
+struct Run<T> {
+    file: File,
+    count: usize,
+    /// How many merges made it (0: spilled from memory).
+    level: u32,
+    /// The first number of each block.
+    fences: Vec<T>,
+    /// The first error reading the file back: the lookup that met it
+    /// answered "not found", so the engine fails the hunt.
+    failed: OnceLock<String>,
+}
+
+impl<T: Number> Run<T> {
+    /// Writes sorted numbers, each once, as a run.
+    fn write(sorted: impl Iterator<Item = T>) -> io::Result<Run<T>> {
+        Run::write_merged(vec![Box::new(sorted.map(Ok))])
+    }
+
+    /// Writes the union of sorted sources, each number once.
+    fn write_merged(
+        mut sources: Vec<Box<dyn Iterator<Item = io::Result<T>> + '_>>,
+    ) -> io::Result<Run<T>> {
+        let file = tempfile::tempfile()?;
+        let mut out = BufWriter::with_capacity(1 << 16, &file);
+        let mut heads: BinaryHeap<Reverse<(T, usize)>> = BinaryHeap::new();
+        for (i, s) in sources.iter_mut().enumerate() {
+            if let Some(v) = s.next() {
+                heads.push(Reverse((v?, i)));
+            }
+        }
+        let (mut count, mut fences, mut last) = (0usize, Vec::new(), None);
+        let mut bytes = Vec::with_capacity(T::BYTES);
+        while let Some(Reverse((v, i))) = heads.pop() {
+            if let Some(n) = sources[i].next() {
+                heads.push(Reverse((n?, i)));
+            }
+            if last == Some(v) {
+                continue;
+            }
+            if count % RUN_BLOCK == 0 {
+                fences.push(v);
+            }
+            bytes.clear();
+            v.put(&mut bytes);
+            out.write_all(&bytes)?;
+            count += 1;
+            last = Some(v);
+        }
+        out.flush()?;
+        drop(out);
+        Ok(Run {
+            file,
+            count,
+            level: 0,
+            fences,
+            failed: OnceLock::new(),
+        })
+    }
+
+    fn contains(&self, v: T) -> bool {
+        let Some(block) = self.fences.partition_point(|&f| f <= v).checked_sub(1) else {
+            return false;
+        };
+        let start = block * RUN_BLOCK;
+        let n = RUN_BLOCK.min(self.count - start);
+        let mut buf = [0u8; RUN_BLOCK * 16];
+        let bytes = &mut buf[..n * T::BYTES];
+        if let Err(e) = read_at(&self.file, bytes, (start * T::BYTES) as u64) {
+            self.failed.get_or_init(|| e.to_string());
+            return false;
+        }
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match T::take(&bytes[mid * T::BYTES..]).cmp(&v) {
+                Ordering::Equal => return true,
+                Ordering::Less => lo = mid + 1,
+                Ordering::Greater => hi = mid,
+            }
+        }
+        false
+    }
+
+    /// The numbers in order, read a block at a time: a merge reads many
+    /// runs at once, each through a buffer of its own.
+    fn numbers(&self) -> impl Iterator<Item = io::Result<T>> + '_ {
+        const AT_ONCE: usize = RUN_BLOCK * 4;
+        let mut buf = vec![0u8; AT_ONCE * T::BYTES];
+        let (mut next, mut held, mut at) = (0usize, 0usize, 0usize);
+        std::iter::from_fn(move || {
+            if at == held {
+                if next == self.count {
+                    return None;
+                }
+                let n = AT_ONCE.min(self.count - next);
+                if let Err(e) = read_at(
+                    &self.file,
+                    &mut buf[..n * T::BYTES],
+                    (next * T::BYTES) as u64,
+                ) {
+                    next = self.count;
+                    held = 0;
+                    at = 0;
+                    return Some(Err(e));
+                }
+                next += n;
+                held = n;
+                at = 0;
+            }
+            let v = T::take(&buf[at * T::BYTES..]);
+            at += 1;
+            Some(Ok(v))
+        })
+    }
+}
+
+/// Reads `buf.len()` bytes of `file` from `offset`, without moving a shared
+/// cursor: both workers look up the same run at once.
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let (mut buf, mut offset) = (buf, offset);
+        while !buf.is_empty() {
+            match std::os::windows::fs::FileExt::seek_read(file, buf, offset)? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -482,11 +831,29 @@ impl Ids {
 
     /// Sorts the ids added since the last time in: lookups then take a
     /// few steps each, where ids added and not sealed are compared one by
-    /// one.
-    pub fn seal(&mut self) {
-        self.guids.seal();
-        self.base64url.iter_mut().for_each(Numbers::seal);
-        self.ipv4.seal();
+    /// one. Spilled runs are merged into one file; when that fails the
+    /// first error is returned, and every set is still sealed in memory.
+    pub fn seal(&mut self) -> io::Result<()> {
+        let mut first = Ok(());
+        let mut keep = |r: io::Result<()>| {
+            if first.is_ok() {
+                first = r;
+            }
+        };
+        keep(self.guids.seal());
+        for n in &mut self.base64url {
+            keep(n.seal());
+        }
+        keep(self.ipv4.seal());
+        first
+    }
+
+    /// The first error reading a spilled run back.
+    fn read_error(&self) -> Option<String> {
+        self.guids
+            .read_error()
+            .or_else(|| self.base64url.iter().find_map(Numbers::read_error))
+            .or_else(|| self.ipv4.read_error())
     }
 
     /// How many ids there are.
@@ -607,14 +974,14 @@ mod tests {
                     let shard = &mut shards[k % 3];
                     shard.insert(v);
                     if rng.u16(..1000) == 0 {
-                        shard.seal();
+                        shard.seal().expect("sealed");
                     }
                 }
                 let mut all = Numbers::default();
                 for (k, shard) in shards.into_iter().enumerate() {
                     all.extend(shard);
                     if k == 1 && rng.bool() {
-                        all.seal();
+                        all.seal().expect("sealed");
                     }
                 }
                 let check = |all: &Numbers<u128>, rng: &mut fastrand::Rng| {
@@ -630,11 +997,149 @@ mod tests {
                     }
                 };
                 check(&all, &mut rng);
-                all.seal();
+                all.seal().expect("sealed");
                 assert_eq!(all.sorted, set.len());
                 check(&all, &mut rng);
             }
         }
+    }
+
+    /// Numbers moved to runs on disk, in shards or after merging, at any
+    /// moment and any number of times, are found exactly as numbers held
+    /// in memory are, before sealing and after; sealing leaves one run
+    /// that holds each number once.
+    #[test]
+    fn spilled_numbers_are_found_as_held_ones_are() {
+        let mut rng = fastrand::Rng::with_seed(45);
+        let spreads: [fn(&mut fastrand::Rng) -> u128; 3] = [
+            |r| r.u128(..),
+            |r| u128::from(r.u8(..)) << 120 | u128::from(r.u16(..)),
+            |r| u128::from(r.u16(0..2000)),
+        ];
+        for spread in spreads {
+            for round in 0..12 {
+                let mut set = std::collections::HashSet::new();
+                let mut shards: Vec<Numbers<u128>> = (0..3).map(|_| Numbers::default()).collect();
+                for k in 0..rng.usize(0..5000) {
+                    let v = spread(&mut rng);
+                    set.insert(v);
+                    let shard = &mut shards[k % 3];
+                    shard.insert(v);
+                    if rng.u16(..700) == 0 {
+                        shard.spill().expect("spilled");
+                    }
+                }
+                let mut all = Numbers::default();
+                for shard in shards {
+                    all.extend(shard);
+                    if rng.bool() {
+                        all.spill().expect("spilled");
+                    }
+                }
+                if round == 0 {
+                    all.spill().expect("spilled");
+                }
+                let check = |all: &Numbers<u128>, rng: &mut fastrand::Rng| {
+                    for &v in &set {
+                        assert!(all.contains(v), "{v}");
+                    }
+                    for _ in 0..500 {
+                        let v = spread(rng);
+                        assert_eq!(all.contains(v), set.contains(&v), "{v}");
+                        let near = v.wrapping_sub(1);
+                        assert_eq!(all.contains(near), set.contains(&near), "{near}");
+                    }
+                };
+                check(&all, &mut rng);
+                all.seal().expect("sealed");
+                assert!(all.runs.len() <= 1, "{} runs", all.runs.len());
+                assert_eq!(all.len(), set.len());
+                check(&all, &mut rng);
+                assert_eq!(all.read_error(), None);
+            }
+        }
+        // Four-byte numbers (IPv4 addresses) take the same path.
+        let mut small: Numbers<u32> = Numbers::default();
+        (0..1000u32).for_each(|v| small.insert(v * 3));
+        small.spill().expect("spilled");
+        (0..1000u32).for_each(|v| small.insert(v * 5));
+        small.spill().expect("spilled");
+        small.seal().expect("sealed");
+        let want = |v: u32| v < 3000 && v % 3 == 0 || v < 5000 && v % 5 == 0;
+        assert!((0..6000).all(|v| small.contains(v) == want(v)));
+        assert_eq!(small.len(), (0..6000).filter(|&v| want(v)).count());
+        // Many small spills carry into runs of higher levels: few files
+        // stay open, and every number is still found.
+        let mut many: Numbers<u32> = Numbers::default();
+        for spill in 0..300u32 {
+            (0..20).for_each(|v| many.insert(v * 300 + spill));
+            many.spill().expect("spilled");
+        }
+        assert!(
+            many.runs.len() < 3 * RUNS_MERGED,
+            "{} runs",
+            many.runs.len()
+        );
+        assert!(many.runs.iter().any(|r| r.level == 2));
+        assert!((0..6000).all(|v| many.contains(v)) && !many.contains(6000));
+        many.seal().expect("sealed");
+        assert_eq!((many.runs.len(), many.len()), (1, 6000));
+    }
+
+    /// An index past its memory moves ids to disk when shards merge into
+    /// it, and answers as one that holds them all; one whose run cannot be
+    /// read back says so instead of answering silently.
+    #[test]
+    fn an_index_past_its_memory_answers_from_disk_and_reports_read_errors() {
+        // 22 base64url characters ending in `A`: packed as 16 bytes.
+        let token = |i: u32| format!("AAAAAAAAAAAAA{i:0>8}A");
+        let signin = |i: u32| {
+            event(
+                json!({"createdDateTime": "2023-06-01T10:00:00Z", "userPrincipalName": "a@x",
+                "ipAddress": format!("10.0.{}.{}", i / 250, i % 250),
+                "uniqueTokenIdentifier": token(i),
+                "sessionId": format!("00000000-0000-0000-0000-{i:0>12}")}),
+            )
+        };
+        let mut index = SigninIndex::with_memory(4096);
+        for shard_no in 0..8 {
+            let mut shard = SigninIndex::default();
+            for i in shard_no * 500..(shard_no + 1) * 500 {
+                shard.observe(&signin(i));
+            }
+            index.merge(shard);
+        }
+        let spilled = |ids: &Ids| ids.guids.runs.len() + ids.base64url[0].runs.len();
+        assert!(spilled(&index.tokens) > 0, "tokens stayed in memory");
+        assert!(spilled(&index.sessions) > 0, "sessions stayed in memory");
+        index.seal();
+        assert_eq!(index.io_error(), None);
+        assert_eq!(index.tokens.len() + index.sessions.len(), 8000);
+        for i in (0..4000).step_by(7) {
+            let t = token(i);
+            let s = format!("00000000-0000-0000-0000-{i:0>12}");
+            assert!(index.issued(Some(&t), None, None), "{t}");
+            assert!(index.issued(None, Some(&s), None), "{s}");
+            assert!(index.ips.contains(&format!("10.0.{}.{}", i / 250, i % 250)));
+        }
+        assert!(!index.issued(
+            Some(&token(4001)),
+            Some("00000000-0000-0000-0000-000000004001"),
+            None
+        ));
+        // A run whose file lost its contents: the lookup cannot read it.
+        let run = index.tokens.base64url[0]
+            .runs
+            .first()
+            .expect("one run")
+            .clone();
+        run.file.set_len(0).expect("truncated");
+        assert!(!index.issued(Some(&token(3999)), None, None));
+        let err = index.io_error().expect("the read error is reported");
+        assert!(
+            err.contains("fill whole buffer") || err.contains("eof"),
+            "{err}"
+        );
     }
 
     #[test]

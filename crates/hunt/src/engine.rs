@@ -37,6 +37,7 @@ use serde_json::{Map, Value};
 use tokenward_sigma::cover::{self, CoverSearch, SEARCHER_TEXTS};
 
 use tokenward_detect::ioc::{IocError, IocSet};
+use tokenward_detect::signin_index::DEFAULT_INDEX_MEMORY;
 use tokenward_detect::{
     builtins, Anchors, Context, Detection, KindScreenFn, Kinds, Needs, Options, RecordStats,
     ScreenFn, Setup, SigninIndex, WholeRecord,
@@ -74,6 +75,10 @@ pub struct HuntConfig {
     /// Bytes of findings held in memory before they spill to disk
     /// (`None`: [`crate::findings::DEFAULT_MEMORY`]).
     pub findings_memory: Option<usize>,
+    /// Bytes of packed ids the sign-in index holds in memory before the
+    /// largest sets spill to disk (`None`:
+    /// [`tokenward_detect::signin_index::DEFAULT_INDEX_MEMORY`]).
+    pub signin_index_memory: Option<usize>,
 }
 
 /// Errors that stop a hunt: before it reads any log, or (a spill) once
@@ -89,6 +94,9 @@ pub enum HuntError {
     /// Findings over the memory budget could not be spilled or read back.
     #[error(transparent)]
     Spill(#[from] SpillError),
+    /// The sign-in index could not be spilled or read back.
+    #[error("the sign-in index could not be spilled to or read back from a temporary file in {dir}: {reason}", dir = .0.display(), reason = .1)]
+    SigninIndex(PathBuf, String),
 }
 
 /// A rejected record.
@@ -834,11 +842,14 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(detections: Vec<Box<dyn Detection>>, intake: Intake) -> Shared {
+    fn new(detections: Vec<Box<dyn Detection>>, intake: Intake, index_memory: usize) -> Shared {
         Shared {
             detections,
             kept: Vec::new(),
-            index: Index::default(),
+            index: Index {
+                frozen: Arc::new(SigninIndex::with_memory(index_memory)),
+                late: SigninIndex::with_memory(index_memory),
+            },
             stats: RecordStats::default(),
             collected: None,
             intake,
@@ -1988,7 +1999,8 @@ pub fn run_detections(
         });
     }
     let plan = Plan::new(&detections);
-    let shared = Mutex::new(Shared::new(detections, Intake::new(cfg)));
+    let index_memory = cfg.signin_index_memory.unwrap_or(DEFAULT_INDEX_MEMORY);
+    let shared = Mutex::new(Shared::new(detections, Intake::new(cfg), index_memory));
     let in_flight = AtomicUsize::new(0);
     let forced = cfg.input_format;
     // Files are read in parallel (exports often come as many small files),
@@ -2138,6 +2150,9 @@ pub fn run_detections(
     }
     if let Some(e) = sh.intake.spill_error {
         return Err(e.into());
+    }
+    if let Some(e) = index.io_error() {
+        return Err(HuntError::SigninIndex(std::env::temp_dir(), e));
     }
     let mut findings = sh.intake.findings;
     findings.seal();
@@ -2352,7 +2367,11 @@ pub fn read_events(path: &Path, forced: Option<Format>) -> (FileReport, Vec<Even
     let Some(ready) = ready else {
         return (rep, Vec::new());
     };
-    let mut shared = Shared::new(Vec::new(), Intake::new(&HuntConfig::default()));
+    let mut shared = Shared::new(
+        Vec::new(),
+        Intake::new(&HuntConfig::default()),
+        DEFAULT_INDEX_MEMORY,
+    );
     shared.collected = Some(Vec::new());
     let shared = Mutex::new(shared);
     let file = Mutex::new(rep);

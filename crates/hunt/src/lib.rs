@@ -23,6 +23,7 @@ mod spill;
 pub use engine::{read_events, run, run_detections, FileReport, HuntConfig, HuntError, Report};
 pub use findings::{Findings, SpillError};
 pub use sigma_detection::SigmaDetection;
+pub use tokenward_detect::signin_index::DEFAULT_INDEX_MEMORY;
 pub use tokenward_detect::{ioc, Detection, Needs, Options, BUILTINS};
 pub use tokenward_event::{
     lookup, lookup_all, timefmt, Coverage, Event, EventKind, Finding, Locator, Severity, Status,
