@@ -151,11 +151,13 @@ impl Detection for OwaTokenForResource {
         a.count += 1;
         a.last = a.last.max(ev.time);
         if let Some(i) = ip {
-            let kept_is_known = a
+            // The smallest address unknown when read: which one arrived
+            // first depends on the workers.
+            let replaces = a
                 .unknown_ip
                 .as_ref()
-                .is_none_or(|k| cx.signins.ips.contains(k));
-            if !known_ip && kept_is_known {
+                .is_none_or(|k| i < *k || cx.signins.ips.contains(k));
+            if !known_ip && replaces {
                 a.unknown_ip = Some(i.clone());
             }
             keep_smallest(&mut a.ips, i, KEPT);
@@ -188,7 +190,10 @@ impl Detection for OwaTokenForResource {
                         m.tenant = s.tenant;
                     }
                     m.session = m.session.take().or(s.session);
-                    m.unknown_ip = m.unknown_ip.take().or(s.unknown_ip);
+                    m.unknown_ip = match (m.unknown_ip.take(), s.unknown_ip) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                 }
                 None => {
                     self.sessions.insert(k, s);
@@ -246,6 +251,7 @@ impl Detection for OwaTokenForResource {
                 ("session", opt(a.session.as_ref())),
                 ("issuances", json!(a.count)),
                 ("ips", json!(a.ips)),
+                ("ips_never_signed_in", json!(unknown_ips)),
                 ("resources", json!(a.resources)),
                 (
                     "last_seen",
@@ -376,10 +382,34 @@ mod tests {
         assert_eq!(out.findings.len(), 1, "{:?}", out.coverage);
         let why = out.findings[0].evidence["why"].as_str().unwrap();
         assert!(why.contains("IP that never signed in"), "{why}");
+        assert_eq!(
+            out.findings[0].evidence["ips_never_signed_in"],
+            json!(["203.0.113.9"])
+        );
         // Without the new address, nothing to say.
         records.pop();
         let out = run_with(Box::new(OwaTokenForResource::new(3)), &idx, &records);
         assert!(out.findings.is_empty());
+    }
+
+    /// More addresses that never signed in than the evidence keeps: the
+    /// ones named are the same whatever order the issuances are read in
+    /// (the first to come used to be kept).
+    #[test]
+    fn the_addresses_named_do_not_depend_on_read_order() {
+        let mut records: Vec<Value> = (0..20)
+            .map(|i| owa(1, "good", &format!("203.0.113.{i}")))
+            .collect();
+        let mut all: Vec<String> = (0..20).map(|i| format!("203.0.113.{i}")).collect();
+        all.sort();
+        let want = json!(all[..KEPT]);
+        for _ in 0..4 {
+            let out = run_with(Box::new(OwaTokenForResource::new(3)), &idx(), &records);
+            assert_eq!(out.findings.len(), 1, "{:?}", out.coverage);
+            let e = &out.findings[0].evidence;
+            assert_eq!((&e["ips"], &e["ips_never_signed_in"]), (&want, &want));
+            records.rotate_left(7);
+        }
     }
 
     /// The earliest issuance's tenant decides coverage, whatever the order.
