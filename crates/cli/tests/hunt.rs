@@ -660,18 +660,23 @@ fn incidents_leave_out_the_rules_that_fired_most_past_their_maximum() {
     assert_eq!(page["incidents"], all["incidents"]);
 }
 
-/// With no memory for the sign-in index every id it holds moves to disk,
-/// and the detections that judge audit records against it find what they
-/// find with the index in memory: the forged token that no sign-in issued,
-/// and none of the tokens the sign-ins did issue.
+/// With no memory for the sign-in index every id it holds moves to disk
+/// (the summary counts them), and the detections that judge audit records
+/// against it find what they find with the index in memory: the forged
+/// token that no sign-in issued, and none of the tokens the sign-ins did
+/// issue.
 #[test]
 fn the_signin_index_answers_from_disk_as_from_memory() {
     let root = common::repo();
-    let hunt = |extra: &[&str]| -> Vec<u8> {
+    let d = tempfile::tempdir().unwrap();
+    let hunt = |extra: &[&str], tag: &str| -> (Vec<u8>, serde_json::Value) {
+        let summary = d.path().join(format!("{tag}.json"));
         let out = Command::new(env!("CARGO_BIN_EXE_tokenward"))
             .args(["hunt", "-q", "--output-format", "jsonl"])
             .args(extra)
             .arg(root.join("examples/storm-0558/logs"))
+            .arg("--summary-json")
+            .arg(&summary)
             .output()
             .unwrap();
         assert_eq!(
@@ -680,10 +685,19 @@ fn the_signin_index_answers_from_disk_as_from_memory() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        out.stdout
+        let s = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        (out.stdout, s)
     };
-    let in_memory = hunt(&[]);
-    let on_disk = hunt(&["--signin-index-memory", "0"]);
+    let (in_memory, held) = hunt(&[], "held");
+    let (on_disk, spilled) = hunt(&["--signin-index-memory", "0"], "spilled");
+    assert_eq!(
+        held["signin_index"]["ids_on_disk"], 0,
+        "{}",
+        held["signin_index"]
+    );
+    let signins = spilled["signin_index"]["signins"].as_u64().unwrap();
+    let ids = spilled["signin_index"]["ids_on_disk"].as_u64().unwrap();
+    assert!(signins > 0 && ids > 0, "{}", spilled["signin_index"]);
     let rules: Vec<String> = String::from_utf8(on_disk.clone())
         .unwrap()
         .lines()

@@ -216,10 +216,26 @@ impl SigninIndex {
         Ok(())
     }
 
+    /// The bytes of packed ids it holds in memory before spilling.
+    pub fn memory(&self) -> usize {
+        self.memory
+    }
+
+    /// Ids in runs on disk, and how many runs hold them.
+    pub fn spilled(&self) -> (usize, usize) {
+        let mut out = (0, 0);
+        for ids in [&self.tokens, &self.sessions, &self.ips] {
+            let (n, runs) = ids.spilled();
+            out = (out.0 + n, out.1 + runs);
+        }
+        out
+    }
+
     /// The first error writing ids to a temporary file or reading them
-    /// back. After a write error the ids stayed in memory (the answers are
-    /// right, the memory bound is not kept); after a read error a lookup
-    /// answered "not issued", so findings may be wrong: a hunt fails.
+    /// back. After a write error the ids stayed in memory, so the answers
+    /// were right but the memory bound was not kept; after a read error a
+    /// lookup answered "not issued", so findings may be wrong. Either
+    /// fails a hunt.
     pub fn io_error(&self) -> Option<String> {
         self.spill_error.clone().or_else(|| {
             [&self.tokens, &self.sessions, &self.ips]
@@ -471,11 +487,13 @@ impl<T: Number> Numbers<T> {
                     .map(|r| Box::new(r.numbers()) as Box<dyn Iterator<Item = _>>)
                     .collect(),
             )?;
-            self.runs.retain(|r| r.level != level);
-            self.runs.push(Arc::new(Run {
+            let merged = Run {
                 level: level + 1,
                 ..merged
-            }));
+            };
+            inherit_failure(&merged, self.runs.iter().filter(|r| r.level == level));
+            self.runs.retain(|r| r.level != level);
+            self.runs.push(Arc::new(merged));
         }
     }
 
@@ -502,6 +520,7 @@ impl<T: Number> Numbers<T> {
             sources.push(Box::new(self.all.iter().copied().map(Ok)));
             Run::write_merged(sources)?
         };
+        inherit_failure(&merged, &self.runs);
         self.runs = vec![Arc::new(merged)];
         self.all = Vec::new();
         self.sorted = 0;
@@ -527,6 +546,18 @@ impl<T: Number> Numbers<T> {
     /// The first error reading a run back, if any.
     fn read_error(&self) -> Option<String> {
         self.runs.iter().find_map(|r| r.failed.get().cloned())
+    }
+}
+
+/// Passes a read error some replaced run met on to the run replacing it:
+/// a lookup that failed answered "not issued", and merging the runs again
+/// (the error having passed) does not undo that answer.
+fn inherit_failure<'r, T: 'r>(
+    merged: &Run<T>,
+    replaced: impl IntoIterator<Item = &'r Arc<Run<T>>>,
+) {
+    if let Some(e) = replaced.into_iter().find_map(|r| r.failed.get()) {
+        let _ = merged.failed.set(e.clone());
     }
 }
 
@@ -846,6 +877,16 @@ impl Ids {
         }
         keep(self.ipv4.seal());
         first
+    }
+
+    /// Ids in runs on disk, and how many runs hold them.
+    fn spilled(&self) -> (usize, usize) {
+        let wide = std::iter::once(&self.guids).chain(&self.base64url);
+        let runs = wide
+            .flat_map(|n| &n.runs)
+            .map(|r| r.count)
+            .chain(self.ipv4.runs.iter().map(|r| r.count));
+        runs.fold((0, 0), |(n, k), c| (n + c, k + 1))
     }
 
     /// The first error reading a spilled run back.

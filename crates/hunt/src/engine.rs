@@ -181,6 +181,20 @@ pub struct Report {
     pub seconds: f64,
     /// Indicators in force (IPs/networks, user agents, keys).
     pub iocs: (usize, usize, usize),
+    /// What the sign-in index held at the end.
+    pub signin_index: SigninIndexSummary,
+}
+
+/// What the sign-in index held when the hunt ended.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct SigninIndexSummary {
+    /// Sign-in events indexed.
+    pub signins: u64,
+    /// Ids (tokens, sessions, addresses) moved to runs on disk past
+    /// `--signin-index-memory`.
+    pub ids_on_disk: usize,
+    /// Runs on disk holding them (one per set once sealed).
+    pub runs: usize,
 }
 
 impl Report {
@@ -2154,6 +2168,7 @@ pub fn run_detections(
     if let Some(e) = index.io_error() {
         return Err(HuntError::SigninIndex(std::env::temp_dir(), e));
     }
+    let (ids_on_disk, runs) = index.spilled();
     let mut findings = sh.intake.findings;
     findings.seal();
     reports.sort_by(|a, b| a.path.cmp(&b.path));
@@ -2165,6 +2180,11 @@ pub fn run_detections(
         bytes: progress.load(Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
         iocs: (0, 0, 0),
+        signin_index: SigninIndexSummary {
+            signins: index.signins,
+            ids_on_disk,
+            runs,
+        },
     })
 }
 
@@ -2204,7 +2224,9 @@ fn merge_kept(sh: &mut Shared) {
 /// Makes the sign-ins read so far the index the next files are judged by.
 fn freeze_index(shared: &Mutex<Shared>) {
     let mut sh = shared.lock().expect("no panics while locked");
-    let late = std::mem::take(&mut sh.index.late);
+    // The next sign-ins keep to the same memory.
+    let memory = sh.index.late.memory();
+    let late = std::mem::replace(&mut sh.index.late, SigninIndex::with_memory(memory));
     let mut frozen = std::mem::take(&mut sh.index.frozen);
     let index = Arc::make_mut(&mut frozen);
     index.merge(late);
@@ -2604,6 +2626,25 @@ mod tests {
                 .unwrap();
         }
         d
+    }
+
+    /// The sign-ins read after a freeze keep to the memory given, as those
+    /// before it did (freezing once put a default index in their place).
+    #[test]
+    fn the_index_keeps_its_memory_across_freezes() {
+        let shared = Mutex::new(Shared::new(
+            Vec::new(),
+            Intake::new(&HuntConfig::default()),
+            4096,
+        ));
+        for _ in 0..2 {
+            freeze_index(&shared);
+            let sh = shared.lock().unwrap();
+            assert_eq!(
+                (sh.index.frozen.memory(), sh.index.late.memory()),
+                (4096, 4096)
+            );
+        }
     }
 
     fn hunt(d: &tempfile::TempDir, ds: Vec<Box<dyn Detection>>) -> Report {

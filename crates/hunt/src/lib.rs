@@ -20,7 +20,9 @@ pub mod output;
 mod sigma_detection;
 mod spill;
 
-pub use engine::{read_events, run, run_detections, FileReport, HuntConfig, HuntError, Report};
+pub use engine::{
+    read_events, run, run_detections, FileReport, HuntConfig, HuntError, Report, SigninIndexSummary,
+};
 pub use findings::{Findings, SpillError};
 pub use sigma_detection::SigmaDetection;
 pub use tokenward_detect::signin_index::DEFAULT_INDEX_MEMORY;

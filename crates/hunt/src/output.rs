@@ -252,6 +252,7 @@ pub fn summary_json(r: &Report) -> Value {
         "files": r.files,
         "skipped": r.skipped,
         "detections": r.detections,
+        "signin_index": r.signin_index,
     })
 }
 
