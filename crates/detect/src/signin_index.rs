@@ -173,9 +173,7 @@ impl SigninIndex {
         for (tenant, days) in o.days {
             self.days.entry(tenant).or_default().extend(days);
         }
-        if self.spill_error.is_none() {
-            self.spill_error = o.spill_error;
-        }
+        self.spill_error = self.spill_error.take().or(o.spill_error);
         if self.spill_error.is_none() {
             if let Err(e) = self.keep_to_memory() {
                 self.spill_error = Some(e.to_string());
@@ -188,30 +186,22 @@ impl SigninIndex {
     /// spills in runs of a size worth a file, not on every merge.
     fn keep_to_memory(&mut self) -> io::Result<()> {
         let memory = self.memory;
-        let mut wide: Vec<&mut Numbers<u128>> = Vec::new();
-        let mut narrow: Vec<&mut Numbers<u32>> = Vec::new();
-        for ids in [&mut self.tokens, &mut self.sessions, &mut self.ips] {
-            wide.push(&mut ids.guids);
-            wide.extend(ids.base64url.iter_mut());
-            narrow.push(&mut ids.ipv4);
-        }
-        let mut held: usize = wide.iter().map(|n| n.held_bytes()).sum::<usize>()
-            + narrow.iter().map(|n| n.held_bytes()).sum::<usize>();
+        let mut sets: Vec<&mut dyn NumberSet> =
+            [&mut self.tokens, &mut self.sessions, &mut self.ips]
+                .into_iter()
+                .flat_map(Ids::sets_mut)
+                .collect();
+        let mut held: usize = sets.iter().map(|n| n.held_bytes()).sum();
         if held <= memory {
             return Ok(());
         }
-        wide.sort_by_key(|n| Reverse(n.held_bytes()));
-        narrow.sort_by_key(|n| Reverse(n.held_bytes()));
-        let (mut w, mut n) = (wide.into_iter().peekable(), narrow.into_iter().peekable());
-        while held > memory / 2 {
-            let wb = w.peek().map_or(0, |x| x.held_bytes());
-            let nb = n.peek().map_or(0, |x| x.held_bytes());
-            match (wb, nb) {
-                (0, 0) => break,
-                _ if wb >= nb => w.next().expect("peeked").spill()?,
-                _ => n.next().expect("peeked").spill()?,
+        sets.sort_by_key(|n| Reverse(n.held_bytes()));
+        for set in sets {
+            if held <= memory / 2 {
+                break;
             }
-            held -= wb.max(nb);
+            held -= set.held_bytes();
+            set.spill()?;
         }
         Ok(())
     }
@@ -223,12 +213,11 @@ impl SigninIndex {
 
     /// Ids in runs on disk, and how many runs hold them.
     pub fn spilled(&self) -> (usize, usize) {
-        let mut out = (0, 0);
-        for ids in [&self.tokens, &self.sessions, &self.ips] {
-            let (n, runs) = ids.spilled();
-            out = (out.0 + n, out.1 + runs);
-        }
-        out
+        [&self.tokens, &self.sessions, &self.ips]
+            .into_iter()
+            .flat_map(Ids::sets)
+            .map(|n| n.spilled())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     }
 
     /// The first error writing ids to a temporary file or reading them
@@ -240,7 +229,8 @@ impl SigninIndex {
         self.spill_error.clone().or_else(|| {
             [&self.tokens, &self.sessions, &self.ips]
                 .into_iter()
-                .find_map(Ids::read_error)
+                .flat_map(Ids::sets)
+                .find_map(|n| n.read_error())
         })
     }
 
@@ -393,35 +383,25 @@ trait Number: Ord + Copy + std::fmt::Debug {
     fn take(b: &[u8]) -> Self;
 }
 
-impl Number for u128 {
-    const BYTES: usize = 16;
-    fn place(self) -> f64 {
-        self as f64
-    }
-    fn put(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
-    }
-    fn take(b: &[u8]) -> Self {
-        let mut a = [0u8; 16];
-        a.copy_from_slice(&b[..16]);
-        u128::from_le_bytes(a)
-    }
+/// [`Number`] for an unsigned integer type.
+macro_rules! number {
+    ($t:ty) => {
+        impl Number for $t {
+            const BYTES: usize = std::mem::size_of::<$t>();
+            fn place(self) -> f64 {
+                self as f64
+            }
+            fn put(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn take(b: &[u8]) -> Self {
+                <$t>::from_le_bytes(b[..Self::BYTES].try_into().expect("a number's bytes"))
+            }
+        }
+    };
 }
-
-impl Number for u32 {
-    const BYTES: usize = 4;
-    fn place(self) -> f64 {
-        f64::from(self)
-    }
-    fn put(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
-    }
-    fn take(b: &[u8]) -> Self {
-        let mut a = [0u8; 4];
-        a.copy_from_slice(&b[..4]);
-        u32::from_le_bytes(a)
-    }
-}
+number!(u128);
+number!(u32);
 
 /// Interpolation steps a lookup takes before it searches by halves.
 const INTERPOLATION_STEPS: u32 = 6;
@@ -446,23 +426,20 @@ impl<T: Number> Numbers<T> {
         self.runs.extend(o.runs);
     }
 
-    /// Bytes the numbers take in memory.
-    fn held_bytes(&self) -> usize {
-        self.all.capacity() * std::mem::size_of::<T>()
+    /// How many numbers there are; exact once sealed (runs not yet merged
+    /// may hold a number more than once).
+    fn len(&self) -> usize {
+        let (sorted, added) = self.all.split_at(self.sorted);
+        let new: BTreeSet<T> = added
+            .iter()
+            .copied()
+            .filter(|v| !find_sorted(sorted, *v))
+            .collect();
+        sorted.len() + new.len() + self.runs.iter().map(|r| r.count).sum::<usize>()
     }
 
-    /// Moves the numbers in memory to a new run.
-    fn spill(&mut self) -> io::Result<()> {
-        if self.all.is_empty() {
-            return Ok(());
-        }
-        self.all.sort_unstable();
-        self.all.dedup();
-        self.runs
-            .push(Arc::new(Run::write(self.all.iter().copied())?));
-        self.all = Vec::new();
-        self.sorted = 0;
-        self.carry()
+    fn is_empty(&self) -> bool {
+        self.all.is_empty() && self.runs.is_empty()
     }
 
     /// Merges [`RUNS_MERGED`] runs of one level into one of the next, as
@@ -480,27 +457,50 @@ impl<T: Number> Numbers<T> {
             else {
                 return Ok(());
             };
-            let merged = Run::write_merged(
-                self.runs
-                    .iter()
-                    .filter(|r| r.level == level)
-                    .map(|r| Box::new(r.numbers()) as Box<dyn Iterator<Item = _>>)
-                    .collect(),
-            )?;
-            let merged = Run {
-                level: level + 1,
-                ..merged
-            };
-            inherit_failure(&merged, self.runs.iter().filter(|r| r.level == level));
+            let same: Vec<&Arc<Run<T>>> = self.runs.iter().filter(|r| r.level == level).collect();
+            let merged = Run::merge(&same, &[], level + 1)?;
             self.runs.retain(|r| r.level != level);
             self.runs.push(Arc::new(merged));
         }
     }
+}
 
+/// What keeping to memory, sealing and accounting do with a set of
+/// numbers, whatever their width: the index lists its sets of both widths
+/// as one ([`Ids::sets`]).
+trait NumberSet {
+    /// Bytes the numbers take in memory.
+    fn held_bytes(&self) -> usize;
+    /// Moves the numbers in memory to a new run.
+    fn spill(&mut self) -> io::Result<()>;
     /// Sorts every number in and drops repeats: in memory, or, once some
     /// were spilled, into one run with the others. When writing that run
     /// fails the runs stay as they were and the numbers in memory sorted,
     /// so lookups still answer (only slower).
+    fn seal(&mut self) -> io::Result<()>;
+    /// The first error reading a run back, if any.
+    fn read_error(&self) -> Option<String>;
+    /// Numbers in runs on disk, and how many runs hold them.
+    fn spilled(&self) -> (usize, usize);
+}
+
+impl<T: Number> NumberSet for Numbers<T> {
+    fn held_bytes(&self) -> usize {
+        self.all.capacity() * std::mem::size_of::<T>()
+    }
+
+    fn spill(&mut self) -> io::Result<()> {
+        if self.all.is_empty() {
+            return Ok(());
+        }
+        self.all.sort_unstable();
+        self.all.dedup();
+        self.runs.push(Arc::new(Run::merge(&[], &self.all, 0)?));
+        self.all = Vec::new();
+        self.sorted = 0;
+        self.carry()
+    }
+
     fn seal(&mut self) -> io::Result<()> {
         if self.sorted < self.all.len() {
             self.all.sort_unstable();
@@ -511,53 +511,22 @@ impl<T: Number> Numbers<T> {
         if self.runs.is_empty() || (self.runs.len() == 1 && self.all.is_empty()) {
             return Ok(());
         }
-        let merged = {
-            let mut sources: Vec<Box<dyn Iterator<Item = io::Result<T>> + '_>> = self
-                .runs
-                .iter()
-                .map(|r| Box::new(r.numbers()) as Box<dyn Iterator<Item = _>>)
-                .collect();
-            sources.push(Box::new(self.all.iter().copied().map(Ok)));
-            Run::write_merged(sources)?
-        };
-        inherit_failure(&merged, &self.runs);
+        let runs: Vec<&Arc<Run<T>>> = self.runs.iter().collect();
+        // Its level is its largest run's: it holds at least those numbers.
+        let level = runs.iter().map(|r| r.level).max().unwrap_or(0);
+        let merged = Run::merge(&runs, &self.all, level)?;
         self.runs = vec![Arc::new(merged)];
         self.all = Vec::new();
         self.sorted = 0;
         Ok(())
     }
 
-    /// How many numbers there are; exact once sealed (runs not yet merged
-    /// may hold a number more than once).
-    fn len(&self) -> usize {
-        let (sorted, added) = self.all.split_at(self.sorted);
-        let new: BTreeSet<T> = added
-            .iter()
-            .copied()
-            .filter(|v| !find_sorted(sorted, *v))
-            .collect();
-        sorted.len() + new.len() + self.runs.iter().map(|r| r.count).sum::<usize>()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.all.is_empty() && self.runs.is_empty()
-    }
-
-    /// The first error reading a run back, if any.
     fn read_error(&self) -> Option<String> {
         self.runs.iter().find_map(|r| r.failed.get().cloned())
     }
-}
 
-/// Passes a read error some replaced run met on to the run replacing it:
-/// a lookup that failed answered "not issued", and merging the runs again
-/// (the error having passed) does not undo that answer.
-fn inherit_failure<'r, T: 'r>(
-    merged: &Run<T>,
-    replaced: impl IntoIterator<Item = &'r Arc<Run<T>>>,
-) {
-    if let Some(e) = replaced.into_iter().find_map(|r| r.failed.get()) {
-        let _ = merged.failed.set(e.clone());
+    fn spilled(&self) -> (usize, usize) {
+        (self.runs.iter().map(|r| r.count).sum(), self.runs.len())
     }
 }
 
@@ -587,9 +556,24 @@ struct Run<T> {
 }
 
 impl<T: Number> Run<T> {
-    /// Writes sorted numbers, each once, as a run.
-    fn write(sorted: impl Iterator<Item = T>) -> io::Result<Run<T>> {
-        Run::write_merged(vec![Box::new(sorted.map(Ok))])
+    /// A run of `level` holding the numbers of `runs` and of `held`
+    /// (sorted), each once. A read error one of `runs` met passes on to
+    /// it: a lookup that failed answered "not issued", and merging the
+    /// runs again (the error having passed) does not undo that answer.
+    fn merge(runs: &[&Arc<Run<T>>], held: &[T], level: u32) -> io::Result<Run<T>> {
+        let mut sources: Vec<Box<dyn Iterator<Item = io::Result<T>> + '_>> = runs
+            .iter()
+            .map(|r| Box::new(r.numbers()) as Box<dyn Iterator<Item = _>>)
+            .collect();
+        sources.push(Box::new(held.iter().copied().map(Ok)));
+        let merged = Run {
+            level,
+            ..Run::write_merged(sources)?
+        };
+        if let Some(e) = runs.iter().find_map(|r| r.failed.get()) {
+            let _ = merged.failed.set(e.clone());
+        }
+        Ok(merged)
     }
 
     /// Writes the union of sorted sources, each number once.
@@ -866,35 +850,27 @@ impl Ids {
     /// first error is returned, and every set is still sealed in memory.
     pub fn seal(&mut self) -> io::Result<()> {
         let mut first = Ok(());
-        let mut keep = |r: io::Result<()>| {
+        for set in self.sets_mut() {
+            let sealed = set.seal();
             if first.is_ok() {
-                first = r;
+                first = sealed;
             }
-        };
-        keep(self.guids.seal());
-        for n in &mut self.base64url {
-            keep(n.seal());
         }
-        keep(self.ipv4.seal());
         first
     }
 
-    /// Ids in runs on disk, and how many runs hold them.
-    fn spilled(&self) -> (usize, usize) {
-        let wide = std::iter::once(&self.guids).chain(&self.base64url);
-        let runs = wide
-            .flat_map(|n| &n.runs)
-            .map(|r| r.count)
-            .chain(self.ipv4.runs.iter().map(|r| r.count));
-        runs.fold((0, 0), |(n, k), c| (n + c, k + 1))
+    /// Every set of numbers, of both widths.
+    fn sets(&self) -> impl Iterator<Item = &dyn NumberSet> {
+        std::iter::once(&self.guids as &dyn NumberSet)
+            .chain(self.base64url.iter().map(|n| n as &dyn NumberSet))
+            .chain(std::iter::once(&self.ipv4 as &dyn NumberSet))
     }
 
-    /// The first error reading a spilled run back.
-    fn read_error(&self) -> Option<String> {
-        self.guids
-            .read_error()
-            .or_else(|| self.base64url.iter().find_map(Numbers::read_error))
-            .or_else(|| self.ipv4.read_error())
+    /// [`Ids::sets`], to change.
+    fn sets_mut(&mut self) -> impl Iterator<Item = &mut dyn NumberSet> {
+        std::iter::once(&mut self.guids as &mut dyn NumberSet)
+            .chain(self.base64url.iter_mut().map(|n| n as &mut dyn NumberSet))
+            .chain(std::iter::once(&mut self.ipv4 as &mut dyn NumberSet))
     }
 
     /// How many ids there are.
@@ -993,6 +969,50 @@ mod tests {
         assert!(ids.contains("3qO2a2kQdP1tXX42jtweAA"));
     }
 
+    /// `n` numbers drawn from `spread`, dealt in turn to three shards;
+    /// after each, with one chance in `every`, `act` (seal or spill) runs
+    /// on the shard that took it. Also the set of the numbers.
+    fn dealt(
+        rng: &mut fastrand::Rng,
+        spread: fn(&mut fastrand::Rng) -> u128,
+        n: usize,
+        every: u16,
+        act: fn(&mut Numbers<u128>) -> io::Result<()>,
+    ) -> (Vec<Numbers<u128>>, HashSet<u128>) {
+        let mut set = HashSet::new();
+        let mut shards: Vec<Numbers<u128>> = (0..3).map(|_| Numbers::default()).collect();
+        for k in 0..n {
+            let v = spread(rng);
+            set.insert(v);
+            let shard = &mut shards[k % 3];
+            shard.insert(v);
+            if rng.u16(..every) == 0 {
+                act(shard).expect("sealed or spilled");
+            }
+        }
+        (shards, set)
+    }
+
+    /// `all` holds every number of `set` and, of `probes` numbers drawn
+    /// from `spread` and their neighbours on both sides, only those.
+    fn holds_exactly(
+        all: &Numbers<u128>,
+        set: &HashSet<u128>,
+        spread: fn(&mut fastrand::Rng) -> u128,
+        rng: &mut fastrand::Rng,
+        probes: usize,
+    ) {
+        for &v in set {
+            assert!(all.contains(v), "{v}");
+        }
+        for _ in 0..probes {
+            let v = spread(rng);
+            for probe in [v, v.wrapping_add(1), v.wrapping_sub(1)] {
+                assert_eq!(all.contains(probe), set.contains(&probe), "{probe}");
+            }
+        }
+    }
+
     /// Sealed, added since, or merged from shards in any state, numbers
     /// are found exactly when they were added, spread evenly or not.
     #[test]
@@ -1007,17 +1027,8 @@ mod tests {
         ];
         for spread in spreads {
             for _ in 0..40 {
-                let mut set = std::collections::HashSet::new();
-                let mut shards: Vec<Numbers<u128>> = (0..3).map(|_| Numbers::default()).collect();
-                for k in 0..rng.usize(0..3000) {
-                    let v = spread(&mut rng);
-                    set.insert(v);
-                    let shard = &mut shards[k % 3];
-                    shard.insert(v);
-                    if rng.u16(..1000) == 0 {
-                        shard.seal().expect("sealed");
-                    }
-                }
+                let n = rng.usize(0..3000);
+                let (shards, set) = dealt(&mut rng, spread, n, 1000, |s| s.seal());
                 let mut all = Numbers::default();
                 for (k, shard) in shards.into_iter().enumerate() {
                     all.extend(shard);
@@ -1025,22 +1036,12 @@ mod tests {
                         all.seal().expect("sealed");
                     }
                 }
-                let check = |all: &Numbers<u128>, rng: &mut fastrand::Rng| {
-                    assert_eq!(all.len(), set.len());
-                    for &v in &set {
-                        assert!(all.contains(v), "{v}");
-                    }
-                    for _ in 0..300 {
-                        let v = spread(rng);
-                        assert_eq!(all.contains(v), set.contains(&v), "{v}");
-                        let near = v.wrapping_add(1);
-                        assert_eq!(all.contains(near), set.contains(&near), "{near}");
-                    }
-                };
-                check(&all, &mut rng);
+                assert_eq!(all.len(), set.len());
+                holds_exactly(&all, &set, spread, &mut rng, 300);
                 all.seal().expect("sealed");
                 assert_eq!(all.sorted, set.len());
-                check(&all, &mut rng);
+                assert_eq!(all.len(), set.len());
+                holds_exactly(&all, &set, spread, &mut rng, 300);
             }
         }
     }
@@ -1059,17 +1060,8 @@ mod tests {
         ];
         for spread in spreads {
             for round in 0..12 {
-                let mut set = std::collections::HashSet::new();
-                let mut shards: Vec<Numbers<u128>> = (0..3).map(|_| Numbers::default()).collect();
-                for k in 0..rng.usize(0..5000) {
-                    let v = spread(&mut rng);
-                    set.insert(v);
-                    let shard = &mut shards[k % 3];
-                    shard.insert(v);
-                    if rng.u16(..700) == 0 {
-                        shard.spill().expect("spilled");
-                    }
-                }
+                let n = rng.usize(0..5000);
+                let (shards, set) = dealt(&mut rng, spread, n, 700, |s| s.spill());
                 let mut all = Numbers::default();
                 for shard in shards {
                     all.extend(shard);
@@ -1080,22 +1072,11 @@ mod tests {
                 if round == 0 {
                     all.spill().expect("spilled");
                 }
-                let check = |all: &Numbers<u128>, rng: &mut fastrand::Rng| {
-                    for &v in &set {
-                        assert!(all.contains(v), "{v}");
-                    }
-                    for _ in 0..500 {
-                        let v = spread(rng);
-                        assert_eq!(all.contains(v), set.contains(&v), "{v}");
-                        let near = v.wrapping_sub(1);
-                        assert_eq!(all.contains(near), set.contains(&near), "{near}");
-                    }
-                };
-                check(&all, &mut rng);
+                holds_exactly(&all, &set, spread, &mut rng, 500);
                 all.seal().expect("sealed");
                 assert!(all.runs.len() <= 1, "{} runs", all.runs.len());
                 assert_eq!(all.len(), set.len());
-                check(&all, &mut rng);
+                holds_exactly(&all, &set, spread, &mut rng, 500);
                 assert_eq!(all.read_error(), None);
             }
         }
