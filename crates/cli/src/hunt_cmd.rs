@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokenward_hunt::output::{self, OutputFormat};
-use tokenward_hunt::{Finding, Format, HuntConfig, Options};
+use tokenward_hunt::{Format, HuntConfig, Options};
 
 /// Exit status when `--fail-on-findings` is given and there are findings.
 const EXIT_FINDINGS: u8 = 1;
@@ -89,7 +89,6 @@ pub struct HuntArgs {
     /// Findings held in memory before the rest spill, sorted, to a
     /// temporary directory ($TMPDIR) and are merged back for output, so a
     /// rule that fires on most records does not grow memory with the input.
-    /// Not used with --report, whose page holds every finding.
     #[arg(long, default_value_t = tokenward_hunt::findings::DEFAULT_MEMORY >> 20, value_name = "MIB")]
     findings_memory: usize,
     /// GUIDs, token ids and IPv4 addresses of sign-ins (for
@@ -103,8 +102,8 @@ pub struct HuntArgs {
     /// (--summary-json, the terminal summary), each kept as a slim copy of
     /// about 170 bytes. Past it, the findings of the rules that fired most
     /// are left out of incidents and named in the summary
-    /// (`left_out_of_incidents`), so memory stays bounded whatever the
-    /// input. Not used with --report, whose page holds every finding.
+    /// (`left_out_of_incidents`, and on the --report page), so memory stays
+    /// bounded whatever the input.
     #[arg(long, default_value_t = tokenward_incident::WEIGHED_MAX, value_name = "N")]
     incident_findings: u64,
     /// No progress bar and no terminal summary.
@@ -191,13 +190,7 @@ pub fn run(args: HuntArgs) -> u8 {
         sigma,
         only: args.only.clone(),
         exclude: args.exclude.clone(),
-        // The page holds every finding whole anyway: spilling them first
-        // would only add the disk round trip (and unshare their evidence).
-        findings_memory: Some(if args.report.is_some() {
-            usize::MAX
-        } else {
-            args.findings_memory.saturating_mul(1 << 20)
-        }),
+        findings_memory: Some(args.findings_memory.saturating_mul(1 << 20)),
         signin_index_memory: Some(args.signin_index_memory.saturating_mul(1 << 20)),
     };
     let result = with_progress(&args.inputs, args.quiet, |progress| {
@@ -224,23 +217,16 @@ pub fn run(args: HuntArgs) -> u8 {
     // Incidents only for the outputs that show them.
     let summarise = to_terminal && fmt == OutputFormat::Table && !args.quiet;
     // Incidents weigh findings against each other, so they hold those they
-    // weigh: cut down to what grouping reads (at most --incident-findings
-    // of them), unless the page (which lists them all) is written too
-    // (docs/limits.md). The findings outputs stream them.
+    // weigh: cut down to what grouping reads, at most --incident-findings
+    // of them (docs/limits.md). The findings outputs and the page stream
+    // them.
     let weighs_incidents = summarise || args.report.is_some() || args.summary_json.is_some();
     // The process ends after this: freeing a million findings one by one
     // would only delay the exit (it was a visible share of short hunts).
     let report = std::mem::ManuallyDrop::new(report);
-    // Every finding, whole, for the page only (a hunt with --report does
-    // not spill).
-    let all: &[Finding] = match &args.report {
-        Some(_) => report.findings.as_slice().expect("--report never spills"),
-        None => &[],
-    };
     // Rules whose findings incidents do not weigh, so that the slim
-    // copies stay within --incident-findings; the page holds every
-    // finding whole anyway.
-    let left_out = if weighs_incidents && args.report.is_none() {
+    // copies stay within --incident-findings.
+    let left_out = if weighs_incidents {
         tokenward_incident::left_out(report.findings.per_rule(), args.incident_findings)
     } else {
         Vec::new()
@@ -263,35 +249,55 @@ pub fn run(args: HuntArgs) -> u8 {
     // output only read the findings, so they are made beside it: with a
     // rule that fires on most records, each took about a third of the
     // time after the detections, on one core.
-    let incidents_and_summary = || -> Result<Vec<tokenward_incident::Incident>, String> {
-        let incidents = if args.report.is_some() {
-            tokenward_incident::build(&tokenward_incident::Slims::of(all))
-        } else if weighs_incidents {
-            // Sized up front: grown by doubling, the vector was copied
-            // into fresh pages at each doubling.
-            let weighed = report
-                .findings
-                .len()
-                .saturating_sub(left_out.iter().map(|(_, n)| n).sum::<u64>());
-            let mut slims =
-                tokenward_incident::Slims::with_capacity(usize::try_from(weighed).unwrap_or(0));
-            for f in report.findings.iter().map_err(|e| e.to_string())? {
-                let f = f.map_err(|e| e.to_string())?;
-                if !left_out_ids.contains(f.rule_id.as_ref()) {
-                    slims.push(&f);
+    // The page's first pass rides along with the weighing.
+    let incidents_and_summary =
+        || -> Result<(Vec<tokenward_incident::Incident>, Option<Page>), String> {
+            let mut digest = args
+                .report
+                .is_some()
+                .then(tokenward_report::Digest::default);
+            let incidents = if weighs_incidents {
+                // Sized up front: grown by doubling, the vector was copied
+                // into fresh pages at each doubling.
+                let weighed = report
+                    .findings
+                    .len()
+                    .saturating_sub(left_out.iter().map(|(_, n)| n).sum::<u64>());
+                let mut slims =
+                    tokenward_incident::Slims::with_capacity(usize::try_from(weighed).unwrap_or(0));
+                for f in report.findings.iter().map_err(|e| e.to_string())? {
+                    let f = f.map_err(|e| e.to_string())?;
+                    if let Some(d) = &mut digest {
+                        d.observe(&f).map_err(|e| format!("report pivots: {e}"))?;
+                    }
+                    if !left_out_ids.contains(f.rule_id.as_ref()) {
+                        slims.push(&f);
+                    }
                 }
+                let incidents = tokenward_incident::build(&slims);
+                std::mem::forget(slims);
+                incidents
+            } else {
+                Vec::new()
+            };
+            if let Some(p) = &args.summary_json {
+                write_summary(p, &summary, &incidents)?;
             }
-            let incidents = tokenward_incident::build(&slims);
-            std::mem::forget(slims);
-            incidents
-        } else {
-            Vec::new()
+            let page = match digest {
+                Some(d) => {
+                    let overview = d.finish().map_err(|e| format!("report pivots: {e}"))?;
+                    let findings = report.findings.iter().map_err(|e| e.to_string())?;
+                    let shown = crate::report_cmd::shown(
+                        findings.map(|f| f.map_err(|e| e.to_string())),
+                        &left_out_ids,
+                        &incidents,
+                    )?;
+                    Some(Page { overview, shown })
+                }
+                None => None,
+            };
+            Ok((incidents, page))
         };
-        if let Some(p) = &args.summary_json {
-            write_summary(p, &summary, &incidents)?;
-        }
-        Ok(incidents)
-    };
     let write = |w: &mut dyn Write| -> std::io::Result<()> {
         match fmt {
             OutputFormat::Table => output::write_table(w, &report.findings)?,
@@ -318,8 +324,8 @@ pub fn run(args: HuntArgs) -> u8 {
         eprintln!("tokenward hunt: cannot write findings: {e}");
         return crate::EXIT_USAGE;
     }
-    let incidents = match incidents {
-        Ok(i) => std::mem::ManuallyDrop::new(i),
+    let (incidents, page) = match incidents {
+        Ok((i, page)) => (std::mem::ManuallyDrop::new(i), page),
         Err(e) => {
             eprintln!("tokenward hunt: {e}");
             return crate::EXIT_USAGE;
@@ -339,9 +345,10 @@ pub fn run(args: HuntArgs) -> u8 {
             );
         }
     }
-    if let Some(p) = &args.report {
+    if let (Some(p), Some(page)) = (&args.report, &page) {
         let html = tokenward_report::render(&tokenward_report::Input {
-            findings: all,
+            overview: &page.overview,
+            shown: &page.shown,
             incidents: &incidents,
             summary: &summary,
         });
@@ -375,6 +382,12 @@ pub fn run(args: HuntArgs) -> u8 {
         return EXIT_FINDINGS;
     }
     0
+}
+
+/// What the two passes over the findings gathered for the page.
+struct Page {
+    overview: tokenward_report::Overview,
+    shown: tokenward_report::Shown,
 }
 
 /// Whether two output paths name one regular file, or one not made yet

@@ -186,14 +186,22 @@ fn findings_spilled_to_tmpdir_are_written_as_held_ones() {
     let held_csv = held_csv.unwrap();
     assert!(held_csv.lines().count() > 20, "{held_csv}");
     assert_eq!(spilled_csv.unwrap(), held_csv);
+    // Alike but for the time taken and the runs written.
     let without_seconds = |s: std::io::Result<String>| {
         let mut v: serde_json::Value = serde_json::from_str(&s.unwrap()).unwrap();
-        v.as_object_mut().unwrap().remove("seconds");
-        v
+        let o = v.as_object_mut().unwrap();
+        o.remove("seconds");
+        let runs = o.remove("findings_spilled_runs").unwrap().as_u64().unwrap();
+        (v, runs)
     };
-    assert_eq!(
+    let ((spilled_summary, spilled_runs), (held_summary, held_runs)) = (
         without_seconds(spilled_summary),
-        without_seconds(held_summary)
+        without_seconds(held_summary),
+    );
+    assert_eq!(spilled_summary, held_summary);
+    assert!(
+        spilled_runs > 0 && held_runs == 0,
+        "{spilled_runs} {held_runs}"
     );
     // The spill directory went with the run.
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
@@ -654,10 +662,53 @@ fn incidents_leave_out_the_rules_that_fired_most_past_their_maximum() {
         "{stderr}"
     );
 
-    // The page holds every finding and weighs them all.
-    let (_, page) = hunt(Some(0), "page", true);
-    assert_eq!(page["left_out_of_incidents"], serde_json::json!([]));
-    assert_eq!(page["incidents"], all["incidents"]);
+    // The page weighs what the summary weighs and says what it left out;
+    // `tokenward report` makes it again from the saved outputs.
+    let (_, page) = hunt(Some(total - 1), "page", true);
+    assert_eq!(
+        page["left_out_of_incidents"],
+        capped["left_out_of_incidents"]
+    );
+    assert_eq!(page["incidents"], capped["incidents"]);
+    let html = std::fs::read_to_string(d.path().join("page.html")).unwrap();
+    assert!(
+        html.contains("incidents leave out the findings of the rules that fired most")
+            && html.contains(&format!("{top} ({top_count} findings)")),
+        "the page does not name the rule left out"
+    );
+    let rebuilt = d.path().join("rebuilt.html");
+    let rebuild = |extra: &[&str]| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+            .arg("report")
+            .arg("--findings")
+            .arg(d.path().join("page.jsonl"))
+            .args(extra)
+            .arg("-o")
+            .arg(&rebuilt)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&rebuilt).unwrap()
+    };
+    let summary_path = d.path().join("page.json");
+    assert_eq!(
+        rebuild(&["--summary", summary_path.to_str().unwrap()]),
+        html
+    );
+    // Without the summary, `tokenward report` leaves out what the hunt did
+    // given the same maximum.
+    let alone = rebuild(&["--incident-findings", &(total - 1).to_string()]);
+    assert!(alone.contains(&format!("{top} ({top_count} findings)")));
+    let ids = |page: &str| -> Vec<String> {
+        page.match_indices("<article class=\"incident")
+            .map(|(at, _)| page[at..].split('"').nth(3).unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&alone), ids(&html));
 }
 
 /// With no memory for the sign-in index every id it holds moves to disk

@@ -194,6 +194,50 @@ fn hostile_log_values_stay_text_and_nothing_runs() {
     assert!(dom.contains("<article class=\"incident low\""));
 }
 
+/// The page is made in two passes over the findings, read back from disk
+/// when they spilled: it is the page made from findings held in memory.
+#[test]
+fn the_page_of_spilled_findings_is_the_page_of_held_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = |memory: &str, tag: &str| -> String {
+        let html = dir.path().join(format!("{tag}.html"));
+        let out = tokenward(&[
+            "hunt",
+            "examples/storm-0558/logs",
+            "--quiet",
+            "--rules",
+            "tests/fixtures/sigma/rules",
+            "--rules",
+            "rules",
+            "-o",
+            "/dev/null",
+            "--findings-memory",
+            memory,
+            "--summary-json",
+            dir.path().join(format!("{tag}.json")).to_str().unwrap(),
+            "--report",
+            html.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(html).unwrap()
+    };
+    let held = page("32", "held");
+    let spilled = page("0", "spilled");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("spilled.json")).unwrap()).unwrap();
+    assert!(
+        summary["findings_spilled_runs"].as_u64().unwrap_or(0) > 0,
+        "nothing spilled: {}",
+        summary["findings_spilled_runs"]
+    );
+    assert!(held.contains("<article class=\"incident high\""));
+    assert_eq!(held, spilled);
+}
+
 #[test]
 fn report_rebuilds_the_same_page_from_saved_outputs() {
     let dir = tempfile::tempdir().unwrap();

@@ -248,6 +248,8 @@ pub fn summary_json(r: &Report) -> Value {
         "bytes": r.bytes,
         "records": {"read": read, "evaluated": evaluated, "rejected": rejected},
         "findings": r.findings.len(),
+        // Sorted runs of findings written to disk past --findings-memory.
+        "findings_spilled_runs": r.findings.spilled_runs(),
         "iocs": {"ips": r.iocs.0, "user_agents": r.iocs.1, "keys": r.iocs.2},
         "files": r.files,
         "skipped": r.skipped,

@@ -6,11 +6,15 @@
 //! run. Every piece of text from logs goes through [`escape`]. Charts are
 //! inline SVG written here. What is embedded is bounded (see the `MAX_*`
 //! constants) and the page says what it left out.
+//!
+//! The page is made from two passes over the findings ([`Digest`], then
+//! [`Shown`]), not from all of them held at once, so that its memory does
+//! not grow with their number.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
@@ -19,6 +23,13 @@ use time::OffsetDateTime;
 use tokenward_event::timefmt::{parse_timestamp, rfc3339};
 use tokenward_event::{Finding, Severity};
 use tokenward_incident::{headline, Incident};
+
+mod digest;
+mod pivot;
+
+use digest::{timeline_step, PIVOTS};
+pub use digest::{Digest, Overview, Shown, DEFAULT_PIVOT_MEMORY};
+pub use pivot::MAX_ROW_DETECTIONS;
 
 /// Incidents shown in full (the table lists them all).
 pub const MAX_DETAILED_INCIDENTS: usize = 20;
@@ -105,11 +116,14 @@ fn time_text(t: Option<OffsetDateTime>) -> String {
 
 /// What the report is built from.
 pub struct Input<'a> {
-    /// Every finding, in time order.
-    pub findings: &'a [Finding],
-    /// The incidents built from them.
+    /// The first pass over the findings.
+    pub overview: &'a Overview,
+    /// The second pass: the findings of the incidents shown in full.
+    pub shown: &'a Shown,
+    /// The incidents built from the findings.
     pub incidents: &'a [Incident],
-    /// The `--summary-json` document of the run (files, detections, IOCs).
+    /// The `--summary-json` document of the run (files, detections, IOCs,
+    /// and the rules left out of incidents).
     pub summary: &'a Value,
 }
 
@@ -120,10 +134,11 @@ pub fn render(input: &Input<'_>) -> String {
     header(&mut body, input);
     verdict(&mut body, input, &mut left_out);
     incidents(&mut body, input, &mut left_out);
-    pivots(&mut body, input.findings, &mut left_out);
+    left_out_of_incidents(input.summary, &mut left_out);
+    pivots(&mut body, input.overview, &mut left_out);
     blind_spots(&mut body, input.summary);
-    iocs(&mut body, input.findings, &mut left_out);
-    all_findings(&mut body, input.findings, &mut left_out);
+    iocs(&mut body, input.overview, &mut left_out);
+    all_findings(&mut body, input.overview, &mut left_out);
     body.push_str("<section id=\"left-out\"><h2>What this page leaves out</h2>");
     if left_out.is_empty() {
         body.push_str("<p>Nothing: every finding and incident is on this page.</p>");
@@ -149,8 +164,7 @@ fn header(out: &mut String, input: &Input<'_>) {
     let s = input.summary;
     let records = &s["records"];
     let files = s["files"].as_array().map_or(0, Vec::len);
-    let first = input.findings.iter().filter_map(|f| f.time).min();
-    let last = input.findings.iter().filter_map(|f| f.time).max();
+    let o = input.overview;
     let _ = write!(
         out,
         "<header><h1>tokenward hunt report</h1><p class=\"meta\">{} {} · {files} file(s) · {} records read, {} evaluated, {} rejected · {} finding(s) from {} to {}</p>\
@@ -158,9 +172,9 @@ fn header(out: &mut String, input: &Input<'_>) {
         escape(s["tool"].as_str().unwrap_or("tokenward hunt")),
         escape(s["version"].as_str().unwrap_or("")),
         records["read"], records["evaluated"], records["rejected"],
-        input.findings.len(),
-        time_text(first),
-        time_text(last),
+        o.findings,
+        time_text(o.first),
+        time_text(o.last),
     );
 }
 
@@ -278,8 +292,13 @@ fn incidents(out: &mut String, input: &Input<'_>, left_out: &mut Vec<String>) {
     if input.incidents.is_empty() {
         out.push_str("<p>None.</p>");
     }
-    for inc in input.incidents.iter().take(MAX_DETAILED_INCIDENTS) {
-        incident(out, inc, input.findings);
+    for (k, inc) in input
+        .incidents
+        .iter()
+        .take(MAX_DETAILED_INCIDENTS)
+        .enumerate()
+    {
+        incident(out, inc, k, input.shown);
     }
     if input.incidents.len() > MAX_DETAILED_INCIDENTS {
         left_out.push(format!(
@@ -290,7 +309,8 @@ fn incidents(out: &mut String, input: &Input<'_>, left_out: &mut Vec<String>) {
     out.push_str("</section>");
 }
 
-fn incident(out: &mut String, inc: &Incident, findings: &[Finding]) {
+/// The `k`-th incident in full.
+fn incident(out: &mut String, inc: &Incident, k: usize, shown: &Shown) {
     let id = escape(&inc.id);
     let _ = write!(
         out,
@@ -366,7 +386,7 @@ fn incident(out: &mut String, inc: &Incident, findings: &[Finding]) {
         }
         out.push_str("</ul>");
     }
-    timeline(out, inc, findings);
+    timeline(out, inc, k, shown);
     out.push_str("<h4>Detections</h4><table><thead><tr><th>Detection</th><th>Weight</th><th class=\"num\">Findings</th><th>ATT&amp;CK</th></tr></thead><tbody>");
     for p in &inc.detection_parts {
         let _ = write!(
@@ -382,7 +402,10 @@ fn incident(out: &mut String, inc: &Incident, findings: &[Finding]) {
     out.push_str("</tbody></table><details><summary>Findings of this incident</summary>");
     finding_table(
         out,
-        inc.members.iter().map(|&i| &findings[i]),
+        inc.members
+            .iter()
+            .take(MAX_FINDINGS_PER_INCIDENT)
+            .filter_map(|&i| shown.finding(i)),
         MAX_FINDINGS_PER_INCIDENT,
         inc.members.len(),
     );
@@ -391,10 +414,8 @@ fn incident(out: &mut String, inc: &Incident, findings: &[Finding]) {
 
 /// An SVG chart: one row per affected user, the incident's findings as
 /// marks coloured by severity, unlogged windows shaded behind them.
-fn timeline(out: &mut String, inc: &Incident, findings: &[Finding]) {
-    let members: Vec<&Finding> = inc.members.iter().map(|&i| &findings[i]).collect();
-    let times: Vec<OffsetDateTime> = members.iter().filter_map(|f| f.time).collect();
-    let (Some(&lo), Some(&hi)) = (times.iter().min(), times.iter().max()) else {
+fn timeline(out: &mut String, inc: &Incident, k: usize, shown: &Shown) {
+    let Some((lo, hi)) = shown.span(k) else {
         return;
     };
     let span = (hi - lo).whole_seconds().max(3600) as f64;
@@ -403,7 +424,7 @@ fn timeline(out: &mut String, inc: &Incident, findings: &[Finding]) {
     let (left, width) = (190.0, 760.0);
     let x = |t: f64| left + (t - x0) / (x1 - x0) * width;
     let mut rows: Vec<String> = inc.users.iter().take(MAX_TIMELINE_ROWS).cloned().collect();
-    let other = inc.users.len() > MAX_TIMELINE_ROWS || members.iter().any(|f| f.user.is_none());
+    let other = inc.users.len() > MAX_TIMELINE_ROWS || shown.names_no_user(k);
     if other {
         rows.push("(other)".into());
     }
@@ -441,8 +462,8 @@ fn timeline(out: &mut String, inc: &Incident, findings: &[Finding]) {
             left + width
         );
     }
-    let step = members.len().div_ceil(MAX_TIMELINE_MARKS).max(1);
-    for f in members.iter().step_by(step) {
+    let marked = inc.members.iter().step_by(timeline_step(inc));
+    for f in marked.filter_map(|&i| shown.finding(i)) {
         let Some(t) = f.time else { continue };
         let r = f
             .user
@@ -530,76 +551,42 @@ fn finding_table<'a>(
     }
 }
 
-fn pivots(out: &mut String, findings: &[Finding], left_out: &mut Vec<String>) {
+fn pivots(out: &mut String, overview: &Overview, left_out: &mut Vec<String>) {
     out.push_str(
         "<section id=\"pivots\"><h2>Pivots</h2><p class=\"meta\">Click a column to sort.</p>",
     );
-    type Key = fn(&Finding) -> Option<String>;
-    let pivots: [(&str, &str, Key); 4] = [
-        ("user", "User", |f| f.user.clone()),
-        ("ip", "Client IP", |f| f.client_ip.clone()),
-        ("app", "App", |f| f.app_id.clone()),
-        ("detection", "Detection", |f| {
-            Some(format!("{} — {}", f.rule_id, f.rule_title))
-        }),
-    ];
-    for (id, name, key) in pivots {
-        #[derive(Default)]
-        struct Row {
-            total: usize,
-            high: usize,
-            detections: BTreeSet<String>,
-            first: Option<OffsetDateTime>,
-            last: Option<OffsetDateTime>,
-        }
-        let mut rows: BTreeMap<String, Row> = BTreeMap::new();
-        for f in findings {
-            let Some(k) = key(f) else { continue };
-            let r = rows.entry(k).or_default();
-            r.total += 1;
-            r.high += usize::from(f.severity == Severity::High);
-            if r.detections.len() < 50 {
-                r.detections.insert(f.rule_id.to_string());
-            }
-            r.first = match (r.first, f.time) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            r.last = match (r.last, f.time) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        let mut sorted: Vec<(String, Row)> = rows.into_iter().collect();
-        sorted.sort_by(|a, b| {
-            b.1.high
-                .cmp(&a.1.high)
-                .then(b.1.total.cmp(&a.1.total))
-                .then(a.0.cmp(&b.0))
-        });
+    for ((id, name), top) in PIVOTS.iter().zip(&overview.pivots) {
         let _ = write!(
             out,
             "<h3>By {}</h3><table class=\"sortable pivot\" id=\"pivot-{id}\"><thead><tr><th>{name}</th><th class=\"num\">Findings</th><th class=\"num\">High</th><th>Detections</th><th>First</th><th>Last</th></tr></thead><tbody>",
             name.to_lowercase()
         );
-        for (k, r) in sorted.iter().take(MAX_PIVOT_ROWS) {
+        for (k, r) in &top.rows {
+            let mut detections: Vec<&str> =
+                r.detections.iter().map(|&n| overview.rule_id(n)).collect();
+            detections.sort_unstable();
+            let mut named = detections.join(", ");
+            if r.more_detections {
+                named.push_str(" and more");
+            }
             let _ = write!(
                 out,
                 "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(k),
                 r.total,
                 r.high,
-                escape(&r.detections.iter().cloned().collect::<Vec<_>>().join(", ")),
+                escape(&named),
                 time_text(r.first),
                 time_text(r.last)
             );
         }
         out.push_str("</tbody></table>");
-        if sorted.len() > MAX_PIVOT_ROWS {
+        if top.values > top.rows.len() as u64 {
             left_out.push(format!(
-                "the {} pivot lists {MAX_PIVOT_ROWS} of {} values",
+                "the {} pivot lists {} of {} values",
                 name.to_lowercase(),
-                sorted.len()
+                top.rows.len(),
+                top.values
             ));
         }
     }
@@ -656,18 +643,14 @@ fn blind_spots(out: &mut String, summary: &Value) {
     out.push_str("</tbody></table></section>");
 }
 
-fn iocs(out: &mut String, findings: &[Finding], left_out: &mut Vec<String>) {
-    let hits: Vec<&Finding> = findings
-        .iter()
-        .filter(|f| f.rule_id.starts_with("tw-ioc-"))
-        .collect();
+fn iocs(out: &mut String, overview: &Overview, left_out: &mut Vec<String>) {
     out.push_str("<section id=\"iocs\"><h2>IOC hits</h2>");
-    if hits.is_empty() {
+    if overview.iocs.is_empty() {
         out.push_str("<p>No indicator matched.</p></section>");
         return;
     }
     out.push_str("<table class=\"sortable\" id=\"ioc-table\"><thead><tr><th>Time</th><th>Indicator</th><th>Kind</th><th>Source of the indicator</th><th>User</th><th>Client IP</th><th>Record</th></tr></thead><tbody>");
-    for f in hits.iter().take(MAX_FINDINGS_LISTED) {
+    for f in &overview.iocs {
         let ev = &f.evidence;
         let indicator = ["indicator", "ip", "user_agent", "value"]
             .iter()
@@ -687,31 +670,62 @@ fn iocs(out: &mut String, findings: &[Finding], left_out: &mut Vec<String>) {
         );
     }
     out.push_str("</tbody></table></section>");
-    if hits.len() > MAX_FINDINGS_LISTED {
+    if overview.ioc_hits > overview.iocs.len() as u64 {
         left_out.push(format!(
-            "the IOC table lists {MAX_FINDINGS_LISTED} of {} IOC hits",
-            hits.len()
+            "the IOC table lists {} of {} IOC hits",
+            overview.iocs.len(),
+            overview.ioc_hits
         ));
     }
 }
 
-fn all_findings(out: &mut String, findings: &[Finding], left_out: &mut Vec<String>) {
+fn all_findings(out: &mut String, overview: &Overview, left_out: &mut Vec<String>) {
+    let total = overview.findings;
     let _ = write!(
         out,
-        "<section id=\"findings\"><h2>All findings ({})</h2>",
-        findings.len()
+        "<section id=\"findings\"><h2>All findings ({total})</h2>"
     );
     // Most severe first, so a cut keeps what matters.
-    let mut order: Vec<&Finding> = findings.iter().collect();
-    order.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.time.cmp(&b.time)));
-    finding_table(out, order.into_iter(), MAX_FINDINGS_LISTED, findings.len());
+    let listed = &overview.most_severe;
+    finding_table(
+        out,
+        listed.iter(),
+        listed.len(),
+        usize::try_from(total).unwrap_or(usize::MAX),
+    );
     out.push_str("</section></main>");
-    if findings.len() > MAX_FINDINGS_LISTED {
+    if total > listed.len() as u64 {
         left_out.push(format!(
-            "the findings table lists {MAX_FINDINGS_LISTED} of {} findings, most severe first",
-            findings.len()
+            "the findings table lists {} of {total} findings, most severe first",
+            listed.len()
         ));
     }
+}
+
+/// The rules whose findings no incident weighs (`left_out_of_incidents` in
+/// the summary), when incidents could not weigh every finding.
+fn left_out_of_incidents(summary: &Value, left_out: &mut Vec<String>) {
+    let rules = summary["left_out_of_incidents"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if rules.is_empty() {
+        return;
+    }
+    let named: Vec<String> = rules
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ({} findings)",
+                r["rule_id"].as_str().unwrap_or("?"),
+                r["findings"]
+            )
+        })
+        .collect();
+    left_out.push(format!(
+        "incidents leave out the findings of the rules that fired most, so that memory stays bounded (--incident-findings): {}; they are still counted in the pivots and tables",
+        named.join(", ")
+    ));
 }
 
 #[cfg(test)]
@@ -731,7 +745,8 @@ mod tests {
     fn the_page_allows_only_its_own_style_and_script() {
         let summary = serde_json::json!({"records": {"read": 0, "evaluated": 0, "rejected": 0}, "files": [], "detections": []});
         let page = render(&Input {
-            findings: &[],
+            overview: &Digest::default().finish().unwrap(),
+            shown: &Shown::default(),
             incidents: &[],
             summary: &summary,
         });
