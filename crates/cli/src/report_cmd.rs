@@ -24,9 +24,9 @@ pub struct ReportArgs {
     /// Where to write the HTML.
     #[arg(short, long, value_name = "FILE.html")]
     pub output: PathBuf,
-    /// Most findings weighed into incidents, when the summary does not
-    /// name the rules the hunt left out of them: past it, the rules that
-    /// fired most are left out, as `hunt --incident-findings` does.
+    /// Most findings weighed into incidents: past it, the rules that fired
+    /// most are left out, as `hunt --incident-findings` does (after those
+    /// the summary names as left out by the hunt).
     #[arg(long, default_value_t = tokenward_incident::WEIGHED_MAX, value_name = "N")]
     pub incident_findings: u64,
 }
@@ -74,6 +74,11 @@ pub(crate) fn shown<F: std::borrow::Borrow<Finding>>(
             place += 1;
         }
     }
+    if shown.wants_from(place) {
+        return Err(format!(
+            "the findings ended after {place} of those the incidents weighed, before the last an incident holds: they changed while read"
+        ));
+    }
     Ok(shown)
 }
 
@@ -98,6 +103,15 @@ pub fn run(args: ReportArgs) -> u8 {
 /// the count of each rule's findings, the incidents, the findings they
 /// show.
 fn page(args: &ReportArgs) -> Result<String, String> {
+    // Read three times: a pipe would be empty the second time.
+    let kind = std::fs::metadata(&args.findings)
+        .map_err(|e| format!("{}: {e}", args.findings.display()))?;
+    if !kind.is_file() {
+        return Err(format!(
+            "{}: not a regular file (the findings are read three times, to keep memory bounded): save them to a file first",
+            args.findings.display()
+        ));
+    }
     let mut summary = match &args.summary {
         Some(p) => std::fs::read(p)
             .map_err(|e| e.to_string())
@@ -119,33 +133,43 @@ fn page(args: &ReportArgs) -> Result<String, String> {
     }
     let overview = digest.finish().map_err(|e| format!("report pivots: {e}"))?;
     // The hunt's own choice when its summary names it, so the page made
-    // again shows the incidents the hunt's did.
-    let left_out: Vec<String> = match summary["left_out_of_incidents"].as_array() {
-        Some(rules) => rules
+    // again shows the incidents the hunt's did; and then as many more as
+    // --incident-findings asks (a summary from before hunts bounded their
+    // pages names none).
+    let mut left_out: Vec<(String, u64)> = summary["left_out_of_incidents"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| r["rule_id"].as_str())
+        .filter_map(|id| per_rule.remove_entry(id))
+        .collect();
+    let more = tokenward_incident::left_out(
+        per_rule.iter().map(|(id, n)| (id.as_str(), *n)),
+        args.incident_findings,
+    );
+    let weighed = per_rule.values().sum::<u64>() - more.iter().map(|r| r.1).sum::<u64>();
+    left_out.extend(more);
+    if let Some(s) = summary.as_object_mut() {
+        let rules = left_out
             .iter()
-            .filter_map(|r| r["rule_id"].as_str().map(str::to_owned))
-            .collect(),
-        None => {
-            let left_out = tokenward_incident::left_out(
-                per_rule.iter().map(|(id, n)| (id.as_str(), *n)),
-                args.incident_findings,
-            );
-            if let Some(s) = summary.as_object_mut() {
-                let rules = left_out
-                    .iter()
-                    .map(|(id, n)| serde_json::json!({"rule_id": id, "findings": n}));
-                s.insert("left_out_of_incidents".into(), rules.collect());
-            }
-            left_out.into_iter().map(|(id, _)| id).collect()
-        }
-    };
-    let left_out: HashSet<&str> = left_out.iter().map(String::as_str).collect();
+            .map(|(id, n)| serde_json::json!({"rule_id": id, "findings": n}));
+        s.insert("left_out_of_incidents".into(), rules.collect());
+    }
+    let left_out: HashSet<&str> = left_out.iter().map(|r| r.0.as_str()).collect();
     let mut slims = tokenward_incident::Slims::default();
     for f in read_findings(&args.findings)? {
         let f = f?;
         if !left_out.contains(f.rule_id.as_ref()) {
             slims.push(&f);
         }
+    }
+    if slims.len() as u64 != weighed {
+        return Err(format!(
+            "{}: {} findings to weigh the second time it was read, {weighed} the first: it changed while read",
+            args.findings.display(),
+            slims.len()
+        ));
     }
     let incidents = tokenward_incident::build(&slims);
     drop(slims);
@@ -189,4 +213,60 @@ pub fn incident_summary(incidents: &[Incident], max: usize) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenward_event::Severity;
+
+    fn finding(user: &str, rule: &str) -> Finding {
+        Finding {
+            rule_id: rule.to_owned().into(),
+            rule_title: "t".into(),
+            severity: Severity::High,
+            time: tokenward_event::timefmt::parse_timestamp("2023-06-10T10:00:00Z"),
+            user: Some(user.into()),
+            client_ip: None,
+            app_id: None,
+            session_id: Some(format!("s-{user}")),
+            token_id: None,
+            source_file: "f.jsonl".into(),
+            source_locator: format!("line {user}"),
+            evidence: Default::default(),
+        }
+    }
+
+    /// The second pass counts places among the findings weighed only, and
+    /// findings that end before the last member an incident holds are an
+    /// error, not a page with rows missing.
+    #[test]
+    fn the_second_pass_skips_rules_left_out_and_refuses_findings_cut_short() {
+        let all: Vec<Finding> = (0..6)
+            .map(|n| finding(&format!("u{}", n / 2), ["tw-a", "tw-b"][n % 2]))
+            .collect();
+        let weighed: Vec<Finding> = all
+            .iter()
+            .filter(|f| f.rule_id == "tw-a")
+            .cloned()
+            .collect();
+        let incidents = tokenward_incident::build(&tokenward_incident::Slims::of(&weighed));
+        let left_out: HashSet<&str> = ["tw-b"].into();
+        fn ok(v: &[Finding]) -> impl Iterator<Item = Result<&Finding, String>> {
+            v.iter().map(Ok)
+        }
+        let got = shown(ok(&all), &left_out, &incidents).unwrap();
+        let alone = shown_of_weighed(&weighed, &incidents);
+        assert_eq!(format!("{got:?}"), format!("{alone:?}"));
+        let cut = shown(ok(&all[..4]), &left_out, &incidents).unwrap_err();
+        assert!(cut.contains("changed while read"), "{cut}");
+    }
+
+    fn shown_of_weighed(weighed: &[Finding], incidents: &[Incident]) -> tokenward_report::Shown {
+        let mut s = tokenward_report::Shown::of(incidents);
+        for (i, f) in weighed.iter().enumerate() {
+            s.observe(i, f);
+        }
+        s
+    }
 }

@@ -699,6 +699,21 @@ fn incidents_leave_out_the_rules_that_fired_most_past_their_maximum() {
         rebuild(&["--summary", summary_path.to_str().unwrap()]),
         html
     );
+    // A summary that names no rule left out (as those of hunts before the
+    // page was bounded) still gets a bounded page: --incident-findings
+    // leaves out the same rule.
+    let mut old = page.clone();
+    old["left_out_of_incidents"] = serde_json::json!([]);
+    let old_path = d.path().join("old.json");
+    std::fs::write(&old_path, old.to_string()).unwrap();
+    let max = (total - 1).to_string();
+    let summary_args = ["--summary", old_path.to_str().unwrap()];
+    let unbounded = rebuild(&summary_args);
+    assert!(!unbounded.contains("incidents leave out"));
+    assert_eq!(
+        rebuild(&[&summary_args[..], &["--incident-findings", &max]].concat()),
+        html
+    );
     // Without the summary, `tokenward report` leaves out what the hunt did
     // given the same maximum.
     let alone = rebuild(&["--incident-findings", &(total - 1).to_string()]);

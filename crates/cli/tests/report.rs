@@ -286,4 +286,15 @@ fn report_rebuilds_the_same_page_from_saved_outputs() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("f.jsonl:1: not a finding"));
+    // The findings are read more than once: a pipe or device is refused,
+    // not read as empty the second time.
+    let out = tokenward(&[
+        "report",
+        "--findings",
+        "/dev/null",
+        "-o",
+        rebuilt.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/dev/null: not a regular file"));
 }

@@ -8,7 +8,7 @@
 //! chart, and the time span of each such incident.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::io;
 
 use time::OffsetDateTime;
@@ -233,7 +233,7 @@ pub struct Shown {
     /// The first member not yet seen.
     next: usize,
     /// The members listed or marked on a timeline, once seen.
-    kept: HashMap<usize, Option<Finding>>,
+    kept: BTreeMap<usize, Option<Finding>>,
     /// Of each incident shown in full: what all its members tell.
     seen: Vec<Members>,
 }
@@ -254,7 +254,7 @@ impl Shown {
     pub fn of(incidents: &[Incident]) -> Shown {
         let detailed = &incidents[..incidents.len().min(MAX_DETAILED_INCIDENTS)];
         let mut members = Vec::new();
-        let mut kept = HashMap::new();
+        let mut kept = BTreeMap::new();
         for (k, inc) in detailed.iter().enumerate() {
             members.extend(inc.members.iter().map(|&i| (i, k)));
             for &i in inc.members.iter().take(MAX_FINDINGS_PER_INCIDENT) {
