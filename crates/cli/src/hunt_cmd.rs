@@ -332,7 +332,12 @@ pub fn run(args: HuntArgs) -> u8 {
         }
     };
     if summarise {
-        print!("{}", crate::report_cmd::incident_summary(&incidents, 10));
+        let unweighed =
+            tokenward_incident::Unweighed::of(left_out.iter().map(|(id, n)| (id.as_str(), *n)));
+        print!(
+            "{}",
+            crate::report_cmd::incident_summary(&incidents, 10, unweighed)
+        );
         if !left_out.is_empty() {
             let named: Vec<String> = left_out
                 .iter()

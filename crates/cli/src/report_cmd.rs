@@ -183,8 +183,12 @@ fn page(args: &ReportArgs) -> Result<String, String> {
 }
 
 /// The incident summary printed after the findings table on a terminal.
-pub fn incident_summary(incidents: &[Incident], max: usize) -> String {
-    let mut s = format!("\n{}\n", tokenward_incident::headline(incidents));
+pub fn incident_summary(
+    incidents: &[Incident],
+    max: usize,
+    unweighed: tokenward_incident::Unweighed,
+) -> String {
+    let mut s = format!("\n{}\n", tokenward_incident::headline(incidents, unweighed));
     for inc in incidents.iter().take(max) {
         let users = if inc.users.is_empty() {
             "-".to_owned()

@@ -634,7 +634,7 @@ fn incidents_leave_out_the_rules_that_fired_most_past_their_maximum() {
 
     // None weighed: every rule is named, most findings first, and no
     // incident is made.
-    let (_, none) = hunt(Some(0), "none", false);
+    let (_, none) = hunt(Some(0), "none", true);
     let named = none["left_out_of_incidents"].as_array().unwrap();
     assert_eq!(named.len(), per_rule.len());
     let counts: Vec<u64> = named
@@ -644,6 +644,17 @@ fn incidents_leave_out_the_rules_that_fired_most_past_their_maximum() {
     assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
     assert_eq!(counts.iter().sum::<u64>(), total);
     assert_eq!(none["incidents"], serde_json::json!([]));
+    // The page does not read as clean: it says nothing was weighed.
+    let page = std::fs::read_to_string(d.path().join("none.html")).unwrap();
+    assert!(
+        !page.contains("No findings: nothing in these logs")
+            && page.contains("No incidents among the findings weighed.")
+            && page.contains(&format!(
+                "the {total} findings of the {} rules that fired most",
+                per_rule.len()
+            )),
+        "the page's verdict misreads findings left out"
+    );
 
     // Without -q and with no incident summary printed (not a terminal),
     // standard error says rules were left out.

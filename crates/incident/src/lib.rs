@@ -828,7 +828,46 @@ fn attack_of(id: &str, s: &Slims, members: &[usize]) -> Vec<String> {
 }
 
 /// One sentence for the top of a report or the terminal.
-pub fn headline(incidents: &[Incident]) -> String {
+/// The findings incidents did not weigh: those of the rules [`left_out`]
+/// named.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unweighed {
+    /// Rules left out.
+    pub rules: usize,
+    /// Their findings.
+    pub findings: u64,
+}
+
+impl Unweighed {
+    /// What the rules left out (each with its count of findings) add up to.
+    pub fn of<'a>(left_out: impl IntoIterator<Item = (&'a str, u64)>) -> Unweighed {
+        left_out
+            .into_iter()
+            .fold(Unweighed::default(), |u, (_, n)| Unweighed {
+                rules: u.rules + 1,
+                findings: u.findings + n,
+            })
+    }
+}
+
+/// The verdict in one or two sentences: from the incidents, and saying so
+/// when incidents did not weigh every finding (`unweighed`), since a
+/// finding left out may be what a verdict of no compromise missed.
+pub fn headline(incidents: &[Incident], unweighed: Unweighed) -> String {
+    let verdict = incidents_headline(incidents, unweighed);
+    if unweighed.findings == 0 {
+        return verdict;
+    }
+    format!(
+        "{verdict} Not weighed: the {} finding{} of the {} rule{} that fired most, left out of incidents to bound memory (--incident-findings); read them in the findings output.",
+        unweighed.findings,
+        if unweighed.findings == 1 { "" } else { "s" },
+        unweighed.rules,
+        if unweighed.rules == 1 { "" } else { "s" },
+    )
+}
+
+fn incidents_headline(incidents: &[Incident], unweighed: Unweighed) -> String {
     let high = incidents
         .iter()
         .filter(|i| i.severity == Severity::High)
@@ -838,6 +877,9 @@ pub fn headline(incidents: &[Incident]) -> String {
         .filter(|i| i.severity == Severity::Medium)
         .count();
     let low = incidents.len() - high - medium;
+    if incidents.is_empty() && unweighed.findings > 0 {
+        return "No incidents among the findings weighed.".into();
+    }
     if incidents.is_empty() {
         return "No findings: nothing in these logs matched a detection. Check the blind spots below before reading this as clean.".into();
     }
@@ -1033,7 +1075,43 @@ mod tests {
             incidents.iter().all(|i| i.severity == Low),
             "{incidents:#?}"
         );
-        assert!(headline(&incidents).starts_with("No compromise indicated"));
+        assert!(headline(&incidents, Unweighed::default()).starts_with("No compromise indicated"));
+    }
+
+    /// A verdict never reads as clean when incidents left findings out:
+    /// it says how many were not weighed.
+    #[test]
+    fn the_headline_says_what_incidents_did_not_weigh() {
+        let unweighed = Unweighed::of([("rule-a", 1_999_999), ("rule-b", 1)]);
+        assert_eq!(
+            unweighed,
+            Unweighed {
+                rules: 2,
+                findings: 2_000_000
+            }
+        );
+        let none = headline(&[], unweighed);
+        assert!(!none.contains("No findings"), "{none}");
+        assert!(
+            none.starts_with("No incidents among the findings weighed.")
+                && none.contains("the 2000000 findings of the 2 rules that fired most"),
+            "{none}"
+        );
+        assert!(headline(&[], Unweighed::default()).starts_with("No findings"));
+        let findings = vec![f(
+            "tw-ioc-useragent",
+            Low,
+            datetime!(2023-06-10 10:00 UTC),
+            "a@x",
+        )
+        .done()];
+        let incidents = build(&Slims::of(&findings));
+        let some = headline(&incidents, Unweighed::of([("rule-a", 1)]));
+        assert!(
+            some.starts_with("No compromise indicated")
+                && some.ends_with("the 1 finding of the 1 rule that fired most, left out of incidents to bound memory (--incident-findings); read them in the findings output."),
+            "{some}"
+        );
     }
 
     /// A benign REST client whose user agent is on the Storm-0558 list,

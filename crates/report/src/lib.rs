@@ -184,7 +184,7 @@ fn verdict(out: &mut String, input: &Input<'_>, left_out: &mut Vec<String>) {
     let _ = write!(
         out,
         "<section id=\"verdict\"><h2>Verdict</h2><div class=\"verdict {class}\"><p class=\"headline\">{}</p>",
-        escape(&headline(input.incidents))
+        escape(&headline(input.incidents, unweighed(input.summary)))
     );
     for inc in input
         .incidents
@@ -700,6 +700,20 @@ fn all_findings(out: &mut String, overview: &Overview, left_out: &mut Vec<String
             listed.len()
         ));
     }
+}
+
+/// What the incidents did not weigh, as the summary names it.
+fn unweighed(summary: &Value) -> tokenward_incident::Unweighed {
+    let rules = summary["left_out_of_incidents"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    tokenward_incident::Unweighed::of(rules.iter().map(|r| {
+        (
+            r["rule_id"].as_str().unwrap_or("?"),
+            r["findings"].as_u64().unwrap_or(0),
+        )
+    }))
 }
 
 /// The rules whose findings no incident weighs (`left_out_of_incidents` in
