@@ -99,16 +99,17 @@ pub fn run(args: ReportArgs) -> u8 {
     }
 }
 
-/// The page, from three passes over the findings file: the digest and
-/// the count of each rule's findings, the incidents, the findings they
-/// show.
+/// The page, from two or three passes over the findings file: the
+/// digest, the count of each rule's findings and (while they fit) the
+/// findings weighed into incidents; those weighed again, when the first
+/// pass could not; the findings the incidents show.
 fn page(args: &ReportArgs) -> Result<String, String> {
-    // Read three times: a pipe would be empty the second time.
+    // Read more than once: a pipe would be empty the second time.
     let kind = std::fs::metadata(&args.findings)
         .map_err(|e| format!("{}: {e}", args.findings.display()))?;
     if !kind.is_file() {
         return Err(format!(
-            "{}: not a regular file (the findings are read three times, to keep memory bounded): save them to a file first",
+            "{}: not a regular file (the findings are read more than once, to keep memory bounded): save them to a file first",
             args.findings.display()
         ));
     }
@@ -122,20 +123,41 @@ fn page(args: &ReportArgs) -> Result<String, String> {
         None => serde_json::json!({"tool": "tokenward hunt", "files": [], "detections": [],
                                    "records": {"read": "?", "evaluated": "?", "rejected": "?"}}),
     };
+    // The hunt's own choice when its summary names it, so the page made
+    // again shows the incidents the hunt's did; and then as many more as
+    // --incident-findings asks (a summary from before hunts bounded their
+    // pages names none).
+    let named: HashSet<String> = summary["left_out_of_incidents"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| r["rule_id"].as_str().map(str::to_owned))
+        .collect();
     let mut digest = tokenward_report::Digest::default();
     let mut per_rule: HashMap<String, u64> = HashMap::new();
+    // Weighed in the same pass while they fit, as they do when the summary
+    // named what the hunt left out: the file is then read twice, not
+    // three times. Past the maximum they are dropped, and weighed in a
+    // pass of their own once the rules to leave out are known.
+    let mut early = Some(tokenward_incident::Slims::default());
     for f in read_findings(&args.findings)? {
         let f = f?;
         digest
             .observe(&f)
             .map_err(|e| format!("report pivots: {e}"))?;
+        if let Some(slims) = early
+            .as_mut()
+            .filter(|_| !named.contains(f.rule_id.as_ref()))
+        {
+            slims.push(&f);
+            if slims.len() as u64 > args.incident_findings {
+                early = None;
+            }
+        }
         *per_rule.entry(f.rule_id.into_owned()).or_default() += 1;
     }
     let overview = digest.finish().map_err(|e| format!("report pivots: {e}"))?;
-    // The hunt's own choice when its summary names it, so the page made
-    // again shows the incidents the hunt's did; and then as many more as
-    // --incident-findings asks (a summary from before hunts bounded their
-    // pages names none).
     let mut left_out: Vec<(String, u64)> = summary["left_out_of_incidents"]
         .as_array()
         .map(Vec::as_slice)
@@ -149,6 +171,7 @@ fn page(args: &ReportArgs) -> Result<String, String> {
         args.incident_findings,
     );
     let weighed = per_rule.values().sum::<u64>() - more.iter().map(|r| r.1).sum::<u64>();
+    let early = early.filter(|_| more.is_empty());
     left_out.extend(more);
     if let Some(s) = summary.as_object_mut() {
         let rules = left_out
@@ -157,13 +180,19 @@ fn page(args: &ReportArgs) -> Result<String, String> {
         s.insert("left_out_of_incidents".into(), rules.collect());
     }
     let left_out: HashSet<&str> = left_out.iter().map(|r| r.0.as_str()).collect();
-    let mut slims = tokenward_incident::Slims::default();
-    for f in read_findings(&args.findings)? {
-        let f = f?;
-        if !left_out.contains(f.rule_id.as_ref()) {
-            slims.push(&f);
+    let slims = match early {
+        Some(slims) => slims,
+        None => {
+            let mut slims = tokenward_incident::Slims::default();
+            for f in read_findings(&args.findings)? {
+                let f = f?;
+                if !left_out.contains(f.rule_id.as_ref()) {
+                    slims.push(&f);
+                }
+            }
+            slims
         }
-    }
+    };
     if slims.len() as u64 != weighed {
         return Err(format!(
             "{}: {} findings to weigh the second time it was read, {weighed} the first: it changed while read",
