@@ -99,15 +99,21 @@ pub fn run(args: ReportArgs) -> u8 {
     }
 }
 
+/// Whether `path` is a regular file, its length and when it was last
+/// written.
+fn file_stamp(path: &Path) -> Result<(bool, u64, Option<std::time::SystemTime>), String> {
+    let m = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((m.is_file(), m.len(), m.modified().ok()))
+}
+
 /// The page, from two or three passes over the findings file: the
 /// digest, the count of each rule's findings and (while they fit) the
 /// findings weighed into incidents; those weighed again, when the first
 /// pass could not; the findings the incidents show.
 fn page(args: &ReportArgs) -> Result<String, String> {
     // Read more than once: a pipe would be empty the second time.
-    let kind = std::fs::metadata(&args.findings)
-        .map_err(|e| format!("{}: {e}", args.findings.display()))?;
-    if !kind.is_file() {
+    let stamp = file_stamp(&args.findings)?;
+    if !stamp.0 {
         return Err(format!(
             "{}: not a regular file (the findings are read more than once, to keep memory bounded): save them to a file first",
             args.findings.display()
@@ -118,6 +124,13 @@ fn page(args: &ReportArgs) -> Result<String, String> {
             .map_err(|e| e.to_string())
             .and_then(|b| {
                 serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
+            })
+            .and_then(|v: serde_json::Value| {
+                if v.is_object() {
+                    Ok(v)
+                } else {
+                    Err("not a hunt summary (a JSON object)".to_owned())
+                }
             })
             .map_err(|e| format!("{}: {e}", p.display()))?,
         None => serde_json::json!({"tool": "tokenward hunt", "files": [], "detections": [],
@@ -203,6 +216,15 @@ fn page(args: &ReportArgs) -> Result<String, String> {
     let incidents = tokenward_incident::build(&slims);
     drop(slims);
     let shown = shown(read_findings(&args.findings)?, &left_out, &incidents)?;
+    // The passes may read only part of the file again (the last stops at
+    // the last finding an incident shows): a file written meanwhile would
+    // make a page of two files.
+    if file_stamp(&args.findings)? != stamp {
+        return Err(format!(
+            "{}: changed while read: run again on a file no one writes to",
+            args.findings.display()
+        ));
+    }
     Ok(tokenward_report::render(&tokenward_report::Input {
         overview: &overview,
         shown: &shown,

@@ -650,7 +650,7 @@ fn incidents_leave_out_the_rules_that_fired_most_past_their_maximum() {
         !page.contains("No findings: nothing in these logs")
             && page.contains("No incidents among the findings weighed.")
             && page.contains(&format!(
-                "the {total} findings of the {} rules that fired most",
+                "the {total} findings of the {} rules left out of incidents",
                 per_rule.len()
             )),
         "the page's verdict misreads findings left out"
@@ -683,7 +683,7 @@ fn incidents_leave_out_the_rules_that_fired_most_past_their_maximum() {
     assert_eq!(page["incidents"], capped["incidents"]);
     let html = std::fs::read_to_string(d.path().join("page.html")).unwrap();
     assert!(
-        html.contains("incidents leave out the findings of the rules that fired most")
+        html.contains("incidents leave out the findings of these rules")
             && html.contains(&format!("{top} ({top_count} findings)")),
         "the page does not name the rule left out"
     );

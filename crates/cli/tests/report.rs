@@ -297,4 +297,22 @@ fn report_rebuilds_the_same_page_from_saved_outputs() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/dev/null: not a regular file"));
+    // A summary that is not a hunt's would leave the page without what
+    // incidents left out: refused.
+    std::fs::write(&summary, "[]").unwrap();
+    let out = tokenward(&[
+        "report",
+        "--findings",
+        direct.to_str().unwrap(),
+        "--summary",
+        summary.to_str().unwrap(),
+        "-o",
+        rebuilt.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("s.json: not a hunt summary"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

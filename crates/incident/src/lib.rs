@@ -859,7 +859,7 @@ pub fn headline(incidents: &[Incident], unweighed: Unweighed) -> String {
         return verdict;
     }
     format!(
-        "{verdict} Not weighed: the {} finding{} of the {} rule{} that fired most, left out of incidents to bound memory (--incident-findings); read them in the findings output.",
+        "{verdict} Not weighed: the {} finding{} of the {} rule{} left out of incidents to bound memory (--incident-findings); read them in the findings output.",
         unweighed.findings,
         if unweighed.findings == 1 { "" } else { "s" },
         unweighed.rules,
@@ -1094,7 +1094,7 @@ mod tests {
         assert!(!none.contains("No findings"), "{none}");
         assert!(
             none.starts_with("No incidents among the findings weighed.")
-                && none.contains("the 2000000 findings of the 2 rules that fired most"),
+                && none.contains("the 2000000 findings of the 2 rules left out of incidents"),
             "{none}"
         );
         assert!(headline(&[], Unweighed::default()).starts_with("No findings"));
@@ -1109,7 +1109,7 @@ mod tests {
         let some = headline(&incidents, Unweighed::of([("rule-a", 1)]));
         assert!(
             some.starts_with("No compromise indicated")
-                && some.ends_with("the 1 finding of the 1 rule that fired most, left out of incidents to bound memory (--incident-findings); read them in the findings output."),
+                && some.ends_with("the 1 finding of the 1 rule left out of incidents to bound memory (--incident-findings); read them in the findings output."),
             "{some}"
         );
     }

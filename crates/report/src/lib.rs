@@ -737,7 +737,7 @@ fn left_out_of_incidents(summary: &Value, left_out: &mut Vec<String>) {
         })
         .collect();
     left_out.push(format!(
-        "incidents leave out the findings of the rules that fired most, so that memory stays bounded (--incident-findings): {}; they are still counted in the pivots and tables",
+        "incidents leave out the findings of these rules, so that memory stays bounded (--incident-findings; Sigma rules before built-in detections, most findings first): {}; they are still counted in the pivots and tables",
         named.join(", ")
     ));
 }

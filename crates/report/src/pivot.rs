@@ -7,13 +7,15 @@
 //! and starts again; at the end the runs are merged by value, rows of one
 //! value added together, and only the highest-ranked rows are kept. The
 //! page so shows the rows it would show with every row in memory. Runs
-//! are read by position, so a pivot keeps one file open however many runs
-//! it wrote.
+//! are written and read by position, so a pivot keeps one file open
+//! however many runs it wrote. Merged runs are appended and the runs they
+//! merge are not freed: the file grows to the rows written times one plus
+//! the levels of merging, on disk, until the page is made.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 
 use time::OffsetDateTime;
 use tokenward_event::Severity;
@@ -115,8 +117,9 @@ pub(crate) struct Pivot {
     rows: HashMap<Box<str>, PivotRow>,
     bytes: usize,
     budget: usize,
-    /// Where runs are written, one after the other, once one is.
-    file: Option<File>,
+    /// Where runs are written, one after the other, once one is, and
+    /// how long it is.
+    file: Option<(File, u64)>,
     runs: Vec<Run>,
 }
 
@@ -169,11 +172,11 @@ impl Pivot {
         let mut rows: Vec<(Box<str>, PivotRow)> = self.rows.drain().collect();
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.bytes = 0;
-        let file = match &mut self.file {
+        let (file, len) = match &mut self.file {
             Some(f) => f,
-            None => self.file.insert(tempfile::tempfile()?),
+            None => self.file.insert((tempfile::tempfile()?, 0)),
         };
-        let run = append(file, |w| {
+        let run = append(file, len, |w| {
             for (value, row) in &rows {
                 write_row(w, value, row)?;
             }
@@ -193,12 +196,12 @@ impl Pivot {
             return Ok(top.finish());
         }
         self.spill()?;
-        let (file, mut runs) = (self.file.expect("a run was written"), self.runs);
+        let ((file, mut len), mut runs) = (self.file.expect("a run was written"), self.runs);
         // Merged runs go to the file's end while the runs they merge are
         // read from before it.
         while runs.len() > MERGE_FAN {
             let rest = runs.split_off(MERGE_FAN);
-            let merged = append(&file, |w| {
+            let merged = append(&file, &mut len, |w| {
                 let mut rows = 0;
                 merge(&file, &runs, |value, row| {
                     rows += 1;
@@ -217,22 +220,42 @@ impl Pivot {
     }
 }
 
-/// Writes a run at the end of `file` with `write`, which returns how many
-/// rows it wrote.
+/// Writes a run at `len`, the end of `file`, with `write`, which returns
+/// how many rows it wrote; `len` is then the new end.
 fn append(
-    mut file: &File,
-    write: impl FnOnce(&mut BufWriter<&File>) -> io::Result<u64>,
+    file: &File,
+    len: &mut u64,
+    write: impl FnOnce(&mut BufWriter<Placed<'_>>) -> io::Result<u64>,
 ) -> io::Result<Run> {
-    let start = file.stream_position()?;
-    let mut w = BufWriter::with_capacity(1 << 16, file);
+    let start = *len;
+    let mut w = BufWriter::with_capacity(1 << 16, Placed { file, at: start });
     let rows = write(&mut w)?;
     w.flush()?;
-    drop(w);
-    Ok(Run {
-        start,
-        end: file.stream_position()?,
-        rows,
-    })
+    let end = w.get_ref().at;
+    *len = end;
+    Ok(Run { start, end, rows })
+}
+
+/// Writes to `file` from `at` on, by position: the file's cursor is
+/// shared, and reading by position moves it on some systems.
+struct Placed<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl Write for Placed<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::write_at(self.file, buf, self.at)?;
+        #[cfg(windows)]
+        let n = std::os::windows::fs::FileExt::seek_write(self.file, buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// One run of a pivot's file, read by position: the runs of one file are
@@ -256,8 +279,7 @@ impl Read for Segment<'_> {
     }
 }
 
-/// Reads what `file` holds at `offset` into `buf`, without moving its
-/// cursor (where runs are appended).
+/// Reads what `file` holds at `offset` into `buf`.
 fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     #[cfg(unix)]
     {
@@ -589,6 +611,7 @@ mod tests {
         p.file
             .as_ref()
             .unwrap()
+            .0
             .set_len(p.runs[0].start + 6)
             .unwrap();
         let e = p.top(10).unwrap_err();
