@@ -293,21 +293,27 @@ impl Outcome {
     /// The outcome of a built-in detection: its findings, and blind with the
     /// reason when `blind` is set, else ok with an optional caveat.
     pub fn of(info: &Info, findings: Vec<Finding>, verdict: Verdict) -> Outcome {
-        let (status, note) = match verdict {
-            Verdict::Ok(note) => (Status::Ok, note),
-            Verdict::Blind(why) => (Status::Blind, Some(why)),
-        };
         Outcome {
-            coverage: vec![Coverage {
-                id: Cow::Borrowed(info.id),
-                title: Cow::Borrowed(info.title),
-                hits: findings.len(),
-                status,
-                note,
-            }],
+            coverage: coverage_of(info, findings.len(), verdict),
             findings,
         }
     }
+}
+
+/// The coverage of a built-in detection that made `hits` findings: blind
+/// with the reason when `verdict` is, else ok with an optional caveat.
+pub fn coverage_of(info: &Info, hits: usize, verdict: Verdict) -> Vec<Coverage> {
+    let (status, note) = match verdict {
+        Verdict::Ok(note) => (Status::Ok, note),
+        Verdict::Blind(why) => (Status::Blind, Some(why)),
+    };
+    vec![Coverage {
+        id: Cow::Borrowed(info.id),
+        title: Cow::Borrowed(info.title),
+        hits,
+        status,
+        note,
+    }]
 }
 
 /// A detection's judgement of its own coverage.
@@ -427,6 +433,20 @@ pub trait Detection: IntoAny + Send {
     }
     /// Decides and reports.
     fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome;
+    /// [`Detection::finish`], handing each finding to `found` as it is
+    /// made, and returning the coverage: the engine spills findings past
+    /// its memory, so a detection that makes one finding per key of an
+    /// export (a session no sign-in issued) need not hold them all at
+    /// once beside its keys. By default, `finish`'s findings in turn.
+    fn finish_into(
+        self: Box<Self>,
+        cx: &Context<'_>,
+        found: &mut dyn FnMut(Finding),
+    ) -> Vec<Coverage> {
+        let o = self.finish(cx);
+        o.findings.into_iter().for_each(found);
+        o.coverage
+    }
 }
 
 /// A boxed value as `Any`, so [`Detection::merge`] can take a shard's own

@@ -148,7 +148,10 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
         }
         det.merge(shard);
     }
-    det.finish(&cx)
+    // As the engine takes them: handed over as they are made.
+    let mut findings = Vec::new();
+    let coverage = det.finish_into(&cx, &mut |f| findings.push(f));
+    Outcome { findings, coverage }
 }
 
 /// An Exchange admin audit record of `op` with its `Parameters` list.

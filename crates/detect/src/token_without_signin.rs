@@ -11,13 +11,14 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::{
-    contains_ignore_ascii_case, evidence, free_aside, keep_smallest, opt, shard_of, would_keep,
-    Builtin, Context, Detection, Info, Kinds, Needs, Outcome, Verdict, Weight,
+    contains_ignore_ascii_case, coverage_of, evidence, free_aside, keep_smallest, opt, shard_of,
+    would_keep, Builtin, Context, Coverage, Detection, Info, Kinds, Needs, Outcome, Verdict,
+    Weight,
 };
 use crate::signin_index::{tenant_of, Cover, AUDIT_TENANT_FIELDS};
 use tokenward_event::timefmt::{parse_timestamp, rfc3339};
 use tokenward_event::{Event, EventKind};
-use tokenward_event::{Rep, Severity};
+use tokenward_event::{Finding, Rep, Severity};
 
 /// Id, title, requirements.
 pub const INFO: Info = Info {
@@ -221,18 +222,31 @@ impl Detection for TokenWithoutSignin {
     }
 
     fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome {
+        let mut findings = Vec::new();
+        let coverage = self.finish_into(cx, &mut |f| findings.push(f));
+        Outcome { findings, coverage }
+    }
+
+    // One finding per unexplained session, each made as its session is
+    // judged and let go: held all at once beside the sessions, they were
+    // as large again (about 2 KB a finding).
+    fn finish_into(
+        self: Box<Self>,
+        cx: &Context<'_>,
+        found: &mut dyn FnMut(Finding),
+    ) -> Vec<Coverage> {
         let idx = cx.signins;
         if idx.signins == 0 {
             if !self.candidates.is_empty() {
                 free_aside(self.candidates);
             }
-            return Outcome::of(&INFO, Vec::new(), Verdict::Blind("no Entra sign-in logs given: cannot tell issued tokens from forged ones (give interactive and non-interactive sign-ins)".into()));
+            return coverage_of(&INFO, 0, Verdict::Blind("no Entra sign-in logs given: cannot tell issued tokens from forged ones (give interactive and non-interactive sign-ins)".into()));
         }
         if self.token_records == 0 {
-            return Outcome::of(&INFO, Vec::new(), Verdict::Blind("no Exchange/SharePoint audit records carry AppAccessContext.UniqueTokenId or AADSessionId".into()));
+            return coverage_of(&INFO, 0, Verdict::Blind("no Exchange/SharePoint audit records carry AppAccessContext.UniqueTokenId or AADSessionId".into()));
         }
         let (mut holes, mut other_tenant, mut judged) = (0u64, 0u64, self.joined);
-        let mut findings = Vec::new();
+        let mut hits = 0;
         for (_, c) in self.candidates {
             // Sign-ins read after the record may explain it.
             if idx.issued(
@@ -280,7 +294,8 @@ impl Detection for TokenWithoutSignin {
                     json!(format!("{CONSUMER_TENANT} (consumer MSA tenant)")),
                 );
             }
-            findings.push(INFO.finding(&c.rep, Severity::High, e));
+            found(INFO.finding(&c.rep, Severity::High, e));
+            hits += 1;
         }
         let (a, b) = idx.range.expect("sign-ins counted");
         let note = format!(
@@ -299,7 +314,7 @@ impl Detection for TokenWithoutSignin {
         } else {
             Verdict::Ok(Some(note))
         };
-        Outcome::of(&INFO, findings, verdict)
+        coverage_of(&INFO, hits, verdict)
     }
 }
 

@@ -833,6 +833,10 @@ struct Index {
 /// and merge them after it, as every worker once did.
 const KEPT_SETS_MAX: usize = 4;
 
+/// Findings a detection makes when it finishes, handed to the store at a
+/// time: few enough that a batch is small beside the store's memory.
+const FINDINGS_HANDED_OVER: usize = 4096;
+
 /// State shared by the workers of a hunt.
 struct Shared {
     detections: Vec<Box<dyn Detection>>,
@@ -2156,11 +2160,26 @@ pub fn run_detections(
     let mut coverage = Vec::new();
     let detections = std::mem::take(&mut sh.detections);
     for d in detections {
-        let o = d.finish(&cx);
-        if let Some(run) = sh.intake.hand_over(o.findings) {
-            sh.intake.put_run(run.write());
-        }
-        coverage.extend(o.coverage);
+        // Findings go to the store as they are made, a batch at a time, so
+        // the store can spill them while the detection makes the rest.
+        let mut made = Vec::with_capacity(FINDINGS_HANDED_OVER);
+        let intake = &mut sh.intake;
+        let mut hand_over = |made: Vec<Finding>| {
+            if let Some(run) = intake.hand_over(made) {
+                intake.put_run(run.write());
+            }
+        };
+        let judged = d.finish_into(&cx, &mut |f| {
+            made.push(f);
+            if made.len() == FINDINGS_HANDED_OVER {
+                hand_over(std::mem::replace(
+                    &mut made,
+                    Vec::with_capacity(FINDINGS_HANDED_OVER),
+                ));
+            }
+        });
+        hand_over(made);
+        coverage.extend(judged);
     }
     if let Some(e) = sh.intake.spill_error {
         return Err(e.into());
