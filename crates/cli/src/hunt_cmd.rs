@@ -239,12 +239,7 @@ pub fn run(args: HuntArgs) -> u8 {
     } else {
         serde_json::Value::Null
     };
-    if let Some(s) = summary.as_object_mut() {
-        let rules = left_out
-            .iter()
-            .map(|(id, n)| serde_json::json!({"rule_id": id, "findings": n}));
-        s.insert("left_out_of_incidents".into(), rules.collect());
-    }
+    tokenward_incident::put_left_out(&mut summary, &left_out);
     // Incidents, and the summary file that lists them, and the findings
     // output only read the findings, so they are made beside it: with a
     // rule that fires on most records, each took about a third of the

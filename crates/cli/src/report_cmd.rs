@@ -140,13 +140,11 @@ fn page(args: &ReportArgs) -> Result<String, String> {
     // again shows the incidents the hunt's did; and then as many more as
     // --incident-findings asks (a summary from before hunts bounded their
     // pages names none).
-    let named: HashSet<String> = summary["left_out_of_incidents"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|r| r["rule_id"].as_str().map(str::to_owned))
+    let named: Vec<String> = tokenward_incident::left_out_in(&summary)
+        .into_iter()
+        .map(|(id, _)| id.to_owned())
         .collect();
+    let named_ids: HashSet<&str> = named.iter().map(String::as_str).collect();
     let mut digest = tokenward_report::Digest::default();
     let mut per_rule: HashMap<String, u64> = HashMap::new();
     // Weighed in the same pass while they fit, as they do when the summary
@@ -161,7 +159,7 @@ fn page(args: &ReportArgs) -> Result<String, String> {
             .map_err(|e| format!("report pivots: {e}"))?;
         if let Some(slims) = early
             .as_mut()
-            .filter(|_| !named.contains(f.rule_id.as_ref()))
+            .filter(|_| !named_ids.contains(f.rule_id.as_ref()))
         {
             slims.push(&f);
             if slims.len() as u64 > args.incident_findings {
@@ -171,13 +169,9 @@ fn page(args: &ReportArgs) -> Result<String, String> {
         *per_rule.entry(f.rule_id.into_owned()).or_default() += 1;
     }
     let overview = digest.finish().map_err(|e| format!("report pivots: {e}"))?;
-    let mut left_out: Vec<(String, u64)> = summary["left_out_of_incidents"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    let mut left_out: Vec<(String, u64)> = named
         .iter()
-        .filter_map(|r| r["rule_id"].as_str())
-        .filter_map(|id| per_rule.remove_entry(id))
+        .filter_map(|id| per_rule.remove_entry(id.as_str()))
         .collect();
     let more = tokenward_incident::left_out(
         per_rule.iter().map(|(id, n)| (id.as_str(), *n)),
@@ -186,12 +180,7 @@ fn page(args: &ReportArgs) -> Result<String, String> {
     let weighed = per_rule.values().sum::<u64>() - more.iter().map(|r| r.1).sum::<u64>();
     let early = early.filter(|_| more.is_empty());
     left_out.extend(more);
-    if let Some(s) = summary.as_object_mut() {
-        let rules = left_out
-            .iter()
-            .map(|(id, n)| serde_json::json!({"rule_id": id, "findings": n}));
-        s.insert("left_out_of_incidents".into(), rules.collect());
-    }
+    tokenward_incident::put_left_out(&mut summary, &left_out);
     let left_out: HashSet<&str> = left_out.iter().map(|r| r.0.as_str()).collect();
     let slims = match early {
         Some(slims) => slims,
@@ -203,16 +192,16 @@ fn page(args: &ReportArgs) -> Result<String, String> {
                     slims.push(&f);
                 }
             }
+            if slims.len() as u64 != weighed {
+                return Err(format!(
+                    "{}: {} findings to weigh the second time it was read, {weighed} the first: it changed while read",
+                    args.findings.display(),
+                    slims.len()
+                ));
+            }
             slims
         }
     };
-    if slims.len() as u64 != weighed {
-        return Err(format!(
-            "{}: {} findings to weigh the second time it was read, {weighed} the first: it changed while read",
-            args.findings.display(),
-            slims.len()
-        ));
-    }
     let incidents = tokenward_incident::build(&slims);
     drop(slims);
     let shown = shown(read_findings(&args.findings)?, &left_out, &incidents)?;

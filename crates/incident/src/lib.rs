@@ -551,6 +551,33 @@ pub fn left_out<'a>(
     out
 }
 
+/// The summary's key for the rules [`left_out`] named.
+pub const LEFT_OUT_KEY: &str = "left_out_of_incidents";
+
+/// Writes the rules [`left_out`] named into a run summary, under
+/// [`LEFT_OUT_KEY`], as `{"rule_id": ..., "findings": N}` each (nothing
+/// when the summary is not an object).
+pub fn put_left_out(summary: &mut Value, rules: &[(String, u64)]) {
+    if let Some(s) = summary.as_object_mut() {
+        let rules = rules
+            .iter()
+            .map(|(id, n)| serde_json::json!({"rule_id": id, "findings": n}));
+        s.insert(LEFT_OUT_KEY.into(), rules.collect());
+    }
+}
+
+/// The rules a run summary names as left out of incidents
+/// ([`put_left_out`]), in its order, each with its count of findings.
+pub fn left_out_in(summary: &Value) -> Vec<(&str, u64)> {
+    summary[LEFT_OUT_KEY]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| Some((r["rule_id"].as_str()?, r["findings"].as_u64().unwrap_or(0))))
+        .collect()
+}
+
 /// Groups findings into incidents, most severe first.
 pub fn build(s: &Slims) -> Vec<Incident> {
     let n = s.len();

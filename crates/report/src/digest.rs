@@ -210,11 +210,6 @@ pub struct Overview {
 }
 
 impl Overview {
-    /// How many findings the digest saw.
-    pub fn findings(&self) -> u64 {
-        self.findings
-    }
-
     /// The id of a detection by its number.
     pub(crate) fn rule_id(&self, n: RuleNumber) -> &str {
         self.rule_ids.get(n as usize).map_or("?", |id| id)

@@ -131,10 +131,13 @@ pub struct Input<'a> {
 pub fn render(input: &Input<'_>) -> String {
     let mut body = String::new();
     let mut left_out: Vec<String> = Vec::new();
+    // The rules incidents left out, which the verdict must own up to.
+    let unweighed_rules = tokenward_incident::left_out_in(input.summary);
+    let unweighed = tokenward_incident::Unweighed::of(unweighed_rules.iter().copied());
     header(&mut body, input);
-    verdict(&mut body, input, &mut left_out);
+    verdict(&mut body, input, unweighed, &mut left_out);
     incidents(&mut body, input, &mut left_out);
-    left_out_of_incidents(input.summary, &mut left_out);
+    left_out_of_incidents(&unweighed_rules, &mut left_out);
     pivots(&mut body, input.overview, &mut left_out);
     blind_spots(&mut body, input.summary);
     iocs(&mut body, input.overview, &mut left_out);
@@ -178,13 +181,18 @@ fn header(out: &mut String, input: &Input<'_>) {
     );
 }
 
-fn verdict(out: &mut String, input: &Input<'_>, left_out: &mut Vec<String>) {
+fn verdict(
+    out: &mut String,
+    input: &Input<'_>,
+    unweighed: tokenward_incident::Unweighed,
+    left_out: &mut Vec<String>,
+) {
     let top = input.incidents.iter().map(|i| i.severity).max();
     let class = top.map_or("low", Severity::as_str);
     let _ = write!(
         out,
         "<section id=\"verdict\"><h2>Verdict</h2><div class=\"verdict {class}\"><p class=\"headline\">{}</p>",
-        escape(&headline(input.incidents, unweighed(input.summary)))
+        escape(&headline(input.incidents, unweighed))
     );
     for inc in input
         .incidents
@@ -702,39 +710,15 @@ fn all_findings(out: &mut String, overview: &Overview, left_out: &mut Vec<String
     }
 }
 
-/// What the incidents did not weigh, as the summary names it.
-fn unweighed(summary: &Value) -> tokenward_incident::Unweighed {
-    let rules = summary["left_out_of_incidents"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    tokenward_incident::Unweighed::of(rules.iter().map(|r| {
-        (
-            r["rule_id"].as_str().unwrap_or("?"),
-            r["findings"].as_u64().unwrap_or(0),
-        )
-    }))
-}
-
-/// The rules whose findings no incident weighs (`left_out_of_incidents` in
-/// the summary), when incidents could not weigh every finding.
-fn left_out_of_incidents(summary: &Value, left_out: &mut Vec<String>) {
-    let rules = summary["left_out_of_incidents"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+/// The rules whose findings no incident weighs (as the summary names
+/// them), when incidents could not weigh every finding.
+fn left_out_of_incidents(rules: &[(&str, u64)], left_out: &mut Vec<String>) {
     if rules.is_empty() {
         return;
     }
     let named: Vec<String> = rules
         .iter()
-        .map(|r| {
-            format!(
-                "{} ({} findings)",
-                r["rule_id"].as_str().unwrap_or("?"),
-                r["findings"]
-            )
-        })
+        .map(|(id, n)| format!("{id} ({n} findings)"))
         .collect();
     left_out.push(format!(
         "incidents leave out the findings of these rules, so that memory stays bounded (--incident-findings; Sigma rules before built-in detections, most findings first): {}; they are still counted in the pivots and tables",
