@@ -98,6 +98,13 @@ pub struct HuntArgs {
     /// the sign-ins read (docs/limits.md).
     #[arg(long, default_value_t = tokenward_hunt::DEFAULT_INDEX_MEMORY >> 20, value_name = "MIB")]
     signin_index_memory: usize,
+    /// Keyed state of the built-in detections held in memory (for
+    /// tw-token-without-signin, each session no sign-in explains, with up
+    /// to 1,000 token ids) before it moves, sorted, to temporary files
+    /// ($TMPDIR) and is merged back at the end, so memory does not grow
+    /// with the sessions read (docs/limits.md).
+    #[arg(long, default_value_t = tokenward_hunt::DEFAULT_STATE_MEMORY >> 20, value_name = "MIB")]
+    detection_memory: usize,
     /// Most findings weighed against each other into incidents
     /// (--summary-json, the terminal summary), each kept as a slim copy of
     /// about 170 bytes. Past it, the findings of the rules that fired most
@@ -192,6 +199,7 @@ pub fn run(args: HuntArgs) -> u8 {
         exclude: args.exclude.clone(),
         findings_memory: Some(args.findings_memory.saturating_mul(1 << 20)),
         signin_index_memory: Some(args.signin_index_memory.saturating_mul(1 << 20)),
+        detection_memory: Some(args.detection_memory.saturating_mul(1 << 20)),
     };
     let result = with_progress(&args.inputs, args.quiet, |progress| {
         tokenward_hunt::run(&cfg, progress)

@@ -139,80 +139,109 @@ fn sigma_rule_memory_budget_is_a_flag_and_refuses_the_rule_past_it() {
     );
 }
 
-/// `--findings-memory 0` spills every finding to `$TMPDIR` and writes the
-/// same findings, summary and page as a hunt that holds them; a `$TMPDIR`
-/// that cannot take them stops the hunt with status 2, naming it.
-#[test]
-fn findings_spilled_to_tmpdir_are_written_as_held_ones() {
+/// A hunt over the example logs and test Sigma rules with `flag` set to
+/// `memory` MiB and `$TMPDIR` at `tmp`: its status, CSV findings and
+/// summary, written to `dir` under `tag`.
+fn hunt_with_memory(
+    flag: &str,
+    memory: &str,
+    tmp: &std::path::Path,
+    dir: &std::path::Path,
+    tag: &str,
+) -> (
+    std::process::Output,
+    std::io::Result<String>,
+    std::io::Result<String>,
+) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenward"))
+        .args(["hunt", "-q", "--output-format", "csv", flag, memory])
+        .arg(root.join("examples/storm-0558/logs"))
+        .arg("--rules")
+        .arg(root.join("tests/fixtures/sigma/rules"))
+        .arg("-o")
+        .arg(dir.join(format!("{tag}.csv")))
+        .arg("--summary-json")
+        .arg(dir.join(format!("{tag}.json")))
+        .env("TMPDIR", tmp)
+        .output()
+        .unwrap();
+    let read = |ext: &str| std::fs::read_to_string(dir.join(format!("{tag}.{ext}")));
+    (out, read("csv"), read("json"))
+}
+
+/// Runs [`hunt_with_memory`] with `flag` at `held` MiB and at 0, and
+/// asserts the two wrote the same findings and summary but for the time
+/// taken and the summary's `runs_key` (0 when held, more when spilled).
+/// Then a `$TMPDIR` that cannot take the spill stops the hunt with
+/// status 2 and a message naming it and containing `says`.
+fn spilled_as_held(flag: &str, held: &str, runs_key: &str, says: &str) {
     let d = tempfile::tempdir().unwrap();
-    let hunt = |memory: &str, tmp: &std::path::Path, tag: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_tokenward"))
-            .args([
-                "hunt",
-                "-q",
-                "--output-format",
-                "csv",
-                "--findings-memory",
-                memory,
-            ])
-            .arg(root.join("examples/storm-0558/logs"))
-            .arg("--rules")
-            .arg(root.join("tests/fixtures/sigma/rules"))
-            .arg("-o")
-            .arg(d.path().join(format!("{tag}.csv")))
-            .arg("--summary-json")
-            .arg(d.path().join(format!("{tag}.json")))
-            .env("TMPDIR", tmp)
-            .output()
-            .unwrap();
-        let read = |ext: &str| std::fs::read_to_string(d.path().join(format!("{tag}.{ext}")));
-        (out, read("csv"), read("json"))
-    };
     let tmp = d.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
-    let (held, held_csv, held_summary) = hunt("32", &tmp, "held");
-    assert!(
-        held.status.success(),
-        "{}",
-        String::from_utf8_lossy(&held.stderr)
-    );
-    let (spilled, spilled_csv, spilled_summary) = hunt("0", &tmp, "spilled");
-    assert!(
-        spilled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&spilled.stderr)
-    );
-    let held_csv = held_csv.unwrap();
+    let hunt = |memory: &str, tmp: &std::path::Path, tag: &str| {
+        let (out, csv, summary) = hunt_with_memory(flag, memory, tmp, d.path(), tag);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (csv.unwrap(), summary.unwrap())
+    };
+    let (held_csv, held_summary) = hunt(held, &tmp, "held");
+    let (spilled_csv, spilled_summary) = hunt("0", &tmp, "spilled");
     assert!(held_csv.lines().count() > 20, "{held_csv}");
-    assert_eq!(spilled_csv.unwrap(), held_csv);
-    // Alike but for the time taken and the runs written.
-    let without_seconds = |s: std::io::Result<String>| {
-        let mut v: serde_json::Value = serde_json::from_str(&s.unwrap()).unwrap();
+    assert_eq!(spilled_csv, held_csv);
+    let without_seconds = |s: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(s).unwrap();
         let o = v.as_object_mut().unwrap();
         o.remove("seconds");
-        let runs = o.remove("findings_spilled_runs").unwrap().as_u64().unwrap();
+        let runs = o.remove(runs_key).unwrap().as_u64().unwrap();
         (v, runs)
     };
     let ((spilled_summary, spilled_runs), (held_summary, held_runs)) = (
-        without_seconds(spilled_summary),
-        without_seconds(held_summary),
+        without_seconds(&spilled_summary),
+        without_seconds(&held_summary),
     );
     assert_eq!(spilled_summary, held_summary);
     assert!(
         spilled_runs > 0 && held_runs == 0,
         "{spilled_runs} {held_runs}"
     );
-    // The spill directory went with the run.
+    // Nothing spilled stays behind.
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 
     let gone = d.path().join("no-such-dir");
-    let (failed, _, _) = hunt("0", &gone, "failed");
+    let (failed, _, _) = hunt_with_memory(flag, "0", &gone, d.path(), "failed");
     let err = String::from_utf8_lossy(&failed.stderr);
     assert_eq!(failed.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("no-such-dir") && err.contains("findings spilled to"),
-        "{err}"
+    assert!(err.contains("no-such-dir") && err.contains(says), "{err}");
+}
+
+/// `--findings-memory 0` spills every finding to `$TMPDIR` and writes the
+/// same findings, summary and page as a hunt that holds them; a `$TMPDIR`
+/// that cannot take them stops the hunt with status 2, naming it.
+#[test]
+fn findings_spilled_to_tmpdir_are_written_as_held_ones() {
+    spilled_as_held(
+        "--findings-memory",
+        "32",
+        "findings_spilled_runs",
+        "findings spilled to",
+    );
+}
+
+/// `--detection-memory 0` writes every session and mailbox bucket the
+/// built-in detections keep to `$TMPDIR` as soon as it changes, and the
+/// hunt finds what one that holds them finds; a `$TMPDIR` that cannot
+/// take them stops the hunt with status 2, naming it.
+#[test]
+fn detection_state_spilled_to_tmpdir_is_judged_as_held() {
+    spilled_as_held(
+        "--detection-memory",
+        "64",
+        "detection_state_spilled_runs",
+        "writing detection state to a temporary file",
     );
 }
 

@@ -47,6 +47,7 @@ pub mod mail_throttled;
 pub mod mailbox_export;
 pub mod owa_token_for_resource;
 pub mod signin_index;
+pub mod spilling;
 pub mod token_without_signin;
 
 #[cfg(test)]
@@ -605,6 +606,8 @@ pub struct Setup {
     pub iocs: Arc<IocSet>,
     /// Tunables.
     pub options: Options,
+    /// Where keyed state goes past its memory ([`spilling`]).
+    pub state: Arc<spilling::StateDisk>,
 }
 
 /// A registered built-in detection.

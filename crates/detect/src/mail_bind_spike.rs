@@ -2,20 +2,21 @@
 //! max(factor x the mailbox's median, minimum): bulk reading of a mailbox.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
 
-use crate::keyed::Keyed;
-use crate::KeyHasher;
+use crate::spilling::{Spillable, SpillingMap, StateDisk};
+use tokenward_event::codec::{self, Cursor};
 
 use serde_json::json;
 
 use super::mail::{self, is_mail};
 use super::{
-    day, evidence, free_aside, shard_of, Builtin, Context, Detection, Info, Kinds, Needs, Outcome,
-    Verdict, Weight,
+    coverage_of, day, evidence, shard_of, Builtin, Context, Coverage, Detection, Info, Kinds,
+    Needs, Outcome, Verdict, Weight,
 };
 use tokenward_event::{Event, EventKind};
-use tokenward_event::{Rep, Severity};
+use tokenward_event::{Finding, Rep, Severity};
 
 /// Id, title, requirements.
 pub const INFO: Info = Info {
@@ -33,6 +34,7 @@ pub const BUILTIN: Builtin = Builtin {
         Box::new(MailBindSpike::new(
             s.options.bind_spike_factor,
             s.options.bind_spike_min,
+            s.state.clone(),
         ))
     },
 };
@@ -48,22 +50,61 @@ struct Bucket {
     rep: Box<Rep>,
 }
 
+impl Spillable for Bucket {
+    fn approx_bytes(&self) -> usize {
+        let r = &self.rep;
+        let texts = [&r.user, &r.client_ip, &r.app_id, &r.session_id, &r.token_id]
+            .into_iter()
+            .flatten()
+            .map(|t| t.len() + 16)
+            .sum::<usize>();
+        // The slot: the key's hash, boxes and day beside the value.
+        std::mem::size_of::<Bucket>() + 48 + std::mem::size_of::<Rep>() + texts
+    }
+
+    fn write(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        codec::put_u64(buf, self.items);
+        codec::put_u64(buf, self.records);
+        self.rep.write(buf)
+    }
+
+    fn read(c: &mut Cursor<'_>) -> Result<Self, String> {
+        Ok(Bucket {
+            items: c.u64()?,
+            records: c.u64()?,
+            rep: Box::new(Rep::read(c)?),
+        })
+    }
+
+    fn fold(&mut self, other: Self) {
+        self.items += other.items;
+        self.records += other.records;
+        if other.rep.earlier_than(&self.rep) {
+            self.rep = other.rep;
+        }
+    }
+}
+
+/// (mailbox, session or IP, day): mailbox first, so that the buckets of
+/// a mailbox come out of [`SpillingMap::drain`] together.
+type BucketKey = (Box<str>, Box<str>, i64);
+
 /// The detection.
 pub struct MailBindSpike {
     factor: u64,
     min: u64,
     bind_records: u64,
-    /// (mailbox, session or IP, day) -> items bound.
-    buckets: Keyed<(Box<str>, Box<str>, i64), Bucket>,
+    /// Items bound per (mailbox, session or IP, day).
+    buckets: SpillingMap<BucketKey, Bucket>,
 }
 
 impl MailBindSpike {
-    fn new(factor: u64, min: u64) -> MailBindSpike {
+    fn new(factor: u64, min: u64, state: Arc<StateDisk>) -> MailBindSpike {
         MailBindSpike {
             factor,
             min,
             bind_records: 0,
-            buckets: Keyed::default(),
+            buckets: SpillingMap::new(state),
         }
     }
 }
@@ -78,7 +119,12 @@ impl Detection for MailBindSpike {
     }
 
     fn fork(&self) -> Box<dyn Detection> {
-        Box::new(MailBindSpike::new(self.factor, self.min))
+        Box::new(MailBindSpike {
+            factor: self.factor,
+            min: self.min,
+            bind_records: 0,
+            buckets: self.buckets.fork(),
+        })
     }
 
     fn observe(&mut self, ev: &Event, _: &Context<'_>) {
@@ -89,11 +135,17 @@ impl Detection for MailBindSpike {
         let items = ev.bind_items();
         let sess = ev.session_id().or_else(|| ev.client_ip()).unwrap_or("-");
         let key = (mail::mailbox(ev), sess, day(ev.time));
-        let b = self.buckets.get_or_insert_with(key, || Bucket {
-            items: 0,
-            records: 0,
-            rep: Box::new(Rep::of(ev)),
-        });
+        let b = match self.buckets.get_mut(key) {
+            Some(b) => b,
+            None => self.buckets.insert(
+                key,
+                Bucket {
+                    items: 0,
+                    records: 0,
+                    rep: Box::new(Rep::of(ev)),
+                },
+            ),
+        };
         b.items += items;
         b.records += 1;
         if Rep::event_earlier(ev, &b.rep) {
@@ -104,63 +156,53 @@ impl Detection for MailBindSpike {
     fn merge(&mut self, shard: Box<dyn Detection>) {
         let o = shard_of::<MailBindSpike>(shard);
         self.bind_records += o.bind_records;
-        self.buckets.merge(o.buckets, |m, b| {
-            m.items += b.items;
-            m.records += b.records;
-            if b.rep.earlier_than(&m.rep) {
-                m.rep = b.rep;
-            }
-        });
+        self.buckets.merge(o.buckets);
     }
 
-    fn finish(self: Box<Self>, _: &Context<'_>) -> Outcome {
+    fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome {
+        let mut findings = Vec::new();
+        let coverage = self.finish_into(cx, &mut |f| findings.push(f));
+        Outcome { findings, coverage }
+    }
+
+    // Mailbox by mailbox, as the buckets come out of the map in key
+    // order: only one mailbox's buckets are held at a time.
+    fn finish_into(
+        self: Box<Self>,
+        _: &Context<'_>,
+        found: &mut dyn FnMut(Finding),
+    ) -> Vec<Coverage> {
         if self.bind_records == 0 {
-            return Outcome::of(
+            return coverage_of(
                 &INFO,
-                Vec::new(),
+                0,
                 Verdict::Blind("no MailItemsAccessed Bind records".into()),
             );
         }
-        let mut per_mailbox: HashMap<&str, Vec<u64>, KeyHasher> = HashMap::default();
-        for ((mb, _, _), b) in self.buckets.iter() {
-            per_mailbox.entry(mb).or_default().push(b.items);
-        }
-        let mut medians: HashMap<&str, u64, KeyHasher> = HashMap::default();
-        let mut unjudged = 0;
-        for (mb, v) in per_mailbox.iter_mut() {
-            if v.len() < MIN_SESSION_DAYS {
-                unjudged += 1;
-                continue;
+        let mut judge = Judge {
+            factor: self.factor,
+            min: self.min,
+            judged: 0,
+            unjudged: 0,
+            hits: 0,
+            found,
+        };
+        let mut mailbox: Option<Box<str>> = None;
+        let mut buckets = Vec::new();
+        self.buckets.drain(|(mb, session, _), bucket| {
+            if mailbox.as_deref() != Some(&*mb) {
+                if let Some(done) = mailbox.replace(mb) {
+                    judge.mailbox(&done, &mut buckets);
+                }
             }
-            v.sort_unstable();
-            medians.insert(mb, v[v.len() / 2]);
+            buckets.push((session, bucket));
+        });
+        if let Some(done) = mailbox {
+            judge.mailbox(&done, &mut buckets);
         }
-        let mut findings = Vec::new();
-        for ((mb, sess, _), b) in self.buckets.iter() {
-            let Some(&med) = medians.get(&**mb) else {
-                continue;
-            };
-            let threshold = (med.max(1) * self.factor).max(self.min);
-            if b.items >= threshold {
-                let e = evidence(&[
-                    ("mailbox", json!(mb)),
-                    ("session_or_ip", json!(sess)),
-                    ("items_bound_that_day", json!(b.items)),
-                    ("records", json!(b.records)),
-                    ("mailbox_median_per_session_day", json!(med)),
-                    ("threshold", json!(threshold)),
-                ]);
-                findings.push(INFO.finding(&b.rep, Severity::High, e));
-            }
-        }
-        let none_judged = medians.is_empty();
-        drop((per_mailbox, medians));
-        if !self.buckets.is_empty() {
-            free_aside(self.buckets);
-        }
-        let verdict = if unjudged > 0 {
-            let why = format!("{unjudged} mailbox(es) had fewer than {MIN_SESSION_DAYS} session-days of Bind records and were not judged");
-            if none_judged {
+        let verdict = if judge.unjudged > 0 {
+            let why = format!("{} mailbox(es) had fewer than {MIN_SESSION_DAYS} session-days of Bind records and were not judged", judge.unjudged);
+            if judge.judged == 0 {
                 Verdict::Blind(why)
             } else {
                 Verdict::Ok(Some(why))
@@ -168,14 +210,56 @@ impl Detection for MailBindSpike {
         } else {
             Verdict::Ok(None)
         };
-        Outcome::of(&INFO, findings, verdict)
+        coverage_of(&INFO, judge.hits, verdict)
+    }
+}
+
+/// Judges mailboxes one at a time.
+struct Judge<'a> {
+    factor: u64,
+    min: u64,
+    judged: u64,
+    unjudged: u64,
+    hits: usize,
+    found: &'a mut dyn FnMut(Finding),
+}
+
+impl Judge<'_> {
+    /// Judges one mailbox's buckets (session or IP, and its items of a
+    /// day) against their median, and lets them go.
+    fn mailbox(&mut self, mailbox: &str, buckets: &mut Vec<(Box<str>, Bucket)>) {
+        if buckets.len() < MIN_SESSION_DAYS {
+            self.unjudged += 1;
+            buckets.clear();
+            return;
+        }
+        self.judged += 1;
+        let mut items: Vec<u64> = buckets.iter().map(|(_, b)| b.items).collect();
+        items.sort_unstable();
+        let median = items[items.len() / 2];
+        let threshold = (median.max(1) * self.factor).max(self.min);
+        for (session, b) in buckets.drain(..) {
+            if b.items >= threshold {
+                let e = evidence(&[
+                    ("mailbox", json!(mailbox)),
+                    ("session_or_ip", json!(session)),
+                    ("items_bound_that_day", json!(b.items)),
+                    ("records", json!(b.records)),
+                    ("mailbox_median_per_session_day", json!(median)),
+                    ("threshold", json!(threshold)),
+                ]);
+                (self.found)(INFO.finding(&b.rep, Severity::High, e));
+                self.hits += 1;
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::run;
+    use crate::testing::{run, same_when_spilled};
+    use crate::SigninIndex;
     use crate::Status;
     use serde_json::{json, Value};
 
@@ -187,7 +271,11 @@ mod tests {
     }
 
     fn det() -> Box<dyn Detection> {
-        Box::new(MailBindSpike::new(10, 100))
+        Box::new(MailBindSpike::new(
+            10,
+            100,
+            StateDisk::new(crate::spilling::DEFAULT_STATE_MEMORY),
+        ))
     }
 
     #[test]
@@ -213,5 +301,35 @@ mod tests {
         let out = run(det(), &[bind(1, "s", 5), bind(2, "forged", 900)]);
         assert!(out.findings.is_empty());
         assert_eq!(out.coverage[0].status, Status::Blind);
+    }
+
+    /// Buckets written to disk as soon as they change and merged back are
+    /// judged as held ones, mailbox by mailbox: here three mailboxes, one
+    /// with a spike, one with ordinary days, one with too few to judge,
+    /// their records split between both shards and several per bucket.
+    #[test]
+    fn buckets_spilled_to_disk_are_judged_as_held_ones() {
+        let mut recs = Vec::new();
+        for (user, days) in [("spiky@x", 1..=8), ("calm@x", 1..=8), ("new@x", 1..=2)] {
+            for d in days {
+                for part in 0..3 {
+                    let mut r = bind(d, &format!("s{}", d % 3), 4 + part);
+                    r["UserId"] = json!(user);
+                    recs.push(r);
+                }
+            }
+        }
+        let mut spike = bind(9, "forged", 700);
+        spike["UserId"] = json!("spiky@x");
+        recs.insert(5, spike);
+        let out = same_when_spilled(
+            |state| Box::new(MailBindSpike::new(10, 100, state)),
+            &SigninIndex::default(),
+            &recs,
+        );
+        assert_eq!(out.findings.len(), 1);
+        assert_eq!(out.findings[0].evidence["mailbox"], json!("spiky@x"));
+        let note = out.coverage[0].note.as_deref().unwrap();
+        assert!(note.starts_with("1 mailbox(es)"), "{note}");
     }
 }

@@ -12,6 +12,7 @@ use super::{
     WholeRecord,
 };
 use crate::ioc::IocSet;
+use crate::spilling::{StateDisk, DEFAULT_STATE_MEMORY};
 use tokenward_event::projection::plain_audit;
 use tokenward_event::{
     normalising_projection, time_and_workload_paths, Event, Locator, Projected, Projection, Words,
@@ -154,6 +155,34 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
     Outcome { findings, coverage }
 }
 
+/// Runs the detection `make` makes twice over the same records: with
+/// its keyed state held in memory, and written to disk as soon as it
+/// changes (a budget of 0) and merged back. Asserts that state was
+/// written, that both runs found the same (findings and coverage, as
+/// JSON, in report order), and returns the findings.
+pub fn same_when_spilled(
+    make: impl Fn(Arc<StateDisk>) -> Box<dyn Detection>,
+    index: &SigninIndex,
+    records: &[Value],
+) -> Outcome {
+    let run = |state: Arc<StateDisk>| {
+        let mut out = run_with(make(state.clone()), index, records);
+        assert_eq!(state.error(), None);
+        out.findings.sort_by(|a, b| a.report_order(b));
+        let json = serde_json::to_string(&(&out.findings, &out.coverage)).expect("JSON");
+        (out, json, state.runs_written())
+    };
+    let (held, held_json, held_runs) = run(StateDisk::new(DEFAULT_STATE_MEMORY));
+    let (_, spilled_json, spilled_runs) = run(StateDisk::new(0));
+    assert_eq!(held_runs, 0, "state spilled within the default budget");
+    assert!(
+        spilled_runs > 1,
+        "{spilled_runs} runs written with no memory"
+    );
+    assert_eq!(spilled_json, held_json);
+    held
+}
+
 /// An Exchange admin audit record of `op` with its `Parameters` list.
 pub fn cmdlet(op: &str, params: Value) -> Value {
     serde_json::json!({"CreationTime": "2023-06-10T10:00:00", "Operation": op, "RecordType": 1,
@@ -165,6 +194,7 @@ pub fn make_with(b: &Builtin, iocs: IocSet) -> Box<dyn Detection> {
     (b.make)(&Setup {
         iocs: Arc::new(iocs),
         options: Options::default(),
+        state: StateDisk::new(DEFAULT_STATE_MEMORY),
     })
 }
 

@@ -4,8 +4,9 @@
 
 use std::borrow::Cow;
 
-use crate::KeyHasher;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+use std::io;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -16,6 +17,8 @@ use super::{
     Weight,
 };
 use crate::signin_index::{tenant_of, Cover, AUDIT_TENANT_FIELDS};
+use crate::spilling::{Spillable, SpillingMap, StateDisk, DEFAULT_STATE_MEMORY};
+use tokenward_event::codec::{self, Cursor};
 use tokenward_event::timefmt::{parse_timestamp, rfc3339};
 use tokenward_event::{Event, EventKind};
 use tokenward_event::{Finding, Rep, Severity};
@@ -33,7 +36,7 @@ pub const INFO: Info = Info {
 /// Registration.
 pub const BUILTIN: Builtin = Builtin {
     info: &INFO,
-    make: |_| Box::new(TokenWithoutSignin::default()),
+    make: |setup| Box::new(TokenWithoutSignin::new(setup.state.clone())),
 };
 
 /// The consumer (MSA) tenant: an enterprise resource should never see it.
@@ -73,8 +76,103 @@ struct Candidate {
     tokens: BTreeSet<String>,
 }
 
+/// What a text kept in a set holds besides its bytes: the `String`, the
+/// tree's share of a node, the allocator's header.
+const SET_ITEM_BYTES: usize = 48;
+
+impl Spillable for Candidate {
+    fn approx_bytes(&self) -> usize {
+        let texts = |ts: &[Option<&str>]| ts.iter().flatten().map(|t| t.len() + 16).sum::<usize>();
+        let set = |s: &BTreeSet<String>| s.iter().map(|t| t.len() + SET_ITEM_BYTES).sum::<usize>();
+        // The slot: the key's hash and box beside the value.
+        std::mem::size_of::<Candidate>()
+            + 24
+            + texts(&[
+                self.rep.user.as_deref(),
+                self.rep.client_ip.as_deref(),
+                self.rep.app_id.as_deref(),
+                self.rep.session_id.as_deref(),
+                self.rep.token_id.as_deref(),
+                self.said.token.as_deref(),
+                self.said.aad_session.as_deref(),
+                self.said.exchange_session.as_deref(),
+                Some(&self.said.workload),
+                self.said.token_tenant.as_deref(),
+                self.said.tenant.as_deref(),
+            ])
+            + set(&self.tokens)
+            + set(&self.operations)
+    }
+
+    fn write(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        self.rep.write(buf)?;
+        let said = &self.said;
+        for t in [&said.token, &said.aad_session, &said.exchange_session] {
+            codec::put_opt_text(buf, t.as_deref())?;
+        }
+        codec::put_opt_time(buf, said.issued);
+        codec::put_text(buf, &said.workload)?;
+        codec::put_opt_text(buf, said.token_tenant.as_deref())?;
+        codec::put_opt_text(buf, said.tenant.as_deref())?;
+        codec::put_u64(buf, self.count);
+        codec::put_opt_time(buf, self.last);
+        for set in [&self.operations, &self.tokens] {
+            codec::put_u32(buf, codec::count(set.len())?);
+            for t in set {
+                codec::put_text(buf, t)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read(c: &mut Cursor<'_>) -> Result<Self, String> {
+        let rep = Rep::read(c)?;
+        let opt = |c: &mut Cursor<'_>| c.opt_text().map(|t| t.map(str::to_owned));
+        let (token, aad_session, exchange_session) = (opt(c)?, opt(c)?, opt(c)?);
+        let issued = c.opt_time()?;
+        let workload = c.text()?.to_owned();
+        let (token_tenant, tenant) = (opt(c)?, opt(c)?);
+        let count = c.u64()?;
+        let last = c.opt_time()?;
+        let set = |c: &mut Cursor<'_>| -> Result<BTreeSet<String>, String> {
+            (0..c.u32()?).map(|_| c.text().map(str::to_owned)).collect()
+        };
+        let (operations, tokens) = (set(c)?, set(c)?);
+        Ok(Candidate {
+            rep,
+            said: Said {
+                token,
+                aad_session,
+                exchange_session,
+                issued,
+                workload,
+                token_tenant,
+                tenant,
+            },
+            count,
+            last,
+            operations,
+            tokens,
+        })
+    }
+
+    fn fold(&mut self, other: Self) {
+        self.count += other.count;
+        self.last = self.last.max(other.last);
+        for t in other.tokens {
+            keep_smallest(&mut self.tokens, t, TOKENS_KEPT);
+        }
+        for op in other.operations {
+            keep_smallest(&mut self.operations, op, OPERATIONS_KEPT);
+        }
+        if other.rep.earlier_than(&self.rep) {
+            self.rep = other.rep;
+            self.said = other.said;
+        }
+    }
+}
+
 /// The detection.
-#[derive(Default)]
 pub struct TokenWithoutSignin {
     /// Token-bearing records of the workloads above.
     token_records: u64,
@@ -83,7 +181,26 @@ pub struct TokenWithoutSignin {
     /// Of those, carrying app-only tokens, which user sign-in logs never
     /// show (they appear in service-principal sign-ins, if anywhere).
     app_only: u64,
-    candidates: HashMap<String, Candidate, KeyHasher>,
+    /// By session (or token without one); past its memory, on disk.
+    candidates: SpillingMap<Box<str>, Candidate>,
+}
+
+impl TokenWithoutSignin {
+    /// The detection, its unexplained sessions spilling as `state` says.
+    pub fn new(state: Arc<StateDisk>) -> Self {
+        TokenWithoutSignin {
+            token_records: 0,
+            joined: 0,
+            app_only: 0,
+            candidates: SpillingMap::new(state),
+        }
+    }
+}
+
+impl Default for TokenWithoutSignin {
+    fn default() -> Self {
+        Self::new(StateDisk::new(DEFAULT_STATE_MEMORY))
+    }
 }
 
 impl Detection for TokenWithoutSignin {
@@ -113,7 +230,12 @@ impl Detection for TokenWithoutSignin {
     }
 
     fn fork(&self) -> Box<dyn Detection> {
-        Box::new(TokenWithoutSignin::default())
+        Box::new(TokenWithoutSignin {
+            token_records: 0,
+            joined: 0,
+            app_only: 0,
+            candidates: self.candidates.fork(),
+        })
     }
 
     fn observe(&mut self, ev: &Event, cx: &Context<'_>) {
@@ -167,30 +289,36 @@ impl Detection for TokenWithoutSignin {
                 }
                 c
             }
-            None => self
-                .candidates
-                .entry(key.to_owned())
-                .or_insert_with(|| Candidate {
+            None => self.candidates.insert(
+                key,
+                Candidate {
                     rep: Rep::of(ev),
                     said: said(),
                     count: 0,
                     last: None,
                     operations: BTreeSet::new(),
                     tokens: BTreeSet::new(),
-                }),
+                },
+            ),
         };
         c.count += 1;
         c.last = c.last.max(ev.time);
+        let mut grew = 0;
         if let Some(t) = token {
             if would_keep(&c.tokens, &*t, TOKENS_KEPT) {
+                grew += t.len() + SET_ITEM_BYTES;
                 keep_smallest(&mut c.tokens, t.into_owned(), TOKENS_KEPT);
             }
         }
         if let Some(op) = ev.operation() {
             if would_keep(&c.operations, op, OPERATIONS_KEPT) {
+                grew += op.len() + SET_ITEM_BYTES;
                 keep_smallest(&mut c.operations, op.to_owned(), OPERATIONS_KEPT);
             }
         }
+        // Counted as added even when one made room: an estimate on the
+        // high side spills a little early, never late.
+        self.candidates.grew(grew);
     }
 
     fn merge(&mut self, shard: Box<dyn Detection>) {
@@ -198,27 +326,7 @@ impl Detection for TokenWithoutSignin {
         self.token_records += o.token_records;
         self.joined += o.joined;
         self.app_only += o.app_only;
-        for (k, c) in o.candidates {
-            match self.candidates.get_mut(&k) {
-                Some(m) => {
-                    m.count += c.count;
-                    m.last = m.last.max(c.last);
-                    for t in c.tokens {
-                        keep_smallest(&mut m.tokens, t, TOKENS_KEPT);
-                    }
-                    for op in c.operations {
-                        keep_smallest(&mut m.operations, op, OPERATIONS_KEPT);
-                    }
-                    if c.rep.earlier_than(&m.rep) {
-                        m.rep = c.rep;
-                        m.said = c.said;
-                    }
-                }
-                None => {
-                    self.candidates.insert(k, c);
-                }
-            }
-        }
+        self.candidates.merge(o.candidates);
     }
 
     fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome {
@@ -247,7 +355,7 @@ impl Detection for TokenWithoutSignin {
         }
         let (mut holes, mut other_tenant, mut judged) = (0u64, 0u64, self.joined);
         let mut hits = 0;
-        for (_, c) in self.candidates {
+        self.candidates.drain(|_, c| {
             // Sign-ins read after the record may explain it.
             if idx.issued(
                 c.said.token.as_deref(),
@@ -256,17 +364,17 @@ impl Detection for TokenWithoutSignin {
             ) || c.tokens.iter().any(|t| idx.tokens.contains(t))
             {
                 judged += c.count;
-                continue;
+                return;
             }
             match idx.covers(c.said.tenant.as_deref(), c.rep.time, c.said.issued) {
                 Cover::Covered => {}
                 Cover::Hole => {
                     holes += c.count;
-                    continue;
+                    return;
                 }
                 Cover::OtherTenant => {
                     other_tenant += c.count;
-                    continue;
+                    return;
                 }
             }
             judged += c.count;
@@ -296,7 +404,7 @@ impl Detection for TokenWithoutSignin {
             }
             found(INFO.finding(&c.rep, Severity::High, e));
             hits += 1;
-        }
+        });
         let (a, b) = idx.range.expect("sign-ins counted");
         let note = format!(
             "sign-ins {} .. {} ({} tenant(s)); {} of {} token-bearing records judged; not judged: {} on days without sign-ins of their tenant, {} of tenants with no sign-ins given, {} with app-only tokens",
@@ -331,7 +439,7 @@ fn is_app_only(ev: &Event) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{run_with, signins};
+    use crate::testing::{run_with, same_when_spilled, signins};
     use crate::SigninIndex;
     use crate::Status;
     use serde_json::{json, Value};
@@ -505,6 +613,33 @@ mod tests {
         assert_eq!(listed(&records), json!(want));
         assert_eq!(listed(&reversed), json!(want));
         assert_eq!(listed(&shuffled), json!(want));
+    }
+
+    /// Sessions written to disk as soon as they change and merged back
+    /// make the findings of sessions held in memory: each session judged
+    /// once, its records, tokens, operations and earliest record whole,
+    /// though both shards spilled parts of it.
+    #[test]
+    fn sessions_spilled_to_disk_are_judged_as_held_ones() {
+        let mut records = Vec::new();
+        for i in 0..60u32 {
+            let mut r = ual(2 + i % 7, &format!("F{i}"), &format!("S{}", i % 9), "t");
+            r["Operation"] = json!(format!("Op{}", i % 11));
+            records.push(r);
+        }
+        // Explained after the fact: its sign-in is in the index.
+        records.push(ual(3, "T9", "later", "t"));
+        let out = same_when_spilled(
+            |state| Box::new(TokenWithoutSignin::new(state)),
+            &idx(),
+            &records,
+        );
+        // S0 to S8 but S1, which a sign-in issued.
+        assert_eq!(out.findings.len(), 8);
+        assert!(out
+            .findings
+            .iter()
+            .all(|f| f.evidence["records"].as_u64() >= Some(6)));
     }
 
     /// The engine withholds its records while no sign-in is known

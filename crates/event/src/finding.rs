@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use time::OffsetDateTime;
 
+use crate::codec;
 use crate::event::Event;
 use crate::evidence::{write_json_str, Evidence, RenderedParts};
 use crate::timefmt::with_rfc3339;
@@ -179,7 +180,7 @@ impl Finding {
 
 /// The parts of an event a stateful detection keeps until it decides,
 /// instead of the whole record (bounded memory).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Rep {
     /// Event time.
     pub time: Option<OffsetDateTime>,
@@ -217,6 +218,46 @@ impl Rep {
             file: ev.source_file.clone(),
             locator: ev.locator,
         }
+    }
+
+    /// Appends this representative to a record of a temporary file
+    /// ([`crate::codec`]), to read back with [`Rep::read`].
+    pub fn write(&self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        codec::put_opt_time(buf, self.time);
+        for t in [
+            &self.user,
+            &self.client_ip,
+            &self.app_id,
+            &self.session_id,
+            &self.token_id,
+        ] {
+            codec::put_opt_text(buf, t.as_deref())?;
+        }
+        codec::put_text(buf, &self.file)?;
+        codec::put_u64(buf, self.locator.line);
+        codec::put_u64(buf, self.locator.record);
+        Ok(())
+    }
+
+    /// Reads back a representative [`Rep::write`] wrote.
+    pub fn read(c: &mut codec::Cursor<'_>) -> Result<Rep, String> {
+        let time = c.opt_time()?;
+        let mut text = || c.opt_text().map(|t| t.map(Arc::from));
+        let (user, client_ip, app_id, session_id, token_id) =
+            (text()?, text()?, text()?, text()?, text()?);
+        Ok(Rep {
+            time,
+            user,
+            client_ip,
+            app_id,
+            session_id,
+            token_id,
+            file: Arc::from(c.text()?),
+            locator: Locator {
+                line: c.u64()?,
+                record: c.u64()?,
+            },
+        })
     }
 
     /// Whether an event would be an earlier representative than `o`
@@ -331,6 +372,42 @@ mod tests {
         (0..rng.usize(0..24))
             .map(|_| PIECES[rng.usize(..PIECES.len())])
             .collect()
+    }
+
+    /// Written to a temporary file and read back, a representative is the
+    /// same, texts present, empty or absent, with or without a time.
+    #[test]
+    fn a_representative_reads_back_as_written() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for _ in 0..200 {
+            let mut opt = || (rng.u8(..3) > 0).then(|| Arc::from(text(&mut rng)));
+            let (user, client_ip, app_id, session_id, token_id) =
+                (opt(), opt(), opt(), opt(), opt());
+            let rep = Rep {
+                time: (rng.bool()).then(|| {
+                    OffsetDateTime::from_unix_timestamp_nanos(rng.i128(-(1 << 60)..1 << 60))
+                        .unwrap()
+                }),
+                user,
+                client_ip,
+                app_id,
+                session_id,
+                token_id,
+                file: Arc::from(text(&mut rng)),
+                locator: Locator {
+                    line: rng.u64(..),
+                    record: rng.u64(..),
+                },
+            };
+            let mut buf = vec![9];
+            rep.write(&mut buf).unwrap();
+            let mut c = codec::Cursor::new(&buf[1..]);
+            assert_eq!(Rep::read(&mut c).unwrap(), rep);
+            assert_eq!(c.left(), 0);
+            // Cut anywhere, it is an error, never another representative.
+            let cut = rng.usize(1..buf.len());
+            assert!(Rep::read(&mut codec::Cursor::new(&buf[1..cut])).is_err());
+        }
     }
 
     /// A representative holds the event's own texts, not copies, and a

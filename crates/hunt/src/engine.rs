@@ -38,6 +38,7 @@ use tokenward_sigma::cover::{self, CoverSearch, SEARCHER_TEXTS};
 
 use tokenward_detect::ioc::{IocError, IocSet};
 use tokenward_detect::signin_index::DEFAULT_INDEX_MEMORY;
+use tokenward_detect::spilling::{StateDisk, DEFAULT_STATE_MEMORY};
 use tokenward_detect::{
     builtins, Anchors, Context, Detection, KindScreenFn, Kinds, Needs, Options, RecordStats,
     ScreenFn, Setup, SigninIndex, WholeRecord,
@@ -79,6 +80,10 @@ pub struct HuntConfig {
     /// largest sets spill to disk (`None`:
     /// [`tokenward_detect::signin_index::DEFAULT_INDEX_MEMORY`]).
     pub signin_index_memory: Option<usize>,
+    /// Bytes of keyed state (sessions, buckets) all built-in detections
+    /// hold in memory before it spills to disk (`None`:
+    /// [`tokenward_detect::spilling::DEFAULT_STATE_MEMORY`]).
+    pub detection_memory: Option<usize>,
 }
 
 /// Errors that stop a hunt: before it reads any log, or (a spill) once
@@ -97,6 +102,9 @@ pub enum HuntError {
     /// The sign-in index could not be spilled or read back.
     #[error("the sign-in index could not be spilled to or read back from a temporary file in {dir}: {reason}", dir = .0.display(), reason = .1)]
     SigninIndex(PathBuf, String),
+    /// Detections' keyed state could not be spilled or read back.
+    #[error("{reason} (temporary files in {dir})", dir = .0.display(), reason = .1)]
+    DetectionState(PathBuf, String),
 }
 
 /// A rejected record.
@@ -183,6 +191,9 @@ pub struct Report {
     pub iocs: (usize, usize, usize),
     /// What the sign-in index held at the end.
     pub signin_index: SigninIndexSummary,
+    /// Sorted runs of detections' keyed state written to disk past
+    /// `--detection-memory` (merges of runs included).
+    pub detection_state_runs: u64,
 }
 
 /// What the sign-in index held when the hunt ended.
@@ -1960,10 +1971,15 @@ fn prepare(
 }
 
 /// The detections that run: the built-ins and the Sigma rule set.
-fn detections(cfg: &HuntConfig, iocs: Arc<IocSet>) -> Vec<Box<dyn Detection>> {
+fn detections(
+    cfg: &HuntConfig,
+    iocs: Arc<IocSet>,
+    state: Arc<StateDisk>,
+) -> Vec<Box<dyn Detection>> {
     let mut ds = builtins(&Setup {
         iocs,
         options: cfg.options.clone(),
+        state,
     });
     if let Some(set) = &cfg.sigma {
         ds.push(Box::new(crate::sigma_detection::SigmaDetection::new(
@@ -1989,8 +2005,13 @@ pub fn run(cfg: &HuntConfig, progress: Arc<AtomicU64>) -> Result<Report, HuntErr
         iocs.user_agents.len(),
         iocs.keys.len(),
     );
-    let detections = detections(cfg, Arc::new(iocs));
+    let state = StateDisk::new(cfg.detection_memory.unwrap_or(DEFAULT_STATE_MEMORY));
+    let detections = detections(cfg, Arc::new(iocs), state.clone());
     let mut report = run_detections(cfg, detections, progress)?;
+    if let Some(e) = state.error() {
+        return Err(HuntError::DetectionState(std::env::temp_dir(), e));
+    }
+    report.detection_state_runs = state.runs_written();
     report.iocs = ioc_counts;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -2204,6 +2225,7 @@ pub fn run_detections(
             ids_on_disk,
             runs,
         },
+        detection_state_runs: 0,
     })
 }
 
@@ -3948,7 +3970,11 @@ mod tests {
     /// inside patterns, case variants).
     #[test]
     fn the_literal_pass_finds_what_an_automaton_finds() {
-        let ds = detections(&HuntConfig::default(), Arc::new(IocSet::builtin()));
+        let ds = detections(
+            &HuntConfig::default(),
+            Arc::new(IocSet::builtin()),
+            StateDisk::new(DEFAULT_STATE_MEMORY),
+        );
         let mut lits: Vec<String> = Vec::new();
         for d in &ds {
             let n = d.needs();

@@ -26,6 +26,7 @@ pub use engine::{
 pub use findings::{Findings, SpillError};
 pub use sigma_detection::SigmaDetection;
 pub use tokenward_detect::signin_index::DEFAULT_INDEX_MEMORY;
+pub use tokenward_detect::spilling::DEFAULT_STATE_MEMORY;
 pub use tokenward_detect::{ioc, Detection, Needs, Options, BUILTINS};
 pub use tokenward_event::{
     lookup, lookup_all, timefmt, Coverage, Event, EventKind, Finding, Locator, Severity, Status,

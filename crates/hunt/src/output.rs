@@ -250,6 +250,9 @@ pub fn summary_json(r: &Report) -> Value {
         "findings": r.findings.len(),
         // Sorted runs of findings written to disk past --findings-memory.
         "findings_spilled_runs": r.findings.spilled_runs(),
+        // Sorted runs of detections' keyed state written past
+        // --detection-memory.
+        "detection_state_spilled_runs": r.detection_state_runs,
         "iocs": {"ips": r.iocs.0, "user_agents": r.iocs.1, "keys": r.iocs.2},
         "files": r.files,
         "skipped": r.skipped,

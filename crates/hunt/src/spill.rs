@@ -34,7 +34,9 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use serde_json::{Map, Number, Value};
-use time::OffsetDateTime;
+use tokenward_event::codec::{
+    count, put_opt_text, put_text, put_u32, read_record, write_record, Cursor,
+};
 use tokenward_event::{Evidence, Finding, Severity};
 
 /// Places of the parts spilled findings share, by the parts' own order.
@@ -57,7 +59,6 @@ pub(crate) struct Places {
 
 const HAS_TIME: u8 = 1;
 const HAS_SHARED: u8 = 2;
-const NONE: u32 = u32::MAX;
 
 /// Deeper values in a record are refused when reading: the writer never
 /// nests evidence this deep, and a damaged file must not exhaust the stack.
@@ -94,10 +95,7 @@ pub(crate) fn write(
     put_text(buf, &f.rule_id)?;
     put_text(buf, &f.rule_title)?;
     for t in [&f.user, &f.client_ip, &f.app_id, &f.session_id, &f.token_id] {
-        match t {
-            Some(t) => put_text(buf, t)?,
-            None => put_u32(buf, NONE),
-        }
+        put_opt_text(buf, t.as_deref())?;
     }
     put_u32(buf, count(at.file)?);
     put_text(buf, &f.source_locator)?;
@@ -106,8 +104,7 @@ pub(crate) fn write(
         put_text(buf, k)?;
         put_value(buf, v)?;
     }
-    w.write_all(&count(buf.len())?.to_le_bytes())?;
-    w.write_all(buf)
+    write_record(w, buf)
 }
 
 /// Reads the next record into `buf` and decodes it: `None` at the end of
@@ -117,32 +114,13 @@ pub(crate) fn read(
     buf: &mut Vec<u8>,
     tables: &Tables<'_>,
 ) -> Result<Option<Finding>, String> {
-    let mut len = [0u8; 4];
-    loop {
-        match r.read(&mut len[..1]) {
-            Ok(0) => return Ok(None),
-            Ok(_) => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.to_string()),
-        }
+    if !read_record(r, buf)? {
+        return Ok(None);
     }
-    r.read_exact(&mut len[1..])
-        .map_err(|e| format!("record length: {e}"))?;
-    let len = u32::from_le_bytes(len);
-    buf.clear();
-    // Read as far as it goes rather than sized up front: a damaged length
-    // must not allocate gigabytes.
-    let got = r
-        .take(u64::from(len))
-        .read_to_end(buf)
-        .map_err(|e| format!("record of {len} bytes: {e}"))?;
-    if got != len as usize {
-        return Err(format!("record of {len} bytes cut after {got}"));
-    }
-    let mut c = Cursor { b: buf };
+    let mut c = Cursor::new(buf);
     let f = decode(&mut c, tables)?;
-    if !c.b.is_empty() {
-        return Err(format!("{} bytes after the finding", c.b.len()));
+    if c.left() != 0 {
+        return Err(format!("{} bytes after the finding", c.left()));
     }
     Ok(Some(f))
 }
@@ -153,11 +131,7 @@ fn decode(c: &mut Cursor<'_>, tables: &Tables<'_>) -> Result<Finding, String> {
         return Err(format!("flags {flags:#x}"));
     }
     let time = if flags & HAS_TIME != 0 {
-        let nanos = i128::from_le_bytes(c.array()?);
-        Some(
-            OffsetDateTime::from_unix_timestamp_nanos(nanos)
-                .map_err(|e| format!("time {nanos}: {e}"))?,
-        )
+        Some(c.time()?)
     } else {
         None
     };
@@ -212,23 +186,6 @@ fn decode(c: &mut Cursor<'_>, tables: &Tables<'_>) -> Result<Finding, String> {
         source_locator,
         evidence,
     })
-}
-
-fn count(n: usize) -> io::Result<u32> {
-    u32::try_from(n)
-        .ok()
-        .filter(|&n| n != NONE)
-        .ok_or_else(|| io::Error::other(format!("{n} is too large to spill")))
-}
-
-fn put_u32(buf: &mut Vec<u8>, n: u32) {
-    buf.extend_from_slice(&n.to_le_bytes());
-}
-
-fn put_text(buf: &mut Vec<u8>, t: &str) -> io::Result<()> {
-    put_u32(buf, count(t.len())?);
-    buf.extend_from_slice(t.as_bytes());
-    Ok(())
 }
 
 const NULL: u8 = 0;
@@ -286,51 +243,13 @@ fn put_number(buf: &mut Vec<u8>, n: &Number) {
     }
 }
 
-/// Reads a record's bytes front to back.
-struct Cursor<'a> {
-    b: &'a [u8],
+/// Evidence values, read from a record.
+trait ValueCursor {
+    /// A value nested `depth` deep.
+    fn value(&mut self, depth: u32) -> Result<Value, String>;
 }
 
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.b.len() < n {
-            return Err(format!("{n} bytes wanted, {} left", self.b.len()));
-        }
-        let (head, rest) = self.b.split_at(n);
-        self.b = rest;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        Ok(self.take(N)?.try_into().expect("took N bytes"))
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    fn text(&mut self) -> Result<&'a str, String> {
-        let n = self.u32()?;
-        if n == NONE {
-            return Err("text missing".into());
-        }
-        std::str::from_utf8(self.take(n as usize)?).map_err(|e| format!("text: {e}"))
-    }
-
-    fn opt_text(&mut self) -> Result<Option<&'a str>, String> {
-        let n = self.u32()?;
-        if n == NONE {
-            return Ok(None);
-        }
-        std::str::from_utf8(self.take(n as usize)?)
-            .map(Some)
-            .map_err(|e| format!("text: {e}"))
-    }
-
+impl ValueCursor for Cursor<'_> {
     fn value(&mut self, depth: u32) -> Result<Value, String> {
         if depth > MAX_DEPTH {
             return Err(format!("evidence nested deeper than {MAX_DEPTH}"));
@@ -540,11 +459,11 @@ mod tests {
         let mut huge = Vec::new();
         huge.push(OBJECT);
         huge.extend_from_slice(&(u32::MAX - 1).to_le_bytes());
-        let mut c = Cursor { b: &huge };
+        let mut c = Cursor::new(&huge);
         assert_eq!(c.value(0).unwrap_err(), "4 bytes wanted, 0 left");
         let mut huge_array = vec![ARRAY];
         huge_array.extend_from_slice(&(u32::MAX - 1).to_le_bytes());
-        let mut c = Cursor { b: &huge_array };
+        let mut c = Cursor::new(&huge_array);
         assert!(c.value(0).is_err());
         // Nesting past the limit.
         let mut deep = Value::Null;

@@ -137,6 +137,8 @@ pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
         let setup = tokenward_detect::Setup {
             iocs: std::sync::Arc::new(tokenward_detect::ioc::IocSet::builtin()),
             options: Default::default(),
+            // Compiling reads no records: no state is held.
+            state: tokenward_detect::spilling::StateDisk::new(0),
         };
         for b in tokenward_detect::BUILTINS {
             match builtin::compile(&mut sc, &mut gc, b.info.id, &setup, GROUPED_SCAN) {

@@ -1,0 +1,688 @@
+//! Keyed detection state that moves to disk past its memory.
+//!
+//! A detection that aggregates per session (tw-token-without-signin keeps
+//! each session no sign-in explains, with up to a thousand token ids) holds
+//! state that grows with the distinct keys of its input: about 3.5 KB a
+//! session, 300 MB over 3 GB of UAL full of unexplained sessions. A
+//! [`SpillingMap`] holds its entries in memory up to its share of the
+//! hunt's budget ([`StateDisk`]), then writes them, sorted by key, to an
+//! anonymous temporary file (a run) and starts again. At the end its
+//! entries are read back merged by key, values of one key folded
+//! together, so the detection judges each key once, whole, as if nothing
+//! had spilled. Folding must therefore give the same value whatever order
+//! the parts of a key arrive in, which the aggregates shards merge with
+//! already do.
+//!
+//! Runs are merged as the digits of a counter carry: [`MERGE_FAN`] runs of
+//! one level make one of the next, so a copy of the state never holds more
+//! than [`MERGE_FAN`] files open per level, and each entry is rewritten
+//! once per level (a logarithm of the input, base [`MERGE_FAN`]).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Seek};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokenward_event::codec::{self, Cursor};
+
+use crate::keyed::{KeyPart, Keyed};
+
+/// The default memory of all detections' keyed state, in bytes.
+pub const DEFAULT_STATE_MEMORY: usize = 64 << 20;
+
+/// Past the budget, a map spills only if it holds at least this fraction
+/// of it: writing out a map of a few entries frees nothing, and the maps
+/// of a hunt (the one shards merge into and one per batch at work, for
+/// each detection that keeps one) are fewer than this, so some map
+/// always holds that much when all of them together are past the budget.
+const SPILLER_FRACTION: usize = 16;
+
+/// A map tells the [`StateDisk`] how much it holds in steps of at most
+/// this many bytes: each telling is an atomic add on a line all cores
+/// share.
+const TELL_STEP: usize = 64 << 10;
+
+/// Runs merged at once.
+pub const MERGE_FAN: usize = 32;
+
+/// A key of a [`SpillingMap`]: looked up by its borrowed form, ordered
+/// (runs are sorted by it), written to a run and read back.
+pub trait SpillKey: KeyPart + Ord + Sized {
+    /// About how many bytes a key holds in memory besides its slot, told
+    /// by its borrowed form.
+    fn part_bytes(part: Self::Ref<'_>) -> usize;
+    /// Appends this key to a record.
+    fn write(&self, buf: &mut Vec<u8>) -> io::Result<()>;
+    /// Reads back a key [`SpillKey::write`] wrote.
+    fn read(c: &mut Cursor<'_>) -> Result<Self, String>;
+}
+
+impl SpillKey for Box<str> {
+    fn part_bytes(part: &str) -> usize {
+        part.len()
+    }
+    fn write(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        codec::put_text(buf, self)
+    }
+    fn read(c: &mut Cursor<'_>) -> Result<Self, String> {
+        c.text().map(Box::from)
+    }
+}
+
+impl SpillKey for i64 {
+    fn part_bytes(_: i64) -> usize {
+        0
+    }
+    fn write(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        codec::put_u64(buf, *self as u64);
+        Ok(())
+    }
+    fn read(c: &mut Cursor<'_>) -> Result<Self, String> {
+        c.u64().map(|n| n as i64)
+    }
+}
+
+macro_rules! tuple_spill_key {
+    ($($part:ident $at:tt),+) => {
+        impl<$($part: SpillKey),+> SpillKey for ($($part,)+) {
+            fn part_bytes(part: Self::Ref<'_>) -> usize {
+                0 $(+ $part::part_bytes(part.$at))+
+            }
+            fn write(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+                $(self.$at.write(buf)?;)+
+                Ok(())
+            }
+            fn read(c: &mut Cursor<'_>) -> Result<Self, String> {
+                Ok(($($part::read(c)?,)+))
+            }
+        }
+    };
+}
+
+tuple_spill_key!(A 0, B 1);
+tuple_spill_key!(A 0, B 1, C 2);
+
+/// A value of a [`SpillingMap`]: written to a run and read back, and
+/// folded with another value of the same key.
+pub trait Spillable: Sized {
+    /// About how many bytes this value holds in memory, its slot
+    /// included: what the map budgets by.
+    fn approx_bytes(&self) -> usize;
+    /// Appends this value to a record.
+    fn write(&self, buf: &mut Vec<u8>) -> io::Result<()>;
+    /// Reads back a value [`Spillable::write`] wrote.
+    fn read(c: &mut Cursor<'_>) -> Result<Self, String>;
+    /// Takes in another value of the same key. The result must not depend
+    /// on which of the two is `self`, nor on the order values arrive in.
+    fn fold(&mut self, other: Self);
+}
+
+/// What the keyed state of a hunt's detections may hold in memory, and
+/// what happened past it: shared by every [`SpillingMap`] of the hunt.
+#[derive(Debug)]
+pub struct StateDisk {
+    /// Bytes all maps together may hold before the larger ones spill.
+    budget: usize,
+    /// Bytes the maps hold, as they last told.
+    held: AtomicUsize,
+    runs_written: AtomicU64,
+    /// The first error writing or reading a run.
+    error: Mutex<Option<String>>,
+}
+
+impl StateDisk {
+    /// Keyed state of at most about `budget` bytes in memory, all
+    /// detections together. With `0`, every entry is written out as soon
+    /// as it changes (a test of the disk path).
+    pub fn new(budget: usize) -> Arc<StateDisk> {
+        Arc::new(StateDisk {
+            budget,
+            held: AtomicUsize::new(0),
+            runs_written: AtomicU64::new(0),
+            error: Mutex::new(None),
+        })
+    }
+
+    /// Runs written to disk so far, merges included.
+    pub fn runs_written(&self) -> u64 {
+        self.runs_written.load(Ordering::Relaxed)
+    }
+
+    /// The first error writing or reading a run: the detections' results
+    /// are then incomplete, and the hunt must fail.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().expect("no panics while locked").clone()
+    }
+
+    fn fail(&self, what: String) {
+        let mut e = self.error.lock().expect("no panics while locked");
+        e.get_or_insert(what);
+    }
+
+    fn failed(&self) -> bool {
+        self.error.lock().expect("no panics while locked").is_some()
+    }
+}
+
+/// A sorted run on disk, and how many merges made it.
+struct Run {
+    file: File,
+    level: u32,
+}
+
+/// Values per key, held in memory while all maps of the hunt together
+/// hold less than [`StateDisk`]'s budget, and in sorted runs on disk past
+/// it. Read whole, merged by key, in key order, with
+/// [`SpillingMap::drain`].
+pub struct SpillingMap<K: SpillKey, V: Spillable> {
+    held: Keyed<K, V>,
+    held_bytes: usize,
+    /// Of `held_bytes`, those told to the [`StateDisk`].
+    told: usize,
+    /// By level, highest first.
+    runs: Vec<Run>,
+    disk: Arc<StateDisk>,
+}
+
+impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
+    /// An empty map spilling as `disk` says.
+    pub fn new(disk: Arc<StateDisk>) -> Self {
+        SpillingMap {
+            held: Keyed::default(),
+            held_bytes: 0,
+            told: 0,
+            runs: Vec::new(),
+            disk,
+        }
+    }
+
+    /// An empty map spilling as this one does.
+    pub fn fork(&self) -> Self {
+        Self::new(self.disk.clone())
+    }
+
+    /// The value held in memory for `key`, if any (one on disk is not
+    /// looked up: it is folded in at the end).
+    pub fn get_mut(&mut self, key: K::Ref<'_>) -> Option<&mut V> {
+        self.held.get_mut(key)
+    }
+
+    /// Holds `value` as `key`'s (there must be none held), spilling first
+    /// if the hunt's maps are past their budget.
+    pub fn insert(&mut self, key: K::Ref<'_>, value: V) -> &mut V {
+        self.spill_past_budget();
+        self.held_bytes += K::part_bytes(key) + value.approx_bytes();
+        self.held.get_or_insert_with(key, || value)
+    }
+
+    /// Counts `bytes` more held by a value changed in place.
+    pub fn grew(&mut self, bytes: usize) {
+        self.held_bytes += bytes;
+    }
+
+    /// Tells the [`StateDisk`] what this map holds now.
+    fn tell(&mut self) {
+        if self.held_bytes >= self.told {
+            self.disk
+                .held
+                .fetch_add(self.held_bytes - self.told, Ordering::Relaxed);
+        } else {
+            self.disk
+                .held
+                .fetch_sub(self.told - self.held_bytes, Ordering::Relaxed);
+        }
+        self.told = self.held_bytes;
+    }
+
+    /// Whether nothing is held or spilled.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty() && self.runs.is_empty()
+    }
+
+    /// Takes in another map's entries, folding values of shared keys.
+    pub fn merge(&mut self, mut other: SpillingMap<K, V>) {
+        // What the other told moves here with its entries.
+        self.held_bytes += other.held_bytes;
+        self.told += std::mem::take(&mut other.told);
+        self.held.merge(std::mem::take(&mut other.held), V::fold);
+        self.runs.append(&mut other.runs);
+        self.runs.sort_by_key(|r| Reverse(r.level));
+        self.spill_past_budget();
+        self.compact();
+    }
+
+    /// Every key and its whole value, once each, in key order. Stops
+    /// early, with the error in the [`StateDisk`], if a run cannot be read
+    /// back.
+    pub fn drain(mut self, mut each: impl FnMut(K, V)) {
+        if self.runs.is_empty() {
+            self.held_bytes = 0;
+            self.tell();
+            for (k, v) in sorted(std::mem::take(&mut self.held)) {
+                each(k, v);
+            }
+            return;
+        }
+        self.spill();
+        if self.disk.failed() {
+            return;
+        }
+        while self.runs.len() > MERGE_FAN {
+            // The lowest levels first: the smallest runs.
+            let from = self.runs.len() - MERGE_FAN;
+            let some: Vec<Run> = self.runs.drain(from..).collect();
+            let level = some[0].level + 1;
+            match self.merge_to_run(some, level) {
+                Some(run) => {
+                    self.runs.push(run);
+                    self.runs.sort_by_key(|r| Reverse(r.level));
+                }
+                None => return,
+            }
+        }
+        let runs = std::mem::take(&mut self.runs);
+        if let Err(e) = merged(runs, &mut each) {
+            self.disk.fail(e);
+        }
+    }
+
+    fn spill_past_budget(&mut self) {
+        let budget = self.disk.budget;
+        if self.held_bytes.abs_diff(self.told) >= TELL_STEP.min(budget / 64) {
+            self.tell();
+        }
+        if self.disk.held.load(Ordering::Relaxed) > budget
+            && self.held_bytes >= budget / SPILLER_FRACTION
+            && !self.held.is_empty()
+        {
+            self.spill();
+            self.compact();
+        }
+    }
+
+    /// Writes the held entries out as a run. On an error they stay held
+    /// (and the hunt fails at the end): nothing is dropped.
+    fn spill(&mut self) {
+        if self.held.is_empty() || self.disk.failed() {
+            return;
+        }
+        let entries = sorted(std::mem::take(&mut self.held));
+        match write_run(entries.iter().map(|(k, v)| (k, v))) {
+            Ok(file) => {
+                self.disk.runs_written.fetch_add(1, Ordering::Relaxed);
+                self.held_bytes = 0;
+                self.tell();
+                self.runs.push(Run { file, level: 0 });
+            }
+            Err(e) => {
+                self.disk
+                    .fail(format!("writing detection state to a temporary file: {e}"));
+                for (k, v) in entries {
+                    self.held.get_or_insert_with(k.as_part(), || v);
+                }
+            }
+        }
+    }
+
+    /// Merges every [`MERGE_FAN`] runs of one level into one of the next.
+    fn compact(&mut self) {
+        loop {
+            let n = self.runs.len();
+            if n < MERGE_FAN || self.disk.failed() {
+                return;
+            }
+            let level = self.runs[n - 1].level;
+            if self.runs[n - MERGE_FAN].level != level {
+                return;
+            }
+            let some: Vec<Run> = self.runs.drain(n - MERGE_FAN..).collect();
+            match self.merge_to_run(some, level + 1) {
+                Some(run) => {
+                    self.runs.push(run);
+                    self.runs.sort_by_key(|r| Reverse(r.level));
+                }
+                None => return,
+            }
+        }
+    }
+
+    fn merge_to_run(&self, runs: Vec<Run>, level: u32) -> Option<Run> {
+        let write = || -> Result<File, String> {
+            let mut w = RunWriter::new().map_err(|e| e.to_string())?;
+            let mut failed = None;
+            merged(runs, &mut |k: K, v: V| {
+                if failed.is_none() {
+                    failed = w.put(&k, &v).err();
+                }
+            })?;
+            match failed {
+                Some(e) => Err(e.to_string()),
+                None => w.finish().map_err(|e| e.to_string()),
+            }
+        };
+        match write() {
+            Ok(file) => {
+                self.disk.runs_written.fetch_add(1, Ordering::Relaxed);
+                Some(Run { file, level })
+            }
+            Err(e) => {
+                self.disk
+                    .fail(format!("merging detection state on disk: {e}"));
+                None
+            }
+        }
+    }
+}
+
+impl<K: SpillKey, V: Spillable> Drop for SpillingMap<K, V> {
+    fn drop(&mut self) {
+        // What it held is no longer held.
+        self.held_bytes = 0;
+        self.tell();
+    }
+}
+
+/// Entries in key order.
+fn sorted<K: SpillKey, V>(held: Keyed<K, V>) -> Vec<(K, V)> {
+    let mut entries: Vec<(K, V)> = held.into_iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    entries
+}
+
+/// Writes entries, in key order, to a new anonymous temporary file.
+fn write_run<'a, K: SpillKey + 'a, V: Spillable + 'a>(
+    entries: impl Iterator<Item = (&'a K, &'a V)>,
+) -> io::Result<File> {
+    let mut w = RunWriter::new()?;
+    for (k, v) in entries {
+        w.put(k, v)?;
+    }
+    w.finish()
+}
+
+struct RunWriter {
+    out: BufWriter<File>,
+    buf: Vec<u8>,
+}
+
+impl RunWriter {
+    fn new() -> io::Result<RunWriter> {
+        Ok(RunWriter {
+            out: BufWriter::with_capacity(1 << 16, tempfile::tempfile()?),
+            buf: Vec::new(),
+        })
+    }
+
+    fn put<K: SpillKey, V: Spillable>(&mut self, key: &K, value: &V) -> io::Result<()> {
+        self.buf.clear();
+        key.write(&mut self.buf)?;
+        value.write(&mut self.buf)?;
+        codec::write_record(&mut self.out, &self.buf)
+    }
+
+    fn finish(self) -> io::Result<File> {
+        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        Ok(file)
+    }
+}
+
+/// A run read front to back.
+struct RunReader {
+    input: BufReader<File>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl RunReader {
+    fn next<K: SpillKey, V: Spillable>(&mut self) -> Result<Option<(K, V)>, String> {
+        self.at += 1;
+        let damaged = |e: String| {
+            format!(
+                "detection state read back from disk, entry {}: {e}",
+                self.at
+            )
+        };
+        if !codec::read_record(&mut self.input, &mut self.buf).map_err(damaged)? {
+            return Ok(None);
+        }
+        let mut c = Cursor::new(&self.buf);
+        let entry = (|| {
+            let key = K::read(&mut c)?;
+            let value = V::read(&mut c)?;
+            if c.left() != 0 {
+                return Err(format!("{} bytes after the entry", c.left()));
+            }
+            Ok((key, value))
+        })();
+        entry.map(Some).map_err(damaged)
+    }
+}
+
+/// The entries of sorted runs, merged by key, each key's values folded
+/// into one, handed to `each` in key order.
+fn merged<K: SpillKey, V: Spillable>(
+    runs: Vec<Run>,
+    each: &mut dyn FnMut(K, V),
+) -> Result<(), String> {
+    let mut readers: Vec<RunReader> = runs
+        .into_iter()
+        .map(|r| RunReader {
+            input: BufReader::with_capacity(1 << 16, r.file),
+            buf: Vec::new(),
+            at: 0,
+        })
+        .collect();
+    let mut heads: Vec<Option<V>> = Vec::with_capacity(readers.len());
+    let mut order = BinaryHeap::new();
+    for (i, r) in readers.iter_mut().enumerate() {
+        match r.next::<K, V>()? {
+            Some((k, v)) => {
+                order.push(Reverse((k, i)));
+                heads.push(Some(v));
+            }
+            None => heads.push(None),
+        }
+    }
+    let mut last: Option<(K, V)> = None;
+    while let Some(Reverse((key, i))) = order.pop() {
+        let value = heads[i].take().expect("a head for each queued run");
+        if let Some((k, v)) = readers[i].next::<K, V>()? {
+            if k < key {
+                return Err(format!(
+                    "detection state read back from disk, entry {}: key out of order",
+                    readers[i].at
+                ));
+            }
+            order.push(Reverse((k, i)));
+            heads[i] = Some(v);
+        }
+        match &mut last {
+            Some((k, v)) if *k == key => v.fold(value),
+            _ => {
+                if let Some((k, v)) = last.replace((key, value)) {
+                    each(k, v);
+                }
+            }
+        }
+    }
+    if let Some((k, v)) = last {
+        each(k, v);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// A count and the smallest few texts seen, as detections keep.
+    #[derive(Clone, Debug, PartialEq, Default)]
+    struct Tally {
+        count: u64,
+        smallest: BTreeSet<String>,
+    }
+
+    const KEPT: usize = 3;
+
+    impl Spillable for Tally {
+        fn approx_bytes(&self) -> usize {
+            64 + self.smallest.iter().map(|s| s.len() + 32).sum::<usize>()
+        }
+        fn write(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+            codec::put_u64(buf, self.count);
+            codec::put_u32(buf, self.smallest.len() as u32);
+            for s in &self.smallest {
+                codec::put_text(buf, s)?;
+            }
+            Ok(())
+        }
+        fn read(c: &mut Cursor<'_>) -> Result<Self, String> {
+            let count = c.u64()?;
+            let mut smallest = BTreeSet::new();
+            for _ in 0..c.u32()? {
+                smallest.insert(c.text()?.to_owned());
+            }
+            Ok(Tally { count, smallest })
+        }
+        fn fold(&mut self, other: Self) {
+            self.count += other.count;
+            self.smallest.extend(other.smallest);
+            while self.smallest.len() > KEPT {
+                self.smallest.pop_last();
+            }
+        }
+    }
+
+    fn add(map: &mut SpillingMap<Box<str>, Tally>, key: &str, seen: &str) {
+        let one = Tally {
+            count: 1,
+            smallest: [seen.to_owned()].into(),
+        };
+        match map.get_mut(key) {
+            Some(t) => {
+                t.fold(one);
+                map.grew(40);
+            }
+            None => {
+                map.insert(key, one);
+            }
+        }
+    }
+
+    fn drained(map: SpillingMap<Box<str>, Tally>) -> (BTreeMap<Box<str>, Tally>, Vec<Box<str>>) {
+        let mut got = BTreeMap::new();
+        let mut order = Vec::new();
+        map.drain(|k, v| {
+            order.push(k.clone());
+            assert!(got.insert(k, v).is_none(), "a key handed over twice");
+        });
+        (got, order)
+    }
+
+    /// Whatever the budget (everything spilled, some, none), across
+    /// shards merged in pieces, and with more runs than merge at once (so
+    /// merges of merges happen), each key comes out once with the value
+    /// a map that never spilled holds.
+    #[test]
+    fn spilled_entries_come_back_as_held_ones() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let keys: Vec<String> = (0..3000)
+            .map(|i| format!("session-{}", i * 7919 % 3001))
+            .collect();
+        let events: Vec<(usize, String)> = (0..40_000)
+            .map(|_| (rng.usize(..keys.len()), format!("t{}", rng.u32(..500))))
+            .collect();
+        let mut want = BTreeMap::<Box<str>, Tally>::new();
+        for (k, t) in &events {
+            let one = Tally {
+                count: 1,
+                smallest: [t.clone()].into(),
+            };
+            match want.get_mut(keys[*k].as_str()) {
+                Some(v) => v.fold(one),
+                None => {
+                    want.insert(keys[*k].as_str().into(), one);
+                }
+            }
+        }
+        for budget in [0, 64 << 10, 1 << 20, 1 << 30] {
+            let disk = StateDisk::new(budget);
+            let mut main = SpillingMap::new(disk.clone());
+            for chunk in events.chunks(5000) {
+                let mut shard = main.fork();
+                for (k, t) in chunk {
+                    add(&mut shard, &keys[*k], t);
+                }
+                main.merge(shard);
+            }
+            let runs = disk.runs_written();
+            let (got, order) = drained(main);
+            assert_eq!(disk.error(), None);
+            assert_eq!(got, want, "budget {budget}");
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(order, sorted, "budget {budget}: keys come out in key order");
+            if budget <= 64 << 10 {
+                assert!(runs as usize > MERGE_FAN, "budget {budget}: {runs} runs");
+            }
+            if budget == 1 << 30 {
+                assert_eq!(runs, 0);
+            }
+        }
+    }
+
+    /// A run damaged on disk (cut short, or its entries out of order) is
+    /// an error in the [`StateDisk`], never a short or wrong answer taken
+    /// as whole.
+    #[test]
+    fn a_damaged_run_is_an_error() {
+        let entry = |k: &str| {
+            (
+                Box::<str>::from(k),
+                Tally {
+                    count: 1,
+                    smallest: BTreeSet::new(),
+                },
+            )
+        };
+        let a = [entry("a"), entry("c")];
+        let file = write_run(a.iter().map(|(k, v)| (k, v))).unwrap();
+        let len = file.metadata().unwrap().len();
+        file.set_len(len - 3).unwrap();
+        let b = [entry("b")];
+        let other = write_run(b.iter().map(|(k, v)| (k, v))).unwrap();
+        let runs = vec![
+            Run { file, level: 0 },
+            Run {
+                file: other,
+                level: 0,
+            },
+        ];
+        let mut seen = Vec::new();
+        let err = merged::<Box<str>, Tally>(runs, &mut |k, _| seen.push(k)).unwrap_err();
+        assert!(err.contains("entry 2") && err.contains("cut"), "{err}");
+
+        let backwards = [entry("z"), entry("a")];
+        let file = write_run(backwards.iter().map(|(k, v)| (k, v))).unwrap();
+        let err =
+            merged::<Box<str>, Tally>(vec![Run { file, level: 0 }], &mut |_, _| {}).unwrap_err();
+        assert!(err.contains("out of order"), "{err}");
+
+        // Through a map: the error reaches the disk, and the hunt fails.
+        let disk = StateDisk::new(0);
+        let mut map = SpillingMap::<Box<str>, Tally>::new(disk.clone());
+        add(&mut map, "k", "x");
+        add(&mut map, "l", "x");
+        let bad = write_run(backwards.iter().map(|(k, v)| (k, v))).unwrap();
+        map.runs.push(Run {
+            file: bad,
+            level: 0,
+        });
+        drained(map);
+        assert!(disk.error().unwrap().contains("out of order"));
+    }
+}
