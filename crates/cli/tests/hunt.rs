@@ -232,9 +232,9 @@ fn findings_spilled_to_tmpdir_are_written_as_held_ones() {
 }
 
 /// `--detection-memory 0` writes every session and mailbox bucket the
-/// built-in detections keep to `$TMPDIR` as soon as it changes, and the
-/// hunt finds what one that holds them finds; a `$TMPDIR` that cannot
-/// take them stops the hunt with status 2, naming it.
+/// built-in detections keep to `$TMPDIR` at every change, and the hunt
+/// finds what one that holds them finds; a `$TMPDIR` that cannot take
+/// them fails the hunt with status 2, naming it.
 #[test]
 fn detection_state_spilled_to_tmpdir_is_judged_as_held() {
     spilled_as_held(

@@ -186,19 +186,20 @@ impl Detection for MailBindSpike {
             unjudged: 0,
             hits: 0,
             found,
+            items: Vec::new(),
+            over_min: Vec::new(),
         };
         let mut mailbox: Option<Box<str>> = None;
-        let mut buckets = Vec::new();
         self.buckets.drain(|(mb, session, _), bucket| {
             if mailbox.as_deref() != Some(&*mb) {
                 if let Some(done) = mailbox.replace(mb) {
-                    judge.mailbox(&done, &mut buckets);
+                    judge.mailbox(&done);
                 }
             }
-            buckets.push((session, bucket));
+            judge.add(session, bucket);
         });
         if let Some(done) = mailbox {
-            judge.mailbox(&done, &mut buckets);
+            judge.mailbox(&done);
         }
         let verdict = if judge.unjudged > 0 {
             let why = format!("{} mailbox(es) had fewer than {MIN_SESSION_DAYS} session-days of Bind records and were not judged", judge.unjudged);
@@ -214,7 +215,7 @@ impl Detection for MailBindSpike {
     }
 }
 
-/// Judges mailboxes one at a time.
+/// Judges mailboxes one at a time, as their buckets come.
 struct Judge<'a> {
     factor: u64,
     min: u64,
@@ -222,36 +223,53 @@ struct Judge<'a> {
     unjudged: u64,
     hits: usize,
     found: &'a mut dyn FnMut(Finding),
+    /// The items of each of this mailbox's buckets, for its median.
+    items: Vec<u64>,
+    /// Its buckets that can fire, whatever the median: a threshold is
+    /// never below `min`. A mailbox reached from thousands of addresses a
+    /// day for months keeps a number per bucket, not the bucket.
+    over_min: Vec<(Box<str>, Bucket)>,
 }
 
 impl Judge<'_> {
-    /// Judges one mailbox's buckets (session or IP, and its items of a
-    /// day) against their median, and lets them go.
-    fn mailbox(&mut self, mailbox: &str, buckets: &mut Vec<(Box<str>, Bucket)>) {
-        if buckets.len() < MIN_SESSION_DAYS {
-            self.unjudged += 1;
-            buckets.clear();
-            return;
+    /// Takes in a bucket (session or IP, and its items of a day) of the
+    /// mailbox being judged.
+    fn add(&mut self, session: Box<str>, bucket: Bucket) {
+        self.items.push(bucket.items);
+        if bucket.items >= self.min {
+            self.over_min.push((session, bucket));
         }
-        self.judged += 1;
-        let mut items: Vec<u64> = buckets.iter().map(|(_, b)| b.items).collect();
-        items.sort_unstable();
-        let median = items[items.len() / 2];
-        let threshold = (median.max(1) * self.factor).max(self.min);
-        for (session, b) in buckets.drain(..) {
-            if b.items >= threshold {
-                let e = evidence(&[
-                    ("mailbox", json!(mailbox)),
-                    ("session_or_ip", json!(session)),
-                    ("items_bound_that_day", json!(b.items)),
-                    ("records", json!(b.records)),
-                    ("mailbox_median_per_session_day", json!(median)),
-                    ("threshold", json!(threshold)),
-                ]);
-                (self.found)(INFO.finding(&b.rep, Severity::High, e));
-                self.hits += 1;
+    }
+
+    /// Judges the buckets taken in against their median, and lets them go.
+    fn mailbox(&mut self, mailbox: &str) {
+        let mut items = std::mem::take(&mut self.items);
+        let over_min = std::mem::take(&mut self.over_min);
+        if items.len() < MIN_SESSION_DAYS {
+            self.unjudged += 1;
+        } else {
+            self.judged += 1;
+            items.sort_unstable();
+            let median = items[items.len() / 2];
+            let threshold = (median.max(1) * self.factor).max(self.min);
+            for (session, b) in over_min {
+                if b.items >= threshold {
+                    let e = evidence(&[
+                        ("mailbox", json!(mailbox)),
+                        ("session_or_ip", json!(session)),
+                        ("items_bound_that_day", json!(b.items)),
+                        ("records", json!(b.records)),
+                        ("mailbox_median_per_session_day", json!(median)),
+                        ("threshold", json!(threshold)),
+                    ]);
+                    (self.found)(INFO.finding(&b.rep, Severity::High, e));
+                    self.hits += 1;
+                }
             }
         }
+        // Kept for the next mailbox: no allocation per mailbox.
+        items.clear();
+        self.items = items;
     }
 }
 
@@ -303,7 +321,7 @@ mod tests {
         assert_eq!(out.coverage[0].status, Status::Blind);
     }
 
-    /// Buckets written to disk as soon as they change and merged back are
+    /// Buckets written to disk at every change (a budget of 0) and merged back are
     /// judged as held ones, mailbox by mailbox: here three mailboxes, one
     /// with a spike, one with ordinary days, one with too few to judge,
     /// their records split between both shards and several per bucket.

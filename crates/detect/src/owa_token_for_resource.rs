@@ -3,21 +3,25 @@
 //! address that never signed in: how Storm-0558 renewed forged sessions.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
-
-use crate::KeyHasher;
+use std::collections::BTreeSet;
+use std::io;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::{
-    evidence, keep_smallest, opt, shard_of, Builtin, Context, Detection, Info, Kinds, Needs,
-    Outcome, Verdict, Weight,
+    coverage_of, evidence, keep_smallest, opt, shard_of, Builtin, Context, Coverage, Detection,
+    Info, Kinds, Needs, Outcome, Verdict, Weight,
 };
 use crate::signin_index::{tenant_of, Cover, AUDIT_TENANT_FIELDS};
+use crate::spilling::{
+    read_set, set_bytes, write_set, Spillable, SpillingMap, StateDisk, SET_ITEM_BYTES,
+};
+use tokenward_event::codec::{self, Cursor};
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Event, EventKind};
-use tokenward_event::{Rep, Severity};
+use tokenward_event::{Finding, Rep, Severity};
 
 /// Id, title, requirements.
 pub const INFO: Info = Info {
@@ -31,7 +35,12 @@ pub const INFO: Info = Info {
 /// Registration.
 pub const BUILTIN: Builtin = Builtin {
     info: &INFO,
-    make: |s| Box::new(OwaTokenForResource::new(s.options.owa_chain_min)),
+    make: |s| {
+        Box::new(OwaTokenForResource::new(
+            s.options.owa_chain_min,
+            s.state.clone(),
+        ))
+    },
 };
 
 /// Addresses and resources kept per session.
@@ -52,20 +61,95 @@ struct Issuances {
     tenant: Option<String>,
 }
 
+impl Spillable for Issuances {
+    fn approx_bytes(&self) -> usize {
+        let r = &self.rep;
+        let texts = [&r.user, &r.client_ip, &r.app_id, &r.session_id, &r.token_id]
+            .into_iter()
+            .flatten()
+            .map(|t| t.len() + 16)
+            .chain(
+                [&self.session, &self.unknown_ip, &self.tenant]
+                    .into_iter()
+                    .flatten()
+                    .map(|t| t.len() + 16),
+            )
+            .sum::<usize>();
+        // The slot: the key's hash and box beside the value.
+        std::mem::size_of::<Issuances>()
+            + 24
+            + texts
+            + set_bytes(&self.ips)
+            + set_bytes(&self.resources)
+    }
+
+    fn write(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        self.rep.write(buf)?;
+        codec::put_u64(buf, self.count);
+        codec::put_opt_time(buf, self.last);
+        write_set(buf, &self.ips)?;
+        write_set(buf, &self.resources)?;
+        for t in [&self.session, &self.unknown_ip, &self.tenant] {
+            codec::put_opt_text(buf, t.as_deref())?;
+        }
+        Ok(())
+    }
+
+    fn read(c: &mut Cursor<'_>) -> Result<Self, String> {
+        let rep = Rep::read(c)?;
+        let count = c.u64()?;
+        let last = c.opt_time()?;
+        let (ips, resources) = (read_set(c)?, read_set(c)?);
+        let opt = |c: &mut Cursor<'_>| c.opt_text().map(|t| t.map(str::to_owned));
+        let (session, unknown_ip, tenant) = (opt(c)?, opt(c)?, opt(c)?);
+        Ok(Issuances {
+            rep,
+            count,
+            last,
+            ips,
+            resources,
+            session,
+            unknown_ip,
+            tenant,
+        })
+    }
+
+    fn fold(&mut self, s: Self) {
+        self.count += s.count;
+        self.last = self.last.max(s.last);
+        for i in s.ips {
+            keep_smallest(&mut self.ips, i, KEPT);
+        }
+        for r in s.resources {
+            keep_smallest(&mut self.resources, r, KEPT);
+        }
+        if s.rep.earlier_than(&self.rep) {
+            self.rep = s.rep;
+            self.tenant = s.tenant;
+        }
+        self.session = self.session.take().or(s.session);
+        self.unknown_ip = match (self.unknown_ip.take(), s.unknown_ip) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
 /// The detection.
 pub struct OwaTokenForResource {
     chain_min: u64,
     records: u64,
-    /// Session (else IP) -> issuances not explained by a sign-in so far.
-    sessions: HashMap<String, Issuances, KeyHasher>,
+    /// Session (else IP) -> issuances not explained by a sign-in so far;
+    /// past its memory, on disk.
+    sessions: SpillingMap<Box<str>, Issuances>,
 }
 
 impl OwaTokenForResource {
-    fn new(chain_min: u64) -> OwaTokenForResource {
+    fn new(chain_min: u64, state: Arc<StateDisk>) -> OwaTokenForResource {
         OwaTokenForResource {
             chain_min,
             records: 0,
-            sessions: HashMap::default(),
+            sessions: SpillingMap::new(state),
         }
     }
 }
@@ -113,7 +197,11 @@ impl Detection for OwaTokenForResource {
     }
 
     fn fork(&self) -> Box<dyn Detection> {
-        Box::new(OwaTokenForResource::new(self.chain_min))
+        Box::new(OwaTokenForResource {
+            chain_min: self.chain_min,
+            records: 0,
+            sessions: self.sessions.fork(),
+        })
     }
 
     fn observe(&mut self, ev: &Event, cx: &Context<'_>) {
@@ -134,20 +222,24 @@ impl Detection for OwaTokenForResource {
             // Sign-in sets only grow, so this issuance stays explained.
             return;
         }
-        let key = session
-            .clone()
-            .or_else(|| ip.clone())
-            .unwrap_or_else(|| "-".into());
-        let a = self.sessions.entry(key).or_insert_with(|| Issuances {
-            rep: Rep::of(ev),
-            count: 0,
-            last: None,
-            ips: BTreeSet::new(),
-            resources: BTreeSet::new(),
-            session: session.clone(),
-            unknown_ip: None,
-            tenant: tenant_of(ev, AUDIT_TENANT_FIELDS),
-        });
+        let key = session.as_deref().or(ip.as_deref()).unwrap_or("-");
+        let a = match self.sessions.get_mut(key) {
+            Some(a) => a,
+            None => self.sessions.insert(
+                key,
+                Issuances {
+                    rep: Rep::of(ev),
+                    count: 0,
+                    last: None,
+                    ips: BTreeSet::new(),
+                    resources: BTreeSet::new(),
+                    session: session.clone(),
+                    unknown_ip: None,
+                    tenant: tenant_of(ev, AUDIT_TENANT_FIELDS),
+                },
+            ),
+        };
+        let held_before = a.ips.len() + a.resources.len();
         a.count += 1;
         a.last = a.last.max(ev.time);
         if let Some(i) = ip {
@@ -169,60 +261,50 @@ impl Detection for OwaTokenForResource {
             a.rep = Rep::of(ev);
             a.tenant = tenant_of(ev, AUDIT_TENANT_FIELDS);
         }
+        // Addresses and URLs are short: counted at their item size alone.
+        let added = (a.ips.len() + a.resources.len()).saturating_sub(held_before);
+        self.sessions.grew(added * (SET_ITEM_BYTES + 32));
     }
 
     fn merge(&mut self, shard: Box<dyn Detection>) {
         let o = shard_of::<OwaTokenForResource>(shard);
         self.records += o.records;
-        for (k, s) in o.sessions {
-            match self.sessions.get_mut(&k) {
-                Some(m) => {
-                    m.count += s.count;
-                    m.last = m.last.max(s.last);
-                    for i in s.ips {
-                        keep_smallest(&mut m.ips, i, KEPT);
-                    }
-                    for r in s.resources {
-                        keep_smallest(&mut m.resources, r, KEPT);
-                    }
-                    if s.rep.earlier_than(&m.rep) {
-                        m.rep = s.rep;
-                        m.tenant = s.tenant;
-                    }
-                    m.session = m.session.take().or(s.session);
-                    m.unknown_ip = match (m.unknown_ip.take(), s.unknown_ip) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                }
-                None => {
-                    self.sessions.insert(k, s);
-                }
-            }
-        }
+        self.sessions.merge(o.sessions);
     }
 
     fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome {
+        let mut findings = Vec::new();
+        let coverage = self.finish_into(cx, &mut |f| findings.push(f));
+        Outcome { findings, coverage }
+    }
+
+    // Session by session as they come out of the map, each finding
+    // handed over as it is made.
+    fn finish_into(
+        self: Box<Self>,
+        cx: &Context<'_>,
+        found: &mut dyn FnMut(Finding),
+    ) -> Vec<Coverage> {
         if self.records == 0 {
-            return Outcome::of(&INFO, Vec::new(), Verdict::Blind("no OWA token-issuance records (RecordType 275 OWAAuth, in the UAL schema since 2024; or operations named GetAccessTokenForResource)".into()));
+            return coverage_of(&INFO, 0, Verdict::Blind("no OWA token-issuance records (RecordType 275 OWAAuth, in the UAL schema since 2024; or operations named GetAccessTokenForResource)".into()));
         }
         if cx.signins.signins == 0 {
-            return Outcome::of(
+            return coverage_of(
                 &INFO,
-                Vec::new(),
+                0,
                 Verdict::Blind(
                     "no Entra sign-in logs given to tell which sessions and IPs signed in".into(),
                 ),
             );
         }
-        let mut findings = Vec::new();
-        let mut not_judged = 0u64;
-        for (_, a) in self.sessions {
+        let (mut not_judged, mut hits) = (0u64, 0);
+        let chain_min = self.chain_min;
+        self.sessions.drain(|_, a| {
             // "Never signed in" is a claim only the sign-ins of the same
             // tenant, on the day the chain began, can support.
             if cx.signins.covers(a.tenant.as_deref(), a.rep.time, None) != Cover::Covered {
                 not_judged += a.count;
-                continue;
+                return;
             }
             let known_session = a
                 .session
@@ -235,7 +317,7 @@ impl Detection for OwaTokenForResource {
                 .filter(|i| !cx.signins.ips.contains(i))
                 .collect();
             if known_session && unknown_ips.is_empty() {
-                continue;
+                return;
             }
             let mut why = Vec::new();
             if !known_session {
@@ -244,7 +326,7 @@ impl Detection for OwaTokenForResource {
             if !unknown_ips.is_empty() {
                 why.push("issued to an IP that never signed in".to_string());
             }
-            if a.count >= self.chain_min {
+            if a.count >= chain_min {
                 why.push(format!("renewal chain of {} issuances", a.count));
             }
             let e = evidence(&[
@@ -263,8 +345,9 @@ impl Detection for OwaTokenForResource {
                     json!(cx.signins.describe(a.tenant.as_deref())),
                 ),
             ]);
-            findings.push(INFO.finding(&a.rep, Severity::High, e));
-        }
+            found(INFO.finding(&a.rep, Severity::High, e));
+            hits += 1;
+        });
         // Issuances explained by a sign-in as they streamed by were judged.
         let judged = self.records - not_judged;
         let note = format!(
@@ -276,16 +359,24 @@ impl Detection for OwaTokenForResource {
         } else {
             Verdict::Ok(Some(note))
         };
-        Outcome::of(&INFO, findings, verdict)
+        coverage_of(&INFO, hits, verdict)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{run_with, signins};
+    use crate::spilling::DEFAULT_STATE_MEMORY;
+    use crate::testing::{run_with, same_when_spilled, signins};
     use crate::{SigninIndex, Status};
     use serde_json::{json, Value};
+
+    fn det() -> Box<dyn Detection> {
+        Box::new(OwaTokenForResource::new(
+            3,
+            StateDisk::new(DEFAULT_STATE_MEMORY),
+        ))
+    }
 
     fn owa(minute: u32, session: &str, ip: &str) -> Value {
         json!({"CreationTime": format!("2023-06-10T10:{minute:02}:00"), "Operation": "GetAccessTokenForResource",
@@ -302,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_renewal_chain_of_a_session_that_never_signed_in_fires() {
-        let det = Box::new(OwaTokenForResource::new(3));
+        let det = det();
         let out = run_with(
             det,
             &idx(),
@@ -332,33 +423,25 @@ mod tests {
                 serde_json::from_str(&text).unwrap()
             })
             .collect();
-        let out = run_with(Box::new(OwaTokenForResource::new(3)), &idx(), &early);
+        let out = run_with(det(), &idx(), &early);
         assert!(out.findings.is_empty(), "{:?}", out.findings);
         assert_eq!(out.coverage[0].status, Status::Blind);
         let with_covered = [early, vec![owa(1, "NEW", "203.0.113.9")]].concat();
-        let out = run_with(Box::new(OwaTokenForResource::new(3)), &idx(), &with_covered);
+        let out = run_with(det(), &idx(), &with_covered);
         assert_eq!(out.findings.len(), 1);
         assert_eq!(out.findings[0].evidence["session"], "NEW");
     }
 
     #[test]
     fn a_signed_in_session_from_its_own_address_does_not_fire() {
-        let out = run_with(
-            Box::new(OwaTokenForResource::new(3)),
-            &idx(),
-            &[owa(1, "GOOD", "198.51.100.1")],
-        );
+        let out = run_with(det(), &idx(), &[owa(1, "GOOD", "198.51.100.1")]);
         assert!(out.findings.is_empty());
         assert_eq!(out.coverage[0].status, Status::Ok);
     }
 
     #[test]
     fn a_known_session_from_a_new_address_fires() {
-        let out = run_with(
-            Box::new(OwaTokenForResource::new(3)),
-            &idx(),
-            &[owa(1, "good", "203.0.113.9")],
-        );
+        let out = run_with(det(), &idx(), &[owa(1, "good", "203.0.113.9")]);
         assert_eq!(out.findings.len(), 1);
     }
 
@@ -378,7 +461,7 @@ mod tests {
             .map(|i| owa(1, "good", &format!("198.51.100.{i}")))
             .collect();
         records.push(owa(2, "good", "203.0.113.9"));
-        let out = run_with(Box::new(OwaTokenForResource::new(3)), &idx, &records);
+        let out = run_with(det(), &idx, &records);
         assert_eq!(out.findings.len(), 1, "{:?}", out.coverage);
         let why = out.findings[0].evidence["why"].as_str().unwrap();
         assert!(why.contains("IP that never signed in"), "{why}");
@@ -388,7 +471,7 @@ mod tests {
         );
         // Without the new address, nothing to say.
         records.pop();
-        let out = run_with(Box::new(OwaTokenForResource::new(3)), &idx, &records);
+        let out = run_with(det(), &idx, &records);
         assert!(out.findings.is_empty());
     }
 
@@ -404,7 +487,7 @@ mod tests {
         all.sort();
         let want = json!(all[..KEPT]);
         for _ in 0..4 {
-            let out = run_with(Box::new(OwaTokenForResource::new(3)), &idx(), &records);
+            let out = run_with(det(), &idx(), &records);
             assert_eq!(out.findings.len(), 1, "{:?}", out.coverage);
             let e = &out.findings[0].evidence;
             assert_eq!((&e["ips"], &e["ips_never_signed_in"]), (&want, &want));
@@ -424,7 +507,7 @@ mod tests {
         let mut second = owa(2, "forged", "203.0.113.9");
         second["OrganizationId"] = json!("tenant-b");
         for records in [[first.clone(), second.clone()], [second, first]] {
-            let out = run_with(Box::new(OwaTokenForResource::new(3)), &idx, &records);
+            let out = run_with(det(), &idx, &records);
             assert_eq!(out.findings.len(), 1);
         }
     }
@@ -432,10 +515,51 @@ mod tests {
     #[test]
     fn without_sign_ins_it_is_blind() {
         let out = run_with(
-            Box::new(OwaTokenForResource::new(3)),
+            det(),
             &SigninIndex::default(),
             &[owa(1, "x", "203.0.113.9")],
         );
         assert_eq!(out.coverage[0].status, Status::Blind);
+    }
+
+    /// Sessions written to disk at every change (a budget of 0) and merged back
+    /// are judged as held ones: chains split between both shards, a
+    /// signed-in session reaching a new address, one that stays explained,
+    /// and issuances keyed by address for want of a session.
+    #[test]
+    fn sessions_spilled_to_disk_are_judged_as_held_ones() {
+        let mut records = Vec::new();
+        for m in 0..24u32 {
+            let session = ["forged", "good", "other"][m as usize % 3];
+            let ip = if m % 4 == 0 {
+                "203.0.113.9"
+            } else {
+                "198.51.100.1"
+            };
+            records.push(owa(m % 60, session, ip));
+        }
+        let mut no_session = owa(30, "", "203.0.113.77");
+        no_session.as_object_mut().unwrap().remove("SessionId");
+        records.push(no_session);
+        let out = same_when_spilled(
+            |state| Box::new(OwaTokenForResource::new(3, state)),
+            &idx(),
+            &records,
+        );
+        // forged, other, the address alone; and good, which reached
+        // 203.0.113.9 (its issuances to a signed-in address were explained
+        // as they were read, so it is no chain).
+        assert_eq!(out.findings.len(), 4, "{:?}", out.coverage);
+        let chains = out
+            .findings
+            .iter()
+            .filter(|f| {
+                f.evidence["why"]
+                    .as_str()
+                    .unwrap()
+                    .contains("renewal chain of 8")
+            })
+            .count();
+        assert_eq!(chains, 2);
     }
 }

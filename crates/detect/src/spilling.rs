@@ -19,7 +19,7 @@
 //! once per level (a logarithm of the input, base [`MERGE_FAN`]).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Seek};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -119,6 +119,29 @@ pub trait Spillable: Sized {
     fn fold(&mut self, other: Self);
 }
 
+/// What a text kept in a set holds besides its bytes: the `String`, the
+/// tree's share of a node, the allocator's header.
+pub const SET_ITEM_BYTES: usize = 48;
+
+/// About how many bytes a set of texts holds in memory.
+pub fn set_bytes(set: &BTreeSet<String>) -> usize {
+    set.iter().map(|t| t.len() + SET_ITEM_BYTES).sum()
+}
+
+/// Appends a set of texts to a record: its size, then each text.
+pub fn write_set(buf: &mut Vec<u8>, set: &BTreeSet<String>) -> io::Result<()> {
+    codec::put_u32(buf, codec::count(set.len())?);
+    for t in set {
+        codec::put_text(buf, t)?;
+    }
+    Ok(())
+}
+
+/// Reads back a set [`write_set`] wrote.
+pub fn read_set(c: &mut Cursor<'_>) -> Result<BTreeSet<String>, String> {
+    (0..c.u32()?).map(|_| c.text().map(str::to_owned)).collect()
+}
+
 /// What the keyed state of a hunt's detections may hold in memory, and
 /// what happened past it: shared by every [`SpillingMap`] of the hunt.
 #[derive(Debug)]
@@ -134,8 +157,8 @@ pub struct StateDisk {
 
 impl StateDisk {
     /// Keyed state of at most about `budget` bytes in memory, all
-    /// detections together. With `0`, every entry is written out as soon
-    /// as it changes (a test of the disk path).
+    /// detections together. With `0`, a map writes what it holds out at
+    /// every insert, growth and merge (a test of the disk path).
     pub fn new(budget: usize) -> Arc<StateDisk> {
         Arc::new(StateDisk {
             budget,
@@ -220,6 +243,9 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
     /// Counts `bytes` more held by a value changed in place.
     pub fn grew(&mut self, bytes: usize) {
         self.held_bytes += bytes;
+        // A map whose keys only grow (sessions gaining token ids) must
+        // spill as one that gains keys does.
+        self.spill_past_budget();
     }
 
     /// Tells the [`StateDisk`] what this map holds now.
@@ -246,7 +272,16 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         // What the other told moves here with its entries.
         self.held_bytes += other.held_bytes;
         self.told += std::mem::take(&mut other.told);
-        self.held.merge(std::mem::take(&mut other.held), V::fold);
+        // A key both hold is held once after the fold: what that saves
+        // is no longer held.
+        let mut saved = 0;
+        self.held
+            .merge(std::mem::take(&mut other.held), |mine, theirs| {
+                let before = mine.approx_bytes() + theirs.approx_bytes();
+                mine.fold(theirs);
+                saved += before.saturating_sub(mine.approx_bytes());
+            });
+        self.held_bytes = self.held_bytes.saturating_sub(saved);
         self.runs.append(&mut other.runs);
         self.runs.sort_by_key(|r| Reverse(r.level));
         self.spill_past_budget();
@@ -329,15 +364,20 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
     /// Merges every [`MERGE_FAN`] runs of one level into one of the next.
     fn compact(&mut self) {
         loop {
-            let n = self.runs.len();
-            if n < MERGE_FAN || self.disk.failed() {
+            if self.disk.failed() {
                 return;
             }
-            let level = self.runs[n - 1].level;
-            if self.runs[n - MERGE_FAN].level != level {
+            // Runs are by level, highest first: the lowest level holding
+            // a full fan of runs, where a merge of maps may have left one
+            // above the lowest.
+            let full = (0..self.runs.len().saturating_sub(MERGE_FAN - 1))
+                .rev()
+                .find(|&i| self.runs[i].level == self.runs[i + MERGE_FAN - 1].level);
+            let Some(from) = full else {
                 return;
-            }
-            let some: Vec<Run> = self.runs.drain(n - MERGE_FAN..).collect();
+            };
+            let level = self.runs[from].level;
+            let some: Vec<Run> = self.runs.drain(from..from + MERGE_FAN).collect();
             match self.merge_to_run(some, level + 1) {
                 Some(run) => {
                     self.runs.push(run);
@@ -633,6 +673,62 @@ mod tests {
                 assert_eq!(runs, 0);
             }
         }
+    }
+
+    /// A map whose few keys keep growing (sessions gaining token ids)
+    /// spills as one that gains keys does, and tells the disk so that
+    /// other maps see it; dropped, it holds nothing.
+    #[test]
+    fn growth_of_held_values_spills() {
+        let disk = StateDisk::new(64 << 10);
+        let mut map = SpillingMap::<Box<str>, Tally>::new(disk.clone());
+        for round in 0..200 {
+            for key in ["a", "b"] {
+                add(&mut map, key, &format!("t{round}"));
+                // Each value grows by 1 KB a round, not counted by `add`.
+                map.grew(1000);
+            }
+        }
+        assert!(disk.runs_written() > 2, "{}", disk.runs_written());
+        assert!(disk.held.load(Ordering::Relaxed) < 64 << 10);
+        let (got, _) = drained(map);
+        assert_eq!(got["a"].count, 200);
+        assert_eq!(disk.held.load(Ordering::Relaxed), 0);
+    }
+
+    /// A merge of maps can leave a full fan of runs on a level above the
+    /// lowest (31 runs of level 1 and one of level 0, plus another map's
+    /// run of level 1): that level is merged too, so no level keeps a fan
+    /// of files open, and every key still comes out once.
+    #[test]
+    fn every_level_with_a_full_fan_is_merged() {
+        let run_of = |key: String, level: u32| {
+            let entry = [(
+                Box::<str>::from(key),
+                Tally {
+                    count: 1,
+                    smallest: BTreeSet::new(),
+                },
+            )];
+            Run {
+                file: write_run(entry.iter().map(|(k, v)| (k, v))).unwrap(),
+                level,
+            }
+        };
+        let disk = StateDisk::new(1 << 30);
+        let mut mine = SpillingMap::<Box<str>, Tally>::new(disk.clone());
+        for i in 0..MERGE_FAN - 1 {
+            mine.runs.push(run_of(format!("k{i:03}"), 1));
+        }
+        mine.runs.push(run_of("zero".into(), 0));
+        let mut theirs = mine.fork();
+        theirs.runs.push(run_of("theirs".into(), 1));
+        mine.merge(theirs);
+        let levels: Vec<u32> = mine.runs.iter().map(|r| r.level).collect();
+        assert_eq!(levels, [2, 0]);
+        let (got, _) = drained(mine);
+        assert_eq!(got.len(), MERGE_FAN + 1);
+        assert_eq!(disk.error(), None);
     }
 
     /// A run damaged on disk (cut short, or its entries out of order) is

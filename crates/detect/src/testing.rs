@@ -156,8 +156,8 @@ pub fn run_with(mut det: Box<dyn Detection>, index: &SigninIndex, records: &[Val
 }
 
 /// Runs the detection `make` makes twice over the same records: with
-/// its keyed state held in memory, and written to disk as soon as it
-/// changes (a budget of 0) and merged back. Asserts that state was
+/// its keyed state held in memory, and written to disk at every change
+/// (a budget of 0) and merged back. Asserts that state was
 /// written, that both runs found the same (findings and coverage, as
 /// JSON, in report order), and returns the findings.
 pub fn same_when_spilled(

@@ -17,7 +17,10 @@ use super::{
     Weight,
 };
 use crate::signin_index::{tenant_of, Cover, AUDIT_TENANT_FIELDS};
-use crate::spilling::{Spillable, SpillingMap, StateDisk, DEFAULT_STATE_MEMORY};
+use crate::spilling::{
+    read_set, set_bytes, write_set, Spillable, SpillingMap, StateDisk, DEFAULT_STATE_MEMORY,
+    SET_ITEM_BYTES,
+};
 use tokenward_event::codec::{self, Cursor};
 use tokenward_event::timefmt::{parse_timestamp, rfc3339};
 use tokenward_event::{Event, EventKind};
@@ -76,14 +79,9 @@ struct Candidate {
     tokens: BTreeSet<String>,
 }
 
-/// What a text kept in a set holds besides its bytes: the `String`, the
-/// tree's share of a node, the allocator's header.
-const SET_ITEM_BYTES: usize = 48;
-
 impl Spillable for Candidate {
     fn approx_bytes(&self) -> usize {
         let texts = |ts: &[Option<&str>]| ts.iter().flatten().map(|t| t.len() + 16).sum::<usize>();
-        let set = |s: &BTreeSet<String>| s.iter().map(|t| t.len() + SET_ITEM_BYTES).sum::<usize>();
         // The slot: the key's hash and box beside the value.
         std::mem::size_of::<Candidate>()
             + 24
@@ -100,8 +98,8 @@ impl Spillable for Candidate {
                 self.said.token_tenant.as_deref(),
                 self.said.tenant.as_deref(),
             ])
-            + set(&self.tokens)
-            + set(&self.operations)
+            + set_bytes(&self.tokens)
+            + set_bytes(&self.operations)
     }
 
     fn write(&self, buf: &mut Vec<u8>) -> io::Result<()> {
@@ -116,13 +114,8 @@ impl Spillable for Candidate {
         codec::put_opt_text(buf, said.tenant.as_deref())?;
         codec::put_u64(buf, self.count);
         codec::put_opt_time(buf, self.last);
-        for set in [&self.operations, &self.tokens] {
-            codec::put_u32(buf, codec::count(set.len())?);
-            for t in set {
-                codec::put_text(buf, t)?;
-            }
-        }
-        Ok(())
+        write_set(buf, &self.operations)?;
+        write_set(buf, &self.tokens)
     }
 
     fn read(c: &mut Cursor<'_>) -> Result<Self, String> {
@@ -134,10 +127,7 @@ impl Spillable for Candidate {
         let (token_tenant, tenant) = (opt(c)?, opt(c)?);
         let count = c.u64()?;
         let last = c.opt_time()?;
-        let set = |c: &mut Cursor<'_>| -> Result<BTreeSet<String>, String> {
-            (0..c.u32()?).map(|_| c.text().map(str::to_owned)).collect()
-        };
-        let (operations, tokens) = (set(c)?, set(c)?);
+        let (operations, tokens) = (read_set(c)?, read_set(c)?);
         Ok(Candidate {
             rep,
             said: Said {
@@ -615,7 +605,7 @@ mod tests {
         assert_eq!(listed(&shuffled), json!(want));
     }
 
-    /// Sessions written to disk as soon as they change and merged back
+    /// Sessions written to disk at every change (a budget of 0) and merged back
     /// make the findings of sessions held in memory: each session judged
     /// once, its records, tokens, operations and earliest record whole,
     /// though both shards spilled parts of it.
