@@ -677,6 +677,22 @@ pub fn keep_smallest<T: Ord>(set: &mut BTreeSet<T>, item: T, cap: usize) {
     }
 }
 
+/// [`keep_smallest`] of each of `items`: what folding two kept sets
+/// together keeps.
+pub fn keep_smallest_of<T: Ord>(set: &mut BTreeSet<T>, items: BTreeSet<T>, cap: usize) {
+    for item in items {
+        keep_smallest(set, item, cap);
+    }
+}
+
+/// [`Detection::finish`] of a detection that makes its findings in
+/// [`Detection::finish_into`]: those findings, collected.
+pub fn finish_collected(d: Box<dyn Detection>, cx: &Context<'_>) -> Outcome {
+    let mut findings = Vec::new();
+    let coverage = d.finish_into(cx, &mut |f| findings.push(f));
+    Outcome { findings, coverage }
+}
+
 /// UTC day number of a time (-1 without one), for per-day keys.
 pub fn day(t: Option<OffsetDateTime>) -> i64 {
     t.map(|t| t.unix_timestamp().div_euclid(86400))

@@ -12,8 +12,8 @@ use serde_json::json;
 
 use super::mail::{self, is_mail};
 use super::{
-    coverage_of, day, evidence, shard_of, Builtin, Context, Coverage, Detection, Info, Kinds,
-    Needs, Outcome, Verdict, Weight,
+    coverage_of, day, evidence, finish_collected, shard_of, Builtin, Context, Coverage, Detection,
+    Info, Kinds, Needs, Outcome, Verdict, Weight,
 };
 use tokenward_event::{Event, EventKind};
 use tokenward_event::{Finding, Rep, Severity};
@@ -160,13 +160,12 @@ impl Detection for MailBindSpike {
     }
 
     fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome {
-        let mut findings = Vec::new();
-        let coverage = self.finish_into(cx, &mut |f| findings.push(f));
-        Outcome { findings, coverage }
+        finish_collected(self, cx)
     }
 
     // Mailbox by mailbox, as the buckets come out of the map in key
-    // order: only one mailbox's buckets are held at a time.
+    // order: of one mailbox at a time, its buckets' items and the buckets
+    // that can fire are held (`Judge`).
     fn finish_into(
         self: Box<Self>,
         _: &Context<'_>,

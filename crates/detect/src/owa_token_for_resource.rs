@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::{
-    coverage_of, evidence, keep_smallest, opt, shard_of, Builtin, Context, Coverage, Detection,
-    Info, Kinds, Needs, Outcome, Verdict, Weight,
+    coverage_of, evidence, finish_collected, keep_smallest, keep_smallest_of, opt, shard_of,
+    Builtin, Context, Coverage, Detection, Info, Kinds, Needs, Outcome, Verdict, Weight,
 };
 use crate::signin_index::{tenant_of, Cover, AUDIT_TENANT_FIELDS};
 use crate::spilling::{
@@ -117,12 +117,8 @@ impl Spillable for Issuances {
     fn fold(&mut self, s: Self) {
         self.count += s.count;
         self.last = self.last.max(s.last);
-        for i in s.ips {
-            keep_smallest(&mut self.ips, i, KEPT);
-        }
-        for r in s.resources {
-            keep_smallest(&mut self.resources, r, KEPT);
-        }
+        keep_smallest_of(&mut self.ips, s.ips, KEPT);
+        keep_smallest_of(&mut self.resources, s.resources, KEPT);
         if s.rep.earlier_than(&self.rep) {
             self.rep = s.rep;
             self.tenant = s.tenant;
@@ -273,9 +269,7 @@ impl Detection for OwaTokenForResource {
     }
 
     fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome {
-        let mut findings = Vec::new();
-        let coverage = self.finish_into(cx, &mut |f| findings.push(f));
-        Outcome { findings, coverage }
+        finish_collected(self, cx)
     }
 
     // Session by session as they come out of the map, each finding

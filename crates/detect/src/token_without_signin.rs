@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::{
-    contains_ignore_ascii_case, coverage_of, evidence, free_aside, keep_smallest, opt, shard_of,
-    would_keep, Builtin, Context, Coverage, Detection, Info, Kinds, Needs, Outcome, Verdict,
-    Weight,
+    contains_ignore_ascii_case, coverage_of, evidence, finish_collected, free_aside, keep_smallest,
+    keep_smallest_of, opt, shard_of, would_keep, Builtin, Context, Coverage, Detection, Info,
+    Kinds, Needs, Outcome, Verdict, Weight,
 };
 use crate::signin_index::{tenant_of, Cover, AUDIT_TENANT_FIELDS};
 use crate::spilling::{
@@ -149,12 +149,8 @@ impl Spillable for Candidate {
     fn fold(&mut self, other: Self) {
         self.count += other.count;
         self.last = self.last.max(other.last);
-        for t in other.tokens {
-            keep_smallest(&mut self.tokens, t, TOKENS_KEPT);
-        }
-        for op in other.operations {
-            keep_smallest(&mut self.operations, op, OPERATIONS_KEPT);
-        }
+        keep_smallest_of(&mut self.tokens, other.tokens, TOKENS_KEPT);
+        keep_smallest_of(&mut self.operations, other.operations, OPERATIONS_KEPT);
         if other.rep.earlier_than(&self.rep) {
             self.rep = other.rep;
             self.said = other.said;
@@ -320,9 +316,7 @@ impl Detection for TokenWithoutSignin {
     }
 
     fn finish(self: Box<Self>, cx: &Context<'_>) -> Outcome {
-        let mut findings = Vec::new();
-        let coverage = self.finish_into(cx, &mut |f| findings.push(f));
-        Outcome { findings, coverage }
+        finish_collected(self, cx)
     }
 
     // One finding per unexplained session, each made as its session is
