@@ -337,27 +337,29 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         }
     }
 
-    /// Writes the held entries out as a run. On an error they stay held
-    /// (and the hunt fails at the end): nothing is dropped.
+    /// Writes the held entries out as a run. Once a run could not be
+    /// written or read (here or by another map), the entries are let go
+    /// instead: the hunt fails when every file is read and writes no
+    /// result, so holding them would only grow memory until then, as the
+    /// findings store drops findings once it failed.
     fn spill(&mut self) {
-        if self.held.is_empty() || self.disk.failed() {
+        if self.held.is_empty() {
             return;
         }
         let entries = sorted(std::mem::take(&mut self.held));
+        self.held_bytes = 0;
+        self.tell();
+        if self.disk.failed() {
+            return;
+        }
         match write_run(entries.iter().map(|(k, v)| (k, v))) {
             Ok(file) => {
                 self.disk.runs_written.fetch_add(1, Ordering::Relaxed);
-                self.held_bytes = 0;
-                self.tell();
                 self.runs.push(Run { file, level: 0 });
             }
-            Err(e) => {
-                self.disk
-                    .fail(format!("writing detection state to a temporary file: {e}"));
-                for (k, v) in entries {
-                    self.held.get_or_insert_with(k.as_part(), || v);
-                }
-            }
+            Err(e) => self
+                .disk
+                .fail(format!("writing detection state to a temporary file: {e}")),
         }
     }
 
@@ -694,6 +696,26 @@ mod tests {
         let (got, _) = drained(map);
         assert_eq!(got["a"].count, 200);
         assert_eq!(disk.held.load(Ordering::Relaxed), 0);
+    }
+
+    /// Once a run could not be written, a map past the budget lets its
+    /// entries go rather than hold them until the hunt fails.
+    #[test]
+    fn after_a_failure_memory_stays_bounded() {
+        let disk = StateDisk::new(64 << 10);
+        disk.fail("disk full".into());
+        let mut map = SpillingMap::<Box<str>, Tally>::new(disk.clone());
+        for i in 0..5000 {
+            add(&mut map, &format!("session-{i}"), "t");
+            // Within a telling step (a 64th of the budget) and an entry.
+            assert!(
+                map.held_bytes <= (64 << 10) + 1024 + 200,
+                "{}",
+                map.held_bytes
+            );
+        }
+        assert_eq!(disk.runs_written(), 0);
+        assert_eq!(disk.error().as_deref(), Some("disk full"));
     }
 
     /// A merge of maps can leave a full fan of runs on a level above the
