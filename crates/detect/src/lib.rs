@@ -686,7 +686,9 @@ pub fn keep_smallest_of<T: Ord>(set: &mut BTreeSet<T>, items: BTreeSet<T>, cap: 
 }
 
 /// [`Detection::finish`] of a detection that makes its findings in
-/// [`Detection::finish_into`]: those findings, collected.
+/// [`Detection::finish_into`]: those findings, collected. Only for a
+/// detection that overrides `finish_into` (whose default calls `finish`:
+/// the two would call each other for ever).
 pub fn finish_collected(d: Box<dyn Detection>, cx: &Context<'_>) -> Outcome {
     let mut findings = Vec::new();
     let coverage = d.finish_into(cx, &mut |f| findings.push(f));

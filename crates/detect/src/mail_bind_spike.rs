@@ -305,6 +305,18 @@ mod tests {
         assert_eq!(out.findings[0].evidence["threshold"], json!(100));
     }
 
+    /// A bucket at the minimum itself fires when the median is low: the
+    /// buckets kept for judging are those at or above it.
+    #[test]
+    fn a_day_at_the_minimum_fires() {
+        let mut recs: Vec<Value> = (1..=6).map(|d| bind(d, "s", 2)).collect();
+        recs.push(bind(7, "forged", 100));
+        recs.push(bind(8, "below", 99));
+        let out = run(det(), &recs);
+        assert_eq!(out.findings.len(), 1, "{:?}", out.coverage);
+        assert_eq!(out.findings[0].evidence["items_bound_that_day"], json!(100));
+    }
+
     #[test]
     fn ordinary_days_do_not_fire() {
         let recs: Vec<Value> = (1..=7).map(|d| bind(d, "s", 50)).collect();

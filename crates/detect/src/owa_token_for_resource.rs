@@ -15,9 +15,7 @@ use super::{
     Builtin, Context, Coverage, Detection, Info, Kinds, Needs, Outcome, Verdict, Weight,
 };
 use crate::signin_index::{tenant_of, Cover, AUDIT_TENANT_FIELDS};
-use crate::spilling::{
-    read_set, set_bytes, write_set, Spillable, SpillingMap, StateDisk, SET_ITEM_BYTES,
-};
+use crate::spilling::{read_set, set_bytes, write_set, Spillable, SpillingMap, StateDisk};
 use tokenward_event::codec::{self, Cursor};
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Event, EventKind};
@@ -235,7 +233,10 @@ impl Detection for OwaTokenForResource {
                 },
             ),
         };
-        let held_before = a.ips.len() + a.resources.len();
+        // Counted as the map's estimate counts it: issuances are few
+        // (one per OWA token), and a count short of the estimate would
+        // let the map grow past its budget.
+        let held_before = a.approx_bytes();
         a.count += 1;
         a.last = a.last.max(ev.time);
         if let Some(i) = ip {
@@ -257,9 +258,8 @@ impl Detection for OwaTokenForResource {
             a.rep = Rep::of(ev);
             a.tenant = tenant_of(ev, AUDIT_TENANT_FIELDS);
         }
-        // Addresses and URLs are short: counted at their item size alone.
-        let added = (a.ips.len() + a.resources.len()).saturating_sub(held_before);
-        self.sessions.grew(added * (SET_ITEM_BYTES + 32));
+        let grew = a.approx_bytes().saturating_sub(held_before);
+        self.sessions.grew(grew);
     }
 
     fn merge(&mut self, shard: Box<dyn Detection>) {
