@@ -179,7 +179,9 @@ impl StateDisk {
         self.error.lock().expect("no panics while locked").clone()
     }
 
-    fn fail(&self, what: String) {
+    /// Records an error writing or reading state, as the maps do (the
+    /// first is kept); the maps stop writing from then on.
+    pub fn fail(&self, what: String) {
         let mut e = self.error.lock().expect("no panics while locked");
         e.get_or_insert(what);
     }

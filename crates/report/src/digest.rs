@@ -20,6 +20,7 @@ use crate::{
     MAX_DETAILED_INCIDENTS, MAX_FINDINGS_LISTED, MAX_FINDINGS_PER_INCIDENT, MAX_PIVOT_ROWS,
     MAX_TIMELINE_MARKS,
 };
+use tokenward_detect::spilling::StateDisk;
 
 /// Memory the pivots hold, in all, before writing rows to temporary files.
 pub const DEFAULT_PIVOT_MEMORY: usize = 32 << 20;
@@ -86,7 +87,7 @@ impl Digest {
     /// A digest whose pivots hold rows of about `bytes` in all before
     /// writing them to temporary files.
     pub fn with_pivot_memory(bytes: usize) -> Digest {
-        let each = bytes / PIVOTS.len();
+        let disk = StateDisk::new(bytes);
         Digest {
             findings: 0,
             first: None,
@@ -94,16 +95,16 @@ impl Digest {
             rule_ids: Vec::new(),
             rule_numbers: HashMap::new(),
             detection_values: HashMap::new(),
-            pivots: std::array::from_fn(|_| Pivot::new(each)),
+            pivots: std::array::from_fn(|_| Pivot::new(disk.clone())),
             iocs: Vec::new(),
             ioc_hits: 0,
             most_severe: BinaryHeap::with_capacity(MAX_FINDINGS_LISTED + 1),
         }
     }
 
-    /// Takes in the next finding in report order. Fails only when a pivot
-    /// cannot write its rows out.
-    pub fn observe(&mut self, f: &Finding) -> io::Result<()> {
+    /// Takes in the next finding in report order. Pivot rows that could
+    /// not be written out make [`Digest::finish`] an error.
+    pub fn observe(&mut self, f: &Finding) {
         let seq = self.findings;
         self.findings += 1;
         if let Some(t) = f.time {
@@ -120,7 +121,7 @@ impl Digest {
         ];
         for (pivot, value) in self.pivots.iter_mut().zip(values) {
             if let Some(v) = value {
-                pivot.count(v, f.severity, f.time, rule)?;
+                pivot.count(v, f.severity, f.time, rule);
             }
         }
         if f.rule_id.starts_with("tw-ioc-") {
@@ -141,7 +142,6 @@ impl Digest {
                 self.most_severe.pop();
             }
         }
-        Ok(())
     }
 
     fn rule_number(&mut self, id: &str) -> RuleNumber {
@@ -351,7 +351,7 @@ mod tests {
             .collect();
         let mut d = Digest::default();
         for f in &all {
-            d.observe(f).unwrap();
+            d.observe(f);
         }
         let o = d.finish().unwrap();
         let mut want: Vec<&Finding> = all.iter().collect();
@@ -372,7 +372,7 @@ mod tests {
         let mut d = Digest::default();
         for n in 0..1_500 {
             let rule = if n % 2 == 0 { "tw-ioc-ip" } else { "tw-other" };
-            d.observe(&finding(n, Severity::High, rule)).unwrap();
+            d.observe(&finding(n, Severity::High, rule));
         }
         let o = d.finish().unwrap();
         assert_eq!((o.ioc_hits, o.iocs.len()), (750, 750));

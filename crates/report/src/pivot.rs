@@ -2,31 +2,26 @@
 //! an app, a detection), with memory bounded whatever the number of values.
 //!
 //! A rule that fires on most sign-ins of a large export names millions of
-//! distinct client addresses. Past its memory, a pivot writes its rows,
-//! sorted by value, as a run at the end of its anonymous temporary file
-//! and starts again; at the end the runs are merged by value, rows of one
+//! distinct client addresses. Past their memory, the pivots write their
+//! rows, sorted by value, to temporary files and start again (a
+//! [`SpillingMap`]); at the end the runs are merged by value, rows of one
 //! value added together, and only the highest-ranked rows are kept. The
-//! page so shows the rows it would show with every row in memory. Runs
-//! are written and read by position, so a pivot keeps one file open
-//! however many runs it wrote. Merged runs are appended and the runs they
-//! merge are not freed: the file grows to the rows written times one plus
-//! the levels of merging, on disk, until the page is made.
+//! page so shows the rows it would show with every row in memory.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
-use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::io;
+use std::sync::Arc;
 
 use time::OffsetDateTime;
+use tokenward_detect::spilling::{Spillable, SpillingMap, StateDisk};
+use tokenward_event::codec::{self, Cursor};
 use tokenward_event::Severity;
 
 /// Detections named in one pivot row: those first met in the findings
 /// (in report order), so that which are named does not depend on where
 /// runs were cut.
 pub const MAX_ROW_DETECTIONS: usize = 50;
-
-/// Runs merged at once: bounds the read buffers held.
-const MERGE_FAN: usize = 64;
 
 /// Bytes a row costs in memory beyond its value's text and its detections:
 /// the map's entry (about 112 bytes) with the map's spare room (a map
@@ -96,10 +91,6 @@ impl PivotRow {
         }
         self.add_time(other.first, other.last);
     }
-
-    fn bytes(&self, value: &str) -> usize {
-        value.len() + ROW_OVERHEAD + self.detections.len() * 4
-    }
 }
 
 /// The rows a pivot shows and how many values it counted.
@@ -112,35 +103,59 @@ pub struct PivotTop {
     pub values: u64,
 }
 
-/// Findings counted by value, in memory up to a budget and on disk past it.
-pub(crate) struct Pivot {
-    rows: HashMap<Box<str>, PivotRow>,
-    bytes: usize,
-    budget: usize,
-    /// Where runs are written, one after the other, once one is, and
-    /// how long it is.
-    file: Option<(File, u64)>,
-    runs: Vec<Run>,
+impl Spillable for PivotRow {
+    fn approx_bytes(&self) -> usize {
+        ROW_OVERHEAD + self.detections.len() * 4
+    }
+
+    fn write(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        codec::put_u64(buf, self.total);
+        codec::put_u64(buf, self.high);
+        codec::put_opt_time(buf, self.first);
+        codec::put_opt_time(buf, self.last);
+        // At most MAX_ROW_DETECTIONS, so it fits a byte.
+        buf.extend_from_slice(&[u8::from(self.more_detections), self.detections.len() as u8]);
+        for d in &self.detections {
+            codec::put_u32(buf, *d);
+        }
+        Ok(())
+    }
+
+    fn read(c: &mut Cursor<'_>) -> Result<Self, String> {
+        let (total, high) = (c.u64()?, c.u64()?);
+        let (first, last) = (c.opt_time()?, c.opt_time()?);
+        let [more, n] = c.array()?;
+        let detections = (0..n).map(|_| c.u32()).collect::<Result<_, _>>()?;
+        Ok(PivotRow {
+            total,
+            high,
+            detections,
+            more_detections: more != 0,
+            first,
+            last,
+        })
+    }
+
+    fn fold(&mut self, other: PivotRow) {
+        self.absorb(other);
+    }
 }
 
-/// A run written to disk: where its rows (sorted by value) are in the
-/// pivot's file, and how many.
-#[derive(Clone, Copy)]
-struct Run {
-    start: u64,
-    end: u64,
-    rows: u64,
+/// Findings counted by value, in memory while the digest's pivots hold
+/// less than their budget together, and in sorted runs on disk past it
+/// (a [`SpillingMap`], as detections keep their state).
+pub(crate) struct Pivot {
+    rows: SpillingMap<Box<str>, PivotRow>,
+    disk: Arc<StateDisk>,
 }
 
 impl Pivot {
-    /// A pivot holding rows of about `budget` bytes before writing them out.
-    pub(crate) fn new(budget: usize) -> Pivot {
+    /// A pivot holding its rows within `disk`'s budget, shared with the
+    /// other pivots of a digest.
+    pub(crate) fn new(disk: Arc<StateDisk>) -> Pivot {
         Pivot {
-            rows: HashMap::new(),
-            bytes: 0,
-            budget,
-            file: None,
-            runs: Vec::new(),
+            rows: SpillingMap::new(disk.clone()),
+            disk,
         }
     }
 
@@ -151,278 +166,30 @@ impl Pivot {
         severity: Severity,
         time: Option<OffsetDateTime>,
         rule: RuleNumber,
-    ) -> io::Result<()> {
+    ) {
         let row = match self.rows.get_mut(value) {
-            Some(row) => {
-                self.bytes -= row.bytes(value);
-                row
-            }
-            None => self.rows.entry(value.into()).or_default(),
+            Some(row) => row,
+            None => self.rows.insert(value, PivotRow::default()),
         };
+        let named = row.detections.len();
         row.count(severity, time, rule);
-        self.bytes += row.bytes(value);
-        if self.bytes > self.budget {
-            self.spill()?;
+        let grown = (row.detections.len() - named) * 4;
+        if grown > 0 {
+            self.rows.grew(grown);
         }
-        Ok(())
     }
 
-    /// Writes the rows held, sorted by value, as a run.
-    fn spill(&mut self) -> io::Result<()> {
-        let mut rows: Vec<(Box<str>, PivotRow)> = self.rows.drain().collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        self.bytes = 0;
-        let (file, len) = match &mut self.file {
-            Some(f) => f,
-            None => self.file.insert((tempfile::tempfile()?, 0)),
-        };
-        let run = append(file, len, |w| {
-            for (value, row) in &rows {
-                write_row(w, value, row)?;
-            }
-            Ok(rows.len() as u64)
-        })?;
-        self.runs.push(run);
-        Ok(())
-    }
-
-    /// The `max` highest-ranked rows, every run merged in.
-    pub(crate) fn top(mut self, max: usize) -> io::Result<PivotTop> {
+    /// The `max` highest-ranked rows, every run merged in; an error when
+    /// rows could not be written out or read back.
+    pub(crate) fn top(self, max: usize) -> io::Result<PivotTop> {
         let mut top = Top::new(max);
-        if self.runs.is_empty() {
-            for (value, row) in self.rows {
-                top.offer(String::from(value), row);
-            }
-            return Ok(top.finish());
+        self.rows
+            .drain(|value, row| top.offer(String::from(value), row));
+        match self.disk.error() {
+            Some(e) => Err(io::Error::other(e)),
+            None => Ok(top.finish()),
         }
-        self.spill()?;
-        let ((file, mut len), mut runs) = (self.file.expect("a run was written"), self.runs);
-        // Merged runs go to the file's end while the runs they merge are
-        // read from before it.
-        while runs.len() > MERGE_FAN {
-            let rest = runs.split_off(MERGE_FAN);
-            let merged = append(&file, &mut len, |w| {
-                let mut rows = 0;
-                merge(&file, &runs, |value, row| {
-                    rows += 1;
-                    write_row(w, &value, &row)
-                })?;
-                Ok(rows)
-            })?;
-            runs = rest;
-            runs.push(merged);
-        }
-        merge(&file, &runs, |value, row| {
-            top.offer(value, row);
-            Ok(())
-        })?;
-        Ok(top.finish())
     }
-}
-
-/// Writes a run at `len`, the end of `file`, with `write`, which returns
-/// how many rows it wrote; `len` is then the new end.
-fn append(
-    file: &File,
-    len: &mut u64,
-    write: impl FnOnce(&mut BufWriter<Placed<'_>>) -> io::Result<u64>,
-) -> io::Result<Run> {
-    let start = *len;
-    let mut w = BufWriter::with_capacity(1 << 16, Placed { file, at: start });
-    let rows = write(&mut w)?;
-    w.flush()?;
-    let end = w.get_ref().at;
-    *len = end;
-    Ok(Run { start, end, rows })
-}
-
-/// Writes to `file` from `at` on, by position: the file's cursor is
-/// shared, and reading by position moves it on some systems.
-struct Placed<'a> {
-    file: &'a File,
-    at: u64,
-}
-
-impl Write for Placed<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        #[cfg(unix)]
-        let n = std::os::unix::fs::FileExt::write_at(self.file, buf, self.at)?;
-        #[cfg(windows)]
-        let n = std::os::windows::fs::FileExt::seek_write(self.file, buf, self.at)?;
-        self.at += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// One run of a pivot's file, read by position: the runs of one file are
-/// read side by side, and merged runs are written at its end meanwhile.
-struct Segment<'a> {
-    file: &'a File,
-    at: u64,
-    end: u64,
-}
-
-impl Read for Segment<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want =
-            usize::try_from(self.end - self.at).map_or(buf.len(), |left| left.min(buf.len()));
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = read_at(self.file, &mut buf[..want], self.at)?;
-        self.at += n as u64;
-        Ok(n)
-    }
-}
-
-/// Reads what `file` holds at `offset` into `buf`.
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::FileExt::read_at(file, buf, offset)
-    }
-    #[cfg(windows)]
-    {
-        std::os::windows::fs::FileExt::seek_read(file, buf, offset)
-    }
-}
-
-/// Nanoseconds since the epoch, or `i128::MIN` for none.
-fn nanos(t: Option<OffsetDateTime>) -> i128 {
-    t.map_or(i128::MIN, OffsetDateTime::unix_timestamp_nanos)
-}
-
-fn time_of(nanos: i128) -> io::Result<Option<OffsetDateTime>> {
-    if nanos == i128::MIN {
-        return Ok(None);
-    }
-    OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .map(Some)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-/// A row: value length (`u32`) and bytes, total and high (`u64`), first
-/// and last time (`i128` nanoseconds), a flag for more detections, the
-/// count of detections (`u8`) and their numbers (`u32`), little-endian.
-fn write_row(w: &mut impl Write, value: &str, row: &PivotRow) -> io::Result<()> {
-    let len =
-        u32::try_from(value.len()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    w.write_all(&len.to_le_bytes())?;
-    w.write_all(value.as_bytes())?;
-    w.write_all(&row.total.to_le_bytes())?;
-    w.write_all(&row.high.to_le_bytes())?;
-    w.write_all(&nanos(row.first).to_le_bytes())?;
-    w.write_all(&nanos(row.last).to_le_bytes())?;
-    // At most MAX_ROW_DETECTIONS, so it fits a byte.
-    w.write_all(&[u8::from(row.more_detections), row.detections.len() as u8])?;
-    for d in &row.detections {
-        w.write_all(&d.to_le_bytes())?;
-    }
-    Ok(())
-}
-
-fn array<const N: usize>(r: &mut impl Read) -> io::Result<[u8; N]> {
-    let mut b = [0; N];
-    r.read_exact(&mut b)?;
-    Ok(b)
-}
-
-/// A run being read back.
-struct RunReader<'a> {
-    records: BufReader<Segment<'a>>,
-    left: u64,
-}
-
-impl RunReader<'_> {
-    /// The next row, or `None` past the last written: a run cut short is
-    /// an error, not a shorter table.
-    fn next(&mut self) -> io::Result<Option<(String, PivotRow)>> {
-        if self.left == 0 {
-            return Ok(None);
-        }
-        self.left -= 1;
-        read_row(&mut self.records).map(Some)
-    }
-}
-
-fn read_row(r: &mut impl Read) -> io::Result<(String, PivotRow)> {
-    let len = u32::from_le_bytes(array(r)?);
-    let mut value = vec![0; len as usize];
-    r.read_exact(&mut value)?;
-    let value =
-        String::from_utf8(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    let total = u64::from_le_bytes(array(r)?);
-    let high = u64::from_le_bytes(array(r)?);
-    let first = time_of(i128::from_le_bytes(array(r)?))?;
-    let last = time_of(i128::from_le_bytes(array(r)?))?;
-    let [more, n] = array(r)?;
-    let detections = (0..n)
-        .map(|_| array(r).map(u32::from_le_bytes))
-        .collect::<io::Result<_>>()?;
-    Ok((
-        value,
-        PivotRow {
-            total,
-            high,
-            detections,
-            more_detections: more != 0,
-            first,
-            last,
-        },
-    ))
-}
-
-/// Hands each value of the runs to `each` once, in value order, with its
-/// rows added together.
-fn merge(
-    file: &File,
-    runs: &[Run],
-    mut each: impl FnMut(String, PivotRow) -> io::Result<()>,
-) -> io::Result<()> {
-    let mut readers: Vec<RunReader> = runs
-        .iter()
-        .map(|run| RunReader {
-            records: BufReader::with_capacity(
-                1 << 14,
-                Segment {
-                    file,
-                    at: run.start,
-                    end: run.end,
-                },
-            ),
-            left: run.rows,
-        })
-        .collect();
-    let mut heads: Vec<Option<PivotRow>> = Vec::with_capacity(readers.len());
-    let mut heap = BinaryHeap::with_capacity(readers.len());
-    for (i, r) in readers.iter_mut().enumerate() {
-        let head = r.next()?;
-        heads.push(head.map(|(value, row)| {
-            heap.push(Reverse((value, i)));
-            row
-        }));
-    }
-    while let Some(Reverse((value, i))) = heap.pop() {
-        let mut row = heads[i].take().expect("a run in the heap has a head");
-        if let Some((next, next_row)) = readers[i].next()? {
-            heads[i] = Some(next_row);
-            heap.push(Reverse((next, i)));
-        }
-        while heap.peek().is_some_and(|Reverse((v, _))| *v == value) {
-            let Reverse((_, j)) = heap.pop().expect("peeked");
-            row.absorb(heads[j].take().expect("a run in the heap has a head"));
-            if let Some((next, next_row)) = readers[j].next()? {
-                heads[j] = Some(next_row);
-                heap.push(Reverse((next, j)));
-            }
-        }
-        each(value, row)?;
-    }
-    Ok(())
 }
 
 /// A row ranked for the page: more high-severity findings first, then
@@ -500,6 +267,8 @@ impl Top {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+    use tokenward_detect::spilling::MERGE_FAN;
 
     /// Findings drawn over `values` values: (value, severity, time, rule).
     fn drawn(
@@ -532,11 +301,12 @@ mod tests {
         budget: usize,
         findings: &[(String, Severity, Option<OffsetDateTime>, u32)],
     ) -> (PivotTop, usize) {
-        let mut p = Pivot::new(budget);
+        let disk = StateDisk::new(budget);
+        let mut p = Pivot::new(disk.clone());
         for (v, s, t, r) in findings {
-            p.count(v, *s, *t, *r).unwrap();
+            p.count(v, *s, *t, *r);
         }
-        let runs = p.runs.len();
+        let runs = disk.runs_written() as usize;
         (p.top(200).unwrap(), runs)
     }
 
@@ -589,11 +359,11 @@ mod tests {
 
     #[test]
     fn a_row_names_its_first_detections_and_says_there_are_more() {
-        let mut p = Pivot::new(usize::MAX);
+        let mut p = Pivot::new(StateDisk::new(usize::MAX));
         for rule in (0..60).rev() {
-            p.count("alice", Severity::Low, None, rule).unwrap();
+            p.count("alice", Severity::Low, None, rule);
         }
-        p.count("bob", Severity::High, None, 3).unwrap();
+        p.count("bob", Severity::High, None, 3);
         let top = p.top(10).unwrap();
         assert_eq!(top.rows[0].0, "bob");
         let alice = &top.rows[1].1;
@@ -602,19 +372,18 @@ mod tests {
         assert_eq!((alice.total, alice.first), (60, None));
     }
 
+    /// Rows that could not be written out or read back (a damaged run,
+    /// a full disk: `tokenward_detect::spilling`'s own tests make them)
+    /// make the pivot an error, not a short table.
     #[test]
     fn a_damaged_run_is_an_error_not_a_short_table() {
-        let mut p = Pivot::new(1);
-        p.count("alice", Severity::Low, None, 1).unwrap();
-        p.count("bob", Severity::Low, None, 1).unwrap();
-        assert_eq!(p.runs.len(), 2);
-        p.file
-            .as_ref()
-            .unwrap()
-            .0
-            .set_len(p.runs[0].start + 6)
-            .unwrap();
+        let disk = StateDisk::new(0);
+        let mut p = Pivot::new(disk.clone());
+        p.count("alice", Severity::Low, None, 1);
+        p.count("bob", Severity::Low, None, 1);
+        assert!(disk.runs_written() > 0);
+        disk.fail("run 1 cut short".into());
         let e = p.top(10).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("run 1 cut short"), "{e}");
     }
 }
