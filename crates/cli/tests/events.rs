@@ -24,11 +24,7 @@ fn export(dir: &std::path::Path, input: &str, extra: &[&str]) -> (PathBuf, Vec<V
     let mut args = vec!["events", input, "-q", "-o", events.to_str().unwrap()];
     args.extend_from_slice(extra);
     let out = tokenward(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_succeeded(&out);
     let lines = std::fs::read_to_string(&events)
         .unwrap()
         .lines()

@@ -33,11 +33,7 @@ fn hunt_stdin(summary: &std::path::Path) -> std::process::Child {
 
 /// The summary a successful hunt wrote to `path` (`--summary-json`).
 fn summary_of(out: &std::process::Output, path: &std::path::Path) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_succeeded(out);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -153,7 +149,7 @@ fn hunt_with_memory(
     std::io::Result<String>,
     std::io::Result<String>,
 ) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = common::repo();
     let out = Command::new(env!("CARGO_BIN_EXE_tokenward"))
         .args(["hunt", "-q", "--output-format", "csv", flag, memory])
         .arg(root.join("examples/storm-0558/logs"))
@@ -181,11 +177,7 @@ fn spilled_as_held(flag: &str, held: &str, runs_key: &str, says: &str) {
     std::fs::create_dir(&tmp).unwrap();
     let hunt = |memory: &str, tmp: &std::path::Path, tag: &str| {
         let (out, csv, summary) = hunt_with_memory(flag, memory, tmp, d.path(), tag);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_succeeded(&out);
         (csv.unwrap(), summary.unwrap())
     };
     let (held_csv, held_summary) = hunt(held, &tmp, "held");
@@ -262,11 +254,7 @@ fn hunt_example(cwd: &std::path::Path, extra: &[&str]) -> std::process::Output {
 
 /// Standard output of a run that must succeed.
 fn succeeded(out: std::process::Output) -> Vec<u8> {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_succeeded(&out);
     out.stdout
 }
 
@@ -432,11 +420,7 @@ fn user_agent_hits(records: &[(&str, &str)], extra: &[&str]) -> Vec<String> {
     ];
     args.extend_from_slice(extra);
     let out = common::tokenward(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_succeeded(&out);
     assert!(
         out.stderr.is_empty(),
         "-q writes nothing to standard error: {}",
@@ -727,11 +711,7 @@ fn incidents_leave_out_the_rules_that_fired_most_past_their_maximum() {
             .arg(&rebuilt)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_succeeded(&out);
         std::fs::read_to_string(&rebuilt).unwrap()
     };
     let summary_path = d.path().join("page.json");

@@ -42,22 +42,14 @@ fn rendered_dom(page: &Path, profile: &Path) -> String {
         .arg(format!("file://{}", page.display()))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_succeeded(&out);
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// Runs tokenward, which must succeed, then renders `page` in Chromium.
 fn render_after(args: &[&str], page: &Path, profile: &Path) -> String {
     let out = tokenward(args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_succeeded(&out);
     rendered_dom(page, profile)
 }
 
@@ -218,11 +210,7 @@ fn the_page_of_spilled_findings_is_the_page_of_held_ones() {
             "--report",
             html.to_str().unwrap(),
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_succeeded(&out);
         std::fs::read_to_string(html).unwrap()
     };
     let held = page("32", "held");
@@ -266,11 +254,7 @@ fn report_rebuilds_the_same_page_from_saved_outputs() {
         "-o",
         rebuilt.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_succeeded(&out);
     assert_eq!(
         std::fs::read_to_string(&direct).unwrap(),
         std::fs::read_to_string(&rebuilt).unwrap()

@@ -20,6 +20,16 @@ pub fn tokenward(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Asserts that a run of the binary succeeded, showing its stderr if not.
+#[track_caller]
+pub fn assert_succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Waits for `child` to exit, polling its peak resident memory (`VmHWM`
 /// in /proc) meanwhile, and returns that peak in KiB (0 if never read).
 pub fn peak_rss_kib_until_exit(child: &mut std::process::Child) -> u64 {
