@@ -244,6 +244,9 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
 
     /// Counts `bytes` more held by a value changed in place.
     pub fn grew(&mut self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
         self.held_bytes += bytes;
         // A map whose keys only grow (sessions gaining token ids) must
         // spill as one that gains keys does.
@@ -326,9 +329,11 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         if self.held_bytes.abs_diff(self.told) >= TELL_STEP.min(budget / 64) {
             self.tell();
         }
-        if self.disk.held.load(Ordering::Relaxed) > budget
-            && self.held_bytes >= budget / SPILLER_FRACTION
+        // The map's own size first: it is checked for every record, and
+        // the shared count is a load from a line other cores write.
+        if self.held_bytes >= budget / SPILLER_FRACTION
             && !self.held.is_empty()
+            && self.disk.held.load(Ordering::Relaxed) > budget
         {
             self.spill();
             self.compact();

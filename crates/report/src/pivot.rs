@@ -174,9 +174,7 @@ impl Pivot {
         let named = row.detections.len();
         row.count(severity, time, rule);
         let grown = (row.detections.len() - named) * 4;
-        if grown > 0 {
-            self.rows.grew(grown);
-        }
+        self.rows.grew(grown);
     }
 
     /// The `max` highest-ranked rows, every run merged in; an error when
