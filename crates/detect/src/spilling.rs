@@ -305,17 +305,10 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         if self.disk.failed() {
             return;
         }
+        // The lowest levels first: the smallest runs.
         while self.runs.len() > MERGE_FAN {
-            // The lowest levels first: the smallest runs.
-            let from = self.runs.len() - MERGE_FAN;
-            let some: Vec<Run> = self.runs.drain(from..).collect();
-            let level = some[0].level + 1;
-            match self.merge_to_run(some, level) {
-                Some(run) => {
-                    self.runs.push(run);
-                    self.runs.sort_by_key(|r| Reverse(r.level));
-                }
-                None => return,
+            if !self.merge_fan_from(self.runs.len() - MERGE_FAN) {
+                return;
             }
         }
         let runs = std::mem::take(&mut self.runs);
@@ -378,18 +371,25 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
             let full = (0..self.runs.len().saturating_sub(MERGE_FAN - 1))
                 .rev()
                 .find(|&i| self.runs[i].level == self.runs[i + MERGE_FAN - 1].level);
-            let Some(from) = full else {
-                return;
-            };
-            let level = self.runs[from].level;
-            let some: Vec<Run> = self.runs.drain(from..from + MERGE_FAN).collect();
-            match self.merge_to_run(some, level + 1) {
-                Some(run) => {
-                    self.runs.push(run);
-                    self.runs.sort_by_key(|r| Reverse(r.level));
-                }
-                None => return,
+            match full {
+                Some(from) if self.merge_fan_from(from) => {}
+                _ => return,
             }
+        }
+    }
+
+    /// Merges the [`MERGE_FAN`] runs from `from` on into one a level above
+    /// the highest of them; whether it could.
+    fn merge_fan_from(&mut self, from: usize) -> bool {
+        let level = self.runs[from].level + 1;
+        let some: Vec<Run> = self.runs.drain(from..from + MERGE_FAN).collect();
+        match self.merge_to_run(some, level) {
+            Some(run) => {
+                self.runs.push(run);
+                self.runs.sort_by_key(|r| Reverse(r.level));
+                true
+            }
+            None => false,
         }
     }
 
