@@ -854,7 +854,6 @@ fn attack_of(id: &str, s: &Slims, members: &[usize]) -> Vec<String> {
     out.into_iter().collect()
 }
 
-/// One sentence for the top of a report or the terminal.
 /// The findings incidents did not weigh: those of the rules [`left_out`]
 /// named.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -877,7 +876,8 @@ impl Unweighed {
     }
 }
 
-/// The verdict in one or two sentences: from the incidents, and saying so
+/// The verdict for the top of a report or the terminal, in one or two
+/// sentences: from the incidents, and saying so
 /// when incidents did not weigh every finding (`unweighed`), since a
 /// finding left out may be what a verdict of no compromise missed.
 pub fn headline(incidents: &[Incident], unweighed: Unweighed) -> String {
