@@ -135,17 +135,11 @@ impl Detection for MailBindSpike {
         let items = ev.bind_items();
         let sess = ev.session_id().or_else(|| ev.client_ip()).unwrap_or("-");
         let key = (mail::mailbox(ev), sess, day(ev.time));
-        let b = match self.buckets.get_mut(key) {
-            Some(b) => b,
-            None => self.buckets.insert(
-                key,
-                Bucket {
-                    items: 0,
-                    records: 0,
-                    rep: Box::new(Rep::of(ev)),
-                },
-            ),
-        };
+        let b = self.buckets.get_or_insert_with(key, || Bucket {
+            items: 0,
+            records: 0,
+            rep: Box::new(Rep::of(ev)),
+        });
         b.items += items;
         b.records += 1;
         if Rep::event_earlier(ev, &b.rep) {

@@ -217,22 +217,16 @@ impl Detection for OwaTokenForResource {
             return;
         }
         let key = session.as_deref().or(ip.as_deref()).unwrap_or("-");
-        let a = match self.sessions.get_mut(key) {
-            Some(a) => a,
-            None => self.sessions.insert(
-                key,
-                Issuances {
-                    rep: Rep::of(ev),
-                    count: 0,
-                    last: None,
-                    ips: BTreeSet::new(),
-                    resources: BTreeSet::new(),
-                    session: session.clone(),
-                    unknown_ip: None,
-                    tenant: tenant_of(ev, AUDIT_TENANT_FIELDS),
-                },
-            ),
-        };
+        let a = self.sessions.get_or_insert_with(key, || Issuances {
+            rep: Rep::of(ev),
+            count: 0,
+            last: None,
+            ips: BTreeSet::new(),
+            resources: BTreeSet::new(),
+            session: session.clone(),
+            unknown_ip: None,
+            tenant: tenant_of(ev, AUDIT_TENANT_FIELDS),
+        });
         // Counted as the map's estimate counts it: issuances are few
         // (one per OWA token), and a count short of the estimate would
         // let the map grow past its budget.

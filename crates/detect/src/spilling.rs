@@ -228,18 +228,20 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         Self::new(self.disk.clone())
     }
 
-    /// The value held in memory for `key`, if any (one on disk is not
-    /// looked up: it is folded in at the end).
-    pub fn get_mut(&mut self, key: K::Ref<'_>) -> Option<&mut V> {
-        self.held.get_mut(key)
-    }
-
-    /// Holds `value` as `key`'s (there must be none held), spilling first
-    /// if the hunt's maps are past their budget.
-    pub fn insert(&mut self, key: K::Ref<'_>, value: V) -> &mut V {
+    /// The value held in memory for `key`, made by `make` if none is (one
+    /// on disk is not looked up: it is folded in at the end), in one
+    /// lookup: most keys of some detections (mailbox buckets) are new.
+    /// The map spills first if the hunt's maps are past their budget.
+    pub fn get_or_insert_with(&mut self, key: K::Ref<'_>, make: impl FnOnce() -> V) -> &mut V {
         self.spill_past_budget();
-        self.held_bytes += K::part_bytes(key) + value.approx_bytes();
-        self.held.get_or_insert_with(key, || value)
+        let mut made = 0;
+        let value = self.held.get_or_insert_with(key, || {
+            let v = make();
+            made = K::part_bytes(key) + v.approx_bytes();
+            v
+        });
+        self.held_bytes += made;
+        value
     }
 
     /// Counts `bytes` more held by a value changed in place.
@@ -607,14 +609,14 @@ mod tests {
             count: 1,
             smallest: [seen.to_owned()].into(),
         };
-        match map.get_mut(key) {
-            Some(t) => {
-                t.fold(one);
-                map.grew(40);
-            }
-            None => {
-                map.insert(key, one);
-            }
+        let mut made = false;
+        let held = map.get_or_insert_with(key, || {
+            made = true;
+            one.clone()
+        });
+        if !made {
+            held.fold(one);
+            map.grew(40);
         }
     }
 

@@ -267,26 +267,19 @@ impl Detection for TokenWithoutSignin {
             token_tenant: ev.get_str("TokenTenantId"),
             tenant: tenant_of(ev, AUDIT_TENANT_FIELDS),
         };
-        let c = match self.candidates.get_mut(key) {
-            Some(c) => {
-                if Rep::event_earlier(ev, &c.rep) {
-                    c.rep = Rep::of(ev);
-                    c.said = said();
-                }
-                c
-            }
-            None => self.candidates.insert(
-                key,
-                Candidate {
-                    rep: Rep::of(ev),
-                    said: said(),
-                    count: 0,
-                    last: None,
-                    operations: BTreeSet::new(),
-                    tokens: BTreeSet::new(),
-                },
-            ),
-        };
+        let c = self.candidates.get_or_insert_with(key, || Candidate {
+            rep: Rep::of(ev),
+            said: said(),
+            count: 0,
+            last: None,
+            operations: BTreeSet::new(),
+            tokens: BTreeSet::new(),
+        });
+        // Never true of a candidate just made of this record.
+        if Rep::event_earlier(ev, &c.rep) {
+            c.rep = Rep::of(ev);
+            c.said = said();
+        }
         c.count += 1;
         c.last = c.last.max(ev.time);
         let mut grew = 0;

@@ -167,10 +167,7 @@ impl Pivot {
         time: Option<OffsetDateTime>,
         rule: RuleNumber,
     ) {
-        let row = match self.rows.get_mut(value) {
-            Some(row) => row,
-            None => self.rows.insert(value, PivotRow::default()),
-        };
+        let row = self.rows.get_or_insert_with(value, PivotRow::default);
         let named = row.detections.len();
         row.count(severity, time, rule);
         let grown = (row.detections.len() - named) * 4;
