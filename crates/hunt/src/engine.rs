@@ -21,7 +21,7 @@
 //! batches were worked on at once, up to four).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -2369,17 +2369,30 @@ fn pump(
         ctx.pool.give(spare);
     };
     let work = &work;
+    // The file's batches read and not yet worked on, oldest first.
+    let queue: Mutex<VecDeque<(u64, Batch)>> = Mutex::new(VecDeque::new());
+    let oldest = || queue.lock().expect("no panics while locked").pop_front();
+    let oldest = &oldest;
     let in_flight = ctx.in_flight;
     let most_in_flight = 2 * rayon::current_num_threads();
     // The file is read on this worker, not on a reader thread of its own:
     // a worker waiting on such a thread for a file's batch (most exports
     // are many files of one batch) sat idle a fifth of the time. Each
-    // batch but the last goes to whichever worker is free, while fewer
-    // than two per worker are out over the whole hunt (so memory stays
-    // bounded however many files are read at once); past that, and for
-    // the last, this worker works on it itself.
+    // batch but the last is offered to whichever worker is free, while
+    // fewer than two per worker are out over the whole hunt (so memory
+    // stays bounded however many files are read at once); past that, and
+    // for the last, this worker works on one itself.
+    //
+    // What is offered is a turn, not a batch: whoever works, the reader or
+    // a worker taking a turn, takes the file's oldest batch. The turns
+    // wait on the reader's own deque until a worker is free, and with
+    // every worker reading a file of its own none is until its file ends.
+    // Had each turn carried its batch, the reader would have worked on
+    // the newer batches meanwhile, and every one of them, merged in the
+    // file's order ([`InFileOrder`]), waited for the offered ones: two
+    // files of 1.35 million Sigma matches each held 341 batches of matches
+    // (2.2 GB).
     rayon::in_place_scope(|s| {
-        // Each batch with its place in the file.
         let mut held: Option<(u64, Batch)> = None;
         let mut batches = 0u64;
         let res = read_batches(
@@ -2392,6 +2405,10 @@ fn pump(
                 let Some(prev) = held.replace((batches - 1, b)) else {
                     return;
                 };
+                queue
+                    .lock()
+                    .expect("no panics while locked")
+                    .push_back(prev);
                 let taken = in_flight
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                         (n < most_in_flight).then_some(n + 1)
@@ -2407,14 +2424,20 @@ fn pump(
                             }
                         }
                         let _out = Out(in_flight);
-                        work(prev);
+                        // The reader may have worked on every batch since.
+                        if let Some(batch) = oldest() {
+                            work(batch);
+                        }
                     });
-                } else {
-                    work(prev);
+                } else if let Some(batch) = oldest() {
+                    work(batch);
                 }
             },
             ctx.pool,
         );
+        while let Some(batch) = oldest() {
+            work(batch);
+        }
         if let Some(last) = held {
             work(last);
         }
@@ -2491,6 +2514,8 @@ mod tests {
         records_at_finish: Option<u64>,
         /// Shards merged into the detection.
         merges: usize,
+        /// Most shards forked and not yet merged, seen at a merge.
+        most_unmerged: usize,
         /// Calls of `take_findings` that handed findings over.
         handovers: usize,
     }
@@ -2637,6 +2662,8 @@ mod tests {
             let o = shard.seen;
             let mut s = self.sink.lock().unwrap();
             s.merges += 1;
+            let unmerged = self.forks.load(std::sync::atomic::Ordering::Relaxed) - s.merges;
+            s.most_unmerged = s.most_unmerged.max(unmerged);
             s.observed.extend(o.observed);
             s.unparsed.extend(o.unparsed);
             s.index_sizes.extend(o.index_sizes);
@@ -3736,6 +3763,40 @@ mod tests {
             );
             assert!(s.merges >= 8, "{} merges", s.merges);
         }
+    }
+
+    /// Two workers each reading a file of many batches, with a detection
+    /// merged after each batch, hold a few of its shards at once, not a
+    /// file's worth: a batch offered to another worker waited on the
+    /// reader's deque until a worker was free (none is while each reads a
+    /// file), the reader worked on the newer batches meanwhile, and each
+    /// of them waited for the offered ones to be merged first.
+    #[test]
+    fn readers_of_two_files_hold_a_few_batches_of_shards() {
+        const BATCHES: usize = 40;
+        // One record a batch, that nobody reads: the work is the merging.
+        let pad = "a".repeat(tokenward_logread::records::LINES_BATCH);
+        let line = format!(
+            r#"{{"CreationTime":"2024-01-01T00:00:00","Workload":"Exchange","Pad":"{pad}"}}"#
+        );
+        let text = format!("{line}\n").repeat(BATCHES);
+        let d = dir(&[("a.jsonl", &text), ("b.jsonl", &text)]);
+        let (each, seen) = Probe::merged_each_batch(anchored_needle, None);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let r = pool.install(|| hunt(&d, vec![each]));
+        assert_eq!(r.totals().0, 2 * BATCHES as u64);
+        let s = seen.lock().unwrap();
+        assert!(s.merges >= 2 * BATCHES, "{} merges", s.merges);
+        // Batches being worked on, and a few waiting for an earlier one
+        // (4 here; 82 when they waited for the offered ones).
+        assert!(
+            s.most_unmerged <= 8,
+            "{} shards held at once",
+            s.most_unmerged
+        );
     }
 
     /// A kept shard's findings are handed over after each batch it
