@@ -29,6 +29,7 @@ use tokenward_event::{Event, EventKind, Finding, Rep, Severity};
 use crate::ioc::IocSet;
 
 pub use tokenward_event::{Coverage, Status};
+use tokenward_spill::{keyed, spilling, KeyHasher};
 
 mod aggregate;
 pub mod audit_gap;
@@ -38,7 +39,6 @@ pub mod ioc;
 pub mod ioc_ip;
 pub mod ioc_key;
 pub mod ioc_useragent;
-pub mod keyed;
 pub mod mail;
 pub mod mail_bind_spike;
 pub mod mail_new_client_app;
@@ -47,7 +47,6 @@ pub mod mail_throttled;
 pub mod mailbox_export;
 pub mod owa_token_for_resource;
 pub mod signin_index;
-pub mod spilling;
 pub mod token_without_signin;
 
 #[cfg(test)]
@@ -55,13 +54,6 @@ pub(crate) mod testing;
 
 pub use aggregate::Grouped;
 pub use signin_index::SigninIndex;
-
-/// Hashing for the maps detections keep per record (sign-in index,
-/// buckets, pairs, candidates): SipHash was their largest single cost.
-/// foldhash is seeded at random per process, so a log written in advance
-/// cannot aim collisions at it; its own caveat, an attacker who watches
-/// the hashes, does not apply to a file.
-pub type KeyHasher = foldhash::fast::RandomState;
 
 /// A set of event kinds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

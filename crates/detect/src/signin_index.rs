@@ -15,6 +15,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::{widen, KeyHasher, Kinds, Needs};
 use tokenward_event::{Event, EventKind};
+use tokenward_spill::spilling::read_at;
 
 /// Bytes of packed ids the index holds in memory before it moves the
 /// largest sets to temporary files ([`SigninIndex::with_memory`]).
@@ -671,29 +672,6 @@ impl<T: Number> Run<T> {
             at += 1;
             Some(Ok(v))
         })
-    }
-}
-
-/// Reads `buf.len()` bytes of `file` from `offset`, without moving a shared
-/// cursor: both workers look up the same run at once.
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-    }
-    #[cfg(windows)]
-    {
-        let (mut buf, mut offset) = (buf, offset);
-        while !buf.is_empty() {
-            match std::os::windows::fs::FileExt::seek_read(file, buf, offset)? {
-                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                n => {
-                    buf = &mut buf[n..];
-                    offset += n as u64;
-                }
-            }
-        }
-        Ok(())
     }
 }
 

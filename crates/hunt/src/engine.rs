@@ -38,7 +38,6 @@ use tokenward_sigma::cover::{self, CoverSearch, SEARCHER_TEXTS};
 
 use tokenward_detect::ioc::{IocError, IocSet};
 use tokenward_detect::signin_index::DEFAULT_INDEX_MEMORY;
-use tokenward_detect::spilling::{StateDisk, DEFAULT_STATE_MEMORY};
 use tokenward_detect::{
     builtins, Anchors, Context, Detection, KindScreenFn, Kinds, Needs, Options, RecordStats,
     ScreenFn, Setup, SigninIndex, WholeRecord,
@@ -53,6 +52,7 @@ use tokenward_logread::{
     discover, is_envelope_metadata, open, read_batches, sniff, sniff_known, Batch, BufferPool,
     Cells, CsvRow, Encoding, Format, Item, Opened, SniffError, Sniffed,
 };
+use tokenward_spill::spilling::{StateDisk, DEFAULT_STATE_MEMORY};
 
 /// What to hunt and how.
 #[derive(Clone, Debug, Default)]
@@ -82,7 +82,7 @@ pub struct HuntConfig {
     pub signin_index_memory: Option<usize>,
     /// Bytes of keyed state (sessions, buckets) all built-in detections
     /// hold in memory before it spills to disk (`None`:
-    /// [`tokenward_detect::spilling::DEFAULT_STATE_MEMORY`]).
+    /// [`tokenward_spill::spilling::DEFAULT_STATE_MEMORY`]).
     pub detection_memory: Option<usize>,
 }
 
@@ -1979,11 +1979,12 @@ fn detections(
     let mut ds = builtins(&Setup {
         iocs,
         options: cfg.options.clone(),
-        state,
+        state: state.clone(),
     });
     if let Some(set) = &cfg.sigma {
         ds.push(Box::new(crate::sigma_detection::SigmaDetection::new(
             set.clone(),
+            state,
         )));
     }
     ds

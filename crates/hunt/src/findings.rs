@@ -169,7 +169,7 @@ struct SharedEvidence {
 #[derive(Debug, Default)]
 struct Files {
     parts: Vec<Arc<str>>,
-    places: HashMap<Arc<str>, usize, tokenward_detect::KeyHasher>,
+    places: HashMap<Arc<str>, usize, tokenward_spill::KeyHasher>,
 }
 
 impl Files {

@@ -26,7 +26,6 @@ pub use engine::{
 pub use findings::{Findings, SpillError};
 pub use sigma_detection::SigmaDetection;
 pub use tokenward_detect::signin_index::DEFAULT_INDEX_MEMORY;
-pub use tokenward_detect::spilling::DEFAULT_STATE_MEMORY;
 pub use tokenward_detect::{ioc, Detection, Needs, Options, BUILTINS};
 pub use tokenward_event::{
     lookup, lookup_all, timefmt, Coverage, Event, EventKind, Finding, Locator, Severity, Status,
@@ -34,3 +33,4 @@ pub use tokenward_event::{
 pub use tokenward_logread::Format;
 /// The Sigma engine.
 pub use tokenward_sigma as sigma;
+pub use tokenward_spill::spilling::DEFAULT_STATE_MEMORY;

@@ -11,6 +11,7 @@ use tokenward_detect::{
 };
 use tokenward_event::{Event, Finding};
 use tokenward_sigma::{Hit, RuleSet, Sigma};
+use tokenward_spill::spilling::StateDisk;
 
 /// The detection.
 pub struct SigmaDetection {
@@ -24,16 +25,20 @@ pub struct SigmaDetection {
     /// the engine's lock, and building them there made workers queue)
     /// until the engine takes them.
     findings: Vec<Finding>,
+    /// Where the correlations' groups spill past the hunt's budget.
+    disk: Arc<StateDisk>,
 }
 
 impl SigmaDetection {
-    /// A detection running `set`.
-    pub fn new(set: Arc<RuleSet>) -> SigmaDetection {
+    /// A detection running `set`, its correlations' groups held in memory
+    /// as `disk` allows (the hunt's budget for keyed state).
+    pub fn new(set: Arc<RuleSet>, disk: Arc<StateDisk>) -> SigmaDetection {
         SigmaDetection {
-            state: Some(Sigma::new(set.clone())),
+            state: Some(Sigma::new(set.clone(), disk.clone())),
             set,
             hits: Vec::new(),
             findings: Vec::new(),
+            disk,
         }
     }
 }
@@ -79,6 +84,7 @@ impl Detection for SigmaDetection {
             state: None,
             hits: Vec::new(),
             findings: Vec::new(),
+            disk: self.disk.clone(),
         })
     }
 
@@ -111,7 +117,9 @@ impl Detection for SigmaDetection {
     }
 
     fn finish(self: Box<Self>, _: &Context<'_>) -> Outcome {
-        let mut state = self.state.unwrap_or_else(|| Sigma::new(self.set.clone()));
+        let mut state = self
+            .state
+            .unwrap_or_else(|| Sigma::new(self.set.clone(), self.disk.clone()));
         state.absorb_found(self.hits, self.findings);
         let (findings, coverage, _) = state.finish();
         Outcome { findings, coverage }

@@ -383,7 +383,8 @@ fn screens_told_a_kind_lose_no_finding_on_mixed_kinds() {
             inputs: vec![d.path().to_path_buf()],
             ..Default::default()
         };
-        let sigma: Box<dyn Detection> = Box::new(SigmaDetection::new(set.clone()));
+        let disk = tokenward_spill::spilling::StateDisk::new(tokenward_hunt::DEFAULT_STATE_MEMORY);
+        let sigma: Box<dyn Detection> = Box::new(SigmaDetection::new(set.clone(), disk));
         let det = if blind {
             Box::new(KindBlind(sigma))
         } else {

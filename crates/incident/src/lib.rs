@@ -20,9 +20,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
-use tokenward_detect::{builtin_info, KeyHasher, Weight};
+use tokenward_detect::{builtin_info, Weight};
 use tokenward_event::timefmt::{parse_timestamp, rfc3339};
 use tokenward_event::{Evidence, Finding, Severity};
+use tokenward_spill::KeyHasher;
 
 /// Findings of one user closer than this are one story.
 pub const SAME_USER_WINDOW: Duration = Duration::hours(24);

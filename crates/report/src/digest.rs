@@ -20,7 +20,7 @@ use crate::{
     MAX_DETAILED_INCIDENTS, MAX_FINDINGS_LISTED, MAX_FINDINGS_PER_INCIDENT, MAX_PIVOT_ROWS,
     MAX_TIMELINE_MARKS,
 };
-use tokenward_detect::spilling::StateDisk;
+use tokenward_spill::spilling::StateDisk;
 
 /// Memory the pivots hold, in all, before writing rows to temporary files.
 pub const DEFAULT_PIVOT_MEMORY: usize = 32 << 20;

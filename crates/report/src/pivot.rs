@@ -14,9 +14,9 @@ use std::io;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
-use tokenward_detect::spilling::{Spillable, SpillingMap, StateDisk};
 use tokenward_event::codec::{self, Cursor};
 use tokenward_event::Severity;
+use tokenward_spill::spilling::{Spillable, SpillingMap, StateDisk};
 
 /// Detections named in one pivot row: those first met in the findings
 /// (in report order), so that which are named does not depend on where
@@ -263,7 +263,7 @@ impl Top {
 mod tests {
     use super::*;
     use std::collections::HashMap;
-    use tokenward_detect::spilling::MERGE_FAN;
+    use tokenward_spill::spilling::MERGE_FAN;
 
     /// Findings drawn over `values` values: (value, severity, time, rule).
     fn drawn(
@@ -368,7 +368,7 @@ mod tests {
     }
 
     /// Rows that could not be written out or read back (a damaged run,
-    /// a full disk: `tokenward_detect::spilling`'s own tests make them)
+    /// a full disk: `tokenward_spill::spilling`'s own tests make them)
     /// make the pivot an error, not a short table.
     #[test]
     fn a_damaged_run_is_an_error_not_a_short_table() {

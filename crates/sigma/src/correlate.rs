@@ -10,8 +10,22 @@
 //! time; windows that can no longer change (older than the newest match
 //! minus the timespan and a lateness allowance for out-of-order input) are
 //! decided and dropped as the hunt goes, the rest at the end.
+//!
+//! Groups are held in [`SpillingMap`]s: past the hunt's budget for keyed
+//! state ([`StateDisk`]), a correlation's groups move to disk, sorted by
+//! group, and come back merged group by group when the hunt ends. A group
+//! of few matches (an OWA session's token renewals) is never decided
+//! early, since lateness is measured per group, so such groups once piled
+//! up until a cap dropped further matches; now they spill, and are
+//! decided whole when the hunt ends. A group whose windows are decided as
+//! the hunt goes stays in memory ([`Spillable::stays`]), kept small by
+//! those decisions. Should a group grow dense after a part of it spilled,
+//! its windows are decided early without that part, whose matches behind
+//! them are then counted as late, as matches arriving after their windows
+//! were decided always are.
 
 use std::collections::HashMap;
+use std::io;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -24,9 +38,12 @@ use super::yaml::Y;
 use super::{Hit, LoadIssue, Rule, RuleMeta, RuleSet};
 use std::borrow::Cow;
 
+use tokenward_event::codec::{self, Cursor};
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Coverage, Status};
 use tokenward_event::{Finding, Rep};
+use tokenward_spill::keyed::KeyPart;
+use tokenward_spill::spilling::{SpillKey, Spillable, SpillingMap, StateDisk};
 
 /// Out-of-order input tolerated before a window is decided early (ms).
 pub const LATENESS_MS: i64 = 24 * 3600 * 1000;
@@ -40,9 +57,15 @@ pub const LATENESS_MS: i64 = 24 * 3600 * 1000;
 /// different number each run). About 30 MiB of matches.
 pub const DECIDE_EARLY_FROM: usize = 1 << 16;
 
-/// Most matches one correlation holds at once (about 200 MiB): past it,
-/// matches are counted and reported in the correlation's note, not placed.
-pub const HELD_MAX: usize = 400_000;
+/// Most matches of one group judged when the hunt ends: the earliest
+/// ones (by time, then file and place) are kept, the rest counted in
+/// [`CorrStats::over_budget`] and named in the correlation's note. A
+/// group's matches are all in memory when it is decided, whatever spilled
+/// before (about 300 bytes each).
+pub const GROUP_MAX: usize = 200_000;
+
+/// Matches a group holds before its windows are decided early.
+const DENSE: usize = 64;
 
 /// Correlation type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -547,6 +570,92 @@ struct Entry {
     rep: Rep,
 }
 
+impl Entry {
+    /// About how many bytes it holds: itself twice (its group's vector
+    /// grows by doubling), its values, and the texts of its
+    /// representative (each the event's own), with what the allocator
+    /// adds to each: 200,000 matches of one group, held, took about 700
+    /// bytes each.
+    fn approx_bytes(&self) -> usize {
+        let texts = [
+            &self.rep.user,
+            &self.rep.client_ip,
+            &self.rep.app_id,
+            &self.rep.session_id,
+            &self.rep.token_id,
+        ];
+        2 * std::mem::size_of::<Entry>()
+            + self.values.iter().map(|v| v.len() + 64).sum::<usize>()
+            + texts
+                .iter()
+                .flat_map(|t| t.as_deref())
+                .map(|t| t.len() + 48)
+                .sum::<usize>()
+    }
+
+    fn write(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        codec::put_u64(buf, self.t as u64);
+        codec::put_u64(buf, self.pos as u64);
+        codec::put_u32(buf, codec::count(self.values.len())?);
+        for v in &self.values {
+            codec::put_text(buf, v)?;
+        }
+        self.rep.write(buf)
+    }
+
+    fn read(c: &mut Cursor<'_>) -> Result<Entry, String> {
+        let t = c.u64()? as i64;
+        let pos = c.u64()? as usize;
+        let values = (0..c.u32()?)
+            .map(|_| c.text().map(str::to_owned))
+            .collect::<Result<_, _>>()?;
+        Ok(Entry {
+            t,
+            pos,
+            values,
+            rep: Rep::read(c)?,
+        })
+    }
+}
+
+/// A correlation group's key: its `group-by` values.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct GroupKey(Vec<Option<String>>);
+
+impl KeyPart for GroupKey {
+    type Ref<'a> = &'a [Option<String>];
+    fn as_part(&self) -> &[Option<String>] {
+        &self.0
+    }
+    fn from_part(part: &[Option<String>]) -> Self {
+        GroupKey(part.to_vec())
+    }
+    fn matches(&self, part: &[Option<String>]) -> bool {
+        self.0 == part
+    }
+}
+
+impl SpillKey for GroupKey {
+    fn part_bytes(part: &[Option<String>]) -> usize {
+        part.iter()
+            .map(|v| 24 + v.as_ref().map_or(0, String::len))
+            .sum()
+    }
+    fn write(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        codec::put_u32(buf, codec::count(self.0.len())?);
+        for v in &self.0 {
+            codec::put_opt_text(buf, v.as_deref())?;
+        }
+        Ok(())
+    }
+    fn read(c: &mut Cursor<'_>) -> Result<Self, String> {
+        (0..c.u32()?)
+            .map(|_| c.opt_text().map(|v| v.map(str::to_owned)))
+            .collect::<Result<_, _>>()
+            .map(GroupKey)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Group {
     /// Matches in arrival order; sorted by time before windows are decided.
@@ -568,6 +677,118 @@ struct Group {
     /// every new match re-read the kept span each time, which made a dense
     /// group over many days quadratic; doubling makes it amortised linear.
     decide_at: usize,
+    /// Matches of a part read back from disk that came after windows of
+    /// another part of the group were decided (counted with
+    /// [`CorrStats::late`] when the group is decided at the end).
+    late: u64,
+    /// Matches left out past [`GROUP_MAX`].
+    over_cap: u64,
+    /// Windows were decided while the hunt went.
+    decided_early: bool,
+}
+
+impl Group {
+    /// Keeps the earliest [`GROUP_MAX`] matches: the same ones however
+    /// the group's parts came together.
+    fn cap(&mut self) {
+        if self.entries.len() <= GROUP_MAX {
+            return;
+        }
+        fn order(e: &Entry) -> (i64, &str, u64, u64, usize) {
+            (
+                e.t,
+                &e.rep.file,
+                e.rep.locator.line,
+                e.rep.locator.record,
+                e.pos,
+            )
+        }
+        self.entries
+            .select_nth_unstable_by(GROUP_MAX, |a, b| order(a).cmp(&order(b)));
+        self.over_cap += (self.entries.len() - GROUP_MAX) as u64;
+        self.entries.truncate(GROUP_MAX);
+        self.entries.shrink_to_fit();
+        self.unsorted = true;
+    }
+}
+
+impl Spillable for Group {
+    fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Group>() + self.entries.iter().map(Entry::approx_bytes).sum::<usize>()
+    }
+
+    fn write(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        codec::put_u64(buf, self.skip_until as u64);
+        codec::put_u64(buf, self.flushed_upto as u64);
+        codec::put_u64(buf, self.newest.map_or(0, |n| n as u64));
+        buf.push(u8::from(self.newest.is_some()));
+        codec::put_u64(buf, self.decide_at as u64);
+        codec::put_u64(buf, self.late);
+        codec::put_u64(buf, self.over_cap);
+        codec::put_u32(buf, codec::count(self.entries.len())?);
+        for e in &self.entries {
+            e.write(buf)?;
+        }
+        Ok(())
+    }
+
+    fn read(c: &mut Cursor<'_>) -> Result<Self, String> {
+        let skip_until = c.u64()? as i64;
+        let flushed_upto = c.u64()? as i64;
+        let newest = c.u64()? as i64;
+        let newest = (c.u8()? == 1).then_some(newest);
+        let decide_at = c.u64()? as usize;
+        let late = c.u64()?;
+        let over_cap = c.u64()?;
+        let entries = (0..c.u32()?)
+            .map(|_| Entry::read(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Group {
+            // Parts are sorted when decided.
+            unsorted: true,
+            entries,
+            skip_until,
+            flushed_upto,
+            newest,
+            decide_at,
+            late,
+            over_cap,
+            decided_early: false,
+        })
+    }
+
+    /// A group decided early stays in memory until the hunt ends, so at
+    /// most one part of a group has `flushed_upto` set: the other parts'
+    /// matches before it are behind windows decided without them, late
+    /// as matches arriving after their windows were decided are.
+    fn fold(&mut self, mut other: Self) {
+        let upto = self.flushed_upto.max(other.flushed_upto);
+        let late_in = |g: &Group| g.entries.iter().filter(|e| e.t < upto).count() as u64;
+        let late = if self.flushed_upto < upto {
+            late_in(self)
+        } else if other.flushed_upto < upto {
+            late_in(&other)
+        } else {
+            0
+        };
+        self.late += other.late + late;
+        self.over_cap += other.over_cap;
+        self.entries.append(&mut other.entries);
+        self.unsorted = true;
+        self.skip_until = self.skip_until.max(other.skip_until);
+        self.flushed_upto = upto;
+        self.newest = self.newest.max(other.newest);
+        self.decide_at = self.decide_at.max(other.decide_at);
+        self.decided_early |= other.decided_early;
+        self.cap();
+    }
+
+    /// A group decided early stays: written out, its later matches would
+    /// start a part of their own, and no part of a group is decided early
+    /// without the others.
+    fn stays(&self) -> bool {
+        self.decided_early
+    }
 }
 
 /// Per-correlation counters.
@@ -579,7 +800,7 @@ pub struct CorrStats {
     pub no_time: u64,
     /// Matches older than windows already decided.
     pub late: u64,
-    /// Matches not held because the correlation held [`HELD_MAX`] already.
+    /// Matches left out of their group's windows past [`GROUP_MAX`].
     pub over_budget: u64,
     /// Findings.
     pub hits: usize,
@@ -593,32 +814,30 @@ pub struct Sigma {
     findings: Vec<Finding>,
     rule_hits: Vec<usize>,
     stats: Vec<CorrStats>,
-    groups: Vec<HashMap<Vec<Option<String>>, Group>>,
-    /// Entries held across every group (for the report).
+    /// Per correlation, its groups.
+    groups: Vec<SpillingMap<GroupKey, Group>>,
+    /// Most matches held at once, in memory or on disk (for the report).
     pub peak_entries: usize,
+    /// Matches held, not yet decided, over every correlation.
     held: usize,
-    /// Entries held per correlation.
-    held_by: Vec<usize>,
-    /// Most entries one correlation may hold ([`HELD_MAX`] by default).
-    held_max: usize,
     /// Entries held before windows are decided early
     /// ([`DECIDE_EARLY_FROM`] by default).
     decide_early_from: usize,
 }
 
 impl Sigma {
-    /// Starts a hunt with a rule set.
-    pub fn new(set: Arc<RuleSet>) -> Sigma {
+    /// Starts a hunt with a rule set, its correlations' groups held in
+    /// memory as `disk` allows ([`StateDisk`]: the hunt's budget for keyed
+    /// state, shared with the detections that keep some).
+    pub fn new(set: Arc<RuleSet>, disk: Arc<StateDisk>) -> Sigma {
         let nc = set.correlations.len();
         Sigma {
             rule_hits: vec![0; set.rules.len()],
             stats: vec![CorrStats::default(); nc],
-            groups: (0..nc).map(|_| HashMap::new()).collect(),
+            groups: (0..nc).map(|_| SpillingMap::new(disk.clone())).collect(),
             findings: Vec::new(),
             peak_entries: 0,
             held: 0,
-            held_by: vec![0; nc],
-            held_max: HELD_MAX,
             decide_early_from: DECIDE_EARLY_FROM,
             set,
         }
@@ -628,12 +847,6 @@ impl Sigma {
     /// (default [`DECIDE_EARLY_FROM`]).
     pub fn set_decide_early_from(&mut self, n: usize) {
         self.decide_early_from = n;
-    }
-
-    /// Sets the most matches one correlation holds at once (default
-    /// [`HELD_MAX`]).
-    pub fn set_held_max(&mut self, n: usize) {
-        self.held_max = n;
     }
 
     /// The rule set.
@@ -657,7 +870,7 @@ impl Sigma {
             for x in &h.corr {
                 self.feed(
                     x.corr,
-                    x.group.clone(),
+                    &x.group,
                     Entry {
                         t: 0,
                         pos: x.pos,
@@ -669,18 +882,16 @@ impl Sigma {
         }
     }
 
-    fn feed(&mut self, ci: usize, key: Vec<Option<String>>, mut e: Entry) {
+    fn feed(&mut self, ci: usize, key: &[Option<String>], mut e: Entry) {
         self.stats[ci].fed += 1;
         let Some(t) = e.rep.time else {
             self.stats[ci].no_time += 1;
             return;
         };
         e.t = (t.unix_timestamp_nanos() / 1_000_000) as i64;
-        if self.held_by[ci] >= self.held_max {
-            self.stats[ci].over_budget += 1;
-            return;
-        }
-        let g = self.groups[ci].entry(key.clone()).or_default();
+        let bytes = e.approx_bytes();
+        let groups = &mut self.groups[ci];
+        let g = groups.get_or_insert_with(key, Group::default);
         let newest = g.newest.map_or(e.t, |n| n.max(e.t));
         g.newest = Some(newest);
         if e.t < g.flushed_upto {
@@ -692,29 +903,40 @@ impl Sigma {
         let in_order = g.entries.last().is_none_or(|x| x.t <= e.t);
         g.unsorted |= !in_order;
         g.entries.push(e);
+        let (first, len, decide_at) = (g.entries[0].t, g.entries.len(), g.decide_at);
+        groups.grew(bytes);
         self.held += 1;
-        self.held_by[ci] += 1;
         self.peak_entries = self.peak_entries.max(self.held);
-        // Decide windows that can no longer change once enough has piled up.
-        if in_order && self.held >= self.decide_early_from && g.entries.len() >= g.decide_at.max(64)
-        {
+        // Decide windows that can no longer change once enough has piled
+        // up.
+        if in_order && self.held >= self.decide_early_from && len >= decide_at.max(DENSE) {
             let span = self.set.correlations[ci].span_ms;
             let cutoff = newest.saturating_sub(LATENESS_MS);
-            if g.entries[0].t.saturating_add(span) < cutoff {
-                self.decide(ci, &key, Some(cutoff));
+            if first.saturating_add(span) < cutoff {
+                let g = std::mem::take(self.groups[ci].get_or_insert_with(key, Group::default));
+                let before = g.approx_bytes();
+                if let Some(kept) = self.decide(ci, key, g, Some(cutoff)) {
+                    let after = kept.approx_bytes();
+                    *self.groups[ci].get_or_insert_with(key, Group::default) = kept;
+                    self.groups[ci].shrank(before.saturating_sub(after));
+                }
             }
         }
     }
 
     /// Decides the windows of one group: all of them, or (with a cutoff)
-    /// those that end before it, dropping the entries they no longer need.
-    fn decide(&mut self, ci: usize, key: &[Option<String>], cutoff: Option<i64>) {
+    /// those that end before it; with a cutoff, the group comes back
+    /// without the entries those windows no longer need.
+    fn decide(
+        &mut self,
+        ci: usize,
+        key: &[Option<String>],
+        mut g: Group,
+        cutoff: Option<i64>,
+    ) -> Option<Group> {
         let set = self.set.clone();
         let c = &set.correlations[ci];
         let span = c.span_ms;
-        let Some(mut g) = self.groups[ci].remove(key) else {
-            return;
-        };
         if g.unsorted {
             // Stable: matches at the same time keep their arrival order.
             g.entries.sort_by_key(|x| x.t);
@@ -758,29 +980,29 @@ impl Sigma {
         for (a, b, v) in emitted {
             outs.push(self.report(ci, key, &g.entries[a..b], v));
         }
-        match cutoff {
+        let kept = match cutoff {
             Some(cu) => {
                 let keep_from = cu.saturating_sub(span);
                 let drop = g.entries.partition_point(|x| x.t < keep_from);
                 g.entries.drain(..drop);
                 self.held -= drop;
-                self.held_by[ci] -= drop;
                 g.flushed_upto = g.flushed_upto.max(keep_from);
                 g.decide_at = 2 * g.entries.len();
-                self.groups[ci].insert(key.to_vec(), g);
+                g.decided_early = true;
+                Some(g)
             }
             None => {
                 self.held -= g.entries.len();
-                self.held_by[ci] -= g.entries.len();
+                None
             }
-        }
+        };
         for (outer_feed, rep, t) in outs {
             for (oc, okey, values, pos) in outer_feed {
                 let mut r = rep.clone();
                 r.time = t;
                 self.feed(
                     oc,
-                    okey,
+                    &okey,
                     Entry {
                         t: 0,
                         pos,
@@ -790,6 +1012,7 @@ impl Sigma {
                 );
             }
         }
+        kept
     }
 
     #[allow(clippy::type_complexity)]
@@ -896,11 +1119,16 @@ impl Sigma {
         // Inner correlations first: their results feed outer ones.
         let order = topo(&self.set.correlations);
         for ci in order {
-            let mut keys: Vec<Vec<Option<String>>> = self.groups[ci].keys().cloned().collect();
-            keys.sort();
-            for k in keys {
-                self.decide(ci, &k, None);
-            }
+            // Group by group, in key order, each whole (its parts on disk
+            // folded in).
+            let groups = self.groups[ci].fork();
+            let groups = std::mem::replace(&mut self.groups[ci], groups);
+            groups.drain(|key, mut g| {
+                g.cap();
+                self.stats[ci].late += g.late;
+                self.stats[ci].over_budget += g.over_cap;
+                self.decide(ci, &key.0, g, None);
+            });
         }
         let set = self.set.clone();
         let mut st = Vec::new();
@@ -954,8 +1182,8 @@ impl Sigma {
             }
             if s.over_budget > 0 {
                 note.push_str(&format!(
-                    ", {} not placed in a window because {} matches were held at once (its windows may count fewer than happened)",
-                    s.over_budget, self.held_max
+                    ", {} not placed in a window because their group held {GROUP_MAX} earlier matches (its windows may count fewer than happened)",
+                    s.over_budget
                 ));
             }
             st.push(Coverage {
@@ -1525,5 +1753,80 @@ mod tests {
         s.add(0.2);
         s.add(-0.1);
         assert!((s.value() - 2.2).abs() < 1e-12);
+    }
+
+    /// A match at `t`.
+    fn at(t: i64) -> Entry {
+        let mut e = entries(1, t as u64).remove(0);
+        e.t = t;
+        e
+    }
+
+    /// Folding a group's parts counts as late the matches of a part read
+    /// back that are older than windows another part decided, in either
+    /// order, as they would have been had the group stayed in memory.
+    #[test]
+    fn folded_parts_count_matches_behind_decided_windows_as_late() {
+        let decided = || Group {
+            entries: vec![at(150)],
+            flushed_upto: 100,
+            ..Group::default()
+        };
+        let later = || Group {
+            entries: vec![at(50), at(120), at(99)],
+            ..Group::default()
+        };
+        for (mut a, b) in [(decided(), later()), (later(), decided())] {
+            a.fold(b);
+            assert_eq!((a.entries.len(), a.flushed_upto, a.late), (4, 100, 2));
+            assert!(a.unsorted);
+        }
+    }
+
+    /// A group stays in memory when its correlation's groups spill once
+    /// its windows were decided early: written out, the matches it gets
+    /// next would make a part of their own, never decided early.
+    #[test]
+    fn groups_decided_early_stay_when_groups_spill() {
+        let group = |n: i64, decided_early| Group {
+            entries: (0..n).map(at).collect(),
+            decided_early,
+            ..Group::default()
+        };
+        assert!(!group(DENSE as i64, false).stays());
+        assert!(group(0, true).stays());
+        let mut folded = group(3, false);
+        folded.fold(group(1, true));
+        assert!(folded.stays());
+    }
+
+    /// A group reads back from a run as it was written, and a run cut
+    /// anywhere is an error.
+    #[test]
+    fn a_group_reads_back_as_written() {
+        let mut e = at(7);
+        e.values = vec!["203.0.113.9".into(), String::new()];
+        e.rep.user = Some(Arc::from("a@x"));
+        let g = Group {
+            entries: vec![e, at(-3)],
+            skip_until: 5,
+            flushed_upto: -2,
+            newest: Some(7),
+            decide_at: 64,
+            late: 1,
+            over_cap: 3,
+            unsorted: true,
+            decided_early: false,
+        };
+        let mut buf = Vec::new();
+        g.write(&mut buf).unwrap();
+        let back = Group::read(&mut Cursor::new(&buf)).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{g:?}"));
+        for cut in 0..buf.len() {
+            assert!(
+                Group::read(&mut Cursor::new(&buf[..cut])).is_err(),
+                "cut at {cut}"
+            );
+        }
     }
 }

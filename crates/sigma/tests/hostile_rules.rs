@@ -205,7 +205,11 @@ fn a_long_chain_of_correlations_loads_without_deep_recursion_and_cycles_are_refu
                 &Placeholders::new(),
             ));
             // Finishing decides the correlations inner first.
-            let _ = tokenward_sigma::Sigma::new(set.clone()).finish();
+            let _ = tokenward_sigma::Sigma::new(
+                set.clone(),
+                tokenward_spill::spilling::StateDisk::new(0),
+            )
+            .finish();
             set
         })
         .unwrap()

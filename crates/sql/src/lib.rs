@@ -138,7 +138,7 @@ pub fn compile(rules: &RuleSet, opts: &Options) -> Script {
             iocs: std::sync::Arc::new(tokenward_detect::ioc::IocSet::builtin()),
             options: Default::default(),
             // Compiling reads no records: no state is held.
-            state: tokenward_detect::spilling::StateDisk::new(0),
+            state: tokenward_spill::spilling::StateDisk::new(0),
         };
         for b in tokenward_detect::BUILTINS {
             match builtin::compile(&mut sc, &mut gc, b.info.id, &setup, GROUPED_SCAN) {

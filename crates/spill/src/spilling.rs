@@ -1,4 +1,5 @@
-//! Keyed detection state that moves to disk past its memory.
+//! Keyed state (of detections, Sigma correlations, report pivots) that
+//! moves to disk past its memory.
 //!
 //! A detection that aggregates per session (tw-token-without-signin keeps
 //! each session no sign-in explains, with up to a thousand token ids) holds
@@ -117,6 +118,13 @@ pub trait Spillable: Sized {
     /// Takes in another value of the same key. The result must not depend
     /// on which of the two is `self`, nor on the order values arrive in.
     fn fold(&mut self, other: Self);
+    /// Whether this value stays in memory when its map spills: a value
+    /// that is worked on as the hunt goes (a correlation group whose
+    /// windows are decided while it is read) and is kept small that way,
+    /// not by the budget.
+    fn stays(&self) -> bool {
+        false
+    }
 }
 
 /// What a text kept in a set holds besides its bytes: the `String`, the
@@ -204,6 +212,9 @@ struct Run {
 pub struct SpillingMap<K: SpillKey, V: Spillable> {
     held: Keyed<K, V>,
     held_bytes: usize,
+    /// Of `held_bytes`, those of values that stayed at the last spill
+    /// ([`Spillable::stays`]): only the others make the map spill again.
+    stays_bytes: usize,
     /// Of `held_bytes`, those told to the [`StateDisk`].
     told: usize,
     /// By level, highest first.
@@ -217,6 +228,7 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         SpillingMap {
             held: Keyed::default(),
             held_bytes: 0,
+            stays_bytes: 0,
             told: 0,
             runs: Vec::new(),
             disk,
@@ -253,6 +265,12 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         // A map whose keys only grow (sessions gaining token ids) must
         // spill as one that gains keys does.
         self.spill_past_budget();
+    }
+
+    /// Counts `bytes` fewer held by a value changed in place.
+    pub fn shrank(&mut self, bytes: usize) {
+        self.held_bytes = self.held_bytes.saturating_sub(bytes);
+        self.stays_bytes = self.stays_bytes.min(self.held_bytes);
     }
 
     /// Tells the [`StateDisk`] what this map holds now.
@@ -303,7 +321,7 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
             }
             return;
         }
-        self.spill();
+        self.spill(true);
         if self.disk.failed() {
             return;
         }
@@ -326,11 +344,11 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         }
         // The map's own size first: it is checked for every record, and
         // the shared count is a load from a line other cores write.
-        if self.held_bytes >= budget / SPILLER_FRACTION
+        if self.held_bytes - self.stays_bytes.min(self.held_bytes) >= budget / SPILLER_FRACTION
             && !self.held.is_empty()
             && self.disk.held.load(Ordering::Relaxed) > budget
         {
-            self.spill();
+            self.spill(false);
             self.compact();
         }
     }
@@ -340,14 +358,23 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
     /// instead: the hunt fails when every file is read and writes no
     /// result, so holding them would only grow memory until then, as the
     /// findings store drops findings once it failed.
-    fn spill(&mut self) {
+    ///
+    /// Values that stay ([`Spillable::stays`]) are kept, unless `all`.
+    fn spill(&mut self, all: bool) {
         if self.held.is_empty() {
             return;
         }
-        let entries = sorted(std::mem::take(&mut self.held));
+        let (stay, entries): (Vec<_>, Vec<_>) = sorted(std::mem::take(&mut self.held))
+            .into_iter()
+            .partition(|(_, v)| !all && v.stays());
         self.held_bytes = 0;
+        for (k, v) in stay {
+            self.held_bytes += K::part_bytes(k.as_part()) + v.approx_bytes();
+            self.held.get_or_insert_with(k.as_part(), || v);
+        }
+        self.stays_bytes = self.held_bytes;
         self.tell();
-        if self.disk.failed() {
+        if self.disk.failed() || entries.is_empty() {
             return;
         }
         match write_run(entries.iter().map(|(k, v)| (k, v))) {
@@ -423,6 +450,16 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
     }
 }
 
+impl<K: SpillKey, V: Spillable> std::fmt::Debug for SpillingMap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpillingMap")
+            .field("held_entries", &self.held.len())
+            .field("held_bytes", &self.held_bytes)
+            .field("runs", &self.runs.len())
+            .finish()
+    }
+}
+
 impl<K: SpillKey, V: Spillable> Drop for SpillingMap<K, V> {
     fn drop(&mut self) {
         // What it held is no longer held.
@@ -462,9 +499,13 @@ impl RunWriter {
         })
     }
 
+    /// An entry: its key and its value, each a record, so that a merge
+    /// reads keys and leaves values where they are until it takes them.
     fn put<K: SpillKey, V: Spillable>(&mut self, key: &K, value: &V) -> io::Result<()> {
         self.buf.clear();
         key.write(&mut self.buf)?;
+        codec::write_record(&mut self.out, &self.buf)?;
+        self.buf.clear();
         value.write(&mut self.buf)?;
         codec::write_record(&mut self.out, &self.buf)
     }
@@ -476,56 +517,126 @@ impl RunWriter {
     }
 }
 
-/// A run read front to back.
+/// A run read front to back: keys as they come, values where they are.
 struct RunReader {
     input: BufReader<File>,
+    /// Where `input` is in the file.
+    pos: u64,
+    /// The file's length: a value said to run past it is damage.
+    len: u64,
     buf: Vec<u8>,
     at: usize,
 }
 
 impl RunReader {
-    fn next<K: SpillKey, V: Spillable>(&mut self) -> Result<Option<(K, V)>, String> {
+    fn new(file: File) -> Result<RunReader, String> {
+        let len = file
+            .metadata()
+            .map_err(|e| format!("detection state on disk: {e}"))?
+            .len();
+        Ok(RunReader {
+            input: BufReader::with_capacity(1 << 16, file),
+            pos: 0,
+            len,
+            buf: Vec::new(),
+            at: 0,
+        })
+    }
+
+    /// The next entry's key, and where its value is. The merge holds each
+    /// run's next entry: a key's values (a correlation group's parts),
+    /// read in full, held the whole group at once, several times over.
+    fn next<K: SpillKey>(&mut self) -> Result<Option<(K, Pending)>, String> {
         self.at += 1;
-        let damaged = |e: String| {
-            format!(
-                "detection state read back from disk, entry {}: {e}",
-                self.at
-            )
-        };
+        let at = self.at;
+        let damaged = |e: String| format!("detection state read back from disk, entry {at}: {e}");
         if !codec::read_record(&mut self.input, &mut self.buf).map_err(damaged)? {
             return Ok(None);
         }
+        self.pos += 4 + self.buf.len() as u64;
         let mut c = Cursor::new(&self.buf);
-        let entry = (|| {
-            let key = K::read(&mut c)?;
-            let value = V::read(&mut c)?;
-            if c.left() != 0 {
-                return Err(format!("{} bytes after the entry", c.left()));
+        let key = K::read(&mut c).map_err(damaged)?;
+        if c.left() != 0 {
+            return Err(damaged(format!("{} bytes after the key", c.left())));
+        }
+        let mut len = [0u8; 4];
+        io::Read::read_exact(&mut self.input, &mut len)
+            .map_err(|e| damaged(format!("value length: {e}")))?;
+        let len = u64::from(u32::from_le_bytes(len));
+        let offset = self.pos + 4;
+        if offset + len > self.len {
+            return Err(damaged(format!("value of {len} bytes cut short")));
+        }
+        self.input
+            .seek_relative(len as i64)
+            .map_err(|e| damaged(e.to_string()))?;
+        self.pos = offset + len;
+        Ok(Some((key, Pending { offset, len, at })))
+    }
+
+    /// Reads a value [`RunReader::next`] passed over.
+    fn value<V: Spillable>(&self, p: &Pending) -> Result<V, String> {
+        let damaged =
+            |e: String| format!("detection state read back from disk, entry {}: {e}", p.at);
+        let mut bytes = vec![0u8; p.len as usize];
+        read_at(self.input.get_ref(), &mut bytes, p.offset).map_err(|e| damaged(e.to_string()))?;
+        let mut c = Cursor::new(&bytes);
+        let value = V::read(&mut c).map_err(damaged)?;
+        match c.left() {
+            0 => Ok(value),
+            n => Err(damaged(format!("{n} bytes after the entry"))),
+        }
+    }
+}
+
+/// Where an entry's value is in its run, and the entry's place there.
+struct Pending {
+    offset: u64,
+    len: u64,
+    at: usize,
+}
+
+/// Reads `buf.len()` bytes of `file` from `offset` without moving its
+/// cursor (a run's reader reads on from where it is; the sign-in index's
+/// workers look up one run at once).
+pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        // `seek_read` moves the cursor there: it is put back.
+        let mut f = file;
+        let cursor = f.stream_position()?;
+        let (mut buf, mut offset) = (buf, offset);
+        while !buf.is_empty() {
+            match std::os::windows::fs::FileExt::seek_read(file, buf, offset)? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
             }
-            Ok((key, value))
-        })();
-        entry.map(Some).map_err(damaged)
+        }
+        f.seek(io::SeekFrom::Start(cursor)).map(|_| ())
     }
 }
 
 /// The entries of sorted runs, merged by key, each key's values folded
-/// into one, handed to `each` in key order.
+/// into one as they are read, handed to `each` in key order.
 fn merged<K: SpillKey, V: Spillable>(
     runs: Vec<Run>,
     each: &mut dyn FnMut(K, V),
 ) -> Result<(), String> {
     let mut readers: Vec<RunReader> = runs
         .into_iter()
-        .map(|r| RunReader {
-            input: BufReader::with_capacity(1 << 16, r.file),
-            buf: Vec::new(),
-            at: 0,
-        })
-        .collect();
-    let mut heads: Vec<Option<V>> = Vec::with_capacity(readers.len());
+        .map(|r| RunReader::new(r.file))
+        .collect::<Result<_, _>>()?;
+    let mut heads: Vec<Option<Pending>> = Vec::with_capacity(readers.len());
     let mut order = BinaryHeap::new();
     for (i, r) in readers.iter_mut().enumerate() {
-        match r.next::<K, V>()? {
+        match r.next::<K>()? {
             Some((k, v)) => {
                 order.push(Reverse((k, i)));
                 heads.push(Some(v));
@@ -535,8 +646,9 @@ fn merged<K: SpillKey, V: Spillable>(
     }
     let mut last: Option<(K, V)> = None;
     while let Some(Reverse((key, i))) = order.pop() {
-        let value = heads[i].take().expect("a head for each queued run");
-        if let Some((k, v)) = readers[i].next::<K, V>()? {
+        let head = heads[i].take().expect("a head for each queued run");
+        let value: V = readers[i].value(&head)?;
+        if let Some((k, v)) = readers[i].next::<K>()? {
             if k < key {
                 return Err(format!(
                     "detection state read back from disk, entry {}: key out of order",
@@ -634,6 +746,55 @@ mod tests {
     /// shards merged in pieces, and with more runs than merge at once (so
     /// merges of merges happen), each key comes out once with the value
     /// a map that never spilled holds.
+    /// A count that stays in memory from 100 on, as a correlation group
+    /// decided while the hunt goes does.
+    #[derive(Debug, PartialEq)]
+    struct Count(u64);
+
+    impl Spillable for Count {
+        fn approx_bytes(&self) -> usize {
+            64
+        }
+        fn write(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+            codec::put_u64(buf, self.0);
+            Ok(())
+        }
+        fn read(c: &mut Cursor<'_>) -> Result<Self, String> {
+            c.u64().map(Count)
+        }
+        fn fold(&mut self, other: Self) {
+            self.0 += other.0;
+        }
+        fn stays(&self) -> bool {
+            self.0 >= 100
+        }
+    }
+
+    /// Values that stay are kept in memory when their map spills, the
+    /// others are written; each key comes out whole at the end.
+    #[test]
+    fn values_that_stay_are_not_written() {
+        let disk = StateDisk::new(0);
+        let mut map: SpillingMap<Box<str>, Count> = SpillingMap::new(disk.clone());
+        map.get_or_insert_with("busy", || Count(0)).0 = 500;
+        for i in 0..300u64 {
+            let key = format!("k{}", i % 30);
+            map.get_or_insert_with(&key, || Count(0)).0 += 1;
+            map.get_or_insert_with("busy", || Count(0)).0 += 1;
+        }
+        assert!(disk.runs_written() > 0);
+        assert_eq!(map.held.get("busy"), Some(&Count(800)), "stayed, whole");
+        assert!(map.held.len() <= 2, "{} held", map.held.len());
+        let mut got = Vec::new();
+        map.drain(|k, v| got.push((k, v.0)));
+        assert_eq!(disk.error(), None);
+        let mut want: Vec<(Box<str>, u64)> =
+            (0..30).map(|i| (format!("k{i}").into(), 10)).collect();
+        want.push(("busy".into(), 800));
+        want.sort();
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn spilled_entries_come_back_as_held_ones() {
         let mut rng = fastrand::Rng::with_seed(5);
