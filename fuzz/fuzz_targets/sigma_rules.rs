@@ -64,7 +64,8 @@ fuzz_target!(|data: &[u8]| {
             set.eval(ev, &mut hits);
         }
     }
-    let mut sigma = Sigma::new(set);
+    // No budget: every correlation group goes through the disk path.
+    let mut sigma = Sigma::new(set, tokenward_spill::spilling::StateDisk::new(0));
     sigma.absorb(hits);
     let _ = sigma.finish();
 });
