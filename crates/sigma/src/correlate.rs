@@ -571,6 +571,17 @@ struct Entry {
 }
 
 impl Entry {
+    /// Its place among a group's matches: by time, then file and place.
+    fn order(&self) -> (i64, &str, u64, u64, usize) {
+        (
+            self.t,
+            &self.rep.file,
+            self.rep.locator.line,
+            self.rep.locator.record,
+            self.pos,
+        )
+    }
+
     /// About how many bytes it holds: itself twice (its group's vector
     /// grows by doubling), its values, and the texts of its
     /// representative (each the event's own), with what the allocator
@@ -694,17 +705,14 @@ impl Group {
         if self.entries.len() <= GROUP_MAX {
             return;
         }
-        fn order(e: &Entry) -> (i64, &str, u64, u64, usize) {
-            (
-                e.t,
-                &e.rep.file,
-                e.rep.locator.line,
-                e.rep.locator.record,
-                e.pos,
-            )
+        // Matches behind the last window reported are in no window left.
+        let skip_until = self.skip_until;
+        self.entries.retain(|e| e.t >= skip_until);
+        if self.entries.len() <= GROUP_MAX {
+            return;
         }
         self.entries
-            .select_nth_unstable_by(GROUP_MAX, |a, b| order(a).cmp(&order(b)));
+            .select_nth_unstable_by(GROUP_MAX, |a, b| a.order().cmp(&b.order()));
         self.over_cap += (self.entries.len() - GROUP_MAX) as u64;
         self.entries.truncate(GROUP_MAX);
         self.entries.shrink_to_fit();
@@ -904,24 +912,31 @@ impl Sigma {
         g.unsorted |= !in_order;
         g.entries.push(e);
         let (first, len, decide_at) = (g.entries[0].t, g.entries.len(), g.decide_at);
-        groups.grew(bytes);
         self.held += 1;
         self.peak_entries = self.peak_entries.max(self.held);
         // Decide windows that can no longer change once enough has piled
-        // up.
+        // up. The group is taken out and put back without a spill in
+        // between (the map's growth is told after): a spill there wrote
+        // the group out and decided an empty one in its place.
         if in_order && self.held >= self.decide_early_from && len >= decide_at.max(DENSE) {
             let span = self.set.correlations[ci].span_ms;
             let cutoff = newest.saturating_sub(LATENESS_MS);
             if first.saturating_add(span) < cutoff {
-                let g = std::mem::take(self.groups[ci].get_or_insert_with(key, Group::default));
-                let before = g.approx_bytes();
-                if let Some(kept) = self.decide(ci, key, g, Some(cutoff)) {
-                    let after = kept.approx_bytes();
-                    *self.groups[ci].get_or_insert_with(key, Group::default) = kept;
-                    self.groups[ci].shrank(before.saturating_sub(after));
+                if let Some(slot) = self.groups[ci].get_mut(key) {
+                    let g = std::mem::take(slot);
+                    let before = g.approx_bytes();
+                    // Outer correlations fed by its windows are other maps.
+                    if let Some(kept) = self.decide(ci, key, g, Some(cutoff)) {
+                        let after = kept.approx_bytes();
+                        if let Some(slot) = self.groups[ci].get_mut(key) {
+                            *slot = kept;
+                        }
+                        self.groups[ci].shrank(before.saturating_sub(after));
+                    }
                 }
             }
         }
+        self.groups[ci].grew(bytes);
     }
 
     /// Decides the windows of one group: all of them, or (with a cutoff)
@@ -938,8 +953,9 @@ impl Sigma {
         let c = &set.correlations[ci];
         let span = c.span_ms;
         if g.unsorted {
-            // Stable: matches at the same time keep their arrival order.
-            g.entries.sort_by_key(|x| x.t);
+            // Matches at the same time by file and place: in the order
+            // they were read, not in which parts of the group spilled.
+            g.entries.sort_by(|a, b| a.order().cmp(&b.order()));
             g.unsorted = false;
         }
         let mut emitted: Vec<(usize, usize, f64)> = Vec::new();

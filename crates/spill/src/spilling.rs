@@ -267,10 +267,17 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         self.spill_past_budget();
     }
 
-    /// Counts `bytes` fewer held by a value changed in place.
+    /// Counts `bytes` fewer held by a value changed in place (the values
+    /// that stay are those that shrink: they count as fewer too, so the
+    /// map spills no later than it should).
     pub fn shrank(&mut self, bytes: usize) {
         self.held_bytes = self.held_bytes.saturating_sub(bytes);
-        self.stays_bytes = self.stays_bytes.min(self.held_bytes);
+        self.stays_bytes = self.stays_bytes.saturating_sub(bytes);
+    }
+
+    /// The value held in memory for `key`, if any, without spilling.
+    pub fn get_mut(&mut self, key: K::Ref<'_>) -> Option<&mut V> {
+        self.held.get_mut(key)
     }
 
     /// Tells the [`StateDisk`] what this map holds now.
