@@ -98,9 +98,10 @@ pub struct HuntArgs {
     /// the sign-ins read (docs/limits.md).
     #[arg(long, default_value_t = tokenward_hunt::DEFAULT_INDEX_MEMORY >> 20, value_name = "MIB")]
     signin_index_memory: usize,
-    /// Keyed state of the built-in detections held in memory, all of them
-    /// together (sessions no sign-in explains, with up to 1,000 token ids
-    /// each; mailbox buckets) before it moves, sorted, to temporary files
+    /// Keyed state of the built-in detections and the Sigma correlations
+    /// held in memory, all of them together (sessions no sign-in explains,
+    /// with up to 1,000 token ids each; mailbox buckets; correlation
+    /// groups' matches) before it moves, sorted, to temporary files
     /// ($TMPDIR) and is merged back at the end, so memory does not grow
     /// with the sessions read (docs/limits.md).
     #[arg(long, default_value_t = tokenward_hunt::DEFAULT_STATE_MEMORY >> 20, value_name = "MIB")]

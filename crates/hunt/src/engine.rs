@@ -80,8 +80,9 @@ pub struct HuntConfig {
     /// largest sets spill to disk (`None`:
     /// [`tokenward_detect::signin_index::DEFAULT_INDEX_MEMORY`]).
     pub signin_index_memory: Option<usize>,
-    /// Bytes of keyed state (sessions, buckets) all built-in detections
-    /// hold in memory before it spills to disk (`None`:
+    /// Bytes of keyed state (sessions, buckets, correlation groups) all
+    /// built-in detections and Sigma correlations hold in memory before it
+    /// spills to disk (`None`:
     /// [`tokenward_spill::spilling::DEFAULT_STATE_MEMORY`]).
     pub detection_memory: Option<usize>,
 }

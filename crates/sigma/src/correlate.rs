@@ -61,7 +61,8 @@ pub const DECIDE_EARLY_FROM: usize = 1 << 16;
 /// ones (by time, then file and place) are kept, the rest counted in
 /// [`CorrStats::over_budget`] and named in the correlation's note. A
 /// group's matches are all in memory when it is decided, whatever spilled
-/// before (about 300 bytes each).
+/// before: one group of a million matches peaked at 269-285 MiB with
+/// this many kept (`bench/correlation_bench.sh`).
 pub const GROUP_MAX: usize = 200_000;
 
 /// Matches a group holds before its windows are decided early.
@@ -922,17 +923,14 @@ impl Sigma {
             let span = self.set.correlations[ci].span_ms;
             let cutoff = newest.saturating_sub(LATENESS_MS);
             if first.saturating_add(span) < cutoff {
-                if let Some(slot) = self.groups[ci].get_mut(key) {
-                    let g = std::mem::take(slot);
-                    let before = g.approx_bytes();
-                    // Outer correlations fed by its windows are other maps.
-                    if let Some(kept) = self.decide(ci, key, g, Some(cutoff)) {
-                        let after = kept.approx_bytes();
-                        if let Some(slot) = self.groups[ci].get_mut(key) {
-                            *slot = kept;
-                        }
-                        self.groups[ci].shrank(before.saturating_sub(after));
-                    }
+                const HELD: &str = "the group just fed, and no spill since";
+                let g = std::mem::take(self.groups[ci].get_mut(key).expect(HELD));
+                let before = g.approx_bytes();
+                // Outer correlations fed by its windows are other maps.
+                if let Some(kept) = self.decide(ci, key, g, Some(cutoff)) {
+                    let after = kept.approx_bytes();
+                    *self.groups[ci].get_mut(key).expect(HELD) = kept;
+                    self.groups[ci].shrank(before.saturating_sub(after));
                 }
             }
         }

@@ -371,13 +371,17 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         if self.held.is_empty() {
             return;
         }
-        let (stay, entries): (Vec<_>, Vec<_>) = sorted(std::mem::take(&mut self.held))
-            .into_iter()
-            .partition(|(_, v)| !all && v.stays());
+        let mut entries = sorted(std::mem::take(&mut self.held));
         self.held_bytes = 0;
-        for (k, v) in stay {
-            self.held_bytes += K::part_bytes(k.as_part()) + v.approx_bytes();
-            self.held.get_or_insert_with(k.as_part(), || v);
+        // Split only when some value stays: a second vector of every
+        // entry, at the moment the map is largest, for nothing otherwise.
+        if !all && entries.iter().any(|(_, v)| v.stays()) {
+            let (stay, go): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(_, v)| v.stays());
+            for (k, v) in stay {
+                self.held_bytes += K::part_bytes(k.as_part()) + v.approx_bytes();
+                self.held.get_or_insert_with(k.as_part(), || v);
+            }
+            entries = go;
         }
         self.stays_bytes = self.held_bytes;
         self.tell();
@@ -550,9 +554,10 @@ impl RunReader {
         })
     }
 
-    /// The next entry's key, and where its value is. The merge holds each
-    /// run's next entry: a key's values (a correlation group's parts),
-    /// read in full, held the whole group at once, several times over.
+    /// The next entry's key, and its value if small, else where it is.
+    /// The merge holds each run's next entry: a key's large values (a
+    /// correlation group's parts), read in full, held the whole group at
+    /// once, several times over.
     fn next<K: SpillKey>(&mut self) -> Result<Option<(K, Pending)>, String> {
         self.at += 1;
         let at = self.at;
@@ -574,19 +579,34 @@ impl RunReader {
         if offset + len > self.len {
             return Err(damaged(format!("value of {len} bytes cut short")));
         }
-        self.input
-            .seek_relative(len as i64)
-            .map_err(|e| damaged(e.to_string()))?;
         self.pos = offset + len;
-        Ok(Some((key, Pending { offset, len, at })))
+        let value = if len <= VALUE_READ_AT_ONCE {
+            let mut bytes = vec![0u8; len as usize];
+            io::Read::read_exact(&mut self.input, &mut bytes)
+                .map_err(|e| damaged(e.to_string()))?;
+            Value::Read(bytes)
+        } else {
+            self.input
+                .seek_relative(len as i64)
+                .map_err(|e| damaged(e.to_string()))?;
+            Value::At { offset, len }
+        };
+        Ok(Some((key, Pending { value, at })))
     }
 
-    /// Reads a value [`RunReader::next`] passed over.
-    fn value<V: Spillable>(&self, p: &Pending) -> Result<V, String> {
+    /// Reads a value [`RunReader::next`] read or passed over.
+    fn value<V: Spillable>(&self, p: Pending) -> Result<V, String> {
         let damaged =
             |e: String| format!("detection state read back from disk, entry {}: {e}", p.at);
-        let mut bytes = vec![0u8; p.len as usize];
-        read_at(self.input.get_ref(), &mut bytes, p.offset).map_err(|e| damaged(e.to_string()))?;
+        let bytes = match p.value {
+            Value::Read(bytes) => bytes,
+            Value::At { offset, len } => {
+                let mut bytes = vec![0u8; len as usize];
+                read_at(self.input.get_ref(), &mut bytes, offset)
+                    .map_err(|e| damaged(e.to_string()))?;
+                bytes
+            }
+        };
         let mut c = Cursor::new(&bytes);
         let value = V::read(&mut c).map_err(damaged)?;
         match c.left() {
@@ -596,11 +616,23 @@ impl RunReader {
     }
 }
 
-/// Where an entry's value is in its run, and the entry's place there.
+/// Values up to this size are read with their key: a read of its own
+/// for each (a system call) cost more than holding them, and most values
+/// (sessions, buckets, pivot rows) are small.
+const VALUE_READ_AT_ONCE: u64 = 64 << 10;
+
+/// An entry's value, and the entry's place in its run.
 struct Pending {
-    offset: u64,
-    len: u64,
+    value: Value,
     at: usize,
+}
+
+/// A value as the merge holds it until it takes it.
+enum Value {
+    /// Read already.
+    Read(Vec<u8>),
+    /// Where it is in the run (a large one: a correlation group's part).
+    At { offset: u64, len: u64 },
 }
 
 /// Reads `buf.len()` bytes of `file` from `offset` without moving its
@@ -654,7 +686,7 @@ fn merged<K: SpillKey, V: Spillable>(
     let mut last: Option<(K, V)> = None;
     while let Some(Reverse((key, i))) = order.pop() {
         let head = heads[i].take().expect("a head for each queued run");
-        let value: V = readers[i].value(&head)?;
+        let value: V = readers[i].value(head)?;
         if let Some((k, v)) = readers[i].next::<K>()? {
             if k < key {
                 return Err(format!(
