@@ -366,7 +366,41 @@ fn pieces(text: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// How many times a piece is in [`EXPORT_TEXT`], ASCII case ignored (0
 /// for one that is not whole characters).
 fn in_export_text(piece: &[u8]) -> usize {
-    std::str::from_utf8(piece).map_or(0, |g| EXPORT_TEXT.matches(&*g.to_ascii_lowercase()).count())
+    let Ok(g) = std::str::from_utf8(piece) else {
+        return 0;
+    };
+    let g = g.to_ascii_lowercase();
+    match <[u8; GRAM]>::try_from(g.as_bytes()) {
+        Ok(gram) => export_grams().get(&gram).map_or(0, |&n| usize::from(n)),
+        // Whole anchors shorter than a piece: few.
+        Err(_) => EXPORT_TEXT.matches(&*g).count(),
+    }
+}
+
+/// Every four-byte piece of [`EXPORT_TEXT`] and how many times it is there
+/// without overlap, as `str::matches` counts: searching the text for each
+/// candidate piece was a third of loading the SigmaHQ cloud rules, and is
+/// done again for each kind's screen during the hunt.
+fn export_grams() -> &'static HashMap<[u8; GRAM], u8> {
+    static GRAMS: std::sync::OnceLock<HashMap<[u8; GRAM], u8>> = std::sync::OnceLock::new();
+    GRAMS.get_or_init(|| {
+        // Where each piece last counted started, and its count.
+        let mut seen: HashMap<[u8; GRAM], (usize, u8)> = HashMap::new();
+        for (at, w) in EXPORT_TEXT.as_bytes().windows(GRAM).enumerate() {
+            let gram: [u8; GRAM] = w.try_into().expect("windows of GRAM bytes");
+            match seen.get_mut(&gram) {
+                Some((last, n)) if at >= *last + GRAM => {
+                    *last = at;
+                    *n = n.saturating_add(1);
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(gram, (at, 1));
+                }
+            }
+        }
+        seen.into_iter().map(|(g, (_, n))| (g, n)).collect()
+    })
 }
 
 /// Short byte strings (four bytes, or a whole shorter text) such that
@@ -456,6 +490,29 @@ fn bucket_order<T: Clone>(texts: &[T]) -> Vec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The table of pieces counts as searching the text did: without
+    /// overlap, case ignored, whole characters only.
+    #[test]
+    fn pieces_are_counted_in_the_export_text_as_a_search_counts_them() {
+        let mut pieces: Vec<Vec<u8>> = EXPORT_TEXT
+            .as_bytes()
+            .windows(GRAM)
+            .map(<[u8]>::to_vec)
+            .collect();
+        for extra in ["ID O", "zzzz", "....", "0.0.", "id", "x", "\u{e9}xy"] {
+            pieces.push(extra.as_bytes().to_vec());
+        }
+        pieces.push(vec![0xc3, 0xa9, b'a', 0xc3]);
+        let mut repeated = 0;
+        for p in &pieces {
+            let want = std::str::from_utf8(p)
+                .map_or(0, |g| EXPORT_TEXT.matches(&*g.to_ascii_lowercase()).count());
+            assert_eq!(in_export_text(p), want, "{:?}", String::from_utf8_lossy(p));
+            repeated += usize::from(want > 1);
+        }
+        assert!(repeated > 10, "{repeated} pieces more than once");
+    }
 
     #[test]
     fn the_rarest_run_is_the_least_export_like() {

@@ -1656,3 +1656,26 @@ fn values_pass_the_screen_whatever_a_writer_escapes() {
     }
     assert!(!s.wants(br#"{"UserAgent":"x Tool-Evil y"}"#));
 }
+
+/// A rule carries the DRL note when a licence file saying so sits in its
+/// directory or above; every directory walked keeps the answer for the
+/// rest of the process, so a rule set's files do not each look again.
+#[test]
+fn the_licence_above_a_rule_is_looked_for_once_per_directory() {
+    let base = std::env::temp_dir().join(format!("tokenward-drl-{}", std::process::id()));
+    let deep = base.join("licensed/a/b");
+    let plain = base.join("plain/a");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::create_dir_all(&plain).unwrap();
+    let licence = base.join("licensed/LICENSE");
+    std::fs::write(&licence, "Detection Rule License (DRL) 1.1\n").unwrap();
+
+    assert!(drl_near(&deep.join("r.yml")));
+    assert!(!drl_near(&plain.join("r.yml")));
+    // Answers now come from the walk above, not from the files.
+    std::fs::remove_file(&licence).unwrap();
+    std::fs::write(base.join("plain/LICENSE"), "Detection Rule License").unwrap();
+    assert!(drl_near(&base.join("licensed/a/r2.yml")));
+    assert!(!drl_near(&plain.join("r2.yml")));
+    std::fs::remove_dir_all(&base).unwrap();
+}
