@@ -10,7 +10,14 @@
 # decided while the hunt goes (24 h behind the newest match) rather than at
 # the end.
 # SPAN (default 24h) is the correlation's timespan.
-# Usage: [BIN=target/release/tokenward] [TYPE=value_count] [DAYS=1] [SPAN=24h] bench/correlation_bench.sh [COUNT...]
+# GROUP_BY=UserId groups by user instead, over USERS users (default 50000)
+# taking turns: with DAYS > 1 and a short SPAN, every user's group is dense,
+# so windows of many groups are decided while the hunt goes.
+# QUIET_DAYS=N (default 0) puts N quiet days first, a match every 30
+# minutes of each group, so groups are decided while the hunt goes before
+# the COUNT matches flood them.
+# Usage: [BIN=target/release/tokenward] [TYPE=value_count] [DAYS=1] [SPAN=24h]
+#        [GROUP_BY=Workload] [USERS=50000] [QUIET_DAYS=0] bench/correlation_bench.sh [COUNT...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/tokenward}
@@ -18,6 +25,9 @@ COUNTS=${*:-10000 100000 1000000}
 TYPE=${TYPE:-value_count}
 DAYS=${DAYS:-1}
 SPAN=${SPAN:-24h}
+GROUP_BY=${GROUP_BY:-Workload}
+USERS=${USERS:-50000}
+QUIET_DAYS=${QUIET_DAYS:-0}
 case $TYPE in
   value_count) RULES=failed_logon; COND="field: UserId
     gte: 1000000000" ;;
@@ -56,25 +66,34 @@ id: 5f1c0000-0000-4000-8000-000000000002
 correlation:
   type: $TYPE
   rules: [$RULES]
-  group-by: [Workload]
+  group-by: [$GROUP_BY]
   timespan: $SPAN
   condition:
     $COND
 level: high
 YAML
 for n in $COUNTS; do
-  python3 - "$n" "$DAYS" > "$WORK/logs.jsonl" <<'PY'
+  python3 - "$n" "$DAYS" "$USERS" "$QUIET_DAYS" "$GROUP_BY" > "$WORK/logs.jsonl" <<'PY'
 import sys, datetime
-n, days = int(sys.argv[1]), int(sys.argv[2])
+n, days, users, quiet = (int(a) for a in sys.argv[1:5])
+groups = min(users, n) if sys.argv[5] == "UserId" else 1
 start = datetime.datetime(2024, 3, 1)
+def line(t, i):
+    print('{"CreationTime":"%s","Operation":"UserLoginFailed","Workload":"AzureActiveDirectory","UserId":"user%d@contoso.example","ClientIP":"198.51.100.%d","Size":%d}'
+          % (t.strftime("%Y-%m-%dT%H:%M:%S"), i % users, i % 250, (i * 7919) % 100003))
+for k in range(quiet * 48):
+    for u in range(groups):
+        line(start + datetime.timedelta(minutes=30 * k), u)
+start += datetime.timedelta(days=quiet)
 for i in range(n):
     t = start + datetime.timedelta(seconds=(i % 86400) if days == 1 else i * 86400 * days // n)
-    print('{"CreationTime":"%s","Operation":"UserLoginFailed","Workload":"AzureActiveDirectory","UserId":"user%d@contoso.example","ClientIP":"198.51.100.%d","Size":%d}'
-          % (t.strftime("%Y-%m-%dT%H:%M:%S"), i % 50000, i % 250, (i * 7919) % 100003))
+    line(t, i)
 PY
-  /usr/bin/time -f "%e %U %S %M" "$BIN" hunt -q --output-format jsonl -o /dev/null \
+  /usr/bin/time -f "%e %U %S %M" "$BIN" hunt --output-format jsonl -o /dev/null \
     --rules "$WORK/rules.yml" "$WORK/logs.jsonl" 2> "$WORK/time.txt" || true
   read -r wall user sys rss < <(tail -1 "$WORK/time.txt")
-  printf '%-16s %4s span %3s d %8d events: wall %6.2f s, CPU %6.2f s, peak RSS %5d MiB\n' "$TYPE" "$SPAN" "$DAYS" "$n" "$wall" \
+  printf '%-16s %-9s %4s span %3s d %8d events: wall %6.2f s, CPU %6.2f s, peak RSS %5d MiB\n' "$TYPE" "$GROUP_BY" "$SPAN" "$DAYS" "$n" "$wall" \
     "$(echo "$user + $sys" | bc)" "$((rss / 1024))"
+  # The correlation's note: matches fed, and any left out of windows.
+  grep -o '[0-9]* matches fed.*' "$WORK/time.txt" | sed 's/^/    /' || true
 done

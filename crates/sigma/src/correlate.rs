@@ -19,10 +19,11 @@
 //! up until a cap dropped further matches; now they spill, and are
 //! decided whole when the hunt ends. A group whose windows are decided as
 //! the hunt goes stays in memory ([`Spillable::stays`]), kept small by
-//! those decisions. Should a group grow dense after a part of it spilled,
-//! its windows are decided early without that part, whose matches behind
-//! them are then counted as late, as matches arriving after their windows
-//! were decided always are.
+//! those decisions, while the staying groups hold at most
+//! [`STAYING_BUDGETS`](tokenward_spill::spilling::STAYING_BUDGETS) budgets
+//! (the largest are written out past it). A group a part of which was
+//! written out is never decided early: its windows are decided when the
+//! hunt ends, over all its parts ([`SpillingMap::may_have_written`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -61,7 +62,7 @@ pub const DECIDE_EARLY_FROM: usize = 1 << 16;
 /// ones (by time, then file and place) are kept, the rest counted in
 /// [`CorrStats::over_budget`] and named in the correlation's note. A
 /// group's matches are all in memory when it is decided, whatever spilled
-/// before: one group of a million matches peaked at 269-285 MiB with
+/// before: one group of a million matches peaked at 252-288 MiB with
 /// this many kept (`bench/correlation_bench.sh`).
 pub const GROUP_MAX: usize = 200_000;
 
@@ -716,7 +717,6 @@ impl Group {
             .select_nth_unstable_by(GROUP_MAX, |a, b| a.order().cmp(&b.order()));
         self.over_cap += (self.entries.len() - GROUP_MAX) as u64;
         self.entries.truncate(GROUP_MAX);
-        self.entries.shrink_to_fit();
         self.unsorted = true;
     }
 }
@@ -766,10 +766,11 @@ impl Spillable for Group {
         })
     }
 
-    /// A group decided early stays in memory until the hunt ends, so at
-    /// most one part of a group has `flushed_upto` set: the other parts'
-    /// matches before it are behind windows decided without them, late
-    /// as matches arriving after their windows were decided are.
+    /// A group decided early is written out only as it stands (no part
+    /// of its key is decided early after that), so at most one part of a
+    /// group has `flushed_upto` set: the other parts' matches before it
+    /// are behind windows decided without them, late as matches arriving
+    /// after their windows were decided are.
     fn fold(&mut self, mut other: Self) {
         let upto = self.flushed_upto.max(other.flushed_upto);
         let late_in = |g: &Group| g.entries.iter().filter(|e| e.t < upto).count() as u64;
@@ -782,6 +783,14 @@ impl Spillable for Group {
         };
         self.late += other.late + late;
         self.over_cap += other.over_cap;
+        // Past GROUP_MAX (to be cut back to it), room for exactly the
+        // part: a group read back part by part reaches it, and a vector
+        // doubling past it held room for as many entries again (a
+        // million matches of one group peaked at 268-341 MiB, 252-288
+        // since). The room is kept for the next part ([`Group::cap`]).
+        if self.entries.len() + other.entries.len() > GROUP_MAX {
+            self.entries.reserve_exact(other.entries.len());
+        }
         self.entries.append(&mut other.entries);
         self.unsorted = true;
         self.skip_until = self.skip_until.max(other.skip_until);
@@ -793,11 +802,15 @@ impl Spillable for Group {
     }
 
     /// A group decided early stays: written out, its later matches would
-    /// start a part of their own, and no part of a group is decided early
-    /// without the others.
+    /// start a part of their own, which is never decided early (no part
+    /// of a group is decided without the others). Unless staying groups
+    /// outgrow their share of the budget: then the largest are written
+    /// out too, and decided when the hunt ends.
     fn stays(&self) -> bool {
         self.decided_early
     }
+
+    const REMEMBERS_WRITTEN: bool = true;
 }
 
 /// Per-correlation counters.
@@ -919,11 +932,21 @@ impl Sigma {
         // up. The group is taken out and put back without a spill in
         // between (the map's growth is told after): a spill there wrote
         // the group out and decided an empty one in its place.
-        if in_order && self.held >= self.decide_early_from && len >= decide_at.max(DENSE) {
+        // A group a part of which was written out (past the budget, or
+        // as staying groups outgrew their share) is decided when the hunt
+        // ends, over every part: decided on the part since, windows
+        // reaching back into the written part were missed, and its
+        // matches behind them counted as late.
+        const HELD: &str = "the group just fed, and no spill since";
+        let ready = in_order && self.held >= self.decide_early_from && len >= decide_at.max(DENSE);
+        if ready && self.groups[ci].may_have_written(key) {
+            // Asked once: the answer does not change while the group is
+            // in memory.
+            self.groups[ci].get_mut(key).expect(HELD).decide_at = usize::MAX;
+        } else if ready {
             let span = self.set.correlations[ci].span_ms;
             let cutoff = newest.saturating_sub(LATENESS_MS);
             if first.saturating_add(span) < cutoff {
-                const HELD: &str = "the group just fed, and no spill since";
                 let g = std::mem::take(self.groups[ci].get_mut(key).expect(HELD));
                 let before = g.approx_bytes();
                 // Outer correlations fed by its windows are other maps.
@@ -999,6 +1022,11 @@ impl Sigma {
                 let keep_from = cu.saturating_sub(span);
                 let drop = g.entries.partition_point(|x| x.t < keep_from);
                 g.entries.drain(..drop);
+                // The group is counted by what it holds, not by the room
+                // its flood left: give most of that back.
+                if g.entries.capacity() > 4 * g.entries.len().max(DENSE) {
+                    g.entries.shrink_to(2 * g.entries.len().max(DENSE));
+                }
                 self.held -= drop;
                 g.flushed_upto = g.flushed_upto.max(keep_from);
                 g.decide_at = 2 * g.entries.len();

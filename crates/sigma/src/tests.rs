@@ -1402,6 +1402,73 @@ fn correlation_groups_spilled_to_disk_are_judged_as_held_ones() {
     assert_eq!(spilled, held);
 }
 
+/// A group decided while the hunt goes that then floods (quiet for two
+/// days, then a failure every five seconds for two hours) is written out
+/// once it holds more than its share of the budget, and decided when the
+/// hunt ends instead: the same windows and counts as when it stayed in
+/// memory, and memory bounded by the budget, not by the flood. The part
+/// that follows (a failure every ten minutes for 30 hours, which would be
+/// decided early on its own) waits for the end too: decided alone, it
+/// made the written part's matches behind its windows late. (Staying,
+/// such a group held 561 MiB over 1.5 million matches.)
+#[test]
+fn a_group_flooding_after_it_was_decided_early_leaves_memory_and_finds_the_same() {
+    let c = "title: burst\nid: c-flood\nlevel: high\ncorrelation:\n    type: event_count\n    rules: [failed_login]\n    group-by: [UserId]\n    timespan: 10m\n    condition:\n        gte: 3\n";
+    let s = Arc::new(corr_set(FAIL, c));
+    let start = time::macros::datetime!(2023-06-01 00:00 UTC);
+    let at = |secs: i64, line: u64| {
+        let t = start + time::Duration::seconds(secs);
+        Event::from_record(
+            json!({"CreationTime": tokenward_event::timefmt::rfc3339(t), "Operation": "UserLoginFailed", "UserId": "flood"}),
+            None,
+            Arc::from("f"),
+            Locator { line, record: line },
+        )
+    };
+    let quiet = (0..96).map(|k| k * 1800);
+    let flood = (0..1440).map(|k| 2 * 86400 + k * 5);
+    let after = (0..180).map(|k| 2 * 86400 + 7200 + 600 + k * 600);
+    let evs: Vec<Event> = quiet
+        .chain(flood)
+        .chain(after)
+        .enumerate()
+        .map(|(i, secs)| at(secs, i as u64 + 1))
+        .collect();
+    let run = |disk: Arc<StateDisk>| {
+        let mut sig = Sigma::new(s.clone(), disk.clone());
+        sig.set_decide_early_from(0);
+        let mut most_held = 0;
+        for ev in &evs {
+            let mut hits = Vec::new();
+            s.eval(ev, &mut hits);
+            sig.absorb(hits);
+            most_held = most_held.max(disk.held());
+        }
+        let (f, _, stats) = sig.finish();
+        let f: Vec<String> = f
+            .iter()
+            .map(|x| serde_json::to_string(x).unwrap())
+            .collect();
+        (f, serde_json::to_string(&stats).unwrap(), most_held)
+    };
+    let (held_f, held_stats, held_most) = run(held_in_memory());
+    let budget = 128 << 10;
+    let small = StateDisk::new(budget);
+    let (spilled_f, spilled_stats, spilled_most) = run(small.clone());
+    assert_eq!(small.error(), None);
+    // Windows of 121 matches in the flood, the next 605 s later; none in
+    // the quiet parts (two matches in ten minutes at most).
+    assert_eq!(held_f.len(), 12, "{:?}", &held_f[..2]);
+    assert_eq!(spilled_f, held_f);
+    assert!(held_stats.contains("\"late\":0"), "{held_stats}");
+    assert_eq!(spilled_stats, held_stats);
+    assert!(held_most > 512 << 10, "in memory it held {held_most} bytes");
+    assert!(
+        spilled_most < 3 * budget + (64 << 10),
+        "with 128 KiB it held {spilled_most} bytes"
+    );
+}
+
 #[test]
 fn attack_tags_become_technique_ids() {
     let yaml = "title: t\nid: r-attack\nlevel: high\ntags:\n    - attack.collection\n    - attack.t1114.002\n    - attack.T1078\n    - attack.t12\n    - cve.2023-1234\nlogsource:\n    product: m365\n    service: audit\ndetection:\n    sel:\n        Operation: X\n    condition: sel\n";

@@ -86,6 +86,12 @@ fn hasher() -> &'static KeyHasher {
     HASHER.get_or_init(KeyHasher::default)
 }
 
+/// The hash a [`Keyed`] table files `key` under (and a spilling map's
+/// filter of written keys).
+pub(crate) fn key_hash<R: Hash>(key: R) -> u64 {
+    hasher().hash_one(key)
+}
+
 /// An entry: its key's hash, kept so that growing or merging a table
 /// never reads a key's texts again (each one a trip to memory elsewhere),
 /// the key and the value.
@@ -107,7 +113,7 @@ impl<K, V> Default for Keyed<K, V> {
 impl<K: KeyPart, V> Keyed<K, V> {
     /// The value of `key`, if any.
     pub fn get(&self, key: K::Ref<'_>) -> Option<&V> {
-        let hash = hasher().hash_one(key);
+        let hash = key_hash(key);
         self.table
             .find(hash, |(h, k, _)| *h == hash && k.matches(key))
             .map(|(_, _, v)| v)
@@ -115,7 +121,7 @@ impl<K: KeyPart, V> Keyed<K, V> {
 
     /// The value of `key`, if any, to change.
     pub fn get_mut(&mut self, key: K::Ref<'_>) -> Option<&mut V> {
-        let hash = hasher().hash_one(key);
+        let hash = key_hash(key);
         self.table
             .find_mut(hash, |(h, k, _)| *h == hash && k.matches(key))
             .map(|(_, _, v)| v)
@@ -123,7 +129,7 @@ impl<K: KeyPart, V> Keyed<K, V> {
 
     /// The value of `key`, made by `make` (and the key copied) if absent.
     pub fn get_or_insert_with(&mut self, key: K::Ref<'_>, make: impl FnOnce() -> V) -> &mut V {
-        let hash = hasher().hash_one(key);
+        let hash = key_hash(key);
         let entry = self.table.entry(
             hash,
             |(h, k, _)| *h == hash && k.matches(key),

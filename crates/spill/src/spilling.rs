@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use tokenward_event::codec::{self, Cursor};
 
-use crate::keyed::{KeyPart, Keyed};
+use crate::keyed::{key_hash, KeyPart, Keyed};
 
 /// The default memory of all detections' keyed state, in bytes.
 pub const DEFAULT_STATE_MEMORY: usize = 64 << 20;
@@ -39,6 +39,17 @@ pub const DEFAULT_STATE_MEMORY: usize = 64 << 20;
 /// each detection that keeps one) are fewer than this, so some map
 /// always holds that much when all of them together are past the budget.
 const SPILLER_FRACTION: usize = 16;
+
+/// Values that stay ([`Spillable::stays`]) are kept when their map
+/// spills while they hold at most this many budgets (besides the budget
+/// of the rest); past it they are written out too. They are kept small
+/// by what their holder decides as the hunt goes, and one that is not (a
+/// correlation group quiet for two days, then a million matches a day,
+/// held its last two days whole: 561 MiB) would otherwise grow past any
+/// budget. A correlation group decided as the hunt goes holds two days of
+/// its matches, up to twice that between decisions: a group of 50,000
+/// matches a day, about 56 MiB by its estimate, stays.
+pub const STAYING_BUDGETS: usize = 2;
 
 /// A map tells the [`StateDisk`] how much it holds in steps of at most
 /// this many bytes: each telling is an atomic add on a line all cores
@@ -120,11 +131,16 @@ pub trait Spillable: Sized {
     fn fold(&mut self, other: Self);
     /// Whether this value stays in memory when its map spills: a value
     /// that is worked on as the hunt goes (a correlation group whose
-    /// windows are decided while it is read) and is kept small that way,
-    /// not by the budget.
+    /// windows are decided while it is read) and is kept small that way.
+    /// Staying values past their share ([`STAYING_BUDGETS`] budgets) are
+    /// written out all the same.
     fn stays(&self) -> bool {
         false
     }
+    /// Whether a map of such values remembers the keys it writes out
+    /// during the hunt ([`SpillingMap::may_have_written`]), in a filter of
+    /// 1 MiB besides the budget: for values decided as the hunt goes.
+    const REMEMBERS_WRITTEN: bool = false;
 }
 
 /// What a text kept in a set holds besides its bytes: the `String`, the
@@ -176,6 +192,12 @@ impl StateDisk {
         })
     }
 
+    /// Bytes all maps hold in memory, as they last told (in steps of at
+    /// most 64 KiB each).
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
     /// Runs written to disk so far, merges included.
     pub fn runs_written(&self) -> u64 {
         self.runs_written.load(Ordering::Relaxed)
@@ -220,6 +242,56 @@ pub struct SpillingMap<K: SpillKey, V: Spillable> {
     /// By level, highest first.
     runs: Vec<Run>,
     disk: Arc<StateDisk>,
+    /// The keys whose values were written out while the hunt went
+    /// ([`SpillingMap::may_have_written`]), made at the first such spill.
+    written: Option<WrittenKeys>,
+}
+
+/// Bits of a [`WrittenKeys`] filter: 1 MiB, whatever the keys.
+const WRITTEN_BITS: u64 = 1 << 23;
+/// Bits set per key.
+const WRITTEN_PROBES: u64 = 4;
+
+/// The keys a map wrote out, as a Bloom filter of a fixed size: a key
+/// written is always found; another is found rarely while few were
+/// written (about 1 in 700 after 450,000 keys), and ever more often past
+/// a few million, when nearly every key is. A holder that asks only to
+/// be careful (a correlation deciding windows as the hunt goes) is then
+/// careful with every key, which is correct and bounded, where remembering
+/// each key would grow with them.
+struct WrittenKeys {
+    bits: Box<[u64]>,
+}
+
+impl WrittenKeys {
+    fn new() -> WrittenKeys {
+        WrittenKeys {
+            bits: vec![0; (WRITTEN_BITS / 64) as usize].into_boxed_slice(),
+        }
+    }
+
+    /// The bits of a key's hash (double hashing of its two halves).
+    fn places(hash: u64) -> impl Iterator<Item = usize> {
+        let (a, b) = (hash & 0xffff_ffff, (hash >> 32) | 1);
+        (0..WRITTEN_PROBES)
+            .map(move |i| (a.wrapping_add(i.wrapping_mul(b)) % WRITTEN_BITS) as usize)
+    }
+
+    fn insert(&mut self, hash: u64) {
+        for p in Self::places(hash) {
+            self.bits[p / 64] |= 1 << (p % 64);
+        }
+    }
+
+    fn may_hold(&self, hash: u64) -> bool {
+        Self::places(hash).all(|p| self.bits[p / 64] & (1 << (p % 64)) != 0)
+    }
+
+    fn union(&mut self, other: &WrittenKeys) {
+        for (mine, theirs) in self.bits.iter_mut().zip(other.bits.iter()) {
+            *mine |= theirs;
+        }
+    }
 }
 
 impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
@@ -232,6 +304,7 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
             told: 0,
             runs: Vec::new(),
             disk,
+            written: None,
         }
     }
 
@@ -280,6 +353,20 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         self.held.get_mut(key)
     }
 
+    /// Whether a value of `key` may have been written out while the hunt
+    /// went: always when one was, sometimes when not (the keys written are
+    /// kept in a Bloom filter of 1 MiB: about 1 in 700 others is found
+    /// after 450,000 keys written, most past a few million). Always false
+    /// for values that do not ask for it ([`Spillable::REMEMBERS_WRITTEN`]).
+    /// The value held for it now (if any) may then be only the part
+    /// since, and a holder that decides as the hunt goes must not decide
+    /// on it alone.
+    pub fn may_have_written(&self, key: K::Ref<'_>) -> bool {
+        self.written
+            .as_ref()
+            .is_some_and(|w| w.may_hold(key_hash(key)))
+    }
+
     /// Tells the [`StateDisk`] what this map holds now.
     fn tell(&mut self) {
         if self.held_bytes >= self.told {
@@ -310,6 +397,11 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         // growth less exactly than the estimate (a replaced record), and
         // could let a map grow past the budget.
         self.held.merge(std::mem::take(&mut other.held), V::fold);
+        match (&mut self.written, other.written.take()) {
+            (Some(mine), Some(theirs)) => mine.union(&theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (Some(_), None) => {}
+        }
         self.runs.append(&mut other.runs);
         self.runs.sort_by_key(|r| Reverse(r.level));
         self.spill_past_budget();
@@ -366,19 +458,48 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
     /// result, so holding them would only grow memory until then, as the
     /// findings store drops findings once it failed.
     ///
-    /// Values that stay ([`Spillable::stays`]) are kept, unless `all`.
+    /// Values that stay ([`Spillable::stays`]) are kept, unless `all`;
+    /// past their share ([`STAYING_BUDGETS`]) the largest go too, until
+    /// those left hold one budget. Unless `all` (the end), the keys
+    /// written are remembered where the values ask for it
+    /// ([`Spillable::REMEMBERS_WRITTEN`]).
     fn spill(&mut self, all: bool) {
         if self.held.is_empty() {
             return;
         }
         let mut entries = sorted(std::mem::take(&mut self.held));
         self.held_bytes = 0;
-        // Split only when some value stays: a second vector of every
-        // entry, at the moment the map is largest, for nothing otherwise.
-        if !all && entries.iter().any(|(_, v)| v.stays()) {
-            let (stay, go): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(_, v)| v.stays());
+        let entry_bytes = |(k, v): &(K, V)| K::part_bytes(k.as_part()) + v.approx_bytes();
+        let staying: usize = if all {
+            0
+        } else {
+            entries
+                .iter()
+                .filter(|(_, v)| v.stays())
+                .map(entry_bytes)
+                .sum()
+        };
+        if staying > 0 {
+            // Split only when some value stays: a second vector of every
+            // entry, at the moment the map is largest, for nothing
+            // otherwise.
+            let (mut stay, mut go): (Vec<_>, Vec<_>) =
+                entries.into_iter().partition(|(_, v)| v.stays());
+            let mut kept = staying;
+            if staying > self.disk.budget.saturating_mul(STAYING_BUDGETS) {
+                // The largest go, until those left hold one budget: the
+                // others keep being decided as the hunt goes.
+                stay.sort_by_cached_key(|e| Reverse(entry_bytes(e)));
+                let mut leaving = 0;
+                while kept > self.disk.budget && leaving < stay.len() {
+                    kept -= entry_bytes(&stay[leaving]);
+                    leaving += 1;
+                }
+                go.extend(stay.drain(..leaving));
+                go.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            }
+            self.held_bytes = kept;
             for (k, v) in stay {
-                self.held_bytes += K::part_bytes(k.as_part()) + v.approx_bytes();
                 self.held.get_or_insert_with(k.as_part(), || v);
             }
             entries = go;
@@ -387,6 +508,12 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         self.tell();
         if self.disk.failed() || entries.is_empty() {
             return;
+        }
+        if !all && V::REMEMBERS_WRITTEN {
+            let written = self.written.get_or_insert_with(WrittenKeys::new);
+            for (k, _) in &entries {
+                written.insert(key_hash(k.as_part()));
+            }
         }
         match write_run(entries.iter().map(|(k, v)| (k, v))) {
             Ok(file) => {
@@ -781,10 +908,6 @@ mod tests {
         (got, order)
     }
 
-    /// Whatever the budget (everything spilled, some, none), across
-    /// shards merged in pieces, and with more runs than merge at once (so
-    /// merges of merges happen), each key comes out once with the value
-    /// a map that never spilled holds.
     /// A count that stays in memory from 100 on, as a correlation group
     /// decided while the hunt goes does.
     #[derive(Debug, PartialEq)]
@@ -807,13 +930,16 @@ mod tests {
         fn stays(&self) -> bool {
             self.0 >= 100
         }
+        const REMEMBERS_WRITTEN: bool = true;
     }
 
     /// Values that stay are kept in memory when their map spills, the
     /// others are written; each key comes out whole at the end.
     #[test]
     fn values_that_stay_are_not_written() {
-        let disk = StateDisk::new(0);
+        // Spills at every change past 32 bytes held, and "busy" (68
+        // bytes) is within the staying values' share.
+        let disk = StateDisk::new(512);
         let mut map: SpillingMap<Box<str>, Count> = SpillingMap::new(disk.clone());
         map.get_or_insert_with("busy", || Count(0)).0 = 500;
         for i in 0..300u64 {
@@ -823,7 +949,10 @@ mod tests {
         }
         assert!(disk.runs_written() > 0);
         assert_eq!(map.held.get("busy"), Some(&Count(800)), "stayed, whole");
-        assert!(map.held.len() <= 2, "{} held", map.held.len());
+        assert!(!map.may_have_written("busy"));
+        assert!((0..30).all(|i| map.may_have_written(&format!("k{i}"))));
+        // The others: about the budget's worth of 66-byte counts.
+        assert!(map.held.len() <= 10, "{} held", map.held.len());
         let mut got = Vec::new();
         map.drain(|k, v| got.push((k, v.0)));
         assert_eq!(disk.error(), None);
@@ -834,6 +963,74 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// The filter of written keys finds every key put in, and few others
+    /// while it holds few; merged, it holds both sides' keys.
+    #[test]
+    fn written_keys_are_always_found_and_others_rarely() {
+        let mut rng = fastrand::Rng::with_seed(9);
+        let (mut a, mut b) = (WrittenKeys::new(), WrittenKeys::new());
+        let put: Vec<u64> = (0..200_000).map(|_| rng.u64(..)).collect();
+        for (i, &h) in put.iter().enumerate() {
+            if i % 2 == 0 {
+                a.insert(h)
+            } else {
+                b.insert(h)
+            }
+        }
+        a.union(&b);
+        assert!(put.iter().all(|&h| a.may_hold(h)));
+        let others = (0..100_000).filter(|_| a.may_hold(rng.u64(..))).count();
+        // About 1 in 15,000 at 200,000 keys (7 expected).
+        assert!(others < 50, "{others} of 100,000 others found");
+    }
+
+    /// Values that stay but outgrow their share of the budget are written
+    /// out like the others, the largest first until those left hold one
+    /// budget, and their keys remembered as written; each key still comes
+    /// out whole at the end.
+    #[test]
+    fn values_that_stay_past_their_share_are_written_and_remembered() {
+        // Staying counts of 66 bytes: the fourth takes them past twice
+        // 100, and the spill before the fifth is made writes three out
+        // (66 bytes left, within one budget).
+        let disk = StateDisk::new(100);
+        let mut map: SpillingMap<Box<str>, Count> = SpillingMap::new(disk.clone());
+        for b in 0..5 {
+            map.get_or_insert_with(&format!("b{b}"), || Count(100));
+        }
+        for i in 0..200u64 {
+            map.get_or_insert_with(&format!("k{}", i % 20), || Count(0))
+                .0 += 1;
+            map.get_or_insert_with(&format!("b{}", i % 5), || Count(0))
+                .0 += 1;
+        }
+        assert!(disk.runs_written() > 0);
+        assert!((0..3).all(|b| map.may_have_written(&format!("b{b}"))));
+        // Within the share, they stayed.
+        for b in ["b3", "b4"] {
+            assert!(!map.may_have_written(b));
+            assert_eq!(map.held.get(b), Some(&Count(140)));
+        }
+        assert!((0..20).all(|k| map.may_have_written(&format!("k{k}"))));
+        assert!(!map.may_have_written("never seen"));
+        // Memory holds the two that stay and what came since the last
+        // spill (a spill at every change past 100 bytes), not every count.
+        assert!(map.held.len() <= 4, "{} held", map.held.len());
+        let mut got = Vec::new();
+        map.drain(|k, v| got.push((k, v.0)));
+        assert_eq!(disk.error(), None);
+        let mut want: Vec<(Box<str>, u64)> = (0..20)
+            .map(|k| (format!("k{k}").into(), 10))
+            .chain((0..5).map(|b| (format!("b{b}").into(), 140)))
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    /// Whatever the budget (everything spilled, some, none), across
+    /// shards merged in pieces, and with more runs than merge at once (so
+    /// merges of merges happen), each key comes out once with the value
+    /// a map that never spilled holds.
     #[test]
     fn spilled_entries_come_back_as_held_ones() {
         let mut rng = fastrand::Rng::with_seed(5);
