@@ -16,8 +16,12 @@
 # QUIET_DAYS=N (default 0) puts N quiet days first, a match every 30
 # minutes of each group, so groups are decided while the hunt goes before
 # the COUNT matches flood them.
+# CORRELATIONS=N (default 1) loads N copies of the correlation (ids apart),
+# each keeping its own groups over the same matches: the memory of a rule
+# set whose correlations all see one flood.
 # Usage: [BIN=target/release/tokenward] [TYPE=value_count] [DAYS=1] [SPAN=24h]
-#        [GROUP_BY=Workload] [USERS=50000] [QUIET_DAYS=0] bench/correlation_bench.sh [COUNT...]
+#        [GROUP_BY=Workload] [USERS=50000] [QUIET_DAYS=0] [CORRELATIONS=1]
+#        bench/correlation_bench.sh [COUNT...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/tokenward}
@@ -28,6 +32,7 @@ SPAN=${SPAN:-24h}
 GROUP_BY=${GROUP_BY:-Workload}
 USERS=${USERS:-50000}
 QUIET_DAYS=${QUIET_DAYS:-0}
+CORRELATIONS=${CORRELATIONS:-1}
 case $TYPE in
   value_count) RULES=failed_logon; COND="field: UserId
     gte: 1000000000" ;;
@@ -41,7 +46,7 @@ case $TYPE in
   *) echo "unknown TYPE $TYPE" >&2; exit 2 ;;
 esac
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 cat > "$WORK/rules.yml" <<YAML
 title: failed logon
 id: 5f1c0000-0000-4000-8000-000000000001
@@ -60,9 +65,12 @@ detection:
   selection: {Operation: UserLoggedIn}
   condition: selection
 level: low
+YAML
+for c in $(seq 1 "$CORRELATIONS"); do
+  cat >> "$WORK/rules.yml" <<YAML
 ---
-title: many users failing per workload
-id: 5f1c0000-0000-4000-8000-000000000002
+title: many users failing per workload $c
+id: 5f1c0000-0000-4000-8001-$(printf '%012d' "$c")
 correlation:
   type: $TYPE
   rules: [$RULES]
@@ -72,6 +80,7 @@ correlation:
     $COND
 level: high
 YAML
+done
 for n in $COUNTS; do
   python3 - "$n" "$DAYS" "$USERS" "$QUIET_DAYS" "$GROUP_BY" > "$WORK/logs.jsonl" <<'PY'
 import sys, datetime

@@ -200,6 +200,31 @@ pub struct Rep {
     pub locator: Locator,
 }
 
+/// Texts read back from disk, each kept once for the representatives read
+/// with them: the matches of a correlation group mostly repeat a few
+/// users, addresses and files, and a copy of each for every match read
+/// back was about 130 bytes of it. Past [`SHARED_TEXTS_MAX`] texts, new
+/// ones are copied, not kept.
+#[derive(Debug, Default)]
+pub struct SharedTexts(std::collections::HashSet<Arc<str>>);
+
+/// Texts a [`SharedTexts`] keeps at most.
+pub const SHARED_TEXTS_MAX: usize = 1 << 16;
+
+impl SharedTexts {
+    /// `text`, shared with an equal one read before if kept.
+    pub fn get(&mut self, text: &str) -> Arc<str> {
+        if let Some(kept) = self.0.get(text) {
+            return kept.clone();
+        }
+        let new: Arc<str> = Arc::from(text);
+        if self.0.len() < SHARED_TEXTS_MAX {
+            self.0.insert(new.clone());
+        }
+        new
+    }
+}
+
 impl Rep {
     /// Keeps the reporting fields of an event. The texts are shared with
     /// the event, not copied: stateful detections keep a representative
@@ -241,8 +266,17 @@ impl Rep {
 
     /// Reads back a representative [`Rep::write`] wrote.
     pub fn read(c: &mut codec::Cursor<'_>) -> Result<Rep, String> {
+        Rep::read_sharing(c, &mut SharedTexts::default())
+    }
+
+    /// Reads back a representative [`Rep::write`] wrote, its texts shared
+    /// with those read before through `shared`.
+    pub fn read_sharing(
+        c: &mut codec::Cursor<'_>,
+        shared: &mut SharedTexts,
+    ) -> Result<Rep, String> {
         let time = c.opt_time()?;
-        let mut text = || c.opt_text().map(|t| t.map(Arc::from));
+        let mut text = || c.opt_text().map(|t| t.map(|t| shared.get(t)));
         let (user, client_ip, app_id, session_id, token_id) =
             (text()?, text()?, text()?, text()?, text()?);
         Ok(Rep {
@@ -252,7 +286,7 @@ impl Rep {
             app_id,
             session_id,
             token_id,
-            file: Arc::from(c.text()?),
+            file: shared.get(c.text()?),
             locator: Locator {
                 line: c.u64()?,
                 record: c.u64()?,

@@ -21,7 +21,7 @@ pub use event::{
     time_and_workload_paths, Event, EventKind, PathBits,
 };
 pub use evidence::Evidence;
-pub use finding::{Coverage, Finding, Rep, Severity, Status};
+pub use finding::{Coverage, Finding, Rep, Severity, SharedTexts, Status, SHARED_TEXTS_MAX};
 pub use flat::PathValues;
 pub use projection::{Projected, Projection, RootSlot};
 pub use tokenward_logread::{Format, Locator};

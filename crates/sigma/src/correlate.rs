@@ -42,7 +42,7 @@ use std::borrow::Cow;
 use tokenward_event::codec::{self, Cursor};
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Coverage, Status};
-use tokenward_event::{Finding, Rep};
+use tokenward_event::{Finding, Rep, SharedTexts};
 use tokenward_spill::keyed::KeyPart;
 use tokenward_spill::spilling::{SpillKey, Spillable, SpillingMap, StateDisk};
 
@@ -616,7 +616,7 @@ impl Entry {
         self.rep.write(buf)
     }
 
-    fn read(c: &mut Cursor<'_>) -> Result<Entry, String> {
+    fn read(c: &mut Cursor<'_>, shared: &mut SharedTexts) -> Result<Entry, String> {
         let t = c.u64()? as i64;
         let pos = c.u64()? as usize;
         let values = (0..c.u32()?)
@@ -626,7 +626,7 @@ impl Entry {
             t,
             pos,
             values,
-            rep: Rep::read(c)?,
+            rep: Rep::read_sharing(c, shared)?,
         })
     }
 }
@@ -749,8 +749,9 @@ impl Spillable for Group {
         let decide_at = c.u64()? as usize;
         let late = c.u64()?;
         let over_cap = c.u64()?;
+        let mut shared = SharedTexts::default();
         let entries = (0..c.u32()?)
-            .map(|_| Entry::read(c))
+            .map(|_| Entry::read(c, &mut shared))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Group {
             // Parts are sorted when decided.
@@ -1158,6 +1159,16 @@ impl Sigma {
     /// Decides every remaining window and returns the findings (sorted by
     /// time) and a status line per rule.
     pub fn finish(mut self) -> (Vec<Finding>, Vec<Coverage>, Vec<CorrStats>) {
+        // Once some went to disk, every correlation's groups go: one
+        // correlation's groups are then decided beside none of the
+        // others' (three correlations fed one flood each decided its
+        // group of 200,000 matches beside up to a budget the others
+        // held, and peaked at 343-389 MiB with the merges of runs below).
+        if self.groups.len() > 1 && self.groups.iter().any(SpillingMap::has_written) {
+            for groups in &mut self.groups {
+                groups.write_out();
+            }
+        }
         // Inner correlations first: their results feed outer ones.
         let order = topo(&self.set.correlations);
         for ci in order {

@@ -41,8 +41,11 @@ pub const DEFAULT_STATE_MEMORY: usize = 64 << 20;
 const SPILLER_FRACTION: usize = 16;
 
 /// Values that stay ([`Spillable::stays`]) are kept when their map
-/// spills while they hold at most this many budgets (besides the budget
-/// of the rest); past it they are written out too. They are kept small
+/// spills while they hold at most this many budgets, the staying values
+/// of every map of the hunt together (besides the budget of the rest);
+/// past it they are written out too, the spilling map's largest first.
+/// A share per map let a rule set of several correlations fed by one
+/// flood hold this many budgets for each. They are kept small
 /// by what their holder decides as the hunt goes, and one that is not (a
 /// correlation group quiet for two days, then a million matches a day,
 /// held its last two days whole: 561 MiB) would otherwise grow past any
@@ -174,6 +177,8 @@ pub struct StateDisk {
     budget: usize,
     /// Bytes the maps hold, as they last told.
     held: AtomicUsize,
+    /// Of `held`, those of values that stayed at their map's last spill.
+    staying: AtomicUsize,
     runs_written: AtomicU64,
     /// The first error writing or reading a run.
     error: Mutex<Option<String>>,
@@ -187,6 +192,7 @@ impl StateDisk {
         Arc::new(StateDisk {
             budget,
             held: AtomicUsize::new(0),
+            staying: AtomicUsize::new(0),
             runs_written: AtomicU64::new(0),
             error: Mutex::new(None),
         })
@@ -239,6 +245,8 @@ pub struct SpillingMap<K: SpillKey, V: Spillable> {
     stays_bytes: usize,
     /// Of `held_bytes`, those told to the [`StateDisk`].
     told: usize,
+    /// Of `stays_bytes`, those told to the [`StateDisk`] as staying.
+    stays_told: usize,
     /// By level, highest first.
     runs: Vec<Run>,
     disk: Arc<StateDisk>,
@@ -302,6 +310,7 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
             held_bytes: 0,
             stays_bytes: 0,
             told: 0,
+            stays_told: 0,
             runs: Vec::new(),
             disk,
             written: None,
@@ -367,6 +376,20 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
             .is_some_and(|w| w.may_hold(key_hash(key)))
     }
 
+    /// Tells the [`StateDisk`] how much of what this map holds stayed.
+    fn tell_staying(&mut self) {
+        if self.stays_bytes >= self.stays_told {
+            self.disk
+                .staying
+                .fetch_add(self.stays_bytes - self.stays_told, Ordering::Relaxed);
+        } else {
+            self.disk
+                .staying
+                .fetch_sub(self.stays_told - self.stays_bytes, Ordering::Relaxed);
+        }
+        self.stays_told = self.stays_bytes;
+    }
+
     /// Tells the [`StateDisk`] what this map holds now.
     fn tell(&mut self) {
         if self.held_bytes >= self.told {
@@ -381,6 +404,11 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         self.told = self.held_bytes;
     }
 
+    /// Whether some of its entries are on disk.
+    pub fn has_written(&self) -> bool {
+        !self.runs.is_empty()
+    }
+
     /// Whether nothing is held or spilled.
     pub fn is_empty(&self) -> bool {
         self.held.is_empty() && self.runs.is_empty()
@@ -391,6 +419,8 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         // What the other told moves here with its entries.
         self.held_bytes += other.held_bytes;
         self.told += std::mem::take(&mut other.told);
+        self.stays_bytes += std::mem::take(&mut other.stays_bytes);
+        self.stays_told += std::mem::take(&mut other.stays_told);
         // A key both hold is counted twice until the next spill: too
         // much, never too little. Taking off what a fold saves, by the
         // values' estimates, undercounted wherever a detection counts
@@ -405,6 +435,15 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         self.runs.append(&mut other.runs);
         self.runs.sort_by_key(|r| Reverse(r.level));
         self.spill_past_budget();
+        self.compact();
+    }
+
+    /// Writes every held entry out, values that stay included, as
+    /// [`SpillingMap::drain`] does before it merges: for a map waiting to
+    /// be drained while others are, which would otherwise hold its
+    /// entries beside theirs.
+    pub fn write_out(&mut self) {
+        self.spill(true);
         self.compact();
     }
 
@@ -431,7 +470,13 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
             }
         }
         let runs = std::mem::take(&mut self.runs);
-        if let Err(e) = merged(runs, &mut each) {
+        let mut each = |out: Merged<K, V>| {
+            if let Merged::Folded(k, v) = out {
+                each(k, v);
+            }
+            Ok(())
+        };
+        if let Err(e) = merged(runs, false, &mut each) {
             self.disk.fail(e);
         }
     }
@@ -486,12 +531,19 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
             let (mut stay, mut go): (Vec<_>, Vec<_>) =
                 entries.into_iter().partition(|(_, v)| v.stays());
             let mut kept = staying;
-            if staying > self.disk.budget.saturating_mul(STAYING_BUDGETS) {
-                // The largest go, until those left hold one budget: the
-                // others keep being decided as the hunt goes.
+            // What other maps' values that stay held at their last spill.
+            let others = self
+                .disk
+                .staying
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.stays_told);
+            if staying + others > self.disk.budget.saturating_mul(STAYING_BUDGETS) {
+                // The largest go, until those left (here and elsewhere)
+                // hold one budget: the others keep being decided as the
+                // hunt goes.
                 stay.sort_by_cached_key(|e| Reverse(entry_bytes(e)));
                 let mut leaving = 0;
-                while kept > self.disk.budget && leaving < stay.len() {
+                while kept + others > self.disk.budget && leaving < stay.len() {
                     kept -= entry_bytes(&stay[leaving]);
                     leaving += 1;
                 }
@@ -505,6 +557,7 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
             entries = go;
         }
         self.stays_bytes = self.held_bytes;
+        self.tell_staying();
         self.tell();
         if self.disk.failed() || entries.is_empty() {
             return;
@@ -563,16 +616,25 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
     fn merge_to_run(&self, runs: Vec<Run>, level: u32) -> Option<Run> {
         let write = || -> Result<File, String> {
             let mut w = RunWriter::new().map_err(|e| e.to_string())?;
-            let mut failed = None;
-            merged(runs, &mut |k: K, v: V| {
-                if failed.is_none() {
-                    failed = w.put(&k, &v).err();
+            let mut copy = Vec::new();
+            // Large values (a correlation group's parts) are copied as
+            // they are, each an entry of its own: folding them held a
+            // dense group's parts at once, and one group of 1.5 million
+            // matches peaked at 300-325 MiB in a merge of its runs.
+            // Draining folds them, once.
+            merged(runs, true, &mut |out: Merged<K, V>| {
+                match out {
+                    Merged::Folded(k, v) => w.put(&k, &v),
+                    Merged::Large {
+                        key,
+                        from,
+                        offset,
+                        len,
+                    } => w.put_copied(key, from, offset, len, &mut copy),
                 }
+                .map_err(|e| e.to_string())
             })?;
-            match failed {
-                Some(e) => Err(e.to_string()),
-                None => w.finish().map_err(|e| e.to_string()),
-            }
+            w.finish().map_err(|e| e.to_string())
         };
         match write() {
             Ok(file) => {
@@ -602,6 +664,8 @@ impl<K: SpillKey, V: Spillable> Drop for SpillingMap<K, V> {
     fn drop(&mut self) {
         // What it held is no longer held.
         self.held_bytes = 0;
+        self.stays_bytes = 0;
+        self.tell_staying();
         self.tell();
     }
 }
@@ -646,6 +710,32 @@ impl RunWriter {
         self.buf.clear();
         value.write(&mut self.buf)?;
         codec::write_record(&mut self.out, &self.buf)
+    }
+
+    /// An entry whose value is copied from another run as it is, in
+    /// pieces of at most [`VALUE_READ_AT_ONCE`] bytes through `buf`.
+    fn put_copied<K: SpillKey>(
+        &mut self,
+        key: &K,
+        from: &RunReader,
+        offset: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        self.buf.clear();
+        key.write(&mut self.buf)?;
+        codec::write_record(&mut self.out, &self.buf)?;
+        let len32 = u32::try_from(len).map_err(|_| io::Error::other("value over 4 GiB"))?;
+        io::Write::write_all(&mut self.out, &len32.to_le_bytes())?;
+        let mut done = 0;
+        while done < len {
+            let piece = (len - done).min(VALUE_READ_AT_ONCE) as usize;
+            buf.resize(piece, 0);
+            read_at(from.input.get_ref(), buf, offset + done)?;
+            io::Write::write_all(&mut self.out, buf)?;
+            done += piece as u64;
+        }
+        Ok(())
     }
 
     fn finish(self) -> io::Result<File> {
@@ -789,11 +879,31 @@ pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     }
 }
 
+/// What a merge hands on, in key order.
+enum Merged<'a, K, V> {
+    /// A key and its values folded into one.
+    Folded(K, V),
+    /// A value too large to read with its key ([`VALUE_READ_AT_ONCE`]),
+    /// where it is, unread: with `pass_large`, a key's large values are
+    /// handed on each alone, besides its small ones folded.
+    Large {
+        key: &'a K,
+        from: &'a RunReader,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// Where a merge hands what it merged; an error stops it.
+type MergeSink<'s, K, V> = dyn FnMut(Merged<'_, K, V>) -> Result<(), String> + 's;
+
 /// The entries of sorted runs, merged by key, each key's values folded
-/// into one as they are read, handed to `each` in key order.
+/// into one as they are read (but for large ones with `pass_large`),
+/// handed to `each` in key order.
 fn merged<K: SpillKey, V: Spillable>(
     runs: Vec<Run>,
-    each: &mut dyn FnMut(K, V),
+    pass_large: bool,
+    each: &mut MergeSink<'_, K, V>,
 ) -> Result<(), String> {
     let mut readers: Vec<RunReader> = runs
         .into_iter()
@@ -813,7 +923,21 @@ fn merged<K: SpillKey, V: Spillable>(
     let mut last: Option<(K, V)> = None;
     while let Some(Reverse((key, i))) = order.pop() {
         let head = heads[i].take().expect("a head for each queued run");
-        let value: V = readers[i].value(head)?;
+        let value = match head.value {
+            Value::At { offset, len } if pass_large => {
+                if let Some((k, v)) = last.take() {
+                    each(Merged::Folded(k, v))?;
+                }
+                each(Merged::Large {
+                    key: &key,
+                    from: &readers[i],
+                    offset,
+                    len,
+                })?;
+                None
+            }
+            _ => Some(readers[i].value::<V>(head)?),
+        };
         if let Some((k, v)) = readers[i].next::<K>()? {
             if k < key {
                 return Err(format!(
@@ -824,17 +948,18 @@ fn merged<K: SpillKey, V: Spillable>(
             order.push(Reverse((k, i)));
             heads[i] = Some(v);
         }
+        let Some(value) = value else { continue };
         match &mut last {
             Some((k, v)) if *k == key => v.fold(value),
             _ => {
                 if let Some((k, v)) = last.replace((key, value)) {
-                    each(k, v);
+                    each(Merged::Folded(k, v))?;
                 }
             }
         }
     }
     if let Some((k, v)) = last {
-        each(k, v);
+        each(Merged::Folded(k, v))?;
     }
     Ok(())
 }
@@ -1027,6 +1152,49 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// The share of values that stay is one for every map of the hunt:
+    /// two maps (two correlations fed the same flood) whose staying values
+    /// together pass it write out those of the map that spills, where a
+    /// share each kept twice as much; together within it, both keep theirs.
+    #[test]
+    fn values_that_stay_share_one_share_across_maps() {
+        // Staying counts of 66 bytes against a budget of 100: a share of
+        // 200 holds three.
+        let fill = |map: &mut SpillingMap<Box<str>, Count>, prefix: &str, staying: usize| {
+            for b in 0..staying {
+                map.get_or_insert_with(&format!("{prefix}{b}"), || Count(100));
+            }
+            for i in 0..40u64 {
+                map.get_or_insert_with(&format!("{prefix}k{}", i % 10), || Count(0))
+                    .0 += 1;
+            }
+        };
+        for (b_staying, b_written) in [(1, false), (2, true)] {
+            let disk = StateDisk::new(100);
+            let mut a: SpillingMap<Box<str>, Count> = SpillingMap::new(disk.clone());
+            let mut b: SpillingMap<Box<str>, Count> = SpillingMap::new(disk.clone());
+            fill(&mut a, "a", 2);
+            fill(&mut b, "b", b_staying);
+            assert!(!a.may_have_written("a0") && !a.may_have_written("a1"));
+            for k in 0..b_staying {
+                assert_eq!(b.may_have_written(&format!("b{k}")), b_written, "b{k}");
+            }
+            assert!(b.may_have_written("bk0"), "the others are written");
+            for (map, prefix, staying) in [(a, "a", 2), (b, "b", b_staying)] {
+                let mut got = Vec::new();
+                map.drain(|k, v| got.push((k, v.0)));
+                let mut want: Vec<(Box<str>, u64)> = (0..10)
+                    .map(|k| (format!("{prefix}k{k}").into(), 4))
+                    .chain((0..staying).map(|b| (format!("{prefix}{b}").into(), 100)))
+                    .collect();
+                want.sort();
+                assert_eq!(got, want);
+            }
+            assert_eq!(disk.error(), None);
+            assert_eq!(disk.staying.load(Ordering::Relaxed), 0, "drained");
+        }
+    }
+
     /// Whatever the budget (everything spilled, some, none), across
     /// shards merged in pieces, and with more runs than merge at once (so
     /// merges of merges happen), each key comes out once with the value
@@ -1179,6 +1347,91 @@ mod tests {
         assert_eq!(disk.error(), None);
     }
 
+    /// A large value (a correlation group's part) and how many parts were
+    /// folded into it; reads of large values are counted per thread.
+    #[derive(Debug)]
+    struct Part {
+        parts: u64,
+        bytes: Vec<u8>,
+    }
+
+    thread_local! {
+        static LARGE_READS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    impl Spillable for Part {
+        fn approx_bytes(&self) -> usize {
+            64 + self.bytes.len()
+        }
+        fn write(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+            codec::put_u64(buf, self.parts);
+            codec::put_u32(buf, codec::count(self.bytes.len())?);
+            buf.extend_from_slice(&self.bytes);
+            Ok(())
+        }
+        fn read(c: &mut Cursor<'_>) -> Result<Self, String> {
+            let parts = c.u64()?;
+            let bytes: Vec<u8> = (0..c.u32()?).map(|_| c.u8()).collect::<Result<_, _>>()?;
+            if bytes.len() as u64 > VALUE_READ_AT_ONCE {
+                LARGE_READS.with(|n| n.set(n.get() + 1));
+            }
+            Ok(Part { parts, bytes })
+        }
+        fn fold(&mut self, other: Self) {
+            self.parts += other.parts;
+            assert_eq!(self.bytes, other.bytes, "parts keep their bytes");
+        }
+    }
+
+    /// Merging runs copies a key's large values as they are, each an
+    /// entry of its own, instead of reading and folding them (which held
+    /// all of a dense group's parts at once); draining folds them, once,
+    /// with the key's small values.
+    #[test]
+    fn merging_runs_copies_large_values_and_draining_folds_them() {
+        let payload: Vec<u8> = (0..(VALUE_READ_AT_ONCE as usize + 5000))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let disk = StateDisk::new(0);
+        let mut map: SpillingMap<Box<str>, Part> = SpillingMap::new(disk.clone());
+        let parts = 2 * MERGE_FAN as u64 + 3;
+        for i in 0..parts {
+            // Budget 0: every insert writes the map out, a run each.
+            map.get_or_insert_with("dense", || Part {
+                parts: 1,
+                bytes: payload.clone(),
+            });
+            map.get_or_insert_with(&format!("small{}", i % 4), || Part {
+                parts: 1,
+                bytes: vec![7; 10],
+            });
+        }
+        assert!(
+            map.runs.iter().any(|r| r.level >= 1),
+            "runs were merged: {:?}",
+            map.runs.iter().map(|r| r.level).collect::<Vec<_>>()
+        );
+        assert_eq!(LARGE_READS.with(|n| n.get()), 0, "no large value read");
+        let mut got = Vec::new();
+        map.drain(|k, v| got.push((k.to_string(), v.parts, v.bytes.len())));
+        assert_eq!(disk.error(), None);
+        assert_eq!(
+            LARGE_READS.with(|n| n.get()),
+            parts as usize,
+            "each read once"
+        );
+        let mut want = vec![("dense".to_string(), parts, payload.len())];
+        want.extend((0..4).map(|s| {
+            (
+                format!("small{s}"),
+                parts.div_ceil(4) - u64::from(s >= parts % 4 && parts % 4 != 0),
+                10,
+            )
+        }));
+        want.sort();
+        assert_eq!(got, want);
+    }
+
     /// A run damaged on disk (cut short, or its entries out of order) is
     /// an error in the [`StateDisk`], never a short or wrong answer taken
     /// as whole.
@@ -1207,13 +1460,19 @@ mod tests {
             },
         ];
         let mut seen = Vec::new();
-        let err = merged::<Box<str>, Tally>(runs, &mut |k, _| seen.push(k)).unwrap_err();
+        let err = merged::<Box<str>, Tally>(runs, false, &mut |out| {
+            if let Merged::Folded(k, _) = out {
+                seen.push(k);
+            }
+            Ok(())
+        })
+        .unwrap_err();
         assert!(err.contains("entry 2") && err.contains("cut"), "{err}");
 
         let backwards = [entry("z"), entry("a")];
         let file = write_run(backwards.iter().map(|(k, v)| (k, v))).unwrap();
-        let err =
-            merged::<Box<str>, Tally>(vec![Run { file, level: 0 }], &mut |_, _| {}).unwrap_err();
+        let err = merged::<Box<str>, Tally>(vec![Run { file, level: 0 }], false, &mut |_| Ok(()))
+            .unwrap_err();
         assert!(err.contains("out of order"), "{err}");
 
         // Through a map: the error reaches the disk, and the hunt fails.
