@@ -444,6 +444,47 @@ mod tests {
         }
     }
 
+    /// Representatives read back through one [`SharedTexts`] hold one
+    /// copy of each text they share (file, user, address), equal to what
+    /// was written; past [`SHARED_TEXTS_MAX`] texts, new ones are copies.
+    #[test]
+    fn representatives_read_back_share_their_texts() {
+        let rep = |user: &str| Rep {
+            time: None,
+            user: Some(Arc::from(user)),
+            client_ip: Some(Arc::from("198.51.100.7")),
+            app_id: None,
+            session_id: None,
+            token_id: None,
+            file: Arc::from("logs/ual.jsonl"),
+            locator: Locator { line: 3, record: 3 },
+        };
+        let mut buf = Vec::new();
+        for user in ["a@x", "b@x", "a@x"] {
+            rep(user).write(&mut buf).unwrap();
+        }
+        let mut c = codec::Cursor::new(&buf);
+        let mut shared = SharedTexts::default();
+        let read: Vec<Rep> = (0..3)
+            .map(|_| Rep::read_sharing(&mut c, &mut shared).unwrap())
+            .collect();
+        assert_eq!(read, [rep("a@x"), rep("b@x"), rep("a@x")]);
+        assert!(Arc::ptr_eq(&read[0].file, &read[2].file));
+        assert!(Arc::ptr_eq(&read[0].file, &read[1].file));
+        let user = |i: usize| read[i].user.clone().unwrap();
+        assert!(Arc::ptr_eq(&user(0), &user(2)));
+        assert!(!Arc::ptr_eq(&user(0), &user(1)));
+
+        let mut full = SharedTexts::default();
+        for i in 0..SHARED_TEXTS_MAX {
+            full.get(&i.to_string());
+        }
+        assert!(Arc::ptr_eq(&full.get("7"), &full.get("7")));
+        let late = full.get("not kept");
+        assert_eq!(&*late, "not kept");
+        assert!(!Arc::ptr_eq(&late, &full.get("not kept")));
+    }
+
     /// A representative holds the event's own texts, not copies, and a
     /// finding made from it says what the event says.
     #[test]
