@@ -378,30 +378,12 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
 
     /// Tells the [`StateDisk`] how much of what this map holds stayed.
     fn tell_staying(&mut self) {
-        if self.stays_bytes >= self.stays_told {
-            self.disk
-                .staying
-                .fetch_add(self.stays_bytes - self.stays_told, Ordering::Relaxed);
-        } else {
-            self.disk
-                .staying
-                .fetch_sub(self.stays_told - self.stays_bytes, Ordering::Relaxed);
-        }
-        self.stays_told = self.stays_bytes;
+        settle(&self.disk.staying, self.stays_bytes, &mut self.stays_told);
     }
 
     /// Tells the [`StateDisk`] what this map holds now.
     fn tell(&mut self) {
-        if self.held_bytes >= self.told {
-            self.disk
-                .held
-                .fetch_add(self.held_bytes - self.told, Ordering::Relaxed);
-        } else {
-            self.disk
-                .held
-                .fetch_sub(self.told - self.held_bytes, Ordering::Relaxed);
-        }
-        self.told = self.held_bytes;
+        settle(&self.disk.held, self.held_bytes, &mut self.told);
     }
 
     /// Whether some of its entries are on disk.
@@ -668,6 +650,17 @@ impl<K: SpillKey, V: Spillable> Drop for SpillingMap<K, V> {
         self.tell_staying();
         self.tell();
     }
+}
+
+/// Moves a shared count by what a map holds now against what it told
+/// (`told`), and remembers what it told.
+fn settle(count: &AtomicUsize, now: usize, told: &mut usize) {
+    if now >= *told {
+        count.fetch_add(now - *told, Ordering::Relaxed);
+    } else {
+        count.fetch_sub(*told - now, Ordering::Relaxed);
+    }
+    *told = now;
 }
 
 /// Entries in key order.
