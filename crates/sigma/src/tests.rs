@@ -1402,6 +1402,76 @@ fn correlation_groups_spilled_to_disk_are_judged_as_held_ones() {
     assert_eq!(spilled, held);
 }
 
+/// Two correlations over the same matches, their groups partly written
+/// to disk while the hunt reads: when it ends, every correlation's groups
+/// go to disk before any is decided (so one is decided beside none of
+/// the others' groups), and each finds and counts what it does with its
+/// groups held.
+#[test]
+fn several_correlations_written_out_at_the_end_find_what_they_find_held() {
+    let by_user = "title: several addresses\nid: c-ips\nlevel: high\ncorrelation:\n    type: value_count\n    rules: [failed_login]\n    group-by: [UserId]\n    timespan: 1h\n    condition:\n        field: ClientIP\n        gte: 3\n";
+    let by_ip = "title: many failures from an address\nid: c-burst\nlevel: high\ncorrelation:\n    type: event_count\n    rules: [failed_login]\n    group-by: [ClientIP]\n    timespan: 10m\n    condition:\n        gte: 8\n";
+    let s = Arc::new(corr_set(FAIL, &format!("{by_user}---\n{by_ip}")));
+    let mut evs = Vec::new();
+    for u in 0..300 {
+        for k in 0..3u32 {
+            // One user in 30 from three addresses; address 9 fails often.
+            let ip = match (u % 30, u % 7) {
+                (0, _) => format!("203.0.113.{k}"),
+                (_, 0) => "198.51.100.9".to_string(),
+                _ => format!("198.51.100.{}", 10 + u % 50),
+            };
+            evs.push(login(
+                "UserLoginFailed",
+                &format!("u{u}"),
+                &ip,
+                (u % 25) + 10 * k,
+                json!({}),
+            ));
+        }
+    }
+    fastrand::Rng::with_seed(5).shuffle(&mut evs);
+    let run = |disk: Arc<StateDisk>| {
+        let mut sig = Sigma::new(s.clone(), disk);
+        for ev in &evs {
+            let mut hits = Vec::new();
+            s.eval(ev, &mut hits);
+            sig.absorb(hits);
+        }
+        let (f, _, stats) = sig.finish();
+        let f: Vec<String> = f
+            .iter()
+            .map(|x| serde_json::to_string(x).unwrap())
+            .collect();
+        (f, serde_json::to_string(&stats).unwrap())
+    };
+    let held = run(held_in_memory());
+    let rules: std::collections::BTreeSet<&str> = held
+        .0
+        .iter()
+        .map(|f| {
+            if f.contains("c-burst") {
+                "c-burst"
+            } else {
+                "c-ips"
+            }
+        })
+        .collect();
+    assert_eq!(
+        rules.len(),
+        2,
+        "both correlations find something: {:#?}",
+        held.0
+    );
+    for budget in [0, 8 << 10] {
+        let disk = StateDisk::new(budget);
+        let spilled = run(disk.clone());
+        assert!(disk.runs_written() > 0, "budget {budget}: nothing written");
+        assert_eq!(disk.error(), None);
+        assert_eq!(spilled, held, "budget {budget}");
+    }
+}
+
 /// A group decided while the hunt goes that then floods (quiet for two
 /// days, then a failure every five seconds for two hours) is written out
 /// once it holds more than its share of the budget, and decided when the
