@@ -19,7 +19,8 @@
 //! up until a cap dropped further matches; now they spill, and are
 //! decided whole when the hunt ends. A group whose windows are decided as
 //! the hunt goes stays in memory ([`Spillable::stays`]), kept small by
-//! those decisions, while the staying groups hold at most
+//! those decisions, while the staying groups of all correlations together
+//! hold at most
 //! [`STAYING_BUDGETS`](tokenward_spill::spilling::STAYING_BUDGETS) budgets
 //! (the largest are written out past it). A group a part of which was
 //! written out is never decided early: its windows are decided when the
@@ -1163,7 +1164,8 @@ impl Sigma {
         // correlation's groups are then decided beside none of the
         // others' (three correlations fed one flood each decided its
         // group of 200,000 matches beside up to a budget the others
-        // held, and peaked at 343-389 MiB with the merges of runs below).
+        // held: with the share of staying groups per correlation and the
+        // merges that folded a group's parts, they peaked at 343-389 MiB).
         if self.groups.len() > 1 && self.groups.iter().any(SpillingMap::has_written) {
             for groups in &mut self.groups {
                 groups.write_out();

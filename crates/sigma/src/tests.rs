@@ -1334,6 +1334,32 @@ fn held_in_memory() -> Arc<StateDisk> {
     StateDisk::new(DEFAULT_STATE_MEMORY)
 }
 
+/// Every event through the rule set and its correlations with `disk`:
+/// the findings, the rules' status lines and the correlations' counters,
+/// each as JSON, to compare runs by.
+fn correlate_all(
+    s: &Arc<RuleSet>,
+    evs: &[Event],
+    disk: Arc<StateDisk>,
+) -> (Vec<String>, String, String) {
+    let mut sig = Sigma::new(s.clone(), disk);
+    for ev in evs {
+        let mut hits = Vec::new();
+        s.eval(ev, &mut hits);
+        sig.absorb(hits);
+    }
+    let (f, st, stats) = sig.finish();
+    let f = f
+        .iter()
+        .map(|x| serde_json::to_string(x).unwrap())
+        .collect();
+    (
+        f,
+        serde_json::to_string(&st).unwrap(),
+        serde_json::to_string(&stats).unwrap(),
+    )
+}
+
 /// Many small groups (sessions renewing tokens, a few matches each, so
 /// never decided early) and a dense one, fed out of order: with their
 /// groups written to disk at every match, a correlation finds what it
@@ -1373,24 +1399,9 @@ fn correlation_groups_spilled_to_disk_are_judged_as_held_ones() {
         evs.push(login("UserLoginFailed", "busy", &ip, m, json!({})));
     }
     fastrand::Rng::with_seed(3).shuffle(&mut evs);
-    let run = |disk: Arc<StateDisk>| {
-        let mut sig = Sigma::new(s.clone(), disk);
-        for ev in &evs {
-            let mut hits = Vec::new();
-            s.eval(ev, &mut hits);
-            sig.absorb(hits);
-        }
-        let (f, st, stats) = sig.finish();
-        let f: Vec<String> = f
-            .iter()
-            .map(|x| serde_json::to_string(x).unwrap())
-            .collect();
-        let st = serde_json::to_string(&st).unwrap();
-        (f, st, serde_json::to_string(&stats).unwrap())
-    };
-    let held = run(held_in_memory());
+    let held = correlate_all(&s, &evs, held_in_memory());
     let disk = StateDisk::new(0);
-    let spilled = run(disk.clone());
+    let spilled = correlate_all(&s, &evs, disk.clone());
     assert!(disk.runs_written() > 0, "nothing was written to disk");
     assert_eq!(disk.error(), None);
     assert_eq!(
@@ -1431,21 +1442,7 @@ fn several_correlations_written_out_at_the_end_find_what_they_find_held() {
         }
     }
     fastrand::Rng::with_seed(5).shuffle(&mut evs);
-    let run = |disk: Arc<StateDisk>| {
-        let mut sig = Sigma::new(s.clone(), disk);
-        for ev in &evs {
-            let mut hits = Vec::new();
-            s.eval(ev, &mut hits);
-            sig.absorb(hits);
-        }
-        let (f, _, stats) = sig.finish();
-        let f: Vec<String> = f
-            .iter()
-            .map(|x| serde_json::to_string(x).unwrap())
-            .collect();
-        (f, serde_json::to_string(&stats).unwrap())
-    };
-    let held = run(held_in_memory());
+    let held = correlate_all(&s, &evs, held_in_memory());
     let rules: std::collections::BTreeSet<&str> = held
         .0
         .iter()
@@ -1465,7 +1462,7 @@ fn several_correlations_written_out_at_the_end_find_what_they_find_held() {
     );
     for budget in [0, 8 << 10] {
         let disk = StateDisk::new(budget);
-        let spilled = run(disk.clone());
+        let spilled = correlate_all(&s, &evs, disk.clone());
         assert!(disk.runs_written() > 0, "budget {budget}: nothing written");
         assert_eq!(disk.error(), None);
         assert_eq!(spilled, held, "budget {budget}");

@@ -44,12 +44,11 @@ const SPILLER_FRACTION: usize = 16;
 /// spills while they hold at most this many budgets, the staying values
 /// of every map of the hunt together (besides the budget of the rest);
 /// past it they are written out too, the spilling map's largest first.
-/// A share per map let a rule set of several correlations fed by one
-/// flood hold this many budgets for each. They are kept small
-/// by what their holder decides as the hunt goes, and one that is not (a
-/// correlation group quiet for two days, then a million matches a day,
-/// held its last two days whole: 561 MiB) would otherwise grow past any
-/// budget. A correlation group decided as the hunt goes holds two days of
+/// They are kept small by what their holder decides as the hunt goes,
+/// and one that is not (a correlation group quiet for two days, then a
+/// million matches a day, held its last two days whole: 561 MiB) would
+/// otherwise grow past any budget; a share per map let a rule set of
+/// several correlations fed by one flood hold this many budgets for each. A correlation group decided as the hunt goes holds two days of
 /// its matches, up to twice that between decisions: a group of 50,000
 /// matches a day, about 56 MiB by its estimate, stays.
 pub const STAYING_BUDGETS: usize = 2;
@@ -697,11 +696,16 @@ impl RunWriter {
     /// An entry: its key and its value, each a record, so that a merge
     /// reads keys and leaves values where they are until it takes them.
     fn put<K: SpillKey, V: Spillable>(&mut self, key: &K, value: &V) -> io::Result<()> {
-        self.buf.clear();
-        key.write(&mut self.buf)?;
-        codec::write_record(&mut self.out, &self.buf)?;
+        self.put_key(key)?;
         self.buf.clear();
         value.write(&mut self.buf)?;
+        codec::write_record(&mut self.out, &self.buf)
+    }
+
+    /// An entry's key record.
+    fn put_key<K: SpillKey>(&mut self, key: &K) -> io::Result<()> {
+        self.buf.clear();
+        key.write(&mut self.buf)?;
         codec::write_record(&mut self.out, &self.buf)
     }
 
@@ -715,9 +719,7 @@ impl RunWriter {
         len: u64,
         buf: &mut Vec<u8>,
     ) -> io::Result<()> {
-        self.buf.clear();
-        key.write(&mut self.buf)?;
-        codec::write_record(&mut self.out, &self.buf)?;
+        self.put_key(key)?;
         let len32 = u32::try_from(len).map_err(|_| io::Error::other("value over 4 GiB"))?;
         io::Write::write_all(&mut self.out, &len32.to_le_bytes())?;
         let mut done = 0;
