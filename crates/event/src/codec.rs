@@ -149,13 +149,21 @@ impl<'a> Cursor<'a> {
 
     /// An optional text.
     pub fn opt_text(&mut self) -> Result<Option<&'a str>, String> {
+        match self.opt_bytes()? {
+            None => Ok(None),
+            Some(b) => std::str::from_utf8(b)
+                .map(Some)
+                .map_err(|e| format!("text: {e}")),
+        }
+    }
+
+    /// An optional text's bytes, not checked as UTF-8: for passing over it.
+    pub fn opt_bytes(&mut self) -> Result<Option<&'a [u8]>, String> {
         let n = self.u32()?;
         if n == NONE {
             return Ok(None);
         }
-        std::str::from_utf8(self.take(n as usize)?)
-            .map(Some)
-            .map_err(|e| format!("text: {e}"))
+        self.take(n as usize).map(Some)
     }
 
     /// A time's nanoseconds.

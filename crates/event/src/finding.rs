@@ -269,6 +269,19 @@ impl Rep {
         Rep::read_sharing(c, &mut SharedTexts::default())
     }
 
+    /// Passes over a representative [`Rep::write`] wrote, reading none of
+    /// its texts.
+    pub fn skip(c: &mut codec::Cursor<'_>) -> Result<(), String> {
+        c.opt_time()?;
+        for _ in 0..5 {
+            c.opt_bytes()?;
+        }
+        c.opt_bytes()?.ok_or("text missing")?;
+        c.u64()?;
+        c.u64()?;
+        Ok(())
+    }
+
     /// Reads back a representative [`Rep::write`] wrote, its texts shared
     /// with those read before through `shared`.
     pub fn read_sharing(

@@ -45,7 +45,7 @@ use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Coverage, Status};
 use tokenward_event::{Finding, Rep, SharedTexts};
 use tokenward_spill::keyed::KeyPart;
-use tokenward_spill::spilling::{SpillKey, Spillable, SpillingMap, StateDisk};
+use tokenward_spill::spilling::{Parts, SpillKey, Spillable, SpillingMap, StateDisk};
 
 /// Out-of-order input tolerated before a window is decided early (ms).
 pub const LATENESS_MS: i64 = 24 * 3600 * 1000;
@@ -59,12 +59,13 @@ pub const LATENESS_MS: i64 = 24 * 3600 * 1000;
 /// different number each run). About 30 MiB of matches.
 pub const DECIDE_EARLY_FROM: usize = 1 << 16;
 
-/// Most matches of one group judged when the hunt ends: the earliest
-/// ones (by time, then file and place) are kept, the rest counted in
-/// [`CorrStats::over_budget`] and named in the correlation's note. A
-/// group's matches are all in memory when it is decided, whatever spilled
-/// before: one group of a million matches peaked at 252-288 MiB with
-/// this many kept (`bench/correlation_bench.sh`).
+/// Most matches of one group in memory when the hunt ends: a group of
+/// more is decided a stretch of time at a time, each stretch read from
+/// its parts on disk (`Sigma::decide_stretches`). Only where more than
+/// this many fall within one timespan are some left out of windows,
+/// counted in [`CorrStats::over_budget`] and named in the correlation's
+/// note. One group of a million matches peaked at 252-288 MiB with this
+/// many held (`bench/correlation_bench.sh`).
 pub const GROUP_MAX: usize = 200_000;
 
 /// Matches a group holds before its windows are decided early.
@@ -565,7 +566,7 @@ pub(super) fn resolve(
     out
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Entry {
     t: i64,
     pos: usize,
@@ -619,6 +620,15 @@ impl Entry {
 
     fn read(c: &mut Cursor<'_>, shared: &mut SharedTexts) -> Result<Entry, String> {
         let t = c.u64()? as i64;
+        Entry::read_after_time(t, c, shared)
+    }
+
+    /// Reads the rest of an entry whose time `t` was read.
+    fn read_after_time(
+        t: i64,
+        c: &mut Cursor<'_>,
+        shared: &mut SharedTexts,
+    ) -> Result<Entry, String> {
         let pos = c.u64()? as usize;
         let values = (0..c.u32()?)
             .map(|_| c.text().map(str::to_owned))
@@ -629,6 +639,16 @@ impl Entry {
             values,
             rep: Rep::read_sharing(c, shared)?,
         })
+    }
+
+    /// Passes over the rest of an entry whose time was read, building
+    /// nothing.
+    fn skip_after_time(c: &mut Cursor<'_>) -> Result<(), String> {
+        c.u64()?;
+        for _ in 0..c.u32()? {
+            c.opt_bytes()?.ok_or("text missing")?;
+        }
+        Rep::skip(c)
     }
 }
 
@@ -743,27 +763,21 @@ impl Spillable for Group {
     }
 
     fn read(c: &mut Cursor<'_>) -> Result<Self, String> {
-        let skip_until = c.u64()? as i64;
-        let flushed_upto = c.u64()? as i64;
-        let newest = c.u64()? as i64;
-        let newest = (c.u8()? == 1).then_some(newest);
-        let decide_at = c.u64()? as usize;
-        let late = c.u64()?;
-        let over_cap = c.u64()?;
+        let head = GroupHead::read(c)?;
         let mut shared = SharedTexts::default();
-        let entries = (0..c.u32()?)
+        let entries = (0..head.entries)
             .map(|_| Entry::read(c, &mut shared))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Group {
             // Parts are sorted when decided.
             unsorted: true,
             entries,
-            skip_until,
-            flushed_upto,
-            newest,
-            decide_at,
-            late,
-            over_cap,
+            skip_until: head.skip_until,
+            flushed_upto: head.flushed_upto,
+            newest: head.newest,
+            decide_at: head.decide_at,
+            late: head.late,
+            over_cap: head.over_cap,
             decided_early: false,
         })
     }
@@ -815,6 +829,152 @@ impl Spillable for Group {
     const REMEMBERS_WRITTEN: bool = true;
 }
 
+/// What a group written to disk says before its matches.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct GroupHead {
+    skip_until: i64,
+    flushed_upto: i64,
+    newest: Option<i64>,
+    decide_at: usize,
+    late: u64,
+    over_cap: u64,
+    /// How many matches follow.
+    entries: u32,
+}
+
+impl GroupHead {
+    /// Its length on disk: what [`Spillable::write`] puts before a
+    /// group's first match.
+    const BYTES: u64 = 8 * 3 + 1 + 8 * 3 + 4;
+
+    fn read(c: &mut Cursor<'_>) -> Result<GroupHead, String> {
+        let skip_until = c.u64()? as i64;
+        let flushed_upto = c.u64()? as i64;
+        let newest = c.u64()? as i64;
+        let newest = (c.u8()? == 1).then_some(newest);
+        Ok(GroupHead {
+            skip_until,
+            flushed_upto,
+            newest,
+            decide_at: c.u64()? as usize,
+            late: c.u64()?,
+            over_cap: c.u64()?,
+            entries: c.u32()?,
+        })
+    }
+
+    fn of(g: &Group) -> GroupHead {
+        GroupHead {
+            skip_until: g.skip_until,
+            flushed_upto: g.flushed_upto,
+            newest: g.newest,
+            decide_at: g.decide_at,
+            late: g.late,
+            over_cap: g.over_cap,
+            entries: g.entries.len() as u32,
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Parts too large to read with their key read by stretches.
+    pub(crate) static LARGE_PARTS_READ: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One pass over a group's parts ([`Sigma::decide_stretches`]): the
+/// earliest `cap` matches from `from` on, by time, then file and place.
+struct Stretch {
+    from: i64,
+    cap: usize,
+    entries: Vec<Entry>,
+    /// Matches after this time are not among the earliest `cap` (once
+    /// some were left out).
+    bound: i64,
+    cut: bool,
+}
+
+impl Stretch {
+    fn new(from: i64, cap: usize) -> Stretch {
+        Stretch {
+            from,
+            cap,
+            entries: Vec::new(),
+            bound: i64::MAX,
+            cut: false,
+        }
+    }
+
+    /// Reads every part, telling `each` every match's time and its part's
+    /// `flushed_upto`. Matches outside the stretch are passed over
+    /// unread.
+    fn read(&mut self, parts: &Parts<Group>, each: &mut dyn FnMut(i64, i64)) -> Result<(), String> {
+        if let Some(g) = &parts.small {
+            for e in &g.entries {
+                each(e.t, g.flushed_upto);
+                if self.wants(e.t) {
+                    self.push(e.clone());
+                }
+            }
+        }
+        let mut buf = Vec::new();
+        for l in &parts.large {
+            #[cfg(test)]
+            LARGE_PARTS_READ.with(|n| n.set(n.get() + 1));
+            l.read(&mut buf)?;
+            let mut c = Cursor::new(&buf);
+            let head = GroupHead::read(&mut c).map_err(|e| l.damaged(e))?;
+            let mut shared = SharedTexts::default();
+            for _ in 0..head.entries {
+                let t = c.u64().map_err(|e| l.damaged(e))? as i64;
+                each(t, head.flushed_upto);
+                if self.wants(t) {
+                    let e = Entry::read_after_time(t, &mut c, &mut shared);
+                    self.push(e.map_err(|e| l.damaged(e))?);
+                } else {
+                    Entry::skip_after_time(&mut c).map_err(|e| l.damaged(e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn wants(&self, t: i64) -> bool {
+        self.cap > 0 && t >= self.from && t <= self.bound
+    }
+
+    fn push(&mut self, e: Entry) {
+        self.entries.push(e);
+        // Cut back often enough that memory holds little more than `cap`
+        // matches (the bound that was the group's), seldom enough that
+        // each cut is paid for by a quarter of `cap` matches.
+        if self.entries.len() >= self.cap + self.cap.div_ceil(4) {
+            self.keep_earliest();
+        }
+    }
+
+    /// Keeps the earliest `cap`; later matches than the latest kept are
+    /// then passed over.
+    fn keep_earliest(&mut self) {
+        if self.entries.len() <= self.cap {
+            return;
+        }
+        self.entries
+            .select_nth_unstable_by(self.cap, |a, b| a.order().cmp(&b.order()));
+        self.entries.truncate(self.cap);
+        self.cut = true;
+        self.bound = self.entries.iter().map(|e| e.t).max().unwrap_or(i64::MIN);
+    }
+
+    /// The stretch's matches in order, and whether some after them were
+    /// left out.
+    fn finish(mut self) -> (Vec<Entry>, bool) {
+        self.keep_earliest();
+        self.entries.sort_by(|a, b| a.order().cmp(&b.order()));
+        (self.entries, self.cut)
+    }
+}
+
 /// Per-correlation counters.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct CorrStats {
@@ -824,7 +984,8 @@ pub struct CorrStats {
     pub no_time: u64,
     /// Matches older than windows already decided.
     pub late: u64,
-    /// Matches left out of their group's windows past [`GROUP_MAX`].
+    /// Matches left out of their group's windows: more than [`GROUP_MAX`]
+    /// fell within one timespan.
     pub over_budget: u64,
     /// Findings.
     pub hits: usize,
@@ -847,6 +1008,9 @@ pub struct Sigma {
     /// Entries held before windows are decided early
     /// ([`DECIDE_EARLY_FROM`] by default).
     decide_early_from: usize,
+    /// Most matches of one group decided at once when the hunt ends
+    /// ([`GROUP_MAX`] but in tests).
+    group_max: usize,
 }
 
 impl Sigma {
@@ -863,8 +1027,15 @@ impl Sigma {
             peak_entries: 0,
             held: 0,
             decide_early_from: DECIDE_EARLY_FROM,
+            group_max: GROUP_MAX,
             set,
         }
+    }
+
+    /// Sets how many matches of one group are decided at once at the end.
+    #[cfg(test)]
+    pub(crate) fn set_group_max(&mut self, n: usize) {
+        self.group_max = n;
     }
 
     /// Sets how many matches are held before windows are decided early
@@ -960,6 +1131,130 @@ impl Sigma {
             }
         }
         self.groups[ci].grew(bytes);
+    }
+
+    /// Decides every window of a group at the end, from its parts: folded
+    /// into one when they hold at most [`Sigma::group_max`] matches,
+    /// else a stretch of time at a time ([`Sigma::decide_stretches`]).
+    fn decide_parts(
+        &mut self,
+        ci: usize,
+        key: &[Option<String>],
+        parts: Parts<Group>,
+    ) -> Result<(), String> {
+        let mut heads = Vec::with_capacity(parts.large.len());
+        let mut buf = Vec::new();
+        for l in &parts.large {
+            l.read_head(&mut buf, GroupHead::BYTES)?;
+            heads.push(GroupHead::read(&mut Cursor::new(&buf)).map_err(|e| l.damaged(e))?);
+        }
+        let small = parts.small.as_ref().map(GroupHead::of);
+        let total: u64 = heads
+            .iter()
+            .chain(&small)
+            .map(|h| u64::from(h.entries))
+            .sum();
+        if total <= self.group_max as u64 {
+            let Some(mut g) = parts.folded()? else {
+                return Ok(());
+            };
+            g.cap();
+            self.stats[ci].late += g.late;
+            self.stats[ci].over_budget += g.over_cap;
+            self.decide(ci, key, g, None);
+            return Ok(());
+        }
+        self.decide_stretches(ci, key, &parts, &heads, total)
+    }
+
+    /// Decides the windows of a group of more than [`Sigma::group_max`]
+    /// matches, a stretch of time at a time: each pass over its parts
+    /// keeps the earliest `group_max` matches from where the last left
+    /// off, decides the windows that end before the latest of them, and
+    /// the next starts where those windows' matches stop being needed
+    /// (a span before it). So every window is decided over all its
+    /// matches, as if the group were held whole, in memory for
+    /// `group_max` matches and one part's bytes at once, and the group's
+    /// parts are read about `total / group_max` times. (Keeping the
+    /// earliest 200,000 of a group's 1.5 million and counting the rest
+    /// as unplaced missed every window after its first hours.)
+    ///
+    /// Where more than `group_max` matches fall within one span, a stretch
+    /// cannot reach past a window: its windows are decided on the matches
+    /// held, and those of the span after its last are counted in
+    /// [`CorrStats::over_budget`], as matches left out were.
+    fn decide_stretches(
+        &mut self,
+        ci: usize,
+        key: &[Option<String>],
+        parts: &Parts<Group>,
+        heads: &[GroupHead],
+        total: u64,
+    ) -> Result<(), String> {
+        let small = parts.small.as_ref();
+        let all_heads = || heads.iter().copied().chain(small.map(GroupHead::of));
+        let upto = all_heads().map(|h| h.flushed_upto).max().unwrap_or(0);
+        self.stats[ci].late += all_heads().map(|h| h.late).sum::<u64>();
+        self.stats[ci].over_budget += all_heads().map(|h| h.over_cap).sum::<u64>();
+        let mut skip_until = all_heads().map(|h| h.skip_until).max().unwrap_or(0);
+        let span = self.set.correlations[ci].span_ms;
+        let cap = self.group_max.max(1);
+        let mut from = skip_until;
+        let mut first = true;
+        loop {
+            let mut stretch = Stretch::new(from, cap);
+            // Matches of the parts not decided early, behind the part that
+            // was: late, as when folded ([`Group::fold`]); counted once.
+            let mut late = 0;
+            let mut each = |t: i64, flushed_upto: i64| {
+                late += u64::from(first && flushed_upto < upto && t < upto);
+            };
+            stretch.read(parts, &mut each)?;
+            self.stats[ci].late += late;
+            first = false;
+            let (entries, cut) = stretch.finish();
+            let Some(last) = entries.last().map(|e| e.t) else {
+                break;
+            };
+            let len = entries.len();
+            let g = Group {
+                entries,
+                skip_until,
+                ..Group::default()
+            };
+            self.held += len;
+            if !cut {
+                self.decide(ci, key, g, None);
+                break;
+            }
+            let keep_from = last.saturating_sub(span);
+            let decided = g.entries.partition_point(|e| e.t < keep_from);
+            // A stretch must move on by a good share of itself, or the
+            // passes grow with the square of the group.
+            if decided >= cap / 4 {
+                let kept = self
+                    .decide(ci, key, g, Some(last))
+                    .expect("a cutoff keeps the group");
+                self.held -= kept.entries.len();
+                skip_until = kept.skip_until;
+                from = keep_from.max(skip_until);
+            } else {
+                // Windows of one span hold about `cap` matches or more.
+                let kept = self
+                    .decide(ci, key, g, Some(i64::MAX))
+                    .expect("a cutoff keeps the group");
+                self.held -= kept.entries.len();
+                let next = last.saturating_add(span).saturating_add(1);
+                let mut passed = 0u64;
+                let mut count = |t: i64, _: i64| passed += u64::from(from <= t && t < next);
+                Stretch::new(i64::MAX, 0).read(parts, &mut count)?;
+                self.stats[ci].over_budget += passed - len as u64;
+                skip_until = kept.skip_until.max(next);
+                from = next;
+            }
+        }
+        self.held = self.held.saturating_sub(total as usize);
+        Ok(())
     }
 
     /// Decides the windows of one group: all of them, or (with a cutoff)
@@ -1178,12 +1473,7 @@ impl Sigma {
             // folded in).
             let groups = self.groups[ci].fork();
             let groups = std::mem::replace(&mut self.groups[ci], groups);
-            groups.drain(|key, mut g| {
-                g.cap();
-                self.stats[ci].late += g.late;
-                self.stats[ci].over_budget += g.over_cap;
-                self.decide(ci, &key.0, g, None);
-            });
+            groups.drain_parts(|key, parts| self.decide_parts(ci, &key.0, parts));
         }
         let set = self.set.clone();
         let mut st = Vec::new();
@@ -1237,8 +1527,8 @@ impl Sigma {
             }
             if s.over_budget > 0 {
                 note.push_str(&format!(
-                    ", {} not placed in a window because their group held {GROUP_MAX} earlier matches (its windows may count fewer than happened)",
-                    s.over_budget
+                    ", {} not placed in a window because more than {} matches of their group fell within one timespan (its windows may count fewer than happened)",
+                    s.over_budget, self.group_max
                 ));
             }
             st.push(Coverage {

@@ -1342,7 +1342,19 @@ fn correlate_all(
     evs: &[Event],
     disk: Arc<StateDisk>,
 ) -> (Vec<String>, String, String) {
+    correlate_at_most(s, evs, disk, correlate::GROUP_MAX)
+}
+
+/// [`correlate_all`] with at most `group_max` matches of a group decided
+/// at once at the end.
+fn correlate_at_most(
+    s: &Arc<RuleSet>,
+    evs: &[Event],
+    disk: Arc<StateDisk>,
+    group_max: usize,
+) -> (Vec<String>, String, String) {
     let mut sig = Sigma::new(s.clone(), disk);
+    sig.set_group_max(group_max);
     for ev in evs {
         let mut hits = Vec::new();
         s.eval(ev, &mut hits);
@@ -1534,6 +1546,122 @@ fn a_group_flooding_after_it_was_decided_early_leaves_memory_and_finds_the_same(
         spilled_most < 3 * budget + (64 << 10),
         "with 128 KiB it held {spilled_most} bytes"
     );
+}
+
+/// An event of user `user` from `ip`, `secs` after the start of a day.
+fn failed_at(user: &str, ip: &str, secs: i64, line: u64) -> Event {
+    let t = time::macros::datetime!(2023-06-01 00:00 UTC) + time::Duration::seconds(secs);
+    Event::from_record(
+        json!({"CreationTime": tokenward_event::timefmt::rfc3339(t), "Operation": "UserLoginFailed", "UserId": user, "ClientIP": ip}),
+        None,
+        Arc::from("f"),
+        Locator { line, record: line },
+    )
+}
+
+/// A group of more matches than are decided at once when the hunt ends
+/// is decided a stretch of time at a time, from its parts in memory or
+/// on disk: the same windows and counts as when decided whole. (Keeping
+/// its earliest matches, as many as are decided at once, found the
+/// bursts of its first hours and counted the rest as unplaced.)
+#[test]
+fn a_group_of_more_matches_than_decided_at_once_finds_what_it_finds_whole() {
+    let count = "title: burst\nid: c-count\nlevel: high\ncorrelation:\n    type: event_count\n    rules: [failed_login]\n    group-by: [UserId]\n    timespan: 10m\n    condition:\n        gte: 30\n";
+    let ips = "title: addresses\nid: c-ips\nlevel: high\ncorrelation:\n    type: value_count\n    rules: [failed_login]\n    group-by: [UserId]\n    timespan: 10m\n    condition:\n        field: ClientIP\n        gte: 3\n";
+    let s = Arc::new(corr_set(FAIL, &format!("{count}---\n{ips}")));
+    // A failure every 30 s for a day from one address, and at half past
+    // each hour 15 in a minute from three.
+    let mut evs = Vec::new();
+    for k in 0..2880 {
+        evs.push(failed_at("flood", "198.51.100.1", k * 30, k as u64 + 1));
+    }
+    for h in 0..24 {
+        for k in 0..15 {
+            let ip = format!("203.0.113.{}", k % 3);
+            evs.push(failed_at(
+                "flood",
+                &ip,
+                h * 3600 + 1800 + k * 4 + 1,
+                10_000 + (h * 15 + k) as u64,
+            ));
+        }
+    }
+    fastrand::Rng::with_seed(9).shuffle(&mut evs);
+    let whole = correlate_at_most(&s, &evs, held_in_memory(), usize::MAX);
+    // Each correlation finds a window at each of the 24 bursts (at the
+    // first hours alone when a group kept its earliest matches).
+    for id in ["c-count", "c-ips"] {
+        let hours: std::collections::BTreeSet<String> = whole
+            .0
+            .iter()
+            .filter(|f| f.contains(id))
+            .map(|f| {
+                let v: Value = serde_json::from_str(f).unwrap();
+                v["time"].as_str().unwrap()[..13].to_owned()
+            })
+            .collect();
+        assert_eq!(hours.len(), 24, "{id}: {hours:?}");
+    }
+    assert!(whole.2.contains("\"over_budget\":0"), "{}", whole.2);
+    for (budget, at_once) in [
+        (None, 200),
+        (Some(0), 200),
+        (Some(512 << 10), 200),
+        (Some(512 << 10), 1000),
+        (Some(0), usize::MAX),
+    ] {
+        let disk = budget.map_or_else(held_in_memory, StateDisk::new);
+        correlate::LARGE_PARTS_READ.with(|n| n.set(0));
+        let got = correlate_at_most(&s, &evs, disk.clone(), at_once);
+        assert_eq!(disk.error(), None);
+        assert_eq!(got, whole, "budget {budget:?}, {at_once} at once");
+        if budget == Some(512 << 10) {
+            assert!(
+                correlate::LARGE_PARTS_READ.with(|n| n.get()) > 0,
+                "parts too large to read with their key were read in stretches"
+            );
+        }
+    }
+}
+
+/// Where more matches than are decided at once fall within one timespan,
+/// the windows there are decided on those held, the matches of the
+/// timespan after them are counted as unplaced and named in the note,
+/// and windows after that are decided whole: the same whether the group
+/// stayed in memory or went to disk.
+#[test]
+fn a_timespan_denser_than_decided_at_once_counts_what_it_leaves_out() {
+    let count = "title: burst\nid: c-count\nlevel: high\ncorrelation:\n    type: event_count\n    rules: [failed_login]\n    group-by: [UserId]\n    timespan: 10m\n    condition:\n        gte: 5\n";
+    let s = Arc::new(corr_set(FAIL, count));
+    // 300 failures a second apart, then ten a minute apart an hour later.
+    let mut evs: Vec<Event> = (0..300)
+        .map(|k| failed_at("dense", "198.51.100.1", k, k as u64 + 1))
+        .collect();
+    evs.extend((0..10).map(|k| failed_at("dense", "198.51.100.1", 3600 + k * 6, 1000 + k as u64)));
+    let events = |f: &str| -> u64 {
+        let v: Value = serde_json::from_str(f).unwrap();
+        v["evidence"]["events"].as_u64().unwrap()
+    };
+    let whole = correlate_at_most(&s, &evs, held_in_memory(), usize::MAX);
+    assert_eq!(
+        whole.0.iter().map(|f| events(f)).collect::<Vec<_>>(),
+        [300, 10]
+    );
+    let held = correlate_at_most(&s, &evs, held_in_memory(), 100);
+    assert_eq!(
+        held.0.iter().map(|f| events(f)).collect::<Vec<_>>(),
+        [100, 10]
+    );
+    assert!(held.2.contains("\"over_budget\":200"), "{}", held.2);
+    assert!(
+        held.1.contains("200 not placed in a window because more than 100 matches of their group fell within one timespan"),
+        "{}",
+        held.1
+    );
+    let disk = StateDisk::new(0);
+    assert_eq!(correlate_at_most(&s, &evs, disk.clone(), 100), held);
+    assert!(disk.runs_written() > 0);
+    assert_eq!(disk.error(), None);
 }
 
 #[test]

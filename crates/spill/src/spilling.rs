@@ -432,25 +432,15 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
     /// early, with the error in the [`StateDisk`], if a run cannot be read
     /// back.
     pub fn drain(mut self, mut each: impl FnMut(K, V)) {
-        if self.runs.is_empty() {
-            self.held_bytes = 0;
-            self.tell();
-            for (k, v) in sorted(std::mem::take(&mut self.held)) {
-                each(k, v);
-            }
-            return;
-        }
-        self.spill(true);
-        if self.disk.failed() {
-            return;
-        }
-        // The lowest levels first: the smallest runs.
-        while self.runs.len() > MERGE_FAN {
-            if !self.merge_fan_from(self.runs.len() - MERGE_FAN) {
+        let runs = match self.final_runs() {
+            Ok(runs) => runs,
+            Err(held) => {
+                for (k, v) in held {
+                    each(k, v);
+                }
                 return;
             }
-        }
-        let runs = std::mem::take(&mut self.runs);
+        };
         let mut each = |out: Merged<K, V>| {
             if let Merged::Folded(k, v) = out {
                 each(k, v);
@@ -460,6 +450,110 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         if let Err(e) = merged(runs, false, &mut each) {
             self.disk.fail(e);
         }
+    }
+
+    /// Every key once, in key order, with its values as they lie: the
+    /// small ones read and folded, each too large to read with its key
+    /// ([`VALUE_READ_AT_ONCE`]) left where it is, to be read as often as
+    /// the caller needs ([`Parts`]). For values one of which, folded, may
+    /// not fit in memory: a correlation group of millions of matches is
+    /// decided a stretch of time at a time, each stretch read from its
+    /// parts. An error `each` returns, or a run that cannot be read back,
+    /// stops it, with the error in the [`StateDisk`].
+    pub fn drain_parts(mut self, mut each: impl FnMut(K, Parts<V>) -> Result<(), String>) {
+        let runs = match self.final_runs() {
+            Ok(runs) => runs,
+            Err(held) => {
+                for (k, v) in held {
+                    let parts = Parts {
+                        small: Some(v),
+                        large: Vec::new(),
+                    };
+                    if let Err(e) = each(k, parts) {
+                        self.disk.fail(e);
+                        return;
+                    }
+                }
+                return;
+            }
+        };
+        // The key whose values are coming, and those come so far.
+        let mut open: Option<(K, Parts<V>)> = None;
+        let mut sink = |out: Merged<K, V>| {
+            let (key, part) = match out {
+                Merged::Folded(k, v) => (KeyOf::Owned(k), PartOf::Small(v)),
+                Merged::Large {
+                    key,
+                    from,
+                    offset,
+                    len,
+                } => {
+                    let file = from
+                        .input
+                        .get_ref()
+                        .try_clone()
+                        .map_err(|e| format!("detection state on disk: {e}"))?;
+                    let at = from.at;
+                    (
+                        KeyOf::Borrowed(key),
+                        PartOf::Large(LargePart {
+                            file,
+                            offset,
+                            len,
+                            at,
+                        }),
+                    )
+                }
+            };
+            let same = open.as_ref().is_some_and(|(k, _)| key.is(k));
+            if !same {
+                if let Some((k, p)) = open.take() {
+                    each(k, p)?;
+                }
+                open = Some((key.owned(), Parts::default()));
+            }
+            let (_, parts) = open.as_mut().expect("opened above");
+            match part {
+                PartOf::Small(v) => match &mut parts.small {
+                    Some(s) => s.fold(v),
+                    None => parts.small = Some(v),
+                },
+                PartOf::Large(l) => parts.large.push(l),
+            }
+            Ok(())
+        };
+        let done = merged(runs, true, &mut sink);
+        let done = done.and_then(|()| match open.take() {
+            Some((k, p)) => each(k, p),
+            None => Ok(()),
+        });
+        if let Err(e) = done {
+            self.disk.fail(e);
+        }
+    }
+
+    /// The runs to drain, merged down to one merge's worth, every held
+    /// entry written out first; or, when nothing was ever written, the
+    /// held entries in key order (`Err`). No runs at all when a run
+    /// could not be written or merged (the error is in the [`StateDisk`]).
+    #[allow(clippy::type_complexity)]
+    fn final_runs(&mut self) -> Result<Vec<Run>, Vec<(K, V)>> {
+        if self.runs.is_empty() {
+            self.held_bytes = 0;
+            self.tell();
+            return Err(sorted(std::mem::take(&mut self.held)));
+        }
+        self.spill(true);
+        if self.disk.failed() {
+            return Ok(Vec::new());
+        }
+        // The lowest levels first: the smallest runs.
+        while self.runs.len() > MERGE_FAN {
+            if !self.merge_fan_from(self.runs.len() - MERGE_FAN) {
+                return Ok(Vec::new());
+            }
+        }
+        Ok(std::mem::take(&mut self.runs))
     }
 
     fn spill_past_budget(&mut self) {
@@ -872,6 +966,121 @@ pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
         }
         f.seek(io::SeekFrom::Start(cursor)).map(|_| ())
     }
+}
+
+/// A key's values as [`SpillingMap::drain_parts`] hands them on.
+#[derive(Debug)]
+pub struct Parts<V> {
+    /// Its small values, folded.
+    pub small: Option<V>,
+    /// Its large values, where they lie.
+    pub large: Vec<LargePart>,
+}
+
+impl<V> Default for Parts<V> {
+    fn default() -> Self {
+        Parts {
+            small: None,
+            large: Vec::new(),
+        }
+    }
+}
+
+impl<V: Spillable> Parts<V> {
+    /// Every value read and folded into one: what [`SpillingMap::drain`]
+    /// would have handed on.
+    pub fn folded(self) -> Result<Option<V>, String> {
+        let mut out = self.small;
+        let mut buf = Vec::new();
+        for l in &self.large {
+            let v: V = l.value(&mut buf)?;
+            match &mut out {
+                Some(o) => o.fold(v),
+                None => out = Some(v),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A value too large to read with its key, where it lies in a run.
+#[derive(Debug)]
+pub struct LargePart {
+    file: File,
+    offset: u64,
+    len: u64,
+    /// The entry's place in its run, for errors.
+    at: usize,
+}
+
+impl LargePart {
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it has no bytes (a value always has some).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads its first `n` bytes (all of it, if shorter) into `buf`.
+    pub fn read_head(&self, buf: &mut Vec<u8>, n: u64) -> Result<(), String> {
+        buf.resize(n.min(self.len) as usize, 0);
+        read_at(&self.file, buf, self.offset).map_err(|e| self.damaged(e.to_string()))
+    }
+
+    /// Reads it whole into `buf`.
+    pub fn read(&self, buf: &mut Vec<u8>) -> Result<(), String> {
+        self.read_head(buf, self.len)
+    }
+
+    /// Reads it whole as a value.
+    pub fn value<V: Spillable>(&self, buf: &mut Vec<u8>) -> Result<V, String> {
+        self.read(buf)?;
+        let mut c = Cursor::new(buf);
+        let value = V::read(&mut c).map_err(|e| self.damaged(e))?;
+        match c.left() {
+            0 => Ok(value),
+            n => Err(self.damaged(format!("{n} bytes after the entry"))),
+        }
+    }
+
+    /// `e`, said of this value.
+    pub fn damaged(&self, e: String) -> String {
+        format!(
+            "detection state read back from disk, entry {}: {e}",
+            self.at
+        )
+    }
+}
+
+/// A drained key: the merge's own, or one lent with a large value.
+enum KeyOf<'a, K> {
+    Owned(K),
+    Borrowed(&'a K),
+}
+
+impl<K: SpillKey> KeyOf<'_, K> {
+    fn is(&self, k: &K) -> bool {
+        match self {
+            KeyOf::Owned(o) => o == k,
+            KeyOf::Borrowed(b) => *b == k,
+        }
+    }
+
+    fn owned(self) -> K {
+        match self {
+            KeyOf::Owned(o) => o,
+            KeyOf::Borrowed(b) => K::from_part(b.as_part()),
+        }
+    }
+}
+
+/// A drained value, read or not.
+enum PartOf<V> {
+    Small(V),
+    Large(LargePart),
 }
 
 /// What a merge hands on, in key order.
@@ -1425,6 +1634,96 @@ mod tests {
         }));
         want.sort();
         assert_eq!(got, want);
+    }
+
+    /// Draining by parts hands on a key's large values unread, to be read
+    /// as often as wanted, and its small ones folded; folding the parts
+    /// gives what draining gives.
+    #[test]
+    fn draining_by_parts_leaves_large_values_unread_and_folds_to_what_draining_gives() {
+        let payload: Vec<u8> = (0..(VALUE_READ_AT_ONCE as usize + 100))
+            .map(|i| (i * 7 % 253) as u8)
+            .collect();
+        let fill = |map: &mut SpillingMap<Box<str>, Part>| {
+            for i in 0..(MERGE_FAN as u64 + 5) {
+                map.get_or_insert_with("dense", || Part {
+                    parts: 1,
+                    bytes: payload.clone(),
+                });
+                map.get_or_insert_with(&format!("small{}", i % 3), || Part {
+                    parts: 1,
+                    bytes: vec![9; 20],
+                });
+            }
+        };
+        let disk = StateDisk::new(0);
+        let mut whole: SpillingMap<Box<str>, Part> = SpillingMap::new(disk.clone());
+        fill(&mut whole);
+        let mut want = Vec::new();
+        whole.drain(|k, v| want.push((k.to_string(), v.parts)));
+        let mut by_parts: SpillingMap<Box<str>, Part> = SpillingMap::new(disk.clone());
+        fill(&mut by_parts);
+        LARGE_READS.with(|n| n.set(0));
+        let mut got = Vec::new();
+        let mut large_seen = 0;
+        by_parts.drain_parts(|k, parts| {
+            assert_eq!(LARGE_READS.with(|n| n.get()), 0, "{k}: read before asked");
+            large_seen += parts.large.len();
+            if let Some(l) = parts.large.first() {
+                assert!(l.len() > VALUE_READ_AT_ONCE);
+                // Read twice: the same each time.
+                let mut a = Vec::new();
+                let mut b = Vec::new();
+                l.read(&mut a)?;
+                l.read(&mut b)?;
+                assert_eq!(a, b);
+            }
+            let v = parts.folded()?.expect("every key has a value");
+            LARGE_READS.with(|n| n.set(0));
+            got.push((k.to_string(), v.parts));
+            Ok(())
+        });
+        assert_eq!(disk.error(), None);
+        assert_eq!(large_seen, MERGE_FAN + 5, "each of the dense key's parts");
+        assert_eq!(got, want);
+        // Held, never written: every value comes as a small one.
+        let mut held: SpillingMap<Box<str>, Part> =
+            SpillingMap::new(StateDisk::new(usize::MAX / 2));
+        held.get_or_insert_with("k", || Part {
+            parts: 4,
+            bytes: vec![1],
+        });
+        let mut seen = Vec::new();
+        held.drain_parts(|k, p| {
+            seen.push((k.to_string(), p.large.len(), p.small.map(|v| v.parts)));
+            Ok(())
+        });
+        assert_eq!(seen, [("k".to_string(), 0, Some(4))]);
+    }
+
+    /// An error the caller of [`SpillingMap::drain_parts`] returns stops
+    /// it and is the disk's error.
+    #[test]
+    fn an_error_draining_by_parts_stops_it() {
+        let disk = StateDisk::new(0);
+        let mut map: SpillingMap<Box<str>, Part> = SpillingMap::new(disk.clone());
+        for k in ["a", "b", "c"] {
+            map.get_or_insert_with(k, || Part {
+                parts: 1,
+                bytes: vec![1],
+            });
+        }
+        let mut keys = Vec::new();
+        map.drain_parts(|k, _| {
+            keys.push(k.to_string());
+            if &*k == "b" {
+                Err("damaged".into())
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(disk.error().as_deref(), Some("damaged"));
     }
 
     /// A run damaged on disk (cut short, or its entries out of order) is
