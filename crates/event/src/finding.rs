@@ -206,7 +206,7 @@ pub struct Rep {
 /// back was about 130 bytes of it. Past [`SHARED_TEXTS_MAX`] texts, new
 /// ones are copied, not kept.
 #[derive(Debug, Default)]
-pub struct SharedTexts(std::collections::HashSet<Arc<str>>);
+pub struct SharedTexts(std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>);
 
 /// Texts a [`SharedTexts`] keeps at most.
 pub const SHARED_TEXTS_MAX: usize = 1 << 16;

@@ -39,13 +39,14 @@ use super::section::{EvalCtx, FieldId, Fields};
 use super::yaml::Y;
 use super::{Hit, LoadIssue, Rule, RuleMeta, RuleSet};
 use std::borrow::Cow;
+use std::collections::BinaryHeap;
 
 use tokenward_event::codec::{self, Cursor};
 use tokenward_event::timefmt::rfc3339;
 use tokenward_event::{Coverage, Status};
 use tokenward_event::{Finding, Rep, SharedTexts};
 use tokenward_spill::keyed::KeyPart;
-use tokenward_spill::spilling::{Parts, SpillKey, Spillable, SpillingMap, StateDisk};
+use tokenward_spill::spilling::{LargePart, Parts, SpillKey, Spillable, SpillingMap, StateDisk};
 
 /// Out-of-order input tolerated before a window is decided early (ms).
 pub const LATENESS_MS: i64 = 24 * 3600 * 1000;
@@ -62,11 +63,20 @@ pub const DECIDE_EARLY_FROM: usize = 1 << 16;
 /// Most matches of one group in memory when the hunt ends: a group of
 /// more is decided a stretch of time at a time, each stretch read from
 /// its parts on disk (`Sigma::decide_stretches`). Only where more than
-/// this many fall within one timespan are some left out of windows,
-/// counted in [`CorrStats::over_budget`] and named in the correlation's
-/// note. One group of a million matches peaked at 252-288 MiB with this
-/// many held (`bench/correlation_bench.sh`).
+/// three quarters of this many fall within one timespan are some left
+/// out of windows, counted in [`CorrStats::over_budget`] and named in
+/// the correlation's note. One group of a million matches in one
+/// timespan peaked at 156-179 MiB with this many held
+/// (`bench/correlation_bench.sh`).
 pub const GROUP_MAX: usize = 200_000;
+
+/// More matches of a group than this within one timespan, of
+/// `group_max` decided at once, and a stretch would move on by less than
+/// a quarter of itself ([`Sigma::decide_stretches`]): the windows there
+/// are decided on the matches held, and the next timespan's are left out.
+fn dense_span(group_max: usize) -> usize {
+    group_max - group_max / 4
+}
 
 /// Matches a group holds before its windows are decided early.
 const DENSE: usize = 64;
@@ -742,6 +752,18 @@ impl Group {
     }
 }
 
+impl Group {
+    /// The earliest and latest times of its matches (`i64::MAX` and
+    /// `i64::MIN` for none).
+    fn time_range(&self) -> (i64, i64) {
+        self.entries
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), e| {
+                (lo.min(e.t), hi.max(e.t))
+            })
+    }
+}
+
 impl Spillable for Group {
     fn approx_bytes(&self) -> usize {
         std::mem::size_of::<Group>() + self.entries.iter().map(Entry::approx_bytes).sum::<usize>()
@@ -755,9 +777,22 @@ impl Spillable for Group {
         codec::put_u64(buf, self.decide_at as u64);
         codec::put_u64(buf, self.late);
         codec::put_u64(buf, self.over_cap);
+        let (earliest, latest) = self.time_range();
+        codec::put_u64(buf, earliest as u64);
+        codec::put_u64(buf, latest as u64);
         codec::put_u32(buf, codec::count(self.entries.len())?);
-        for e in &self.entries {
-            e.write(buf)?;
+        // In time order: a pass over a group's parts for a stretch of
+        // time stops reading a part at the first match past it.
+        if self.unsorted {
+            let mut by_time: Vec<&Entry> = self.entries.iter().collect();
+            by_time.sort_by(|a, b| a.order().cmp(&b.order()));
+            for e in by_time {
+                e.write(buf)?;
+            }
+        } else {
+            for e in &self.entries {
+                e.write(buf)?;
+            }
         }
         Ok(())
     }
@@ -838,6 +873,12 @@ struct GroupHead {
     decide_at: usize,
     late: u64,
     over_cap: u64,
+    /// The earliest and latest times of the matches that follow: a pass
+    /// over a group's parts for a stretch of time reads only the parts
+    /// that reach into it (a flood's parts, written as it was read, each
+    /// hold a stretch of their own).
+    earliest: i64,
+    latest: i64,
     /// How many matches follow.
     entries: u32,
 }
@@ -845,7 +886,7 @@ struct GroupHead {
 impl GroupHead {
     /// Its length on disk: what [`Spillable::write`] puts before a
     /// group's first match.
-    const BYTES: u64 = 8 * 3 + 1 + 8 * 3 + 4;
+    const BYTES: u64 = 8 * 3 + 1 + 8 * 5 + 4;
 
     fn read(c: &mut Cursor<'_>) -> Result<GroupHead, String> {
         let skip_until = c.u64()? as i64;
@@ -859,12 +900,17 @@ impl GroupHead {
             decide_at: c.u64()? as usize,
             late: c.u64()?,
             over_cap: c.u64()?,
+            earliest: c.u64()? as i64,
+            latest: c.u64()? as i64,
             entries: c.u32()?,
         })
     }
 
     fn of(g: &Group) -> GroupHead {
+        let (earliest, latest) = g.time_range();
         GroupHead {
+            earliest,
+            latest,
             skip_until: g.skip_until,
             flushed_upto: g.flushed_upto,
             newest: g.newest,
@@ -882,15 +928,124 @@ thread_local! {
     pub(crate) static LARGE_PARTS_READ: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// Where a pass over a large part starts: its first match not before the
+/// stretch, as the passes before found it.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    /// In the part's bytes.
+    offset: u64,
+    /// How many matches come before it.
+    index: u32,
+}
+
+/// Bytes of a large part read on in pieces from a place: a pass holds a
+/// piece, not the part (a dense group's part may hold most of a budget).
+struct Pieces<'a> {
+    part: &'a LargePart,
+    buf: &'a mut Vec<u8>,
+    /// Where `buf` starts in the part.
+    buf_at: u64,
+    /// Where the next entry starts in `buf`.
+    pos: usize,
+}
+
+/// Bytes read from a large part at once (in tests, fewer than many
+/// matches take, so that matches cross pieces everywhere).
+const PIECE: u64 = if cfg!(test) { 100 } else { 256 << 10 };
+
+impl<'a> Pieces<'a> {
+    fn new(part: &'a LargePart, offset: u64, buf: &'a mut Vec<u8>) -> Pieces<'a> {
+        buf.clear();
+        Pieces {
+            part,
+            buf,
+            buf_at: offset,
+            pos: 0,
+        }
+    }
+
+    /// Where the next entry starts in the part.
+    fn offset(&self) -> u64 {
+        self.buf_at + self.pos as u64
+    }
+
+    /// Reads the next entry with `read`, reading on first as far as it
+    /// needs. An entry that runs past the part's end is damage.
+    fn entry<T>(
+        &mut self,
+        mut read: impl FnMut(&mut Cursor<'_>) -> Result<T, String>,
+    ) -> Result<T, String> {
+        loop {
+            let mut c = Cursor::new(&self.buf[self.pos..]);
+            match read(&mut c) {
+                Ok(v) => {
+                    self.pos = self.buf.len() - c.left();
+                    return Ok(v);
+                }
+                Err(e) => {
+                    let end = self.buf_at + self.buf.len() as u64;
+                    if end >= self.part.len() {
+                        return Err(self.part.damaged(e));
+                    }
+                    // Keep the entry's start; read a piece more, or as
+                    // much again for an entry larger than a piece.
+                    self.buf.drain(..self.pos);
+                    self.buf_at += self.pos as u64;
+                    self.pos = 0;
+                    let more = PIECE.max(self.buf.len() as u64).min(self.part.len() - end);
+                    let have = self.buf.len();
+                    self.buf.resize(have + more as usize, 0);
+                    self.part.read_into(&mut self.buf[have..], end)?;
+                }
+            }
+        }
+    }
+}
+
+/// Matches a pass over a group's parts counts besides those it keeps.
+#[derive(Clone, Copy)]
+enum Counted {
+    Nothing,
+    /// Of the parts not decided early up to this time, their matches
+    /// before it (late: [`Group::fold`]).
+    LateBefore(i64),
+    /// Those from the first time on and before the second.
+    Within(i64, i64),
+}
+
+impl Counted {
+    fn holds(self, t: i64, flushed_upto: i64) -> bool {
+        match self {
+            Counted::Nothing => false,
+            Counted::LateBefore(upto) => flushed_upto < upto && t < upto,
+            Counted::Within(from, until) => from <= t && t < until,
+        }
+    }
+
+    /// How many of a part's matches it counts, when its head tells.
+    fn whole(self, h: &GroupHead) -> Option<u64> {
+        let all = u64::from(h.entries);
+        match self {
+            Counted::Nothing => Some(0),
+            Counted::LateBefore(upto) if h.flushed_upto >= upto || h.earliest >= upto => Some(0),
+            Counted::LateBefore(upto) if h.latest < upto => Some(all),
+            Counted::Within(from, until) if h.latest < from || h.earliest >= until => Some(0),
+            Counted::Within(from, until) if h.earliest >= from && h.latest < until => Some(all),
+            _ => None,
+        }
+    }
+}
+
 /// One pass over a group's parts ([`Sigma::decide_stretches`]): the
 /// earliest `cap` matches from `from` on, by time, then file and place.
 struct Stretch {
     from: i64,
     cap: usize,
     entries: Vec<Entry>,
-    /// Matches after this time are not among the earliest `cap` (once
-    /// some were left out).
+    /// Matches after this time are not among the earliest `cap`
+    /// ([`Stretch::find_bound`]; lowered as matches at it are cut back).
     bound: i64,
+    /// Some match from `from` on was left out.
     cut: bool,
 }
 
@@ -905,42 +1060,154 @@ impl Stretch {
         }
     }
 
-    /// Reads every part, telling `each` every match's time and its part's
-    /// `flushed_upto`. Matches outside the stretch are passed over
-    /// unread.
-    fn read(&mut self, parts: &Parts<Group>, each: &mut dyn FnMut(i64, i64)) -> Result<(), String> {
+    /// Reads the parts (`heads`: those of `parts.large`) that reach into
+    /// the stretch or hold matches to count, and answers how many of
+    /// those `counted` names there are. Matches outside the stretch are
+    /// passed over unread, and parts wholly outside it and `counted`
+    /// unread too.
+    fn read(
+        &mut self,
+        parts: &Parts<Group>,
+        heads: &[GroupHead],
+        places: &mut [Place],
+        counted: Counted,
+    ) -> Result<u64, String> {
+        let mut buf = Vec::new();
+        if self.cap > 0 {
+            self.find_bound(parts, heads, places, &mut buf)?;
+        }
+        let mut n = 0;
         if let Some(g) = &parts.small {
+            let whole = counted.whole(&GroupHead::of(g));
             for e in &g.entries {
-                each(e.t, g.flushed_upto);
+                n += u64::from(whole.is_none() && counted.holds(e.t, g.flushed_upto));
                 if self.wants(e.t) {
                     self.push(e.clone());
                 }
+                self.cut |= self.leaves_out(e.t);
             }
+            n += whole.unwrap_or(0);
         }
-        let mut buf = Vec::new();
-        for l in &parts.large {
+        for ((l, head), place) in parts.large.iter().zip(heads).zip(places) {
+            let whole = counted.whole(head);
+            let reaches = self.cap > 0 && head.latest >= self.from && head.earliest <= self.bound;
+            n += whole.unwrap_or(0);
+            if whole.is_some() && !reaches {
+                self.cut |= head.entries > 0 && self.leaves_out(head.latest);
+                continue;
+            }
             #[cfg(test)]
             LARGE_PARTS_READ.with(|n| n.set(n.get() + 1));
-            l.read(&mut buf)?;
-            let mut c = Cursor::new(&buf);
-            let head = GroupHead::read(&mut c).map_err(|e| l.damaged(e))?;
+            let mut r = Pieces::new(l, place.offset, &mut buf);
             let mut shared = SharedTexts::default();
-            for _ in 0..head.entries {
-                let t = c.u64().map_err(|e| l.damaged(e))? as i64;
-                each(t, head.flushed_upto);
-                if self.wants(t) {
-                    let e = Entry::read_after_time(t, &mut c, &mut shared);
-                    self.push(e.map_err(|e| l.damaged(e))?);
-                } else {
-                    Entry::skip_after_time(&mut c).map_err(|e| l.damaged(e))?;
+            for at in place.index..head.entries {
+                let (t, e) = r.entry(|c| {
+                    let t = c.u64()? as i64;
+                    // Written in time order ([`Group::write`]): the
+                    // rest is later still.
+                    if t > self.bound && whole.is_some() {
+                        return Ok((t, None));
+                    }
+                    let e = if self.wants(t) {
+                        Some(Entry::read_after_time(t, c, &mut shared)?)
+                    } else {
+                        Entry::skip_after_time(c)?;
+                        None
+                    };
+                    Ok((t, e))
+                })?;
+                self.cut |= self.leaves_out(t);
+                if t > self.bound && whole.is_some() {
+                    break;
+                }
+                n += u64::from(whole.is_none() && counted.holds(t, head.flushed_upto));
+                // No later stretch starts before this one: a part's
+                // matches before it are never read again.
+                if self.cap > 0 && t < self.from && place.index == at {
+                    *place = Place {
+                        offset: r.offset(),
+                        index: at + 1,
+                    };
+                }
+                if let Some(e) = e {
+                    self.push(e);
                 }
             }
         }
-        Ok(())
+        Ok(n)
     }
 
     fn wants(&self, t: i64) -> bool {
         self.cap > 0 && t >= self.from && t <= self.bound
+    }
+
+    /// Whether a match at `t` belongs in the stretch but for its bound.
+    fn leaves_out(&self, t: i64) -> bool {
+        self.cap > 0 && t >= self.from && t > self.bound
+    }
+
+    /// Sets the bound to the time of the `cap`-th earliest match from
+    /// `from` on, reading times alone: then only the stretch's matches
+    /// (and those at its last time) are read whole. Reading whole every
+    /// match that might be in it, and cutting back as they came, read
+    /// two or three times as many in a flood whose parts each cover the
+    /// whole day. Moves each part's place past its matches before `from`.
+    fn find_bound(
+        &mut self,
+        parts: &Parts<Group>,
+        heads: &[GroupHead],
+        places: &mut [Place],
+        buf: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let cap = self.cap;
+        let mut earliest: BinaryHeap<i64> = BinaryHeap::with_capacity(cap + 1);
+        // Whether `t` is past the `cap` earliest so far.
+        let full_past =
+            |e: &BinaryHeap<i64>, t: i64| e.len() >= cap && e.peek().is_some_and(|&top| t >= top);
+        let take = |e: &mut BinaryHeap<i64>, t: i64| {
+            if e.len() < cap {
+                e.push(t);
+            } else if !full_past(e, t) {
+                e.pop();
+                e.push(t);
+            }
+        };
+        for e in parts.small.iter().flat_map(|g| &g.entries) {
+            if e.t >= self.from {
+                take(&mut earliest, e.t);
+            }
+        }
+        for ((l, head), place) in parts.large.iter().zip(heads).zip(places) {
+            if head.latest < self.from || full_past(&earliest, head.earliest) {
+                continue;
+            }
+            let mut r = Pieces::new(l, place.offset, buf);
+            for at in place.index..head.entries {
+                let t = r.entry(|c| {
+                    let t = c.u64()? as i64;
+                    Entry::skip_after_time(c)?;
+                    Ok(t)
+                })?;
+                if t < self.from {
+                    if place.index == at {
+                        *place = Place {
+                            offset: r.offset(),
+                            index: at + 1,
+                        };
+                    }
+                    continue;
+                }
+                // In time order: the rest of the part is later still.
+                if full_past(&earliest, t) {
+                    break;
+                }
+                take(&mut earliest, t);
+            }
+        }
+        if earliest.len() >= cap {
+            self.bound = earliest.peek().copied().unwrap_or(i64::MAX);
+        }
+        Ok(())
     }
 
     fn push(&mut self, e: Entry) {
@@ -984,8 +1251,8 @@ pub struct CorrStats {
     pub no_time: u64,
     /// Matches older than windows already decided.
     pub late: u64,
-    /// Matches left out of their group's windows: more than [`GROUP_MAX`]
-    /// fell within one timespan.
+    /// Matches left out of their group's windows: more than three
+    /// quarters of [`GROUP_MAX`] fell within one timespan.
     pub over_budget: u64,
     /// Findings.
     pub hits: usize,
@@ -1179,10 +1446,10 @@ impl Sigma {
     /// earliest 200,000 of a group's 1.5 million and counting the rest
     /// as unplaced missed every window after its first hours.)
     ///
-    /// Where more than `group_max` matches fall within one span, a stretch
-    /// cannot reach past a window: its windows are decided on the matches
-    /// held, and those of the span after its last are counted in
-    /// [`CorrStats::over_budget`], as matches left out were.
+    /// Where more than [`dense_span`] matches fall within one timespan, a
+    /// stretch would not reach far past a window: its windows are decided
+    /// on the matches held, and those of the timespan after its last are
+    /// counted in [`CorrStats::over_budget`].
     fn decide_stretches(
         &mut self,
         ci: usize,
@@ -1201,16 +1468,23 @@ impl Sigma {
         let cap = self.group_max.max(1);
         let mut from = skip_until;
         let mut first = true;
+        let mut places = vec![
+            Place {
+                offset: GroupHead::BYTES,
+                index: 0,
+            };
+            heads.len()
+        ];
         loop {
             let mut stretch = Stretch::new(from, cap);
             // Matches of the parts not decided early, behind the part that
             // was: late, as when folded ([`Group::fold`]); counted once.
-            let mut late = 0;
-            let mut each = |t: i64, flushed_upto: i64| {
-                late += u64::from(first && flushed_upto < upto && t < upto);
+            let counted = if first {
+                Counted::LateBefore(upto)
+            } else {
+                Counted::Nothing
             };
-            stretch.read(parts, &mut each)?;
-            self.stats[ci].late += late;
+            self.stats[ci].late += stretch.read(parts, heads, &mut places, counted)?;
             first = false;
             let (entries, cut) = stretch.finish();
             let Some(last) = entries.last().map(|e| e.t) else {
@@ -1231,7 +1505,7 @@ impl Sigma {
             let decided = g.entries.partition_point(|e| e.t < keep_from);
             // A stretch must move on by a good share of itself, or the
             // passes grow with the square of the group.
-            if decided >= cap / 4 {
+            if len - decided <= dense_span(cap) {
                 let kept = self
                     .decide(ci, key, g, Some(last))
                     .expect("a cutoff keeps the group");
@@ -1245,9 +1519,8 @@ impl Sigma {
                     .expect("a cutoff keeps the group");
                 self.held -= kept.entries.len();
                 let next = last.saturating_add(span).saturating_add(1);
-                let mut passed = 0u64;
-                let mut count = |t: i64, _: i64| passed += u64::from(from <= t && t < next);
-                Stretch::new(i64::MAX, 0).read(parts, &mut count)?;
+                let counted = Counted::Within(from, next);
+                let passed = Stretch::new(i64::MAX, 0).read(parts, heads, &mut places, counted)?;
                 self.stats[ci].over_budget += passed - len as u64;
                 skip_until = kept.skip_until.max(next);
                 from = next;
@@ -1528,7 +1801,8 @@ impl Sigma {
             if s.over_budget > 0 {
                 note.push_str(&format!(
                     ", {} not placed in a window because more than {} matches of their group fell within one timespan (its windows may count fewer than happened)",
-                    s.over_budget, self.group_max
+                    s.over_budget,
+                    dense_span(self.group_max)
                 ));
             }
             st.push(Coverage {
@@ -2145,6 +2419,87 @@ mod tests {
         assert!(folded.stays());
     }
 
+    /// What a part's head says it counts is what counting its matches
+    /// one by one gives, whenever it says.
+    #[test]
+    fn counts_told_by_a_head_are_those_of_its_matches() {
+        let mut rng = fastrand::Rng::with_seed(4);
+        let mut told = 0;
+        for _ in 0..5000 {
+            let times: Vec<i64> = (0..rng.usize(0..6)).map(|_| rng.i64(0..20)).collect();
+            let g = Group {
+                entries: times.iter().map(|&t| at(t)).collect(),
+                flushed_upto: rng.i64(0..20),
+                ..Group::default()
+            };
+            let (a, b) = (rng.i64(0..22), rng.i64(0..22));
+            for counted in [
+                Counted::Nothing,
+                Counted::LateBefore(a),
+                Counted::Within(a.min(b), a.max(b)),
+            ] {
+                let one_by_one = times
+                    .iter()
+                    .filter(|&&t| counted.holds(t, g.flushed_upto))
+                    .count() as u64;
+                if let Some(n) = counted.whole(&GroupHead::of(&g)) {
+                    assert_eq!(n, one_by_one, "{times:?} flushed {}", g.flushed_upto);
+                    told += 1;
+                }
+            }
+        }
+        assert!(told > 5000, "{told}");
+    }
+
+    /// A large part read in pieces from any place reads as the part read
+    /// whole does, and one cut short anywhere is an error, never fewer
+    /// matches.
+    #[test]
+    fn a_part_read_in_pieces_reads_as_whole_and_cut_short_is_an_error() {
+        let mut g = Group {
+            entries: (0..40).map(|t| at(t * 3)).collect(),
+            ..Group::default()
+        };
+        g.entries[5].values = vec!["x".repeat(450)];
+        let mut bytes = Vec::new();
+        g.write(&mut bytes).unwrap();
+        let path = std::env::temp_dir().join(format!("tw-pieces-{}", std::process::id()));
+        std::fs::write(&path, &bytes).unwrap();
+        let file = || std::fs::File::open(&path).unwrap();
+        let whole = LargePart::new(file(), 0, bytes.len() as u64);
+        let head = GroupHead::of(&g);
+        let parts = |l: LargePart| Parts {
+            small: None,
+            large: vec![l],
+        };
+        let start = Place {
+            offset: GroupHead::BYTES,
+            index: 0,
+        };
+        let read_from = |p: &Parts<Group>, from: i64, places: &mut [Place]| {
+            let mut s = Stretch::new(from, 1000);
+            s.read(p, &[head], places, Counted::Nothing).map(|_| {
+                let (e, _) = s.finish();
+                format!("{e:?}")
+            })
+        };
+        let p = parts(whole);
+        let mut places = [start];
+        let all = read_from(&p, 0, &mut places).unwrap();
+        assert_eq!(all, format!("{:?}", g.entries));
+        // From the 30th match on; the place then starts the next pass there.
+        let mut places = [start];
+        let later = read_from(&p, 90, &mut places).unwrap();
+        assert_eq!(later, format!("{:?}", &g.entries[30..]));
+        assert_eq!(places[0].index, 30);
+        assert_eq!(read_from(&p, 90, &mut places).unwrap(), later);
+        for cut in GroupHead::BYTES..bytes.len() as u64 {
+            let p = parts(LargePart::new(file(), 0, cut));
+            assert!(read_from(&p, 0, &mut [start]).is_err(), "cut at {cut}");
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+
     /// A group reads back from a run as it was written, and a run cut
     /// anywhere is an error.
     #[test]
@@ -2166,7 +2521,25 @@ mod tests {
         let mut buf = Vec::new();
         g.write(&mut buf).unwrap();
         let back = Group::read(&mut Cursor::new(&buf)).unwrap();
-        assert_eq!(format!("{back:?}"), format!("{g:?}"));
+        // Its matches in time order.
+        let mut sorted = Group {
+            entries: g.entries.clone(),
+            ..g
+        };
+        sorted.entries.reverse();
+        assert_eq!(format!("{back:?}"), format!("{sorted:?}"));
+        // Its head is the first bytes, and says what the group holds.
+        let head = GroupHead::read(&mut Cursor::new(&buf[..GroupHead::BYTES as usize])).unwrap();
+        assert_eq!(head, GroupHead::of(&g));
+        assert_eq!((head.earliest, head.latest, head.entries), (-3, 7, 2));
+        // Passed over, each match ends where reading it ends.
+        let mut c = Cursor::new(&buf);
+        GroupHead::read(&mut c).unwrap();
+        for _ in 0..2 {
+            c.u64().unwrap();
+            Entry::skip_after_time(&mut c).unwrap();
+        }
+        assert_eq!(c.left(), 0);
         for cut in 0..buf.len() {
             assert!(
                 Group::read(&mut Cursor::new(&buf[..cut])).is_err(),

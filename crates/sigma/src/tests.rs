@@ -1654,7 +1654,7 @@ fn a_timespan_denser_than_decided_at_once_counts_what_it_leaves_out() {
     );
     assert!(held.2.contains("\"over_budget\":200"), "{}", held.2);
     assert!(
-        held.1.contains("200 not placed in a window because more than 100 matches of their group fell within one timespan"),
+        held.1.contains("200 not placed in a window because more than 75 matches of their group fell within one timespan"),
         "{}",
         held.1
     );

@@ -1014,6 +1014,16 @@ pub struct LargePart {
 }
 
 impl LargePart {
+    /// The `len` bytes of `file` from `offset` on, as a value.
+    pub fn new(file: File, offset: u64, len: u64) -> LargePart {
+        LargePart {
+            file,
+            offset,
+            len,
+            at: 0,
+        }
+    }
+
     /// Its length in bytes.
     pub fn len(&self) -> u64 {
         self.len
@@ -1028,6 +1038,18 @@ impl LargePart {
     pub fn read_head(&self, buf: &mut Vec<u8>, n: u64) -> Result<(), String> {
         buf.resize(n.min(self.len) as usize, 0);
         read_at(&self.file, buf, self.offset).map_err(|e| self.damaged(e.to_string()))
+    }
+
+    /// Reads `out.len()` of its bytes from `start` on.
+    pub fn read_into(&self, out: &mut [u8], start: u64) -> Result<(), String> {
+        if start + out.len() as u64 > self.len {
+            return Err(self.damaged(format!(
+                "{} bytes from {start} wanted of {}",
+                out.len(),
+                self.len
+            )));
+        }
+        read_at(&self.file, out, self.offset + start).map_err(|e| self.damaged(e.to_string()))
     }
 
     /// Reads it whole into `buf`.
