@@ -454,7 +454,7 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
 
     /// Every key once, in key order, with its values as they lie: the
     /// small ones read and folded, each too large to read with its key
-    /// ([`VALUE_READ_AT_ONCE`]) left where it is, to be read as often as
+    /// (over 64 KiB) left where it is, to be read as often as
     /// the caller needs ([`Parts`]). For values one of which, folded, may
     /// not fit in memory: a correlation group of millions of matches is
     /// decided a stretch of time at a time, each stretch read from its
