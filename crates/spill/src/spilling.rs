@@ -1609,6 +1609,26 @@ mod tests {
         }
     }
 
+    /// `times` parts of key "dense" holding `payload`, and as many small
+    /// ones of keys "small0" to the one before "small{smalls}" in turn.
+    fn dense_and_small(
+        map: &mut SpillingMap<Box<str>, Part>,
+        payload: &[u8],
+        times: u64,
+        smalls: u64,
+    ) {
+        for i in 0..times {
+            map.get_or_insert_with("dense", || Part {
+                parts: 1,
+                bytes: payload.to_vec(),
+            });
+            map.get_or_insert_with(&format!("small{}", i % smalls), || Part {
+                parts: 1,
+                bytes: vec![7; 10],
+            });
+        }
+    }
+
     /// Merging runs copies a key's large values as they are, each an
     /// entry of its own, instead of reading and folding them (which held
     /// all of a dense group's parts at once); draining folds them, once,
@@ -1621,17 +1641,8 @@ mod tests {
         let disk = StateDisk::new(0);
         let mut map: SpillingMap<Box<str>, Part> = SpillingMap::new(disk.clone());
         let parts = 2 * MERGE_FAN as u64 + 3;
-        for i in 0..parts {
-            // Budget 0: every insert writes the map out, a run each.
-            map.get_or_insert_with("dense", || Part {
-                parts: 1,
-                bytes: payload.clone(),
-            });
-            map.get_or_insert_with(&format!("small{}", i % 4), || Part {
-                parts: 1,
-                bytes: vec![7; 10],
-            });
-        }
+        // Budget 0: every insert writes the map out, a run each.
+        dense_and_small(&mut map, &payload, parts, 4);
         assert!(
             map.runs.iter().any(|r| r.level >= 1),
             "runs were merged: {:?}",
@@ -1667,16 +1678,7 @@ mod tests {
             .map(|i| (i * 7 % 253) as u8)
             .collect();
         let fill = |map: &mut SpillingMap<Box<str>, Part>| {
-            for i in 0..(MERGE_FAN as u64 + 5) {
-                map.get_or_insert_with("dense", || Part {
-                    parts: 1,
-                    bytes: payload.clone(),
-                });
-                map.get_or_insert_with(&format!("small{}", i % 3), || Part {
-                    parts: 1,
-                    bytes: vec![9; 20],
-                });
-            }
+            dense_and_small(map, &payload, MERGE_FAN as u64 + 5, 3);
         };
         let disk = StateDisk::new(0);
         let mut whole: SpillingMap<Box<str>, Part> = SpillingMap::new(disk.clone());
