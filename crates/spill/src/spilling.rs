@@ -12,7 +12,10 @@
 //! together, so the detection judges each key once, whole, as if nothing
 //! had spilled. Folding must therefore give the same value whatever order
 //! the parts of a key arrive in, which the aggregates shards merge with
-//! already do.
+//! already do. A key whose folded value may not fit in memory (a
+//! correlation group of millions of matches) is drained by its parts
+//! instead ([`SpillingMap::drain_parts`]): its large values are handed on
+//! unread, for the caller to read a stretch at a time.
 //!
 //! Runs are merged as the digits of a counter carry: [`MERGE_FAN`] runs of
 //! one level make one of the next, so a copy of the state never holds more
