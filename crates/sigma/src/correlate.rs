@@ -770,17 +770,9 @@ impl Spillable for Group {
     }
 
     fn write(&self, buf: &mut Vec<u8>) -> io::Result<()> {
-        codec::put_u64(buf, self.skip_until as u64);
-        codec::put_u64(buf, self.flushed_upto as u64);
-        codec::put_u64(buf, self.newest.map_or(0, |n| n as u64));
-        buf.push(u8::from(self.newest.is_some()));
-        codec::put_u64(buf, self.decide_at as u64);
-        codec::put_u64(buf, self.late);
-        codec::put_u64(buf, self.over_cap);
-        let (earliest, latest) = self.time_range();
-        codec::put_u64(buf, earliest as u64);
-        codec::put_u64(buf, latest as u64);
-        codec::put_u32(buf, codec::count(self.entries.len())?);
+        // The head says its count in four bytes.
+        codec::count(self.entries.len())?;
+        GroupHead::of(self).write(buf);
         // In time order: a pass over a group's parts for a stretch of
         // time stops reading a part at the first match past it.
         if self.unsorted {
@@ -904,6 +896,20 @@ impl GroupHead {
             latest: c.u64()? as i64,
             entries: c.u32()?,
         })
+    }
+
+    /// Writes it as [`GroupHead::read`] reads it.
+    fn write(&self, buf: &mut Vec<u8>) {
+        codec::put_u64(buf, self.skip_until as u64);
+        codec::put_u64(buf, self.flushed_upto as u64);
+        codec::put_u64(buf, self.newest.map_or(0, |n| n as u64));
+        buf.push(u8::from(self.newest.is_some()));
+        codec::put_u64(buf, self.decide_at as u64);
+        codec::put_u64(buf, self.late);
+        codec::put_u64(buf, self.over_cap);
+        codec::put_u64(buf, self.earliest as u64);
+        codec::put_u64(buf, self.latest as u64);
+        codec::put_u32(buf, self.entries);
     }
 
     fn of(g: &Group) -> GroupHead {
@@ -1088,7 +1094,8 @@ impl Stretch {
             }
             n += whole.unwrap_or(0);
         }
-        for ((l, head), place) in parts.large.iter().zip(heads).zip(places) {
+        // Places moved past the matches before `from` (`find_bound`).
+        for ((l, head), place) in parts.large.iter().zip(heads).zip(places.iter()) {
             let whole = counted.whole(head);
             let reaches = self.cap > 0 && head.latest >= self.from && head.earliest <= self.bound;
             n += whole.unwrap_or(0);
@@ -1100,7 +1107,7 @@ impl Stretch {
             LARGE_PARTS_READ.with(|n| n.set(n.get() + 1));
             let mut r = Pieces::new(l, place.offset, &mut buf);
             let mut shared = SharedTexts::default();
-            for at in place.index..head.entries {
+            for _ in place.index..head.entries {
                 let (t, e) = r.entry(|c| {
                     let t = c.u64()? as i64;
                     // Written in time order ([`Group::write`]): the
@@ -1121,14 +1128,6 @@ impl Stretch {
                     break;
                 }
                 n += u64::from(whole.is_none() && counted.holds(t, head.flushed_upto));
-                // No later stretch starts before this one: a part's
-                // matches before it are never read again.
-                if self.cap > 0 && t < self.from && place.index == at {
-                    *place = Place {
-                        offset: r.offset(),
-                        index: at + 1,
-                    };
-                }
                 if let Some(e) = e {
                     self.push(e);
                 }
@@ -1431,7 +1430,7 @@ impl Sigma {
             self.decide(ci, key, g, None);
             return Ok(());
         }
-        self.decide_stretches(ci, key, &parts, &heads, total)
+        self.decide_stretches(ci, key, &parts, &heads, small, total)
     }
 
     /// Decides the windows of a group of more than [`Sigma::group_max`]
@@ -1456,10 +1455,10 @@ impl Sigma {
         key: &[Option<String>],
         parts: &Parts<Group>,
         heads: &[GroupHead],
+        small: Option<GroupHead>,
         total: u64,
     ) -> Result<(), String> {
-        let small = parts.small.as_ref();
-        let all_heads = || heads.iter().copied().chain(small.map(GroupHead::of));
+        let all_heads = || heads.iter().copied().chain(small);
         let upto = all_heads().map(|h| h.flushed_upto).max().unwrap_or(0);
         self.stats[ci].late += all_heads().map(|h| h.late).sum::<u64>();
         self.stats[ci].over_budget += all_heads().map(|h| h.over_cap).sum::<u64>();

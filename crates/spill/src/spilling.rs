@@ -436,8 +436,8 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
     /// back.
     pub fn drain(mut self, mut each: impl FnMut(K, V)) {
         let runs = match self.final_runs() {
-            Ok(runs) => runs,
-            Err(held) => {
+            ToDrain::Runs(runs) => runs,
+            ToDrain::Held(held) => {
                 for (k, v) in held {
                     each(k, v);
                 }
@@ -465,8 +465,8 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
     /// stops it, with the error in the [`StateDisk`].
     pub fn drain_parts(mut self, mut each: impl FnMut(K, Parts<V>) -> Result<(), String>) {
         let runs = match self.final_runs() {
-            Ok(runs) => runs,
-            Err(held) => {
+            ToDrain::Runs(runs) => runs,
+            ToDrain::Held(held) => {
                 for (k, v) in held {
                     let parts = Parts {
                         small: Some(v),
@@ -535,28 +535,28 @@ impl<K: SpillKey, V: Spillable> SpillingMap<K, V> {
         }
     }
 
-    /// The runs to drain, merged down to one merge's worth, every held
-    /// entry written out first; or, when nothing was ever written, the
-    /// held entries in key order (`Err`). No runs at all when a run
-    /// could not be written or merged (the error is in the [`StateDisk`]).
-    #[allow(clippy::type_complexity)]
-    fn final_runs(&mut self) -> Result<Vec<Run>, Vec<(K, V)>> {
+    /// What there is to drain: the runs, merged down to one merge's
+    /// worth, every held entry written out first; or, when nothing was
+    /// ever written, the held entries in key order. No runs at all when a
+    /// run could not be written or merged (the error is in the
+    /// [`StateDisk`]).
+    fn final_runs(&mut self) -> ToDrain<K, V> {
         if self.runs.is_empty() {
             self.held_bytes = 0;
             self.tell();
-            return Err(sorted(std::mem::take(&mut self.held)));
+            return ToDrain::Held(sorted(std::mem::take(&mut self.held)));
         }
         self.spill(true);
         if self.disk.failed() {
-            return Ok(Vec::new());
+            return ToDrain::Runs(Vec::new());
         }
         // The lowest levels first: the smallest runs.
         while self.runs.len() > MERGE_FAN {
             if !self.merge_fan_from(self.runs.len() - MERGE_FAN) {
-                return Ok(Vec::new());
+                return ToDrain::Runs(Vec::new());
             }
         }
-        Ok(std::mem::take(&mut self.runs))
+        ToDrain::Runs(std::mem::take(&mut self.runs))
     }
 
     fn spill_past_budget(&mut self) {
@@ -969,6 +969,12 @@ pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
         }
         f.seek(io::SeekFrom::Start(cursor)).map(|_| ())
     }
+}
+
+/// What a map drains ([`SpillingMap::final_runs`]).
+enum ToDrain<K, V> {
+    Runs(Vec<Run>),
+    Held(Vec<(K, V)>),
 }
 
 /// A key's values as [`SpillingMap::drain_parts`] hands them on.
