@@ -1043,7 +1043,8 @@ impl Counted {
 }
 
 /// One pass over a group's parts ([`Sigma::decide_stretches`]): the
-/// earliest `cap` matches from `from` on, by time, then file and place.
+/// earliest `cap` matches from `from` on, by time, then file and place,
+/// but for those already held ([`Stretch::after`]).
 struct Stretch {
     from: i64,
     cap: usize,
@@ -1053,7 +1054,14 @@ struct Stretch {
     bound: i64,
     /// Some match from `from` on was left out.
     cut: bool,
+    /// The last match the stretch before kept, and how many of its
+    /// matches are at `from` (its time): those at `from` up to it and it
+    /// are held already, and are not read again.
+    after: Option<(Order, usize)>,
 }
+
+/// [`Entry::order`], owned.
+type Order = (i64, Arc<str>, u64, u64, usize);
 
 impl Stretch {
     fn new(from: i64, cap: usize) -> Stretch {
@@ -1063,7 +1071,30 @@ impl Stretch {
             entries: Vec::new(),
             bound: i64::MAX,
             cut: false,
+            after: None,
         }
+    }
+
+    /// The stretch after the held matches `held` (in order; the last at
+    /// `from`), of `cap` matches more.
+    fn after(held: &[Entry], cap: usize) -> Stretch {
+        let mut s = Stretch::new(i64::MAX, cap);
+        if let Some(last) = held.last() {
+            let at_last = held.len() - held.partition_point(|e| e.t < last.t);
+            let (t, _, line, record, pos) = last.order();
+            s.from = t;
+            s.after = Some(((t, last.rep.file.clone(), line, record, pos), at_last));
+        }
+        s
+    }
+
+    /// Whether `e` is held already: at or before the last match held.
+    fn holds_already(&self, e: &Entry) -> bool {
+        self.after
+            .as_ref()
+            .is_some_and(|((t, file, line, record, pos), _)| {
+                e.t == *t && e.order() <= (*t, &**file, *line, *record, *pos)
+            })
     }
 
     /// Reads the parts (`heads`: those of `parts.large`) that reach into
@@ -1158,7 +1189,9 @@ impl Stretch {
         places: &mut [Place],
         buf: &mut Vec<u8>,
     ) -> Result<(), String> {
-        let cap = self.cap;
+        // Matches held already are at `from`, the earliest time read:
+        // among the earliest `cap` more than there are of them.
+        let cap = self.cap + self.after.as_ref().map_or(0, |(_, n)| *n);
         let mut earliest: BinaryHeap<i64> = BinaryHeap::with_capacity(cap + 1);
         // Whether `t` is past the `cap` earliest so far.
         let full_past =
@@ -1210,6 +1243,9 @@ impl Stretch {
     }
 
     fn push(&mut self, e: Entry) {
+        if self.holds_already(&e) {
+            return;
+        }
         self.entries.push(e);
         // Cut back often enough that memory holds little more than `cap`
         // matches (the bound that was the group's), seldom enough that
@@ -1465,7 +1501,6 @@ impl Sigma {
         let mut skip_until = all_heads().map(|h| h.skip_until).max().unwrap_or(0);
         let span = self.set.correlations[ci].span_ms;
         let cap = self.group_max.max(1);
-        let mut from = skip_until;
         let mut first = true;
         let mut places = vec![
             Place {
@@ -1474,8 +1509,21 @@ impl Sigma {
             };
             heads.len()
         ];
+        // The matches of the last stretch its decided windows left for
+        // the next ones, in order: every match of the group from
+        // `held_from` on, up to the last of them. The next stretch reads
+        // on after them instead of reading them again (which was a
+        // timespan of matches a pass, a third of a flood's in hours).
+        let mut held: Vec<Entry> = Vec::new();
+        let mut held_from = skip_until;
         loop {
-            let mut stretch = Stretch::new(from, cap);
+            let mut stretch = if held.is_empty() {
+                Stretch::new(held_from, cap)
+            } else {
+                // Held matches are fewer than `dense_span(cap)`, so a
+                // stretch reads on by a quarter of `cap` or more.
+                Stretch::after(&held, cap.saturating_sub(held.len()).max(1))
+            };
             // Matches of the parts not decided early, behind the part that
             // was: late, as when folded ([`Group::fold`]); counted once.
             let counted = if first {
@@ -1485,7 +1533,20 @@ impl Sigma {
             };
             self.stats[ci].late += stretch.read(parts, heads, &mut places, counted)?;
             first = false;
-            let (entries, cut) = stretch.finish();
+            let (more, cut) = stretch.finish();
+            if more.is_empty() && cut && !held.is_empty() {
+                // Its bound counts the matches held at its start, so a
+                // stretch reads on by one or more; were it not to, the
+                // next would be this one again, for ever.
+                return Err(
+                    "a stretch of a correlation group read nothing past the matches held".into(),
+                );
+            }
+            self.held += more.len();
+            let mut entries = std::mem::take(&mut held);
+            // Each match of `more` comes after every one held.
+            entries.reserve_exact(more.len());
+            entries.extend(more);
             let Some(last) = entries.last().map(|e| e.t) else {
                 break;
             };
@@ -1495,7 +1556,6 @@ impl Sigma {
                 skip_until,
                 ..Group::default()
             };
-            self.held += len;
             if !cut {
                 self.decide(ci, key, g, None);
                 break;
@@ -1508,9 +1568,13 @@ impl Sigma {
                 let kept = self
                     .decide(ci, key, g, Some(last))
                     .expect("a cutoff keeps the group");
-                self.held -= kept.entries.len();
                 skip_until = kept.skip_until;
-                from = keep_from.max(skip_until);
+                held_from = keep_from.max(skip_until);
+                held = kept.entries;
+                // No window left starts before `skip_until`.
+                let behind = held.partition_point(|e| e.t < held_from);
+                held.drain(..behind);
+                self.held -= behind;
             } else {
                 // Windows of one span hold about `cap` matches or more.
                 let kept = self
@@ -1518,11 +1582,11 @@ impl Sigma {
                     .expect("a cutoff keeps the group");
                 self.held -= kept.entries.len();
                 let next = last.saturating_add(span).saturating_add(1);
-                let counted = Counted::Within(from, next);
+                let counted = Counted::Within(held_from, next);
                 let passed = Stretch::new(i64::MAX, 0).read(parts, heads, &mut places, counted)?;
                 self.stats[ci].over_budget += passed - len as u64;
                 skip_until = kept.skip_until.max(next);
-                from = next;
+                held_from = next;
             }
         }
         self.held = self.held.saturating_sub(total as usize);

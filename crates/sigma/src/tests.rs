@@ -1566,9 +1566,7 @@ fn failed_at(user: &str, ip: &str, secs: i64, line: u64) -> Event {
 /// bursts of its first hours and counted the rest as unplaced.)
 #[test]
 fn a_group_of_more_matches_than_decided_at_once_finds_what_it_finds_whole() {
-    let count = "title: burst\nid: c-count\nlevel: high\ncorrelation:\n    type: event_count\n    rules: [failed_login]\n    group-by: [UserId]\n    timespan: 10m\n    condition:\n        gte: 30\n";
-    let ips = "title: addresses\nid: c-ips\nlevel: high\ncorrelation:\n    type: value_count\n    rules: [failed_login]\n    group-by: [UserId]\n    timespan: 10m\n    condition:\n        field: ClientIP\n        gte: 3\n";
-    let s = Arc::new(corr_set(FAIL, &format!("{count}---\n{ips}")));
+    let s = burst_and_addresses();
     // A failure every 30 s for a day from one address, and at half past
     // each hour 15 in a minute from three.
     let mut evs = Vec::new();
@@ -1603,6 +1601,26 @@ fn a_group_of_more_matches_than_decided_at_once_finds_what_it_finds_whole() {
         assert_eq!(hours.len(), 24, "{id}: {hours:?}");
     }
     assert!(whole.2.contains("\"over_budget\":0"), "{}", whole.2);
+    decided_in_stretches_as_whole(&s, &evs, &whole, true);
+}
+
+/// An `event_count` (30 failures in 10 minutes) and a `value_count` (3
+/// addresses in 10 minutes) correlation, per user.
+fn burst_and_addresses() -> Arc<RuleSet> {
+    let count = "title: burst\nid: c-count\nlevel: high\ncorrelation:\n    type: event_count\n    rules: [failed_login]\n    group-by: [UserId]\n    timespan: 10m\n    condition:\n        gte: 30\n";
+    let ips = "title: addresses\nid: c-ips\nlevel: high\ncorrelation:\n    type: value_count\n    rules: [failed_login]\n    group-by: [UserId]\n    timespan: 10m\n    condition:\n        field: ClientIP\n        gte: 3\n";
+    Arc::new(corr_set(FAIL, &format!("{count}---\n{ips}")))
+}
+
+/// Asserts that `evs` correlated with fewer matches decided at once
+/// (held, or on disk in small parts or in one) give `whole`; with
+/// `large_parts`, that parts on disk were read in stretches.
+fn decided_in_stretches_as_whole(
+    s: &Arc<RuleSet>,
+    evs: &[Event],
+    whole: &(Vec<String>, String, String),
+    large_parts: bool,
+) {
     for (budget, at_once) in [
         (None, 200),
         (Some(0), 200),
@@ -1612,16 +1630,66 @@ fn a_group_of_more_matches_than_decided_at_once_finds_what_it_finds_whole() {
     ] {
         let disk = budget.map_or_else(held_in_memory, StateDisk::new);
         correlate::LARGE_PARTS_READ.with(|n| n.set(0));
-        let got = correlate_at_most(&s, &evs, disk.clone(), at_once);
+        let got = correlate_at_most(s, evs, disk.clone(), at_once);
         assert_eq!(disk.error(), None);
-        assert_eq!(got, whole, "budget {budget:?}, {at_once} at once");
-        if budget == Some(512 << 10) {
+        assert_eq!(&got, whole, "budget {budget:?}, {at_once} at once");
+        if large_parts && budget == Some(512 << 10) {
             assert!(
                 correlate::LARGE_PARTS_READ.with(|n| n.get()) > 0,
                 "parts too large to read with their key were read in stretches"
             );
         }
     }
+}
+
+/// Where many matches share one time, a stretch ends among them: the
+/// next reads on after the last match the one before kept, so each is
+/// decided once, as when the group is decided whole.
+#[test]
+fn matches_of_one_time_where_a_stretch_ends_are_decided_once() {
+    let s = burst_and_addresses();
+    // For 12 hours, every 4 minutes a clump of 20 to 49 failures in one
+    // second from one address (the next of five each clump): 10 minutes
+    // hold two or three clumps, some of them fewer than 30 failures.
+    let mut evs = Vec::new();
+    for c in 0..180u64 {
+        let ip = format!("203.0.113.{}", c % 5);
+        for k in 0..20 + (c * 7) % 30 {
+            evs.push(failed_at("clumps", &ip, c as i64 * 240, c * 100 + k + 1));
+        }
+    }
+    // For 6 hours, every 6 minutes a clump of 70 in one second from
+    // three addresses: a stretch of 200 ends inside a clump and holds the
+    // clump before it, so more of the clump it ends in are held than the
+    // next may read.
+    for c in 0..60u64 {
+        for k in 0..70 {
+            let ip = format!("198.51.100.{}", k % 3);
+            evs.push(failed_at(
+                "large clumps",
+                &ip,
+                c as i64 * 360,
+                100_000 + c * 100 + k,
+            ));
+        }
+    }
+    fastrand::Rng::with_seed(3).shuffle(&mut evs);
+    let whole = correlate_at_most(&s, &evs, held_in_memory(), usize::MAX);
+    assert!(whole.2.contains("\"over_budget\":0"), "{}", whole.2);
+    for (user, id, least) in [
+        ("clumps", "c-count", 40),
+        ("clumps", "c-ips", 40),
+        ("large clumps", "c-count", 30),
+        ("large clumps", "c-ips", 30),
+    ] {
+        let found = whole
+            .0
+            .iter()
+            .filter(|f| f.contains(id) && f.contains(&format!("\"{user}\"")))
+            .count();
+        assert!(found >= least, "{user}, {id}: {found} windows");
+    }
+    decided_in_stretches_as_whole(&s, &evs, &whole, false);
 }
 
 /// Where more matches than are decided at once fall within one timespan,
