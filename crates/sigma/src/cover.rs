@@ -216,14 +216,6 @@ fn hay_word(hay: &[u8], pos: usize) -> u32 {
 /// ("92.0.4515.159 Safari") rather than the platform every browser names
 /// ("5.0 (Windows NT 10.0; Win64; x64) AppleWebKit").
 pub fn rarest<'a>(texts: &[&'a str]) -> Option<&'a str> {
-    let rare_share = |t: &str| {
-        let n = pieces(t.as_bytes()).count();
-        let rare = pieces(t.as_bytes())
-            .filter(|&g| in_export_text(g) == 0)
-            .count();
-        // Compared as rare / n without dividing.
-        (rare, n)
-    };
     let mut best: Option<(&str, usize, usize)> = None;
     for &t in texts {
         let (rare, n) = rare_share(t);
@@ -361,6 +353,18 @@ fn any_case_rank(p: &str) -> AnyCaseRank {
 fn pieces(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     let n = text.len().saturating_sub(GRAM) + 1;
     (0..n).map(move |k| &text[k..(k + GRAM).min(text.len())])
+}
+
+/// Of the four-byte pieces of `text` (the whole of a shorter one), how
+/// many are not in the keys and common values of exports (ASCII case
+/// ignored), and how many there are: compared as `rare / n` without
+/// dividing, the share of the text that is rare in records.
+pub fn rare_share(text: &str) -> (usize, usize) {
+    let n = pieces(text.as_bytes()).count();
+    let rare = pieces(text.as_bytes())
+        .filter(|&g| in_export_text(g) == 0)
+        .count();
+    (rare, n)
 }
 
 /// How many times a piece is in [`EXPORT_TEXT`], ASCII case ignored (0

@@ -1096,11 +1096,17 @@ impl Prefilter {
         for r in rules {
             for alt in r.literals.iter().flatten() {
                 // The anchor is the clause least likely to be in every
-                // record: values before keys, then long texts (a field item's key
-                // clause comes last, see `section::required_literals`; keys
-                // recur in every record of their schema), and never texts
-                // known to be everywhere (booleans, result words, the common
-                // browser user-agent prefix).
+                // record: values before keys (a field item's key clause
+                // comes last, see `section::required_literals`; keys recur
+                // in every record of their schema), then texts with a
+                // piece that is not in the keys and common values of
+                // exports ([`cover::rare_share`]), then long texts, and
+                // never texts known to be everywhere (booleans, result
+                // words, the common browser user-agent prefix). (By length
+                // alone, a value quoting JSON, split into its runs, was
+                // anchored by its longest run: the key `displayName`, in
+                // every directory audit record many times, rather than
+                // `Guest`.)
                 let key_at = (alt.len() > 1).then(|| alt.len() - 1);
                 let Some(anchor) = (0..alt.len()).max_by_key(|&i| {
                     let w = alt[i]
@@ -1108,9 +1114,15 @@ impl Prefilter {
                         .map(|l| if is_common(l) { 0 } else { l.len() })
                         .min()
                         .unwrap_or(0);
+                    // Each text of the clause has a rare piece. (Ranked
+                    // by the share of rare pieces, `keys` and `join`
+                    // anchored Azure Activity rules over
+                    // `microsoft.keyvault`, whose `microsoft` is common:
+                    // more screening texts, found in more records.)
+                    let rare = alt[i].iter().all(|l| cover::rare_share(l).0 > 0);
                     // A value text that is not common ranks above every
                     // key: keys are in every record of their schema.
-                    (Some(i) != key_at && w > 0, w)
+                    (Some(i) != key_at && w > 0, rare, w)
                 }) else {
                     continue;
                 };
