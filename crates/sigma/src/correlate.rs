@@ -1471,13 +1471,13 @@ impl Sigma {
 
     /// Decides the windows of a group of more than [`Sigma::group_max`]
     /// matches, a stretch of time at a time: each pass over its parts
-    /// keeps the earliest `group_max` matches from where the last left
-    /// off, decides the windows that end before the latest of them, and
-    /// the next starts where those windows' matches stop being needed
-    /// (a span before it). So every window is decided over all its
-    /// matches, as if the group were held whole, in memory for
-    /// `group_max` matches and one part's bytes at once, and the group's
-    /// parts are read about `total / group_max` times. (Keeping the
+    /// reads the earliest matches after those held, up to `group_max` in
+    /// all, decides the windows that end before the latest of them, and
+    /// holds for the next the matches later windows need (a span before
+    /// it). So every window is decided over all its matches, as if the
+    /// group were held whole, in memory for `group_max` matches and one
+    /// part's bytes at once, and the group's parts are read about
+    /// `total / group_max` times, each match whole once. (Keeping the
     /// earliest 200,000 of a group's 1.5 million and counting the rest
     /// as unplaced missed every window after its first hours.)
     ///
