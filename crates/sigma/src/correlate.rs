@@ -585,14 +585,18 @@ struct Entry {
 }
 
 impl Entry {
-    /// Its place among a group's matches: by time, then file and place.
-    fn order(&self) -> (i64, &str, u64, u64, usize) {
+    /// Its place among a group's matches: by time, then file and place,
+    /// then values (a tie only where one record gave a group two matches
+    /// of one rule; ordered all the same, so that which of them a
+    /// stretch keeps is the one the next stretch knows it kept).
+    fn order(&self) -> (i64, &str, u64, u64, usize, &[String]) {
         (
             self.t,
             &self.rep.file,
             self.rep.locator.line,
             self.rep.locator.record,
             self.pos,
+            &self.values,
         )
     }
 
@@ -1054,14 +1058,22 @@ struct Stretch {
     bound: i64,
     /// Some match from `from` on was left out.
     cut: bool,
-    /// The last match the stretch before kept, and how many of its
-    /// matches are at `from` (its time): those at `from` up to it and it
-    /// are held already, and are not read again.
-    after: Option<(Order, usize)>,
+    /// Where the matches held before it end: those at `from` up to the
+    /// last held are not read again.
+    after: Option<HeldUpTo>,
 }
 
-/// [`Entry::order`], owned.
-type Order = (i64, Arc<str>, u64, u64, usize);
+/// The last match held before a stretch ([`Stretch::after`]).
+struct HeldUpTo {
+    /// Its [`Entry::order`], owned.
+    last: (i64, Arc<str>, u64, u64, usize, Vec<String>),
+    /// Held matches at its time (`from`).
+    at_from: usize,
+    /// Held matches equal to it in order not yet met again: matches that
+    /// equal in everything are told apart by none, so as many are passed
+    /// over as were held.
+    same_left: usize,
+}
 
 impl Stretch {
     fn new(from: i64, cap: usize) -> Stretch {
@@ -1080,21 +1092,42 @@ impl Stretch {
     fn after(held: &[Entry], cap: usize) -> Stretch {
         let mut s = Stretch::new(i64::MAX, cap);
         if let Some(last) = held.last() {
-            let at_last = held.len() - held.partition_point(|e| e.t < last.t);
-            let (t, _, line, record, pos) = last.order();
+            let (t, _, line, record, pos, values) = last.order();
             s.from = t;
-            s.after = Some(((t, last.rep.file.clone(), line, record, pos), at_last));
+            s.after = Some(HeldUpTo {
+                last: (t, last.rep.file.clone(), line, record, pos, values.to_vec()),
+                at_from: held.len() - held.partition_point(|e| e.t < t),
+                same_left: held
+                    .iter()
+                    .rev()
+                    .take_while(|e| e.order() == last.order())
+                    .count(),
+            });
         }
         s
     }
 
-    /// Whether `e` is held already: at or before the last match held.
-    fn holds_already(&self, e: &Entry) -> bool {
-        self.after
-            .as_ref()
-            .is_some_and(|((t, file, line, record, pos), _)| {
-                e.t == *t && e.order() <= (*t, &**file, *line, *record, *pos)
-            })
+    /// Whether `e` is held already: before the last match held, or one
+    /// of those equal to it, as many times as they were held.
+    fn holds_already(&mut self, e: &Entry) -> bool {
+        let Some(h) = &mut self.after else {
+            return false;
+        };
+        let (t, file, line, record, pos, values) = &h.last;
+        if e.t != *t {
+            return false;
+        }
+        match e
+            .order()
+            .cmp(&(*t, &**file, *line, *record, *pos, &values[..]))
+        {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Equal if h.same_left > 0 => {
+                h.same_left -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Reads the parts (`heads`: those of `parts.large`) that reach into
@@ -1191,7 +1224,7 @@ impl Stretch {
     ) -> Result<(), String> {
         // Matches held already are at `from`, the earliest time read:
         // among the earliest `cap` more than there are of them.
-        let cap = self.cap + self.after.as_ref().map_or(0, |(_, n)| *n);
+        let cap = self.cap + self.after.as_ref().map_or(0, |h| h.at_from);
         let mut earliest: BinaryHeap<i64> = BinaryHeap::with_capacity(cap + 1);
         // Whether `t` is past the `cap` earliest so far.
         let full_past =
@@ -1533,6 +1566,8 @@ impl Sigma {
             };
             self.stats[ci].late += stretch.read(parts, heads, &mut places, counted)?;
             first = false;
+            // The parts' places are now past the matches before it.
+            let read_from = stretch.from;
             let (more, cut) = stretch.finish();
             if more.is_empty() && cut && !held.is_empty() {
                 // Its bound counts the matches held at its start, so a
@@ -1577,14 +1612,19 @@ impl Sigma {
                 self.held -= behind;
             } else {
                 // Windows of one span hold about `cap` matches or more.
+                // Those left out are counted from where this stretch
+                // read: the group holds every match before it (from
+                // `held_from`), and the parts' places are past them.
+                let placed = len - g.entries.partition_point(|e| e.t < read_from);
                 let kept = self
                     .decide(ci, key, g, Some(i64::MAX))
                     .expect("a cutoff keeps the group");
                 self.held -= kept.entries.len();
                 let next = last.saturating_add(span).saturating_add(1);
-                let counted = Counted::Within(held_from, next);
+                let counted = Counted::Within(read_from, next);
                 let passed = Stretch::new(i64::MAX, 0).read(parts, heads, &mut places, counted)?;
-                self.stats[ci].over_budget += passed - len as u64;
+                debug_assert!(passed >= placed as u64, "{passed} counted, {placed} placed");
+                self.stats[ci].over_budget += passed.saturating_sub(placed as u64);
                 skip_until = kept.skip_until.max(next);
                 held_from = next;
             }

@@ -1658,18 +1658,20 @@ fn matches_of_one_time_where_a_stretch_ends_are_decided_once() {
             evs.push(failed_at("clumps", &ip, c as i64 * 240, c * 100 + k + 1));
         }
     }
-    // For 6 hours, every 6 minutes a clump of 70 in one second from
+    // For 6 hours, every 6 minutes a clump of 71 in one second from
     // three addresses: a stretch of 200 ends inside a clump and holds the
     // clump before it, so more of the clump it ends in are held than the
-    // next may read.
+    // next may read. Each three of a clump are alike in all (one record's
+    // line, read three times), so a stretch also ends among matches that
+    // only their number tells apart.
     for c in 0..60u64 {
-        for k in 0..70 {
-            let ip = format!("198.51.100.{}", k % 3);
+        for k in 0..71 {
+            let ip = format!("198.51.100.{}", (k / 3) % 3);
             evs.push(failed_at(
                 "large clumps",
                 &ip,
                 c as i64 * 360,
-                100_000 + c * 100 + k,
+                100_000 + c * 100 + k / 3,
             ));
         }
     }
@@ -1730,6 +1732,66 @@ fn a_timespan_denser_than_decided_at_once_counts_what_it_leaves_out() {
     assert_eq!(correlate_at_most(&s, &evs, disk.clone(), 100), held);
     assert!(disk.runs_written() > 0);
     assert_eq!(disk.error(), None);
+}
+
+/// A stretch that reads on after held matches and finds a timespan
+/// denser than it may hold counts as unplaced exactly the matches it
+/// leaves out, held or on disk: the matches held before where it read
+/// are placed, though the parts' places are past them.
+#[test]
+fn a_dense_timespan_met_after_held_matches_counts_only_what_it_leaves_out() {
+    let count = "title: burst\nid: c-count\nlevel: high\ncorrelation:\n    type: event_count\n    rules: [failed_login]\n    group-by: [UserId]\n    timespan: 10m\n    condition:\n        gte: 500\n";
+    let s = Arc::new(corr_set(FAIL, count));
+    // 300 failures a minute apart, then 1,050 at ten a second: a stretch
+    // of 1,000 holds 700 of them for the next, which reads 300 more and
+    // finds 1,000 within one timespan.
+    let mut evs: Vec<Event> = (0..300)
+        .map(|k| failed_at("dense", "198.51.100.1", k * 60, k as u64 + 1))
+        .collect();
+    evs.extend(
+        (0..1050).map(|k| failed_at("dense", "198.51.100.1", 20_000 + k / 10, 1000 + k as u64)),
+    );
+    fastrand::Rng::with_seed(5).shuffle(&mut evs);
+    let events = |f: &str| -> u64 {
+        let v: Value = serde_json::from_str(f).unwrap();
+        v["evidence"]["events"].as_u64().unwrap()
+    };
+    let whole = correlate_at_most(&s, &evs, held_in_memory(), usize::MAX);
+    assert_eq!(
+        whole.0.iter().map(|f| events(f)).collect::<Vec<_>>(),
+        [1050]
+    );
+    let mut large_parts = 0;
+    for budget in [
+        None,
+        Some(0),
+        Some(64 << 10),
+        Some(128 << 10),
+        Some(256 << 10),
+    ] {
+        let disk = budget.map_or_else(held_in_memory, StateDisk::new);
+        correlate::LARGE_PARTS_READ.with(|n| n.set(0));
+        let got = correlate_at_most(&s, &evs, disk.clone(), 1000);
+        large_parts += correlate::LARGE_PARTS_READ.with(|n| n.get());
+        assert_eq!(disk.error(), None);
+        assert_eq!(
+            got.0.iter().map(|f| events(f)).collect::<Vec<_>>(),
+            [1000],
+            "budget {budget:?}"
+        );
+        assert!(
+            got.2.contains("\"over_budget\":50"),
+            "budget {budget:?}: {}",
+            got.2
+        );
+        assert!(
+            got.1
+                .contains("50 not placed in a window because more than 750 matches"),
+            "budget {budget:?}: {}",
+            got.1
+        );
+    }
+    assert!(large_parts > 0, "no part was read in stretches from disk");
 }
 
 #[test]
