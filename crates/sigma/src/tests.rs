@@ -1694,6 +1694,17 @@ fn matches_of_one_time_where_a_stretch_ends_are_decided_once() {
     decided_in_stretches_as_whole(&s, &evs, &whole, false);
 }
 
+/// The events each correlation finding's window counted.
+fn window_events(findings: &[String]) -> Vec<u64> {
+    findings
+        .iter()
+        .map(|f| {
+            let v: Value = serde_json::from_str(f).unwrap();
+            v["evidence"]["events"].as_u64().unwrap()
+        })
+        .collect()
+}
+
 /// Where more matches than are decided at once fall within one timespan,
 /// the windows there are decided on those held, the matches of the
 /// timespan after them are counted as unplaced and named in the note,
@@ -1708,20 +1719,10 @@ fn a_timespan_denser_than_decided_at_once_counts_what_it_leaves_out() {
         .map(|k| failed_at("dense", "198.51.100.1", k, k as u64 + 1))
         .collect();
     evs.extend((0..10).map(|k| failed_at("dense", "198.51.100.1", 3600 + k * 6, 1000 + k as u64)));
-    let events = |f: &str| -> u64 {
-        let v: Value = serde_json::from_str(f).unwrap();
-        v["evidence"]["events"].as_u64().unwrap()
-    };
     let whole = correlate_at_most(&s, &evs, held_in_memory(), usize::MAX);
-    assert_eq!(
-        whole.0.iter().map(|f| events(f)).collect::<Vec<_>>(),
-        [300, 10]
-    );
+    assert_eq!(window_events(&whole.0), [300, 10]);
     let held = correlate_at_most(&s, &evs, held_in_memory(), 100);
-    assert_eq!(
-        held.0.iter().map(|f| events(f)).collect::<Vec<_>>(),
-        [100, 10]
-    );
+    assert_eq!(window_events(&held.0), [100, 10]);
     assert!(held.2.contains("\"over_budget\":200"), "{}", held.2);
     assert!(
         held.1.contains("200 not placed in a window because more than 75 matches of their group fell within one timespan"),
@@ -1752,15 +1753,8 @@ fn a_dense_timespan_met_after_held_matches_counts_only_what_it_leaves_out() {
         (0..1050).map(|k| failed_at("dense", "198.51.100.1", 20_000 + k / 10, 1000 + k as u64)),
     );
     fastrand::Rng::with_seed(5).shuffle(&mut evs);
-    let events = |f: &str| -> u64 {
-        let v: Value = serde_json::from_str(f).unwrap();
-        v["evidence"]["events"].as_u64().unwrap()
-    };
     let whole = correlate_at_most(&s, &evs, held_in_memory(), usize::MAX);
-    assert_eq!(
-        whole.0.iter().map(|f| events(f)).collect::<Vec<_>>(),
-        [1050]
-    );
+    assert_eq!(window_events(&whole.0), [1050]);
     let mut large_parts = 0;
     for budget in [
         None,
@@ -1774,11 +1768,7 @@ fn a_dense_timespan_met_after_held_matches_counts_only_what_it_leaves_out() {
         let got = correlate_at_most(&s, &evs, disk.clone(), 1000);
         large_parts += correlate::LARGE_PARTS_READ.with(|n| n.get());
         assert_eq!(disk.error(), None);
-        assert_eq!(
-            got.0.iter().map(|f| events(f)).collect::<Vec<_>>(),
-            [1000],
-            "budget {budget:?}"
-        );
+        assert_eq!(window_events(&got.0), [1000], "budget {budget:?}");
         assert!(
             got.2.contains("\"over_budget\":50"),
             "budget {budget:?}: {}",
