@@ -736,6 +736,16 @@ struct Group {
 }
 
 impl Group {
+    /// The earliest and latest times of its matches (`i64::MAX` and
+    /// `i64::MIN` for none).
+    fn time_range(&self) -> (i64, i64) {
+        self.entries
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), e| {
+                (lo.min(e.t), hi.max(e.t))
+            })
+    }
+
     /// Keeps the earliest [`GROUP_MAX`] matches: the same ones however
     /// the group's parts came together.
     fn cap(&mut self) {
@@ -753,18 +763,6 @@ impl Group {
         self.over_cap += (self.entries.len() - GROUP_MAX) as u64;
         self.entries.truncate(GROUP_MAX);
         self.unsorted = true;
-    }
-}
-
-impl Group {
-    /// The earliest and latest times of its matches (`i64::MAX` and
-    /// `i64::MIN` for none).
-    fn time_range(&self) -> (i64, i64) {
-        self.entries
-            .iter()
-            .fold((i64::MAX, i64::MIN), |(lo, hi), e| {
-                (lo.min(e.t), hi.max(e.t))
-            })
     }
 }
 

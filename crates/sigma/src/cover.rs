@@ -355,11 +355,19 @@ fn pieces(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     (0..n).map(move |k| &text[k..(k + GRAM).min(text.len())])
 }
 
+/// Whether some four-byte piece of `text` (the whole of a shorter one)
+/// is not in the keys and common values of exports (ASCII case ignored):
+/// a text made only of such pieces (`displayName`, `newValue`) is in most
+/// records of some export.
+pub fn has_rare_piece(text: &str) -> bool {
+    pieces(text.as_bytes()).any(|g| in_export_text(g) == 0)
+}
+
 /// Of the four-byte pieces of `text` (the whole of a shorter one), how
 /// many are not in the keys and common values of exports (ASCII case
 /// ignored), and how many there are: compared as `rare / n` without
 /// dividing, the share of the text that is rare in records.
-pub fn rare_share(text: &str) -> (usize, usize) {
+fn rare_share(text: &str) -> (usize, usize) {
     let n = pieces(text.as_bytes()).count();
     let rare = pieces(text.as_bytes())
         .filter(|&g| in_export_text(g) == 0)
@@ -373,11 +381,15 @@ fn in_export_text(piece: &[u8]) -> usize {
     let Ok(g) = std::str::from_utf8(piece) else {
         return 0;
     };
-    let g = g.to_ascii_lowercase();
-    match <[u8; GRAM]>::try_from(g.as_bytes()) {
-        Ok(gram) => export_grams().get(&gram).map_or(0, |&n| usize::from(n)),
+    // Lower-cased in place: a string for each piece was most of judging
+    // a rule set's anchors ([`has_rare_piece`]) when loading it.
+    match <[u8; GRAM]>::try_from(piece) {
+        Ok(mut gram) => {
+            gram.make_ascii_lowercase();
+            export_grams().get(&gram).map_or(0, |&n| usize::from(n))
+        }
         // Whole anchors shorter than a piece: few.
-        Err(_) => EXPORT_TEXT.matches(&*g).count(),
+        Err(_) => EXPORT_TEXT.matches(&*g.to_ascii_lowercase()).count(),
     }
 }
 

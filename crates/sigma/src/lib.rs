@@ -1100,7 +1100,7 @@ impl Prefilter {
                 // comes last, see `section::required_literals`; keys recur
                 // in every record of their schema), then texts with a
                 // piece that is not in the keys and common values of
-                // exports ([`cover::rare_share`]), then long texts, and
+                // exports ([`cover::has_rare_piece`]), then long texts, and
                 // never texts known to be everywhere (booleans, result
                 // words, the common browser user-agent prefix). (By length
                 // alone, a value quoting JSON, split into its runs, was
@@ -1119,7 +1119,7 @@ impl Prefilter {
                     // anchored Azure Activity rules over
                     // `microsoft.keyvault`, whose `microsoft` is common:
                     // more screening texts, found in more records.)
-                    let rare = alt[i].iter().all(|l| cover::rare_share(l).0 > 0);
+                    let rare = alt[i].iter().all(|l| cover::has_rare_piece(l));
                     // A value text that is not common ranks above every
                     // key: keys are in every record of their schema.
                     (Some(i) != key_at && w > 0, rare, w)
