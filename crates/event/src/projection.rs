@@ -622,104 +622,95 @@ impl<'t> Scan<'t> {
     /// (not only its grammar, as it checks a value it skips: also its
     /// depth limit, escapes of half a surrogate pair, numbers out of
     /// range), so that a record is projected only if a full parse reads
-    /// it. Containers are tracked on a stack rather than by recursion.
+    /// it. Root keys and plain strings are noted when this scan notes
+    /// them ([`scan_whole`]).
     fn skip(&mut self) -> Scanned<()> {
+        if self.root_keys.is_none() && self.plain.is_none() {
+            return self.skip_noting(&mut ());
+        }
+        let mut notes = WholeNotes {
+            root_keys: self.root_keys.take(),
+            plain: self.plain.take(),
+        };
+        let skipped = self.skip_noting(&mut notes);
+        self.root_keys = notes.root_keys;
+        self.plain = notes.plain;
+        skipped
+    }
+
+    /// [`Scan::skip`], each string shown to `notes`. One loop over a
+    /// position held in a local, containers tracked on a stack rather
+    /// than by recursion: skipped values are most of the bytes of a
+    /// sign-in, and a call per string and per key was a fifth of the
+    /// instructions of a hunt over sign-ins.
+    #[inline(always)]
+    fn skip_noting<N: StringNotes>(&mut self, notes: &mut N) -> Scanned<()> {
+        let (text, b) = (self.text, self.bytes());
         let base = self.skipping.len();
+        let mut i = self.at;
         loop {
-            match self.peek()? {
-                b'"' => self.skip_string()?,
-                open @ (b'{' | b'[') => {
-                    self.at += 1;
-                    self.enter()?;
-                    let close = if open == b'{' { b'}' } else { b']' };
-                    if self.peek()? == close {
-                        self.at += 1;
+            i = past_space(b, i);
+            match b.get(i) {
+                Some(b'"') => i = past_string(text, i, false, notes)?,
+                Some(&open @ (b'{' | b'[')) => {
+                    self.depth += 1;
+                    if self.depth >= DEPTH_LIMIT {
+                        return Err(Stop);
+                    }
+                    // `}` and `]` follow `{` and `[` but for one byte.
+                    let close = open + 2;
+                    i = past_space(b, i + 1);
+                    if b.get(i) == Some(&close) {
+                        i += 1;
                         self.depth -= 1;
                     } else {
                         self.skipping.push(close);
                         if close == b'}' {
-                            self.skip_key()?;
+                            i = past_key(text, i, self.skipping.len() == 1, notes)?;
                         }
                         continue;
                     }
                 }
-                b't' => self.literal(b"true")?,
-                b'f' => self.literal(b"false")?,
-                b'n' => self.literal(b"null")?,
-                _ => {
-                    let from = self.at;
-                    let exponent = self.number()?;
+                Some(b't') => i = past_word(b, i, b"true")?,
+                Some(b'f') => i = past_word(b, i, b"false")?,
+                Some(b'n') => i = past_word(b, i, b"null")?,
+                Some(_) => {
+                    let (end, exponent) = number_end(b, i)?;
                     // Only an exponent or hundreds of digits can put a
                     // number out of the range serde_json builds.
-                    if (exponent || self.at - from > 300)
-                        && serde_json::from_str::<Value>(&self.text[from..self.at]).is_err()
+                    if (exponent || end - i > 300)
+                        && serde_json::from_str::<Value>(&text[i..end]).is_err()
                     {
                         return Err(Stop);
                     }
+                    i = end;
                 }
+                None => return Err(Stop),
             }
             // Past a value: close what it ended, until the next element.
             loop {
                 let Some(&close) = self.skipping.get(base..).and_then(<[u8]>::last) else {
+                    self.at = i;
                     return Ok(());
                 };
-                if self.close_or_next(close)? {
-                    self.skipping.pop();
-                    self.depth -= 1;
-                } else {
-                    if close == b'}' {
-                        self.skip_key()?;
+                i = past_space(b, i);
+                match b.get(i) {
+                    Some(b',') => {
+                        i += 1;
+                        if close == b'}' {
+                            i = past_key(text, i, self.skipping.len() == 1, notes)?;
+                        }
+                        break;
                     }
-                    break;
+                    Some(&c) if c == close => {
+                        i += 1;
+                        self.skipping.pop();
+                        self.depth -= 1;
+                    }
+                    _ => return Err(Stop),
                 }
             }
         }
-    }
-
-    /// A skipped object's key and its colon (a root key noted, when the
-    /// root's keys are).
-    fn skip_key(&mut self) -> Scanned<()> {
-        if self.peek()? != b'"' {
-            return Err(Stop);
-        }
-        // Only the root is open when a whole text is skipped from its start.
-        if self.root_keys.is_some() && self.skipping.len() == 1 {
-            let from = self.at + 1;
-            // Unescaped, as the full parse names it.
-            let key = self.string_text()?;
-            if names_another_kind(&key) {
-                self.root_keys = Some(true);
-            }
-            if let Some(p) = &mut self.plain {
-                // Its bytes as written, escapes and all: what a search of
-                // the bytes for a key finds.
-                let raw = &self.text.as_bytes()[from..self.at - 1];
-                p.note(raw, self.at, true);
-            }
-        } else {
-            self.skip_string()?;
-        }
-        self.eat(b':')
-    }
-
-    /// Past a string at its opening quote, checked as serde_json checks
-    /// a string it builds.
-    fn skip_string(&mut self) -> Scanned<()> {
-        let (from, to, escaped) = self.string()?;
-        if let Some(p) = &mut self.plain {
-            p.note(&self.text.as_bytes()[from..to], to + 1, false);
-        }
-        if escaped {
-            // The escapes were read; a half of a surrogate pair is the one
-            // thing more a string serde_json builds may not hold.
-            let b = &self.bytes()[..to];
-            let mut i = from;
-            while let Some(p) = memchr::memchr(b'\\', &b[i..]) {
-                let (_, len) = unescape(b, i + p)?;
-                i += p + len;
-            }
-        }
-        Ok(())
     }
 
     /// An object key (a string is expected).
@@ -773,39 +764,6 @@ impl<'t> Scan<'t> {
         }
     }
 
-    /// Past a string, at its opening quote: where its text starts and
-    /// ends, and whether it has escapes.
-    fn string(&mut self) -> Scanned<(usize, usize, bool)> {
-        let b = self.bytes();
-        let from = self.at + 1;
-        let mut i = from;
-        let mut escaped = false;
-        loop {
-            i = to_special(b, i);
-            match b.get(i) {
-                Some(b'"') => {
-                    self.at = i + 1;
-                    return Ok((from, i, escaped));
-                }
-                Some(b'\\') => {
-                    escaped = true;
-                    match b.get(i + 1) {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
-                        Some(b'u')
-                            if b.get(i + 2..i + 6)
-                                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) =>
-                        {
-                            i += 6
-                        }
-                        _ => return Err(Stop),
-                    }
-                }
-                // A control character, or the end of the text.
-                _ => return Err(Stop),
-            }
-        }
-    }
-
     pub(crate) fn literal(&mut self, word: &[u8]) -> Scanned<()> {
         if self.bytes().get(self.at..self.at + word.len()) != Some(word) {
             return Err(Stop);
@@ -816,37 +774,195 @@ impl<'t> Scan<'t> {
 
     /// Past a number, as RFC 8259 writes one; whether it has an exponent.
     pub(crate) fn number(&mut self) -> Scanned<bool> {
-        let b = self.bytes();
-        let mut i = self.at;
-        if b.get(i) == Some(&b'-') {
+        let (end, exponent) = number_end(self.bytes(), self.at)?;
+        self.at = end;
+        Ok(exponent)
+    }
+}
+
+/// Past a number at `i`, as RFC 8259 writes one: where it ends, and
+/// whether it has an exponent.
+#[inline]
+fn number_end(b: &[u8], mut i: usize) -> Scanned<(usize, bool)> {
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i = digits(b, i + 1),
+        _ => return Err(Stop),
+    }
+    if b.get(i) == Some(&b'.') {
+        let j = digits(b, i + 1);
+        if j == i + 1 {
+            return Err(Stop);
+        }
+        i = j;
+    }
+    let exponent = matches!(b.get(i), Some(b'e' | b'E'));
+    if exponent {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
             i += 1;
         }
+        let j = digits(b, i);
+        if j == i {
+            return Err(Stop);
+        }
+        i = j;
+    }
+    Ok((i, exponent))
+}
+
+/// Past the whitespace JSON allows from `i`.
+#[inline(always)]
+fn past_space(b: &[u8], mut i: usize) -> usize {
+    while let Some(&c) = b.get(i) {
+        if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// Past the literal `word` at `i`.
+#[inline]
+fn past_word(b: &[u8], i: usize, word: &[u8]) -> Scanned<usize> {
+    if b.get(i..i + word.len()) != Some(word) {
+        return Err(Stop);
+    }
+    Ok(i + word.len())
+}
+
+/// The closing quote of a string whose text starts at `from`, and
+/// whether the string has escapes, checked as serde_json checks a string
+/// it reads (escapes well formed, no control character).
+#[inline(always)]
+fn string_end(b: &[u8], from: usize) -> Scanned<(usize, bool)> {
+    let mut i = from;
+    let mut escaped = false;
+    loop {
+        i = to_special(b, i);
         match b.get(i) {
-            Some(b'0') => i += 1,
-            Some(b'1'..=b'9') => i = digits(b, i + 1),
+            Some(b'"') => return Ok((i, escaped)),
+            Some(b'\\') => {
+                escaped = true;
+                match b.get(i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                    Some(b'u')
+                        if b.get(i + 2..i + 6)
+                            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) =>
+                    {
+                        i += 6
+                    }
+                    _ => return Err(Stop),
+                }
+            }
+            // A control character, or the end of the text.
             _ => return Err(Stop),
         }
-        if b.get(i) == Some(&b'.') {
-            let j = digits(b, i + 1);
-            if j == i + 1 {
-                return Err(Stop);
+    }
+}
+
+/// Past a skipped string at its opening quote `i`, checked as serde_json
+/// checks a string it builds, and shown to `notes`.
+#[inline(always)]
+fn past_string<N: StringNotes>(
+    text: &str,
+    i: usize,
+    root_key: bool,
+    notes: &mut N,
+) -> Scanned<usize> {
+    let b = text.as_bytes();
+    let from = i + 1;
+    let (to, escaped) = string_end(b, from)?;
+    if escaped {
+        surrogates_paired(&b[..to], from)?;
+    }
+    notes.string(text, from, to, escaped, root_key);
+    Ok(to + 1)
+}
+
+/// Checks the escapes of a string read from `from` to the end of `b`
+/// (its closing quote): a half of a surrogate pair is the one thing more
+/// than its grammar that a string serde_json builds may not hold.
+#[inline(never)]
+fn surrogates_paired(b: &[u8], from: usize) -> Scanned<()> {
+    let mut i = from;
+    while let Some(p) = memchr::memchr(b'\\', &b[i..]) {
+        let (_, len) = unescape(b, i + p)?;
+        i += p + len;
+    }
+    Ok(())
+}
+
+/// Past a skipped object's key at `i` (after whitespace) and its colon;
+/// `root_key` when the object is the root of a whole text skipped.
+#[inline(always)]
+fn past_key<N: StringNotes>(text: &str, i: usize, root_key: bool, notes: &mut N) -> Scanned<usize> {
+    let b = text.as_bytes();
+    let i = past_space(b, i);
+    if b.get(i) != Some(&b'"') {
+        return Err(Stop);
+    }
+    let i = past_space(b, past_string(text, i, root_key, notes)?);
+    if b.get(i) != Some(&b':') {
+        return Err(Stop);
+    }
+    Ok(i + 1)
+}
+
+/// [`names_another_kind`] of an escaped key whose text starts at `from`,
+/// unescaped as the full parse names it (the string was checked, so it
+/// reads).
+#[cold]
+fn escaped_names_another_kind(text: &str, from: usize) -> bool {
+    let mut scan = Scan::new(text);
+    scan.at = from - 1;
+    scan.string_text().is_ok_and(|k| names_another_kind(&k))
+}
+
+/// What a scan that skips values notes of their strings.
+trait StringNotes {
+    /// The string `text[from..to]` (as written, between its quotes) was
+    /// skipped; `root_key` when it is a key of the root of a whole text
+    /// skipped.
+    fn string(&mut self, text: &str, from: usize, to: usize, escaped: bool, root_key: bool);
+}
+
+/// Notes nothing: a projection's skipped values.
+impl StringNotes for () {
+    #[inline(always)]
+    fn string(&mut self, _: &str, _: usize, _: usize, _: bool, _: bool) {}
+}
+
+/// What [`scan_whole`] notes: whether a root key names another kind
+/// (when asked), and the strings [`PlainKeys`] counts.
+struct WholeNotes {
+    root_keys: Option<bool>,
+    plain: Option<PlainKeys>,
+}
+
+impl StringNotes for WholeNotes {
+    #[inline(always)]
+    fn string(&mut self, text: &str, from: usize, to: usize, escaped: bool, root_key: bool) {
+        let root_key = root_key && self.root_keys.is_some();
+        if root_key {
+            let named = if escaped {
+                escaped_names_another_kind(text, from)
+            } else {
+                names_another_kind(&text[from..to])
+            };
+            if named {
+                self.root_keys = Some(true);
             }
-            i = j;
         }
-        let exponent = matches!(b.get(i), Some(b'e' | b'E'));
-        if exponent {
-            i += 1;
-            if matches!(b.get(i), Some(b'+' | b'-')) {
-                i += 1;
-            }
-            let j = digits(b, i);
-            if j == i {
-                return Err(Stop);
-            }
-            i = j;
+        if let Some(p) = &mut self.plain {
+            // Its bytes as written, escapes and all: what a search of the
+            // bytes for a key finds.
+            p.note(&text.as_bytes()[from..to], to + 1, root_key);
         }
-        self.at = i;
-        Ok(exponent)
     }
 }
 
@@ -907,7 +1023,7 @@ fn digits(b: &[u8], mut i: usize) -> usize {
 /// The first byte from `i` that ends or escapes a string, or is a control
 /// character a string may not hold (the text's length if none): eight
 /// bytes at a time, as serde_json looks.
-#[inline]
+#[inline(always)]
 fn to_special(b: &[u8], mut i: usize) -> usize {
     while let Some(w) = word_at(b, i) {
         // The lowest byte marked is always a true one.
@@ -1109,6 +1225,7 @@ pub(crate) fn parses_and_names_another_kind(text: &str) -> (bool, bool) {
 /// Whether a root key lets [`classify`](crate::event::classify) find a
 /// record of another kind than audit (see
 /// [`PlainAudit::names_another_kind`]), ASCII case ignored.
+#[inline]
 fn names_another_kind(key: &str) -> bool {
     const KEYS: [&str; 5] = [
         "verdict",
