@@ -726,14 +726,25 @@ impl<'t> Scan<'t> {
     /// (an escaped half of a surrogate pair refused), in the same pass:
     /// JSON carried in a string (a PowerShell export's `AuditData`) has an
     /// escape every few bytes.
+    #[inline(always)]
     pub(crate) fn string_text(&mut self) -> Scanned<Cow<'t, str>> {
         let b = self.bytes();
         let from = self.at + 1;
-        let mut i = to_special(b, from);
+        let i = to_special(b, from);
         if b.get(i) == Some(&b'"') {
             self.at = i + 1;
             return Ok(Cow::Borrowed(&self.text[from..i]));
         }
+        self.string_text_on(from, i)
+    }
+
+    /// [`Scan::string_text`] of a string whose text starts at `from`, past
+    /// its first byte `i` that is no plain character. Most strings have
+    /// none but their closing quote: out of line, this loop no longer
+    /// weighs on every call.
+    #[inline(never)]
+    fn string_text_on(&mut self, from: usize, mut i: usize) -> Scanned<Cow<'t, str>> {
+        let b = self.bytes();
         let mut out = String::with_capacity(i - from + 32);
         let mut run = from;
         loop {
